@@ -1,0 +1,14 @@
+// Package protocols owns what the SMTP, IMAP and POP3 frontends share: the
+// mail-store interface they consume (Store and Account), the protocol error
+// type, TLS settings, SASL helpers, and the limits that protect a node from
+// abusive clients (failed-login throttling, connection caps).
+//
+// Invariants:
+//   - Frontends reach mail only through Store and Account. They never import
+//     raft or bbolt, so the same frontend serves a local shard or a routed
+//     cluster.
+//   - A frontend acknowledges (SMTP 250, IMAP OK, POP3 +OK after QUIT) only
+//     after the Store call that committed the change returned nil.
+//   - Credentials are never logged, and failed logins look the same whether
+//     or not the user exists.
+package protocols

@@ -1,0 +1,108 @@
+package protocols
+
+import (
+	"context"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// MailboxDelimiter separates levels of the mailbox hierarchy.
+const MailboxDelimiter = '/'
+
+// Store is the mail store as the frontends see it. Every method that
+// changes mail returns only after the change is committed on a quorum.
+type Store interface {
+	// Authenticate checks a user's credentials. Unknown users and wrong
+	// passwords both yield schema.ErrAuthFailed.
+	Authenticate(ctx context.Context, username, password string) (Account, error)
+	// LookupRecipient reports whether address is a local mailbox:
+	// schema.ErrNotLocal for a domain not served here, schema.ErrNoSuchUser
+	// for an unknown user of a local domain.
+	LookupRecipient(ctx context.Context, address string) error
+	// Deliver stores one message in the inbox of every recipient.
+	Deliver(ctx context.Context, d schema.Delivery) error
+}
+
+// Backend is what a mail store implementation provides for accounts of
+// concrete type A. StoreOf turns it into a Store, so an implementation
+// need not import this package to satisfy it.
+type Backend[A Account] interface {
+	Authenticate(ctx context.Context, username, password string) (A, error)
+	LookupRecipient(ctx context.Context, address string) error
+	Deliver(ctx context.Context, d schema.Delivery) error
+}
+
+// StoreOf adapts a Backend to the Store interface.
+func StoreOf[A Account](b Backend[A]) Store { return backendStore[A]{b} }
+
+type backendStore[A Account] struct{ b Backend[A] }
+
+func (s backendStore[A]) Authenticate(ctx context.Context, username, password string) (Account, error) {
+	a, err := s.b.Authenticate(ctx, username, password)
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (s backendStore[A]) LookupRecipient(ctx context.Context, address string) error {
+	return s.b.LookupRecipient(ctx, address)
+}
+
+func (s backendStore[A]) Deliver(ctx context.Context, d schema.Delivery) error {
+	return s.b.Deliver(ctx, d)
+}
+
+// Account is an authenticated user's mail. Mailboxes are named by their
+// full hierarchical name (MailboxDelimiter between levels, INBOX matched
+// case-insensitively) and, once resolved, by their ID, which survives
+// renames.
+type Account interface {
+	// Address returns the user's canonical address.
+	Address() string
+
+	// Mailboxes lists every mailbox with its counters.
+	Mailboxes(ctx context.Context) ([]schema.MailboxInfo, error)
+	// Mailbox resolves one mailbox by name (schema.ErrNoSuchMailbox).
+	Mailbox(ctx context.Context, name string) (schema.MailboxInfo, error)
+	// CreateMailbox creates a mailbox; specialUse is "" or a
+	// schema.Special* attribute.
+	CreateMailbox(ctx context.Context, name, specialUse string) error
+	// DeleteMailbox deletes a mailbox and its messages. INBOX cannot be
+	// deleted (schema.ErrCannotDelete).
+	DeleteMailbox(ctx context.Context, name string) error
+	// RenameMailbox renames a mailbox and its children. Renaming INBOX
+	// moves its messages to the new mailbox and leaves INBOX empty
+	// (RFC 3501 section 6.3.5).
+	RenameMailbox(ctx context.Context, oldName, newName string) error
+	// SetSubscribed subscribes to or unsubscribes from a mailbox.
+	SetSubscribed(ctx context.Context, name string, subscribed bool) error
+
+	// Snapshot returns a mailbox's counters and messages at one point.
+	Snapshot(ctx context.Context, mailbox schema.ID) (schema.MailboxSnapshot, error)
+	// Append stores a message in a mailbox.
+	Append(ctx context.Context, mailbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error)
+	// Header returns a message's header section (up to and including the
+	// blank line that ends it).
+	Header(ctx context.Context, blob schema.ID) ([]byte, error)
+	// Body returns a whole message.
+	Body(ctx context.Context, blob schema.ID) ([]byte, error)
+	// StoreFlags changes the flags of the given messages and returns their
+	// new state; UIDs that no longer exist are skipped.
+	StoreFlags(ctx context.Context, mailbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error)
+	// Copy copies messages to dest.
+	Copy(ctx context.Context, mailbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error)
+	// Move moves messages to dest atomically.
+	Move(ctx context.Context, mailbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error)
+	// Expunge removes messages and returns the UIDs it removed.
+	Expunge(ctx context.Context, mailbox schema.ID, targets []schema.ExpungeTarget) ([]schema.UID, error)
+
+	// Watch streams the changes to one mailbox, in commit order, until
+	// stop is called; stop closes the channel. A schema.ChangeResync event
+	// means events were lost and the mailbox must be reloaded.
+	Watch(mailbox schema.ID) (changes <-chan schema.Change, stop func())
+
+	// Close releases what the account holds (cached keys, watchers).
+	Close() error
+}

@@ -1,0 +1,236 @@
+package seal
+
+import (
+	"bytes"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// KeySize is the size of every symmetric key in the hierarchy.
+const KeySize = chacha20poly1305.KeySize
+
+// MaxPlaintext bounds what Open will decompress, so a corrupt or hostile
+// value cannot exhaust memory.
+const MaxPlaintext = 16 << 20
+
+const (
+	version       = 1
+	flagZstd      = 1
+	headerSize    = 1 + 1 + 4 + chacha20poly1305.NonceSizeX
+	compressAbove = 128 // smaller values are not worth a zstd frame
+)
+
+// Errors returned by Open.
+var (
+	ErrMalformed = errors.New("seal: malformed value")
+	ErrNoKey     = errors.New("seal: key not in keyring")
+	ErrAuth      = errors.New("seal: authentication failed")
+)
+
+// Kind says what a sealed value is; it is bound into the additional data.
+type Kind uint8
+
+// Kinds of sealed objects.
+const (
+	KindMailbox Kind = iota + 1
+	KindMessageAttrs
+	KindChunk
+	KindUserKey
+	KindDomainKey
+	KindDomainInfo
+	KindUserInfo
+	KindClusterKey
+	KindSetting
+)
+
+// Key is a symmetric key and the id stored beside values it sealed.
+type Key struct {
+	ID     uint32
+	Secret [KeySize]byte
+}
+
+// Keyring gives the key to seal with and finds keys by id to open with.
+type Keyring interface {
+	Current() Key
+	Lookup(id uint32) (Key, bool)
+}
+
+// Static is a Keyring over a fixed set of keys; the last added is current.
+type Static struct {
+	keys    map[uint32]Key
+	current Key
+}
+
+// NewStatic returns a keyring holding keys; the last one is current.
+func NewStatic(keys ...Key) *Static {
+	s := &Static{keys: make(map[uint32]Key, len(keys))}
+	for _, k := range keys {
+		s.keys[k.ID] = k
+		s.current = k
+	}
+	return s
+}
+
+// Current returns the key new values are sealed with.
+func (s *Static) Current() Key { return s.current }
+
+// Lookup returns the key with the given id.
+func (s *Static) Lookup(id uint32) (Key, bool) {
+	k, ok := s.keys[id]
+	return k, ok
+}
+
+// NewKey returns a random key with the given id.
+func NewKey(id uint32) Key {
+	k := Key{ID: id}
+	if _, err := rand.Read(k.Secret[:]); err != nil {
+		panic(fmt.Sprintf("seal: crypto/rand: %v", err))
+	}
+	return k
+}
+
+// Derive returns a subkey of secret for one purpose, so that one master
+// secret can key independent uses (HKDF-SHA256, RFC 5869).
+func Derive(secret [KeySize]byte, purpose string) [KeySize]byte {
+	b, err := hkdf.Key(sha256.New, secret[:], nil, "mailcluster/"+purpose, KeySize)
+	if err != nil {
+		panic(fmt.Sprintf("seal: hkdf: %v", err)) // only fails for oversize lengths
+	}
+	var out [KeySize]byte
+	copy(out[:], b)
+	return out
+}
+
+// Index returns the keyed hash of name under an index key: how names are
+// looked up without being stored.
+func Index(key [KeySize]byte, name string) [32]byte {
+	m := hmac.New(sha256.New, key[:])
+	m.Write([]byte(name))
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// Sealer seals and opens values. It shares one zstd encoder and decoder
+// among all callers and is safe for concurrent use.
+type Sealer struct {
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+// New returns a Sealer.
+func New() (*Sealer, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(4))
+	if err != nil {
+		return nil, fmt.Errorf("seal: zstd encoder: %w", err)
+	}
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(4),
+		zstd.WithDecoderMaxMemory(MaxPlaintext),
+		zstd.WithDecoderMaxWindow(MaxPlaintext))
+	if err != nil {
+		return nil, fmt.Errorf("seal: zstd decoder: %w", err)
+	}
+	return &Sealer{enc: enc, dec: dec}, nil
+}
+
+// Close releases the compressors.
+func (s *Sealer) Close() {
+	s.enc.Close()
+	s.dec.Close()
+}
+
+// Seal compresses and encrypts plaintext for (kind, owner, object) with
+// kr's current key.
+func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []byte) ([]byte, error) {
+	key := kr.Current()
+	aead, err := chacha20poly1305.NewX(key.Secret[:])
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	var flags byte
+	body := plaintext
+	if len(plaintext) > compressAbove {
+		c := s.enc.EncodeAll(plaintext, make([]byte, 0, len(plaintext)/2))
+		if len(c) < len(plaintext) {
+			body, flags = c, flagZstd
+		}
+	}
+	out := make([]byte, headerSize, headerSize+len(body)+aead.Overhead())
+	out[0] = version
+	out[1] = flags
+	binary.BigEndian.PutUint32(out[2:6], key.ID)
+	if _, err := rand.Read(out[6:headerSize]); err != nil {
+		return nil, fmt.Errorf("seal: nonce: %w", err)
+	}
+	ad := additionalData(out[:6], kind, owner, object)
+	return aead.Seal(out, out[6:headerSize], body, ad), nil
+}
+
+// Open authenticates and decrypts a value sealed for (kind, owner, object).
+func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte) ([]byte, error) {
+	if len(sealed) < headerSize+chacha20poly1305.Overhead || sealed[0] != version || sealed[1]&^flagZstd != 0 {
+		return nil, ErrMalformed
+	}
+	key, ok := kr.Lookup(binary.BigEndian.Uint32(sealed[2:6]))
+	if !ok {
+		return nil, ErrNoKey
+	}
+	aead, err := chacha20poly1305.NewX(key.Secret[:])
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	ad := additionalData(sealed[:6], kind, owner, object)
+	body, err := aead.Open(nil, sealed[6:headerSize], sealed[headerSize:], ad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	if sealed[1]&flagZstd == 0 {
+		return body, nil
+	}
+	plain, err := s.dec.DecodeAll(body, nil)
+	if err != nil {
+		return nil, fmt.Errorf("seal: decompress: %w", err)
+	}
+	if len(plain) > MaxPlaintext {
+		return nil, ErrMalformed
+	}
+	return plain, nil
+}
+
+// KeyID returns the id of the key a value was sealed with, for rotation.
+func KeyID(sealed []byte) (uint32, error) {
+	if len(sealed) < headerSize {
+		return 0, ErrMalformed
+	}
+	return binary.BigEndian.Uint32(sealed[2:6]), nil
+}
+
+func additionalData(header []byte, kind Kind, owner, object []byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("mailcluster/seal/v1")
+	b.Write(header)
+	b.WriteByte(byte(kind))
+	var n [binary.MaxVarintLen64]byte
+	b.Write(n[:binary.PutUvarint(n[:], uint64(len(owner)))])
+	b.Write(owner)
+	b.Write(n[:binary.PutUvarint(n[:], uint64(len(object)))])
+	b.Write(object)
+	return b.Bytes()
+}
+
+// ChunkObject is the object id of chunk i of a blob.
+func ChunkObject(blob [16]byte, i uint32) []byte {
+	out := make([]byte, 20)
+	copy(out, blob[:])
+	binary.BigEndian.PutUint32(out[16:], i)
+	return out
+}

@@ -1,0 +1,162 @@
+package seal
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func newSealer(t *testing.T) *Sealer {
+	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestRoundTrip(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(1))
+	for _, plain := range [][]byte{
+		nil,
+		[]byte("short"),
+		[]byte(strings.Repeat("compressible mail body line\r\n", 1000)),
+		bytes.Repeat([]byte{0xff, 0x00, 0x13}, 40000),
+	} {
+		sealed, err := s.Seal(kr, KindChunk, []byte("user"), []byte("obj"), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plain) > 16 && bytes.Contains(sealed, plain[:16]) {
+			t.Fatalf("sealed value contains plaintext")
+		}
+		got, err := s.Open(kr, KindChunk, []byte("user"), []byte("obj"), sealed)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		if !bytes.Equal(got, plain) {
+			t.Fatalf("round trip mismatch: %d vs %d bytes", len(got), len(plain))
+		}
+	}
+}
+
+func TestCompressesLargeText(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(1))
+	plain := []byte(strings.Repeat("Lorem ipsum dolor sit amet. ", 2000))
+	sealed, err := s.Seal(kr, KindChunk, nil, nil, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) > len(plain)/4 {
+		t.Fatalf("sealed %d bytes of very compressible %d bytes", len(sealed), len(plain))
+	}
+}
+
+func TestTamperSwapWrongKey(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(7))
+	plain := []byte(strings.Repeat("secret subject ", 50))
+	sealed, err := s.Seal(kr, KindMessageAttrs, []byte("alice"), []byte("msg-1"), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		kr     Keyring
+		kind   Kind
+		owner  string
+		object string
+		value  func() []byte
+		want   error
+	}{
+		{"flipped ciphertext byte", kr, KindMessageAttrs, "alice", "msg-1", func() []byte {
+			b := bytes.Clone(sealed)
+			b[len(b)-20] ^= 1
+			return b
+		}, ErrAuth},
+		{"flipped flags byte", kr, KindMessageAttrs, "alice", "msg-1", func() []byte {
+			b := bytes.Clone(sealed)
+			b[1] ^= flagZstd
+			return b
+		}, ErrAuth},
+		{"flipped nonce", kr, KindMessageAttrs, "alice", "msg-1", func() []byte {
+			b := bytes.Clone(sealed)
+			b[10] ^= 0x80
+			return b
+		}, ErrAuth},
+		{"swapped to other object", kr, KindMessageAttrs, "alice", "msg-2", func() []byte { return sealed }, ErrAuth},
+		{"swapped to other owner", kr, KindMessageAttrs, "bob", "msg-1", func() []byte { return sealed }, ErrAuth},
+		{"swapped to other kind", kr, KindMailbox, "alice", "msg-1", func() []byte { return sealed }, ErrAuth},
+		{"wrong key with same id", NewStatic(NewKey(7)), KindMessageAttrs, "alice", "msg-1", func() []byte { return sealed }, ErrAuth},
+		{"unknown key id", NewStatic(NewKey(8)), KindMessageAttrs, "alice", "msg-1", func() []byte { return sealed }, ErrNoKey},
+		{"truncated", kr, KindMessageAttrs, "alice", "msg-1", func() []byte { return sealed[:20] }, ErrMalformed},
+		{"bad version", kr, KindMessageAttrs, "alice", "msg-1", func() []byte {
+			b := bytes.Clone(sealed)
+			b[0] = 9
+			return b
+		}, ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Open(tc.kr, tc.kind, []byte(tc.owner), []byte(tc.object), tc.value())
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRotation(t *testing.T) {
+	s := newSealer(t)
+	old := NewKey(1)
+	sealed, err := s.Seal(NewStatic(old), KindChunk, nil, nil, []byte("kept across rotation"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := NewStatic(old, NewKey(2))
+	fresh, err := s.Seal(rotated, KindChunk, nil, nil, []byte("new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := KeyID(fresh); id != 2 {
+		t.Fatalf("new value sealed with key %d, want 2", id)
+	}
+	if got, err := s.Open(rotated, KindChunk, nil, nil, sealed); err != nil || string(got) != "kept across rotation" {
+		t.Fatalf("old value after rotation: %q, %v", got, err)
+	}
+}
+
+func TestDeriveAndIndex(t *testing.T) {
+	var master [KeySize]byte
+	a, b := Derive(master, "meta"), Derive(master, "index")
+	if a == b {
+		t.Fatal("different purposes derived the same key")
+	}
+	if Index(a, "alice@example.test") == Index(b, "alice@example.test") {
+		t.Fatal("index does not depend on the key")
+	}
+	if Index(a, "alice") != Index(a, "alice") {
+		t.Fatal("index is not deterministic")
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	s, err := New()
+	if err != nil {
+		f.Fatal(err)
+	}
+	kr := NewStatic(NewKey(1))
+	good, _ := s.Seal(kr, KindChunk, nil, nil, bytes.Repeat([]byte("x"), 500))
+	f.Add(good)
+	f.Add([]byte{1, 1, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := s.Open(kr, KindChunk, nil, nil, b)
+		if err == nil && len(out) > MaxPlaintext {
+			t.Fatalf("opened %d bytes", len(out))
+		}
+	})
+}
