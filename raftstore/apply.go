@@ -1,0 +1,269 @@
+package raftstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// Sub-buckets and keys of a user's bucket in a mail shard.
+var (
+	ubMailboxes = []byte("mboxes") // mailbox id -> MailboxRecord
+	ubNames     = []byte("names")  // name key -> mailbox id
+	ubMessages  = []byte("msgs")   // mailbox id -> bucket of uid -> MessageRecord
+	ubBlobs     = []byte("blobs")  // blob id -> BlobRecord
+	ubChunks    = []byte("chunks") // blob id | chunk index -> sealed chunk
+	ubKeyState  = []byte("state")  // UserState
+
+	userSubBuckets = [][]byte{ubMailboxes, ubNames, ubMessages, ubBlobs, ubChunks}
+)
+
+// applier applies one decoded command inside a write transaction. Every
+// op checks all its preconditions before it writes, so a failed command
+// leaves no partial change behind in the shared batch transaction.
+type applier struct {
+	tx     *bbolt.Tx
+	cmd    schema.Command
+	index  uint64
+	events []Event
+}
+
+func fail(code schema.ErrCode) *schema.Result { return &schema.Result{Code: code} }
+
+func ok() *schema.Result { return &schema.Result{} }
+
+// must turns a bbolt write error into a panic. Writes inside an open
+// read-write transaction fail only for programmer errors (empty or
+// oversize keys, a closed transaction), never because of input.
+func must(err error) {
+	if err != nil {
+		panic("raftstore: bbolt write: " + err.Error())
+	}
+}
+
+func (a *applier) apply() *schema.Result {
+	switch p := a.cmd.Payload.(type) {
+	case *schema.PutDomain:
+		return a.putDomain(p)
+	case *schema.DeleteDomain:
+		return a.deleteDomain(p)
+	case *schema.PutUser:
+		return a.putUser(p)
+	case *schema.DeleteUser:
+		return a.deleteUser(p)
+	case *schema.PutSetting:
+		return a.putSetting(p)
+	case *schema.InitUser:
+		return a.initUser(p)
+	case *schema.DeleteUserData:
+		return a.deleteUserData(p)
+	case *schema.CreateMailbox:
+		return a.createMailbox(p)
+	case *schema.DeleteMailbox:
+		return a.deleteMailbox(p)
+	case *schema.RenameMailbox:
+		return a.renameMailbox(p)
+	case *schema.UpdateMailbox:
+		return a.updateMailbox(p)
+	case *schema.StageChunk:
+		return a.stageChunk(p)
+	case *schema.Append:
+		return a.append(p)
+	case *schema.SetAttrs:
+		return a.setAttrs(p)
+	case *schema.Copy:
+		return a.copy(p)
+	case *schema.Expunge:
+		return a.expunge(p)
+	case *schema.ExpireStaged:
+		return a.expireStaged(p)
+	}
+	return fail(schema.CodeInvalid)
+}
+
+func (a *applier) emit(e Event) {
+	e.Index = a.index
+	e.ReqID = a.cmd.ReqID
+	a.events = append(a.events, e)
+}
+
+// userMail is a user's bucket in a mail shard with its sub-buckets.
+type userMail struct {
+	b, mailboxes, names, messages, blobs, chunks *bbolt.Bucket
+}
+
+func openUserMail(b *bbolt.Bucket) *userMail {
+	if b == nil {
+		return nil
+	}
+	return &userMail{
+		b:         b,
+		mailboxes: b.Bucket(ubMailboxes),
+		names:     b.Bucket(ubNames),
+		messages:  b.Bucket(ubMessages),
+		blobs:     b.Bucket(ubBlobs),
+		chunks:    b.Bucket(ubChunks),
+	}
+}
+
+func (a *applier) user(id schema.ID) *userMail {
+	return openUserMail(a.tx.Bucket(bucketMail).Bucket(id[:]))
+}
+
+func (u *userMail) state() schema.UserState {
+	var s schema.UserState
+	if v := u.b.Get(ubKeyState); v != nil {
+		_ = s.Unmarshal(v) // written by this package; a decode failure leaves zero values
+	}
+	return s
+}
+
+func (u *userMail) putState(s schema.UserState) { must(u.b.Put(ubKeyState, s.Marshal())) }
+
+func (u *userMail) mailbox(id schema.ID) *schema.MailboxRecord {
+	v := u.mailboxes.Get(id[:])
+	if v == nil {
+		return nil
+	}
+	var m schema.MailboxRecord
+	if m.Unmarshal(v) != nil {
+		return nil
+	}
+	return &m
+}
+
+func (u *userMail) putMailbox(m *schema.MailboxRecord) { must(u.mailboxes.Put(m.ID[:], m.Marshal())) }
+
+// msgs returns the messages bucket of a mailbox, creating it if asked.
+func (u *userMail) msgs(mbox schema.ID, create bool) *bbolt.Bucket {
+	if b := u.messages.Bucket(mbox[:]); b != nil || !create {
+		return b
+	}
+	b, err := u.messages.CreateBucket(mbox[:])
+	must(err)
+	return b
+}
+
+func getMessage(msgs *bbolt.Bucket, uid schema.UID) *schema.MessageRecord {
+	if msgs == nil {
+		return nil
+	}
+	v := msgs.Get(u32Key(uint32(uid)))
+	if v == nil {
+		return nil
+	}
+	var m schema.MessageRecord
+	if m.Unmarshal(v) != nil {
+		return nil
+	}
+	return &m
+}
+
+func putMessage(msgs *bbolt.Bucket, m *schema.MessageRecord) {
+	must(msgs.Put(u32Key(uint32(m.UID)), m.Marshal()))
+}
+
+func (u *userMail) blob(id schema.ID) *schema.BlobRecord {
+	v := u.blobs.Get(id[:])
+	if v == nil {
+		return nil
+	}
+	var b schema.BlobRecord
+	if b.Unmarshal(v) != nil {
+		return nil
+	}
+	return &b
+}
+
+func chunkKey(blob schema.ID, i uint32) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte(nil), blob[:]...), i)
+}
+
+// addBlobRef counts one more message referring to a blob.
+func (u *userMail) addBlobRef(id schema.ID) {
+	b := u.blob(id)
+	if b == nil {
+		return
+	}
+	b.Refs++
+	must(u.blobs.Put(id[:], b.Marshal()))
+}
+
+// releaseBlob drops one reference and deletes the blob with the last one.
+func (u *userMail) releaseBlob(id schema.ID) {
+	b := u.blob(id)
+	if b == nil {
+		return
+	}
+	if b.Refs > 1 {
+		b.Refs--
+		must(u.blobs.Put(id[:], b.Marshal()))
+		return
+	}
+	for i := uint32(0); i < b.Chunks; i++ {
+		must(u.chunks.Delete(chunkKey(id, i)))
+	}
+	must(u.blobs.Delete(id[:]))
+}
+
+// nextUIDValidity returns a UIDVALIDITY greater than any the user had,
+// derived from the command's time so values also differ across users.
+func (a *applier) nextUIDValidity(s *schema.UserState) uint32 {
+	v := uint32(min(a.cmd.Time/1e9, math.MaxUint32-1))
+	if v <= s.LastUIDValidity {
+		v = s.LastUIDValidity + 1
+	}
+	if v == 0 {
+		v = 1
+	}
+	s.LastUIDValidity = v
+	return v
+}
+
+func stagedKey(user, blob schema.ID, i uint32) []byte {
+	k := make([]byte, 0, 36)
+	k = append(k, user[:]...)
+	k = append(k, blob[:]...)
+	return binary.BigEndian.AppendUint32(k, i)
+}
+
+func (a *applier) putSetting(p *schema.PutSetting) *schema.Result {
+	if p.Key == "" || len(p.Key) > bbolt.MaxKeySize {
+		return fail(schema.CodeInvalid)
+	}
+	b := a.tx.Bucket(bucketSettings)
+	if p.Value == nil {
+		must(b.Delete([]byte(p.Key)))
+	} else {
+		must(b.Put([]byte(p.Key), p.Value))
+	}
+	return ok()
+}
+
+func (a *applier) stageChunk(p *schema.StageChunk) *schema.Result {
+	if a.user(p.User) == nil {
+		return fail(schema.CodeNoSuchUser)
+	}
+	v := binary.BigEndian.AppendUint64(nil, uint64(a.cmd.Time))
+	must(a.tx.Bucket(bucketStaged).Put(stagedKey(p.User, p.Blob, p.Index), append(v, p.Sealed...)))
+	return ok()
+}
+
+func (a *applier) expireStaged(p *schema.ExpireStaged) *schema.Result {
+	b := a.tx.Bucket(bucketStaged)
+	var expired [][]byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(v) < 8 || int64(binary.BigEndian.Uint64(v[:8])) < p.Before {
+			expired = append(expired, bytes.Clone(k))
+		}
+	}
+	for _, k := range expired {
+		must(b.Delete(k))
+	}
+	return ok()
+}

@@ -1,0 +1,19 @@
+// Package raftstore owns one shard: a hashicorp/raft group whose log lives
+// in bbolt (raft-boltdb/v2) and whose state machine is a bbolt file holding
+// the mail data model (meta records in shard 0, mailboxes and messages in
+// mail shards).
+//
+// Invariants:
+//   - State changes only through Apply of a committed Raft entry; Apply
+//     returns after the entry is committed (fsynced on a quorum) and applied.
+//   - The FSM is deterministic: it uses the time carried in the command,
+//     never its own clock, and allocates UIDs, UIDVALIDITY and MODSEQ itself.
+//   - A request id is applied at most once: the FSM keeps a bounded table of
+//     applied request ids and answers a retry with the first result.
+//   - The FSM stores its applied index in the same bbolt transaction as the
+//     data, so entries replayed after a restart are skipped exactly.
+//   - The shard never sees plaintext: user data arrives sealed (package
+//     seal) and is stored as it came.
+//   - Change events of a command are handed to subscribers after its
+//     transaction commits and before Apply returns to the proposer.
+package raftstore

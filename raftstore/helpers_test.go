@@ -1,0 +1,96 @@
+package raftstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// openShard opens a single-voter shard in dir and waits for it to lead.
+func openShard(t *testing.T, dir string) *Shard {
+	t.Helper()
+	s, err := Open(Config{Shard: 1, Dir: dir, NodeID: "n1", Bootstrap: true,
+		Timing: Timing{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func apply(t *testing.T, s *Shard, p schema.Payload) *schema.Result {
+	t.Helper()
+	r, err := applyErr(s, schema.NewID(), p)
+	if err != nil {
+		t.Fatalf("apply %s: %v", p.Op(), err)
+	}
+	return r
+}
+
+func applyErr(s *Shard, req schema.ID, p schema.Payload) (*schema.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Apply(ctx, schema.Command{ReqID: req, Time: time.Now().UnixNano(), Payload: p})
+}
+
+// fixture is a user with an inbox and one more mailbox.
+type fixture struct {
+	user, inbox, other schema.ID
+}
+
+func nameKey(s string) schema.NameKey {
+	var k schema.NameKey
+	copy(k[:], s)
+	return k
+}
+
+func newFixture(t *testing.T, s *Shard) fixture {
+	t.Helper()
+	f := fixture{user: schema.NewID(), inbox: schema.NewID(), other: schema.NewID()}
+	apply(t, s, &schema.InitUser{User: f.user, Mailboxes: []schema.NewMailbox{
+		{ID: f.inbox, NameKey: nameKey("INBOX"), Sealed: []byte("sealed-inbox"), Inbox: true},
+		{ID: f.other, NameKey: nameKey("Archive"), Sealed: []byte("sealed-archive")},
+	}})
+	return f
+}
+
+func appendMsg(t *testing.T, s *Shard, f fixture, mbox schema.ID, body string) (schema.UID, schema.ID) {
+	t.Helper()
+	blob := schema.NewID()
+	r := apply(t, s, &schema.Append{User: f.user, Mailbox: mbox, Message: schema.NewID(), Blob: blob,
+		Size: uint64(len(body)), Sealed: []byte("attrs"), Chunks: [][]byte{[]byte(body)}})
+	return r.UIDs[0], blob
+}
+
+func messages(t *testing.T, s *Shard, user, mbox schema.ID) []schema.MessageRecord {
+	t.Helper()
+	var out []schema.MessageRecord
+	if err := s.View(func(r *Reader) (err error) { out, err = r.Messages(user, mbox); return }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func mailbox(t *testing.T, s *Shard, user, mbox schema.ID) schema.MailboxRecord {
+	t.Helper()
+	var out schema.MailboxRecord
+	if err := s.View(func(r *Reader) (err error) { out, err = r.Mailbox(user, mbox); return }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func uids(ms []schema.MessageRecord) []schema.UID {
+	out := make([]schema.UID, len(ms))
+	for i, m := range ms {
+		out[i] = m.UID
+	}
+	return out
+}

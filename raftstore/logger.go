@@ -1,0 +1,94 @@
+package raftstore
+
+import (
+	"context"
+	"io"
+	"log"
+	"log/slog"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// hclogAdapter lets hashicorp/raft log through slog. Raft logs indexes,
+// terms and peer addresses, never entry contents.
+type hclogAdapter struct {
+	l     *slog.Logger
+	name  string
+	level hclog.Level
+	args  []any
+}
+
+func newHclog(l *slog.Logger, level hclog.Level) hclog.Logger {
+	return &hclogAdapter{l: l, level: level}
+}
+
+func (a *hclogAdapter) toSlog(level hclog.Level) slog.Level {
+	switch {
+	case level <= hclog.Debug:
+		return slog.LevelDebug
+	case level == hclog.Info:
+		return slog.LevelInfo
+	case level == hclog.Warn:
+		return slog.LevelWarn
+	default:
+		return slog.LevelError
+	}
+}
+
+func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	if level < a.level || level == hclog.Off {
+		return
+	}
+	all := append(append([]any{}, a.args...), args...)
+	if a.name != "" {
+		all = append(all, "raft", a.name)
+	}
+	a.l.Log(context.Background(), a.toSlog(level), msg, all...)
+}
+
+func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
+func (a *hclogAdapter) Debug(msg string, args ...any) { a.Log(hclog.Debug, msg, args...) }
+func (a *hclogAdapter) Info(msg string, args ...any)  { a.Log(hclog.Info, msg, args...) }
+func (a *hclogAdapter) Warn(msg string, args ...any)  { a.Log(hclog.Warn, msg, args...) }
+func (a *hclogAdapter) Error(msg string, args ...any) { a.Log(hclog.Error, msg, args...) }
+func (a *hclogAdapter) IsTrace() bool                 { return a.level <= hclog.Trace }
+func (a *hclogAdapter) IsDebug() bool                 { return a.level <= hclog.Debug }
+func (a *hclogAdapter) IsInfo() bool                  { return a.level <= hclog.Info }
+func (a *hclogAdapter) IsWarn() bool                  { return a.level <= hclog.Warn }
+func (a *hclogAdapter) IsError() bool                 { return a.level <= hclog.Error }
+func (a *hclogAdapter) ImpliedArgs() []any            { return a.args }
+func (a *hclogAdapter) With(args ...any) hclog.Logger {
+	c := *a
+	c.args = append(append([]any{}, a.args...), args...)
+	return &c
+}
+func (a *hclogAdapter) Name() string { return a.name }
+func (a *hclogAdapter) Named(name string) hclog.Logger {
+	c := *a
+	if c.name != "" {
+		c.name += "." + name
+	} else {
+		c.name = name
+	}
+	return &c
+}
+func (a *hclogAdapter) ResetNamed(name string) hclog.Logger {
+	c := *a
+	c.name = name
+	return &c
+}
+func (a *hclogAdapter) SetLevel(level hclog.Level) { a.level = level }
+func (a *hclogAdapter) GetLevel() hclog.Level      { return a.level }
+func (a *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logger {
+	return log.New(a.StandardWriter(opts), "", 0)
+}
+func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		a.Info(string(p))
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

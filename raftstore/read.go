@@ -1,0 +1,253 @@
+package raftstore
+
+import (
+	"bytes"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// Reader reads a consistent view of a shard's state inside Shard.View.
+// Everything it returns is a copy, valid after View returns.
+type Reader struct{ tx *bbolt.Tx }
+
+// AppliedIndex returns the index of the last applied log entry.
+func (r *Reader) AppliedIndex() uint64 { return getU64(r.tx.Bucket(bucketSys), keyApplied) }
+
+// Domains returns every domain record.
+func (r *Reader) Domains() ([]schema.DomainRecord, error) {
+	var out []schema.DomainRecord
+	err := r.tx.Bucket(bucketDomains).ForEach(func(_, v []byte) error {
+		var d schema.DomainRecord
+		if err := d.Unmarshal(v); err != nil {
+			return err
+		}
+		out = append(out, d)
+		return nil
+	})
+	return out, err
+}
+
+// DomainByName returns the domain with the given name key.
+func (r *Reader) DomainByName(nk schema.NameKey) (schema.DomainRecord, error) {
+	id := r.tx.Bucket(bucketDomainNames).Get(nk[:])
+	if id == nil {
+		return schema.DomainRecord{}, schema.ErrNoSuchDomain
+	}
+	var did schema.ID
+	copy(did[:], id)
+	return r.Domain(did)
+}
+
+// Domain returns a domain by id.
+func (r *Reader) Domain(id schema.ID) (schema.DomainRecord, error) {
+	var d schema.DomainRecord
+	v := r.tx.Bucket(bucketDomains).Get(id[:])
+	if v == nil {
+		return d, schema.ErrNoSuchDomain
+	}
+	return d, d.Unmarshal(v)
+}
+
+// Users returns every user record of the meta shard.
+func (r *Reader) Users() ([]schema.UserRecord, error) {
+	var out []schema.UserRecord
+	err := r.tx.Bucket(bucketUsers).ForEach(func(_, v []byte) error {
+		var u schema.UserRecord
+		if err := u.Unmarshal(v); err != nil {
+			return err
+		}
+		out = append(out, u)
+		return nil
+	})
+	return out, err
+}
+
+// UserByName returns the user with the given name key.
+func (r *Reader) UserByName(nk schema.NameKey) (schema.UserRecord, error) {
+	id := r.tx.Bucket(bucketUserNames).Get(nk[:])
+	if id == nil {
+		return schema.UserRecord{}, schema.ErrNoSuchUser
+	}
+	var uid schema.ID
+	copy(uid[:], id)
+	return r.User(uid)
+}
+
+// User returns a user record by id.
+func (r *Reader) User(id schema.ID) (schema.UserRecord, error) {
+	var u schema.UserRecord
+	v := r.tx.Bucket(bucketUsers).Get(id[:])
+	if v == nil {
+		return u, schema.ErrNoSuchUser
+	}
+	return u, u.Unmarshal(v)
+}
+
+// Setting returns a cluster setting, or nil if unset.
+func (r *Reader) Setting(key string) []byte {
+	return bytes.Clone(r.tx.Bucket(bucketSettings).Get([]byte(key)))
+}
+
+func (r *Reader) userMail(user schema.ID) (*userMail, error) {
+	u := openUserMail(r.tx.Bucket(bucketMail).Bucket(user[:]))
+	if u == nil {
+		return nil, schema.ErrNoSuchUser
+	}
+	return u, nil
+}
+
+// HasUser reports whether a mail shard holds state for user.
+func (r *Reader) HasUser(user schema.ID) bool {
+	return r.tx.Bucket(bucketMail).Bucket(user[:]) != nil
+}
+
+// UserState returns a user's bookkeeping in a mail shard.
+func (r *Reader) UserState(user schema.ID) (schema.UserState, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return schema.UserState{}, err
+	}
+	return u.state(), nil
+}
+
+// Mailboxes returns every mailbox record of a user.
+func (r *Reader) Mailboxes(user schema.ID) ([]schema.MailboxRecord, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return nil, err
+	}
+	var out []schema.MailboxRecord
+	err = u.mailboxes.ForEach(func(_, v []byte) error {
+		var m schema.MailboxRecord
+		if err := m.Unmarshal(v); err != nil {
+			return err
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// Mailbox returns a mailbox record by id.
+func (r *Reader) Mailbox(user, id schema.ID) (schema.MailboxRecord, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return schema.MailboxRecord{}, err
+	}
+	m := u.mailbox(id)
+	if m == nil {
+		return schema.MailboxRecord{}, schema.ErrNoSuchMailbox
+	}
+	return *m, nil
+}
+
+// MailboxByName returns a mailbox record by name key.
+func (r *Reader) MailboxByName(user schema.ID, nk schema.NameKey) (schema.MailboxRecord, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return schema.MailboxRecord{}, err
+	}
+	id := u.names.Get(nk[:])
+	if id == nil {
+		return schema.MailboxRecord{}, schema.ErrNoSuchMailbox
+	}
+	var mid schema.ID
+	copy(mid[:], id)
+	return r.Mailbox(user, mid)
+}
+
+// Messages returns the message records of a mailbox in UID order.
+func (r *Reader) Messages(user, mbox schema.ID) ([]schema.MessageRecord, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return nil, err
+	}
+	rec := u.mailbox(mbox)
+	if rec == nil {
+		return nil, schema.ErrNoSuchMailbox
+	}
+	msgs := u.msgs(mbox, false)
+	if msgs == nil {
+		return nil, nil
+	}
+	out := make([]schema.MessageRecord, 0, rec.Messages)
+	err = msgs.ForEach(func(_, v []byte) error {
+		var m schema.MessageRecord
+		if err := m.Unmarshal(v); err != nil {
+			return err
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// Message returns one message record.
+func (r *Reader) Message(user, mbox schema.ID, uid schema.UID) (schema.MessageRecord, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return schema.MessageRecord{}, err
+	}
+	m := getMessage(u.msgs(mbox, false), uid)
+	if m == nil {
+		return schema.MessageRecord{}, schema.ErrNoSuchMessage
+	}
+	return *m, nil
+}
+
+// Blob returns a blob record.
+func (r *Reader) Blob(user, blob schema.ID) (schema.BlobRecord, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return schema.BlobRecord{}, err
+	}
+	b := u.blob(blob)
+	if b == nil {
+		return schema.BlobRecord{}, schema.ErrNoSuchMessage
+	}
+	return *b, nil
+}
+
+// Chunk returns sealed chunk i of a blob.
+func (r *Reader) Chunk(user, blob schema.ID, i uint32) ([]byte, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return nil, err
+	}
+	v := u.chunks.Get(chunkKey(blob, i))
+	if v == nil {
+		return nil, schema.ErrNoSuchMessage
+	}
+	return bytes.Clone(v), nil
+}
+
+// Stats are counts of what a shard holds, for metrics and backup manifests.
+type Stats struct {
+	Domains, Users, MailUsers, Mailboxes, Messages, Blobs, StagedChunks int
+}
+
+// Stats counts the records in the shard.
+func (r *Reader) Stats() Stats {
+	s := Stats{
+		Domains:      r.tx.Bucket(bucketDomains).Stats().KeyN,
+		Users:        r.tx.Bucket(bucketUsers).Stats().KeyN,
+		StagedChunks: r.tx.Bucket(bucketStaged).Stats().KeyN,
+	}
+	_ = r.tx.Bucket(bucketMail).ForEachBucket(func(k []byte) error {
+		s.MailUsers++
+		u := openUserMail(r.tx.Bucket(bucketMail).Bucket(k))
+		s.Mailboxes += u.mailboxes.Stats().KeyN
+		s.Blobs += u.blobs.Stats().KeyN
+		_ = u.mailboxes.ForEach(func(_, v []byte) error {
+			var m schema.MailboxRecord
+			if m.Unmarshal(v) == nil {
+				s.Messages += int(m.Messages)
+			}
+			return nil
+		})
+		return nil
+	})
+	return s
+}

@@ -1,0 +1,323 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// ErrNotLeader is returned by Apply on a replica that is not the leader.
+var ErrNotLeader = errors.New("raftstore: not the leader")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("raftstore: shard closed")
+
+// Timing holds the Raft timeouts of a shard. Zero fields take defaults
+// suited to a LAN or a single node.
+type Timing struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold is how many log entries trigger a snapshot.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+}
+
+func (t Timing) withDefaults() Timing {
+	if t.HeartbeatTimeout == 0 {
+		t.HeartbeatTimeout = 500 * time.Millisecond
+	}
+	if t.ElectionTimeout == 0 {
+		t.ElectionTimeout = 500 * time.Millisecond
+	}
+	if t.LeaderLeaseTimeout == 0 {
+		t.LeaderLeaseTimeout = t.HeartbeatTimeout / 2
+	}
+	if t.CommitTimeout == 0 {
+		t.CommitTimeout = 25 * time.Millisecond
+	}
+	if t.SnapshotThreshold == 0 {
+		t.SnapshotThreshold = 8192
+	}
+	if t.SnapshotInterval == 0 {
+		t.SnapshotInterval = 2 * time.Minute
+	}
+	if t.TrailingLogs == 0 {
+		t.TrailingLogs = 10240
+	}
+	return t
+}
+
+// Config describes one shard replica.
+type Config struct {
+	// Shard is the shard number (0 is the meta shard).
+	Shard uint32
+	// Dir holds this replica's files: raft.db (log and stable store),
+	// state.db (the FSM) and snapshots/.
+	Dir string
+	// NodeID is this node's stable Raft server id.
+	NodeID string
+	// Address is this node's Raft address; with a nil Transport an
+	// in-memory transport is used, which serves a single-node group.
+	Address   string
+	Transport raft.Transport
+	// Bootstrap makes a fresh replica bootstrap a configuration of Peers
+	// (just itself when Peers is empty).
+	Bootstrap bool
+	Peers     []raft.Server
+	Timing    Timing
+	Logger    *slog.Logger
+}
+
+// Shard is one replica of a Raft group and its state machine.
+type Shard struct {
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	fsm    *fsm
+	logs   *raftboltdb.BoltStore
+	snaps  raft.SnapshotStore
+	trans  raft.Transport
+	closed chan struct{}
+	once   sync.Once
+	err    error
+}
+
+// Open opens (and on first use, creates and bootstraps) a shard replica.
+func Open(cfg Config) (*Shard, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NodeID == "" {
+		return nil, fmt.Errorf("open shard %d: node id is required", cfg.Shard)
+	}
+	if cfg.Address == "" {
+		cfg.Address = cfg.NodeID
+	}
+	cfg.Timing = cfg.Timing.withDefaults()
+	logger := cfg.Logger.With("component", "raftstore", "shard", cfg.Shard)
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "snapshots"), 0o700); err != nil {
+		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
+	}
+	f, err := openFSM(filepath.Join(cfg.Dir, "state.db"), logger)
+	if err != nil {
+		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
+	}
+	s := &Shard{cfg: cfg, log: logger, fsm: f, closed: make(chan struct{})}
+	if err := s.openRaft(); err != nil {
+		f.close()
+		if s.logs != nil {
+			s.logs.Close()
+		}
+		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
+	}
+	return s, nil
+}
+
+func (s *Shard) openRaft() error {
+	cfg := s.cfg
+	hl := newHclog(s.log, hclog.Warn)
+	logs, err := raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(cfg.Dir, "raft.db"),
+		BoltOptions: &bbolt.Options{
+			Timeout:        5 * time.Second,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("log store: %w", err)
+	}
+	s.logs = logs
+	cache, err := raft.NewLogCache(512, logs)
+	if err != nil {
+		return fmt.Errorf("log cache: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, hl)
+	if err != nil {
+		return fmt.Errorf("snapshot store: %w", err)
+	}
+	s.snaps = snaps
+	trans := cfg.Transport
+	if trans == nil {
+		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
+	}
+	s.trans = trans
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Timing.CommitTimeout
+	rc.SnapshotThreshold = cfg.Timing.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Timing.SnapshotInterval
+	rc.TrailingLogs = cfg.Timing.TrailingLogs
+	rc.MaxAppendEntries = 64
+	// The FSM state is durable in bbolt and records its applied index, so
+	// a restart need not rebuild it from the last snapshot.
+	rc.NoSnapshotRestoreOnStart = true
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(cache, logs, snaps)
+		if err != nil {
+			return fmt.Errorf("check state: %w", err)
+		}
+		if !has {
+			peers := cfg.Peers
+			if len(peers) == 0 {
+				peers = []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}
+			}
+			if err := raft.BootstrapCluster(rc, cache, logs, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, s.fsm, cache, logs, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+// ID returns the shard number.
+func (s *Shard) ID() uint32 { return s.cfg.Shard }
+
+// Raft returns the underlying Raft instance, for membership and backups.
+func (s *Shard) Raft() *raft.Raft { return s.raft }
+
+// IsLeader reports whether this replica leads its group.
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// WaitForLeader blocks until the group has a leader (and, if this replica
+// is the leader, until it has applied everything committed before its
+// term), or ctx ends.
+func (s *Shard) WaitForLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			if s.raft.State() != raft.Leader {
+				return nil
+			}
+			// A barrier makes the new leader's state current before it
+			// serves reads.
+			if err := s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second))).Error(); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("shard %d: wait for leader: %w", s.cfg.Shard, ctx.Err())
+		case <-s.closed:
+			return ErrClosed
+		case <-t.C:
+		}
+	}
+}
+
+func deadline(ctx context.Context, d time.Duration) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(d)
+}
+
+// Apply proposes cmd, waits until it is committed and applied, and returns
+// its result. A result carrying an error code is returned as that
+// schema sentinel error together with the result. If ctx ends first the
+// command may still be applied later; callers retry with the same ReqID.
+func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, error) {
+	select {
+	case <-s.closed:
+		return nil, ErrClosed
+	default:
+	}
+	if s.raft.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	data := schema.EncodeCommand(cmd)
+	f := s.raft.Apply(data, time.Until(deadline(ctx, 30*time.Second)))
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return nil, fmt.Errorf("%s: %w", cmd.Payload.Op(), ErrNotLeader)
+			}
+			return nil, fmt.Errorf("apply %s: %w", cmd.Payload.Op(), err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("apply %s: %w", cmd.Payload.Op(), ctx.Err())
+	case <-s.closed:
+		return nil, ErrClosed
+	}
+	switch r := f.Response().(type) {
+	case *schema.Result:
+		return r, r.Err()
+	case error:
+		return nil, fmt.Errorf("apply %s: %w", cmd.Payload.Op(), r)
+	default:
+		return nil, fmt.Errorf("apply %s: unexpected response %T", cmd.Payload.Op(), r)
+	}
+}
+
+// View runs fn with a read-only view of the shard's state as of the last
+// applied entry.
+func (s *Shard) View(fn func(*Reader) error) error { return s.fsm.view(fn) }
+
+// Subscribe registers fn to receive the change events of user's data, in
+// log order. fn runs on the FSM's goroutine and must not block. The
+// returned function unsubscribes.
+func (s *Shard) Subscribe(user schema.ID, fn func([]Event)) (cancel func()) {
+	return s.fsm.events.subscribe(user, fn)
+}
+
+// Snapshot forces a Raft snapshot now (which also truncates the log).
+func (s *Shard) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("shard %d: snapshot: %w", s.cfg.Shard, err)
+	}
+	return nil
+}
+
+// Close shuts the replica down: Raft first, then its stores.
+func (s *Shard) Close() error {
+	s.once.Do(func() {
+		close(s.closed)
+		var errs []error
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+		if c, ok := s.trans.(raft.WithClose); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("transport: %w", err))
+			}
+		}
+		if err := s.logs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("log store: %w", err))
+		}
+		if err := s.fsm.close(); err != nil {
+			errs = append(errs, fmt.Errorf("state: %w", err))
+		}
+		s.err = errors.Join(errs...)
+	})
+	return s.err
+}
