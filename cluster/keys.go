@@ -1,0 +1,100 @@
+package cluster
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
+)
+
+// KeyMode says which key encrypts the mail of a domain's users, like a
+// plan level: one cluster key, one key per domain, or one key per user.
+type KeyMode string
+
+// Key modes.
+const (
+	KeyModeShared KeyMode = "shared"
+	KeyModeDomain KeyMode = "domain"
+	KeyModeUser   KeyMode = "user"
+)
+
+// Valid reports whether m is a known mode.
+func (m KeyMode) Valid() bool {
+	return m == KeyModeShared || m == KeyModeDomain || m == KeyModeUser
+}
+
+const settingClusterKey = "cluster_data_key"
+
+// keyID derives a stable id for a root secret, so values sealed under it
+// name it without revealing it.
+func keyID(secret [seal.KeySize]byte) uint32 {
+	h := sha256.Sum256(append([]byte("mailcluster/key-id/"), secret[:]...))
+	return binary.BigEndian.Uint32(h[:4])
+}
+
+// rootKeys are the keys derived from the master key.
+type rootKeys struct {
+	master seal.Keyring       // wraps domain keys and the cluster data key
+	meta   seal.Keyring       // seals domain and user records
+	index  [seal.KeySize]byte // keys the hashes domain and user names are found by
+}
+
+func newRootKeys(master [seal.KeySize]byte) *rootKeys {
+	meta := seal.Derive(master, "meta-records")
+	return &rootKeys{
+		master: seal.NewStatic(seal.Key{ID: keyID(master), Secret: master}),
+		meta:   seal.NewStatic(seal.Key{ID: keyID(meta), Secret: meta}),
+		index:  seal.Derive(master, "name-index"),
+	}
+}
+
+func (r *rootKeys) domainNameKey(domain string) schema.NameKey {
+	return seal.Index(r.index, "domain:"+domain)
+}
+
+func (r *rootKeys) userNameKey(address string) schema.NameKey {
+	return seal.Index(r.index, "user:"+address)
+}
+
+// encodeKeys serialises a key list (oldest first; the last is current),
+// to be sealed under a parent key.
+func encodeKeys(keys []seal.Key) []byte {
+	out := make([]byte, 0, len(keys)*(4+seal.KeySize))
+	for _, k := range keys {
+		out = binary.BigEndian.AppendUint32(out, k.ID)
+		out = append(out, k.Secret[:]...)
+	}
+	return out
+}
+
+func decodeKeys(b []byte) ([]seal.Key, error) {
+	const size = 4 + seal.KeySize
+	if len(b) == 0 || len(b)%size != 0 {
+		return nil, fmt.Errorf("wrapped key list of %d bytes: %w", len(b), schema.ErrInvalid)
+	}
+	keys := make([]seal.Key, 0, len(b)/size)
+	for ; len(b) > 0; b = b[size:] {
+		k := seal.Key{ID: binary.BigEndian.Uint32(b)}
+		copy(k.Secret[:], b[4:size])
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// userKeys is what is needed to read and write one user's mail.
+type userKeys struct {
+	ring  seal.Keyring
+	index [seal.KeySize]byte // keys the hashes of mailbox names
+}
+
+func newUserKeys(user schema.ID, keys []seal.Key) *userKeys {
+	// The index key comes from the oldest key, so it survives rotation.
+	idx := seal.Derive(keys[0].Secret, "mailbox-names/"+user.String())
+	return &userKeys{ring: seal.NewStatic(keys...), index: idx}
+}
+
+func (u *userKeys) mailboxNameKey(name string) schema.NameKey {
+	return seal.Index(u.index, "mailbox:"+name)
+}

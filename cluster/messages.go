@@ -1,0 +1,425 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
+)
+
+const (
+	// chunkSize is the plaintext size of a body chunk: the unit of
+	// sealing and of partial reads.
+	chunkSize = 256 << 10
+	// maxHeaderChunk bounds chunk 0, the header section.
+	maxHeaderChunk = 1 << 20
+	// maxInline is the largest sealed message carried in a single Append;
+	// larger ones are staged chunk by chunk so no Raft entry is large.
+	maxInline = 1 << 20
+	// MaxMessageSize is the largest message the store accepts; frontends
+	// enforce their own, smaller limits.
+	MaxMessageSize = 256 << 20
+	// batchSize bounds the number of messages one command changes.
+	batchSize = 1000
+	// stageConcurrency bounds chunks of one message in flight.
+	stageConcurrency = 4
+	maxFlagRetries   = 8
+)
+
+// messageAttrs is the sealed part of a message record.
+type messageAttrs struct {
+	Flags []string `json:"f,omitempty"`
+	Date  int64    `json:"d"`
+}
+
+func (c *Cluster) sealAttrs(k *userKeys, user, msg schema.ID, attrs messageAttrs) ([]byte, error) {
+	b, err := json.Marshal(attrs)
+	if err != nil {
+		return nil, err
+	}
+	return c.sealer.Seal(k.ring, seal.KindMessageAttrs, user[:], msg[:], b)
+}
+
+func (c *Cluster) openMessage(k *userKeys, user schema.ID, rec *schema.MessageRecord) (schema.MessageInfo, error) {
+	b, err := c.sealer.Open(k.ring, seal.KindMessageAttrs, user[:], rec.ID[:], rec.Sealed)
+	if err != nil {
+		return schema.MessageInfo{}, fmt.Errorf("open message %d: %w", rec.UID, err)
+	}
+	var attrs messageAttrs
+	if err := json.Unmarshal(b, &attrs); err != nil {
+		return schema.MessageInfo{}, fmt.Errorf("decode message %d: %w", rec.UID, err)
+	}
+	return schema.MessageInfo{
+		UID: rec.UID, ID: rec.ID, Blob: rec.Blob, Size: rec.Size, ModSeq: rec.ModSeq,
+		Flags: attrs.Flags, InternalDate: time.Unix(0, attrs.Date),
+	}, nil
+}
+
+// Snapshot returns a mailbox and its messages as of one applied index.
+func (a *Account) Snapshot(ctx context.Context, mbox schema.ID) (schema.MailboxSnapshot, error) {
+	var rec schema.MailboxRecord
+	var msgs []schema.MessageRecord
+	var index uint64
+	err := a.shard.View(func(r *raftstore.Reader) (err error) {
+		if rec, err = r.Mailbox(a.user, mbox); err != nil {
+			return err
+		}
+		index = r.AppliedIndex()
+		msgs, err = r.Messages(a.user, mbox)
+		return err
+	})
+	if err != nil {
+		return schema.MailboxSnapshot{}, fmt.Errorf("read mailbox: %w", err)
+	}
+	info, _, err := a.openMailbox(rec)
+	if err != nil {
+		return schema.MailboxSnapshot{}, err
+	}
+	snap := schema.MailboxSnapshot{Mailbox: info, Index: index, Messages: make([]schema.MessageInfo, len(msgs))}
+	for i := range msgs {
+		if snap.Messages[i], err = a.c.openMessage(a.keys, a.user, &msgs[i]); err != nil {
+			return schema.MailboxSnapshot{}, err
+		}
+	}
+	return snap, ctx.Err()
+}
+
+// Append stores a message in a mailbox.
+func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+	if mbox.IsZero() {
+		return schema.AppendResult{}, fmt.Errorf("append: %w", schema.ErrNoSuchMailbox)
+	}
+	fl, err := canonicalFlags(flags)
+	if err != nil {
+		return schema.AppendResult{}, err
+	}
+	return a.c.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date)
+}
+
+// storeMessage seals msg for a user and commits it to a mailbox (the
+// user's inbox when mbox is zero).
+func (c *Cluster) storeMessage(ctx context.Context, shard *raftstore.Shard, user schema.ID, keys *userKeys,
+	mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+	msg = normalizeCRLF(msg)
+	if len(msg) > MaxMessageSize {
+		return schema.AppendResult{}, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
+	}
+	if date.IsZero() {
+		date = time.Now()
+	}
+	app := &schema.Append{User: user, Mailbox: mbox, Message: schema.NewID(), Blob: schema.NewID(), Size: uint64(len(msg))}
+	var err error
+	if app.Sealed, err = c.sealAttrs(keys, user, app.Message, messageAttrs{Flags: flags, Date: date.UnixNano()}); err != nil {
+		return schema.AppendResult{}, err
+	}
+	pieces := splitMessage(msg)
+	sealed := make([][]byte, len(pieces))
+	total := 0
+	for i, p := range pieces {
+		if sealed[i], err = c.sealer.Seal(keys.ring, seal.KindChunk, user[:], seal.ChunkObject(app.Blob, uint32(i)), p); err != nil {
+			return schema.AppendResult{}, err
+		}
+		total += len(sealed[i])
+	}
+	if total > maxInline {
+		staged := len(sealed) - 1
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(stageConcurrency)
+		for i := 0; i < staged; i++ {
+			cmd := c.command(&schema.StageChunk{User: user, Blob: app.Blob, Index: uint32(i), Sealed: sealed[i]})
+			g.Go(func() error {
+				_, err := shard.Apply(gctx, cmd)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return schema.AppendResult{}, fmt.Errorf("stage message chunks: %w", err)
+		}
+		app.StagedChunks = uint32(staged)
+		sealed = sealed[staged:]
+	}
+	app.Chunks = sealed
+	res, err := shard.Apply(ctx, c.command(app))
+	if err != nil {
+		return schema.AppendResult{}, fmt.Errorf("append: %w", err)
+	}
+	return schema.AppendResult{UIDValidity: res.UIDValidity, UID: res.UIDs[0]}, nil
+}
+
+// splitMessage cuts msg into the header section and body chunks.
+func splitMessage(msg []byte) [][]byte {
+	hl := min(headerLength(msg), maxHeaderChunk)
+	pieces := [][]byte{msg[:hl]}
+	for rest := msg[hl:]; len(rest) > 0; {
+		n := min(len(rest), chunkSize)
+		pieces = append(pieces, rest[:n])
+		rest = rest[n:]
+	}
+	return pieces
+}
+
+// Header returns a message's header section.
+func (a *Account) Header(ctx context.Context, blob schema.ID) ([]byte, error) {
+	var sealed []byte
+	if err := a.shard.View(func(r *raftstore.Reader) (err error) { sealed, err = r.Chunk(a.user, blob, 0); return err }); err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	h, err := a.c.sealer.Open(a.keys.ring, seal.KindChunk, a.user[:], seal.ChunkObject(blob, 0), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("open header: %w", err)
+	}
+	return h, ctx.Err()
+}
+
+// Body returns a whole message.
+func (a *Account) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
+	var rec schema.BlobRecord
+	var chunks [][]byte
+	err := a.shard.View(func(r *raftstore.Reader) (err error) {
+		if rec, err = r.Blob(a.user, blob); err != nil {
+			return err
+		}
+		chunks = make([][]byte, rec.Chunks)
+		for i := range chunks {
+			if chunks[i], err = r.Chunk(a.user, blob, uint32(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read message: %w", err)
+	}
+	out := make([]byte, 0, rec.Size)
+	for i, c := range chunks {
+		p, err := a.c.sealer.Open(a.keys.ring, seal.KindChunk, a.user[:], seal.ChunkObject(blob, uint32(i)), c)
+		if err != nil {
+			return nil, fmt.Errorf("open message chunk %d: %w", i, err)
+		}
+		out = append(out, p...)
+	}
+	return out, ctx.Err()
+}
+
+// canonicalFlags validates flags and removes duplicates (compared
+// case-insensitively) and \Recent, which clients cannot set.
+func canonicalFlags(flags []string) ([]string, error) {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		if !validFlag(f) {
+			return nil, fmt.Errorf("flag %q: %w", f, schema.ErrInvalid)
+		}
+		if strings.EqualFold(f, `\Recent`) || containsFold(out, f) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// validFlag reports whether f is a flag: an IMAP atom, optionally after
+// a backslash (RFC 3501 section 9, flag-keyword and flag-extension).
+func validFlag(f string) bool {
+	atom := strings.TrimPrefix(f, `\`)
+	if atom == "" || len(f) > 256 {
+		return false
+	}
+	for i := 0; i < len(atom); i++ {
+		c := atom[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func containsFold(list []string, s string) bool {
+	return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(x, s) })
+}
+
+func applyFlags(cur []string, op schema.FlagOp, flags []string) []string {
+	switch op {
+	case schema.FlagsSet:
+		return slices.Clone(flags)
+	case schema.FlagsAdd:
+		out := slices.Clone(cur)
+		for _, f := range flags {
+			if !containsFold(out, f) {
+				out = append(out, f)
+			}
+		}
+		return out
+	default:
+		return slices.DeleteFunc(slices.Clone(cur), func(x string) bool { return containsFold(flags, x) })
+	}
+}
+
+func sameFlags(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, f := range a {
+		if !containsFold(b, f) {
+			return false
+		}
+	}
+	return true
+}
+
+// readMessages returns the records of the given UIDs that still exist.
+func (a *Account) readMessages(mbox schema.ID, uids []schema.UID) ([]schema.MessageRecord, error) {
+	var out []schema.MessageRecord
+	err := a.shard.View(func(r *raftstore.Reader) error {
+		if _, err := r.Mailbox(a.user, mbox); err != nil {
+			return err
+		}
+		for _, uid := range uids {
+			m, err := r.Message(a.user, mbox, uid)
+			if err == nil {
+				out = append(out, m)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// StoreFlags changes flags and returns the resulting state of every
+// message that exists, changed or not. A concurrent change to the same
+// message is detected by its MODSEQ and the update is retried.
+func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error) {
+	fl, err := canonicalFlags(flags)
+	if err != nil {
+		return nil, err
+	}
+	var out []schema.MessageInfo
+	pending := uids
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt == maxFlagRetries {
+			return out, fmt.Errorf("store flags: %w", schema.ErrConflict)
+		}
+		recs, err := a.readMessages(mbox, pending)
+		if err != nil {
+			return out, fmt.Errorf("store flags: %w", err)
+		}
+		pending = nil
+		var ups []schema.AttrUpdate
+		var infos []schema.MessageInfo
+		for i := range recs {
+			info, err := a.c.openMessage(a.keys, a.user, &recs[i])
+			if err != nil {
+				return out, err
+			}
+			next := applyFlags(info.Flags, op, fl)
+			if sameFlags(next, info.Flags) {
+				out = append(out, info)
+				continue
+			}
+			info.Flags = next
+			sealed, err := a.c.sealAttrs(a.keys, a.user, info.ID, messageAttrs{Flags: next, Date: info.InternalDate.UnixNano()})
+			if err != nil {
+				return out, err
+			}
+			ups = append(ups, schema.AttrUpdate{UID: info.UID, ExpectModSeq: recs[i].ModSeq, Sealed: sealed})
+			infos = append(infos, info)
+		}
+		for start := 0; start < len(ups); start += batchSize {
+			end := min(start+batchSize, len(ups))
+			res, err := a.shard.Apply(ctx, a.c.command(&schema.SetAttrs{User: a.user, Mailbox: mbox, Updates: ups[start:end]}))
+			if err != nil {
+				return out, fmt.Errorf("store flags: %w", err)
+			}
+			for i, ms := range res.ModSeqs {
+				if ms == 0 {
+					pending = append(pending, ups[start+i].UID)
+					continue
+				}
+				info := infos[start+i]
+				info.ModSeq = ms
+				out = append(out, info)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
+	return out, nil
+}
+
+// Copy copies messages to dest.
+func (a *Account) Copy(ctx context.Context, mbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error) {
+	return a.copy(ctx, mbox, uids, dest, false)
+}
+
+// Move moves messages to dest; each batch of up to batchSize messages
+// moves atomically.
+func (a *Account) Move(ctx context.Context, mbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error) {
+	return a.copy(ctx, mbox, uids, dest, true)
+}
+
+func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, dest schema.ID, move bool) (schema.CopyResult, error) {
+	var res schema.CopyResult
+	var destRec schema.MailboxRecord
+	if err := a.shard.View(func(r *raftstore.Reader) (err error) { destRec, err = r.Mailbox(a.user, dest); return err }); err != nil {
+		return res, fmt.Errorf("copy: destination: %w", err)
+	}
+	res.UIDValidity = destRec.UIDValidity
+	recs, err := a.readMessages(mbox, uids)
+	if err != nil {
+		return res, fmt.Errorf("copy: %w", err)
+	}
+	for start := 0; start < len(recs); start += batchSize {
+		batch := recs[start:min(start+batchSize, len(recs))]
+		cp := &schema.Copy{User: a.user, Source: mbox, Dest: dest, Move: move}
+		for i := range batch {
+			info, err := a.c.openMessage(a.keys, a.user, &batch[i])
+			if err != nil {
+				return res, err
+			}
+			item := schema.CopyItem{UID: info.UID, Message: schema.NewID()}
+			if item.Sealed, err = a.c.sealAttrs(a.keys, a.user, item.Message, messageAttrs{Flags: info.Flags, Date: info.InternalDate.UnixNano()}); err != nil {
+				return res, err
+			}
+			cp.Items = append(cp.Items, item)
+		}
+		r, err := a.shard.Apply(ctx, a.c.command(cp))
+		if err != nil {
+			return res, fmt.Errorf("copy: %w", err)
+		}
+		res.UIDValidity = r.UIDValidity
+		for i, uid := range r.UIDs {
+			if uid != 0 {
+				res.Source = append(res.Source, cp.Items[i].UID)
+				res.Dest = append(res.Dest, uid)
+			}
+		}
+	}
+	return res, nil
+}
+
+// Expunge removes messages and returns the UIDs it removed.
+func (a *Account) Expunge(ctx context.Context, mbox schema.ID, targets []schema.ExpungeTarget) ([]schema.UID, error) {
+	var out []schema.UID
+	if len(targets) == 0 {
+		var err error
+		if err = a.shard.View(func(r *raftstore.Reader) (err error) { _, err = r.Mailbox(a.user, mbox); return err }); err != nil {
+			return nil, fmt.Errorf("expunge: %w", err)
+		}
+		return nil, nil
+	}
+	for start := 0; start < len(targets); start += batchSize {
+		res, err := a.shard.Apply(ctx, a.c.command(&schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+batchSize, len(targets))]}))
+		if err != nil {
+			return out, fmt.Errorf("expunge: %w", err)
+		}
+		out = append(out, res.UIDs...)
+	}
+	return out, nil
+}
