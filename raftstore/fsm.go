@@ -33,8 +33,9 @@ var (
 	topBuckets = [][]byte{bucketSys, bucketReqs, bucketReqLog, bucketDomains, bucketDomainNames,
 		bucketUsers, bucketUserNames, bucketSettings, bucketMail, bucketStaged}
 
-	keyApplied = []byte("applied")
-	keyReqSeq  = []byte("reqseq")
+	keyApplied     = []byte("applied")
+	keyAppliedTerm = []byte("applied_term")
+	keyReqSeq      = []byte("reqseq")
 )
 
 // maxRequestIDs bounds the table of applied request ids. A retry arrives
@@ -128,14 +129,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	err := f.db.Update(func(tx *bbolt.Tx) error {
 		sys := tx.Bucket(bucketSys)
 		applied := getU64(sys, keyApplied)
-		last := applied
+		last, lastTerm := applied, uint64(0)
 		for i, l := range logs {
 			if l.Index <= applied {
 				// Replayed after a restart: already in this state.
 				results[i] = &schema.Result{}
 				continue
 			}
-			last = l.Index
+			last, lastTerm = l.Index, l.Term
 			if l.Type != raft.LogCommand {
 				results[i] = &schema.Result{}
 				continue
@@ -145,6 +146,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			events = append(events, evs...)
 		}
 		if last > applied {
+			if err := putU64(sys, keyAppliedTerm, lastTerm); err != nil {
+				return err
+			}
 			return putU64(sys, keyApplied, last)
 		}
 		return nil
@@ -324,24 +328,6 @@ func checkState(path string) (err error) {
 		}
 		return nil
 	})
-}
-
-// CheckStateFile runs bbolt's consistency check over a state file written
-// by a snapshot (for backup verification) and returns its applied index.
-func CheckStateFile(path string) (applied uint64, err error) {
-	if err := checkState(path); err != nil {
-		return 0, err
-	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	err = db.View(func(tx *bbolt.Tx) error {
-		applied = getU64(tx.Bucket(bucketSys), keyApplied)
-		return nil
-	})
-	return applied, err
 }
 
 func getU64(b *bbolt.Bucket, k []byte) uint64 {

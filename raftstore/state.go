@@ -1,0 +1,133 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// StateInfo describes a copy of a shard's state.
+type StateInfo struct {
+	Index uint64 // last applied Raft index in the copy
+	Term  uint64 // term of that entry
+	Size  int64  // bytes written
+	Stats Stats  // record counts in the copy
+}
+
+// WriteState writes a consistent copy of the shard's state file to w
+// while the shard keeps applying writes: a bbolt read transaction pins
+// one version of the file for as long as the copy takes.
+func (s *Shard) WriteState(w io.Writer) (StateInfo, error) {
+	var info StateInfo
+	err := s.View(func(r *Reader) error {
+		info.Index = r.AppliedIndex()
+		info.Term = getU64(r.tx.Bucket(bucketSys), keyAppliedTerm)
+		info.Stats = r.Stats()
+		n, err := r.tx.WriteTo(w)
+		info.Size = n
+		return err
+	})
+	if err != nil {
+		return info, fmt.Errorf("shard %d: write state: %w", s.cfg.Shard, err)
+	}
+	return info, nil
+}
+
+// InspectStateFile checks a state file (a copy written by WriteState) with
+// bbolt's consistency check and returns what it holds. It never panics on
+// a corrupt file.
+func InspectStateFile(path string) (info StateInfo, err error) {
+	if err := checkState(path); err != nil {
+		return info, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("state file corrupt: %v", r)
+		}
+	}()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return info, fmt.Errorf("open state file: %w", err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bbolt.Tx) error {
+		r := &Reader{tx: tx}
+		info.Index = r.AppliedIndex()
+		info.Term = getU64(tx.Bucket(bucketSys), keyAppliedTerm)
+		info.Stats = r.Stats()
+		info.Size = tx.Size()
+		return nil
+	})
+	return info, err
+}
+
+// InstallState prepares dir as a fresh replica of a shard whose state is
+// the state file at path (a restored backup): it copies the file in as the
+// state, records a Raft snapshot at the file's index and term with a
+// one-voter configuration of nodeID, and sets the current term, so that
+// the replica's log resumes after the restored state. dir must not hold a
+// replica yet.
+func InstallState(dir, path, nodeID string) (StateInfo, error) {
+	info, err := InspectStateFile(path)
+	if err != nil {
+		return info, err
+	}
+	if info.Index == 0 {
+		return info, errors.New("install state: the state file has never applied an entry")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state.db")); err == nil {
+		return info, fmt.Errorf("install state: %s already holds a replica", dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o700); err != nil {
+		return info, err
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return info, err
+	}
+	defer src.Close()
+	if err := writeFileSync(filepath.Join(dir, "state.db"), src); err != nil {
+		return info, fmt.Errorf("install state: %w", err)
+	}
+
+	snaps, err := raft.NewFileSnapshotStore(filepath.Join(dir, "snapshots"), 2, io.Discard)
+	if err != nil {
+		return info, fmt.Errorf("install state: %w", err)
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: raft.ServerAddress(nodeID)}}}
+	_, trans := raft.NewInmemTransport(raft.ServerAddress(nodeID))
+	sink, err := snaps.Create(raft.SnapshotVersionMax, info.Index, info.Term, conf, info.Index, trans)
+	if err != nil {
+		return info, fmt.Errorf("install state: create snapshot: %w", err)
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		sink.Cancel()
+		return info, err
+	}
+	if _, err := io.Copy(sink, src); err != nil {
+		sink.Cancel()
+		return info, fmt.Errorf("install state: write snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return info, fmt.Errorf("install state: close snapshot: %w", err)
+	}
+
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return info, fmt.Errorf("install state: log store: %w", err)
+	}
+	defer logs.Close()
+	// hashicorp/raft keeps the current term under this key of its stable
+	// store; starting below the snapshot's term would break log matching.
+	if err := logs.SetUint64([]byte("CurrentTerm"), info.Term); err != nil {
+		return info, fmt.Errorf("install state: set term: %w", err)
+	}
+	return info, syncDir(dir)
+}
