@@ -276,7 +276,7 @@ func (c *client) expectClosed() {
 			}
 			return
 		}
-		c.t.Logf("before close: %q", line)
+		c.t.Fatalf("unexpected line before close: %q", line)
 	}
 }
 

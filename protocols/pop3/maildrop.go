@@ -247,9 +247,11 @@ func (s *session) cmdNoop(cmd command) error {
 }
 
 // cmdQuitTransaction enters the UPDATE state (RFC 1939 section 6): the
-// messages marked deleted are expunged, and +OK is sent only after the
-// store committed that. On failure -ERR is sent; the store's Expunge is
-// one Raft command, so either all marked messages go or none.
+// messages marked deleted are expunged in one Account.Expunge call, and
+// +OK is sent only after it returned nil, that is after the expunge was
+// committed. On failure the answer is RFC 1939's "-ERR some deleted
+// messages not removed": the store commits up to its batch size (1,000
+// messages) at once, so a smaller QUIT removes nothing when it fails.
 func (s *session) cmdQuitTransaction(cmd command) error {
 	if len(cmd.args) != 0 {
 		return s.syntax("QUIT")
