@@ -1,0 +1,153 @@
+package smtp
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+// Mode selects what an SMTP server is for.
+type Mode int
+
+const (
+	// ModeMX accepts mail from other servers for local recipients only. It
+	// offers STARTTLS and no AUTH; the null reverse-path is allowed.
+	ModeMX Mode = iota + 1
+	// ModeSubmission accepts mail from authenticated local users (RFC 6409).
+	// AUTH is offered only over TLS, and the envelope sender must be the
+	// user's own address.
+	ModeSubmission
+)
+
+// String returns the mode's name as it appears in logs.
+func (m Mode) String() string {
+	switch m {
+	case ModeMX:
+		return "mx"
+	case ModeSubmission:
+		return "submission"
+	default:
+		return fmt.Sprintf("mode(%d)", int(m))
+	}
+}
+
+// Defaults for the zero values of Config's limits.
+const (
+	// DefaultMaxMessageBytes is the largest message accepted (advertised in
+	// SIZE).
+	DefaultMaxMessageBytes = 50 << 20
+	// DefaultMaxHeaderBytes bounds the header section of a message.
+	DefaultMaxHeaderBytes = 1 << 20
+	// DefaultMaxRecipients bounds RCPT commands per transaction; RFC 5321
+	// section 4.5.3.1.8 asks for at least 100.
+	DefaultMaxRecipients = 100
+	// DefaultMaxLineLength bounds command and DATA lines: twice the 1000
+	// octets of RFC 5321 section 4.5.3.1.6, as go-smtp does.
+	DefaultMaxLineLength = 2000
+	// DefaultReadTimeout is how long the server waits for the next command
+	// or the next bytes of a message (RFC 5321 section 4.5.3.2.7).
+	DefaultReadTimeout = 5 * time.Minute
+	// DefaultWriteTimeout is how long a reply may take to be sent.
+	DefaultWriteTimeout = time.Minute
+	// DefaultDataTimeout bounds the whole transfer of one message.
+	DefaultDataTimeout = 30 * time.Minute
+	// DefaultStoreTimeout bounds one call to the store (lookup, login,
+	// delivery).
+	DefaultStoreTimeout = 2 * time.Minute
+)
+
+// Config configures one SMTP server. Zero limits mean the defaults above.
+type Config struct {
+	// Mode is ModeMX or ModeSubmission; it must be set.
+	Mode Mode
+	// Hostname is announced in the greeting and recorded in Received
+	// headers and generated Message-IDs.
+	Hostname string
+	// TLS enables STARTTLS and is used for implicit-TLS listeners (see
+	// Server.Serve). Nil disables TLS, which is only for tests.
+	TLS *tls.Config
+	// Guard throttles failed logins; it is required for ModeSubmission.
+	Guard *protocols.AuthGuard
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// AllowInsecureAuth offers AUTH on connections without TLS. Tests only.
+	AllowInsecureAuth bool
+
+	// MaxMessageBytes is the largest message accepted, before the trace
+	// headers this server adds.
+	MaxMessageBytes int64
+	// MaxHeaderBytes bounds the header section of a message.
+	MaxHeaderBytes int
+	// MaxRecipients bounds the recipients of one transaction.
+	MaxRecipients int
+	// MaxLineLength bounds command lines and lines of DATA.
+	MaxLineLength int
+	// ReadTimeout is the idle timeout while waiting for a command or for
+	// more message data.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the sending of one reply.
+	WriteTimeout time.Duration
+	// DataTimeout bounds the transfer of one whole message.
+	DataTimeout time.Duration
+	// StoreTimeout bounds one store call.
+	StoreTimeout time.Duration
+	// Now is the clock used for Received and Date headers; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// withDefaults checks cfg and fills in its zero values.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Mode != ModeMX && cfg.Mode != ModeSubmission {
+		return cfg, fmt.Errorf("smtp config: invalid mode %v", cfg.Mode)
+	}
+	if cfg.Hostname == "" {
+		return cfg, errors.New("smtp config: hostname is required")
+	}
+	if cfg.Mode == ModeSubmission {
+		if cfg.Guard == nil {
+			return cfg, errors.New("smtp config: submission needs an auth guard")
+		}
+		if cfg.TLS == nil && !cfg.AllowInsecureAuth {
+			return cfg, errors.New("smtp config: submission needs TLS (or AllowInsecureAuth in tests)")
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if int64(cfg.MaxHeaderBytes) > cfg.MaxMessageBytes {
+		cfg.MaxHeaderBytes = int(cfg.MaxMessageBytes)
+	}
+	if cfg.MaxRecipients <= 0 {
+		cfg.MaxRecipients = DefaultMaxRecipients
+	}
+	if cfg.MaxLineLength <= 0 {
+		cfg.MaxLineLength = DefaultMaxLineLength
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.DataTimeout <= 0 {
+		cfg.DataTimeout = DefaultDataTimeout
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = DefaultStoreTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}

@@ -1,0 +1,342 @@
+package smtp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+// ErrServerClosed is returned by Serve when it is called after Close.
+var ErrServerClosed = errors.New("smtp server closed")
+
+// errShuttingDown answers commands that arrive while the server closes.
+var errShuttingDown = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+
+// Server is one SMTP frontend (MX or submission) on top of a mail store.
+type Server struct {
+	cfg   Config
+	store protocols.Store
+	log   *slog.Logger
+	smtp  *gosmtp.Server
+
+	// ctx is cancelled by Close so that store calls in flight give up.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	idle      *sync.Cond // signalled when serving, conns or calls drop
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*trackedConn]struct{}
+	serving   int // Serve calls running
+	calls     int // session calls running
+}
+
+// NewServer returns a server for cfg.Mode that delivers into store.
+func NewServer(cfg Config, store protocols.Store) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("smtp server: store is required")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:       cfg,
+		store:     store,
+		log:       cfg.Logger.With("component", "smtp", "mode", cfg.Mode.String()),
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*trackedConn]struct{}),
+	}
+	s.idle = sync.NewCond(&s.mu)
+
+	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.newSession))
+	srv.Domain = cfg.Hostname
+	srv.TLSConfig = cfg.TLS
+	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
+	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	srv.MaxRecipients = cfg.MaxRecipients
+	srv.MaxLineLength = cfg.MaxLineLength
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.WriteTimeout = cfg.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = libraryLog{s}
+	s.smtp = srv
+	return s, nil
+}
+
+// Serve accepts connections on ln until Close, then returns nil. For
+// implicit TLS (submissions, port 465) pass a listener whose connections
+// are *tls.Conn that have not started their handshake, such as
+// tls.NewListener's, possibly under wrappers with an Unwrap() net.Conn
+// method (protocols.ConnLimiter): Serve then runs TLS itself with cfg.TLS
+// over the underlying connection, so that it can track the connection's
+// lifetime, and cfg.TLS must be set.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	tl := &trackingListener{Listener: ln, srv: s}
+	s.listeners[tl] = struct{}{}
+	s.serving++
+	s.mu.Unlock()
+
+	s.log.Info("serving", "addr", ln.Addr().String())
+	err := s.smtp.Serve(tl)
+
+	s.mu.Lock()
+	s.serving--
+	delete(s.listeners, tl)
+	closed := s.closed
+	s.idle.Broadcast()
+	s.mu.Unlock()
+	if closed {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("smtp serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Close stops accepting, closes every open connection and waits until no
+// Serve loop and no session call is running any more. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
+	listeners := make([]net.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		listeners = append(listeners, l)
+	}
+	s.mu.Unlock()
+
+	if first {
+		s.cancel()
+		// go-smtp closes its listeners and the connections it registered.
+		_ = s.smtp.Close()
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+		// Connections accepted but not yet registered by go-smtp.
+		s.mu.Lock()
+		conns := make([]*trackedConn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}
+
+	s.mu.Lock()
+	for s.serving > 0 || len(s.conns) > 0 || s.calls > 0 {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
+	if first {
+		s.log.Info("closed")
+	}
+	return nil
+}
+
+// enter registers a session call; it reports false once the server is
+// closing, and the caller must then not touch the store.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.calls++
+	return true
+}
+
+// leave ends a session call started by a successful enter.
+func (s *Server) leave() {
+	s.mu.Lock()
+	s.calls--
+	s.idle.Broadcast()
+	s.mu.Unlock()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// trackingListener registers every accepted connection with the server,
+// so that Close can close it and wait for it.
+type trackingListener struct {
+	net.Listener
+	srv *Server
+}
+
+// Accept returns the next connection, tracked. Connections that cannot be
+// served (a TLS listener without Config.TLS) are closed and skipped.
+func (l *trackingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc, err := l.srv.track(c)
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		if err != nil {
+			l.srv.log.Error("connection refused", "remote", protocols.RemoteIP(c.RemoteAddr()).String(), "err", err)
+			continue
+		}
+		return tc, nil
+	}
+}
+
+// track wraps c so that its Close is observed. An implicit-TLS connection
+// is re-terminated over the tracked raw connection with cfg.TLS, because
+// go-smtp recognises TLS only by the *tls.Conn type.
+func (s *Server) track(c net.Conn) (net.Conn, error) {
+	id, err := newConnID()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, id: id, closeFn: c.Close, srv: s}
+	var implicitTLS bool
+	if inner := findTLS(c); inner != nil {
+		if s.cfg.TLS == nil {
+			c.Close()
+			return nil, errors.New("implicit TLS listener but no TLS configuration")
+		}
+		if inner.ConnectionState().HandshakeComplete {
+			c.Close()
+			return nil, errors.New("implicit TLS connection already past its handshake")
+		}
+		// Nothing has been read through the *tls.Conn yet, so the raw
+		// connection is still at the start of the client's handshake.
+		tc.Conn = inner.NetConn()
+		implicitTLS = true
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	s.conns[tc] = struct{}{}
+	s.mu.Unlock()
+
+	if implicitTLS {
+		return tls.Server(tc, s.cfg.TLS), nil
+	}
+	return tc, nil
+}
+
+// findTLS returns the *tls.Conn c is or wraps (through Unwrap() net.Conn
+// methods), or nil.
+func findTLS(c net.Conn) *tls.Conn {
+	for range 8 {
+		if t, ok := c.(*tls.Conn); ok {
+			return t
+		}
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.Unwrap()
+	}
+	return nil
+}
+
+// trackedConn is an accepted connection whose Close unregisters it.
+type trackedConn struct {
+	net.Conn
+	id      string
+	closeFn func() error // closes the connection as accepted
+	srv     *Server
+
+	once sync.Once
+	err  error
+}
+
+// Close closes the accepted connection once and unregisters it.
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.err = c.closeFn()
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.idle.Broadcast()
+		c.srv.mu.Unlock()
+	})
+	return c.err
+}
+
+// connIDOf returns the id of the tracked connection under c.
+func connIDOf(c net.Conn) (string, bool) {
+	for range 8 {
+		switch t := c.(type) {
+		case *trackedConn:
+			return t.id, true
+		case *tls.Conn:
+			c = t.NetConn()
+		default:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// newConnID returns a random connection id, also used as the queue id in
+// Received headers.
+func newConnID() (string, error) {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("connection id: %w", err)
+	}
+	return base32.StdEncoding.EncodeToString(b[:]), nil
+}
+
+// libraryLog sends go-smtp's internal error reports (connection errors,
+// recovered panics) to the server's logger.
+type libraryLog struct{ s *Server }
+
+// Printf logs one go-smtp report.
+func (l libraryLog) Printf(format string, v ...any) {
+	l.report(fmt.Sprintf(format, v...))
+}
+
+// Println logs one go-smtp report.
+func (l libraryLog) Println(v ...any) {
+	l.report(strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+}
+
+func (l libraryLog) report(msg string) {
+	if l.s.isClosed() {
+		return
+	}
+	if strings.Contains(msg, "panic") {
+		l.s.log.Error("smtp library panic", "detail", msg)
+		return
+	}
+	l.s.log.Info("smtp connection error", "detail", msg)
+}

@@ -1,0 +1,397 @@
+package smtp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// maxAddressLength bounds envelope addresses (RFC 5321 section 4.5.3.1.3
+// limits a path to 256 octets including the angle brackets).
+const maxAddressLength = 254
+
+// session is one go-smtp session: from a HELO/EHLO to QUIT, the end of the
+// connection, or STARTTLS (which starts a new session).
+type session struct {
+	srv    *Server
+	conn   *gosmtp.Conn
+	id     string // connection id, shared by the sessions of one connection
+	remote netip.Addr
+	log    *slog.Logger
+
+	user string // authenticated address; empty until AUTH succeeds
+
+	// The transaction in progress.
+	txn     int
+	fromSet bool
+	from    string
+	utf8    bool
+	sizeHnt int64
+	rcpts   []string
+	seen    map[string]bool
+}
+
+var (
+	_ gosmtp.Session     = (*session)(nil)
+	_ gosmtp.AuthSession = (*session)(nil)
+)
+
+// newSession is go-smtp's Backend: it runs at the first HELO/EHLO of a
+// connection and again after STARTTLS.
+func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
+	if !s.enter() {
+		return nil, errShuttingDown
+	}
+	defer s.leave()
+	id, ok := connIDOf(c.Conn())
+	if !ok {
+		var err error
+		if id, err = newConnID(); err != nil {
+			return nil, &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary server error"}
+		}
+	}
+	remote := protocols.RemoteIP(c.Conn().RemoteAddr())
+	sess := &session{
+		srv:    s,
+		conn:   c,
+		id:     id,
+		remote: remote,
+		log:    s.log.With("conn", id, "remote", remote.String()),
+	}
+	_, isTLS := c.TLSConnectionState()
+	sess.log.Info("session started", "tls", isTLS)
+	sess.log.Debug("client hello", "helo", sanitize(c.Hostname(), 255))
+	return sess, nil
+}
+
+// Reset discards the transaction in progress (RSET, a new EHLO, the end of
+// a transaction).
+func (s *session) Reset() {
+	s.fromSet = false
+	s.from = ""
+	s.utf8 = false
+	s.sizeHnt = 0
+	s.rcpts = nil
+	s.seen = nil
+}
+
+// Logout ends the session. The session holds no store resources: the
+// Account of a login is closed as soon as its address is known.
+func (s *session) Logout() error {
+	if !s.srv.enter() {
+		return nil
+	}
+	defer s.srv.leave()
+	s.log.Info("session ended", "transactions", s.txn)
+	return nil
+}
+
+// AuthMechanisms lists the SASL mechanisms offered; MX offers none.
+// go-smtp asks only once TLS is up (or AllowInsecureAuth is set).
+func (s *session) AuthMechanisms() []string {
+	if s.srv.cfg.Mode != ModeSubmission {
+		return nil
+	}
+	return []string{"PLAIN", "LOGIN"}
+}
+
+// Auth starts a SASL exchange for mech.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.srv.cfg.Mode != ModeSubmission {
+		return nil, &gosmtp.SMTPError{Code: 502, EnhancedCode: gosmtp.EnhancedCode{5, 5, 1}, Message: "Authentication is not available on this port, use submission"}
+	}
+	return s.saslServer(mech)
+}
+
+// Mail starts a transaction with the envelope sender from ("" for the
+// null reverse-path).
+func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
+	if !s.srv.enter() {
+		return errShuttingDown
+	}
+	defer s.srv.leave()
+	s.Reset()
+	utf8Mode := opts != nil && opts.UTF8
+	if e := checkAddress(from, utf8Mode); e != nil {
+		return s.refuse("mail", e)
+	}
+	if s.srv.cfg.Mode == ModeSubmission {
+		switch {
+		case s.user == "":
+			return s.refuse("mail", protocols.Permanentf(530, [3]int{5, 7, 0}, nil, "Authentication required"))
+		case from == "":
+			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "The null sender is not allowed on submission; use your own address"))
+		case !sameAddress(from, s.user):
+			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "Sender address must be your own address <%s>", s.user))
+		}
+	}
+	s.fromSet = true
+	s.from = from
+	s.utf8 = utf8Mode
+	if opts != nil && opts.Size > 0 {
+		s.sizeHnt = opts.Size
+	}
+	s.log.Debug("mail from", "from", from, "utf8", utf8Mode)
+	return nil
+}
+
+// Rcpt adds a recipient after checking that it is a local mailbox.
+func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if !s.srv.enter() {
+		return errShuttingDown
+	}
+	defer s.srv.leave()
+	if e := checkAddress(to, s.utf8); e != nil {
+		return s.refuse("rcpt", e)
+	}
+	if to == "" {
+		return s.refuse("rcpt", protocols.Permanentf(501, [3]int{5, 1, 3}, nil, "Empty recipient address"))
+	}
+	key := strings.ToLower(to)
+	if s.seen[key] {
+		// Already accepted in this transaction; deliver once.
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.StoreTimeout)
+	defer cancel()
+	if err := s.srv.store.LookupRecipient(ctx, to); err != nil {
+		return s.refuse("rcpt", s.recipientError(err))
+	}
+	if s.seen == nil {
+		s.seen = make(map[string]bool)
+	}
+	s.seen[key] = true
+	s.rcpts = append(s.rcpts, to)
+	s.log.Debug("rcpt to", "to", to)
+	return nil
+}
+
+// recipientError maps a LookupRecipient or Deliver failure to the reply.
+func (s *session) recipientError(err error) *protocols.Error {
+	switch {
+	case errors.Is(err, schema.ErrNotLocal), errors.Is(err, schema.ErrNoSuchDomain):
+		if s.srv.cfg.Mode == ModeSubmission {
+			return protocols.Permanentf(550, [3]int{5, 7, 1}, err, "Delivery to remote domains is not available on this server yet")
+		}
+		return protocols.Permanentf(550, [3]int{5, 7, 1}, err, "Relaying denied")
+	case errors.Is(err, schema.ErrNoSuchUser):
+		return protocols.Permanentf(550, [3]int{5, 1, 1}, err, "No such user here")
+	case errors.Is(err, schema.ErrInvalid):
+		return protocols.Permanentf(501, [3]int{5, 1, 3}, err, "Bad recipient address syntax")
+	default:
+		return protocols.Temporaryf(451, [3]int{4, 3, 0}, err, "Temporary failure, try again later")
+	}
+}
+
+// Data reads, checks, stamps and delivers the message. It returns nil (250)
+// only after Store.Deliver committed it.
+func (s *session) Data(r io.Reader) error {
+	if !s.srv.enter() {
+		return errShuttingDown
+	}
+	defer s.srv.leave()
+	cfg := s.srv.cfg
+	start := time.Now()
+	s.txn++
+	txnID := fmt.Sprintf("%s.%d", s.id, s.txn)
+	if !s.fromSet || len(s.rcpts) == 0 {
+		// go-smtp checks this too; keep the invariant local.
+		return s.refuse("data", protocols.Permanentf(503, [3]int{5, 5, 1}, nil, "Need MAIL and RCPT first"))
+	}
+
+	msg, err := s.readMessage(r, start)
+	if err != nil {
+		return err
+	}
+	hdr, err := parseMessage(msg, cfg.MaxHeaderBytes)
+	if err != nil {
+		return s.refuse("data", messageError(err, cfg.MaxHeaderBytes))
+	}
+
+	now := cfg.Now()
+	tlsState, isTLS := s.conn.TLSConnectionState()
+	var tlsDesc string
+	if isTLS {
+		tlsDesc = protocols.DescribeTLS(&tlsState)
+	}
+	trace := traceInfo{
+		helo:     s.conn.Hostname(),
+		remote:   s.remote,
+		hostname: cfg.Hostname,
+		protocol: protocolName(s.utf8, isTLS, s.user != ""),
+		id:       txnID,
+		tls:      tlsDesc,
+		rcpts:    s.rcpts,
+		from:     s.from,
+		date:     now,
+	}
+	var extra []byte
+	if cfg.Mode == ModeSubmission {
+		extra, err = submissionFields(hdr, now, cfg.Hostname)
+		if err != nil {
+			return s.refuse("data", protocols.Temporaryf(451, [3]int{4, 3, 0}, err, "Temporary failure, try again later"))
+		}
+	}
+	full := stamp(msg, trace, extra)
+
+	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
+	defer cancel()
+	d := schema.Delivery{From: s.from, Recipients: append([]string(nil), s.rcpts...), Message: full}
+	if err := s.srv.store.Deliver(ctx, d); err != nil {
+		return s.refuse("data", s.deliveryError(err))
+	}
+	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(s.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
+	s.log.Debug("message envelope", "id", txnID, "from", s.from, "to", s.rcpts)
+	return nil
+}
+
+// deliveryError maps a Deliver failure to the reply.
+func (s *session) deliveryError(err error) *protocols.Error {
+	switch {
+	case errors.Is(err, schema.ErrTooLarge):
+		return protocols.Permanentf(552, [3]int{5, 3, 4}, err, "Message too large for the mailbox")
+	case errors.Is(err, schema.ErrNotLocal), errors.Is(err, schema.ErrNoSuchDomain),
+		errors.Is(err, schema.ErrNoSuchUser), errors.Is(err, schema.ErrInvalid):
+		return s.recipientError(err)
+	default:
+		return protocols.Temporaryf(451, [3]int{4, 3, 0}, err, "Temporary failure, message not accepted; try again later")
+	}
+}
+
+// readMessage reads the whole message from r, bounded in size and time.
+func (s *session) readMessage(r io.Reader, start time.Time) ([]byte, error) {
+	cfg := s.srv.cfg
+	dr := &deadlineReader{r: r, conn: s.conn.Conn(), idle: cfg.ReadTimeout, end: start.Add(cfg.DataTimeout)}
+	var buf bytes.Buffer
+	buf.Grow(initialBufferSize(s.sizeHnt, cfg.MaxMessageBytes))
+	if _, err := buf.ReadFrom(io.LimitReader(dr, cfg.MaxMessageBytes+1)); err != nil {
+		return nil, s.readError(err)
+	}
+	if int64(buf.Len()) > cfg.MaxMessageBytes {
+		return nil, s.refuse("data", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message exceeds the maximum size of %d bytes", cfg.MaxMessageBytes))
+	}
+	return buf.Bytes(), nil
+}
+
+// readError maps a failure while reading message data. A timeout or a
+// broken connection ends the connection: the client is no longer in step.
+func (s *session) readError(err error) error {
+	cfg := s.srv.cfg
+	var ne net.Error
+	switch {
+	case errors.Is(err, gosmtp.ErrDataTooLarge):
+		return s.refuse("data", protocols.Permanentf(552, [3]int{5, 3, 4}, err, "Message exceeds the maximum size of %d bytes", cfg.MaxMessageBytes))
+	case errors.Is(err, gosmtp.ErrTooLongLine):
+		return s.refuse("data", protocols.Permanentf(500, [3]int{5, 5, 2}, err, "Line too long (limit %d bytes)", cfg.MaxLineLength))
+	case errors.Is(err, gosmtp.ErrDataReset):
+		s.log.Info("message transfer aborted by client")
+		return err
+	case errors.As(err, &ne) && ne.Timeout():
+		s.conn.Conn().Close()
+		return s.refuse("data", protocols.Temporaryf(421, [3]int{4, 4, 2}, err, "Timeout while receiving the message, closing connection"))
+	default:
+		s.conn.Conn().Close()
+		return s.refuse("data", protocols.Temporaryf(421, [3]int{4, 4, 0}, err, "Connection error while receiving the message"))
+	}
+}
+
+// initialBufferSize picks the first buffer size from the SIZE hint.
+func initialBufferSize(hint, max int64) int {
+	const small = 64 << 10
+	if hint <= 0 {
+		return small
+	}
+	if hint > max {
+		hint = max
+	}
+	return int(hint) + 4096
+}
+
+// deadlineReader extends the connection's read deadline before each read:
+// the client may pause at most idle between reads, and the whole message
+// must arrive before end.
+type deadlineReader struct {
+	r    io.Reader
+	conn net.Conn
+	idle time.Duration
+	end  time.Time
+}
+
+// Read reads from the message stream under the deadlines.
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	dl := time.Now().Add(d.idle)
+	if dl.After(d.end) {
+		dl = d.end
+	}
+	if err := d.conn.SetReadDeadline(dl); err != nil {
+		return 0, fmt.Errorf("set read deadline: %w", err)
+	}
+	return d.r.Read(p)
+}
+
+// refuse logs why a command failed and returns the client's reply.
+func (s *session) refuse(op string, e *protocols.Error) error {
+	attrs := []any{"op", op, "code", e.Code, "enhanced", fmt.Sprintf("%d.%d.%d", e.Enhanced[0], e.Enhanced[1], e.Enhanced[2])}
+	if e.Reason != nil {
+		attrs = append(attrs, "reason", e.Reason.Error())
+	}
+	if e.Temporary && e.Reason != nil && !isClientFault(e.Reason) {
+		s.log.Warn("command failed", attrs...)
+	} else {
+		s.log.Info("command refused", attrs...)
+	}
+	return toSMTPError(e)
+}
+
+// isClientFault reports whether a temporary failure came from the client's
+// side (timeouts, dropped connections) rather than from the server.
+func isClientFault(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// toSMTPError turns a protocol error into go-smtp's reply type.
+func toSMTPError(e *protocols.Error) *gosmtp.SMTPError {
+	return &gosmtp.SMTPError{Code: e.Code, EnhancedCode: gosmtp.EnhancedCode(e.Enhanced), Message: e.Text}
+}
+
+// checkAddress refuses envelope addresses that are too long, contain
+// control characters, or are not ASCII without SMTPUTF8 (RFC 6531 section
+// 3.5).
+func checkAddress(addr string, utf8Mode bool) *protocols.Error {
+	if len(addr) > maxAddressLength {
+		return protocols.Permanentf(501, [3]int{5, 1, 3}, nil, "Address too long")
+	}
+	if !utf8.ValidString(addr) {
+		return protocols.Permanentf(501, [3]int{5, 1, 3}, nil, "Address is not valid UTF-8")
+	}
+	for _, r := range addr {
+		if r < 0x20 || r == 0x7f {
+			return protocols.Permanentf(501, [3]int{5, 1, 3}, nil, "Address contains control characters")
+		}
+		if r >= 0x80 && !utf8Mode {
+			return protocols.Permanentf(553, [3]int{5, 6, 7}, nil, "Non-ASCII address requires SMTPUTF8")
+		}
+	}
+	return nil
+}
+
+// sameAddress compares two addresses the way the store resolves them:
+// without regard to case.
+func sameAddress(a, b string) bool {
+	return strings.EqualFold(a, b)
+}
