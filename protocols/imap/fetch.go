@@ -1,0 +1,199 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// Fetch answers FETCH and UID FETCH. Non-PEEK body sections set \Seen
+// first (not in a read-only mailbox), and the new flags are included in
+// the responses. Message bytes are read from the store per message and
+// dropped after it; only BODYSTRUCTUREs are cached.
+func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	v, err := s.selected()
+	if err != nil {
+		return err
+	}
+	v.drain()
+	msgs, err := v.selectMsgs(numSet)
+	if err != nil {
+		return err
+	}
+	markedSeen := map[*viewMsg]bool{}
+	if !v.readOnly && setsSeen(options) {
+		var uids []schema.UID
+		for _, sm := range msgs {
+			if !sm.m.info.HasFlag(schema.FlagSeen) {
+				uids = append(uids, sm.m.info.UID)
+			}
+		}
+		if len(uids) > 0 {
+			ctx, cancel := s.opContext()
+			infos, err := s.acct.StoreFlags(ctx, v.id, uids, schema.FlagsAdd, []string{schema.FlagSeen})
+			cancel()
+			if err != nil {
+				return s.storeError("fetch set seen", err)
+			}
+			for _, info := range infos {
+				if m := v.byUID[info.UID]; m != nil && info.ModSeq >= m.info.ModSeq {
+					m.info = info
+					markedSeen[m] = true
+				}
+			}
+		}
+	}
+	for _, sm := range msgs {
+		if sm.m.expunged {
+			continue
+		}
+		if err := s.fetchOne(w, v, sm, options, markedSeen[sm.m]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setsSeen reports whether a FETCH implicitly sets \Seen.
+func setsSeen(options *imap.FetchOptions) bool {
+	for _, bs := range options.BodySection {
+		if !bs.Peek {
+			return true
+		}
+	}
+	for _, bs := range options.BinarySection {
+		if !bs.Peek {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchOne loads what one message's items need, then writes its FETCH
+// response. Loading comes first so that a store failure never leaves a
+// half-written response.
+func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, options *imap.FetchOptions, forceFlags bool) error {
+	m := sm.m
+	info := m.info
+
+	needHeader := options.Envelope
+	needBody := false
+	var bs imap.BodyStructure
+	if options.BodyStructure != nil {
+		if cached, ok := s.srv.bsCache.get(info.Blob); ok {
+			bs = cached
+		} else {
+			needBody = true
+		}
+	}
+	for _, sec := range options.BodySection {
+		if !sectionPathOK(sec.Part) {
+			continue
+		}
+		if len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader {
+			needHeader = true
+		} else {
+			needBody = true
+		}
+	}
+	if len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+		needBody = true
+	}
+
+	var raw []byte // the whole message, or only its header section
+	if needBody || needHeader {
+		ctx, cancel := s.opContext()
+		var err error
+		if needBody {
+			raw, err = s.acct.Body(ctx, info.Blob)
+		} else {
+			raw, err = s.acct.Header(ctx, info.Blob)
+		}
+		cancel()
+		if errors.Is(err, schema.ErrNoSuchMessage) {
+			// Expunged since the view last heard; RFC 2180 section 4.1.3
+			// allows answering without it.
+			return nil
+		}
+		if err != nil {
+			return s.storeError("fetch", err)
+		}
+	}
+	if options.BodyStructure != nil && bs == nil {
+		bs = bodyStructureOf(raw)
+		s.srv.bsCache.put(info.Blob, bs)
+	}
+
+	rw := w.CreateMessage(sm.seq)
+	if options.UID {
+		rw.WriteUID(imap.UID(info.UID))
+	}
+	if options.Flags || forceFlags {
+		rw.WriteFlags(imapFlags(info.Flags))
+		m.told = info.Flags
+		m.dirty = false
+	}
+	if options.InternalDate {
+		rw.WriteInternalDate(info.InternalDate)
+	}
+	if options.RFC822Size {
+		rw.WriteRFC822Size(int64(info.Size))
+	}
+	if options.Envelope {
+		rw.WriteEnvelope(envelopeOf(raw))
+	}
+	if options.BodyStructure != nil {
+		rw.WriteBodyStructure(bs)
+	}
+	var werr error
+	writeLiteral := func(wc io.WriteCloser, b []byte) {
+		_, err := wc.Write(b)
+		if cerr := wc.Close(); err == nil {
+			err = cerr
+		}
+		if werr == nil {
+			werr = err
+		}
+	}
+	for _, sec := range options.BodySection {
+		var b []byte
+		if sectionPathOK(sec.Part) {
+			b = imapserver.ExtractBodySection(bytes.NewReader(raw), sec)
+		}
+		writeLiteral(rw.WriteBodySection(sec, int64(len(b))), b)
+	}
+	for _, sec := range options.BinarySection {
+		var b []byte
+		if sectionPathOK(sec.Part) {
+			b = imapserver.ExtractBinarySection(bytes.NewReader(raw), sec)
+		}
+		writeLiteral(rw.WriteBinarySection(sec, int64(len(b))), b)
+	}
+	for _, sec := range options.BinarySectionSize {
+		var n uint32
+		if sectionPathOK(sec.Part) {
+			n = imapserver.ExtractBinarySectionSize(bytes.NewReader(raw), sec)
+		}
+		rw.WriteBinarySectionSize(sec, n)
+	}
+	// Close releases the connection's writer lock, so it runs whatever
+	// happened before.
+	if err := rw.Close(); werr == nil {
+		werr = err
+	}
+	return werr
+}
+
+// envelopeOf parses the header section at the start of msg into an
+// ENVELOPE. A malformed header yields what could be parsed.
+func envelopeOf(msg []byte) *imap.Envelope {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	return imapserver.ExtractEnvelope(h)
+}

@@ -1,0 +1,476 @@
+package imap
+
+import (
+	"errors"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// Limits on mailbox names and flags accepted from clients.
+const (
+	maxMailboxNameLen = 1000
+	maxMailboxDepth   = 32
+	maxFlagsPerCmd    = 64
+	maxFlagLen        = 128
+)
+
+// useAttrCode is RFC 6154's response code for an unsupported special use.
+const useAttrCode imap.ResponseCode = "USEATTR"
+
+func noError(code imap.ResponseCode, text string) error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
+}
+
+func badError(text string) error {
+	return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: text}
+}
+
+// checkMailboxName rejects names the hierarchy cannot hold: empty levels,
+// wildcards, control characters, invalid UTF-8, and over-long names.
+func checkMailboxName(name string) error {
+	switch {
+	case name == "":
+		return noError(imap.ResponseCodeCannot, "Empty mailbox name")
+	case len(name) > maxMailboxNameLen:
+		return noError(imap.ResponseCodeLimit, "Mailbox name too long")
+	case !utf8.ValidString(name):
+		return noError(imap.ResponseCodeCannot, "Mailbox name is not valid UTF-8")
+	case strings.ContainsAny(name, "*%"):
+		return noError(imap.ResponseCodeCannot, "Mailbox names cannot contain wildcards")
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return noError(imap.ResponseCodeCannot, "Mailbox names cannot contain control characters")
+		}
+	}
+	levels := strings.Split(name, delim)
+	if len(levels) > maxMailboxDepth {
+		return noError(imap.ResponseCodeLimit, "Mailbox hierarchy too deep")
+	}
+	for _, l := range levels {
+		if l == "" {
+			return noError(imap.ResponseCodeCannot, "Mailbox names cannot have empty levels")
+		}
+	}
+	return nil
+}
+
+// specialUse maps CREATE's USE list onto the store's single attribute.
+func specialUse(attrs []imap.MailboxAttr) (string, error) {
+	if len(attrs) == 0 {
+		return schema.SpecialNone, nil
+	}
+	if len(attrs) > 1 {
+		return "", noError(useAttrCode, "Only one special-use attribute per mailbox")
+	}
+	for _, known := range []string{schema.SpecialSent, schema.SpecialDrafts, schema.SpecialTrash, schema.SpecialJunk, schema.SpecialArchive} {
+		if strings.EqualFold(string(attrs[0]), known) {
+			return known, nil
+		}
+	}
+	return "", noError(useAttrCode, "Unsupported special-use attribute")
+}
+
+// specialUseAttrs is the LIST attribute list for a special use.
+func specialUseAttrs(use string) []imap.MailboxAttr {
+	if use == "" {
+		return nil
+	}
+	return []imap.MailboxAttr{imap.MailboxAttr(use)}
+}
+
+// Create creates a mailbox and any missing parents. A trailing delimiter
+// only declares the intent to create children (RFC 3501 section 6.3.3).
+func (s *session) Create(name string, options *imap.CreateOptions) error {
+	acct, err := s.account()
+	if err != nil {
+		return err
+	}
+	name = normalizeInbox(strings.TrimSuffix(name, delim))
+	if err := checkMailboxName(name); err != nil {
+		return err
+	}
+	if name == schema.InboxName {
+		return noError(imap.ResponseCodeAlreadyExists, "INBOX always exists")
+	}
+	var use string
+	if options != nil {
+		if use, err = specialUse(options.SpecialUse); err != nil {
+			return err
+		}
+	}
+	// The store creates missing parents (RFC 3501 section 6.3.3).
+	ctx, cancel := s.opContext()
+	defer cancel()
+	return s.storeError("create", acct.CreateMailbox(ctx, name, use))
+}
+
+// Delete deletes a mailbox; INBOX cannot be deleted.
+func (s *session) Delete(name string) error {
+	acct, err := s.account()
+	if err != nil {
+		return err
+	}
+	name = normalizeInbox(name)
+	if name == schema.InboxName {
+		return noError(imap.ResponseCodeCannot, "INBOX cannot be deleted")
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	return s.storeError("delete", acct.DeleteMailbox(ctx, name))
+}
+
+// Rename renames a mailbox with its children; renaming INBOX moves its
+// messages (handled by the store).
+func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
+	acct, err := s.account()
+	if err != nil {
+		return err
+	}
+	oldName = normalizeInbox(oldName)
+	newName = normalizeInbox(strings.TrimSuffix(newName, delim))
+	if err := checkMailboxName(newName); err != nil {
+		return err
+	}
+	if newName == schema.InboxName {
+		return noError(imap.ResponseCodeAlreadyExists, "INBOX always exists")
+	}
+	if oldName == newName {
+		return noError(imap.ResponseCodeAlreadyExists, "Source and destination are the same mailbox")
+	}
+	if strings.HasPrefix(newName, oldName+delim) {
+		return noError(imap.ResponseCodeCannot, "Cannot rename a mailbox into itself")
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	return s.storeError("rename", acct.RenameMailbox(ctx, oldName, newName))
+}
+
+// Subscribe adds a mailbox to the subscription list.
+func (s *session) Subscribe(name string) error { return s.setSubscribed(name, true) }
+
+// Unsubscribe removes a mailbox from the subscription list.
+func (s *session) Unsubscribe(name string) error { return s.setSubscribed(name, false) }
+
+func (s *session) setSubscribed(name string, on bool) error {
+	acct, err := s.account()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	return s.storeError("subscribe", acct.SetSubscribed(ctx, normalizeInbox(name), on))
+}
+
+// Status reports a mailbox's counters. Counting unseen or deleted messages
+// needs the message flags, so only those items read a snapshot.
+func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	acct, err := s.account()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	mbox, err := acct.Mailbox(ctx, normalizeInbox(name))
+	if err != nil {
+		return nil, s.storeError("status", err)
+	}
+	return s.statusData(mbox, options)
+}
+
+func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOptions) (*imap.StatusData, error) {
+	data := &imap.StatusData{
+		Mailbox:     mbox.Name,
+		UIDNext:     imap.UID(mbox.UIDNext),
+		UIDValidity: mbox.UIDValidity,
+	}
+	// The library's encoder dereferences every requested item, so fill
+	// all of them.
+	num := mbox.Messages
+	size := int64(mbox.Size)
+	var recent, unseen, deleted uint32
+	var deletedSize int64
+	limit := s.srv.appendLimit()
+	if options.NumUnseen || options.NumDeleted || options.DeletedStorage {
+		ctx, cancel := s.opContext()
+		snap, err := s.acct.Snapshot(ctx, mbox.ID)
+		cancel()
+		if err != nil {
+			return nil, s.storeError("status", err)
+		}
+		num = uint32(len(snap.Messages))
+		data.UIDNext = imap.UID(snap.Mailbox.UIDNext)
+		data.UIDValidity = snap.Mailbox.UIDValidity
+		size = int64(snap.Mailbox.Size)
+		for i := range snap.Messages {
+			m := &snap.Messages[i]
+			if !m.HasFlag(schema.FlagSeen) {
+				unseen++
+			}
+			if m.HasFlag(schema.FlagDeleted) {
+				deleted++
+				deletedSize += int64(m.Size)
+			}
+		}
+	}
+	data.NumMessages = &num
+	data.NumRecent = &recent
+	data.NumUnseen = &unseen
+	data.NumDeleted = &deleted
+	data.Size = &size
+	data.AppendLimit = &limit
+	data.DeletedStorage = &deletedSize
+	return data, nil
+}
+
+// listEntry is one name in the mailbox hierarchy: an existing mailbox, or
+// a missing parent of one.
+type listEntry struct {
+	name            string
+	info            *schema.MailboxInfo // nil for a missing parent
+	children        bool
+	subscribedChild bool
+}
+
+// List answers LIST and LSUB, with the LIST-EXTENDED selection and return
+// options, LIST-STATUS, SPECIAL-USE and CHILDREN attributes.
+func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	acct, err := s.account()
+	if err != nil {
+		return err
+	}
+	if len(patterns) == 0 {
+		// An empty pattern asks for the delimiter and the root.
+		return w.WriteList(&imap.ListData{
+			Attrs:   []imap.MailboxAttr{imap.MailboxAttrNoSelect},
+			Delim:   protocols.MailboxDelimiter,
+			Mailbox: listRoot(ref),
+		})
+	}
+	if len(patterns) > maxListPatterns {
+		return noError(imap.ResponseCodeLimit, "Too many patterns")
+	}
+	if len(ref) > maxListPatternLen {
+		return noError(imap.ResponseCodeLimit, "Reference too long")
+	}
+	for _, p := range patterns {
+		if len(p) > maxListPatternLen {
+			return noError(imap.ResponseCodeLimit, "Pattern too long")
+		}
+	}
+	if options == nil {
+		options = &imap.ListOptions{}
+	}
+
+	ctx, cancel := s.opContext()
+	boxes, err := acct.Mailboxes(ctx)
+	cancel()
+	if err != nil {
+		return s.storeError("list", err)
+	}
+	entries := make(map[string]*listEntry, len(boxes))
+	get := func(name string) *listEntry {
+		e := entries[name]
+		if e == nil {
+			e = &listEntry{name: name}
+			entries[name] = e
+		}
+		return e
+	}
+	for i := range boxes {
+		b := &boxes[i]
+		get(b.Name).info = b
+		for parent := b.Name; ; {
+			cut := strings.LastIndex(parent, delim)
+			if cut <= 0 {
+				break
+			}
+			parent = parent[:cut]
+			p := get(parent)
+			p.children = true
+			if b.Subscribed {
+				p.subscribedChild = true
+			}
+		}
+	}
+	names := make([]string, 0, len(entries))
+	for n := range entries {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, b := names[i], names[j]
+		if (a == schema.InboxName) != (b == schema.InboxName) {
+			return a == schema.InboxName
+		}
+		return a < b
+	})
+
+	for _, name := range names {
+		e := entries[name]
+		matched := false
+		for _, p := range patterns {
+			if listMatch(name, ref, p) {
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			continue
+		}
+		data, ok, err := s.listData(e, options)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := w.WriteList(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listData builds the LIST response for one matched entry, or reports
+// that the selection options exclude it.
+func (s *session) listData(e *listEntry, options *imap.ListOptions) (*imap.ListData, bool, error) {
+	exists := e.info != nil
+	data := &imap.ListData{Mailbox: e.name, Delim: protocols.MailboxDelimiter}
+	switch {
+	case options.SelectSubscribed:
+		if !exists || !e.info.Subscribed {
+			if !options.SelectRecursiveMatch || !e.subscribedChild {
+				return nil, false, nil
+			}
+			// RFC 5258 section 3.5: a parent of subscribed mailboxes.
+			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+		}
+	case options.SelectSpecialUse:
+		if !exists || e.info.SpecialUse == "" {
+			return nil, false, nil
+		}
+	}
+	if !exists {
+		data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+		if options.SelectSubscribed {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+		}
+	}
+	if e.children {
+		data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+	} else {
+		data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
+	}
+	if exists {
+		if e.info.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		data.Attrs = append(data.Attrs, specialUseAttrs(e.info.SpecialUse)...)
+		if options.ReturnStatus != nil {
+			status, err := s.statusData(*e.info, options.ReturnStatus)
+			if err != nil {
+				return nil, false, err
+			}
+			data.Status = status
+		}
+	}
+	return data, true, nil
+}
+
+// storeFlags validates and normalises flags from STORE or APPEND: system
+// flags get their canonical case, \Recent is dropped (RFC 3501: it cannot
+// be set by a client), unknown system flags are refused, and the number
+// and length of flags are bounded.
+func storeFlags(flags []imap.Flag) ([]string, error) {
+	if len(flags) > maxFlagsPerCmd {
+		return nil, noError(imap.ResponseCodeLimit, "Too many flags")
+	}
+	system := []string{schema.FlagSeen, schema.FlagAnswered, schema.FlagFlagged, schema.FlagDeleted, schema.FlagDraft}
+	seen := make(map[string]bool, len(flags))
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		s := string(f)
+		if len(s) > maxFlagLen {
+			return nil, noError(imap.ResponseCodeLimit, "Flag too long")
+		}
+		if strings.HasPrefix(s, `\`) {
+			if strings.EqualFold(s, `\Recent`) {
+				continue
+			}
+			known := false
+			for _, sf := range system {
+				if strings.EqualFold(s, sf) {
+					s, known = sf, true
+					break
+				}
+			}
+			if !known {
+				return nil, badError("Unknown system flag")
+			}
+		}
+		if key := strings.ToLower(s); !seen[key] {
+			seen[key] = true
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// Append stores a message in a mailbox. The literal is read whole (it is
+// bounded by the APPENDLIMIT the library enforces) before the store call,
+// and APPENDUID is returned once the store has committed it.
+func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	acct, err := s.account()
+	if err != nil {
+		return nil, err
+	}
+	size := r.Size()
+	if size > s.srv.cfg.MaxMessageSize {
+		return nil, noError(imap.ResponseCodeTooBig, "Message too large")
+	}
+	if size == 0 {
+		return nil, noError(imap.ResponseCodeCannot, "Empty message")
+	}
+	var flags []string
+	date := time.Now()
+	if options != nil {
+		if flags, err = storeFlags(options.Flags); err != nil {
+			return nil, err
+		}
+		if !options.Time.IsZero() {
+			date = options.Time
+		}
+	}
+	ctx, cancel := s.opContext()
+	mbox, err := acct.Mailbox(ctx, normalizeInbox(name))
+	cancel()
+	if errors.Is(err, schema.ErrNoSuchMailbox) {
+		return nil, noError(imap.ResponseCodeTryCreate, "No such mailbox")
+	}
+	if err != nil {
+		return nil, s.storeError("append", err)
+	}
+	msg := make([]byte, size)
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return nil, err
+	}
+	ctx, cancel = s.opContext()
+	defer cancel()
+	res, err := acct.Append(ctx, mbox.ID, msg, flags, date)
+	if errors.Is(err, schema.ErrNoSuchMailbox) {
+		return nil, noError(imap.ResponseCodeTryCreate, "No such mailbox")
+	}
+	if err != nil {
+		return nil, s.storeError("append", err)
+	}
+	return &imap.AppendData{UID: imap.UID(res.UID), UIDValidity: res.UIDValidity}, nil
+}

@@ -1,0 +1,406 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// maxSearchTerms bounds the criteria of one SEARCH, so a command cannot
+// cost more than that many tests per message.
+const maxSearchTerms = 1000
+
+// numRange is a static inclusive range of sequence numbers or UIDs.
+type numRange struct{ lo, hi uint32 }
+
+// rangeSet is a sorted, merged list of ranges.
+type rangeSet []numRange
+
+func (rs rangeSet) contains(n uint32) bool {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi >= n })
+	return i < len(rs) && rs[i].lo <= n
+}
+
+// staticRanges resolves "*" (encoded as 0) to max and sorts and merges the
+// ranges.
+func staticRanges(pairs [][2]uint32, max uint32) rangeSet {
+	rs := make(rangeSet, 0, len(pairs))
+	for _, p := range pairs {
+		lo, hi := p[0], p[1]
+		if lo == 0 {
+			lo = max
+		}
+		if hi == 0 {
+			hi = max
+		}
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		if hi == 0 {
+			continue
+		}
+		rs = append(rs, numRange{lo, hi})
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo < rs[j].lo })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && r.lo <= out[n-1].hi+1 && out[n-1].hi != ^uint32(0) {
+			if r.hi > out[n-1].hi {
+				out[n-1].hi = r.hi
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+type headerTerm struct{ key, value string }
+
+// searchNode is a compiled imap.SearchCriteria: every dynamic set made
+// static, every string lower-cased.
+type searchNode struct {
+	seqs, uids                           []rangeSet
+	since, before, sentSince, sentBefore time.Time
+	headers                              []headerTerm
+	bodies, texts                        []string
+	flags, notFlags                      []string
+	larger, smaller                      int64
+	not                                  []*searchNode
+	or                                   [][2]*searchNode
+}
+
+// compileSearch compiles criteria against the view; terms counts the
+// criteria seen so far.
+func (v *view) compileSearch(c *imap.SearchCriteria, terms *int) (*searchNode, error) {
+	*terms += 1 + len(c.SeqNum) + len(c.UID) + len(c.Header) + len(c.Body) + len(c.Text) + len(c.Flag) + len(c.NotFlag)
+	if *terms > maxSearchTerms {
+		return nil, noError(imap.ResponseCodeLimit, "Search too complex")
+	}
+	n := &searchNode{
+		since: c.Since, before: c.Before, sentSince: c.SentSince, sentBefore: c.SentBefore,
+		larger: c.Larger, smaller: c.Smaller,
+	}
+	var maxUID uint32
+	if len(v.msgs) > 0 {
+		maxUID = uint32(v.msgs[len(v.msgs)-1].info.UID)
+	}
+	for _, set := range c.SeqNum {
+		pairs := make([][2]uint32, len(set))
+		for i, r := range set {
+			pairs[i] = [2]uint32{r.Start, r.Stop}
+		}
+		n.seqs = append(n.seqs, staticRanges(pairs, uint32(len(v.msgs))))
+	}
+	for _, set := range c.UID {
+		if imap.IsSearchRes(set) {
+			set = uidSetOf(v.searchRes)
+		}
+		pairs := make([][2]uint32, len(set))
+		for i, r := range set {
+			pairs[i] = [2]uint32{uint32(r.Start), uint32(r.Stop)}
+		}
+		n.uids = append(n.uids, staticRanges(pairs, maxUID))
+	}
+	for _, h := range c.Header {
+		n.headers = append(n.headers, headerTerm{key: h.Key, value: strings.ToLower(h.Value)})
+	}
+	for _, b := range c.Body {
+		n.bodies = append(n.bodies, strings.ToLower(b))
+	}
+	for _, t := range c.Text {
+		n.texts = append(n.texts, strings.ToLower(t))
+	}
+	for _, f := range c.Flag {
+		n.flags = append(n.flags, string(f))
+	}
+	for _, f := range c.NotFlag {
+		n.notFlags = append(n.notFlags, string(f))
+	}
+	for i := range c.Not {
+		sub, err := v.compileSearch(&c.Not[i], terms)
+		if err != nil {
+			return nil, err
+		}
+		n.not = append(n.not, sub)
+	}
+	for i := range c.Or {
+		a, err := v.compileSearch(&c.Or[i][0], terms)
+		if err != nil {
+			return nil, err
+		}
+		b, err := v.compileSearch(&c.Or[i][1], terms)
+		if err != nil {
+			return nil, err
+		}
+		n.or = append(n.or, [2]*searchNode{a, b})
+	}
+	return n, nil
+}
+
+// searchMsg is one message under test, with its header and body loaded
+// from the store at most once, and only if a criterion needs them.
+type searchMsg struct {
+	s   *session
+	seq uint32
+	m   *viewMsg
+
+	header       *mail.Header
+	headerLoaded bool
+	body         []byte
+	bodyLoaded   bool
+	err          error
+}
+
+func (sm *searchMsg) loadHeader() *mail.Header {
+	if sm.headerLoaded {
+		return sm.header
+	}
+	sm.headerLoaded = true
+	src := sm.body
+	if !sm.bodyLoaded {
+		ctx, cancel := sm.s.opContext()
+		var err error
+		src, err = sm.s.acct.Header(ctx, sm.m.info.Blob)
+		cancel()
+		if err != nil {
+			sm.err = err
+			return nil
+		}
+	}
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(src)))
+	sm.header = &mail.Header{Header: gomessage.Header{Header: h}}
+	return sm.header
+}
+
+func (sm *searchMsg) loadBody() []byte {
+	if sm.bodyLoaded {
+		return sm.body
+	}
+	sm.bodyLoaded = true
+	ctx, cancel := sm.s.opContext()
+	body, err := sm.s.acct.Body(ctx, sm.m.info.Blob)
+	cancel()
+	if err != nil {
+		sm.err = err
+		return nil
+	}
+	sm.body = body
+	return body
+}
+
+// dateOnly keeps the calendar date of t in its own zone (RFC 3501 section
+// 6.4.4: dates compare "disregarding time and timezone").
+func dateOnly(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+func inDateRange(t, since, before time.Time) bool {
+	d := dateOnly(t)
+	if !since.IsZero() && d.Before(since) {
+		return false
+	}
+	if !before.IsZero() && !d.Before(before) {
+		return false
+	}
+	return true
+}
+
+// match evaluates the node, cheapest tests first so that header and body
+// are only read when the metadata did not already decide.
+func (n *searchNode) match(sm *searchMsg) bool {
+	info := &sm.m.info
+	for _, rs := range n.seqs {
+		if !rs.contains(sm.seq) {
+			return false
+		}
+	}
+	for _, rs := range n.uids {
+		if !rs.contains(uint32(info.UID)) {
+			return false
+		}
+	}
+	if !inDateRange(info.InternalDate, n.since, n.before) {
+		return false
+	}
+	for _, f := range n.flags {
+		if !info.HasFlag(f) {
+			return false
+		}
+	}
+	for _, f := range n.notFlags {
+		if info.HasFlag(f) {
+			return false
+		}
+	}
+	if n.larger > 0 && int64(info.Size) <= n.larger {
+		return false
+	}
+	if n.smaller > 0 && int64(info.Size) >= n.smaller {
+		return false
+	}
+	if len(n.headers) > 0 || !n.sentSince.IsZero() || !n.sentBefore.IsZero() {
+		h := sm.loadHeader()
+		if h == nil {
+			return false
+		}
+		for _, term := range n.headers {
+			if !headerFieldContains(h, term) {
+				return false
+			}
+		}
+		if !n.sentSince.IsZero() || !n.sentBefore.IsZero() {
+			t, err := h.Date()
+			if err != nil || t.IsZero() || !inDateRange(t, n.sentSince, n.sentBefore) {
+				return false
+			}
+		}
+	}
+	for _, b := range n.bodies {
+		body := sm.loadBody()
+		if body == nil || !containsText(body, b, false) {
+			return false
+		}
+	}
+	for _, t := range n.texts {
+		body := sm.loadBody()
+		if body == nil || !containsText(body, t, true) {
+			return false
+		}
+	}
+	for _, sub := range n.not {
+		if sub.match(sm) || sm.err != nil {
+			return false
+		}
+	}
+	for _, pair := range n.or {
+		if !pair[0].match(sm) && !pair[1].match(sm) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerFieldContains implements SEARCH HEADER (and FROM, TO, CC, BCC,
+// SUBJECT): a field named key whose decoded value contains the value; an
+// empty value matches any message with the field.
+func headerFieldContains(h *mail.Header, term headerTerm) bool {
+	fields := h.FieldsByKey(term.key)
+	if term.value == "" {
+		return fields.Len() > 0
+	}
+	for fields.Next() {
+		if text, err := fields.Text(); err == nil && strings.Contains(strings.ToLower(text), term.value) {
+			return true
+		}
+		if strings.Contains(strings.ToLower(fields.Value()), term.value) {
+			return true
+		}
+	}
+	return false
+}
+
+// Search answers SEARCH and UID SEARCH, with ESEARCH return options and
+// the SEARCHRES saved result.
+func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+	v, err := s.selected()
+	if err != nil {
+		return nil, err
+	}
+	if options == nil {
+		options = &imap.SearchOptions{ReturnAll: true}
+	}
+	data, uids, err := s.search(v, kind, criteria)
+	if options.ReturnSave {
+		// RFC 5182 section 2.1: a failed search empties the saved
+		// result; MIN and/or MAX alone save only those.
+		switch {
+		case err != nil || len(uids) == 0:
+			v.searchRes = nil
+		case (options.ReturnMin || options.ReturnMax) && !options.ReturnAll && !options.ReturnCount:
+			var saved []schema.UID
+			if options.ReturnMin {
+				saved = append(saved, uids[0])
+			}
+			if options.ReturnMax && (len(saved) == 0 || uids[len(uids)-1] != saved[0]) {
+				saved = append(saved, uids[len(uids)-1])
+			}
+			v.searchRes = saved
+		default:
+			v.searchRes = uids
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// search runs the criteria over the announced, live messages and returns
+// the result with the matching UIDs in order.
+func (s *session) search(v *view, kind imapserver.NumKind, criteria *imap.SearchCriteria) (*imap.SearchData, []schema.UID, error) {
+	v.drain()
+	terms := 0
+	root, err := v.compileSearch(criteria, &terms)
+	if err != nil {
+		return nil, nil, err
+	}
+	var uids []schema.UID
+	var seqs []uint32
+	for i, m := range v.msgs {
+		if m.expunged {
+			continue
+		}
+		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m}
+		ok := root.match(sm)
+		if sm.err != nil {
+			if errors.Is(sm.err, schema.ErrNoSuchMessage) {
+				continue // expunged meanwhile
+			}
+			return nil, nil, s.storeError("search", sm.err)
+		}
+		if ok {
+			uids = append(uids, m.info.UID)
+			seqs = append(seqs, uint32(i+1))
+		}
+	}
+	data := &imap.SearchData{Count: uint32(len(uids))}
+	nums := seqs
+	if kind == imapserver.NumKindUID {
+		nums = make([]uint32, len(uids))
+		for i, u := range uids {
+			nums[i] = uint32(u)
+		}
+		data.All = uidSetOf(uids)
+	} else {
+		data.All = seqSetOf(seqs)
+	}
+	if len(nums) > 0 {
+		data.Min, data.Max = nums[0], nums[len(nums)-1]
+	}
+	return data, uids, nil
+}
+
+// seqSetOf builds a sequence set from ascending sequence numbers.
+func seqSetOf(seqs []uint32) imap.SeqSet {
+	set := imap.SeqSet{}
+	for _, n := range seqs {
+		if k := len(set); k > 0 && set[k-1].Stop+1 == n {
+			set[k-1].Stop = n
+			continue
+		}
+		set = append(set, imap.SeqRange{Start: n, Stop: n})
+	}
+	return set
+}

@@ -1,0 +1,105 @@
+package imap
+
+import (
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+// Select opens a mailbox (SELECT, or EXAMINE when options.ReadOnly).
+func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	acct, err := s.account()
+	if err != nil {
+		return nil, err
+	}
+	s.closeView()
+	ctx, cancel := s.opContext()
+	defer cancel()
+	mbox, err := acct.Mailbox(ctx, name)
+	if err != nil {
+		return nil, s.storeError("select", err)
+	}
+	v, err := openView(ctx, acct, mbox, options != nil && options.ReadOnly)
+	if err != nil {
+		return nil, s.storeError("select", err)
+	}
+	s.view = v
+	data := v.selectData()
+	data.UIDNext = imap.UID(mbox.UIDNext)
+	if last := v.lastUID(); imap.UID(last) >= data.UIDNext {
+		data.UIDNext = imap.UID(last) + 1
+	}
+	if s.conn.EnabledCaps().Has(imap.CapIMAP4rev2) {
+		// RFC 9051 section 6.3.2: the server returns a LIST response
+		// with the mailbox name.
+		data.List = &imap.ListData{
+			Mailbox: v.name,
+			Delim:   protocols.MailboxDelimiter,
+			Attrs:   specialUseAttrs(mbox.SpecialUse),
+		}
+	}
+	return data, nil
+}
+
+// Unselect closes the selected mailbox (UNSELECT, and CLOSE after its
+// expunge).
+func (s *session) Unselect() error {
+	s.closeView()
+	return nil
+}
+
+// Poll writes the updates the selected mailbox has accumulated; the
+// library calls it after every command, before the tagged response.
+func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if s.view == nil {
+		return nil
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	reloadErr, writeErr := s.view.flush(ctx, w, allowExpunge)
+	if reloadErr != nil {
+		// The other updates were written; the reload is retried at the
+		// next command.
+		s.log.Warn("reload mailbox", "err", reloadErr)
+	}
+	// A write error ends the connection; the client is gone anyway.
+	return writeErr
+}
+
+// Idle waits for changes to the selected mailbox and writes them as they
+// come, until the client sends DONE (stop closes) or the session ends.
+func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if s.view == nil {
+		select {
+		case <-stop:
+		case <-s.ctx.Done():
+		}
+		return nil
+	}
+	v := s.view
+	for {
+		if err := s.Poll(w, true); err != nil {
+			return err
+		}
+		if v.changes == nil {
+			select {
+			case <-stop:
+			case <-s.ctx.Done():
+			}
+			return nil
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-s.ctx.Done():
+			return nil
+		case ch, ok := <-v.changes:
+			if !ok {
+				v.changes = nil
+				continue
+			}
+			v.apply(ch)
+		}
+	}
+}

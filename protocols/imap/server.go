@@ -1,0 +1,246 @@
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultMaxMessageSize is the largest message APPEND accepts, and the
+	// advertised APPENDLIMIT.
+	DefaultMaxMessageSize = 50 << 20
+	// DefaultBodyStructureCacheBytes bounds the BODYSTRUCTURE cache.
+	DefaultBodyStructureCacheBytes = 16 << 20
+	// DefaultStoreTimeout bounds one call into the store.
+	DefaultStoreTimeout = time.Minute
+)
+
+// Config configures a Server. Zero values of the limits mean the defaults
+// above.
+type Config struct {
+	// Hostname names this node in logs. (The greeting text is fixed by the
+	// IMAP library.)
+	Hostname string
+	// TLS enables STARTTLS. Nil disables it, which is meant for tests: an
+	// implicit-TLS listener still works without it.
+	TLS *tls.Config
+	// AllowInsecureAuth lets clients log in without TLS (tests only).
+	// Otherwise LOGINDISABLED is advertised until TLS is up.
+	AllowInsecureAuth bool
+	// Guard throttles failed logins; it is shared by every frontend.
+	Guard *protocols.AuthGuard
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+
+	// MaxMessageSize is the largest message APPEND accepts (APPENDLIMIT).
+	MaxMessageSize int64
+	// BodyStructureCacheBytes bounds the in-memory BODYSTRUCTURE cache; a
+	// negative value disables it.
+	BodyStructureCacheBytes int64
+	// StoreTimeout bounds every store call made for a command.
+	StoreTimeout time.Duration
+}
+
+// Server is an IMAP server over a protocols.Store.
+type Server struct {
+	cfg     Config
+	store   protocols.Store
+	log     *slog.Logger
+	imap    *imapserver.Server
+	bsCache *bodyStructureCache
+
+	baseCtx context.Context
+	cancel  context.CancelFunc
+	nextID  atomic.Uint64
+
+	mu       sync.Mutex
+	closed   bool
+	sessions sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// capabilities returns what the server advertises beyond what the library
+// always adds (SASL-IR, LITERAL-, ENABLE, IDLE, UNSELECT, UTF8=ACCEPT,
+// STARTTLS, AUTH=, APPENDLIMIT=). The session type implements every
+// interface the library requires for them (asserted in session.go).
+func capabilities() imap.CapSet {
+	caps := make(imap.CapSet)
+	for _, c := range []imap.Cap{
+		imap.CapIMAP4rev1,
+		imap.CapIMAP4rev2,
+		imap.CapNamespace,
+		imap.CapUIDPlus,
+		imap.CapMove,
+		imap.CapSpecialUse,
+		imap.CapCreateSpecialUse,
+		imap.CapListExtended,
+		imap.CapListStatus,
+		imap.CapESearch,
+		imap.CapSearchRes,
+		imap.CapStatusSize,
+		imap.CapBinary,
+		imap.CapChildren,
+		imap.CapLiteralPlus,
+		imap.CapUnauthenticate,
+	} {
+		caps[c] = struct{}{}
+	}
+	return caps
+}
+
+// NewServer returns a server that serves store; it does not listen yet.
+func NewServer(cfg Config, store protocols.Store) (*Server, error) {
+	if store == nil {
+		return nil, errors.New("imap: nil store")
+	}
+	if cfg.Guard == nil {
+		return nil, errors.New("imap: config has no auth guard")
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.MaxMessageSize < 0 || cfg.MaxMessageSize > math.MaxUint32 {
+		return nil, fmt.Errorf("imap: max message size %d out of range", cfg.MaxMessageSize)
+	}
+	if cfg.BodyStructureCacheBytes == 0 {
+		cfg.BodyStructureCacheBytes = DefaultBodyStructureCacheBytes
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = DefaultStoreTimeout
+	}
+	if cfg.TLS != nil {
+		cfg.TLS = cfg.TLS.Clone()
+		if cfg.TLS.MinVersion < tls.VersionTLS12 {
+			cfg.TLS.MinVersion = tls.VersionTLS12
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "imap")
+	if cfg.Hostname != "" {
+		logger = logger.With("host", cfg.Hostname)
+	}
+
+	s := &Server{
+		cfg:     cfg,
+		store:   store,
+		log:     logger,
+		bsCache: newBodyStructureCache(cfg.BodyStructureCacheBytes),
+	}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+
+	s.imap = imapserver.New(&imapserver.Options{
+		NewSession:   s.newSession,
+		Caps:         capabilities(),
+		Logger:       libraryLogger{logger},
+		TLSConfig:    cfg.TLS,
+		InsecureAuth: cfg.AllowInsecureAuth,
+	})
+	return s, nil
+}
+
+// Serve accepts connections on ln until Close. For implicit TLS, ln must
+// yield *tls.Conn connections (tls.NewListener); the library recognises
+// TLS by that type. It returns nil once the server is closed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		ln.Close()
+		return nil
+	}
+	err := s.imap.Serve(ln)
+	s.mu.Lock()
+	closed = s.closed
+	s.mu.Unlock()
+	if closed || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("imap serve: %w", err)
+	}
+	return nil
+}
+
+// Close stops accepting connections, closes the open ones and waits for
+// their sessions to end. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		err := s.imap.Close()
+		// Cancel store calls still running for closed connections, then
+		// wait for every session to release its account.
+		s.cancel()
+		s.sessions.Wait()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			s.closeErr = fmt.Errorf("imap close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// newSession is called by the library for every accepted connection.
+func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
+	}
+	s.sessions.Add(1)
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(s.baseCtx)
+	id := s.nextID.Add(1)
+	sess := &session{
+		srv:    s,
+		conn:   conn,
+		ctx:    ctx,
+		cancel: cancel,
+		log:    s.log.With("conn", id),
+	}
+	sess.log.Debug("connection opened", "remote", protocols.RemoteIP(conn.NetConn().RemoteAddr()).String())
+	return sess, nil, nil
+}
+
+// appendLimit is the advertised APPENDLIMIT.
+func (s *Server) appendLimit() uint32 { return uint32(s.cfg.MaxMessageSize) }
+
+// libraryLogger adapts the library's Printf logging to slog. Read errors
+// are routine (clients that disconnect, garbage on the wire) and logged at
+// debug level; the rest are server-side problems.
+type libraryLogger struct{ l *slog.Logger }
+
+func (l libraryLogger) Printf(format string, args ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	switch {
+	case strings.HasPrefix(format, "failed to read command"),
+		strings.HasPrefix(format, "failed to write greeting"):
+		l.l.Debug("imap library", "detail", msg)
+	case strings.HasPrefix(format, "panic"):
+		l.l.Error("imap library", "detail", msg)
+	default:
+		l.l.Warn("imap library", "detail", msg)
+	}
+}

@@ -1,0 +1,229 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// The library panics at connection start when a capability is advertised
+// and the session lacks the matching interface; these assertions turn that
+// into a compile error.
+var (
+	_ imapserver.SessionIMAP4rev2      = (*session)(nil)
+	_ imapserver.SessionNamespace      = (*session)(nil)
+	_ imapserver.SessionMove           = (*session)(nil)
+	_ imapserver.SessionSASL           = (*session)(nil)
+	_ imapserver.SessionUnauthenticate = (*session)(nil)
+	_ imapserver.SessionAppendLimit    = (*session)(nil)
+)
+
+// session is one IMAP connection. The library calls its methods from one
+// goroutine at a time (IDLE runs on its own goroutine, but while it does
+// the connection goroutine only waits for DONE), so it needs no lock.
+type session struct {
+	srv  *Server
+	conn *imapserver.Conn
+	log  *slog.Logger
+
+	// ctx is cancelled when the session closes or the server shuts down;
+	// every store call derives from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	acct protocols.Account // nil until authenticated
+	view *view             // nil unless a mailbox is selected
+}
+
+// opContext returns the context for one store call.
+func (s *session) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.srv.cfg.StoreTimeout)
+}
+
+// Close ends the session: it stops the mailbox watcher and releases the
+// account.
+func (s *session) Close() error {
+	defer s.srv.sessions.Done()
+	defer s.cancel()
+	s.closeView()
+	s.releaseAccount()
+	s.log.Debug("connection closed")
+	return nil
+}
+
+func (s *session) closeView() {
+	if s.view != nil {
+		s.view.close()
+		s.view = nil
+	}
+}
+
+func (s *session) releaseAccount() {
+	if s.acct != nil {
+		if err := s.acct.Close(); err != nil {
+			s.log.Warn("close account", "err", err)
+		}
+		s.acct = nil
+	}
+}
+
+// Login checks a user name and password through the shared AuthGuard.
+// Every credential failure gives the same NO [AUTHENTICATIONFAILED].
+func (s *session) Login(username, password string) error {
+	ctx, cancel := s.opContext()
+	defer cancel()
+	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, s.conn.NetConn().RemoteAddr(), username, password)
+	switch {
+	case err == nil:
+	case errors.Is(err, schema.ErrAuthFailed):
+		s.log.Info("login failed")
+		s.log.Debug("login failed", "user", username)
+		return imapserver.ErrAuthFailed
+	case errors.Is(err, protocols.ErrTooManyFailures):
+		s.log.Info("login throttled")
+		return &imap.Error{
+			Type: imap.StatusResponseTypeNo,
+			Code: imap.ResponseCodeUnavailable,
+			Text: "Too many failed logins, try again later",
+		}
+	default:
+		s.log.Warn("login: store failure", "err", err)
+		return &imap.Error{
+			Type: imap.StatusResponseTypeNo,
+			Code: imap.ResponseCodeUnavailable,
+			Text: "Temporary failure, try again later",
+		}
+	}
+	s.closeView()
+	s.releaseAccount()
+	s.acct = acct
+	s.log.Info("login")
+	s.log.Debug("login", "user", acct.Address())
+	return nil
+}
+
+// AuthenticateMechanisms lists the SASL mechanisms offered once TLS is up.
+func (s *session) AuthenticateMechanisms() []string {
+	return []string{"PLAIN", "LOGIN"}
+}
+
+// Authenticate returns the SASL server for mech. Both mechanisms end in
+// Login, so they share its throttling and its single failure answer.
+func (s *session) Authenticate(mech string) (sasl.Server, error) {
+	switch strings.ToUpper(mech) {
+	case "PLAIN":
+		return saslServer{sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				// No proxy authorization: answer like any other failure.
+				return imapserver.ErrAuthFailed
+			}
+			return s.Login(username, password)
+		})}, nil
+	case "LOGIN":
+		return saslServer{protocols.NewLoginServer(s.Login)}, nil
+	default:
+		return nil, &imap.Error{
+			Type: imap.StatusResponseTypeNo,
+			Text: "Unsupported authentication mechanism",
+		}
+	}
+}
+
+// saslServer makes malformed SASL exchanges answer NO
+// [AUTHENTICATIONFAILED] instead of the library's internal-error reply.
+type saslServer struct{ sasl.Server }
+
+func (s saslServer) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := s.Server.Next(response)
+	if err != nil {
+		var imapErr *imap.Error
+		if !errors.As(err, &imapErr) {
+			err = imapserver.ErrAuthFailed
+		}
+	}
+	return challenge, done, err
+}
+
+// Unauthenticate returns the session to the not-authenticated state
+// (RFC 8437), releasing the account.
+func (s *session) Unauthenticate() error {
+	s.closeView()
+	s.releaseAccount()
+	return nil
+}
+
+// Namespace reports the single personal namespace.
+func (s *session) Namespace() (*imap.NamespaceData, error) {
+	return &imap.NamespaceData{
+		Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: protocols.MailboxDelimiter}},
+	}, nil
+}
+
+// AppendLimit is the largest message APPEND accepts.
+func (s *session) AppendLimit() uint32 { return s.srv.appendLimit() }
+
+// account returns the authenticated account; the library only calls
+// authenticated-state methods after a successful login.
+func (s *session) account() (protocols.Account, error) {
+	if s.acct == nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Not authenticated"}
+	}
+	return s.acct, nil
+}
+
+// selected returns the selected mailbox's view.
+func (s *session) selected() (*view, error) {
+	if s.view == nil || s.acct == nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "No mailbox selected"}
+	}
+	return s.view, nil
+}
+
+// storeError turns a store error into what the client is told. Sentinel
+// errors become precise NO responses; anything else is logged (with op,
+// never with user data) and answered NO [UNAVAILABLE].
+func (s *session) storeError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var imapErr *imap.Error
+	if errors.As(err, &imapErr) {
+		return imapErr
+	}
+	no := func(code imap.ResponseCode, text string) error {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
+	}
+	switch {
+	case errors.Is(err, schema.ErrNoSuchMailbox):
+		return no(imap.ResponseCodeNonExistent, "No such mailbox")
+	case errors.Is(err, schema.ErrMailboxExists):
+		return no(imap.ResponseCodeAlreadyExists, "Mailbox already exists")
+	case errors.Is(err, schema.ErrCannotDelete):
+		return no(imap.ResponseCodeCannot, "This mailbox cannot be deleted")
+	case errors.Is(err, schema.ErrTooLarge):
+		return no(imap.ResponseCodeTooBig, "Message too large")
+	case errors.Is(err, schema.ErrNoSuchMessage):
+		return no(imap.ResponseCodeNonExistent, "No such message")
+	case errors.Is(err, schema.ErrPermissionDeny):
+		return no(imap.ResponseCodeNoPerm, "Permission denied")
+	case errors.Is(err, schema.ErrConflict):
+		return no(imap.ResponseCodeInUse, "Concurrent modification, try again")
+	case errors.Is(err, schema.ErrInvalid):
+		// The reason may quote a mailbox name: debug level only.
+		s.log.Debug("store rejected request", "op", op, "err", err)
+		return no(imap.ResponseCodeCannot, "Request rejected")
+	}
+	if s.ctx.Err() != nil {
+		return no(imap.ResponseCodeUnavailable, "Server shutting down")
+	}
+	s.log.Warn("store failure", "op", op, "err", err)
+	return no(imap.ResponseCodeUnavailable, "Temporary failure, try again later")
+}

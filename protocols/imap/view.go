@@ -1,0 +1,497 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// viewMsg is one message of the selected mailbox as one session sees it.
+type viewMsg struct {
+	info     schema.MessageInfo // latest known state
+	told     []string           // the flags the client was last told
+	dirty    bool               // info.Flags differ from told: FETCH FLAGS pending
+	expunged bool               // gone from the store, EXPUNGE not sent yet
+}
+
+// view is a session's picture of its selected mailbox. Sequence numbers
+// are positions in msgs; they change only when this session writes
+// EXPUNGE responses, never behind the client's back.
+type view struct {
+	acct        protocols.Account
+	id          schema.ID
+	name        string
+	uidValidity uint32
+	readOnly    bool
+
+	msgs  []*viewMsg // announced messages, in sequence (= UID) order
+	fresh []*viewMsg // added in the store, not announced yet (EXISTS pending)
+	byUID map[schema.UID]*viewMsg
+
+	changes <-chan schema.Change
+	stop    func()
+	index   uint64 // changes at or below this Raft index are in the view
+	resync  bool   // reload from a snapshot at the next flush
+	gone    bool   // the mailbox was deleted
+
+	searchRes []schema.UID // the saved SEARCH result (RFC 5182)
+}
+
+// openView starts watching a mailbox and loads it. Watching starts
+// before the snapshot is read, so no change falls between the two; the
+// changes already in the snapshot are recognised by their Raft index.
+func openView(ctx context.Context, acct protocols.Account, mbox schema.MailboxInfo, readOnly bool) (*view, error) {
+	changes, stop := acct.Watch(mbox.ID)
+	snap, err := acct.Snapshot(ctx, mbox.ID)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	v := &view{
+		acct:        acct,
+		id:          mbox.ID,
+		name:        mbox.Name,
+		uidValidity: snap.Mailbox.UIDValidity,
+		readOnly:    readOnly,
+		byUID:       make(map[schema.UID]*viewMsg, len(snap.Messages)),
+		changes:     changes,
+		stop:        stop,
+		index:       snap.Index,
+	}
+	if snap.Mailbox.Name != "" {
+		v.name = snap.Mailbox.Name
+	}
+	v.msgs = make([]*viewMsg, 0, len(snap.Messages))
+	for _, m := range snap.Messages {
+		if _, dup := v.byUID[m.UID]; dup {
+			continue
+		}
+		vm := &viewMsg{info: m, told: m.Flags}
+		v.msgs = append(v.msgs, vm)
+		v.byUID[m.UID] = vm
+	}
+	sort.Slice(v.msgs, func(i, j int) bool { return v.msgs[i].info.UID < v.msgs[j].info.UID })
+	return v, nil
+}
+
+// close stops the watcher.
+func (v *view) close() {
+	if v.stop != nil {
+		v.stop()
+		v.stop = nil
+	}
+	v.changes = nil
+}
+
+// drain applies every change already queued, without blocking and without
+// writing anything to the client.
+func (v *view) drain() {
+	for v.changes != nil {
+		select {
+		case ch, ok := <-v.changes:
+			if !ok {
+				v.changes = nil
+				return
+			}
+			v.apply(ch)
+		default:
+			return
+		}
+	}
+}
+
+// apply records one change in the view.
+func (v *view) apply(ch schema.Change) {
+	if ch.Kind == schema.ChangeResync {
+		v.resync = true
+		return
+	}
+	if ch.Index != 0 && ch.Index <= v.index {
+		return // already in the snapshot
+	}
+	if !ch.Mailbox.IsZero() && ch.Mailbox != v.id {
+		return
+	}
+	switch ch.Kind {
+	case schema.ChangeAdded:
+		if ch.Message == nil {
+			v.resync = true
+			return
+		}
+		if _, ok := v.byUID[ch.UID]; ok {
+			return
+		}
+		if ch.UID <= v.lastUID() {
+			// UIDs only grow; an older one means the view is off.
+			v.resync = true
+			return
+		}
+		m := &viewMsg{info: *ch.Message, told: ch.Message.Flags}
+		m.info.UID = ch.UID
+		v.fresh = append(v.fresh, m)
+		v.byUID[ch.UID] = m
+	case schema.ChangeFlags:
+		m := v.byUID[ch.UID]
+		if m == nil || m.expunged || ch.Message == nil || ch.Message.ModSeq < m.info.ModSeq {
+			return
+		}
+		m.info = *ch.Message
+		m.info.UID = ch.UID
+		m.dirty = !sameFlags(m.info.Flags, m.told)
+	case schema.ChangeExpunged:
+		m := v.byUID[ch.UID]
+		if m == nil {
+			return
+		}
+		for i, f := range v.fresh {
+			if f == m {
+				// Never announced: drop it silently.
+				v.fresh = append(v.fresh[:i], v.fresh[i+1:]...)
+				delete(v.byUID, ch.UID)
+				return
+			}
+		}
+		m.expunged = true
+	case schema.ChangeMailbox:
+		v.resync = true
+	}
+}
+
+// lastUID is the highest UID the view knows.
+func (v *view) lastUID() schema.UID {
+	if n := len(v.fresh); n > 0 {
+		return v.fresh[n-1].info.UID
+	}
+	if n := len(v.msgs); n > 0 {
+		return v.msgs[n-1].info.UID
+	}
+	return 0
+}
+
+// reload reconciles the view with a fresh snapshot after events were
+// lost: vanished messages become pending expunges, new ones pending
+// EXISTS, changed flags pending FETCH.
+func (v *view) reload(ctx context.Context) error {
+	snap, err := v.acct.Snapshot(ctx, v.id)
+	if errors.Is(err, schema.ErrNoSuchMailbox) {
+		v.gone = true
+		for _, m := range v.msgs {
+			m.expunged = true
+		}
+		for _, m := range v.fresh {
+			delete(v.byUID, m.info.UID)
+		}
+		v.fresh = nil
+		v.resync = false
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	present := make(map[schema.UID]*schema.MessageInfo, len(snap.Messages))
+	for i := range snap.Messages {
+		present[snap.Messages[i].UID] = &snap.Messages[i]
+	}
+	update := func(m *viewMsg, p *schema.MessageInfo) {
+		if p.ModSeq >= m.info.ModSeq {
+			m.info = *p
+			m.dirty = !sameFlags(m.info.Flags, m.told)
+		}
+	}
+	for _, m := range v.msgs {
+		if p := present[m.info.UID]; p == nil {
+			m.expunged = true
+		} else if !m.expunged {
+			update(m, p)
+		}
+	}
+	last := v.lastUID()
+	fresh := v.fresh[:0]
+	for _, m := range v.fresh {
+		if p := present[m.info.UID]; p != nil {
+			update(m, p)
+			m.told = m.info.Flags
+			fresh = append(fresh, m)
+		} else {
+			delete(v.byUID, m.info.UID)
+		}
+	}
+	v.fresh = fresh
+	for i := range snap.Messages {
+		p := &snap.Messages[i]
+		if p.UID > last {
+			m := &viewMsg{info: *p, told: p.Flags}
+			v.fresh = append(v.fresh, m)
+			v.byUID[p.UID] = m
+		}
+	}
+	sort.Slice(v.fresh, func(i, j int) bool { return v.fresh[i].info.UID < v.fresh[j].info.UID })
+	v.index = snap.Index
+	v.resync = false
+	return nil
+}
+
+// expungeWriter is what the library's ExpungeWriter, MoveWriter and
+// UpdateWriter have in common.
+type expungeWriter interface {
+	WriteExpunge(seqNum uint32) error
+}
+
+// updateWriter is the part of imapserver.UpdateWriter the view uses.
+type updateWriter interface {
+	expungeWriter
+	WriteNumMessages(n uint32) error
+	WriteMessageFlags(seqNum uint32, uid imap.UID, flags []imap.Flag) error
+}
+
+// flush brings the client up to date: EXPUNGE for removed messages (only
+// when allowExpunge), EXISTS for new ones, FETCH FLAGS for flag changes
+// made elsewhere. A reload that fails (reloadErr) is retried at the next
+// flush; writeErr means the connection is broken.
+func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (reloadErr, writeErr error) {
+	v.drain()
+	if v.resync {
+		reloadErr = v.reload(ctx)
+	}
+	if allowExpunge {
+		if err := v.remove(func(m *viewMsg) bool { return m.expunged }, w); err != nil {
+			return reloadErr, err
+		}
+	}
+	if len(v.fresh) > 0 {
+		v.msgs = append(v.msgs, v.fresh...)
+		v.fresh = nil
+		if err := w.WriteNumMessages(uint32(len(v.msgs))); err != nil {
+			return reloadErr, err
+		}
+	}
+	for i, m := range v.msgs {
+		if !m.dirty || m.expunged {
+			continue
+		}
+		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(m.info.UID), imapFlags(m.info.Flags)); err != nil {
+			return reloadErr, err
+		}
+		m.told = m.info.Flags
+		m.dirty = false
+	}
+	return reloadErr, nil
+}
+
+// remove deletes the announced messages matching pred from the view and
+// writes an EXPUNGE response for each, in the order that keeps the
+// client's sequence numbers right.
+func (v *view) remove(pred func(m *viewMsg) bool, w expungeWriter) error {
+	var werr error
+	removed := 0
+	kept := v.msgs[:0]
+	for i, m := range v.msgs {
+		if !pred(m) {
+			kept = append(kept, m)
+			continue
+		}
+		if werr == nil {
+			werr = w.WriteExpunge(uint32(i - removed + 1))
+		}
+		delete(v.byUID, m.info.UID)
+		removed++
+	}
+	for i := len(kept); i < len(v.msgs); i++ {
+		v.msgs[i] = nil
+	}
+	v.msgs = kept
+	return werr
+}
+
+// errBadSeq is the answer to a sequence number beyond the mailbox (RFC
+// 9051 section 6.4.4: a client error).
+var errBadSeq = &imap.Error{
+	Type: imap.StatusResponseTypeBad,
+	Code: imap.ResponseCodeClientBug,
+	Text: "Message sequence number out of range",
+}
+
+// members returns, for each announced message, whether numSet names it.
+// "*" means the last message (or the highest UID); "$" the saved SEARCH
+// result. With strict, a sequence number beyond the mailbox is an error;
+// UIDs that do not exist are always ignored. It runs in time linear in
+// the size of the set plus the mailbox, whatever ranges the client sends.
+func (v *view) members(numSet imap.NumSet, strict bool) ([]bool, error) {
+	n := len(v.msgs)
+	diff := make([]int32, n+1)
+	mark := func(lo, hi int) {
+		if lo < hi {
+			diff[lo]++
+			diff[hi]--
+		}
+	}
+	switch set := numSet.(type) {
+	case imap.SeqSet:
+		for _, r := range set {
+			start, stop := r.Start, r.Stop
+			dynamic := start == 0 || stop == 0
+			if start == 0 {
+				start = uint32(n)
+			}
+			if stop == 0 {
+				stop = uint32(n)
+			}
+			if start > stop {
+				start, stop = stop, start
+			}
+			if start == 0 {
+				continue // "*" in an empty mailbox
+			}
+			if stop > uint32(n) {
+				if strict && !dynamic {
+					return nil, errBadSeq
+				}
+				stop = uint32(n)
+			}
+			if start > stop {
+				continue
+			}
+			mark(int(start)-1, int(stop))
+		}
+	case imap.UIDSet:
+		if imap.IsSearchRes(set) {
+			set = uidSetOf(v.searchRes)
+		}
+		if n == 0 {
+			break
+		}
+		maxUID := v.msgs[n-1].info.UID
+		for _, r := range set {
+			start, stop := schema.UID(r.Start), schema.UID(r.Stop)
+			if start == 0 {
+				start = maxUID
+			}
+			if stop == 0 {
+				stop = maxUID
+			}
+			if start > stop {
+				start, stop = stop, start
+			}
+			lo := sort.Search(n, func(i int) bool { return v.msgs[i].info.UID >= start })
+			hi := sort.Search(n, func(i int) bool { return v.msgs[i].info.UID > stop })
+			mark(lo, hi)
+		}
+	}
+	in := make([]bool, n)
+	var sum int32
+	for i := range in {
+		sum += diff[i]
+		in[i] = sum > 0
+	}
+	return in, nil
+}
+
+// selectMsgs returns the live (not expunged) announced messages numSet
+// names, with their sequence numbers.
+func (v *view) selectMsgs(numSet imap.NumSet) ([]seqMsg, error) {
+	in, err := v.members(numSet, true)
+	if err != nil {
+		return nil, err
+	}
+	var out []seqMsg
+	for i, ok := range in {
+		if ok && !v.msgs[i].expunged {
+			out = append(out, seqMsg{seq: uint32(i + 1), m: v.msgs[i]})
+		}
+	}
+	return out, nil
+}
+
+// seqMsg is a message with its current sequence number.
+type seqMsg struct {
+	seq uint32
+	m   *viewMsg
+}
+
+// selectData describes the freshly selected mailbox for SELECT/EXAMINE.
+func (v *view) selectData() *imap.SelectData {
+	keywords := map[string]string{}
+	var firstUnseen uint32
+	for i, m := range v.msgs {
+		for _, f := range m.info.Flags {
+			if !strings.HasPrefix(f, `\`) {
+				keywords[strings.ToLower(f)] = f
+			}
+		}
+		if firstUnseen == 0 && !m.info.HasFlag(schema.FlagSeen) {
+			firstUnseen = uint32(i + 1)
+		}
+	}
+	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+	kw := make([]string, 0, len(keywords))
+	for _, f := range keywords {
+		kw = append(kw, f)
+	}
+	sort.Strings(kw)
+	for _, f := range kw {
+		flags = append(flags, imap.Flag(f))
+	}
+	var permanent []imap.Flag
+	if !v.readOnly {
+		permanent = append(append(permanent, flags...), imap.FlagWildcard)
+	}
+	return &imap.SelectData{
+		Flags:             flags,
+		PermanentFlags:    permanent,
+		NumMessages:       uint32(len(v.msgs)),
+		FirstUnseenSeqNum: firstUnseen,
+		UIDValidity:       v.uidValidity,
+	}
+}
+
+// uidSetOf builds a UID set from a list of UIDs.
+func uidSetOf(uids []schema.UID) imap.UIDSet {
+	sorted := append([]schema.UID(nil), uids...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	set := imap.UIDSet{}
+	for _, u := range sorted {
+		if u == 0 {
+			continue
+		}
+		if n := len(set); n > 0 && schema.UID(set[n-1].Stop)+1 >= u {
+			if imap.UID(u) > set[n-1].Stop {
+				set[n-1].Stop = imap.UID(u)
+			}
+			continue
+		}
+		set = append(set, imap.UIDRange{Start: imap.UID(u), Stop: imap.UID(u)})
+	}
+	return set
+}
+
+// imapFlags converts stored flags to the library's type.
+func imapFlags(flags []string) []imap.Flag {
+	out := make([]imap.Flag, len(flags))
+	for i, f := range flags {
+		out[i] = imap.Flag(f)
+	}
+	return out
+}
+
+// sameFlags compares two flag lists as case-insensitive sets.
+func sameFlags(a, b []string) bool {
+	set := make(map[string]bool, len(a))
+	for _, f := range a {
+		set[strings.ToLower(f)] = true
+	}
+	other := make(map[string]bool, len(b))
+	for _, f := range b {
+		f = strings.ToLower(f)
+		if !set[f] {
+			return false
+		}
+		other[f] = true
+	}
+	return len(other) == len(set)
+}
