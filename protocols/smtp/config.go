@@ -78,7 +78,8 @@ type Config struct {
 	AllowInsecureAuth bool
 
 	// MaxMessageBytes is the largest message accepted, before the trace
-	// headers this server adds.
+	// headers this server adds. EHLO advertises it plus one as SIZE (see
+	// NewServer); the limit itself is enforced exactly.
 	MaxMessageBytes int64
 	// MaxHeaderBytes bounds the header section of a message.
 	MaxHeaderBytes int

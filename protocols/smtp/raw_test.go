@@ -82,3 +82,14 @@ func (r *rawClient) mustCmd(code int, format string, args ...any) string {
 	}
 	return msg
 }
+
+// startTLS upgrades the connection after a 220 reply to STARTTLS.
+func (r *rawClient) startTLS(cfg *tls.Config) {
+	r.t.Helper()
+	tc := tls.Client(r.conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		r.t.Fatalf("TLS handshake: %v", err)
+	}
+	r.conn = tc
+	r.text = textproto.NewConn(tc)
+}

@@ -68,7 +68,11 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
 	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
-	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	// go-smtp's DATA reader refuses a message of exactly its limit (it
+	// fails once the limit is used up, before it sees the terminating
+	// dot), so it gets one byte more and Session.Mail and Session.Data
+	// enforce the exact limit. EHLO thus advertises SIZE limit+1.
+	srv.MaxMessageBytes = cfg.MaxMessageBytes + 1
 	srv.MaxRecipients = cfg.MaxRecipients
 	srv.MaxLineLength = cfg.MaxLineLength
 	srv.ReadTimeout = cfg.ReadTimeout

@@ -139,6 +139,10 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "Sender address must be your own address <%s>", s.user))
 		}
 	}
+	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
+		// RFC 1870 section 6.
+		return s.refuse("mail", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message size exceeds the maximum of %d bytes", s.srv.cfg.MaxMessageBytes))
+	}
 	s.fromSet = true
 	s.from = from
 	s.utf8 = utf8Mode
