@@ -1,0 +1,200 @@
+package imap
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+func capsOf(t *testing.T, c *imapclient.Client) imap.CapSet {
+	t.Helper()
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		t.Fatalf("capability: %v", err)
+	}
+	return caps
+}
+
+func TestTLSAndLoginDisabled(t *testing.T) {
+	ts := newTestServer(t, withSecureAuth())
+
+	t.Run("plaintext", func(t *testing.T) {
+		c := ts.dial(t, nil)
+		caps := capsOf(t, c)
+		for _, want := range []imap.Cap{imap.CapStartTLS, imap.CapLoginDisabled} {
+			if !caps.Has(want) {
+				t.Errorf("before TLS: capability %s missing from %v", want, caps)
+			}
+		}
+		if caps.Has("AUTH=PLAIN") {
+			t.Errorf("before TLS: AUTH=PLAIN advertised")
+		}
+		err := c.Login(testUser, testPassword).Wait()
+		if err == nil || imapCode(err) != imap.ResponseCodePrivacyRequired {
+			t.Fatalf("login without TLS: got %v, want NO [PRIVACYREQUIRED]", err)
+		}
+	})
+
+	check := func(t *testing.T, c *imapclient.Client) {
+		caps := capsOf(t, c)
+		if caps.Has(imap.CapLoginDisabled) || caps.Has(imap.CapStartTLS) || !caps.Has("AUTH=PLAIN") || !caps.Has("AUTH=LOGIN") {
+			t.Errorf("over TLS, before login: caps %v", caps)
+		}
+		if err := c.Login(testUser, testPassword).Wait(); err != nil {
+			t.Fatalf("login over TLS: %v", err)
+		}
+		caps = capsOf(t, c)
+		for _, want := range []imap.Cap{
+			imap.CapIMAP4rev1, imap.CapIMAP4rev2, imap.CapNamespace, imap.CapUIDPlus, imap.CapMove,
+			imap.CapSpecialUse, imap.CapCreateSpecialUse, imap.CapListExtended, imap.CapListStatus,
+			imap.CapESearch, imap.CapSearchRes, imap.CapStatusSize, imap.CapBinary, imap.CapChildren,
+			imap.CapLiteralPlus, imap.CapUnselect, imap.CapIdle, imap.CapUnauthenticate, "APPENDLIMIT=52428800",
+		} {
+			if !caps.Has(want) {
+				t.Errorf("after login: capability %s missing", want)
+			}
+		}
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatalf("select: %v", err)
+		}
+	}
+
+	t.Run("starttls", func(t *testing.T) {
+		c, err := imapclient.DialStartTLS(ts.addr, &imapclient.Options{TLSConfig: ts.clientTLS})
+		if err != nil {
+			t.Fatalf("dial starttls: %v", err)
+		}
+		defer c.Close()
+		check(t, c)
+	})
+
+	t.Run("implicit", func(t *testing.T) {
+		c, err := imapclient.DialTLS(ts.tlsAddr, &imapclient.Options{TLSConfig: ts.clientTLS})
+		if err != nil {
+			t.Fatalf("dial tls: %v", err)
+		}
+		defer c.Close()
+		check(t, c)
+	})
+}
+
+func TestLoginFailures(t *testing.T) {
+	ts := newTestServer(t)
+	cases := []struct{ name, user, pass string }{
+		{"wrong password", testUser, "not-the-password"},
+		{"unknown user", "nobody@example.org", "whatever-pass"},
+		{"unknown domain", "alice@elsewhere.example", testPassword},
+		{"empty password", testUser, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ts.dial(t, nil)
+			err := c.Login(tc.user, tc.pass).Wait()
+			if imapCode(err) != imap.ResponseCodeAuthenticationFailed {
+				t.Fatalf("got %v, want NO [AUTHENTICATIONFAILED]", err)
+			}
+			// The connection stays usable for another attempt.
+			if err := c.Login(testUser, testPassword).Wait(); err != nil {
+				t.Fatalf("login after failure: %v", err)
+			}
+		})
+	}
+	logs := ts.logs.String()
+	for _, secret := range []string{testPassword, "not-the-password", "whatever-pass"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain a password %q", secret)
+		}
+	}
+}
+
+func TestLoginThrottled(t *testing.T) {
+	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
+		MaxFailuresPerIP: 100, MaxFailuresPerUser: 2, Window: time.Minute, Lockout: time.Hour,
+	}, nil)
+	ts := newTestServer(t, withGuard(guard))
+	c := ts.dial(t, nil)
+	for i := 0; i < 2; i++ {
+		if err := c.Login(testUser, "bad-password-1"); imapCode(err.Wait()) != imap.ResponseCodeAuthenticationFailed {
+			t.Fatalf("attempt %d: want AUTHENTICATIONFAILED", i)
+		}
+	}
+	err := c.Login(testUser, testPassword).Wait()
+	if imapCode(err) != imap.ResponseCodeUnavailable {
+		t.Fatalf("locked out login: got %v, want NO [UNAVAILABLE]", err)
+	}
+	// Another user is not affected.
+	if err := c.Login(otherUser, otherPass).Wait(); err != nil {
+		t.Fatalf("other user: %v", err)
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	ts := newTestServer(t)
+	cases := []struct {
+		name   string
+		client sasl.Client
+		ok     bool
+	}{
+		{"plain", sasl.NewPlainClient("", testUser, testPassword), true},
+		{"plain with identity", sasl.NewPlainClient(testUser, testUser, testPassword), true},
+		{"login", sasl.NewLoginClient(testUser, testPassword), true},
+		{"plain bad password", sasl.NewPlainClient("", testUser, "wrong-password"), false},
+		{"plain other identity", sasl.NewPlainClient(otherUser, testUser, testPassword), false},
+		{"login bad password", sasl.NewLoginClient(testUser, "wrong-password"), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ts.dial(t, nil)
+			err := c.Authenticate(tc.client)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("authenticate: %v", err)
+				}
+				if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+					t.Fatalf("select after authenticate: %v", err)
+				}
+				return
+			}
+			if imapCode(err) != imap.ResponseCodeAuthenticationFailed {
+				t.Fatalf("got %v, want NO [AUTHENTICATIONFAILED]", err)
+			}
+		})
+	}
+
+	t.Run("malformed", func(t *testing.T) {
+		rc := dialRaw(t, ts.addr)
+		// "AAAA" decodes to three zero bytes: no valid PLAIN message.
+		_, status := rc.cmd("AUTHENTICATE PLAIN AAAA")
+		if !strings.HasPrefix(status, "NO [AUTHENTICATIONFAILED]") {
+			t.Fatalf("malformed PLAIN: %s", status)
+		}
+		_, status = rc.cmd("AUTHENTICATE CRAM-MD5")
+		if !strings.HasPrefix(status, "NO") {
+			t.Fatalf("unsupported mechanism: %s", status)
+		}
+	})
+}
+
+func TestUnauthenticate(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.login(t, nil)
+	selectMailbox(t, c, "INBOX", false)
+	if err := c.Unauthenticate().Wait(); err != nil {
+		t.Fatalf("unauthenticate: %v", err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err == nil {
+		t.Fatal("select after unauthenticate succeeded")
+	}
+	if err := c.Login(otherUser, otherPass).Wait(); err != nil {
+		t.Fatalf("login as another user: %v", err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatalf("select as other user: %v", err)
+	}
+}
