@@ -184,7 +184,14 @@ func (s *session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	if err != nil {
 		return nil, s.storeError("status", err)
 	}
-	return s.statusData(mbox, options)
+	data, err := s.statusData(mbox, options)
+	if err != nil {
+		return nil, err
+	}
+	// Echo the name as the client sent it: clients match the response to
+	// their command by name.
+	data.Mailbox = name
+	return data, nil
 }
 
 func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOptions) (*imap.StatusData, error) {
