@@ -85,10 +85,6 @@ func (f *fixture) config(mode Mode) Config {
 // that Serve returned nil.
 func (f *fixture) start(cfg Config, implicitTLS bool) (string, *Server) {
 	f.t.Helper()
-	srv, err := NewServer(cfg, f.env.Store)
-	if err != nil {
-		f.t.Fatalf("NewServer: %v", err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.t.Fatalf("listen: %v", err)
@@ -96,6 +92,17 @@ func (f *fixture) start(cfg Config, implicitTLS bool) (string, *Server) {
 	addr := ln.Addr().String()
 	if implicitTLS {
 		ln = tls.NewListener(ln, f.serverTLS)
+	}
+	return addr, f.serve(cfg, f.env.Store, ln)
+}
+
+// serve runs a server for cfg and store on ln until the test ends.
+func (f *fixture) serve(cfg Config, store protocols.Store, ln net.Listener) *Server {
+	f.t.Helper()
+	srv, err := NewServer(cfg, store)
+	if err != nil {
+		ln.Close()
+		f.t.Fatalf("NewServer: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -112,7 +119,7 @@ func (f *fixture) start(cfg Config, implicitTLS bool) (string, *Server) {
 			f.t.Errorf("Serve did not return after Close")
 		}
 	})
-	return addr, srv
+	return srv
 }
 
 // inbox returns the bodies of the messages in user's INBOX.

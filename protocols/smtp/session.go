@@ -305,12 +305,23 @@ func (s *session) readError(err error) error {
 		s.log.Info("message transfer aborted by client")
 		return err
 	case errors.As(err, &ne) && ne.Timeout():
-		s.conn.Conn().Close()
-		return s.refuse("data", protocols.Temporaryf(421, [3]int{4, 4, 2}, err, "Timeout while receiving the message, closing connection"))
+		return s.hangUp(protocols.Temporaryf(421, [3]int{4, 4, 2}, err, "Timeout while receiving the message, closing connection"))
 	default:
-		s.conn.Conn().Close()
-		return s.refuse("data", protocols.Temporaryf(421, [3]int{4, 4, 0}, err, "Connection error while receiving the message"))
+		return s.hangUp(protocols.Temporaryf(421, [3]int{4, 4, 0}, err, "Connection error while receiving the message, closing connection"))
 	}
+}
+
+// hangUp sends e and closes the connection. It is for failures in the
+// middle of message data, after which the client and the server no longer
+// agree on where commands start (go-smtp would otherwise read the rest of
+// the message as commands). go-smtp's own reply then goes nowhere.
+func (s *session) hangUp(e *protocols.Error) error {
+	reply := toSMTPError(e)
+	conn := s.conn.Conn()
+	_ = conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout))
+	_, _ = fmt.Fprintf(conn, "%d %d.%d.%d %s\r\n", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
+	_ = conn.Close()
+	return s.refuse("data", e)
 }
 
 // initialBufferSize picks the first buffer size from the SIZE hint.
