@@ -84,32 +84,44 @@ func (s *session) cmdPass(cmd command) error {
 	if cmd.rest == "" {
 		return s.syntax("PASS password")
 	}
-	acct, ok := s.login(user, cmd.rest)
-	if ok {
+	acct, err := s.login(user, cmd.rest)
+	if acct != nil {
 		s.openMaildrop(acct)
 	}
-	return nil
+	return err
 }
 
-// login checks credentials through the guard and answers failures; on
-// success the caller owns the account.
-func (s *session) login(username, password string) (protocols.Account, bool) {
+// login checks credentials through the guard and answers failures. On
+// success the caller owns the account. A failure returns a nil account,
+// and errCloseSession when it was the connection's last allowed one.
+func (s *session) login(username, password string) (protocols.Account, error) {
 	acct, err := s.srv.guard.Login(s.ctx, s.srv.store, s.raw.RemoteAddr(), username, password)
-	switch {
-	case err == nil:
-		return acct, true
-	case errors.Is(err, protocols.ErrTooManyFailures):
-		s.log.Info("login throttled")
-		s.reply(false, "[SYS/TEMP] too many failed login attempts, try again later")
-	case errors.Is(err, schema.ErrAuthFailed):
-		s.log.Info("login failed")
-		s.log.Debug("login failed", "user", username)
-		s.reply(false, "[AUTH] authentication failed")
-	default:
+	if err == nil {
+		return acct, nil
+	}
+	if !errors.Is(err, protocols.ErrTooManyFailures) && !errors.Is(err, schema.ErrAuthFailed) {
 		s.log.Warn("login error", "err", err)
 		s.reply(false, "[SYS/TEMP] authentication temporarily unavailable")
+		return nil, nil
 	}
-	return nil, false
+	s.failed++
+	last := s.failed >= s.srv.cfg.MaxAuthFailures
+	closing := ""
+	if last {
+		closing = ", closing connection"
+	}
+	if errors.Is(err, protocols.ErrTooManyFailures) {
+		s.log.Info("login throttled")
+		s.reply(false, "[SYS/TEMP] too many failed login attempts, try again later%s", closing)
+	} else {
+		s.log.Info("login failed")
+		s.log.Debug("login failed", "user", username)
+		s.reply(false, "[AUTH] authentication failed%s", closing)
+	}
+	if last {
+		return nil, errCloseSession
+	}
+	return nil, nil
 }
 
 // openMaildrop locks the user's maildrop, takes the INBOX snapshot that
@@ -175,33 +187,35 @@ func (s *session) cmdAuth(cmd command) error {
 		var err error
 		if resp, err = decodeSASL(cmd.args[1]); err != nil {
 			s.reply(false, "invalid base64 in initial response")
-			return nil
+			return errBadCommand
 		}
 	}
 
 	var acct protocols.Account
+	answered := false // login answered a failure already
 	var loginErr error
 	server := sasl.NewPlainServer(func(identity, username, password string) error {
 		if identity != "" && !strings.EqualFold(identity, username) {
 			return errAuthzMismatch
 		}
-		a, ok := s.login(username, password)
-		if !ok {
-			// login has answered already.
-			loginErr = schema.ErrAuthFailed
-			return loginErr
+		acct, loginErr = s.login(username, password)
+		if acct == nil {
+			answered = true
+			return schema.ErrAuthFailed
 		}
-		acct = a
 		return nil
 	})
 	for {
 		challenge, done, err := server.Next(resp)
 		if err != nil {
-			if loginErr == nil {
+			if !answered {
+				// A malformed response or a foreign authorization
+				// identity: no password was checked.
 				s.log.Info("sasl exchange failed")
 				s.reply(false, "[AUTH] authentication failed")
+				return errBadCommand
 			}
-			return nil
+			return loginErr
 		}
 		if done {
 			break
@@ -227,7 +241,7 @@ func (s *session) cmdAuth(cmd command) error {
 		}
 		if resp, err = decodeSASL(string(line)); err != nil {
 			s.reply(false, "invalid base64 in response")
-			return nil
+			return errBadCommand
 		}
 	}
 	if acct == nil {

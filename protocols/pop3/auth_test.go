@@ -12,7 +12,7 @@ import (
 )
 
 func TestAuthorizationState(t *testing.T) {
-	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.MaxBadCommands = 100 })
+	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.MaxBadCommands, cfg.MaxAuthFailures = 100, 100 })
 	c := e.dial(t)
 	for _, tc := range []struct{ line, want string }{
 		{"STAT", "-ERR command not valid in the authorization state"},
@@ -188,7 +188,7 @@ func TestImplicitTLS(t *testing.T) {
 }
 
 func TestAuthPlain(t *testing.T) {
-	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.MaxBadCommands = 100 })
+	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.MaxBadCommands, cfg.MaxAuthFailures = 100, 100 })
 	okIR := plainIR("", testUser, testPassword)
 
 	t.Run("initial response", func(t *testing.T) {
@@ -256,7 +256,7 @@ func TestBruteForceLockout(t *testing.T) {
 	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
 		MaxFailuresPerIP: 3, MaxFailuresPerUser: 100, Window: time.Minute, Lockout: time.Hour,
 	}, nil)
-	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.Guard = guard })
+	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.Guard, cfg.MaxAuthFailures = guard, 100 })
 	c := e.dial(t)
 	for i := 0; i < 2; i++ {
 		c.cmdOK("USER " + testUser)
@@ -303,4 +303,22 @@ func TestMaildropInUse(t *testing.T) {
 		}
 		return true
 	})
+}
+
+func TestAuthFailuresPerConnection(t *testing.T) {
+	e := newEnv(t, threeMessages, func(cfg *Config) { cfg.MaxAuthFailures = 2 })
+	c := e.dial(t)
+	// Malformed exchanges check no password and do not count.
+	c.cmdErr("AUTH PLAIN =", "-ERR [AUTH] authentication failed")
+	c.cmdErr("AUTH PLAIN "+plainIR("other@example.org", testUser, testPassword), "-ERR [AUTH] authentication failed")
+	c.cmdOK("USER " + testUser)
+	if got := c.cmd("PASS wrong one"); got != "-ERR [AUTH] authentication failed" {
+		t.Fatalf("first failure: %q", got)
+	}
+	if got := c.cmd("AUTH PLAIN " + plainIR("", testUser, "wrong two")); got != "-ERR [AUTH] authentication failed, closing connection" {
+		t.Fatalf("last failure: %q", got)
+	}
+	c.expectClosed()
+	// The guard's limits were not reached: a new connection logs in.
+	e.login(t).cmdOK("QUIT")
 }

@@ -23,6 +23,7 @@ const (
 	DefaultWriteTimeout     = time.Minute
 	DefaultHandshakeTimeout = 30 * time.Second
 	DefaultMaxBadCommands   = 10
+	DefaultMaxAuthFailures  = 3
 )
 
 // Config configures a POP3 server. Zero values mean the defaults above.
@@ -52,6 +53,11 @@ type Config struct {
 	// MaxBadCommands is how many unknown, malformed, overlong or
 	// out-of-state commands a connection may send before it is closed.
 	MaxBadCommands int
+	// MaxAuthFailures is how many failed logins a connection may make;
+	// the last failure closes it. Each attempt costs a password hash, and
+	// the guard's per-address limit is shared by many users behind one
+	// NAT, so a connection gets its own, small limit as well.
+	MaxAuthFailures int
 }
 
 // Server is a POP3 server over a protocols.Store. One server may serve
@@ -80,7 +86,7 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("pop3: nil store")
 	}
-	if cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.HandshakeTimeout < 0 || cfg.MaxBadCommands < 0 {
+	if cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.HandshakeTimeout < 0 || cfg.MaxBadCommands < 0 || cfg.MaxAuthFailures < 0 {
 		return nil, fmt.Errorf("pop3: negative limit in config")
 	}
 	if cfg.Hostname == "" {
@@ -100,6 +106,9 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	}
 	if cfg.MaxBadCommands == 0 {
 		cfg.MaxBadCommands = DefaultMaxBadCommands
+	}
+	if cfg.MaxAuthFailures == 0 {
+		cfg.MaxAuthFailures = DefaultMaxAuthFailures
 	}
 	guard := cfg.Guard
 	if guard == nil {

@@ -53,6 +53,7 @@ type session struct {
 	unlock func()
 
 	bad    int  // bad commands so far
+	failed int  // failed logins so far
 	lastOK bool // status of the last reply, for the command log
 }
 
