@@ -50,7 +50,9 @@ func (s *session) login(mech, username, password string) error {
 		if cerr := acct.Close(); cerr != nil {
 			s.log.Warn("close account after login", "err", cerr)
 		}
+		s.mu.Lock()
 		s.user = addr
+		s.mu.Unlock()
 		s.log.Info("authenticated", "mech", mech)
 		s.log.Debug("authenticated user", "user", addr)
 		return nil

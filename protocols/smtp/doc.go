@@ -19,8 +19,9 @@
 //     TLS (unless Config.AllowInsecureAuth, for tests), and an unknown user
 //     and a wrong password get the same reply. The Account opened by a login
 //     is closed as soon as its address is known: SMTP needs nothing else.
-//   - A submission client may only use its own address as envelope sender
-//     and may only send to local recipients until outbound delivery exists.
+//   - A submission client may only use its own address (or a +sub-address
+//     of it) as envelope sender, and may only send to local recipients
+//     until outbound delivery exists.
 //   - Logs carry the connection id, remote IP, outcomes and sizes; addresses
 //     appear only at debug level; passwords and message content never.
 //   - Close stops the listeners, closes every connection and returns only

@@ -37,7 +37,8 @@ type fixture struct {
 	env       *protocoltest.Env
 	serverTLS *tls.Config
 	clientTLS *tls.Config
-	logs      *logBuffer
+	logs      *logBuffer // everything, debug level included
+	infoLogs  *logBuffer // info level and above
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -47,8 +48,19 @@ func newFixture(t *testing.T) *fixture {
 	env.AddUser(t, bob, bobPW)
 	env.AddUser(t, carol, carolPW)
 	srvTLS, cliTLS := protocoltest.TLS(t)
-	f := &fixture{t: t, env: env, serverTLS: srvTLS, clientTLS: cliTLS, logs: &logBuffer{}}
+	f := &fixture{t: t, env: env, serverTLS: srvTLS, clientTLS: cliTLS, logs: &logBuffer{}, infoLogs: &logBuffer{}}
 	t.Cleanup(func() {
+		// Message content never reaches the logs (every test message has
+		// a Subject field).
+		if f.logs.contains("Subject:") {
+			t.Errorf("logs contain message content")
+		}
+		// Addresses appear only at debug level.
+		for _, domain := range []string{"@example.test", "@remote.example", "@elsewhere.example"} {
+			if f.infoLogs.contains(domain) {
+				t.Errorf("info-level logs contain an address (%s):\n%s", domain, f.infoLogs)
+			}
+		}
 		// Whatever a test did, credentials never reach the logs.
 		for _, secret := range []string{alicePW, bobPW, carolPW, "wrong-password"} {
 			if f.logs.contains(secret) {
@@ -76,7 +88,10 @@ func (f *fixture) config(mode Mode) Config {
 		Hostname: "mx.example.test",
 		TLS:      f.serverTLS,
 		Guard:    f.guard(0),
-		Logger:   slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewMultiHandler(
+			slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
+			slog.NewTextHandler(f.infoLogs, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		)),
 	}
 }
 

@@ -349,6 +349,27 @@ func TestMXChunking(t *testing.T) {
 		}
 	})
 
+	t.Run("RSET abandons a transfer", func(t *testing.T) {
+		r := dialRaw(t, addr, nil)
+		r.mustCmd(250, "EHLO client.example")
+		r.mustCmd(250, "MAIL FROM:<%s>", remote)
+		r.mustCmd(250, "RCPT TO:<%s>", alice)
+		r.send("BDAT 0\r\n")
+		r.expect(250)
+		r.send("BDAT 18\r\nSubject: abandoned")
+		r.expect(250)
+		r.mustCmd(250, "RSET")
+		r.mustCmd(250, "MAIL FROM:<%s>", remote)
+		r.mustCmd(250, "RCPT TO:<%s>", alice)
+		body := "Subject: bdat-after-rset\r\n\r\nok\r\n"
+		r.send("BDAT " + itoa(len(body)) + " LAST\r\n" + body)
+		r.expect(250)
+		msg := f.onlyMessage(alice, alicePW)
+		if strings.Contains(msg, "abandoned") || !strings.Contains(msg, "bdat-after-rset") {
+			t.Errorf("wrong message stored:\n%s", msg)
+		}
+	})
+
 	t.Run("malformed header", func(t *testing.T) {
 		r := dialRaw(t, addr, nil)
 		r.mustCmd(250, "EHLO client.example")

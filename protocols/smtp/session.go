@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -33,16 +34,23 @@ type session struct {
 	remote netip.Addr
 	log    *slog.Logger
 
-	user string // authenticated address; empty until AUTH succeeds
+	// mu guards the fields below: go-smtp runs Data for BDAT in its own
+	// goroutine, which may overlap RSET or a new EHLO (Reset).
+	mu   sync.Mutex
+	user string      // authenticated address; empty until AUTH succeeds
+	txns int         // transactions started, numbering the queue ids
+	tx   transaction // the transaction in progress
+	bdat *bdatCall   // the last Data call fed by BDAT, see bdat.go
+}
 
-	// The transaction in progress.
-	txn     int
-	fromSet bool
-	from    string
-	utf8    bool
-	sizeHnt int64
-	rcpts   []string
-	seen    map[string]bool
+// transaction is the envelope of the message being received.
+type transaction struct {
+	fromSet  bool
+	from     string
+	utf8     bool
+	sizeHint int64
+	rcpts    []string
+	seen     map[string]bool // lower-cased recipients already accepted
 }
 
 var (
@@ -81,12 +89,9 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 // Reset discards the transaction in progress (RSET, a new EHLO, the end of
 // a transaction).
 func (s *session) Reset() {
-	s.fromSet = false
-	s.from = ""
-	s.utf8 = false
-	s.sizeHnt = 0
-	s.rcpts = nil
-	s.seen = nil
+	s.mu.Lock()
+	s.tx = transaction{}
+	s.mu.Unlock()
 }
 
 // Logout ends the session. The session holds no store resources: the
@@ -96,7 +101,10 @@ func (s *session) Logout() error {
 		return nil
 	}
 	defer s.srv.leave()
-	s.log.Info("session ended", "transactions", s.txn)
+	s.mu.Lock()
+	txns := s.txns
+	s.mu.Unlock()
+	s.log.Info("session ended", "transactions", txns)
 	return nil
 }
 
@@ -124,31 +132,36 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
+	s.awaitPreviousBDAT()
 	s.Reset()
 	utf8Mode := opts != nil && opts.UTF8
 	if e := checkAddress(from, utf8Mode); e != nil {
 		return s.refuse("mail", e)
 	}
+	s.mu.Lock()
+	user := s.user
+	s.mu.Unlock()
 	if s.srv.cfg.Mode == ModeSubmission {
 		switch {
-		case s.user == "":
+		case user == "":
 			return s.refuse("mail", protocols.Permanentf(530, [3]int{5, 7, 0}, nil, "Authentication required"))
 		case from == "":
 			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "The null sender is not allowed on submission; use your own address"))
-		case !sameAddress(from, s.user):
-			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "Sender address must be your own address <%s>", s.user))
+		case !ownAddress(from, user):
+			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "Sender address must be your own address <%s>", user))
 		}
 	}
-	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
-		// RFC 1870 section 6.
-		return s.refuse("mail", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message size exceeds the maximum of %d bytes", s.srv.cfg.MaxMessageBytes))
-	}
-	s.fromSet = true
-	s.from = from
-	s.utf8 = utf8Mode
+	tx := transaction{fromSet: true, from: from, utf8: utf8Mode}
 	if opts != nil && opts.Size > 0 {
-		s.sizeHnt = opts.Size
+		if opts.Size > s.srv.cfg.MaxMessageBytes {
+			// RFC 1870 section 6.
+			return s.refuse("mail", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message size exceeds the maximum of %d bytes", s.srv.cfg.MaxMessageBytes))
+		}
+		tx.sizeHint = opts.Size
 	}
+	s.mu.Lock()
+	s.tx = tx
+	s.mu.Unlock()
 	s.log.Debug("mail from", "from", from, "utf8", utf8Mode)
 	return nil
 }
@@ -159,14 +172,16 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
-	if e := checkAddress(to, s.utf8); e != nil {
+	s.mu.Lock()
+	utf8Mode, dup := s.tx.utf8, s.tx.seen[strings.ToLower(to)]
+	s.mu.Unlock()
+	if e := checkAddress(to, utf8Mode); e != nil {
 		return s.refuse("rcpt", e)
 	}
 	if to == "" {
 		return s.refuse("rcpt", protocols.Permanentf(501, [3]int{5, 1, 3}, nil, "Empty recipient address"))
 	}
-	key := strings.ToLower(to)
-	if s.seen[key] {
+	if dup {
 		// Already accepted in this transaction; deliver once.
 		return nil
 	}
@@ -175,11 +190,13 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	if err := s.srv.store.LookupRecipient(ctx, to); err != nil {
 		return s.refuse("rcpt", s.recipientError(err))
 	}
-	if s.seen == nil {
-		s.seen = make(map[string]bool)
+	s.mu.Lock()
+	if s.tx.seen == nil {
+		s.tx.seen = make(map[string]bool)
 	}
-	s.seen[key] = true
-	s.rcpts = append(s.rcpts, to)
+	s.tx.seen[strings.ToLower(to)] = true
+	s.tx.rcpts = append(s.tx.rcpts, to)
+	s.mu.Unlock()
 	s.log.Debug("rcpt to", "to", to)
 	return nil
 }
@@ -208,16 +225,21 @@ func (s *session) Data(r io.Reader) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
+	defer s.beginData(r)()
 	cfg := s.srv.cfg
 	start := time.Now()
-	s.txn++
-	txnID := fmt.Sprintf("%s.%d", s.id, s.txn)
-	if !s.fromSet || len(s.rcpts) == 0 {
+	s.mu.Lock()
+	tx, user := s.tx, s.user
+	tx.rcpts = append([]string(nil), s.tx.rcpts...)
+	s.txns++
+	txnID := fmt.Sprintf("%s.%d", s.id, s.txns)
+	s.mu.Unlock()
+	if !tx.fromSet || len(tx.rcpts) == 0 {
 		// go-smtp checks this too; keep the invariant local.
 		return s.refuse("data", protocols.Permanentf(503, [3]int{5, 5, 1}, nil, "Need MAIL and RCPT first"))
 	}
 
-	msg, err := s.readMessage(r, start)
+	msg, err := s.readMessage(r, start, tx.sizeHint)
 	if err != nil {
 		return err
 	}
@@ -236,11 +258,11 @@ func (s *session) Data(r io.Reader) error {
 		helo:     s.conn.Hostname(),
 		remote:   s.remote,
 		hostname: cfg.Hostname,
-		protocol: protocolName(s.utf8, isTLS, s.user != ""),
+		protocol: protocolName(tx.utf8, isTLS, user != ""),
 		id:       txnID,
 		tls:      tlsDesc,
-		rcpts:    s.rcpts,
-		from:     s.from,
+		rcpts:    tx.rcpts,
+		from:     tx.from,
 		date:     now,
 	}
 	var extra []byte
@@ -254,12 +276,12 @@ func (s *session) Data(r io.Reader) error {
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
 	defer cancel()
-	d := schema.Delivery{From: s.from, Recipients: append([]string(nil), s.rcpts...), Message: full}
+	d := schema.Delivery{From: tx.from, Recipients: tx.rcpts, Message: full}
 	if err := s.srv.store.Deliver(ctx, d); err != nil {
 		return s.refuse("data", s.deliveryError(err))
 	}
-	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(s.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
-	s.log.Debug("message envelope", "id", txnID, "from", s.from, "to", s.rcpts)
+	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(tx.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
+	s.log.Debug("message envelope", "id", txnID, "from", tx.from, "to", tx.rcpts)
 	return nil
 }
 
@@ -277,11 +299,11 @@ func (s *session) deliveryError(err error) *protocols.Error {
 }
 
 // readMessage reads the whole message from r, bounded in size and time.
-func (s *session) readMessage(r io.Reader, start time.Time) ([]byte, error) {
+func (s *session) readMessage(r io.Reader, start time.Time, sizeHint int64) ([]byte, error) {
 	cfg := s.srv.cfg
 	dr := &deadlineReader{r: r, conn: s.conn.Conn(), idle: cfg.ReadTimeout, end: start.Add(cfg.DataTimeout)}
 	var buf bytes.Buffer
-	buf.Grow(initialBufferSize(s.sizeHnt, cfg.MaxMessageBytes))
+	buf.Grow(initialBufferSize(sizeHint, cfg.MaxMessageBytes))
 	if _, err := buf.ReadFrom(io.LimitReader(dr, cfg.MaxMessageBytes+1)); err != nil {
 		return nil, s.readError(err)
 	}
@@ -359,14 +381,18 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 // refuse logs why a command failed and returns the client's reply.
+// Internal failures are logged with their reason at warning level; the
+// reasons of refusals go to debug level only, because store errors about
+// an address may quote it.
 func (s *session) refuse(op string, e *protocols.Error) error {
 	attrs := []any{"op", op, "code", e.Code, "enhanced", fmt.Sprintf("%d.%d.%d", e.Enhanced[0], e.Enhanced[1], e.Enhanced[2])}
-	if e.Reason != nil {
-		attrs = append(attrs, "reason", e.Reason.Error())
-	}
-	if e.Temporary && e.Reason != nil && !isClientFault(e.Reason) {
-		s.log.Warn("command failed", attrs...)
-	} else {
+	switch {
+	case e.Temporary && e.Reason != nil && !isClientFault(e.Reason):
+		s.log.Warn("command failed", append(attrs, "reason", e.Reason.Error())...)
+	case e.Reason != nil:
+		s.log.Info("command refused", attrs...)
+		s.log.Debug("command refused", append(attrs, "reason", e.Reason.Error())...)
+	default:
 		s.log.Info("command refused", attrs...)
 	}
 	return toSMTPError(e)
@@ -405,8 +431,19 @@ func checkAddress(addr string, utf8Mode bool) *protocols.Error {
 	return nil
 }
 
-// sameAddress compares two addresses the way the store resolves them:
-// without regard to case.
-func sameAddress(a, b string) bool {
-	return strings.EqualFold(a, b)
+// ownAddress reports whether from is user's address, compared without
+// regard to case, or a sub-address of it ("alice+lists@example.test"),
+// which the store delivers to the same mailbox.
+func ownAddress(from, user string) bool {
+	if strings.EqualFold(from, user) {
+		return true
+	}
+	at := strings.LastIndexByte(from, '@')
+	uat := strings.LastIndexByte(user, '@')
+	if at < 0 || uat < 0 {
+		return false
+	}
+	local, domain := from[:at], from[at+1:]
+	base, _, found := strings.Cut(local, "+")
+	return found && base != "" && strings.EqualFold(base, user[:uat]) && strings.EqualFold(domain, user[uat+1:])
 }

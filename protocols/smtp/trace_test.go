@@ -152,3 +152,27 @@ func TestSubmissionFields(t *testing.T) {
 		t.Error("two Message-IDs are equal")
 	}
 }
+
+func TestOwnAddress(t *testing.T) {
+	tests := []struct {
+		from string
+		want bool
+	}{
+		{"alice@example.test", true},
+		{"Alice@EXAMPLE.test", true},
+		{"alice+lists@example.test", true},
+		{"alice+@example.test", true},
+		{"+alice@example.test", false},
+		{"alice2@example.test", false},
+		{"alice@example.org", false},
+		{"alice+x@example.org", false},
+		{"bob+alice@example.test", false},
+		{"alice", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := ownAddress(tt.from, "alice@example.test"); got != tt.want {
+			t.Errorf("ownAddress(%q) = %v, want %v", tt.from, got, tt.want)
+		}
+	}
+}
