@@ -141,6 +141,33 @@ func TestDataTimeout(t *testing.T) {
 	}
 }
 
+// TestDataTimeoutOverBDAT checks the whole-transfer limit, which go-smtp
+// does not enforce across BDAT chunks: with a 1ns DataTimeout the first
+// chunk already exceeds it.
+func TestDataTimeoutOverBDAT(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config(ModeMX)
+	cfg.DataTimeout = time.Nanosecond
+	addr, _ := f.start(cfg, false)
+
+	r := dialRaw(t, addr, nil)
+	r.mustCmd(250, "EHLO client.example")
+	r.mustCmd(250, "MAIL FROM:<%s>", remote)
+	r.mustCmd(250, "RCPT TO:<%s>", alice)
+	chunk := "Subject: slow\r\n\r\nbody\r\n"
+	r.send("BDAT " + itoa(len(chunk)) + "\r\n" + chunk)
+	rest, err := io.ReadAll(r.conn)
+	if err != nil {
+		t.Fatalf("waiting for the server to hang up: %v", err)
+	}
+	if !strings.HasPrefix(string(rest), "421 4.4.2 ") {
+		t.Errorf("server said %q, want 421 4.4.2", rest)
+	}
+	if n := len(f.inbox(alice, alicePW)); n != 0 {
+		t.Fatalf("message stored (%d)", n)
+	}
+}
+
 // failingStore is the real store with Deliver replaced, to see how
 // delivery failures are answered.
 type failingStore struct {

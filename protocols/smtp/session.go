@@ -326,7 +326,7 @@ func (s *session) readError(err error) error {
 	case errors.Is(err, gosmtp.ErrDataReset):
 		s.log.Info("message transfer aborted by client")
 		return err
-	case errors.As(err, &ne) && ne.Timeout():
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, errDataTimeout):
 		return s.hangUp(protocols.Temporaryf(421, [3]int{4, 4, 2}, err, "Timeout while receiving the message, closing connection"))
 	default:
 		return s.hangUp(protocols.Temporaryf(421, [3]int{4, 4, 0}, err, "Connection error while receiving the message, closing connection"))
@@ -368,9 +368,18 @@ type deadlineReader struct {
 	end  time.Time
 }
 
+// errDataTimeout reports a message transfer that took longer than
+// Config.DataTimeout. For BDAT, go-smtp resets the connection's deadline at
+// every chunk, so the total is checked here as well.
+var errDataTimeout = errors.New("message transfer exceeded the data timeout")
+
 // Read reads from the message stream under the deadlines.
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	dl := time.Now().Add(d.idle)
+	now := time.Now()
+	if !now.Before(d.end) {
+		return 0, errDataTimeout
+	}
+	dl := now.Add(d.idle)
 	if dl.After(d.end) {
 		dl = d.end
 	}
@@ -402,7 +411,7 @@ func (s *session) refuse(op string, e *protocols.Error) error {
 // side (timeouts, dropped connections) rather than from the server.
 func isClientFault(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errDataTimeout)
 }
 
 // toSMTPError turns a protocol error into go-smtp's reply type.
