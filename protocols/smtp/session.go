@@ -43,7 +43,10 @@ type session struct {
 	bdat *bdatCall   // the last Data call fed by BDAT, see bdat.go
 }
 
-// transaction is the envelope of the message being received.
+// transaction is the envelope of the message being received, and what
+// the trace header needs about the connection, captured at MAIL on
+// go-smtp's connection goroutine (Data may run on another one, while
+// go-smtp changes these on EHLO or STARTTLS).
 type transaction struct {
 	fromSet  bool
 	from     string
@@ -51,6 +54,11 @@ type transaction struct {
 	sizeHint int64
 	rcpts    []string
 	seen     map[string]bool // lower-cased recipients already accepted
+
+	conn    net.Conn // the connection, for deadlines and hanging up
+	helo    string   // the EHLO/HELO argument
+	tlsDesc string   // protocols.DescribeTLS, "" without TLS
+	auth    bool     // the client authenticated
 }
 
 var (
@@ -151,7 +159,10 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "Sender address must be your own address <%s>", user))
 		}
 	}
-	tx := transaction{fromSet: true, from: from, utf8: utf8Mode}
+	tx := transaction{fromSet: true, from: from, utf8: utf8Mode, conn: s.conn.Conn(), helo: s.conn.Hostname(), auth: user != ""}
+	if state, ok := s.conn.TLSConnectionState(); ok {
+		tx.tlsDesc = protocols.DescribeTLS(&state)
+	}
 	if opts != nil && opts.Size > 0 {
 		if opts.Size > s.srv.cfg.MaxMessageBytes {
 			// RFC 1870 section 6.
@@ -229,7 +240,7 @@ func (s *session) Data(r io.Reader) error {
 	cfg := s.srv.cfg
 	start := time.Now()
 	s.mu.Lock()
-	tx, user := s.tx, s.user
+	tx := s.tx
 	tx.rcpts = append([]string(nil), s.tx.rcpts...)
 	s.txns++
 	txnID := fmt.Sprintf("%s.%d", s.id, s.txns)
@@ -239,7 +250,7 @@ func (s *session) Data(r io.Reader) error {
 		return s.refuse("data", protocols.Permanentf(503, [3]int{5, 5, 1}, nil, "Need MAIL and RCPT first"))
 	}
 
-	msg, err := s.readMessage(r, start, tx.sizeHint)
+	msg, err := s.readMessage(r, tx, start)
 	if err != nil {
 		return err
 	}
@@ -249,18 +260,13 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	now := cfg.Now()
-	tlsState, isTLS := s.conn.TLSConnectionState()
-	var tlsDesc string
-	if isTLS {
-		tlsDesc = protocols.DescribeTLS(&tlsState)
-	}
 	trace := traceInfo{
-		helo:     s.conn.Hostname(),
+		helo:     tx.helo,
 		remote:   s.remote,
 		hostname: cfg.Hostname,
-		protocol: protocolName(tx.utf8, isTLS, user != ""),
+		protocol: protocolName(tx.utf8, tx.tlsDesc != "", tx.auth),
 		id:       txnID,
-		tls:      tlsDesc,
+		tls:      tx.tlsDesc,
 		rcpts:    tx.rcpts,
 		from:     tx.from,
 		date:     now,
@@ -299,13 +305,13 @@ func (s *session) deliveryError(err error) *protocols.Error {
 }
 
 // readMessage reads the whole message from r, bounded in size and time.
-func (s *session) readMessage(r io.Reader, start time.Time, sizeHint int64) ([]byte, error) {
+func (s *session) readMessage(r io.Reader, tx transaction, start time.Time) ([]byte, error) {
 	cfg := s.srv.cfg
-	dr := &deadlineReader{r: r, conn: s.conn.Conn(), idle: cfg.ReadTimeout, end: start.Add(cfg.DataTimeout)}
+	dr := &deadlineReader{r: r, conn: tx.conn, idle: cfg.ReadTimeout, end: start.Add(cfg.DataTimeout)}
 	var buf bytes.Buffer
-	buf.Grow(initialBufferSize(sizeHint, cfg.MaxMessageBytes))
+	buf.Grow(initialBufferSize(tx.sizeHint, cfg.MaxMessageBytes))
 	if _, err := buf.ReadFrom(io.LimitReader(dr, cfg.MaxMessageBytes+1)); err != nil {
-		return nil, s.readError(err)
+		return nil, s.readError(err, tx.conn)
 	}
 	if int64(buf.Len()) > cfg.MaxMessageBytes {
 		return nil, s.refuse("data", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message exceeds the maximum size of %d bytes", cfg.MaxMessageBytes))
@@ -315,7 +321,7 @@ func (s *session) readMessage(r io.Reader, start time.Time, sizeHint int64) ([]b
 
 // readError maps a failure while reading message data. A timeout or a
 // broken connection ends the connection: the client is no longer in step.
-func (s *session) readError(err error) error {
+func (s *session) readError(err error, conn net.Conn) error {
 	cfg := s.srv.cfg
 	var ne net.Error
 	switch {
@@ -327,9 +333,9 @@ func (s *session) readError(err error) error {
 		s.log.Info("message transfer aborted by client")
 		return err
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, errDataTimeout):
-		return s.hangUp(protocols.Temporaryf(421, [3]int{4, 4, 2}, err, "Timeout while receiving the message, closing connection"))
+		return s.hangUp(conn, protocols.Temporaryf(421, [3]int{4, 4, 2}, err, "Timeout while receiving the message, closing connection"))
 	default:
-		return s.hangUp(protocols.Temporaryf(421, [3]int{4, 4, 0}, err, "Connection error while receiving the message, closing connection"))
+		return s.hangUp(conn, protocols.Temporaryf(421, [3]int{4, 4, 0}, err, "Connection error while receiving the message, closing connection"))
 	}
 }
 
@@ -337,9 +343,8 @@ func (s *session) readError(err error) error {
 // middle of message data, after which the client and the server no longer
 // agree on where commands start (go-smtp would otherwise read the rest of
 // the message as commands). go-smtp's own reply then goes nowhere.
-func (s *session) hangUp(e *protocols.Error) error {
+func (s *session) hangUp(conn net.Conn, e *protocols.Error) error {
 	reply := toSMTPError(e)
-	conn := s.conn.Conn()
 	_ = conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout))
 	_, _ = fmt.Fprintf(conn, "%d %d.%d.%d %s\r\n", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
 	_ = conn.Close()
