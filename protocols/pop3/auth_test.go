@@ -289,6 +289,22 @@ func TestMaildropInUse(t *testing.T) {
 	second.cmdOK("AUTH PLAIN " + plainIR("", testUser, testPassword))
 	second.cmdOK("STAT")
 
+	second.cmdOK("QUIT")
+
+	// The lock is released before the +OK to QUIT, so a client that
+	// reconnects at once is never told its maildrop is in use.
+	for i := 0; i < 5; i++ {
+		c := e.login(t)
+		c.cmdOK("QUIT")
+		e.srv.locks.mu.Lock()
+		held := len(e.srv.locks.held)
+		e.srv.locks.mu.Unlock()
+		if held != 0 {
+			t.Fatalf("maildrop still locked when QUIT was answered")
+		}
+	}
+	second = e.login(t)
+
 	// A dropped connection releases the lock too.
 	second.conn.Close()
 	third := e.dial(t)

@@ -28,10 +28,12 @@ func FuzzSession(f *testing.F) {
 		TLS:               serverTLS,
 		Guard:             protocols.NewAuthGuard(protocols.AuthGuardConfig{}, nil),
 		AllowInsecureAuth: true,
-		IdleTimeout:       2 * time.Second,
-		WriteTimeout:      2 * time.Second,
-		HandshakeTimeout:  100 * time.Millisecond,
-		MaxBadCommands:    20,
+		// Every script is written at once, so a short idle timeout only
+		// ends sessions left waiting, such as an unfinished AUTH.
+		IdleTimeout:      250 * time.Millisecond,
+		WriteTimeout:     2 * time.Second,
+		HandshakeTimeout: 100 * time.Millisecond,
+		MaxBadCommands:   20,
 	}, store.Store)
 	if err != nil {
 		f.Fatal(err)

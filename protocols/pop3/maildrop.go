@@ -257,15 +257,24 @@ func (s *session) cmdQuitTransaction(cmd command) error {
 		return s.syntax("QUIT")
 	}
 	targets := s.drop.targets()
+	left := s.drop.count
+	var err error
 	if len(targets) > 0 {
-		removed, err := s.acct.Expunge(s.ctx, s.drop.mailbox.ID, targets)
+		var removed []schema.UID
+		removed, err = s.acct.Expunge(s.ctx, s.drop.mailbox.ID, targets)
 		if err != nil {
 			s.log.Warn("expunge at quit", "err", err, "messages", len(targets))
-			s.reply(false, "[SYS/TEMP] some deleted messages not removed, try again later")
-			return errCloseSession
+		} else {
+			s.log.Info("messages deleted", "requested", len(targets), "removed", len(removed))
 		}
-		s.log.Info("messages deleted", "requested", len(targets), "removed", len(removed))
 	}
-	s.reply(true, "%s POP3 server signing off (%d messages left)", s.srv.cfg.Hostname, s.drop.count)
+	// Unlock before answering, so a client that reconnects as soon as it
+	// has the reply does not find its own maildrop still locked.
+	s.closeAccount()
+	if err != nil {
+		s.reply(false, "[SYS/TEMP] some deleted messages not removed, try again later")
+		return errCloseSession
+	}
+	s.reply(true, "%s POP3 server signing off (%d messages left)", s.srv.cfg.Hostname, left)
 	return errCloseSession
 }
