@@ -19,7 +19,8 @@
 //     users and wrong passwords get the same answer. Plaintext credentials
 //     are refused before TLS when TLS is configured.
 //   - Input is bounded: command lines (255 octets, 8 KiB for AUTH and SASL
-//     responses), bad commands per connection, idle and write timeouts.
+//     responses), bad commands and failed logins per connection, idle,
+//     write and TLS handshake timeouts.
 //     Bad input gets "-ERR" and never ends the process.
 //   - Logs carry a connection id, the client IP, command names and
 //     results; never passwords, SASL payloads or message content, and
