@@ -1,0 +1,357 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+)
+
+// Cluster is what a backup needs from this node's cluster;
+// *cluster.Cluster satisfies it.
+type Cluster interface {
+	// Shards returns this node's replicas, meta first.
+	Shards() []*raftstore.Shard
+	// ClusterID returns the cluster's stable id.
+	ClusterID(ctx context.Context) (string, error)
+	// BackupRecipient returns the backup public key ("" if none).
+	BackupRecipient(ctx context.Context) (string, error)
+}
+
+// Config configures a Runner.
+type Config struct {
+	// Targets are where backups go; at least one (two or more regions are
+	// what geo-distribution means).
+	Targets []Target
+	// Cluster is the node's cluster; only Backup needs it, so a runner
+	// for restoring on a new machine leaves it nil.
+	Cluster Cluster
+	// NodeID is recorded in manifests and is the default Raft id of
+	// restored replicas.
+	NodeID string
+	// TempDir holds the encrypted copies being uploaded and the state
+	// files being checked; "" means the system's temporary directory.
+	TempDir string
+	// Retention says which backups to keep.
+	Retention Retention
+	// DrillCheck, if set, is run by Drill on the restored data directory
+	// (for example: open it as a cluster and check it serves).
+	DrillCheck func(ctx context.Context, dir, nodeID string) error
+	Clock      Clock
+	Logger     *slog.Logger
+	// Registry receives the backup metrics; nil keeps them unregistered.
+	Registry prometheus.Registerer
+	// Progress reports long transfers; nil is silent.
+	Progress *Progress
+}
+
+// Runner takes, lists, verifies, restores, drills and prunes backups.
+// Its methods are safe for concurrent use; they run one at a time.
+type Runner struct {
+	cfg     Config
+	log     *slog.Logger
+	clock   Clock
+	metrics *metrics
+	sem     chan struct{}
+
+	mu        sync.Mutex
+	lastDrill *Verification
+	lastErr   error // of the last backup run
+}
+
+// New returns a Runner.
+func New(cfg Config) (*Runner, error) {
+	if len(cfg.Targets) == 0 {
+		return nil, errors.New("backup: no targets configured")
+	}
+	seen := map[string]bool{}
+	for _, t := range cfg.Targets {
+		if seen[t.Region()] {
+			return nil, fmt.Errorf("backup: region label %q used by two targets", t.Region())
+		}
+		seen[t.Region()] = true
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TempDir == "" {
+		cfg.TempDir = os.TempDir()
+	}
+	cfg.Retention = cfg.Retention.withDefaults()
+	m, err := newMetrics(cfg.Registry, cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("backup: register metrics: %w", err)
+	}
+	return &Runner{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "backup"),
+		clock:   cfg.Clock,
+		metrics: m,
+		sem:     make(chan struct{}, 1),
+	}, nil
+}
+
+// Targets returns the configured targets.
+func (r *Runner) Targets() []Target { return append([]Target(nil), r.cfg.Targets...) }
+
+func (r *Runner) acquire(ctx context.Context) error {
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Runner) release() { <-r.sem }
+
+// BackupResult describes a finished backup run.
+type BackupResult struct {
+	Manifest *Manifest
+	Duration time.Duration
+	// Pruned lists the backups (and partial backups) retention deleted.
+	Pruned []string
+}
+
+// Backup backs up every shard of this node to every target, then deletes
+// older partial backups and applies retention. It fails unless every
+// target received the whole backup; then it removes what it uploaded.
+func (r *Runner) Backup(ctx context.Context) (*BackupResult, error) {
+	if err := r.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer r.release()
+	start := r.clock.Now()
+	res, err := r.backup(ctx, start)
+	r.metrics.runs.WithLabelValues(result(err)).Inc()
+	r.mu.Lock()
+	r.lastErr = err
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Error("backup failed", "err", err)
+		return nil, err
+	}
+	res.Duration = r.clock.Now().Sub(start)
+	r.metrics.lastDuration.Set(res.Duration.Seconds())
+	r.metrics.observeBackup(res.Manifest)
+	r.log.Info("backup complete", "id", res.Manifest.ID, "shards", len(res.Manifest.Shards),
+		"bytes", res.Manifest.Size(), "targets", len(r.cfg.Targets), "duration", res.Duration)
+
+	cat, err := r.list(ctx)
+	if err == nil {
+		res.Pruned, err = r.prune(ctx, cat)
+	}
+	if err != nil {
+		// The backup itself is complete; cleaning up is retried next run.
+		r.log.Warn("backup retention", "err", err)
+	}
+	return res, nil
+}
+
+func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, error) {
+	if r.cfg.Cluster == nil {
+		return nil, errors.New("backup: no cluster to back up")
+	}
+	rcptStr, err := r.cfg.Cluster.BackupRecipient(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	rcpt, err := ParseRecipient(rcptStr)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	clusterID, err := r.cfg.Cluster.ClusterID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	work, err := os.MkdirTemp(r.cfg.TempDir, "backup-")
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	man := &Manifest{
+		Format: FormatVersion, ID: newID(now), ClusterID: clusterID, NodeID: r.cfg.NodeID,
+		Created: now.UTC(), KeyID: KeyID(rcptStr), Encryption: encryptionV1, Compression: compressV1,
+	}
+	for _, s := range r.cfg.Cluster.Shards() {
+		entry, err := r.snapshotShard(ctx, s, rcpt, filepath.Join(work, shardObject(s.ID())))
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
+		}
+		man.Shards = append(man.Shards, entry)
+	}
+	body, err := man.encode()
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", man.ID, err)
+	}
+	if err := r.upload(ctx, man, body, work); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", man.ID, err)
+	}
+	return &BackupResult{Manifest: man}, nil
+}
+
+// snapshotShard streams a consistent copy of the shard through zstd and
+// age into path: nothing unencrypted touches the disk.
+func (r *Runner) snapshotShard(ctx context.Context, s *raftstore.Shard, rcpt age.Recipient, path string) (ShardEntry, error) {
+	entry := ShardEntry{Shard: s.ID(), Object: shardObject(s.ID())}
+	if err := ctx.Err(); err != nil {
+		return entry, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return entry, fmt.Errorf("shard %d: %w", s.ID(), err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	aw, err := age.Encrypt(cw, rcpt)
+	if err != nil {
+		return entry, fmt.Errorf("shard %d: encrypt: %w", s.ID(), err)
+	}
+	zw, err := zstd.NewWriter(aw, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return entry, fmt.Errorf("shard %d: compress: %w", s.ID(), err)
+	}
+	task := r.cfg.Progress.Start(fmt.Sprintf("snapshot shard %d", s.ID()), 0)
+	info, err := s.WriteState(&progressWriter{ctx: ctx, w: zw, t: task})
+	task.Finish()
+	if err != nil {
+		zw.Close()
+		return entry, err
+	}
+	if err := zw.Close(); err != nil {
+		return entry, fmt.Errorf("shard %d: compress: %w", s.ID(), err)
+	}
+	if err := aw.Close(); err != nil {
+		return entry, fmt.Errorf("shard %d: encrypt: %w", s.ID(), err)
+	}
+	if err := f.Close(); err != nil {
+		return entry, fmt.Errorf("shard %d: %w", s.ID(), err)
+	}
+	entry.Index, entry.Term, entry.StateSize = info.Index, info.Term, info.Size
+	entry.Counts = countsOf(info.Stats)
+	entry.Size = cw.n
+	entry.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return entry, nil
+}
+
+// upload sends every shard object and then the manifest to every target,
+// the targets in parallel. If any target fails, the backup is removed
+// from all of them (manifest first), best effort.
+func (r *Runner) upload(ctx context.Context, man *Manifest, body []byte, work string) error {
+	total := (man.Size() + int64(len(body))) * int64(len(r.cfg.Targets))
+	task := r.cfg.Progress.Start("upload "+man.ID, total)
+	defer task.Finish()
+	errs := make([]error, len(r.cfg.Targets))
+	var wg sync.WaitGroup
+	for i, t := range r.cfg.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.uploadTo(ctx, t, man, body, work, task)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("target %s: %w", t.Region(), errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if err == nil {
+		return nil
+	}
+	// Use a fresh context: the run's may be what ended.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	for _, t := range r.cfg.Targets {
+		if derr := deleteFrom(cctx, t, man.ID, nil); derr != nil {
+			r.log.Warn("remove partial backup; the next run retries", "id", man.ID, "target", t.Region(), "err", derr)
+		}
+	}
+	return err
+}
+
+func (r *Runner) uploadTo(ctx context.Context, t Target, man *Manifest, body []byte, work string, task *Task) error {
+	for _, s := range man.Shards {
+		f, err := os.Open(filepath.Join(work, s.Object))
+		if err != nil {
+			return err
+		}
+		err = t.Put(ctx, objectKey(man.ID, s.Object), task.Reader(f), s.Size)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return t.Put(ctx, objectKey(man.ID, manifestName), task.Reader(bytes.NewReader(body)), int64(len(body)))
+}
+
+// deleteFrom removes a backup's objects from one target, the manifest
+// first so the backup stops counting as complete before anything else
+// goes. keys lists the backup's objects there; nil means list them.
+func deleteFrom(ctx context.Context, t Target, id string, keys []string) error {
+	if keys == nil {
+		objs, err := t.List(ctx, id+"/")
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			keys = append(keys, o.Key)
+		}
+	}
+	if err := t.Delete(ctx, objectKey(id, manifestName)); err != nil {
+		return err
+	}
+	var errs []error
+	for _, k := range keys {
+		if k == objectKey(id, manifestName) {
+			continue
+		}
+		errs = append(errs, t.Delete(ctx, k))
+	}
+	return errors.Join(errs...)
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// progressWriter reports bytes written and stops a copy once ctx ends.
+type progressWriter struct {
+	ctx context.Context
+	w   io.Writer
+	t   *Task
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	if err := p.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := p.w.Write(b)
+	p.t.Add(int64(n))
+	return n, err
+}

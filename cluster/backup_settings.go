@@ -1,0 +1,73 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// Cluster-wide settings that backups need, kept in the meta shard so every
+// node (and every restored copy) sees the same values.
+const (
+	settingBackupRecipient = "backup_recipient"
+	settingClusterID       = "cluster_id"
+	maxRecipientLen        = 4096
+)
+
+func (c *Cluster) setting(key string) ([]byte, error) {
+	var v []byte
+	err := c.meta.View(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
+	return v, err
+}
+
+// BackupRecipient returns the public key that backups are encrypted to,
+// or "" when none is set. It is public: the matching identity is kept
+// away from the cluster, so a node cannot decrypt its own backups.
+func (c *Cluster) BackupRecipient(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	v, err := c.setting(settingBackupRecipient)
+	if err != nil {
+		return "", fmt.Errorf("read backup recipient: %w", err)
+	}
+	return string(v), nil
+}
+
+// SetBackupRecipient records the public key that backups are encrypted
+// to. The caller (package cluster/backup) validates its form; the cluster
+// only stores it.
+func (c *Cluster) SetBackupRecipient(ctx context.Context, recipient string) error {
+	if recipient == "" || len(recipient) > maxRecipientLen {
+		return fmt.Errorf("set backup recipient: %d bytes is not a valid public key: %w", len(recipient), schema.ErrInvalid)
+	}
+	if _, err := c.meta.Apply(ctx, c.command(&schema.PutSetting{Key: settingBackupRecipient, Value: []byte(recipient)})); err != nil {
+		return fmt.Errorf("set backup recipient: %w", err)
+	}
+	return nil
+}
+
+// ClusterID returns the cluster's stable random id, creating it the first
+// time it is asked for. Backups carry it so a restore can tell which
+// cluster a backup belongs to. Call it once at start-up: two first calls
+// racing on different nodes could each create one, and the later write
+// wins.
+func (c *Cluster) ClusterID(ctx context.Context) (string, error) {
+	v, err := c.setting(settingClusterID)
+	if err != nil {
+		return "", fmt.Errorf("read cluster id: %w", err)
+	}
+	if len(v) > 0 {
+		return string(v), nil
+	}
+	id := schema.NewID().String()
+	if _, err := c.meta.Apply(ctx, c.command(&schema.PutSetting{Key: settingClusterID, Value: []byte(id)})); err != nil {
+		return "", fmt.Errorf("create cluster id: %w", err)
+	}
+	if v, err = c.setting(settingClusterID); err != nil {
+		return "", fmt.Errorf("read cluster id: %w", err)
+	}
+	return string(v), nil
+}
