@@ -190,7 +190,7 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 		return err
 	}
 	if to == schema.InboxName || from == to || strings.HasPrefix(to, from+mailboxDelimiter) {
-		return fmt.Errorf("rename %q to %q: %w", oldName, newName, schema.ErrInvalid)
+		return fmt.Errorf("rename a mailbox into itself, below itself or onto INBOX: %w", schema.ErrInvalid)
 	}
 	if _, err := a.mailboxRecord(to); err == nil {
 		return fmt.Errorf("rename: %w", schema.ErrMailboxExists)
@@ -219,7 +219,7 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 		renames = append(renames, schema.MailboxRename{Mailbox: rec.ID, NameKey: a.keys.mailboxNameKey(attrs.Name), Sealed: sealed})
 	}
 	if len(renames) == 0 {
-		return fmt.Errorf("rename %q: %w", oldName, schema.ErrNoSuchMailbox)
+		return fmt.Errorf("rename: %w", schema.ErrNoSuchMailbox)
 	}
 	for _, p := range parentMailboxes(to) {
 		if err := a.create(ctx, p, mailboxAttrs{Name: p}); err != nil && !errors.Is(err, schema.ErrMailboxExists) {

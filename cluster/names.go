@@ -47,7 +47,7 @@ func canonicalAddress(addr string) (address, domain string, err error) {
 	}
 	at := strings.LastIndexByte(a, '@')
 	if at <= 0 || at == len(a)-1 {
-		return "", "", fmt.Errorf("address %q: %w", addr, schema.ErrInvalid)
+		return "", "", fmt.Errorf("malformed address: %w", schema.ErrInvalid)
 	}
 	local := a[:at]
 	domain, err = canonicalDomain(a[at+1:])
@@ -55,10 +55,10 @@ func canonicalAddress(addr string) (address, domain string, err error) {
 		return "", "", err
 	}
 	if !utf8.ValidString(local) || strings.ContainsAny(local, " \t\r\n<>()[]\\,;:\"") {
-		return "", "", fmt.Errorf("address %q: bad local part: %w", addr, schema.ErrInvalid)
+		return "", "", fmt.Errorf("address has a bad local part: %w", schema.ErrInvalid)
 	}
 	if _, err := mail.ParseAddress(local + "@" + domain); err != nil {
-		return "", "", fmt.Errorf("address %q: %w", addr, schema.ErrInvalid)
+		return "", "", fmt.Errorf("malformed address: %w", schema.ErrInvalid)
 	}
 	return strings.ToLower(local) + "@" + domain, domain, nil
 }
@@ -76,11 +76,11 @@ func canonicalMailbox(name string) (string, error) {
 	}
 	for _, p := range parts {
 		if p == "" {
-			return "", fmt.Errorf("mailbox name %q has an empty level: %w", name, schema.ErrInvalid)
+			return "", fmt.Errorf("mailbox name has an empty level: %w", schema.ErrInvalid)
 		}
 		for _, r := range p {
 			if unicode.IsControl(r) || r == '*' || r == '%' {
-				return "", fmt.Errorf("mailbox name %q: character %q not allowed: %w", name, r, schema.ErrInvalid)
+				return "", fmt.Errorf("mailbox name: character %q not allowed: %w", r, schema.ErrInvalid)
 			}
 		}
 	}
