@@ -1,0 +1,146 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+
+	"github.com/mailcluster/mailcluster/cluster"
+)
+
+// ErrNoNode means no node serves the data directory: its admin socket is
+// missing or nobody listens on it.
+var ErrNoNode = errors.New("no node is serving the data directory")
+
+// Client talks to the node serving one data directory.
+type Client struct {
+	dataDir string
+	socket  string
+	http    *http.Client
+}
+
+// NewClient returns a client for the node serving dataDir. It connects
+// on each request, so it may be created before the node starts.
+func NewClient(dataDir string) *Client {
+	socket := SocketPath(dataDir)
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+		MaxIdleConns:       1,
+	}
+	return &Client{dataDir: dataDir, socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() error {
+	c.http.CloseIdleConnections()
+	return nil
+}
+
+// Status returns the node's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	return s, err
+}
+
+// Domains lists the served domains.
+func (c *Client) Domains(ctx context.Context) ([]cluster.Domain, error) {
+	var d []cluster.Domain
+	err := c.do(ctx, http.MethodGet, "/v1/domains", nil, &d)
+	return d, err
+}
+
+// AddDomain starts serving a domain; mode "" is the node's default.
+func (c *Client) AddDomain(ctx context.Context, name string, mode cluster.KeyMode) error {
+	return c.do(ctx, http.MethodPost, "/v1/domains", domainRequest{Name: name, KeyMode: string(mode)}, nil)
+}
+
+// DeleteDomain stops serving a domain without users.
+func (c *Client) DeleteDomain(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/domains/"+url.PathEscape(name), nil, nil)
+}
+
+// Users lists the users of a domain, or of every domain for "".
+func (c *Client) Users(ctx context.Context, domain string) ([]string, error) {
+	path := "/v1/users"
+	if domain != "" {
+		path += "?" + url.Values{"domain": {domain}}.Encode()
+	}
+	var resp usersResponse
+	err := c.do(ctx, http.MethodGet, path, nil, &resp)
+	return resp.Users, err
+}
+
+// AddUser creates a user with a password.
+func (c *Client) AddUser(ctx context.Context, address, password string) error {
+	return c.do(ctx, http.MethodPost, "/v1/users", userRequest{Address: address, Password: password}, nil)
+}
+
+// DeleteUser deletes a user and all its mail.
+func (c *Client) DeleteUser(ctx context.Context, address string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(address), nil, nil)
+}
+
+// SetPassword replaces a user's password.
+func (c *Client) SetPassword(ctx context.Context, address, password string) error {
+	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/password", passwordRequest{Password: password}, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://mailnode"+path, body)
+	if err != nil {
+		return fmt.Errorf("admin request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w %s (admin socket %s unreachable); start one with: mailnode serve --data %s",
+				ErrNoNode, c.dataDir, c.socket, c.dataDir)
+		}
+		return fmt.Errorf("admin request to %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	if err != nil {
+		return fmt.Errorf("read admin response: %w", err)
+	}
+	if len(data) > maxResponseBody {
+		return fmt.Errorf("admin response larger than %d bytes", maxResponseBody)
+	}
+	if resp.StatusCode >= 300 {
+		var e errorResponse
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			return fmt.Errorf("admin request failed: %s", resp.Status)
+		}
+		return &Error{Code: e.Code, Message: trimNewline(e.Message)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode admin response: %w", err)
+	}
+	return nil
+}

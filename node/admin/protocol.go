@@ -1,0 +1,120 @@
+package admin
+
+import (
+	"errors"
+	"path/filepath"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// SocketName is the admin socket's file name inside the data directory.
+const SocketName = "admin.sock"
+
+// SocketPath returns the admin socket of the node serving dataDir.
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, SocketName) }
+
+// maxSocketPath is the longest socket path every unix accepts (sun_path
+// is 104 bytes on the BSDs, 108 on Linux, including the final NUL).
+const maxSocketPath = 103
+
+// Limits of the protocol.
+const (
+	maxRequestBody  = 64 << 10
+	maxResponseBody = 64 << 20
+	requestTimeout  = 2 * time.Minute
+)
+
+// Status describes the running node.
+type Status struct {
+	NodeID   string `json:"node_id"`
+	Hostname string `json:"hostname"`
+	Version  string `json:"version"`
+	// Ready is true when every shard has a leader; ReadyError says why
+	// not otherwise.
+	Ready      bool      `json:"ready"`
+	ReadyError string    `json:"ready_error,omitempty"`
+	Started    time.Time `json:"started"`
+	// Listeners maps listener names to their bound addresses.
+	Listeners map[string]string `json:"listeners"`
+}
+
+type domainRequest struct {
+	Name    string `json:"name"`
+	KeyMode string `json:"key_mode,omitempty"`
+}
+
+type userRequest struct {
+	Address  string `json:"address"`
+	Password string `json:"password"`
+}
+
+type passwordRequest struct {
+	Password string `json:"password"`
+}
+
+type usersResponse struct {
+	Users []string `json:"users"`
+}
+
+// errorResponse is the body of every failed request.
+type errorResponse struct {
+	Code    string `json:"code"`
+	Message string `json:"error"`
+}
+
+// Error codes on the wire.
+const (
+	CodeInvalid      = "invalid"
+	CodeNoSuchUser   = "no_such_user"
+	CodeUserExists   = "user_exists"
+	CodeNoSuchDomain = "no_such_domain"
+	CodeDomainExists = "domain_exists"
+	CodeCannotDelete = "cannot_delete"
+	CodeUnavailable  = "unavailable"
+	CodeInternal     = "internal"
+)
+
+var codes = []struct {
+	code   string
+	err    error
+	status int
+}{
+	{CodeInvalid, schema.ErrInvalid, 400},
+	{CodeNoSuchUser, schema.ErrNoSuchUser, 404},
+	{CodeUserExists, schema.ErrUserExists, 409},
+	{CodeNoSuchDomain, schema.ErrNoSuchDomain, 404},
+	{CodeDomainExists, schema.ErrDomainExists, 409},
+	{CodeCannotDelete, schema.ErrCannotDelete, 409},
+	{CodeUnavailable, schema.ErrUnavailable, 503},
+}
+
+// classify returns the wire code and HTTP status of err.
+func classify(err error) (string, int) {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code, c.status
+		}
+	}
+	return CodeInternal, 500
+}
+
+// Error is a failed admin request as the client sees it. It unwraps to
+// the schema sentinel its code stands for.
+type Error struct {
+	Code    string
+	Message string
+}
+
+// Error returns the node's message.
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the schema sentinel for the code, or nil.
+func (e *Error) Unwrap() error {
+	for _, c := range codes {
+		if c.code == e.Code {
+			return c.err
+		}
+	}
+	return nil
+}

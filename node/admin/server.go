@@ -1,0 +1,231 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// Directory is what the admin interface manages: the cluster's domains
+// and users. *cluster.Cluster implements it.
+type Directory interface {
+	AddDomain(ctx context.Context, name string, mode cluster.KeyMode) error
+	DeleteDomain(ctx context.Context, name string) error
+	Domains(ctx context.Context) ([]cluster.Domain, error)
+	AddUser(ctx context.Context, address, password string) error
+	DeleteUser(ctx context.Context, address string) error
+	SetPassword(ctx context.Context, address, password string) error
+	Users(ctx context.Context, domain string) ([]string, error)
+}
+
+// NewHandler returns the admin API over dir. status reports the node's
+// state for GET /v1/status.
+func NewHandler(dir Directory, status func(context.Context) Status, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{dir: dir, status: status, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", h.getStatus)
+	mux.HandleFunc("GET /v1/domains", h.listDomains)
+	mux.HandleFunc("POST /v1/domains", h.addDomain)
+	mux.HandleFunc("DELETE /v1/domains/{name}", h.deleteDomain)
+	mux.HandleFunc("GET /v1/users", h.listUsers)
+	mux.HandleFunc("POST /v1/users", h.addUser)
+	mux.HandleFunc("DELETE /v1/users/{address}", h.deleteUser)
+	mux.HandleFunc("PUT /v1/users/{address}/password", h.setPassword)
+	h.mux = mux
+	return h
+}
+
+type handler struct {
+	dir    Directory
+	status func(context.Context) Status
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+// statusRecorder remembers the status code for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	h.mux.ServeHTTP(rec, r)
+	// The pattern, not the path: paths hold addresses.
+	h.log.Info("admin request", "method", r.Method, "route", r.Pattern, "status", rec.code,
+		"duration", time.Since(start).Round(time.Millisecond))
+	h.log.Debug("admin request path", "path", r.URL.Path)
+}
+
+func (h *handler) getStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.status(r.Context()))
+}
+
+func (h *handler) listDomains(w http.ResponseWriter, r *http.Request) {
+	doms, err := h.dir.Domains(r.Context())
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if doms == nil {
+		doms = []cluster.Domain{}
+	}
+	writeJSON(w, http.StatusOK, doms)
+}
+
+func (h *handler) addDomain(w http.ResponseWriter, r *http.Request) {
+	var req domainRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if err := h.dir.AddDomain(r.Context(), req.Name, cluster.KeyMode(req.KeyMode)); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) deleteDomain(w http.ResponseWriter, r *http.Request) {
+	if err := h.dir.DeleteDomain(r.Context(), r.PathValue("name")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) listUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := h.dir.Users(r.Context(), r.URL.Query().Get("domain"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if users == nil {
+		users = []string{}
+	}
+	writeJSON(w, http.StatusOK, usersResponse{Users: users})
+}
+
+func (h *handler) addUser(w http.ResponseWriter, r *http.Request) {
+	var req userRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if err := h.dir.AddUser(r.Context(), req.Address, req.Password); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) deleteUser(w http.ResponseWriter, r *http.Request) {
+	if err := h.dir.DeleteUser(r.Context(), r.PathValue("address")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) setPassword(w http.ResponseWriter, r *http.Request) {
+	var req passwordRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if err := h.dir.SetPassword(r.Context(), r.PathValue("address"), req.Password); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// decode reads a JSON body with no unknown fields; it answers 400 itself.
+func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		// The decoder's message names a field or a position, never the
+		// value, so it is safe to return even for a password body.
+		h.fail(w, fmt.Errorf("bad request body: %v: %w", err, schema.ErrInvalid))
+		return false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		h.fail(w, fmt.Errorf("bad request body: trailing data: %w", schema.ErrInvalid))
+		return false
+	}
+	return true
+}
+
+func (h *handler) fail(w http.ResponseWriter, err error) {
+	code, status := classify(err)
+	msg := err.Error()
+	if code == CodeInternal {
+		h.log.Error("admin request failed", "err", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		code, status = CodeUnavailable, http.StatusServiceUnavailable
+		msg = "the node did not finish the request in time: " + msg
+	}
+	writeJSON(w, status, errorResponse{Code: code, Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// The client reads what arrived; a write error means it went away.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Listen creates the admin socket of dataDir with mode 0600, replacing a
+// stale socket left by a crashed node. The caller must hold the data
+// directory's lock, so the socket cannot belong to a live node.
+func Listen(dataDir string) (net.Listener, error) {
+	path := SocketPath(dataDir)
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("admin socket path %s is %d bytes, longer than the %d a unix socket allows: use a shorter data directory path", path, len(path), maxSocketPath)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("admin socket %s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale admin socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	// The data directory is 0700, so nobody else can reach the socket in
+	// the moment before the chmod.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return ln, nil
+}
+
+// trimNewline is used by clients printing node messages.
+func trimNewline(s string) string { return strings.TrimRight(s, "\r\n") }

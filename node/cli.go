@@ -1,0 +1,359 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/node/admin"
+)
+
+// Exit codes of the mailnode command.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	ExitUsage = 2
+)
+
+// adminTimeout bounds one admin command.
+const adminTimeout = 2 * time.Minute
+
+// CLI is the mailnode command: its version and standard streams. The
+// binary's main builds one and calls Run; tests run it in-process.
+type CLI struct {
+	Version string
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+// errUsage marks a command-line mistake; Run prints usage for it.
+var errUsage = errors.New("usage")
+
+const usageText = `mailnode: a storage-first mail server (SMTP, IMAP, POP3 over a Raft store)
+
+Usage:
+  mailnode serve --data DIR [--config FILE] [--hostname NAME] [--node-id ID]
+                 [--log-level LEVEL] [--log-format json|text] [--bind HOST]
+  mailnode domain add  --data DIR [--key-mode user|domain|shared] DOMAIN
+  mailnode domain list --data DIR
+  mailnode domain del  --data DIR DOMAIN
+  mailnode user add    --data DIR ADDRESS      (password from standard input)
+  mailnode user passwd --data DIR ADDRESS      (password from standard input)
+  mailnode user del    --data DIR ADDRESS
+  mailnode user list   --data DIR [--domain DOMAIN]
+  mailnode status      --data DIR
+  mailnode version
+
+serve initializes DIR on its first run. The other commands talk to the
+node serving DIR through DIR/admin.sock; instead of --data they accept
+--config FILE and use its data_dir. A password is read without echo,
+twice, from a terminal, or as one line from a pipe.
+`
+
+// Run executes one command line (without the program name) and returns
+// the process exit code. ctx is cancelled to stop a serving node.
+func (c CLI) Run(ctx context.Context, args []string) int {
+	err := c.run(ctx, args)
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(c.Stdout, usageText)
+		return ExitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(c.Stderr, "mailnode: %v\n\n%s", err, usageText)
+		return ExitUsage
+	default:
+		fmt.Fprintf(c.Stderr, "mailnode: %v\n", err)
+		return ExitError
+	}
+}
+
+func (c CLI) run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return c.serve(ctx, rest)
+	case "domain", "user":
+		if len(rest) == 0 {
+			return fmt.Errorf("%w: %s needs a subcommand", errUsage, cmd)
+		}
+		return c.adminCommand(ctx, cmd+" "+rest[0], rest[1:])
+	case "status":
+		return c.adminCommand(ctx, cmd, rest)
+	case "version", "--version":
+		fmt.Fprintf(c.Stdout, "mailnode %s (%s %s/%s)\n", c.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
+	case "help", "-h", "--help":
+		return flag.ErrHelp
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// the positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// loadConfigFile reads and parses a config file.
+func loadConfigFile(path string) (Config, error) {
+	b, _, err := readSmallFile(path, maxConfigSize)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+func (c CLI) serve(ctx context.Context, args []string) error {
+	fs := newFlagSet("serve")
+	data := fs.String("data", "", "data directory")
+	configFile := fs.String("config", "", "TOML config file")
+	fs.String("hostname", "", "public host name")
+	fs.String("node-id", "", "node id")
+	fs.String("log-level", "", "log level")
+	fs.String("log-format", "", "log format")
+	fs.String("bind", "", "host to bind every listener to")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, pos[0])
+	}
+	cfg := Default()
+	if *configFile != "" {
+		if cfg, err = loadConfigFile(*configFile); err != nil {
+			return err
+		}
+	}
+	var flagErr error
+	fs.Visit(func(f *flag.Flag) {
+		v := f.Value.String()
+		switch f.Name {
+		case "data":
+			cfg.DataDir = *data
+		case "hostname":
+			cfg.Hostname = v
+		case "node-id":
+			cfg.NodeID = v
+		case "log-level":
+			cfg.Log.Level = v
+		case "log-format":
+			cfg.Log.Format = v
+		case "bind":
+			flagErr = errors.Join(flagErr, cfg.Listen.BindHost(v))
+		}
+	})
+	if flagErr != nil {
+		return fmt.Errorf("--bind: %w", flagErr)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	log, err := NewLogger(cfg, c.Stderr)
+	if err != nil {
+		return err
+	}
+	n, err := New(cfg, Options{Logger: log, Version: c.Version})
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	var failure error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "component", "node", "reason", context.Cause(ctx).Error())
+	case failure = <-n.Failed():
+		log.Error("shutting down after a listener failed", "component", "node", "err", failure)
+	}
+	if err := n.Close(); err != nil {
+		return errors.Join(failure, err)
+	}
+	return failure
+}
+
+// adminCommandArgs returns how many arguments an admin command takes,
+// and false for an unknown command.
+func adminCommandArgs(name string) (int, bool) {
+	switch name {
+	case "domain add", "domain del", "user add", "user passwd", "user del":
+		return 1, true
+	case "domain list", "user list", "status":
+		return 0, true
+	}
+	return 0, false
+}
+
+// adminCommand runs one command against the node serving a data
+// directory.
+func (c CLI) adminCommand(ctx context.Context, name string, args []string) error {
+	fs := newFlagSet(name)
+	data := fs.String("data", "", "data directory of the node")
+	configFile := fs.String("config", "", "config file naming the data directory")
+	var keyMode, domain *string
+	switch name {
+	case "domain add":
+		keyMode = fs.String("key-mode", string(cluster.KeyModeUser), "user, domain or shared")
+	case "user list":
+		domain = fs.String("domain", "", "list only this domain's users")
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	dir := *data
+	if dir == "" && *configFile != "" {
+		cfg, err := loadConfigFile(*configFile)
+		if err != nil {
+			return err
+		}
+		dir = cfg.DataDir
+	}
+	if dir == "" {
+		return fmt.Errorf("%w: %s needs --data DIR (or --config FILE)", errUsage, name)
+	}
+	want, known := adminCommandArgs(name)
+	if !known {
+		return fmt.Errorf("%w: unknown command %q", errUsage, name)
+	}
+	if len(pos) != want {
+		return fmt.Errorf("%w: %s takes %d argument(s), got %d", errUsage, name, want, len(pos))
+	}
+	var arg string
+	if want == 1 {
+		arg = pos[0]
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	client := admin.NewClient(dir)
+	defer client.Close()
+
+	switch name {
+	case "domain add":
+		if err := client.AddDomain(ctx, arg, cluster.KeyMode(*keyMode)); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "domain %s added (key mode %s)\n", arg, *keyMode)
+	case "domain del":
+		if err := client.DeleteDomain(ctx, arg); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "domain %s deleted\n", arg)
+	case "domain list":
+		doms, err := client.Domains(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DOMAIN\tKEY MODE\tUSERS")
+		for _, d := range doms {
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", d.Name, d.KeyMode, d.Users)
+		}
+		return tw.Flush()
+	case "user add", "user passwd":
+		// Fail before asking for a password nobody would receive.
+		if _, err := client.Status(ctx); err != nil {
+			return err
+		}
+		password, err := readPassword(c.Stdin, c.Stderr)
+		if err != nil {
+			return err
+		}
+		if name == "user add" {
+			err = client.AddUser(ctx, arg, password)
+		} else {
+			err = client.SetPassword(ctx, arg, password)
+		}
+		if err != nil {
+			return err
+		}
+		if name == "user add" {
+			fmt.Fprintf(c.Stdout, "user %s added\n", arg)
+		} else {
+			fmt.Fprintf(c.Stdout, "password of %s changed\n", arg)
+		}
+	case "user del":
+		if err := client.DeleteUser(ctx, arg); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "user %s deleted\n", arg)
+	case "user list":
+		users, err := client.Users(ctx, *domain)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			fmt.Fprintln(c.Stdout, u)
+		}
+	case "status":
+		s, err := client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		c.printStatus(s)
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, name)
+	}
+	return nil
+}
+
+func (c CLI) printStatus(s admin.Status) {
+	tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
+	ready := "yes"
+	if !s.Ready {
+		ready = "no: " + s.ReadyError
+	}
+	fmt.Fprintf(tw, "node\t%s\n", s.NodeID)
+	fmt.Fprintf(tw, "hostname\t%s\n", s.Hostname)
+	fmt.Fprintf(tw, "version\t%s\n", s.Version)
+	fmt.Fprintf(tw, "started\t%s\n", s.Started.Format(time.RFC3339))
+	fmt.Fprintf(tw, "ready\t%s\n", ready)
+	for _, name := range ListenerNames() {
+		if a, ok := s.Listeners[name]; ok {
+			fmt.Fprintf(tw, "listen %s\t%s\n", name, a)
+		}
+	}
+	tw.Flush()
+}
+
+// Stdio returns a CLI on the process's standard streams.
+func Stdio(version string) CLI {
+	return CLI{Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+}

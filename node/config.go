@@ -1,0 +1,395 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore"
+)
+
+// Listener names, as used in Config.Listen, in metrics and by Node.Addr.
+const (
+	ListenSMTP        = "smtp"
+	ListenSubmission  = "submission"
+	ListenSubmissions = "submissions"
+	ListenIMAP        = "imap"
+	ListenIMAPS       = "imaps"
+	ListenPOP3        = "pop3"
+	ListenPOP3S       = "pop3s"
+	ListenHTTP        = "http"
+)
+
+// ListenerNames lists every listener a node may open, in start-up order.
+func ListenerNames() []string {
+	return []string{ListenSMTP, ListenSubmission, ListenSubmissions, ListenIMAP, ListenIMAPS, ListenPOP3, ListenPOP3S, ListenHTTP}
+}
+
+// Limits on what the node accepts from the network.
+const (
+	// DefaultMaxMessageSize is the largest message SMTP and IMAP APPEND
+	// accept.
+	DefaultMaxMessageSize = 50 << 20
+	// maxMessageSizeCeiling keeps a configured limit within what one
+	// delivery may hold in memory.
+	maxMessageSizeCeiling = 1 << 30
+	// DefaultMaxRecipients bounds the recipients of one SMTP transaction.
+	DefaultMaxRecipients = 100
+	// DefaultMaxConnections bounds the open client connections of a node
+	// over all its frontends.
+	DefaultMaxConnections = 1000
+	// DefaultMaxConnectionsPerIP bounds the open client connections from
+	// one client address.
+	DefaultMaxConnectionsPerIP = 50
+	// DefaultMailShards is the number of mail shards of a new data
+	// directory.
+	DefaultMailShards = 8
+	maxMailShards     = 1024
+)
+
+// Config is everything a node is configured with: the TOML file, with
+// command-line flags applied on top. Start from Default() (or Load) and
+// call Validate before use.
+type Config struct {
+	// Hostname is the node's public name, announced in greetings and
+	// Received headers and used for the generated certificate.
+	Hostname string `toml:"hostname"`
+	// DataDir holds everything the node stores; it is created (mode 0700)
+	// and initialized on the first start.
+	DataDir string `toml:"data_dir"`
+	// NodeID is this node's stable id within the cluster. It is recorded
+	// at init and may not change afterwards.
+	NodeID string `toml:"node_id"`
+	// MailShards is the number of mail shards, fixed when the data
+	// directory is initialized.
+	MailShards int `toml:"mail_shards"`
+
+	Listen    Listeners       `toml:"listen"`
+	TLS       TLSFiles        `toml:"tls"`
+	Keys      KeyFiles        `toml:"keys"`
+	Limits    Limits          `toml:"limits"`
+	AuthGuard AuthGuardConfig `toml:"auth_guard"`
+	Log       LogConfig       `toml:"log"`
+
+	// RaftTiming overrides the Raft timeouts of every shard. It is not
+	// read from the config file; tests shorten elections with it.
+	RaftTiming raftstore.Timing `toml:"-"`
+}
+
+// Listeners holds the address ("host:port") of every listener; "" disables
+// one. Port 0 picks a free port (tests read it back with Node.Addr).
+type Listeners struct {
+	// SMTP is the MX listener (STARTTLS offered, no AUTH).
+	SMTP string `toml:"smtp"`
+	// Submission is message submission with STARTTLS required before AUTH.
+	Submission string `toml:"submission"`
+	// Submissions is message submission over implicit TLS.
+	Submissions string `toml:"submissions"`
+	// IMAP offers STARTTLS; IMAPS is implicit TLS.
+	IMAP  string `toml:"imap"`
+	IMAPS string `toml:"imaps"`
+	// POP3 offers STLS; POP3S is implicit TLS.
+	POP3  string `toml:"pop3"`
+	POP3S string `toml:"pop3s"`
+	// HTTP serves /metrics, /healthz and /readyz.
+	HTTP string `toml:"http"`
+}
+
+// Get returns the address of the named listener.
+func (l Listeners) Get(name string) string {
+	switch name {
+	case ListenSMTP:
+		return l.SMTP
+	case ListenSubmission:
+		return l.Submission
+	case ListenSubmissions:
+		return l.Submissions
+	case ListenIMAP:
+		return l.IMAP
+	case ListenIMAPS:
+		return l.IMAPS
+	case ListenPOP3:
+		return l.POP3
+	case ListenPOP3S:
+		return l.POP3S
+	case ListenHTTP:
+		return l.HTTP
+	}
+	return ""
+}
+
+// set changes the address of the named listener.
+func (l *Listeners) set(name, addr string) {
+	switch name {
+	case ListenSMTP:
+		l.SMTP = addr
+	case ListenSubmission:
+		l.Submission = addr
+	case ListenSubmissions:
+		l.Submissions = addr
+	case ListenIMAP:
+		l.IMAP = addr
+	case ListenIMAPS:
+		l.IMAPS = addr
+	case ListenPOP3:
+		l.POP3 = addr
+	case ListenPOP3S:
+		l.POP3S = addr
+	case ListenHTTP:
+		l.HTTP = addr
+	}
+}
+
+// BindHost replaces the host part of every enabled listener, keeping its
+// port; a container uses it to listen on 0.0.0.0 with the default ports.
+func (l *Listeners) BindHost(host string) error {
+	for _, name := range ListenerNames() {
+		addr := l.Get(name)
+		if addr == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("listener %s %q: %w", name, addr, err)
+		}
+		l.set(name, net.JoinHostPort(host, port))
+	}
+	return nil
+}
+
+// TLSFiles names the certificate chain and key in PEM form. When both are
+// empty the node generates a self-signed certificate for Hostname into
+// DataDir/tls at init, which suits development only.
+type TLSFiles struct {
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// KeyFiles says where the master key, the root of the key hierarchy,
+// comes from. With neither set, DataDir/master.key is used (32 random
+// bytes created at init). A passphrase file is turned into the key with
+// argon2id and a salt kept in DataDir/master.salt.
+type KeyFiles struct {
+	MasterKeyFile  string `toml:"master_key_file"`
+	PassphraseFile string `toml:"passphrase_file"`
+}
+
+// Limits bounds what clients may make the node hold.
+type Limits struct {
+	// MaxMessageSize is the largest message accepted by SMTP and APPEND.
+	MaxMessageSize ByteSize `toml:"max_message_size"`
+	// MaxRecipients bounds the recipients of one SMTP transaction.
+	MaxRecipients int `toml:"max_recipients"`
+	// MaxConnections bounds open client connections over all frontends;
+	// 0 means no limit.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP bounds open client connections from one
+	// address; 0 means no limit.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+}
+
+// AuthGuardConfig sets the node's brute-force limits on logins (shared by
+// every frontend); see protocols.AuthGuardConfig.
+type AuthGuardConfig struct {
+	MaxFailuresPerIP   int           `toml:"max_failures_per_ip"`
+	MaxFailuresPerUser int           `toml:"max_failures_per_user"`
+	Window             time.Duration `toml:"window"`
+	Lockout            time.Duration `toml:"lockout"`
+	FailureDelay       time.Duration `toml:"failure_delay"`
+}
+
+func (g AuthGuardConfig) protocols() protocols.AuthGuardConfig {
+	return protocols.AuthGuardConfig{
+		MaxFailuresPerIP:   g.MaxFailuresPerIP,
+		MaxFailuresPerUser: g.MaxFailuresPerUser,
+		Window:             g.Window,
+		Lockout:            g.Lockout,
+		FailureDelay:       g.FailureDelay,
+	}
+}
+
+// LogConfig selects the log level ("debug", "info", "warn", "error") and
+// format ("json" or "text").
+type LogConfig struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// Default returns the development configuration a node uses without a
+// config file: every listener on 127.0.0.1 at the high development ports,
+// hostname "localhost", JSON logs at level info. DataDir is left empty:
+// the caller must name one.
+func Default() Config {
+	g := protocols.DefaultAuthGuardConfig()
+	return Config{
+		Hostname:   "localhost",
+		NodeID:     "node1",
+		MailShards: DefaultMailShards,
+		Listen: Listeners{
+			SMTP:        "127.0.0.1:2525",
+			Submission:  "127.0.0.1:2587",
+			Submissions: "127.0.0.1:2465",
+			IMAP:        "127.0.0.1:2143",
+			IMAPS:       "127.0.0.1:2993",
+			POP3:        "127.0.0.1:2110",
+			POP3S:       "127.0.0.1:2995",
+			HTTP:        "127.0.0.1:2980",
+		},
+		Limits: Limits{
+			MaxMessageSize:      DefaultMaxMessageSize,
+			MaxRecipients:       DefaultMaxRecipients,
+			MaxConnections:      DefaultMaxConnections,
+			MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
+		},
+		AuthGuard: AuthGuardConfig{
+			MaxFailuresPerIP:   g.MaxFailuresPerIP,
+			MaxFailuresPerUser: g.MaxFailuresPerUser,
+			Window:             g.Window,
+			Lockout:            g.Lockout,
+			FailureDelay:       g.FailureDelay,
+		},
+		Log: LogConfig{Level: "info", Format: "json"},
+	}
+}
+
+// maxConfigSize bounds a config file; real ones are a few KiB.
+const maxConfigSize = 1 << 20
+
+// Parse reads a TOML config over Default(): keys the file leaves out keep
+// their default. Unknown keys are an error, so a typo cannot silently
+// leave a default in force. name is used in error messages.
+func Parse(name string, data []byte) (Config, error) {
+	if len(data) > maxConfigSize {
+		return Config{}, fmt.Errorf("config %s: larger than %d bytes", name, maxConfigSize)
+	}
+	cfg := Default()
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", name, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return Config{}, fmt.Errorf("config %s: unknown key(s): %s", name, strings.Join(keys, ", "))
+	}
+	return cfg, nil
+}
+
+var (
+	nodeIDPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	hostnamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+)
+
+// Validate reports every problem with the configuration at once, each
+// naming the offending key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Hostname == "" {
+		bad("hostname: must be set")
+	} else if len(c.Hostname) > 253 || !hostnamePattern.MatchString(c.Hostname) {
+		bad("hostname %q: not a valid host name", c.Hostname)
+	}
+	if c.DataDir == "" {
+		bad("data_dir: must be set (--data DIR)")
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		bad("node_id %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", c.NodeID)
+	}
+	if c.MailShards < 1 || c.MailShards > maxMailShards {
+		bad("mail_shards %d: want 1 to %d", c.MailShards, maxMailShards)
+	}
+	errs = append(errs, c.Listen.validate()...)
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls: cert_file and key_file must be set together")
+	}
+	if c.Keys.MasterKeyFile != "" && c.Keys.PassphraseFile != "" {
+		bad("keys: set master_key_file or passphrase_file, not both")
+	}
+	if c.Limits.MaxMessageSize < 1024 || c.Limits.MaxMessageSize > maxMessageSizeCeiling {
+		bad("limits.max_message_size %d: want 1 KiB to 1 GiB", c.Limits.MaxMessageSize)
+	}
+	if c.Limits.MaxRecipients < 1 {
+		bad("limits.max_recipients %d: want at least 1", c.Limits.MaxRecipients)
+	}
+	if c.Limits.MaxConnections < 0 {
+		bad("limits.max_connections %d: want 0 (no limit) or more", c.Limits.MaxConnections)
+	}
+	if c.Limits.MaxConnectionsPerIP < 0 {
+		bad("limits.max_connections_per_ip %d: want 0 (no limit) or more", c.Limits.MaxConnectionsPerIP)
+	}
+	g := c.AuthGuard
+	if g.MaxFailuresPerIP < 0 || g.MaxFailuresPerUser < 0 {
+		bad("auth_guard: failure limits must not be negative")
+	}
+	if g.Window < 0 || g.Lockout < 0 || g.FailureDelay < 0 {
+		bad("auth_guard: durations must not be negative")
+	}
+	if (g.MaxFailuresPerIP > 0 || g.MaxFailuresPerUser > 0) && (g.Window <= 0 || g.Lockout <= 0) {
+		bad("auth_guard: window and lockout must be positive when failure limits are set")
+	}
+	if g.FailureDelay > time.Minute {
+		bad("auth_guard.failure_delay %s: at most 1m", g.FailureDelay)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		bad("log.level: %v", err)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		bad("log.format %q: want json or text", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func (l Listeners) validate() []error {
+	var errs []error
+	seen := map[string]string{}
+	for _, name := range ListenerNames() {
+		addr := l.Get(name)
+		if addr == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen.%s %q: want host:port: %v", name, addr, err))
+			continue
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen.%s %q: bad port", name, addr))
+			continue
+		}
+		if host != "" && net.ParseIP(host) == nil && !hostnamePattern.MatchString(host) {
+			errs = append(errs, fmt.Errorf("listen.%s %q: bad host", name, addr))
+			continue
+		}
+		if p == 0 {
+			continue // every port-0 listener gets its own free port
+		}
+		if other, dup := seen[addr]; dup {
+			errs = append(errs, fmt.Errorf("listen.%s %q: same address as listen.%s", name, addr, other))
+		}
+		seen[addr] = name
+	}
+	return errs
+}
+
+// masterKeyPath is where the master key is read from (or created).
+func (c Config) masterKeyPath() string {
+	if c.Keys.MasterKeyFile != "" {
+		return c.Keys.MasterKeyFile
+	}
+	return filepath.Join(c.DataDir, "master.key")
+}

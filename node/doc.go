@@ -1,0 +1,26 @@
+// Package node is the composition root of a mailnode process: its
+// configuration (TOML, Default, Validate), the data directory and the
+// secrets in it, start-up and shutdown, the admin socket, the HTTP
+// endpoints (/metrics, /healthz, /readyz) and the command line.
+//
+// Invariants:
+//   - Start-up order: data directory (locked, initialized on first use) ->
+//     master key and TLS certificate -> store (cluster.Open, then every
+//     shard ready) -> frontends -> admin socket -> HTTP. Shutdown runs the
+//     other way round: frontends first, so no client is acknowledged by a
+//     store that is closing, then admin and HTTP, then the store, then
+//     the lock.
+//   - One process per data directory (an exclusive lock on
+//     DataDir/node.lock). The directory is mode 0700; the master key,
+//     passphrase salt, TLS key, node state and admin socket are 0600.
+//   - The master key is created once, at init, and never overwritten; a
+//     MAC recorded at init (DataDir/node.json) refuses a different key
+//     later. The node id and the mail shard count are fixed at init too.
+//   - No package-level mutable state: several nodes can run in one test
+//     process, each with its own logger and Prometheus registry.
+//   - Passwords, keys and message content are never logged; addresses
+//     only at debug level.
+//
+// Only the mailnode binary (node/cmd/mailnode) and tests import this
+// package.
+package node

@@ -1,0 +1,224 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/node/admin"
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/imap"
+	"github.com/mailcluster/mailcluster/protocols/pop3"
+	"github.com/mailcluster/mailcluster/protocols/smtp"
+)
+
+// Lines written to a client refused by the connection limits, in each
+// protocol's "try again later" form.
+const (
+	busySMTP = "421 4.7.0 too many connections\r\n"
+	busyIMAP = "* BYE too many connections\r\n"
+	busyPOP3 = "-ERR [SYS/TEMP] too many connections\r\n"
+	// rejectTimeout bounds the handshake and write to a refused client.
+	rejectTimeout = 3 * time.Second
+)
+
+// listenerSpec says how one listener is served.
+type listenerSpec struct {
+	name        string
+	frontend    string // which server serves it
+	busy        string
+	implicitTLS bool
+}
+
+var frontendListeners = []listenerSpec{
+	{ListenSMTP, "smtp-mx", busySMTP, false},
+	{ListenSubmission, "smtp-submission", busySMTP, false},
+	{ListenSubmissions, "smtp-submission", busySMTP, true},
+	{ListenIMAP, "imap", busyIMAP, false},
+	{ListenIMAPS, "imap", busyIMAP, true},
+	{ListenPOP3, "pop3", busyPOP3, false},
+	{ListenPOP3S, "pop3", busyPOP3, true},
+}
+
+// startFrontends binds every enabled frontend listener (all of them
+// before serving any, so a busy port fails the start cleanly), wraps
+// them in the node's connection limiter (and TLS for implicit-TLS
+// ports), and starts the protocol servers.
+func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
+	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
+	guard := protocols.NewAuthGuard(n.cfg.AuthGuard.protocols(), n.now)
+	store := protocols.StoreOf[*cluster.Account](n.cluster)
+
+	byFrontend := map[string][]net.Listener{}
+	var bound []net.Listener
+	for _, spec := range frontendListeners {
+		addr := n.cfg.Listen.Get(spec.name)
+		if addr == "" {
+			continue
+		}
+		raw, err := listenTCP(ctx, spec.name, addr)
+		if err != nil {
+			for _, ln := range bound {
+				ln.Close()
+			}
+			return err
+		}
+		bound = append(bound, raw)
+		n.addrs[spec.name] = raw.Addr()
+		var rejectTLS *tls.Config
+		if spec.implicitTLS {
+			rejectTLS = tlsCfg
+		}
+		ln := limiter.Listener(raw, n.rejecter(spec.name, spec.busy, rejectTLS))
+		if spec.implicitTLS {
+			ln = tls.NewListener(ln, tlsCfg)
+		}
+		byFrontend[spec.frontend] = append(byFrontend[spec.frontend], ln)
+	}
+
+	maxMsg := int64(n.cfg.Limits.MaxMessageSize)
+	makers := []struct {
+		name string
+		make func() (protocolServer, error)
+	}{
+		{"smtp-mx", func() (protocolServer, error) {
+			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
+				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients}, store)
+		}},
+		{"smtp-submission", func() (protocolServer, error) {
+			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
+				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients}, store)
+		}},
+		{"imap", func() (protocolServer, error) {
+			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
+				MaxMessageSize: maxMsg}, store)
+		}},
+		{"pop3", func() (protocolServer, error) {
+			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log}, store)
+		}},
+	}
+	for _, m := range makers {
+		lns := byFrontend[m.name]
+		if len(lns) == 0 {
+			continue
+		}
+		srv, err := m.make()
+		if err != nil {
+			for _, ln := range bound {
+				ln.Close()
+			}
+			return fmt.Errorf("%s server: %w", m.name, err)
+		}
+		n.frontends = append(n.frontends, frontend{name: m.name, srv: srv, listeners: lns})
+	}
+	for _, f := range n.frontends {
+		for _, ln := range f.listeners {
+			n.serve(f.name, func() error { return f.srv.Serve(ln) })
+		}
+	}
+	return nil
+}
+
+func listenTCP(ctx context.Context, name, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s on %s: %w", name, addr, err)
+	}
+	return ln, nil
+}
+
+// rejecter returns the connection limiter's callback for one listener:
+// it writes the protocol's busy line (inside TLS for implicit-TLS ports,
+// so the client can read it) within a short deadline.
+func (n *Node) rejecter(name, line string, tlsCfg *tls.Config) func(net.Conn) {
+	counter := n.metrics.rejected.WithLabelValues(name)
+	return func(c net.Conn) {
+		counter.Inc()
+		if err := c.SetDeadline(time.Now().Add(rejectTimeout)); err != nil {
+			return
+		}
+		if tlsCfg != nil {
+			tc := tls.Server(c, tlsCfg)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			defer tc.Close()
+			c = tc
+		}
+		// The client may already be gone; nothing more to do then.
+		_, _ = io.WriteString(c, line)
+	}
+}
+
+// startAdmin opens the admin socket in the data directory.
+func (n *Node) startAdmin() error {
+	ln, err := admin.Listen(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	log := n.log.With("component", "admin")
+	n.adminSrv = &http.Server{
+		Handler:           admin.NewHandler(n.cluster, n.status, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv := n.adminSrv
+	n.serve("admin", func() error { return srv.Serve(ln) })
+	return nil
+}
+
+// startHTTP serves /metrics, /healthz and /readyz.
+func (n *Node) startHTTP(ctx context.Context) error {
+	addr := n.cfg.Listen.HTTP
+	if addr == "" {
+		return nil
+	}
+	ln, err := listenTCP(ctx, ListenHTTP, addr)
+	if err != nil {
+		return err
+	}
+	n.addrs[ListenHTTP] = ln.Addr()
+	log := n.log.With("component", "http")
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	c := n.cluster
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := n.ready(r.Context(), c); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+err.Error()+"\n")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	n.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv := n.httpSrv
+	n.serve(ListenHTTP, func() error { return srv.Serve(ln) })
+	return nil
+}

@@ -1,0 +1,302 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/node/admin"
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+// shutdownTimeout bounds how long the admin and HTTP servers wait for
+// requests in flight when the node stops.
+const shutdownTimeout = 10 * time.Second
+
+// Options are a node's dependencies that are not configuration.
+type Options struct {
+	// Logger receives the node's logs; nil discards them. Records get a
+	// "node" attribute here and a "component" one from each part.
+	Logger *slog.Logger
+	// Version is the mailnode version, reported by metrics and status.
+	Version string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Node is one mailnode process's server: the store, the frontends, the
+// admin socket and the HTTP endpoints, started and stopped in order.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	version string
+	now     func() time.Time
+	metrics *metrics
+
+	mu      sync.Mutex
+	started bool
+	closed  atomic.Bool
+	// Set by Start, released by Close.
+	dir       *dataDir
+	cluster   *cluster.Cluster
+	frontends []frontend
+	addrs     map[string]net.Addr
+	adminSrv  *http.Server
+	httpSrv   *http.Server
+	startedAt time.Time
+	serving   sync.WaitGroup
+
+	failed    chan error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// protocolServer is what the smtp, imap and pop3 packages' servers have
+// in common.
+type protocolServer interface {
+	Serve(net.Listener) error
+	Close() error
+}
+
+// frontend is a protocol server and the listeners it serves.
+type frontend struct {
+	name      string
+	srv       protocolServer
+	listeners []net.Listener
+}
+
+// New checks cfg and returns a node that is not started yet.
+func New(cfg Config, opts Options) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	version := opts.Version
+	if version == "" {
+		version = "dev"
+	}
+	return &Node{
+		cfg:     cfg,
+		log:     log,
+		version: version,
+		now:     now,
+		metrics: newMetrics(cfg.NodeID, version),
+		addrs:   make(map[string]net.Addr),
+		failed:  make(chan error, 1),
+	}, nil
+}
+
+// Start brings the node up: data directory (initialized on first use),
+// keys and TLS, the store (waiting until every shard has a leader), the
+// frontends, the admin socket, then HTTP. On error everything started so
+// far is stopped again and the node cannot be started once more.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started || n.closed.Load() {
+		return errors.New("start node: already started or closed")
+	}
+	n.started = true
+	defer func() {
+		if err != nil {
+			n.mu.Unlock()
+			n.Close()
+			n.mu.Lock()
+		}
+	}()
+
+	log := n.log.With("component", "node")
+	if n.dir, err = openDataDir(n.cfg, log, n.now()); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.cluster, err = cluster.Open(ctx, cluster.Config{
+		DataDir:    n.cfg.DataDir,
+		NodeID:     n.cfg.NodeID,
+		MailShards: n.dir.state.MailShards,
+		MasterKey:  n.dir.masterKey,
+		Logger:     n.log,
+		Timing:     n.cfg.RaftTiming,
+	})
+	// The cluster holds what it derived from the key; drop our copy.
+	n.dir.masterKey = [32]byte{}
+	if err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	if err := waitReady(ctx, n.cluster); err != nil {
+		return fmt.Errorf("start node: store not ready: %w", err)
+	}
+
+	tlsCfg := protocols.TLSConfig(n.dir.tls.cert)
+	if err := n.startFrontends(ctx, tlsCfg); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	if err := n.startAdmin(); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	if err := n.startHTTP(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.startedAt = n.now()
+	n.metrics.up.Set(1)
+	attrs := []any{"hostname", n.cfg.Hostname, "data_dir", n.cfg.DataDir, "version", n.version}
+	for _, name := range ListenerNames() {
+		if a := n.addrs[name]; a != nil {
+			attrs = append(attrs, name, a.String())
+		}
+	}
+	log.Info("node started", attrs...)
+	return nil
+}
+
+// waitReady polls the store until every shard has a leader.
+func waitReady(ctx context.Context, c *cluster.Cluster) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := c.Ready(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Addr returns the bound address of a listener (see ListenerNames), or
+// nil when it is disabled or the node is not started.
+func (n *Node) Addr(name string) net.Addr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.addrs[name]
+}
+
+// AdminSocket returns the path of the node's admin socket.
+func (n *Node) AdminSocket() string { return admin.SocketPath(n.cfg.DataDir) }
+
+// Cluster returns the node's store once started, for tests and tools
+// that run in the node's process.
+func (n *Node) Cluster() *cluster.Cluster {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cluster
+}
+
+// Failed delivers the first error of a listener that stopped serving on
+// its own; the node should then be closed.
+func (n *Node) Failed() <-chan error { return n.failed }
+
+// serve runs one server loop and reports an unexpected end.
+func (n *Node) serve(name string, fn func() error) {
+	n.serving.Add(1)
+	go func() {
+		defer n.serving.Done()
+		err := fn()
+		if err == nil || errors.Is(err, http.ErrServerClosed) || n.closed.Load() {
+			return
+		}
+		err = fmt.Errorf("%s listener: %w", name, err)
+		n.log.Error("listener stopped", "component", "node", "listener", name, "err", err)
+		select {
+		case n.failed <- err:
+		default:
+		}
+	}()
+}
+
+// status reports the node's state for the admin API.
+func (n *Node) status(ctx context.Context) admin.Status {
+	n.mu.Lock()
+	s := admin.Status{
+		NodeID:    n.cfg.NodeID,
+		Hostname:  n.cfg.Hostname,
+		Version:   n.version,
+		Started:   n.startedAt,
+		Listeners: make(map[string]string, len(n.addrs)),
+	}
+	for name, a := range n.addrs {
+		s.Listeners[name] = a.String()
+	}
+	c := n.cluster
+	n.mu.Unlock()
+	if err := n.ready(ctx, c); err != nil {
+		s.ReadyError = err.Error()
+	} else {
+		s.Ready = true
+	}
+	return s
+}
+
+// ready reports whether the node can serve mail.
+func (n *Node) ready(ctx context.Context, c *cluster.Cluster) error {
+	if n.closed.Load() {
+		return errors.New("node is shutting down")
+	}
+	if c == nil {
+		return errors.New("store not open")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return c.Ready(ctx)
+}
+
+// Close stops the node: frontends first (no new mail, sessions end),
+// then the admin socket and HTTP, then the store, then the data
+// directory's lock. It is idempotent and safe after a failed Start.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.closed.Store(true)
+		n.metrics.up.Set(0)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		log := n.log.With("component", "node")
+		var errs []error
+		for _, f := range n.frontends {
+			if err := f.srv.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", f.name, err))
+			}
+		}
+		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
+			if srv == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			if err := srv.Shutdown(ctx); err != nil {
+				srv.Close()
+			}
+			cancel()
+		}
+		n.serving.Wait()
+		if n.cluster != nil {
+			if err := n.cluster.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close store: %w", err))
+			}
+		}
+		if n.dir != nil {
+			if err := n.dir.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("release data directory: %w", err))
+			}
+		}
+		n.closeErr = errors.Join(errs...)
+		if n.started {
+			log.Info("node stopped")
+		}
+	})
+	return n.closeErr
+}
