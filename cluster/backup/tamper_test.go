@@ -1,0 +1,202 @@
+package backup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// backedUp is a node with mail and one complete backup on file targets.
+type backedUp struct {
+	n       *node
+	r       *Runner
+	man     *Manifest
+	targets []Target
+}
+
+func newBackedUp(t *testing.T, regions ...string) *backedUp {
+	t.Helper()
+	n := newNode(t)
+	n.addUser(t, "carol@example.test")
+	for i := 0; i < 3; i++ {
+		n.deliver(t, "carol@example.test", "msg "+itoa(i), canary+" "+randomText(500))
+	}
+	targets := fileTargets(t, regions...)
+	r := newRunner(t, Config{Targets: targets, Cluster: n.c})
+	res, err := r.Backup(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &backedUp{n: n, r: r, man: res.Manifest, targets: targets}
+}
+
+func (b *backedUp) objectPath(region, name string) string {
+	for _, t := range b.targets {
+		if t.Region() == region {
+			return filepath.Join(t.(*fileTarget).root, b.man.ID, name)
+		}
+	}
+	panic("no region " + region)
+}
+
+func flipByte(t *testing.T, path string, at func(size int) int) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[at(len(data))] ^= 0x01
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTamperedObjectFailsVerify(t *testing.T) {
+	tests := []struct {
+		name string
+		at   func(size int) int
+	}{
+		{"header", func(int) int { return 40 }},
+		{"middle", func(n int) int { return n / 2 }},
+		{"last byte", func(n int) int { return n - 1 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBackedUp(t, "eu", "us")
+			flipByte(t, b.objectPath("us", "shard-1.age"), tc.at)
+			v, err := b.r.Verify(testCtx(t), "", b.n.identity)
+			if err == nil || v.OK {
+				t.Fatal("verify passed a tampered object")
+			}
+			msg := err.Error()
+			for _, want := range []string{b.man.ID, "target us", "shard-1.age", "sha256 mismatch"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("verify error %q does not mention %q", msg, want)
+				}
+			}
+			if strings.Contains(msg, "target eu") {
+				t.Errorf("verify blamed the intact copy: %q", msg)
+			}
+			// The failure is recorded and listed.
+			cat, err := b.r.List(testCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec := cat.Backups[0].Verification; rec == nil || rec.OK || !strings.Contains(rec.Error, "shard-1.age") {
+				t.Fatalf("listed verification %+v", rec)
+			}
+			// A restore still succeeds from the intact region, and says
+			// nothing was wrong with it.
+			res, err := b.r.Restore(testCtx(t), RestoreOptions{Identity: b.n.identity, Dir: filepath.Join(t.TempDir(), "r")})
+			if err != nil {
+				t.Fatalf("restore with one intact copy: %v", err)
+			}
+			if res.Sources[1] != "eu" {
+				t.Fatalf("shard 1 restored from %q, want eu", res.Sources[1])
+			}
+		})
+	}
+}
+
+func TestAllCopiesTamperedFailsRestore(t *testing.T) {
+	b := newBackedUp(t, "eu", "us")
+	for _, region := range []string{"eu", "us"} {
+		flipByte(t, b.objectPath(region, "shard-0.age"), func(n int) int { return n / 3 })
+	}
+	dir := filepath.Join(t.TempDir(), "r")
+	_, err := b.r.Restore(testCtx(t), RestoreOptions{Identity: b.n.identity, Dir: dir})
+	if err == nil || !strings.Contains(err.Error(), "no good copy of shards [0]") || !strings.Contains(err.Error(), "sha256 mismatch") {
+		t.Fatalf("restore of a backup with no intact meta shard: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("failed restore left %s behind: %v", dir, err)
+	}
+}
+
+func TestTamperedManifestFailsVerify(t *testing.T) {
+	b := newBackedUp(t, "eu", "us")
+	path := b.objectPath("us", manifestName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Claim a different message count on one target only.
+	data = []byte(strings.Replace(string(data), `"messages": 3`, `"messages": 4`, 1))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.r.Verify(testCtx(t), b.man.ID, b.n.identity)
+	if err == nil || !strings.Contains(err.Error(), "target us: manifest differs") {
+		t.Fatalf("verify with differing manifests: %v", err)
+	}
+}
+
+func TestCountsMismatchFailsVerify(t *testing.T) {
+	b := newBackedUp(t, "eu")
+	path := b.objectPath("eu", manifestName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = []byte(strings.Replace(string(data), `"messages": 3`, `"messages": 4`, 1))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.r.Verify(testCtx(t), b.man.ID, b.n.identity)
+	if err == nil || !strings.Contains(err.Error(), "record counts") {
+		t.Fatalf("verify with a wrong message count: %v", err)
+	}
+}
+
+func TestWrongIdentityFailsRestore(t *testing.T) {
+	b := newBackedUp(t, "eu")
+	other, _, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "r")
+	_, err = b.r.Restore(testCtx(t), RestoreOptions{Identity: other, Dir: dir})
+	if !errors.Is(err, ErrWrongIdentity) || !strings.Contains(err.Error(), b.man.KeyID) {
+		t.Fatalf("restore with a wrong identity: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("failed restore left %s behind", dir)
+	}
+	if _, err := b.r.Verify(testCtx(t), "", other); !errors.Is(err, ErrWrongIdentity) {
+		t.Fatalf("verify with a wrong identity: %v", err)
+	}
+
+	// A manifest that lies about the key id still cannot get past
+	// decryption: age itself refuses the identity.
+	path := b.objectPath("eu", manifestName)
+	data, _ := os.ReadFile(path)
+	data = []byte(strings.Replace(string(data), b.man.KeyID, other.KeyIDs()[0], 1))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.r.Restore(testCtx(t), RestoreOptions{Identity: other, Dir: dir})
+	if !errors.Is(err, ErrWrongIdentity) || !strings.Contains(err.Error(), "shard-0.age") {
+		t.Fatalf("restore with a forged key id: %v", err)
+	}
+}
+
+func TestRestoreRefusesNonEmptyDir(t *testing.T) {
+	b := newBackedUp(t, "eu")
+	dir := t.TempDir()
+	keep := filepath.Join(dir, "something")
+	if err := os.WriteFile(keep, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.r.Restore(testCtx(t), RestoreOptions{Identity: b.n.identity, Dir: dir})
+	if err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("restore into a non-empty directory: %v", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatal("restore touched an existing file")
+	}
+	if _, err := b.r.Restore(testCtx(t), RestoreOptions{ID: "nonsense", Identity: b.n.identity, Dir: t.TempDir()}); err == nil {
+		t.Fatal("restore accepted a malformed id")
+	}
+}
