@@ -47,7 +47,7 @@ func (r *Runner) drill(ctx context.Context, identity *Identity, v *Verification)
 	if identity == nil {
 		return nil, errors.New("no backup identity available to decrypt with")
 	}
-	b, _, err := r.pick(ctx, "")
+	b, _, err := r.pick(ctx, "", false)
 	if err != nil {
 		return nil, err
 	}

@@ -147,3 +147,32 @@ func mustPut(t *testing.T, tg Target, key, body string) {
 		t.Fatal(err)
 	}
 }
+
+// With a region gone, restore still finds the newest backup the other
+// regions hold.
+func TestRestoreWithARegionDown(t *testing.T) {
+	b := newBackedUp(t, "eu", "us")
+	root := b.targets[1].(*fileTarget).root
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(root, nil, 0o600); err != nil { // the mount is gone
+		t.Fatal(err)
+	}
+	down, err := OpenTarget(TargetConfig{Region: "us", URL: "file://" + root + "/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, Config{Targets: []Target{b.targets[0], down}})
+	res, err := r.Restore(testCtx(t), RestoreOptions{Identity: b.n.identity, Dir: filepath.Join(t.TempDir(), "r")})
+	if err != nil {
+		t.Fatalf("restore with one region down: %v", err)
+	}
+	if res.Manifest.ID != b.man.ID || res.Sources[0] != "eu" {
+		t.Fatalf("restored %s from %v", res.Manifest.ID, res.Sources)
+	}
+	// Verify, by contrast, insists on every region.
+	if _, err := r.Verify(testCtx(t), "", b.n.identity); err == nil {
+		t.Fatal("verify passed with a region down")
+	}
+}

@@ -232,7 +232,10 @@ func decryptShard(enc, state string, s ShardEntry, id *Identity) error {
 }
 
 // pick returns the backup named id, or the newest complete one for "".
-func (r *Runner) pick(ctx context.Context, id string) (*BackupInfo, *Catalog, error) {
+// With anyRegion, and a target unreachable, "" falls back to the newest
+// backup that every reachable target holds: in a disaster a region may be
+// gone, and each copy with a manifest is whole.
+func (r *Runner) pick(ctx context.Context, id string, anyRegion bool) (*BackupInfo, *Catalog, error) {
 	if id != "" && !ValidID(id) {
 		return nil, nil, fmt.Errorf("%q is not a backup id", id)
 	}
@@ -242,7 +245,18 @@ func (r *Runner) pick(ctx context.Context, id string) (*BackupInfo, *Catalog, er
 	}
 	var b *BackupInfo
 	if id == "" {
-		if b = cat.Latest(); b == nil {
+		b = cat.Latest()
+		if b == nil && anyRegion && len(cat.Unreachable) > 0 {
+			reachable := len(r.cfg.Targets) - len(cat.Unreachable)
+			for _, c := range cat.Backups {
+				if c.Manifest != nil && len(c.Regions()) == reachable {
+					b = c
+					r.log.Warn("a target is unreachable; using the newest backup the others hold", "id", c.ID, "unreachable", cat.Unreachable[0].Region)
+					break
+				}
+			}
+		}
+		if b == nil {
 			return nil, cat, errors.New("no complete backup found")
 		}
 	} else if b = cat.Find(id); b == nil {
@@ -263,7 +277,7 @@ func (r *Runner) Verify(ctx context.Context, id string, identity *Identity) (*Ve
 		return nil, err
 	}
 	defer r.release()
-	b, _, err := r.pick(ctx, id)
+	b, _, err := r.pick(ctx, id, false)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -352,7 +366,7 @@ func (r *Runner) Restore(ctx context.Context, opt RestoreOptions) (*RestoreResul
 	}
 	defer r.release()
 	start := r.clock.Now()
-	b, _, err := r.pick(ctx, opt.ID)
+	b, _, err := r.pick(ctx, opt.ID, true)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
