@@ -134,7 +134,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(data, &e) != nil || e.Message == "" {
 			return fmt.Errorf("admin request failed: %s", resp.Status)
 		}
-		return &Error{Code: e.Code, Message: trimNewline(e.Message)}
+		return &Error{Code: e.Code, Message: e.Message}
 	}
 	if out == nil {
 		return nil

@@ -166,9 +166,7 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		// The decoder's message names a field or a position, never the
-		// value, so it is safe to return even for a password body.
-		h.fail(w, fmt.Errorf("bad request body: %v: %w", err, schema.ErrInvalid))
+		h.fail(w, fmt.Errorf("bad request body: %s: %w", describeDecodeError(err), schema.ErrInvalid))
 		return false
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -176,6 +174,29 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// describeDecodeError names what is wrong with a body without quoting
+// any of it: the body may hold a password.
+func describeDecodeError(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	case errors.As(err, &tooLarge):
+		return fmt.Sprintf("larger than %d bytes", tooLarge.Limit)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "empty or truncated"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// Names the field the client sent, not a value.
+		return strings.TrimPrefix(err.Error(), "json: ")
+	default:
+		return "not a JSON object of the expected form"
+	}
 }
 
 func (h *handler) fail(w http.ResponseWriter, err error) {
@@ -226,6 +247,3 @@ func Listen(dataDir string) (net.Listener, error) {
 	}
 	return ln, nil
 }
-
-// trimNewline is used by clients printing node messages.
-func trimNewline(s string) string { return strings.TrimRight(s, "\r\n") }
