@@ -20,8 +20,13 @@ func TestDrillRecordsRPOAndRTO(t *testing.T) {
 	clock := newFakeClock(at("2026-04-01 03:00"))
 	reg := prometheus.NewRegistry()
 	var checked string
-	cfg := Config{Targets: fileTargets(t, "eu", "us"), Cluster: n.c, Clock: clock, Registry: reg,
+	tempDir := t.TempDir()
+	cfg := Config{Targets: fileTargets(t, "eu", "us"), Cluster: n.c, Clock: clock, Registry: reg, TempDir: tempDir,
 		DrillCheck: func(ctx context.Context, dir, nodeID string) error {
+			// Nothing the drill decrypted holds plaintext mail.
+			if files := scanFor(t, tempDir, []byte(canary)); files == 0 {
+				return errors.New("no restored files to scan")
+			}
 			// Open the restored directory as a node would, and let the
 			// clock show the restore took 90 seconds.
 			c := openCluster(t, dir, n.master)
