@@ -10,6 +10,7 @@
 // recipient (ML-KEM-768 + X25519). On every target it is laid out as
 //
 //	<id>/shard-<n>.age   one object per shard
+//	<id>/file-<name>.age small data-directory files (node state, key salt)
 //	<id>/manifest.json   written last: the backup is complete on that target
 //	<id>/verify.json     the newest verification or drill result, if any
 //

@@ -23,6 +23,7 @@ const (
 	verifyName   = "verify.json"
 	idTimeLayout = "20060102T150405Z"
 	maxManifest  = 1 << 20
+	maxDataFile  = 1 << 20
 	encryptionV1 = "age-mlkem768x25519"
 	compressV1   = "zstd"
 )
@@ -91,6 +92,26 @@ type Manifest struct {
 	Encryption  string       `json:"encryption"`
 	Compression string       `json:"compression"`
 	Shards      []ShardEntry `json:"shards"`
+	// Files are small files of the node's data directory kept with the
+	// backup (node state, key salt; never keys).
+	Files []FileEntry `json:"files,omitempty"`
+}
+
+// FileEntry describes one data-directory file in a backup, encrypted
+// like the shards.
+type FileEntry struct {
+	Name     string `json:"name"`      // file name in the data directory
+	Object   string `json:"object"`    // name inside the backup's directory
+	FileSize int64  `json:"file_size"` // bytes of the file
+	Size     int64  `json:"size"`      // bytes of the encrypted object
+	SHA256   string `json:"sha256"`    // of the encrypted object
+}
+
+func fileObject(name string) string { return "file-" + name + ".age" }
+
+// validFileName accepts plain file names of the data directory.
+func validFileName(name string) bool {
+	return name != "" && len(name) <= 64 && validKey(name) && !strings.HasPrefix(name, ".")
 }
 
 // Size is the total size of the backup's encrypted objects.
@@ -98,6 +119,9 @@ func (m *Manifest) Size() int64 {
 	var n int64
 	for _, s := range m.Shards {
 		n += s.Size
+	}
+	for _, f := range m.Files {
+		n += f.Size
 	}
 	return n
 }
@@ -152,6 +176,13 @@ func parseManifest(r io.Reader, wantID string) (*Manifest, []byte, error) {
 	}
 	if !seen[0] {
 		return nil, nil, fmt.Errorf("manifest has no meta shard (0)")
+	}
+	names := map[string]bool{}
+	for _, f := range m.Files {
+		if !validFileName(f.Name) || names[f.Name] || f.Object != fileObject(f.Name) || len(f.SHA256) != 64 || f.Size <= 0 || f.FileSize < 0 || f.FileSize > maxDataFile {
+			return nil, nil, fmt.Errorf("manifest entry of file %q is malformed", f.Name)
+		}
+		names[f.Name] = true
 	}
 	return &m, b, nil
 }

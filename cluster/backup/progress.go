@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -148,4 +149,20 @@ func formatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+type progressKey struct{}
+
+// WithProgress returns a context under which a Runner call reports its
+// progress to p instead of the Runner's own reporter, so one long-lived
+// Runner can show a single operator's command its progress.
+func WithProgress(ctx context.Context, p *Progress) context.Context {
+	return context.WithValue(ctx, progressKey{}, p)
+}
+
+func progressFor(ctx context.Context, def *Progress) *Progress {
+	if p, ok := ctx.Value(progressKey{}).(*Progress); ok && p != nil {
+		return p
+	}
+	return def
 }

@@ -44,6 +44,8 @@ type checkResult struct {
 	problems []error
 	// missing are shards without a single good copy.
 	missing []uint32
+	// missingFiles are data-directory files without a good copy.
+	missingFiles []string
 	// sources maps shard to the region its good copy came from.
 	sources map[uint32]string
 	regions []string // regions whose copies were examined
@@ -94,7 +96,10 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 		}
 		total += s.Size * n
 	}
-	task := r.cfg.Progress.Start(opt.label+" "+b.ID, total)
+	for _, f := range man.Files {
+		total += f.Size
+	}
+	task := progressFor(ctx, r.cfg.Progress).Start(opt.label+" "+b.ID, total)
 	defer task.Finish()
 
 	for _, s := range man.Shards {
@@ -106,7 +111,7 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 				break
 			}
 			enc := filepath.Join(work, t.Region()+"-"+s.Object)
-			err := download(ctx, t, key, enc, s, task)
+			err := download(ctx, t, key, enc, s.Size, s.SHA256, task)
 			if err == nil && !good {
 				err = decryptShard(enc, state, s, opt.identity)
 				if errors.Is(err, ErrWrongIdentity) {
@@ -137,7 +142,77 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 		}
 		os.Remove(state)
 	}
+	for _, f := range man.Files {
+		key := objectKey(b.ID, f.Object)
+		var data []byte
+		for _, t := range holders {
+			if data != nil && !opt.allCopies {
+				break
+			}
+			enc := filepath.Join(work, t.Region()+"-"+f.Object)
+			err := download(ctx, t, key, enc, f.Size, f.SHA256, task)
+			if err == nil && data == nil {
+				data, err = decryptFile(enc, f, opt.identity)
+				if errors.Is(err, ErrWrongIdentity) {
+					return nil, fmt.Errorf("target %s: object %s: %w", t.Region(), key, err)
+				}
+			}
+			os.Remove(enc)
+			if err != nil {
+				res.problems = append(res.problems, fmt.Errorf("target %s: object %s: %w", t.Region(), key, err))
+			}
+		}
+		if data == nil {
+			res.missingFiles = append(res.missingFiles, f.Name)
+			continue
+		}
+		if opt.installDir != "" {
+			if err := os.WriteFile(filepath.Join(opt.installDir, f.Name), data, 0o600); err != nil {
+				return nil, fmt.Errorf("restore file %s: %w", f.Name, err)
+			}
+		}
+	}
 	return res, nil
+}
+
+// openSealed opens an encrypted object and returns a reader of its
+// plaintext.
+func openSealed(in io.Reader, id *Identity) (*zstd.Decoder, error) {
+	ar, err := age.Decrypt(in, id.ids...)
+	if err != nil {
+		var nomatch *age.NoIdentityMatchError
+		if errors.As(err, &nomatch) {
+			return nil, ErrWrongIdentity
+		}
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	zr, err := zstd.NewReader(ar, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	return zr, nil
+}
+
+// decryptFile decrypts a data-directory file and checks its size.
+func decryptFile(enc string, f FileEntry, id *Identity) ([]byte, error) {
+	in, err := os.Open(enc)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	zr, err := openSealed(in, id)
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	b, err := io.ReadAll(io.LimitReader(zr, f.FileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	if int64(len(b)) != f.FileSize {
+		return nil, fmt.Errorf("decrypted file is %d bytes, the manifest says %d", len(b), f.FileSize)
+	}
+	return b, nil
 }
 
 // sameManifest checks that a target's manifest is byte-identical to the
@@ -155,7 +230,7 @@ func sameManifest(ctx context.Context, t Target, b *BackupInfo) error {
 
 // download copies an object to path (still encrypted) and checks its size
 // and SHA-256 against the manifest.
-func download(ctx context.Context, t Target, key, path string, s ShardEntry, task *Task) error {
+func download(ctx context.Context, t Target, key, path string, size int64, sum string, task *Task) error {
 	rc, err := t.Get(ctx, key)
 	if err != nil {
 		return err
@@ -167,15 +242,15 @@ func download(ctx context.Context, t Target, key, path string, s ShardEntry, tas
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), task.Reader(ctxReader{ctx, io.LimitReader(rc, s.Size+1)}))
+	n, err := io.Copy(io.MultiWriter(f, h), task.Reader(ctxReader{ctx, io.LimitReader(rc, size+1)}))
 	if err != nil {
 		return fmt.Errorf("download: %w", err)
 	}
-	if n != s.Size {
-		return fmt.Errorf("size %d bytes, the manifest says %d: the object was truncated or altered", n, s.Size)
+	if n != size {
+		return fmt.Errorf("size %d bytes, the manifest says %d: the object was truncated or altered", n, size)
 	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != s.SHA256 {
-		return fmt.Errorf("sha256 mismatch: the object was altered or damaged (got %s, manifest %s)", sum[:16], s.SHA256[:16])
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return fmt.Errorf("sha256 mismatch: the object was altered or damaged (got %s, manifest %s)", got[:16], sum[:16])
 	}
 	return f.Close()
 }
@@ -188,17 +263,9 @@ func decryptShard(enc, state string, s ShardEntry, id *Identity) error {
 		return err
 	}
 	defer in.Close()
-	ar, err := age.Decrypt(in, id.ids...)
+	zr, err := openSealed(in, id)
 	if err != nil {
-		var nomatch *age.NoIdentityMatchError
-		if errors.As(err, &nomatch) {
-			return ErrWrongIdentity
-		}
-		return fmt.Errorf("decrypt: %w", err)
-	}
-	zr, err := zstd.NewReader(ar, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return fmt.Errorf("decompress: %w", err)
+		return err
 	}
 	defer zr.Close()
 	out, err := os.OpenFile(state, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -404,6 +471,9 @@ func (r *Runner) restore(ctx context.Context, b *BackupInfo, opt RestoreOptions,
 	}
 	if len(cr.missing) > 0 {
 		return nil, fmt.Errorf("no good copy of shards %v on any reachable target: %w", cr.missing, cr.err())
+	}
+	if len(cr.missingFiles) > 0 {
+		return nil, fmt.Errorf("no good copy of files %v on any reachable target: %w", cr.missingFiles, cr.err())
 	}
 	for _, p := range cr.problems {
 		r.log.Warn("restore skipped a bad copy", "id", b.ID, "err", p)

@@ -112,7 +112,15 @@ func TestRoundTripTwoFileTargetsAndS3(t *testing.T) {
 	scan := &scanningTarget{Target: targets[0], t: t, tempDir: tempDir}
 	targets[0] = scan
 	reg := prometheus.NewRegistry()
-	r := newRunner(t, Config{Targets: targets, Cluster: n.c, TempDir: tempDir, Registry: reg})
+	// Small node files travel with the backup; a missing one is skipped.
+	nodeFiles := map[string]string{"node.json": `{"node_id":"n1"}`, "master.salt": "argon2id$salt"}
+	for name, body := range nodeFiles {
+		if err := os.WriteFile(filepath.Join(n.dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRunner(t, Config{Targets: targets, Cluster: n.c, TempDir: tempDir, Registry: reg,
+		DataDir: n.dir, Files: []string{"node.json", "master.salt", "absent.json"}})
 	res, err := r.Backup(testCtx(t))
 	if err != nil {
 		t.Fatalf("backup: %v", err)
@@ -127,6 +135,9 @@ func TestRoundTripTwoFileTargetsAndS3(t *testing.T) {
 	if man.Shards[0].Counts.Users != 2 || man.Shards[0].Counts.Domains != 2 {
 		t.Fatalf("meta shard counts %+v", man.Shards[0].Counts)
 	}
+	if len(man.Files) != 2 || man.Files[0].Name != "node.json" || man.Files[1].Name != "master.salt" {
+		t.Fatalf("manifest files %+v", man.Files)
+	}
 	if scan.scanned == 0 {
 		t.Fatal("no temporary file was scanned during the upload")
 	}
@@ -139,7 +150,7 @@ func TestRoundTripTwoFileTargetsAndS3(t *testing.T) {
 		t.Fatalf("catalog %+v", cat.Backups)
 	}
 	for _, c := range cat.Backups[0].Copies {
-		if c.Objects != 4 || c.Bytes <= man.Size() {
+		if c.Objects != 6 || c.Bytes <= man.Size() {
 			t.Fatalf("copy on %s: %d objects, %d bytes (shards %d)", c.Region, c.Objects, c.Bytes, man.Size())
 		}
 	}
@@ -152,8 +163,8 @@ func TestRoundTripTwoFileTargetsAndS3(t *testing.T) {
 	for _, dir := range []string{base, s3.root, tempDir} {
 		scanFor(t, dir, []byte(canary))
 	}
-	if files := scanFor(t, s3.root, []byte(canary)); files < 4 {
-		t.Fatalf("S3 storage holds %d files, want the backup's 4 objects", files)
+	if files := scanFor(t, s3.root, []byte(canary)); files < 6 {
+		t.Fatalf("S3 storage holds %d files, want the backup's 6 objects", files)
 	}
 
 	// Write the identity out and lose the node entirely.
@@ -188,6 +199,13 @@ func TestRoundTripTwoFileTargetsAndS3(t *testing.T) {
 		t.Fatalf("restore result %+v", rres)
 	}
 	scanFor(t, newDir, []byte(canary))
+	for name, body := range nodeFiles {
+		got, err := os.ReadFile(filepath.Join(newDir, name))
+		info, _ := os.Stat(filepath.Join(newDir, name))
+		if err != nil || string(got) != body || info.Mode().Perm() != 0o600 {
+			t.Fatalf("restored %s: %q, %v, mode %v", name, got, err, info.Mode())
+		}
+	}
 
 	c2 := openCluster(t, newDir, n.master)
 	for _, u := range users {

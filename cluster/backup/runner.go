@@ -46,6 +46,11 @@ type Config struct {
 	// TempDir holds the encrypted copies being uploaded and the state
 	// files being checked; "" means the system's temporary directory.
 	TempDir string
+	// DataDir and Files name small files of the node's data directory
+	// (node state, key salt) backed up with the shards and put back by a
+	// restore. Missing files are skipped. Never list keys here.
+	DataDir string
+	Files   []string
 	// Retention says which backups to keep.
 	Retention Retention
 	// DrillCheck, if set, is run by Drill on the restored data directory
@@ -93,6 +98,11 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()
+	}
+	for _, f := range cfg.Files {
+		if !validFileName(f) {
+			return nil, fmt.Errorf("backup: %q is not a plain file name", f)
+		}
 	}
 	cfg.Retention = cfg.Retention.withDefaults()
 	m, err := newMetrics(cfg.Registry, cfg.Clock)
@@ -198,6 +208,16 @@ func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, erro
 		}
 		man.Shards = append(man.Shards, entry)
 	}
+	for _, name := range r.cfg.Files {
+		entry, err := r.encryptFile(name, rcpt, filepath.Join(work, fileObject(name)))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
+		}
+		man.Files = append(man.Files, entry)
+	}
 	body, err := man.encode()
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", man.ID, err)
@@ -208,49 +228,96 @@ func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, erro
 	return &BackupResult{Manifest: man}, nil
 }
 
-// snapshotShard streams a consistent copy of the shard through zstd and
-// age into path: nothing unencrypted touches the disk.
-func (r *Runner) snapshotShard(ctx context.Context, s *raftstore.Shard, rcpt age.Recipient, path string) (ShardEntry, error) {
-	entry := ShardEntry{Shard: s.ID(), Object: shardObject(s.ID())}
-	if err := ctx.Err(); err != nil {
-		return entry, err
-	}
+// sealTo runs fill with a writer whose bytes are compressed with zstd and
+// encrypted with age into a new file at path, and returns the encrypted
+// size and SHA-256: nothing unencrypted touches the disk.
+func sealTo(path string, rcpt age.Recipient, fill func(io.Writer) error) (int64, string, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return entry, fmt.Errorf("shard %d: %w", s.ID(), err)
+		return 0, "", err
 	}
 	defer f.Close()
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(f, h)}
 	aw, err := age.Encrypt(cw, rcpt)
 	if err != nil {
-		return entry, fmt.Errorf("shard %d: encrypt: %w", s.ID(), err)
+		return 0, "", fmt.Errorf("encrypt: %w", err)
 	}
 	zw, err := zstd.NewWriter(aw, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
 	if err != nil {
-		return entry, fmt.Errorf("shard %d: compress: %w", s.ID(), err)
+		return 0, "", fmt.Errorf("compress: %w", err)
 	}
-	task := r.cfg.Progress.Start(fmt.Sprintf("snapshot shard %d", s.ID()), 0)
-	info, err := s.WriteState(&progressWriter{ctx: ctx, w: zw, t: task})
-	task.Finish()
-	if err != nil {
+	if err := fill(zw); err != nil {
 		zw.Close()
-		return entry, err
+		return 0, "", err
 	}
 	if err := zw.Close(); err != nil {
-		return entry, fmt.Errorf("shard %d: compress: %w", s.ID(), err)
+		return 0, "", fmt.Errorf("compress: %w", err)
 	}
 	if err := aw.Close(); err != nil {
-		return entry, fmt.Errorf("shard %d: encrypt: %w", s.ID(), err)
+		return 0, "", fmt.Errorf("encrypt: %w", err)
 	}
 	if err := f.Close(); err != nil {
+		return 0, "", err
+	}
+	return cw.n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// snapshotShard streams a consistent copy of the shard, sealed, into path.
+func (r *Runner) snapshotShard(ctx context.Context, s *raftstore.Shard, rcpt age.Recipient, path string) (ShardEntry, error) {
+	entry := ShardEntry{Shard: s.ID(), Object: shardObject(s.ID())}
+	if err := ctx.Err(); err != nil {
+		return entry, err
+	}
+	task := progressFor(ctx, r.cfg.Progress).Start(fmt.Sprintf("snapshot shard %d", s.ID()), 0)
+	var info raftstore.StateInfo
+	size, sum, err := sealTo(path, rcpt, func(w io.Writer) error {
+		var err error
+		info, err = s.WriteState(&progressWriter{ctx: ctx, w: w, t: task})
+		return err
+	})
+	task.Finish()
+	if err != nil {
 		return entry, fmt.Errorf("shard %d: %w", s.ID(), err)
 	}
 	entry.Index, entry.Term, entry.StateSize = info.Index, info.Term, info.Size
 	entry.Counts = countsOf(info.Stats)
-	entry.Size = cw.n
-	entry.SHA256 = hex.EncodeToString(h.Sum(nil))
+	entry.Size, entry.SHA256 = size, sum
 	return entry, nil
+}
+
+// encryptFile seals a file of the data directory into path.
+func (r *Runner) encryptFile(name string, rcpt age.Recipient, path string) (FileEntry, error) {
+	entry := FileEntry{Name: name, Object: fileObject(name)}
+	b, err := readLimited(filepath.Join(r.cfg.DataDir, name), maxDataFile)
+	if err != nil {
+		return entry, err
+	}
+	entry.FileSize = int64(len(b))
+	entry.Size, entry.SHA256, err = sealTo(path, rcpt, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+	if err != nil {
+		return entry, fmt.Errorf("file %s: %w", name, err)
+	}
+	return entry, nil
+}
+
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
 }
 
 // upload sends every shard object and then the manifest to every target,
@@ -258,7 +325,7 @@ func (r *Runner) snapshotShard(ctx context.Context, s *raftstore.Shard, rcpt age
 // from all of them (manifest first), best effort.
 func (r *Runner) upload(ctx context.Context, man *Manifest, body []byte, work string) error {
 	total := (man.Size() + int64(len(body))) * int64(len(r.cfg.Targets))
-	task := r.cfg.Progress.Start("upload "+man.ID, total)
+	task := progressFor(ctx, r.cfg.Progress).Start("upload "+man.ID, total)
 	defer task.Finish()
 	errs := make([]error, len(r.cfg.Targets))
 	var wg sync.WaitGroup
@@ -289,12 +356,23 @@ func (r *Runner) upload(ctx context.Context, man *Manifest, body []byte, work st
 }
 
 func (r *Runner) uploadTo(ctx context.Context, t Target, man *Manifest, body []byte, work string, task *Task) error {
+	type object struct {
+		name string
+		size int64
+	}
+	var objects []object
 	for _, s := range man.Shards {
-		f, err := os.Open(filepath.Join(work, s.Object))
+		objects = append(objects, object{s.Object, s.Size})
+	}
+	for _, f := range man.Files {
+		objects = append(objects, object{f.Object, f.Size})
+	}
+	for _, o := range objects {
+		f, err := os.Open(filepath.Join(work, o.name))
 		if err != nil {
 			return err
 		}
-		err = t.Put(ctx, objectKey(man.ID, s.Object), task.Reader(f), s.Size)
+		err = t.Put(ctx, objectKey(man.ID, o.name), task.Reader(f), o.size)
 		f.Close()
 		if err != nil {
 			return err
