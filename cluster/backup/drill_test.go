@@ -215,3 +215,38 @@ func counterOr0(reg *prometheus.Registry, name, res string) float64 {
 	}
 	return 0
 }
+
+// Without an identity in this process the scheduler skips drills rather
+// than recording failures; an identity that cannot be loaded fails them.
+func TestSchedulerDrillIdentity(t *testing.T) {
+	n := newNode(t)
+	for _, tc := range []struct {
+		name     string
+		identity func() (*Identity, error)
+		failed   bool
+	}{
+		{"none", func() (*Identity, error) { return nil, nil }, false},
+		{"unreadable", func() (*Identity, error) { return LoadIdentity(filepath.Join(t.TempDir(), "missing")) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock(at("2026-06-01 00:00"))
+			reg := prometheus.NewRegistry()
+			r := newRunner(t, Config{Targets: fileTargets(t, "eu"), Cluster: n.c, Clock: clock, Registry: reg})
+			sched, err := r.StartScheduler(Schedule{BackupEvery: time.Hour, Identity: tc.identity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sched.Close()
+			eventually(t, 20*time.Second, "first backup", func() bool {
+				return clock.pending() > 0 && counterOr0(reg, "mail_backup_runs_total", "ok") == 1
+			})
+			d := r.Status().LastDrill
+			if tc.failed != (d != nil && !d.OK) || (!tc.failed && d != nil) {
+				t.Fatalf("last drill %+v", d)
+			}
+			if tc.failed && !strings.Contains(d.Error, "backup identity") {
+				t.Fatalf("drill error %q", d.Error)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -20,9 +19,11 @@ type Schedule struct {
 	// of BackupEvery and 15 minutes. A failed drill is retried after the
 	// larger of RetryAfter and an hour (at most DrillEvery).
 	RetryAfter time.Duration
-	// Identity returns the identity drills decrypt with. Nil disables
-	// drills here (they can run elsewhere: their records on the targets
-	// still show in Status and metrics). An error fails the drill.
+	// Identity returns the identity drills decrypt with. A nil func, or
+	// a nil identity without an error, means no identity is available
+	// here and the drill is skipped (drills can run elsewhere: their
+	// records on the targets still show in Status and metrics). An error
+	// fails the drill.
 	Identity func() (*Identity, error)
 }
 
@@ -145,7 +146,8 @@ func (sc *Scheduler) drill(ctx context.Context) error {
 	r := sc.r
 	id, err := sc.s.Identity()
 	if err == nil && id == nil {
-		err = errors.New("no backup identity")
+		r.log.Info("restore drill skipped: no backup identity is available to this process")
+		return nil
 	}
 	if err != nil {
 		now := r.clock.Now().UTC()

@@ -58,6 +58,8 @@ type TargetConfig struct {
 	// they come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 	AccessKey string `toml:"access_key"`
 	SecretKey string `toml:"secret_key"`
+	// SecretKeyFile holds the secret key instead of SecretKey.
+	SecretKeyFile string `toml:"secret_key_file"`
 	// Insecure uses plain HTTP (a test server or a private network).
 	Insecure bool `toml:"insecure"`
 	// PathStyle forces path-style bucket addressing (most non-AWS servers).
@@ -132,15 +134,18 @@ func (c TargetConfig) Validate() error {
 		if !path.IsAbs(u.Path) || path.Clean(u.Path) == "/" {
 			return fmt.Errorf("backup target %s: file URL needs an absolute directory other than /", c.Region)
 		}
-		if c.Endpoint != "" || c.AccessKey != "" || c.SecretKey != "" {
+		if c.Endpoint != "" || c.AccessKey != "" || c.SecretKey != "" || c.SecretKeyFile != "" {
 			return fmt.Errorf("backup target %s: S3 options given for a file target", c.Region)
 		}
 	case "s3":
 		if u.Host == "" {
 			return fmt.Errorf("backup target %s: s3 URL needs a bucket: s3://bucket/prefix", c.Region)
 		}
-		if (c.AccessKey == "") != (c.SecretKey == "") {
-			return fmt.Errorf("backup target %s: give both access_key and secret_key, or neither", c.Region)
+		if c.SecretKey != "" && c.SecretKeyFile != "" {
+			return fmt.Errorf("backup target %s: give secret_key or secret_key_file, not both", c.Region)
+		}
+		if (c.AccessKey == "") != (c.SecretKey == "" && c.SecretKeyFile == "") {
+			return fmt.Errorf("backup target %s: give both access_key and a secret key, or neither", c.Region)
 		}
 		if strings.Contains(u.Path, "..") {
 			return fmt.Errorf("backup target %s: prefix must not contain '..'", c.Region)

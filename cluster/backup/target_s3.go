@@ -52,7 +52,15 @@ func newS3Target(cfg TargetConfig, bucket, prefix string) (*s3Target, error) {
 	}
 	creds := credentials.NewEnvAWS()
 	if cfg.AccessKey != "" {
-		creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
+		secret := cfg.SecretKey
+		if cfg.SecretKeyFile != "" {
+			b, err := readLimited(cfg.SecretKeyFile, 4096)
+			if err != nil {
+				return nil, fmt.Errorf("backup target %s: secret key file: %w", cfg.Region, err)
+			}
+			secret = strings.TrimSpace(string(b))
+		}
+		creds = credentials.NewStaticV4(cfg.AccessKey, secret, "")
 	}
 	opts := &minio.Options{Creds: creds, Secure: secure, Region: cfg.S3Region, MaxRetries: 3}
 	if cfg.PathStyle {

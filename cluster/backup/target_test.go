@@ -177,6 +177,18 @@ func TestS3Target(t *testing.T) {
 	if err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("multipart object came back as %d bytes (want %d), %v", len(got), len(big), err)
 	}
+	// The secret may come from a file.
+	withFile := s3.config("d", "one")
+	withFile.SecretKeyFile = filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(withFile.SecretKeyFile, []byte(withFile.SecretKey+"\n"), 0o600)
+	withFile.SecretKey = ""
+	fromFile, err := OpenTarget(withFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := fromFile.List(testCtx(t), ""); err != nil || len(objs) != 2 {
+		t.Fatalf("list with the secret from a file: %v, %v", objs, err)
+	}
 	// Wrong credentials give a clear error.
 	cfg := s3.config("c", "x")
 	cfg.SecretKey = "wrong-secret-key-123"
