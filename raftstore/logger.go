@@ -39,6 +39,14 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level < a.level || level == hclog.Off {
 		return
 	}
+	if level == hclog.Warn && msg == "heartbeat timeout reached, starting election" && !hasValue(args, "last-leader-id") {
+		// Every group elects itself at start-up; only an election after a
+		// known leader went away deserves a warning.
+		level = hclog.Info
+		if level < a.level {
+			return
+		}
+	}
 	all := append(append([]any{}, a.args...), args...)
 	if a.name != "" {
 		all = append(all, "raft", a.name)
@@ -92,3 +100,15 @@ func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// hasValue reports whether the key/value list args has a non-empty value
+// for key.
+func hasValue(args []any, key string) bool {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, ok := args[i].(string); ok && k == key {
+			v, _ := args[i+1].(string)
+			return v != ""
+		}
+	}
+	return false
+}
