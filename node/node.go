@@ -139,6 +139,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := waitReady(ctx, n.cluster); err != nil {
 		return fmt.Errorf("start node: store not ready: %w", err)
 	}
+	if err := n.metrics.reg.Register(newShardCollector(n.cluster.Shards)); err != nil {
+		return fmt.Errorf("start node: register shard metrics: %w", err)
+	}
 
 	tlsCfg := protocols.TLSConfig(n.dir.tls.cert)
 	if err := n.startFrontends(ctx, tlsCfg); err != nil {

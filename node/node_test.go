@@ -148,7 +148,8 @@ func TestNodeServesEveryListener(t *testing.T) {
 		t.Errorf("/readyz = %d %q", code, body)
 	}
 	code, body := httpGet(t, n, "/metrics")
-	for _, want := range []string{"mail_node_up 1", "go_goroutines", "process_open_fds", `mail_node_build_info{node="node1",version="test"} 1`} {
+	for _, want := range []string{"mail_node_up 1", "go_goroutines", "process_open_fds", `mail_node_build_info{node="node1",version="test"} 1`,
+		`mail_raft_shard_leader{shard="0"} 1`, `mail_raft_shard_leader{shard="2"} 1`, `mail_raft_shard_applied_index{shard="1"}`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}
