@@ -89,9 +89,9 @@ func TestViewUpdates(t *testing.T) {
 	ch <- schema.Change{Kind: schema.ChangeExpunged, Index: 12, UID: 3}
 	ch <- schema.Change{Kind: schema.ChangeAdded, Index: 13, UID: 5, Message: info(5, 4)}
 	ch <- schema.Change{Kind: schema.ChangeAdded, Index: 14, UID: 6, Message: info(6, 5)}
-	ch <- schema.Change{Kind: schema.ChangeExpunged, Index: 15, UID: 6} // never announced
+	ch <- schema.Change{Kind: schema.ChangeExpunged, Index: 15, UID: 6}                             // never announced
 	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 16, UID: 2, Message: info(2, 2, `\Draft`)} // stale
-	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 17, UID: 9, Message: info(9, 9)}            // unknown
+	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 17, UID: 9, Message: info(9, 9)}           // unknown
 	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 18, Mailbox: schema.ID{2}, UID: 4, Message: info(4, 9, `\Seen`)}
 
 	// During FETCH/STORE/SEARCH: no EXPUNGE, sequence numbers stay.
