@@ -174,6 +174,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	closed = s.closed
 	s.mu.Unlock()
 	if closed || errors.Is(err, net.ErrClosed) {
+		// Close may have run before the library registered ln.
+		ln.Close()
 		return nil
 	}
 	if err != nil {
