@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,7 +51,7 @@ Usage:
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user del    --data DIR ADDRESS
   mailnode user list   --data DIR [--domain DOMAIN]
-  mailnode status      --data DIR
+  mailnode status      --data DIR [--json]
   mailnode version
 
 serve initializes DIR on its first run. The other commands talk to the
@@ -227,11 +228,14 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 	data := fs.String("data", "", "data directory of the node")
 	configFile := fs.String("config", "", "config file naming the data directory")
 	var keyMode, domain *string
+	var asJSON *bool
 	switch name {
 	case "domain add":
 		keyMode = fs.String("key-mode", string(cluster.KeyModeUser), "user, domain or shared")
 	case "user list":
 		domain = fs.String("domain", "", "list only this domain's users")
+	case "status":
+		asJSON = fs.Bool("json", false, "print the status as JSON")
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -326,6 +330,11 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		s, err := client.Status(ctx)
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(s)
 		}
 		c.printStatus(s)
 	default:

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -237,6 +238,14 @@ func TestCLIServe(t *testing.T) {
 		t.Errorf("flags not applied: %+v", st)
 	}
 	mustCLI(t, "", "domain", "add", "--config", cfgFile, "example.test")
+	var js admin.Status
+	if err := json.Unmarshal([]byte(mustCLI(t, "", "status", "--json", "--data", dir)), &js); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	if !js.Ready || js.Listeners[ListenIMAP] != st.Listeners[ListenIMAP] {
+		t.Errorf("status --json = %+v", js)
+	}
+
 
 	cancel()
 	select {

@@ -169,6 +169,7 @@ func (n *Node) startAdmin() error {
 	n.adminSrv = &http.Server{
 		Handler:           admin.NewHandler(n.cluster, n.status, log),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
