@@ -31,9 +31,7 @@ const (
 )
 
 // ErrDataDirInUse means another process holds the data directory's lock.
-var ErrDataDirInUse = errors.New("data directory is in use by another process")
-
-var errDataDirInUse = ErrDataDirInUse
+var ErrDataDirInUse = errors.New("in use by another process (is a node already serving it?)")
 
 // nodeState is DataDir/node.json, written once when the data directory is
 // initialized. Its presence marks a completed init.
@@ -71,7 +69,7 @@ func openDataDir(cfg Config, log *slog.Logger, now time.Time) (_ *dataDir, err e
 	}
 	lock, err := lockFile(filepath.Join(d.path, lockFileName))
 	if err != nil {
-		if errors.Is(err, errDataDirInUse) {
+		if errors.Is(err, ErrDataDirInUse) {
 			return nil, fmt.Errorf("data directory %s: %w", d.path, err)
 		}
 		return nil, err
