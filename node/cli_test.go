@@ -246,7 +246,6 @@ func TestCLIServe(t *testing.T) {
 		t.Errorf("status --json = %+v", js)
 	}
 
-
 	cancel()
 	select {
 	case code := <-done:
