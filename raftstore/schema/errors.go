@@ -18,7 +18,7 @@ var (
 	ErrAuthFailed     = errors.New("authentication failed")
 	ErrTooLarge       = errors.New("too large")
 	ErrUnavailable    = errors.New("store unavailable")
-	ErrCannotDelete   = errors.New("mailbox cannot be deleted")
+	ErrCannotDelete   = errors.New("cannot be deleted")
 	ErrPermissionDeny = errors.New("permission denied")
 )
 
