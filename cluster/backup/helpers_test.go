@@ -5,11 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -19,10 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/backup/backuptest"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
@@ -175,110 +170,16 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 }
 
 // s3Server is a versitygw process serving one bucket on loopback.
-type s3Server struct {
-	endpoint string
-	bucket   string
-	root     string
+type s3Server struct{ *backuptest.S3 }
+
+func startS3(t testing.TB) s3Server { return s3Server{backuptest.StartS3(t)} }
+
+func (s s3Server) config(region, prefix string) TargetConfig {
+	return TargetConfig{Region: region, URL: "s3://" + s.Bucket + "/" + prefix, Endpoint: s.Endpoint,
+		S3Region: "us-east-1", AccessKey: backuptest.AccessKey, SecretKey: backuptest.SecretKey, Insecure: true, PathStyle: true}
 }
 
-const (
-	s3Access = "backuptestaccess"
-	s3Secret = "backuptestsecret0123456789"
-)
-
-func versitygwBinary() string {
-	if p := os.Getenv("MAILCLUSTER_VERSITYGW"); p != "" {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "versitygw")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	return ""
-}
-
-// startS3 starts versitygw on a loopback port with a fresh bucket. When
-// the binary is missing the test is skipped, unless
-// MAILCLUSTER_REQUIRE_S3 is set (as in CI), where it fails.
-func startS3(t testing.TB) *s3Server {
-	t.Helper()
-	bin := versitygwBinary()
-	if bin == "" {
-		if os.Getenv("MAILCLUSTER_REQUIRE_S3") != "" {
-			t.Fatal("versitygw not found (set MAILCLUSTER_VERSITYGW or install it into $(go env GOPATH)/bin) and MAILCLUSTER_REQUIRE_S3 is set")
-		}
-		t.Skip("versitygw not found; set MAILCLUSTER_VERSITYGW to run the S3 tests")
-	}
-	root := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		var logs bytes.Buffer
-		cmd := exec.Command(bin, "--access", s3Access, "--secret", s3Secret, "--port", addr, "--quiet", "posix", root)
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start versitygw: %v", err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		up := waitTCP(addr, exited, 20*time.Second)
-		if up != nil {
-			cmd.Process.Kill()
-			<-exited
-			if attempt < 2 {
-				continue
-			}
-			t.Fatalf("versitygw did not come up: %v\n%s", up, logs.String())
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			<-exited
-		})
-		s := &s3Server{endpoint: addr, bucket: "backups", root: root}
-		cl, err := minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(s3Access, s3Secret, "")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.MakeBucket(testCtx(t), s.bucket, minio.MakeBucketOptions{}); err != nil {
-			t.Fatalf("make bucket: %v", err)
-		}
-		return s
-	}
-}
-
-func waitTCP(addr string, exited <-chan error, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("exited: %v", err)
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval while the server starts
-	}
-	return fmt.Errorf("no listener on %s after %s", addr, within)
-}
-
-func (s *s3Server) config(region, prefix string) TargetConfig {
-	return TargetConfig{Region: region, URL: "s3://" + s.bucket + "/" + prefix, Endpoint: s.endpoint,
-		S3Region: "us-east-1", AccessKey: s3Access, SecretKey: s3Secret, Insecure: true, PathStyle: true}
-}
-
-func (s *s3Server) target(t testing.TB, region, prefix string) Target {
+func (s s3Server) target(t testing.TB, region, prefix string) Target {
 	t.Helper()
 	tg, err := OpenTarget(s.config(region, prefix))
 	if err != nil {

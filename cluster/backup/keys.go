@@ -33,7 +33,7 @@ func GenerateKey() (*Identity, string, error) {
 		return nil, "", fmt.Errorf("generate backup key: %w", err)
 	}
 	rcpt := id.Recipient().String()
-	return &Identity{ids: []age.Identity{id}, keyIDs: []string{KeyID(rcpt)}, encoded: []string{id.String()}}, rcpt, nil
+	return &Identity{ids: []age.Identity{id}, keyIDs: []string{KeyID(rcpt)}, encoded: []string{id.String()}, recipients: []string{rcpt}}, rcpt, nil
 }
 
 // ParseRecipient checks that s is a hybrid post-quantum age public key
@@ -72,9 +72,10 @@ func KeyID(recipient string) string {
 // Identity holds the secret keys that decrypt backups. Its String and
 // LogValue never reveal them.
 type Identity struct {
-	ids     []age.Identity
-	keyIDs  []string
-	encoded []string
+	ids        []age.Identity
+	keyIDs     []string
+	encoded    []string
+	recipients []string // public keys of the hybrid identities
 }
 
 // ParseIdentity reads an age identity file (comments and blank lines
@@ -97,6 +98,7 @@ func ParseIdentity(r io.Reader) (*Identity, error) {
 		case *age.HybridIdentity:
 			out.keyIDs = append(out.keyIDs, KeyID(k.Recipient().String()))
 			out.encoded = append(out.encoded, k.String())
+			out.recipients = append(out.recipients, k.Recipient().String())
 		case *age.X25519Identity:
 			out.keyIDs = append(out.keyIDs, KeyID(k.Recipient().String()))
 			out.encoded = append(out.encoded, k.String())
@@ -143,6 +145,15 @@ func WriteIdentityFile(path string, id *Identity, recipient string, now time.Tim
 		return fmt.Errorf("write backup identity: %w", err)
 	}
 	return f.Close()
+}
+
+// Recipient returns the public key of the identity's first hybrid
+// post-quantum key, or "" if it has none.
+func (i *Identity) Recipient() string {
+	if len(i.recipients) == 0 {
+		return ""
+	}
+	return i.recipients[0]
 }
 
 // KeyIDs returns the key ids of the public keys this identity decrypts.

@@ -52,7 +52,7 @@ func TestKeysAndIdentityFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !loaded.matches(KeyID(rcpt)) {
+	if !loaded.matches(KeyID(rcpt)) || loaded.Recipient() != rcpt || id.Recipient() != rcpt {
 		t.Fatalf("loaded identity has key ids %v, want %s", loaded.KeyIDs(), KeyID(rcpt))
 	}
 	body, _ := os.ReadFile(path)

@@ -160,10 +160,10 @@ func TestRoundTripTwoFileTargetsAndS3(t *testing.T) {
 
 	// No plaintext in any object or manifest, on the file targets and in
 	// the S3 server's storage, nor in what is left of the temp dir.
-	for _, dir := range []string{base, s3.root, tempDir} {
+	for _, dir := range []string{base, s3.Root, tempDir} {
 		scanFor(t, dir, []byte(canary))
 	}
-	if files := scanFor(t, s3.root, []byte(canary)); files < 6 {
+	if files := scanFor(t, s3.Root, []byte(canary)); files < 6 {
 		t.Fatalf("S3 storage holds %d files, want the backup's 6 objects", files)
 	}
 
