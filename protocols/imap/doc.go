@@ -26,7 +26,7 @@
 //     only derived BODYSTRUCTUREs are cached across commands.
 //   - Nothing read from the network can crash the process: literals and
 //     commands are bounded by the library and by Config.MaxMessageSize,
-//     list patterns are matched in linear time, and MIME structures deeper
+//     list patterns are matched without backtracking, and MIME structures deeper
 //     or wider than fixed limits are not handed to the recursive library
 //     parser.
 //   - Logs carry no passwords and no message content; user addresses only

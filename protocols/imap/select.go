@@ -26,7 +26,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	s.view = v
 	data := v.selectData()
-	data.UIDNext = imap.UID(mbox.UIDNext)
+	data.UIDNext = imap.UID(v.uidNext)
 	if last := v.lastUID(); imap.UID(last) >= data.UIDNext {
 		data.UIDNext = imap.UID(last) + 1
 	}
@@ -45,6 +45,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 // Unselect closes the selected mailbox (UNSELECT, and CLOSE after its
 // expunge).
 func (s *session) Unselect() error {
+	s.waitIdle()
 	s.closeView()
 	return nil
 }
@@ -52,6 +53,11 @@ func (s *session) Unselect() error {
 // Poll writes the updates the selected mailbox has accumulated; the
 // library calls it after every command, before the tagged response.
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	s.waitIdle()
+	return s.poll(w, allowExpunge)
+}
+
+func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if s.view == nil {
 		return nil
 	}
@@ -70,6 +76,16 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 // Idle waits for changes to the selected mailbox and writes them as they
 // come, until the client sends DONE (stop closes) or the session ends.
 func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	select {
+	case <-stop:
+		return nil // the IDLE command already ended
+	default:
+	}
+	if s.closed {
+		return nil
+	}
 	if s.view == nil {
 		select {
 		case <-stop:
@@ -79,7 +95,7 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	}
 	v := s.view
 	for {
-		if err := s.Poll(w, true); err != nil {
+		if err := s.poll(w, true); err != nil {
 			return err
 		}
 		if v.changes == nil {

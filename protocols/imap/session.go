@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -27,12 +28,16 @@ var (
 )
 
 // session is one IMAP connection. The library calls its methods from one
-// goroutine at a time (IDLE runs on its own goroutine, but while it does
-// the connection goroutine only waits for DONE), so it needs no lock.
+// goroutine at a time, with one exception: Idle runs on a goroutine of its
+// own, and when the connection drops during IDLE the library calls Close
+// without waiting for Idle to return. idleMu makes Close wait for it.
 type session struct {
 	srv  *Server
 	conn *imapserver.Conn
 	log  *slog.Logger
+
+	idleMu sync.Mutex
+	closed bool // set by Close under idleMu
 
 	// ctx is cancelled when the session closes or the server shuts down;
 	// every store call derives from it.
@@ -52,7 +57,10 @@ func (s *session) opContext() (context.Context, context.CancelFunc) {
 // account.
 func (s *session) Close() error {
 	defer s.srv.sessions.Done()
-	defer s.cancel()
+	s.cancel() // wakes a running Idle
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	s.closed = true
 	s.closeView()
 	s.releaseAccount()
 	s.log.Debug("connection closed")
@@ -78,6 +86,7 @@ func (s *session) releaseAccount() {
 // Login checks a user name and password through the shared AuthGuard.
 // Every credential failure gives the same NO [AUTHENTICATIONFAILED].
 func (s *session) Login(username, password string) error {
+	s.waitIdle()
 	ctx, cancel := s.opContext()
 	defer cancel()
 	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, s.conn.NetConn().RemoteAddr(), username, password)
@@ -155,6 +164,7 @@ func (s saslServer) Next(response []byte) ([]byte, bool, error) {
 // Unauthenticate returns the session to the not-authenticated state
 // (RFC 8437), releasing the account.
 func (s *session) Unauthenticate() error {
+	s.waitIdle()
 	s.closeView()
 	s.releaseAccount()
 	return nil
@@ -170,9 +180,20 @@ func (s *session) Namespace() (*imap.NamespaceData, error) {
 // AppendLimit is the largest message APPEND accepts.
 func (s *session) AppendLimit() uint32 { return s.srv.appendLimit() }
 
+// waitIdle waits for a running Idle to return. The library does not wait
+// for it when IDLE ends abnormally (a line other than DONE, a read error)
+// before reading the next command, so every method that touches session
+// state calls this first. An Idle that starts after its IDLE command ended
+// sees its stop channel closed and touches nothing.
+func (s *session) waitIdle() {
+	s.idleMu.Lock()
+	s.idleMu.Unlock() // an empty critical section: only the wait matters
+}
+
 // account returns the authenticated account; the library only calls
 // authenticated-state methods after a successful login.
 func (s *session) account() (protocols.Account, error) {
+	s.waitIdle()
 	if s.acct == nil {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Not authenticated"}
 	}
@@ -181,6 +202,7 @@ func (s *session) account() (protocols.Account, error) {
 
 // selected returns the selected mailbox's view.
 func (s *session) selected() (*view, error) {
+	s.waitIdle()
 	if s.view == nil || s.acct == nil {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "No mailbox selected"}
 	}

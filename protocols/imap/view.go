@@ -28,6 +28,7 @@ type view struct {
 	id          schema.ID
 	name        string
 	uidValidity uint32
+	uidNext     schema.UID // as of the snapshot the view was opened from
 	readOnly    bool
 
 	msgs  []*viewMsg // announced messages, in sequence (= UID) order
@@ -58,6 +59,7 @@ func openView(ctx context.Context, acct protocols.Account, mbox schema.MailboxIn
 		id:          mbox.ID,
 		name:        mbox.Name,
 		uidValidity: snap.Mailbox.UIDValidity,
+		uidNext:     snap.Mailbox.UIDNext,
 		readOnly:    readOnly,
 		byUID:       make(map[schema.UID]*viewMsg, len(snap.Messages)),
 		changes:     changes,
