@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -126,6 +127,16 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 			return s.storeError("fetch", err)
 		}
 	}
+	for _, sec := range options.BinarySection {
+		if !knownEncoding(raw, sec.Part) {
+			return errUnknownCTE
+		}
+	}
+	for _, sec := range options.BinarySectionSize {
+		if !knownEncoding(raw, sec.Part) {
+			return errUnknownCTE
+		}
+	}
 	if options.BodyStructure != nil && bs == nil {
 		bs = bodyStructureOf(raw)
 		s.srv.bsCache.put(info.Blob, bs)
@@ -196,4 +207,33 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 func envelopeOf(msg []byte) *imap.Envelope {
 	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	return imapserver.ExtractEnvelope(h)
+}
+
+// errUnknownCTE answers BINARY on a part whose transfer encoding the
+// server cannot decode (RFC 3516 section 4.3).
+var errUnknownCTE = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeUnknownCTE,
+	Text: "Unknown Content-Transfer-Encoding",
+}
+
+// knownEncoding reports whether the part of msg at path has a transfer
+// encoding BINARY can decode. Parts that do not exist are "known": they
+// are answered with an empty section.
+func knownEncoding(msg []byte, path []int) bool {
+	if !sectionPathOK(path) {
+		return true
+	}
+	var header []byte
+	if len(path) == 0 {
+		header = msg
+	} else {
+		header = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: path, Specifier: imap.PartSpecifierMIME})
+	}
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
+	case "", "7bit", "8bit", "binary", "base64", "quoted-printable":
+		return true
+	}
+	return false
 }

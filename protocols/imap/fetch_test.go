@@ -171,6 +171,24 @@ func TestFetchMultipart(t *testing.T) {
 		}
 	})
 
+	t.Run("binary of unknown encoding", func(t *testing.T) {
+		ts.deliver(t, "Subject: uu\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 f\r\nend\r\n")
+		if err := c.Noop().Wait(); err != nil {
+			t.Fatal(err)
+		}
+		sec := &imap.FetchItemBinarySection{Peek: true}
+		_, err := c.Fetch(imap.SeqSetNum(2), &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{sec}}).Collect()
+		if imapCode(err) != imap.ResponseCodeUnknownCTE {
+			t.Errorf("BINARY[] of x-uuencode: got %v, want UNKNOWN-CTE", err)
+		}
+		// BODY[] still serves it as stored.
+		body := &imap.FetchItemBodySection{Peek: true}
+		m := fetchOne(t, c, imap.SeqSetNum(2), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{body}})
+		if !strings.Contains(string(m.FindBodySection(body)), "begin 644 f") {
+			t.Errorf("BODY[] of x-uuencode: %q", m.FindBodySection(body))
+		}
+	})
+
 	t.Run("peek leaves seen alone", func(t *testing.T) {
 		m := fetchOne(t, c, one, &imap.FetchOptions{Flags: true})
 		if hasFlag(m.Flags, imap.FlagSeen) {
@@ -214,7 +232,7 @@ func TestFetchMultipart(t *testing.T) {
 			{"FETCH 1 ALL", "ENVELOPE ("},
 			{"FETCH 1 FAST", "INTERNALDATE"},
 			{"FETCH 1 FULL", "BODY (("},
-			{"UID FETCH 1:* (FLAGS)", "UID 1"},
+			{"UID FETCH 1 (FLAGS)", "UID 1"},
 		}
 		for _, tc := range cases {
 			untagged := rc.mustOK(tc.cmd)
