@@ -52,12 +52,17 @@ Usage:
   mailnode user del    --data DIR ADDRESS
   mailnode user list   --data DIR [--domain DOMAIN]
   mailnode status      --data DIR [--json]
+  mailnode compact     --data DIR
   mailnode version
 
 serve initializes DIR on its first run. The other commands talk to the
 node serving DIR through DIR/admin.sock; instead of --data they accept
 --config FILE and use its data_dir. A password is read without echo,
 twice, from a terminal, or as one line from a pipe.
+
+compact snapshots every shard of the running node (truncating the Raft
+logs); with no node serving DIR it rewrites the shard files to shrink
+them.
 `
 
 // Run executes one command line (without the program name) and returns
@@ -94,6 +99,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.adminCommand(ctx, cmd+" "+rest[0], rest[1:])
 	case "status":
 		return c.adminCommand(ctx, cmd, rest)
+	case "compact":
+		return c.compact(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(c.Stdout, "mailnode %s (%s %s/%s)\n", c.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil

@@ -97,6 +97,11 @@ func (c *Client) SetPassword(ctx context.Context, address, password string) erro
 	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/password", passwordRequest{Password: password}, nil)
 }
 
+// Compact snapshots every shard of the node, truncating its Raft logs.
+func (c *Client) Compact(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/compact", nil, nil)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {

@@ -27,6 +27,8 @@ type Directory interface {
 	DeleteUser(ctx context.Context, address string) error
 	SetPassword(ctx context.Context, address, password string) error
 	Users(ctx context.Context, domain string) ([]string, error)
+	// Compact snapshots every shard, truncating the Raft logs.
+	Compact(ctx context.Context) error
 }
 
 // NewHandler returns the admin API over dir. status reports the node's
@@ -45,6 +47,7 @@ func NewHandler(dir Directory, status func(context.Context) Status, log *slog.Lo
 	mux.HandleFunc("POST /v1/users", h.addUser)
 	mux.HandleFunc("DELETE /v1/users/{address}", h.deleteUser)
 	mux.HandleFunc("PUT /v1/users/{address}/password", h.setPassword)
+	mux.HandleFunc("POST /v1/compact", h.compact)
 	h.mux = mux
 	return h
 }
@@ -162,6 +165,14 @@ func (h *handler) setPassword(w http.ResponseWriter, r *http.Request) {
 }
 
 // decode reads a JSON body with no unknown fields; it answers 400 itself.
+func (h *handler) compact(w http.ResponseWriter, r *http.Request) {
+	if err := h.dir.Compact(r.Context()); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
