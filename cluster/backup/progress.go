@@ -109,13 +109,13 @@ func (t *Task) line(now time.Time) string {
 	var b strings.Builder
 	b.WriteString(t.label)
 	b.WriteString(": ")
-	b.WriteString(formatBytes(done))
+	b.WriteString(FormatBytes(done))
 	if t.total > 0 {
-		fmt.Fprintf(&b, " / %s  %3d%%", formatBytes(t.total), min(100, done*100/t.total))
+		fmt.Fprintf(&b, " / %s  %3d%%", FormatBytes(t.total), min(100, done*100/t.total))
 	}
 	if elapsed > 0 {
 		rate := float64(done) / elapsed
-		fmt.Fprintf(&b, "  %s/s", formatBytes(int64(rate)))
+		fmt.Fprintf(&b, "  %s/s", FormatBytes(int64(rate)))
 		if t.total > 0 && rate > 0 && done < t.total {
 			eta := time.Duration(float64(t.total-done) / rate * float64(time.Second))
 			fmt.Fprintf(&b, "  ETA %s", eta.Round(time.Second))
@@ -137,8 +137,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// formatBytes renders a byte count with binary units.
-func formatBytes(n int64) string {
+// FormatBytes renders a byte count with binary units ("1.5 MiB").
+func FormatBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
