@@ -44,6 +44,7 @@ const usageText = `mailnode: a storage-first mail server (SMTP, IMAP, POP3 over 
 Usage:
   mailnode serve --data DIR [--config FILE] [--hostname NAME] [--node-id ID]
                  [--log-level LEVEL] [--log-format json|text] [--bind HOST]
+                 [--backup-target REGION=URL ...]
   mailnode domain add  --data DIR [--key-mode user|domain|shared] DOMAIN
   mailnode domain list --data DIR
   mailnode domain del  --data DIR DOMAIN
@@ -53,6 +54,7 @@ Usage:
   mailnode user list   --data DIR [--domain DOMAIN]
   mailnode status      --data DIR [--json]
   mailnode compact     --data DIR
+  mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
   mailnode version
 
 serve initializes DIR on its first run. The other commands talk to the
@@ -63,7 +65,7 @@ twice, from a terminal, or as one line from a pipe.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-`
+` + backupUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -99,6 +101,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.adminCommand(ctx, cmd+" "+rest[0], rest[1:])
 	case "status":
 		return c.adminCommand(ctx, cmd, rest)
+	case "backup":
+		return c.backupCommand(ctx, rest)
 	case "compact":
 		return c.compact(ctx, rest)
 	case "version", "--version":
@@ -155,6 +159,8 @@ func (c CLI) serve(ctx context.Context, args []string) error {
 	fs.String("log-level", "", "log level")
 	fs.String("log-format", "", "log format")
 	fs.String("bind", "", "host to bind every listener to")
+	var backupTargets repeatedFlag
+	fs.Var(&backupTargets, "backup-target", "REGION=URL of a backup target (repeatable)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -188,6 +194,11 @@ func (c CLI) serve(ctx context.Context, args []string) error {
 	})
 	if flagErr != nil {
 		return fmt.Errorf("--bind: %w", flagErr)
+	}
+	if len(backupTargets) > 0 {
+		if cfg.Backup.Targets, err = mergeBackupTargets(cfg.Backup.Targets, backupTargets); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid config:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))

@@ -79,6 +79,7 @@ type Config struct {
 	Limits    Limits          `toml:"limits"`
 	AuthGuard AuthGuardConfig `toml:"auth_guard"`
 	Log       LogConfig       `toml:"log"`
+	Backup    BackupConfig    `toml:"backup"`
 
 	// RaftTiming overrides the Raft timeouts of every shard. It is not
 	// read from the config file; tests shorten elections with it.
@@ -350,6 +351,7 @@ func (c Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format %q: want json or text", c.Log.Format)
 	}
+	errs = append(errs, c.Backup.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -167,7 +167,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           admin.NewHandler(n.cluster, n.status, log),
+		Handler:           n.backupAdmin(admin.NewHandler(n.cluster, n.status, log), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -205,10 +205,10 @@ func (n *Node) startHTTP(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := n.ready(r.Context(), c); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "not ready: "+err.Error()+"\n")
+			io.WriteString(w, "not ready: "+err.Error()+"\n"+n.backupDetails())
 			return
 		}
-		io.WriteString(w, "ready\n")
+		io.WriteString(w, "ready\n"+n.backupDetails())
 	})
 	n.httpSrv = &http.Server{
 		Handler:           mux,

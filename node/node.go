@@ -46,6 +46,7 @@ type Node struct {
 	// Set by Start, released by Close.
 	dir       *dataDir
 	cluster   *cluster.Cluster
+	backups   *backupService
 	frontends []frontend
 	addrs     map[string]net.Addr
 	adminSrv  *http.Server
@@ -141,6 +142,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if err := n.metrics.reg.Register(newShardCollector(n.cluster.Shards)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)
+	}
+	if err := n.startBackup(ctx); err != nil {
+		return fmt.Errorf("start node: backups: %w", err)
 	}
 
 	tlsCfg := protocols.TLSConfig(n.dir.tls.cert)
@@ -286,6 +290,7 @@ func (n *Node) Close() error {
 			cancel()
 		}
 		n.serving.Wait()
+		n.stopBackup()
 		if n.cluster != nil {
 			if err := n.cluster.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
