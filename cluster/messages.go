@@ -28,8 +28,13 @@ const (
 	// MaxMessageSize is the largest message the store accepts; frontends
 	// enforce their own, smaller limits.
 	MaxMessageSize = 256 << 20
-	// batchSize bounds the number of messages one command changes.
+	// batchSize bounds the number of messages one copy or flag command
+	// changes (each item carries sealed attributes).
 	batchSize = 1000
+	// expungeBatch bounds the targets of one expunge command. Targets are
+	// a few bytes each, so this keeps an expunge atomic (one Raft entry of
+	// at most about 1.3 MB) for any realistic mailbox.
+	expungeBatch = 100000
 	// stageConcurrency bounds chunks of one message in flight.
 	stageConcurrency = 4
 	maxFlagRetries   = 8
@@ -404,7 +409,8 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 	return res, nil
 }
 
-// Expunge removes messages and returns the UIDs it removed.
+// Expunge removes messages and returns the UIDs it removed, atomically
+// for up to expungeBatch targets.
 func (a *Account) Expunge(ctx context.Context, mbox schema.ID, targets []schema.ExpungeTarget) ([]schema.UID, error) {
 	var out []schema.UID
 	if len(targets) == 0 {
@@ -414,8 +420,8 @@ func (a *Account) Expunge(ctx context.Context, mbox schema.ID, targets []schema.
 		}
 		return nil, nil
 	}
-	for start := 0; start < len(targets); start += batchSize {
-		res, err := a.shard.Apply(ctx, a.c.command(&schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+batchSize, len(targets))]}))
+	for start := 0; start < len(targets); start += expungeBatch {
+		res, err := a.shard.Apply(ctx, a.c.command(&schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+expungeBatch, len(targets))]}))
 		if err != nil {
 			return out, fmt.Errorf("expunge: %w", err)
 		}
