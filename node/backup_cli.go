@@ -115,7 +115,10 @@ func (c CLI) backupCommand(ctx context.Context, args []string) error {
 		}
 	}
 	if cfg.Backup.Targets, err = mergeBackupTargets(cfg.Backup.Targets, targets); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if sub == "restore" && *to == "" {
+		return fmt.Errorf("%w: backup restore needs --to NEWDIR", errUsage)
 	}
 	if len(cfg.Backup.Targets) == 0 {
 		return fmt.Errorf("%w: no backup targets: the config has no [[backup.targets]] and no --backup-target was given", errUsage)
@@ -155,9 +158,6 @@ func (c CLI) backupCommand(ctx context.Context, args []string) error {
 			return err
 		})
 	default: // restore
-		if *to == "" {
-			return fmt.Errorf("%w: backup restore needs --to NEWDIR", errUsage)
-		}
 		return c.backupRestore(ctx, cfg, restoreArgs{id: id, identity: identity, dir: *to, masterKey: *masterKey, nodeID: *nodeID})
 	}
 }

@@ -36,6 +36,7 @@ type BackupInfo struct {
 	Problem string
 
 	rawManifest []byte
+	drill       *Verification // the newest drill record
 }
 
 // Regions returns the regions holding a complete copy.
@@ -158,7 +159,7 @@ func (r *Runner) list(ctx context.Context) (*Catalog, error) {
 	for _, b := range cat.Backups {
 		r.readRecords(ctx, b)
 		b.Complete = len(cat.Unreachable) == 0 && b.Manifest != nil && len(b.Regions()) == len(targets)
-		if v := b.Verification; v != nil && v.Kind == KindDrill && (cat.LastDrill == nil || v.Time.After(cat.LastDrill.Time)) {
+		if v := b.drill; v != nil && (cat.LastDrill == nil || v.Time.After(cat.LastDrill.Time)) {
 			cat.LastDrill = v
 		}
 	}
@@ -186,15 +187,24 @@ func (r *Runner) readRecords(ctx context.Context, b *BackupInfo) {
 				b.Created = m.Created
 			}
 		}
-		if slices.Contains(c.keys, objectKey(b.ID, verifyName)) {
-			rc, err := t.Get(ctx, objectKey(b.ID, verifyName))
+		for _, name := range []string{verifyName, drillName} {
+			if !slices.Contains(c.keys, objectKey(b.ID, name)) {
+				continue
+			}
+			rc, err := t.Get(ctx, objectKey(b.ID, name))
 			if err != nil {
 				continue
 			}
 			v, err := parseVerification(rc)
 			rc.Close()
-			if err == nil && (b.Verification == nil || v.Time.After(b.Verification.Time)) {
+			if err != nil {
+				continue
+			}
+			if b.Verification == nil || v.Time.After(b.Verification.Time) {
 				b.Verification = v
+			}
+			if v.Kind == KindDrill && (b.drill == nil || v.Time.After(b.drill.Time)) {
+				b.drill = v
 			}
 		}
 	}

@@ -12,7 +12,8 @@
 //	<id>/shard-<n>.age   one object per shard
 //	<id>/file-<name>.age small data-directory files (node state, key salt)
 //	<id>/manifest.json   written last: the backup is complete on that target
-//	<id>/verify.json     the newest verification or drill result, if any
+//	<id>/verify.json     the newest verification result, if any
+//	<id>/drill.json      the newest restore drill result, if any
 //
 // where <id> is the UTC creation time and a random suffix, so ids sort by
 // age.

@@ -87,6 +87,16 @@ func TestDrillRecordsRPOAndRTO(t *testing.T) {
 	if got := gaugeValue(t, reg2, "mail_backup_drill_rpo_seconds", nil); got != 7200 {
 		t.Fatalf("rpo metric after a restart %v", got)
 	}
+	// A later verification is listed as the newest check without hiding
+	// the drill.
+	clock.Advance(time.Minute)
+	if _, err := r2.Verify(testCtx(t), "", n.identity); err != nil {
+		t.Fatal(err)
+	}
+	cat, err = r2.List(testCtx(t))
+	if err != nil || cat.LastDrill == nil || cat.LastDrill.RestoreSeconds != 90 || cat.Backups[0].Verification.Kind != KindVerify {
+		t.Fatalf("after a verify: last drill %+v, newest check %+v, %v", cat.LastDrill, cat.Backups[0].Verification, err)
+	}
 	// The drill cleaned up after itself.
 	entries, err := os.ReadDir(r.cfg.TempDir)
 	if err != nil || len(entries) != 0 {

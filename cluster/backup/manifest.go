@@ -21,6 +21,7 @@ const FormatVersion = 1
 const (
 	manifestName = "manifest.json"
 	verifyName   = "verify.json"
+	drillName    = "drill.json"
 	idTimeLayout = "20060102T150405Z"
 	maxManifest  = 1 << 20
 	maxDataFile  = 1 << 20

@@ -374,12 +374,16 @@ func (r *Runner) record(ctx context.Context, b *BackupInfo, v *Verification) {
 	if err != nil {
 		return
 	}
+	name := verifyName
+	if v.Kind == KindDrill {
+		name = drillName
+	}
 	for i, c := range b.Copies {
 		if !c.Manifest {
 			continue
 		}
 		t := r.cfg.Targets[i]
-		if err := t.Put(ctx, objectKey(b.ID, verifyName), bytes.NewReader(body), int64(len(body))); err != nil {
+		if err := t.Put(ctx, objectKey(b.ID, name), bytes.NewReader(body), int64(len(body))); err != nil {
 			r.log.Warn("record verification", "id", b.ID, "target", t.Region(), "err", err)
 		}
 	}

@@ -7,29 +7,38 @@ import (
 	"time"
 )
 
-// Retention says how many backups to keep: the newest of each of the last
-// Daily days, Weekly ISO weeks and Monthly months that have backups (UTC).
-// The newest complete backup is always kept. Zero fields take the
-// defaults (7 daily, 4 weekly, 12 monthly); a negative field keeps none of
-// that class.
+// Retention says which complete backups to keep: every backup younger
+// than Within, and the newest of each of the last Daily days, Weekly ISO
+// weeks and Monthly months that have backups (UTC). The newest complete
+// backup is always kept. Zero fields take the defaults (24h, 7 daily, 4
+// weekly, 12 monthly); a negative field keeps none of that class.
 type Retention struct {
-	Daily   int `toml:"daily"`
-	Weekly  int `toml:"weekly"`
-	Monthly int `toml:"monthly"`
+	// Within keeps every backup of the recent past, so a schedule more
+	// often than daily keeps its recovery points for a while.
+	Within  time.Duration `toml:"within"`
+	Daily   int           `toml:"daily"`
+	Weekly  int           `toml:"weekly"`
+	Monthly int           `toml:"monthly"`
 }
 
-// DefaultRetention is what zero fields mean.
-var DefaultRetention = Retention{Daily: 7, Weekly: 4, Monthly: 12}
+// DefaultRetention returns what zero fields mean.
+func DefaultRetention() Retention {
+	return Retention{Within: 24 * time.Hour, Daily: 7, Weekly: 4, Monthly: 12}
+}
 
 func (p Retention) withDefaults() Retention {
+	def := DefaultRetention()
+	if p.Within == 0 {
+		p.Within = def.Within
+	}
 	if p.Daily == 0 {
-		p.Daily = DefaultRetention.Daily
+		p.Daily = def.Daily
 	}
 	if p.Weekly == 0 {
-		p.Weekly = DefaultRetention.Weekly
+		p.Weekly = def.Weekly
 	}
 	if p.Monthly == 0 {
-		p.Monthly = DefaultRetention.Monthly
+		p.Monthly = def.Monthly
 	}
 	return p
 }
@@ -38,13 +47,19 @@ func (p Retention) withDefaults() Retention {
 // it is left alone (it may still be uploading elsewhere).
 const partialGrace = 48 * time.Hour
 
-// keep returns the ids of the complete backups (newest first) to keep.
-func (p Retention) keep(complete []*BackupInfo) map[string]bool {
+// keep returns the ids of the complete backups (newest first) to keep at
+// time now.
+func (p Retention) keep(complete []*BackupInfo, now time.Time) map[string]bool {
 	keep := map[string]bool{}
 	if len(complete) == 0 {
 		return keep
 	}
 	keep[complete[0].ID] = true
+	for _, b := range complete {
+		if p.Within > 0 && now.Sub(b.Created) < p.Within {
+			keep[b.ID] = true
+		}
+	}
 	classes := []struct {
 		n   int
 		key func(time.Time) string
@@ -96,12 +111,12 @@ func (r *Runner) prune(ctx context.Context, cat *Catalog) ([]string, error) {
 			complete = append(complete, b)
 		}
 	}
-	keep := r.cfg.Retention.keep(complete)
+	now := r.clock.Now()
+	keep := r.cfg.Retention.keep(complete, now)
 	newest := ""
 	if len(complete) > 0 {
 		newest = complete[0].ID
 	}
-	now := r.clock.Now()
 	var pruned []string
 	var errs []error
 	for _, b := range cat.Backups {
