@@ -65,7 +65,7 @@ func (c CLI) backupCommand(ctx context.Context, args []string) error {
 		}
 		id = pos[0]
 		if !backup.ValidID(id) {
-			return fmt.Errorf("%w: %q is not a backup id (like 20260102T030405Z-1a2b3c4d)", errUsage, id)
+			return fmt.Errorf("%w: %q is not a backup id (like 20260102T030405.123Z-1a2b3c4d)", errUsage, id)
 		}
 	}
 	local := *configFile != "" || len(targets) > 0

@@ -324,7 +324,7 @@ func TestCLIBackupUsageErrors(t *testing.T) {
 		{"backup now does not take --config", []string{"backup", "now", "--config", "x.toml"}},
 		{"needs --data DIR (ask the node), or --config", []string{"backup", "list"}},
 		{"not a backup id", []string{"backup", "verify", "--data", dir, "yesterday"}},
-		{"a backup id or --latest, not both", []string{"backup", "verify", "--data", dir, "--latest", "20260101T000000Z-00000000"}},
+		{"a backup id or --latest, not both", []string{"backup", "verify", "--data", dir, "--latest", "20260101T000000.000Z-00000000"}},
 		{"--identity works on the targets directly", []string{"backup", "verify", "--data", dir, "--identity", "x"}},
 		{"needs --identity FILE", []string{"backup", "restore", "--backup-target", "eu=file:///srv/b", "--to", dir}},
 		{"needs --to NEWDIR", []string{"backup", "restore", "--backup-target", "eu=file:///srv/b", "--identity", "x"}},

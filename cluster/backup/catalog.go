@@ -156,6 +156,7 @@ func (r *Runner) list(ctx context.Context) (*Catalog, error) {
 		return nil, fmt.Errorf("list backups: no target reachable: %w", errors.Join(errs...))
 	}
 	slices.SortFunc(cat.Backups, func(a, b *BackupInfo) int { return strings.Compare(b.ID, a.ID) })
+	// Ids sort by creation time to the millisecond, so newest first.
 	for _, b := range cat.Backups {
 		r.readRecords(ctx, b)
 		b.Complete = len(cat.Unreachable) == 0 && b.Manifest != nil && len(b.Regions()) == len(targets)

@@ -176,3 +176,26 @@ func TestRestoreWithARegionDown(t *testing.T) {
 		t.Fatal("verify passed with a region down")
 	}
 }
+
+// Backups taken within the same millisecond (here: a clock that does not
+// move) still get increasing ids, so "latest" is the last one taken.
+func TestBackupIDsIncrease(t *testing.T) {
+	n := newNode(t)
+	clock := newFakeClock(at("2026-05-01 03:00"))
+	r := newRunner(t, Config{Targets: fileTargets(t, "eu"), Cluster: n.c, Clock: clock})
+	var ids []string
+	for i := 0; i < 3; i++ {
+		res, err := r.Backup(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.Manifest.ID)
+	}
+	if !(ids[0] < ids[1] && ids[1] < ids[2]) {
+		t.Fatalf("ids %v do not increase", ids)
+	}
+	cat, err := r.List(testCtx(t))
+	if err != nil || cat.Latest().ID != ids[2] {
+		t.Fatalf("latest %v, want %s (%v)", cat.Latest(), ids[2], err)
+	}
+}

@@ -22,17 +22,17 @@ const (
 	manifestName = "manifest.json"
 	verifyName   = "verify.json"
 	drillName    = "drill.json"
-	idTimeLayout = "20060102T150405Z"
+	idTimeLayout = "20060102T150405.000Z"
 	maxManifest  = 1 << 20
 	maxDataFile  = 1 << 20
 	encryptionV1 = "age-mlkem768x25519"
 	compressV1   = "zstd"
 )
 
-var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
+var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}$`)
 
-// newID returns a backup id for a backup created at t: its UTC time and a
-// random suffix, so ids sort by creation time.
+// newID returns a backup id for a backup created at t: its UTC time to
+// the millisecond and a random suffix, so ids sort by creation time.
 func newID(t time.Time) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])

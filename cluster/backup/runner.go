@@ -75,7 +75,8 @@ type Runner struct {
 
 	mu        sync.Mutex
 	lastDrill *Verification
-	lastErr   error // of the last backup run
+	lastErr   error     // of the last backup run
+	lastTime  time.Time // creation time of the last backup taken here
 }
 
 // New returns a Runner.
@@ -149,7 +150,16 @@ func (r *Runner) Backup(ctx context.Context) (*BackupResult, error) {
 	}
 	defer r.release()
 	start := r.clock.Now()
-	res, err := r.backup(ctx, start)
+	created := start.UTC().Truncate(time.Millisecond)
+	r.mu.Lock()
+	// Ids order backups; two runs within a millisecond (or a clock that
+	// stepped back) must still get increasing ones.
+	if !created.After(r.lastTime) {
+		created = r.lastTime.Add(time.Millisecond)
+	}
+	r.lastTime = created
+	r.mu.Unlock()
+	res, err := r.backup(ctx, created)
 	r.metrics.runs.WithLabelValues(result(err)).Inc()
 	r.mu.Lock()
 	r.lastErr = err

@@ -68,7 +68,7 @@ func TestOpenTargetsRejectsDuplicateRegions(t *testing.T) {
 // testTargetContract runs the behaviour every Target must have.
 func testTargetContract(t *testing.T, tg Target) {
 	ctx := testCtx(t)
-	if _, err := tg.Get(ctx, "20260101T000000Z-00000000/manifest.json"); !errors.Is(err, ErrNotFound) {
+	if _, err := tg.Get(ctx, "20260101T000000.000Z-00000000/manifest.json"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get of a missing object: %v", err)
 	}
 	if objs, err := tg.List(ctx, ""); err != nil || len(objs) != 0 {
