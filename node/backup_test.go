@@ -225,6 +225,17 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	if !strings.Contains(out, "complete: 3 shards, 3 messages") || !strings.Contains(out, "on eu, us") {
 		t.Fatalf("backup now: %q", out)
 	}
+	// A terminal gets the node's progress as it goes.
+	var progress bytes.Buffer
+	var res backupNowResult
+	client := newBackupClient(dir)
+	defer client.close()
+	if err := client.stream(ctx, pathBackupNow, &progress, &res); err != nil {
+		t.Fatal(err)
+	}
+	if p := progress.String(); !strings.Contains(p, "snapshot shard 0: ") || !strings.Contains(p, "upload "+res.ID+": ") || !strings.Contains(p, "100%") {
+		t.Fatalf("progress shown: %q", p)
+	}
 	list := mustCLI(t, "", "backup", "list", "--data", dir)
 	if !strings.Contains(list, "complete on eu,us") || !strings.Contains(list, "last restore drill: none") {
 		t.Fatalf("backup list:\n%s", list)

@@ -16,6 +16,10 @@
 //   - The master key is created once, at init, and never overwritten; a
 //     MAC recorded at init (DataDir/node.json) refuses a different key
 //     later. The node id and the mail shard count are fixed at init too.
+//   - The backup key pair is made once, when the cluster has no backup
+//     public key (a new data directory): the public key goes into the
+//     meta shard, the identity to DataDir/backup.identity (0600) for the
+//     operator to move offline. Backups never carry the master key.
 //   - No package-level mutable state: several nodes can run in one test
 //     process, each with its own logger and Prometheus registry.
 //   - Passwords, keys and message content are never logged; addresses
