@@ -56,9 +56,19 @@ type backupNowResult struct {
 // backupListing is what `backup list` shows, from the node or local.
 type backupListing struct {
 	Regions     []string             `json:"regions"`
+	Targets     []targetSummary      `json:"targets"`
 	Backups     []backupEntry        `json:"backups"`
 	Unreachable map[string]string    `json:"unreachable,omitempty"`
 	LastDrill   *backup.Verification `json:"last_drill,omitempty"`
+}
+
+// targetSummary is what one target holds.
+type targetSummary struct {
+	Region   string `json:"region"`
+	Location string `json:"location"` // without credentials
+	Complete int    `json:"complete"` // backups whose manifest is there
+	Partial  int    `json:"partial"`  // backups with objects but no manifest
+	Bytes    int64  `json:"bytes"`
 }
 
 type backupEntry struct {
@@ -78,6 +88,7 @@ func listingOf(cat *backup.Catalog, targets []backup.Target) backupListing {
 	l := backupListing{LastDrill: cat.LastDrill, Backups: []backupEntry{}}
 	for _, t := range targets {
 		l.Regions = append(l.Regions, t.Region())
+		l.Targets = append(l.Targets, targetSummary{Region: t.Region(), Location: t.String()})
 	}
 	for _, u := range cat.Unreachable {
 		if l.Unreachable == nil {
@@ -90,6 +101,18 @@ func listingOf(cat *backup.Catalog, targets []backup.Target) backupListing {
 			Partial: b.Partial(), Verification: b.Verification, Problem: b.Problem}
 		if m := b.Manifest; m != nil {
 			e.Shards, e.Messages, e.Size = len(m.Shards), m.Messages(), m.Size()
+		}
+		for i, c := range b.Copies {
+			if i >= len(l.Targets) {
+				break
+			}
+			switch {
+			case c.Manifest:
+				l.Targets[i].Complete++
+			case c.Objects > 0:
+				l.Targets[i].Partial++
+			}
+			l.Targets[i].Bytes += c.Bytes
 		}
 		l.Backups = append(l.Backups, e)
 	}

@@ -249,11 +249,20 @@ func seconds(s float64) time.Duration {
 }
 
 func (c CLI) printBackupList(l backupListing) error {
-	fmt.Fprintf(c.Stdout, "targets: %s\n", strings.Join(l.Regions, ", "))
-	for region, err := range l.Unreachable {
-		fmt.Fprintf(c.Stdout, "UNREACHABLE %s: %s\n", region, err)
-	}
 	tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tLOCATION\tCOMPLETE\tPARTIAL\tSTORED")
+	for _, t := range l.Targets {
+		if err, down := l.Unreachable[t.Region]; down {
+			fmt.Fprintf(tw, "%s\t%s\tUNREACHABLE: %s\t\t\n", t.Region, t.Location, err)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Region, t.Location, t.Complete, t.Partial, backup.FormatBytes(t.Bytes))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.Stdout)
+	tw = tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCREATED\tSHARDS\tMESSAGES\tSIZE\tSTATE\tVERIFIED")
 	for _, b := range l.Backups {
 		state := "complete on " + strings.Join(b.Regions, ",")

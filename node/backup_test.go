@@ -237,7 +237,8 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("progress shown: %q", p)
 	}
 	list := mustCLI(t, "", "backup", "list", "--data", dir)
-	if !strings.Contains(list, "complete on eu,us") || !strings.Contains(list, "last restore drill: none") {
+	if !strings.Contains(list, "complete on eu,us") || !strings.Contains(list, "last restore drill: none") ||
+		!strings.Contains(list, "file://"+filepath.Join(base, "us")) {
 		t.Fatalf("backup list:\n%s", list)
 	}
 	// The node still holds its identity, so it can drill on request.

@@ -355,7 +355,7 @@ func (r *Runner) upload(ctx context.Context, man *Manifest, body []byte, work st
 		return nil
 	}
 	// Use a fresh context: the run's may be what ended.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	for _, t := range r.cfg.Targets {
 		if derr := deleteFrom(cctx, t, man.ID, nil); derr != nil {
