@@ -461,12 +461,17 @@ func (r *Runner) restore(ctx context.Context, b *BackupInfo, opt RestoreOptions,
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
-			if created {
-				os.RemoveAll(opt.Dir)
-			} else {
-				os.RemoveAll(filepath.Join(opt.Dir, "shards"))
-			}
+		if err == nil {
+			return
+		}
+		if created {
+			os.RemoveAll(opt.Dir)
+			return
+		}
+		// The directory was empty: empty it again.
+		entries, _ := os.ReadDir(opt.Dir)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(opt.Dir, e.Name()))
 		}
 	}()
 	cr, err := r.check(ctx, b, checkOptions{identity: opt.Identity, installDir: opt.Dir, nodeID: opt.NodeID, label: label})

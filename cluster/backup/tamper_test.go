@@ -113,6 +113,14 @@ func TestAllCopiesTamperedFailsRestore(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("failed restore left %s behind: %v", dir, err)
 	}
+	// Into an existing empty directory, a failed restore leaves it empty.
+	empty := t.TempDir()
+	if _, err := b.r.Restore(testCtx(t), RestoreOptions{Identity: b.n.identity, Dir: empty}); err == nil {
+		t.Fatal("restore succeeded")
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Fatalf("failed restore left %v in the empty directory", entries)
+	}
 }
 
 func TestTamperedManifestFailsVerify(t *testing.T) {
