@@ -44,7 +44,9 @@ type secretHit struct {
 	form   string
 }
 
-func (h secretHit) String() string { return fmt.Sprintf("%s at offset %d: %s", h.path, h.offset, h.form) }
+func (h secretHit) String() string {
+	return fmt.Sprintf("%s at offset %d: %s", h.path, h.offset, h.form)
+}
 
 // scanFile returns every occurrence of every form in one file.
 func scanFile(path string, forms []secretForm) ([]secretHit, int, error) {
