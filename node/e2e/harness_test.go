@@ -418,6 +418,17 @@ func (n *node) addUser(t testing.TB, address, password string) {
 	}
 }
 
+// newUser creates a user of testDomain whose address starts with name
+// and is unique to this run (tests may run more than once against the
+// shared node), and returns its address and password.
+func (n *node) newUser(t testing.TB, name string) (address, password string) {
+	t.Helper()
+	address = name + "-" + randomHex(3) + "@" + testDomain
+	password = name + "-password-" + randomHex(4)
+	n.addUser(t, address, password)
+	return address, password
+}
+
 // logBytes returns everything the node has logged so far.
 func (n *node) logBytes(t testing.TB) []byte {
 	t.Helper()

@@ -17,10 +17,8 @@ import (
 func TestIMAPExtensions(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "imap-ext@" + testDomain, "imap-ext-pw"
-	const other, otherPass = "imap-ext2@" + testDomain, "imap-ext2-pw"
-	n.addUser(t, user, pass)
-	n.addUser(t, other, otherPass)
+	user, pass := n.newUser(t, "imap-ext")
+	other, otherPass := n.newUser(t, "imap-ext2")
 
 	// Before STARTTLS the server says LOGINDISABLED and refuses
 	// credentials in the clear.

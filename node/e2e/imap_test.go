@@ -59,8 +59,7 @@ func names(m map[string]*imap.ListData) []string {
 func TestIMAPMailboxes(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "imap-boxes@" + testDomain, "imap-boxes-pw"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "imap-boxes")
 	msgs := [][]byte{
 		simpleMessage("a@remote.example", user, "boxes one", "first"),
 		simpleMessage("b@remote.example", user, "boxes two", "second, a little longer"),
@@ -201,8 +200,7 @@ func TestIMAPMailboxes(t *testing.T) {
 func TestIMAPFetch(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "imap-fetch@" + testDomain, "imap-fetch-pw"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "imap-fetch")
 
 	date := time.Date(2026, 3, 14, 15, 9, 26, 0, time.FixedZone("", 3600))
 	pdf := pdfBytes()
@@ -361,8 +359,7 @@ func TestIMAPFetch(t *testing.T) {
 func TestIMAPStoreSearch(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "imap-search@" + testDomain, "imap-search-pw"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "imap-search")
 	c := imapDialTLS(t, n, user, pass, nil)
 
 	// 1: old, small; 2: large, appended; 3: delivered over SMTP now, with
@@ -469,8 +466,7 @@ func TestIMAPStoreSearch(t *testing.T) {
 func TestIMAPCopyMoveAppendExpunge(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "imap-copy@" + testDomain, "imap-copy-pw"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "imap-copy")
 	for i := 1; i <= 3; i++ {
 		smtpSend(t, n, "x@remote.example", []string{user}, simpleMessage("x@remote.example", user, fmt.Sprintf("copy %d", i), "body"))
 	}
@@ -573,8 +569,7 @@ func TestIMAPCopyMoveAppendExpunge(t *testing.T) {
 func TestIMAPIdle(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "imap-idle@" + testDomain, "imap-idle-pw"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "imap-idle")
 	smtpSend(t, n, "x@remote.example", []string{user}, simpleMessage("x@remote.example", user, "before idle", "one"))
 
 	exists := make(chan uint32, 16)

@@ -38,8 +38,7 @@ func smtpCode(err error) int {
 func TestMailFlow(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "flow@" + testDomain, "flow-password-1"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "flow")
 	const external = "sender@remote.example"
 
 	// 1. MX with STARTTLS (net/smtp): no AUTH on MX, TLS 1.2 or newer.

@@ -16,8 +16,7 @@ import (
 func TestPOP3(t *testing.T) {
 	t.Parallel()
 	n := sharedNode(t)
-	const user, pass = "pop3@" + testDomain, "pop3-password"
-	n.addUser(t, user, pass)
+	user, pass := n.newUser(t, "pop3")
 	for i := 1; i <= 3; i++ {
 		body := fmt.Sprintf("message %d\nline two\nline three\n.starts with a dot\n", i)
 		smtpSend(t, n, "x@remote.example", []string{user}, simpleMessage("x@remote.example", user, fmt.Sprintf("pop %d", i), body))
