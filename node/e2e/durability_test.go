@@ -92,8 +92,43 @@ func TestRestartPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Sessions open at shutdown: an IMAP IDLE, an SMTP transaction
+	// before DATA and a POP3 session with a DELE but no QUIT. The node
+	// must still stop cleanly, and none of them may change the mail.
+	idler := imapDialTLS(t, n, user, pass, nil)
+	selectBox(t, idler, "INBOX", false)
+	idle, err := idler.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	sc, err := netSMTPDial(n, "smtp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.Mail("x@remote.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Rcpt(user); err != nil {
+		t.Fatal(err)
+	}
+	pop := dialRaw(t, n.addr("pop3s"), n.clientTLS)
+	pop.line()
+	for _, cmd := range []string{"USER " + user, "PASS " + pass, "DELE 1"} {
+		pop.send(cmd)
+		if l := pop.line(); !strings.HasPrefix(l, "+OK") {
+			t.Fatalf("POP3 %s: %q", strings.Fields(cmd)[0], l)
+		}
+	}
+
 	if err := n.stop(); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case <-idler.Closed():
+	case <-time.After(ioTimeout):
+		t.Error("the IDLE session was not closed by the shutdown")
 	}
 	if err := n.start(); err != nil {
 		t.Fatalf("restart: %v", err)

@@ -19,7 +19,12 @@ func TestPOP3(t *testing.T) {
 	user, pass := n.newUser(t, "pop3")
 	for i := 1; i <= 3; i++ {
 		body := fmt.Sprintf("message %d\nline two\nline three\n.starts with a dot\n", i)
-		smtpSend(t, n, "x@remote.example", []string{user}, simpleMessage("x@remote.example", user, fmt.Sprintf("pop %d", i), body))
+		// The first comes with the null reverse-path, as bounces do.
+		from := "x@remote.example"
+		if i == 1 {
+			from = ""
+		}
+		smtpSend(t, n, from, []string{user}, simpleMessage("x@remote.example", user, fmt.Sprintf("pop %d", i), body))
 	}
 	// What IMAP sees, to compare sizes and bytes with.
 	ic := imapDialTLS(t, n, user, pass, nil)
@@ -110,6 +115,9 @@ func TestPOP3(t *testing.T) {
 	}
 	msg1 := string(imapMsgs[0].FindBodySection(whole))
 	header1, body1, _ := strings.Cut(msg1, "\r\n\r\n")
+	if !strings.HasPrefix(header1, "Return-Path: <>\r\n") {
+		t.Errorf("message from the null reverse-path starts %.40q", header1)
+	}
 	if got := strings.Join(r[11].Lines, "\r\n"); got != header1+"\r\n" {
 		t.Errorf("TOP 1 0:\n got %q\nwant %q", got, header1+"\r\n")
 	}
