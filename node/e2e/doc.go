@@ -11,8 +11,9 @@
 //   - Clients trust exactly the certificate the node generated at init
 //     (DIR/tls/cert.pem) for the node's hostname; nothing skips
 //     verification.
-//   - Nothing waits by sleeping: readiness, IDLE updates and shutdowns
-//     are polled or awaited with deadlines.
+//   - No fixed sleeps: readiness, IDLE updates, shutdowns and freed
+//     connection slots are polled or awaited with deadlines, and every
+//     loop is bounded.
 //   - A node's log is written outside its data directory, so the canary
 //     scan can cover both, and every node is stopped (or killed) by the
 //     test that started it.
