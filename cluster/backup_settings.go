@@ -6,6 +6,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
 // Cluster-wide settings that backups need, kept in the meta shard so every
@@ -71,3 +72,15 @@ func (c *Cluster) ClusterID(ctx context.Context) (string, error) {
 	}
 	return string(v), nil
 }
+
+// BackupManifestKey derives, from the master key, the key that
+// authenticates backup manifests. Whoever can restore holds the master
+// key, so a manifest forged or swapped on a backup target (whose writers
+// know only the public backup key) is detected without any new secret.
+func BackupManifestKey(master [32]byte) [32]byte {
+	return seal.Derive(master, "backup-manifest")
+}
+
+// BackupManifestKey returns the manifest authentication key of this
+// cluster (see the package-level BackupManifestKey).
+func (c *Cluster) BackupManifestKey() [32]byte { return c.keys.manifest }

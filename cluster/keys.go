@@ -39,14 +39,17 @@ type rootKeys struct {
 	master seal.Keyring       // wraps domain keys and the cluster data key
 	meta   seal.Keyring       // seals domain and user records
 	index  [seal.KeySize]byte // keys the hashes domain and user names are found by
+	// manifest authenticates backup manifests.
+	manifest [seal.KeySize]byte
 }
 
 func newRootKeys(master [seal.KeySize]byte) *rootKeys {
 	meta := seal.Derive(master, "meta-records")
 	return &rootKeys{
-		master: seal.NewStatic(seal.Key{ID: keyID(master), Secret: master}),
-		meta:   seal.NewStatic(seal.Key{ID: keyID(meta), Secret: meta}),
-		index:  seal.Derive(master, "name-index"),
+		master:   seal.NewStatic(seal.Key{ID: keyID(master), Secret: master}),
+		meta:     seal.NewStatic(seal.Key{ID: keyID(meta), Secret: meta}),
+		index:    seal.Derive(master, "name-index"),
+		manifest: BackupManifestKey(master),
 	}
 }
 

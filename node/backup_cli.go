@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/backup"
 )
 
@@ -214,6 +215,12 @@ func (c CLI) progressOut() io.Writer {
 
 // backupLocal runs fn with a runner over cfg's targets, without a node.
 func (c CLI) backupLocal(ctx context.Context, cfg Config, tempDir string, fn func(*backup.Runner) error) error {
+	return c.backupLocalKey(ctx, cfg, tempDir, nil, fn)
+}
+
+// backupLocalKey is backupLocal with the master key, when the operator
+// gave it: then only manifests authenticated under it are trusted.
+func (c CLI) backupLocalKey(ctx context.Context, cfg Config, tempDir string, master *[masterKeySize]byte, fn func(*backup.Runner) error) error {
 	targets, err := backup.OpenTargets(cfg.Backup.Targets)
 	if err != nil {
 		return err
@@ -221,8 +228,13 @@ func (c CLI) backupLocal(ctx context.Context, cfg Config, tempDir string, fn fun
 	if tempDir == "" {
 		tempDir = cfg.Backup.TempDir
 	}
+	var manifestKey *[32]byte
+	if master != nil {
+		k := cluster.BackupManifestKey(*master)
+		manifestKey = &k
+	}
 	r, err := backup.New(backup.Config{Targets: targets, TempDir: tempDir, Retention: cfg.Backup.Retention,
-		DrillCheck: checkRestoredDir, Progress: backup.NewProgress(c.Stderr)})
+		DrillCheck: checkRestoredDir, Progress: backup.NewProgress(c.Stderr), ManifestKey: manifestKey})
 	if err != nil {
 		return err
 	}
@@ -335,7 +347,7 @@ func (c CLI) backupRestore(ctx context.Context, cfg Config, a restoreArgs) error
 		tempDir = filepath.Dir(filepath.Clean(a.dir))
 	}
 	var res *backup.RestoreResult
-	err := c.backupLocal(ctx, cfg, tempDir, func(r *backup.Runner) error {
+	err := c.backupLocalKey(ctx, cfg, tempDir, key, func(r *backup.Runner) error {
 		var err error
 		res, err = r.Restore(ctx, backup.RestoreOptions{ID: a.id, Identity: a.identity, Dir: a.dir, NodeID: a.nodeID})
 		return err
@@ -354,9 +366,10 @@ func (c CLI) backupRestore(ctx context.Context, cfg Config, a restoreArgs) error
 	}
 	fmt.Fprintf(c.Stdout, "node id: %s\n", res.NodeID)
 	if key == nil {
+		fmt.Fprintln(c.Stdout, "manifest authenticity: not checked (give --master-key to check it)")
 		fmt.Fprintf(c.Stdout, "next: give the node the cluster's master key (copy it to %s, or set keys.master_key_file or keys.passphrase_file),\n", filepath.Join(a.dir, masterKeyName))
 	} else {
-		fmt.Fprintln(c.Stdout, "master key: checked and copied in")
+		fmt.Fprintln(c.Stdout, "master key: checked and copied in; manifest authenticated with it")
 	}
 	fmt.Fprintf(c.Stdout, "start it with: mailnode serve --data %s --node-id %s [--config FILE]\n", a.dir, res.NodeID)
 	return nil

@@ -279,7 +279,7 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	identity := filepath.Join(keys, backupIdentityName)
 	wrongKey := filepath.Join(t.TempDir(), "wrong.key")
 	os.WriteFile(wrongKey, bytes.Repeat([]byte{7}, 32), 0o600)
-	failCLI(t, ExitError, "not the one this cluster's data was encrypted with", "",
+	failCLI(t, ExitError, "does not authenticate under this master key", "",
 		"backup", "restore", "--config", cfgFile, "--identity", identity, "--master-key", wrongKey, "--to", filepath.Join(base, "wrong"))
 	otherID := filepath.Join(t.TempDir(), "other.identity")
 	other, otherRcpt, _ := backup.GenerateKey()

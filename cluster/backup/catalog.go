@@ -180,7 +180,7 @@ func (r *Runner) readRecords(ctx context.Context, b *BackupInfo) {
 	for i, c := range b.Copies {
 		t := r.cfg.Targets[i]
 		if c.Manifest && b.Manifest == nil {
-			m, raw, err := readManifest(ctx, t, b.ID)
+			m, raw, err := readManifest(ctx, t, b.ID, r.cfg.ManifestKey)
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("%s: %v", t.Region(), err))
 			} else {
@@ -214,13 +214,22 @@ func (r *Runner) readRecords(ctx context.Context, b *BackupInfo) {
 	}
 }
 
-func readManifest(ctx context.Context, t Target, id string) (*Manifest, []byte, error) {
+// readManifest reads and checks a backup's manifest on one target; with
+// a key, only an authentic manifest is accepted.
+func readManifest(ctx context.Context, t Target, id string, key *[32]byte) (*Manifest, []byte, error) {
 	rc, err := t.Get(ctx, objectKey(id, manifestName))
 	if err != nil {
 		return nil, nil, err
 	}
 	defer rc.Close()
-	return parseManifest(rc, id)
+	m, raw, err := parseManifest(rc, id)
+	if err != nil || key == nil {
+		return m, raw, err
+	}
+	if err := m.checkMAC(*key); err != nil {
+		return nil, nil, err
+	}
+	return m, raw, nil
 }
 
 // observeDrill keeps the newest drill record for Status and metrics.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -82,7 +83,7 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 			holders = append(holders, t)
 			res.regions = append(res.regions, t.Region())
 			if opt.allCopies {
-				if err := sameManifest(ctx, t, b); err != nil {
+				if err := sameManifest(ctx, t, b, r.cfg.ManifestKey); err != nil {
 					res.problems = append(res.problems, fmt.Errorf("target %s: %w", t.Region(), err))
 				}
 			}
@@ -217,8 +218,8 @@ func decryptFile(enc string, f FileEntry, id *Identity) ([]byte, error) {
 
 // sameManifest checks that a target's manifest is byte-identical to the
 // one the catalog read.
-func sameManifest(ctx context.Context, t Target, b *BackupInfo) error {
-	_, raw, err := readManifest(ctx, t, b.ID)
+func sameManifest(ctx context.Context, t Target, b *BackupInfo, key *[32]byte) error {
+	_, raw, err := readManifest(ctx, t, b.ID, key)
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
@@ -324,6 +325,11 @@ func (r *Runner) pick(ctx context.Context, id string, anyRegion bool) (*BackupIn
 			}
 		}
 		if b == nil {
+			for _, c := range cat.Backups {
+				if strings.Contains(c.Problem, errNotAuthentic.Error()) {
+					return nil, cat, fmt.Errorf("no complete backup found: backup %s has a manifest that does not authenticate under this master key (is it the cluster's?)", c.ID)
+				}
+			}
 			return nil, cat, errors.New("no complete backup found")
 		}
 	} else if b = cat.Find(id); b == nil {

@@ -30,6 +30,8 @@ type Cluster interface {
 	ClusterID(ctx context.Context) (string, error)
 	// BackupRecipient returns the backup public key ("" if none).
 	BackupRecipient(ctx context.Context) (string, error)
+	// BackupManifestKey returns the key that authenticates manifests.
+	BackupManifestKey() [32]byte
 }
 
 // Config configures a Runner.
@@ -62,6 +64,13 @@ type Config struct {
 	Registry prometheus.Registerer
 	// Progress reports long transfers; nil is silent.
 	Progress *Progress
+	// ManifestKey authenticates manifests (cluster.BackupManifestKey of
+	// the master key). A runner with a Cluster takes it from there; a
+	// runner without one (restoring on a new machine) gets it from the
+	// master key when the operator gives it. With a key, a manifest
+	// without a valid MAC is refused everywhere; without one, manifests
+	// are read unauthenticated.
+	ManifestKey *[32]byte
 }
 
 // Runner takes, lists, verifies, restores, drills and prunes backups.
@@ -106,6 +115,10 @@ func New(cfg Config) (*Runner, error) {
 		}
 	}
 	cfg.Retention = cfg.Retention.withDefaults()
+	if cfg.ManifestKey == nil && cfg.Cluster != nil {
+		k := cfg.Cluster.BackupManifestKey()
+		cfg.ManifestKey = &k
+	}
 	m, err := newMetrics(cfg.Registry, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("backup: register metrics: %w", err)
@@ -227,6 +240,9 @@ func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, erro
 			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
 		}
 		man.Files = append(man.Files, entry)
+	}
+	if r.cfg.ManifestKey != nil {
+		man.MAC = man.computeMAC(*r.cfg.ManifestKey)
 	}
 	body, err := man.encode()
 	if err != nil {

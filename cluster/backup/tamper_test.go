@@ -1,11 +1,16 @@
 package backup
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
 // backedUp is a node with mail and one complete backup on file targets.
@@ -136,8 +141,76 @@ func TestTamperedManifestFailsVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = b.r.Verify(testCtx(t), b.man.ID, b.n.identity)
+	if err == nil || !strings.Contains(err.Error(), "target us: manifest: "+errNotAuthentic.Error()) {
+		t.Fatalf("verify with a tampered manifest on one target: %v", err)
+	}
+	// Re-signed with the real key (a bug, not an attack), the copies
+	// still must agree.
+	rewriteManifest(t, path, b.n.c.BackupManifestKey(), func(m *Manifest) { m.Shards[0].Counts.Messages++ })
+	_, err = b.r.Verify(testCtx(t), b.man.ID, b.n.identity)
 	if err == nil || !strings.Contains(err.Error(), "target us: manifest differs") {
 		t.Fatalf("verify with differing manifests: %v", err)
+	}
+}
+
+// rewriteManifest edits a manifest file and signs it again under key.
+func rewriteManifest(t *testing.T, path string, key [32]byte, edit func(*Manifest)) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(&m)
+	m.MAC = m.computeMAC(key)
+	out, err := m.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestForgedManifestIsRefused(t *testing.T) {
+	b := newBackedUp(t, "eu")
+	if b.man.MAC == "" {
+		t.Fatal("manifest written without a MAC")
+	}
+	path := b.objectPath("eu", manifestName)
+	// Someone who can write to the target but has no master key moves the
+	// backup's date forward, so it would look like the newest.
+	rewriteManifest(t, path, seal.NewKey(0).Secret, func(m *Manifest) { m.Created = m.Created.Add(time.Hour) })
+	cat, err := b.r.List(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cat.Backups) != 1 || cat.Backups[0].Complete || !strings.Contains(cat.Backups[0].Problem, "not authentic") {
+		t.Fatalf("forged manifest listed as %+v", cat.Backups)
+	}
+	if _, err := b.r.Verify(testCtx(t), b.man.ID, b.n.identity); err == nil {
+		t.Fatal("verify accepted a forged manifest")
+	}
+	dir := filepath.Join(t.TempDir(), "r")
+	if _, err := b.r.Restore(testCtx(t), RestoreOptions{ID: b.man.ID, Identity: b.n.identity, Dir: dir}); err == nil {
+		t.Fatal("restore accepted a forged manifest")
+	}
+	// A runner without the key (restoring without --master-key) cannot
+	// tell, and reads it as before.
+	open := newRunner(t, Config{Targets: b.targets})
+	if _, err := open.Verify(testCtx(t), b.man.ID, b.n.identity); err != nil {
+		t.Fatalf("verify without a manifest key: %v", err)
+	}
+	// With the right key from the master key, as on a new machine, the
+	// original manifest verifies again once restored.
+	rewriteManifest(t, path, b.n.c.BackupManifestKey(), func(m *Manifest) { m.Created = m.Created.Add(-time.Hour) })
+	key := cluster.BackupManifestKey(b.n.master)
+	keyed := newRunner(t, Config{Targets: b.targets, ManifestKey: &key})
+	if _, err := keyed.Verify(testCtx(t), b.man.ID, b.n.identity); err != nil {
+		t.Fatalf("verify with the master-derived key: %v", err)
 	}
 }
 
@@ -148,10 +221,18 @@ func TestCountsMismatchFailsVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = []byte(strings.Replace(string(data), `"messages": 3`, `"messages": 4`, 1))
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
+	if !strings.Contains(string(data), `"messages": 3`) {
+		t.Fatalf("manifest does not record 3 messages:\n%s", data)
 	}
+	// Signed with the real key: the counts check after decryption is what
+	// must catch it.
+	rewriteManifest(t, path, b.n.c.BackupManifestKey(), func(m *Manifest) {
+		for i := range m.Shards {
+			if m.Shards[i].Counts.Messages == 3 {
+				m.Shards[i].Counts.Messages = 4
+			}
+		}
+	})
 	_, err = b.r.Verify(testCtx(t), b.man.ID, b.n.identity)
 	if err == nil || !strings.Contains(err.Error(), "record counts") {
 		t.Fatalf("verify with a wrong message count: %v", err)
@@ -179,11 +260,7 @@ func TestWrongIdentityFailsRestore(t *testing.T) {
 	// A manifest that lies about the key id still cannot get past
 	// decryption: age itself refuses the identity.
 	path := b.objectPath("eu", manifestName)
-	data, _ := os.ReadFile(path)
-	data = []byte(strings.Replace(string(data), b.man.KeyID, other.KeyIDs()[0], 1))
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rewriteManifest(t, path, b.n.c.BackupManifestKey(), func(m *Manifest) { m.KeyID = other.KeyIDs()[0] })
 	_, err = b.r.Restore(testCtx(t), RestoreOptions{Identity: other, Dir: dir})
 	if !errors.Is(err, ErrWrongIdentity) || !strings.Contains(err.Error(), "shard-0.age") {
 		t.Fatalf("restore with a forged key id: %v", err)
