@@ -115,6 +115,22 @@ func (c CLI) run(ctx context.Context, args []string) error {
 	}
 }
 
+// dataDirArg returns the data directory an admin command names with
+// --data, or through --config's data_dir.
+func dataDirArg(command, data, configFile string) (string, error) {
+	if data == "" && configFile != "" {
+		cfg, err := loadConfigFile(configFile)
+		if err != nil {
+			return "", err
+		}
+		data = cfg.DataDir
+	}
+	if data == "" {
+		return "", fmt.Errorf("%w: %s needs --data DIR (or --config FILE)", errUsage, command)
+	}
+	return data, nil
+}
+
 // parseInterleaved parses flags that may come before, between or after
 // the positional arguments, and returns the positional ones.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -259,16 +275,9 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 	if err != nil {
 		return err
 	}
-	dir := *data
-	if dir == "" && *configFile != "" {
-		cfg, err := loadConfigFile(*configFile)
-		if err != nil {
-			return err
-		}
-		dir = cfg.DataDir
-	}
-	if dir == "" {
-		return fmt.Errorf("%w: %s needs --data DIR (or --config FILE)", errUsage, name)
+	dir, err := dataDirArg(name, *data, *configFile)
+	if err != nil {
+		return err
 	}
 	want, known := adminCommandArgs(name)
 	if !known {

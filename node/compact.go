@@ -23,16 +23,12 @@ func (c CLI) compact(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	dir := *data
-	if dir == "" && *configFile != "" {
-		cfg, err := loadConfigFile(*configFile)
-		if err != nil {
-			return err
-		}
-		dir = cfg.DataDir
-	}
-	if dir == "" || len(pos) != 0 {
+	if len(pos) != 0 {
 		return fmt.Errorf("%w: compact takes only --data DIR (or --config FILE)", errUsage)
+	}
+	dir, err := dataDirArg("compact", *data, *configFile)
+	if err != nil {
+		return err
 	}
 	actx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
