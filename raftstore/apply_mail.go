@@ -7,6 +7,20 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
+// userMailbox finds the user and mailbox an op works on, or the result
+// that refuses the op.
+func (a *applier) userMailbox(user, mbox schema.ID) (*userMail, *schema.MailboxRecord, *schema.Result) {
+	u := a.user(user)
+	if u == nil {
+		return nil, nil, fail(schema.CodeNoSuchUser)
+	}
+	rec := u.mailbox(mbox)
+	if rec == nil {
+		return nil, nil, fail(schema.CodeNoSuchMailbox)
+	}
+	return u, rec, nil
+}
+
 func (a *applier) initUser(p *schema.InitUser) *schema.Result {
 	mail := a.tx.Bucket(bucketMail)
 	if mail.Bucket(p.User[:]) != nil {
@@ -93,13 +107,9 @@ func (a *applier) createMailbox(p *schema.CreateMailbox) *schema.Result {
 }
 
 func (a *applier) deleteMailbox(p *schema.DeleteMailbox) *schema.Result {
-	u := a.user(p.User)
-	if u == nil {
-		return fail(schema.CodeNoSuchUser)
-	}
-	rec := u.mailbox(p.Mailbox)
-	if rec == nil {
-		return fail(schema.CodeNoSuchMailbox)
+	u, rec, failed := a.userMailbox(p.User, p.Mailbox)
+	if failed != nil {
+		return failed
 	}
 	if rec.Inbox {
 		return fail(schema.CodeCannotDelete)
@@ -169,13 +179,9 @@ func (a *applier) renameMailbox(p *schema.RenameMailbox) *schema.Result {
 }
 
 func (a *applier) updateMailbox(p *schema.UpdateMailbox) *schema.Result {
-	u := a.user(p.User)
-	if u == nil {
-		return fail(schema.CodeNoSuchUser)
-	}
-	rec := u.mailbox(p.Mailbox)
-	if rec == nil {
-		return fail(schema.CodeNoSuchMailbox)
+	u, rec, failed := a.userMailbox(p.User, p.Mailbox)
+	if failed != nil {
+		return failed
 	}
 	rec.Sealed = p.Sealed
 	u.putMailbox(rec)
@@ -232,13 +238,9 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 }
 
 func (a *applier) setAttrs(p *schema.SetAttrs) *schema.Result {
-	u := a.user(p.User)
-	if u == nil {
-		return fail(schema.CodeNoSuchUser)
-	}
-	rec := u.mailbox(p.Mailbox)
-	if rec == nil {
-		return fail(schema.CodeNoSuchMailbox)
+	u, rec, failed := a.userMailbox(p.User, p.Mailbox)
+	if failed != nil {
+		return failed
 	}
 	msgs := u.msgs(p.Mailbox, false)
 	res := &schema.Result{ModSeqs: make([]uint64, len(p.Updates))}
@@ -319,13 +321,9 @@ func (a *applier) copy(p *schema.Copy) *schema.Result {
 }
 
 func (a *applier) expunge(p *schema.Expunge) *schema.Result {
-	u := a.user(p.User)
-	if u == nil {
-		return fail(schema.CodeNoSuchUser)
-	}
-	rec := u.mailbox(p.Mailbox)
-	if rec == nil {
-		return fail(schema.CodeNoSuchMailbox)
+	u, rec, failed := a.userMailbox(p.User, p.Mailbox)
+	if failed != nil {
+		return failed
 	}
 	msgs := u.msgs(p.Mailbox, false)
 	res := &schema.Result{}
