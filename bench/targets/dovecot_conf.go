@@ -55,6 +55,10 @@ auth_mechanisms = plain
 auth_cache_size = 10M
 auth_cache_ttl = 5 mins
 auth_cache_negative_ttl = 0
+# A cache hit still verifies the password against the cached hash; do it
+# in the auth worker processes (on every core) rather than in the auth
+# master, as Dovecot recommends for expensive hashes.
+auth_cache_verify_password_with_worker = yes
 
 passdb {
   driver = passwd-file

@@ -41,9 +41,11 @@ type IMAPResult struct {
 	Failed     int64   `json:"failed"`
 	ElapsedSec float64 `json:"elapsed_sec"`
 	// OpsPerSec counts every timed command (connect included).
-	OpsPerSec float64                  `json:"ops_per_sec"`
-	PerOp     map[string]stats.Summary `json:"per_op"`
-	Errors    []string                 `json:"errors,omitempty"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	// All digests every command together.
+	All    stats.Summary            `json:"all"`
+	PerOp  map[string]stats.Summary `json:"per_op"`
+	Errors []string                 `json:"errors,omitempty"`
 }
 
 // IMAPOps are the timed operations of imap-mixed, in session order.
@@ -94,7 +96,7 @@ func IMAP(ctx context.Context, env Env, cfg IMAPConfig) (*IMAPResult, error) {
 	total := rec.Total(elapsed)
 	res := &IMAPResult{
 		Sessions: cfg.Sessions, Logins: logins.Load(), Ops: total.Count, Failed: total.Errors,
-		ElapsedSec: elapsed.Seconds(), OpsPerSec: total.PerSecond, PerOp: rec.Summaries(elapsed), Errors: errs.list(),
+		ElapsedSec: elapsed.Seconds(), OpsPerSec: total.PerSecond, All: total, PerOp: rec.Summaries(elapsed), Errors: errs.list(),
 	}
 	log.Info("done", "ops", res.Ops, "failed", res.Failed, "ops_per_sec", round(res.OpsPerSec), "logins", res.Logins)
 	return res, nil
@@ -113,6 +115,12 @@ type imapSession struct {
 	known  []imap.UID // UIDs of INBOX messages the client has listed
 	total  uint32     // messages in INBOX
 	window uint32     // highest sequence number of the next header page
+	rounds int
+	// initial is each user's INBOX size at its first session: appends
+	// go to INBOX while it holds fewer, so that the mailbox a session
+	// works on keeps its size however long the run.
+	initial map[int]uint32
+	user    int
 }
 
 // timed runs one operation and records it; it returns false when the
@@ -130,7 +138,10 @@ func (s *imapSession) timed(op string, fn func() (int64, error)) bool {
 }
 
 func (s *imapSession) run(ctx context.Context, user int) {
-	s.c, s.known, s.total = nil, nil, 0
+	s.c, s.known, s.total, s.user = nil, nil, 0, user
+	if s.initial == nil {
+		s.initial = make(map[int]uint32)
+	}
 	defer func() {
 		if s.c != nil {
 			s.c.Close()
@@ -148,10 +159,13 @@ func (s *imapSession) run(ctx context.Context, user int) {
 		return
 	}
 	if !s.timed("select", func() (int64, error) {
-		_, err := s.c.Select("INBOX", nil).Wait()
+		data, err := s.c.Select("INBOX", nil).Wait()
 		if err == nil {
-			s.total = s.c.Mailbox().NumMessages
+			s.total = data.NumMessages
 			s.window = s.total
+			if _, ok := s.initial[user]; !ok {
+				s.initial[user] = s.total
+			}
 		}
 		return 0, err
 	}) {
@@ -165,9 +179,16 @@ func (s *imapSession) run(ctx context.Context, user int) {
 	s.timed("logout", func() (int64, error) { return 0, s.c.Logout().Wait() })
 }
 
-// round is one pass of a mail client's typical commands.
+// round is one pass of a mail client's typical commands. One message
+// leaves INBOX per round (moved to Trash, or deleted and expunged, in
+// turn) and one is appended.
 func (s *imapSession) round() bool {
-	steps := []func() bool{s.fetchHeaders, s.fetchBody, s.search, s.appendMessage, s.move, s.expunge}
+	s.rounds++
+	remove := s.move
+	if s.rounds%2 == 0 {
+		remove = s.expunge
+	}
+	steps := []func() bool{s.fetchHeaders, s.fetchBody, s.search, s.appendMessage, remove}
 	for _, step := range steps {
 		if time.Now().After(s.deadline) {
 			return true
@@ -182,7 +203,7 @@ func (s *imapSession) round() bool {
 // fetchHeaders lists a page of up to 20 messages, newest first, then
 // older pages, as a client scrolling its message list.
 func (s *imapSession) fetchHeaders() bool {
-	s.total = s.c.Mailbox().NumMessages
+	s.total = s.numMessages()
 	if s.total == 0 {
 		return true
 	}
@@ -211,6 +232,16 @@ func (s *imapSession) fetchHeaders() bool {
 		}
 		return n, err
 	})
+}
+
+// numMessages is the INBOX's message count as the server last reported
+// it. (imapclient records a SELECT's result only after Wait returns, so
+// the count from SELECT is the fallback.)
+func (s *imapSession) numMessages() uint32 {
+	if mb := s.c.Mailbox(); mb != nil {
+		return mb.NumMessages
+	}
+	return s.total
 }
 
 func (s *imapSession) addKnown(uid imap.UID) {
@@ -296,13 +327,13 @@ var (
 )
 
 // appendMessage saves a corpus message to Sent (as a client does after
-// sending), or to INBOX when INBOX runs low so the session keeps mail to
-// work on.
+// sending), or to INBOX while INBOX holds fewer messages than at the
+// user's first session, so the mailbox keeps its size.
 func (s *imapSession) appendMessage() bool {
 	msgs := s.env.Corpus.Messages
 	m := &msgs[s.rng.IntN(len(msgs))]
 	box, flags := "Sent", []imap.Flag{imap.FlagSeen}
-	if s.c.Mailbox().NumMessages < 10 {
+	if n := s.numMessages(); n < s.initial[s.user] || n < 10 {
 		box, flags = "INBOX", nil
 	}
 	return s.timed("append", func() (int64, error) {

@@ -21,10 +21,8 @@ type StorageResult struct {
 	After      targets.Disk `json:"after"`
 	CompactSec float64      `json:"compact_sec"`
 	// BytesPerByte is allocated disk bytes added per delivered byte.
+	// (Allocated, not apparent, sizes: bbolt files are sparse.)
 	BytesPerByte float64 `json:"bytes_per_byte"`
-	// ApparentPerByte is the same for file sizes (sparse files and block
-	// rounding aside).
-	ApparentPerByte float64 `json:"apparent_per_byte"`
 }
 
 // Storage compacts the target and measures its storage against baseline
@@ -49,6 +47,5 @@ func Storage(ctx context.Context, t targets.Target, baseline targets.Disk, messa
 		After:             after,
 		CompactSec:        compact.Seconds(),
 		BytesPerByte:      float64(after.Allocated-baseline.Allocated) / float64(delivered),
-		ApparentPerByte:   float64(after.Apparent-baseline.Apparent) / float64(delivered),
 	}, nil
 }

@@ -224,10 +224,11 @@ func verifyUser(ctx context.Context, env Env, u, want int, deadline time.Time, c
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+	sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
 		return seenAt, fmt.Errorf("examine: %w", err)
 	}
-	if c.Mailbox().NumMessages == 0 {
+	if sel.NumMessages == 0 {
 		return seenAt, c.Logout().Wait()
 	}
 	body := &imap.FetchItemBodySection{Peek: true}

@@ -1,0 +1,363 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mailcluster/mailcluster/bench/corpus"
+	"github.com/mailcluster/mailcluster/bench/limits"
+	"github.com/mailcluster/mailcluster/bench/report"
+	"github.com/mailcluster/mailcluster/bench/targets"
+	"github.com/mailcluster/mailcluster/bench/workload"
+)
+
+// Workload names, in the order a run executes them on each target.
+const (
+	SMTPIngest = "smtp-ingest"
+	Storage    = "storage"
+	IMAPMixed  = "imap-mixed"
+	POP3Drain  = "pop3-drain"
+)
+
+// Workloads lists every workload in execution order: storage measures
+// what smtp-ingest delivered, before imap-mixed and pop3-drain change it.
+func Workloads() []string { return []string{SMTPIngest, Storage, IMAPMixed, POP3Drain} }
+
+// Domain is the mail domain of the benchmark's users.
+const Domain = "bench.test"
+
+// Config is one run's parameters. Standard and Quick return the two
+// suites; a command line may change any field.
+type Config struct {
+	// Suite names the configuration in the report.
+	Suite string
+	// Targets and Workloads select what runs (names as in
+	// targets.Names and Workloads).
+	Targets   []string
+	Workloads []string
+
+	Seed     uint64
+	Users    int
+	Messages int
+	// MaxMessageSize caps the corpus's long tail (0: 5 MiB).
+	MaxMessageSize int
+
+	SMTPClients    int
+	IngestDuration time.Duration
+	// VerifyWait bounds the wait for asynchronously delivered mail.
+	VerifyWait   time.Duration
+	IMAPSessions int
+	IMAPDuration time.Duration
+	POP3Clients  int
+	POP3Duration time.Duration
+	// FsyncDuration and CryptoDuration bound the physical-limit
+	// measurements; zero FsyncDuration skips them.
+	FsyncDuration  time.Duration
+	CryptoDuration time.Duration
+
+	// Mailnode is the mailnode binary for the single target.
+	Mailnode string
+	// DovecotFormat is maildir or sdbox.
+	DovecotFormat string
+	// Install allows installing the dovecot target's Debian packages.
+	Install bool
+	// WorkDir holds the run's temporary directory ("" for the system's).
+	WorkDir string
+	// Keep leaves the temporary directory (data, configs, logs) in place.
+	Keep   bool
+	Logger *slog.Logger
+}
+
+// Standard is the standard suite: long enough for stable figures on a
+// small machine (about ten minutes on two cores).
+func Standard() Config {
+	return Config{
+		Suite: "standard", Targets: targets.Names(), Workloads: Workloads(),
+		Seed: 1, Users: 50, Messages: 3000,
+		SMTPClients: 8, IngestDuration: 4 * time.Minute, VerifyWait: 5 * time.Minute,
+		IMAPSessions: 8, IMAPDuration: time.Minute,
+		POP3Clients: 4, POP3Duration: 2 * time.Minute,
+		FsyncDuration: 2 * time.Second, CryptoDuration: time.Second,
+		Mailnode: "bin/mailnode", DovecotFormat: "maildir", Install: true,
+	}
+}
+
+// Quick runs every target and workload briefly (a couple of minutes in
+// total): it proves the harness works; its figures are not for
+// comparison.
+func Quick() Config {
+	c := Standard()
+	c.Suite = "quick"
+	c.Users, c.Messages = 8, 200
+	c.SMTPClients, c.IngestDuration, c.VerifyWait = 4, 15*time.Second, time.Minute
+	c.IMAPSessions, c.IMAPDuration = 4, 8*time.Second
+	c.POP3Clients, c.POP3Duration = 4, 10*time.Second
+	c.FsyncDuration, c.CryptoDuration = time.Second, 300*time.Millisecond
+	return c
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	for _, t := range c.Targets {
+		if !slices.Contains(targets.Names(), t) && !slices.Contains([]string{"cluster3", "mox", "maddy"}, t) {
+			errs = append(errs, fmt.Errorf("unknown target %q (known: %s)", t, strings.Join(targets.Names(), ", ")))
+		}
+	}
+	for _, w := range c.Workloads {
+		if !slices.Contains(Workloads(), w) {
+			errs = append(errs, fmt.Errorf("unknown workload %q (known: %s)", w, strings.Join(Workloads(), ", ")))
+		}
+	}
+	if len(c.Targets) == 0 || len(c.Workloads) == 0 {
+		errs = append(errs, errors.New("no target or no workload selected"))
+	}
+	if c.Users < 1 || c.Messages < 1 || c.SMTPClients < 1 {
+		errs = append(errs, errors.New("users, messages and smtp clients must be positive"))
+	}
+	imapUsers, pop3Users := c.userSplit()
+	if c.IMAPSessions < 1 || c.IMAPSessions > len(imapUsers) || c.POP3Clients < 1 || c.POP3Clients > len(pop3Users) {
+		errs = append(errs, fmt.Errorf("imap sessions must be 1..%d and pop3 clients 1..%d: each uses users of its own, "+
+			"and imap-mixed and pop3-drain share the %d users when both run", len(imapUsers), len(pop3Users), c.Users))
+	}
+	for name, d := range map[string]time.Duration{"ingest": c.IngestDuration, "imap": c.IMAPDuration, "pop3": c.POP3Duration, "verify": c.VerifyWait} {
+		if d <= 0 || d > 2*time.Hour {
+			errs = append(errs, fmt.Errorf("%s duration %v: want more than 0 and at most 2h", name, d))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) wants(workload string) bool { return slices.Contains(c.Workloads, workload) }
+
+// userSplit returns the user indexes imap-mixed and pop3-drain work on:
+// when both run, the first half of the users and the second, so that
+// pop3-drain finds the mailboxes as smtp-ingest filled them.
+func (c Config) userSplit() (imapUsers, pop3Users []int) {
+	all := make([]int, c.Users)
+	for i := range all {
+		all[i] = i
+	}
+	if !c.wants(IMAPMixed) || !c.wants(POP3Drain) || c.Users < 2 {
+		return all, all
+	}
+	return all[:c.Users/2], all[c.Users/2:]
+}
+
+// withUsers returns env restricted to the given users.
+func withUsers(env workload.Env, idx []int) workload.Env {
+	users := make([]targets.User, len(idx))
+	for i, u := range idx {
+		users[i] = env.Users[u]
+	}
+	env.Users = users
+	return env
+}
+
+// Run executes the configured run: it generates the corpus, measures the
+// physical limits, then starts each target in turn, runs the workloads on
+// it and stops it. A target that cannot run here is skipped and listed;
+// a failed correctness check or an aborted workload is listed in
+// Run.Failures. The error is for problems that stop the whole run.
+func Run(ctx context.Context, cfg Config) (*report.Run, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	root, err := os.MkdirTemp(cfg.WorkDir, "mailbench-")
+	if err != nil {
+		return nil, fmt.Errorf("work directory: %w", err)
+	}
+	if cfg.Keep {
+		log.Info("keeping the work directory", "dir", root)
+	} else {
+		defer os.RemoveAll(root)
+	}
+	run := &report.Run{
+		Format: report.Format, Started: time.Now().UTC(), Suite: cfg.Suite,
+		GitCommit: gitCommit(), Machine: describeMachine(root),
+		Settings: report.Settings{
+			Seed: cfg.Seed, Users: cfg.Users, Messages: cfg.Messages,
+			SMTPClients: cfg.SMTPClients, IngestSec: cfg.IngestDuration.Seconds(),
+			IMAPSessions: cfg.IMAPSessions, IMAPSec: cfg.IMAPDuration.Seconds(),
+			POP3Clients: cfg.POP3Clients, POP3Sec: cfg.POP3Duration.Seconds(),
+			Workloads: cfg.Workloads, DovecotFormat: cfg.DovecotFormat,
+		},
+	}
+	t0 := time.Now()
+	corp, err := corpus.Generate(corpus.Config{Seed: cfg.Seed, Messages: cfg.Messages, Users: cfg.Users, Domain: Domain, MaxSize: cfg.MaxMessageSize})
+	if err != nil {
+		return nil, err
+	}
+	run.Corpus = corp.Stats()
+	log.Info("corpus generated", "messages", run.Corpus.Messages, "mib", run.Corpus.TotalBytes>>20, "took", time.Since(t0).Round(time.Millisecond))
+	if cfg.FsyncDuration > 0 {
+		msgs := make([][]byte, len(corp.Messages))
+		for i, m := range corp.Messages {
+			msgs[i] = m.Data
+		}
+		l, err := limits.Measure(root, cfg.FsyncDuration, cfg.CryptoDuration, msgs)
+		if err != nil {
+			return nil, fmt.Errorf("physical limits: %w", err)
+		}
+		run.Limits = &l
+		log.Info("physical limits", "fsync_per_sec", int(l.FsyncPerSec), "seal_mib_s", int(l.SealMBPerSec), "zstd_mib_s", int(l.ZstdMBPerSec))
+	}
+	cert, err := targets.NewCertificate("mail." + Domain)
+	if err != nil {
+		return nil, err
+	}
+	users := make([]targets.User, cfg.Users)
+	for i := range users {
+		users[i] = targets.User{Address: fmt.Sprintf("user%d@%s", i, Domain), Password: fmt.Sprintf("bench-password-%d", i)}
+	}
+	for _, name := range cfg.Targets {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		dir := filepath.Join(root, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return nil, err
+		}
+		t, err := targets.New(name, targets.Options{
+			Dir: dir, Domain: Domain, Cert: cert, Logger: log, Mailnode: cfg.Mailnode,
+			DovecotFormat: cfg.DovecotFormat, Install: cfg.Install,
+		})
+		if errors.Is(err, targets.ErrUnavailable) {
+			log.Warn("target skipped", "target", name, "reason", err)
+			run.Skipped = append(run.Skipped, report.Skipped{Target: name, Reason: err.Error()})
+			continue
+		}
+		if err != nil {
+			run.Failures = append(run.Failures, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		tr := runTarget(ctx, cfg, t, corp, users, log)
+		run.Targets = append(run.Targets, tr)
+		run.Failures = append(run.Failures, failures(tr)...)
+	}
+	if len(run.Targets) == 0 {
+		run.Failures = append(run.Failures, "no target could run")
+	}
+	run.Finished = time.Now().UTC()
+	return run, nil
+}
+
+// runTarget starts one target, runs the workloads on it in order and
+// stops it.
+func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.Corpus, users []targets.User, log *slog.Logger) report.TargetRun {
+	var tr report.TargetRun
+	defer func() {
+		if err := t.Stop(); err != nil {
+			tr.Errors = append(tr.Errors, fmt.Sprintf("stop: %v", err))
+		}
+	}()
+	t0 := time.Now()
+	err := t.Start(ctx, users)
+	tr.Info = t.Info()
+	tr.StartSec = time.Since(t0).Seconds()
+	if err != nil {
+		tr.Errors = append(tr.Errors, fmt.Sprintf("start: %v", err))
+		return tr
+	}
+	baseline, err := t.Disk()
+	if err != nil {
+		tr.Errors = append(tr.Errors, err.Error())
+		return tr
+	}
+	env := workload.Env{Target: tr.Info.Name, Endpoints: t.Endpoints(), TLS: t.ClientTLS(), Users: users, Corpus: corp, Logger: log}
+
+	if err := workload.WarmUp(ctx, env); err != nil {
+		tr.Errors = append(tr.Errors, err.Error())
+		return tr
+	}
+	// Every other workload needs the mail smtp-ingest delivers.
+	ingest, err := workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration})
+	if err != nil {
+		tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngest, err))
+		return tr
+	}
+	tr.Ingest, tr.Preload = ingest, !cfg.wants(SMTPIngest)
+	check, err := workload.Verify(ctx, env, ingest.AckedMessages(), time.Now(), cfg.VerifyWait)
+	if err != nil {
+		tr.Errors = append(tr.Errors, fmt.Sprintf("%s verification: %v", SMTPIngest, err))
+		return tr
+	}
+	ingest.Check = check
+	if ingest.Acked == 0 {
+		return tr
+	}
+	if cfg.wants(Storage) {
+		if tr.Storage, err = workload.Storage(ctx, t, baseline, ingest.Acked, ingest.AckedBytes); err != nil {
+			tr.Errors = append(tr.Errors, err.Error())
+			return tr
+		}
+		log.Info("done", "target", tr.Info.Name, "workload", Storage, "bytes_per_byte", fmt.Sprintf("%.2f", tr.Storage.BytesPerByte),
+			"compact", time.Duration(tr.Storage.CompactSec*float64(time.Second)).Round(time.Millisecond))
+		env.Endpoints = t.Endpoints()
+	}
+	imapUsers, pop3Users := cfg.userSplit()
+	if cfg.wants(IMAPMixed) {
+		if tr.IMAP, err = workload.IMAP(ctx, withUsers(env, imapUsers), workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed}); err != nil {
+			tr.Errors = append(tr.Errors, err.Error())
+		}
+	}
+	if cfg.wants(POP3Drain) {
+		if tr.POP3, err = workload.POP3(ctx, withUsers(env, pop3Users), workload.POP3Config{Clients: cfg.POP3Clients, Duration: cfg.POP3Duration}); err != nil {
+			tr.Errors = append(tr.Errors, err.Error())
+		}
+	}
+	return tr
+}
+
+// maxErrorShare is the share of failed operations above which a workload
+// counts as broken (a few failures are reported, not fatal).
+const maxErrorShare = 0.01
+
+// failures lists why a target's figures cannot be trusted: a failed
+// correctness check, a workload that did not run or mostly failed.
+// Speed never fails a run.
+func failures(tr report.TargetRun) []string {
+	name := tr.Info.Name
+	var out []string
+	for _, e := range tr.Errors {
+		out = append(out, fmt.Sprintf("%s: %s", name, e))
+	}
+	broken := func(workload string, ok, failed int64) {
+		if ok == 0 || float64(failed) > maxErrorShare*float64(ok+failed) {
+			out = append(out, fmt.Sprintf("%s: %s: %d operations failed, %d succeeded", name, workload, failed, ok))
+		}
+	}
+	if in := tr.Ingest; in != nil {
+		broken(SMTPIngest, int64(in.Acked), int64(in.Failed))
+		if c := in.Check; c != nil && !c.OK() {
+			out = append(out, fmt.Sprintf("%s: %s check failed: of %d acknowledged messages %d missing, %d different, %d duplicated",
+				name, SMTPIngest, c.Expected, c.Missing, c.Mismatched, c.Duplicates))
+		}
+	}
+	if im := tr.IMAP; im != nil {
+		broken(IMAPMixed, im.Ops, im.Failed)
+	}
+	if p := tr.POP3; p != nil {
+		var ok, failed int64
+		for _, s := range p.PerOp {
+			ok += s.Count
+			failed += s.Errors
+		}
+		broken(POP3Drain, ok, failed)
+		if p.Mismatched > 0 {
+			out = append(out, fmt.Sprintf("%s: %s: %d downloaded messages differ from what was sent", name, POP3Drain, p.Mismatched))
+		}
+	}
+	return out
+}

@@ -1,0 +1,131 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mailcluster/mailcluster/bench/report"
+)
+
+// Outputs are the files a run wrote.
+type Outputs struct {
+	JSON, Markdown, Throughput, Latency string
+	// Docs is the documentation page, when one was written.
+	Docs string
+}
+
+// WriteResults writes the run to dir as <stamp>.json, <stamp>.md and the
+// two SVG charts the Markdown embeds.
+func WriteResults(run *report.Run, dir string) (Outputs, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Outputs{}, err
+	}
+	stamp := run.Started.UTC().Format("20060102-150405")
+	o := Outputs{
+		JSON:       filepath.Join(dir, stamp+".json"),
+		Markdown:   filepath.Join(dir, stamp+".md"),
+		Throughput: filepath.Join(dir, stamp+"-throughput.svg"),
+		Latency:    filepath.Join(dir, stamp+"-latency.svg"),
+	}
+	if err := run.WriteJSON(o.JSON); err != nil {
+		return o, err
+	}
+	if err := writeCharts(run, o.Throughput, o.Latency); err != nil {
+		return o, err
+	}
+	title := fmt.Sprintf("mailbench results: %s suite", run.Suite)
+	charts := report.Charts{Throughput: filepath.Base(o.Throughput), Latency: filepath.Base(o.Latency)}
+	return o, writeWith(o.Markdown, func(w io.Writer) error { return run.WriteMarkdown(w, title, charts) })
+}
+
+// WriteDocs writes docs/benchmarks.md and its two charts
+// (benchmarks-throughput.svg, benchmarks-latency.svg) into dir.
+func WriteDocs(run *report.Run, dir, jsonName string) (string, error) {
+	page := filepath.Join(dir, "benchmarks.md")
+	tp, lat := filepath.Join(dir, "benchmarks-throughput.svg"), filepath.Join(dir, "benchmarks-latency.svg")
+	if err := writeCharts(run, tp, lat); err != nil {
+		return "", err
+	}
+	var body bytes.Buffer
+	charts := report.Charts{Throughput: filepath.Base(tp), Latency: filepath.Base(lat)}
+	if err := run.WriteMarkdown(&body, "Latest results", charts); err != nil {
+		return "", err
+	}
+	// The page has its own title; the report's becomes a section.
+	results := strings.Replace(body.String(), "# Latest results", "## Latest results", 1)
+	results = strings.ReplaceAll(results, "\n## ", "\n### ")
+	text := docsPreamble + results + fmt.Sprintf("\nRaw figures of this run: `bench-results/%s` on the machine that ran it (bench-results/ is not committed).\n", jsonName)
+	return page, os.WriteFile(page, []byte(text), 0o644)
+}
+
+func writeCharts(run *report.Run, throughput, latency string) error {
+	if err := writeWith(throughput, run.WriteThroughputSVG); err != nil {
+		return err
+	}
+	return writeWith(latency, run.WriteLatencySVG)
+}
+
+func writeWith(path string, fn func(io.Writer) error) error {
+	var b bytes.Buffer
+	if err := fn(&b); err != nil {
+		return fmt.Errorf("render %s: %w", filepath.Base(path), err)
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// docsPreamble explains docs/benchmarks.md; the latest standard-suite
+// results follow it.
+const docsPreamble = `# Benchmarks
+
+How mailnode compares with an established mail server setup, measured by
+the harness in ` + "`bench/`" + ` on one machine, in one run, with the same client
+code and the same message corpus for every target. This page is generated
+by ` + "`make bench`" + ` (the standard suite); do not edit it by hand.
+
+## Reproduce
+
+    make bench                      # builds bin/mailnode and bin/mailbench, runs the standard suite,
+                                    # writes bench-results/<timestamp>.{json,md,svg} and this page
+    bin/mailbench run --quick       # every target and workload briefly (about two minutes)
+    bin/mailbench run --target single --workload smtp-ingest --smtp-clients 16
+
+The dovecot target needs Dovecot and Postfix from Debian's packages
+(dovecot-imapd, dovecot-pop3d, dovecot-lmtpd, postfix); the harness installs
+them with apt-get when they are missing (say --install=false to forbid it).
+Every server runs on 127.0.0.1 in a temporary directory and is stopped at
+the end; nothing listens beyond loopback.
+
+## What is measured
+
+- **smtp-ingest**: concurrent SMTP clients (STARTTLS, MX port, no AUTH)
+  deliver the corpus to the users; acknowledged messages/s and the latency of
+  each transaction up to the final 250. Then every acknowledged message is
+  fetched back over IMAP and compared by SHA-256 with what was sent; a
+  missing, changed or duplicated message fails the run. "Seconds until all
+  visible" shows asynchronous delivery (Postfix queues, then hands over to
+  Dovecot over LMTP; mailnode stores before it answers).
+- **storage**: disk bytes per delivered byte once the target is compacted,
+  over what the target used with its users and no mail.
+- **imap-mixed**: concurrent IMAP sessions (STARTTLS, AUTHENTICATE PLAIN)
+  doing what a mail client does: select, fetch a page of headers, read a
+  message and mark it seen, search (unread, subject, sender, body text),
+  save a message to Sent, move one to Trash, delete and expunge one, log out.
+  Operations/s and latency per command.
+- **pop3-drain**: concurrent POP3 sessions (STLS, AUTH PLAIN) download and
+  delete whole maildrops; every download is compared with the original too.
+- **Physical limits**: the data disk's fsync rate and one core's zstd and
+  XChaCha20-Poly1305 throughput, to say how close a figure is to what the
+  hardware allows.
+
+The corpus is generated from a fixed seed: sizes from 1 KiB to 5 MiB with a
+long tail, plain text, HTML and messages with attachments, UTF-8 headers,
+threads. Both targets hash passwords with argon2id at the same parameters
+and cache verified logins. The load generator runs on the same machine as
+the target, so on a small machine it takes CPU from the server under test
+alike for every target.
+
+`

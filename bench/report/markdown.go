@@ -1,0 +1,367 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/mailcluster/mailcluster/bench/stats"
+	"github.com/mailcluster/mailcluster/bench/workload"
+)
+
+// Charts names the SVG files a Markdown report embeds (relative to the
+// Markdown file); empty names leave the charts out.
+type Charts struct {
+	Throughput string
+	Latency    string
+}
+
+// WriteMarkdown renders the run as a Markdown report.
+func (r *Run) WriteMarkdown(w io.Writer, title string, charts Charts) error {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("# %s\n\n", title)
+	r.writeContext(&b)
+	r.writeTargets(&b)
+	r.writeSummary(&b)
+	if charts.Throughput != "" || charts.Latency != "" {
+		p("## Charts\n\n")
+		if charts.Throughput != "" {
+			p("![Throughput per target](%s)\n\n", charts.Throughput)
+		}
+		if charts.Latency != "" {
+			p("![Latency per target](%s)\n\n", charts.Latency)
+		}
+	}
+	r.writeIngest(&b)
+	r.writeOpTable(&b, "imap-mixed: latency per command", workload.IMAPOps, func(t *TargetRun) map[string]stats.Summary {
+		if t.IMAP == nil {
+			return nil
+		}
+		return t.IMAP.PerOp
+	})
+	r.writeOpTable(&b, "pop3-drain: latency per command", workload.POP3Ops, func(t *TargetRun) map[string]stats.Summary {
+		if t.POP3 == nil {
+			return nil
+		}
+		return t.POP3.PerOp
+	})
+	r.writeStorage(&b)
+	r.writeProblems(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Run) writeContext(b *strings.Builder) {
+	m := r.Machine
+	fmt.Fprintf(b, "Run of %s (%s suite), commit `%s`.\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Suite, r.GitCommit)
+	machine := []string{m.Hostname, fmt.Sprintf("%d CPUs", m.CPUs)}
+	if m.CPUModel != "" {
+		machine = append(machine, m.CPUModel)
+	}
+	if m.MemoryMB > 0 {
+		machine = append(machine, fmt.Sprintf("%.1f GiB RAM", float64(m.MemoryMB)/1024))
+	}
+	machine = append(machine, fmt.Sprintf("%s/%s", m.OS, m.Arch))
+	if m.Kernel != "" {
+		machine = append(machine, "kernel "+m.Kernel)
+	}
+	if m.FileSystem != "" {
+		machine = append(machine, "data on "+m.FileSystem)
+	}
+	machine = append(machine, m.Go)
+	fmt.Fprintf(b, "- Machine: %s. Targets and the load generator share it.\n", strings.Join(machine, ", "))
+	s := r.Settings
+	fmt.Fprintf(b, "- Settings: seed %d, %d users, up to %d messages; smtp-ingest %d clients (at most %s s), imap-mixed %d sessions for %s s, pop3-drain %d clients (at most %s s).\n",
+		s.Seed, s.Users, s.Messages, s.SMTPClients, formatNum(s.IngestSec), s.IMAPSessions, formatNum(s.IMAPSec), s.POP3Clients, formatNum(s.POP3Sec))
+	c := r.Corpus
+	if c.Messages > 0 {
+		fmt.Fprintf(b, "- Corpus: %d messages, %.1f MiB; sizes median %s, p90 %s, p99 %s, max %s; %d plain text, %d HTML alternative, %d with attachments; %d replies in threads.\n",
+			c.Messages, float64(c.TotalBytes)/(1<<20), kib(c.P50Bytes), kib(c.P90Bytes), kib(c.P99Bytes), kib(c.MaxBytes),
+			c.Kinds["text"], c.Kinds["alternative"], c.Kinds["attachment"], c.Replies)
+	}
+	if l := r.Limits; l != nil {
+		fmt.Fprintf(b, "- Physical limits of this machine: %s fsyncs/s on the data disk (4 KiB append + fdatasync, %s ms each); "+
+			"one core seals %s MiB/s (XChaCha20-Poly1305) and compresses %s MiB/s (zstd, ratio %s on the corpus); "+
+			"compress-then-seal: %s MiB/s = %s corpus messages/s per core.\n",
+			formatNum(l.FsyncPerSec), formatNum(l.FsyncMeanMS), formatNum(l.SealMBPerSec), formatNum(l.ZstdMBPerSec),
+			formatNum(l.ZstdRatio), formatNum(l.PipelineMBPerSec), formatNum(l.PipelineMsgPerSec))
+		for _, t := range r.Targets {
+			if t.Ingest == nil || t.Preload || l.FsyncPerSec == 0 {
+				continue
+			}
+			fmt.Fprintf(b, "  - %s acknowledged %s messages/s, which leaves %s of the disk's fsyncs per message",
+				t.Info.Name, formatNum(t.Ingest.MessagesPerSec), formatNum(l.FsyncPerSec/max(t.Ingest.MessagesPerSec, 1e-9)))
+			if IsOurs(t.Info.Name) && l.PipelineMsgPerSec > 0 {
+				fmt.Fprintf(b, ", and %s%% of one core's compress-and-seal capacity", formatNum(100*t.Ingest.MessagesPerSec/l.PipelineMsgPerSec))
+			}
+			b.WriteString(".\n")
+		}
+	}
+	b.WriteString("\n")
+}
+
+func kib(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+}
+
+func (r *Run) writeTargets(b *strings.Builder) {
+	b.WriteString("## Targets and their durability\n\n| target | software | acknowledgement and durability | storage | passwords | client connections |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, t := range r.Targets {
+		i := t.Info
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", i.Name, cell(i.Software), cell(i.Durability), cell(i.Storage), cell(i.Auth), cell(i.TLS))
+	}
+	b.WriteString("\n")
+	for _, t := range r.Targets {
+		if len(t.Info.Settings) == 0 {
+			continue
+		}
+		keys := make([]string, 0, len(t.Info.Settings))
+		for k := range t.Info.Settings {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s: %s", k, t.Info.Settings[k])
+		}
+		fmt.Fprintf(b, "- %s settings: %s.\n", t.Info.Name, strings.Join(parts, "; "))
+	}
+	b.WriteString("\n")
+}
+
+// cell makes text safe inside a table cell.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
+}
+
+func (r *Run) writeSummary(b *strings.Builder) {
+	pairs := r.pairs()
+	b.WriteString("## Summary\n\n")
+	if len(pairs) > 0 {
+		b.WriteString("Ratios divide our figure by the peer's, both measured in this run on this machine; " +
+			"\"better\" or \"worse\" says which way the ratio favours us for that figure.\n\n")
+	}
+	b.WriteString("| workload | figure |")
+	for _, t := range r.Targets {
+		fmt.Fprintf(b, " %s |", t.Info.Name)
+	}
+	for _, pr := range pairs {
+		fmt.Fprintf(b, " %s / %s |", pr[0], pr[1])
+	}
+	b.WriteString("\n| --- | --- |")
+	b.WriteString(strings.Repeat(" ---: |", len(r.Targets)+len(pairs)))
+	b.WriteString("\n")
+	for _, m := range summaryMetrics {
+		var row strings.Builder
+		any := false
+		fmt.Fprintf(&row, "| %s | %s |", m.workload, m.name)
+		for i := range r.Targets {
+			if v, ok := m.get(&r.Targets[i]); ok {
+				fmt.Fprintf(&row, " %s |", formatNum(v))
+				any = true
+			} else {
+				row.WriteString(" - |")
+			}
+		}
+		for _, pr := range pairs {
+			ov, ook := m.get(r.target(pr[0]))
+			pv, pok := m.get(r.target(pr[1]))
+			if q, ok := Ratio(ov, pv, ook, pok); ok {
+				fmt.Fprintf(&row, " %s |", formatRatio(q, m.higher))
+			} else {
+				row.WriteString(" - |")
+			}
+		}
+		if any {
+			b.WriteString(row.String())
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\n")
+}
+
+func (r *Run) writeIngest(b *strings.Builder) {
+	var rows []string
+	for _, t := range r.Targets {
+		if t.Ingest == nil {
+			continue
+		}
+		in := t.Ingest
+		label := t.Info.Name
+		if t.Preload {
+			label += " (preload only)"
+		}
+		check := "not checked"
+		if c := in.Check; c != nil {
+			if c.OK() {
+				check = fmt.Sprintf("all %d acknowledged messages fetched back, byte-identical (SHA-256)", c.Expected)
+			} else {
+				check = fmt.Sprintf("**FAILED**: %d expected, %d matched, %d missing, %d different, %d duplicated",
+					c.Expected, c.Matched, c.Missing, c.Mismatched, c.Duplicates)
+			}
+			if c.Unacknowledged > 0 {
+				check += fmt.Sprintf("; %d unacknowledged messages stored too", c.Unacknowledged)
+			}
+		}
+		tx := in.Ops["transaction"]
+		conn := in.Ops["connect"]
+		rows = append(rows, fmt.Sprintf("| %s | %d | %d | %d | %s | %s | %s | %s | %s | %s |", label, in.Clients, in.Acked, in.Failed,
+			formatNum(in.ElapsedSec), formatNum(tx.P50MS), formatNum(tx.P90MS), formatNum(tx.P99MS), formatNum(conn.P50MS), check))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("## smtp-ingest\n\nEach transaction is MAIL FROM, RCPT TO and DATA up to the final reply; clients reconnect every 10 messages " +
+		"(connect = TCP, greeting, EHLO and STARTTLS). After sending, every acknowledged message is fetched back over IMAP and compared by SHA-256 " +
+		"with what was sent (after the trace headers the server prepends); a difference fails the run.\n\n")
+	b.WriteString("| target | clients | acknowledged | failed | seconds | p50 ms | p90 ms | p99 ms | connect p50 ms | correctness |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	b.WriteString(strings.Join(rows, "\n"))
+	b.WriteString("\n\n")
+}
+
+func (r *Run) writeOpTable(b *strings.Builder, title string, ops []string, get func(*TargetRun) map[string]stats.Summary) {
+	var present []*TargetRun
+	for i := range r.Targets {
+		if get(&r.Targets[i]) != nil {
+			present = append(present, &r.Targets[i])
+		}
+	}
+	if len(present) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## %s\n\n| command |", title)
+	for _, t := range present {
+		fmt.Fprintf(b, " %s count | %s p50 ms | %s p99 ms |", t.Info.Name, t.Info.Name, t.Info.Name)
+	}
+	pairs := r.pairs()
+	for _, pr := range pairs {
+		fmt.Fprintf(b, " p50 %s / %s |", pr[0], pr[1])
+	}
+	b.WriteString("\n| --- |")
+	b.WriteString(strings.Repeat(" ---: |", 3*len(present)+len(pairs)))
+	b.WriteString("\n")
+	for _, op := range ops {
+		seen := false
+		for _, t := range present {
+			if s, ok := get(t)[op]; ok && s.Count+s.Errors > 0 {
+				seen = true
+			}
+		}
+		if !seen {
+			continue
+		}
+		fmt.Fprintf(b, "| %s |", op)
+		for _, t := range present {
+			s, ok := get(t)[op]
+			if !ok {
+				b.WriteString(" - | - | - |")
+				continue
+			}
+			count := fmt.Sprint(s.Count)
+			if s.Errors > 0 {
+				count += fmt.Sprintf(" (%d failed)", s.Errors)
+			}
+			fmt.Fprintf(b, " %s | %s | %s |", count, formatNum(s.P50MS), formatNum(s.P99MS))
+		}
+		for _, pr := range pairs {
+			o, ook := opSummary(r.target(pr[0]), get, op)
+			p, pok := opSummary(r.target(pr[1]), get, op)
+			if q, ok := Ratio(o.P50MS, p.P50MS, ook, pok); ok {
+				fmt.Fprintf(b, " %s |", formatRatio(q, false))
+			} else {
+				b.WriteString(" - |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+func opSummary(t *TargetRun, get func(*TargetRun) map[string]stats.Summary, op string) (stats.Summary, bool) {
+	if t == nil {
+		return stats.Summary{}, false
+	}
+	m := get(t)
+	s, ok := m[op]
+	return s, ok && s.Count > 0
+}
+
+func (r *Run) writeStorage(b *strings.Builder) {
+	var rows []string
+	for _, t := range r.Targets {
+		s := t.Storage
+		if s == nil {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %s | %s | %d | %s | %s | %s |", t.Info.Name, s.DeliveredMessages,
+			mib(s.DeliveredBytes), mib(s.Baseline.Allocated), mib(s.After.Allocated), s.After.Files, mib(s.After.Apparent),
+			formatNum(s.BytesPerByte), formatNum(s.CompactSec)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("## storage\n\nDisk space of the stored mail once the target is compacted (mailnode: `mailnode compact` online, then offline; " +
+		"Dovecot's maildir and sdbox need none), minus what the target used with its users and no mail, per byte of mail acknowledged. Sizes are allocated disk blocks; the apparent size of sparse files is shown for reference.\n\n")
+	b.WriteString("| target | messages | delivered | disk before | disk after | files after | apparent size after | disk bytes per delivered byte | compaction s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString(strings.Join(rows, "\n"))
+	b.WriteString("\n\n")
+}
+
+func mib(n int64) string {
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+func (r *Run) writeProblems(b *strings.Builder) {
+	if len(r.Skipped) > 0 {
+		b.WriteString("## Targets not run\n\n")
+		for _, s := range r.Skipped {
+			fmt.Fprintf(b, "- %s: %s\n", s.Target, s.Reason)
+		}
+		b.WriteString("\n")
+	}
+	var errs []string
+	for _, t := range r.Targets {
+		for _, e := range t.Errors {
+			errs = append(errs, fmt.Sprintf("%s: %s", t.Info.Name, e))
+		}
+		add := func(workload string, list []string) {
+			for _, e := range list {
+				errs = append(errs, fmt.Sprintf("%s %s: %s", t.Info.Name, workload, e))
+			}
+		}
+		if t.Ingest != nil {
+			add("smtp-ingest", t.Ingest.Errors)
+			if t.Ingest.Check != nil {
+				add("smtp-ingest check", t.Ingest.Check.Problems)
+			}
+		}
+		if t.IMAP != nil {
+			add("imap-mixed", t.IMAP.Errors)
+		}
+		if t.POP3 != nil {
+			add("pop3-drain", t.POP3.Errors)
+		}
+	}
+	if len(errs) > 0 {
+		b.WriteString("## Errors seen\n\n")
+		for _, e := range errs {
+			fmt.Fprintf(b, "- %s\n", cell(e))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Failures) > 0 {
+		b.WriteString("## RUN FAILED\n\n")
+		for _, f := range r.Failures {
+			fmt.Fprintf(b, "- %s\n", cell(f))
+		}
+		b.WriteString("\n")
+	}
+}

@@ -1,0 +1,203 @@
+package report
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/mailcluster/mailcluster/bench/stats"
+)
+
+// OurTargets are the targets running this project's server; every other
+// target is a peer they are compared with.
+var OurTargets = []string{"single", "cluster3"}
+
+// IsOurs reports whether a target runs this project's server.
+func IsOurs(name string) bool { return slices.Contains(OurTargets, name) }
+
+// metric is one figure of the summary table.
+type metric struct {
+	workload string
+	name     string
+	// higher is true when a larger value is better.
+	higher bool
+	get    func(*TargetRun) (float64, bool)
+}
+
+// summaryMetrics are the headline figures, one row each.
+var summaryMetrics = []metric{
+	{"smtp-ingest", "acknowledged messages/s", true, func(t *TargetRun) (float64, bool) {
+		if t.Ingest == nil || t.Preload {
+			return 0, false
+		}
+		return t.Ingest.MessagesPerSec, true
+	}},
+	{"smtp-ingest", "acknowledged MiB/s", true, func(t *TargetRun) (float64, bool) {
+		if t.Ingest == nil || t.Preload {
+			return 0, false
+		}
+		return t.Ingest.MBPerSec, true
+	}},
+	{"smtp-ingest", "p50 ms to the final 250", false, ingestOp("transaction", p50)},
+	{"smtp-ingest", "p99 ms to the final 250", false, ingestOp("transaction", p99)},
+	{"smtp-ingest", "seconds until all visible in IMAP", false, func(t *TargetRun) (float64, bool) {
+		if t.Ingest == nil || t.Preload || t.Ingest.Check == nil {
+			return 0, false
+		}
+		return t.Ingest.Check.VisibleAfterSec, true
+	}},
+	{"smtp-ingest", "delivered messages/s, end to end", true, func(t *TargetRun) (float64, bool) {
+		if t.Ingest == nil || t.Preload || t.Ingest.Check == nil {
+			return 0, false
+		}
+		return float64(t.Ingest.Acked) / (t.Ingest.ElapsedSec + t.Ingest.Check.VisibleAfterSec), true
+	}},
+	{"imap-mixed", "operations/s", true, func(t *TargetRun) (float64, bool) {
+		if t.IMAP == nil {
+			return 0, false
+		}
+		return t.IMAP.OpsPerSec, true
+	}},
+	{"imap-mixed", "p50 ms, all commands", false, func(t *TargetRun) (float64, bool) {
+		if t.IMAP == nil {
+			return 0, false
+		}
+		return t.IMAP.All.P50MS, true
+	}},
+	{"imap-mixed", "p99 ms, all commands", false, func(t *TargetRun) (float64, bool) {
+		if t.IMAP == nil {
+			return 0, false
+		}
+		return t.IMAP.All.P99MS, true
+	}},
+	{"pop3-drain", "messages/s (RETR + DELE)", true, func(t *TargetRun) (float64, bool) {
+		if t.POP3 == nil {
+			return 0, false
+		}
+		return t.POP3.MessagesPerSec, true
+	}},
+	{"pop3-drain", "MiB/s", true, func(t *TargetRun) (float64, bool) {
+		if t.POP3 == nil {
+			return 0, false
+		}
+		return t.POP3.MBPerSec, true
+	}},
+	{"pop3-drain", "p99 ms per RETR", false, func(t *TargetRun) (float64, bool) {
+		if t.POP3 == nil {
+			return 0, false
+		}
+		s, ok := t.POP3.PerOp["retr"]
+		return s.P99MS, ok
+	}},
+	{"storage", "disk bytes per delivered byte", false, func(t *TargetRun) (float64, bool) {
+		if t.Storage == nil {
+			return 0, false
+		}
+		return t.Storage.BytesPerByte, true
+	}},
+}
+
+// chartedMetrics are the figures of the throughput chart.
+var chartedMetrics = []string{"acknowledged messages/s", "delivered messages/s, end to end", "operations/s", "messages/s (RETR + DELE)"}
+
+// charted reports whether the figure belongs in the throughput chart.
+func (m metric) charted() bool { return slices.Contains(chartedMetrics, m.name) }
+
+func p50(s stats.Summary) float64 { return s.P50MS }
+func p99(s stats.Summary) float64 { return s.P99MS }
+
+func ingestOp(op string, f func(stats.Summary) float64) func(*TargetRun) (float64, bool) {
+	return func(t *TargetRun) (float64, bool) {
+		if t.Ingest == nil || t.Preload {
+			return 0, false
+		}
+		s, ok := t.Ingest.Ops[op]
+		if !ok || s.Count == 0 {
+			return 0, false
+		}
+		return f(s), true
+	}
+}
+
+// Ratio divides ours by peer's figure; ok is false when either is
+// missing or the peer's is zero.
+func Ratio(ours, peer float64, oursOK, peerOK bool) (float64, bool) {
+	if !oursOK || !peerOK || peer == 0 || math.IsNaN(ours) || math.IsNaN(peer) {
+		return 0, false
+	}
+	return ours / peer, true
+}
+
+// formatRatio renders a ratio and whether it favours ours.
+func formatRatio(r float64, higherBetter bool) string {
+	verdict := "better"
+	switch {
+	case math.Abs(r-1) < 0.005:
+		verdict = "same"
+	case (r > 1) != higherBetter:
+		verdict = "worse"
+	}
+	return fmt.Sprintf("%s× (%s)", formatNum(r), verdict)
+}
+
+// formatNum renders a figure with three significant digits or so.
+func formatNum(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a == 0:
+		return "0"
+	case a >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 0.1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+// pairs lists (ours, peer) target name pairs of a run, in report order.
+func (r *Run) pairs() [][2]string {
+	var out [][2]string
+	for _, o := range r.Targets {
+		if !IsOurs(o.Info.Name) {
+			continue
+		}
+		for _, p := range r.Targets {
+			if !IsOurs(p.Info.Name) {
+				out = append(out, [2]string{o.Info.Name, p.Info.Name})
+			}
+		}
+	}
+	return out
+}
+
+// RatioLine is one headline ratio, for the closing note of a run.
+type RatioLine struct {
+	Workload, Metric, Ours, Peer string
+	Ratio                        float64
+	HigherBetter                 bool
+}
+
+// String renders the line.
+func (l RatioLine) String() string {
+	return fmt.Sprintf("%s %s: %s/%s = %s", l.Workload, l.Metric, l.Ours, l.Peer, formatRatio(l.Ratio, l.HigherBetter))
+}
+
+// Ratios returns every summary ratio of the run.
+func (r *Run) Ratios() []RatioLine {
+	var out []RatioLine
+	for _, m := range summaryMetrics {
+		for _, pr := range r.pairs() {
+			ov, ook := m.get(r.target(pr[0]))
+			pv, pok := m.get(r.target(pr[1]))
+			if q, ok := Ratio(ov, pv, ook, pok); ok {
+				out = append(out, RatioLine{m.workload, m.name, pr[0], pr[1], q, m.higher})
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,218 @@
+package report
+
+import (
+	"bytes"
+	"encoding/xml"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/bench/limits"
+	"github.com/mailcluster/mailcluster/bench/stats"
+	"github.com/mailcluster/mailcluster/bench/targets"
+	"github.com/mailcluster/mailcluster/bench/workload"
+)
+
+// fixture is a run with our target twice as fast as the peer at
+// ingest, with half its IMAP latency and 1.5 times its storage.
+func fixture() *Run {
+	summary := func(count int64, p50, p99 float64) stats.Summary {
+		return stats.Summary{Count: count, P50MS: p50, P90MS: p99 * 0.8, P99MS: p99, MaxMS: p99 * 2, PerSecond: float64(count) / 10}
+	}
+	target := func(name string, rate, imapP50, bpb float64) TargetRun {
+		return TargetRun{
+			Info: targets.Info{Name: name, Software: name + " 1.0", Durability: "fsync | always", Settings: map[string]string{"b": "2", "a": "1"}},
+			Ingest: &workload.IngestResult{Clients: 4, Attempted: 100, Acked: 100, AckedBytes: 100 << 10, ElapsedSec: 100 / rate,
+				MessagesPerSec: rate, MBPerSec: rate / 10,
+				Ops:   map[string]stats.Summary{"transaction": summary(100, 1000/rate, 3000/rate), "connect": summary(10, 2, 4)},
+				Check: &workload.CheckResult{Expected: 100, Matched: 100, VisibleAfterSec: 0.5}},
+			IMAP: &workload.IMAPResult{Sessions: 4, Logins: 10, Ops: 200, ElapsedSec: 10, OpsPerSec: 20, All: summary(200, imapP50, imapP50*5),
+				PerOp: map[string]stats.Summary{"login": summary(10, imapP50, imapP50*3), "search": summary(20, imapP50*2, imapP50*4)}},
+			POP3: &workload.POP3Result{Clients: 2, Mailboxes: 4, Messages: 50, Bytes: 5 << 20, ElapsedSec: 5, MessagesPerSec: 10, MBPerSec: 1,
+				PerOp: map[string]stats.Summary{"retr": summary(50, 3, 9), "quit": summary(4, 5, 6)}},
+			Storage: &workload.StorageResult{DeliveredMessages: 100, DeliveredBytes: 100 << 10, BytesPerByte: bpb},
+		}
+	}
+	return &Run{
+		Format:    Format,
+		Started:   time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
+		Finished:  time.Date(2026, 11, 23, 10, 5, 0, 0, time.UTC),
+		Suite:     "standard",
+		GitCommit: "0123456789abcdef",
+		Machine:   Machine{Hostname: "bench-host", OS: "linux", Arch: "amd64", CPUs: 2, Go: "go1.26.8"},
+		Settings:  Settings{Seed: 1, Users: 10, Messages: 100, SMTPClients: 4, IMAPSessions: 4, POP3Clients: 2},
+		Limits:    &limits.Limits{FsyncPerSec: 1000, SealMBPerSec: 1000, ZstdMBPerSec: 300, ZstdRatio: 2, PipelineMBPerSec: 260, PipelineMsgPerSec: 3000},
+		Targets:   []TargetRun{target("single", 200, 5, 1.5), target("dovecot", 100, 10, 1.0)},
+		Skipped:   []Skipped{{Target: "mox", Reason: "not available"}},
+	}
+}
+
+func render(t *testing.T, r *Run) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := r.WriteMarkdown(&b, "Results", Charts{Throughput: "t.svg", Latency: "l.svg"}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestMarkdown(t *testing.T) {
+	md := render(t, fixture())
+	for _, want := range []string{
+		"# Results",
+		"| workload | figure | single | dovecot | single / dovecot |",
+		"| smtp-ingest | acknowledged messages/s | 200 | 100 | 2.00× (better) |",
+		"| smtp-ingest | p50 ms to the final 250 | 5.00 | 10.0 | 0.50× (better) |",
+		"| imap-mixed | p50 ms, all commands | 5.00 | 10.0 | 0.50× (better) |",
+		"| storage | disk bytes per delivered byte | 1.50 | 1.00 | 1.50× (worse) |",
+		"| pop3-drain | messages/s (RETR + DELE) | 10.0 | 10.0 | 1.00× (same) |",
+		"| search | 20 | 10.0 | 20.0 | 20 | 20.0 | 40.0 | 0.50× (better) |",
+		"all 100 acknowledged messages fetched back, byte-identical",
+		"![Throughput per target](t.svg)",
+		"fsync \\| always",               // table cells are escaped
+		"- single settings: a: 1; b: 2.", // settings sorted
+		"- mox: not available",
+		"commit `0123456789abcdef`",
+		"1000 fsyncs/s",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "RUN FAILED") {
+		t.Error("a clean run is reported as failed")
+	}
+	if md != render(t, fixture()) {
+		t.Error("rendering is not deterministic")
+	}
+}
+
+func TestMarkdownFailure(t *testing.T) {
+	r := fixture()
+	r.Targets[1].Ingest.Check = &workload.CheckResult{Expected: 100, Matched: 98, Missing: 1, Mismatched: 1,
+		Problems: []string{"message 1-5 differs from what was sent"}}
+	r.Failures = []string{"dovecot: smtp-ingest check failed"}
+	md := render(t, r)
+	for _, want := range []string{"**FAILED**: 100 expected, 98 matched, 1 missing, 1 different", "## RUN FAILED", "message 1-5 differs"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+func TestRatios(t *testing.T) {
+	tests := []struct {
+		ours, peer     float64
+		oursOK, peerOK bool
+		want           float64
+		ok             bool
+	}{
+		{200, 100, true, true, 2, true},
+		{1, 4, true, true, 0.25, true},
+		{1, 0, true, true, 0, false},
+		{1, 1, false, true, 0, false},
+		{1, 1, true, false, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := Ratio(tt.ours, tt.peer, tt.oursOK, tt.peerOK)
+		if ok != tt.ok || got != tt.want {
+			t.Errorf("Ratio(%v, %v) = %v, %v; want %v, %v", tt.ours, tt.peer, got, ok, tt.want, tt.ok)
+		}
+	}
+	lines := fixture().Ratios()
+	if len(lines) == 0 {
+		t.Fatal("no ratios")
+	}
+	if got := lines[0].String(); got != "smtp-ingest acknowledged messages/s: single/dovecot = 2.00× (better)" {
+		t.Errorf("first ratio line %q", got)
+	}
+	// A peer alone has nothing to compare with.
+	r := fixture()
+	r.Targets = r.Targets[1:]
+	if n := len(r.Ratios()); n != 0 {
+		t.Errorf("%d ratios without our target", n)
+	}
+}
+
+// wellFormed parses an SVG as XML and returns its text content.
+func wellFormed(t *testing.T, svg string) string {
+	t.Helper()
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	var text strings.Builder
+	root := ""
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+		switch v := tok.(type) {
+		case xml.StartElement:
+			if root == "" {
+				root = v.Name.Local
+			}
+		case xml.CharData:
+			text.Write(v)
+			text.WriteByte(' ')
+		}
+	}
+	if root != "svg" {
+		t.Fatalf("root element %q", root)
+	}
+	return text.String()
+}
+
+func TestSVG(t *testing.T) {
+	r := fixture()
+	r.Targets[0].Info.Name = "single<&>" // escaped, not breaking the XML
+	var tp, lat bytes.Buffer
+	if err := r.WriteThroughputSVG(&tp); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteLatencySVG(&lat); err != nil {
+		t.Fatal(err)
+	}
+	text := wellFormed(t, tp.String())
+	for _, want := range []string{"single<&>", "dovecot", "smtp-ingest: acknowledged messages/s", "imap-mixed: operations/s", "200"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("throughput chart lacks %q", want)
+		}
+	}
+	text = wellFormed(t, lat.String())
+	for _, want := range []string{"imap-mixed: search", "pop3-drain: retr", "10.0 / 20.0 ms", "logarithmic"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("latency chart lacks %q", want)
+		}
+	}
+	// An empty run still draws valid charts.
+	empty := &Run{Format: Format}
+	tp.Reset()
+	lat.Reset()
+	if err := empty.WriteThroughputSVG(&tp); err != nil {
+		t.Fatal(err)
+	}
+	if err := empty.WriteLatencySVG(&lat); err != nil {
+		t.Fatal(err)
+	}
+	wellFormed(t, tp.String())
+	wellFormed(t, lat.String())
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.json")
+	r := fixture()
+	if err := r.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if render(t, back) != render(t, r) {
+		t.Fatal("a report re-rendered from JSON differs")
+	}
+}
