@@ -93,28 +93,7 @@ func (m *mailnode) Start(ctx context.Context, users []User) error {
 	if m.ports, err = freePorts(4); err != nil {
 		return err
 	}
-	conf := fmt.Sprintf(`# Written by mailbench: the defaults, on loopback, with the run's certificate.
-hostname = %q
-data_dir = %q
-
-[listen]
-smtp        = "127.0.0.1:%d"
-submission  = ""
-submissions = ""
-imap        = "127.0.0.1:%d"
-imaps       = ""
-pop3        = "127.0.0.1:%d"
-pop3s       = ""
-http        = "127.0.0.1:%d"
-
-[tls]
-cert_file = %q
-key_file  = %q
-
-[log]
-level  = "warn"
-format = "json"
-`, m.opts.Cert.Hostname, m.data, m.ports[0], m.ports[1], m.ports[2], m.ports[3], certFile, keyFile)
+	conf := mailnodeConfig(m.opts.Cert.Hostname, m.data, m.ports, certFile, keyFile)
 	if err := writeFile(m.config, []byte(conf), 0o644); err != nil {
 		return err
 	}
@@ -205,4 +184,32 @@ func (m *mailnode) Stop() error {
 	err := m.proc.stop(mailnodeStopGrace)
 	m.proc = nil
 	return err
+}
+
+// mailnodeConfig is the node's TOML configuration: the defaults, every
+// listener on 127.0.0.1 (ports: SMTP, IMAP, POP3, HTTP), no submission or
+// implicit-TLS listeners, the run's certificate.
+func mailnodeConfig(hostname, data string, ports []int, certFile, keyFile string) string {
+	return fmt.Sprintf(`# Written by mailbench: the defaults, on loopback, with the run's certificate.
+hostname = %q
+data_dir = %q
+
+[listen]
+smtp        = "127.0.0.1:%d"
+submission  = ""
+submissions = ""
+imap        = "127.0.0.1:%d"
+imaps       = ""
+pop3        = "127.0.0.1:%d"
+pop3s       = ""
+http        = "127.0.0.1:%d"
+
+[tls]
+cert_file = %q
+key_file  = %q
+
+[log]
+level  = "warn"
+format = "json"
+`, hostname, data, ports[0], ports[1], ports[2], ports[3], certFile, keyFile)
 }
