@@ -57,6 +57,9 @@ func newDovecot(opts Options) (*dovecot, error) {
 	default:
 		return nil, fmt.Errorf("dovecot format %q: want maildir or sdbox", format)
 	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: the dovecot target must run as root (Dovecot and Postfix start as root and drop privileges)", ErrUnavailable)
+	}
 	d := &dovecot{opts: opts, log: opts.Logger.With("target", "dovecot")}
 	d.cfg = dovecotConfig{
 		Dir:           opts.Dir,
