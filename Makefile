@@ -23,7 +23,7 @@ FUZZ_TIME       ?= 2m
 # Compose v2 plugin, or the standalone v1 tool.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help build run test vet fmt-check fuzz-smoke fuzz cluster clean
+.PHONY: help build run test vet fmt-check fuzz-smoke fuzz cluster bench mailbench clean
 
 help:
 	@echo "make build       build $(BIN) (static, version $(VERSION))"
@@ -33,6 +33,8 @@ help:
 	@echo "make fmt-check   fail if a Go file is not gofmt-formatted"
 	@echo "make fuzz        every fuzz target for FUZZ_TIME=$(FUZZ_TIME)"
 	@echo "make cluster     docker compose up (single node for now; see docker-compose.yml)"
+	@echo "make bench       build bin/mailnode and bin/mailbench, run the standard benchmark suite,"
+	@echo "                 write bench-results/ and docs/benchmarks.md (see docs/benchmarks.md)"
 	@echo "make clean       remove bin/ (never the data directory)"
 
 build:
@@ -82,6 +84,17 @@ cluster: build
 	@echo "      as a single-node cluster (ports 12525, 12587, 12465, 12143, 12993, 12110, 12995, 12980)."
 	@echo "      Nodes 2 and 3 are defined under the 'cluster' profile for when it is."
 	$(COMPOSE) up --build
+
+# The benchmark harness (bench/). `make bench` runs the standard suite
+# (about ten minutes on two cores) and refreshes docs/benchmarks.md and its
+# charts; `bin/mailbench run --quick` is the two-minute smoke run CI does.
+BENCH_FLAGS ?=
+
+mailbench:
+	$(GO) build -trimpath -o bin/mailbench ./bench/cmd/mailbench
+
+bench: build mailbench
+	bin/mailbench run --mailnode $(BIN) --docs docs $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

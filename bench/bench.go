@@ -80,7 +80,7 @@ type Config struct {
 func Standard() Config {
 	return Config{
 		Suite: "standard", Targets: targets.Names(), Workloads: Workloads(),
-		Seed: 1, Users: 50, Messages: 3000,
+		Seed: 1, Users: 100, Messages: 6000,
 		SMTPClients: 8, IngestDuration: 4 * time.Minute, VerifyWait: 5 * time.Minute,
 		IMAPSessions: 8, IMAPDuration: time.Minute,
 		POP3Clients: 4, POP3Duration: 2 * time.Minute,

@@ -145,48 +145,38 @@ func knownTag(all *corpus.Corpus, tag string) bool {
 	return false
 }
 
-// Verify fetches every INBOX that should hold acknowledged messages and
-// checks them. It first waits (up to wait) until each INBOX holds at
-// least as many messages as were acknowledged for it, which measures
-// asynchronous delivery; sentAt is when the last message was
-// acknowledged.
+// Verify checks every acknowledged message. First it waits (up to wait)
+// until each INBOX holds at least as many messages as were acknowledged
+// for it, polling STATUS over one session per mailbox, which measures how
+// long asynchronous delivery takes after sentAt (when the last message
+// was acknowledged); the resolution is one login and STATUS per mailbox,
+// a few at a time. Then it fetches every INBOX and compares each message
+// with what was sent.
 func Verify(ctx context.Context, env Env, acked []*corpus.Message, sentAt time.Time, wait time.Duration) (*CheckResult, error) {
 	log := env.logger().With("workload", "smtp-ingest", "step", "verify")
 	perUser := make(map[int]int)
 	for _, m := range acked {
 		perUser[m.Rcpt]++
 	}
-	checker := NewChecker(acked)
-	users := make(chan int, len(env.Users))
-	for u := range env.Users {
-		users <- u
-	}
-	close(users)
 	deadline := time.Now().Add(wait)
 	var mu sync.Mutex
 	var visible time.Duration
-	var firstErr error
-	var wg sync.WaitGroup
-	for w := 0; w < verifyWorkers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for u := range users {
-				seenAt, err := verifyUser(ctx, env, u, perUser[u], deadline, checker)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("verify %s: %w", env.Users[u].Address, err)
-				}
-				if d := seenAt.Sub(sentAt); d > visible {
-					visible = d
-				}
-				mu.Unlock()
-			}
-		}()
+	err := eachUser(len(env.Users), func(u int) error {
+		seenAt, err := waitVisible(ctx, env, u, perUser[u], deadline)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		visible = max(visible, seenAt.Sub(sentAt))
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	checker := NewChecker(acked)
+	if err := eachUser(len(env.Users), func(u int) error { return fetchAndCheck(ctx, env, u, checker) }); err != nil {
+		return nil, err
 	}
 	res := checker.Result()
 	res.VisibleAfterSec = visible.Seconds()
@@ -195,72 +185,103 @@ func Verify(ctx context.Context, env Env, acked []*corpus.Message, sentAt time.T
 	return &res, nil
 }
 
-// verifyUser waits for want messages in u's INBOX, then fetches and checks
-// all of them. It returns when the count was reached.
-func verifyUser(ctx context.Context, env Env, u, want int, deadline time.Time, checker *Checker) (time.Time, error) {
-	ctx, cancel := context.WithDeadline(ctx, deadline.Add(5*time.Minute))
+// eachUser calls fn for every user index, verifyWorkers at a time, and
+// returns the first error.
+func eachUser(n int, fn func(u int) error) error {
+	users := make(chan int, n)
+	for u := 0; u < n; u++ {
+		users <- u
+	}
+	close(users)
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for w := 0; w < verifyWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range users {
+				if err := fn(u); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// waitVisible polls u's INBOX until it holds want messages or the
+// deadline passes, and returns when it last looked.
+func waitVisible(ctx context.Context, env Env, u, want int, deadline time.Time) (time.Time, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Minute))
 	defer cancel()
 	c, err := dialIMAP(ctx, env.Endpoints.IMAP, env.TLS, env.Users[u])
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, fmt.Errorf("verify %s: %w", env.Users[u].Address, err)
 	}
 	defer c.Close()
-	var seenAt time.Time
 	for {
 		st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait()
 		if err != nil {
-			return time.Time{}, fmt.Errorf("status: %w", err)
+			return time.Time{}, fmt.Errorf("verify %s: status: %w", env.Users[u].Address, err)
 		}
-		seenAt = time.Now()
-		if st.NumMessages != nil && int(*st.NumMessages) >= want {
-			break
-		}
-		if time.Now().After(deadline) {
-			break // fetch what is there; the checker counts the rest as missing
+		seenAt := time.Now()
+		// Past the deadline, the fetch finds what is there and the
+		// checker counts the rest as missing.
+		if (st.NumMessages != nil && int(*st.NumMessages) >= want) || seenAt.After(deadline) {
+			return seenAt, c.Logout().Wait()
 		}
 		select {
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// fetchAndCheck fetches every message of u's INBOX and checks it.
+func fetchAndCheck(ctx context.Context, env Env, u int, checker *Checker) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	c, err := dialIMAP(ctx, env.Endpoints.IMAP, env.TLS, env.Users[u])
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", env.Users[u].Address, err)
+	}
+	defer c.Close()
 	sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
 	if err != nil {
-		return seenAt, fmt.Errorf("examine: %w", err)
+		return fmt.Errorf("verify %s: examine: %w", env.Users[u].Address, err)
 	}
 	if sel.NumMessages == 0 {
-		return seenAt, c.Logout().Wait()
+		return c.Logout().Wait()
 	}
-	body := &imap.FetchItemBodySection{Peek: true}
 	var all imap.SeqSet
 	all.AddRange(1, 0) // 1:*
-	cmd := c.Fetch(all, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{body}})
-	for {
-		msg := cmd.Next()
-		if msg == nil {
-			break
-		}
-		for {
-			item := msg.Next()
-			if item == nil {
-				break
+	cmd := c.Fetch(all, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+		for item := msg.Next(); item != nil; item = msg.Next() {
+			b, ok := item.(imapclient.FetchItemDataBodySection)
+			if !ok || b.Literal == nil {
+				continue
 			}
-			if b, ok := item.(imapclient.FetchItemDataBodySection); ok && b.Literal != nil {
-				data, err := io.ReadAll(io.LimitReader(b.Literal, maxFetched+1))
-				if err != nil {
-					cmd.Close()
-					return seenAt, fmt.Errorf("fetch: %w", err)
-				}
-				if len(data) > maxFetched {
-					cmd.Close()
-					return seenAt, errors.New("fetch: message larger than the corpus allows")
-				}
-				checker.Add(u, data, env.Corpus)
+			data, err := io.ReadAll(io.LimitReader(b.Literal, maxFetched+1))
+			if err == nil && len(data) > maxFetched {
+				err = errors.New("message larger than the corpus allows")
 			}
+			if err != nil {
+				cmd.Close()
+				return fmt.Errorf("verify %s: fetch: %w", env.Users[u].Address, err)
+			}
+			checker.Add(u, data, env.Corpus)
 		}
 	}
 	if err := cmd.Close(); err != nil {
-		return seenAt, fmt.Errorf("fetch: %w", err)
+		return fmt.Errorf("verify %s: fetch: %w", env.Users[u].Address, err)
 	}
-	return seenAt, c.Logout().Wait()
+	return c.Logout().Wait()
 }
