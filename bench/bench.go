@@ -123,9 +123,13 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("users, messages and smtp clients must be positive"))
 	}
 	imapUsers, pop3Users := c.userSplit()
-	if c.IMAPSessions < 1 || c.IMAPSessions > len(imapUsers) || c.POP3Clients < 1 || c.POP3Clients > len(pop3Users) {
-		errs = append(errs, fmt.Errorf("imap sessions must be 1..%d and pop3 clients 1..%d: each uses users of its own, "+
-			"and imap-mixed and pop3-drain share the %d users when both run", len(imapUsers), len(pop3Users), c.Users))
+	if c.wants(IMAPMixed) && (c.IMAPSessions < 1 || c.IMAPSessions > len(imapUsers)) {
+		errs = append(errs, fmt.Errorf("imap sessions must be 1..%d: each uses users of its own, "+
+			"and imap-mixed and pop3-drain share the %d users when both run", len(imapUsers), c.Users))
+	}
+	if c.wants(POP3Drain) && (c.POP3Clients < 1 || c.POP3Clients > len(pop3Users)) {
+		errs = append(errs, fmt.Errorf("pop3 clients must be 1..%d: each uses users of its own, "+
+			"and imap-mixed and pop3-drain share the %d users when both run", len(pop3Users), c.Users))
 	}
 	for name, d := range map[string]time.Duration{"ingest": c.IngestDuration, "imap": c.IMAPDuration, "pop3": c.POP3Duration, "verify": c.VerifyWait} {
 		if d <= 0 || d > 2*time.Hour {

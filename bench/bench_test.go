@@ -49,6 +49,13 @@ func TestValidateRejects(t *testing.T) {
 			}
 		})
 	}
+	// Sessions of a workload that does not run do not matter.
+	c0 := Standard()
+	c0.Workloads = []string{SMTPIngest}
+	c0.IMAPSessions, c0.POP3Clients = 0, 0
+	if err := c0.Validate(); err != nil {
+		t.Fatalf("smtp-ingest alone: %v", err)
+	}
 	// Alone, pop3-drain may use every user.
 	c := Standard()
 	c.Workloads = []string{POP3Drain}

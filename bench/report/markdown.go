@@ -73,8 +73,15 @@ func (r *Run) writeContext(b *strings.Builder) {
 	machine = append(machine, m.Go)
 	fmt.Fprintf(b, "- Machine: %s. Targets and the load generator share it.\n", strings.Join(machine, ", "))
 	s := r.Settings
-	fmt.Fprintf(b, "- Settings: seed %d, %d users, up to %d messages; smtp-ingest %d clients (at most %s s), imap-mixed %d sessions for %s s, pop3-drain %d clients (at most %s s).\n",
-		s.Seed, s.Users, s.Messages, s.SMTPClients, formatNum(s.IngestSec), s.IMAPSessions, formatNum(s.IMAPSec), s.POP3Clients, formatNum(s.POP3Sec))
+	parts := []string{fmt.Sprintf("seed %d, %d users, up to %d messages", s.Seed, s.Users, s.Messages),
+		fmt.Sprintf("smtp-ingest %d clients (at most %s s)", s.SMTPClients, formatNum(s.IngestSec))}
+	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "imap-mixed") {
+		parts = append(parts, fmt.Sprintf("imap-mixed %d sessions for %s s", s.IMAPSessions, formatNum(s.IMAPSec)))
+	}
+	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "pop3-drain") {
+		parts = append(parts, fmt.Sprintf("pop3-drain %d clients (at most %s s)", s.POP3Clients, formatNum(s.POP3Sec)))
+	}
+	fmt.Fprintf(b, "- Settings: %s; workloads: %s.\n", strings.Join(parts, "; "), strings.Join(s.Workloads, ", "))
 	c := r.Corpus
 	if c.Messages > 0 {
 		fmt.Fprintf(b, "- Corpus: %d messages, %.1f MiB; sizes median %s, p90 %s, p99 %s, max %s; %d plain text, %d HTML alternative, %d with attachments; %d replies in threads.\n",
