@@ -1,7 +1,8 @@
 // Command mailbench runs the benchmark harness: `mailbench run` starts
 // each target on loopback, runs the workloads and writes the results;
 // `mailbench limits` measures the machine's physical limits only;
-// `mailbench render` re-renders a results JSON file as Markdown and SVG.
+// `mailbench render` re-renders a results JSON file as Markdown and SVG
+// (and the documentation page with --docs).
 package main
 
 import (
@@ -31,7 +32,7 @@ Usage:
   mailbench run [--quick] [--target single,dovecot] [--workload smtp-ingest,storage,imap-mixed,pop3-drain]
                 [--out bench-results] [--docs DIR] [options]
   mailbench limits [--dir DIR]
-  mailbench render FILE.json
+  mailbench render [--docs DIR] FILE.json
 
 run starts every selected target in a temporary directory on 127.0.0.1,
 runs the workloads in order (smtp-ingest with its correctness check,
@@ -239,17 +240,30 @@ func cmdLimits(args []string, stdout io.Writer) error {
 }
 
 func cmdRender(args []string, stdout io.Writer) error {
-	if len(args) != 1 {
+	fs := flag.NewFlagSet("render", flag.ContinueOnError)
+	docs := fs.String("docs", "", "also write DIR/benchmarks.md and its charts from this run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
 		return fmt.Errorf("render takes one results JSON file: %w", flag.ErrHelp)
 	}
-	run, err := report.ReadJSON(args[0])
+	path := fs.Arg(0)
+	run, err := report.ReadJSON(path)
 	if err != nil {
 		return err
 	}
-	outs, err := bench.WriteResults(run, filepath.Dir(args[0]))
+	outs, err := bench.WriteResults(run, filepath.Dir(path))
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s\n%s\n%s\n", outs.Markdown, outs.Throughput, outs.Latency)
+	if *docs != "" {
+		page, err := bench.WriteDocs(run, *docs, filepath.Base(path))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, page)
+	}
 	return nil
 }
