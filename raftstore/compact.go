@@ -1,12 +1,14 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 )
 
@@ -79,4 +81,37 @@ func compactFile(path string) (before, after int64, err error) {
 		return 0, 0, err
 	}
 	return st.Size(), nst.Size(), nil
+}
+
+// Compact snapshots the shard and removes its whole Raft log up to that
+// snapshot, keeping no trailing entries (normally Timing.TrailingLogs are
+// kept for followers that fall a little behind). Snapshots hold no copy
+// of the state, so this costs a barrier and a metadata write. On a
+// leader only: a follower's log follows its own snapshots.
+func (s *Shard) Compact(ctx context.Context) error {
+	t := s.cfg.Timing
+	rc := raft.ReloadableConfig{
+		TrailingLogs:      0,
+		SnapshotInterval:  t.SnapshotInterval,
+		SnapshotThreshold: t.SnapshotThreshold,
+		HeartbeatTimeout:  t.HeartbeatTimeout,
+		ElectionTimeout:   t.ElectionTimeout,
+	}
+	if err := s.raft.ReloadConfig(rc); err != nil {
+		return fmt.Errorf("shard %d: compact: %w", s.cfg.Shard, err)
+	}
+	defer func() {
+		rc.TrailingLogs = t.TrailingLogs
+		if err := s.raft.ReloadConfig(rc); err != nil {
+			s.log.Error("restore trailing logs after compaction", "err", err)
+		}
+	}()
+	// A barrier gives an idle shard a new index, so the snapshot is never
+	// "nothing new" while old entries are still kept.
+	if s.IsLeader() {
+		if err := s.raft.Barrier(time.Until(deadline(ctx, 30*time.Second))).Error(); err != nil {
+			return fmt.Errorf("shard %d: compact: %w", s.cfg.Shard, err)
+		}
+	}
+	return s.Snapshot()
 }

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -38,6 +39,37 @@ func TestCompactReplicaShrinksAndKeepsData(t *testing.T) {
 		t.Fatalf("after compaction uids %v", got)
 	}
 	if uid, _ := appendMsg(t, s2, f, f.inbox, "after"); uid != 41 {
+		t.Fatalf("next uid %d", uid)
+	}
+}
+
+func TestCompactRemovesTheWholeLog(t *testing.T) {
+	s := openShard(t, t.TempDir())
+	f := newFixture(t, s)
+	for i := 0; i < 5; i++ {
+		appendMsg(t, s, f, f.inbox, "logged")
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// An ordinary snapshot keeps the trailing entries...
+	if first, _ := s.logs.FirstIndex(); first > 2 {
+		t.Fatalf("ordinary snapshot removed trailing entries (first index %d)", first)
+	}
+	// ...Compact removes them, also when nothing changed since.
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.logs.FirstIndex()
+	last, _ := s.logs.LastIndex()
+	if first < last {
+		t.Fatalf("log keeps entries %d..%d after compaction", first, last)
+	}
+	if n := len(messages(t, s, f.user, f.inbox)); n != 5 {
+		t.Fatalf("%d messages after compaction", n)
+	}
+	uid, _ := appendMsg(t, s, f, f.inbox, "after")
+	if uid != 6 {
 		t.Fatalf("next uid %d", uid)
 	}
 }

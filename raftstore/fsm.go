@@ -47,6 +47,8 @@ type fsm struct {
 	path   string
 	log    *slog.Logger
 	events *notifier
+	// onRestore, if set, is called after a successful Restore.
+	onRestore func()
 
 	mu sync.RWMutex // guards db against Restore swapping it
 	db *bbolt.DB
@@ -235,6 +237,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 type fsmSnapshot struct{ tx *bbolt.Tx }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, ok := sink.(*snapshotSink); ok {
+		// The shard's own snapshot store: the live state stands for this
+		// snapshot, so nothing is copied (see stateSnapshots).
+		return sink.Close()
+	}
 	if _, err := s.tx.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
@@ -273,6 +280,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Unlock()
 	if err = errors.Join(err, openErr); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	if f.onRestore != nil {
+		f.onRestore()
 	}
 	f.events.resyncAll()
 	return nil

@@ -57,7 +57,9 @@ func (t Timing) withDefaults() Timing {
 		t.SnapshotInterval = 2 * time.Minute
 	}
 	if t.TrailingLogs == 0 {
-		t.TrailingLogs = 10240
+		// Entries carry whole messages, so trailing logs cost disk in
+		// proportion; a follower further behind gets the state instead.
+		t.TrailingLogs = 1024
 	}
 	return t
 }
@@ -147,8 +149,12 @@ func (s *Shard) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("log cache: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, hl)
+	snaps, err := newStateSnapshots(filepath.Join(cfg.Dir, "snapshots"), s.fsm)
 	if err != nil {
+		return fmt.Errorf("snapshot store: %w", err)
+	}
+	s.fsm.onRestore = snaps.restored
+	if err := snaps.recoverPending(); err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
 	s.snaps = snaps

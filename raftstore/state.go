@@ -92,31 +92,25 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 	if err != nil {
 		return info, err
 	}
-	defer src.Close()
-	if err := writeFileSync(filepath.Join(dir, "state.db"), src); err != nil {
+	err = writeFileSync(filepath.Join(dir, "state.db"), src)
+	src.Close()
+	if err != nil {
 		return info, fmt.Errorf("install state: %w", err)
 	}
 
-	snaps, err := raft.NewFileSnapshotStore(filepath.Join(dir, "snapshots"), 2, io.Discard)
+	// The snapshot is only metadata: the installed state file stands for
+	// it (see stateSnapshots).
+	snaps, err := newStateSnapshots(filepath.Join(dir, "snapshots"), nil)
 	if err != nil {
 		return info, fmt.Errorf("install state: %w", err)
 	}
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: raft.ServerAddress(nodeID)}}}
-	_, trans := raft.NewInmemTransport(raft.ServerAddress(nodeID))
-	sink, err := snaps.Create(raft.SnapshotVersionMax, info.Index, info.Term, conf, info.Index, trans)
+	sink, err := snaps.Create(raft.SnapshotVersionMax, info.Index, info.Term, conf, info.Index, nil)
 	if err != nil {
 		return info, fmt.Errorf("install state: create snapshot: %w", err)
 	}
-	if _, err := src.Seek(0, io.SeekStart); err != nil {
-		sink.Cancel()
-		return info, err
-	}
-	if _, err := io.Copy(sink, src); err != nil {
-		sink.Cancel()
-		return info, fmt.Errorf("install state: write snapshot: %w", err)
-	}
 	if err := sink.Close(); err != nil {
-		return info, fmt.Errorf("install state: close snapshot: %w", err)
+		return info, fmt.Errorf("install state: record snapshot: %w", err)
 	}
 
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
