@@ -13,6 +13,11 @@
 // charts; WriteResults and WriteDocs write them. bench/cmd/mailbench is
 // the command line.
 //
+// Designed in, not yet built: a cluster3 target (three local mailnode
+// processes, replication factor 3) is one more targets.Target, and a
+// failover workload (kill the leader under smtp-ingest, then run the same
+// hash check) one more workload, when clustering lands.
+//
 // Invariants: nothing in production imports bench; every wait and every
 // load loop is bounded in count and in time; only loopback addresses are
 // used; a target is always stopped, whatever happened; speed never fails
