@@ -1,19 +1,14 @@
 package targets
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mailcluster/mailcluster/protocols"
 )
 
 // Certificate is the self-signed certificate every target of a run
@@ -26,45 +21,18 @@ type Certificate struct {
 	pool     *x509.CertPool
 }
 
-// NewCertificate makes an ECDSA P-256 certificate for hostname and
-// 127.0.0.1, valid for a day.
+// NewCertificate makes a self-signed certificate for hostname and
+// 127.0.0.1, valid for a day, the way mailnode makes its development
+// certificate.
 func NewCertificate(hostname string) (*Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := protocols.SelfSignedCertificate([]string{hostname, "127.0.0.1"}, 24*time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("certificate key: %w", err)
+		return nil, fmt.Errorf("certificate: %w", err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, fmt.Errorf("certificate serial: %w", err)
+	c := &Certificate{Hostname: hostname, CertPEM: certPEM, KeyPEM: keyPEM, pool: x509.NewCertPool()}
+	if !c.pool.AppendCertsFromPEM(c.CertPEM) {
+		return nil, fmt.Errorf("certificate: generated PEM does not parse")
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: hostname, Organization: []string{"mailbench"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{hostname},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("create certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("marshal key: %w", err)
-	}
-	c := &Certificate{
-		Hostname: hostname,
-		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		pool:     x509.NewCertPool(),
-	}
-	c.pool.AppendCertsFromPEM(c.CertPEM)
 	return c, nil
 }
 
