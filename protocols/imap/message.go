@@ -42,17 +42,12 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	default:
 		return badError("Unknown STORE operation")
 	}
-	v.drain()
-	msgs, err := v.selectMsgs(numSet)
+	msgs, uids, err := v.selectUIDs(numSet)
 	if err != nil {
 		return err
 	}
 	if len(msgs) == 0 {
 		return nil
-	}
-	uids := make([]schema.UID, len(msgs))
-	for i, sm := range msgs {
-		uids[i] = sm.m.info.UID
 	}
 	ctx, cancel := s.opContext()
 	infos, err := s.acct.StoreFlags(ctx, v.id, uids, op, list)
@@ -140,17 +135,12 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	if err != nil {
 		return nil, err
 	}
-	v.drain()
-	msgs, err := v.selectMsgs(numSet)
+	msgs, uids, err := v.selectUIDs(numSet)
 	if err != nil {
 		return nil, err
 	}
 	if len(msgs) == 0 {
 		return nil, nil
-	}
-	uids := make([]schema.UID, len(msgs))
-	for i, sm := range msgs {
-		uids[i] = sm.m.info.UID
 	}
 	ctx, cancel := s.opContext()
 	defer cancel()
@@ -178,17 +168,12 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	if err != nil {
 		return err
 	}
-	v.drain()
-	msgs, err := v.selectMsgs(numSet)
+	msgs, uids, err := v.selectUIDs(numSet)
 	if err != nil {
 		return err
 	}
 	if len(msgs) == 0 {
 		return nil
-	}
-	uids := make([]schema.UID, len(msgs))
-	for i, sm := range msgs {
-		uids[i] = sm.m.info.UID
 	}
 	ctx, cancel := s.opContext()
 	res, err := s.acct.Move(ctx, v.id, uids, target.ID)

@@ -410,6 +410,21 @@ func (v *view) selectMsgs(numSet imap.NumSet) ([]seqMsg, error) {
 	return out, nil
 }
 
+// selectUIDs drains pending updates, then returns the UIDs of the live
+// messages numSet names: what STORE, COPY and MOVE act on.
+func (v *view) selectUIDs(numSet imap.NumSet) ([]seqMsg, []schema.UID, error) {
+	v.drain()
+	msgs, err := v.selectMsgs(numSet)
+	if err != nil {
+		return nil, nil, err
+	}
+	uids := make([]schema.UID, len(msgs))
+	for i, sm := range msgs {
+		uids[i] = sm.m.info.UID
+	}
+	return msgs, uids, nil
+}
+
 // seqMsg is a message with its current sequence number.
 type seqMsg struct {
 	seq uint32
