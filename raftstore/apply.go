@@ -81,6 +81,14 @@ func (a *applier) apply() *schema.Result {
 		return a.expunge(p)
 	case *schema.ExpireStaged:
 		return a.expireStaged(p)
+	case *schema.SwapSetting:
+		return a.swapSetting(p)
+	case *schema.Lease:
+		return a.lease(p)
+	case *schema.Spool:
+		return a.spool(p)
+	case *schema.SpoolDone:
+		return a.spoolDone(p)
 	}
 	return fail(schema.CodeInvalid)
 }
@@ -244,9 +252,11 @@ func (a *applier) putSetting(p *schema.PutSetting) *schema.Result {
 	return ok()
 }
 
+// stageChunk keeps a chunk for a later Append (User is the owner) or
+// Spool (User is the spool's id). Chunks nobody commits expire.
 func (a *applier) stageChunk(p *schema.StageChunk) *schema.Result {
-	if a.user(p.User) == nil {
-		return fail(schema.CodeNoSuchUser)
+	if p.User.IsZero() || p.Blob.IsZero() {
+		return fail(schema.CodeInvalid)
 	}
 	v := binary.BigEndian.AppendUint64(nil, uint64(a.cmd.Time))
 	must(a.tx.Bucket(bucketStaged).Put(stagedKey(p.User, p.Blob, p.Index), append(v, p.Sealed...)))

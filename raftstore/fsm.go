@@ -29,9 +29,13 @@ var (
 	bucketSettings    = []byte("settings")
 	bucketMail        = []byte("mail")   // user id -> per-user bucket (mail shards)
 	bucketStaged      = []byte("staged") // user|blob|index -> time|sealed chunk
+	bucketLeases      = []byte("leases") // key -> holder|expiry
+	bucketSpool       = []byte("spool")  // spool id -> Spool without chunks
+	bucketSpoolChunks = []byte("spool_chunks")
 
 	topBuckets = [][]byte{bucketSys, bucketReqs, bucketReqLog, bucketDomains, bucketDomainNames,
-		bucketUsers, bucketUserNames, bucketSettings, bucketMail, bucketStaged}
+		bucketUsers, bucketUserNames, bucketSettings, bucketMail, bucketStaged, bucketLeases,
+		bucketSpool, bucketSpoolChunks}
 
 	keyApplied     = []byte("applied")
 	keyAppliedTerm = []byte("applied_term")
@@ -86,7 +90,9 @@ func openFSM(path string, log *slog.Logger) (*fsm, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsm{path: path, log: log, events: newNotifier(), db: db}, nil
+	var applied uint64
+	_ = db.View(func(tx *bbolt.Tx) error { applied = getU64(tx.Bucket(bucketSys), keyApplied); return nil })
+	return &fsm{path: path, log: log, events: newNotifier(applied), db: db}, nil
 }
 
 func (f *fsm) close() error {
@@ -120,6 +126,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
 	var events []Event
+	var through uint64
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -132,6 +139,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		sys := tx.Bucket(bucketSys)
 		applied := getU64(sys, keyApplied)
 		last, lastTerm := applied, uint64(0)
+		defer func() { through = last }()
 		for i, l := range logs {
 			if l.Index <= applied {
 				// Replayed after a restart: already in this state.
@@ -164,7 +172,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return results
 	}
-	f.events.publish(events)
+	f.events.publish(events, through)
 	return results
 }
 
@@ -181,12 +189,14 @@ func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log) (*schema.Result, []Event) {
 		if prev := reqs.Get(cmd.ReqID[:]); prev != nil {
 			var r schema.Result
 			if err := r.Unmarshal(prev); err == nil {
+				r.Index = l.Index
 				return &r, nil
 			}
 		}
 	}
 	a := &applier{tx: tx, cmd: cmd, index: l.Index}
 	res := a.apply()
+	res.Index = l.Index
 	if !cmd.ReqID.IsZero() {
 		if err := rememberRequest(tx, cmd.ReqID, res); err != nil {
 			f.log.Error("remember request id", "index", l.Index, "err", err)
@@ -284,7 +294,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if f.onRestore != nil {
 		f.onRestore()
 	}
-	f.events.resyncAll()
+	var applied uint64
+	_ = db.View(func(tx *bbolt.Tx) error { applied = getU64(tx.Bucket(bucketSys), keyApplied); return nil })
+	f.events.resyncAll(applied)
 	return nil
 }
 

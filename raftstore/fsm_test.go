@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -209,7 +210,7 @@ func TestEventsArriveBeforeApplyReturns(t *testing.T) {
 	s := openShard(t, t.TempDir())
 	f := newFixture(t, s)
 	ch := make(chan Event, 16)
-	cancel := s.Subscribe(f.user, func(evs []Event) {
+	cancel := s.Subscribe(f.user, s.PublishedIndex(), func(evs []Event) {
 		for _, e := range evs {
 			ch <- e
 		}
@@ -231,6 +232,55 @@ func TestEventsArriveBeforeApplyReturns(t *testing.T) {
 	case e := <-ch:
 		t.Fatalf("got another user's event %+v", e)
 	default:
+	}
+}
+
+// A watcher that subscribes from an earlier index (a stream that broke
+// and reconnects) gets the events it missed, in order, and a resync when
+// they are older than the replica remembers.
+func TestSubscribeReplaysFromAnIndex(t *testing.T) {
+	s := openShard(t, t.TempDir())
+	f := newFixture(t, s)
+	from := s.PublishedIndex()
+	var want []schema.UID
+	for i := 0; i < 3; i++ {
+		uid, _ := appendMsg(t, s, f, f.inbox, "missed")
+		want = append(want, uid)
+	}
+	var got []schema.UID
+	cancel := s.Subscribe(f.user, from, func(evs []Event) {
+		for _, e := range evs {
+			if e.Kind == schema.ChangeAdded {
+				got = append(got, e.UID)
+			}
+		}
+	})
+	uid, _ := appendMsg(t, s, f, f.inbox, "live")
+	want = append(want, uid)
+	cancel()
+	if !slices.Equal(got, want) {
+		t.Fatalf("replayed and live UIDs %v, want %v", got, want)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	if err := s.WaitApplied(ctx, s.PublishedIndex()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Beyond the history: a resync, never a silent gap.
+	s.fsm.events.mu.Lock()
+	s.fsm.events.floor = s.fsm.events.published
+	s.fsm.events.ring = nil
+	s.fsm.events.mu.Unlock()
+	var kinds []schema.ChangeKind
+	cancel = s.Subscribe(f.user, from, func(evs []Event) {
+		for _, e := range evs {
+			kinds = append(kinds, e.Kind)
+		}
+	})
+	cancel()
+	if !slices.Equal(kinds, []schema.ChangeKind{schema.ChangeResync}) {
+		t.Fatalf("subscribing before the history got %v, want one resync", kinds)
 	}
 }
 
@@ -293,7 +343,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	defer f2.close()
 	resynced := make(chan struct{}, 1)
-	f2.events.subscribe(f.user, func(evs []Event) {
+	f2.events.subscribe(f.user, f2.events.publishedIndex(), func(evs []Event) {
 		if evs[0].Kind == schema.ChangeResync {
 			resynced <- struct{}{}
 		}

@@ -251,3 +251,44 @@ func (r *Reader) Stats() Stats {
 	})
 	return s
 }
+
+// Settings returns the cluster settings whose keys start with prefix.
+func (r *Reader) Settings(prefix string) map[string][]byte {
+	out := map[string][]byte{}
+	c := r.tx.Bucket(bucketSettings).Cursor()
+	p := []byte(prefix)
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		out[string(k)] = bytes.Clone(v)
+	}
+	return out
+}
+
+// Lease returns the holder of a lease and when it expires (Unix
+// nanoseconds); ok is false when nobody holds it.
+func (r *Reader) Lease(key string) (holder schema.ID, expires int64, ok bool) {
+	return decodeLease(r.tx.Bucket(bucketLeases).Get([]byte(key)))
+}
+
+// Spooled returns every spooled message's record, oldest first by id
+// order.
+func (r *Reader) Spooled() ([]schema.SpoolRecord, error) {
+	var out []schema.SpoolRecord
+	err := r.tx.Bucket(bucketSpool).ForEach(func(_, v []byte) error {
+		var s schema.SpoolRecord
+		if err := s.Unmarshal(v); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// SpoolChunk returns sealed chunk i of a spooled message.
+func (r *Reader) SpoolChunk(id schema.ID, i uint32) ([]byte, error) {
+	v := r.tx.Bucket(bucketSpoolChunks).Get(chunkKey(id, i))
+	if v == nil {
+		return nil, schema.ErrNoSuchMessage
+	}
+	return bytes.Clone(v), nil
+}

@@ -73,14 +73,20 @@ type Config struct {
 	Dir string
 	// NodeID is this node's stable Raft server id.
 	NodeID string
-	// Address is this node's Raft address; with a nil Transport an
-	// in-memory transport is used, which serves a single-node group.
-	Address   string
+	// Address is this node's Raft address: its cluster address, which
+	// Stream dials for every group.
+	Address string
+	// Stream carries the group's Raft RPCs over the node's cluster port.
+	// With neither Stream nor Transport, an in-memory transport serves a
+	// single-node group.
+	Stream StreamLayer
+	// Transport replaces Stream with a ready Raft transport (tests
+	// connect in-memory transports with it).
 	Transport raft.Transport
-	// Bootstrap makes a fresh replica bootstrap a configuration of Peers
-	// (just itself when Peers is empty).
+	// Bootstrap makes a fresh replica bootstrap a group of which it is
+	// the only voter. A replica that joins an existing group leaves it
+	// false and waits for the group's leader to add it.
 	Bootstrap bool
-	Peers     []raft.Server
 	Timing    Timing
 	Logger    *slog.Logger
 }
@@ -159,7 +165,16 @@ func (s *Shard) openRaft() error {
 	}
 	s.snaps = snaps
 	trans := cfg.Transport
-	if trans == nil {
+	switch {
+	case trans != nil:
+	case cfg.Stream != nil:
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  streamAdapter{cfg.Stream},
+			MaxPool: 3,
+			Timeout: 10 * time.Second,
+			Logger:  hl,
+		})
+	default:
 		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
 	}
 	s.trans = trans
@@ -185,10 +200,7 @@ func (s *Shard) openRaft() error {
 			return fmt.Errorf("check state: %w", err)
 		}
 		if !has {
-			peers := cfg.Peers
-			if len(peers) == 0 {
-				peers = []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}
-			}
+			peers := []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(cfg.Address)}}
 			if err := raft.BootstrapCluster(rc, cache, logs, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
 				return fmt.Errorf("bootstrap: %w", err)
 			}
@@ -204,9 +216,6 @@ func (s *Shard) openRaft() error {
 
 // ID returns the shard number.
 func (s *Shard) ID() uint32 { return s.cfg.Shard }
-
-// Raft returns the underlying Raft instance, for membership and backups.
-func (s *Shard) Raft() *raft.Raft { return s.raft }
 
 // IsLeader reports whether this replica leads its group.
 func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
@@ -265,8 +274,12 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 	select {
 	case err := <-done:
 		if err != nil {
-			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+				errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 				return nil, fmt.Errorf("%s: %w", cmd.Payload.Op(), ErrNotLeader)
+			}
+			if errors.Is(err, raft.ErrRaftShutdown) {
+				return nil, fmt.Errorf("%s: %w", cmd.Payload.Op(), ErrClosed)
 			}
 			return nil, fmt.Errorf("apply %s: %w", cmd.Payload.Op(), err)
 		}
@@ -289,11 +302,26 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 // applied entry.
 func (s *Shard) View(fn func(*Reader) error) error { return s.fsm.view(fn) }
 
-// Subscribe registers fn to receive the change events of user's data, in
-// log order. fn runs on the FSM's goroutine and must not block. The
-// returned function unsubscribes.
-func (s *Shard) Subscribe(user schema.ID, fn func([]Event)) (cancel func()) {
-	return s.fsm.events.subscribe(user, fn)
+// Subscribe registers fn to receive the change events of user's data
+// applied after index from, in log order: recent events this replica
+// still remembers are replayed first, and if it no longer knows them fn
+// first receives a ChangeResync. fn runs on the FSM's goroutine and must
+// not block. The returned function unsubscribes.
+func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel func()) {
+	return s.fsm.events.subscribe(user, from, fn)
+}
+
+// PublishedIndex returns the highest log index whose change events this
+// replica has handed to its subscribers.
+func (s *Shard) PublishedIndex() uint64 { return s.fsm.events.publishedIndex() }
+
+// WaitApplied blocks until this replica has applied index and handed out
+// its change events, or ctx ends.
+func (s *Shard) WaitApplied(ctx context.Context, index uint64) error {
+	if err := s.fsm.events.wait(ctx, index, s.closed); err != nil {
+		return fmt.Errorf("shard %d: wait for index %d: %w", s.cfg.Shard, index, err)
+	}
+	return nil
 }
 
 // Snapshot forces a Raft snapshot now (which also truncates the log).

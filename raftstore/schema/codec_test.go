@@ -27,6 +27,13 @@ func sampleCommands() []Command {
 		{Payload: &Copy{User: id(5), Source: id(7), Dest: id(6), Move: true, Items: []CopyItem{{UID: 1, Message: id(10), Sealed: []byte("s")}}}},
 		{Payload: &Expunge{User: id(5), Mailbox: id(7), Targets: []ExpungeTarget{{UID: 1, ModSeq: 2}, {UID: 3}}}},
 		{Payload: &ExpireStaged{Before: 99}},
+		{Payload: &SwapSetting{Key: "node/n1", Old: []byte("o"), New: []byte("n")}},
+		{Payload: &SwapSetting{Key: "token/x", OldAbsent: true, New: []byte{}}},
+		{Payload: &SwapSetting{Key: "token/y", Old: []byte("o")}},
+		{Payload: &Lease{Key: "pop3/u", Holder: id(11), TTL: 30e9, Release: true}},
+		{Payload: &Spool{ID: id(12), From: []byte("f"), Recipients: []SpoolRecipient{{User: id(4), Shard: 2}, {User: id(5), Shard: 3}},
+			Size: 99, StagedChunks: 1, Chunks: [][]byte{[]byte("c")}}},
+		{Payload: &SpoolDone{ID: id(12), Users: []ID{id(4)}}},
 	}
 }
 
@@ -108,5 +115,7 @@ func FuzzRecords(f *testing.F) {
 		_ = bl.Unmarshal(b)
 		var r Result
 		_ = r.Unmarshal(b)
+		var sp SpoolRecord
+		_ = sp.Unmarshal(b)
 	})
 }

@@ -23,6 +23,10 @@ const (
 	OpCopy
 	OpExpunge
 	OpExpireStaged
+	OpSwapSetting
+	OpLease
+	OpSpool
+	OpSpoolDone
 	opMax
 )
 
@@ -33,6 +37,7 @@ var opNames = [...]string{
 	OpDeleteMailbox: "delete-mailbox", OpRenameMailbox: "rename-mailbox",
 	OpUpdateMailbox: "update-mailbox", OpStageChunk: "stage-chunk", OpAppend: "append",
 	OpSetAttrs: "set-attrs", OpCopy: "copy", OpExpunge: "expunge", OpExpireStaged: "expire-staged",
+	OpSwapSetting: "swap-setting", OpLease: "lease", OpSpool: "spool", OpSpoolDone: "spool-done",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -134,6 +139,14 @@ func newPayload(op Op) Payload {
 		return &Expunge{}
 	case OpExpireStaged:
 		return &ExpireStaged{}
+	case OpSwapSetting:
+		return &SwapSetting{}
+	case OpLease:
+		return &Lease{}
+	case OpSpool:
+		return &Spool{}
+	case OpSpoolDone:
+		return &SpoolDone{}
 	}
 	return nil
 }
@@ -513,6 +526,11 @@ type Result struct {
 	UIDValidity uint32
 	UIDs        []UID
 	ModSeqs     []uint64
+	// Index is the Raft log index of the entry that produced this answer:
+	// the command's own entry, or the later entry of a retry that found
+	// the first answer. A session waits for it to read its own writes. It
+	// is not part of the encoded form.
+	Index uint64
 }
 
 // Err returns the result's error, if any.

@@ -220,3 +220,49 @@ func checkVersion(r *reader) {
 		r.fail("record version %d", v)
 	}
 }
+
+// SpoolRecord is a spooled message waiting for some of its recipients'
+// copies (see Spool); its chunks are stored beside it.
+type SpoolRecord struct {
+	ID         ID
+	From       []byte
+	Recipients []SpoolRecipient
+	Size       uint64
+	Chunks     uint32
+	Time       int64 // when it was spooled, Unix nanoseconds
+}
+
+// Marshal encodes the record.
+func (s *SpoolRecord) Marshal() []byte {
+	w := &writer{}
+	w.u8(recordVersion)
+	w.id(s.ID)
+	w.bytes(s.From)
+	w.uvarint(uint64(len(s.Recipients)))
+	for _, rc := range s.Recipients {
+		w.id(rc.User)
+		w.u32(rc.Shard)
+	}
+	w.uvarint(s.Size)
+	w.u32(s.Chunks)
+	w.varint(s.Time)
+	return w.b
+}
+
+// Unmarshal decodes what Marshal wrote.
+func (s *SpoolRecord) Unmarshal(b []byte) error {
+	r := &reader{b: b}
+	checkVersion(r)
+	s.ID = r.id()
+	s.From = r.bytes()
+	n := r.listLen(20)
+	s.Recipients = make([]SpoolRecipient, n)
+	for i := range s.Recipients {
+		s.Recipients[i].User = r.id()
+		s.Recipients[i].Shard = r.u32()
+	}
+	s.Size = r.uvarint()
+	s.Chunks = r.u32()
+	s.Time = r.varint()
+	return r.done()
+}

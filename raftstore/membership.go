@@ -1,0 +1,162 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Server is a member of a shard's Raft group.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// Status is one replica's view of its group, for cluster status, metrics
+// and placement.
+type Status struct {
+	Shard         uint32    `json:"shard"`
+	State         string    `json:"state"` // leader, follower, candidate, shutdown
+	LeaderID      string    `json:"leader_id,omitempty"`
+	LeaderAddress string    `json:"leader_address,omitempty"`
+	Term          uint64    `json:"term"`
+	CommitIndex   uint64    `json:"commit_index"`
+	AppliedIndex  uint64    `json:"applied_index"`
+	LastIndex     uint64    `json:"last_index"`
+	LastContact   time.Time `json:"last_contact,omitzero"`
+	Servers       []Server  `json:"servers"`
+}
+
+// Status reports the replica's Raft state.
+func (s *Shard) Status() Status {
+	addr, id := s.raft.LeaderWithID()
+	st := Status{
+		Shard:         s.cfg.Shard,
+		State:         stateName(s.raft.State()),
+		LeaderID:      string(id),
+		LeaderAddress: string(addr),
+		Term:          s.raft.CurrentTerm(),
+		CommitIndex:   s.raft.CommitIndex(),
+		AppliedIndex:  s.raft.AppliedIndex(),
+		LastIndex:     s.raft.LastIndex(),
+	}
+	if st.State != "leader" {
+		st.LastContact = s.raft.LastContact()
+	}
+	st.Servers, _ = s.Servers()
+	return st
+}
+
+func stateName(st raft.RaftState) string {
+	switch st {
+	case raft.Leader:
+		return "leader"
+	case raft.Follower:
+		return "follower"
+	case raft.Candidate:
+		return "candidate"
+	default:
+		return "shutdown"
+	}
+}
+
+// Leader returns the id and address of the group's leader as this replica
+// knows it ("" when it knows none).
+func (s *Shard) Leader() (id, address string) {
+	addr, lid := s.raft.LeaderWithID()
+	return string(lid), string(addr)
+}
+
+// Servers returns the group's latest configuration.
+func (s *Shard) Servers() ([]Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("shard %d: configuration: %w", s.cfg.Shard, err)
+	}
+	conf := f.Configuration()
+	out := make([]Server, 0, len(conf.Servers))
+	for _, srv := range conf.Servers {
+		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddVoter adds a voting member (or makes a member a voter, or updates
+// its address). Only the leader can change the group.
+func (s *Shard) AddVoter(ctx context.Context, id, address string) error {
+	f := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(address), 0, timeout(ctx))
+	return s.membershipErr("add voter "+id, f.Error())
+}
+
+// AddNonvoter adds a member that receives the log but does not vote.
+func (s *Shard) AddNonvoter(ctx context.Context, id, address string) error {
+	f := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(address), 0, timeout(ctx))
+	return s.membershipErr("add non-voter "+id, f.Error())
+}
+
+// DemoteVoter turns a voter into a non-voter.
+func (s *Shard) DemoteVoter(ctx context.Context, id string) error {
+	f := s.raft.DemoteVoter(raft.ServerID(id), 0, timeout(ctx))
+	return s.membershipErr("demote "+id, f.Error())
+}
+
+// RemoveServer removes a member from the group.
+func (s *Shard) RemoveServer(ctx context.Context, id string) error {
+	f := s.raft.RemoveServer(raft.ServerID(id), 0, timeout(ctx))
+	return s.membershipErr("remove "+id, f.Error())
+}
+
+// TransferLeadership hands leadership to the voter id (or, with id "",
+// to the most up-to-date voter) and waits until it has taken over.
+func (s *Shard) TransferLeadership(ctx context.Context, id, address string) error {
+	var f raft.Future
+	if id == "" {
+		f = s.raft.LeadershipTransfer()
+	} else {
+		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(address))
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return s.membershipErr("transfer leadership", err)
+	case <-ctx.Done():
+		return fmt.Errorf("shard %d: transfer leadership: %w", s.cfg.Shard, ctx.Err())
+	}
+}
+
+// VerifyLeader confirms with a quorum that this replica still leads, so a
+// read it serves next is not stale (a deposed leader cut off from the
+// others fails here).
+func (s *Shard) VerifyLeader(ctx context.Context) error {
+	done := make(chan error, 1)
+	f := s.raft.VerifyLeader()
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return s.membershipErr("verify leader", err)
+	case <-ctx.Done():
+		return fmt.Errorf("shard %d: verify leader: %w", s.cfg.Shard, ctx.Err())
+	}
+}
+
+func (s *Shard) membershipErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		return fmt.Errorf("shard %d: %s: %w", s.cfg.Shard, what, ErrNotLeader)
+	}
+	if errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("shard %d: %s: %w", s.cfg.Shard, what, ErrClosed)
+	}
+	return fmt.Errorf("shard %d: %s: %w", s.cfg.Shard, what, err)
+}
+
+func timeout(ctx context.Context) time.Duration {
+	return time.Until(deadline(ctx, 30*time.Second))
+}

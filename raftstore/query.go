@@ -1,0 +1,120 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// QueryKind names a read of a mail shard's state.
+type QueryKind uint8
+
+// Named reads. Each runs in one read transaction, so what it returns is
+// consistent as of one applied index.
+const (
+	// QueryMailboxes: every mailbox record of User.
+	QueryMailboxes QueryKind = iota + 1
+	// QueryMailbox: the mailbox Mailbox of User.
+	QueryMailbox
+	// QueryMailboxByName: the mailbox of User with name key NameKey.
+	QueryMailboxByName
+	// QuerySnapshot: the mailbox Mailbox and all its messages.
+	QuerySnapshot
+	// QueryMessages: the mailbox Mailbox and those of UIDs that exist.
+	QueryMessages
+	// QueryHeader: chunk 0 (the header section) of Blob.
+	QueryHeader
+	// QueryBody: the blob record and every chunk of Blob.
+	QueryBody
+	// QueryUserState: User's bookkeeping (whether the user exists here).
+	QueryUserState
+)
+
+// Query is a named read, sent to whichever replica serves it (over the
+// cluster RPC when that replica is on another node).
+type Query struct {
+	Kind    QueryKind
+	User    schema.ID
+	Mailbox schema.ID
+	NameKey schema.NameKey
+	Blob    schema.ID
+	UIDs    []schema.UID
+}
+
+// QueryResult is what a Query read. Which fields are set depends on the
+// kind; Code carries a data-model error (no such mailbox...) to the caller
+// on another node.
+type QueryResult struct {
+	Code      schema.ErrCode
+	Index     uint64 // the applied index the read saw
+	Mailboxes []schema.MailboxRecord
+	Mailbox   schema.MailboxRecord
+	Messages  []schema.MessageRecord
+	Blob      schema.BlobRecord
+	Chunks    [][]byte
+	State     schema.UserState
+}
+
+// Err returns the result's data-model error, if any.
+func (r *QueryResult) Err() error { return r.Code.Err() }
+
+// errQueryKind is returned for a query this replica does not know.
+var errQueryKind = errors.New("raftstore: unknown query")
+
+// Query runs a named read on this replica's state. A data-model error is
+// returned both as the error and in the result's Code.
+func (s *Shard) Query(q Query) (*QueryResult, error) {
+	res := &QueryResult{}
+	err := s.View(func(r *Reader) (err error) {
+		res.Index = r.AppliedIndex()
+		switch q.Kind {
+		case QueryMailboxes:
+			res.Mailboxes, err = r.Mailboxes(q.User)
+		case QueryMailbox:
+			res.Mailbox, err = r.Mailbox(q.User, q.Mailbox)
+		case QueryMailboxByName:
+			res.Mailbox, err = r.MailboxByName(q.User, q.NameKey)
+		case QuerySnapshot:
+			if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err == nil {
+				res.Messages, err = r.Messages(q.User, q.Mailbox)
+			}
+		case QueryMessages:
+			if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err != nil {
+				return err
+			}
+			for _, uid := range q.UIDs {
+				if m, err := r.Message(q.User, q.Mailbox, uid); err == nil {
+					res.Messages = append(res.Messages, m)
+				}
+			}
+		case QueryHeader:
+			var c []byte
+			if c, err = r.Chunk(q.User, q.Blob, 0); err == nil {
+				res.Chunks = [][]byte{c}
+			}
+		case QueryBody:
+			if res.Blob, err = r.Blob(q.User, q.Blob); err != nil {
+				return err
+			}
+			res.Chunks = make([][]byte, res.Blob.Chunks)
+			for i := range res.Chunks {
+				if res.Chunks[i], err = r.Chunk(q.User, q.Blob, uint32(i)); err != nil {
+					return err
+				}
+			}
+		case QueryUserState:
+			res.State, err = r.UserState(q.User)
+		default:
+			return fmt.Errorf("%w %d", errQueryKind, q.Kind)
+		}
+		return err
+	})
+	if err != nil {
+		if code := schema.CodeOf(err); code != schema.CodeInvalid || errors.Is(err, schema.ErrInvalid) {
+			res.Code = code
+		}
+		return res, err
+	}
+	return res, nil
+}
