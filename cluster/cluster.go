@@ -2,238 +2,512 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
-	"strconv"
+	"net"
+	"net/http"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster/transport"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
-// DefaultMailShards is the number of mail shards of a new cluster.
-const DefaultMailShards = 8
+// controlEvery is the period of the control loop (replicas, membership,
+// leadership, placement); changes also kick it at once.
+const controlEvery = 500 * time.Millisecond
 
 const (
-	settingMailShards = "mail_shards"
 	// stagedChunkTTL is how long a chunk of a large message may wait for
 	// the Append that commits it.
 	stagedChunkTTL = time.Hour
 	housekeepEvery = 10 * time.Minute
 )
 
-// Config describes this node's part of the cluster.
-type Config struct {
-	// DataDir holds the shards, under DataDir/shards/<n>.
-	DataDir string
-	// NodeID is this node's stable id.
-	NodeID string
-	// MailShards is the number of mail shards, fixed when the cluster is
-	// created; 0 means DefaultMailShards. A different value for an
-	// existing cluster is ignored with a warning.
-	MailShards int
-	// MasterKey is the root of the key hierarchy.
-	MasterKey [seal.KeySize]byte
-	Logger    *slog.Logger
-	// Timing overrides the Raft timeouts (zero fields take defaults).
-	Timing raftstore.Timing
-	// PasswordConcurrency bounds concurrent argon2id computations; 0
-	// means 4.
-	PasswordConcurrency int
-}
-
-// Cluster is this node's view of the cluster: the meta shard, the mail
-// shards, the keys and the directory.
+// Cluster is this node's part of the cluster.
 type Cluster struct {
 	cfg    Config
 	log    *slog.Logger
-	keys   *rootKeys
 	sealer *seal.Sealer
-	hash   *hasher
-	auth   *authCache
+	keys   clusterKeys
+	trans  *transport.Transport
+	rpc    *rpcClient
+	srv    []*http.Server
 
-	meta   *raftstore.Shard
-	shards []*raftstore.Shard // mail shards 1..S at index 0..S-1
+	mu       sync.RWMutex
+	replicas map[uint32]*replica
+	leaders  map[uint32]leaderHint
+	view     *metaView
+	watches  map[*subscription]struct{}
+
+	health *health
+	kickCh chan struct{}
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
+	closing   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Open opens this node's shards, bootstrapping one-voter groups for a new
-// single-node cluster, and waits until every shard has a leader.
+// replica is a shard replica this node keeps.
+type replica struct {
+	shard *raftstore.Shard
+	layer *transport.RaftLayer
+}
+
+// Open starts this node's part of the cluster. A data directory without a
+// cluster identity becomes the first node of a new cluster (a node that
+// joins gets its identity from Join first). Open returns once the meta
+// replica is open; mail replicas open as placement puts them here.
 func Open(ctx context.Context, cfg Config) (*Cluster, error) {
-	if cfg.NodeID == "" || cfg.DataDir == "" {
-		return nil, fmt.Errorf("open cluster: node id and data dir are required")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.PasswordConcurrency <= 0 {
-		cfg.PasswordConcurrency = 4
+	if err := cfg.withDefaults(); err != nil {
+		return nil, fmt.Errorf("open cluster: %w", err)
 	}
 	sealer, err := seal.New()
 	if err != nil {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "cluster"),
-		keys:   newRootKeys(cfg.MasterKey),
-		sealer: sealer,
-		hash:   newHasher(cfg.PasswordConcurrency),
-		auth:   newAuthCache(),
-		stop:   make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "cluster"),
+		sealer:   sealer,
+		keys:     deriveClusterKeys(cfg.MasterKey),
+		replicas: map[uint32]*replica{},
+		leaders:  map[uint32]leaderHint{},
+		watches:  map[*subscription]struct{}{},
+		kickCh:   make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
 	if err := c.open(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
-	c.wg.Add(1)
-	go c.housekeep()
 	return c, nil
 }
 
-func (c *Cluster) openShard(n uint32) (*raftstore.Shard, error) {
-	return raftstore.Open(raftstore.Config{
-		Shard:     n,
-		Dir:       filepath.Join(c.cfg.DataDir, "shards", strconv.Itoa(int(n))),
-		NodeID:    c.cfg.NodeID,
-		Bootstrap: true,
-		Timing:    c.cfg.Timing,
-		Logger:    c.cfg.Logger,
+func (c *Cluster) open(ctx context.Context) error {
+	if _, port, _ := net.SplitHostPort(c.cfg.Advertise); port == "0" {
+		// Bind first, then advertise the port the system chose.
+		ln, err := net.Listen("tcp", c.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("cluster port %s: %w", c.cfg.Listen, err)
+		}
+		c.cfg.Listen = ln.Addr().String()
+		c.cfg.Advertise = c.cfg.Listen
+		ln.Close()
+	}
+	if !HasIdentity(c.cfg.DataDir) {
+		if err := createCluster(c.cfg, schema.NewID().String()); err != nil {
+			return err
+		}
+		c.log.Info("new cluster created", "region", c.cfg.Region, "address", c.cfg.Advertise)
+	}
+	id, err := loadIdentity(c.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if id.NodeID != c.cfg.NodeID {
+		return fmt.Errorf("cluster certificate is for node %q, but this node is %q", id.NodeID, c.cfg.NodeID)
+	}
+	c.trans, err = transport.Listen(transport.Config{
+		Listen:   c.cfg.Listen,
+		Identity: id,
+		Allow:    c.allowPeer,
+		Logger:   c.cfg.Logger,
 	})
+	if err != nil {
+		return err
+	}
+	c.rpc = newRPCClient(c.trans)
+	c.health = newHealth(c)
+	c.startServers()
+
+	bootstrapID, err := readOptional(identityPath(c.cfg.DataDir, bootstrapFile))
+	if err != nil {
+		return err
+	}
+	bootstrap := bootstrapID != nil
+	meta, err := c.openReplica(0, bootstrap)
+	if err != nil {
+		return err
+	}
+	if bootstrap {
+		if err := meta.WaitForLeader(ctx); err != nil {
+			return err
+		}
+		if err := c.setUpNewCluster(ctx, string(bootstrapID)); err != nil {
+			return fmt.Errorf("set up the new cluster: %w", err)
+		}
+	}
+	if err := c.refreshView(); err != nil {
+		return err
+	}
+	// Replicas kept on disk open now; the control loop adds and removes
+	// the others.
+	onDisk, err := raftstore.Replicas(c.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	for _, n := range onDisk {
+		if n == 0 || c.replica(n) != nil {
+			continue
+		}
+		if _, err := c.openReplica(n, false); err != nil {
+			return err
+		}
+	}
+	c.wg.Add(3)
+	go c.controlLoop()
+	go c.health.run()
+	go c.housekeep()
+	return nil
 }
 
-func (c *Cluster) open(ctx context.Context) error {
-	meta, err := c.openShard(0)
+// setUpNewCluster records what a new cluster starts with, in its meta
+// shard: its id, shard count, CA, this node, and a placement of every
+// mail shard on this node. Each write is a compare-and-set that leaves an
+// existing value alone, so a set-up interrupted by a crash resumes.
+func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
+	keep := func(key string, v []byte) error {
+		err := c.swapSetting(ctx, key, nil, v)
+		if errors.Is(err, schema.ErrConflict) {
+			return nil
+		}
+		return err
+	}
+	if err := keep(settingClusterID, []byte(clusterID)); err != nil {
+		return err
+	}
+	if err := keep(settingMailShards, mailShardsValue(c.cfg.MailShards)); err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(identityPath(c.cfg.DataDir, caFile))
 	if err != nil {
 		return err
 	}
-	c.meta = meta
-	if err := meta.WaitForLeader(ctx); err != nil {
+	if err := keep(settingCACert, caPEM); err != nil {
 		return err
 	}
-	n, err := c.mailShardCount(ctx)
-	if err != nil {
+	if caKey, err := readOptional(identityPath(c.cfg.DataDir, pendingCAKey)); err != nil {
 		return err
-	}
-	for i := 1; i <= n; i++ {
-		s, err := c.openShard(uint32(i))
+	} else if caKey != nil {
+		sealed, err := c.sealCAKey(caKey)
 		if err != nil {
 			return err
 		}
-		c.shards = append(c.shards, s)
-	}
-	for _, s := range c.shards {
-		if err := s.WaitForLeader(ctx); err != nil {
+		if err := keep(settingCAKey, sealed); err != nil {
 			return err
 		}
 	}
-	return c.ensureClusterKey(ctx)
-}
-
-// mailShardCount returns the shard count recorded at creation, recording
-// the configured one for a new cluster.
-func (c *Cluster) mailShardCount(ctx context.Context) (int, error) {
-	var stored []byte
-	if err := c.meta.View(func(r *raftstore.Reader) error { stored = r.Setting(settingMailShards); return nil }); err != nil {
-		return 0, err
+	self := NodeRecord{ID: c.cfg.NodeID, Region: c.cfg.Region, Address: c.cfg.Advertise, Version: c.cfg.Version, Joined: time.Now().UTC()}
+	if err := keep(nodeKey(self.ID), encodeJSON(self)); err != nil {
+		return err
 	}
-	want := c.cfg.MailShards
-	if want <= 0 {
-		want = DefaultMailShards
-	}
-	if len(stored) == 4 {
-		n := int(binary.BigEndian.Uint32(stored))
-		if c.cfg.MailShards != 0 && n != c.cfg.MailShards {
-			c.log.Warn("mail shard count is fixed at creation; ignoring the configured value", "cluster", n, "configured", c.cfg.MailShards)
+	n := c.mailShardCount()
+	for i := 1; i <= n; i++ {
+		p := Placement{Shard: uint32(i), Home: c.cfg.Region, Replicas: []string{c.cfg.NodeID}}
+		if err := keep(placementKey(p.Shard), encodeJSON(p)); err != nil {
+			return err
 		}
-		return n, nil
 	}
-	if want > 1024 {
-		return 0, fmt.Errorf("%d mail shards is more than 1024", want)
+	// The mail shards start as one-voter groups here.
+	for i := 1; i <= n; i++ {
+		if c.replica(uint32(i)) == nil {
+			if _, err := c.openReplica(uint32(i), true); err != nil {
+				return err
+			}
+		}
 	}
-	_, err := c.meta.Apply(ctx, c.command(&schema.PutSetting{Key: settingMailShards, Value: binary.BigEndian.AppendUint32(nil, uint32(want))}))
-	return want, err
+	for _, name := range []string{pendingCAKey, bootstrapFile} {
+		if err := os.Remove(identityPath(c.cfg.DataDir, name)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
 }
 
-// ensureClusterKey creates the cluster data key (used by domains in
-// "shared" mode) when the cluster is created.
-func (c *Cluster) ensureClusterKey(ctx context.Context) error {
-	var wrapped []byte
-	if err := c.meta.View(func(r *raftstore.Reader) error { wrapped = r.Setting(settingClusterKey); return nil }); err != nil {
-		return err
+// mailShardCount returns the number of mail shards: the cluster's
+// record, or the configured value until the meta replica has it.
+func (c *Cluster) mailShardCount() int {
+	b := c.metaSetting(settingMailShards)
+	if len(b) == 4 {
+		return int(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
 	}
-	if wrapped != nil {
-		_, err := c.clusterKey()
-		return err
-	}
-	sealed, err := c.sealer.Seal(c.keys.master, seal.KindClusterKey, nil, []byte(settingClusterKey), encodeKeys([]seal.Key{seal.NewKey(1)}))
+	return c.cfg.MailShards
+}
+
+// MailShards returns the number of mail shards.
+func (c *Cluster) MailShards() int { return c.mailShardCount() }
+
+// NodeID returns this node's id.
+func (c *Cluster) NodeID() string { return c.cfg.NodeID }
+
+// Region returns this node's region.
+func (c *Cluster) Region() string { return c.cfg.Region }
+
+// Addr returns the cluster port's bound address.
+func (c *Cluster) Addr() string { return c.trans.Addr().String() }
+
+// Transport returns the cluster port, for tests that inject faults.
+func (c *Cluster) Transport() *transport.Transport { return c.trans }
+
+// openReplica opens this node's replica of shard n. bootstrap makes a
+// fresh replica the only voter of a new group; otherwise a fresh replica
+// waits to be added by the group's leader.
+func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error) {
+	layer, err := c.trans.RaftLayer(n)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = c.meta.Apply(ctx, c.command(&schema.PutSetting{Key: settingClusterKey, Value: sealed}))
+	s, err := raftstore.Open(raftstore.Config{
+		Shard:     n,
+		Dir:       raftstore.ReplicaDir(c.cfg.DataDir, n),
+		NodeID:    c.cfg.NodeID,
+		Address:   c.cfg.Advertise,
+		Stream:    layer,
+		Bootstrap: bootstrap,
+		Timing:    c.cfg.Timing,
+		Logger:    c.cfg.Logger,
+	})
+	if err != nil {
+		layer.Close()
+		return nil, err
+	}
+	c.mu.Lock()
+	c.replicas[n] = &replica{shard: s, layer: layer}
+	c.mu.Unlock()
+	c.log.Info("replica opened", "shard", n)
+	c.resubscribe(n)
+	return s, nil
+}
+
+// closeReplica closes (and with remove, deletes) this node's replica of
+// shard n.
+func (c *Cluster) closeReplica(n uint32, remove bool) error {
+	c.mu.Lock()
+	r := c.replicas[n]
+	delete(c.replicas, n)
+	c.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	c.resubscribe(n)
+	err := r.shard.Close()
+	r.layer.Close()
+	if remove && err == nil {
+		err = raftstore.RemoveReplica(c.cfg.DataDir, n)
+	}
+	c.log.Info("replica closed", "shard", n, "removed", remove)
 	return err
 }
 
-func (c *Cluster) clusterKey() ([]seal.Key, error) {
-	var wrapped []byte
-	if err := c.meta.View(func(r *raftstore.Reader) error { wrapped = r.Setting(settingClusterKey); return nil }); err != nil {
-		return nil, err
+// replica returns this node's replica of shard n, or nil.
+func (c *Cluster) replica(n uint32) *raftstore.Shard {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if r := c.replicas[n]; r != nil {
+		return r.shard
 	}
-	plain, err := c.sealer.Open(c.keys.master, seal.KindClusterKey, nil, []byte(settingClusterKey), wrapped)
-	if err != nil {
-		return nil, fmt.Errorf("unwrap cluster data key (wrong master key?): %w", err)
-	}
-	return decodeKeys(plain)
+	return nil
 }
 
-// command wraps a payload with a fresh request id and the current time.
-func (c *Cluster) command(p schema.Payload) schema.Command {
-	return schema.Command{ReqID: schema.NewID(), Time: time.Now().UnixNano(), Payload: p}
-}
+func (c *Cluster) meta() *raftstore.Shard { return c.replica(0) }
 
-// mailShard returns the replica of mail shard n (1-based).
-func (c *Cluster) mailShard(n uint32) (*raftstore.Shard, error) {
-	if n == 0 || int(n) > len(c.shards) {
-		return nil, fmt.Errorf("mail shard %d does not exist: %w", n, schema.ErrUnavailable)
-	}
-	return c.shards[n-1], nil
-}
-
-// placeUser picks the mail shard of a new user.
-func (c *Cluster) placeUser(id schema.ID) uint32 {
-	return binary.BigEndian.Uint32(id[:4])%uint32(len(c.shards)) + 1
-}
-
-// Shards returns every shard replica of this node, meta first, for
-// backups and metrics.
+// Shards returns this node's replicas, meta first, for metrics.
 func (c *Cluster) Shards() []*raftstore.Shard {
-	return append([]*raftstore.Shard{c.meta}, c.shards...)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*raftstore.Shard, 0, len(c.replicas))
+	if r := c.replicas[0]; r != nil {
+		out = append(out, r.shard)
+	}
+	for n := uint32(1); int(n) <= maxMailShards && len(out) < len(c.replicas); n++ {
+		if r := c.replicas[n]; r != nil {
+			out = append(out, r.shard)
+		}
+	}
+	return out
 }
 
-// Ready reports whether every shard has a leader.
+// ViewMeta reads this node's meta replica.
+func (c *Cluster) ViewMeta(fn func(*raftstore.Reader) error) error {
+	m := c.meta()
+	if m == nil {
+		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	}
+	return m.View(fn)
+}
+
+// LeadsShard reports whether this node leads shard n.
+func (c *Cluster) LeadsShard(n uint32) bool {
+	s := c.replica(n)
+	return s != nil && s.IsLeader()
+}
+
+// Ready reports whether the node can serve: its meta replica follows a
+// leader, and a leader is known for every mail shard.
 func (c *Cluster) Ready(ctx context.Context) error {
-	for _, s := range c.Shards() {
-		if s == nil {
-			return fmt.Errorf("cluster not open: %w", schema.ErrUnavailable)
-		}
-		leader, _ := s.Raft().LeaderWithID()
-		if leader == "" {
-			return fmt.Errorf("shard %d has no leader: %w", s.ID(), schema.ErrUnavailable)
+	m := c.meta()
+	if m == nil {
+		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	}
+	if id, _ := m.Leader(); id == "" {
+		return fmt.Errorf("meta shard has no leader: %w", schema.ErrUnavailable)
+	}
+	if len(m.Status().Servers) == 0 {
+		return fmt.Errorf("this node is not a member of the meta shard yet: %w", schema.ErrUnavailable)
+	}
+	for n := uint32(1); int(n) <= c.mailShardCount(); n++ {
+		if id, _ := c.leaderOf(n); id == "" {
+			return fmt.Errorf("shard %d has no known leader: %w", n, schema.ErrUnavailable)
 		}
 	}
 	return ctx.Err()
 }
 
-// housekeep expires staged chunks that never became part of a message.
+// kick makes the control loop run now.
+func (c *Cluster) kick() {
+	select {
+	case c.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// Close leaves gracefully: every shard this node leads hands leadership
+// to another voter first (so writes continue at once elsewhere), then the
+// servers, the replicas and the cluster port stop. It is idempotent.
+func (c *Cluster) Close() error { return c.shutdown(true) }
+
+// Abort stops the node without handing leadership over, as a crash would
+// as far as the other nodes can tell (tests use it; a real crash is a
+// kill -9). It is idempotent, and so is Close after it.
+func (c *Cluster) Abort() error {
+	if c.trans != nil {
+		c.trans.Isolate(true) // drop every connection at once
+	}
+	return c.shutdown(false)
+}
+
+func (c *Cluster) shutdown(handOver bool) error {
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		if handOver {
+			c.handOverLeadership()
+		}
+		close(c.stop)
+		c.wg.Wait()
+		var errs []error
+		for _, s := range c.srv {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := s.Shutdown(ctx); err != nil {
+				s.Close()
+			}
+			cancel()
+		}
+		c.mu.Lock()
+		subs := make([]*subscription, 0, len(c.watches))
+		for s := range c.watches {
+			subs = append(subs, s)
+		}
+		c.mu.Unlock()
+		for _, s := range subs {
+			s.cancel()
+		}
+		c.mu.RLock()
+		ns := make([]uint32, 0, len(c.replicas))
+		for n := range c.replicas {
+			ns = append(ns, n)
+		}
+		c.mu.RUnlock()
+		for _, n := range ns {
+			if err := c.closeReplica(n, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.trans != nil {
+			errs = append(errs, c.trans.Close())
+		}
+		if c.rpc != nil {
+			c.rpc.close()
+		}
+		c.sealer.Close()
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// handOverLeadership transfers the leadership of every group this node
+// leads to another voter, in parallel, bounded in time.
+func (c *Cluster) handOverLeadership() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range c.Shards() {
+		if !s.IsLeader() {
+			continue
+		}
+		voters := 0
+		for _, srv := range s.Status().Servers {
+			if srv.Voter && srv.ID != c.cfg.NodeID {
+				voters++
+			}
+		}
+		if voters == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.TransferLeadership(ctx, "", ""); err != nil {
+				c.log.Warn("hand leadership over before stopping", "shard", s.ID(), "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// allowPeer refuses removed nodes on the cluster port.
+func (c *Cluster) allowPeer(id string) bool {
+	c.mu.RLock()
+	v := c.view
+	c.mu.RUnlock()
+	if v == nil {
+		return true
+	}
+	rec, ok := v.nodes[id]
+	return !ok || !rec.Removed
+}
+
+// refreshView rereads the cluster's records from the meta replica.
+func (c *Cluster) refreshView() error {
+	m := c.meta()
+	if m == nil {
+		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	}
+	v, err := readMeta(m)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.view = v
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) currentView() *metaView {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.view
+}
+
+// housekeep expires, on the shards this node leads, staged chunks that
+// never became part of a message (temporary data is not kept).
 func (c *Cluster) housekeep() {
 	defer c.wg.Done()
 	t := time.NewTicker(housekeepEvery)
@@ -243,39 +517,17 @@ func (c *Cluster) housekeep() {
 		case <-c.stop:
 			return
 		case <-t.C:
-			c.expireStaged()
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		before := time.Now().Add(-stagedChunkTTL).UnixNano()
+		for _, s := range c.Shards() {
+			if s.ID() == 0 || !s.IsLeader() {
+				continue
+			}
+			if _, err := c.Apply(ctx, s.ID(), &schema.ExpireStaged{Before: before}); err != nil {
+				c.log.Warn("expire staged chunks", "shard", s.ID(), "err", err)
+			}
+		}
+		cancel()
 	}
-}
-
-func (c *Cluster) expireStaged() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	before := time.Now().Add(-stagedChunkTTL).UnixNano()
-	for _, s := range c.shards {
-		if !s.IsLeader() {
-			continue
-		}
-		if _, err := s.Apply(ctx, c.command(&schema.ExpireStaged{Before: before})); err != nil {
-			c.log.Warn("expire staged chunks", "shard", s.ID(), "err", err)
-		}
-	}
-}
-
-// Close stops housekeeping and closes every shard.
-func (c *Cluster) Close() error {
-	c.closeOnce.Do(func() {
-		close(c.stop)
-		c.wg.Wait()
-		var errs []error
-		for _, s := range c.shards {
-			errs = append(errs, s.Close())
-		}
-		if c.meta != nil {
-			errs = append(errs, c.meta.Close())
-		}
-		c.sealer.Close()
-		c.closeErr = errors.Join(errs...)
-	})
-	return c.closeErr
 }

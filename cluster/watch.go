@@ -1,74 +1,366 @@
 package cluster
 
 import (
+	"bufio"
+	"context"
+	"encoding/gob"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// watchBuffer is how many events a watcher holds before it is told to
-// resynchronise instead.
-const watchBuffer = 1024
+const (
+	// watchProgressEvery is how often a watch stream reports the index it
+	// has reached when it has no events to send.
+	watchProgressEvery = 200 * time.Millisecond
+	// watchQueue bounds the events a watch stream holds for a slow peer;
+	// beyond it the stream ends and the watcher resumes from its index.
+	watchQueue = 4096
+	watchRetry = 200 * time.Millisecond
+)
 
-// Watch streams the changes to one mailbox, decrypted, in commit order.
-// Events caused by a write are queued before the write returns, so a
-// session that drains the channel after its own command sees that
-// command's effects. A watcher that falls behind receives one
-// schema.ChangeResync in place of what it missed.
-func (a *Account) Watch(mbox schema.ID) (<-chan schema.Change, func()) {
-	ch := make(chan schema.Change, watchBuffer)
-	var mu sync.Mutex
-	closed := false
-	push := func(c schema.Change) {
-		select {
-		case ch <- c:
-			return
-		default:
+// watchFrame is one message of a watch stream: events, and the index up to
+// which every event of the user has been sent.
+type watchFrame struct {
+	Events    []raftstore.Event
+	Published uint64
+}
+
+// subscription delivers one user's events of one shard from this node's
+// replica, or, when this node keeps none, over a watch stream from a node
+// that does. It moves between the two as replicas open and close, resuming
+// from the last index it delivered, so nothing is skipped silently.
+type subscription struct {
+	c     *Cluster
+	shard uint32
+	user  schema.ID
+	fn    func([]raftstore.Event)
+
+	mu        sync.Mutex
+	last      uint64 // highest index delivered to fn
+	progress  uint64 // every event up to here has been delivered
+	advanced  chan struct{}
+	local     *raftstore.Shard
+	localStop func()
+	remote    context.CancelFunc
+	remoteWG  sync.WaitGroup
+	closed    bool
+}
+
+// Watch hands fn the change events of user on shard n applied after
+// index from, in log order, until cancel. See mailstore.Cluster.
+func (c *Cluster) Watch(n uint32, user schema.ID, from uint64, fn func([]raftstore.Event)) (wait func(ctx context.Context, index uint64) error, cancel func()) {
+	s := &subscription{c: c, shard: n, user: user, fn: fn, last: from, progress: from, advanced: make(chan struct{})}
+	c.mu.Lock()
+	c.watches[s] = struct{}{}
+	c.mu.Unlock()
+	s.attach()
+	return s.wait, s.cancel
+}
+
+// resubscribe moves the subscriptions of shard n to the source that is
+// now right (this node's replica opened or closed).
+func (c *Cluster) resubscribe(n uint32) {
+	c.mu.RLock()
+	var subs []*subscription
+	for s := range c.watches {
+		if s.shard == n {
+			subs = append(subs, s)
 		}
-		// Full: drop what is queued and ask for a reload.
-		for {
-			select {
-			case <-ch:
-				continue
-			default:
-			}
-			break
-		}
-		ch <- schema.Change{Kind: schema.ChangeResync, Index: c.Index, Mailbox: mbox}
 	}
-	cancel := a.shard.Subscribe(a.user, func(events []raftstore.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		if closed {
+	c.mu.RUnlock()
+	for _, s := range subs {
+		s.attach()
+	}
+}
+
+// deliver passes events to fn and records how far it got.
+func (s *subscription) deliver(events []raftstore.Event, published uint64) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return
+	}
+	if len(events) > 0 {
+		s.fn(events)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	for _, e := range events {
+		if e.Index > s.last {
+			s.last = e.Index
+		}
+	}
+	through := max(s.last, published)
+	if through > s.progress {
+		s.progress = through
+		close(s.advanced)
+		s.advanced = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// attach (re)connects the subscription to this node's replica if there
+// is one, else to a watch stream.
+func (s *subscription) attach() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	local := s.c.replica(s.shard)
+	if local != nil && local == s.local {
+		s.mu.Unlock()
+		return
+	}
+	stopOld := s.detachLocked()
+	from := s.last
+	s.mu.Unlock()
+	stopOld()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if local != nil {
+		s.local = local
+		s.mu.Unlock()
+		stop := local.Subscribe(s.user, from, func(evs []raftstore.Event) { s.deliver(evs, 0) })
+		s.mu.Lock()
+		if s.closed || s.local != local {
+			s.mu.Unlock()
+			stop()
 			return
 		}
-		for _, e := range events {
-			if e.Kind != schema.ChangeResync && e.Mailbox != mbox {
-				continue
+		s.localStop = stop
+		s.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.remote = cancel
+	s.remoteWG.Add(1)
+	s.mu.Unlock()
+	go s.stream(ctx)
+}
+
+// detachLocked forgets the current source and returns what stops it, to
+// be called without s.mu (a replica calls fn under its own lock).
+func (s *subscription) detachLocked() func() {
+	stop := s.localStop
+	s.localStop, s.local = nil, nil
+	if s.remote != nil {
+		s.remote()
+		s.remote = nil
+	}
+	return func() {
+		if stop != nil {
+			stop()
+		}
+	}
+}
+
+// stream follows a watch stream from a node that keeps the shard,
+// reconnecting from the last delivered index until cancelled.
+func (s *subscription) stream(ctx context.Context) {
+	defer s.remoteWG.Done()
+	for ctx.Err() == nil {
+		err := s.streamOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.c.log.Debug("watch stream ended; resuming", "shard", s.shard, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(watchRetry):
+		}
+	}
+}
+
+func (s *subscription) streamOnce(ctx context.Context) error {
+	addr := s.source()
+	if addr == "" {
+		return errNoLeader
+	}
+	s.mu.Lock()
+	from := s.last
+	s.mu.Unlock()
+	u := rpcURL(addr, rpcWatch+strconv.FormatUint(uint64(s.shard), 10)+"/"+s.user.String()) + "?from=" + url.QueryEscape(strconv.FormatUint(from, 10))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.c.rpc.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := gob.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var f watchFrame
+		if err := dec.Decode(&f); err != nil {
+			return err
+		}
+		s.deliver(f.Events, f.Published)
+	}
+}
+
+// source picks a node to stream from: the shard's leader if known, else
+// any node placed to keep it.
+func (s *subscription) source() string {
+	if id, addr := s.c.leaderOf(s.shard); id != "" && id != s.c.cfg.NodeID {
+		return addr
+	}
+	v := s.c.currentView()
+	if v == nil {
+		return ""
+	}
+	for _, id := range v.placements[s.shard].Replicas {
+		if rec, ok := v.nodes[id]; ok && id != s.c.cfg.NodeID && !rec.Removed {
+			return rec.Address
+		}
+	}
+	return ""
+}
+
+// wait returns once every event up to index has been delivered.
+func (s *subscription) wait(ctx context.Context, index uint64) error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return errors.New("watch closed")
+		}
+		local, progress, ch := s.local, s.progress, s.advanced
+		s.mu.Unlock()
+		if progress >= index {
+			return nil
+		}
+		if local != nil {
+			// A replica hands events to fn before it counts them as out.
+			err := local.WaitApplied(ctx, index)
+			if err == nil {
+				return nil
 			}
-			c := schema.Change{Kind: e.Kind, Index: e.Index, ReqID: e.ReqID, Mailbox: e.Mailbox, UID: e.UID}
-			if e.Message != nil {
-				info, err := a.c.openMessage(a.keys, a.user, e.Message)
-				if err != nil {
-					a.c.log.Error("open message of change event", "err", err)
-					c = schema.Change{Kind: schema.ChangeResync, Index: e.Index, Mailbox: mbox}
-				} else {
-					c.Message = &info
-				}
+			if ctx.Err() != nil {
+				return err
 			}
-			push(c)
+			continue // the replica closed: the subscription moved
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *subscription) cancel() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	stop := s.detachLocked()
+	close(s.advanced)
+	s.mu.Unlock()
+	stop()
+	s.remoteWG.Wait()
+	s.c.mu.Lock()
+	delete(s.c.watches, s)
+	s.c.mu.Unlock()
+}
+
+// serveWatch streams a user's events of a shard this node keeps, from an
+// index on: first those the replica still remembers (or one resync), then
+// live ones, with progress marks while nothing happens.
+func (c *Cluster) serveWatch(w http.ResponseWriter, r *http.Request) {
+	s, ok := c.localReplica(w, r)
+	if !ok {
+		return
+	}
+	user, err := schema.ParseID(r.PathValue("user"))
+	if err != nil {
+		http.Error(w, "bad user", http.StatusBadRequest)
+		return
+	}
+	from, err := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
+	if err != nil {
+		http.Error(w, "bad index", http.StatusBadRequest)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	queue := make(chan []raftstore.Event, watchQueue)
+	overflow := make(chan struct{})
+	var once sync.Once
+	stop := s.Subscribe(user, from, func(evs []raftstore.Event) {
+		select {
+		case queue <- evs:
+		default:
+			once.Do(func() { close(overflow) })
 		}
 	})
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			mu.Lock()
-			closed = true
-			close(ch)
-			mu.Unlock()
-		})
+	defer stop()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	enc := gob.NewEncoder(w)
+	send := func(f watchFrame) error {
+		if err := enc.Encode(f); err != nil {
+			return err
+		}
+		flusher.Flush()
+		return nil
 	}
-	return ch, stop
+	tick := time.NewTicker(watchProgressEvery)
+	defer tick.Stop()
+	var sent uint64
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-c.closing:
+			return
+		case <-overflow:
+			return // the watcher resumes from its last index
+		case evs := <-queue:
+			if send(watchFrame{Events: evs}) != nil {
+				return
+			}
+		case <-tick.C:
+			// Everything up to published is queued before published
+			// advances, so drain the queue first, then report it.
+			published := s.PublishedIndex()
+			for drained := false; !drained; {
+				select {
+				case evs := <-queue:
+					if send(watchFrame{Events: evs}) != nil {
+						return
+					}
+				default:
+					drained = true
+				}
+			}
+			if published > sent {
+				if send(watchFrame{Published: published}) != nil {
+					return
+				}
+				sent = published
+			}
+		}
+	}
 }

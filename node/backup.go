@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/backup"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -47,7 +49,7 @@ func (n *Node) startBackup(ctx context.Context) error {
 	if err := n.ensureBackupKey(ctx, log); err != nil {
 		return err
 	}
-	if _, err := n.cluster.ClusterID(ctx); err != nil {
+	if _, err := n.directory.ClusterID(ctx); err != nil {
 		return err
 	}
 	bc := n.cfg.Backup
@@ -73,7 +75,7 @@ func (n *Node) startBackup(ctx context.Context) error {
 	}
 	svc.runner, err = backup.New(backup.Config{
 		Targets:    targets,
-		Cluster:    n.cluster,
+		Cluster:    backupCluster{n.cluster, n.directory},
 		NodeID:     n.cfg.NodeID,
 		TempDir:    tmp,
 		DataDir:    n.cfg.DataDir,
@@ -88,6 +90,8 @@ func (n *Node) startBackup(ctx context.Context) error {
 	}
 	schedule := bc.schedule()
 	schedule.Identity = n.drillIdentity
+	// One node at a time takes the cluster's backups: the meta leader.
+	schedule.Active = n.cluster.LeadsMeta
 	if svc.sched, err = svc.runner.StartScheduler(schedule); err != nil {
 		return err
 	}
@@ -99,6 +103,19 @@ func (n *Node) startBackup(ctx context.Context) error {
 		"drill_every", durationOr(bc.DrillEvery, 7*24*time.Hour))
 	return nil
 }
+
+// backupCluster is what a backup needs: every shard's state (package
+// cluster) and the cluster's backup settings (package directory).
+type backupCluster struct {
+	*cluster.Cluster
+	dir *directory.Directory
+}
+
+func (b backupCluster) ClusterID(ctx context.Context) (string, error) { return b.dir.ClusterID(ctx) }
+func (b backupCluster) BackupRecipient(ctx context.Context) (string, error) {
+	return b.dir.BackupRecipient(ctx)
+}
+func (b backupCluster) BackupManifestKey() [32]byte { return b.dir.BackupManifestKey() }
 
 func durationOr(d, def time.Duration) time.Duration {
 	if d == 0 {
@@ -143,7 +160,7 @@ func (n *Node) stopBackup() {
 // written to DataDir/backup.identity (0600) for the operator to move
 // offline. The node logs that request once, when it writes the file.
 func (n *Node) ensureBackupKey(ctx context.Context, log *slog.Logger) error {
-	current, err := n.cluster.BackupRecipient(ctx)
+	current, err := n.directory.BackupRecipient(ctx)
 	if err != nil {
 		return err
 	}
@@ -151,7 +168,7 @@ func (n *Node) ensureBackupKey(ctx context.Context, log *slog.Logger) error {
 		if want == current {
 			return nil
 		}
-		if err := n.cluster.SetBackupRecipient(ctx, want); err != nil {
+		if err := n.directory.SetBackupRecipient(ctx, want); err != nil {
 			return err
 		}
 		if current != "" {
@@ -189,7 +206,7 @@ func (n *Node) ensureBackupKey(ctx context.Context, log *slog.Logger) error {
 	default:
 		return err
 	}
-	if err := n.cluster.SetBackupRecipient(ctx, rcpt); err != nil {
+	if err := n.directory.SetBackupRecipient(ctx, rcpt); err != nil {
 		return err
 	}
 	log.Warn("backup key pair created: MOVE THE IDENTITY FILE OFFLINE NOW. It is the only key that decrypts this cluster's backups (restores need it); the cluster keeps only the public key.",

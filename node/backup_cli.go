@@ -15,7 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/cluster/backup"
 )
 
@@ -230,7 +230,7 @@ func (c CLI) backupLocalKey(ctx context.Context, cfg Config, tempDir string, mas
 	}
 	var manifestKey *[32]byte
 	if master != nil {
-		k := cluster.BackupManifestKey(*master)
+		k := directory.BackupManifestKey(*master)
 		manifestKey = &k
 	}
 	r, err := backup.New(backup.Config{Targets: targets, TempDir: tempDir, Retention: cfg.Backup.Retention,

@@ -7,13 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/node/admin"
 )
 
@@ -45,7 +48,13 @@ Usage:
   mailnode serve --data DIR [--config FILE] [--hostname NAME] [--node-id ID]
                  [--log-level LEVEL] [--log-format json|text] [--bind HOST]
                  [--backup-target REGION=URL ...]
-  mailnode domain add  --data DIR [--key-mode user|domain|shared] DOMAIN
+                 [--region NAME] [--cluster-listen HOST:PORT] [--cluster-advertise HOST:PORT]
+                 [--join HOST:PORT --token TOKEN] [--bootstrap-token TOKEN]
+                 [--raft-profile wan|lan]
+  mailnode cluster token  --data DIR [--ttl DURATION]
+  mailnode cluster status --data DIR [--json]
+  mailnode cluster remove --data DIR NODE
+  mailnode domain add  --data DIR [--key-mode user|domain|shared] [--region NAME] DOMAIN
   mailnode domain list --data DIR
   mailnode domain del  --data DIR DOMAIN
   mailnode user add    --data DIR ADDRESS      (password from standard input)
@@ -57,10 +66,14 @@ Usage:
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
   mailnode version
 
-serve initializes DIR on its first run. The other commands talk to the
+serve initializes DIR on its first run: as the first node of a new
+cluster, or, with --join and a token from "mailnode cluster token" on any
+member, as a new member of that cluster. The other commands talk to the
 node serving DIR through DIR/admin.sock; instead of --data they accept
---config FILE and use its data_dir. A password is read without echo,
-twice, from a terminal, or as one line from a pipe.
+--config FILE and use its data_dir, and without either they use
+$MAILNODE_DATA (set in the container image). A password is read without
+echo, twice, from a terminal, or as one line from a pipe. Tokens may also
+come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
@@ -94,7 +107,7 @@ func (c CLI) run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "serve":
 		return c.serve(ctx, rest)
-	case "domain", "user":
+	case "domain", "user", "cluster":
 		if len(rest) == 0 {
 			return fmt.Errorf("%w: %s needs a subcommand", errUsage, cmd)
 		}
@@ -115,8 +128,12 @@ func (c CLI) run(ctx context.Context, args []string) error {
 	}
 }
 
+// dataDirEnv names the data directory when no flag does (the container
+// image sets it, so "docker compose exec n1 mailnode ..." needs no --data).
+const dataDirEnv = "MAILNODE_DATA"
+
 // dataDirArg returns the data directory an admin command names with
-// --data, or through --config's data_dir.
+// --data, or through --config's data_dir, or $MAILNODE_DATA.
 func dataDirArg(command, data, configFile string) (string, error) {
 	if data == "" && configFile != "" {
 		cfg, err := loadConfigFile(configFile)
@@ -124,6 +141,9 @@ func dataDirArg(command, data, configFile string) (string, error) {
 			return "", err
 		}
 		data = cfg.DataDir
+	}
+	if data == "" {
+		data = os.Getenv(dataDirEnv)
 	}
 	if data == "" {
 		return "", fmt.Errorf("%w: %s needs --data DIR (or --config FILE)", errUsage, command)
@@ -177,6 +197,15 @@ func (c CLI) serve(ctx context.Context, args []string) error {
 	fs.String("bind", "", "host to bind every listener to")
 	var backupTargets repeatedFlag
 	fs.Var(&backupTargets, "backup-target", "REGION=URL of a backup target (repeatable)")
+	fs.String("region", "", "the node's region")
+	fs.String("cluster-listen", "", "cluster port to listen on")
+	fs.String("cluster-advertise", "", "cluster address other nodes dial")
+	fs.String("join", "", "a member's cluster address to join (first start)")
+	fs.String("token", "", "join token")
+	fs.String("bootstrap-token", "", "a join token this node accepts again and again")
+	fs.String("raft-profile", "", "wan or lan")
+	fs.Int("replicas", 0, "replicas per mail shard")
+	fs.Duration("dead-after", 0, "how long a node may be unreachable before its replicas are rebuilt elsewhere")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -189,6 +218,14 @@ func (c CLI) serve(ctx context.Context, args []string) error {
 		if cfg, err = loadConfigFile(*configFile); err != nil {
 			return err
 		}
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = os.Getenv(dataDirEnv)
+	}
+	cfg.Cluster.Token = os.Getenv("MAILNODE_TOKEN")
+	cfg.Cluster.BootstrapToken = os.Getenv("MAILNODE_BOOTSTRAP_TOKEN")
+	if err := readTokenFiles(&cfg.Cluster); err != nil {
+		return err
 	}
 	var flagErr error
 	fs.Visit(func(f *flag.Flag) {
@@ -206,6 +243,27 @@ func (c CLI) serve(ctx context.Context, args []string) error {
 			cfg.Log.Format = v
 		case "bind":
 			flagErr = errors.Join(flagErr, cfg.Listen.BindHost(v))
+			if _, port, err := net.SplitHostPort(cfg.Cluster.Listen); err == nil {
+				cfg.Cluster.Listen = net.JoinHostPort(v, port)
+			}
+		case "region":
+			cfg.Cluster.Region = v
+		case "cluster-listen":
+			cfg.Cluster.Listen = v
+		case "cluster-advertise":
+			cfg.Cluster.Advertise = v
+		case "join":
+			cfg.Cluster.Join = v
+		case "token":
+			cfg.Cluster.Token = v
+		case "bootstrap-token":
+			cfg.Cluster.BootstrapToken = v
+		case "raft-profile":
+			cfg.Cluster.RaftProfile = v
+		case "replicas":
+			cfg.Cluster.Replicas, _ = strconv.Atoi(v)
+		case "dead-after":
+			cfg.Cluster.DeadAfter, _ = time.ParseDuration(v)
 		}
 	})
 	if flagErr != nil {
@@ -243,13 +301,31 @@ func (c CLI) serve(ctx context.Context, args []string) error {
 	return failure
 }
 
+// readTokenFiles reads the join and bootstrap tokens named in the config.
+func readTokenFiles(c *ClusterConfig) error {
+	for _, f := range []struct {
+		path string
+		dst  *string
+	}{{c.TokenFile, &c.Token}, {c.BootstrapTokenFile, &c.BootstrapToken}} {
+		if f.path == "" {
+			continue
+		}
+		b, _, err := readSmallFile(f.path, 4096)
+		if err != nil {
+			return fmt.Errorf("read token: %w", err)
+		}
+		*f.dst = strings.TrimSpace(string(b))
+	}
+	return nil
+}
+
 // adminCommandArgs returns how many arguments an admin command takes,
 // and false for an unknown command.
 func adminCommandArgs(name string) (int, bool) {
 	switch name {
-	case "domain add", "domain del", "user add", "user passwd", "user del":
+	case "domain add", "domain del", "user add", "user passwd", "user del", "cluster remove":
 		return 1, true
-	case "domain list", "user list", "status":
+	case "domain list", "user list", "status", "cluster token", "cluster status":
 		return 0, true
 	}
 	return 0, false
@@ -261,15 +337,19 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 	fs := newFlagSet(name)
 	data := fs.String("data", "", "data directory of the node")
 	configFile := fs.String("config", "", "config file naming the data directory")
-	var keyMode, domain *string
+	var keyMode, domain, region *string
 	var asJSON *bool
+	var ttl *time.Duration
 	switch name {
 	case "domain add":
-		keyMode = fs.String("key-mode", string(cluster.KeyModeUser), "user, domain or shared")
+		keyMode = fs.String("key-mode", string(directory.KeyModeUser), "user, domain or shared")
+		region = fs.String("region", "", "pin the domain's mail to a region")
 	case "user list":
 		domain = fs.String("domain", "", "list only this domain's users")
-	case "status":
+	case "status", "cluster status":
 		asJSON = fs.Bool("json", false, "print the status as JSON")
+	case "cluster token":
+		ttl = fs.Duration("ttl", cluster.DefaultTokenTTL, "how long the token stays valid")
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -298,10 +378,36 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 
 	switch name {
 	case "domain add":
-		if err := client.AddDomain(ctx, arg, cluster.KeyMode(*keyMode)); err != nil {
+		if err := client.AddDomain(ctx, arg, directory.KeyMode(*keyMode), *region); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.Stdout, "domain %s added (key mode %s)\n", arg, *keyMode)
+		if *region != "" {
+			fmt.Fprintf(c.Stdout, "domain %s added (key mode %s, region %s)\n", arg, *keyMode, *region)
+		} else {
+			fmt.Fprintf(c.Stdout, "domain %s added (key mode %s)\n", arg, *keyMode)
+		}
+	case "cluster token":
+		tok, err := client.IssueToken(ctx, *ttl)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.Stdout, tok)
+	case "cluster remove":
+		if err := client.RemoveNode(ctx, arg); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "node %s removed; its replicas are rebuilt on the other nodes\n", arg)
+	case "cluster status":
+		s, err := client.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(s)
+		}
+		return printClusterStatus(c.Stdout, s)
 	case "domain del":
 		if err := client.DeleteDomain(ctx, arg); err != nil {
 			return err
@@ -313,9 +419,13 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 			return err
 		}
 		tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DOMAIN\tKEY MODE\tUSERS")
+		fmt.Fprintln(tw, "DOMAIN\tKEY MODE\tREGION\tUSERS")
 		for _, d := range doms {
-			fmt.Fprintf(tw, "%s\t%s\t%d\n", d.Name, d.KeyMode, d.Users)
+			region := d.Region
+			if region == "" {
+				region = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", d.Name, d.KeyMode, region, d.Users)
 		}
 		return tw.Flush()
 	case "user add", "user passwd":
@@ -392,4 +502,46 @@ func (c CLI) printStatus(s admin.Status) {
 // Stdio returns a CLI on the process's standard streams.
 func Stdio(version string) CLI {
 	return CLI{Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+}
+
+// printClusterStatus prints nodes and shards as tables.
+func printClusterStatus(w io.Writer, s cluster.Status) error {
+	fmt.Fprintf(w, "cluster %s (as node %s sees it)\n\n", s.ClusterID, s.Node)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tREGION\tADDRESS\tHEALTH\tVERSION\tLAST SEEN")
+	for _, n := range s.Nodes {
+		seen := "-"
+		if !n.LastSeen.IsZero() {
+			seen = n.LastSeen.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Region, n.Address, n.Health, n.Version, seen)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tHOME\tLEADER\tTERM\tCOMMIT\tREPLICAS (node:state:applied:lag)")
+	for _, sh := range s.Shards {
+		home, leader := sh.Home, sh.Leader
+		if sh.Shard == 0 {
+			home = "(meta)"
+		}
+		if leader == "" {
+			leader = "NONE"
+		}
+		var reps []string
+		for _, r := range sh.Replicas {
+			role := r.State
+			if !r.Voter {
+				role += ",non-voter"
+			}
+			if !r.Placed {
+				role += ",leaving"
+			}
+			reps = append(reps, fmt.Sprintf("%s:%s:%d:%d", r.Node, role, r.AppliedIndex, r.Lag))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\n", sh.Shard, home, leader, sh.Term, sh.CommitIndex, strings.Join(reps, " "))
+	}
+	return tw.Flush()
 }

@@ -80,11 +80,53 @@ type Config struct {
 	AuthGuard AuthGuardConfig `toml:"auth_guard"`
 	Log       LogConfig       `toml:"log"`
 	Backup    BackupConfig    `toml:"backup"`
+	Cluster   ClusterConfig   `toml:"cluster"`
 
-	// RaftTiming overrides the Raft timeouts of every shard. It is not
-	// read from the config file; tests shorten elections with it.
+	// RaftTiming overrides the Raft timeouts of every shard (over
+	// cluster.raft_profile). It is not read from the config file; tests
+	// shorten elections with it.
 	RaftTiming raftstore.Timing `toml:"-"`
 }
+
+// ClusterConfig is the node's place in the cluster: its cluster port,
+// region, and on its first start the cluster it joins.
+type ClusterConfig struct {
+	// Region names where the node runs ("eu", "us-east"...); mail shards
+	// are homed in regions and domains may be pinned to one.
+	Region string `toml:"region"`
+	// Listen is the cluster port: every Raft group and the internal RPC,
+	// under mutual TLS.
+	Listen string `toml:"listen"`
+	// Advertise is the address other nodes reach the cluster port at
+	// ("" means listen; required when listen is 0.0.0.0).
+	Advertise string `toml:"advertise"`
+	// Join is a member's cluster address to join on the first start (with
+	// a token from "mailnode cluster token"); without it a new data
+	// directory creates a new cluster.
+	Join string `toml:"join"`
+	// TokenFile holds the join token (or use --token).
+	TokenFile string `toml:"token_file"`
+	// BootstrapTokenFile holds a token this node accepts for any number of
+	// joins (automated deployments such as docker compose); one-time
+	// tokens are the safer default.
+	BootstrapTokenFile string `toml:"bootstrap_token_file"`
+	// Replicas is how many replicas each mail shard keeps (0: 3).
+	Replicas int `toml:"replicas"`
+	// RaftProfile is "wan" (default: timeouts that hold across regions)
+	// or "lan" (faster failover for nodes on one network).
+	RaftProfile string `toml:"raft_profile"`
+	// DeadAfter is how long a node may be unreachable before its
+	// replicas are rebuilt elsewhere (0: 5m).
+	DeadAfter time.Duration `toml:"dead_after"`
+
+	// Token and BootstrapToken are set from the command line or read from
+	// the files above.
+	Token          string `toml:"-"`
+	BootstrapToken string `toml:"-"`
+}
+
+// DefaultClusterPort is the development node's cluster port.
+const DefaultClusterPort = 2700
 
 // Listeners holds the address ("host:port") of every listener; "" disables
 // one. Port 0 picks a free port (tests read it back with Node.Addr).
@@ -245,6 +287,7 @@ func Default() Config {
 			POP3S:       "127.0.0.1:2995",
 			HTTP:        "127.0.0.1:2980",
 		},
+		Cluster: ClusterConfig{Listen: "127.0.0.1:2700"},
 		Limits: Limits{
 			MaxMessageSize:      DefaultMaxMessageSize,
 			MaxRecipients:       DefaultMaxRecipients,
@@ -352,7 +395,47 @@ func (c Config) Validate() error {
 		bad("log.format %q: want json or text", c.Log.Format)
 	}
 	errs = append(errs, c.Backup.validate()...)
+	errs = append(errs, c.Cluster.validate()...)
 	return errors.Join(errs...)
+}
+
+func (c ClusterConfig) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Region != "" && !nodeIDPattern.MatchString(c.Region) {
+		bad("cluster.region %q: want 1-64 letters, digits, '.', '_' or '-'", c.Region)
+	}
+	for _, a := range []struct{ name, addr string }{{"listen", c.Listen}, {"advertise", c.Advertise}, {"join", c.Join}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			bad("cluster.%s %q: want host:port", a.name, a.addr)
+		}
+	}
+	if c.Listen == "" {
+		bad("cluster.listen: must be set (the cluster port)")
+	}
+	if c.Advertise == "" && c.Listen != "" {
+		if host, _, err := net.SplitHostPort(c.Listen); err == nil {
+			if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+				bad("cluster.advertise: must be set when cluster.listen (%s) is not an address other nodes can dial", c.Listen)
+			}
+		}
+	}
+	if c.Replicas < 0 || c.Replicas > 9 {
+		bad("cluster.replicas %d: want 1 to 9 (0 for the default 3)", c.Replicas)
+	}
+	if c.RaftProfile != "" && c.RaftProfile != "wan" && c.RaftProfile != "lan" {
+		bad("cluster.raft_profile %q: want wan or lan", c.RaftProfile)
+	}
+	if c.DeadAfter < 0 {
+		bad("cluster.dead_after must not be negative")
+	}
+	if c.BootstrapToken != "" && len(c.BootstrapToken) < 16 {
+		bad("cluster bootstrap token: at least 16 characters")
+	}
+	return errs
 }
 
 func (l Listeners) validate() []error {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mailcluster/mailcluster/cluster"
 )
 
 // Names inside the data directory.
@@ -23,6 +26,7 @@ const (
 	keyFileName    = "key.pem"
 	shardsDirName  = "shards"
 	adminSockName  = "admin.sock"
+	clusterDirName = "cluster" // the node's cluster identity (package cluster)
 	lostFoundName  = "lost+found" // a file system's root, e.g. a mounted volume
 	stateFormat    = 1
 	maxStateSize   = 64 << 10
@@ -62,7 +66,7 @@ type dataDir struct {
 // openDataDir creates and initializes cfg.DataDir on the first start, or
 // opens and checks it on later ones: lock, master key, TLS certificate,
 // state file (written last, so an interrupted init is resumed).
-func openDataDir(cfg Config, log *slog.Logger, now time.Time) (_ *dataDir, err error) {
+func openDataDir(ctx context.Context, cfg Config, version string, log *slog.Logger, now time.Time) (_ *dataDir, err error) {
 	d := &dataDir{path: cfg.DataDir}
 	if err := ensureDir(d.path, log); err != nil {
 		return nil, err
@@ -92,10 +96,17 @@ func openDataDir(cfg Config, log *slog.Logger, now time.Time) (_ *dataDir, err e
 		d.created = true
 		d.state = nodeState{Format: stateFormat, NodeID: cfg.NodeID, MailShards: cfg.MailShards, Created: now.UTC()}
 		log.Info("initializing data directory", "dir", d.path, "mail_shards", cfg.MailShards)
+	} else if cfg.Cluster.Join != "" {
+		log.Info("the data directory already belongs to a cluster; --join is ignored")
 	}
 
-	source, key, err := loadMasterKey(cfg, d.created, log)
-	if err != nil {
+	var source string
+	var key [masterKeySize]byte
+	if d.created && cfg.Cluster.Join != "" && !cluster.HasIdentity(d.path) {
+		if source, key, d.state.MailShards, err = joinCluster(ctx, cfg, version, log); err != nil {
+			return nil, err
+		}
+	} else if source, key, err = loadMasterKey(cfg, d.created, log); err != nil {
 		return nil, err
 	}
 	d.masterKey = key
@@ -179,7 +190,7 @@ func checkInitializable(dir string) error {
 	}
 	for _, e := range entries {
 		switch e.Name() {
-		case lockFileName, masterKeyName, saltFileName, tlsDirName, adminSockName, lostFoundName:
+		case lockFileName, masterKeyName, saltFileName, tlsDirName, adminSockName, lostFoundName, clusterDirName:
 		default:
 			return fmt.Errorf("data directory %s has no %s but is not empty (found %q): refusing to initialize it", dir, stateFileName, e.Name())
 		}
@@ -300,4 +311,54 @@ func readSmallFile(path string, max int64) ([]byte, os.FileMode, error) {
 		return nil, 0, fmt.Errorf("%s: larger than %d bytes", path, max)
 	}
 	return b, fi.Mode().Perm(), nil
+}
+
+// joinCluster joins the cluster named by cfg.Cluster.Join with its token.
+// The node takes the cluster's master key: it is written to the key file
+// (or checked against an existing one) before the node's cluster identity,
+// so an interrupted join never leaves an identity without its key.
+func joinCluster(ctx context.Context, cfg Config, version string, log *slog.Logger) (string, [masterKeySize]byte, int, error) {
+	var key [masterKeySize]byte
+	if cfg.Keys.PassphraseFile != "" {
+		return "", key, 0, errors.New("a joining node takes the cluster's master key: use keys.master_key_file (or none), not a passphrase")
+	}
+	if cfg.Cluster.Token == "" {
+		return "", key, 0, errors.New("joining a cluster needs a join token (--token, from: mailnode cluster token)")
+	}
+	advertise := cfg.Cluster.Advertise
+	if advertise == "" {
+		advertise = cfg.Cluster.Listen
+	}
+	log.Info("joining the cluster", "via", cfg.Cluster.Join, "region", cfg.Cluster.Region)
+	res, err := cluster.Join(ctx, cluster.JoinRequest{
+		Addr: cfg.Cluster.Join, Token: cfg.Cluster.Token, DataDir: cfg.DataDir, NodeID: cfg.NodeID,
+		Region: cfg.Cluster.Region, Advertise: advertise, Version: version,
+	})
+	if err != nil {
+		return "", key, 0, err
+	}
+	key = res.MasterKey
+	path := cfg.masterKeyPath()
+	existing, _, err := readSmallFile(path, maxKeyFileSize)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := writeNewFile(path, key[:], secretFilePerm); err != nil {
+			return "", key, 0, fmt.Errorf("write master key: %w", err)
+		}
+	case err != nil:
+		return "", key, 0, fmt.Errorf("read master key: %w", err)
+	default:
+		have, err := parseKey(path, existing)
+		if err != nil {
+			return "", key, 0, err
+		}
+		if have != key {
+			return "", key, 0, fmt.Errorf("master key file %s does not hold the cluster's master key", path)
+		}
+	}
+	if err := cluster.WriteIdentity(cfg.DataDir, res); err != nil {
+		return "", key, 0, fmt.Errorf("store cluster identity: %w", err)
+	}
+	log.Info("joined the cluster", "cluster", res.ClusterID, "mail_shards", res.MailShards)
+	return keySourceFile, key, res.MailShards, nil
 }

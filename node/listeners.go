@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/imap"
@@ -55,7 +57,7 @@ var frontendListeners = []listenerSpec{
 func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
 	guard := protocols.NewAuthGuard(n.cfg.AuthGuard.protocols(), n.now)
-	store := protocols.StoreOf[*cluster.Account](n.cluster)
+	store := protocols.StoreOf[*mailstore.Account](n.store)
 
 	byFrontend := map[string][]net.Listener{}
 	var bound []net.Listener
@@ -167,7 +169,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.backupAdmin(admin.NewHandler(n.cluster, n.status, log), log),
+		Handler:           n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -223,3 +225,13 @@ func (n *Node) startHTTP(ctx context.Context) error {
 	n.serve(ListenHTTP, func() error { return srv.Serve(ln) })
 	return nil
 }
+
+// adminDirectory is what the admin socket manages: the directory, and
+// compaction of this node's replicas.
+type adminDirectory struct {
+	*directory.Directory
+	c *cluster.Cluster
+}
+
+// Compact snapshots every replica of this node, truncating its logs.
+func (a adminDirectory) Compact(ctx context.Context) error { return a.c.Compact(ctx) }

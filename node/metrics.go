@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -45,46 +46,84 @@ func newMetrics(nodeID, version string) *metrics {
 	return m
 }
 
-// shardCollector reports each local shard replica's Raft state at scrape
-// time.
-type shardCollector struct {
-	shards  func() []*raftstore.Shard
-	leader  *prometheus.Desc
-	applied *prometheus.Desc
-	last    *prometheus.Desc
+// clusterView is what the metrics read of the cluster at scrape time.
+type clusterView interface {
+	Shards() []*raftstore.Shard
+	Status() cluster.Status
 }
 
-func newShardCollector(shards func() []*raftstore.Shard) *shardCollector {
+// shardCollector reports each local shard replica's Raft state, and the
+// cluster's nodes and replication lag as this node sees them, at scrape
+// time.
+type shardCollector struct {
+	c        clusterView
+	leader   *prometheus.Desc
+	applied  *prometheus.Desc
+	last     *prometheus.Desc
+	commit   *prometheus.Desc
+	nodeUp   *prometheus.Desc
+	lag      *prometheus.Desc
+	voters   *prometheus.Desc
+	hasLeadr *prometheus.Desc
+}
+
+func newShardCollector(c clusterView) *shardCollector {
 	labels := []string{"shard"}
 	return &shardCollector{
-		shards:  shards,
-		leader:  prometheus.NewDesc("mail_raft_shard_leader", "1 when this node leads the shard's Raft group.", labels, nil),
-		applied: prometheus.NewDesc("mail_raft_shard_applied_index", "Last Raft log index applied to the shard's state.", labels, nil),
-		last:    prometheus.NewDesc("mail_raft_shard_last_index", "Last Raft log index stored for the shard.", labels, nil),
+		c:        c,
+		leader:   prometheus.NewDesc("mail_raft_shard_leader", "1 when this node leads the shard's Raft group.", labels, nil),
+		applied:  prometheus.NewDesc("mail_raft_shard_applied_index", "Last Raft log index applied to the shard's state.", labels, nil),
+		last:     prometheus.NewDesc("mail_raft_shard_last_index", "Last Raft log index stored for the shard.", labels, nil),
+		commit:   prometheus.NewDesc("mail_raft_shard_commit_index", "Commit index of the shard as this replica knows it.", labels, nil),
+		nodeUp:   prometheus.NewDesc("mail_cluster_node_up", "1 when the node answered this node within the last seconds, by node and region.", []string{"node", "region", "health"}, nil),
+		lag:      prometheus.NewDesc("mail_cluster_replica_lag_entries", "Committed entries a replica has not applied yet, by shard and node.", []string{"shard", "node"}, nil),
+		voters:   prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
+		hasLeadr: prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
 	}
 }
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.leader
-	ch <- c.applied
-	ch <- c.last
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr} {
+		ch <- d
+	}
 }
 
 // Collect reads every shard's current state.
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.shards() {
-		if s == nil {
-			continue
-		}
+	for _, s := range c.c.Shards() {
 		id := strconv.FormatUint(uint64(s.ID()), 10)
+		st := s.Status()
 		leader := 0.0
-		if s.IsLeader() {
+		if st.State == "leader" {
 			leader = 1
 		}
-		r := s.Raft()
 		ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leader, id)
-		ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(r.AppliedIndex()), id)
-		ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, float64(r.LastIndex()), id)
+		ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(st.AppliedIndex), id)
+		ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, float64(st.LastIndex), id)
+		ch <- prometheus.MustNewConstMetric(c.commit, prometheus.GaugeValue, float64(st.CommitIndex), id)
+	}
+	cs := c.c.Status()
+	for _, n := range cs.Nodes {
+		up := 0.0
+		if n.Health == "up" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.nodeUp, prometheus.GaugeValue, up, n.ID, n.Region, n.Health)
+	}
+	for _, s := range cs.Shards {
+		id := strconv.FormatUint(uint64(s.Shard), 10)
+		voters, has := 0.0, 0.0
+		if s.Leader != "" {
+			has = 1
+		}
+		for _, r := range s.Replicas {
+			if r.Voter {
+				voters++
+			}
+			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(r.Lag), id, r.Node)
+		}
+		ch <- prometheus.MustNewConstMetric(c.voters, prometheus.GaugeValue, voters, id)
+		ch <- prometheus.MustNewConstMetric(c.hasLeadr, prometheus.GaugeValue, has, id)
 	}
 }

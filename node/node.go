@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore"
 )
 
 // shutdownTimeout bounds how long the admin and HTTP servers wait for
@@ -46,6 +49,8 @@ type Node struct {
 	// Set by Start, released by Close.
 	dir       *dataDir
 	cluster   *cluster.Cluster
+	directory *directory.Directory
+	store     *mailstore.Store
 	backups   *backupService
 	frontends []frontend
 	addrs     map[string]net.Addr
@@ -121,18 +126,39 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}()
 
 	log := n.log.With("component", "node")
-	if n.dir, err = openDataDir(n.cfg, log, n.now()); err != nil {
+	if n.dir, err = openDataDir(ctx, n.cfg, n.version, log, n.now()); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	cc := n.cfg.Cluster
+	timing := cluster.WANTiming()
+	if cc.RaftProfile == "lan" {
+		timing = cluster.LANTiming()
+	}
+	if n.cfg.RaftTiming != (raftstore.Timing{}) {
+		timing = n.cfg.RaftTiming
+	}
 	n.cluster, err = cluster.Open(ctx, cluster.Config{
-		DataDir:    n.cfg.DataDir,
-		NodeID:     n.cfg.NodeID,
-		MailShards: n.dir.state.MailShards,
-		MasterKey:  n.dir.masterKey,
-		Logger:     n.log,
-		Timing:     n.cfg.RaftTiming,
+		DataDir:        n.cfg.DataDir,
+		NodeID:         n.cfg.NodeID,
+		Region:         cc.Region,
+		Listen:         cc.Listen,
+		Advertise:      cc.Advertise,
+		MailShards:     n.dir.state.MailShards,
+		Replicas:       cc.Replicas,
+		MasterKey:      n.dir.masterKey,
+		Timing:         timing,
+		BootstrapToken: cc.BootstrapToken,
+		DeadAfter:      cc.DeadAfter,
+		Version:        n.version,
+		Logger:         n.log,
 	})
-	// The cluster holds what it derived from the key; drop our copy.
+	if err != nil {
+		n.dir.masterKey = [32]byte{}
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.directory, err = directory.New(n.cluster, directory.Config{MasterKey: n.dir.masterKey, Logger: n.log})
+	// The cluster and directory hold what they derived from the key;
+	// drop our copy.
 	n.dir.masterKey = [32]byte{}
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -140,7 +166,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := waitReady(ctx, n.cluster); err != nil {
 		return fmt.Errorf("start node: store not ready: %w", err)
 	}
-	if err := n.metrics.reg.Register(newShardCollector(n.cluster.Shards)); err != nil {
+	if err := n.directory.Init(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
+	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)
 	}
 	if err := n.startBackup(ctx); err != nil {
@@ -197,12 +227,27 @@ func (n *Node) Addr(name string) net.Addr {
 // AdminSocket returns the path of the node's admin socket.
 func (n *Node) AdminSocket() string { return admin.SocketPath(n.cfg.DataDir) }
 
-// Cluster returns the node's store once started, for tests and tools
+// Cluster returns the node's cluster once started, for tests and tools
 // that run in the node's process.
 func (n *Node) Cluster() *cluster.Cluster {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.cluster
+}
+
+// Directory returns the node's directory once started.
+func (n *Node) Directory() *directory.Directory {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.directory
+}
+
+// Store returns the node's mail store, as the frontends see it, once
+// started.
+func (n *Node) Store() protocols.Store {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return protocols.StoreOf[*mailstore.Account](n.store)
 }
 
 // Failed delivers the first error of a listener that stopped serving on
@@ -291,10 +336,17 @@ func (n *Node) Close() error {
 		}
 		n.serving.Wait()
 		n.stopBackup()
+		if n.store != nil {
+			n.store.Close()
+		}
 		if n.cluster != nil {
+			// Hands the leadership of this node's groups over first.
 			if err := n.cluster.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
 			}
+		}
+		if n.directory != nil {
+			n.directory.Close()
 		}
 		if n.dir != nil {
 			if err := n.dir.Close(); err != nil {

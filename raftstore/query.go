@@ -29,6 +29,10 @@ const (
 	QueryBody
 	// QueryUserState: User's bookkeeping (whether the user exists here).
 	QueryUserState
+	// QuerySpooled: every spooled message's record.
+	QuerySpooled
+	// QuerySpoolChunks: every chunk of the spooled message Blob.
+	QuerySpoolChunks
 )
 
 // Query is a named read, sent to whichever replica serves it (over the
@@ -54,6 +58,7 @@ type QueryResult struct {
 	Blob      schema.BlobRecord
 	Chunks    [][]byte
 	State     schema.UserState
+	Spooled   []schema.SpoolRecord
 }
 
 // Err returns the result's data-model error, if any.
@@ -105,6 +110,26 @@ func (s *Shard) Query(q Query) (*QueryResult, error) {
 			}
 		case QueryUserState:
 			res.State, err = r.UserState(q.User)
+		case QuerySpooled:
+			res.Spooled, err = r.Spooled()
+		case QuerySpoolChunks:
+			var recs []schema.SpoolRecord
+			if recs, err = r.Spooled(); err != nil {
+				return err
+			}
+			for _, rec := range recs {
+				if rec.ID != q.Blob {
+					continue
+				}
+				res.Chunks = make([][]byte, rec.Chunks)
+				for i := range res.Chunks {
+					if res.Chunks[i], err = r.SpoolChunk(rec.ID, uint32(i)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			return schema.ErrNoSuchMessage
 		default:
 			return fmt.Errorf("%w %d", errQueryKind, q.Kind)
 		}

@@ -21,11 +21,15 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
-// Cluster is what a backup needs from this node's cluster;
-// *cluster.Cluster satisfies it.
+// Cluster is what a backup needs from the cluster (the node composes it
+// from package cluster and the directory).
 type Cluster interface {
-	// Shards returns this node's replicas, meta first.
-	Shards() []*raftstore.Shard
+	// BackupShards returns every shard of the cluster, meta first: one
+	// backup covers each once, whatever the number of replicas.
+	BackupShards() []uint32
+	// WriteShardState writes a consistent copy of shard n's state to w,
+	// from this node's replica or from one on another node.
+	WriteShardState(ctx context.Context, n uint32, w io.Writer) (raftstore.StateInfo, error)
 	// ClusterID returns the cluster's stable id.
 	ClusterID(ctx context.Context) (string, error)
 	// BackupRecipient returns the backup public key ("" if none).
@@ -224,8 +228,8 @@ func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, erro
 		Format: FormatVersion, ID: newID(now), ClusterID: clusterID, NodeID: r.cfg.NodeID,
 		Created: now.UTC(), KeyID: KeyID(rcptStr), Encryption: encryptionV1, Compression: compressV1,
 	}
-	for _, s := range r.cfg.Cluster.Shards() {
-		entry, err := r.snapshotShard(ctx, s, rcpt, filepath.Join(work, shardObject(s.ID())))
+	for _, n := range r.cfg.Cluster.BackupShards() {
+		entry, err := r.snapshotShard(ctx, n, rcpt, filepath.Join(work, shardObject(n)))
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
 		}
@@ -290,21 +294,21 @@ func sealTo(path string, rcpt age.Recipient, fill func(io.Writer) error) (int64,
 }
 
 // snapshotShard streams a consistent copy of the shard, sealed, into path.
-func (r *Runner) snapshotShard(ctx context.Context, s *raftstore.Shard, rcpt age.Recipient, path string) (ShardEntry, error) {
-	entry := ShardEntry{Shard: s.ID(), Object: shardObject(s.ID())}
+func (r *Runner) snapshotShard(ctx context.Context, n uint32, rcpt age.Recipient, path string) (ShardEntry, error) {
+	entry := ShardEntry{Shard: n, Object: shardObject(n)}
 	if err := ctx.Err(); err != nil {
 		return entry, err
 	}
-	task := progressFor(ctx, r.cfg.Progress).Start(fmt.Sprintf("snapshot shard %d", s.ID()), 0)
+	task := progressFor(ctx, r.cfg.Progress).Start(fmt.Sprintf("snapshot shard %d", n), 0)
 	var info raftstore.StateInfo
 	size, sum, err := sealTo(path, rcpt, func(w io.Writer) error {
 		var err error
-		info, err = s.WriteState(&progressWriter{ctx: ctx, w: w, t: task})
+		info, err = r.cfg.Cluster.WriteShardState(ctx, n, &progressWriter{ctx: ctx, w: w, t: task})
 		return err
 	})
 	task.Finish()
 	if err != nil {
-		return entry, fmt.Errorf("shard %d: %w", s.ID(), err)
+		return entry, fmt.Errorf("shard %d: %w", n, err)
 	}
 	entry.Index, entry.Term, entry.StateSize = info.Index, info.Term, info.Size
 	entry.Counts = countsOf(info.Stats)

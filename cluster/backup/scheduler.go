@@ -25,7 +25,15 @@ type Schedule struct {
 	// records on the targets still show in Status and metrics). An error
 	// fails the drill.
 	Identity func() (*Identity, error)
+	// Active reports whether this process takes the cluster's scheduled
+	// backups and drills now (in a cluster, one node at a time does);
+	// nil means always. An inactive scheduler follows the backups others
+	// take, so it picks up the schedule where they left it.
+	Active func() bool
 }
+
+// inactiveCheck is how often an inactive scheduler looks again.
+const inactiveCheck = time.Minute
 
 // Validate checks the schedule.
 func (s Schedule) Validate() error {
@@ -97,19 +105,33 @@ func (sc *Scheduler) run(ctx context.Context) {
 	now := r.clock.Now()
 	nextBackup, nextDrill := now, now
 	haveBackup := false
-	if cat, err := r.List(ctx); err != nil {
-		r.log.Warn("backup schedule: cannot read the targets; backing up now", "err", err)
-	} else {
-		if l := cat.Latest(); l != nil {
-			haveBackup = true
-			nextBackup = l.Created.Add(s.BackupEvery)
-		}
-		if d := cat.LastDrill; d != nil {
-			nextDrill = d.Time.Add(s.DrillEvery)
+	catchUp := func() {
+		if cat, err := r.List(ctx); err != nil {
+			r.log.Warn("backup schedule: cannot read the targets; backing up now", "err", err)
+		} else {
+			if l := cat.Latest(); l != nil {
+				haveBackup = true
+				nextBackup = l.Created.Add(s.BackupEvery)
+			}
+			if d := cat.LastDrill; d != nil {
+				nextDrill = d.Time.Add(s.DrillEvery)
+			}
 		}
 	}
+	catchUp()
 	for {
 		now = r.clock.Now()
+		if s.Active != nil && !s.Active() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.clock.After(inactiveCheck):
+			}
+			if s.Active() {
+				catchUp() // another node kept the schedule meanwhile
+			}
+			continue
+		}
 		due := nextBackup
 		if drills && haveBackup && nextDrill.Before(due) {
 			due = nextDrill

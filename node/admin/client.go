@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"syscall"
+	"time"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 )
 
 // ErrNoNode means no node serves the data directory: its admin socket is
@@ -55,15 +57,36 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 }
 
 // Domains lists the served domains.
-func (c *Client) Domains(ctx context.Context) ([]cluster.Domain, error) {
-	var d []cluster.Domain
+func (c *Client) Domains(ctx context.Context) ([]directory.Domain, error) {
+	var d []directory.Domain
 	err := c.do(ctx, http.MethodGet, "/v1/domains", nil, &d)
 	return d, err
 }
 
-// AddDomain starts serving a domain; mode "" is the node's default.
-func (c *Client) AddDomain(ctx context.Context, name string, mode cluster.KeyMode) error {
-	return c.do(ctx, http.MethodPost, "/v1/domains", domainRequest{Name: name, KeyMode: string(mode)}, nil)
+// AddDomain starts serving a domain; mode "" is the node's default, and a
+// non-empty region pins the domain's mail there.
+func (c *Client) AddDomain(ctx context.Context, name string, mode directory.KeyMode, region string) error {
+	return c.do(ctx, http.MethodPost, "/v1/domains", domainRequest{Name: name, KeyMode: string(mode), Region: region}, nil)
+}
+
+// ClusterStatus returns the cluster as the node sees it.
+func (c *Client) ClusterStatus(ctx context.Context) (cluster.Status, error) {
+	var s cluster.Status
+	err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, &s)
+	return s, err
+}
+
+// IssueToken asks for a one-time join token valid for ttl (0: the
+// default).
+func (c *Client) IssueToken(ctx context.Context, ttl time.Duration) (string, error) {
+	var resp tokenResponse
+	err := c.do(ctx, http.MethodPost, "/v1/cluster/tokens", tokenRequest{TTLSeconds: int64(ttl / time.Second)}, &resp)
+	return resp.Token, err
+}
+
+// RemoveNode removes a node from the cluster.
+func (c *Client) RemoveNode(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(id), nil, nil)
 }
 
 // DeleteDomain stops serving a domain without users.

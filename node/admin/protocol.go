@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -42,6 +43,15 @@ type Status struct {
 type domainRequest struct {
 	Name    string `json:"name"`
 	KeyMode string `json:"key_mode,omitempty"`
+	Region  string `json:"region,omitempty"`
+}
+
+type tokenRequest struct {
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+type tokenResponse struct {
+	Token string `json:"token"`
 }
 
 type userRequest struct {
@@ -72,6 +82,7 @@ const (
 	CodeDomainExists = "domain_exists"
 	CodeCannotDelete = "cannot_delete"
 	CodeUnavailable  = "unavailable"
+	CodeNoSuchNode   = "no_such_node"
 	CodeInternal     = "internal"
 )
 
@@ -87,6 +98,7 @@ var codes = []struct {
 	{CodeDomainExists, schema.ErrDomainExists, 409},
 	{CodeCannotDelete, schema.ErrCannotDelete, 409},
 	{CodeUnavailable, schema.ErrUnavailable, 503},
+	{CodeNoSuchNode, cluster.ErrNoSuchNode, 404},
 }
 
 // classify returns the wire code and HTTP status of err.

@@ -14,15 +14,17 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // Directory is what the admin interface manages: the cluster's domains
-// and users. *cluster.Cluster implements it.
+// and users. *directory.Directory implements it (and the node adds
+// Compact).
 type Directory interface {
-	AddDomain(ctx context.Context, name string, mode cluster.KeyMode) error
+	AddDomain(ctx context.Context, name string, mode directory.KeyMode, region string) error
 	DeleteDomain(ctx context.Context, name string) error
-	Domains(ctx context.Context) ([]cluster.Domain, error)
+	Domains(ctx context.Context) ([]directory.Domain, error)
 	AddUser(ctx context.Context, address, password string) error
 	DeleteUser(ctx context.Context, address string) error
 	SetPassword(ctx context.Context, address, password string) error
@@ -31,13 +33,21 @@ type Directory interface {
 	Compact(ctx context.Context) error
 }
 
-// NewHandler returns the admin API over dir. status reports the node's
-// state for GET /v1/status.
-func NewHandler(dir Directory, status func(context.Context) Status, log *slog.Logger) http.Handler {
+// Cluster is the membership the admin interface manages. *cluster.Cluster
+// implements it.
+type Cluster interface {
+	Status() cluster.Status
+	IssueToken(ctx context.Context, ttl time.Duration) (string, error)
+	RemoveNode(ctx context.Context, id string) error
+}
+
+// NewHandler returns the admin API over dir and cl. status reports the
+// node's state for GET /v1/status.
+func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{dir: dir, status: status, log: log}
+	h := &handler{dir: dir, cl: cl, status: status, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", h.getStatus)
 	mux.HandleFunc("GET /v1/domains", h.listDomains)
@@ -48,12 +58,16 @@ func NewHandler(dir Directory, status func(context.Context) Status, log *slog.Lo
 	mux.HandleFunc("DELETE /v1/users/{address}", h.deleteUser)
 	mux.HandleFunc("PUT /v1/users/{address}/password", h.setPassword)
 	mux.HandleFunc("POST /v1/compact", h.compact)
+	mux.HandleFunc("GET /v1/cluster", h.clusterStatus)
+	mux.HandleFunc("POST /v1/cluster/tokens", h.issueToken)
+	mux.HandleFunc("DELETE /v1/cluster/nodes/{id}", h.removeNode)
 	h.mux = mux
 	return h
 }
 
 type handler struct {
 	dir    Directory
+	cl     Cluster
 	status func(context.Context) Status
 	log    *slog.Logger
 	mux    *http.ServeMux
@@ -95,7 +109,7 @@ func (h *handler) listDomains(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if doms == nil {
-		doms = []cluster.Domain{}
+		doms = []directory.Domain{}
 	}
 	writeJSON(w, http.StatusOK, doms)
 }
@@ -105,7 +119,7 @@ func (h *handler) addDomain(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req) {
 		return
 	}
-	if err := h.dir.AddDomain(r.Context(), req.Name, cluster.KeyMode(req.KeyMode)); err != nil {
+	if err := h.dir.AddDomain(r.Context(), req.Name, directory.KeyMode(req.KeyMode), req.Region); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -164,7 +178,31 @@ func (h *handler) setPassword(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// decode reads a JSON body with no unknown fields; it answers 400 itself.
+func (h *handler) clusterStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.cl.Status())
+}
+
+func (h *handler) issueToken(w http.ResponseWriter, r *http.Request) {
+	var req tokenRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	tok, err := h.cl.IssueToken(r.Context(), time.Duration(req.TTLSeconds)*time.Second)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tokenResponse{Token: tok})
+}
+
+func (h *handler) removeNode(w http.ResponseWriter, r *http.Request) {
+	if err := h.cl.RemoveNode(r.Context(), r.PathValue("id")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (h *handler) compact(w http.ResponseWriter, r *http.Request) {
 	if err := h.dir.Compact(r.Context()); err != nil {
 		h.fail(w, err)
@@ -173,6 +211,7 @@ func (h *handler) compact(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// decode reads a JSON body with no unknown fields; it answers 400 itself.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()

@@ -48,7 +48,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// testServer is a running IMAP server over a real store.
+// testServer is a running IMAP server over an in-memory store.
 type testServer struct {
 	env       *protocoltest.Env
 	srv       *Server

@@ -14,7 +14,7 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// FuzzSession drives whole sessions over net.Pipe against a real store
+// FuzzSession drives whole sessions over net.Pipe against a test store
 // holding a fixed three-message maildrop. It checks that every session
 // ends, that every output line ends with CRLF, and that messages are gone
 // only after a QUIT was acknowledged. The maildrop is restored after a

@@ -24,7 +24,7 @@ const (
 	testPassword = "correct horse battery"
 )
 
-// testEnv is a running POP3 server on loopback over a real store.
+// testEnv is a running POP3 server on loopback over an in-memory store.
 type testEnv struct {
 	store     *protocoltest.Env
 	srv       *Server

@@ -7,43 +7,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/protocols"
-	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
-	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
-// Env is a real single-node mail store: meta and mail shards as one-voter
-// Raft groups over bbolt in a temporary directory, with encryption.
+// Env is a mail store for a test: an in-memory MemStore, seen by the
+// frontends through the same protocols.StoreOf adapter as the production
+// store.
 type Env struct {
-	Store   protocols.Store
-	Cluster *cluster.Cluster
-	Dir     string
+	// Store is what the frontends are given.
+	Store protocols.Store
+	// Mem is the store itself, for what the frontends cannot do (adding
+	// users, injecting failures).
+	Mem *MemStore
 }
 
-// NewStore opens a store in t.TempDir(); t.Cleanup closes it.
+// NewStore returns an empty store; t.Cleanup checks its consistency when
+// the test ends.
 func NewStore(t testing.TB) *Env {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := cluster.Open(ctx, cluster.Config{
-		DataDir:    dir,
-		NodeID:     "test-node",
-		MailShards: 2,
-		MasterKey:  seal.NewKey(0).Secret,
-		Timing:     raftstore.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
+	m := NewMemStore()
 	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("close store: %v", err)
+		if err := m.CheckConsistency(); err != nil {
+			t.Errorf("store inconsistent at the end of the test: %v", err)
 		}
 	})
-	return &Env{Store: protocols.StoreOf[*cluster.Account](c), Cluster: c, Dir: dir}
+	return &Env{Store: protocols.StoreOf[*MemAccount](m), Mem: m}
 }
 
 // AddUser creates a user, and its domain if needed. Passwords must have
@@ -53,10 +42,10 @@ func (e *Env) AddUser(t testing.TB, address, password string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	domain := address[strings.LastIndexByte(address, '@')+1:]
-	if err := e.Cluster.AddDomain(ctx, domain, cluster.KeyModeUser); err != nil && !errors.Is(err, schema.ErrDomainExists) {
+	if err := e.Mem.AddDomain(ctx, domain); err != nil && !errors.Is(err, schema.ErrDomainExists) {
 		t.Fatalf("add domain %s: %v", domain, err)
 	}
-	if err := e.Cluster.AddUser(ctx, address, password); err != nil {
+	if err := e.Mem.AddUser(ctx, address, password); err != nil {
 		t.Fatalf("add user %s: %v", address, err)
 	}
 }
@@ -71,3 +60,7 @@ func (e *Env) Login(t testing.TB, address, password string) protocols.Account {
 	t.Cleanup(func() { acct.Close() })
 	return acct
 }
+
+// SetUnavailable makes every later write to the store fail with
+// schema.ErrUnavailable, or lets writes succeed again.
+func (e *Env) SetUnavailable(unavailable bool) { e.Mem.SetUnavailable(unavailable) }

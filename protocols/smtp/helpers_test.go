@@ -30,8 +30,8 @@ const (
 	remote  = "someone@remote.example"
 )
 
-// fixture is a real store with three users, TLS configurations and a log
-// buffer shared by the servers of one test.
+// fixture is an in-memory store with three users, TLS configurations and
+// a log buffer shared by the servers of one test.
 type fixture struct {
 	t         *testing.T
 	env       *protocoltest.Env

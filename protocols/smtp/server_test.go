@@ -166,9 +166,19 @@ func TestDataTimeoutOverBDAT(t *testing.T) {
 	if n := len(f.inbox(alice, alicePW)); n != 0 {
 		t.Fatalf("message stored (%d)", n)
 	}
+	// go-smtp's connection goroutine can still be in its BDAT handler
+	// after the hang-up, and go-smtp's Conn.Close (from Server.Close in the
+	// cleanup) races with it. Let the session end first.
+	deadline := time.Now().Add(10 * time.Second)
+	for !f.logs.contains("session ended") {
+		if time.Now().After(deadline) {
+			t.Fatal("session did not end after the hang-up")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
-// failingStore is the real store with Deliver replaced, to see how
+// failingStore is the test store with Deliver replaced, to see how
 // delivery failures are answered.
 type failingStore struct {
 	protocols.Store

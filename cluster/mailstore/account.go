@@ -1,4 +1,4 @@
-package cluster
+package mailstore
 
 import (
 	"context"
@@ -7,59 +7,99 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
 // Account is an authenticated user's mail store. It satisfies
-// protocols.Account.
+// protocols.Account. Its reads see at least its own writes: every call
+// carries the highest log index the account has written or read, and the
+// replica that serves it waits for that index.
 type Account struct {
-	c       *Cluster
+	s       *Store
 	user    schema.ID
 	address string
-	shard   *raftstore.Shard
-	keys    *userKeys
+	shard   uint32
+	keys    *directory.UserKeys
+
+	mu       sync.Mutex
+	index    uint64 // highest log index written or read through this account
+	watchers map[*watcher]struct{}
 }
 
-func (c *Cluster) newAccount(rec schema.UserRecord, address string) (*Account, error) {
-	keys, err := c.userKeysFor(rec)
-	if err != nil {
-		return nil, err
+func (s *Store) newAccount(u *directory.User) *Account {
+	return &Account{s: s, user: u.ID, address: u.Address, shard: u.Shard, keys: u.Keys, watchers: map[*watcher]struct{}{}}
+}
+
+// seen records that the account has seen the shard up to index.
+func (a *Account) seen(index uint64) {
+	a.mu.Lock()
+	if index > a.index {
+		a.index = index
 	}
-	shard, err := c.mailShard(rec.Shard)
-	if err != nil {
-		return nil, err
+	a.mu.Unlock()
+}
+
+func (a *Account) minIndex() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index
+}
+
+// query runs a named read on the account's shard, at or after every index
+// the account has seen.
+func (a *Account) query(ctx context.Context, q raftstore.Query) (*raftstore.QueryResult, error) {
+	q.User = a.user
+	res, err := a.s.c.Query(ctx, a.shard, q, a.minIndex())
+	if res != nil {
+		a.seen(res.Index)
 	}
-	return &Account{c: c, user: rec.ID, address: address, shard: shard, keys: keys}, nil
+	return res, err
+}
+
+// apply commits a change to the account's shard. Before it returns, every
+// watcher of the account has been handed the change's events, so a
+// session that drains its watcher next sees its own command's effects,
+// whichever node leads the shard.
+func (a *Account) apply(ctx context.Context, p schema.Payload) (*schema.Result, error) {
+	res, err := a.s.c.Apply(ctx, a.shard, p)
+	if res != nil && res.Index > 0 {
+		a.seen(res.Index)
+		a.syncWatchers(ctx, res.Index)
+	}
+	return res, err
 }
 
 // Address returns the user's canonical address.
 func (a *Account) Address() string { return a.address }
 
-// Close releases the account; it holds nothing that needs releasing
-// beyond memory, and may be called more than once.
-func (a *Account) Close() error { return nil }
-
-// mailboxAttrs is the sealed part of a mailbox record.
-type mailboxAttrs struct {
-	Name       string `json:"n"`
-	SpecialUse string `json:"s,omitempty"`
-	Subscribed bool   `json:"sub,omitempty"`
+// Close stops the account's watchers; it may be called more than once.
+func (a *Account) Close() error {
+	a.mu.Lock()
+	ws := make([]*watcher, 0, len(a.watchers))
+	for w := range a.watchers {
+		ws = append(ws, w)
+	}
+	a.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+	return nil
 }
 
-func (c *Cluster) sealMailbox(k *userKeys, user, mbox schema.ID, attrs mailboxAttrs) ([]byte, error) {
-	b, err := json.Marshal(attrs)
-	if err != nil {
-		return nil, err
-	}
-	return c.sealer.Seal(k.ring, seal.KindMailbox, user[:], mbox[:], b)
+type mailboxAttrs = directory.MailboxAttrs
+
+func (a *Account) sealMailbox(mbox schema.ID, attrs mailboxAttrs) ([]byte, error) {
+	return directory.SealMailbox(a.s.sealer, a.keys, a.user, mbox, attrs)
 }
 
 func (a *Account) openMailbox(rec schema.MailboxRecord) (schema.MailboxInfo, mailboxAttrs, error) {
 	var attrs mailboxAttrs
-	b, err := a.c.sealer.Open(a.keys.ring, seal.KindMailbox, a.user[:], rec.ID[:], rec.Sealed)
+	b, err := a.s.sealer.Open(a.keys.Ring(), seal.KindMailbox, a.user[:], rec.ID[:], rec.Sealed)
 	if err != nil {
 		return schema.MailboxInfo{}, attrs, fmt.Errorf("open mailbox record: %w", err)
 	}
@@ -75,12 +115,12 @@ func (a *Account) openMailbox(rec schema.MailboxRecord) (schema.MailboxInfo, mai
 
 // Mailboxes lists every mailbox, sorted by name.
 func (a *Account) Mailboxes(ctx context.Context) ([]schema.MailboxInfo, error) {
-	var recs []schema.MailboxRecord
-	if err := a.shard.View(func(r *raftstore.Reader) (err error) { recs, err = r.Mailboxes(a.user); return err }); err != nil {
+	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailboxes})
+	if err != nil {
 		return nil, fmt.Errorf("list mailboxes: %w", err)
 	}
-	out := make([]schema.MailboxInfo, 0, len(recs))
-	for _, rec := range recs {
+	out := make([]schema.MailboxInfo, 0, len(res.Mailboxes))
+	for _, rec := range res.Mailboxes {
 		info, _, err := a.openMailbox(rec)
 		if err != nil {
 			return nil, err
@@ -91,13 +131,12 @@ func (a *Account) Mailboxes(ctx context.Context) ([]schema.MailboxInfo, error) {
 	return out, ctx.Err()
 }
 
-func (a *Account) mailboxRecord(name string) (schema.MailboxRecord, error) {
-	var rec schema.MailboxRecord
-	err := a.shard.View(func(r *raftstore.Reader) (err error) {
-		rec, err = r.MailboxByName(a.user, a.keys.mailboxNameKey(name))
-		return err
-	})
-	return rec, err
+func (a *Account) mailboxRecord(ctx context.Context, name string) (schema.MailboxRecord, error) {
+	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailboxByName, NameKey: a.keys.MailboxNameKey(name)})
+	if err != nil {
+		return schema.MailboxRecord{}, err
+	}
+	return res.Mailbox, nil
 }
 
 // Mailbox resolves a mailbox by name.
@@ -106,7 +145,7 @@ func (a *Account) Mailbox(ctx context.Context, name string) (schema.MailboxInfo,
 	if err != nil {
 		return schema.MailboxInfo{}, err
 	}
-	rec, err := a.mailboxRecord(n)
+	rec, err := a.mailboxRecord(ctx, n)
 	if err != nil {
 		return schema.MailboxInfo{}, err
 	}
@@ -146,12 +185,12 @@ func (a *Account) CreateMailbox(ctx context.Context, name, specialUse string) er
 
 func (a *Account) create(ctx context.Context, name string, attrs mailboxAttrs) error {
 	id := schema.NewID()
-	sealed, err := a.c.sealMailbox(a.keys, a.user, id, attrs)
+	sealed, err := a.sealMailbox(id, attrs)
 	if err != nil {
 		return err
 	}
-	_, err = a.shard.Apply(ctx, a.c.command(&schema.CreateMailbox{User: a.user,
-		Mailbox: schema.NewMailbox{ID: id, NameKey: a.keys.mailboxNameKey(name), Sealed: sealed}}))
+	_, err = a.apply(ctx, &schema.CreateMailbox{User: a.user,
+		Mailbox: schema.NewMailbox{ID: id, NameKey: a.keys.MailboxNameKey(name), Sealed: sealed}})
 	if err != nil {
 		return fmt.Errorf("create mailbox: %w", err)
 	}
@@ -168,11 +207,11 @@ func (a *Account) DeleteMailbox(ctx context.Context, name string) error {
 	if n == schema.InboxName {
 		return fmt.Errorf("delete %s: %w", n, schema.ErrCannotDelete)
 	}
-	rec, err := a.mailboxRecord(n)
+	rec, err := a.mailboxRecord(ctx, n)
 	if err != nil {
 		return err
 	}
-	if _, err := a.shard.Apply(ctx, a.c.command(&schema.DeleteMailbox{User: a.user, Mailbox: rec.ID})); err != nil {
+	if _, err := a.apply(ctx, &schema.DeleteMailbox{User: a.user, Mailbox: rec.ID}); err != nil {
 		return fmt.Errorf("delete mailbox: %w", err)
 	}
 	return nil
@@ -192,18 +231,18 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 	if to == schema.InboxName || from == to || strings.HasPrefix(to, from+mailboxDelimiter) {
 		return fmt.Errorf("rename a mailbox into itself, below itself or onto INBOX: %w", schema.ErrInvalid)
 	}
-	if _, err := a.mailboxRecord(to); err == nil {
+	if _, err := a.mailboxRecord(ctx, to); err == nil {
 		return fmt.Errorf("rename: %w", schema.ErrMailboxExists)
 	}
 	if from == schema.InboxName {
 		return a.renameInbox(ctx, to)
 	}
-	var recs []schema.MailboxRecord
-	if err := a.shard.View(func(r *raftstore.Reader) (err error) { recs, err = r.Mailboxes(a.user); return err }); err != nil {
+	all, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailboxes})
+	if err != nil {
 		return err
 	}
 	var renames []schema.MailboxRename
-	for _, rec := range recs {
+	for _, rec := range all.Mailboxes {
 		info, attrs, err := a.openMailbox(rec)
 		if err != nil {
 			return err
@@ -212,11 +251,11 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 			continue
 		}
 		attrs.Name = to + strings.TrimPrefix(info.Name, from)
-		sealed, err := a.c.sealMailbox(a.keys, a.user, rec.ID, attrs)
+		sealed, err := a.sealMailbox(rec.ID, attrs)
 		if err != nil {
 			return err
 		}
-		renames = append(renames, schema.MailboxRename{Mailbox: rec.ID, NameKey: a.keys.mailboxNameKey(attrs.Name), Sealed: sealed})
+		renames = append(renames, schema.MailboxRename{Mailbox: rec.ID, NameKey: a.keys.MailboxNameKey(attrs.Name), Sealed: sealed})
 	}
 	if len(renames) == 0 {
 		return fmt.Errorf("rename: %w", schema.ErrNoSuchMailbox)
@@ -226,7 +265,7 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 			return err
 		}
 	}
-	if _, err := a.shard.Apply(ctx, a.c.command(&schema.RenameMailbox{User: a.user, Renames: renames})); err != nil {
+	if _, err := a.apply(ctx, &schema.RenameMailbox{User: a.user, Renames: renames}); err != nil {
 		return fmt.Errorf("rename mailbox: %w", err)
 	}
 	return nil
@@ -238,11 +277,11 @@ func (a *Account) renameInbox(ctx context.Context, to string) error {
 	if err := a.CreateMailbox(ctx, to, schema.SpecialNone); err != nil {
 		return err
 	}
-	inbox, err := a.mailboxRecord(schema.InboxName)
+	inbox, err := a.mailboxRecord(ctx, schema.InboxName)
 	if err != nil {
 		return err
 	}
-	dest, err := a.mailboxRecord(to)
+	dest, err := a.mailboxRecord(ctx, to)
 	if err != nil {
 		return err
 	}
@@ -264,7 +303,7 @@ func (a *Account) SetSubscribed(ctx context.Context, name string, subscribed boo
 	if err != nil {
 		return err
 	}
-	rec, err := a.mailboxRecord(n)
+	rec, err := a.mailboxRecord(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -276,11 +315,11 @@ func (a *Account) SetSubscribed(ctx context.Context, name string, subscribed boo
 		return nil
 	}
 	attrs.Subscribed = subscribed
-	sealed, err := a.c.sealMailbox(a.keys, a.user, rec.ID, attrs)
+	sealed, err := a.sealMailbox(rec.ID, attrs)
 	if err != nil {
 		return err
 	}
-	if _, err := a.shard.Apply(ctx, a.c.command(&schema.UpdateMailbox{User: a.user, Mailbox: rec.ID, Sealed: sealed})); err != nil {
+	if _, err := a.apply(ctx, &schema.UpdateMailbox{User: a.user, Mailbox: rec.ID, Sealed: sealed}); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	return nil

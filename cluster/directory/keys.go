@@ -1,4 +1,4 @@
-package cluster
+package directory
 
 import (
 	"crypto/sha256"
@@ -41,15 +41,19 @@ type rootKeys struct {
 	index  [seal.KeySize]byte // keys the hashes domain and user names are found by
 	// manifest authenticates backup manifests.
 	manifest [seal.KeySize]byte
+	// spool seals messages waiting in the spool for several shards.
+	spool seal.Keyring
 }
 
 func newRootKeys(master [seal.KeySize]byte) *rootKeys {
 	meta := seal.Derive(master, "meta-records")
+	spool := seal.Derive(master, "spool")
 	return &rootKeys{
 		master:   seal.NewStatic(seal.Key{ID: keyID(master), Secret: master}),
 		meta:     seal.NewStatic(seal.Key{ID: keyID(meta), Secret: meta}),
 		index:    seal.Derive(master, "name-index"),
 		manifest: BackupManifestKey(master),
+		spool:    seal.NewStatic(seal.Key{ID: keyID(spool), Secret: spool}),
 	}
 }
 
@@ -86,18 +90,23 @@ func decodeKeys(b []byte) ([]seal.Key, error) {
 	return keys, nil
 }
 
-// userKeys is what is needed to read and write one user's mail.
-type userKeys struct {
+// UserKeys is what is needed to read and write one user's mail: the
+// keyring that seals it and the key that hashes mailbox names.
+type UserKeys struct {
 	ring  seal.Keyring
 	index [seal.KeySize]byte // keys the hashes of mailbox names
 }
 
-func newUserKeys(user schema.ID, keys []seal.Key) *userKeys {
+func newUserKeys(user schema.ID, keys []seal.Key) *UserKeys {
 	// The index key comes from the oldest key, so it survives rotation.
 	idx := seal.Derive(keys[0].Secret, "mailbox-names/"+user.String())
-	return &userKeys{ring: seal.NewStatic(keys...), index: idx}
+	return &UserKeys{ring: seal.NewStatic(keys...), index: idx}
 }
 
-func (u *userKeys) mailboxNameKey(name string) schema.NameKey {
+// Ring returns the keyring that seals the user's data.
+func (u *UserKeys) Ring() seal.Keyring { return u.ring }
+
+// MailboxNameKey returns the keyed hash a mailbox is found by.
+func (u *UserKeys) MailboxNameKey(name string) schema.NameKey {
 	return seal.Index(u.index, "mailbox:"+name)
 }

@@ -1,7 +1,8 @@
-package cluster
+package directory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/mailcluster/mailcluster/raftstore"
@@ -17,20 +18,20 @@ const (
 	maxRecipientLen        = 4096
 )
 
-func (c *Cluster) setting(key string) ([]byte, error) {
+func (d *Directory) setting(key string) ([]byte, error) {
 	var v []byte
-	err := c.meta.View(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
+	err := d.c.ViewMeta(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
 	return v, err
 }
 
 // BackupRecipient returns the public key that backups are encrypted to,
 // or "" when none is set. It is public: the matching identity is kept
 // away from the cluster, so a node cannot decrypt its own backups.
-func (c *Cluster) BackupRecipient(ctx context.Context) (string, error) {
+func (d *Directory) BackupRecipient(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	v, err := c.setting(settingBackupRecipient)
+	v, err := d.setting(settingBackupRecipient)
 	if err != nil {
 		return "", fmt.Errorf("read backup recipient: %w", err)
 	}
@@ -40,11 +41,11 @@ func (c *Cluster) BackupRecipient(ctx context.Context) (string, error) {
 // SetBackupRecipient records the public key that backups are encrypted
 // to. The caller (package cluster/backup) validates its form; the cluster
 // only stores it.
-func (c *Cluster) SetBackupRecipient(ctx context.Context, recipient string) error {
+func (d *Directory) SetBackupRecipient(ctx context.Context, recipient string) error {
 	if recipient == "" || len(recipient) > maxRecipientLen {
 		return fmt.Errorf("set backup recipient: %d bytes is not a valid public key: %w", len(recipient), schema.ErrInvalid)
 	}
-	if _, err := c.meta.Apply(ctx, c.command(&schema.PutSetting{Key: settingBackupRecipient, Value: []byte(recipient)})); err != nil {
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: settingBackupRecipient, Value: []byte(recipient)}); err != nil {
 		return fmt.Errorf("set backup recipient: %w", err)
 	}
 	return nil
@@ -52,11 +53,10 @@ func (c *Cluster) SetBackupRecipient(ctx context.Context, recipient string) erro
 
 // ClusterID returns the cluster's stable random id, creating it the first
 // time it is asked for. Backups carry it so a restore can tell which
-// cluster a backup belongs to. Call it once at start-up: two first calls
-// racing on different nodes could each create one, and the later write
-// wins.
-func (c *Cluster) ClusterID(ctx context.Context) (string, error) {
-	v, err := c.setting(settingClusterID)
+// cluster a backup belongs to. Creation is a compare-and-set, so first
+// calls racing on two nodes agree on one id.
+func (d *Directory) ClusterID(ctx context.Context) (string, error) {
+	v, err := d.setting(settingClusterID)
 	if err != nil {
 		return "", fmt.Errorf("read cluster id: %w", err)
 	}
@@ -64,10 +64,10 @@ func (c *Cluster) ClusterID(ctx context.Context) (string, error) {
 		return string(v), nil
 	}
 	id := schema.NewID().String()
-	if _, err := c.meta.Apply(ctx, c.command(&schema.PutSetting{Key: settingClusterID, Value: []byte(id)})); err != nil {
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: settingClusterID, OldAbsent: true, New: []byte(id)}); err != nil && !errors.Is(err, schema.ErrConflict) {
 		return "", fmt.Errorf("create cluster id: %w", err)
 	}
-	if v, err = c.setting(settingClusterID); err != nil {
+	if v, err = d.setting(settingClusterID); err != nil {
 		return "", fmt.Errorf("read cluster id: %w", err)
 	}
 	return string(v), nil
@@ -83,4 +83,4 @@ func BackupManifestKey(master [32]byte) [32]byte {
 
 // BackupManifestKey returns the manifest authentication key of this
 // cluster (see the package-level BackupManifestKey).
-func (c *Cluster) BackupManifestKey() [32]byte { return c.keys.manifest }
+func (d *Directory) BackupManifestKey() [32]byte { return d.keys.manifest }

@@ -1,4 +1,4 @@
-package cluster
+package directory
 
 import (
 	"crypto/hmac"

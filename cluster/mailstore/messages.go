@@ -1,4 +1,4 @@
-package cluster
+package mailstore
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
@@ -46,16 +47,16 @@ type messageAttrs struct {
 	Date  int64    `json:"d"`
 }
 
-func (c *Cluster) sealAttrs(k *userKeys, user, msg schema.ID, attrs messageAttrs) ([]byte, error) {
+func (s *Store) sealAttrs(k *directory.UserKeys, user, msg schema.ID, attrs messageAttrs) ([]byte, error) {
 	b, err := json.Marshal(attrs)
 	if err != nil {
 		return nil, err
 	}
-	return c.sealer.Seal(k.ring, seal.KindMessageAttrs, user[:], msg[:], b)
+	return s.sealer.Seal(k.Ring(), seal.KindMessageAttrs, user[:], msg[:], b)
 }
 
-func (c *Cluster) openMessage(k *userKeys, user schema.ID, rec *schema.MessageRecord) (schema.MessageInfo, error) {
-	b, err := c.sealer.Open(k.ring, seal.KindMessageAttrs, user[:], rec.ID[:], rec.Sealed)
+func (s *Store) openMessage(k *directory.UserKeys, user schema.ID, rec *schema.MessageRecord) (schema.MessageInfo, error) {
+	b, err := s.sealer.Open(k.Ring(), seal.KindMessageAttrs, user[:], rec.ID[:], rec.Sealed)
 	if err != nil {
 		return schema.MessageInfo{}, fmt.Errorf("open message %d: %w", rec.UID, err)
 	}
@@ -71,27 +72,18 @@ func (c *Cluster) openMessage(k *userKeys, user schema.ID, rec *schema.MessageRe
 
 // Snapshot returns a mailbox and its messages as of one applied index.
 func (a *Account) Snapshot(ctx context.Context, mbox schema.ID) (schema.MailboxSnapshot, error) {
-	var rec schema.MailboxRecord
-	var msgs []schema.MessageRecord
-	var index uint64
-	err := a.shard.View(func(r *raftstore.Reader) (err error) {
-		if rec, err = r.Mailbox(a.user, mbox); err != nil {
-			return err
-		}
-		index = r.AppliedIndex()
-		msgs, err = r.Messages(a.user, mbox)
-		return err
-	})
+	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QuerySnapshot, Mailbox: mbox})
 	if err != nil {
 		return schema.MailboxSnapshot{}, fmt.Errorf("read mailbox: %w", err)
 	}
-	info, _, err := a.openMailbox(rec)
+	info, _, err := a.openMailbox(res.Mailbox)
 	if err != nil {
 		return schema.MailboxSnapshot{}, err
 	}
-	snap := schema.MailboxSnapshot{Mailbox: info, Index: index, Messages: make([]schema.MessageInfo, len(msgs))}
+	msgs := res.Messages
+	snap := schema.MailboxSnapshot{Mailbox: info, Index: res.Index, Messages: make([]schema.MessageInfo, len(msgs))}
 	for i := range msgs {
-		if snap.Messages[i], err = a.c.openMessage(a.keys, a.user, &msgs[i]); err != nil {
+		if snap.Messages[i], err = a.s.openMessage(a.keys, a.user, &msgs[i]); err != nil {
 			return schema.MailboxSnapshot{}, err
 		}
 	}
@@ -107,57 +99,75 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
-	return a.c.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date)
+	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewID())
+	if err != nil {
+		return schema.AppendResult{}, err
+	}
+	a.seen(res.Index)
+	a.syncWatchers(ctx, res.Index)
+	return schema.AppendResult{UIDValidity: res.UIDValidity, UID: res.UIDs[0]}, nil
 }
 
 // storeMessage seals msg for a user and commits it to a mailbox (the
-// user's inbox when mbox is zero).
-func (c *Cluster) storeMessage(ctx context.Context, shard *raftstore.Shard, user schema.ID, keys *userKeys,
-	mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+// user's inbox when mbox is zero) on the user's shard. The final Append
+// carries reqID, so a spooled delivery retried with the same id stores
+// one copy.
+func (s *Store) storeMessage(ctx context.Context, shard uint32, user schema.ID, keys *directory.UserKeys,
+	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID) (*schema.Result, error) {
 	msg = normalizeCRLF(msg)
 	if len(msg) > MaxMessageSize {
-		return schema.AppendResult{}, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
+		return nil, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
 	}
 	if date.IsZero() {
 		date = time.Now()
 	}
 	app := &schema.Append{User: user, Mailbox: mbox, Message: schema.NewID(), Blob: schema.NewID(), Size: uint64(len(msg))}
 	var err error
-	if app.Sealed, err = c.sealAttrs(keys, user, app.Message, messageAttrs{Flags: flags, Date: date.UnixNano()}); err != nil {
-		return schema.AppendResult{}, err
+	if app.Sealed, err = s.sealAttrs(keys, user, app.Message, messageAttrs{Flags: flags, Date: date.UnixNano()}); err != nil {
+		return nil, err
 	}
 	pieces := splitMessage(msg)
 	sealed := make([][]byte, len(pieces))
-	total := 0
 	for i, p := range pieces {
-		if sealed[i], err = c.sealer.Seal(keys.ring, seal.KindChunk, user[:], seal.ChunkObject(app.Blob, uint32(i)), p); err != nil {
-			return schema.AppendResult{}, err
+		if sealed[i], err = s.sealer.Seal(keys.Ring(), seal.KindChunk, user[:], seal.ChunkObject(app.Blob, uint32(i)), p); err != nil {
+			return nil, err
 		}
-		total += len(sealed[i])
 	}
-	if total > maxInline {
-		staged := len(sealed) - 1
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(stageConcurrency)
-		for i := 0; i < staged; i++ {
-			cmd := c.command(&schema.StageChunk{User: user, Blob: app.Blob, Index: uint32(i), Sealed: sealed[i]})
-			g.Go(func() error {
-				_, err := shard.Apply(gctx, cmd)
-				return err
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return schema.AppendResult{}, fmt.Errorf("stage message chunks: %w", err)
-		}
-		app.StagedChunks = uint32(staged)
-		sealed = sealed[staged:]
+	if app.StagedChunks, app.Chunks, err = s.stage(ctx, shard, user, app.Blob, sealed); err != nil {
+		return nil, err
 	}
-	app.Chunks = sealed
-	res, err := shard.Apply(ctx, c.command(app))
+	res, err := s.c.ApplyRequest(ctx, shard, reqID, app)
 	if err != nil {
-		return schema.AppendResult{}, fmt.Errorf("append: %w", err)
+		return nil, fmt.Errorf("append: %w", err)
 	}
-	return schema.AppendResult{UIDValidity: res.UIDValidity, UID: res.UIDs[0]}, nil
+	return res, nil
+}
+
+// stage commits the leading chunks of a large sealed message one Raft
+// entry each, so no entry is large, and returns how many it staged and
+// the chunks left to carry inline.
+func (s *Store) stage(ctx context.Context, shard uint32, owner, blob schema.ID, sealed [][]byte) (uint32, [][]byte, error) {
+	total := 0
+	for _, c := range sealed {
+		total += len(c)
+	}
+	if total <= maxInline {
+		return 0, sealed, nil
+	}
+	staged := len(sealed) - 1
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(stageConcurrency)
+	for i := 0; i < staged; i++ {
+		p := &schema.StageChunk{User: owner, Blob: blob, Index: uint32(i), Sealed: sealed[i]}
+		g.Go(func() error {
+			_, err := s.c.Apply(gctx, shard, p)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, nil, fmt.Errorf("stage message chunks: %w", err)
+	}
+	return uint32(staged), sealed[staged:], nil
 }
 
 // splitMessage cuts msg into the header section and body chunks.
@@ -174,11 +184,11 @@ func splitMessage(msg []byte) [][]byte {
 
 // Header returns a message's header section.
 func (a *Account) Header(ctx context.Context, blob schema.ID) ([]byte, error) {
-	var sealed []byte
-	if err := a.shard.View(func(r *raftstore.Reader) (err error) { sealed, err = r.Chunk(a.user, blob, 0); return err }); err != nil {
+	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryHeader, Blob: blob})
+	if err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
-	h, err := a.c.sealer.Open(a.keys.ring, seal.KindChunk, a.user[:], seal.ChunkObject(blob, 0), sealed)
+	h, err := a.s.sealer.Open(a.keys.Ring(), seal.KindChunk, a.user[:], seal.ChunkObject(blob, 0), res.Chunks[0])
 	if err != nil {
 		return nil, fmt.Errorf("open header: %w", err)
 	}
@@ -187,26 +197,13 @@ func (a *Account) Header(ctx context.Context, blob schema.ID) ([]byte, error) {
 
 // Body returns a whole message.
 func (a *Account) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
-	var rec schema.BlobRecord
-	var chunks [][]byte
-	err := a.shard.View(func(r *raftstore.Reader) (err error) {
-		if rec, err = r.Blob(a.user, blob); err != nil {
-			return err
-		}
-		chunks = make([][]byte, rec.Chunks)
-		for i := range chunks {
-			if chunks[i], err = r.Chunk(a.user, blob, uint32(i)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryBody, Blob: blob})
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
 	}
-	out := make([]byte, 0, rec.Size)
-	for i, c := range chunks {
-		p, err := a.c.sealer.Open(a.keys.ring, seal.KindChunk, a.user[:], seal.ChunkObject(blob, uint32(i)), c)
+	out := make([]byte, 0, res.Blob.Size)
+	for i, c := range res.Chunks {
+		p, err := a.s.sealer.Open(a.keys.Ring(), seal.KindChunk, a.user[:], seal.ChunkObject(blob, uint32(i)), c)
 		if err != nil {
 			return nil, fmt.Errorf("open message chunk %d: %w", i, err)
 		}
@@ -281,21 +278,12 @@ func sameFlags(a, b []string) bool {
 }
 
 // readMessages returns the records of the given UIDs that still exist.
-func (a *Account) readMessages(mbox schema.ID, uids []schema.UID) ([]schema.MessageRecord, error) {
-	var out []schema.MessageRecord
-	err := a.shard.View(func(r *raftstore.Reader) error {
-		if _, err := r.Mailbox(a.user, mbox); err != nil {
-			return err
-		}
-		for _, uid := range uids {
-			m, err := r.Message(a.user, mbox, uid)
-			if err == nil {
-				out = append(out, m)
-			}
-		}
-		return nil
-	})
-	return out, err
+func (a *Account) readMessages(ctx context.Context, mbox schema.ID, uids []schema.UID) ([]schema.MessageRecord, error) {
+	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMessages, Mailbox: mbox, UIDs: uids})
+	if err != nil {
+		return nil, err
+	}
+	return res.Messages, nil
 }
 
 // StoreFlags changes flags and returns the resulting state of every
@@ -312,7 +300,7 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 		if attempt == maxFlagRetries {
 			return out, fmt.Errorf("store flags: %w", schema.ErrConflict)
 		}
-		recs, err := a.readMessages(mbox, pending)
+		recs, err := a.readMessages(ctx, mbox, pending)
 		if err != nil {
 			return out, fmt.Errorf("store flags: %w", err)
 		}
@@ -320,7 +308,7 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 		var ups []schema.AttrUpdate
 		var infos []schema.MessageInfo
 		for i := range recs {
-			info, err := a.c.openMessage(a.keys, a.user, &recs[i])
+			info, err := a.s.openMessage(a.keys, a.user, &recs[i])
 			if err != nil {
 				return out, err
 			}
@@ -330,7 +318,7 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 				continue
 			}
 			info.Flags = next
-			sealed, err := a.c.sealAttrs(a.keys, a.user, info.ID, messageAttrs{Flags: next, Date: info.InternalDate.UnixNano()})
+			sealed, err := a.s.sealAttrs(a.keys, a.user, info.ID, messageAttrs{Flags: next, Date: info.InternalDate.UnixNano()})
 			if err != nil {
 				return out, err
 			}
@@ -339,7 +327,7 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 		}
 		for start := 0; start < len(ups); start += batchSize {
 			end := min(start+batchSize, len(ups))
-			res, err := a.shard.Apply(ctx, a.c.command(&schema.SetAttrs{User: a.user, Mailbox: mbox, Updates: ups[start:end]}))
+			res, err := a.apply(ctx, &schema.SetAttrs{User: a.user, Mailbox: mbox, Updates: ups[start:end]})
 			if err != nil {
 				return out, fmt.Errorf("store flags: %w", err)
 			}
@@ -371,12 +359,12 @@ func (a *Account) Move(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 
 func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, dest schema.ID, move bool) (schema.CopyResult, error) {
 	var res schema.CopyResult
-	var destRec schema.MailboxRecord
-	if err := a.shard.View(func(r *raftstore.Reader) (err error) { destRec, err = r.Mailbox(a.user, dest); return err }); err != nil {
+	destRec, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailbox, Mailbox: dest})
+	if err != nil {
 		return res, fmt.Errorf("copy: destination: %w", err)
 	}
-	res.UIDValidity = destRec.UIDValidity
-	recs, err := a.readMessages(mbox, uids)
+	res.UIDValidity = destRec.Mailbox.UIDValidity
+	recs, err := a.readMessages(ctx, mbox, uids)
 	if err != nil {
 		return res, fmt.Errorf("copy: %w", err)
 	}
@@ -384,17 +372,17 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 		batch := recs[start:min(start+batchSize, len(recs))]
 		cp := &schema.Copy{User: a.user, Source: mbox, Dest: dest, Move: move}
 		for i := range batch {
-			info, err := a.c.openMessage(a.keys, a.user, &batch[i])
+			info, err := a.s.openMessage(a.keys, a.user, &batch[i])
 			if err != nil {
 				return res, err
 			}
 			item := schema.CopyItem{UID: info.UID, Message: schema.NewID()}
-			if item.Sealed, err = a.c.sealAttrs(a.keys, a.user, item.Message, messageAttrs{Flags: info.Flags, Date: info.InternalDate.UnixNano()}); err != nil {
+			if item.Sealed, err = a.s.sealAttrs(a.keys, a.user, item.Message, messageAttrs{Flags: info.Flags, Date: info.InternalDate.UnixNano()}); err != nil {
 				return res, err
 			}
 			cp.Items = append(cp.Items, item)
 		}
-		r, err := a.shard.Apply(ctx, a.c.command(cp))
+		r, err := a.apply(ctx, cp)
 		if err != nil {
 			return res, fmt.Errorf("copy: %w", err)
 		}
@@ -414,14 +402,13 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 func (a *Account) Expunge(ctx context.Context, mbox schema.ID, targets []schema.ExpungeTarget) ([]schema.UID, error) {
 	var out []schema.UID
 	if len(targets) == 0 {
-		var err error
-		if err = a.shard.View(func(r *raftstore.Reader) (err error) { _, err = r.Mailbox(a.user, mbox); return err }); err != nil {
+		if _, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailbox, Mailbox: mbox}); err != nil {
 			return nil, fmt.Errorf("expunge: %w", err)
 		}
 		return nil, nil
 	}
 	for start := 0; start < len(targets); start += expungeBatch {
-		res, err := a.shard.Apply(ctx, a.c.command(&schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+expungeBatch, len(targets))]}))
+		res, err := a.apply(ctx, &schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+expungeBatch, len(targets))]})
 		if err != nil {
 			return out, fmt.Errorf("expunge: %w", err)
 		}

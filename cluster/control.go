@@ -1,0 +1,325 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+const (
+	// changeTimeout bounds one membership change or leadership transfer.
+	changeTimeout = 10 * time.Second
+	// catchUpLag is how far behind the leader's commit index a non-voter
+	// may be and still be promoted to voter.
+	catchUpLag = 64
+	// reportFresh is how recent a peer's report must be to act on it.
+	reportFresh = 5 * time.Second
+	// transferEvery limits leadership moves to a shard's home region.
+	transferEvery = 10 * time.Second
+)
+
+// controlLoop keeps this node's replicas, the groups it leads and (on the
+// meta leader) the placement in line with the cluster's records.
+func (c *Cluster) controlLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(controlEvery)
+	defer t.Stop()
+	transfers := map[uint32]time.Time{}
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		case <-c.kickCh:
+		}
+		c.controlOnce(transfers)
+	}
+}
+
+func (c *Cluster) controlOnce(transfers map[uint32]time.Time) {
+	if err := c.refreshView(); err != nil {
+		c.log.Warn("read cluster records", "err", err)
+		return
+	}
+	v := c.currentView()
+	c.ensureSelfRecord(v)
+	c.manageReplicas(v)
+	for _, s := range c.Shards() {
+		if s.IsLeader() {
+			c.reconcileGroup(s, v, transfers)
+		}
+	}
+	if m := c.meta(); m != nil && m.IsLeader() {
+		c.place(v)
+		c.expireTokens()
+	}
+}
+
+// ensureSelfRecord keeps this node's record current (address, version,
+// region) after a restart with a new configuration.
+func (c *Cluster) ensureSelfRecord(v *metaView) {
+	rec, ok := v.nodes[c.cfg.NodeID]
+	if !ok || rec.Removed {
+		return // written by the join (or the new cluster's set-up)
+	}
+	if rec.Address == c.cfg.Advertise && rec.Version == c.cfg.Version && rec.Region == c.cfg.Region {
+		return
+	}
+	next := rec
+	next.Address, next.Version, next.Region = c.cfg.Advertise, c.cfg.Version, c.cfg.Region
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.putNode(ctx, &rec, next); err != nil && !errors.Is(err, schema.ErrConflict) {
+		c.log.Debug("update this node's record", "err", err)
+	}
+}
+
+// manageReplicas opens the mail replicas placed on this node and deletes
+// those placed elsewhere once their group no longer counts this node.
+func (c *Cluster) manageReplicas(v *metaView) {
+	if rec, ok := v.nodes[c.cfg.NodeID]; ok && rec.Removed {
+		return
+	}
+	for n := uint32(1); int(n) <= c.mailShardCount(); n++ {
+		p, placed := v.placements[n]
+		want := placed && p.has(c.cfg.NodeID)
+		have := c.replica(n) != nil
+		switch {
+		case want && !have:
+			if _, err := c.openReplica(n, false); err != nil {
+				c.log.Error("open a replica placed here", "shard", n, "err", err)
+			}
+		case !want && have && placed && c.leftGroup(n):
+			if err := c.closeReplica(n, true); err != nil {
+				c.log.Error("delete a replica placed elsewhere", "shard", n, "err", err)
+			}
+		}
+	}
+}
+
+// leftGroup reports whether the leader of shard n has confirmed, in a
+// fresh report, that this node is no longer a member of the group.
+func (c *Cluster) leftGroup(n uint32) bool {
+	s := c.replica(n)
+	if s == nil || s.IsLeader() {
+		return false
+	}
+	id, _ := s.Leader()
+	if id == "" {
+		id, _ = c.leaderOf(n)
+	}
+	if id == "" || id == c.cfg.NodeID {
+		return false
+	}
+	p, ok := c.health.peer(id)
+	if !ok || time.Since(p.lastSeen) > reportFresh {
+		return false
+	}
+	for _, st := range p.report.Shards {
+		if st.Shard != n || st.State != "leader" {
+			continue
+		}
+		for _, srv := range st.Servers {
+			if srv.ID == c.cfg.NodeID {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// desiredMembers returns who should be in shard n's group and whether as
+// a voter.
+func (c *Cluster) desiredMembers(n uint32, v *metaView) map[string]bool {
+	out := map[string]bool{}
+	if n == 0 {
+		nodes := v.activeNodes()
+		// Voters: up to MaxMetaVoters, spread over regions, oldest first,
+		// preferring nodes that answer.
+		var voters []NodeRecord
+		regions := map[string]int{}
+		pick := func(pass int) {
+			for _, rec := range nodes {
+				if len(voters) == MaxMetaVoters {
+					return
+				}
+				if out[rec.ID] {
+					continue
+				}
+				dead := c.dead(rec.ID)
+				if (pass == 0 && (dead || regions[rec.Region] > 0)) || (pass == 1 && dead) {
+					continue
+				}
+				out[rec.ID] = true
+				regions[rec.Region]++
+				voters = append(voters, rec)
+			}
+		}
+		pick(0)
+		pick(1)
+		pick(2)
+		for _, rec := range nodes {
+			if !out[rec.ID] {
+				out[rec.ID] = false
+			}
+		}
+		return out
+	}
+	for _, id := range v.placements[n].Replicas {
+		out[id] = true
+	}
+	return out
+}
+
+// reconcileGroup brings the group this node leads in line with its
+// desired members: new members join as non-voters and are promoted once
+// caught up; members that should go leave only after every desired voter
+// votes; a leader that should not be one hands over first. A mail shard's
+// leadership moves to its home region when a caught-up voter is there.
+func (c *Cluster) reconcileGroup(s *raftstore.Shard, v *metaView, transfers map[uint32]time.Time) {
+	n := s.ID()
+	if n != 0 {
+		if _, placed := v.placements[n]; !placed {
+			return
+		}
+	}
+	desired := c.desiredMembers(n, v)
+	if len(desired) == 0 {
+		return
+	}
+	servers, err := s.Servers()
+	if err != nil {
+		return
+	}
+	current := map[string]raftstore.Server{}
+	for _, srv := range servers {
+		current[srv.ID] = srv
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), changeTimeout)
+	defer cancel()
+	status := s.Status()
+	changed := false
+	for id, voter := range desired {
+		rec, ok := v.nodes[id]
+		if !ok || rec.Removed {
+			continue
+		}
+		cur, in := current[id]
+		switch {
+		case !in:
+			err = s.AddNonvoter(ctx, id, rec.Address)
+			changed = true
+		case cur.Address != rec.Address:
+			if cur.Voter {
+				err = s.AddVoter(ctx, id, rec.Address)
+			} else {
+				err = s.AddNonvoter(ctx, id, rec.Address)
+			}
+			changed = true
+		case voter && !cur.Voter && c.caughtUp(id, n, status.CommitIndex):
+			err = s.AddVoter(ctx, id, rec.Address)
+			changed = true
+		case !voter && cur.Voter && id != c.cfg.NodeID:
+			err = s.DemoteVoter(ctx, id)
+			changed = true
+		default:
+			continue
+		}
+		if err != nil {
+			c.log.Warn("change group membership", "shard", n, "member", id, "err", err)
+			return
+		}
+		c.log.Info("group membership changed", "shard", n, "member", id, "voter", voter)
+	}
+	if changed {
+		return // one step at a time: the next round sees the new configuration
+	}
+	for id, voter := range desired {
+		if cur, in := current[id]; voter && (!in || !cur.Voter) {
+			if v.nodes[id].Removed {
+				continue
+			}
+			return // a desired voter is not voting yet: keep everyone
+		}
+	}
+	for id := range current {
+		if _, keep := desired[id]; keep {
+			continue
+		}
+		if id == c.cfg.NodeID {
+			if err := s.TransferLeadership(ctx, "", ""); err != nil {
+				c.log.Warn("hand over a group this node leaves", "shard", n, "err", err)
+			}
+			return
+		}
+		if err := s.RemoveServer(ctx, id); err != nil {
+			c.log.Warn("remove a group member", "shard", n, "member", id, "err", err)
+			return
+		}
+		c.log.Info("group member removed", "shard", n, "member", id)
+		return
+	}
+	if n != 0 {
+		c.moveLeaderHome(ctx, s, v, current, status, transfers)
+	}
+}
+
+// caughtUp reports whether a node's replica of shard n has applied close
+// to commit, by its latest fresh report.
+func (c *Cluster) caughtUp(id string, n uint32, commit uint64) bool {
+	p, ok := c.health.peer(id)
+	if !ok || time.Since(p.lastSeen) > reportFresh {
+		return false
+	}
+	for _, st := range p.report.Shards {
+		if st.Shard == n {
+			return st.AppliedIndex+catchUpLag >= commit
+		}
+	}
+	return false
+}
+
+// moveLeaderHome hands a mail shard's leadership to a caught-up voter in
+// its home region when this node is elsewhere.
+func (c *Cluster) moveLeaderHome(ctx context.Context, s *raftstore.Shard, v *metaView, current map[string]raftstore.Server,
+	status raftstore.Status, transfers map[uint32]time.Time) {
+	n := s.ID()
+	home := v.placements[n].Home
+	if home == "" || home == c.cfg.Region || time.Since(transfers[n]) < transferEvery {
+		return
+	}
+	ids := make([]string, 0, len(current))
+	for id := range current {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		srv := current[id]
+		rec := v.nodes[id]
+		if !srv.Voter || rec.Region != home || rec.Removed || !c.caughtUp(id, n, status.CommitIndex) {
+			continue
+		}
+		transfers[n] = time.Now()
+		if err := s.TransferLeadership(ctx, id, srv.Address); err != nil {
+			c.log.Warn("move leadership to the home region", "shard", n, "to", id, "err", err)
+			return
+		}
+		c.log.Info("leadership moved to the home region", "shard", n, "to", id, "region", home)
+		return
+	}
+}
+
+// dead reports whether a node has been unreachable for DeadAfter, as far
+// as this node can tell (a node is never judged before this one has
+// pinged for that long).
+func (c *Cluster) dead(id string) bool {
+	if id == c.cfg.NodeID {
+		return false
+	}
+	return c.health.unreachableFor(id) > c.cfg.DeadAfter
+}

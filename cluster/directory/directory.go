@@ -1,0 +1,665 @@
+package directory
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
+)
+
+// MetaShard is the meta shard's number.
+const MetaShard = 0
+
+// Cluster is what the directory needs of the cluster: commands routed to
+// a shard's leader wherever it is, reads of this node's meta replica, and
+// placement of new users. *cluster.Cluster satisfies it.
+type Cluster interface {
+	// Apply commits p on shard n (MetaShard for the directory itself) and
+	// returns once it is applied; meta writes are also applied by this
+	// node's replica before it returns.
+	Apply(ctx context.Context, n uint32, p schema.Payload) (*schema.Result, error)
+	// ViewMeta reads this node's meta replica.
+	ViewMeta(fn func(*raftstore.Reader) error) error
+	// CatchUpMeta brings this node's meta replica up to what the meta
+	// leader has committed, for a lookup that must not miss a record
+	// written a moment ago through another node.
+	CatchUpMeta(ctx context.Context) error
+	// PlaceUser picks the mail shard of a new user of a domain pinned to
+	// region ("" for none).
+	PlaceUser(region string) (uint32, error)
+	// HasRegion reports whether a node of the cluster is in region.
+	HasRegion(region string) bool
+}
+
+// Config configures a Directory.
+type Config struct {
+	// MasterKey is the root of the key hierarchy.
+	MasterKey [seal.KeySize]byte
+	// PasswordConcurrency bounds concurrent argon2id computations; 0
+	// means 4.
+	PasswordConcurrency int
+	Logger              *slog.Logger
+}
+
+// Directory is the cluster's directory of domains and users, with the
+// key hierarchy that protects what they own.
+type Directory struct {
+	c      Cluster
+	log    *slog.Logger
+	keys   *rootKeys
+	sealer *seal.Sealer
+	hash   *hasher
+	auth   *authCache
+}
+
+// New returns the directory over a cluster's meta shard.
+func New(c Cluster, cfg Config) (*Directory, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PasswordConcurrency <= 0 {
+		cfg.PasswordConcurrency = 4
+	}
+	sealer, err := seal.New()
+	if err != nil {
+		return nil, err
+	}
+	return &Directory{
+		c:      c,
+		log:    cfg.Logger.With("component", "directory"),
+		keys:   newRootKeys(cfg.MasterKey),
+		sealer: sealer,
+		hash:   newHasher(cfg.PasswordConcurrency),
+		auth:   newAuthCache(),
+	}, nil
+}
+
+// Close releases the sealer.
+func (d *Directory) Close() { d.sealer.Close() }
+
+// Sealer returns the envelope sealer, shared with the mail store.
+func (d *Directory) Sealer() *seal.Sealer { return d.sealer }
+
+// SpoolKeys returns the keyring of the spool, where a message for
+// recipients on several shards waits for all their copies.
+func (d *Directory) SpoolKeys() seal.Keyring { return d.keys.spool }
+
+// Init creates the cluster data key (used by domains in "shared" mode) if
+// the cluster has none yet, and checks that this node's master key opens
+// it. Every node calls it at start; creation is a compare-and-set, so two
+// first starts cannot both create one.
+func (d *Directory) Init(ctx context.Context) error {
+	wrapped, err := d.setting(settingClusterKey)
+	if err != nil {
+		return err
+	}
+	if wrapped == nil {
+		sealed, err := d.sealer.Seal(d.keys.master, seal.KindClusterKey, nil, []byte(settingClusterKey), encodeKeys([]seal.Key{seal.NewKey(1)}))
+		if err != nil {
+			return err
+		}
+		_, err = d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: settingClusterKey, OldAbsent: true, New: sealed})
+		if err != nil && !errors.Is(err, schema.ErrConflict) {
+			return fmt.Errorf("create cluster data key: %w", err)
+		}
+	}
+	_, err = d.clusterKey()
+	return err
+}
+
+func (d *Directory) clusterKey() ([]seal.Key, error) {
+	wrapped, err := d.setting(settingClusterKey)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := d.sealer.Open(d.keys.master, seal.KindClusterKey, nil, []byte(settingClusterKey), wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("unwrap cluster data key (wrong master key?): %w", err)
+	}
+	return decodeKeys(plain)
+}
+
+
+// User is an authenticated or resolved user: what the mail store needs to
+// serve its mail.
+type User struct {
+	ID      schema.ID
+	Address string
+	// Shard is the mail shard holding the user's mailboxes.
+	Shard uint32
+	Keys  *UserKeys
+}
+
+// Domain is a served domain as the admin interface lists it.
+type Domain struct {
+	Name    string  `json:"name"`
+	KeyMode KeyMode `json:"key_mode"`
+	// Region is where the domain's users' mail lives ("" for anywhere).
+	Region string `json:"region,omitempty"`
+	Users  int    `json:"users"`
+}
+
+// domainInfo is the sealed part of a domain record.
+type domainInfo struct {
+	Name string  `json:"n"`
+	Mode KeyMode `json:"m"`
+}
+
+// userInfo is the sealed part of a user record.
+type userInfo struct {
+	Address  string `json:"a"`
+	Password string `json:"p"` // argon2id PHC string
+	Created  int64  `json:"c"`
+}
+
+var keyObject = []byte("key")
+
+func (d *Directory) sealJSON(kr seal.Keyring, kind seal.Kind, owner schema.ID, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return d.sealer.Seal(kr, kind, owner[:], nil, b)
+}
+
+func (d *Directory) openJSON(kr seal.Keyring, kind seal.Kind, owner schema.ID, sealed []byte, v any) error {
+	b, err := d.sealer.Open(kr, kind, owner[:], nil, sealed)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func (d *Directory) domainByName(name string) (schema.DomainRecord, domainInfo, error) {
+	var rec schema.DomainRecord
+	var info domainInfo
+	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
+		rec, err = r.DomainByName(d.keys.domainNameKey(name))
+		return err
+	})
+	if err != nil {
+		return rec, info, err
+	}
+	if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, rec.ID, rec.Sealed, &info); err != nil {
+		return rec, info, fmt.Errorf("open domain record: %w", err)
+	}
+	return rec, info, nil
+}
+
+func (d *Directory) domainByID(id schema.ID) (schema.DomainRecord, domainInfo, error) {
+	var rec schema.DomainRecord
+	var info domainInfo
+	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.Domain(id); return err })
+	if err != nil {
+		return rec, info, err
+	}
+	if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, rec.ID, rec.Sealed, &info); err != nil {
+		return rec, info, fmt.Errorf("open domain record: %w", err)
+	}
+	return rec, info, nil
+}
+
+func (d *Directory) userByAddress(address string) (schema.UserRecord, userInfo, error) {
+	var rec schema.UserRecord
+	var info userInfo
+	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
+		rec, err = r.UserByName(d.keys.userNameKey(address))
+		return err
+	})
+	if err != nil {
+		return rec, info, err
+	}
+	if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
+		return rec, info, fmt.Errorf("open user record: %w", err)
+	}
+	return rec, info, nil
+}
+
+// domainKeys unwraps a domain's keys.
+func (d *Directory) domainKeys(dr schema.DomainRecord) ([]seal.Key, error) {
+	plain, err := d.sealer.Open(d.keys.master, seal.KindDomainKey, dr.ID[:], keyObject, dr.WrappedKey)
+	if err != nil {
+		return nil, fmt.Errorf("unwrap domain key: %w", err)
+	}
+	return decodeKeys(plain)
+}
+
+// userKeysFor returns the keys that read and write a user's mail,
+// following the domain's key mode.
+func (d *Directory) userKeysFor(u schema.UserRecord) (*UserKeys, error) {
+	dr, info, err := d.domainByID(u.Domain)
+	if err != nil {
+		return nil, err
+	}
+	var keys []seal.Key
+	switch info.Mode {
+	case KeyModeShared:
+		keys, err = d.clusterKey()
+	case KeyModeDomain, KeyModeUser:
+		var dk []seal.Key
+		if dk, err = d.domainKeys(dr); err != nil {
+			break
+		}
+		if info.Mode == KeyModeDomain {
+			keys = dk
+			break
+		}
+		var plain []byte
+		plain, err = d.sealer.Open(seal.NewStatic(dk...), seal.KindUserKey, u.ID[:], keyObject, u.WrappedKey)
+		if err != nil {
+			return nil, fmt.Errorf("unwrap user key: %w", err)
+		}
+		keys, err = decodeKeys(plain)
+	default:
+		err = fmt.Errorf("domain key mode %q: %w", info.Mode, schema.ErrInvalid)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return newUserKeys(u.ID, keys), nil
+}
+
+// DomainRegionPrefix starts the meta setting that pins a domain (by its
+// opaque id) to a region; the cluster's placement reads it.
+const DomainRegionPrefix = "domain_region/"
+
+func domainRegionKey(id schema.ID) string { return DomainRegionPrefix + id.String() }
+
+// ParseDomainRegionKey returns the domain id of a DomainRegionPrefix
+// setting key.
+func ParseDomainRegionKey(key string) (schema.ID, bool) {
+	var id schema.ID
+	b, err := hex.DecodeString(strings.TrimPrefix(key, DomainRegionPrefix))
+	if err != nil || len(b) != len(id) || !strings.HasPrefix(key, DomainRegionPrefix) {
+		return id, false
+	}
+	copy(id[:], b)
+	return id, true
+}
+
+// AddDomain starts serving a domain. Mode "" means KeyModeUser. A
+// non-empty region pins the domain there: its users' mail is placed on
+// shards whose home (and leader) is in that region.
+func (d *Directory) AddDomain(ctx context.Context, name string, mode KeyMode, region string) error {
+	dn, err := canonicalDomain(name)
+	if err != nil {
+		return err
+	}
+	if mode == "" {
+		mode = KeyModeUser
+	}
+	if !mode.Valid() {
+		return fmt.Errorf("key mode %q (want shared, domain or user): %w", mode, schema.ErrInvalid)
+	}
+	if region != "" && !d.c.HasRegion(region) {
+		return fmt.Errorf("region %q has no node: %w", region, schema.ErrInvalid)
+	}
+	rec := schema.DomainRecord{ID: schema.NewID(), NameKey: d.keys.domainNameKey(dn)}
+	if rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindDomainInfo, rec.ID, domainInfo{Name: dn, Mode: mode}); err != nil {
+		return err
+	}
+	if mode != KeyModeShared {
+		rec.WrappedKey, err = d.sealer.Seal(d.keys.master, seal.KindDomainKey, rec.ID[:], keyObject, encodeKeys([]seal.Key{seal.NewKey(1)}))
+		if err != nil {
+			return err
+		}
+	}
+	// The region first: a domain never exists unpinned for a moment.
+	if region != "" {
+		if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainRegionKey(rec.ID), Value: []byte(region)}); err != nil {
+			return fmt.Errorf("add domain %s: %w", dn, err)
+		}
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutDomain{Record: rec}); err != nil {
+		if region != "" {
+			d.c.Apply(context.WithoutCancel(ctx), MetaShard, &schema.PutSetting{Key: domainRegionKey(rec.ID)})
+		}
+		return fmt.Errorf("add domain %s: %w", dn, err)
+	}
+	d.log.Info("domain added", "key_mode", mode, "region", region)
+	return nil
+}
+
+// DeleteDomain stops serving a domain that has no users left.
+func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
+	dn, err := canonicalDomain(name)
+	if err != nil {
+		return err
+	}
+	rec, _, err := d.domainByName(dn)
+	if err != nil {
+		return fmt.Errorf("delete domain %s: %w", dn, err)
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.DeleteDomain{Domain: rec.ID}); err != nil {
+		if errors.Is(err, schema.ErrCannotDelete) {
+			return fmt.Errorf("delete domain %s: it still has users: %w", dn, err)
+		}
+		return fmt.Errorf("delete domain %s: %w", dn, err)
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainRegionKey(rec.ID)}); err != nil {
+		d.log.Warn("forget the region of a deleted domain", "err", err)
+	}
+	return nil
+}
+
+// domainRegion returns the region a domain is pinned to, or "".
+func (d *Directory) domainRegion(id schema.ID) string {
+	v, _ := d.setting(domainRegionKey(id))
+	return string(v)
+}
+
+// Domains lists the served domains with their user counts.
+func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
+	var doms []schema.DomainRecord
+	var users []schema.UserRecord
+	var regions map[string][]byte
+	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
+		if doms, err = r.Domains(); err != nil {
+			return err
+		}
+		regions = r.Settings(DomainRegionPrefix)
+		users, err = r.Users()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	count := map[schema.ID]int{}
+	for _, u := range users {
+		count[u.Domain]++
+	}
+	out := make([]Domain, 0, len(doms))
+	for _, dr := range doms {
+		var info domainInfo
+		if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, dr.ID, dr.Sealed, &info); err != nil {
+			return nil, fmt.Errorf("open domain record: %w", err)
+		}
+		out = append(out, Domain{Name: info.Name, KeyMode: info.Mode, Region: string(regions[domainRegionKey(dr.ID)]), Users: count[dr.ID]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, ctx.Err()
+}
+
+// AddUser creates an account with the default mailboxes, on a mail shard
+// of its domain's region.
+func (d *Directory) AddUser(ctx context.Context, address, password string) error {
+	addr, domain, err := canonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	if err := validatePassword(password); err != nil {
+		return err
+	}
+	dom, dinfo, err := d.domainByName(domain)
+	if err != nil {
+		return fmt.Errorf("add user: domain %s: %w", domain, err)
+	}
+	if _, _, err := d.userByAddress(addr); err == nil {
+		return fmt.Errorf("add user: %w", schema.ErrUserExists)
+	}
+	hash, err := d.hash.hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	rec := schema.UserRecord{ID: schema.NewID(), NameKey: d.keys.userNameKey(addr), Domain: dom.ID}
+	if rec.Shard, err = d.c.PlaceUser(d.domainRegion(dom.ID)); err != nil {
+		return fmt.Errorf("add user: %w", err)
+	}
+	if dinfo.Mode == KeyModeUser {
+		dk, err := d.domainKeys(dom)
+		if err != nil {
+			return err
+		}
+		rec.WrappedKey, err = d.sealer.Seal(seal.NewStatic(dk...), seal.KindUserKey, rec.ID[:], keyObject, encodeKeys([]seal.Key{seal.NewKey(1)}))
+		if err != nil {
+			return err
+		}
+	}
+	rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindUserInfo, rec.ID, userInfo{Address: addr, Password: hash, Created: time.Now().Unix()})
+	if err != nil {
+		return err
+	}
+	keys, err := d.userKeysFor(rec)
+	if err != nil {
+		return err
+	}
+	init := &schema.InitUser{User: rec.ID}
+	for _, m := range schema.DefaultMailboxes {
+		nm := schema.NewMailbox{ID: schema.NewID(), NameKey: keys.MailboxNameKey(m.Name), Inbox: m.Name == schema.InboxName}
+		if nm.Sealed, err = SealMailbox(d.sealer, keys, rec.ID, nm.ID, MailboxAttrs{Name: m.Name, SpecialUse: m.SpecialUse, Subscribed: true}); err != nil {
+			return err
+		}
+		init.Mailboxes = append(init.Mailboxes, nm)
+	}
+	// Mailboxes first, then the directory entry that makes the user exist:
+	// a crash in between leaves only unreachable, sealed state.
+	if _, err := d.c.Apply(ctx, rec.Shard, init); err != nil {
+		return fmt.Errorf("add user: create mailboxes: %w", err)
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutUser{Record: rec, Create: true}); err != nil {
+		if _, rbErr := d.c.Apply(context.WithoutCancel(ctx), rec.Shard, &schema.DeleteUserData{User: rec.ID}); rbErr != nil {
+			d.log.Error("roll back mailboxes of a user that was not created", "err", rbErr)
+		}
+		return fmt.Errorf("add user: %w", err)
+	}
+	d.log.Info("user added", "shard", rec.Shard)
+	return nil
+}
+
+// DeleteUser deletes an account and its mail. In "user" key mode its key
+// goes with it, so copies of its mail elsewhere become unreadable.
+func (d *Directory) DeleteUser(ctx context.Context, address string) error {
+	addr, _, err := canonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	rec, _, err := d.userByAddress(addr)
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	if _, err := d.c.Apply(ctx, rec.Shard, &schema.DeleteUserData{User: rec.ID}); err != nil {
+		return fmt.Errorf("delete user: mail: %w", err)
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.DeleteUser{User: rec.ID}); err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	d.auth.forget(rec.ID)
+	d.log.Info("user deleted", "shard", rec.Shard)
+	return nil
+}
+
+// SetPassword replaces a user's password.
+func (d *Directory) SetPassword(ctx context.Context, address, password string) error {
+	addr, _, err := canonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	if err := validatePassword(password); err != nil {
+		return err
+	}
+	rec, info, err := d.userByAddress(addr)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	if info.Password, err = d.hash.hash(ctx, password); err != nil {
+		return err
+	}
+	if rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindUserInfo, rec.ID, info); err != nil {
+		return err
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutUser{Record: rec}); err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	d.auth.forget(rec.ID)
+	return nil
+}
+
+// Users lists the addresses of a domain's users ("" for all domains).
+func (d *Directory) Users(ctx context.Context, domain string) ([]string, error) {
+	var filter schema.ID
+	if domain != "" {
+		dn, err := canonicalDomain(domain)
+		if err != nil {
+			return nil, err
+		}
+		rec, _, err := d.domainByName(dn)
+		if err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		filter = rec.ID
+	}
+	var users []schema.UserRecord
+	if err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { users, err = r.Users(); return err }); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, u := range users {
+		if !filter.IsZero() && u.Domain != filter {
+			continue
+		}
+		var info userInfo
+		if err := d.openJSON(d.keys.meta, seal.KindUserInfo, u.ID, u.Sealed, &info); err != nil {
+			return nil, fmt.Errorf("open user record: %w", err)
+		}
+		out = append(out, info.Address)
+	}
+	sort.Strings(out)
+	return out, ctx.Err()
+}
+
+// lookupUser finds a user by address in this node's meta replica; a miss
+// is checked again after catching up with the meta leader, so a user
+// created a moment ago through another node is found.
+func (d *Directory) lookupUser(ctx context.Context, addr string) (schema.UserRecord, userInfo, error) {
+	rec, info, err := d.userByAddress(addr)
+	if !errors.Is(err, schema.ErrNoSuchUser) {
+		return rec, info, err
+	}
+	if cerr := d.c.CatchUpMeta(ctx); cerr != nil {
+		return rec, info, err
+	}
+	return d.userByAddress(addr)
+}
+
+// Authenticate checks a login. Unknown users and wrong passwords take the
+// same time and give the same schema.ErrAuthFailed. The password is
+// checked against this node's meta replica, so a changed password or a
+// deleted user stops working here within the replica's lag.
+func (d *Directory) Authenticate(ctx context.Context, username, password string) (*User, error) {
+	addr, _, err := canonicalAddress(username)
+	var rec schema.UserRecord
+	var info userInfo
+	if err == nil {
+		rec, info, err = d.lookupUser(ctx, addr)
+	}
+	if err != nil && !errors.Is(err, schema.ErrNoSuchUser) && !errors.Is(err, schema.ErrInvalid) {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	if err != nil {
+		if _, verr := d.hash.verify(ctx, "", password); verr != nil {
+			return nil, verr
+		}
+		return nil, schema.ErrAuthFailed
+	}
+	if !d.auth.check(rec, addr, password) {
+		ok, err := d.hash.verify(ctx, info.Password, password)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, schema.ErrAuthFailed
+		}
+		d.auth.remember(rec, addr, password)
+	}
+	return d.user(rec, info.Address)
+}
+
+func (d *Directory) user(rec schema.UserRecord, address string) (*User, error) {
+	keys, err := d.userKeysFor(rec)
+	if err != nil {
+		return nil, err
+	}
+	return &User{ID: rec.ID, Address: address, Shard: rec.Shard, Keys: keys}, nil
+}
+
+// LookupRecipient reports whether address is a local mailbox. An address
+// with a "+detail" suffix in its local part reaches the base address when
+// no account has the full address.
+func (d *Directory) LookupRecipient(ctx context.Context, address string) error {
+	_, err := d.resolveRecipient(ctx, address)
+	if err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// ResolveRecipient returns the user an address delivers to, with the keys
+// that seal its mail.
+func (d *Directory) ResolveRecipient(ctx context.Context, address string) (*User, error) {
+	rec, err := d.resolveRecipient(ctx, address)
+	if err != nil {
+		return nil, err
+	}
+	var info userInfo
+	if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
+		return nil, fmt.Errorf("open user record: %w", err)
+	}
+	return d.user(rec, info.Address)
+}
+
+// UserByID returns a user by id (a spooled message names its recipients
+// by id).
+func (d *Directory) UserByID(ctx context.Context, id schema.ID) (*User, error) {
+	var rec schema.UserRecord
+	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(id); return err })
+	if errors.Is(err, schema.ErrNoSuchUser) {
+		if cerr := d.c.CatchUpMeta(ctx); cerr == nil {
+			err = d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(id); return err })
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var info userInfo
+	if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
+		return nil, fmt.Errorf("open user record: %w", err)
+	}
+	return d.user(rec, info.Address)
+}
+
+func (d *Directory) resolveRecipient(ctx context.Context, address string) (schema.UserRecord, error) {
+	addr, domain, err := canonicalAddress(address)
+	if err != nil {
+		return schema.UserRecord{}, err
+	}
+	if _, _, err := d.domainByName(domain); err != nil {
+		if errors.Is(err, schema.ErrNoSuchDomain) {
+			if cerr := d.c.CatchUpMeta(ctx); cerr == nil {
+				_, _, err = d.domainByName(domain)
+			}
+		}
+		if errors.Is(err, schema.ErrNoSuchDomain) {
+			return schema.UserRecord{}, schema.ErrNotLocal
+		}
+		if err != nil {
+			return schema.UserRecord{}, err
+		}
+	}
+	rec, _, err := d.lookupUser(ctx, addr)
+	if errors.Is(err, schema.ErrNoSuchUser) {
+		local := addr[:strings.LastIndexByte(addr, '@')]
+		if plus := strings.IndexByte(local, '+'); plus > 0 {
+			rec, _, err = d.lookupUser(ctx, local[:plus]+"@"+domain)
+		}
+	}
+	return rec, err
+}

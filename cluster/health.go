@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+)
+
+const (
+	pingEvery   = time.Second
+	pingTimeout = 2 * time.Second
+)
+
+// health pings every other member once a second. What it learns drives
+// placement (a node unreachable for DeadAfter is replaced), leader hints
+// for shards this node keeps no replica of, catch-up checks before a
+// replica is promoted, and cluster status.
+type health struct {
+	c       *Cluster
+	started time.Time
+	mu      sync.Mutex
+	peers   map[string]*peerHealth
+}
+
+type peerHealth struct {
+	lastSeen time.Time
+	lastErr  string
+	report   PingResponse
+}
+
+func newHealth(c *Cluster) *health {
+	return &health{c: c, started: time.Now(), peers: map[string]*peerHealth{}}
+}
+
+// unreachableFor returns how long a node has not answered, counting from
+// this node's start at the earliest.
+func (h *health) unreachableFor(id string) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	since := h.started
+	if p := h.peers[id]; p != nil && p.lastSeen.After(since) {
+		since = p.lastSeen
+	}
+	return time.Since(since)
+}
+
+func (h *health) run() {
+	defer h.c.wg.Done()
+	t := time.NewTicker(pingEvery)
+	defer t.Stop()
+	for {
+		h.round()
+		select {
+		case <-h.c.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// round pings every member in parallel and waits for the answers.
+func (h *health) round() {
+	v := h.c.currentView()
+	if v == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, n := range v.activeNodes() {
+		if n.ID == h.c.cfg.NodeID {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+			defer cancel()
+			resp, err := h.c.rpc.ping(ctx, n.Address)
+			h.record(n.ID, resp, err)
+		}()
+	}
+	wg.Wait()
+}
+
+func (h *health) record(id string, resp PingResponse, err error) {
+	h.mu.Lock()
+	p := h.peers[id]
+	if p == nil {
+		p = &peerHealth{}
+		h.peers[id] = p
+	}
+	if err != nil {
+		p.lastErr = err.Error()
+		h.mu.Unlock()
+		return
+	}
+	p.lastSeen, p.lastErr, p.report = time.Now(), "", resp
+	h.mu.Unlock()
+	for _, st := range resp.Shards {
+		if st.State == "leader" {
+			h.c.learnLeader(st.Shard, resp.NodeID, resp.Address, st.Term)
+		}
+	}
+}
+
+// alive reports whether a node answered within d (this node is always
+// alive to itself).
+func (h *health) alive(id string, d time.Duration) bool {
+	if id == h.c.cfg.NodeID {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.peers[id]
+	return p != nil && time.Since(p.lastSeen) < d
+}
+
+// seenOnce reports whether a node has answered since this node started.
+func (h *health) seenOnce(id string) bool {
+	if id == h.c.cfg.NodeID {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.peers[id]
+	return p != nil && !p.lastSeen.IsZero()
+}
+
+// shardStatus returns what a node last reported about its replica of a
+// shard.
+func (h *health) shardStatus(id string, n uint32) (raftstore.Status, bool) {
+	if id == h.c.cfg.NodeID {
+		if s := h.c.replica(n); s != nil {
+			return s.Status(), true
+		}
+		return raftstore.Status{}, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.peers[id]
+	if p == nil {
+		return raftstore.Status{}, false
+	}
+	for _, st := range p.report.Shards {
+		if st.Shard == n {
+			return st, true
+		}
+	}
+	return raftstore.Status{}, false
+}
+
+// peer returns what this node knows of another's health.
+func (h *health) peer(id string) (peerHealth, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.peers[id]
+	if p == nil {
+		return peerHealth{}, false
+	}
+	return *p, true
+}

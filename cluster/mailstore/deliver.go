@@ -1,0 +1,242 @@
+package mailstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
+)
+
+// deliverConcurrency bounds recipients committed in parallel.
+const deliverConcurrency = 4
+
+// spoolFromObject is the object id the envelope sender of a spooled
+// message is sealed under (its chunks use their index).
+const spoolFromObject = math.MaxUint32
+
+// Deliver stores a message in the inbox of every recipient, each copy
+// sealed with its owner's key. When every recipient's mail is on one
+// shard, it returns nil only when every copy is committed. When they are
+// on several shards, the message is first committed once to a spool on
+// one of them: from then on it is delivered to every recipient exactly
+// once even if a shard fails between two recipients, so Deliver returns
+// nil and the copies that could not be committed now are retried by the
+// spool worker. A failure before the spool commit is returned, and the
+// sender retries the whole message.
+func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
+	if len(d.Recipients) == 0 {
+		return fmt.Errorf("deliver: no recipients: %w", schema.ErrInvalid)
+	}
+	msg := normalizeCRLF(d.Message)
+	if len(msg) > MaxMessageSize {
+		return fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
+	}
+	now := time.Now()
+	seen := map[schema.ID]bool{}
+	var users []*directory.User
+	var errs []error
+	shards := map[uint32]bool{}
+	for i, rcpt := range d.Recipients {
+		u, err := s.dir.ResolveRecipient(ctx, rcpt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("deliver to recipient %d: %w", i+1, err))
+			continue
+		}
+		if seen[u.ID] {
+			continue // one copy per mailbox, whatever aliases were used
+		}
+		seen[u.ID] = true
+		users = append(users, u)
+		shards[u.Shard] = true
+	}
+	if len(users) == 0 {
+		return errors.Join(errs...)
+	}
+	if len(shards) > 1 {
+		if err := s.spool(ctx, d.From, users, msg, now); err != nil {
+			return err
+		}
+		return errors.Join(errs...)
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deliverConcurrency)
+	for _, u := range users {
+		g.Go(func() error {
+			if _, err := s.storeMessage(gctx, u.Shard, u.ID, u.Keys, schema.ID{}, msg, nil, now, schema.NewID()); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("deliver: %w", err))
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+// spool commits msg once to the spool of the first recipient's shard,
+// then stores every recipient's copy (see Deliver). It returns nil once
+// the spool entry is committed.
+func (s *Store) spool(ctx context.Context, from string, users []*directory.User, msg []byte, now time.Time) error {
+	sort.Slice(users, func(i, j int) bool { return users[i].Shard < users[j].Shard })
+	home := users[0].Shard
+	id := schema.NewID()
+	keys := s.dir.SpoolKeys()
+	pieces := splitMessage(msg)
+	sealed := make([][]byte, len(pieces))
+	var err error
+	for i, p := range pieces {
+		if sealed[i], err = s.sealer.Seal(keys, seal.KindChunk, id[:], seal.ChunkObject(id, uint32(i)), p); err != nil {
+			return err
+		}
+	}
+	sp := &schema.Spool{ID: id, Size: uint64(len(msg))}
+	if sp.From, err = s.sealer.Seal(keys, seal.KindChunk, id[:], seal.ChunkObject(id, spoolFromObject), []byte(from)); err != nil {
+		return err
+	}
+	for _, u := range users {
+		sp.Recipients = append(sp.Recipients, schema.SpoolRecipient{User: u.ID, Shard: u.Shard})
+	}
+	if sp.StagedChunks, sp.Chunks, err = s.stage(ctx, home, id, id, sealed); err != nil {
+		return fmt.Errorf("deliver: spool: %w", err)
+	}
+	if _, err := s.c.ApplyRequest(ctx, home, id, sp); err != nil {
+		return fmt.Errorf("deliver: spool: %w", err)
+	}
+	s.fanOut(ctx, home, id, users, msg, now)
+	return nil
+}
+
+// copyRequest is the request id of a spooled message's copy for one
+// user: the same on every attempt, so the copy is committed once.
+func copyRequest(spool, user schema.ID) schema.ID {
+	h := sha256.New()
+	h.Write([]byte("mailcluster/spool-copy/"))
+	h.Write(spool[:])
+	h.Write(user[:])
+	var id schema.ID
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+// fanOut stores the copies of a spooled message and records which are
+// done. Failures are left to the spool worker.
+func (s *Store) fanOut(ctx context.Context, home uint32, id schema.ID, users []*directory.User, msg []byte, date time.Time) {
+	var mu sync.Mutex
+	var done []schema.ID
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deliverConcurrency)
+	for _, u := range users {
+		g.Go(func() error {
+			_, err := s.storeMessage(gctx, u.Shard, u.ID, u.Keys, schema.ID{}, msg, nil, date, copyRequest(id, u.ID))
+			if err != nil {
+				s.log.Warn("spooled copy not committed yet; it will be retried", "shard", u.Shard, "err", err)
+				return nil
+			}
+			mu.Lock()
+			done = append(done, u.ID)
+			mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait()
+	s.spoolDone(ctx, home, id, done)
+}
+
+func (s *Store) spoolDone(ctx context.Context, home uint32, id schema.ID, done []schema.ID) {
+	if len(done) == 0 {
+		return
+	}
+	if _, err := s.c.Apply(ctx, home, &schema.SpoolDone{ID: id, Users: done}); err != nil {
+		s.log.Warn("record spooled copies as done; they will be checked again", "shard", home, "err", err)
+	}
+}
+
+// spoolWorker retries, on the shards this node leads, the copies of
+// spooled messages that are still missing after SpoolRetry.
+func (s *Store) spoolWorker() {
+	defer s.wg.Done()
+	t := time.NewTicker(max(s.cfg.SpoolRetry/3, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		for n := uint32(1); int(n) <= s.c.MailShards(); n++ {
+			if s.c.LeadsShard(n) {
+				s.retrySpool(n)
+			}
+		}
+	}
+}
+
+func (s *Store) retrySpool(home uint32) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := s.c.Query(ctx, home, raftstore.Query{Kind: raftstore.QuerySpooled}, 0)
+	if err != nil {
+		return
+	}
+	cutoff := time.Now().Add(-s.cfg.SpoolRetry).UnixNano()
+	for _, rec := range res.Spooled {
+		if rec.Time > cutoff || ctx.Err() != nil {
+			continue
+		}
+		if err := s.retrySpooled(ctx, home, rec); err != nil {
+			s.log.Warn("retry spooled message", "shard", home, "err", err)
+		}
+	}
+}
+
+func (s *Store) retrySpooled(ctx context.Context, home uint32, rec schema.SpoolRecord) error {
+	res, err := s.c.Query(ctx, home, raftstore.Query{Kind: raftstore.QuerySpoolChunks, Blob: rec.ID}, 0)
+	if err != nil {
+		return err
+	}
+	keys := s.dir.SpoolKeys()
+	msg := make([]byte, 0, rec.Size)
+	for i, c := range res.Chunks {
+		p, err := s.sealer.Open(keys, seal.KindChunk, rec.ID[:], seal.ChunkObject(rec.ID, uint32(i)), c)
+		if err != nil {
+			return fmt.Errorf("open spooled chunk: %w", err)
+		}
+		msg = append(msg, p...)
+	}
+	var users []*directory.User
+	var gone []schema.ID
+	for _, r := range rec.Recipients {
+		u, err := s.dir.UserByID(ctx, r.User)
+		if errors.Is(err, schema.ErrNoSuchUser) {
+			gone = append(gone, r.User) // deleted meanwhile: nothing to deliver
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		users = append(users, u)
+	}
+	s.spoolDone(ctx, home, rec.ID, gone)
+	s.fanOut(ctx, home, rec.ID, users, msg, time.Unix(0, rec.Time))
+	return nil
+}

@@ -1,0 +1,21 @@
+// Package mailstore owns the mail store the frontends consume: accounts,
+// mailboxes, messages, flags, delivery and change events, sealed with
+// each user's key and committed through the cluster to the leader of the
+// user's mail shard. Store satisfies protocols.Backend and Account
+// protocols.Account.
+//
+// Invariants:
+//   - Everything a user owns is sealed with that user's data key on this
+//     node before it is proposed; only opaque ids, counters and sizes
+//     travel or rest in the clear.
+//   - Mail-changing calls return only after their Raft entry is committed
+//     and applied, so a frontend may acknowledge as soon as they return.
+//   - An account reads at or after every index it has written or read, and
+//     a write returns only after the account's watchers were handed its
+//     events (wherever the shard's leader is), so a session sees its own
+//     writes.
+//   - A message for recipients on several shards is committed once to a
+//     spool before delivery is acknowledged, and each recipient's copy is
+//     committed under a request id derived from the spool entry, so a
+//     failure between recipients neither loses nor duplicates a copy.
+package mailstore

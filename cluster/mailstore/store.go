@@ -1,0 +1,96 @@
+package mailstore
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/raftstore/seal"
+)
+
+// Cluster is what the mail store needs of the cluster: commands and named
+// reads routed to a shard's leader wherever it is, and change events of a
+// user's mail from whichever replica serves them. *cluster.Cluster
+// satisfies it.
+type Cluster interface {
+	// Apply commits p on mail shard n under a fresh request id.
+	Apply(ctx context.Context, n uint32, p schema.Payload) (*schema.Result, error)
+	// ApplyRequest commits p under reqID: a retry with the same id is
+	// applied once.
+	ApplyRequest(ctx context.Context, n uint32, reqID schema.ID, p schema.Payload) (*schema.Result, error)
+	// Query runs a named read on a replica of shard n that has applied at
+	// least minIndex (the leader unless told otherwise).
+	Query(ctx context.Context, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error)
+	// Watch hands fn the change events of user on shard n applied after
+	// index from, in log order, until cancel; a ChangeResync event stands
+	// for any it cannot deliver. fn must not block. wait returns once
+	// every event up to an index has been handed to fn.
+	Watch(n uint32, user schema.ID, from uint64, fn func([]raftstore.Event)) (wait func(ctx context.Context, index uint64) error, cancel func())
+	// LeadsShard reports whether this node leads mail shard n.
+	LeadsShard(n uint32) bool
+	// MailShards returns the number of mail shards.
+	MailShards() int
+}
+
+// Config configures a Store.
+type Config struct {
+	Logger *slog.Logger
+	// SpoolRetry is how long a spooled message waits before this node
+	// retries the copies that failed; 0 means 30 seconds.
+	SpoolRetry time.Duration
+}
+
+// Store is the mail store the frontends consume: it satisfies
+// protocols.Backend with *Account.
+type Store struct {
+	c      Cluster
+	dir    *directory.Directory
+	sealer *seal.Sealer
+	log    *slog.Logger
+	cfg    Config
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New returns the mail store over a cluster and its directory, and starts
+// the spool worker that finishes deliveries a failure interrupted.
+func New(c Cluster, dir *directory.Directory, cfg Config) *Store {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SpoolRetry <= 0 {
+		cfg.SpoolRetry = 30 * time.Second
+	}
+	s := &Store{c: c, dir: dir, sealer: dir.Sealer(), log: cfg.Logger.With("component", "mailstore"), cfg: cfg, stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.spoolWorker()
+	return s
+}
+
+// Close stops the spool worker.
+func (s *Store) Close() {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+	})
+}
+
+// Authenticate checks a login and returns the user's mail store.
+func (s *Store) Authenticate(ctx context.Context, username, password string) (*Account, error) {
+	u, err := s.dir.Authenticate(ctx, username, password)
+	if err != nil {
+		return nil, err
+	}
+	return s.newAccount(u), nil
+}
+
+// LookupRecipient reports whether address is a local mailbox.
+func (s *Store) LookupRecipient(ctx context.Context, address string) error {
+	return s.dir.LookupRecipient(ctx, address)
+}

@@ -1,0 +1,218 @@
+package mailstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+const (
+	// watchBuffer is how many events a watcher holds before it is told to
+	// resynchronise instead.
+	watchBuffer = 1024
+	// syncTimeout bounds how long a write waits for its events to reach
+	// the account's watchers; a watcher that misses it is resynchronised
+	// instead, so the session reloads rather than miss its own change.
+	syncTimeout = 5 * time.Second
+)
+
+// watcher turns one mailbox's sealed change events, from whichever
+// replica serves them, into decrypted changes on a channel. Events are
+// queued by the cluster's callback (which must not block) and decrypted
+// on the watcher's own goroutine.
+type watcher struct {
+	a    *Account
+	mbox schema.ID
+	out  chan schema.Change
+
+	wait   func(ctx context.Context, index uint64) error
+	cancel func()
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	queue     []raftstore.Event
+	overflow  bool
+	enqueued  uint64 // highest index queued
+	processed uint64 // highest index pushed to out
+	busy      bool   // the worker holds events taken from the queue
+	closed    bool
+	done      chan struct{}
+	stopOnce  sync.Once
+}
+
+// Watch streams the changes to one mailbox, decrypted, in commit order.
+// The account's own writes return only after their events are on the
+// channel, so a session that drains it after its own command sees that
+// command's effects. A watcher that falls behind, or whose event stream
+// from another node broke beyond what the replica remembers, receives
+// one schema.ChangeResync in place of what it missed.
+func (a *Account) Watch(mbox schema.ID) (<-chan schema.Change, func()) {
+	w := &watcher{a: a, mbox: mbox, out: make(chan schema.Change, watchBuffer), done: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	w.wait, w.cancel = a.s.c.Watch(a.shard, a.user, a.minIndex(), w.enqueue)
+	a.mu.Lock()
+	a.watchers[w] = struct{}{}
+	a.mu.Unlock()
+	go w.run()
+	return w.out, w.stop
+}
+
+// enqueue is the cluster's callback: it only queues.
+func (w *watcher) enqueue(events []raftstore.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	for _, e := range events {
+		if e.Index > w.enqueued {
+			w.enqueued = e.Index
+		}
+		if e.Kind != schema.ChangeResync && e.Mailbox != w.mbox {
+			continue
+		}
+		if len(w.queue) >= watchBuffer {
+			w.overflow = true
+			w.queue = w.queue[:0]
+		}
+		w.queue = append(w.queue, e)
+	}
+	if len(w.queue) == 0 && !w.busy && !w.overflow {
+		w.processed = w.enqueued // nothing for this mailbox: all caught up
+	}
+	w.cond.Broadcast()
+}
+
+func (w *watcher) run() {
+	defer close(w.done)
+	defer close(w.out)
+	for {
+		w.mu.Lock()
+		for !w.closed && len(w.queue) == 0 && !w.overflow {
+			w.cond.Wait()
+		}
+		if w.closed {
+			w.mu.Unlock()
+			return
+		}
+		batch, overflow, through := w.queue, w.overflow, w.enqueued
+		w.queue, w.overflow, w.busy = nil, false, true
+		w.mu.Unlock()
+
+		if overflow {
+			w.push(schema.Change{Kind: schema.ChangeResync, Index: through, Mailbox: w.mbox})
+		}
+		for _, e := range batch {
+			w.push(w.change(e))
+		}
+		w.mu.Lock()
+		w.busy = false
+		if through > w.processed {
+			w.processed = through
+		}
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
+}
+
+// change decrypts one event (on the watcher's goroutine, never the FSM's).
+func (w *watcher) change(e raftstore.Event) schema.Change {
+	c := schema.Change{Kind: e.Kind, Index: e.Index, ReqID: e.ReqID, Mailbox: e.Mailbox, UID: e.UID}
+	if e.Message != nil {
+		info, err := w.a.s.openMessage(w.a.keys, w.a.user, e.Message)
+		if err != nil {
+			w.a.s.log.Error("open message of change event", "err", err)
+			return schema.Change{Kind: schema.ChangeResync, Index: e.Index, Mailbox: w.mbox}
+		}
+		c.Message = &info
+	}
+	return c
+}
+
+// push queues a change for the session; when the session does not keep
+// up, what is queued is replaced by one resync.
+func (w *watcher) push(c schema.Change) {
+	select {
+	case w.out <- c:
+		return
+	default:
+	}
+	for {
+		select {
+		case <-w.out:
+			continue
+		default:
+		}
+		break
+	}
+	w.out <- schema.Change{Kind: schema.ChangeResync, Index: c.Index, Mailbox: w.mbox}
+}
+
+// sync waits until every event up to index is on the channel. If that
+// does not happen in time (the event stream is slow or broken), the
+// session is told to resynchronise, which reads the mailbox afresh.
+func (w *watcher) sync(ctx context.Context, index uint64) {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if err := w.wait(ctx, index); err != nil {
+		w.resync(index)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	})
+	defer stop()
+	w.mu.Lock()
+	for !w.closed && ctx.Err() == nil && (w.busy || len(w.queue) > 0 || w.overflow || w.processed < w.enqueued) {
+		w.cond.Wait()
+	}
+	late := ctx.Err() != nil && !w.closed
+	w.mu.Unlock()
+	if late {
+		w.resync(index)
+	}
+}
+
+// resync queues a resynchronisation for the session.
+func (w *watcher) resync(index uint64) {
+	w.mu.Lock()
+	if !w.closed {
+		w.queue = append(w.queue, raftstore.Event{Kind: schema.ChangeResync, Index: index, Mailbox: w.mbox})
+		w.cond.Broadcast()
+	}
+	w.mu.Unlock()
+}
+
+// stop ends the watcher; the channel is closed once its goroutine ends.
+func (w *watcher) stop() {
+	w.stopOnce.Do(func() {
+		w.cancel()
+		w.mu.Lock()
+		w.closed = true
+		w.cond.Broadcast()
+		w.mu.Unlock()
+		<-w.done
+		w.a.mu.Lock()
+		delete(w.a.watchers, w)
+		w.a.mu.Unlock()
+	})
+}
+
+// syncWatchers waits until the account's watchers have every event up to
+// index (see watcher.sync).
+func (a *Account) syncWatchers(ctx context.Context, index uint64) {
+	a.mu.Lock()
+	ws := make([]*watcher, 0, len(a.watchers))
+	for w := range a.watchers {
+		ws = append(ws, w)
+	}
+	a.mu.Unlock()
+	for _, w := range ws {
+		w.sync(ctx, index)
+	}
+}

@@ -1,0 +1,279 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+const (
+	// metaApplyWait bounds how long a meta write waits for this node's
+	// replica to apply it (so the node reads its own directory changes).
+	metaApplyWait = 5 * time.Second
+	// readWait bounds how long a replica waits to reach a reader's index.
+	readWait = 5 * time.Second
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = 250 * time.Millisecond
+)
+
+// leaderHint is where this node last saw a shard's leader.
+type leaderHint struct {
+	id, addr string
+	term     uint64
+}
+
+// errNoLeader means no leader is known for a shard right now.
+var errNoLeader = errors.New("no known leader")
+
+// notLeaderError is a replica's answer that it does not lead, with the
+// leader it knows, if any.
+type notLeaderError struct{ id, addr string }
+
+func (e *notLeaderError) Error() string {
+	if e.id == "" {
+		return "not the leader, and no leader known"
+	}
+	return "not the leader; the leader is " + e.id
+}
+
+// leaderOf returns the leader of shard n as this node knows it: from its
+// own replica if it has one, else from the hints of pings and answers.
+func (c *Cluster) leaderOf(n uint32) (id, addr string) {
+	if s := c.replica(n); s != nil {
+		if id, addr := s.Leader(); id != "" {
+			return id, addr
+		}
+	}
+	c.mu.RLock()
+	h := c.leaders[n]
+	c.mu.RUnlock()
+	return h.id, h.addr
+}
+
+// learnLeader records a hint about a shard's leader; a hint from a newer
+// term wins, and an explicit redirect always does (term 0).
+func (c *Cluster) learnLeader(n uint32, id, addr string, term uint64) {
+	if id == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h := c.leaders[n]; term != 0 && h.term > term {
+		return
+	}
+	c.leaders[n] = leaderHint{id: id, addr: addr, term: term}
+}
+
+func (c *Cluster) forgetLeader(n uint32, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaders[n].id == id {
+		delete(c.leaders, n)
+	}
+}
+
+// route runs op against the leader of shard n, following redirects and
+// retrying through elections, dead peers and lost connections until it
+// succeeds, fails for a reason a retry cannot change, or the route
+// timeout ends (then schema.ErrUnavailable).
+func (c *Cluster) route(ctx context.Context, n uint32, op func(ctx context.Context, local *raftstore.Shard, addr string) error) error {
+	backoff := minBackoff
+	var last error
+	var giveUp time.Time // set at the first failure: the time to find a leader is bounded, not the operation
+	redirects := 0
+	for {
+		id, addr := c.leaderOf(n)
+		var err error
+		switch {
+		case id == "":
+			err = errNoLeader
+		case id == c.cfg.NodeID:
+			if s := c.replica(n); s != nil {
+				err = op(ctx, s, "")
+			} else {
+				err = errNoLeader
+				c.forgetLeader(n, id)
+			}
+		default:
+			err = op(ctx, nil, addr)
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		last = err
+		var nl *notLeaderError
+		if errors.As(err, &nl) && nl.id != "" && nl.id != id {
+			c.learnLeader(n, nl.id, nl.addr, 0)
+			if redirects++; redirects <= 3 {
+				continue // a redirect: go there at once
+			}
+		}
+		if id != "" && id != c.cfg.NodeID {
+			c.forgetLeader(n, id)
+		}
+		if giveUp.IsZero() {
+			giveUp = time.Now().Add(c.cfg.RouteTimeout)
+		}
+		if time.Now().After(giveUp) {
+			return fmt.Errorf("shard %d: %w: %v", n, schema.ErrUnavailable, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("shard %d: %w: %v (%v)", n, schema.ErrUnavailable, last, ctx.Err())
+		case <-c.closing:
+			return fmt.Errorf("shard %d: node stopping: %w", n, schema.ErrUnavailable)
+		case <-time.After(backoff):
+		}
+		c.probeLeader(n)
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// retryable reports whether an operation may succeed against another or a
+// later leader. Data-model answers (no such mailbox...) are final.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var rerr *remoteError
+	if errors.As(err, &rerr) {
+		return rerr.temporary
+	}
+	if schema.CodeOf(err) != schema.CodeInvalid || errors.Is(err, schema.ErrInvalid) {
+		return false // a sentinel of the data model
+	}
+	return true // not leader, no leader, closed replica, lost connection
+}
+
+// Apply commits p on shard n (0 is the meta shard) under a fresh request
+// id; see ApplyRequest.
+func (c *Cluster) Apply(ctx context.Context, n uint32, p schema.Payload) (*schema.Result, error) {
+	return c.ApplyRequest(ctx, n, schema.NewID(), p)
+}
+
+// ApplyRequest commits p on shard n under reqID, through the shard's
+// leader wherever it is, and returns once it is applied. Retries (after a
+// leader change, a lost answer or a dead peer) reuse reqID, so the FSM
+// applies the command once. A meta write also waits until this node's
+// meta replica has applied it.
+func (c *Cluster) ApplyRequest(ctx context.Context, n uint32, reqID schema.ID, p schema.Payload) (*schema.Result, error) {
+	cmd := schema.Command{ReqID: reqID, Time: time.Now().UnixNano(), Payload: p}
+	var res *schema.Result
+	err := c.route(ctx, n, func(ctx context.Context, local *raftstore.Shard, addr string) error {
+		var err error
+		if local != nil {
+			res, err = local.Apply(ctx, cmd)
+			if errors.Is(err, raftstore.ErrNotLeader) {
+				id, addr := local.Leader()
+				return &notLeaderError{id: id, addr: addr}
+			}
+			return err
+		}
+		res, err = c.rpc.apply(ctx, addr, n, cmd)
+		return err
+	})
+	if res != nil && res.Code != schema.CodeOK {
+		return res, res.Err()
+	}
+	if err != nil {
+		return res, fmt.Errorf("%s on shard %d: %w", p.Op(), n, err)
+	}
+	if n == 0 {
+		if m := c.meta(); m != nil {
+			wctx, cancel := context.WithTimeout(ctx, metaApplyWait)
+			if werr := m.WaitApplied(wctx, res.Index); werr != nil {
+				c.log.Warn("meta write committed but not applied here yet", "err", werr)
+			}
+			cancel()
+		}
+	}
+	return res, nil
+}
+
+// Query runs a named read of shard n on its leader, once the leader has
+// applied at least minIndex (the caller's own last write or read), so a
+// session reads its own writes after any leader change.
+func (c *Cluster) Query(ctx context.Context, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
+	var res *raftstore.QueryResult
+	err := c.route(ctx, n, func(ctx context.Context, local *raftstore.Shard, addr string) error {
+		var err error
+		if local != nil {
+			res, err = queryLocal(ctx, local, q, minIndex)
+			return err
+		}
+		res, err = c.rpc.query(ctx, addr, n, q, minIndex)
+		return err
+	})
+	if res != nil && res.Code != schema.CodeOK {
+		return res, res.Err()
+	}
+	if err != nil {
+		return res, fmt.Errorf("read shard %d: %w", n, err)
+	}
+	return res, nil
+}
+
+// queryLocal serves a read on this node's replica, which must lead and
+// must have applied minIndex.
+func queryLocal(ctx context.Context, s *raftstore.Shard, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
+	if !s.IsLeader() {
+		id, addr := s.Leader()
+		return nil, &notLeaderError{id: id, addr: addr}
+	}
+	wctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	if err := s.WaitApplied(wctx, minIndex); err != nil {
+		return nil, err
+	}
+	return s.Query(q)
+}
+
+// CatchUpMeta brings this node's meta replica up to the meta leader's
+// commit index, for a lookup that must see a record written a moment ago
+// through another node.
+func (c *Cluster) CatchUpMeta(ctx context.Context) error {
+	m := c.meta()
+	if m == nil {
+		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	}
+	if m.IsLeader() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	id, addr := m.Leader()
+	if id == "" {
+		return fmt.Errorf("meta shard: %w", errNoLeader)
+	}
+	index, err := c.rpc.commitIndex(ctx, addr, 0)
+	if err != nil {
+		return err
+	}
+	return m.WaitApplied(ctx, index)
+}
+
+// probeLeader asks the nodes that keep shard n who leads it, when this
+// node has no replica of its own to know from.
+func (c *Cluster) probeLeader(n uint32) {
+	if c.replica(n) != nil {
+		return
+	}
+	v := c.currentView()
+	if v == nil {
+		return
+	}
+	p, ok := v.placements[n]
+	if !ok {
+		return
+	}
+	for _, id := range p.Replicas {
+		if st, ok := c.health.shardStatus(id, n); ok && st.LeaderID != "" {
+			c.learnLeader(n, st.LeaderID, st.LeaderAddress, st.Term)
+			return
+		}
+	}
+}

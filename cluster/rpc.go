@@ -1,0 +1,370 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/transport"
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// The internal RPC service: HTTP/1.1 over the cluster port's RPC streams
+// (mutual TLS, peers are cluster nodes). Bodies are the command codec for
+// commands and gob for everything else; both ends are this program.
+const (
+	rpcApply  = "/rpc/apply/"
+	rpcQuery  = "/rpc/query/"
+	rpcCommit = "/rpc/commit/"
+	rpcWatch  = "/rpc/watch/"
+	rpcPing   = "/rpc/ping"
+	rpcState  = "/rpc/state/"
+
+	// maxRPCBody bounds a request body: a command carries at most about a
+	// MiB of sealed message chunks.
+	maxRPCBody = 64 << 20
+
+	hdrIndex      = "X-Index"
+	hdrLeaderID   = "X-Leader-Id"
+	hdrLeaderAddr = "X-Leader-Addr"
+	hdrStateInfo  = "X-State-Info"
+
+	// statusNotLeader answers a request sent to a replica that does not
+	// lead (421 Misdirected Request), with the leader it knows.
+	statusNotLeader = http.StatusMisdirectedRequest
+)
+
+// remoteError is a failure reported by another node.
+type remoteError struct {
+	status    int
+	msg       string
+	temporary bool
+}
+
+func (e *remoteError) Error() string { return fmt.Sprintf("remote: %d %s", e.status, e.msg) }
+
+// startServers serves the RPC and join streams of the cluster port.
+func (c *Cluster) startServers() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+rpcApply+"{shard}", c.serveApply)
+	mux.HandleFunc("POST "+rpcQuery+"{shard}", c.serveQuery)
+	mux.HandleFunc("GET "+rpcCommit+"{shard}", c.serveCommit)
+	mux.HandleFunc("GET "+rpcWatch+"{shard}/{user}", c.serveWatch)
+	mux.HandleFunc("GET "+rpcPing, c.servePing)
+	mux.HandleFunc("GET "+rpcState+"{shard}", c.serveState)
+	rpcSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	joinMux := http.NewServeMux()
+	joinMux.HandleFunc("POST /join", c.serveJoin)
+	joinSrv := &http.Server{Handler: joinMux, ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			return context.WithValue(ctx, joinConnKey{}, conn)
+		}}
+	c.srv = []*http.Server{rpcSrv, joinSrv}
+	go rpcSrv.Serve(c.trans.RPCListener())
+	go joinSrv.Serve(c.trans.JoinListener())
+}
+
+type joinConnKey struct{}
+
+func shardParam(w http.ResponseWriter, r *http.Request) (uint32, bool) {
+	n, err := strconv.ParseUint(r.PathValue("shard"), 10, 32)
+	if err != nil {
+		http.Error(w, "bad shard", http.StatusBadRequest)
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// localReplica returns this node's replica of the shard a request names,
+// answering for it when there is none.
+func (c *Cluster) localReplica(w http.ResponseWriter, r *http.Request) (*raftstore.Shard, bool) {
+	n, ok := shardParam(w, r)
+	if !ok {
+		return nil, false
+	}
+	s := c.replica(n)
+	if s == nil {
+		id, addr := c.leaderOf(n)
+		notLeader(w, id, addr)
+		return nil, false
+	}
+	return s, true
+}
+
+func notLeader(w http.ResponseWriter, id, addr string) {
+	w.Header().Set(hdrLeaderID, id)
+	w.Header().Set(hdrLeaderAddr, addr)
+	http.Error(w, "not the leader", statusNotLeader)
+}
+
+// answerError reports an error of a local replica to the calling node.
+func answerError(w http.ResponseWriter, s *raftstore.Shard, err error) {
+	var nl *notLeaderError
+	switch {
+	case errors.As(err, &nl):
+		notLeader(w, nl.id, nl.addr)
+	case errors.Is(err, raftstore.ErrNotLeader):
+		id, addr := s.Leader()
+		notLeader(w, id, addr)
+	default:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	}
+}
+
+func (c *Cluster) serveApply(w http.ResponseWriter, r *http.Request) {
+	s, ok := c.localReplica(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRPCBody))
+	if err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return
+	}
+	cmd, err := schema.DecodeCommand(body)
+	if err != nil {
+		http.Error(w, "bad command", http.StatusBadRequest)
+		return
+	}
+	res, err := s.Apply(r.Context(), cmd)
+	if err != nil && res == nil {
+		answerError(w, s, err)
+		return
+	}
+	w.Header().Set(hdrIndex, strconv.FormatUint(res.Index, 10))
+	w.Write(res.Marshal())
+}
+
+// queryRequest is the body of a query RPC.
+type queryRequest struct {
+	Query    raftstore.Query
+	MinIndex uint64
+}
+
+func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
+	s, ok := c.localReplica(w, r)
+	if !ok {
+		return
+	}
+	var req queryRequest
+	if err := gob.NewDecoder(http.MaxBytesReader(w, r.Body, maxRPCBody)).Decode(&req); err != nil {
+		http.Error(w, "bad query", http.StatusBadRequest)
+		return
+	}
+	res, err := queryLocal(r.Context(), s, req.Query, req.MinIndex)
+	if err != nil && res == nil {
+		answerError(w, s, err)
+		return
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(res); err != nil {
+		http.Error(w, "encode", http.StatusInternalServerError)
+		return
+	}
+	w.Write(buf.Bytes())
+}
+
+// serveCommit answers the leader's commit index, after confirming with a
+// quorum that it still leads.
+func (c *Cluster) serveCommit(w http.ResponseWriter, r *http.Request) {
+	s, ok := c.localReplica(w, r)
+	if !ok {
+		return
+	}
+	if !s.IsLeader() {
+		answerError(w, s, raftstore.ErrNotLeader)
+		return
+	}
+	if err := s.VerifyLeader(r.Context()); err != nil {
+		answerError(w, s, err)
+		return
+	}
+	w.Header().Set(hdrIndex, strconv.FormatUint(s.Status().CommitIndex, 10))
+}
+
+// serveState streams a consistent copy of a replica's state (for a
+// backup taken by another node).
+func (c *Cluster) serveState(w http.ResponseWriter, r *http.Request) {
+	s, ok := c.localReplica(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Trailer", hdrStateInfo)
+	info, err := s.WriteState(w)
+	if err != nil {
+		c.log.Warn("stream shard state", "shard", s.ID(), "err", err)
+		return // no trailer: the caller sees the copy is incomplete
+	}
+	b, _ := json.Marshal(info)
+	w.Header().Set(hdrStateInfo, string(b))
+}
+
+// rpcClient calls other nodes' RPC service.
+type rpcClient struct {
+	http  *http.Client
+	trans *transport.Transport
+}
+
+func newRPCClient(t *transport.Transport) *rpcClient {
+	tr := &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return t.Dial(ctx, addr, transport.KindRPC, 0)
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &rpcClient{http: &http.Client{Transport: tr}, trans: t}
+}
+
+func (rc *rpcClient) close() { rc.http.CloseIdleConnections() }
+
+func rpcURL(addr, path string) string { return "https://" + addr + path }
+
+// do sends a request and turns a failure status into an error.
+func (rc *rpcClient) do(req *http.Request) (*http.Response, error) {
+	resp, err := rc.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode == statusNotLeader {
+		return nil, &notLeaderError{id: resp.Header.Get(hdrLeaderID), addr: resp.Header.Get(hdrLeaderAddr)}
+	}
+	return nil, &remoteError{status: resp.StatusCode, msg: string(bytes.TrimSpace(msg)),
+		temporary: resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode >= 500}
+}
+
+func (rc *rpcClient) apply(ctx context.Context, addr string, n uint32, cmd schema.Command) (*schema.Result, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rpcURL(addr, rpcApply+strconv.FormatUint(uint64(n), 10)),
+		bytes.NewReader(schema.EncodeCommand(cmd)))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := rc.do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+	if err != nil {
+		return nil, err
+	}
+	res := &schema.Result{}
+	if err := res.Unmarshal(body); err != nil {
+		return nil, fmt.Errorf("decode result: %v", err) // not schema.ErrInvalid: a transport fault
+	}
+	res.Index, _ = strconv.ParseUint(resp.Header.Get(hdrIndex), 10, 64)
+	return res, nil
+}
+
+func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(queryRequest{Query: q, MinIndex: minIndex}); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rpcURL(addr, rpcQuery+strconv.FormatUint(uint64(n), 10)), &buf)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := rc.do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	res := &raftstore.QueryResult{}
+	if err := gob.NewDecoder(resp.Body).Decode(res); err != nil {
+		return nil, fmt.Errorf("decode query result: %v", err)
+	}
+	return res, nil
+}
+
+func (rc *rpcClient) commitIndex(ctx context.Context, addr string, n uint32) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rpcURL(addr, rpcCommit+strconv.FormatUint(uint64(n), 10)), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := rc.do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return strconv.ParseUint(resp.Header.Get(hdrIndex), 10, 64)
+}
+
+// state copies a replica's state on another node to w.
+func (rc *rpcClient) state(ctx context.Context, addr string, n uint32, w io.Writer) (raftstore.StateInfo, error) {
+	var info raftstore.StateInfo
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rpcURL(addr, rpcState+strconv.FormatUint(uint64(n), 10)), nil)
+	if err != nil {
+		return info, err
+	}
+	resp, err := rc.do(req)
+	if err != nil {
+		return info, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return info, err
+	}
+	t := resp.Trailer.Get(hdrStateInfo)
+	if t == "" {
+		return info, errors.New("state copy ended early")
+	}
+	return info, json.Unmarshal([]byte(t), &info)
+}
+
+// PingResponse is what a node reports about itself to the others: its
+// record and the state of every replica it keeps.
+type PingResponse struct {
+	NodeID  string             `json:"node_id"`
+	Region  string             `json:"region"`
+	Address string             `json:"address"`
+	Version string             `json:"version"`
+	Time    time.Time          `json:"time"`
+	Shards  []raftstore.Status `json:"shards"`
+}
+
+func (c *Cluster) servePing(w http.ResponseWriter, r *http.Request) {
+	resp := c.selfReport()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
+
+// selfReport is this node's PingResponse.
+func (c *Cluster) selfReport() PingResponse {
+	resp := PingResponse{NodeID: c.cfg.NodeID, Region: c.cfg.Region, Address: c.cfg.Advertise, Version: c.cfg.Version, Time: time.Now().UTC()}
+	for _, s := range c.Shards() {
+		resp.Shards = append(resp.Shards, s.Status())
+	}
+	return resp
+}
+
+func (rc *rpcClient) ping(ctx context.Context, addr string) (PingResponse, error) {
+	var out PingResponse
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rpcURL(addr, rpcPing), nil)
+	if err != nil {
+		return out, err
+	}
+	resp, err := rc.do(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&out)
+	return out, err
+}

@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"sort"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+)
+
+// Status is the cluster as one node sees it: every node and every
+// shard's replicas. Its JSON form is stable for scripts.
+type Status struct {
+	ClusterID string        `json:"cluster_id"`
+	Node      string        `json:"node"` // the node that answered
+	Nodes     []NodeStatus  `json:"nodes"`
+	Shards    []ShardStatus `json:"shards"`
+}
+
+// NodeStatus is one member node.
+type NodeStatus struct {
+	ID      string `json:"id"`
+	Region  string `json:"region"`
+	Address string `json:"address"`
+	Version string `json:"version"`
+	// Health is "up" (answered within the last few seconds), "unreachable",
+	// "dead" (unreachable for longer than the dead-after period: its
+	// replicas are being replaced) or "removed".
+	Health   string    `json:"health"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Joined   time.Time `json:"joined"`
+}
+
+// ShardStatus is one shard's group.
+type ShardStatus struct {
+	Shard       uint32          `json:"shard"`
+	Home        string          `json:"home,omitempty"` // mail shards only
+	Leader      string          `json:"leader"`
+	Term        uint64          `json:"term"`
+	CommitIndex uint64          `json:"commit_index"`
+	Replicas    []ReplicaStatus `json:"replicas"`
+}
+
+// ReplicaStatus is one replica of a shard.
+type ReplicaStatus struct {
+	Node  string `json:"node"`
+	Voter bool   `json:"voter"`
+	// State is the replica's Raft state as its node last reported it
+	// ("leader", "follower", "candidate"), or "unknown".
+	State        string `json:"state"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// Lag is how many committed entries the replica has not applied yet.
+	Lag uint64 `json:"lag"`
+	// Placed is false for a member the placement no longer wants (it is
+	// being removed) and true otherwise.
+	Placed bool `json:"placed"`
+}
+
+const upWithin = 5 * time.Second
+
+// Status reports the cluster as this node sees it now.
+func (c *Cluster) Status() Status {
+	_ = c.refreshView()
+	v := c.currentView()
+	st := Status{ClusterID: string(c.metaSetting(settingClusterID)), Node: c.cfg.NodeID}
+	if v == nil {
+		return st
+	}
+	ids := make([]string, 0, len(v.nodes))
+	for id := range v.nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	reports := map[string]PingResponse{c.cfg.NodeID: c.selfReport()}
+	for _, id := range ids {
+		rec := v.nodes[id]
+		ns := NodeStatus{ID: rec.ID, Region: rec.Region, Address: rec.Address, Version: rec.Version, Joined: rec.Joined}
+		switch p, seen := c.health.peer(id); {
+		case rec.Removed:
+			ns.Health = "removed"
+		case id == c.cfg.NodeID:
+			ns.Health, ns.LastSeen = "up", time.Now().UTC()
+		case seen && time.Since(p.lastSeen) < upWithin:
+			ns.Health, ns.LastSeen = "up", p.lastSeen.UTC()
+			reports[id] = p.report
+		case c.dead(id):
+			ns.Health = "dead"
+			if seen {
+				ns.LastSeen = p.lastSeen.UTC()
+			}
+		default:
+			ns.Health = "unreachable"
+			if seen && !p.lastSeen.IsZero() {
+				ns.LastSeen = p.lastSeen.UTC()
+			}
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	for n := uint32(0); int(n) <= c.mailShardCount(); n++ {
+		st.Shards = append(st.Shards, shardStatus(n, v, reports))
+	}
+	return st
+}
+
+func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardStatus {
+	ss := ShardStatus{Shard: n}
+	byNode := map[string]raftstore.Status{}
+	var leader raftstore.Status
+	for id, rep := range reports {
+		for _, s := range rep.Shards {
+			if s.Shard != n {
+				continue
+			}
+			byNode[id] = s
+			if s.State == "leader" && s.Term >= leader.Term {
+				leader = s
+				ss.Leader = id
+			}
+		}
+	}
+	ss.Term, ss.CommitIndex = leader.Term, leader.CommitIndex
+	placed := map[string]bool{}
+	if n == 0 {
+		for _, rec := range v.activeNodes() {
+			placed[rec.ID] = true
+		}
+	} else {
+		p := v.placements[n]
+		ss.Home = p.Home
+		for _, id := range p.Replicas {
+			placed[id] = true
+		}
+	}
+	members := map[string]bool{}
+	for _, srv := range leader.Servers {
+		members[srv.ID] = srv.Voter
+	}
+	for id := range placed {
+		if _, ok := members[id]; !ok {
+			members[id] = false
+		}
+	}
+	ids := make([]string, 0, len(members))
+	for id := range members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		r := ReplicaStatus{Node: id, Voter: members[id], Placed: placed[id], State: "unknown"}
+		if s, ok := byNode[id]; ok {
+			r.State, r.AppliedIndex = s.State, s.AppliedIndex
+			if ss.CommitIndex > s.AppliedIndex {
+				r.Lag = ss.CommitIndex - s.AppliedIndex
+			}
+		}
+		ss.Replicas = append(ss.Replicas, r)
+	}
+	return ss
+}
