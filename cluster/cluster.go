@@ -169,16 +169,23 @@ func (c *Cluster) open(ctx context.Context) error {
 	return nil
 }
 
-// setUpNewCluster records what a new cluster starts with, in its meta
-// shard: its id, shard count, CA, this node, and a placement of every
-// mail shard on this node. Each write is a compare-and-set that leaves an
-// existing value alone, so a set-up interrupted by a crash resumes.
+// setUpNewCluster makes this node the first and only member of a new
+// cluster in its meta shard: the cluster's id and shard count (kept if the
+// meta shard already has them: a data directory from before clustering,
+// or a restored backup), this node's CA, this node, and a placement of
+// every mail shard on this node. Other nodes a restored meta shard still
+// names are marked removed: they belonged to the old cluster. Every write
+// may be repeated, so a set-up interrupted by a crash resumes.
 func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 	keep := func(key string, v []byte) error {
 		err := c.swapSetting(ctx, key, nil, v)
 		if errors.Is(err, schema.ErrConflict) {
 			return nil
 		}
+		return err
+	}
+	put := func(key string, v []byte) error {
+		_, err := c.Apply(ctx, 0, &schema.PutSetting{Key: key, Value: v})
 		return err
 	}
 	if err := keep(settingClusterID, []byte(clusterID)); err != nil {
@@ -191,9 +198,6 @@ func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 	if err != nil {
 		return err
 	}
-	if err := keep(settingCACert, caPEM); err != nil {
-		return err
-	}
 	if caKey, err := readOptional(identityPath(c.cfg.DataDir, pendingCAKey)); err != nil {
 		return err
 	} else if caKey != nil {
@@ -201,22 +205,38 @@ func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 		if err != nil {
 			return err
 		}
-		if err := keep(settingCAKey, sealed); err != nil {
+		if err := put(settingCAKey, sealed); err != nil {
+			return err
+		}
+		if err := put(settingCACert, caPEM); err != nil {
 			return err
 		}
 	}
+	v, err := readMeta(c.meta())
+	if err != nil {
+		return err
+	}
+	for id, rec := range v.nodes {
+		if id != c.cfg.NodeID && !rec.Removed {
+			rec.Removed = true
+			if err := put(nodeKey(id), encodeJSON(rec)); err != nil {
+				return err
+			}
+		}
+	}
 	self := NodeRecord{ID: c.cfg.NodeID, Region: c.cfg.Region, Address: c.cfg.Advertise, Version: c.cfg.Version, Joined: time.Now().UTC()}
-	if err := keep(nodeKey(self.ID), encodeJSON(self)); err != nil {
+	if err := put(nodeKey(self.ID), encodeJSON(self)); err != nil {
 		return err
 	}
 	n := c.mailShardCount()
 	for i := 1; i <= n; i++ {
 		p := Placement{Shard: uint32(i), Home: c.cfg.Region, Replicas: []string{c.cfg.NodeID}}
-		if err := keep(placementKey(p.Shard), encodeJSON(p)); err != nil {
+		if err := put(placementKey(p.Shard), encodeJSON(p)); err != nil {
 			return err
 		}
 	}
-	// The mail shards start as one-voter groups here.
+	// The mail shards start as one-voter groups here (or keep the state a
+	// restore installed).
 	for i := 1; i <= n; i++ {
 		if c.replica(uint32(i)) == nil {
 			if _, err := c.openReplica(uint32(i), true); err != nil {

@@ -40,8 +40,8 @@ const (
 	// DefaultTokenTTL is how long a join token stays valid.
 	DefaultTokenTTL = time.Hour
 	// tokenKeep is how long a spent or expired token's record is kept.
-	tokenKeep = time.Hour
-	maxJoinBody = 64 << 10
+	tokenKeep         = time.Hour
+	maxJoinBody       = 64 << 10
 	minBootstrapToken = 16
 )
 

@@ -135,10 +135,12 @@ func readMeta(meta *raftstore.Shard) (*metaView, error) {
 	return v, err
 }
 
-func nodeKey(id string) string        { return nodePrefix + id }
-func placementKey(n uint32) string    { return placementPrefix + strconv.FormatUint(uint64(n), 10) }
-func encodeJSON(v any) []byte         { b, _ := json.Marshal(v); return b }
-func mailShardsValue(n int) []byte    { return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} }
+func nodeKey(id string) string     { return nodePrefix + id }
+func placementKey(n uint32) string { return placementPrefix + strconv.FormatUint(uint64(n), 10) }
+func encodeJSON(v any) []byte      { b, _ := json.Marshal(v); return b }
+func mailShardsValue(n int) []byte {
+	return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+}
 func (c *Cluster) metaSetting(key string) []byte {
 	var v []byte
 	_ = c.meta().View(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })

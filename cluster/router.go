@@ -15,7 +15,7 @@ const (
 	// replica to apply it (so the node reads its own directory changes).
 	metaApplyWait = 5 * time.Second
 	// readWait bounds how long a replica waits to reach a reader's index.
-	readWait = 5 * time.Second
+	readWait   = 5 * time.Second
 	minBackoff = 10 * time.Millisecond
 	maxBackoff = 250 * time.Millisecond
 )

@@ -15,8 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/cluster/backup"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 )
 
 const backupUsage = `

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/backup"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -125,11 +125,11 @@ func TestNodeCreatesBackupKeyAtInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcpt, err := n.Cluster().BackupRecipient(context.Background())
+	rcpt, err := n.Directory().BackupRecipient(context.Background())
 	if err != nil || rcpt == "" || rcpt != id.Recipient() {
 		t.Fatalf("cluster recipient %q, identity's %q, %v", rcpt, id.Recipient(), err)
 	}
-	if cid, err := n.Cluster().ClusterID(context.Background()); err != nil || len(cid) != 32 {
+	if cid, err := n.Directory().ClusterID(context.Background()); err != nil || len(cid) != 32 {
 		t.Fatalf("cluster id %q, %v", cid, err)
 	}
 	if err := n.Close(); err != nil {
@@ -145,7 +145,7 @@ func TestNodeCreatesBackupKeyAtInit(t *testing.T) {
 	}
 	n = start()
 	defer n.Close()
-	if again, _ := n.Cluster().BackupRecipient(context.Background()); again != rcpt {
+	if again, _ := n.Directory().BackupRecipient(context.Background()); again != rcpt {
 		t.Fatal("the backup key changed on restart")
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
@@ -167,7 +167,7 @@ func TestNodeUsesConfiguredBackupKey(t *testing.T) {
 	}
 	cfg.Backup.Recipient = rcpt
 	n := startNode(t, cfg)
-	if got, _ := n.Cluster().BackupRecipient(context.Background()); got != rcpt {
+	if got, _ := n.Directory().BackupRecipient(context.Background()); got != rcpt {
 		t.Fatalf("cluster recipient %q, want the configured one", got)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, backupIdentityName)); !os.IsNotExist(err) {
@@ -206,8 +206,8 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	cfg, base := backupNodeConfig(t)
 	n := startNode(t, cfg)
 	ctx := context.Background()
-	c := n.Cluster()
-	if err := c.AddDomain(ctx, "example.test", cluster.KeyModeUser); err != nil {
+	c := n.Directory()
+	if err := c.AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.AddUser(ctx, "dora@example.test", "dora-password"); err != nil {
@@ -215,7 +215,7 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		msg := fmt.Sprintf("Subject: note %d\r\n\r\nsecret words %d\r\n", i, i)
-		if err := c.Deliver(ctx, schema.Delivery{Recipients: []string{"dora@example.test"}, Message: []byte(msg)}); err != nil {
+		if err := n.Store().Deliver(ctx, schema.Delivery{Recipients: []string{"dora@example.test"}, Message: []byte(msg)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -298,7 +298,7 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	cfg2 := cfg
 	cfg2.DataDir = newDir
 	n2 := startNode(t, cfg2)
-	acct, err := n2.Cluster().Authenticate(ctx, "dora@example.test", "dora-password")
+	acct, err := n2.Store().Authenticate(ctx, "dora@example.test", "dora-password")
 	if err != nil {
 		t.Fatalf("login on the restored node: %v", err)
 	}
@@ -306,7 +306,7 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil || inbox.Messages != 3 || inbox.UIDNext != 4 {
 		t.Fatalf("restored inbox %+v, %v", inbox, err)
 	}
-	if got, _ := n2.Cluster().BackupRecipient(ctx); got != backupRecipientOf(t, identity) {
+	if got, _ := n2.Directory().BackupRecipient(ctx); got != backupRecipientOf(t, identity) {
 		t.Fatal("the restored cluster lost its backup key")
 	}
 	out = mustCLI(t, "", "backup", "verify", "--config", cfgFile, "--identity", identity, "--latest")

@@ -86,16 +86,16 @@ func TestCLIAdminRoundTrip(t *testing.T) {
 	if out := mustCLI(t, "", "user", "list", "--data", dir, "--domain", "other.test"); out != "olga@other.test\n" {
 		t.Errorf("user list --domain other.test:\n%s", out)
 	}
-	if out := mustCLI(t, "", "domain", "list", "--data", dir); !strings.Contains(out, "example.test  user      2") {
+	if out := mustCLI(t, "", "domain", "list", "--data", dir); !strings.Contains(out, "example.test  user      -       2") {
 		t.Errorf("domain list does not count users:\n%s", out)
 	}
 
 	// The password is really replaced.
 	mustCLI(t, "alice-new-password\n", "user", "passwd", "--data", dir, "alice@example.test")
-	if _, err := n.Cluster().Authenticate(ctx, "alice@example.test", "alice-password"); !errors.Is(err, schema.ErrAuthFailed) {
+	if _, err := n.Store().Authenticate(ctx, "alice@example.test", "alice-password"); !errors.Is(err, schema.ErrAuthFailed) {
 		t.Errorf("old password after passwd: %v", err)
 	}
-	acct, err := n.Cluster().Authenticate(ctx, "alice@example.test", "alice-new-password")
+	acct, err := n.Store().Authenticate(ctx, "alice@example.test", "alice-new-password")
 	if err != nil {
 		t.Fatalf("new password after passwd: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestCLIAdminRoundTrip(t *testing.T) {
 	// Store errors keep their identity across the socket.
 	client := admin.NewClient(dir)
 	defer client.Close()
-	if err := client.AddDomain(ctx, "example.test", ""); !errors.Is(err, schema.ErrDomainExists) {
+	if err := client.AddDomain(ctx, "example.test", "", ""); !errors.Is(err, schema.ErrDomainExists) {
 		t.Errorf("duplicate domain over the socket: %v, want ErrDomainExists", err)
 	}
 	if err := client.DeleteUser(ctx, "nobody@example.test"); !errors.Is(err, schema.ErrNoSuchUser) {

@@ -26,7 +26,7 @@ const (
 	keyFileName    = "key.pem"
 	shardsDirName  = "shards"
 	adminSockName  = "admin.sock"
-	clusterDirName = "cluster" // the node's cluster identity (package cluster)
+	clusterDirName = "cluster"    // the node's cluster identity (package cluster)
 	lostFoundName  = "lost+found" // a file system's root, e.g. a mounted volume
 	stateFormat    = 1
 	maxStateSize   = 64 << 10

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -27,7 +28,7 @@ func dirConfig(t *testing.T) Config {
 
 func openDir(t *testing.T, cfg Config) *dataDir {
 	t.Helper()
-	d, err := openDataDir(cfg, discardLogger(), time.Now())
+	d, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now())
 	if err != nil {
 		t.Fatalf("open data dir: %v", err)
 	}
@@ -84,7 +85,7 @@ func TestDataDirInitCreatesFilesWithModes(t *testing.T) {
 
 func TestDataDirSecondStartReusesSecrets(t *testing.T) {
 	cfg := dirConfig(t)
-	d1, err := openDataDir(cfg, discardLogger(), time.Now())
+	d1, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestDataDirTightensMode(t *testing.T) {
 func TestDataDirLockedWhileOpen(t *testing.T) {
 	cfg := dirConfig(t)
 	openDir(t, cfg)
-	_, err := openDataDir(cfg, discardLogger(), time.Now())
+	_, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now())
 	if !errors.Is(err, ErrDataDirInUse) {
 		t.Fatalf("second open while the first holds the lock: %v, want ErrDataDirInUse", err)
 	}
@@ -131,7 +132,7 @@ func TestDataDirRefusesForeignDirectory(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "thesis.tex"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := openDataDir(cfg, discardLogger(), time.Now())
+	_, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now())
 	if err == nil || !strings.Contains(err.Error(), "refusing to initialize") {
 		t.Fatalf("open of a non-empty foreign dir: %v", err)
 	}
@@ -188,7 +189,7 @@ func TestDataDirChecksIdentity(t *testing.T) {
 			d := openDir(t, cfg)
 			d.Close()
 			tt.change(t, &cfg)
-			_, err := openDataDir(cfg, discardLogger(), time.Now())
+			_, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now())
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("open after %s: %v, want an error containing %q", tt.name, err, tt.want)
 			}
@@ -254,11 +255,11 @@ func TestPassphraseKey(t *testing.T) {
 	d.Close()
 
 	cfg.Keys.PassphraseFile = writePassphrase(t, "incorrect horse battery staple")
-	if _, err := openDataDir(cfg, discardLogger(), time.Now()); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now()); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("wrong passphrase: %v", err)
 	}
 	cfg.Keys.PassphraseFile = writePassphrase(t, "short")
-	if _, err := openDataDir(cfg, discardLogger(), time.Now()); err == nil || !strings.Contains(err.Error(), "at least") {
+	if _, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now()); err == nil || !strings.Contains(err.Error(), "at least") {
 		t.Fatalf("short passphrase: %v", err)
 	}
 }
@@ -295,7 +296,7 @@ func TestGeneratedCertificateRenewal(t *testing.T) {
 		d.Close()
 	})
 	t.Run("expiring", func(t *testing.T) {
-		d, err := openDataDir(cfg, discardLogger(), time.Now().Add(selfSignedValidity))
+		d, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now().Add(selfSignedValidity))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +331,7 @@ func TestConfiguredCertificate(t *testing.T) {
 
 	d.Close()
 	cfg.TLS.KeyFile = filepath.Join(t.TempDir(), "missing.pem")
-	if _, err := openDataDir(cfg, discardLogger(), time.Now()); err == nil || !strings.Contains(err.Error(), "TLS") {
+	if _, err := openDataDir(context.Background(), cfg, "test", discardLogger(), time.Now()); err == nil || !strings.Contains(err.Error(), "TLS") {
 		t.Fatalf("missing key file: %v", err)
 	}
 }

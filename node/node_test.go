@@ -17,7 +17,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
-	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -30,8 +30,9 @@ func testConfig(t *testing.T) Config {
 	for _, name := range ListenerNames() {
 		cfg.Listen.set(name, "127.0.0.1:0")
 	}
+	cfg.Cluster.Listen = "127.0.0.1:0"
 	cfg.MailShards = 2
-	cfg.RaftTiming = raftstore.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond}
+	cfg.RaftTiming = raftstore.Timing{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond}
 	cfg.AuthGuard.FailureDelay = 0
 	return cfg
 }
@@ -206,8 +207,8 @@ func TestNodeRestartKeepsData(t *testing.T) {
 	cfg := testConfig(t)
 	ctx := context.Background()
 	n := startNode(t, cfg)
-	c := n.Cluster()
-	if err := c.AddDomain(ctx, "example.test", cluster.KeyModeUser); err != nil {
+	c := n.Directory()
+	if err := c.AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.AddUser(ctx, "alice@example.test", "alice-password"); err != nil {
@@ -218,11 +219,11 @@ func TestNodeRestartKeepsData(t *testing.T) {
 	}
 
 	n2 := startNode(t, cfg)
-	users, err := n2.Cluster().Users(ctx, "")
+	users, err := n2.Directory().Users(ctx, "")
 	if err != nil || len(users) != 1 || users[0] != "alice@example.test" {
 		t.Fatalf("users after restart: %v, %v", users, err)
 	}
-	acct, err := n2.Cluster().Authenticate(ctx, "alice@example.test", "alice-password")
+	acct, err := n2.Store().Authenticate(ctx, "alice@example.test", "alice-password")
 	if err != nil {
 		t.Fatalf("login after restart: %v", err)
 	}
@@ -323,10 +324,10 @@ func TestNodeMailFlow(t *testing.T) {
 	cfg := testConfig(t)
 	n := startNode(t, cfg)
 	ctx := context.Background()
-	if err := n.Cluster().AddDomain(ctx, "example.test", cluster.KeyModeUser); err != nil {
+	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Cluster().AddUser(ctx, "bob@example.test", "bob-password"); err != nil {
+	if err := n.Directory().AddUser(ctx, "bob@example.test", "bob-password"); err != nil {
 		t.Fatal(err)
 	}
 	tlsCfg := clientTLS(t, cfg)

@@ -204,6 +204,9 @@ pop3        = "127.0.0.1:%d"
 pop3s       = ""
 http        = "127.0.0.1:%d"
 
+[cluster]
+listen      = "127.0.0.1:0"
+
 [tls]
 cert_file = %q
 key_file  = %q

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/backup/backuptest"
+	"github.com/mailcluster/mailcluster/cluster/clustertest"
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
@@ -35,21 +37,42 @@ func testCtx(t testing.TB) context.Context {
 type node struct {
 	dir      string
 	master   [seal.KeySize]byte
-	c        *cluster.Cluster
+	c        *testCluster
 	identity *Identity
 }
 
-func openCluster(t testing.TB, dir string, master [seal.KeySize]byte) *cluster.Cluster {
+// testCluster is a one-node cluster (package clustertest) as backups and
+// these tests use it.
+type testCluster struct {
+	n *clustertest.Node
+}
+
+func (c *testCluster) BackupShards() []uint32 { return c.n.Cluster().BackupShards() }
+func (c *testCluster) WriteShardState(ctx context.Context, n uint32, w io.Writer) (raftstore.StateInfo, error) {
+	return c.n.Cluster().WriteShardState(ctx, n, w)
+}
+func (c *testCluster) ClusterID(ctx context.Context) (string, error) {
+	return c.n.Directory().ClusterID(ctx)
+}
+func (c *testCluster) BackupRecipient(ctx context.Context) (string, error) {
+	return c.n.Directory().BackupRecipient(ctx)
+}
+func (c *testCluster) BackupManifestKey() [32]byte { return c.n.Directory().BackupManifestKey() }
+func (c *testCluster) SetBackupRecipient(ctx context.Context, r string) error {
+	return c.n.Directory().SetBackupRecipient(ctx, r)
+}
+func (c *testCluster) Close() error { c.n.Stop(); return nil }
+func (c *testCluster) Authenticate(ctx context.Context, user, password string) (protocols.Account, error) {
+	return c.n.Store().Authenticate(ctx, user, password)
+}
+
+func openCluster(t testing.TB, dir string, master [seal.KeySize]byte) *testCluster {
 	t.Helper()
-	c, err := cluster.Open(testCtx(t), cluster.Config{
-		DataDir: dir, NodeID: "n1", MailShards: 2, MasterKey: master,
-		Timing: raftstore.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatalf("open cluster: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1, MailShards: 2, FirstDir: dir, FirstKey: &master})
+	n := tc.Nodes[0]
+	// The directory must be able to open the cluster data key before use.
+	tc.Eventually(30*time.Second, "directory ready", func() error { return n.Directory().Init(testCtx(t)) })
+	return &testCluster{n: n}
 }
 
 func newNode(t testing.TB) *node {
@@ -71,27 +94,29 @@ func (n *node) addUser(t testing.TB, address string) {
 	t.Helper()
 	ctx := testCtx(t)
 	domain := address[strings.IndexByte(address, '@')+1:]
-	if err := n.c.AddDomain(ctx, domain, cluster.KeyModeUser); err != nil && !errors.Is(err, schema.ErrDomainExists) {
+	d := n.c.n.Directory()
+	if err := d.AddDomain(ctx, domain, directory.KeyModeUser, ""); err != nil && !errors.Is(err, schema.ErrDomainExists) {
 		t.Fatal(err)
 	}
-	if err := n.c.AddUser(ctx, address, "password-"+address); err != nil {
+	if err := d.AddUser(ctx, address, "password-"+address); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (n *node) login(t testing.TB, c *cluster.Cluster, address string) *cluster.Account {
+func (n *node) login(t testing.TB, c *testCluster, address string) protocols.Account {
 	t.Helper()
-	a, err := c.Authenticate(testCtx(t), address, "password-"+address)
+	a, err := c.n.Store().Authenticate(testCtx(t), address, "password-"+address)
 	if err != nil {
 		t.Fatalf("login %s: %v", address, err)
 	}
+	t.Cleanup(func() { a.Close() })
 	return a
 }
 
 func (n *node) deliver(t testing.TB, to, subject, body string) {
 	t.Helper()
 	msg := "From: Sender <sender@remote.test>\r\nTo: " + to + "\r\nSubject: " + subject + "\r\n\r\n" + body + "\r\n"
-	if err := n.c.Deliver(testCtx(t), schema.Delivery{From: "sender@remote.test", Recipients: []string{to}, Message: []byte(msg)}); err != nil {
+	if err := n.c.n.Store().Deliver(testCtx(t), schema.Delivery{From: "sender@remote.test", Recipients: []string{to}, Message: []byte(msg)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -113,7 +138,7 @@ type messageState struct {
 	Body  string
 }
 
-func readState(t testing.TB, a *cluster.Account) mailState {
+func readState(t testing.TB, a protocols.Account) mailState {
 	t.Helper()
 	ctx := testCtx(t)
 	boxes, err := a.Mailboxes(ctx)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
@@ -207,7 +207,7 @@ func TestForgedManifestIsRefused(t *testing.T) {
 	// With the right key from the master key, as on a new machine, the
 	// original manifest verifies again once restored.
 	rewriteManifest(t, path, b.n.c.BackupManifestKey(), func(m *Manifest) { m.Created = m.Created.Add(-time.Hour) })
-	key := cluster.BackupManifestKey(b.n.master)
+	key := directory.BackupManifestKey(b.n.master)
 	keyed := newRunner(t, Config{Targets: b.targets, ManifestKey: &key})
 	if _, err := keyed.Verify(testCtx(t), b.man.ID, b.n.identity); err != nil {
 		t.Fatalf("verify with the master-derived key: %v", err)

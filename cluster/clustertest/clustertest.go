@@ -50,6 +50,10 @@ type Options struct {
 	// Logger receives every node's logs (default: discarded; set
 	// MAILCLUSTER_TEST_LOG=1 to see them on stderr).
 	Logger *slog.Logger
+	// FirstDir and FirstKey, if set, are the data directory and master
+	// key of the first node (a restored backup, a directory to reopen).
+	FirstDir string
+	FirstKey *[32]byte
 }
 
 func (o *Options) defaults() {
@@ -99,7 +103,9 @@ type Node struct {
 	Dir    string
 	// Addr is the node's cluster address, kept across restarts.
 	Addr string
-	key  [32]byte
+	// MasterKey is the cluster's master key as this node holds it (a test may
+	// change it before a restart).
+	MasterKey [32]byte
 
 	mu      sync.Mutex
 	cluster *cluster.Cluster
@@ -132,7 +138,12 @@ func (c *Cluster) AddNode(region string) *Node {
 	c.mu.Unlock()
 	n := &Node{c: c, ID: fmt.Sprintf("n%d", i+1), Region: region, Dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", i+1)), Addr: freeAddr(c.t)}
 	if i == 0 {
-		if _, err := rand.Read(n.key[:]); err != nil {
+		if c.opts.FirstDir != "" {
+			n.Dir = c.opts.FirstDir
+		}
+		if c.opts.FirstKey != nil {
+			n.MasterKey = *c.opts.FirstKey
+		} else if _, err := rand.Read(n.MasterKey[:]); err != nil {
 			c.t.Fatal(err)
 		}
 	} else {
@@ -147,7 +158,7 @@ func (c *Cluster) AddNode(region string) *Node {
 		if err := cluster.WriteIdentity(n.Dir, res); err != nil {
 			c.t.Fatal(err)
 		}
-		n.key = res.MasterKey
+		n.MasterKey = res.MasterKey
 	}
 	c.mu.Lock()
 	c.Nodes = append(c.Nodes, n)
@@ -197,7 +208,7 @@ func (n *Node) Start() error {
 	for attempt := 0; ; attempt++ {
 		cl, err = cluster.Open(ctx, cluster.Config{
 			DataDir: n.Dir, NodeID: n.ID, Region: n.Region, Listen: n.Addr, MailShards: o.MailShards,
-			Replicas: o.Replicas, MasterKey: n.key, Timing: o.Timing, BootstrapToken: n.c.token,
+			Replicas: o.Replicas, MasterKey: n.MasterKey, Timing: o.Timing, BootstrapToken: n.c.token,
 			DeadAfter: o.DeadAfter, RouteTimeout: o.RouteTimeout, Version: "test", Logger: o.Logger.With("node", n.ID),
 		})
 		if err == nil || attempt == 50 || !strings.Contains(err.Error(), "address already in use") {
@@ -208,7 +219,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
-	dir, err := directory.New(cl, directory.Config{MasterKey: n.key, PasswordConcurrency: 2, Logger: o.Logger})
+	dir, err := directory.New(cl, directory.Config{MasterKey: n.MasterKey, PasswordConcurrency: 2, Logger: o.Logger})
 	if err != nil {
 		cl.Close()
 		return err

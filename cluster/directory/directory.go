@@ -128,7 +128,6 @@ func (d *Directory) clusterKey() ([]seal.Key, error) {
 	return decodeKeys(plain)
 }
 
-
 // User is an authenticated or resolved user: what the mail store needs to
 // serve its mail.
 type User struct {

@@ -13,13 +13,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/clustertest"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/protocols"
-	"github.com/mailcluster/mailcluster/protocols/protocoltest"
-	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
+
+// env is a one-node cluster: the real directory and mail store.
+type env struct {
+	t     *testing.T
+	c     *clustertest.Cluster
+	n     *clustertest.Node
+	Store protocols.Store
+	Dir   string
+}
+
+func newEnv(t *testing.T) *env {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, MailShards: 2})
+	n := c.Nodes[0]
+	return &env{t: t, c: c, n: n, Store: n.Store(), Dir: n.Dir}
+}
+
+func (e *env) dir() *directory.Directory { return e.n.Directory() }
+
+func (e *env) AddUser(t *testing.T, addr, password string) { e.c.AddUser(addr, password) }
+
+func (e *env) Login(t *testing.T, addr, password string) protocols.Account {
+	return e.n.Login(addr, password)
+}
 
 const pw = "correct horse battery"
 
@@ -30,19 +52,19 @@ func ctx(t *testing.T) context.Context {
 }
 
 func TestDirectory(t *testing.T) {
-	env := protocoltest.NewStore(t)
-	c := env.Cluster
+	env := newEnv(t)
+	c := env.dir()
 	if err := c.AddUser(ctx(t), "alice@example.test", pw); !errors.Is(err, schema.ErrNoSuchDomain) {
 		t.Fatalf("user in unknown domain: %v", err)
 	}
-	if err := c.AddDomain(ctx(t), "Example.TEST", ""); err != nil {
+	if err := c.AddDomain(ctx(t), "Example.TEST", "", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AddDomain(ctx(t), "example.test", cluster.KeyModeDomain); !errors.Is(err, schema.ErrDomainExists) {
+	if err := c.AddDomain(ctx(t), "example.test", directory.KeyModeDomain, ""); !errors.Is(err, schema.ErrDomainExists) {
 		t.Fatalf("duplicate domain: %v", err)
 	}
 	for _, bad := range []string{"", "nodot", "bad_char.test", "-x.test", "ünï.test"} {
-		if err := c.AddDomain(ctx(t), bad, ""); !errors.Is(err, schema.ErrInvalid) {
+		if err := c.AddDomain(ctx(t), bad, "", ""); !errors.Is(err, schema.ErrInvalid) {
 			t.Errorf("domain %q: %v", bad, err)
 		}
 	}
@@ -64,7 +86,7 @@ func TestDirectory(t *testing.T) {
 		t.Fatalf("users %v, %v", users, err)
 	}
 	doms, err := c.Domains(ctx(t))
-	if err != nil || len(doms) != 1 || doms[0].Users != 2 || doms[0].KeyMode != cluster.KeyModeUser {
+	if err != nil || len(doms) != 1 || doms[0].Users != 2 || doms[0].KeyMode != directory.KeyModeUser {
 		t.Fatalf("domains %+v, %v", doms, err)
 	}
 	if err := c.DeleteDomain(ctx(t), "example.test"); !errors.Is(err, schema.ErrCannotDelete) {
@@ -108,7 +130,7 @@ func TestDirectory(t *testing.T) {
 	}
 }
 
-func login(t *testing.T, env *protocoltest.Env, addr string) protocols.Account {
+func login(t *testing.T, env *env, addr string) protocols.Account {
 	t.Helper()
 	env.AddUser(t, addr, pw)
 	return env.Login(t, addr, pw)
@@ -124,7 +146,7 @@ func mailbox(t *testing.T, a protocols.Account, name string) schema.MailboxInfo 
 }
 
 func TestMailboxes(t *testing.T) {
-	env := protocoltest.NewStore(t)
+	env := newEnv(t)
 	a := login(t, env, "carol@example.test")
 	boxes, err := a.Mailboxes(ctx(t))
 	if err != nil {
@@ -203,7 +225,7 @@ func TestMailboxes(t *testing.T) {
 }
 
 func TestMessages(t *testing.T) {
-	env := protocoltest.NewStore(t)
+	env := newEnv(t)
 	a := login(t, env, "dave@example.test")
 	inbox := mailbox(t, a, "INBOX")
 	trash := mailbox(t, a, "Trash")
@@ -324,7 +346,7 @@ func TestMessages(t *testing.T) {
 }
 
 func TestDeliver(t *testing.T) {
-	env := protocoltest.NewStore(t)
+	env := newEnv(t)
 	env.AddUser(t, "erin@example.test", pw)
 	env.AddUser(t, "frank@example.test", pw)
 	msg := []byte("From: someone@remote.test\r\nSubject: hi\r\n\r\nhello\r\n")
@@ -351,12 +373,12 @@ func TestDeliver(t *testing.T) {
 }
 
 func TestKeyModesAndNoPlaintextAtRest(t *testing.T) {
-	env := protocoltest.NewStore(t)
-	c := env.Cluster
+	env := newEnv(t)
+	c := env.dir()
 	canary := "CANARY-7f3a9c-" + schema.NewID().String()
-	for i, mode := range []cluster.KeyMode{cluster.KeyModeShared, cluster.KeyModeDomain, cluster.KeyModeUser} {
+	for i, mode := range []directory.KeyMode{directory.KeyModeShared, directory.KeyModeDomain, directory.KeyModeUser} {
 		dom := fmt.Sprintf("mode%d.test", i)
-		if err := c.AddDomain(ctx(t), dom, mode); err != nil {
+		if err := c.AddDomain(ctx(t), dom, mode, ""); err != nil {
 			t.Fatal(err)
 		}
 		addr := "user@" + dom
@@ -364,7 +386,7 @@ func TestKeyModesAndNoPlaintextAtRest(t *testing.T) {
 			t.Fatal(err)
 		}
 		msg := "From: " + canary + "@remote.test\r\nSubject: " + canary + "\r\n\r\n" + canary + "\r\n"
-		if err := c.Deliver(ctx(t), schema.Delivery{Recipients: []string{addr}, Message: []byte(msg)}); err != nil {
+		if err := env.Store.Deliver(ctx(t), schema.Delivery{Recipients: []string{addr}, Message: []byte(msg)}); err != nil {
 			t.Fatal(err)
 		}
 		a := env.Login(t, addr, pw)
@@ -381,10 +403,8 @@ func TestKeyModesAndNoPlaintextAtRest(t *testing.T) {
 			t.Fatalf("mode %s: body %q", mode, body)
 		}
 	}
-	for _, s := range c.Shards() {
-		if err := s.Snapshot(); err != nil {
-			t.Fatal(err)
-		}
+	if err := env.n.Cluster().Compact(ctx(t)); err != nil {
+		t.Fatal(err)
 	}
 	// Nothing under the data directory holds the canary or the users'
 	// addresses or domain names.
@@ -410,49 +430,31 @@ func TestKeyModesAndNoPlaintextAtRest(t *testing.T) {
 }
 
 func TestRestartAndWrongMasterKey(t *testing.T) {
-	dir := t.TempDir()
-	key := seal.NewKey(0).Secret
-	cfg := cluster.Config{DataDir: dir, NodeID: "n1", MailShards: 3, MasterKey: key,
-		Timing: raftstore.Timing{HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond}}
-	c, err := cluster.Open(ctx(t), cfg)
-	if err != nil {
+	env := newEnv(t)
+	env.AddUser(t, "gina@example.test", pw)
+	if err := env.Store.Deliver(ctx(t), schema.Delivery{Recipients: []string{"gina@example.test"}, Message: []byte("Subject: persist\r\n\r\nx\r\n")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AddDomain(ctx(t), "example.test", ""); err != nil {
+	env.n.Stop()
+	if err := env.n.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AddUser(ctx(t), "gina@example.test", pw); err != nil {
-		t.Fatal(err)
+	if n := len(env.n.Cluster().Shards()); n != 3 {
+		t.Fatalf("%d shards after reopen, want meta + 2", n)
 	}
-	if err := c.Deliver(ctx(t), schema.Delivery{Recipients: []string{"gina@example.test"}, Message: []byte("Subject: persist\r\n\r\nx\r\n")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	cfg.MailShards = 5 // fixed at creation: ignored
-	c, err = cluster.Open(ctx(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(c.Shards()); n != 4 {
-		t.Fatalf("%d shards after reopen, want meta + 3", n)
-	}
-	a, err := c.Authenticate(ctx(t), "gina@example.test", pw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := env.n.Login("gina@example.test", pw)
 	mb, err := a.Mailbox(ctx(t), "INBOX")
 	if err != nil || mb.Messages != 1 {
 		t.Fatalf("after restart %+v %v", mb, err)
 	}
-	c.Close()
+	env.n.Stop()
 
-	cfg.MasterKey = seal.NewKey(0).Secret
-	if c, err := cluster.Open(ctx(t), cfg); err == nil {
-		c.Close()
-		t.Fatal("opened with the wrong master key")
+	env.n.MasterKey = seal.NewKey(0).Secret
+	if err := env.n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.n.Directory().Init(ctx(t)); err == nil {
+		t.Fatal("the directory opened with the wrong master key")
 	} else if !strings.Contains(err.Error(), "master key") {
 		t.Fatalf("wrong master key error does not say so: %v", err)
 	}

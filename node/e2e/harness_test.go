@@ -183,6 +183,9 @@ pop3        = "127.0.0.1:0"
 pop3s       = "127.0.0.1:0"
 http        = "127.0.0.1:0"
 
+[cluster]
+listen      = "127.0.0.1:0"
+
 [limits]
 max_message_size       = %q
 max_recipients         = %d
