@@ -43,6 +43,9 @@ type Cluster struct {
 	leaders  map[uint32]leaderHint
 	view     *metaView
 	watches  map[*subscription]struct{}
+	// removedAt is when this node first saw each removed node as removed
+	// (zero once it has been cut off).
+	removedAt map[string]time.Time
 
 	health *health
 	kickCh chan struct{}
@@ -73,16 +76,17 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "cluster"),
-		sealer:   sealer,
-		keys:     deriveClusterKeys(cfg.MasterKey),
-		replicas: map[uint32]*replica{},
-		leaders:  map[uint32]leaderHint{},
-		watches:  map[*subscription]struct{}{},
-		kickCh:   make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		closing:  make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "cluster"),
+		sealer:    sealer,
+		keys:      deriveClusterKeys(cfg.MasterKey),
+		replicas:  map[uint32]*replica{},
+		leaders:   map[uint32]leaderHint{},
+		watches:   map[*subscription]struct{}{},
+		removedAt: map[string]time.Time{},
+		kickCh:    make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		closing:   make(chan struct{}),
 	}
 	if err := c.open(ctx); err != nil {
 		c.Close()
@@ -383,6 +387,9 @@ func (c *Cluster) Ready(ctx context.Context) error {
 	if len(m.Status().Servers) == 0 {
 		return fmt.Errorf("this node is not a member of the meta shard yet: %w", schema.ErrUnavailable)
 	}
+	if v := c.currentView(); v != nil && v.nodes[c.cfg.NodeID].Removed {
+		return fmt.Errorf("this node was removed from the cluster: %w", schema.ErrUnavailable)
+	}
 	for n := uint32(1); int(n) <= c.mailShardCount(); n++ {
 		if id, _ := c.leaderOf(n); id == "" {
 			return fmt.Errorf("shard %d has no known leader: %w", n, schema.ErrUnavailable)
@@ -492,16 +499,19 @@ func (c *Cluster) handOverLeadership() {
 	wg.Wait()
 }
 
+// removalGrace is how long a removed node may still talk to this one, so
+// that it learns of its removal from the meta shard before it is cut off.
+const removalGrace = 3 * time.Second
+
 // allowPeer refuses removed nodes on the cluster port.
 func (c *Cluster) allowPeer(id string) bool {
 	c.mu.RLock()
-	v := c.view
-	c.mu.RUnlock()
-	if v == nil {
+	defer c.mu.RUnlock()
+	if c.view == nil || !c.view.nodes[id].Removed {
 		return true
 	}
-	rec, ok := v.nodes[id]
-	return !ok || !rec.Removed
+	at, seen := c.removedAt[id]
+	return seen && !at.IsZero() && time.Since(at) <= removalGrace
 }
 
 // refreshView rereads the cluster's records from the meta replica.
@@ -514,9 +524,33 @@ func (c *Cluster) refreshView() error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	var cut []string
 	c.mu.Lock()
+	first := c.view == nil
 	c.view = v
+	for id, rec := range v.nodes {
+		if !rec.Removed || id == c.cfg.NodeID {
+			continue
+		}
+		at, seen := c.removedAt[id]
+		if !seen && first {
+			c.removedAt[id] = time.Time{} // removed before this node started
+		} else if !seen {
+			c.removedAt[id] = now
+		} else if !at.IsZero() && now.Sub(at) > removalGrace {
+			cut = append(cut, id)
+			c.removedAt[id] = time.Time{} // cut once
+		}
+	}
 	c.mu.Unlock()
+	// A removed node loses the connections it already has, not only new
+	// ones, once it has had a moment to learn of its removal.
+	for _, id := range cut {
+		if c.trans != nil {
+			c.trans.Disconnect(id)
+		}
+	}
 	return nil
 }
 

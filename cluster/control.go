@@ -82,6 +82,16 @@ func (c *Cluster) ensureSelfRecord(v *metaView) {
 // those placed elsewhere once their group no longer counts this node.
 func (c *Cluster) manageReplicas(v *metaView) {
 	if rec, ok := v.nodes[c.cfg.NodeID]; ok && rec.Removed {
+		// Removed: the others refuse this node, so its replicas can serve
+		// nobody. Close them; the files stay for the operator to delete.
+		for _, s := range c.Shards() {
+			if s.ID() != 0 {
+				if err := c.closeReplica(s.ID(), false); err != nil {
+					c.log.Warn("close a replica of a removed node", "shard", s.ID(), "err", err)
+				}
+				c.log.Error("this node was removed from the cluster: it serves nothing; its data directory may be deleted", "shard", s.ID())
+			}
+		}
 		return
 	}
 	for n := uint32(1); int(n) <= c.mailShardCount(); n++ {

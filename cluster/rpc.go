@@ -339,6 +339,12 @@ type PingResponse struct {
 	Shards  []raftstore.Status `json:"shards"`
 }
 
+// Ping asks the node at a cluster address for its report (what the health
+// checks do every second).
+func (c *Cluster) Ping(ctx context.Context, addr string) (PingResponse, error) {
+	return c.rpc.ping(ctx, addr)
+}
+
 func (c *Cluster) servePing(w http.ResponseWriter, r *http.Request) {
 	resp := c.selfReport()
 	w.Header().Set("Content-Type", "application/json")

@@ -130,8 +130,16 @@ func Start(t testing.TB, opts Options) *Cluster {
 }
 
 // AddNode starts one more node in region; the first node creates the
-// cluster, later ones join it through a running member.
+// cluster, later ones join it through a running member with the
+// bootstrap token.
 func (c *Cluster) AddNode(region string) *Node {
+	c.t.Helper()
+	return c.AddNodeWithToken(region, c.token)
+}
+
+// AddNodeWithToken is AddNode with a join token of the caller's (one
+// from IssueToken).
+func (c *Cluster) AddNodeWithToken(region, token string) *Node {
 	c.t.Helper()
 	c.mu.Lock()
 	i := len(c.Nodes)
@@ -150,7 +158,7 @@ func (c *Cluster) AddNode(region string) *Node {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		via := c.anyRunning()
-		res, err := cluster.Join(ctx, cluster.JoinRequest{Addr: via.Addr, Token: c.token, DataDir: n.Dir,
+		res, err := cluster.Join(ctx, cluster.JoinRequest{Addr: via.Addr, Token: token, DataDir: n.Dir,
 			NodeID: n.ID, Region: region, Advertise: n.Addr, Version: "test"})
 		if err != nil {
 			c.t.Fatalf("join %s: %v", n.ID, err)

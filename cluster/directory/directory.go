@@ -194,6 +194,17 @@ func (d *Directory) domainByName(name string) (schema.DomainRecord, domainInfo, 
 	return rec, info, nil
 }
 
+// findDomain is domainByName that, on a miss, catches up with the meta
+// leader first: a domain added a moment ago through another node is
+// found.
+func (d *Directory) findDomain(ctx context.Context, name string) (schema.DomainRecord, domainInfo, error) {
+	rec, info, err := d.domainByName(name)
+	if errors.Is(err, schema.ErrNoSuchDomain) && d.c.CatchUpMeta(ctx) == nil {
+		return d.domainByName(name)
+	}
+	return rec, info, err
+}
+
 func (d *Directory) domainByID(id schema.ID) (schema.DomainRecord, domainInfo, error) {
 	var rec schema.DomainRecord
 	var info domainInfo
@@ -334,7 +345,7 @@ func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	rec, _, err := d.domainByName(dn)
+	rec, _, err := d.findDomain(ctx, dn)
 	if err != nil {
 		return fmt.Errorf("delete domain %s: %w", dn, err)
 	}
@@ -356,8 +367,10 @@ func (d *Directory) domainRegion(id schema.ID) string {
 	return string(v)
 }
 
-// Domains lists the served domains with their user counts.
+// Domains lists the served domains with their user counts, as the meta
+// leader has them.
 func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
+	_ = d.c.CatchUpMeta(ctx) // best effort: else this node's view
 	var doms []schema.DomainRecord
 	var users []schema.UserRecord
 	var regions map[string][]byte
@@ -398,11 +411,11 @@ func (d *Directory) AddUser(ctx context.Context, address, password string) error
 	if err := validatePassword(password); err != nil {
 		return err
 	}
-	dom, dinfo, err := d.domainByName(domain)
+	dom, dinfo, err := d.findDomain(ctx, domain)
 	if err != nil {
 		return fmt.Errorf("add user: domain %s: %w", domain, err)
 	}
-	if _, _, err := d.userByAddress(addr); err == nil {
+	if _, _, err := d.lookupUser(ctx, addr); err == nil {
 		return fmt.Errorf("add user: %w", schema.ErrUserExists)
 	}
 	hash, err := d.hash.hash(ctx, password)
@@ -461,7 +474,7 @@ func (d *Directory) DeleteUser(ctx context.Context, address string) error {
 	if err != nil {
 		return err
 	}
-	rec, _, err := d.userByAddress(addr)
+	rec, _, err := d.lookupUser(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
 	}
@@ -485,7 +498,7 @@ func (d *Directory) SetPassword(ctx context.Context, address, password string) e
 	if err := validatePassword(password); err != nil {
 		return err
 	}
-	rec, info, err := d.userByAddress(addr)
+	rec, info, err := d.lookupUser(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("set password: %w", err)
 	}
@@ -502,8 +515,10 @@ func (d *Directory) SetPassword(ctx context.Context, address, password string) e
 	return nil
 }
 
-// Users lists the addresses of a domain's users ("" for all domains).
+// Users lists the addresses of a domain's users ("" for all domains), as
+// the meta leader has them.
 func (d *Directory) Users(ctx context.Context, domain string) ([]string, error) {
+	_ = d.c.CatchUpMeta(ctx) // best effort: else this node's view
 	var filter schema.ID
 	if domain != "" {
 		dn, err := canonicalDomain(domain)
@@ -640,12 +655,7 @@ func (d *Directory) resolveRecipient(ctx context.Context, address string) (schem
 	if err != nil {
 		return schema.UserRecord{}, err
 	}
-	if _, _, err := d.domainByName(domain); err != nil {
-		if errors.Is(err, schema.ErrNoSuchDomain) {
-			if cerr := d.c.CatchUpMeta(ctx); cerr == nil {
-				_, _, err = d.domainByName(domain)
-			}
-		}
+	if _, _, err := d.findDomain(ctx, domain); err != nil {
 		if errors.Is(err, schema.ErrNoSuchDomain) {
 			return schema.UserRecord{}, schema.ErrNotLocal
 		}

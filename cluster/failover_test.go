@@ -1,0 +1,227 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/clustertest"
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// shardOf returns the mail shard of a user, as node 0 resolves it.
+func shardOf(t *testing.T, c *clustertest.Cluster, addr string) uint32 {
+	t.Helper()
+	u, err := c.Running()[0].Directory().ResolveRecipient(testCtx(t), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Shard
+}
+
+func deliver(ctx context.Context, n *clustertest.Node, to, subject string) error {
+	return n.Store().Deliver(ctx, schema.Delivery{From: "x@remote.test", Recipients: []string{to},
+		Message: []byte("Subject: " + subject + "\r\n\r\nbody\r\n")})
+}
+
+// inboxSubjects reads a user's INBOX through a node.
+func inboxCount(t *testing.T, acct protocols.Account) int {
+	t.Helper()
+	ctx := testCtx(t)
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := acct.Snapshot(ctx, inbox.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(snap.Messages)
+}
+
+// TestLeaderFailoverAndCatchUp kills the leader of a user's shard: mail
+// keeps flowing through the other nodes, and the restarted node catches
+// up and serves again.
+func TestLeaderFailoverAndCatchUp(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	c.AddUser("ann@example.test", "password-1")
+	n := shardOf(t, c, "ann@example.test")
+	leader := c.Leader(n)
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	for i := 0; i < 5; i++ {
+		if err := deliver(testCtx(t), leader, "ann@example.test", "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader.Kill()
+	var survivor *clustertest.Node
+	for _, x := range c.Running() {
+		survivor = x
+	}
+	// Writes through a survivor succeed: the router waits for the new
+	// leader and retries.
+	for i := 0; i < 5; i++ {
+		if err := deliver(testCtx(t), survivor, "ann@example.test", "during"); err != nil {
+			t.Fatalf("deliver with the leader dead: %v", err)
+		}
+	}
+	if got := inboxCount(t, survivor.Login("ann@example.test", "password-1")); got != 10 {
+		t.Fatalf("%d messages after failover, want 10", got)
+	}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitConverged(time.Minute)
+	// The restarted replica has everything.
+	c.Eventually(time.Minute, "restarted replica caught up", func() error {
+		return sameApplied(c, n)
+	})
+	if got := inboxCount(t, leader.Login("ann@example.test", "password-1")); got != 10 {
+		t.Fatalf("%d messages through the restarted node, want 10", got)
+	}
+}
+
+// sameApplied reports whether every running replica of shard n has
+// applied what its leader has committed.
+func sameApplied(c *clustertest.Cluster, n uint32) error {
+	var commit uint64
+	applied := map[string]uint64{}
+	for _, node := range c.Running() {
+		for _, s := range node.Cluster().Shards() {
+			if s.ID() != n {
+				continue
+			}
+			st := s.Status()
+			applied[node.ID] = st.AppliedIndex
+			if st.State == "leader" {
+				commit = st.CommitIndex
+			}
+		}
+	}
+	if commit == 0 {
+		return fmt.Errorf("shard %d: no leader", n)
+	}
+	for id, a := range applied {
+		if a < commit {
+			return fmt.Errorf("shard %d: %s applied %d of %d", n, id, a, commit)
+		}
+	}
+	return nil
+}
+
+// TestSnapshotInstallOnLaggingNode stops a node, writes and compacts the
+// log away, then restarts it: it gets the leader's state as a snapshot.
+func TestSnapshotInstallOnLaggingNode(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	c.AddUser("bea@example.test", "password-1")
+	n := shardOf(t, c, "bea@example.test")
+	var lagging *clustertest.Node
+	for _, x := range c.Nodes {
+		if !x.Cluster().LeadsShard(n) && !x.Cluster().LeadsShard(0) {
+			lagging = x
+			break
+		}
+	}
+	if lagging == nil {
+		lagging = c.Nodes[2]
+	}
+	lagging.Stop()
+	live := c.Running()[0]
+	for i := 0; i < 20; i++ {
+		if err := deliver(testCtx(t), live, "bea@example.test", "while away"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := c.Leader(n)
+	if err := leader.Cluster().Compact(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := lagging.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Minute, "lagging replica caught up", func() error { return sameApplied(c, n) })
+	// The state is really there: read the lagging node's own replica.
+	u, err := lagging.Directory().ResolveRecipient(testCtx(t), "bea@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range lagging.Cluster().Shards() {
+		if s.ID() != n {
+			continue
+		}
+		var msgs []schema.MessageRecord
+		err := s.View(func(r *raftstore.Reader) error {
+			st, err := r.UserState(u.ID)
+			if err != nil {
+				return err
+			}
+			msgs, err = r.Messages(u.ID, st.Inbox)
+			return err
+		})
+		if err != nil || len(msgs) != 20 {
+			t.Fatalf("lagging replica holds %d messages, %v; want 20", len(msgs), err)
+		}
+		return
+	}
+	t.Fatal("the lagging node has no replica of the shard")
+}
+
+// TestGracefulStopHandsLeadershipOver stops the leader of every shard
+// with a hand-over while mail flows through the other nodes: no write
+// fails, and no write waits for an election timeout to pass.
+func TestGracefulStopHandsLeadershipOver(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	c.AddUser("cat@example.test", "password-1")
+	n := shardOf(t, c, "cat@example.test")
+	leader := c.Leader(n)
+	var other *clustertest.Node
+	for _, x := range c.Nodes {
+		if x != leader {
+			other = x
+		}
+	}
+	termBefore := other.Cluster().Status().Shards[n].Term
+	ctx, cancel := context.WithCancel(testCtx(t))
+	errs := make(chan error, 1)
+	var sent atomic.Int64
+	go func() {
+		defer close(errs)
+		for ctx.Err() == nil {
+			if err := deliver(ctx, other, "cat@example.test", "steady"); err != nil && ctx.Err() == nil {
+				errs <- err
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // let some mail flow before the stop
+	leader.Stop()
+	c.Eventually(10*time.Second, "a new leader", func() error {
+		if c.Leader(n) == nil {
+			return fmt.Errorf("shard %d has no leader", n)
+		}
+		return nil
+	})
+	sentAtStop := sent.Load()
+	c.Eventually(10*time.Second, "mail flowing again", func() error {
+		if n := sent.Load(); n <= sentAtStop+3 {
+			return fmt.Errorf("%d sent", n)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-errs; err != nil {
+		t.Fatalf("a write failed during the hand-over: %v", err)
+	}
+	// A hand-over is one election started by the old leader: the term
+	// grows by one, where timeouts and split votes would add more.
+	if st := c.Leader(n).Cluster().Status().Shards[n]; st.Term != termBefore+1 {
+		t.Errorf("term went from %d to %d: leadership was not handed over", termBefore, st.Term)
+	}
+}

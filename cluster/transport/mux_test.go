@@ -1,0 +1,291 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pki is a cluster CA and a way to issue node identities under it.
+type pki struct {
+	ca *CA
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	ca, _, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pki{ca: ca}
+}
+
+func (p *pki) identity(t *testing.T, nodeID string) *Identity {
+	t.Helper()
+	key, keyPEM, err := NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := p.ca.Issue(nodeID, key.Public(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := LoadIdentity(p.ca.CertPEM(), certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func listen(t *testing.T, id *Identity, allow func(string) bool) *Transport {
+	t.Helper()
+	tr, err := Listen(Config{Listen: "127.0.0.1:0", Identity: id, Allow: allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// echo accepts one stream on l and echoes a line back.
+func echo(l net.Listener) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil {
+			_, err = io.WriteString(c, "echo "+line)
+		}
+		done <- err
+	}()
+	return done
+}
+
+func roundTrip(t *testing.T, c net.Conn) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return line
+}
+
+func TestRaftGroupsShareOnePort(t *testing.T) {
+	p := newPKI(t)
+	a, b := listen(t, p.identity(t, "a"), nil), listen(t, p.identity(t, "b"), nil)
+	layer1, err := b.RaftLayer(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer2, err := b.RaftLayer(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := a.RaftLayer(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := echo(layer2)
+	c, err := from.Dial(b.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c); got != "echo hello\n" {
+		t.Fatalf("got %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if Peer(c) != "b" {
+		t.Fatalf("peer of the dialed stream: %q", Peer(c))
+	}
+	// Group 1 got nothing: the header routes the stream.
+	select {
+	case c := <-layer1.ch:
+		t.Fatalf("group 1 received a stream of group 2 from %s", c.RemoteAddr())
+	default:
+	}
+	// A group without a layer on the peer is refused.
+	if _, err := a.RaftLayer(3); err != nil {
+		t.Fatal(err)
+	}
+	c3, err := a.Dial(ctx(t), b.Addr().String(), KindRaft, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c3.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a stream for a group the peer does not keep stayed open")
+	}
+}
+
+func TestForeignCertificateIsRefused(t *testing.T) {
+	ours, theirs := newPKI(t), newPKI(t)
+	node := listen(t, ours.identity(t, "a"), nil)
+	intruder := listen(t, theirs.identity(t, "x"), nil)
+	rpc := echo(node.RPCListener())
+
+	// The intruder's certificate is not from our CA: the node drops it.
+	c, err := intruder.Dial(ctx(t), node.Addr().String(), KindRPC, 0)
+	if err == nil {
+		// The intruder does not trust our CA either, so its own check
+		// fails first; if it got through, the node must close it.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "hello\n")
+		if _, rerr := c.Read(make([]byte, 1)); rerr == nil {
+			t.Fatal("the node answered a peer with a foreign certificate")
+		}
+		c.Close()
+	} else if !strings.Contains(err.Error(), "not issued by the cluster CA") {
+		t.Fatalf("dial error %v, want a CA mismatch", err)
+	}
+	// A stream without any client certificate asks for the RPC service.
+	raw, err := tls.Dial("tcp", node.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeHeader(ctx(t), raw, KindRPC, 0); err != nil {
+		t.Fatal(err)
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); err == nil {
+		t.Fatal("an anonymous RPC stream stayed open")
+	}
+	raw.Close()
+	select {
+	case err := <-rpc:
+		t.Fatalf("the RPC service accepted a stream from a foreign or anonymous peer: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// Our own node gets through.
+	friend := listen(t, ours.identity(t, "b"), nil)
+	fc, err := friend.Dial(ctx(t), node.Addr().String(), KindRPC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if got := roundTrip(t, fc); got != "echo hello\n" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestAStreamWithoutCertificateReachesOnlyJoin(t *testing.T) {
+	p := newPKI(t)
+	node := listen(t, p.identity(t, "a"), nil)
+	done := echo(node.JoinListener())
+	c, err := DialJoin(ctx(t), node.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c); got != "echo hello\n" {
+		t.Fatalf("got %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Both ends derive the same session-bound key; another session
+	// derives another.
+	k1, err := ExportKey(c, "label")
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("export key: %v", err)
+	}
+	c2, err := DialJoin(ctx(t), node.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if k2, _ := ExportKey(c2, "label"); string(k1) == string(k2) {
+		t.Fatal("two sessions exported the same key")
+	}
+}
+
+func TestBlockCutsAndRefusesAPeer(t *testing.T) {
+	p := newPKI(t)
+	a, b := listen(t, p.identity(t, "a"), nil), listen(t, p.identity(t, "b"), nil)
+	la, _ := a.RaftLayer(1)
+	lb, _ := b.RaftLayer(1)
+	done := echo(lb)
+	c, err := la.Dial(b.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c)
+	<-done
+
+	b.Block("a")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a live stream from a blocked peer stayed open")
+	}
+	if _, err := la.Dial(b.Addr().String(), 2*time.Second); err == nil {
+		// The dial itself may complete before b refuses; the stream must
+		// then be closed.
+		select {
+		case c := <-lb.ch:
+			t.Fatalf("b accepted a stream from blocked a: %v", c.RemoteAddr())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	b.Unblock("a")
+	done = echo(lb)
+	c2, err := la.Dial(b.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	roundTrip(t, c2)
+
+	// Isolation cuts everyone, both ways, until lifted.
+	a.Isolate(true)
+	if _, err := la.Dial(b.Addr().String(), 2*time.Second); !errors.Is(err, ErrBlocked) {
+		t.Fatalf("dial from an isolated node: %v", err)
+	}
+	a.Isolate(false)
+	if <-done != nil {
+		t.Fatal("echo failed")
+	}
+}
+
+func TestRemovedNodeIsRefused(t *testing.T) {
+	p := newPKI(t)
+	removed := map[string]bool{"x": true}
+	node := listen(t, p.identity(t, "a"), func(id string) bool { return !removed[id] })
+	x := listen(t, p.identity(t, "x"), nil)
+	rpc := echo(node.RPCListener())
+	c, err := x.Dial(ctx(t), node.Addr().String(), KindRPC, 0)
+	if err == nil {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "hello\n")
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a removed node was answered")
+		}
+	}
+	select {
+	case <-rpc:
+		t.Fatal("the RPC service accepted a removed node")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
