@@ -55,7 +55,7 @@ type ReplicaStatus struct {
 	Placed bool `json:"placed"`
 }
 
-const upWithin = 5 * time.Second
+const upWithin = 3 * time.Second
 
 // Status reports the cluster as this node sees it now.
 func (c *Cluster) Status() Status {

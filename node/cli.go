@@ -61,6 +61,7 @@ Usage:
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user del    --data DIR ADDRESS
   mailnode user list   --data DIR [--domain DOMAIN]
+  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created)
   mailnode status      --data DIR [--json]
   mailnode compact     --data DIR
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
@@ -323,7 +324,7 @@ func readTokenFiles(c *ClusterConfig) error {
 // and false for an unknown command.
 func adminCommandArgs(name string) (int, bool) {
 	switch name {
-	case "domain add", "domain del", "user add", "user passwd", "user del", "cluster remove":
+	case "domain add", "domain del", "user add", "user passwd", "user del", "user show", "cluster remove":
 		return 1, true
 	case "domain list", "user list", "status", "cluster token", "cluster status":
 		return 0, true
@@ -346,8 +347,8 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		region = fs.String("region", "", "pin the domain's mail to a region")
 	case "user list":
 		domain = fs.String("domain", "", "list only this domain's users")
-	case "status", "cluster status":
-		asJSON = fs.Bool("json", false, "print the status as JSON")
+	case "status", "cluster status", "user show":
+		asJSON = fs.Bool("json", false, "print as JSON")
 	case "cluster token":
 		ttl = fs.Duration("ttl", cluster.DefaultTokenTTL, "how long the token stays valid")
 	}
@@ -455,6 +456,17 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 			return err
 		}
 		fmt.Fprintf(c.Stdout, "user %s deleted\n", arg)
+	case "user show":
+		u, err := client.User(ctx, arg)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(u)
+		}
+		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\n", u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339))
 	case "user list":
 		users, err := client.Users(ctx, *domain)
 		if err != nil {

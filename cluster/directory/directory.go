@@ -550,6 +550,28 @@ func (d *Directory) Users(ctx context.Context, domain string) ([]string, error) 
 	return out, ctx.Err()
 }
 
+// UserInfo is what the admin interface shows of one user: no secrets.
+type UserInfo struct {
+	Address string    `json:"address"`
+	Domain  string    `json:"domain"`
+	Shard   uint32    `json:"shard"`
+	Created time.Time `json:"created"`
+}
+
+// User returns what the admin interface shows of one user, including the
+// mail shard that holds its mailboxes.
+func (d *Directory) User(ctx context.Context, address string) (UserInfo, error) {
+	addr, domain, err := canonicalAddress(address)
+	if err != nil {
+		return UserInfo{}, err
+	}
+	rec, info, err := d.lookupUser(ctx, addr)
+	if err != nil {
+		return UserInfo{}, fmt.Errorf("show user: %w", err)
+	}
+	return UserInfo{Address: info.Address, Domain: domain, Shard: rec.Shard, Created: time.Unix(info.Created, 0).UTC()}, nil
+}
+
 // lookupUser finds a user by address in this node's meta replica; a miss
 // is checked again after catching up with the meta leader, so a user
 // created a moment ago through another node is found.

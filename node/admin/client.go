@@ -105,6 +105,13 @@ func (c *Client) Users(ctx context.Context, domain string) ([]string, error) {
 	return resp.Users, err
 }
 
+// User shows one user (address, domain, mail shard, creation time).
+func (c *Client) User(ctx context.Context, address string) (directory.UserInfo, error) {
+	var u directory.UserInfo
+	err := c.do(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(address), nil, &u)
+	return u, err
+}
+
 // AddUser creates a user with a password.
 func (c *Client) AddUser(ctx context.Context, address, password string) error {
 	return c.do(ctx, http.MethodPost, "/v1/users", userRequest{Address: address, Password: password}, nil)

@@ -29,6 +29,7 @@ type Directory interface {
 	DeleteUser(ctx context.Context, address string) error
 	SetPassword(ctx context.Context, address, password string) error
 	Users(ctx context.Context, domain string) ([]string, error)
+	User(ctx context.Context, address string) (directory.UserInfo, error)
 	// Compact snapshots every shard, truncating the Raft logs.
 	Compact(ctx context.Context) error
 }
@@ -54,6 +55,7 @@ func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, 
 	mux.HandleFunc("POST /v1/domains", h.addDomain)
 	mux.HandleFunc("DELETE /v1/domains/{name}", h.deleteDomain)
 	mux.HandleFunc("GET /v1/users", h.listUsers)
+	mux.HandleFunc("GET /v1/users/{address}", h.showUser)
 	mux.HandleFunc("POST /v1/users", h.addUser)
 	mux.HandleFunc("DELETE /v1/users/{address}", h.deleteUser)
 	mux.HandleFunc("PUT /v1/users/{address}/password", h.setPassword)
@@ -144,6 +146,15 @@ func (h *handler) listUsers(w http.ResponseWriter, r *http.Request) {
 		users = []string{}
 	}
 	writeJSON(w, http.StatusOK, usersResponse{Users: users})
+}
+
+func (h *handler) showUser(w http.ResponseWriter, r *http.Request) {
+	u, err := h.dir.User(r.Context(), r.PathValue("address"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
 }
 
 func (h *handler) addUser(w http.ResponseWriter, r *http.Request) {
