@@ -49,6 +49,9 @@ type Cluster struct {
 
 	health *health
 	kickCh chan struct{}
+	// lastRebalance is when placement last moved a replica to spread load
+	// (control loop only).
+	lastRebalance time.Time
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -322,8 +325,10 @@ func (c *Cluster) closeReplica(n uint32, remove bool) error {
 		return nil
 	}
 	c.resubscribe(n)
-	err := r.shard.Close()
+	// The layer first: Raft dials waiting for an unreachable peer end at
+	// once, so the group's shutdown does not wait for them.
 	r.layer.Close()
+	err := r.shard.Close()
 	if remove && err == nil {
 		err = raftstore.RemoveReplica(c.cfg.DataDir, n)
 	}

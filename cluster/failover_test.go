@@ -147,7 +147,7 @@ func TestSnapshotInstallOnLaggingNode(t *testing.T) {
 	}
 	c.Eventually(time.Minute, "lagging replica caught up", func() error { return sameApplied(c, n) })
 	// The state is really there: read the lagging node's own replica.
-	u, err := lagging.Directory().ResolveRecipient(testCtx(t), "bea@example.test")
+	u, err := live.Directory().ResolveRecipient(testCtx(t), "bea@example.test")
 	if err != nil {
 		t.Fatal(err)
 	}

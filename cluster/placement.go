@@ -88,6 +88,7 @@ func (c *Cluster) place(v *metaView) {
 		p.Replicas = c.chooseReplicas(p, v, nodes, want, load)
 		next[n] = p
 	}
+	c.rebalance(next, v, nodes, load)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for n := uint32(1); int(n) <= shards; n++ {
@@ -213,6 +214,98 @@ func (c *Cluster) chooseReplicas(p Placement, v *metaView, nodes []NodeRecord, w
 		keep = append(keep[:drop], keep[drop+1:]...)
 	}
 	return keep
+}
+
+// rebalanceEvery paces the moves that spread replicas over nodes that
+// joined after the shards were placed: one move at a time, and the next
+// only once every group matches its placement (the new replica caught up
+// and votes, the old one left).
+const rebalanceEvery = time.Second
+
+// rebalance moves one replica from a more loaded live node to a less
+// loaded one when their loads differ by more than one, keeping each
+// shard's home region and its spread over regions (so a swap often stays
+// within a region).
+func (c *Cluster) rebalance(next map[uint32]Placement, v *metaView, nodes []NodeRecord, load map[string]int) {
+	if time.Since(c.lastRebalance) < rebalanceEvery || !c.settled(v) {
+		return
+	}
+	var live []NodeRecord
+	for _, n := range nodes {
+		if !c.dead(n.ID) {
+			live = append(live, n)
+		}
+	}
+	type pair struct{ heavy, light NodeRecord }
+	var pairs []pair
+	for _, h := range live {
+		for _, l := range live {
+			if load[h.ID]-load[l.ID] > 1 {
+				pairs = append(pairs, pair{h, l})
+			}
+		}
+	}
+	sort.SliceStable(pairs, func(i, j int) bool {
+		di := load[pairs[i].heavy.ID] - load[pairs[i].light.ID]
+		dj := load[pairs[j].heavy.ID] - load[pairs[j].light.ID]
+		if di != dj {
+			return di > dj
+		}
+		if pairs[i].heavy.ID != pairs[j].heavy.ID {
+			return pairs[i].heavy.ID < pairs[j].heavy.ID
+		}
+		return pairs[i].light.ID < pairs[j].light.ID
+	})
+	for _, pr := range pairs {
+		heavy, light := pr.heavy, pr.light
+		for n := uint32(1); int(n) <= len(next); n++ {
+			p := next[n]
+			if !p.has(heavy.ID) || p.has(light.ID) {
+				continue
+			}
+			regions := map[string]int{}
+			for _, id := range p.Replicas {
+				regions[v.nodes[id].Region]++
+			}
+			if heavy.Region == p.Home && regions[p.Home] == 1 && light.Region != p.Home {
+				continue // the home region's only replica stays
+			}
+			if light.Region != heavy.Region && regions[light.Region] > 0 {
+				continue // would put two replicas in one region
+			}
+			for i, id := range p.Replicas {
+				if id == heavy.ID {
+					p.Replicas[i] = light.ID
+				}
+			}
+			next[n] = p
+			load[heavy.ID]--
+			load[light.ID]++
+			c.lastRebalance = time.Now()
+			return
+		}
+	}
+}
+
+// settled reports whether every mail shard's group, as its leader last
+// reported, has exactly its placed replicas, all voting.
+func (c *Cluster) settled(v *metaView) bool {
+	for n, p := range v.placements {
+		id, _ := c.leaderOf(n)
+		if id == "" {
+			return false
+		}
+		st, ok := c.health.shardStatus(id, n)
+		if !ok || st.State != "leader" || len(st.Servers) != len(p.Replicas) {
+			return false
+		}
+		for _, srv := range st.Servers {
+			if !srv.Voter || !p.has(srv.ID) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func leastOf(regions []string, count map[string]int) string {

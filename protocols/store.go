@@ -98,6 +98,12 @@ type Account interface {
 	// Expunge removes messages and returns the UIDs it removed.
 	Expunge(ctx context.Context, mailbox schema.ID, targets []schema.ExpungeTarget) ([]schema.UID, error)
 
+	// LockMaildrop takes the user's exclusive POP3 maildrop lock (RFC 1939
+	// section 8) for the whole cluster: schema.ErrInUse while another
+	// session holds it, on any node. A lock whose holder dies expires by
+	// itself. release gives it back and may be called more than once.
+	LockMaildrop(ctx context.Context) (release func(), err error)
+
 	// Watch streams the changes to one mailbox, in commit order, until
 	// stop is called; stop closes the channel. A schema.ChangeResync event
 	// means events were lost and the mailbox must be reloaded.

@@ -109,7 +109,7 @@ func (s *Shard) Compact(ctx context.Context) error {
 	// A barrier gives an idle shard a new index, so the snapshot is never
 	// "nothing new" while old entries are still kept.
 	if s.IsLeader() {
-		if err := s.raft.Barrier(time.Until(deadline(ctx, 30*time.Second))).Error(); err != nil {
+		if err := s.await(ctx, s.raft.Barrier(time.Until(deadline(ctx, 30*time.Second)))); err != nil {
 			return fmt.Errorf("shard %d: compact: %w", s.cfg.Shard, err)
 		}
 	}

@@ -86,28 +86,44 @@ func (s *Shard) Servers() ([]Server, error) {
 }
 
 // AddVoter adds a voting member (or makes a member a voter, or updates
-// its address). Only the leader can change the group.
+// its address). Only the leader can change the group. Like every
+// membership change it returns when the change is committed or ctx ends
+// (a change without a quorum would otherwise wait for ever).
 func (s *Shard) AddVoter(ctx context.Context, id, address string) error {
 	f := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(address), 0, timeout(ctx))
-	return s.membershipErr("add voter "+id, f.Error())
+	return s.membershipErr("add voter "+id, s.await(ctx, f))
 }
 
 // AddNonvoter adds a member that receives the log but does not vote.
 func (s *Shard) AddNonvoter(ctx context.Context, id, address string) error {
 	f := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(address), 0, timeout(ctx))
-	return s.membershipErr("add non-voter "+id, f.Error())
+	return s.membershipErr("add non-voter "+id, s.await(ctx, f))
 }
 
 // DemoteVoter turns a voter into a non-voter.
 func (s *Shard) DemoteVoter(ctx context.Context, id string) error {
 	f := s.raft.DemoteVoter(raft.ServerID(id), 0, timeout(ctx))
-	return s.membershipErr("demote "+id, f.Error())
+	return s.membershipErr("demote "+id, s.await(ctx, f))
 }
 
 // RemoveServer removes a member from the group.
 func (s *Shard) RemoveServer(ctx context.Context, id string) error {
 	f := s.raft.RemoveServer(raft.ServerID(id), 0, timeout(ctx))
-	return s.membershipErr("remove "+id, f.Error())
+	return s.membershipErr("remove "+id, s.await(ctx, f))
+}
+
+// await waits for a Raft future until ctx ends or the shard closes.
+func (s *Shard) await(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return ErrClosed
+	}
 }
 
 // TransferLeadership hands leadership to the voter id (or, with id "",
@@ -119,29 +135,14 @@ func (s *Shard) TransferLeadership(ctx context.Context, id, address string) erro
 	} else {
 		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(address))
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return s.membershipErr("transfer leadership", err)
-	case <-ctx.Done():
-		return fmt.Errorf("shard %d: transfer leadership: %w", s.cfg.Shard, ctx.Err())
-	}
+	return s.membershipErr("transfer leadership", s.await(ctx, f))
 }
 
 // VerifyLeader confirms with a quorum that this replica still leads, so a
 // read it serves next is not stale (a deposed leader cut off from the
 // others fails here).
 func (s *Shard) VerifyLeader(ctx context.Context) error {
-	done := make(chan error, 1)
-	f := s.raft.VerifyLeader()
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return s.membershipErr("verify leader", err)
-	case <-ctx.Done():
-		return fmt.Errorf("shard %d: verify leader: %w", s.cfg.Shard, ctx.Err())
-	}
+	return s.membershipErr("verify leader", s.await(ctx, s.raft.VerifyLeader()))
 }
 
 func (s *Shard) membershipErr(what string, err error) error {

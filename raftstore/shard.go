@@ -233,7 +233,10 @@ func (s *Shard) WaitForLeader(ctx context.Context) error {
 			}
 			// A barrier makes the new leader's state current before it
 			// serves reads.
-			if err := s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second))).Error(); err == nil {
+			bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.await(bctx, s.raft.Barrier(time.Until(deadline(bctx, 10*time.Second))))
+			cancel()
+			if err == nil {
 				return nil
 			}
 		}

@@ -233,7 +233,7 @@ func (n *Node) Start() error {
 		return err
 	}
 	n.cluster, n.dir = cl, dir
-	n.store = mailstore.New(cl, dir, mailstore.Config{Logger: o.Logger, SpoolRetry: 2 * time.Second})
+	n.store = mailstore.New(cl, dir, mailstore.Config{Logger: o.Logger, SpoolRetry: 2 * time.Second, MaildropLease: 3 * time.Second})
 	n.running = true
 	// The directory needs the meta shard; a joining node gets it shortly.
 	go func() {

@@ -197,12 +197,17 @@ func (d *Directory) domainByName(name string) (schema.DomainRecord, domainInfo, 
 // findDomain is domainByName that, on a miss, catches up with the meta
 // leader first: a domain added a moment ago through another node is
 // found.
+// If the meta leader cannot be reached to make sure, the miss is
+// schema.ErrUnavailable: "no such domain" would be a permanent answer.
 func (d *Directory) findDomain(ctx context.Context, name string) (schema.DomainRecord, domainInfo, error) {
 	rec, info, err := d.domainByName(name)
-	if errors.Is(err, schema.ErrNoSuchDomain) && d.c.CatchUpMeta(ctx) == nil {
-		return d.domainByName(name)
+	if !errors.Is(err, schema.ErrNoSuchDomain) {
+		return rec, info, err
 	}
-	return rec, info, err
+	if cerr := d.c.CatchUpMeta(ctx); cerr != nil {
+		return rec, info, fmt.Errorf("domain not known here and the directory's leader is unreachable (%v): %w", cerr, schema.ErrUnavailable)
+	}
+	return d.domainByName(name)
 }
 
 func (d *Directory) domainByID(id schema.ID) (schema.DomainRecord, domainInfo, error) {
@@ -581,7 +586,9 @@ func (d *Directory) lookupUser(ctx context.Context, addr string) (schema.UserRec
 		return rec, info, err
 	}
 	if cerr := d.c.CatchUpMeta(ctx); cerr != nil {
-		return rec, info, err
+		// Without the leader this node cannot tell an unknown user from
+		// one created a moment ago: a temporary answer, not "no such user".
+		return rec, info, fmt.Errorf("user not known here and the directory's leader is unreachable (%v): %w", cerr, schema.ErrUnavailable)
 	}
 	return d.userByAddress(addr)
 }

@@ -42,6 +42,10 @@ type Config struct {
 	// SpoolRetry is how long a spooled message waits before this node
 	// retries the copies that failed; 0 means 30 seconds.
 	SpoolRetry time.Duration
+	// MaildropLease is how long a POP3 maildrop lock lasts without
+	// renewal (a dead holder's lock is free again after it); 0 means
+	// DefaultMaildropLease.
+	MaildropLease time.Duration
 }
 
 // Store is the mail store the frontends consume: it satisfies
@@ -66,6 +70,9 @@ func New(c Cluster, dir *directory.Directory, cfg Config) *Store {
 	}
 	if cfg.SpoolRetry <= 0 {
 		cfg.SpoolRetry = 30 * time.Second
+	}
+	if cfg.MaildropLease <= 0 {
+		cfg.MaildropLease = DefaultMaildropLease
 	}
 	s := &Store{c: c, dir: dir, sealer: dir.Sealer(), log: cfg.Logger.With("component", "mailstore"), cfg: cfg, stop: make(chan struct{})}
 	s.wg.Add(1)

@@ -548,12 +548,32 @@ type RaftLayer struct {
 	shard uint32
 }
 
-// Dial opens a stream to the same group on the node at addr.
+// raftRedial is how often a Raft dial to an unreachable peer is tried
+// again within its timeout.
+const raftRedial = 200 * time.Millisecond
+
+// Dial opens a stream to the same group on the node at addr. While the
+// peer cannot be reached it keeps trying until timeout: hashicorp/raft
+// backs a failing follower off exponentially (up to 40 s) per failed
+// attempt, so a dial that fails at once would leave a restarted node
+// waiting long for its log; a dial that waits counts as one failure and
+// connects as soon as the node is back.
 func (l *RaftLayer) Dial(addr string, timeout time.Duration) (net.Conn, error) {
-	if l.isClosed() {
-		return nil, ErrClosed
+	deadline := time.Now().Add(timeout)
+	for {
+		if l.isClosed() {
+			return nil, ErrClosed
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		c, err := l.t.Dial(ctx, addr, KindRaft, l.shard)
+		cancel()
+		if err == nil || errors.Is(err, ErrClosed) || time.Until(deadline) < raftRedial {
+			return c, err
+		}
+		select {
+		case <-l.done:
+			return nil, ErrClosed
+		case <-time.After(raftRedial):
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return l.t.Dial(ctx, addr, KindRaft, l.shard)
 }

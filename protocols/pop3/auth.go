@@ -129,14 +129,18 @@ func (s *session) login(username, password string) (protocols.Account, error) {
 // TRANSACTION state. On failure the account is closed and the session
 // stays in the AUTHORIZATION state.
 func (s *session) openMaildrop(acct protocols.Account) {
-	key := strings.ToLower(acct.Address())
-	unlock, ok := s.srv.locks.acquire(key)
-	if !ok {
-		if err := acct.Close(); err != nil {
-			s.log.Warn("close account", "err", err)
+	unlock, err := acct.LockMaildrop(s.ctx)
+	if err != nil {
+		if cerr := acct.Close(); cerr != nil {
+			s.log.Warn("close account", "err", cerr)
 		}
-		s.log.Info("maildrop in use")
-		s.reply(false, "[IN-USE] maildrop already locked by another POP3 session")
+		if errors.Is(err, schema.ErrInUse) {
+			s.log.Info("maildrop in use")
+			s.reply(false, "[IN-USE] maildrop already locked by another POP3 session")
+			return
+		}
+		s.log.Warn("lock maildrop", "err", err)
+		s.reply(false, "[SYS/TEMP] cannot lock the maildrop, try again later")
 		return
 	}
 	s.acct, s.unlock = acct, unlock

@@ -1,6 +1,7 @@
 package pop3
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"strings"
@@ -293,15 +294,15 @@ func TestMaildropInUse(t *testing.T) {
 
 	// The lock is released before the +OK to QUIT, so a client that
 	// reconnects at once is never told its maildrop is in use.
+	acct := e.store.Login(t, testUser, testPassword)
 	for i := 0; i < 5; i++ {
 		c := e.login(t)
 		c.cmdOK("QUIT")
-		e.srv.locks.mu.Lock()
-		held := len(e.srv.locks.held)
-		e.srv.locks.mu.Unlock()
-		if held != 0 {
-			t.Fatalf("maildrop still locked when QUIT was answered")
+		release, err := acct.LockMaildrop(context.Background())
+		if err != nil {
+			t.Fatalf("maildrop still locked when QUIT was answered: %v", err)
 		}
+		release()
 	}
 	second = e.login(t)
 

@@ -68,7 +68,6 @@ type Server struct {
 	store protocols.Store
 	guard *protocols.AuthGuard
 	log   *slog.Logger
-	locks lockTable
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -124,7 +123,6 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 		store:     store,
 		guard:     guard,
 		log:       logger.With("component", "pop3"),
-		locks:     lockTable{held: make(map[string]struct{})},
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
@@ -240,29 +238,4 @@ func (s *Server) serveConn(conn net.Conn) {
 	ip := protocols.RemoteIP(conn.RemoteAddr())
 	sess := newSession(s, conn, s.log.With("conn", id, "remote_ip", ip.String()))
 	sess.serve()
-}
-
-// lockTable holds the exclusive maildrop locks of RFC 1939 section 8:
-// one session per user on this server.
-type lockTable struct {
-	mu   sync.Mutex
-	held map[string]struct{}
-}
-
-// acquire takes the lock for key, or reports false if it is held.
-func (t *lockTable) acquire(key string) (release func(), ok bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, busy := t.held[key]; busy {
-		return nil, false
-	}
-	t.held[key] = struct{}{}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			t.mu.Lock()
-			delete(t.held, key)
-			t.mu.Unlock()
-		})
-	}, true
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -24,6 +25,29 @@ func (a *MemAccount) Address() string { return a.u.address }
 // Close releases nothing (watchers end with their stop functions) and may
 // be called more than once, like the production account's.
 func (a *MemAccount) Close() error { return nil }
+
+// LockMaildrop takes the user's exclusive POP3 maildrop lock:
+// schema.ErrInUse while another session holds it. Taking it is a write:
+// it fails with schema.ErrUnavailable while the store is unavailable.
+func (a *MemAccount) LockMaildrop(ctx context.Context) (func(), error) {
+	a.s.mu.Lock()
+	defer a.s.mu.Unlock()
+	if a.s.unavailable {
+		return nil, fmt.Errorf("lock maildrop: %w", schema.ErrUnavailable)
+	}
+	if a.u.maildropLocked {
+		return nil, fmt.Errorf("lock maildrop: %w", schema.ErrInUse)
+	}
+	a.u.maildropLocked = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.s.mu.Lock()
+			a.u.maildropLocked = false
+			a.s.mu.Unlock()
+		})
+	}, ctx.Err()
+}
 
 // Mailboxes lists every mailbox, sorted by name.
 func (a *MemAccount) Mailboxes(ctx context.Context) ([]schema.MailboxInfo, error) {

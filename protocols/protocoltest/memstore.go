@@ -79,6 +79,7 @@ type memUser struct {
 	names           map[string]schema.ID // canonical name -> mailbox
 	blobs           map[schema.ID]*memBlob
 	watchers        map[int]*memWatcher
+	maildropLocked  bool // the POP3 maildrop lock
 }
 
 // memMailbox is a mailbox: its counters and messages.

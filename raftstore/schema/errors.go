@@ -20,6 +20,9 @@ var (
 	ErrUnavailable    = errors.New("store unavailable")
 	ErrCannotDelete   = errors.New("cannot be deleted")
 	ErrPermissionDeny = errors.New("permission denied")
+	// ErrInUse means another session holds an exclusive lock (the POP3
+	// maildrop lock) on any node of the cluster.
+	ErrInUse = errors.New("in use by another session")
 )
 
 // ErrCode is the wire form of a sentinel error in a command result.

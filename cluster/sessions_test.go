@@ -1,0 +1,296 @@
+package cluster_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/clustertest"
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// nodeWithoutReplica returns a running node that keeps no replica of
+// mail shard n.
+func nodeWithoutReplica(c *clustertest.Cluster, n uint32) *clustertest.Node {
+	for _, node := range c.Running() {
+		has := false
+		for _, s := range node.Cluster().Shards() {
+			if s.ID() == n {
+				has = true
+			}
+		}
+		if !has {
+			return node
+		}
+	}
+	return nil
+}
+
+// waitChange waits for a change of kind on a watcher's channel.
+func waitChange(t *testing.T, ch <-chan schema.Change, kind schema.ChangeKind, within time.Duration) schema.Change {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				t.Fatal("watcher closed")
+			}
+			if c.Kind == kind {
+				return c
+			}
+		case <-deadline:
+			t.Fatalf("no change of kind %d within %s", kind, within)
+		}
+	}
+}
+
+// TestSessionsAcrossNodes: in a five-node cluster (three replicas per
+// shard, so some nodes keep no replica of a user's shard), a session on
+// such a node reads its own writes at once, is told of mail that entered
+// through another node (IDLE), and sees its own change in its watcher
+// before the write returns.
+func TestSessionsAcrossNodes(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 5, MailShards: 3})
+	c.AddUser("fay@example.test", "password-1")
+	n := shardOf(t, c, "fay@example.test")
+	remote := nodeWithoutReplica(c, n)
+	if remote == nil {
+		t.Fatal("every node keeps the shard")
+	}
+	ctx := testCtx(t)
+	acct := remote.Login("fay@example.test", "password-1")
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, stop := acct.Watch(inbox.ID)
+	defer stop()
+
+	// Mail through another node reaches the watching session.
+	var other *clustertest.Node
+	for _, x := range c.Running() {
+		if x != remote {
+			other = x
+			break
+		}
+	}
+	if err := deliver(ctx, other, "fay@example.test", "idle"); err != nil {
+		t.Fatal(err)
+	}
+	added := waitChange(t, changes, schema.ChangeAdded, 30*time.Second)
+	if added.Message == nil || added.UID == 0 {
+		t.Fatalf("added change %+v", added)
+	}
+
+	// The session's own writes: visible to its next read, and their
+	// events are on the channel when the write returns.
+	res, err := acct.Append(ctx, inbox.ID, []byte("Subject: own\r\n\r\nx\r\n"), []string{`\Seen`}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := drainFor(changes, schema.ChangeAdded, res.UID); !got {
+		t.Fatal("the session's own append was not on its watcher when Append returned")
+	}
+	snap, err := acct.Snapshot(ctx, inbox.ID)
+	if err != nil || len(snap.Messages) != 2 || snap.Messages[1].UID != res.UID {
+		t.Fatalf("snapshot after own append: %+v, %v", snap.Messages, err)
+	}
+	if _, err := acct.StoreFlags(ctx, inbox.ID, []schema.UID{res.UID}, schema.FlagsAdd, []string{`\Flagged`}); err != nil {
+		t.Fatal(err)
+	}
+	if !drainFor(changes, schema.ChangeFlags, res.UID) {
+		t.Fatal("the session's own flag change was not on its watcher when StoreFlags returned")
+	}
+	if _, err := acct.Expunge(ctx, inbox.ID, []schema.ExpungeTarget{{UID: res.UID}}); err != nil {
+		t.Fatal(err)
+	}
+	if !drainFor(changes, schema.ChangeExpunged, res.UID) {
+		t.Fatal("the session's own expunge was not on its watcher when Expunge returned")
+	}
+}
+
+// drainFor reads what is queued on ch now and reports whether a change of
+// kind for uid is among it.
+func drainFor(ch <-chan schema.Change, kind schema.ChangeKind, uid schema.UID) bool {
+	for {
+		select {
+		case c := <-ch:
+			if c.Kind == kind && c.UID == uid {
+				return true
+			}
+			if c.Kind == schema.ChangeResync {
+				return true // the session reloads and sees it
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// TestMaildropLockAcrossNodes: a POP3 maildrop locked through one node is
+// in use through every other; released, it is free; and the lock of a
+// node that dies runs out by itself.
+func TestMaildropLockAcrossNodes(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	c.AddUser("gus@example.test", "password-1")
+	ctx := testCtx(t)
+	a1 := c.Nodes[0].Login("gus@example.test", "password-1")
+	a2 := c.Nodes[1].Login("gus@example.test", "password-1")
+	release, err := a1.LockMaildrop(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a2.LockMaildrop(ctx); !errors.Is(err, schema.ErrInUse) {
+		t.Fatalf("second lock through another node: %v, want in use", err)
+	}
+	release()
+	release2, err := a2.LockMaildrop(ctx)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	// The holder stays locked while it renews (the lease is 3 s here).
+	time.Sleep(4 * time.Second) // longer than the lease: only renewals keep it
+	if _, err := a1.LockMaildrop(ctx); !errors.Is(err, schema.ErrInUse) {
+		t.Fatalf("lock held past its lease by renewals: %v, want in use", err)
+	}
+	_ = release2 // the holder dies without releasing
+	holder := c.Nodes[1]
+	holder.Kill()
+	var a3 protocols.Account = c.Nodes[2].Login("gus@example.test", "password-1")
+	c.Eventually(time.Minute, "a dead holder's lock runs out", func() error {
+		r, err := a3.LockMaildrop(ctx)
+		if err != nil {
+			return err
+		}
+		r()
+		return nil
+	})
+}
+
+// TestMultiRecipientMailSurvivesAShardFailure: a message to users on two
+// shards, accepted while the second shard has lost its quorum, is
+// committed once to the spool; once the shard is back every recipient has
+// exactly one copy, and the spool's retries add no second copy.
+func TestMultiRecipientMailSurvivesAShardFailure(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 5, MailShards: 6, RouteTimeout: 2 * time.Second})
+	ctx := testCtx(t)
+	// Users fill the shards in order: one per shard.
+	for i := 0; i < 6; i++ {
+		c.AddUser(fmt.Sprintf("u%d@example.test", i), "password-1")
+	}
+	replicas := func(st cluster.Status, n uint32) map[string]bool {
+		out := map[string]bool{}
+		for _, r := range st.Shards[n].Replicas {
+			out[r.Node] = true
+		}
+		return out
+	}
+	// New nodes take replicas over until some shard y has two replicas
+	// outside shard x's, x < y (the spool goes to the lowest shard).
+	var x, y uint32
+	var st cluster.Status
+	c.Eventually(3*time.Minute, "two shards with different replicas", func() error {
+		if err := c.Converged(); err != nil {
+			return err
+		}
+		st = c.Nodes[0].Cluster().Status()
+		for a := uint32(1); a <= 6; a++ {
+			for b := a + 1; b <= 6; b++ {
+				outside := 0
+				for id := range replicas(st, b) {
+					if !replicas(st, a)[id] {
+						outside++
+					}
+				}
+				if outside >= 2 {
+					x, y = a, b
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no two shards with two replicas apart")
+	})
+	userOn := func(n uint32) string {
+		for i := 0; i < 6; i++ {
+			addr := fmt.Sprintf("u%d@example.test", i)
+			if shardOf(t, c, addr) == n {
+				return addr
+			}
+		}
+		t.Fatalf("no user on shard %d", n)
+		return ""
+	}
+	ux, uy := userOn(x), userOn(y)
+	// Cut y's replicas outside x off: y loses its quorum, x keeps it.
+	var cut []*clustertest.Node
+	for id := range replicas(st, y) {
+		if !replicas(st, x)[id] {
+			cut = append(cut, c.Node(id))
+		}
+	}
+	for _, n := range cut {
+		n.Partition(true)
+	}
+	var via *clustertest.Node
+	for id := range replicas(st, x) {
+		via = c.Node(id)
+	}
+	err := via.Store().Deliver(ctx, schema.Delivery{From: "s@remote.test", Recipients: []string{ux, uy},
+		Message: []byte("Message-ID: <spool-1@test>\r\nSubject: both\r\n\r\nx\r\n")})
+	if err != nil {
+		t.Fatalf("delivery with the second shard down was not accepted: %v", err)
+	}
+	for _, n := range cut {
+		n.Partition(false)
+	}
+	count := func(addr string) (int, error) {
+		a, err := via.Store().Authenticate(ctx, addr, "password-1")
+		if err != nil {
+			return 0, err
+		}
+		defer a.Close()
+		inbox, err := a.Mailbox(ctx, "INBOX")
+		if err != nil {
+			return 0, err
+		}
+		snap, err := a.Snapshot(ctx, inbox.ID)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, m := range snap.Messages {
+			h, err := a.Header(ctx, m.Blob)
+			if err != nil {
+				return 0, err
+			}
+			if strings.Contains(string(h), "<spool-1@test>") {
+				n++
+			}
+		}
+		return n, nil
+	}
+	c.Eventually(time.Minute, "both recipients have the message", func() error {
+		for _, u := range []string{ux, uy} {
+			n, err := count(u)
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return fmt.Errorf("%s has %d copies", u, n)
+			}
+		}
+		return nil
+	})
+	// The spool worker keeps running: no copy appears twice later.
+	time.Sleep(5 * time.Second) // two more spool retry periods
+	for _, u := range []string{ux, uy} {
+		if n, err := count(u); err != nil || n != 1 {
+			t.Fatalf("%s has %d copies after the spool settled (%v)", u, n, err)
+		}
+	}
+}
