@@ -181,7 +181,7 @@ func (c *Cluster) open(ctx context.Context) error {
 // meta shard already has them: a data directory from before clustering,
 // or a restored backup), this node's CA, this node, and a placement of
 // every mail shard on this node. Other nodes a restored meta shard still
-// names are marked removed: they belonged to the old cluster. Every write
+// names are forgotten: they belonged to the old cluster. Every write
 // may be repeated, so a set-up interrupted by a crash resumes.
 func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 	keep := func(key string, v []byte) error {
@@ -223,10 +223,11 @@ func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 	if err != nil {
 		return err
 	}
-	for id, rec := range v.nodes {
-		if id != c.cfg.NodeID && !rec.Removed {
-			rec.Removed = true
-			if err := put(nodeKey(id), encodeJSON(rec)); err != nil {
+	for id := range v.nodes {
+		if id != c.cfg.NodeID {
+			// A node of the old cluster: its certificate is from the old
+			// CA, so its id may join the new cluster afresh.
+			if err := put(nodeKey(id), nil); err != nil {
 				return err
 			}
 		}
