@@ -119,6 +119,13 @@ type nodeOptions struct {
 	maxMessageSize string // TOML byte size, e.g. "64KiB"
 	maxRecipients  int
 	maxConnsPerIP  int
+	// Cluster membership (empty for a node of its own): the node id and
+	// region, a fixed cluster port, and the arguments of its first start
+	// (--join and --token, or --bootstrap-token).
+	nodeID        string
+	region        string
+	clusterListen string
+	firstArgs     []string
 }
 
 // node is one mailnode process (and its restarts) on one data directory.
@@ -136,8 +143,12 @@ type node struct {
 	waitErr error
 	logFile *os.File
 
+	addrMu    sync.Mutex // guards addrs, which load generators read
 	addrs     map[string]string
 	clientTLS *tls.Config
+	// firstArgs are added to `serve` on this node's first start.
+	firstArgs []string
+	started   bool
 }
 
 // newNode writes the config of a node living in dir; it does not start it.
@@ -157,20 +168,30 @@ func newNode(bin, dir string, opts nodeOptions) (*node, error) {
 	if opts.maxConnsPerIP == 0 {
 		opts.maxConnsPerIP = 200
 	}
+	if opts.nodeID == "" {
+		opts.nodeID = "e2e1"
+	}
+	if opts.region == "" {
+		opts.region = "default"
+	}
+	if opts.clusterListen == "" {
+		opts.clusterListen = "127.0.0.1:0"
+	}
 	n := &node{
-		bin:      bin,
-		dir:      dir,
-		data:     filepath.Join(dir, "data"),
-		config:   filepath.Join(dir, "mailnode.toml"),
-		logPath:  filepath.Join(dir, "node.log"),
-		hostname: opts.hostname,
+		bin:       bin,
+		dir:       dir,
+		data:      filepath.Join(dir, "data"),
+		config:    filepath.Join(dir, "mailnode.toml"),
+		logPath:   filepath.Join(dir, "node.log"),
+		hostname:  opts.hostname,
+		firstArgs: opts.firstArgs,
 	}
 	// Every listener on a free loopback port. The auth guard answers
 	// failures at once and allows many of them: every test client comes
 	// from 127.0.0.1.
 	cfg := fmt.Sprintf(`hostname = %q
 data_dir = %q
-node_id = "e2e1"
+node_id = %q
 mail_shards = 2
 
 [listen]
@@ -184,7 +205,9 @@ pop3s       = "127.0.0.1:0"
 http        = "127.0.0.1:0"
 
 [cluster]
-listen      = "127.0.0.1:0"
+listen       = %q
+region       = %q
+raft_profile = "lan"
 
 [limits]
 max_message_size       = %q
@@ -202,7 +225,7 @@ failure_delay         = "0s"
 [log]
 level  = %q
 format = "json"
-`, opts.hostname, n.data, opts.maxMessageSize, opts.maxRecipients, opts.maxConnsPerIP, opts.logLevel)
+`, opts.hostname, n.data, opts.nodeID, opts.clusterListen, opts.region, opts.maxMessageSize, opts.maxRecipients, opts.maxConnsPerIP, opts.logLevel)
 	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
@@ -266,7 +289,11 @@ func (n *node) start() error {
 	if err != nil {
 		return fmt.Errorf("open node log: %w", err)
 	}
-	cmd := exec.Command(n.bin, "serve", "--config", n.config)
+	args := []string{"serve", "--config", n.config}
+	if !n.started {
+		args = append(args, n.firstArgs...)
+	}
+	cmd := exec.Command(n.bin, args...)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
 	cmd.SysProcAttr = childProcAttr()
@@ -274,7 +301,7 @@ func (n *node) start() error {
 		lf.Close()
 		return fmt.Errorf("start mailnode: %w", err)
 	}
-	n.cmd, n.logFile, n.done = cmd, lf, make(chan struct{})
+	n.cmd, n.logFile, n.done, n.started = cmd, lf, make(chan struct{}), true
 	go func() {
 		n.waitErr = cmd.Wait()
 		close(n.done)
@@ -321,7 +348,9 @@ func (n *node) waitReady() error {
 				return fmt.Errorf("status --json: %w: %s", err, out)
 			}
 			if s.Ready && len(s.Listeners) == 8 {
+				n.addrMu.Lock()
 				n.addrs = s.Listeners
+				n.addrMu.Unlock()
 				return nil
 			}
 			err = fmt.Errorf("not ready: %s (%d listeners)", s.ReadyError, len(s.Listeners))
@@ -337,7 +366,7 @@ func (n *node) waitReady() error {
 
 // addr returns the bound address of a listener ("smtp", "imaps", ...).
 func (n *node) addr(name string) string {
-	a, ok := n.addrs[name]
+	a, ok := n.listenerAddr(name)
 	if !ok {
 		panic("e2e: no listener " + name)
 	}
@@ -387,7 +416,19 @@ func (n *node) kill() error {
 
 func (n *node) release() {
 	n.logFile.Close()
-	n.cmd, n.logFile, n.addrs = nil, nil, nil
+	n.cmd, n.logFile = nil, nil
+	n.addrMu.Lock()
+	n.addrs = nil
+	n.addrMu.Unlock()
+}
+
+// listenerAddr returns the bound address of a listener while the node
+// runs; it may be called from other goroutines.
+func (n *node) listenerAddr(name string) (string, bool) {
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	a, ok := n.addrs[name]
+	return a, ok
 }
 
 // cli runs one mailnode admin command against this node's data
