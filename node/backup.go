@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -241,24 +240,20 @@ func checkRestoredDir(ctx context.Context, dir, nodeID string) error {
 	if !ok || st.state.NodeID != nodeID {
 		return fmt.Errorf("restored %s is missing or names another node", stateFileName)
 	}
-	entries, err := os.ReadDir(filepath.Join(dir, shardsDirName))
+	shards, err := raftstore.Replicas(dir)
 	if err != nil {
 		return err
 	}
-	if len(entries) != st.state.MailShards+1 {
-		return fmt.Errorf("restored %d shards, the node state says %d mail shards and meta", len(entries), st.state.MailShards)
+	if len(shards) != st.state.MailShards+1 {
+		return fmt.Errorf("restored %d shards, the node state says %d mail shards and meta", len(shards), st.state.MailShards)
 	}
-	errs := make([]error, len(entries))
+	errs := make([]error, len(shards))
 	var wg sync.WaitGroup
-	for i, e := range entries {
-		n, err := strconv.ParseUint(e.Name(), 10, 32)
-		if err != nil {
-			return fmt.Errorf("restored shard directory %q", e.Name())
-		}
+	for i, n := range shards {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = openRestoredShard(ctx, uint32(n), filepath.Join(dir, shardsDirName, e.Name()), nodeID)
+			errs[i] = openRestoredShard(ctx, n, raftstore.ReplicaDir(dir, n), nodeID)
 		}()
 	}
 	wg.Wait()

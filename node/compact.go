@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/mailcluster/mailcluster/node/admin"
@@ -51,7 +50,7 @@ func (c CLI) compactOffline(dir string) error {
 		return err
 	}
 	defer lock.Close()
-	shards, err := filepath.Glob(filepath.Join(dir, "shards", "*"))
+	shards, err := raftstore.Replicas(dir)
 	if err != nil {
 		return err
 	}
@@ -59,11 +58,8 @@ func (c CLI) compactOffline(dir string) error {
 		return fmt.Errorf("compact: %s holds no shards", dir)
 	}
 	var total raftstore.CompactResult
-	for _, s := range shards {
-		if st, err := os.Stat(s); err != nil || !st.IsDir() {
-			continue
-		}
-		res, err := raftstore.CompactReplica(s)
+	for _, n := range shards {
+		res, err := raftstore.CompactReplica(raftstore.ReplicaDir(dir, n))
 		if err != nil {
 			return err
 		}

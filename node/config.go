@@ -118,6 +118,12 @@ type ClusterConfig struct {
 	// DeadAfter is how long a node may be unreachable before its
 	// replicas are rebuilt elsewhere (0: 5m).
 	DeadAfter time.Duration `toml:"dead_after"`
+	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout override
+	// the profile's Raft timeouts (0 keeps the profile's). Every node of
+	// a cluster should use the same values.
+	HeartbeatTimeout   time.Duration `toml:"heartbeat_timeout"`
+	ElectionTimeout    time.Duration `toml:"election_timeout"`
+	LeaderLeaseTimeout time.Duration `toml:"leader_lease_timeout"`
 
 	// Token and BootstrapToken are set from the command line or read from
 	// the files above.
@@ -431,6 +437,24 @@ func (c ClusterConfig) validate() []error {
 	}
 	if c.DeadAfter < 0 {
 		bad("cluster.dead_after must not be negative")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"heartbeat_timeout", c.HeartbeatTimeout}, {"election_timeout", c.ElectionTimeout}, {"leader_lease_timeout", c.LeaderLeaseTimeout}} {
+		if d.v != 0 && (d.v < 50*time.Millisecond || d.v > time.Minute) {
+			bad("cluster.%s %s: want 50ms to 1m", d.name, d.v)
+		}
+	}
+	hb := c.HeartbeatTimeout
+	if hb == 0 {
+		hb = 400 * time.Millisecond // the smallest profile value
+		if c.RaftProfile != "lan" {
+			hb = 1500 * time.Millisecond
+		}
+	}
+	if c.LeaderLeaseTimeout > hb {
+		bad("cluster.leader_lease_timeout %s: must not exceed the heartbeat timeout %s", c.LeaderLeaseTimeout, hb)
 	}
 	if c.BootstrapToken != "" && len(c.BootstrapToken) < 16 {
 		bad("cluster bootstrap token: at least 16 characters")

@@ -24,7 +24,6 @@ const (
 	tlsDirName     = "tls"
 	certFileName   = "cert.pem"
 	keyFileName    = "key.pem"
-	shardsDirName  = "shards"
 	adminSockName  = "admin.sock"
 	clusterDirName = "cluster"    // the node's cluster identity (package cluster)
 	lostFoundName  = "lost+found" // a file system's root, e.g. a mounted volume

@@ -134,6 +134,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if cc.RaftProfile == "lan" {
 		timing = cluster.LANTiming()
 	}
+	if cc.HeartbeatTimeout > 0 {
+		timing.HeartbeatTimeout = cc.HeartbeatTimeout
+		timing.LeaderLeaseTimeout = min(timing.LeaderLeaseTimeout, cc.HeartbeatTimeout)
+	}
+	if cc.ElectionTimeout > 0 {
+		timing.ElectionTimeout = cc.ElectionTimeout
+	}
+	if cc.LeaderLeaseTimeout > 0 {
+		timing.LeaderLeaseTimeout = cc.LeaderLeaseTimeout
+	}
 	if n.cfg.RaftTiming != (raftstore.Timing{}) {
 		timing = n.cfg.RaftTiming
 	}

@@ -260,3 +260,38 @@ func TestSchedulerDrillIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestSchedulerRunsOnlyWhileActive: in a cluster one node takes the
+// scheduled backups; the others wait, and one that becomes active picks
+// the schedule up from the backups already on the targets.
+func TestSchedulerRunsOnlyWhileActive(t *testing.T) {
+	n := newNode(t)
+	n.addUser(t, "kay@example.test")
+	clock := newFakeClock(at("2026-06-01 00:00"))
+	targets := fileTargets(t, "eu")
+	// Another node took a backup at 00:00.
+	other := newRunner(t, Config{Targets: targets, Cluster: n.c, Clock: clock})
+	if _, err := other.Backup(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	r := newRunner(t, Config{Targets: targets, Cluster: n.c, Clock: clock, Registry: reg})
+	var active atomic.Bool
+	sched, err := r.StartScheduler(Schedule{BackupEvery: time.Hour, DrillEvery: -1, Active: active.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sched.Close()
+	runs := func() float64 { return counterOr0(reg, "mail_backup_runs_total", "ok") }
+	idle := func() bool { return clock.pending() > 0 }
+	eventually(t, 5*time.Second, "scheduler waiting", idle)
+	clock.Advance(2 * time.Hour)
+	eventually(t, 5*time.Second, "scheduler waiting", idle)
+	if runs() != 0 {
+		t.Fatal("an inactive scheduler took a backup")
+	}
+	// Active now: the backup due since 01:00 runs at the next check.
+	active.Store(true)
+	clock.Advance(inactiveCheck)
+	eventually(t, 20*time.Second, "backup once active", func() bool { return idle() && runs() == 1 })
+}

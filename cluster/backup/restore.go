@@ -136,7 +136,7 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 			continue
 		}
 		if opt.installDir != "" {
-			dir := filepath.Join(opt.installDir, "shards", strconv.FormatUint(uint64(s.Shard), 10))
+			dir := raftstore.ReplicaDir(opt.installDir, s.Shard)
 			if _, err := raftstore.InstallState(dir, state, opt.nodeID); err != nil {
 				return nil, fmt.Errorf("install shard %d: %w", s.Shard, err)
 			}
