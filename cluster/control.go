@@ -314,6 +314,9 @@ func (c *Cluster) moveLeaderHome(ctx context.Context, s *raftstore.Shard, v *met
 		if !srv.Voter || rec.Region != home || rec.Removed || !c.caughtUp(id, n, status.CommitIndex) {
 			continue
 		}
+		if p, ok := c.health.peer(id); !ok || p.report.Leaving {
+			continue // stopping: it would only hand the leadership back
+		}
 		transfers[n] = time.Now()
 		if err := s.TransferLeadership(ctx, id, srv.Address); err != nil {
 			c.log.Warn("move leadership to the home region", "shard", n, "to", id, "err", err)

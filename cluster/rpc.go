@@ -337,6 +337,8 @@ type PingResponse struct {
 	Version string             `json:"version"`
 	Time    time.Time          `json:"time"`
 	Shards  []raftstore.Status `json:"shards"`
+	// Leaving is set while the node stops: no group hands it leadership.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Ping asks the node at a cluster address for its report (what the health
@@ -354,6 +356,11 @@ func (c *Cluster) servePing(w http.ResponseWriter, r *http.Request) {
 // selfReport is this node's PingResponse.
 func (c *Cluster) selfReport() PingResponse {
 	resp := PingResponse{NodeID: c.cfg.NodeID, Region: c.cfg.Region, Address: c.cfg.Advertise, Version: c.cfg.Version, Time: time.Now().UTC()}
+	select {
+	case <-c.closing:
+		resp.Leaving = true
+	default:
+	}
 	for _, s := range c.Shards() {
 		resp.Shards = append(resp.Shards, s.Status())
 	}
