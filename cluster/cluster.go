@@ -123,10 +123,11 @@ func (c *Cluster) open(ctx context.Context) error {
 		return fmt.Errorf("cluster certificate is for node %q, but this node is %q", id.NodeID, c.cfg.NodeID)
 	}
 	c.trans, err = transport.Listen(transport.Config{
-		Listen:   c.cfg.Listen,
-		Identity: id,
-		Allow:    c.allowPeer,
-		Logger:   c.cfg.Logger,
+		Listen:    c.cfg.Listen,
+		Advertise: c.cfg.Advertise,
+		Identity:  id,
+		Allow:     c.allowPeer,
+		Logger:    c.cfg.Logger,
 	})
 	if err != nil {
 		return err

@@ -138,10 +138,14 @@ func TestSnapshotInstallOnLaggingNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leader := c.Leader(n)
-	if err := leader.Cluster().Compact(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	// Compact on the leader (a leadership move may be under way: retry).
+	c.Eventually(time.Minute, "compacted leader", func() error {
+		leader := c.Leader(n)
+		if leader == nil {
+			return fmt.Errorf("no leader")
+		}
+		return leader.Cluster().Compact(testCtx(t))
+	})
 	if err := lagging.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -296,7 +296,7 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	node := NodeRecord{ID: req.NodeID, Region: req.Region, Address: req.Address, Version: req.Version, Joined: time.Now().UTC()}
-	if err := c.swapSetting(ctx, nodeKey(node.ID), nil, encodeJSON(node)); err != nil {
+	if err := c.recordJoin(ctx, node); err != nil {
 		if errors.Is(err, schema.ErrConflict) {
 			refuse(http.StatusConflict, "node id "+node.ID+" is already taken in this cluster", err)
 			return
@@ -319,6 +319,25 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 	c.kick()
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
+}
+
+// recordJoin records a joining node. The same id may join again only to
+// finish a join whose answer was lost: the record must be the one that
+// join made (same address and region, not removed) and the node must not
+// have answered since (so a live node's identity cannot be taken).
+func (c *Cluster) recordJoin(ctx context.Context, node NodeRecord) error {
+	err := c.swapSetting(ctx, nodeKey(node.ID), nil, encodeJSON(node))
+	if !errors.Is(err, schema.ErrConflict) {
+		return err
+	}
+	old := c.metaSetting(nodeKey(node.ID))
+	var prev NodeRecord
+	if old == nil || json.Unmarshal(old, &prev) != nil || prev.Removed || prev.Address != node.Address ||
+		prev.Region != node.Region || c.health.seenOnce(node.ID) {
+		return err
+	}
+	node.Joined = prev.Joined
+	return c.swapSetting(ctx, nodeKey(node.ID), old, encodeJSON(node))
 }
 
 // checkToken verifies a join request's proof against its token; a

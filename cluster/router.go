@@ -45,13 +45,26 @@ func (e *notLeaderError) Error() string {
 func (c *Cluster) leaderOf(n uint32) (id, addr string) {
 	if s := c.replica(n); s != nil {
 		if id, addr := s.Leader(); id != "" {
-			return id, addr
+			return id, c.addressOf(id, addr)
 		}
 	}
 	c.mu.RLock()
 	h := c.leaders[n]
 	c.mu.RUnlock()
-	return h.id, h.addr
+	return h.id, c.addressOf(h.id, h.addr)
+}
+
+// addressOf returns a node's cluster address from its record, which is
+// what it advertises, falling back to the address Raft reported.
+func (c *Cluster) addressOf(id, reported string) string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.view != nil {
+		if rec, ok := c.view.nodes[id]; ok && rec.Address != "" {
+			return rec.Address
+		}
+	}
+	return reported
 }
 
 // learnLeader records a hint about a shard's leader; a hint from a newer

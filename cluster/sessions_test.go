@@ -294,3 +294,39 @@ func TestMultiRecipientMailSurvivesAShardFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriedDeliveryIsStoredOnce: a sender that retries a message whose
+// acknowledgement it lost (same fingerprint) through another node finds
+// the first copy, for a single-shard and a multi-shard delivery; without
+// a fingerprint two sends are two messages.
+func TestRetriedDeliveryIsStoredOnce(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	c.AddUser("ivy@example.test", "password-1")
+	c.AddUser("joe@example.test", "password-1") // the next shard
+	ctx := testCtx(t)
+	if shardOf(t, c, "ivy@example.test") == shardOf(t, c, "joe@example.test") {
+		t.Fatal("the users share a shard")
+	}
+	send := func(n *clustertest.Node, fp string, to ...string) {
+		t.Helper()
+		d := schema.Delivery{From: "s@remote.test", Recipients: to, Message: []byte("Message-ID: <" + fp + "@test>\r\nSubject: once\r\n\r\nx\r\n")}
+		if fp != "" {
+			d.Fingerprint = []byte(fp)
+		}
+		if err := n.Store().Deliver(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(c.Nodes[0], "single", "ivy@example.test")
+	send(c.Nodes[1], "single", "ivy@example.test")
+	send(c.Nodes[0], "multi", "ivy@example.test", "joe@example.test")
+	send(c.Nodes[2], "multi", "ivy@example.test", "joe@example.test")
+	send(c.Nodes[0], "", "joe@example.test")
+	send(c.Nodes[1], "", "joe@example.test")
+	if got := inboxCount(t, c.Nodes[2].Login("ivy@example.test", "password-1")); got != 2 {
+		t.Fatalf("ivy has %d messages, want 2 (one per fingerprint)", got)
+	}
+	if got := inboxCount(t, c.Nodes[0].Login("joe@example.test", "password-1")); got != 3 {
+		t.Fatalf("joe has %d messages, want 3 (one multi-shard message, two without fingerprint)", got)
+	}
+}

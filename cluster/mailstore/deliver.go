@@ -34,6 +34,12 @@ const spoolFromObject = math.MaxUint32
 // nil and the copies that could not be committed now are retried by the
 // spool worker. A failure before the spool commit is returned, and the
 // sender retries the whole message.
+//
+// With a fingerprint, each recipient's copy is committed under a request
+// id derived from it: a sender's retry of a message whose acknowledgement
+// was lost (the node died after the commit) finds the first copy instead
+// of adding a second, for as long as the shard remembers the request
+// (its last 50,000 commands).
 func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	if len(d.Recipients) == 0 {
 		return fmt.Errorf("deliver: no recipients: %w", schema.ErrInvalid)
@@ -64,7 +70,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 		return errors.Join(errs...)
 	}
 	if len(shards) > 1 {
-		if err := s.spool(ctx, d.From, users, msg, now); err != nil {
+		if err := s.spool(ctx, d.From, users, msg, now, d.Fingerprint); err != nil {
 			return err
 		}
 		return errors.Join(errs...)
@@ -74,7 +80,11 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	g.SetLimit(deliverConcurrency)
 	for _, u := range users {
 		g.Go(func() error {
-			if _, err := s.storeMessage(gctx, u.Shard, u.ID, u.Keys, schema.ID{}, msg, nil, now, schema.NewID()); err != nil {
+			req := schema.NewID()
+			if d.Fingerprint != nil {
+				req = deriveID("mailcluster/delivery-copy/", d.Fingerprint, u.ID[:])
+			}
+			if _, err := s.storeMessage(gctx, u.Shard, u.ID, u.Keys, schema.ID{}, msg, nil, now, req); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("deliver: %w", err))
 				mu.Unlock()
@@ -89,10 +99,15 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 // spool commits msg once to the spool of the first recipient's shard,
 // then stores every recipient's copy (see Deliver). It returns nil once
 // the spool entry is committed.
-func (s *Store) spool(ctx context.Context, from string, users []*directory.User, msg []byte, now time.Time) error {
+func (s *Store) spool(ctx context.Context, from string, users []*directory.User, msg []byte, now time.Time, fingerprint []byte) error {
 	sort.Slice(users, func(i, j int) bool { return users[i].Shard < users[j].Shard })
 	home := users[0].Shard
 	id := schema.NewID()
+	if fingerprint != nil {
+		// A retry of the same message maps to the same spool entry, and
+		// its copies to the same request ids.
+		id = deriveID("mailcluster/spool/", fingerprint, nil)
+	}
 	keys := s.dir.SpoolKeys()
 	pieces := splitMessage(msg)
 	sealed := make([][]byte, len(pieces))
@@ -122,10 +137,17 @@ func (s *Store) spool(ctx context.Context, from string, users []*directory.User,
 // copyRequest is the request id of a spooled message's copy for one
 // user: the same on every attempt, so the copy is committed once.
 func copyRequest(spool, user schema.ID) schema.ID {
+	return deriveID("mailcluster/spool-copy/", spool[:], user[:])
+}
+
+// deriveID hashes its inputs into an id (a request id that a retry must
+// reproduce).
+func deriveID(label string, a, b []byte) schema.ID {
 	h := sha256.New()
-	h.Write([]byte("mailcluster/spool-copy/"))
-	h.Write(spool[:])
-	h.Write(user[:])
+	h.Write([]byte(label))
+	h.Write(a)
+	h.Write([]byte{0})
+	h.Write(b)
 	var id schema.ID
 	copy(id[:], h.Sum(nil))
 	return id

@@ -49,6 +49,10 @@ var ErrBlocked = errors.New("transport: peer blocked")
 type Config struct {
 	// Listen is the address to bind (host:port; port 0 picks one).
 	Listen string
+	// Advertise is the address other nodes dial ("" means the bound
+	// address). Raft groups report it as theirs: a leader bound to
+	// 0.0.0.0 must not tell its followers to dial 0.0.0.0.
+	Advertise string
 	// Identity is the node's certificate and the cluster CA.
 	Identity *Identity
 	// Allow reports whether a peer whose certificate verified may talk to
@@ -333,7 +337,11 @@ func (t *Transport) RaftLayer(shard uint32) (*RaftLayer, error) {
 		return nil, fmt.Errorf("raft layer for shard %d already open", shard)
 	}
 	l := &RaftLayer{t: t, shard: shard}
-	l.chanListener = newChanListener(t.ln.Addr(), func() {
+	var addr net.Addr = t.ln.Addr()
+	if t.cfg.Advertise != "" {
+		addr = advertised(t.cfg.Advertise)
+	}
+	l.chanListener = newChanListener(addr, func() {
 		t.mu.Lock()
 		if t.layers[shard] == l.chanListener {
 			delete(t.layers, shard)
@@ -539,6 +547,12 @@ func (l *chanListener) Close() error {
 
 // Addr returns the cluster port's address.
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// advertised is an address as other nodes dial it.
+type advertised string
+
+func (a advertised) Network() string { return "tcp" }
+func (a advertised) String() string  { return string(a) }
 
 // RaftLayer carries one Raft group's streams over the cluster port. It
 // satisfies raftstore.StreamLayer.

@@ -3,9 +3,11 @@ package smtp
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/emersion/go-message/textproto"
 
@@ -68,4 +70,25 @@ func messageError(err error, maxHeader int) *protocols.Error {
 		return protocols.Permanentf(552, [3]int{5, 3, 4}, err, "Message header section exceeds %d bytes", maxHeader)
 	}
 	return protocols.Permanentf(554, [3]int{5, 6, 0}, err, "Malformed message header: every header line must be a \"Name: value\" field or a folded continuation, and the header must end with an empty line (RFC 5322 section 2.2)")
+}
+
+// deliveryFingerprint identifies a message as its sender sent it, so that
+// a retry after a lost acknowledgement (RFC 1047: the server committed the
+// message, the sender never saw the 250) is stored once per recipient. It
+// is set only when the message has a Message-ID, like the duplicate
+// suppression of Cyrus: a message without one is never merged with
+// another. The trace headers this server adds are not part of it.
+func deliveryFingerprint(from, messageID string, msg []byte) []byte {
+	if strings.TrimSpace(messageID) == "" {
+		return nil
+	}
+	body := sha256.Sum256(msg)
+	h := sha256.New()
+	h.Write([]byte("mailcluster/smtp-delivery/v1\x00"))
+	h.Write([]byte(from))
+	h.Write([]byte{0})
+	h.Write([]byte(strings.TrimSpace(messageID)))
+	h.Write([]byte{0})
+	h.Write(body[:])
+	return h.Sum(nil)
 }

@@ -120,3 +120,26 @@ func FuzzParseMessage(f *testing.F) {
 		}
 	})
 }
+
+func TestDeliveryFingerprint(t *testing.T) {
+	msg := []byte("Message-ID: <a@b>\r\n\r\nbody\r\n")
+	a := deliveryFingerprint("x@y", "<a@b>", msg)
+	if a == nil {
+		t.Fatal("no fingerprint for a message with a Message-ID")
+	}
+	if b := deliveryFingerprint("x@y", " <a@b> ", msg); !bytes.Equal(a, b) {
+		t.Fatal("the same message gives another fingerprint")
+	}
+	for _, other := range [][]byte{
+		deliveryFingerprint("z@y", "<a@b>", msg),
+		deliveryFingerprint("x@y", "<c@b>", msg),
+		deliveryFingerprint("x@y", "<a@b>", append([]byte(nil), append(msg, 'x')...)),
+	} {
+		if bytes.Equal(a, other) {
+			t.Fatal("a different sender, id or body gives the same fingerprint")
+		}
+	}
+	if deliveryFingerprint("x@y", "", msg) != nil {
+		t.Fatal("a message without a Message-ID got a fingerprint")
+	}
+}

@@ -258,6 +258,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return s.refuse("data", messageError(err, cfg.MaxHeaderBytes))
 	}
+	fingerprint := deliveryFingerprint(tx.from, hdr.Get("Message-Id"), msg)
 
 	now := cfg.Now()
 	trace := traceInfo{
@@ -282,7 +283,7 @@ func (s *session) Data(r io.Reader) error {
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
 	defer cancel()
-	d := schema.Delivery{From: tx.from, Recipients: tx.rcpts, Message: full}
+	d := schema.Delivery{From: tx.from, Recipients: tx.rcpts, Message: full, Fingerprint: fingerprint}
 	if err := s.srv.store.Deliver(ctx, d); err != nil {
 		return s.refuse("data", s.deliveryError(err))
 	}

@@ -209,4 +209,10 @@ type Delivery struct {
 	From       string // envelope sender; empty for a null reverse-path
 	Recipients []string
 	Message    []byte // the full message, trace headers included
+	// Fingerprint, when set, identifies the message as the sender sent it
+	// (before trace headers): a sender that retries a message whose
+	// acknowledgement it never got (the node died after committing it)
+	// sends the same fingerprint, and each recipient gets one copy.
+	// Frontends set it only for messages with a Message-ID.
+	Fingerprint []byte
 }
