@@ -23,16 +23,24 @@ FUZZ_TIME       ?= 2m
 # Compose v2 plugin, or the standalone v1 tool.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help build run test vet fmt-check fuzz-smoke fuzz cluster bench mailbench clean
+.PHONY: help build run test vet fmt-check fuzz-smoke fuzz cluster cluster-down cluster-status \
+	compose-up compose-down compose-test chaos bench mailbench clean
 
 help:
 	@echo "make build       build $(BIN) (static, version $(VERSION))"
 	@echo "make run         build and serve a development node on 127.0.0.1, data in $(DATA)"
 	@echo "make test        go vet, gofmt check, go test ./..., then every fuzz target for $(FUZZ_SMOKE_TIME)"
-	@echo "make vet         go vet ./..."
+	@echo "make vet         go vet ./... (and the compose test, behind its build tag)"
 	@echo "make fmt-check   fail if a Go file is not gofmt-formatted"
 	@echo "make fuzz        every fuzz target for FUZZ_TIME=$(FUZZ_TIME)"
-	@echo "make cluster     docker compose up (single node for now; see docker-compose.yml)"
+	@echo "make cluster     build and start a three-node cluster as local processes (n1 eu, n2 us,"
+	@echo "                 n3 ap; node N on N2525, N2587, ... N2700), data and logs in $(CLUSTER_DIR)/nN"
+	@echo "make cluster-down  stop the local cluster (SIGTERM, bounded wait; the data stays)"
+	@echo "make cluster-status  which local nodes run, and the cluster as n1 sees it"
+	@echo "make compose-up  build, then the same three nodes in containers ($(COMPOSE) up -d --build)"
+	@echo "make compose-down  stop and remove the containers (the volumes stay: $(COMPOSE) down -v drops them)"
+	@echo "make compose-test  the docker compose end-to-end test: failover under load (COMPOSE_TEST_TIMEOUT=$(COMPOSE_TEST_TIMEOUT))"
+	@echo "make chaos       the cluster chaos test, CHAOS_ROUNDS=$(CHAOS_ROUNDS) rounds (up to an hour)"
 	@echo "make bench       build bin/mailnode and bin/mailbench, run the standard benchmark suite,"
 	@echo "                 write bench-results/ and docs/benchmarks.md (see docs/benchmarks.md)"
 	@echo "make clean       remove bin/ (never the data directory)"
@@ -49,6 +57,7 @@ test: vet fmt-check
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags compose ./node/composetest/
 
 fmt-check:
 	@files=$$(find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -print0 | xargs -0 -r gofmt -l); \
@@ -79,11 +88,54 @@ fuzz-smoke:
 fuzz:
 	$(call run_fuzz,$(FUZZ_TIME))
 
+# A local three-node cluster, the layout of docker-compose.yml as background
+# processes on 127.0.0.1 (scripts/cluster.sh): `make cluster` returns once
+# the cluster serves, `make cluster-down` stops it. Run it or compose-up,
+# not both: they publish the same ports.
+CLUSTER_DIR ?= ./data/cluster
+
 cluster: build
-	@echo "note: multi-node clustering is not available yet; docker compose starts node1"
-	@echo "      as a single-node cluster (ports 12525, 12587, 12465, 12143, 12993, 12110, 12995, 12980)."
-	@echo "      Nodes 2 and 3 are defined under the 'cluster' profile for when it is."
-	$(COMPOSE) up --build
+	BIN=$(BIN) CLUSTER_DIR=$(CLUSTER_DIR) scripts/cluster.sh up
+
+cluster-down:
+	BIN=$(BIN) CLUSTER_DIR=$(CLUSTER_DIR) scripts/cluster.sh down
+
+cluster-status:
+	BIN=$(BIN) CLUSTER_DIR=$(CLUSTER_DIR) scripts/cluster.sh status
+
+# The same cluster in containers (docker-compose.yml). compose-up returns
+# once n1 reports all three nodes up.
+compose-up: build
+	$(COMPOSE) up -d --build
+	COMPOSE="$(COMPOSE)" scripts/compose-wait.sh
+
+compose-down:
+	$(COMPOSE) down
+
+# The compose end-to-end test (node/composetest, build tag "compose"):
+# builds the image from $(BIN), runs the three regions under a project
+# name of its own on free ports, kills a shard leader under load, and
+# removes everything again. It skips only when no Docker engine exists,
+# and never when CI is set. The project (MAILCLUSTER_COMPOSE_PROJECT, or
+# a random name) is removed here too, in case the test was cut off.
+COMPOSE_TEST_TIMEOUT ?= 15m
+
+compose-test: build
+	@project=$${MAILCLUSTER_COMPOSE_PROJECT:-mailclustertest$$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')}; \
+	status=0; \
+	MAILNODE_BIN=$(abspath $(BIN)) MAILCLUSTER_COMPOSE="$(COMPOSE)" MAILCLUSTER_COMPOSE_PROJECT=$$project \
+		$(GO) test -tags compose -count=1 -v -timeout $(COMPOSE_TEST_TIMEOUT) ./node/composetest/ || status=$$?; \
+	if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		$(COMPOSE) -p $$project down -v --remove-orphans -t 10 >/dev/null 2>&1 || true; \
+		docker image rm -f mailcluster/mailnode:$$project >/dev/null 2>&1 || true; \
+	fi; \
+	exit $$status
+
+# The cluster chaos test (cluster/), long: rounds of faults under load.
+CHAOS_ROUNDS ?= 300
+
+chaos:
+	MAILCLUSTER_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),300) $(GO) test -run 'TestChaos' -count=1 -timeout 60m ./cluster/
 
 # The benchmark harness (bench/). `make bench` runs the standard suite
 # (about ten minutes on two cores) and refreshes docs/benchmarks.md and its
