@@ -24,11 +24,14 @@ const (
 	Storage    = "storage"
 	IMAPMixed  = "imap-mixed"
 	POP3Drain  = "pop3-drain"
+	Failover   = "failover"
 )
 
 // Workloads lists every workload in execution order: storage measures
-// what smtp-ingest delivered, before imap-mixed and pop3-drain change it.
-func Workloads() []string { return []string{SMTPIngest, Storage, IMAPMixed, POP3Drain} }
+// what smtp-ingest delivered, before imap-mixed and pop3-drain change it;
+// failover kills a node, so it comes last (it runs on targets of several
+// nodes only).
+func Workloads() []string { return []string{SMTPIngest, Storage, IMAPMixed, POP3Drain, Failover} }
 
 // Domain is the mail domain of the benchmark's users.
 const Domain = "bench.test"
@@ -57,12 +60,18 @@ type Config struct {
 	IMAPDuration time.Duration
 	POP3Clients  int
 	POP3Duration time.Duration
+	// FailoverSenders send to the cluster while a shard's leader is
+	// killed, FailoverBefore before the kill and FailoverAfter after it.
+	FailoverSenders int
+	FailoverBefore  time.Duration
+	FailoverAfter   time.Duration
 	// FsyncDuration and CryptoDuration bound the physical-limit
 	// measurements; zero FsyncDuration skips them.
 	FsyncDuration  time.Duration
 	CryptoDuration time.Duration
 
-	// Mailnode is the mailnode binary for the single target.
+	// Mailnode is the mailnode binary for the single and cluster3
+	// targets.
 	Mailnode string
 	// DovecotFormat is maildir or sdbox.
 	DovecotFormat string
@@ -76,7 +85,7 @@ type Config struct {
 }
 
 // Standard is the standard suite: long enough for stable figures on a
-// small machine (about ten minutes on two cores).
+// small machine (about a quarter of an hour on two cores).
 func Standard() Config {
 	return Config{
 		Suite: "standard", Targets: targets.Names(), Workloads: Workloads(),
@@ -84,6 +93,7 @@ func Standard() Config {
 		SMTPClients: 8, IngestDuration: 4 * time.Minute, VerifyWait: 5 * time.Minute,
 		IMAPSessions: 8, IMAPDuration: time.Minute,
 		POP3Clients: 4, POP3Duration: 2 * time.Minute,
+		FailoverSenders: 6, FailoverBefore: 10 * time.Second, FailoverAfter: 30 * time.Second,
 		FsyncDuration: 2 * time.Second, CryptoDuration: time.Second,
 		Mailnode: "bin/mailnode", DovecotFormat: "maildir", Install: true,
 	}
@@ -99,6 +109,7 @@ func Quick() Config {
 	c.SMTPClients, c.IngestDuration, c.VerifyWait = 4, 15*time.Second, time.Minute
 	c.IMAPSessions, c.IMAPDuration = 4, 8*time.Second
 	c.POP3Clients, c.POP3Duration = 4, 10*time.Second
+	c.FailoverSenders, c.FailoverBefore, c.FailoverAfter = 4, 3*time.Second, 6*time.Second
 	c.FsyncDuration, c.CryptoDuration = time.Second, 300*time.Millisecond
 	return c
 }
@@ -107,7 +118,7 @@ func Quick() Config {
 func (c Config) Validate() error {
 	var errs []error
 	for _, t := range c.Targets {
-		if !slices.Contains(targets.Names(), t) && !slices.Contains([]string{"cluster3", "mox", "maddy"}, t) {
+		if !slices.Contains(targets.Names(), t) && !slices.Contains([]string{"mox", "maddy"}, t) {
 			errs = append(errs, fmt.Errorf("unknown target %q (known: %s)", t, strings.Join(targets.Names(), ", ")))
 		}
 	}
@@ -131,7 +142,14 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("pop3 clients must be 1..%d: each uses users of its own, "+
 			"and imap-mixed and pop3-drain share the %d users when both run", len(pop3Users), c.Users))
 	}
-	for name, d := range map[string]time.Duration{"ingest": c.IngestDuration, "imap": c.IMAPDuration, "pop3": c.POP3Duration, "verify": c.VerifyWait} {
+	durations := map[string]time.Duration{"ingest": c.IngestDuration, "imap": c.IMAPDuration, "pop3": c.POP3Duration, "verify": c.VerifyWait}
+	if c.wants(Failover) {
+		durations["failover before"], durations["failover after"] = c.FailoverBefore, c.FailoverAfter
+		if c.FailoverSenders < 1 {
+			errs = append(errs, errors.New("failover senders must be positive"))
+		}
+	}
+	for name, d := range durations {
 		if d <= 0 || d > 2*time.Hour {
 			errs = append(errs, fmt.Errorf("%s duration %v: want more than 0 and at most 2h", name, d))
 		}
@@ -140,6 +158,12 @@ func (c Config) Validate() error {
 }
 
 func (c Config) wants(workload string) bool { return slices.Contains(c.Workloads, workload) }
+
+// needsMail reports whether a selected workload works on the mail
+// smtp-ingest delivers (failover brings its own).
+func (c Config) needsMail() bool {
+	return c.wants(SMTPIngest) || c.wants(Storage) || c.wants(IMAPMixed) || c.wants(POP3Drain)
+}
 
 // userSplit returns the user indexes imap-mixed and pop3-drain work on:
 // when both run, the first half of the users and the second, so that
@@ -197,6 +221,10 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 			POP3Clients: cfg.POP3Clients, POP3Sec: cfg.POP3Duration.Seconds(),
 			Workloads: cfg.Workloads, DovecotFormat: cfg.DovecotFormat,
 		},
+	}
+	if cfg.wants(Failover) {
+		run.Settings.FailoverSenders = cfg.FailoverSenders
+		run.Settings.FailoverBeforeSec, run.Settings.FailoverAfterSec = cfg.FailoverBefore.Seconds(), cfg.FailoverAfter.Seconds()
 	}
 	t0 := time.Now()
 	corp, err := corpus.Generate(corpus.Config{Seed: cfg.Seed, Messages: cfg.Messages, Users: cfg.Users, Domain: Domain, MaxSize: cfg.MaxMessageSize})
@@ -279,36 +307,61 @@ func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.C
 		tr.Errors = append(tr.Errors, err.Error())
 		return tr
 	}
-	env := workload.Env{Target: tr.Info.Name, Endpoints: t.Endpoints(), TLS: t.ClientTLS(), Users: users, Corpus: corp, Logger: log}
+	env := workload.Env{Target: tr.Info.Name, Endpoints: t.Endpoints(), Nodes: nodesOf(t), TLS: t.ClientTLS(), Users: users, Corpus: corp, Logger: log}
 
 	if err := workload.WarmUp(ctx, env); err != nil {
 		tr.Errors = append(tr.Errors, err.Error())
 		return tr
 	}
+	if cfg.needsMail() && !runMailWorkloads(ctx, cfg, t, env, baseline, &tr, log) {
+		return tr
+	}
+	if cfg.wants(Failover) {
+		cl, ok := t.(workload.Cluster)
+		if !ok || len(env.Nodes) < 2 {
+			tr.Skipped = append(tr.Skipped, report.SkippedWorkload{Workload: Failover,
+				Reason: fmt.Sprintf("%s is one server; failover kills the leader of a shard, which needs a target of several nodes (cluster3)", tr.Info.Name)})
+			return tr
+		}
+		env.Endpoints, env.Nodes = t.Endpoints(), nodesOf(t)
+		tr.Failover, err = workload.Failover(ctx, env, cl, workload.FailoverConfig{
+			Senders: cfg.FailoverSenders, Before: cfg.FailoverBefore, After: cfg.FailoverAfter})
+		if err != nil {
+			tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", Failover, err))
+		}
+	}
+	return tr
+}
+
+// runMailWorkloads runs smtp-ingest with its check, then storage,
+// imap-mixed and pop3-drain as selected; it returns false when the
+// target cannot go on.
+func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env workload.Env, baseline targets.Disk, tr *report.TargetRun, log *slog.Logger) bool {
 	// Every other workload needs the mail smtp-ingest delivers.
 	ingest, err := workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration})
 	if err != nil {
 		tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngest, err))
-		return tr
+		return false
 	}
 	tr.Ingest, tr.Preload = ingest, !cfg.wants(SMTPIngest)
-	check, err := workload.Verify(ctx, env, ingest.AckedMessages(), time.Now(), cfg.VerifyWait)
+	check, err := workload.Verify(ctx, env, ingest.AckedMessages(), workload.VerifyConfig{
+		SentAt: time.Now(), Wait: cfg.VerifyWait, Via: ingest.AckedVia()})
 	if err != nil {
 		tr.Errors = append(tr.Errors, fmt.Sprintf("%s verification: %v", SMTPIngest, err))
-		return tr
+		return false
 	}
 	ingest.Check = check
 	if ingest.Acked == 0 {
-		return tr
+		return false
 	}
 	if cfg.wants(Storage) {
 		if tr.Storage, err = workload.Storage(ctx, t, baseline, ingest.Acked, ingest.AckedBytes); err != nil {
 			tr.Errors = append(tr.Errors, err.Error())
-			return tr
+			return false
 		}
 		log.Info("done", "target", tr.Info.Name, "workload", Storage, "bytes_per_byte", fmt.Sprintf("%.2f", tr.Storage.BytesPerByte),
 			"compact", time.Duration(tr.Storage.CompactSec*float64(time.Second)).Round(time.Millisecond))
-		env.Endpoints = t.Endpoints()
+		env.Endpoints, env.Nodes = t.Endpoints(), nodesOf(t)
 	}
 	imapUsers, pop3Users := cfg.userSplit()
 	if cfg.wants(IMAPMixed) {
@@ -321,7 +374,16 @@ func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.C
 			tr.Errors = append(tr.Errors, err.Error())
 		}
 	}
-	return tr
+	return true
+}
+
+// nodesOf returns the endpoints of every node of a target of several
+// nodes, and nil for a target of one.
+func nodesOf(t targets.Target) []targets.Endpoints {
+	if eps := targets.AllEndpoints(t); len(eps) > 1 {
+		return eps
+	}
+	return nil
 }
 
 // maxErrorShare is the share of failed operations above which a workload
@@ -352,6 +414,9 @@ func failures(tr report.TargetRun) []string {
 	if im := tr.IMAP; im != nil {
 		broken(IMAPMixed, im.Ops, im.Failed)
 	}
+	if f := tr.Failover; f != nil {
+		out = append(out, failoverFailures(name, f)...)
+	}
 	if p := tr.POP3; p != nil {
 		var ok, failed int64
 		for _, s := range p.PerOp {
@@ -362,6 +427,37 @@ func failures(tr report.TargetRun) []string {
 		if p.Mismatched > 0 {
 			out = append(out, fmt.Sprintf("%s: %s: %d downloaded messages differ from what was sent", name, POP3Drain, p.Mismatched))
 		}
+	}
+	return out
+}
+
+// failoverFailures lists why a failover run fails: an acknowledged
+// message lost, duplicated or changed; mail that could not be read back;
+// a shard that never accepted a write again; a killed node that did not
+// rejoin. How long the failover took never fails it.
+func failoverFailures(name string, f *workload.FailoverResult) []string {
+	var out []string
+	switch c := f.Check; {
+	case c == nil:
+		out = append(out, fmt.Sprintf("%s: %s: the acknowledged messages could not be read back: %s", name, Failover, strings.Join(f.Errors, "; ")))
+	case !f.OK():
+		why := ""
+		if f.DuplicatesLostReply > 0 {
+			why = fmt.Sprintf(" (%d of the duplicated had their 250 lost with the killed node's connection after the end of data, "+
+				"so the sender retried a message that was stored)", f.DuplicatesLostReply)
+		}
+		out = append(out, fmt.Sprintf("%s: %s check failed: of %d acknowledged messages %d lost, %d duplicated, %d different%s",
+			name, Failover, c.Expected, f.Lost, f.Duplicates, c.Mismatched, why))
+	}
+	if !f.Recovered {
+		out = append(out, fmt.Sprintf("%s: %s: shard %d acknowledged no write in the %.0f s after its leader %s was killed",
+			name, Failover, f.Shard, f.AfterSec, f.Killed))
+	}
+	if !f.Rejoined {
+		out = append(out, fmt.Sprintf("%s: %s: the killed node %s did not rejoin the cluster", name, Failover, f.Killed))
+	}
+	if f.Acked == 0 || float64(f.Rejected) > maxErrorShare*float64(f.Acked+f.Rejected) {
+		out = append(out, fmt.Sprintf("%s: %s: %d messages refused for good (5xx), %d acknowledged", name, Failover, f.Rejected, f.Acked))
 	}
 	return out
 }

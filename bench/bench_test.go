@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +21,13 @@ func TestSuitesValidate(t *testing.T) {
 		}
 	}
 	q := Quick()
-	if total := q.IngestDuration + q.IMAPDuration + q.POP3Duration; total > 45*time.Second {
+	if total := q.IngestDuration + q.IMAPDuration + q.POP3Duration + q.FailoverBefore + q.FailoverAfter; total > 45*time.Second {
 		t.Errorf("quick suite's workloads may take %v per target; it must stay near two minutes for everything", total)
+	}
+	for _, c := range []Config{Standard(), Quick()} {
+		if !slices.Contains(c.Targets, "cluster3") || !slices.Contains(c.Workloads, Failover) {
+			t.Errorf("%s suite leaves out cluster3 or failover: %v %v", c.Suite, c.Targets, c.Workloads)
+		}
 	}
 }
 
@@ -39,6 +45,9 @@ func TestValidateRejects(t *testing.T) {
 		"negative verify wait":               func(c *Config) { c.VerifyWait = -time.Second },
 		"no target":                          func(c *Config) { c.Targets = nil },
 		"pop3 clients above all users alone": func(c *Config) { c.Workloads = []string{POP3Drain}; c.POP3Clients = c.Users + 1 },
+		"no failover senders":                func(c *Config) { c.FailoverSenders = 0 },
+		"no load before the kill":            func(c *Config) { c.FailoverBefore = 0 },
+		"endless failover":                   func(c *Config) { c.FailoverAfter = 3 * time.Hour },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -52,7 +61,7 @@ func TestValidateRejects(t *testing.T) {
 	// Sessions of a workload that does not run do not matter.
 	c0 := Standard()
 	c0.Workloads = []string{SMTPIngest}
-	c0.IMAPSessions, c0.POP3Clients = 0, 0
+	c0.IMAPSessions, c0.POP3Clients, c0.FailoverSenders = 0, 0, 0
 	if err := c0.Validate(); err != nil {
 		t.Fatalf("smtp-ingest alone: %v", err)
 	}
@@ -101,6 +110,13 @@ func TestFailures(t *testing.T) {
 	if f := failures(ok()); len(f) != 0 {
 		t.Fatalf("a sound run fails: %v", f)
 	}
+	// A slow failover with refusals is a figure, not a failure.
+	slow := ok()
+	slow.Failover = okFailover()
+	slow.Failover.FailoverSec, slow.Failover.Refused = 30, 5000
+	if f := failures(slow); len(f) != 0 {
+		t.Fatalf("a slow failover fails the run: %v", f)
+	}
 	tests := map[string]func(*report.TargetRun){
 		"check mismatch": func(tr *report.TargetRun) {
 			tr.Ingest.Check = &workload.CheckResult{Expected: 1000, Matched: 999, Mismatched: 1}
@@ -114,6 +130,24 @@ func TestFailures(t *testing.T) {
 			tr.POP3.Mismatched = 1
 		},
 		"start failed": func(tr *report.TargetRun) { tr.Errors = []string{"start: boom"} },
+		"failover lost a message": func(tr *report.TargetRun) {
+			tr.Failover = okFailover()
+			tr.Failover.Check.Missing, tr.Failover.Check.Matched, tr.Failover.Lost, tr.Failover.Found = 1, 99, 1, 99
+		},
+		"failover duplicated a message": func(tr *report.TargetRun) {
+			tr.Failover = okFailover()
+			tr.Failover.Check.Duplicates, tr.Failover.Duplicates = 1, 1
+		},
+		"failover not read back": func(tr *report.TargetRun) {
+			tr.Failover = okFailover()
+			tr.Failover.Check, tr.Failover.Errors = nil, []string{"verify: dial: refused"}
+		},
+		"shard never recovered":      func(tr *report.TargetRun) { tr.Failover = okFailover(); tr.Failover.Recovered = false },
+		"killed node did not rejoin": func(tr *report.TargetRun) { tr.Failover = okFailover(); tr.Failover.Rejoined = false },
+		"failover bounced mail": func(tr *report.TargetRun) {
+			tr.Failover = okFailover()
+			tr.Failover.Rejected = 10
+		},
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -124,6 +158,13 @@ func TestFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// okFailover is a sound failover result.
+func okFailover() *workload.FailoverResult {
+	return &workload.FailoverResult{Senders: 4, Shard: 3, Killed: "n2", NewLeader: "n1", Recovered: true, FailoverSec: 1.2,
+		Sent: 100, Acked: 100, Refused: 12, Refused4xx: 10, RefusedConn: 2, Found: 100, Rejoined: true,
+		Check: &workload.CheckResult{Expected: 100, Matched: 100}}
 }
 
 func TestWriteResultsAndDocs(t *testing.T) {

@@ -5,18 +5,16 @@
 //
 // A run (Run) generates the corpus (package corpus), measures the
 // machine's physical limits (package limits), then for each target
-// (package targets: single = one mailnode; dovecot = Dovecot + Postfix)
-// starts it in a temporary directory on loopback, runs the workloads
-// (package workload) in a fixed order — smtp-ingest with its correctness
-// check, storage, imap-mixed, pop3-drain — and stops it. Package report
-// turns the result into JSON, Markdown with ratios ours/peer, and SVG
-// charts; WriteResults and WriteDocs write them. bench/cmd/mailbench is
-// the command line.
-//
-// Designed in, not yet built: a cluster3 target (three local mailnode
-// processes, replication factor 3) is one more targets.Target, and a
-// failover workload (kill the leader under smtp-ingest, then run the same
-// hash check) one more workload, when clustering lands.
+// (package targets: single = one mailnode; cluster3 = three mailnode
+// processes forming one cluster with three replicas per shard; dovecot =
+// Dovecot + Postfix) starts it in a temporary directory on loopback, runs
+// the workloads (package workload) in a fixed order — smtp-ingest with its
+// correctness check, storage, imap-mixed, pop3-drain, and on cluster3
+// failover (kill a shard's leader under SMTP load, then check that no
+// acknowledged message was lost or duplicated) — and stops it. Package
+// report turns the result into JSON, Markdown with ratios ours/peer, and
+// SVG charts; WriteResults and WriteDocs write them. bench/cmd/mailbench
+// is the command line.
 //
 // Invariants: nothing in production imports bench; every wait and every
 // load loop is bounded in count and in time; only loopback addresses are

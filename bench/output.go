@@ -92,12 +92,36 @@ by ` + "`make bench`" + ` (the standard suite); do not edit it by hand.
                                     # writes bench-results/<timestamp>.{json,md,svg} and this page
     bin/mailbench run --quick       # every target and workload briefly (about two minutes)
     bin/mailbench run --target single --workload smtp-ingest --smtp-clients 16
+    bin/mailbench run --target cluster3 --workload smtp-ingest
+    bin/mailbench run --target cluster3 --workload failover
+
+` + "`--target`" + ` and ` + "`--workload`" + ` take comma-separated lists (targets: single,
+cluster3, dovecot; workloads: smtp-ingest, storage, imap-mixed, pop3-drain,
+failover); the other workloads need the mail smtp-ingest delivers, so it
+runs first whenever one of them is selected (failover brings its own).
+` + "`bin/mailbench help`" + ` lists every option.
 
 The dovecot target needs Dovecot and Postfix from Debian's packages
 (dovecot-imapd, dovecot-pop3d, dovecot-lmtpd, postfix); the harness installs
 them with apt-get when they are missing (say --install=false to forbid it).
 Every server runs on 127.0.0.1 in a temporary directory and is stopped at
 the end; nothing listens beyond loopback.
+
+## Targets
+
+- **single**: one mailnode process with the real settings (fsync on,
+  encryption on): mailnode's defaults, listeners on loopback.
+- **cluster3**: three mailnode processes on loopback forming one cluster,
+  with the same settings and three replicas (voters) of every shard: node
+  1 bootstraps it, nodes 2 and 3 (regions r1, r2, r3) join it with a
+  token, and the workloads start once every shard has a leader and three
+  voters. Every node serves every user: the SMTP, IMAP and POP3 clients
+  spread over the three nodes, and the check after smtp-ingest reads each
+  message through another node than the one that acknowledged it. A 250 means
+  the message is on disk on two of the three nodes. The three processes
+  share the machine's cores and its one disk.
+- **dovecot**: Dovecot (IMAP, POP3, LMTP) with Postfix in front for SMTP,
+  from Debian's packages, with fsync on every write.
 
 ## What is measured
 
@@ -109,7 +133,8 @@ the end; nothing listens beyond loopback.
   visible" shows asynchronous delivery (Postfix queues, then hands over to
   Dovecot over LMTP; mailnode stores before it answers).
 - **storage**: disk bytes per delivered byte once the target is compacted,
-  over what the target used with its users and no mail.
+  over what the target used with its users and no mail (cluster3 counts
+  its three replicas).
 - **imap-mixed**: concurrent IMAP sessions (STARTTLS, AUTHENTICATE PLAIN)
   doing what a mail client does: select, fetch a page of headers, read a
   message and mark it seen, search (unread, subject, sender, body text),
@@ -117,15 +142,32 @@ the end; nothing listens beyond loopback.
   Operations/s and latency per command.
 - **pop3-drain**: concurrent POP3 sessions (STLS, AUTH PLAIN) download and
   delete whole maildrops; every download is compared with the original too.
+- **failover** (cluster3 only): concurrent SMTP senders, spread over the
+  nodes, send small messages, every other one to a user of one chosen
+  user's shard; after a steady period the process leading that shard
+  (found with ` + "`mailnode user show --json`" + ` and ` + "`mailnode cluster status --json`" + `)
+  is killed with SIGKILL and the load goes on. Measured: the seconds from
+  the kill to the first 250 for a message to that shard whose end of data
+  was sent after the kill, and the writes refused meanwhile (4xx answers
+  and connection errors; senders retry each one, through the next node
+  after a connection error, as an MTA would). Then every mailbox is read
+  back over IMAP through the surviving nodes, matching each message by a
+  unique tag and its SHA-256: an acknowledged message lost or stored twice
+  fails the run. A sender whose connection to the killed node breaks after
+  the end of data cannot know whether its message was stored; it retries,
+  and if the first attempt was stored the message arrives twice: that
+  fails the run too, and the report says how many duplicates came from
+  such lost replies. Finally the killed node is restarted and must rejoin
+  the cluster. How long the failover takes never fails a run.
 - **Physical limits**: the data disk's fsync rate and one core's zstd and
   XChaCha20-Poly1305 throughput, to say how close a figure is to what the
   hardware allows.
 
 The corpus is generated from a fixed seed: sizes from 1 KiB to 5 MiB with a
 long tail, plain text, HTML and messages with attachments, UTF-8 headers,
-threads. Both targets hash passwords with argon2id at the same parameters
-and cache verified logins. The load generator runs on the same machine as
-the target, so on a small machine it takes CPU from the server under test
+threads. Every target hashes passwords with argon2id at the same parameters
+and caches verified logins. The load generator runs on the same machine as
+the targets, so on a small machine it takes CPU from the server under test
 alike for every target.
 
 `

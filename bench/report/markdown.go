@@ -48,6 +48,7 @@ func (r *Run) WriteMarkdown(w io.Writer, title string, charts Charts) error {
 		return t.POP3.PerOp
 	})
 	r.writeStorage(&b)
+	r.writeFailover(&b)
 	r.writeProblems(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -80,6 +81,10 @@ func (r *Run) writeContext(b *strings.Builder) {
 	}
 	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "pop3-drain") {
 		parts = append(parts, fmt.Sprintf("pop3-drain %d clients (at most %s s)", s.POP3Clients, formatNum(s.POP3Sec)))
+	}
+	if slices.Contains(s.Workloads, "failover") {
+		parts = append(parts, fmt.Sprintf("failover %d senders, %s s before and %s s after the kill",
+			s.FailoverSenders, formatNum(s.FailoverBeforeSec), formatNum(s.FailoverAfterSec)))
 	}
 	fmt.Fprintf(b, "- Settings: %s; workloads: %s.\n", strings.Join(parts, "; "), strings.Join(s.Workloads, ", "))
 	c := r.Corpus
@@ -172,7 +177,7 @@ func (r *Run) writeSummary(b *strings.Builder) {
 		fmt.Fprintf(&row, "| %s | %s |", m.workload, m.name)
 		for i := range r.Targets {
 			if v, ok := m.get(&r.Targets[i]); ok {
-				fmt.Fprintf(&row, " %s |", formatNum(v))
+				fmt.Fprintf(&row, " %s |", m.format(v))
 				any = true
 			} else {
 				row.WriteString(" - |")
@@ -210,6 +215,9 @@ func (r *Run) writeIngest(b *strings.Builder) {
 		if c := in.Check; c != nil {
 			if c.OK() {
 				check = fmt.Sprintf("all %d acknowledged messages fetched back, byte-identical (SHA-256)", c.Expected)
+				if c.ReadElsewhere > 0 {
+					check += fmt.Sprintf("; %d of them through another node than the one that acknowledged them", c.ReadElsewhere)
+				}
 			} else {
 				check = fmt.Sprintf("**FAILED**: %d expected, %d matched, %d missing, %d different, %d duplicated",
 					c.Expected, c.Matched, c.Missing, c.Mismatched, c.Duplicates)
@@ -322,6 +330,93 @@ func (r *Run) writeStorage(b *strings.Builder) {
 	b.WriteString("\n\n")
 }
 
+// writeFailover writes the failover section: the figures of each target
+// that ran it, and why the others did not.
+func (r *Run) writeFailover(b *strings.Builder) {
+	var rows, skipped, refusals []string
+	for _, t := range r.Targets {
+		for _, s := range t.Skipped {
+			if s.Workload == "failover" {
+				skipped = append(skipped, fmt.Sprintf("- %s: not run: %s.", t.Info.Name, s.Reason))
+			}
+		}
+		f := t.Failover
+		if f == nil {
+			continue
+		}
+		failover := "never (no write accepted)"
+		if f.Recovered {
+			failover = formatNum(f.FailoverSec)
+		}
+		leaders := f.Killed + " → " + f.NewLeader
+		if f.NewLeader == "" {
+			leaders = f.Killed + " → ?"
+		}
+		rejoin := "did not rejoin"
+		if f.Rejoined {
+			rejoin = formatNum(f.RejoinSec)
+		}
+		users := fmt.Sprintf("%d users", f.ShardUsers)
+		if f.ShardUsers == 1 {
+			users = "1 user"
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %d | %d (%s) | %s | %s | %d (%d / %d) | %d | %d | %d | %d | %d | %s | %s |",
+			t.Info.Name, f.Senders, f.Shard, users, leaders, failover, f.Refused, f.Refused4xx, f.RefusedConn,
+			f.Sent, f.Acked, f.Found, f.Lost, f.Duplicates, rejoin, failoverCheck(f)))
+		for _, s := range f.Refusals {
+			refusals = append(refusals, fmt.Sprintf("- %s: %s", t.Info.Name, cell(s)))
+		}
+	}
+	if len(rows) == 0 && len(skipped) == 0 {
+		return
+	}
+	b.WriteString("## failover\n\nUnder steady SMTP load (senders spread over the nodes, every other message to a user of one chosen shard), " +
+		"the process leading that shard is killed with SIGKILL. The failover time runs from the kill to the first 250 for a message to a user " +
+		"of that shard whose end of data was sent after the kill (so the new leader committed it). Refused writes are the attempts answered " +
+		"with a 4xx code or ended by a connection error after the kill; senders retry each one (after 50 ms, and through the next node after " +
+		"a connection error), as an MTA would. Then every mailbox is read back over IMAP through the surviving nodes: every acknowledged message " +
+		"must be there exactly once (a lost or duplicated message fails the run). Finally the killed node is restarted and must rejoin.\n\n")
+	if len(rows) > 0 {
+		b.WriteString("| target | senders | shard | killed → new leader | failover s | refused (4xx / connection) | sent | acknowledged | found | lost | duplicates | rejoin s | correctness |\n" +
+			"| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		b.WriteString(strings.Join(rows, "\n"))
+		b.WriteString("\n\n")
+	}
+	if len(skipped) > 0 {
+		b.WriteString(strings.Join(skipped, "\n"))
+		b.WriteString("\n\n")
+	}
+	if len(refusals) > 0 {
+		b.WriteString("Refusals the senders saw (first distinct ones, with counts):\n\n")
+		b.WriteString(strings.Join(refusals, "\n"))
+		b.WriteString("\n\n")
+	}
+}
+
+// failoverCheck describes the read-back after a failover.
+func failoverCheck(f *workload.FailoverResult) string {
+	c := f.Check
+	if c == nil {
+		return "**FAILED**: not read back"
+	}
+	var s string
+	if f.OK() {
+		s = fmt.Sprintf("every one of the %d acknowledged messages found exactly once, byte-identical (SHA-256), through the surviving nodes", c.Expected)
+	} else {
+		s = fmt.Sprintf("**FAILED**: %d acknowledged, %d lost, %d duplicated, %d different", c.Expected, f.Lost, f.Duplicates, c.Mismatched)
+	}
+	if f.UnknownOutcome > 0 {
+		s += fmt.Sprintf("; %d messages had an attempt whose connection broke after the end of data (outcome unknown to the sender, who retried)", f.UnknownOutcome)
+	}
+	if f.DuplicatesLostReply > 0 {
+		s += fmt.Sprintf("; %d of the duplicates are such messages: stored, but the 250 was lost with the killed node", f.DuplicatesLostReply)
+	}
+	if f.GaveUp > 0 || f.Rejected > 0 {
+		s += fmt.Sprintf("; %d given up still refused, %d refused for good (5xx)", f.GaveUp, f.Rejected)
+	}
+	return s
+}
+
 func mib(n int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
@@ -355,6 +450,12 @@ func (r *Run) writeProblems(b *strings.Builder) {
 		}
 		if t.POP3 != nil {
 			add("pop3-drain", t.POP3.Errors)
+		}
+		if t.Failover != nil {
+			add("failover", t.Failover.Errors)
+			if t.Failover.Check != nil {
+				add("failover check", t.Failover.Check.Problems)
+			}
 		}
 	}
 	if len(errs) > 0 {

@@ -24,6 +24,17 @@ type metric struct {
 	get    func(*TargetRun) (float64, bool)
 }
 
+// countMetrics are the summary figures that count events (shown whole).
+var countMetrics = []string{"writes refused meanwhile (retried)"}
+
+// format renders the figure.
+func (m metric) format(v float64) string {
+	if slices.Contains(countMetrics, m.name) {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return formatNum(v)
+}
+
 // summaryMetrics are the headline figures, one row each.
 var summaryMetrics = []metric{
 	{"smtp-ingest", "acknowledged messages/s", true, func(t *TargetRun) (float64, bool) {
@@ -94,6 +105,18 @@ var summaryMetrics = []metric{
 			return 0, false
 		}
 		return t.Storage.BytesPerByte, true
+	}},
+	{"failover", "seconds from the kill to the first 250 on the shard", false, func(t *TargetRun) (float64, bool) {
+		if t.Failover == nil || !t.Failover.Recovered {
+			return 0, false
+		}
+		return t.Failover.FailoverSec, true
+	}},
+	{"failover", "writes refused meanwhile (retried)", false, func(t *TargetRun) (float64, bool) {
+		if t.Failover == nil {
+			return 0, false
+		}
+		return float64(t.Failover.Refused), true
 	}},
 }
 

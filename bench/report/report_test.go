@@ -49,6 +49,60 @@ func fixture() *Run {
 	}
 }
 
+// clusterFixture adds cluster3, with a failover, to fixture's run, and
+// marks the failover skipped on the others.
+func clusterFixture() *Run {
+	r := fixture()
+	c := r.Targets[0]
+	c.Info = targets.Info{Name: "cluster3", Software: "mailnode", Durability: "majority of 3"}
+	c.Ingest = &workload.IngestResult{Clients: 4, Acked: 100, ElapsedSec: 0.5, MessagesPerSec: 150, MBPerSec: 15,
+		Ops:   map[string]stats.Summary{"transaction": {Count: 100, P50MS: 8, P99MS: 30}},
+		Check: &workload.CheckResult{Expected: 100, Matched: 100, ReadElsewhere: 100}}
+	c.Failover = &workload.FailoverResult{Senders: 4, Shard: 3, ShardUsers: 12, Killed: "n2", NewLeader: "n1", Recovered: true,
+		FailoverSec: 1.25, Sent: 300, Acked: 300, Refused: 17, Refused4xx: 15, RefusedConn: 2, Found: 300, Rejoined: true, RejoinSec: 2.5,
+		Check: &workload.CheckResult{Expected: 300, Matched: 300}, Refusals: []string{"end of data: 451 4.3.0 try again (x15)"}}
+	r.Targets = []TargetRun{r.Targets[0], c, r.Targets[1]}
+	for _, i := range []int{0, 2} {
+		r.Targets[i].Skipped = []SkippedWorkload{{Workload: "failover", Reason: "one server"}}
+	}
+	r.Settings.Workloads = []string{"smtp-ingest", "failover"}
+	r.Settings.FailoverSenders, r.Settings.FailoverBeforeSec, r.Settings.FailoverAfterSec = 4, 10, 30
+	return r
+}
+
+func TestMarkdownCluster(t *testing.T) {
+	md := render(t, clusterFixture())
+	for _, want := range []string{
+		"| workload | figure | single | cluster3 | dovecot | single / dovecot | cluster3 / dovecot |",
+		"| smtp-ingest | acknowledged messages/s | 200 | 150 | 100 | 2.00× (better) | 1.50× (better) |",
+		"| failover | seconds from the kill to the first 250 on the shard | - | 1.25 | - | - | - |",
+		"| failover | writes refused meanwhile (retried) | - | 17 | - | - | - |",
+		"; 100 of them through another node than the one that acknowledged them",
+		"## failover",
+		"| cluster3 | 4 | 3 (12 users) | n2 → n1 | 1.25 | 17 (15 / 2) | 300 | 300 | 300 | 0 | 0 | 2.50 | every one of the 300 acknowledged messages found exactly once",
+		"- single: not run: one server.",
+		"- dovecot: not run: one server.",
+		"- cluster3: end of data: 451 4.3.0 try again (x15)",
+		"failover 4 senders, 10.0 s before and 30.0 s after the kill",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "RUN FAILED") || strings.Contains(md, "**FAILED**") {
+		t.Error("a clean run is reported as failed")
+	}
+	r := clusterFixture()
+	f := r.Targets[1].Failover
+	f.Check.Duplicates, f.Duplicates, f.UnknownOutcome, f.DuplicatesLostReply = 1, 1, 1, 1
+	md = render(t, r)
+	for _, want := range []string{"**FAILED**: 300 acknowledged, 0 lost, 1 duplicated", "1 of the duplicates are such messages"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("failed failover: report lacks %q", want)
+		}
+	}
+}
+
 func render(t *testing.T, r *Run) string {
 	t.Helper()
 	var b bytes.Buffer
@@ -188,6 +242,24 @@ func TestSVG(t *testing.T) {
 			t.Errorf("latency chart lacks %q", want)
 		}
 	}
+	if strings.Contains(text, "failover") {
+		t.Error("latency chart has a failover bar without a failover")
+	}
+	lat.Reset()
+	tp.Reset()
+	c := clusterFixture()
+	if err := c.WriteLatencySVG(&lat); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteThroughputSVG(&tp); err != nil {
+		t.Fatal(err)
+	}
+	if text := wellFormed(t, lat.String()); !strings.Contains(text, "failover: kill to the first 250 on the shard") || !strings.Contains(text, "1.25 s") {
+		t.Error("latency chart lacks the failover time")
+	}
+	if text := wellFormed(t, tp.String()); !strings.Contains(text, "cluster3") {
+		t.Error("throughput chart lacks cluster3")
+	}
 	// An empty run still draws valid charts.
 	empty := &Run{Format: Format}
 	tp.Reset()
@@ -204,7 +276,7 @@ func TestSVG(t *testing.T) {
 
 func TestJSONRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "run.json")
-	r := fixture()
+	r := clusterFixture()
 	if err := r.WriteJSON(path); err != nil {
 		t.Fatal(err)
 	}

@@ -72,6 +72,11 @@ type Settings struct {
 	POP3Sec       float64  `json:"pop3_max_sec"`
 	Workloads     []string `json:"workloads"`
 	DovecotFormat string   `json:"dovecot_format,omitempty"`
+	// FailoverSenders, FailoverBeforeSec and FailoverAfterSec shape the
+	// failover workload (when it ran).
+	FailoverSenders   int     `json:"failover_senders,omitempty"`
+	FailoverBeforeSec float64 `json:"failover_before_sec,omitempty"`
+	FailoverAfterSec  float64 `json:"failover_after_sec,omitempty"`
 }
 
 // TargetRun is one target's figures.
@@ -85,8 +90,18 @@ type TargetRun struct {
 	Storage *workload.StorageResult `json:"storage,omitempty"`
 	IMAP    *workload.IMAPResult    `json:"imap_mixed,omitempty"`
 	POP3    *workload.POP3Result    `json:"pop3_drain,omitempty"`
+	// Failover is the failover workload (targets of several nodes).
+	Failover *workload.FailoverResult `json:"failover,omitempty"`
+	// Skipped lists selected workloads that cannot run on this target.
+	Skipped []SkippedWorkload `json:"skipped_workloads,omitempty"`
 	// Errors are workloads that could not complete.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// SkippedWorkload is a selected workload a target did not run.
+type SkippedWorkload struct {
+	Workload string `json:"workload"`
+	Reason   string `json:"reason"`
 }
 
 // Skipped is a target that did not run.

@@ -164,6 +164,17 @@ func (r *Run) WriteLatencySVG(w io.Writer) error {
 			return s, ok
 		})
 	}
+	// The failover time is drawn on the same scale (in ms), as one bar.
+	g := group{title: "failover: kill to the first 250 on the shard"}
+	for i := range r.Targets {
+		if f := r.Targets[i].Failover; f != nil && f.Recovered {
+			g.bars = append(g.bars, bar{target: i, name: r.Targets[i].Info.Name, value: f.FailoverSec * 1000,
+				label: formatNum(f.FailoverSec) + " s"})
+		}
+	}
+	if len(g.bars) > 0 {
+		groups = append(groups, g)
+	}
 	lo, hi := math.Inf(1), 0.0
 	for _, g := range groups {
 		for _, b := range g.bars {

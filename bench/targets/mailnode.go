@@ -186,10 +186,34 @@ func (m *mailnode) Stop() error {
 	return err
 }
 
-// mailnodeConfig is the node's TOML configuration: the defaults, every
-// listener on 127.0.0.1 (ports: SMTP, IMAP, POP3, HTTP), no submission or
-// implicit-TLS listeners, the run's certificate.
+// mailnodeConfig is the single node's TOML configuration: the defaults,
+// every listener on 127.0.0.1 (ports: SMTP, IMAP, POP3, HTTP), no
+// submission or implicit-TLS listeners, the run's certificate.
 func mailnodeConfig(hostname, data string, ports []int, certFile, keyFile string) string {
+	return nodeConfig{Hostname: hostname, Data: data, CertFile: certFile, KeyFile: keyFile,
+		SMTP: ports[0], IMAP: ports[1], POP3: ports[2], HTTP: ports[3]}.render()
+}
+
+// nodeConfig is what a mailnode configuration file written by the
+// harness says; everything else keeps mailnode's defaults.
+type nodeConfig struct {
+	Hostname, Data, CertFile, KeyFile string
+	// SMTP, IMAP, POP3 and HTTP are the node's ports on 127.0.0.1.
+	SMTP, IMAP, POP3, HTTP int
+	// Cluster is the cluster port on 127.0.0.1 (0: any free port, for a
+	// node that stays alone).
+	Cluster int
+	// Replicas is how many replicas each mail shard keeps (0: the default).
+	Replicas int
+}
+
+// render returns the TOML file: every listener on 127.0.0.1, no
+// submission or implicit-TLS listeners, the run's certificate.
+func (c nodeConfig) render() string {
+	var replicas string
+	if c.Replicas > 0 {
+		replicas = fmt.Sprintf("replicas    = %d\n", c.Replicas)
+	}
 	return fmt.Sprintf(`# Written by mailbench: the defaults, on loopback, with the run's certificate.
 hostname = %q
 data_dir = %q
@@ -205,8 +229,8 @@ pop3s       = ""
 http        = "127.0.0.1:%d"
 
 [cluster]
-listen      = "127.0.0.1:0"
-
+listen      = "127.0.0.1:%d"
+%s
 [tls]
 cert_file = %q
 key_file  = %q
@@ -214,5 +238,5 @@ key_file  = %q
 [log]
 level  = "warn"
 format = "json"
-`, hostname, data, ports[0], ports[1], ports[2], ports[3], certFile, keyFile)
+`, c.Hostname, c.Data, c.SMTP, c.IMAP, c.POP3, c.HTTP, c.Cluster, replicas, c.CertFile, c.KeyFile)
 }

@@ -79,6 +79,21 @@ func (p *process) stop(grace time.Duration) error {
 	}
 }
 
+// kill ends the process group at once with SIGKILL, as a crash would,
+// and waits up to timeout until the process is reaped.
+func (p *process) kill(timeout time.Duration) error {
+	if p == nil {
+		return errors.New("no process to kill")
+	}
+	signalGroup(p.cmd, true)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("%s survived SIGKILL for %v", p.name, timeout)
+	}
+}
+
 // run runs a short command to completion within timeout and returns its
 // combined output.
 func run(timeout time.Duration, stdin string, env []string, argv ...string) ([]byte, error) {

@@ -94,7 +94,8 @@ type Options struct {
 	Cert *Certificate
 	// Logger receives progress messages.
 	Logger *slog.Logger
-	// Mailnode is the path of the mailnode binary (target single).
+	// Mailnode is the path of the mailnode binary (targets single and
+	// cluster3).
 	Mailnode string
 	// DovecotFormat is "maildir" or "sdbox" (target dovecot).
 	DovecotFormat string
@@ -102,9 +103,26 @@ type Options struct {
 	Install bool
 }
 
+// MultiNode is implemented by a target of several nodes, each of which
+// serves every user on every endpoint.
+type MultiNode interface {
+	// NodeEndpoints returns every node's endpoints, in node order; they
+	// are valid between Start and Stop.
+	NodeEndpoints() []Endpoints
+}
+
+// AllEndpoints returns the endpoints of every node of t: one entry for a
+// target of one node.
+func AllEndpoints(t Target) []Endpoints {
+	if m, ok := t.(MultiNode); ok {
+		return m.NodeEndpoints()
+	}
+	return []Endpoints{t.Endpoints()}
+}
+
 // Names lists the targets the harness knows, in report order.
 func Names() []string {
-	return []string{"single", "dovecot"}
+	return []string{"single", "cluster3", "dovecot"}
 }
 
 // ErrUnavailable is returned by New for a target that cannot run here.
@@ -121,7 +139,7 @@ func New(name string, opts Options) (Target, error) {
 	case "dovecot":
 		return newDovecot(opts)
 	case "cluster3":
-		return nil, fmt.Errorf("%w: cluster3 needs multi-node clustering, which mailnode does not have yet", ErrUnavailable)
+		return newCluster3(opts)
 	case "mox", "maddy":
 		return nil, fmt.Errorf("%w: %s cannot be built here (the Go module proxy answers 403 for it)", ErrUnavailable, name)
 	}

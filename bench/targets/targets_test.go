@@ -206,13 +206,29 @@ func TestWaits(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	for _, name := range []string{"cluster3", "mox", "maddy"} {
+	for _, name := range []string{"mox", "maddy"} {
 		if _, err := New(name, Options{}); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("New(%s) = %v, want ErrUnavailable", name, err)
 		}
 	}
-	if _, err := New("single", Options{Mailnode: filepath.Join(t.TempDir(), "none")}); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("single without a binary: %v", err)
+	for _, name := range []string{"single", "cluster3"} {
+		if _, err := New(name, Options{Mailnode: filepath.Join(t.TempDir(), "none")}); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s without a binary: %v", name, err)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "mailnode")
+	if err := os.WriteFile(bin, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := New("cluster3", Options{Mailnode: bin, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tg.(MultiNode); !ok {
+		t.Error("cluster3 does not list its nodes")
+	}
+	if ids := tg.(*cluster3).NodeIDs(); len(ids) != 3 || ids[0] != "n1" || ids[2] != "n3" {
+		t.Errorf("node ids %v", ids)
 	}
 	if _, err := New("exchange", Options{}); err == nil || errors.Is(err, ErrUnavailable) {
 		t.Errorf("unknown target: %v", err)

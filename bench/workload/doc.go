@@ -9,7 +9,15 @@
 //   - imap-mixed (IMAP): concurrent sessions doing what mail clients do;
 //     operations/s and latency per command;
 //   - pop3-drain (POP3): download and delete whole maildrops;
-//   - storage (Storage): disk bytes per delivered byte after compaction.
+//   - storage (Storage): disk bytes per delivered byte after compaction;
+//   - failover (Failover, targets of several nodes only): kill the leader
+//     of a shard under SMTP load; the time until the shard acknowledges a
+//     write again, the writes refused meanwhile (retried), then every
+//     acknowledged message must be read back exactly once.
+//
+// On a target of several nodes (Env.Nodes) the workers spread over the
+// nodes round-robin, and Verify reads each message through another node
+// than the one that acknowledged it.
 //
 // Invariants: the same code and the same corpus drive every target; every
 // loop is bounded in count and in time and stops by itself; only

@@ -31,14 +31,36 @@ const (
 // code, serves every target.
 type Env struct {
 	// Target names the target in logs.
-	Target    string
+	Target string
+	// Endpoints are the target's (its first node's, for a target of
+	// several nodes).
 	Endpoints targets.Endpoints
+	// Nodes are every node's endpoints for a target of several nodes,
+	// each serving every user; empty for a target of one node. Workers
+	// spread over them round-robin.
+	Nodes []targets.Endpoints
 	// TLS is the client configuration that verifies the target.
 	TLS *tls.Config
 	// Users are the accounts; corpus recipient i is Users[i].
 	Users  []targets.User
 	Corpus *corpus.Corpus
 	Logger *slog.Logger
+}
+
+// nodes returns the endpoints of every node (Endpoints alone for a
+// target of one node).
+func (e Env) nodes() []targets.Endpoints {
+	if len(e.Nodes) == 0 {
+		return []targets.Endpoints{e.Endpoints}
+	}
+	return e.Nodes
+}
+
+// node returns the endpoints of node i modulo the number of nodes: worker
+// i's node.
+func (e Env) node(i int) targets.Endpoints {
+	n := e.nodes()
+	return n[i%len(n)]
 }
 
 func (e Env) logger() *slog.Logger {

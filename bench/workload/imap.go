@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailcluster/mailcluster/bench/stats"
+	"github.com/mailcluster/mailcluster/bench/targets"
 )
 
 // IMAPConfig shapes imap-mixed.
@@ -58,7 +59,8 @@ var headerFields = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID",
 // users after another and do what a mail client does (select, fetch the
 // headers of a page of messages, read a message, mark it seen, search,
 // save a sent message, move one to Trash, delete and expunge one), then
-// log out; until Duration passes.
+// log out; until Duration passes. Worker i connects to node i of a
+// target of several nodes (round-robin).
 func IMAP(ctx context.Context, env Env, cfg IMAPConfig) (*IMAPResult, error) {
 	if cfg.Sessions < 1 || cfg.Sessions > len(env.Users) {
 		return nil, fmt.Errorf("imap-mixed: sessions must be 1..%d (one user per session at a time), got %d", len(env.Users), cfg.Sessions)
@@ -83,7 +85,7 @@ func IMAP(ctx context.Context, env Env, cfg IMAPConfig) (*IMAPResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := &imapSession{env: env, cfg: cfg, rec: rec, errs: errs, deadline: deadline,
+			s := &imapSession{env: env, node: env.node(w), cfg: cfg, rec: rec, errs: errs, deadline: deadline,
 				rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w)))}
 			for n := 0; n < cfg.MaxLogins && time.Now().Before(deadline) && ctx.Err() == nil; n++ {
 				logins.Add(1)
@@ -105,6 +107,7 @@ func IMAP(ctx context.Context, env Env, cfg IMAPConfig) (*IMAPResult, error) {
 // imapSession is one worker's state.
 type imapSession struct {
 	env      Env
+	node     targets.Endpoints
 	cfg      IMAPConfig
 	rec      *stats.Recorder
 	errs     *errorLog
@@ -148,7 +151,7 @@ func (s *imapSession) run(ctx context.Context, user int) {
 		}
 	}()
 	ok := s.timed("connect", func() (int64, error) {
-		c, err := connectIMAP(ctx, s.env.Endpoints.IMAP, s.env.TLS)
+		c, err := connectIMAP(ctx, s.node.IMAP, s.env.TLS)
 		s.c = c
 		return 0, err
 	})

@@ -50,17 +50,24 @@ type IngestResult struct {
 	// Check is the end-of-run verification of every acknowledged message.
 	Check *CheckResult `json:"check,omitempty"`
 
-	// acked lists the acknowledged messages, for the check.
+	// acked lists the acknowledged messages, for the check, and via the
+	// node (index in Env.Nodes) that acknowledged each, by tag.
 	acked []*corpus.Message
+	via   map[string]int
 }
 
 // AckedMessages returns the acknowledged messages.
 func (r *IngestResult) AckedMessages() []*corpus.Message { return r.acked }
 
+// AckedVia maps each acknowledged message's tag to the node (index in
+// Env.Nodes) that acknowledged it.
+func (r *IngestResult) AckedVia() map[string]int { return r.via }
+
 // Ingest runs smtp-ingest: Clients concurrent SMTP connections deliver
 // corpus messages, in corpus order, to their recipients until every
 // message (up to cfg.Messages) is sent or cfg.Duration passes. It
-// records the latency of every transaction up to the final 250.
+// records the latency of every transaction up to the final 250. Client
+// i connects to node i of a target of several nodes (round-robin).
 func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, error) {
 	if cfg.Clients < 1 {
 		return nil, errors.New("smtp-ingest: at least one client is needed")
@@ -77,7 +84,8 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 	errs := newErrorLog()
 	var next atomic.Int64
 	var mu sync.Mutex
-	res := &IngestResult{Clients: cfg.Clients}
+	res := &IngestResult{Clients: cfg.Clients, via: make(map[string]int)}
+	nodes := len(env.nodes())
 	deadline := time.Now().Add(cfg.Duration)
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(dataTimeout))
 	defer cancel()
@@ -90,6 +98,7 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 			defer wg.Done()
 			var c *smtp.Client
 			sent := 0
+			node := w % nodes
 			defer func() {
 				if c != nil {
 					c.Quit()
@@ -105,7 +114,7 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 				if c == nil {
 					t0 := time.Now()
 					var err error
-					if c, err = dialSMTP(ctx, env.Endpoints.SMTP, env.TLS); err != nil {
+					if c, err = dialSMTP(ctx, env.node(node).SMTP, env.TLS); err != nil {
 						rec.Fail("connect")
 						errs.add(err)
 						mu.Lock()
@@ -127,6 +136,7 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 					res.Acked++
 					res.AckedBytes += int64(len(m.Data))
 					res.acked = append(res.acked, m)
+					res.via[m.Tag] = node
 				} else {
 					res.Failed++
 				}
@@ -161,24 +171,33 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 // sendOne runs one SMTP transaction: MAIL FROM, RCPT TO, DATA, and waits
 // for the final reply.
 func sendOne(c *smtp.Client, m *corpus.Message, rcpt string) error {
+	_, err := sendMessage(c, m, rcpt)
+	return err
+}
+
+// sendMessage is sendOne that also returns when the end of data was
+// about to be sent (zero when the transaction failed before): the server
+// cannot have committed the message earlier.
+func sendMessage(c *smtp.Client, m *corpus.Message, rcpt string) (dataEnd time.Time, err error) {
 	if err := c.Mail(m.From, &smtp.MailOptions{Size: int64(len(m.Data))}); err != nil {
-		return fmt.Errorf("mail from: %w", err)
+		return time.Time{}, fmt.Errorf("mail from: %w", err)
 	}
 	if err := c.Rcpt(rcpt, nil); err != nil {
-		return fmt.Errorf("rcpt to: %w", err)
+		return time.Time{}, fmt.Errorf("rcpt to: %w", err)
 	}
 	w, err := c.Data()
 	if err != nil {
-		return fmt.Errorf("data: %w", err)
+		return time.Time{}, fmt.Errorf("data: %w", err)
 	}
 	if _, err := w.Write(m.Data); err != nil {
 		w.Close()
-		return fmt.Errorf("data write: %w", err)
+		return time.Time{}, fmt.Errorf("data write: %w", err)
 	}
+	dataEnd = time.Now()
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("end of data: %w", err)
+		return dataEnd, fmt.Errorf("end of data: %w", err)
 	}
-	return nil
+	return dataEnd, nil
 }
 
 // errorLog keeps the first few distinct error messages.

@@ -48,7 +48,8 @@ var POP3Ops = []string{"login", "uidl", "retr", "dele", "quit"}
 // POP3 runs pop3-drain: Clients workers each log in to their users in
 // turn, list the maildrop, download (RETR) and delete (DELE) every
 // message, and QUIT, which commits the deletions. Downloaded corpus
-// messages are compared with the originals.
+// messages are compared with the originals. Worker i connects to node i
+// of a target of several nodes (round-robin).
 func POP3(ctx context.Context, env Env, cfg POP3Config) (*POP3Result, error) {
 	if cfg.Clients < 1 || cfg.Clients > len(env.Users) {
 		return nil, fmt.Errorf("pop3-drain: clients must be 1..%d (one user per client at a time), got %d", len(env.Users), cfg.Clients)
@@ -75,7 +76,7 @@ func POP3(ctx context.Context, env Env, cfg POP3Config) (*POP3Result, error) {
 				if !time.Now().Before(deadline) || ctx.Err() != nil {
 					return
 				}
-				done, bad, rest := drain(ctx, env, u, deadline, sums, rec, errs)
+				done, bad, rest := drain(ctx, env, env.node(w).POP3, u, deadline, sums, rec, errs)
 				if done {
 					mailboxes.Add(1)
 				}
@@ -102,10 +103,10 @@ func POP3(ctx context.Context, env Env, cfg POP3Config) (*POP3Result, error) {
 // drain empties one maildrop. It returns whether the maildrop was
 // drained completely, how many downloads differed from the corpus, and
 // how many messages were left.
-func drain(ctx context.Context, env Env, u int, deadline time.Time, sums map[string][32]byte,
+func drain(ctx context.Context, env Env, addr string, u int, deadline time.Time, sums map[string][32]byte,
 	rec *stats.Recorder, errs *errorLog) (done bool, mismatched, left int64) {
 	t0 := time.Now()
-	c, err := dialPOP3(ctx, env.Endpoints.POP3, env.TLS, env.Users[u])
+	c, err := dialPOP3(ctx, addr, env.TLS, env.Users[u])
 	if err != nil {
 		rec.Fail("login")
 		errs.add(fmt.Errorf("login: %w", err))

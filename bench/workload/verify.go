@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailcluster/mailcluster/bench/corpus"
+	"github.com/mailcluster/mailcluster/bench/targets"
 )
 
 // Bounds of the verification.
@@ -37,11 +41,17 @@ type CheckResult struct {
 	Missing int `json:"missing"`
 	// Mismatched were found with different bytes or in the wrong mailbox.
 	Mismatched int `json:"mismatched"`
-	// Duplicates are extra copies of an acknowledged message.
-	Duplicates int `json:"duplicates"`
+	// Duplicates are extra copies of an acknowledged message;
+	// DuplicateTags names the messages stored more than once.
+	Duplicates    int      `json:"duplicates"`
+	DuplicateTags []string `json:"duplicate_tags,omitempty"`
 	// Unacknowledged were stored although their transaction failed (a
 	// sender would retry them; not an error).
 	Unacknowledged int `json:"unacknowledged"`
+	// ReadElsewhere counts the matched messages that were read through
+	// another node than the one that acknowledged them (targets of
+	// several nodes).
+	ReadElsewhere int `json:"read_elsewhere,omitempty"`
 	// VisibleAfterSec is how long after the last acknowledgement every
 	// acknowledged message was visible over IMAP (asynchronous delivery
 	// shows here).
@@ -63,6 +73,9 @@ type Checker struct {
 	expected map[string]expectation
 	seen     map[string]int
 	res      CheckResult
+	// known holds the tags of knownOf, the corpus last asked about.
+	known   map[string]bool
+	knownOf *corpus.Corpus
 }
 
 type expectation struct {
@@ -83,6 +96,12 @@ func NewChecker(acked []*corpus.Message) *Checker {
 // Add checks one message fetched from user's mailbox. corpus is the run's
 // corpus: a message of it that was not acknowledged is counted apart.
 func (c *Checker) Add(user int, fetched []byte, all *corpus.Corpus) {
+	c.AddFrom(user, fetched, all, false)
+}
+
+// AddFrom is Add for a message read through another node than the one
+// that acknowledged it (elsewhere) or not.
+func (c *Checker) AddFrom(user int, fetched []byte, all *corpus.Corpus, elsewhere bool) {
 	tag, orig, err := corpus.Original(fetched)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -92,7 +111,7 @@ func (c *Checker) Add(user int, fetched []byte, all *corpus.Corpus) {
 	}
 	exp, ok := c.expected[tag]
 	if !ok {
-		if all != nil && knownTag(all, tag) {
+		if c.knownTag(all, tag) {
 			c.res.Unacknowledged++
 		}
 		return
@@ -101,6 +120,9 @@ func (c *Checker) Add(user int, fetched []byte, all *corpus.Corpus) {
 	switch {
 	case c.seen[tag] > 1:
 		c.res.Duplicates++
+		if c.seen[tag] == 2 {
+			c.res.DuplicateTags = append(c.res.DuplicateTags, tag)
+		}
 		c.problem("message %s stored %d times", tag, c.seen[tag])
 	case exp.user != user:
 		c.res.Mismatched++
@@ -110,7 +132,24 @@ func (c *Checker) Add(user int, fetched []byte, all *corpus.Corpus) {
 		c.problem("message %s differs from what was sent (%d bytes after the trace headers)", tag, len(orig))
 	default:
 		c.res.Matched++
+		if elsewhere {
+			c.res.ReadElsewhere++
+		}
 	}
+}
+
+// Wants reports whether a stored message with this tag is worth
+// fetching: an acknowledged message, or one of all that was not.
+func (c *Checker) Wants(tag string, all *corpus.Corpus) bool {
+	if tag == "" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.expected[tag]; ok {
+		return true
+	}
+	return c.knownTag(all, tag)
 }
 
 // Result counts the missing messages and returns the outcome.
@@ -119,6 +158,8 @@ func (c *Checker) Result() CheckResult {
 	defer c.mu.Unlock()
 	r := c.res
 	r.Problems = append([]string(nil), c.res.Problems...)
+	r.DuplicateTags = slices.Clone(c.res.DuplicateTags)
+	slices.Sort(r.DuplicateTags)
 	for tag := range c.expected {
 		if c.seen[tag] == 0 {
 			r.Missing++
@@ -136,53 +177,140 @@ func (c *Checker) problem(format string, args ...any) {
 	}
 }
 
-func knownTag(all *corpus.Corpus, tag string) bool {
-	for i := range all.Messages {
-		if all.Messages[i].Tag == tag {
-			return true
-		}
+// knownTag reports whether tag names a message of all; c.mu must be
+// held.
+func (c *Checker) knownTag(all *corpus.Corpus, tag string) bool {
+	if all == nil {
+		return false
 	}
-	return false
+	if c.knownOf != all {
+		c.known = make(map[string]bool, len(all.Messages))
+		for i := range all.Messages {
+			c.known[all.Messages[i].Tag] = true
+		}
+		c.knownOf = all
+	}
+	return c.known[tag]
 }
 
-// Verify checks every acknowledged message. First it waits (up to wait)
-// until each INBOX holds at least as many messages as were acknowledged
-// for it, polling STATUS over one session per mailbox, which measures how
-// long asynchronous delivery takes after sentAt (when the last message
-// was acknowledged); the resolution is one login and STATUS per mailbox,
-// a few at a time. Then it fetches every INBOX and compares each message
-// with what was sent.
-func Verify(ctx context.Context, env Env, acked []*corpus.Message, sentAt time.Time, wait time.Duration) (*CheckResult, error) {
-	log := env.logger().With("workload", "smtp-ingest", "step", "verify")
-	perUser := make(map[int]int)
-	for _, m := range acked {
-		perUser[m.Rcpt]++
+// VerifyConfig says how Verify reads the acknowledged mail back.
+type VerifyConfig struct {
+	// Workload names the workload whose mail is checked, in logs
+	// ("" for smtp-ingest).
+	Workload string
+	// SentAt is when the last message was acknowledged.
+	SentAt time.Time
+	// Wait bounds the wait until each INBOX holds as many messages as
+	// were acknowledged for it (asynchronous delivery); zero skips the
+	// wait, for mailboxes that held mail before.
+	Wait time.Duration
+	// Via maps a message's tag to the node (index in Env.Nodes) that
+	// acknowledged it: each message is read through another node when
+	// the target has one.
+	Via map[string]int
+	// Down lists nodes (indexes in Env.Nodes) not to read through.
+	Down []int
+}
+
+// Verify checks every acknowledged message. First, when cfg.Wait is set,
+// it waits (up to Wait) until each INBOX holds at least as many messages
+// as were acknowledged for it, polling STATUS over one session per
+// mailbox, which measures how long asynchronous delivery takes after
+// cfg.SentAt; the resolution is one login and STATUS per mailbox, a few
+// at a time. Then it lists every INBOX's tags and fetches each message
+// that is acknowledged (or part of env.Corpus) and compares it with what
+// was sent, through another node than the one that acknowledged it when
+// the target has several.
+func Verify(ctx context.Context, env Env, acked []*corpus.Message, cfg VerifyConfig) (*CheckResult, error) {
+	if cfg.Workload == "" {
+		cfg.Workload = "smtp-ingest"
 	}
-	deadline := time.Now().Add(wait)
-	var mu sync.Mutex
-	var visible time.Duration
-	err := eachUser(len(env.Users), func(u int) error {
-		seenAt, err := waitVisible(ctx, env, u, perUser[u], deadline)
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		visible = max(visible, seenAt.Sub(sentAt))
-		mu.Unlock()
-		return nil
-	})
+	log := env.logger().With("workload", cfg.Workload, "step", "verify")
+	plan, err := newReadPlan(len(env.nodes()), cfg.Via, cfg.Down)
 	if err != nil {
 		return nil, err
 	}
+	var visible time.Duration
+	if cfg.Wait > 0 {
+		perUser := make(map[int]int)
+		for _, m := range acked {
+			perUser[m.Rcpt]++
+		}
+		deadline := time.Now().Add(cfg.Wait)
+		var mu sync.Mutex
+		err := eachUser(len(env.Users), func(u int) error {
+			seenAt, err := waitVisible(ctx, env, env.node(plan.up[(u+1)%len(plan.up)]), u, perUser[u], deadline)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			visible = max(visible, seenAt.Sub(cfg.SentAt))
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	checker := NewChecker(acked)
-	if err := eachUser(len(env.Users), func(u int) error { return fetchAndCheck(ctx, env, u, checker) }); err != nil {
+	if err := eachUser(len(env.Users), func(u int) error { return fetchAndCheck(ctx, env, u, checker, plan) }); err != nil {
 		return nil, err
 	}
 	res := checker.Result()
 	res.VisibleAfterSec = visible.Seconds()
 	log.Info("done", "expected", res.Expected, "matched", res.Matched, "missing", res.Missing,
-		"mismatched", res.Mismatched, "duplicates", res.Duplicates, "visible_after", visible.Round(time.Millisecond))
+		"mismatched", res.Mismatched, "duplicates", res.Duplicates, "read_elsewhere", res.ReadElsewhere,
+		"visible_after", visible.Round(time.Millisecond))
 	return &res, nil
+}
+
+// readPlan says through which node each message is read back.
+type readPlan struct {
+	// up are the nodes that may be read through, in node order.
+	up  []int
+	via map[string]int
+}
+
+func newReadPlan(nodes int, via map[string]int, down []int) (readPlan, error) {
+	p := readPlan{via: via}
+	for n := range nodes {
+		if !slices.Contains(down, n) {
+			p.up = append(p.up, n)
+		}
+	}
+	if len(p.up) == 0 {
+		return p, errors.New("verify: no node to read through")
+	}
+	return p, nil
+}
+
+// listNode is the node user u's INBOX is listed through: the users are
+// spread over the nodes.
+func (p readPlan) listNode(u int) int { return p.up[u%len(p.up)] }
+
+// readNode returns the node to fetch a message of user u through, and
+// whether that is another node than the one that acknowledged it: the
+// list node, unless the message came in through it and another node is
+// up.
+func (p readPlan) readNode(u int, tag string) (node int, elsewhere bool) {
+	list := p.listNode(u)
+	in, known := p.via[tag]
+	if !known {
+		return list, false
+	}
+	if in != list {
+		return list, true
+	}
+	var others []int
+	for _, n := range p.up {
+		if n != in {
+			others = append(others, n)
+		}
+	}
+	if len(others) == 0 {
+		return list, false
+	}
+	return others[u%len(others)], true
 }
 
 // eachUser calls fn for every user index, verifyWorkers at a time, and
@@ -217,10 +345,10 @@ func eachUser(n int, fn func(u int) error) error {
 
 // waitVisible polls u's INBOX until it holds want messages or the
 // deadline passes, and returns when it last looked.
-func waitVisible(ctx context.Context, env Env, u, want int, deadline time.Time) (time.Time, error) {
+func waitVisible(ctx context.Context, env Env, node targets.Endpoints, u, want int, deadline time.Time) (time.Time, error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Minute))
 	defer cancel()
-	c, err := dialIMAP(ctx, env.Endpoints.IMAP, env.TLS, env.Users[u])
+	c, err := dialIMAP(ctx, node.IMAP, env.TLS, env.Users[u])
 	if err != nil {
 		return time.Time{}, fmt.Errorf("verify %s: %w", env.Users[u].Address, err)
 	}
@@ -244,44 +372,125 @@ func waitVisible(ctx context.Context, env Env, u, want int, deadline time.Time) 
 	}
 }
 
-// fetchAndCheck fetches every message of u's INBOX and checks it.
-func fetchAndCheck(ctx context.Context, env Env, u int, checker *Checker) error {
+// fetchAndCheck lists the tags of u's INBOX, then fetches each message
+// the checker wants, through the node plan picks for it, and checks it.
+// UIDs are the same through every node of a cluster: it is one mailbox.
+func fetchAndCheck(ctx context.Context, env Env, u int, checker *Checker, plan readPlan) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	c, err := dialIMAP(ctx, env.Endpoints.IMAP, env.TLS, env.Users[u])
+	addr := env.Users[u].Address
+	sessions := make(map[int]*imapclient.Client)
+	defer func() {
+		for _, c := range sessions {
+			c.Close()
+		}
+	}()
+	open := func(node int) (*imapclient.Client, uint32, error) {
+		if c, ok := sessions[node]; ok {
+			return c, 0, nil
+		}
+		c, err := dialIMAP(ctx, env.node(node).IMAP, env.TLS, env.Users[u])
+		if err != nil {
+			return nil, 0, fmt.Errorf("verify %s: %w", addr, err)
+		}
+		sessions[node] = c
+		sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+		if err != nil {
+			return nil, 0, fmt.Errorf("verify %s: examine: %w", addr, err)
+		}
+		return c, sel.NumMessages, nil
+	}
+	list := plan.listNode(u)
+	c, count, err := open(list)
 	if err != nil {
-		return fmt.Errorf("verify %s: %w", env.Users[u].Address, err)
+		return err
 	}
-	defer c.Close()
-	sel, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
-	if err != nil {
-		return fmt.Errorf("verify %s: examine: %w", env.Users[u].Address, err)
-	}
-	if sel.NumMessages == 0 {
-		return c.Logout().Wait()
-	}
-	var all imap.SeqSet
-	all.AddRange(1, 0) // 1:*
-	cmd := c.Fetch(all, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
-	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-		for item := msg.Next(); item != nil; item = msg.Next() {
-			b, ok := item.(imapclient.FetchItemDataBodySection)
-			if !ok || b.Literal == nil {
+	groups := make(map[int][]imap.UID)
+	elsewhere := make(map[imap.UID]bool)
+	if count > 0 {
+		var all imap.SeqSet
+		all.AddRange(1, 0) // 1:*
+		msgs, err := c.Fetch(all, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{
+			{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{corpus.TagHeader}, Peek: true}}}).Collect()
+		if err != nil {
+			return fmt.Errorf("verify %s: list: %w", addr, err)
+		}
+		for _, m := range msgs {
+			var tag string
+			for _, b := range m.BodySection {
+				tag = headerValue(b.Bytes, corpus.TagHeader)
+			}
+			if !checker.Wants(tag, env.Corpus) {
 				continue
 			}
-			data, err := io.ReadAll(io.LimitReader(b.Literal, maxFetched+1))
-			if err == nil && len(data) > maxFetched {
-				err = errors.New("message larger than the corpus allows")
-			}
-			if err != nil {
-				cmd.Close()
-				return fmt.Errorf("verify %s: fetch: %w", env.Users[u].Address, err)
-			}
-			checker.Add(u, data, env.Corpus)
+			node, other := plan.readNode(u, tag)
+			groups[node] = append(groups[node], m.UID)
+			elsewhere[m.UID] = other
 		}
 	}
-	if err := cmd.Close(); err != nil {
-		return fmt.Errorf("verify %s: fetch: %w", env.Users[u].Address, err)
+	nodes := make([]int, 0, len(groups))
+	for n := range groups {
+		nodes = append(nodes, n)
 	}
-	return c.Logout().Wait()
+	slices.Sort(nodes)
+	for _, node := range nodes {
+		c, _, err := open(node)
+		if err != nil {
+			return err
+		}
+		cmd := c.Fetch(imap.UIDSetNum(groups[node]...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			var uid imap.UID
+			var data []byte
+			for item := msg.Next(); item != nil; item = msg.Next() {
+				switch it := item.(type) {
+				case imapclient.FetchItemDataUID:
+					uid = it.UID
+				case imapclient.FetchItemDataBodySection:
+					if it.Literal == nil {
+						continue
+					}
+					data, err = io.ReadAll(io.LimitReader(it.Literal, maxFetched+1))
+					if err == nil && len(data) > maxFetched {
+						err = errors.New("message larger than the corpus allows")
+					}
+					if err != nil {
+						cmd.Close()
+						return fmt.Errorf("verify %s: fetch: %w", addr, err)
+					}
+				}
+			}
+			if data != nil {
+				checker.AddFrom(u, data, env.Corpus, elsewhere[uid])
+			}
+		}
+		if err := cmd.Close(); err != nil {
+			return fmt.Errorf("verify %s: fetch: %w", addr, err)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(sessions)) {
+		if err := sessions[n].Logout().Wait(); err != nil {
+			return fmt.Errorf("verify %s: logout: %w", addr, err)
+		}
+		delete(sessions, n)
+	}
+	return nil
+}
+
+// headerValue returns the value of the named header field in a header
+// section ("" when absent), unfolded and trimmed.
+func headerValue(section []byte, name string) string {
+	lines := strings.Split(string(section), "\r\n")
+	for i := 0; i < len(lines); i++ {
+		k, v, ok := strings.Cut(lines[i], ":")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), name) {
+			continue
+		}
+		for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], " ") || strings.HasPrefix(lines[i+1], "\t")) {
+			i++
+			v += lines[i]
+		}
+		return strings.TrimSpace(v)
+	}
+	return ""
 }

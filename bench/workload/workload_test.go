@@ -15,11 +15,22 @@ import (
 	"github.com/mailcluster/mailcluster/protocols/smtp"
 )
 
-// serve runs a server on a loopback port until the test ends.
-func serve(t *testing.T, srv interface {
+// server is what serve runs.
+type server interface {
 	Serve(net.Listener) error
 	Close() error
-}) string {
+}
+
+// serve runs a server on a loopback port until the test ends.
+func serve(t *testing.T, srv server) string {
+	t.Helper()
+	return listen(t, srv).Addr().String()
+}
+
+// listen runs a server on a loopback port until the test ends and
+// returns its listener: closing it refuses new connections while those
+// already open go on.
+func listen(t *testing.T, srv server) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,7 +42,7 @@ func serve(t *testing.T, srv interface {
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
+	return ln
 }
 
 // TestWorkloadsAgainstServers drives the project's own SMTP, IMAP and
@@ -83,7 +94,7 @@ func TestWorkloadsAgainstServers(t *testing.T) {
 	if in.Ops["connect"].Count < int64(len(c.Messages)/4) {
 		t.Fatalf("%d connections for %d messages at 4 per connection", in.Ops["connect"].Count, len(c.Messages))
 	}
-	check, err := Verify(ctx, env, in.AckedMessages(), time.Now(), 30*time.Second)
+	check, err := Verify(ctx, env, in.AckedMessages(), VerifyConfig{SentAt: time.Now(), Wait: 30 * time.Second, Via: in.AckedVia()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,20 +29,24 @@ import (
 const usage = `mailbench: how mailnode compares with established mail servers, on this machine
 
 Usage:
-  mailbench run [--quick] [--target single,dovecot] [--workload smtp-ingest,storage,imap-mixed,pop3-drain]
+  mailbench run [--quick] [--target single,cluster3,dovecot]
+                [--workload smtp-ingest,storage,imap-mixed,pop3-drain,failover]
                 [--out bench-results] [--docs DIR] [options]
   mailbench limits [--dir DIR]
   mailbench render [--docs DIR] FILE.json
 
 run starts every selected target in a temporary directory on 127.0.0.1,
 runs the workloads in order (smtp-ingest with its correctness check,
-storage, imap-mixed, pop3-drain), stops the target, and writes
+storage, imap-mixed, pop3-drain, failover), stops the target, and writes
 OUT/<timestamp>.json, .md and two SVG charts. --docs DIR also writes
 DIR/benchmarks.md with the charts. The exit status is 1 when a
 correctness check failed or a workload could not run; speed figures never
-fail a run. Targets: single (bin/mailnode, see --mailnode), dovecot
-(Dovecot + Postfix from Debian's packages, installed with apt-get when
-missing unless --install=false).
+fail a run. Targets: single (one bin/mailnode, see --mailnode), cluster3
+(three bin/mailnode processes forming one cluster, 3 replicas per shard),
+dovecot (Dovecot + Postfix from Debian's packages, installed with apt-get
+when missing unless --install=false). failover (kill the leader of a
+shard under SMTP load, then check that no acknowledged message is lost or
+duplicated) runs on cluster3 only.
 
 run options (defaults are the standard suite; --quick changes them):
 `
@@ -114,8 +118,11 @@ func runFlags(cfg *bench.Config, o *runOptions, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.IMAPDuration, "imap-time", cfg.IMAPDuration, "imap-mixed duration")
 	fs.IntVar(&cfg.POP3Clients, "pop3-clients", cfg.POP3Clients, "concurrent POP3 clients (at most users)")
 	fs.DurationVar(&cfg.POP3Duration, "pop3-time", cfg.POP3Duration, "longest pop3-drain")
+	fs.IntVar(&cfg.FailoverSenders, "failover-senders", cfg.FailoverSenders, "concurrent SMTP senders of failover")
+	fs.DurationVar(&cfg.FailoverBefore, "failover-before", cfg.FailoverBefore, "failover: load before the kill")
+	fs.DurationVar(&cfg.FailoverAfter, "failover-after", cfg.FailoverAfter, "failover: load after the kill (longer until the shard accepts a write)")
 	fs.DurationVar(&cfg.FsyncDuration, "fsync-time", cfg.FsyncDuration, "fsync measurement (0 skips the physical limits)")
-	fs.StringVar(&cfg.Mailnode, "mailnode", cfg.Mailnode, "mailnode binary for the single target")
+	fs.StringVar(&cfg.Mailnode, "mailnode", cfg.Mailnode, "mailnode binary for the single and cluster3 targets")
 	fs.StringVar(&cfg.DovecotFormat, "dovecot-format", cfg.DovecotFormat, "Dovecot mailbox format: maildir or sdbox")
 	fs.BoolVar(&cfg.Install, "install", cfg.Install, "install missing Debian packages for the dovecot target with apt-get")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "where the targets' temporary directories go (default: the system's)")
@@ -200,6 +207,7 @@ func sameConfig(a, b bench.Config) bool {
 	return a.Seed == b.Seed && a.Users == b.Users && a.Messages == b.Messages && a.MaxMessageSize == b.MaxMessageSize &&
 		a.SMTPClients == b.SMTPClients && a.IngestDuration == b.IngestDuration && a.IMAPSessions == b.IMAPSessions &&
 		a.IMAPDuration == b.IMAPDuration && a.POP3Clients == b.POP3Clients && a.POP3Duration == b.POP3Duration &&
+		a.FailoverSenders == b.FailoverSenders && a.FailoverBefore == b.FailoverBefore && a.FailoverAfter == b.FailoverAfter &&
 		strings.Join(a.Targets, ",") == strings.Join(b.Targets, ",") && strings.Join(a.Workloads, ",") == strings.Join(b.Workloads, ",") &&
 		a.DovecotFormat == b.DovecotFormat
 }

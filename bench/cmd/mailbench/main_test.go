@@ -26,8 +26,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--target", "exchange"}, 2, "unknown target"},
 		{[]string{"run", "--users", "4", "--imap-sessions", "8"}, 2, "imap sessions must be"},
 		{[]string{"run", "--log-level", "loud"}, 2, "--log-level"},
+		{[]string{"run", "--target", "cluster3", "--workload", "failover", "--failover-senders", "0"}, 2, "failover senders must be positive"},
+		{[]string{"run", "--workload", "failover", "--failover-after", "0s"}, 2, "failover after duration"},
 		{[]string{"render"}, 2, "one results JSON file"},
 		{[]string{"help"}, 0, "-smtp-clients"},
+		{[]string{"help"}, 0, "-failover-before"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
