@@ -103,12 +103,25 @@ func (d *Directory) Init(ctx context.Context) error {
 		return err
 	}
 	if wrapped == nil {
+		// A node that just joined may not have the meta shard's records
+		// yet: ask the leader before creating anything.
+		if err := d.c.CatchUpMeta(ctx); err != nil {
+			return fmt.Errorf("read the cluster data key: %w", err)
+		}
+		if wrapped, err = d.setting(settingClusterKey); err != nil {
+			return err
+		}
+	}
+	if wrapped == nil {
 		sealed, err := d.sealer.Seal(d.keys.master, seal.KindClusterKey, nil, []byte(settingClusterKey), encodeKeys([]seal.Key{seal.NewKey(1)}))
 		if err != nil {
 			return err
 		}
 		_, err = d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: settingClusterKey, OldAbsent: true, New: sealed})
-		if err != nil && !errors.Is(err, schema.ErrConflict) {
+		if errors.Is(err, schema.ErrConflict) {
+			err = d.c.CatchUpMeta(ctx) // created meanwhile through another node
+		}
+		if err != nil {
 			return fmt.Errorf("create cluster data key: %w", err)
 		}
 	}
