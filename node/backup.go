@@ -205,8 +205,18 @@ func (n *Node) ensureBackupKey(ctx context.Context, log *slog.Logger) error {
 	default:
 		return err
 	}
-	if err := n.directory.SetBackupRecipient(ctx, rcpt); err != nil {
+	set, err := n.directory.InitBackupRecipient(ctx, rcpt)
+	if err != nil {
 		return err
+	}
+	if !set {
+		// Another node recorded its key first: this identity opens
+		// nothing, so it must not be mistaken for the cluster's.
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("remove an unused backup identity: %w", err)
+		}
+		log.Info("the cluster already has a backup key; this node uses it")
+		return nil
 	}
 	log.Warn("backup key pair created: MOVE THE IDENTITY FILE OFFLINE NOW. It is the only key that decrypts this cluster's backups (restores need it); the cluster keeps only the public key.",
 		"identity_file", path, "key_id", backup.KeyID(rcpt))

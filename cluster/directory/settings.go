@@ -35,7 +35,34 @@ func (d *Directory) BackupRecipient(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read backup recipient: %w", err)
 	}
+	if v == nil {
+		// Not here yet, or not anywhere: a node that just joined must
+		// not mistake the first for the second.
+		if err := d.c.CatchUpMeta(ctx); err != nil {
+			return "", fmt.Errorf("read backup recipient: %w", err)
+		}
+		if v, err = d.setting(settingBackupRecipient); err != nil {
+			return "", fmt.Errorf("read backup recipient: %w", err)
+		}
+	}
 	return string(v), nil
+}
+
+// InitBackupRecipient records the backup public key only if the cluster
+// has none yet (compare-and-set), so two nodes starting at once cannot
+// both create a key. It reports whether this call set it.
+func (d *Directory) InitBackupRecipient(ctx context.Context, recipient string) (bool, error) {
+	if recipient == "" || len(recipient) > maxRecipientLen {
+		return false, fmt.Errorf("set backup recipient: %d bytes is not a valid public key: %w", len(recipient), schema.ErrInvalid)
+	}
+	_, err := d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: settingBackupRecipient, OldAbsent: true, New: []byte(recipient)})
+	if errors.Is(err, schema.ErrConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("set backup recipient: %w", err)
+	}
+	return true, nil
 }
 
 // SetBackupRecipient records the public key that backups are encrypted
@@ -62,6 +89,11 @@ func (d *Directory) ClusterID(ctx context.Context) (string, error) {
 	}
 	if len(v) > 0 {
 		return string(v), nil
+	}
+	if err := d.c.CatchUpMeta(ctx); err == nil {
+		if v, err = d.setting(settingClusterID); err == nil && len(v) > 0 {
+			return string(v), nil
+		}
 	}
 	id := schema.NewID().String()
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: settingClusterID, OldAbsent: true, New: []byte(id)}); err != nil && !errors.Is(err, schema.ErrConflict) {
