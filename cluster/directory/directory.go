@@ -59,6 +59,7 @@ type Directory struct {
 	sealer *seal.Sealer
 	hash   *hasher
 	auth   *authCache
+	ukeys  *keyCache
 }
 
 // New returns the directory over a cluster's meta shard.
@@ -80,6 +81,7 @@ func New(c Cluster, cfg Config) (*Directory, error) {
 		sealer: sealer,
 		hash:   newHasher(cfg.PasswordConcurrency),
 		auth:   newAuthCache(),
+		ukeys:  newKeyCache(),
 	}, nil
 }
 
@@ -264,6 +266,17 @@ func (d *Directory) domainKeys(dr schema.DomainRecord) ([]seal.Key, error) {
 // userKeysFor returns the keys that read and write a user's mail,
 // following the domain's key mode.
 func (d *Directory) userKeysFor(u schema.UserRecord) (*UserKeys, error) {
+	if k := d.ukeys.get(u); k != nil {
+		return k, nil
+	}
+	k, err := d.unwrapUserKeys(u)
+	if err == nil {
+		d.ukeys.put(u, k)
+	}
+	return k, err
+}
+
+func (d *Directory) unwrapUserKeys(u schema.UserRecord) (*UserKeys, error) {
 	dr, info, err := d.domainByID(u.Domain)
 	if err != nil {
 		return nil, err
@@ -503,6 +516,7 @@ func (d *Directory) DeleteUser(ctx context.Context, address string) error {
 		return fmt.Errorf("delete user: %w", err)
 	}
 	d.auth.forget(rec.ID)
+	d.ukeys.forget(rec.ID)
 	d.log.Info("user deleted", "shard", rec.Shard)
 	return nil
 }
