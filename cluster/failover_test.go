@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -227,5 +228,41 @@ func TestGracefulStopHandsLeadershipOver(t *testing.T) {
 	// grows by one, where timeouts and split votes would add more.
 	if st := c.Leader(n).Cluster().Status().Shards[n]; st.Term != termBefore+1 {
 		t.Errorf("term went from %d to %d: leadership was not handed over", termBefore, st.Term)
+	}
+}
+
+// TestPartitionedNodeRefusesWrites: a node cut off from the others
+// refuses writes with schema.ErrUnavailable (the frontends' temporary
+// errors) instead of acknowledging what it cannot commit, the majority
+// keeps writing, and once healed the node catches up and writes again.
+func TestPartitionedNodeRefusesWrites(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{RouteTimeout: 2 * time.Second})
+	c.AddUser("kit@example.test", "password-1")
+	n := shardOf(t, c, "kit@example.test")
+	cut := c.Nodes[2]
+	acct := cut.Login("kit@example.test", "password-1")
+	inbox, err := acct.Mailbox(testCtx(t), "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut.Partition(true)
+	if err := deliver(testCtx(t), cut, "kit@example.test", "from the minority"); !errors.Is(err, schema.ErrUnavailable) {
+		t.Fatalf("delivery through the cut-off node: %v, want unavailable", err)
+	}
+	if _, err := acct.Append(testCtx(t), inbox.ID, []byte("Subject: x\r\n\r\nx\r\n"), nil, time.Time{}); !errors.Is(err, schema.ErrUnavailable) {
+		t.Fatalf("append through the cut-off node: %v, want unavailable", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := deliver(testCtx(t), c.Nodes[0], "kit@example.test", "from the majority"); err != nil {
+			t.Fatalf("delivery through the majority: %v", err)
+		}
+	}
+	cut.Partition(false)
+	c.Eventually(time.Minute, "the healed node writes again", func() error {
+		return deliver(testCtx(t), cut, "kit@example.test", "after healing")
+	})
+	c.Eventually(time.Minute, "the healed node caught up", func() error { return sameApplied(c, n) })
+	if got := inboxCount(t, cut.Login("kit@example.test", "password-1")); got != 4 {
+		t.Fatalf("%d messages after healing, want 4 (nothing from the minority)", got)
 	}
 }
