@@ -135,7 +135,7 @@ compose-test: build
 CHAOS_ROUNDS ?= 300
 
 chaos:
-	MAILCLUSTER_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),300) $(GO) test -run 'TestChaos' -count=1 -timeout 60m ./cluster/
+	MAILCLUSTER_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),300) $(GO) test -v -run 'TestChaos' -count=1 -timeout 60m ./cluster/
 
 # The benchmark harness (bench/). `make bench` runs the standard suite
 # (about ten minutes on two cores) and refreshes docs/benchmarks.md and its

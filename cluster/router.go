@@ -239,6 +239,13 @@ func queryLocal(ctx context.Context, s *raftstore.Shard, q raftstore.Query, minI
 	}
 	wctx, cancel := context.WithTimeout(ctx, readWait)
 	defer cancel()
+	if err := s.ReadyToRead(wctx); err != nil {
+		if errors.Is(err, raftstore.ErrNotLeader) {
+			id, addr := s.Leader()
+			return nil, &notLeaderError{id: id, addr: addr}
+		}
+		return nil, err
+	}
 	if err := s.WaitApplied(wctx, minIndex); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -103,6 +104,10 @@ type Shard struct {
 	closed chan struct{}
 	once   sync.Once
 	err    error
+
+	// readTerm is the term in which a barrier made this leader's state
+	// current for reads.
+	readTerm atomic.Uint64
 }
 
 // Open opens (and on first use, creates and bootstraps) a shard replica.
@@ -172,7 +177,11 @@ func (s *Shard) openRaft() error {
 			Stream:  streamAdapter{cfg.Stream},
 			MaxPool: 3,
 			Timeout: 10 * time.Second,
-			Logger:  hl,
+			// No pipelining: with pipelined AppendEntries a failed response
+			// can leave a replication goroutine blocked for ever, which
+			// hangs shutdown and stalls followers (hashicorp/raft#612).
+			MaxRPCsInFlight: 1,
+			Logger:          hl,
 		})
 	default:
 		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
@@ -317,6 +326,34 @@ func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel
 // PublishedIndex returns the highest log index whose change events this
 // replica has handed to its subscribers.
 func (s *Shard) PublishedIndex() uint64 { return s.fsm.events.publishedIndex() }
+
+// ReadyToRead makes a leader's state current before it serves reads in a
+// term: a new leader may not have applied entries its predecessor
+// committed and acknowledged, so its first read of a term waits for a
+// barrier (an entry of its own term, committed and applied; Raft thesis
+// section 6.4). Later reads in the term cost nothing. A replica that is
+// not the leader gets ErrNotLeader.
+func (s *Shard) ReadyToRead(ctx context.Context) error {
+	term := s.raft.CurrentTerm()
+	if s.readTerm.Load() == term && s.IsLeader() {
+		return nil
+	}
+	if !s.IsLeader() {
+		return ErrNotLeader
+	}
+	err := s.await(ctx, s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second))))
+	if err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return fmt.Errorf("shard %d: read barrier: %w", s.cfg.Shard, ErrNotLeader)
+		}
+		return fmt.Errorf("shard %d: read barrier: %w", s.cfg.Shard, err)
+	}
+	if s.raft.CurrentTerm() == term {
+		s.readTerm.Store(term)
+	}
+	return nil
+}
 
 // WaitApplied blocks until this replica has applied index and handed out
 // its change events, or ctx ends.
