@@ -110,10 +110,15 @@ type backupCluster struct {
 	dir *directory.Directory
 }
 
+// ClusterID returns the cluster's id (the directory keeps it).
 func (b backupCluster) ClusterID(ctx context.Context) (string, error) { return b.dir.ClusterID(ctx) }
+
+// BackupRecipient returns the public key backups are encrypted to.
 func (b backupCluster) BackupRecipient(ctx context.Context) (string, error) {
 	return b.dir.BackupRecipient(ctx)
 }
+
+// BackupManifestKey returns the key that authenticates manifests.
 func (b backupCluster) BackupManifestKey() [32]byte { return b.dir.BackupManifestKey() }
 
 func durationOr(d, def time.Duration) time.Duration {

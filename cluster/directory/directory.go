@@ -331,7 +331,7 @@ func ParseDomainRegionKey(key string) (schema.ID, bool) {
 // non-empty region pins the domain there: its users' mail is placed on
 // shards whose home (and leader) is in that region.
 func (d *Directory) AddDomain(ctx context.Context, name string, mode KeyMode, region string) error {
-	dn, err := canonicalDomain(name)
+	dn, err := schema.CanonicalDomain(name)
 	if err != nil {
 		return err
 	}
@@ -372,7 +372,7 @@ func (d *Directory) AddDomain(ctx context.Context, name string, mode KeyMode, re
 
 // DeleteDomain stops serving a domain that has no users left.
 func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
-	dn, err := canonicalDomain(name)
+	dn, err := schema.CanonicalDomain(name)
 	if err != nil {
 		return err
 	}
@@ -435,11 +435,11 @@ func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
 // AddUser creates an account with the default mailboxes, on a mail shard
 // of its domain's region.
 func (d *Directory) AddUser(ctx context.Context, address, password string) error {
-	addr, domain, err := canonicalAddress(address)
+	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return err
 	}
-	if err := validatePassword(password); err != nil {
+	if err := schema.ValidatePassword(password); err != nil {
 		return err
 	}
 	dom, dinfo, err := d.findDomain(ctx, domain)
@@ -501,7 +501,7 @@ func (d *Directory) AddUser(ctx context.Context, address, password string) error
 // DeleteUser deletes an account and its mail. In "user" key mode its key
 // goes with it, so copies of its mail elsewhere become unreadable.
 func (d *Directory) DeleteUser(ctx context.Context, address string) error {
-	addr, _, err := canonicalAddress(address)
+	addr, _, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return err
 	}
@@ -523,11 +523,11 @@ func (d *Directory) DeleteUser(ctx context.Context, address string) error {
 
 // SetPassword replaces a user's password.
 func (d *Directory) SetPassword(ctx context.Context, address, password string) error {
-	addr, _, err := canonicalAddress(address)
+	addr, _, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return err
 	}
-	if err := validatePassword(password); err != nil {
+	if err := schema.ValidatePassword(password); err != nil {
 		return err
 	}
 	rec, info, err := d.lookupUser(ctx, addr)
@@ -553,7 +553,7 @@ func (d *Directory) Users(ctx context.Context, domain string) ([]string, error) 
 	_ = d.c.CatchUpMeta(ctx) // best effort: else this node's view
 	var filter schema.ID
 	if domain != "" {
-		dn, err := canonicalDomain(domain)
+		dn, err := schema.CanonicalDomain(domain)
 		if err != nil {
 			return nil, err
 		}
@@ -593,7 +593,7 @@ type UserInfo struct {
 // User returns what the admin interface shows of one user, including the
 // mail shard that holds its mailboxes.
 func (d *Directory) User(ctx context.Context, address string) (UserInfo, error) {
-	addr, domain, err := canonicalAddress(address)
+	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return UserInfo{}, err
 	}
@@ -625,7 +625,7 @@ func (d *Directory) lookupUser(ctx context.Context, addr string) (schema.UserRec
 // checked against this node's meta replica, so a changed password or a
 // deleted user stops working here within the replica's lag.
 func (d *Directory) Authenticate(ctx context.Context, username, password string) (*User, error) {
-	addr, _, err := canonicalAddress(username)
+	addr, _, err := schema.CanonicalAddress(username)
 	var rec schema.UserRecord
 	var info userInfo
 	if err == nil {
@@ -707,7 +707,7 @@ func (d *Directory) UserByID(ctx context.Context, id schema.ID) (*User, error) {
 }
 
 func (d *Directory) resolveRecipient(ctx context.Context, address string) (schema.UserRecord, error) {
-	addr, domain, err := canonicalAddress(address)
+	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return schema.UserRecord{}, err
 	}

@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/argon2"
-
-	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // Argon2id parameters: the OWASP minimum recommendation (19 MiB, two
@@ -22,9 +20,6 @@ const (
 	argonThreads = 1
 	argonKeyLen  = 32
 	argonSaltLen = 16
-
-	minPasswordLength = 8
-	maxPasswordLength = 1024
 )
 
 // hasher hashes and checks passwords under a concurrency bound.
@@ -37,16 +32,6 @@ func newHasher(concurrency int) *hasher {
 	h := &hasher{sem: make(chan struct{}, concurrency)}
 	h.dummy = hashPassword("not a real password, only spends the same time")
 	return h
-}
-
-func validatePassword(pw string) error {
-	if len(pw) < minPasswordLength {
-		return fmt.Errorf("password must be at least %d characters: %w", minPasswordLength, schema.ErrInvalid)
-	}
-	if len(pw) > maxPasswordLength {
-		return fmt.Errorf("password longer than %d bytes: %w", maxPasswordLength, schema.ErrInvalid)
-	}
-	return nil
 }
 
 // hashPassword returns a PHC-format argon2id hash of pw.

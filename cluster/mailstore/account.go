@@ -141,7 +141,7 @@ func (a *Account) mailboxRecord(ctx context.Context, name string) (schema.Mailbo
 
 // Mailbox resolves a mailbox by name.
 func (a *Account) Mailbox(ctx context.Context, name string) (schema.MailboxInfo, error) {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return schema.MailboxInfo{}, err
 	}
@@ -156,26 +156,20 @@ func (a *Account) Mailbox(ctx context.Context, name string) (schema.MailboxInfo,
 	return info, ctx.Err()
 }
 
-var specialUses = map[string]bool{
-	schema.SpecialNone: true, schema.SpecialSent: true, schema.SpecialDrafts: true,
-	schema.SpecialTrash: true, schema.SpecialJunk: true, schema.SpecialArchive: true,
-	`\All`: true, `\Flagged`: true,
-}
-
 // CreateMailbox creates a mailbox, and the levels above it that do not
 // exist yet (RFC 3501 section 6.3.3).
 func (a *Account) CreateMailbox(ctx context.Context, name, specialUse string) error {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}
-	if !specialUses[specialUse] {
+	if !schema.ValidSpecialUse(specialUse) {
 		return fmt.Errorf("special use %q: %w", specialUse, schema.ErrInvalid)
 	}
 	if n == schema.InboxName {
 		return fmt.Errorf("create %s: %w", n, schema.ErrMailboxExists)
 	}
-	for _, p := range parentMailboxes(n) {
+	for _, p := range schema.ParentMailboxes(n) {
 		if err := a.create(ctx, p, mailboxAttrs{Name: p}); err != nil && !errors.Is(err, schema.ErrMailboxExists) {
 			return err
 		}
@@ -200,7 +194,7 @@ func (a *Account) create(ctx context.Context, name string, attrs mailboxAttrs) e
 // DeleteMailbox deletes a mailbox and its messages; the mailboxes below
 // it stay (RFC 3501 section 6.3.4).
 func (a *Account) DeleteMailbox(ctx context.Context, name string) error {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}
@@ -220,15 +214,15 @@ func (a *Account) DeleteMailbox(ctx context.Context, name string) error {
 // RenameMailbox renames a mailbox and everything below it in one atomic
 // step. Renaming INBOX moves its messages to a new mailbox instead.
 func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) error {
-	from, err := canonicalMailbox(oldName)
+	from, err := schema.CanonicalMailbox(oldName)
 	if err != nil {
 		return err
 	}
-	to, err := canonicalMailbox(newName)
+	to, err := schema.CanonicalMailbox(newName)
 	if err != nil {
 		return err
 	}
-	if to == schema.InboxName || from == to || strings.HasPrefix(to, from+mailboxDelimiter) {
+	if to == schema.InboxName || from == to || strings.HasPrefix(to, from+schema.MailboxDelimiter) {
 		return fmt.Errorf("rename a mailbox into itself, below itself or onto INBOX: %w", schema.ErrInvalid)
 	}
 	if _, err := a.mailboxRecord(ctx, to); err == nil {
@@ -247,7 +241,7 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 		if err != nil {
 			return err
 		}
-		if info.Name != from && !strings.HasPrefix(info.Name, from+mailboxDelimiter) {
+		if info.Name != from && !strings.HasPrefix(info.Name, from+schema.MailboxDelimiter) {
 			continue
 		}
 		attrs.Name = to + strings.TrimPrefix(info.Name, from)
@@ -260,7 +254,7 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 	if len(renames) == 0 {
 		return fmt.Errorf("rename: %w", schema.ErrNoSuchMailbox)
 	}
-	for _, p := range parentMailboxes(to) {
+	for _, p := range schema.ParentMailboxes(to) {
 		if err := a.create(ctx, p, mailboxAttrs{Name: p}); err != nil && !errors.Is(err, schema.ErrMailboxExists) {
 			return err
 		}
@@ -299,7 +293,7 @@ func (a *Account) renameInbox(ctx context.Context, to string) error {
 
 // SetSubscribed changes a mailbox's subscription.
 func (a *Account) SetSubscribed(ctx context.Context, name string, subscribed bool) error {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}

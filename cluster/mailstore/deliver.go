@@ -44,7 +44,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	if len(d.Recipients) == 0 {
 		return fmt.Errorf("deliver: no recipients: %w", schema.ErrInvalid)
 	}
-	msg := normalizeCRLF(d.Message)
+	msg := schema.NormalizeCRLF(d.Message)
 	if len(msg) > MaxMessageSize {
 		return fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
 	}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -95,7 +93,7 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 	if mbox.IsZero() {
 		return schema.AppendResult{}, fmt.Errorf("append: %w", schema.ErrNoSuchMailbox)
 	}
-	fl, err := canonicalFlags(flags)
+	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
@@ -114,7 +112,7 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 // one copy.
 func (s *Store) storeMessage(ctx context.Context, shard uint32, user schema.ID, keys *directory.UserKeys,
 	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID) (*schema.Result, error) {
-	msg = normalizeCRLF(msg)
+	msg = schema.NormalizeCRLF(msg)
 	if len(msg) > MaxMessageSize {
 		return nil, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
 	}
@@ -172,7 +170,7 @@ func (s *Store) stage(ctx context.Context, shard uint32, owner, blob schema.ID, 
 
 // splitMessage cuts msg into the header section and body chunks.
 func splitMessage(msg []byte) [][]byte {
-	hl := min(headerLength(msg), maxHeaderChunk)
+	hl := min(schema.HeaderLength(msg), maxHeaderChunk)
 	pieces := [][]byte{msg[:hl]}
 	for rest := msg[hl:]; len(rest) > 0; {
 		n := min(len(rest), chunkSize)
@@ -212,71 +210,6 @@ func (a *Account) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
 	return out, ctx.Err()
 }
 
-// canonicalFlags validates flags and removes duplicates (compared
-// case-insensitively) and \Recent, which clients cannot set.
-func canonicalFlags(flags []string) ([]string, error) {
-	out := make([]string, 0, len(flags))
-	for _, f := range flags {
-		if !validFlag(f) {
-			return nil, fmt.Errorf("flag %q: %w", f, schema.ErrInvalid)
-		}
-		if strings.EqualFold(f, `\Recent`) || containsFold(out, f) {
-			continue
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
-
-// validFlag reports whether f is a flag: an IMAP atom, optionally after
-// a backslash (RFC 3501 section 9, flag-keyword and flag-extension).
-func validFlag(f string) bool {
-	atom := strings.TrimPrefix(f, `\`)
-	if atom == "" || len(f) > 256 {
-		return false
-	}
-	for i := 0; i < len(atom); i++ {
-		c := atom[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func containsFold(list []string, s string) bool {
-	return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(x, s) })
-}
-
-func applyFlags(cur []string, op schema.FlagOp, flags []string) []string {
-	switch op {
-	case schema.FlagsSet:
-		return slices.Clone(flags)
-	case schema.FlagsAdd:
-		out := slices.Clone(cur)
-		for _, f := range flags {
-			if !containsFold(out, f) {
-				out = append(out, f)
-			}
-		}
-		return out
-	default:
-		return slices.DeleteFunc(slices.Clone(cur), func(x string) bool { return containsFold(flags, x) })
-	}
-}
-
-func sameFlags(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, f := range a {
-		if !containsFold(b, f) {
-			return false
-		}
-	}
-	return true
-}
-
 // readMessages returns the records of the given UIDs that still exist.
 func (a *Account) readMessages(ctx context.Context, mbox schema.ID, uids []schema.UID) ([]schema.MessageRecord, error) {
 	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMessages, Mailbox: mbox, UIDs: uids})
@@ -290,7 +223,7 @@ func (a *Account) readMessages(ctx context.Context, mbox schema.ID, uids []schem
 // message that exists, changed or not. A concurrent change to the same
 // message is detected by its MODSEQ and the update is retried.
 func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error) {
-	fl, err := canonicalFlags(flags)
+	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
 		return nil, err
 	}
@@ -312,8 +245,8 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 			if err != nil {
 				return out, err
 			}
-			next := applyFlags(info.Flags, op, fl)
-			if sameFlags(next, info.Flags) {
+			next := schema.ApplyFlags(info.Flags, op, fl)
+			if schema.SameFlags(next, info.Flags) {
 				out = append(out, info)
 				continue
 			}

@@ -63,7 +63,7 @@ func (a *MemAccount) Mailboxes(ctx context.Context) ([]schema.MailboxInfo, error
 
 // Mailbox resolves a mailbox by name (INBOX case-insensitively).
 func (a *MemAccount) Mailbox(ctx context.Context, name string) (schema.MailboxInfo, error) {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return schema.MailboxInfo{}, err
 	}
@@ -84,11 +84,11 @@ func (a *MemAccount) Mailbox(ctx context.Context, name string) (schema.MailboxIn
 // exist yet (RFC 3501 section 6.3.3), each with its own command. Only the
 // mailbox named gets specialUse; none is subscribed.
 func (a *MemAccount) CreateMailbox(ctx context.Context, name, specialUse string) error {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}
-	if !specialUses[specialUse] {
+	if !schema.ValidSpecialUse(specialUse) {
 		return fmt.Errorf("special use %q: %w", specialUse, schema.ErrInvalid)
 	}
 	a.s.mu.Lock()
@@ -102,7 +102,7 @@ func (a *MemAccount) createWithParents(ctx context.Context, n, specialUse string
 	if n == schema.InboxName {
 		return fmt.Errorf("create %s: %w", n, schema.ErrMailboxExists)
 	}
-	for _, p := range parentMailboxes(n) {
+	for _, p := range schema.ParentMailboxes(n) {
 		if err := a.create(ctx, p, schema.SpecialNone); err != nil && !errors.Is(err, schema.ErrMailboxExists) {
 			return err
 		}
@@ -129,7 +129,7 @@ func (a *MemAccount) create(ctx context.Context, name, specialUse string) error 
 // (schema.ErrCannotDelete). Watchers of the mailbox get one
 // schema.ChangeMailbox, not an expunge per message.
 func (a *MemAccount) DeleteMailbox(ctx context.Context, name string) error {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}
@@ -163,15 +163,15 @@ func (a *MemAccount) DeleteMailbox(ctx context.Context, name string) error {
 // their ids and UIDVALIDITY. Renaming INBOX moves its messages to a new
 // mailbox and leaves INBOX empty (RFC 3501 section 6.3.5).
 func (a *MemAccount) RenameMailbox(ctx context.Context, oldName, newName string) error {
-	from, err := canonicalMailbox(oldName)
+	from, err := schema.CanonicalMailbox(oldName)
 	if err != nil {
 		return err
 	}
-	to, err := canonicalMailbox(newName)
+	to, err := schema.CanonicalMailbox(newName)
 	if err != nil {
 		return err
 	}
-	if to == schema.InboxName || from == to || strings.HasPrefix(to, from+mailboxDelimiter) {
+	if to == schema.InboxName || from == to || strings.HasPrefix(to, from+schema.MailboxDelimiter) {
 		return fmt.Errorf("rename a mailbox into itself, below itself or onto INBOX: %w", schema.ErrInvalid)
 	}
 	a.s.mu.Lock()
@@ -193,7 +193,7 @@ func (a *MemAccount) RenameMailbox(ctx context.Context, oldName, newName string)
 	}
 	// The production store meets them in the order of their random ids.
 	sort.Slice(moving, func(i, j int) bool { return bytes.Compare(moving[i].info.ID[:], moving[j].info.ID[:]) < 0 })
-	for _, p := range parentMailboxes(to) {
+	for _, p := range schema.ParentMailboxes(to) {
 		if err := a.create(ctx, p, schema.SpecialNone); err != nil && !errors.Is(err, schema.ErrMailboxExists) {
 			return err
 		}
@@ -241,7 +241,7 @@ func (a *MemAccount) renameInbox(ctx context.Context, to string) error {
 // SetSubscribed changes a mailbox's subscription; a change is a command
 // that watchers of the mailbox see as schema.ChangeMailbox.
 func (a *MemAccount) SetSubscribed(ctx context.Context, name string, subscribed bool) error {
-	n, err := canonicalMailbox(name)
+	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}

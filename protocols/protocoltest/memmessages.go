@@ -35,7 +35,7 @@ func (a *MemAccount) Append(ctx context.Context, mbox schema.ID, msg []byte, fla
 	if mbox.IsZero() {
 		return schema.AppendResult{}, fmt.Errorf("append: %w", schema.ErrNoSuchMailbox)
 	}
-	fl, err := canonicalFlags(flags)
+	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
@@ -54,7 +54,7 @@ func (a *MemAccount) blob(op string, id schema.ID, header bool) ([]byte, error) 
 	}
 	data := b.data
 	if header {
-		data = data[:min(headerLength(data), maxHeaderChunk)]
+		data = data[:min(schema.HeaderLength(data), maxHeaderChunk)]
 	}
 	return bytes.Clone(data), nil
 }
@@ -83,7 +83,7 @@ func (a *MemAccount) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
 // takes the mailbox's next MODSEQ; unchanged ones keep theirs. UIDs that
 // do not exist are skipped.
 func (a *MemAccount) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error) {
-	fl, err := canonicalFlags(flags)
+	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +104,8 @@ func (a *MemAccount) StoreFlags(ctx context.Context, mbox schema.ID, uids []sche
 		if m == nil {
 			continue
 		}
-		next := applyFlags(m.Flags, op, fl)
-		if sameFlags(next, m.Flags) {
+		next := schema.ApplyFlags(m.Flags, op, fl)
+		if schema.SameFlags(next, m.Flags) {
 			out = append(out, *cloneMessage(m))
 			continue
 		}

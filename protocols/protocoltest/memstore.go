@@ -152,7 +152,7 @@ func (c *command) emit(u *memUser, ch schema.Change) {
 // AddDomain starts serving a domain (schema.ErrDomainExists if it is
 // served already).
 func (s *MemStore) AddDomain(ctx context.Context, name string) error {
-	d, err := canonicalDomain(name)
+	d, err := schema.CanonicalDomain(name)
 	if err != nil {
 		return err
 	}
@@ -171,11 +171,11 @@ func (s *MemStore) AddDomain(ctx context.Context, name string) error {
 // AddUser creates an account in a served domain with the default
 // mailboxes (schema.DefaultMailboxes, all subscribed).
 func (s *MemStore) AddUser(ctx context.Context, address, password string) error {
-	addr, domain, err := canonicalAddress(address)
+	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return err
 	}
-	if err := validatePassword(password); err != nil {
+	if err := schema.ValidatePassword(password); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -209,7 +209,7 @@ func (s *MemStore) AddUser(ctx context.Context, address, password string) error 
 // passwords all give schema.ErrAuthFailed after the same comparison.
 func (s *MemStore) Authenticate(ctx context.Context, username, password string) (*MemAccount, error) {
 	sum := sha256.Sum256([]byte(password))
-	addr, _, err := canonicalAddress(username)
+	addr, _, err := schema.CanonicalAddress(username)
 	s.mu.Lock()
 	var u *memUser
 	if err == nil {
@@ -246,7 +246,7 @@ func (s *MemStore) LookupRecipient(ctx context.Context, address string) error {
 // resolveRecipient finds the user mail to address goes to; s.mu must be
 // held.
 func (s *MemStore) resolveRecipient(address string) (*memUser, error) {
-	addr, domain, err := canonicalAddress(address)
+	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 	if len(d.Recipients) == 0 {
 		return fmt.Errorf("deliver: no recipients: %w", schema.ErrInvalid)
 	}
-	msg := normalizeCRLF(d.Message)
+	msg := schema.NormalizeCRLF(d.Message)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,7 +298,7 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 // storeMessage commits msg to a mailbox of u (its inbox when mbox is
 // zero); s.mu must be held.
 func (s *MemStore) storeMessage(ctx context.Context, u *memUser, mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
-	msg = normalizeCRLF(msg)
+	msg = schema.NormalizeCRLF(msg)
 	if len(msg) > s.maxSize {
 		return schema.AppendResult{}, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
 	}

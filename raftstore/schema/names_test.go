@@ -1,0 +1,57 @@
+package schema
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+func TestCanonicalMailbox(t *testing.T) {
+	for in, want := range map[string]string{"inbox": "INBOX", "Inbox/Sub": "INBOX/Sub", "Archive/2026": "Archive/2026"} {
+		if got, err := CanonicalMailbox(in); err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "a//b", "/a", "a/", "a\x01b", "a*", "a%b"} {
+		if _, err := CanonicalMailbox(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q accepted (%v)", bad, err)
+		}
+	}
+	if got := ParentMailboxes("a/b/c"); !slices.Equal(got, []string{"a", "a/b"}) {
+		t.Errorf("parents %q", got)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	got, err := CanonicalFlags([]string{`\Seen`, `\seen`, `\Recent`, "$Label"})
+	if err != nil || !slices.Equal(got, []string{`\Seen`, "$Label"}) {
+		t.Fatalf("canonical %q, %v", got, err)
+	}
+	if _, err := CanonicalFlags([]string{"bad flag"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad flag: %v", err)
+	}
+	if got := ApplyFlags([]string{`\Seen`}, FlagsAdd, []string{`\seen`, `\Flagged`}); !SameFlags(got, []string{`\Seen`, `\Flagged`}) {
+		t.Fatalf("add: %q", got)
+	}
+	if got := ApplyFlags([]string{`\Seen`, `\Flagged`}, FlagsRemove, []string{`\SEEN`}); !SameFlags(got, []string{`\Flagged`}) {
+		t.Fatalf("remove: %q", got)
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	a, d, err := CanonicalAddress(" Alice@Example.TEST ")
+	if err != nil || a != "alice@example.test" || d != "example.test" {
+		t.Fatalf("%q %q %v", a, d, err)
+	}
+	for _, bad := range []string{"nodomain", "a@b", "a b@example.test", "@example.test", "a@-x.test"} {
+		if _, _, err := CanonicalAddress(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q accepted (%v)", bad, err)
+		}
+	}
+	if NormalizeCRLF([]byte("a\nb\r\nc\n")) == nil || string(NormalizeCRLF([]byte("a\nb\r\nc\n"))) != "a\r\nb\r\nc\r\n" {
+		t.Fatal("CRLF")
+	}
+	if HeaderLength([]byte("A: b\r\n\r\nbody")) != 8 {
+		t.Fatal("header length")
+	}
+}
