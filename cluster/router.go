@@ -254,26 +254,35 @@ func queryLocal(ctx context.Context, s *raftstore.Shard, q raftstore.Query, minI
 
 // CatchUpMeta brings this node's meta replica up to the meta leader's
 // commit index, for a lookup that must see a record written a moment ago
-// through another node.
+// through another node. It finds the leader as any operation does
+// (through an election, if one is under way).
 func (c *Cluster) CatchUpMeta(ctx context.Context) error {
 	m := c.meta()
 	if m == nil {
 		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
 	}
-	if m.IsLeader() {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, readWait)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RouteTimeout)
 	defer cancel()
-	id, addr := m.Leader()
-	if id == "" {
-		return fmt.Errorf("meta shard: %w", errNoLeader)
-	}
-	index, err := c.rpc.commitIndex(ctx, addr, 0)
-	if err != nil {
+	var index uint64
+	err := c.route(ctx, 0, func(ctx context.Context, local *raftstore.Shard, addr string) error {
+		if local != nil {
+			if !local.IsLeader() {
+				id, addr := local.Leader()
+				return &notLeaderError{id: id, addr: addr}
+			}
+			index = local.Status().CommitIndex
+			return nil
+		}
+		var err error
+		index, err = c.rpc.commitIndex(ctx, addr, 0)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("catch up with the meta leader: %w", err)
 	}
-	return m.WaitApplied(ctx, index)
+	wctx, wcancel := context.WithTimeout(ctx, readWait)
+	defer wcancel()
+	return m.WaitApplied(wctx, index)
 }
 
 // probeLeader asks the nodes that keep shard n who leads it, when this

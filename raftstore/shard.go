@@ -199,6 +199,9 @@ func (s *Shard) openRaft() error {
 	rc.SnapshotInterval = cfg.Timing.SnapshotInterval
 	rc.TrailingLogs = cfg.Timing.TrailingLogs
 	rc.MaxAppendEntries = 64
+	// Proposals queue while the leader writes the previous batch, so
+	// concurrent writers share one log write (and one fsync).
+	rc.BatchApplyCh = true
 	// The FSM state is durable in bbolt and records its applied index, so
 	// a restart need not rebuild it from the last snapshot.
 	rc.NoSnapshotRestoreOnStart = true
