@@ -266,3 +266,55 @@ func TestPartitionedNodeRefusesWrites(t *testing.T) {
 		t.Fatalf("%d messages after healing, want 4 (nothing from the minority)", got)
 	}
 }
+
+// TestReadsWhileLeadershipMovesSeeEveryWrite: leadership of a user's shard
+// is handed away from its home again and again (and the control loop
+// brings it back), while mail is delivered through one node and read at
+// once by a new session on another. A replica that has just handed its
+// leadership over still believes it leads for a moment while the new
+// leader commits; every read must nevertheless see every message
+// acknowledged before it began.
+func TestReadsWhileLeadershipMovesSeeEveryWrite(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 1})
+	const user, pass = "lee@example.test", "password-1"
+	c.AddUser(user, pass)
+	n := shardOf(t, c, user)
+	ctx := testCtx(t)
+
+	var moved atomic.Int32
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if leader := c.Leader(n); leader != nil {
+				for _, s := range leader.Cluster().Shards() {
+					if s.ID() == n && s.TransferLeadership(ctx, "", "") == nil {
+						moved.Add(1)
+					}
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	nodes := c.Running()
+	deadline := time.Now().Add(90 * time.Second)
+	for i := 1; i < 60 || moved.Load() < 10; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("leadership moved %d times in %d deliveries", moved.Load(), i)
+		}
+		via, reader := nodes[i%len(nodes)], nodes[(i+1)%len(nodes)]
+		if err := deliver(ctx, via, user, fmt.Sprint("m", i)); err != nil {
+			t.Fatalf("delivery %d through %s: %v", i, via.ID, err)
+		}
+		if got := inboxCount(t, reader.Login(user, pass)); got != i {
+			t.Fatalf("after %d acknowledged deliveries a new session on %s reads %d messages", i, reader.ID, got)
+		}
+	}
+}

@@ -252,8 +252,8 @@ func queryLocal(ctx context.Context, s *raftstore.Shard, q raftstore.Query, minI
 	return s.Query(q)
 }
 
-// CatchUpMeta brings this node's meta replica up to the meta leader's
-// commit index, for a lookup that must see a record written a moment ago
+// CatchUpMeta brings this node's meta replica up to what the meta leader has
+// applied, for a lookup that must see a record written a moment ago
 // through another node. It finds the leader as any operation does
 // (through an election, if one is under way).
 func (c *Cluster) CatchUpMeta(ctx context.Context) error {
@@ -266,15 +266,18 @@ func (c *Cluster) CatchUpMeta(ctx context.Context) error {
 	var index uint64
 	err := c.route(ctx, 0, func(ctx context.Context, local *raftstore.Shard, addr string) error {
 		if local != nil {
-			if !local.IsLeader() {
-				id, addr := local.Leader()
-				return &notLeaderError{id: id, addr: addr}
+			if err := local.ReadyToRead(ctx); err != nil {
+				if errors.Is(err, raftstore.ErrNotLeader) {
+					id, addr := local.Leader()
+					return &notLeaderError{id: id, addr: addr}
+				}
+				return err
 			}
-			index = local.Status().CommitIndex
+			index = local.PublishedIndex()
 			return nil
 		}
 		var err error
-		index, err = c.rpc.commitIndex(ctx, addr, 0)
+		index, err = c.rpc.readIndex(ctx, addr, 0)
 		return err
 	})
 	if err != nil {

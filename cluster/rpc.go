@@ -24,7 +24,7 @@ import (
 const (
 	rpcApply  = "/rpc/apply/"
 	rpcQuery  = "/rpc/query/"
-	rpcCommit = "/rpc/commit/"
+	rpcReadIndex = "/rpc/read-index/"
 	rpcWatch  = "/rpc/watch/"
 	rpcPing   = "/rpc/ping"
 	rpcState  = "/rpc/state/"
@@ -57,7 +57,7 @@ func (c *Cluster) startServers() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+rpcApply+"{shard}", c.serveApply)
 	mux.HandleFunc("POST "+rpcQuery+"{shard}", c.serveQuery)
-	mux.HandleFunc("GET "+rpcCommit+"{shard}", c.serveCommit)
+	mux.HandleFunc("GET "+rpcReadIndex+"{shard}", c.serveReadIndex)
 	mux.HandleFunc("GET "+rpcWatch+"{shard}/{user}", c.serveWatch)
 	mux.HandleFunc("GET "+rpcPing, c.servePing)
 	mux.HandleFunc("GET "+rpcState+"{shard}", c.serveState)
@@ -173,22 +173,20 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf.Bytes())
 }
 
-// serveCommit answers the leader's commit index, after confirming with a
-// quorum that it still leads.
-func (c *Cluster) serveCommit(w http.ResponseWriter, r *http.Request) {
+// serveReadIndex answers the index a replica must have applied to see
+// everything committed before the request: the leader's applied index,
+// once it may serve reads (it still leads, and its state holds every
+// entry committed before its term and before the request).
+func (c *Cluster) serveReadIndex(w http.ResponseWriter, r *http.Request) {
 	s, ok := c.localReplica(w, r)
 	if !ok {
 		return
 	}
-	if !s.IsLeader() {
-		answerError(w, s, raftstore.ErrNotLeader)
-		return
-	}
-	if err := s.VerifyLeader(r.Context()); err != nil {
+	if err := s.ReadyToRead(r.Context()); err != nil {
 		answerError(w, s, err)
 		return
 	}
-	w.Header().Set(hdrIndex, strconv.FormatUint(s.Status().CommitIndex, 10))
+	w.Header().Set(hdrIndex, strconv.FormatUint(s.PublishedIndex(), 10))
 }
 
 // serveState streams a consistent copy of a replica's state (for a
@@ -293,8 +291,8 @@ func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftsto
 	return res, nil
 }
 
-func (rc *rpcClient) commitIndex(ctx context.Context, addr string, n uint32) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rpcURL(addr, rpcCommit+strconv.FormatUint(uint64(n), 10)), nil)
+func (rc *rpcClient) readIndex(ctx context.Context, addr string, n uint32) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rpcURL(addr, rpcReadIndex+strconv.FormatUint(uint64(n), 10)), nil)
 	if err != nil {
 		return 0, err
 	}

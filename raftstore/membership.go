@@ -129,12 +129,19 @@ func (s *Shard) await(ctx context.Context, f raft.Future) error {
 // TransferLeadership hands leadership to the voter id (or, with id "",
 // to the most up-to-date voter) and waits until it has taken over.
 func (s *Shard) TransferLeadership(ctx context.Context, id, address string) error {
+	// The voter that takes over is elected at once, while this replica
+	// still believes it leads: it must not serve reads from here on.
+	done := s.reads.transferring()
 	var f raft.Future
 	if id == "" {
 		f = s.raft.LeadershipTransfer()
 	} else {
 		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(address))
 	}
+	go func() {
+		_ = f.Error()
+		done()
+	}()
 	return s.membershipErr("transfer leadership", s.await(ctx, f))
 }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -105,9 +104,7 @@ type Shard struct {
 	once   sync.Once
 	err    error
 
-	// readTerm is the term in which a barrier made this leader's state
-	// current for reads.
-	readTerm atomic.Uint64
+	reads readLease
 }
 
 // Open opens (and on first use, creates and bootstraps) a shard replica.
@@ -329,34 +326,6 @@ func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel
 // PublishedIndex returns the highest log index whose change events this
 // replica has handed to its subscribers.
 func (s *Shard) PublishedIndex() uint64 { return s.fsm.events.publishedIndex() }
-
-// ReadyToRead makes a leader's state current before it serves reads in a
-// term: a new leader may not have applied entries its predecessor
-// committed and acknowledged, so its first read of a term waits for a
-// barrier (an entry of its own term, committed and applied; Raft thesis
-// section 6.4). Later reads in the term cost nothing. A replica that is
-// not the leader gets ErrNotLeader.
-func (s *Shard) ReadyToRead(ctx context.Context) error {
-	term := s.raft.CurrentTerm()
-	if s.readTerm.Load() == term && s.IsLeader() {
-		return nil
-	}
-	if !s.IsLeader() {
-		return ErrNotLeader
-	}
-	err := s.await(ctx, s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second))))
-	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
-			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return fmt.Errorf("shard %d: read barrier: %w", s.cfg.Shard, ErrNotLeader)
-		}
-		return fmt.Errorf("shard %d: read barrier: %w", s.cfg.Shard, err)
-	}
-	if s.raft.CurrentTerm() == term {
-		s.readTerm.Store(term)
-	}
-	return nil
-}
 
 // WaitApplied blocks until this replica has applied index and handed out
 // its change events, or ctx ends.

@@ -190,7 +190,16 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 	reader := imapDialStartTLS(t, nodes[1], user, pass, nil)
 	selectBox(t, reader, "INBOX", true)
 	if got := subjects(t, reader); len(got) != 1 || got[0] != "across nodes" {
-		t.Fatalf("node 2 reads %q", got)
+		// Say whether the read was stale or the message is gone, and
+		// what the cluster looked like.
+		again := imapDialStartTLS(t, nodes[1], user, pass, nil)
+		selectBox(t, again, "INBOX", true)
+		st, err := nodes[1].clusterStatus()
+		t.Errorf("cluster status: %+v (%v)", st, err)
+		for i, n := range nodes {
+			t.Errorf("node %d log:\n%s", i+1, n.logTail())
+		}
+		t.Fatalf("node 2 reads %q; a new session a moment later reads %q", got, subjects(t, again))
 	}
 
 	// The POP3 maildrop lock holds across nodes.

@@ -1,0 +1,135 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// readLease is what lets a leader serve reads from its own state without
+// a Raft round per read, and still never serve a stale one (Raft thesis,
+// section 6.4):
+//
+//   - A new leader may not have applied entries its predecessor committed
+//     and acknowledged, so its first read of a term waits for a barrier
+//     (an entry of its own term, committed and applied).
+//   - A leader cut off from the others, or one that has just handed its
+//     leadership over, still believes it leads while another replica
+//     commits writes. Reads are served only within a lease: a quorum
+//     answered this leader after the lease began, and none of those
+//     voters elects anyone else before a heartbeat timeout without news
+//     from it, of which the lease is half. A leadership transfer skips
+//     that wait (the target is elected at once), so from the moment this
+//     replica starts one it serves no reads until it is known to have
+//     kept or lost its leadership.
+type readLease struct {
+	term      atomic.Uint64 // the term whose barrier made the state current
+	until     atomic.Int64  // reads may be served until then (unix ns)
+	transfers atomic.Int32  // leadership transfers in progress
+	gen       atomic.Uint64 // bumped by every transfer, so a lease won before one is not kept
+	renewing  atomic.Bool   // a background renewal is under way
+	sem       chan struct{} // one confirmation round at a time
+	once      sync.Once
+}
+
+func (l *readLease) lock(ctx context.Context) error {
+	l.once.Do(func() { l.sem = make(chan struct{}, 1) })
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *readLease) unlock() { <-l.sem }
+
+// transferring marks a leadership transfer as started; the returned
+// function marks it as ended.
+func (l *readLease) transferring() (done func()) {
+	l.transfers.Add(1)
+	l.gen.Add(1)
+	l.until.Store(0)
+	return func() { l.transfers.Add(-1) }
+}
+
+// valid reports whether reads of term may be served now without asking
+// the quorum, and whether the lease is in its second half (time to renew).
+func (l *readLease) valid(term uint64) (ok, renew bool, left time.Duration) {
+	if l.transfers.Load() > 0 || l.term.Load() != term {
+		return false, false, 0
+	}
+	left = time.Until(time.Unix(0, l.until.Load()))
+	return left > 0, left > 0, left
+}
+
+// ReadyToRead makes sure this replica may serve a read from its own state
+// now: it leads, its state holds everything committed before its term,
+// and no other replica can have been elected since a quorum last
+// answered it (see readLease). Reads inside a lease cost nothing; the
+// lease is renewed in the background while reads keep coming. A replica
+// that does not lead gets ErrNotLeader.
+func (s *Shard) ReadyToRead(ctx context.Context) error {
+	if !s.IsLeader() {
+		return ErrNotLeader
+	}
+	term := s.raft.CurrentTerm()
+	if ok, _, left := s.reads.valid(term); ok {
+		if left < s.readLeaseDuration()/2 && s.reads.renewing.CompareAndSwap(false, true) {
+			go func() {
+				defer s.reads.renewing.Store(false)
+				ctx, cancel := context.WithTimeout(context.Background(), s.readLeaseDuration())
+				defer cancel()
+				_ = s.confirmLeadership(ctx, term)
+			}()
+		}
+		return nil
+	}
+	return s.confirmLeadership(ctx, term)
+}
+
+// readLeaseDuration is how long a confirmation of leadership lets a leader
+// serve reads: half the heartbeat timeout, a margin for clock-rate
+// differences between nodes and for the time a confirmation takes.
+func (s *Shard) readLeaseDuration() time.Duration { return s.cfg.Timing.HeartbeatTimeout / 2 }
+
+// confirmLeadership asks the quorum whether this replica still leads in
+// term (with a barrier at the first read of a term) and starts a lease.
+func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
+	if err := s.reads.lock(ctx); err != nil {
+		return fmt.Errorf("shard %d: wait to confirm leadership: %w", s.cfg.Shard, err)
+	}
+	defer s.reads.unlock()
+	if ok, _, left := s.reads.valid(term); ok && left > s.readLeaseDuration()/2 {
+		return nil // another reader renewed it meanwhile
+	}
+	if s.reads.transfers.Load() > 0 {
+		return fmt.Errorf("shard %d: handing leadership over: %w", s.cfg.Shard, ErrNotLeader)
+	}
+	gen := s.reads.gen.Load()
+	start := time.Now()
+	var f raft.Future
+	if s.reads.term.Load() != term {
+		f = s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second)))
+	} else {
+		f = s.raft.VerifyLeader()
+	}
+	if err := s.await(ctx, f); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return fmt.Errorf("shard %d: confirm leadership: %w", s.cfg.Shard, ErrNotLeader)
+		}
+		return fmt.Errorf("shard %d: confirm leadership: %w", s.cfg.Shard, err)
+	}
+	if s.raft.CurrentTerm() != term || s.reads.gen.Load() != gen || s.reads.transfers.Load() > 0 {
+		return fmt.Errorf("shard %d: leadership changed while confirming it: %w", s.cfg.Shard, ErrNotLeader)
+	}
+	s.reads.term.Store(term)
+	s.reads.until.Store(start.Add(s.readLeaseDuration()).UnixNano())
+	return nil
+}
