@@ -22,12 +22,12 @@ import (
 // (mutual TLS, peers are cluster nodes). Bodies are the command codec for
 // commands and gob for everything else; both ends are this program.
 const (
-	rpcApply  = "/rpc/apply/"
-	rpcQuery  = "/rpc/query/"
+	rpcApply     = "/rpc/apply/"
+	rpcQuery     = "/rpc/query/"
 	rpcReadIndex = "/rpc/read-index/"
-	rpcWatch  = "/rpc/watch/"
-	rpcPing   = "/rpc/ping"
-	rpcState  = "/rpc/state/"
+	rpcWatch     = "/rpc/watch/"
+	rpcPing      = "/rpc/ping"
+	rpcState     = "/rpc/state/"
 
 	// maxRPCBody bounds a request body: a command carries at most about a
 	// MiB of sealed message chunks.
