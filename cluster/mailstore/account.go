@@ -159,7 +159,7 @@ func (a *Account) Mailbox(ctx context.Context, name string) (schema.MailboxInfo,
 // CreateMailbox creates a mailbox, and the levels above it that do not
 // exist yet (RFC 3501 section 6.3.3).
 func (a *Account) CreateMailbox(ctx context.Context, name, specialUse string) error {
-	n, err := schema.CanonicalMailbox(name)
+	n, err := schema.CanonicalNewMailbox(name)
 	if err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 	if err != nil {
 		return err
 	}
-	to, err := schema.CanonicalMailbox(newName)
+	to, err := schema.CanonicalNewMailbox(newName)
 	if err != nil {
 		return err
 	}

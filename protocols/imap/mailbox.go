@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -15,12 +14,10 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// Limits on mailbox names and flags accepted from clients.
+// Limits on flags accepted from clients.
 const (
-	maxMailboxNameLen = 1000
-	maxMailboxDepth   = 32
-	maxFlagsPerCmd    = 64
-	maxFlagLen        = 128
+	maxFlagsPerCmd = 64
+	maxFlagLen     = 128
 )
 
 // useAttrCode is RFC 6154's response code for an unsupported special use.
@@ -34,32 +31,19 @@ func badError(text string) error {
 	return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: text}
 }
 
-// checkMailboxName rejects names the hierarchy cannot hold: empty levels,
-// wildcards, control characters, invalid UTF-8, and over-long names.
+// checkMailboxName answers a name the store's grammar refuses
+// (schema.CheckMailboxName) with NO [CANNOT], or NO [LIMIT] for a name
+// too long or too deep.
 func checkMailboxName(name string) error {
-	switch {
-	case name == "":
-		return noError(imap.ResponseCodeCannot, "Empty mailbox name")
-	case len(name) > maxMailboxNameLen:
-		return noError(imap.ResponseCodeLimit, "Mailbox name too long")
-	case !utf8.ValidString(name):
-		return noError(imap.ResponseCodeCannot, "Mailbox name is not valid UTF-8")
-	case strings.ContainsAny(name, "*%"):
-		return noError(imap.ResponseCodeCannot, "Mailbox names cannot contain wildcards")
-	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return noError(imap.ResponseCodeCannot, "Mailbox names cannot contain control characters")
+	var bad *schema.MailboxNameError
+	if err := schema.CheckMailboxName(name); errors.As(err, &bad) {
+		code := imap.ResponseCodeCannot
+		if bad.Limit {
+			code = imap.ResponseCodeLimit
 		}
-	}
-	levels := strings.Split(name, delim)
-	if len(levels) > maxMailboxDepth {
-		return noError(imap.ResponseCodeLimit, "Mailbox hierarchy too deep")
-	}
-	for _, l := range levels {
-		if l == "" {
-			return noError(imap.ResponseCodeCannot, "Mailbox names cannot have empty levels")
-		}
+		return noError(code, "Mailbox name "+bad.Reason)
+	} else if err != nil {
+		return err
 	}
 	return nil
 }

@@ -293,3 +293,32 @@ func TestNamespace(t *testing.T) {
 		t.Errorf("namespace = %+v", ns)
 	}
 }
+
+// TestDotLevelsAreRefused: "." and ".." levels are refused with NO
+// [CANNOT] in CREATE and RENAME (mbsync refuses a whole account that
+// lists one), and the session goes on.
+func TestDotLevelsAreRefused(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.login(t, nil)
+	if err := c.Create("Work", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"..", "../..", "a/../b", "INBOX/..", "a/./b", ".", "Work/.."} {
+		if err := c.Create(bad, nil).Wait(); imapCode(err) != imap.ResponseCodeCannot {
+			t.Errorf("CREATE %q: %v, want NO [CANNOT]", bad, err)
+		}
+		if err := c.Rename("Work", bad, nil).Wait(); imapCode(err) != imap.ResponseCodeCannot {
+			t.Errorf("RENAME Work %q: %v, want NO [CANNOT]", bad, err)
+		}
+	}
+	for name := range listNames(t, c, "", "*", nil) {
+		for _, level := range strings.Split(name, "/") {
+			if level == "." || level == ".." {
+				t.Errorf("LIST shows %q", name)
+			}
+		}
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatalf("session after the refusals: %v", err)
+	}
+}

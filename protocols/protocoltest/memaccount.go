@@ -84,7 +84,7 @@ func (a *MemAccount) Mailbox(ctx context.Context, name string) (schema.MailboxIn
 // exist yet (RFC 3501 section 6.3.3), each with its own command. Only the
 // mailbox named gets specialUse; none is subscribed.
 func (a *MemAccount) CreateMailbox(ctx context.Context, name, specialUse string) error {
-	n, err := schema.CanonicalMailbox(name)
+	n, err := schema.CanonicalNewMailbox(name)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (a *MemAccount) RenameMailbox(ctx context.Context, oldName, newName string)
 	if err != nil {
 		return err
 	}
-	to, err := schema.CanonicalMailbox(newName)
+	to, err := schema.CanonicalNewMailbox(newName)
 	if err != nil {
 		return err
 	}

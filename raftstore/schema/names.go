@@ -70,31 +70,89 @@ func CanonicalAddress(addr string) (address, domain string, err error) {
 	return strings.ToLower(local) + "@" + domain, domain, nil
 }
 
-// CanonicalMailbox validates a mailbox name and returns it with INBOX in
-// upper case (RFC 3501 section 5.1: INBOX is case-insensitive, also as
-// the first level of a hierarchy).
+// MailboxNameError says why a mailbox name is refused, in words a client
+// may be shown. It is ErrInvalid to errors.Is.
+type MailboxNameError struct {
+	Reason string
+	// Limit is set when the name breaks a size limit (length, depth)
+	// rather than the grammar.
+	Limit bool
+}
+
+func (e *MailboxNameError) Error() string { return "mailbox name: " + e.Reason }
+
+// Unwrap makes every MailboxNameError an ErrInvalid.
+func (e *MailboxNameError) Unwrap() error { return ErrInvalid }
+
+// CheckMailboxName is the one grammar of mailbox names, for every path
+// that creates or renames one (IMAP, the admin API, imports): valid UTF-8
+// of at most 1,000 bytes and 32 levels; no empty level (so no leading,
+// trailing or doubled delimiter); no level "." or ".." (clients that map
+// mailboxes onto directories refuse a whole account that has one); no
+// control characters and no LIST wildcards.
+func CheckMailboxName(name string) error { return checkMailboxName(name, true) }
+
+// checkMailboxName checks name; lookups skip the rule on "." and ".."
+// (strict false), so mailboxes made before it existed can still be
+// opened, renamed and deleted.
+func checkMailboxName(name string, strict bool) error {
+	switch {
+	case name == "":
+		return &MailboxNameError{Reason: "empty"}
+	case len(name) > maxMailboxName:
+		return &MailboxNameError{Reason: fmt.Sprintf("longer than %d bytes", maxMailboxName), Limit: true}
+	case !utf8.ValidString(name):
+		return &MailboxNameError{Reason: "not valid UTF-8"}
+	}
+	for _, r := range name {
+		switch {
+		case unicode.IsControl(r) || r == utf8.RuneError:
+			return &MailboxNameError{Reason: "contains a control character"}
+		case r == '*' || r == '%':
+			return &MailboxNameError{Reason: "contains a wildcard (* or %)"}
+		}
+	}
+	levels := strings.Split(name, MailboxDelimiter)
+	if len(levels) > maxMailboxDepth {
+		return &MailboxNameError{Reason: fmt.Sprintf("deeper than %d levels", maxMailboxDepth), Limit: true}
+	}
+	for _, l := range levels {
+		switch l {
+		case "":
+			return &MailboxNameError{Reason: "has an empty level"}
+		case ".", "..":
+			if !strict {
+				continue
+			}
+			return &MailboxNameError{Reason: `has a level "." or ".."`}
+		}
+	}
+	return nil
+}
+
+// CanonicalMailbox validates the name of an existing mailbox (as
+// CheckMailboxName, but a "." or ".." level made before that rule is
+// still found) and returns it with INBOX in upper case (RFC 3501 section
+// 5.1: INBOX is case-insensitive, also as the first level of a
+// hierarchy). Names of new mailboxes also pass CheckMailboxName.
 func CanonicalMailbox(name string) (string, error) {
-	if name == "" || len(name) > maxMailboxName || !utf8.ValidString(name) {
-		return "", fmt.Errorf("mailbox name: %w", ErrInvalid)
+	if err := checkMailboxName(name, false); err != nil {
+		return "", err
 	}
 	parts := strings.Split(name, MailboxDelimiter)
-	if len(parts) > maxMailboxDepth {
-		return "", fmt.Errorf("mailbox name too deep: %w", ErrInvalid)
-	}
-	for _, p := range parts {
-		if p == "" {
-			return "", fmt.Errorf("mailbox name has an empty level: %w", ErrInvalid)
-		}
-		for _, r := range p {
-			if unicode.IsControl(r) || r == '*' || r == '%' {
-				return "", fmt.Errorf("mailbox name: character %q not allowed: %w", r, ErrInvalid)
-			}
-		}
-	}
 	if strings.EqualFold(parts[0], InboxName) {
 		parts[0] = InboxName
 	}
 	return strings.Join(parts, MailboxDelimiter), nil
+}
+
+// CanonicalNewMailbox is CanonicalMailbox for the name of a mailbox
+// about to be created or renamed to: it must pass CheckMailboxName.
+func CanonicalNewMailbox(name string) (string, error) {
+	if err := CheckMailboxName(name); err != nil {
+		return "", err
+	}
+	return CanonicalMailbox(name)
 }
 
 // ParentMailboxes returns the names of the levels above name, outermost

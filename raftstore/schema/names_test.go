@@ -3,6 +3,7 @@ package schema
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -19,6 +20,35 @@ func TestCanonicalMailbox(t *testing.T) {
 	}
 	if got := ParentMailboxes("a/b/c"); !slices.Equal(got, []string{"a", "a/b"}) {
 		t.Errorf("parents %q", got)
+	}
+}
+
+func TestCheckMailboxName(t *testing.T) {
+	for _, ok := range []string{"INBOX", "a.b", "...", ".hidden", "a/b..c", "Ärger", "x y"} {
+		if err := CheckMailboxName(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	long := strings.Repeat("a", 1001)
+	deep := strings.Repeat("a/", 32) + "a"
+	for _, bad := range []string{"", ".", "..", "../..", "a/../b", "INBOX/..", "a/./b", "a/", "/a", "a//b",
+		"a\x01b", "a\u0085b", "a\xffb", "a*", "a%b", long, deep} {
+		err := CheckMailboxName(bad)
+		var nameErr *MailboxNameError
+		if !errors.As(err, &nameErr) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q: %v, want a MailboxNameError", bad, err)
+			continue
+		}
+		if nameErr.Limit != (bad == long || bad == deep) {
+			t.Errorf("%q: limit %v", bad, nameErr.Limit)
+		}
+		if _, err := CanonicalNewMailbox(bad); err == nil {
+			t.Errorf("%q: CanonicalNewMailbox accepts it", bad)
+		}
+	}
+	// A mailbox made before the rule on "." and ".." can still be found.
+	if got, err := CanonicalMailbox("inbox/.."); err != nil || got != "INBOX/.." {
+		t.Errorf("lookup of a legacy name: %q, %v", got, err)
 	}
 }
 
