@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
@@ -39,9 +40,9 @@ const (
 	// DefaultMaxMessageSize is the largest message SMTP and IMAP APPEND
 	// accept.
 	DefaultMaxMessageSize = 50 << 20
-	// maxMessageSizeCeiling keeps a configured limit within what one
-	// delivery may hold in memory.
-	maxMessageSizeCeiling = 1 << 30
+	// maxMessageSizeCeiling keeps a configured limit within what the
+	// store accepts, trace headers included.
+	maxMessageSizeCeiling = mailstore.MaxMessageSize - protocols.TraceHeadroom
 	// DefaultMaxRecipients bounds the recipients of one SMTP transaction.
 	DefaultMaxRecipients = 100
 	// DefaultMaxConnections bounds the open client connections of a node
@@ -370,7 +371,7 @@ func (c Config) Validate() error {
 		bad("keys: set master_key_file or passphrase_file, not both")
 	}
 	if c.Limits.MaxMessageSize < 1024 || c.Limits.MaxMessageSize > maxMessageSizeCeiling {
-		bad("limits.max_message_size %d: want 1 KiB to 1 GiB", c.Limits.MaxMessageSize)
+		bad("limits.max_message_size %d: want 1 KiB to %d bytes", c.Limits.MaxMessageSize, maxMessageSizeCeiling)
 	}
 	if c.Limits.MaxRecipients < 1 {
 		bad("limits.max_recipients %d: want at least 1", c.Limits.MaxRecipients)

@@ -54,7 +54,7 @@ func TestTLSAndLoginDisabled(t *testing.T) {
 			imap.CapIMAP4rev1, imap.CapIMAP4rev2, imap.CapNamespace, imap.CapUIDPlus, imap.CapMove,
 			imap.CapSpecialUse, imap.CapCreateSpecialUse, imap.CapListExtended, imap.CapListStatus,
 			imap.CapESearch, imap.CapSearchRes, imap.CapStatusSize, imap.CapBinary, imap.CapChildren,
-			imap.CapLiteralPlus, imap.CapUnselect, imap.CapIdle, imap.CapUnauthenticate, "APPENDLIMIT=52428800",
+			imap.CapLiteralPlus, imap.CapUnselect, imap.CapIdle, imap.CapUnauthenticate, "APPENDLIMIT=52436992",
 		} {
 			if !caps.Has(want) {
 				t.Errorf("after login: capability %s missing", want)

@@ -425,7 +425,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		return nil, err
 	}
 	size := r.Size()
-	if size > s.srv.cfg.MaxMessageSize {
+	if size > int64(s.srv.appendLimit()) {
 		return nil, noError(imap.ResponseCodeTooBig, "Message too large")
 	}
 	if size == 0 {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailcluster/mailcluster/protocols"
 )
 
 // deliverN delivers n numbered messages.
@@ -252,18 +254,27 @@ func TestAppend(t *testing.T) {
 	if _, err := appendMsg("Nowhere", msg, nil); imapCode(err) != imap.ResponseCodeTryCreate {
 		t.Errorf("append to missing mailbox: got %v, want TRYCREATE", err)
 	}
+	// A message delivery accepted at the size limit, with the trace
+	// header fields delivery added, can be uploaded again.
+	delivered := "Return-Path: <a@example.net>\r\nReceived: from x\r\n" + msg + strings.Repeat("x", 4096-len(msg)) + "\r\n"
+	if _, err := appendMsg("Drafts", delivered, nil); err != nil {
+		t.Errorf("append of a delivered message of %d bytes (limit 4096): %v", len(delivered), err)
+	}
 	// Over the limit: refused before the literal is accepted, and the
 	// connection goes on. (Checked by hand: the client library cannot
 	// recover from a refused literal.)
 	rc := dialRaw(t, ts.addr)
 	rc.mustOK("LOGIN " + testUser + " " + testPassword)
-	_, status := rc.cmd("APPEND Drafts {5000}")
+	if caps := strings.Join(rc.mustOK("CAPABILITY"), " "); !strings.Contains(caps, fmt.Sprintf("APPENDLIMIT=%d", 4096+protocols.TraceHeadroom)) {
+		t.Errorf("capabilities %q, want APPENDLIMIT of the limit plus the trace headroom", caps)
+	}
+	_, status := rc.cmd(fmt.Sprintf("APPEND Drafts {%d}", 4096+protocols.TraceHeadroom+1))
 	if !strings.HasPrefix(status, "NO [TOOBIG]") {
 		t.Errorf("append over the limit: %s, want NO [TOOBIG]", status)
 	}
 	rc.mustOK("NOOP")
 	st, err := c.Status("Drafts", &imap.StatusOptions{NumMessages: true}).Wait()
-	if err != nil || *st.NumMessages != 2 {
+	if err != nil || *st.NumMessages != 3 {
 		t.Errorf("Drafts after refused append: %v %v", st, err)
 	}
 }

@@ -21,8 +21,8 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultMaxMessageSize is the largest message APPEND accepts, and the
-	// advertised APPENDLIMIT.
+	// DefaultMaxMessageSize is the largest message delivery accepts (the
+	// SMTP limit); APPEND accepts that plus protocols.TraceHeadroom.
 	DefaultMaxMessageSize = 50 << 20
 	// DefaultBodyStructureCacheBytes bounds the BODYSTRUCTURE cache.
 	DefaultBodyStructureCacheBytes = 16 << 20
@@ -47,7 +47,10 @@ type Config struct {
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 
-	// MaxMessageSize is the largest message APPEND accepts (APPENDLIMIT).
+	// MaxMessageSize is the largest message delivery accepts (the SMTP
+	// limit). APPEND accepts, and APPENDLIMIT advertises, that plus
+	// protocols.TraceHeadroom, so whatever was delivered can be uploaded
+	// again.
 	MaxMessageSize int64
 	// BodyStructureCacheBytes bounds the in-memory BODYSTRUCTURE cache; a
 	// negative value disables it.
@@ -116,7 +119,7 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	if cfg.MaxMessageSize == 0 {
 		cfg.MaxMessageSize = DefaultMaxMessageSize
 	}
-	if cfg.MaxMessageSize < 0 || cfg.MaxMessageSize > math.MaxUint32 {
+	if cfg.MaxMessageSize < 0 || protocols.AppendLimit(cfg.MaxMessageSize) > math.MaxUint32 {
 		return nil, fmt.Errorf("imap: max message size %d out of range", cfg.MaxMessageSize)
 	}
 	if cfg.BodyStructureCacheBytes == 0 {
@@ -226,8 +229,9 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 	return sess, nil, nil
 }
 
-// appendLimit is the advertised APPENDLIMIT.
-func (s *Server) appendLimit() uint32 { return uint32(s.cfg.MaxMessageSize) }
+// appendLimit is the largest message APPEND accepts, as APPENDLIMIT
+// advertises it.
+func (s *Server) appendLimit() uint32 { return uint32(protocols.AppendLimit(s.cfg.MaxMessageSize)) }
 
 // libraryLogger adapts the library's Printf logging to slog. Read errors
 // are routine (clients that disconnect, garbage on the wire) and logged at
