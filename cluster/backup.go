@@ -20,9 +20,14 @@ func (c *Cluster) BackupShards() []uint32 {
 
 // WriteShardState writes a consistent copy of shard n's state to w: from
 // this node's replica when it keeps one, else from the shard's leader or
-// another replica. A copy is one replica's state at one applied index.
+// another replica. A copy is one replica's state at one applied index,
+// which holds every write acknowledged before the copy began (the replica
+// first catches up with its leader).
 func (c *Cluster) WriteShardState(ctx context.Context, n uint32, w io.Writer) (raftstore.StateInfo, error) {
 	if s := c.replica(n); s != nil {
+		if err := c.catchUp(ctx, n); err != nil {
+			return raftstore.StateInfo{}, fmt.Errorf("shard %d: %w", n, err)
+		}
 		return s.WriteState(w)
 	}
 	var tried []error

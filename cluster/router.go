@@ -257,14 +257,24 @@ func queryLocal(ctx context.Context, s *raftstore.Shard, q raftstore.Query, minI
 // through another node. It finds the leader as any operation does
 // (through an election, if one is under way).
 func (c *Cluster) CatchUpMeta(ctx context.Context) error {
-	m := c.meta()
-	if m == nil {
-		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	if err := c.catchUp(ctx, 0); err != nil {
+		return fmt.Errorf("catch up with the meta leader: %w", err)
+	}
+	return nil
+}
+
+// catchUp waits until this node's replica of shard n has applied
+// everything its leader had applied when asked, so a read of the local
+// state sees every write acknowledged before the call.
+func (c *Cluster) catchUp(ctx context.Context, n uint32) error {
+	s := c.replica(n)
+	if s == nil {
+		return fmt.Errorf("no replica of shard %d here: %w", n, schema.ErrUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RouteTimeout)
 	defer cancel()
 	var index uint64
-	err := c.route(ctx, 0, func(ctx context.Context, local *raftstore.Shard, addr string) error {
+	err := c.route(ctx, n, func(ctx context.Context, local *raftstore.Shard, addr string) error {
 		if local != nil {
 			if err := local.ReadyToRead(ctx); err != nil {
 				if errors.Is(err, raftstore.ErrNotLeader) {
@@ -277,15 +287,15 @@ func (c *Cluster) CatchUpMeta(ctx context.Context) error {
 			return nil
 		}
 		var err error
-		index, err = c.rpc.readIndex(ctx, addr, 0)
+		index, err = c.rpc.readIndex(ctx, addr, n)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("catch up with the meta leader: %w", err)
+		return err
 	}
 	wctx, wcancel := context.WithTimeout(ctx, readWait)
 	defer wcancel()
-	return m.WaitApplied(wctx, index)
+	return s.WaitApplied(wctx, index)
 }
 
 // probeLeader asks the nodes that keep shard n who leads it, when this

@@ -190,10 +190,15 @@ func (c *Cluster) serveReadIndex(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveState streams a consistent copy of a replica's state (for a
-// backup taken by another node).
+// backup taken by another node), once the replica has caught up with its
+// leader.
 func (c *Cluster) serveState(w http.ResponseWriter, r *http.Request) {
 	s, ok := c.localReplica(w, r)
 	if !ok {
+		return
+	}
+	if err := c.catchUp(r.Context(), s.ID()); err != nil {
+		answerError(w, s, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
