@@ -37,7 +37,7 @@ func (m Mode) String() string {
 
 // Defaults for the zero values of Config's limits.
 const (
-	// DefaultMaxMessageBytes is the largest message accepted (advertised in
+	// DefaultMaxMessageBytes is the largest message accepted (advertised as
 	// SIZE).
 	DefaultMaxMessageBytes = 50 << 20
 	// DefaultMaxHeaderBytes bounds the header section of a message.
@@ -78,8 +78,9 @@ type Config struct {
 	AllowInsecureAuth bool
 
 	// MaxMessageBytes is the largest message accepted, before the trace
-	// headers this server adds. EHLO advertises it plus one as SIZE (see
-	// NewServer); the limit itself is enforced exactly.
+	// headers this server adds; EHLO advertises it as SIZE. A larger
+	// declared SIZE or message gets 552 5.3.4. Over DATA, go-smtp accepts
+	// one byte less (see NewServer); over BDAT the limit is exact.
 	MaxMessageBytes int64
 	// MaxHeaderBytes bounds the header section of a message.
 	MaxHeaderBytes int

@@ -68,11 +68,14 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
 	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
-	// go-smtp's DATA reader refuses a message of exactly its limit (it
-	// fails once the limit is used up, before it sees the terminating
-	// dot), so it gets one byte more and Session.Mail and Session.Data
-	// enforce the exact limit. EHLO thus advertises SIZE limit+1.
-	srv.MaxMessageBytes = cfg.MaxMessageBytes + 1
+	// go-smtp advertises MaxMessageBytes as SIZE (RFC 1870) and refuses a
+	// larger MAIL SIZE= and a BDAT transfer beyond it itself, with
+	// sizeExceededText; the session refuses a larger DATA message with the
+	// same text. The library's DATA reader (v0.25.1) fails once the limit
+	// is used up, before it can see the terminating dot, so a DATA message
+	// of exactly the limit is refused too: giving the library one byte
+	// more, as before, made EHLO advertise a size nobody could send.
+	srv.MaxMessageBytes = cfg.MaxMessageBytes
 	srv.MaxRecipients = cfg.MaxRecipients
 	srv.MaxLineLength = cfg.MaxLineLength
 	srv.ReadTimeout = cfg.ReadTimeout

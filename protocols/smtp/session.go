@@ -165,8 +165,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	}
 	if opts != nil && opts.Size > 0 {
 		if opts.Size > s.srv.cfg.MaxMessageBytes {
-			// RFC 1870 section 6.
-			return s.refuse("mail", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message size exceeds the maximum of %d bytes", s.srv.cfg.MaxMessageBytes))
+			// RFC 1870 section 6. go-smtp refuses this before us; kept so
+			// that the limit does not depend on the library's check.
+			return s.refuse("mail", errMessageTooLarge(nil))
 		}
 		tx.sizeHint = opts.Size
 	}
@@ -315,9 +316,22 @@ func (s *session) readMessage(r io.Reader, tx transaction, start time.Time) ([]b
 		return nil, s.readError(err, tx.conn)
 	}
 	if int64(buf.Len()) > cfg.MaxMessageBytes {
-		return nil, s.refuse("data", protocols.Permanentf(552, [3]int{5, 3, 4}, nil, "Message exceeds the maximum size of %d bytes", cfg.MaxMessageBytes))
+		return nil, s.refuse("data", errMessageTooLarge(nil))
 	}
 	return buf.Bytes(), nil
+}
+
+// sizeExceededText is the text of every refusal for the message size limit
+// (RFC 1870): a declared SIZE too large, a message too large over DATA or
+// BDAT. It is go-smtp's own text for the refusals the library makes itself
+// (MAIL SIZE= and BDAT beyond Server.MaxMessageBytes), so that a client
+// reads one reply whoever noticed.
+const sizeExceededText = "Max message size exceeded"
+
+// errMessageTooLarge is the reply to a message, or a declared SIZE, over
+// Config.MaxMessageBytes; reason is what detected it, if anything.
+func errMessageTooLarge(reason error) *protocols.Error {
+	return protocols.Permanentf(552, [3]int{5, 3, 4}, reason, sizeExceededText)
 }
 
 // readError maps a failure while reading message data. A timeout or a
@@ -327,7 +341,7 @@ func (s *session) readError(err error, conn net.Conn) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, gosmtp.ErrDataTooLarge):
-		return s.refuse("data", protocols.Permanentf(552, [3]int{5, 3, 4}, err, "Message exceeds the maximum size of %d bytes", cfg.MaxMessageBytes))
+		return s.refuse("data", errMessageTooLarge(err))
 	case errors.Is(err, gosmtp.ErrTooLongLine):
 		return s.refuse("data", protocols.Permanentf(500, [3]int{5, 5, 2}, err, "Line too long (limit %d bytes)", cfg.MaxLineLength))
 	case errors.Is(err, gosmtp.ErrDataReset):
