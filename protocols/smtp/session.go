@@ -37,6 +37,7 @@ type session struct {
 	// mu guards the fields below: go-smtp runs Data for BDAT in its own
 	// goroutine, which may overlap RSET or a new EHLO (Reset).
 	mu   sync.Mutex
+	helo string      // the HELO/EHLO argument last accepted, see checkRepeatedHelo
 	user string      // authenticated address; empty until AUTH succeeds
 	txns int         // transactions started, numbering the queue ids
 	tx   transaction // the transaction in progress
@@ -81,12 +82,20 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		}
 	}
 	remote := protocols.RemoteIP(c.Conn().RemoteAddr())
+	log := s.log.With("conn", id, "remote", remote.String())
+	if !acceptableHelo(c.Hostname()) {
+		// RFC 5321 section 4.1.1.1. go-smtp answers with errBadHelo and
+		// forgets the argument; the client may send HELO/EHLO again.
+		log.Info("command refused", "op", "helo", "code", errBadHelo.Code, "enhanced", "5.5.4", "helo", quoteHelo(c.Hostname()))
+		return nil, errBadHelo
+	}
 	sess := &session{
 		srv:    s,
 		conn:   c,
 		id:     id,
 		remote: remote,
-		log:    s.log.With("conn", id, "remote", remote.String()),
+		log:    log,
+		helo:   c.Hostname(),
 	}
 	_, isTLS := c.TLSConnectionState()
 	sess.log.Info("session started", "tls", isTLS)
@@ -95,11 +104,12 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 }
 
 // Reset discards the transaction in progress (RSET, a new EHLO, the end of
-// a transaction).
+// a transaction). After a new HELO/EHLO it checks the new argument.
 func (s *session) Reset() {
 	s.mu.Lock()
 	s.tx = transaction{}
 	s.mu.Unlock()
+	s.checkRepeatedHelo()
 }
 
 // Logout ends the session. The session holds no store resources: the
@@ -359,11 +369,15 @@ func (s *session) readError(err error, conn net.Conn) error {
 // agree on where commands start (go-smtp would otherwise read the rest of
 // the message as commands). go-smtp's own reply then goes nowhere.
 func (s *session) hangUp(conn net.Conn, e *protocols.Error) error {
-	reply := toSMTPError(e)
+	s.sendAndClose(conn, toSMTPError(e))
+	return s.refuse("data", e)
+}
+
+// sendAndClose writes reply on conn behind go-smtp's back and closes conn.
+func (s *session) sendAndClose(conn net.Conn, reply *gosmtp.SMTPError) {
 	_ = conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout))
 	_, _ = fmt.Fprintf(conn, "%d %d.%d.%d %s\r\n", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
 	_ = conn.Close()
-	return s.refuse("data", e)
 }
 
 // initialBufferSize picks the first buffer size from the SIZE hint.
