@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -254,16 +255,24 @@ type AuthGuardConfig struct {
 	MaxFailuresPerUser int           `toml:"max_failures_per_user"`
 	Window             time.Duration `toml:"window"`
 	Lockout            time.Duration `toml:"lockout"`
-	FailureDelay       time.Duration `toml:"failure_delay"`
+	// KnownAddressTTL is how long a successful login keeps its address
+	// exempt from the user's lockout (0: never exempt).
+	KnownAddressTTL time.Duration `toml:"known_address_ttl"`
+	FailureDelay    time.Duration `toml:"failure_delay"`
 }
 
-func (g AuthGuardConfig) protocols() protocols.AuthGuardConfig {
+// protocols returns the guard's configuration, reporting lockouts to log
+// and counting refusals in obs.
+func (g AuthGuardConfig) protocols(log *slog.Logger, obs protocols.AuthObserver) protocols.AuthGuardConfig {
 	return protocols.AuthGuardConfig{
 		MaxFailuresPerIP:   g.MaxFailuresPerIP,
 		MaxFailuresPerUser: g.MaxFailuresPerUser,
 		Window:             g.Window,
 		Lockout:            g.Lockout,
+		KnownAddressTTL:    g.KnownAddressTTL,
 		FailureDelay:       g.FailureDelay,
+		Logger:             log,
+		Observer:           obs,
 	}
 }
 
@@ -306,6 +315,7 @@ func Default() Config {
 			MaxFailuresPerUser: g.MaxFailuresPerUser,
 			Window:             g.Window,
 			Lockout:            g.Lockout,
+			KnownAddressTTL:    g.KnownAddressTTL,
 			FailureDelay:       g.FailureDelay,
 		},
 		Log: LogConfig{Level: "info", Format: "json"},
@@ -386,7 +396,7 @@ func (c Config) Validate() error {
 	if g.MaxFailuresPerIP < 0 || g.MaxFailuresPerUser < 0 {
 		bad("auth_guard: failure limits must not be negative")
 	}
-	if g.Window < 0 || g.Lockout < 0 || g.FailureDelay < 0 {
+	if g.Window < 0 || g.Lockout < 0 || g.KnownAddressTTL < 0 || g.FailureDelay < 0 {
 		bad("auth_guard: durations must not be negative")
 	}
 	if (g.MaxFailuresPerIP > 0 || g.MaxFailuresPerUser > 0) && (g.Window <= 0 || g.Lockout <= 0) {

@@ -35,6 +35,9 @@ func TestDefaultIsValidDevelopmentConfig(t *testing.T) {
 	if cfg.MailShards != 8 || cfg.Limits.MaxMessageSize != 50<<20 || cfg.Limits.MaxRecipients != 100 {
 		t.Errorf("limits: shards %d, size %d, rcpts %d", cfg.MailShards, cfg.Limits.MaxMessageSize, cfg.Limits.MaxRecipients)
 	}
+	if cfg.AuthGuard.KnownAddressTTL != 30*24*time.Hour {
+		t.Errorf("auth_guard.known_address_ttl = %v, want 30 days", cfg.AuthGuard.KnownAddressTTL)
+	}
 	if cfg.Log.Format != "json" || cfg.Log.Level != "info" {
 		t.Errorf("log = %+v", cfg.Log)
 	}
@@ -66,6 +69,7 @@ max_connections = 0
 
 [auth_guard]
 lockout = "30m"
+known_address_ttl = "168h"
 failure_delay = "250ms"
 
 [log]
@@ -99,6 +103,7 @@ format = "text"
 		{"lockout", cfg.AuthGuard.Lockout, 30 * time.Minute},
 		{"delay", cfg.AuthGuard.FailureDelay, 250 * time.Millisecond},
 		{"window kept", cfg.AuthGuard.Window, 5 * time.Minute},
+		{"known addresses", cfg.AuthGuard.KnownAddressTTL, 7 * 24 * time.Hour},
 		{"level", cfg.Log.Level, "debug"},
 		{"format", cfg.Log.Format, "text"},
 	}
@@ -179,6 +184,7 @@ func TestValidateErrors(t *testing.T) {
 		{"negative guard", func(c *Config) { c.AuthGuard.MaxFailuresPerIP = -1 }, "auth_guard"},
 		{"guard without window", func(c *Config) { c.AuthGuard.Window = 0 }, "window and lockout"},
 		{"long failure delay", func(c *Config) { c.AuthGuard.FailureDelay = time.Hour }, "failure_delay"},
+		{"negative known address ttl", func(c *Config) { c.AuthGuard.KnownAddressTTL = -time.Hour }, "auth_guard"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"bad format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 	}

@@ -56,7 +56,7 @@ var frontendListeners = []listenerSpec{
 // ports), and starts the protocol servers.
 func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
-	guard := protocols.NewAuthGuard(n.cfg.AuthGuard.protocols(), n.now)
+	guard := protocols.NewAuthGuard(n.cfg.AuthGuard.protocols(n.log, n.metrics.auth), n.now)
 	store := protocols.StoreOf[*mailstore.Account](n.store)
 
 	byFrontend := map[string][]net.Listener{}

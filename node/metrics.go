@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -18,6 +19,8 @@ type metrics struct {
 	up prometheus.Gauge
 	// rejected counts connections refused by the connection limits.
 	rejected *prometheus.CounterVec
+	// auth counts refused logins and lockouts for the auth guard.
+	auth *authMetrics
 }
 
 func newMetrics(nodeID, version string) *metrics {
@@ -31,6 +34,7 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_node_connections_rejected_total",
 			Help: "Client connections refused because a connection limit was reached, by listener.",
 		}, []string{"listener"}),
+		auth: newAuthMetrics(),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "mail_node_build_info",
@@ -41,9 +45,51 @@ func newMetrics(nodeID, version string) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.up, m.rejected, info,
+		m.up, m.rejected, info, m.auth.failures, m.auth.lockouts,
 	)
 	return m
+}
+
+// authMetrics counts what the auth guard refuses; it is the guard's
+// protocols.AuthObserver.
+type authMetrics struct {
+	failures *prometheus.CounterVec
+	lockouts *prometheus.CounterVec
+}
+
+func newAuthMetrics() *authMetrics {
+	a := &authMetrics{
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_auth_failures_total",
+			Help: "Refused logins, by protocol and reason: credentials (a wrong user name or password) or locked (a lockout applied; the password was not checked).",
+		}, []string{"protocol", "reason"}),
+		lockouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_auth_lockouts_total",
+			Help: "Lockouts started after repeated failed logins, by protocol and scope: user (at addresses without a recent login of the user) or address.",
+		}, []string{"protocol", "scope"}),
+	}
+	// Every series exists from the start, at 0.
+	for _, p := range []string{"imap", "pop3", "smtp"} {
+		a.failures.WithLabelValues(p, "credentials")
+		a.failures.WithLabelValues(p, "locked")
+		a.lockouts.WithLabelValues(p, string(protocols.LockUser))
+		a.lockouts.WithLabelValues(p, string(protocols.LockAddress))
+	}
+	return a
+}
+
+// LoginFailed counts a refused login.
+func (a *authMetrics) LoginFailed(protocol string, locked bool) {
+	reason := "credentials"
+	if locked {
+		reason = "locked"
+	}
+	a.failures.WithLabelValues(protocol, reason).Inc()
+}
+
+// LockoutStarted counts a lockout.
+func (a *authMetrics) LockoutStarted(protocol string, scope protocols.LockScope) {
+	a.lockouts.WithLabelValues(protocol, string(scope)).Inc()
 }
 
 // clusterView is what the metrics read of the cluster at scrape time.

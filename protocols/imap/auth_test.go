@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -113,22 +114,37 @@ func TestLoginFailures(t *testing.T) {
 	}
 }
 
-func TestLoginThrottled(t *testing.T) {
+// TestLockedLoginAnswersLikeWrongPassword checks that a locked-out
+// attempt, even with the right password, gets exactly the answer of a
+// wrong password, through LOGIN and AUTHENTICATE.
+func TestLockedLoginAnswersLikeWrongPassword(t *testing.T) {
 	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
 		MaxFailuresPerIP: 100, MaxFailuresPerUser: 2, Window: time.Minute, Lockout: time.Hour,
 	}, nil)
 	ts := newTestServer(t, withGuard(guard))
-	c := ts.dial(t, nil)
-	for i := 0; i < 2; i++ {
-		if err := c.Login(testUser, "bad-password-1"); imapCode(err.Wait()) != imap.ResponseCodeAuthenticationFailed {
-			t.Fatalf("attempt %d: want AUTHENTICATIONFAILED", i)
+	plain := func(user, pass string) string {
+		return "AUTHENTICATE PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass))
+	}
+	rc := dialRaw(t, ts.addr)
+	_, wrongLogin := rc.cmd("LOGIN " + testUser + " bad-password-1")
+	_, wrongAuth := rc.cmd(plain(testUser, "bad-password-2"))
+	if !strings.HasPrefix(wrongLogin, "NO [AUTHENTICATIONFAILED]") || !strings.HasPrefix(wrongAuth, "NO [AUTHENTICATIONFAILED]") {
+		t.Fatalf("wrong password answers %q, %q", wrongLogin, wrongAuth)
+	}
+	// The user is locked out now.
+	for _, rc := range []*rawConn{rc, dialRaw(t, ts.addr)} {
+		if _, got := rc.cmd("LOGIN " + testUser + " " + testPassword); got != wrongLogin {
+			t.Errorf("locked LOGIN answered %q, a wrong password %q", got, wrongLogin)
+		}
+		if _, got := rc.cmd(plain(testUser, testPassword)); got != wrongAuth {
+			t.Errorf("locked AUTHENTICATE answered %q, a wrong password %q", got, wrongAuth)
 		}
 	}
-	err := c.Login(testUser, testPassword).Wait()
-	if imapCode(err) != imap.ResponseCodeUnavailable {
-		t.Fatalf("locked out login: got %v, want NO [UNAVAILABLE]", err)
+	if !strings.Contains(ts.logs.String(), "login throttled") {
+		t.Errorf("no throttled login logged:\n%s", ts.logs)
 	}
 	// Another user is not affected.
+	c := ts.dial(t, nil)
 	if err := c.Login(otherUser, otherPass).Wait(); err != nil {
 		t.Fatalf("other user: %v", err)
 	}

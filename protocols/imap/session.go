@@ -84,25 +84,25 @@ func (s *session) releaseAccount() {
 }
 
 // Login checks a user name and password through the shared AuthGuard.
-// Every credential failure gives the same NO [AUTHENTICATIONFAILED].
+// Every credential failure, a locked-out attempt included, gives the same
+// NO [AUTHENTICATIONFAILED].
 func (s *session) Login(username, password string) error {
 	s.waitIdle()
 	ctx, cancel := s.opContext()
 	defer cancel()
-	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, s.conn.NetConn().RemoteAddr(), username, password)
+	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, protocols.Attempt{
+		Protocol: "imap", Remote: s.conn.NetConn().RemoteAddr(), Username: username, Password: password,
+	})
 	switch {
 	case err == nil:
 	case errors.Is(err, schema.ErrAuthFailed):
+		if errors.Is(err, protocols.ErrTooManyFailures) {
+			s.log.Info("login throttled")
+			return imapserver.ErrAuthFailed
+		}
 		s.log.Info("login failed")
 		s.log.Debug("login failed", "user", username)
 		return imapserver.ErrAuthFailed
-	case errors.Is(err, protocols.ErrTooManyFailures):
-		s.log.Info("login throttled")
-		return &imap.Error{
-			Type: imap.StatusResponseTypeNo,
-			Code: imap.ResponseCodeUnavailable,
-			Text: "Too many failed logins, try again later",
-		}
 	default:
 		s.log.Warn("login: store failure", "err", err)
 		return &imap.Error{

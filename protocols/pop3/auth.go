@@ -93,13 +93,16 @@ func (s *session) cmdPass(cmd command) error {
 
 // login checks credentials through the guard and answers failures. On
 // success the caller owns the account. A failure returns a nil account,
-// and errCloseSession when it was the connection's last allowed one.
+// and errCloseSession when it was the connection's last allowed one. A
+// locked-out attempt is answered exactly like a wrong password.
 func (s *session) login(username, password string) (protocols.Account, error) {
-	acct, err := s.srv.guard.Login(s.ctx, s.srv.store, s.raw.RemoteAddr(), username, password)
+	acct, err := s.srv.guard.Login(s.ctx, s.srv.store, protocols.Attempt{
+		Protocol: "pop3", Remote: s.raw.RemoteAddr(), Username: username, Password: password,
+	})
 	if err == nil {
 		return acct, nil
 	}
-	if !errors.Is(err, protocols.ErrTooManyFailures) && !errors.Is(err, schema.ErrAuthFailed) {
+	if !errors.Is(err, schema.ErrAuthFailed) {
 		s.log.Warn("login error", "err", err)
 		s.reply(false, "[SYS/TEMP] authentication temporarily unavailable")
 		return nil, nil
@@ -110,14 +113,13 @@ func (s *session) login(username, password string) (protocols.Account, error) {
 	if last {
 		closing = ", closing connection"
 	}
+	msg := "login failed"
 	if errors.Is(err, protocols.ErrTooManyFailures) {
-		s.log.Info("login throttled")
-		s.reply(false, "[SYS/TEMP] too many failed login attempts, try again later%s", closing)
-	} else {
-		s.log.Info("login failed")
-		s.log.Debug("login failed", "user", username)
-		s.reply(false, "[AUTH] authentication failed%s", closing)
+		msg = "login throttled"
 	}
+	s.log.Info(msg)
+	s.log.Debug(msg, "user", username)
+	s.reply(false, "[AUTH] authentication failed%s", closing)
 	if last {
 		return nil, errCloseSession
 	}

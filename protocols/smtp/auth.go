@@ -35,7 +35,8 @@ func (s *session) saslServer(mech string) (sasl.Server, error) {
 }
 
 // login checks credentials through the guard and remembers the user's
-// address. Unknown users and wrong passwords get the same reply.
+// address. Unknown users, wrong passwords and locked-out attempts get the
+// same reply.
 func (s *session) login(mech, username, password string) error {
 	if !s.srv.enter() {
 		return errShuttingDown
@@ -43,7 +44,9 @@ func (s *session) login(mech, username, password string) error {
 	defer s.srv.leave()
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.StoreTimeout)
 	defer cancel()
-	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, s.conn.Conn().RemoteAddr(), username, password)
+	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, protocols.Attempt{
+		Protocol: "smtp", Remote: s.conn.Conn().RemoteAddr(), Username: username, Password: password,
+	})
 	switch {
 	case err == nil:
 		addr := acct.Address()
@@ -57,10 +60,10 @@ func (s *session) login(mech, username, password string) error {
 		s.log.Debug("authenticated user", "user", addr)
 		return nil
 	case errors.Is(err, schema.ErrAuthFailed):
+		// A locked-out attempt gets the same reply; only the logged
+		// reason tells it apart.
 		s.log.Debug("authentication failed for user", "user", username)
-		return s.refuse("auth", protocols.Permanentf(535, [3]int{5, 7, 8}, nil, "Authentication credentials invalid"))
-	case errors.Is(err, protocols.ErrTooManyFailures):
-		return s.refuse("auth", protocols.Temporaryf(454, [3]int{4, 7, 0}, nil, "Too many failed login attempts, try again later"))
+		return s.refuse("auth", protocols.Permanentf(535, [3]int{5, 7, 8}, err, "Authentication credentials invalid"))
 	default:
 		return s.refuse("auth", protocols.Temporaryf(454, [3]int{4, 7, 0}, err, "Temporary authentication failure, try again later"))
 	}

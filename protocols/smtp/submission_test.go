@@ -233,7 +233,7 @@ func TestSubmissionAuth(t *testing.T) {
 }
 
 // TestSubmissionLockout checks that the auth guard throttles guessing and
-// then refuses even the right password with 454.
+// then refuses even the right password, with the reply of a wrong one.
 func TestSubmissionLockout(t *testing.T) {
 	f := newFixture(t)
 	cfg := f.config(ModeSubmission)
@@ -250,11 +250,15 @@ func TestSubmissionLockout(t *testing.T) {
 		defer c.Close()
 		return c.Auth(a)
 	}
+	var wrong *gosmtp.SMTPError
 	for i := 0; i < 3; i++ {
-		wantCode(t, "bad password", auth(sasl.NewPlainClient("", bob, "wrong-password")), 535, gosmtp.EnhancedCode{5, 7, 8})
+		wrong = wantCode(t, "bad password", auth(sasl.NewPlainClient("", bob, "wrong-password")), 535, gosmtp.EnhancedCode{5, 7, 8})
 	}
 	for _, a := range []sasl.Client{sasl.NewPlainClient("", bob, bobPW), sasl.NewLoginClient(bob, bobPW), sasl.NewPlainClient("", alice, alicePW)} {
-		wantCode(t, "right password while locked out", auth(a), 454, gosmtp.EnhancedCode{4, 7, 0})
+		got := wantCode(t, "right password while locked out", auth(a), 535, gosmtp.EnhancedCode{5, 7, 8})
+		if got.Message != wrong.Message {
+			t.Errorf("locked out: %q, wrong password: %q", got.Message, wrong.Message)
+		}
 	}
 }
 
