@@ -150,6 +150,59 @@ func TestLockedLoginAnswersLikeWrongPassword(t *testing.T) {
 	}
 }
 
+// TestLoginLogs checks that the records of logins, failed logins and
+// throttled logins carry the client address (as "remote", like SMTP),
+// the user name at debug level only, and never the password.
+func TestLoginLogs(t *testing.T) {
+	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
+		MaxFailuresPerIP: 100, MaxFailuresPerUser: 1, Window: time.Minute, Lockout: time.Hour,
+	}, nil)
+	ts := newTestServer(t, withGuard(guard))
+	c := ts.dial(t, nil)
+	if err := c.Login(otherUser, otherPass).Wait(); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	c = ts.dial(t, nil)
+	for _, pass := range []string{"wrong-password-1", testPassword} { // failed, then throttled
+		if err := c.Login(testUser, pass).Wait(); imapCode(err) != imap.ResponseCodeAuthenticationFailed {
+			t.Fatalf("got %v, want NO [AUTHENTICATIONFAILED]", err)
+		}
+	}
+	logs := ts.logs.String()
+	for _, want := range []struct{ msg, user string }{
+		{"msg=login ", otherUser},
+		{`msg="login failed"`, testUser},
+		{`msg="login throttled"`, testUser},
+	} {
+		var info, debug string
+		for _, line := range strings.Split(logs, "\n") {
+			if !strings.Contains(line+" ", want.msg) {
+				continue
+			}
+			switch {
+			case strings.Contains(line, "level=INFO"):
+				info = line
+			case strings.Contains(line, "level=DEBUG"):
+				debug = line
+			}
+		}
+		if !strings.Contains(info, "remote=127.0.0.1") || !strings.Contains(info, "conn=") {
+			t.Errorf("%s: info record %q lacks the client address", want.msg, info)
+		}
+		if strings.Contains(info, "@") {
+			t.Errorf("%s: info record %q carries a mail address", want.msg, info)
+		}
+		if !strings.Contains(debug, "remote=127.0.0.1") || !strings.Contains(debug, "user="+want.user) {
+			t.Errorf("%s: debug record %q lacks the client address or the user", want.msg, debug)
+		}
+	}
+	for _, secret := range []string{testPassword, otherPass, "wrong-password-1"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain a password %q", secret)
+		}
+	}
+}
+
 func TestAuthenticate(t *testing.T) {
 	ts := newTestServer(t)
 	cases := []struct {

@@ -85,26 +85,30 @@ func (s *session) releaseAccount() {
 
 // Login checks a user name and password through the shared AuthGuard.
 // Every credential failure, a locked-out attempt included, gives the same
-// NO [AUTHENTICATIONFAILED].
+// NO [AUTHENTICATIONFAILED]. Its log records carry the client address;
+// the user name goes only to the debug records (mail addresses are logged
+// at debug level only), the password nowhere.
 func (s *session) Login(username, password string) error {
 	s.waitIdle()
 	ctx, cancel := s.opContext()
 	defer cancel()
+	remote := s.conn.NetConn().RemoteAddr()
+	log := s.log.With("remote", protocols.RemoteIP(remote).String())
 	acct, err := s.srv.cfg.Guard.Login(ctx, s.srv.store, protocols.Attempt{
-		Protocol: "imap", Remote: s.conn.NetConn().RemoteAddr(), Username: username, Password: password,
+		Protocol: "imap", Remote: remote, Username: username, Password: password,
 	})
 	switch {
 	case err == nil:
 	case errors.Is(err, schema.ErrAuthFailed):
+		msg := "login failed"
 		if errors.Is(err, protocols.ErrTooManyFailures) {
-			s.log.Info("login throttled")
-			return imapserver.ErrAuthFailed
+			msg = "login throttled"
 		}
-		s.log.Info("login failed")
-		s.log.Debug("login failed", "user", username)
+		log.Info(msg)
+		log.Debug(msg, "user", username)
 		return imapserver.ErrAuthFailed
 	default:
-		s.log.Warn("login: store failure", "err", err)
+		log.Warn("login: store failure", "err", err)
 		return &imap.Error{
 			Type: imap.StatusResponseTypeNo,
 			Code: imap.ResponseCodeUnavailable,
@@ -114,8 +118,8 @@ func (s *session) Login(username, password string) error {
 	s.closeView()
 	s.releaseAccount()
 	s.acct = acct
-	s.log.Info("login")
-	s.log.Debug("login", "user", acct.Address())
+	log.Info("login")
+	log.Debug("login", "user", acct.Address())
 	return nil
 }
 
