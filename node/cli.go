@@ -57,6 +57,7 @@ Usage:
   mailnode domain add  --data DIR [--key-mode user|domain|shared] [--region NAME] DOMAIN
   mailnode domain list --data DIR
   mailnode domain del  --data DIR DOMAIN
+  mailnode domain dns  [--config FILE] [--host NAME] DOMAIN   (client discovery DNS records)
   mailnode user add    --data DIR ADDRESS      (password from standard input)
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user del    --data DIR ADDRESS
@@ -111,6 +112,9 @@ func (c CLI) run(ctx context.Context, args []string) error {
 	case "domain", "user", "cluster":
 		if len(rest) == 0 {
 			return fmt.Errorf("%w: %s needs a subcommand", errUsage, cmd)
+		}
+		if cmd == "domain" && rest[0] == "dns" {
+			return c.domainDNS(rest[1:])
 		}
 		return c.adminCommand(ctx, cmd+" "+rest[0], rest[1:])
 	case "status":

@@ -83,6 +83,9 @@ type Config struct {
 	Log       LogConfig       `toml:"log"`
 	Backup    BackupConfig    `toml:"backup"`
 	Cluster   ClusterConfig   `toml:"cluster"`
+	// Autoconfig is what the client autoconfiguration documents
+	// advertise (see AutoconfigConfig).
+	Autoconfig AutoconfigConfig `toml:"autoconfig"`
 
 	// RaftTiming overrides the Raft timeouts of every shard (over
 	// cluster.raft_profile). It is not read from the config file; tests
@@ -293,6 +296,7 @@ func Default() Config {
 		Hostname:   "localhost",
 		NodeID:     "node1",
 		MailShards: DefaultMailShards,
+		Autoconfig: defaultAutoconfig(),
 		Listen: Listeners{
 			SMTP:        "127.0.0.1:2525",
 			Submission:  "127.0.0.1:2587",
@@ -413,6 +417,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Backup.validate()...)
 	errs = append(errs, c.Cluster.validate()...)
+	errs = append(errs, c.Autoconfig.validate()...)
 	return errors.Join(errs...)
 }
 

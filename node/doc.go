@@ -1,7 +1,8 @@
 // Package node is the composition root of a mailnode process: its
 // configuration (TOML, Default, Validate), the data directory and the
 // secrets in it, start-up and shutdown, the admin socket, the HTTP
-// endpoints (/metrics, /healthz, /readyz) and the command line.
+// endpoints (/metrics, /healthz, /readyz, and the client autoconfiguration
+// documents of protocols/autoconfig) and the command line.
 //
 // Invariants:
 //   - Start-up order: data directory (locked, initialized on first use) ->

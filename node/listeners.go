@@ -180,7 +180,8 @@ func (n *Node) startAdmin() error {
 	return nil
 }
 
-// startHTTP serves /metrics, /healthz and /readyz.
+// startHTTP serves /metrics, /healthz, /readyz and the client
+// autoconfiguration documents (autoconfig.go).
 func (n *Node) startHTTP(ctx context.Context) error {
 	addr := n.cfg.Listen.HTTP
 	if addr == "" {
@@ -193,6 +194,10 @@ func (n *Node) startHTTP(ctx context.Context) error {
 	n.addrs[ListenHTTP] = ln.Addr()
 	log := n.log.With("component", "http")
 	mux := http.NewServeMux()
+	if err := n.registerAutoconfig(mux); err != nil {
+		ln.Close()
+		return err
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		MaxRequestsInFlight: 4,
