@@ -90,7 +90,7 @@ func (a *applier) spool(p *schema.Spool) *schema.Result {
 		must(chunks.Put(chunkKey(p.ID, p.StagedChunks+uint32(j)), c))
 	}
 	rec := schema.SpoolRecord{ID: p.ID, From: p.From, Recipients: p.Recipients, Size: p.Size,
-		Chunks: uint32(total), Time: a.cmd.Time}
+		Chunks: uint32(total), Time: a.cmd.Time, Junk: p.Junk}
 	must(b.Put(p.ID[:], rec.Marshal()))
 	return ok()
 }

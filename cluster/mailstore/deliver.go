@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +71,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 		return errors.Join(errs...)
 	}
 	if len(shards) > 1 {
-		if err := s.spool(ctx, d.From, users, msg, now, d.Fingerprint); err != nil {
+		if err := s.spool(ctx, d.From, users, msg, now, d.Fingerprint, d.Junk); err != nil {
 			return err
 		}
 		return errors.Join(errs...)
@@ -84,7 +85,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 			if d.Fingerprint != nil {
 				req = deriveID("mailcluster/delivery-copy/", d.Fingerprint, u.ID[:])
 			}
-			if _, err := s.storeMessage(gctx, u.Shard, u.ID, u.Keys, schema.ID{}, msg, nil, now, req); err != nil {
+			if err := s.deliverCopy(gctx, u, d.Junk, msg, now, req); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("deliver: %w", err))
 				mu.Unlock()
@@ -99,7 +100,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 // spool commits msg once to the spool of the first recipient's shard,
 // then stores every recipient's copy (see Deliver). It returns nil once
 // the spool entry is committed.
-func (s *Store) spool(ctx context.Context, from string, users []*directory.User, msg []byte, now time.Time, fingerprint []byte) error {
+func (s *Store) spool(ctx context.Context, from string, users []*directory.User, msg []byte, now time.Time, fingerprint []byte, junk bool) error {
 	sort.Slice(users, func(i, j int) bool { return users[i].Shard < users[j].Shard })
 	home := users[0].Shard
 	id := schema.NewID()
@@ -117,7 +118,7 @@ func (s *Store) spool(ctx context.Context, from string, users []*directory.User,
 			return err
 		}
 	}
-	sp := &schema.Spool{ID: id, Size: uint64(len(msg))}
+	sp := &schema.Spool{ID: id, Size: uint64(len(msg)), Junk: junk}
 	if sp.From, err = s.sealer.Seal(keys, seal.KindChunk, id[:], seal.ChunkObject(id, spoolFromObject), []byte(from)); err != nil {
 		return err
 	}
@@ -130,7 +131,7 @@ func (s *Store) spool(ctx context.Context, from string, users []*directory.User,
 	if _, err := s.c.ApplyRequest(ctx, home, id, sp); err != nil {
 		return fmt.Errorf("deliver: spool: %w", err)
 	}
-	s.fanOut(ctx, home, id, users, msg, now)
+	s.fanOut(ctx, home, id, users, msg, now, junk)
 	return nil
 }
 
@@ -155,14 +156,14 @@ func deriveID(label string, a, b []byte) schema.ID {
 
 // fanOut stores the copies of a spooled message and records which are
 // done. Failures are left to the spool worker.
-func (s *Store) fanOut(ctx context.Context, home uint32, id schema.ID, users []*directory.User, msg []byte, date time.Time) {
+func (s *Store) fanOut(ctx context.Context, home uint32, id schema.ID, users []*directory.User, msg []byte, date time.Time, junk bool) {
 	var mu sync.Mutex
 	var done []schema.ID
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(deliverConcurrency)
 	for _, u := range users {
 		g.Go(func() error {
-			_, err := s.storeMessage(gctx, u.Shard, u.ID, u.Keys, schema.ID{}, msg, nil, date, copyRequest(id, u.ID))
+			err := s.deliverCopy(gctx, u, junk, msg, date, copyRequest(id, u.ID))
 			if err != nil {
 				s.log.Warn("spooled copy not committed yet; it will be retried", "shard", u.Shard, "err", err)
 				return nil
@@ -259,6 +260,52 @@ func (s *Store) retrySpooled(ctx context.Context, home uint32, rec schema.SpoolR
 		users = append(users, u)
 	}
 	s.spoolDone(ctx, home, rec.ID, gone)
-	s.fanOut(ctx, home, rec.ID, users, msg, time.Unix(0, rec.Time))
+	s.fanOut(ctx, home, rec.ID, users, msg, time.Unix(0, rec.Time), rec.Junk)
 	return nil
+}
+
+// junkMailboxName is the name of the Junk mailbox delivery creates.
+const junkMailboxName = "Junk"
+
+// deliverCopy stores one recipient's copy: in INBOX, or for junk in the
+// user's Junk mailbox.
+func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, msg []byte, date time.Time, req schema.ID) error {
+	var mbox schema.ID // INBOX
+	if junk {
+		var err error
+		if mbox, err = s.junkMailbox(ctx, u); err != nil {
+			return err
+		}
+	}
+	_, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req)
+	return err
+}
+
+// junkMailbox returns the user's mailbox for spam: the one with the \Junk
+// special use, else one named Junk, else a new "Junk" with that use.
+func (s *Store) junkMailbox(ctx context.Context, u *directory.User) (schema.ID, error) {
+	a := s.newAccount(u)
+	defer a.Close()
+	for attempt := 0; ; attempt++ {
+		boxes, err := a.Mailboxes(ctx)
+		if err != nil {
+			return schema.ID{}, fmt.Errorf("find the Junk mailbox: %w", err)
+		}
+		var named schema.ID
+		for _, m := range boxes {
+			if m.SpecialUse == schema.SpecialJunk {
+				return m.ID, nil
+			}
+			if strings.EqualFold(m.Name, junkMailboxName) {
+				named = m.ID
+			}
+		}
+		if !named.IsZero() {
+			return named, nil
+		}
+		err = a.CreateMailbox(ctx, junkMailboxName, schema.SpecialJunk)
+		if err != nil && (!errors.Is(err, schema.ErrMailboxExists) || attempt > 0) {
+			return schema.ID{}, fmt.Errorf("create the Junk mailbox: %w", err)
+		}
+	}
 }

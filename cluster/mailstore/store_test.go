@@ -459,3 +459,66 @@ func TestRestartAndWrongMasterKey(t *testing.T) {
 		t.Fatalf("wrong master key error does not say so: %v", err)
 	}
 }
+
+// TestDeliverJunk: mail judged spam goes to each recipient's Junk
+// mailbox: the one with the \Junk special use, else a new "Junk", for
+// one recipient and for recipients on several shards (the spool path).
+// (Every user starts with a Junk mailbox; the test removes some.)
+func TestDeliverJunk(t *testing.T) {
+	env := newEnv(t)
+	users := []string{"gus@example.test", "hal@example.test", "ivy@example.test"}
+	for _, u := range users {
+		env.AddUser(t, u, pw)
+	}
+	// gus has no Junk mailbox left (delivery makes one); ivy keeps spam
+	// in "Spam"; hal has the default Junk.
+	gus := env.Login(t, "gus@example.test", pw)
+	if err := gus.DeleteMailbox(ctx(t), "Junk"); err != nil {
+		t.Fatal(err)
+	}
+	ivy := env.Login(t, "ivy@example.test", pw)
+	if err := ivy.DeleteMailbox(ctx(t), "Junk"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ivy.CreateMailbox(ctx(t), "Spam", schema.SpecialJunk); err != nil {
+		t.Fatal(err)
+	}
+	shards := map[uint32]bool{}
+	for _, u := range users {
+		rec, err := env.dir().ResolveRecipient(ctx(t), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards[rec.Shard] = true
+	}
+	if len(shards) < 2 {
+		t.Fatalf("every user on one shard: the spool path is not exercised")
+	}
+	msg := []byte("From: spammer@remote.test\r\nSubject: offer\r\n\r\nbuy\r\n")
+	if err := env.Store.Deliver(ctx(t), schema.Delivery{From: "spammer@remote.test", Recipients: users, Message: msg, Junk: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Store.Deliver(ctx(t), schema.Delivery{Recipients: users[:1], Message: msg, Junk: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"gus@example.test": 2, "hal@example.test": 1, "ivy@example.test": 1}
+	for _, u := range users {
+		a := env.Login(t, u, pw)
+		junk := "Junk"
+		if u == "ivy@example.test" {
+			junk = "Spam"
+		}
+		box := mailbox(t, a, junk)
+		if box.SpecialUse != schema.SpecialJunk {
+			t.Errorf("%s: %s has special use %q", u, junk, box.SpecialUse)
+		}
+		snap, err := a.Snapshot(ctx(t), box.ID)
+		if err != nil || len(snap.Messages) != want[u] {
+			t.Errorf("%s %s: %d messages (%v), want %d", u, junk, len(snap.Messages), err, want[u])
+		}
+		inbox, err := a.Snapshot(ctx(t), mailbox(t, a, "INBOX").ID)
+		if err != nil || len(inbox.Messages) != 0 {
+			t.Errorf("%s INBOX: %d messages (%v), want none", u, len(inbox.Messages), err)
+		}
+	}
+}

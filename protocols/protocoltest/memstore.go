@@ -265,8 +265,9 @@ func (s *MemStore) resolveRecipient(address string) (*memUser, error) {
 	return nil, fmt.Errorf("recipient: %w", schema.ErrNoSuchUser)
 }
 
-// Deliver stores a message in the inbox of every recipient, one copy per
-// user whatever aliases name it. It delivers to the recipients it can and
+// Deliver stores a message in the inbox of every recipient (in the Junk
+// mailbox for d.Junk, created if missing), one copy per user whatever
+// aliases name it. It delivers to the recipients it can and
 // returns the failures of the others joined.
 func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 	if len(d.Recipients) == 0 {
@@ -288,11 +289,34 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 			continue
 		}
 		seen[u] = true
-		if _, err := s.storeMessage(ctx, u, schema.ID{}, msg, nil, now); err != nil {
+		var mbox schema.ID // INBOX
+		if d.Junk {
+			mbox = s.junkMailbox(u)
+		}
+		if _, err := s.storeMessage(ctx, u, mbox, msg, nil, now); err != nil {
 			errs = append(errs, fmt.Errorf("deliver: %w", err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// junkMailbox returns u's mailbox for spam, as the cluster's store picks
+// it: the \Junk special use, else the name Junk, else a new one; s.mu must
+// be held.
+func (s *MemStore) junkMailbox(u *memUser) schema.ID {
+	var named schema.ID
+	for _, mb := range u.mailboxes {
+		if mb.info.SpecialUse == schema.SpecialJunk {
+			return mb.info.ID
+		}
+		if strings.EqualFold(mb.info.Name, "Junk") {
+			named = mb.info.ID
+		}
+	}
+	if !named.IsZero() {
+		return named
+	}
+	return u.addMailbox("Junk", schema.SpecialJunk, false).info.ID
 }
 
 // storeMessage commits msg to a mailbox of u (its inbox when mbox is

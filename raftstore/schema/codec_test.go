@@ -33,6 +33,7 @@ func sampleCommands() []Command {
 		{Payload: &Lease{Key: "pop3/u", Holder: id(11), TTL: 30e9, Release: true}},
 		{Payload: &Spool{ID: id(12), From: []byte("f"), Recipients: []SpoolRecipient{{User: id(4), Shard: 2}, {User: id(5), Shard: 3}},
 			Size: 99, StagedChunks: 1, Chunks: [][]byte{[]byte("c")}}},
+		{Payload: &Spool{ID: id(13), From: []byte("f"), Recipients: []SpoolRecipient{{User: id(4), Shard: 2}}, Size: 9, Chunks: [][]byte{[]byte("d")}, Junk: true}},
 		{Payload: &SpoolDone{ID: id(12), Users: []ID{id(4)}}},
 	}
 }
@@ -68,6 +69,30 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 		if _, err := DecodeCommand(b); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)
 		}
+	}
+}
+
+// TestSpoolWithoutJunk: a spool command and record written before the
+// optional Junk field existed still decode.
+func TestSpoolWithoutJunk(t *testing.T) {
+	id := func(b byte) ID { var i ID; i[0] = b; return i }
+	c := Command{ReqID: id(1), Payload: &Spool{ID: id(12), From: []byte("f"), Recipients: []SpoolRecipient{{User: id(4), Shard: 2}},
+		Size: 9, Chunks: [][]byte{[]byte("c")}}}
+	b := EncodeCommand(c)
+	old := b[:len(b)-1] // without the trailing boolean
+	got, err := DecodeCommand(old)
+	if err != nil || !reflect.DeepEqual(got, c) {
+		t.Fatalf("old spool command: %+v, %v", got, err)
+	}
+	rec := SpoolRecord{ID: id(12), From: []byte("f"), Size: 9, Chunks: 1, Time: 5, Recipients: []SpoolRecipient{}}
+	m := rec.Marshal()
+	var back SpoolRecord
+	if err := back.Unmarshal(m[:len(m)-1]); err != nil || !reflect.DeepEqual(back, rec) {
+		t.Fatalf("old spool record: %+v, %v", back, err)
+	}
+	rec.Junk = true
+	if err := back.Unmarshal(rec.Marshal()); err != nil || !back.Junk {
+		t.Fatalf("spool record with Junk: %+v, %v", back, err)
 	}
 }
 

@@ -40,6 +40,10 @@ type Spool struct {
 	Size         uint64
 	StagedChunks uint32
 	Chunks       [][]byte
+	// Junk sends every copy to the recipient's Junk mailbox (a content
+	// filter judged the message spam). Encoded last and optional, so
+	// commands written before it existed still decode.
+	Junk bool
 }
 
 // SpoolDone records that the copies of a spooled message for Users are
@@ -101,6 +105,7 @@ func (p *Spool) encode(w *writer) {
 	for _, c := range p.Chunks {
 		w.bytes(c)
 	}
+	w.boolean(p.Junk)
 }
 func (p *Spool) decode(r *reader) {
 	p.ID = r.id()
@@ -121,6 +126,9 @@ func (p *Spool) decode(r *reader) {
 	p.Chunks = make([][]byte, n)
 	for i := range p.Chunks {
 		p.Chunks[i] = r.bytes()
+	}
+	if r.more() {
+		p.Junk = r.boolean()
 	}
 }
 

@@ -230,6 +230,7 @@ type SpoolRecord struct {
 	Size       uint64
 	Chunks     uint32
 	Time       int64 // when it was spooled, Unix nanoseconds
+	Junk       bool  // copies go to the recipients' Junk mailboxes
 }
 
 // Marshal encodes the record.
@@ -246,6 +247,7 @@ func (s *SpoolRecord) Marshal() []byte {
 	w.uvarint(s.Size)
 	w.u32(s.Chunks)
 	w.varint(s.Time)
+	w.boolean(s.Junk)
 	return w.b
 }
 
@@ -264,5 +266,8 @@ func (s *SpoolRecord) Unmarshal(b []byte) error {
 	s.Size = r.uvarint()
 	s.Chunks = r.u32()
 	s.Time = r.varint()
+	if r.more() { // records written before Junk existed end here
+		s.Junk = r.boolean()
+	}
 	return r.done()
 }

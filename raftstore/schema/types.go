@@ -215,4 +215,8 @@ type Delivery struct {
 	// sends the same fingerprint, and each recipient gets one copy.
 	// Frontends set it only for messages with a Message-ID.
 	Fingerprint []byte
+	// Junk delivers to each recipient's Junk mailbox (created, with the
+	// \Junk special use, if the user has none) instead of INBOX: a
+	// content filter judged the message spam.
+	Junk bool
 }

@@ -179,6 +179,10 @@ func (r *reader) listLen(minSize int) int {
 	return int(n)
 }
 
+// more reports whether bytes are left: an optional field added at the end
+// of an encoding is read only when present.
+func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
+
 // done fails if bytes are left over, then returns the sticky error.
 func (r *reader) done() error {
 	if r.err == nil && len(r.b) != 0 {
