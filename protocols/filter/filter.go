@@ -64,6 +64,8 @@ type Verdict struct {
 	// Score and Symbols are the spam scanner's findings (zero without one).
 	Score   float64
 	Symbols []string
+	// Scanner names the scanner whose answer decided a Reject or Defer.
+	Scanner string
 }
 
 // Scanner inspects one message.
@@ -103,7 +105,7 @@ func (c *Chain) Scan(ctx context.Context, env Envelope, msg []byte) Verdict {
 		}
 		if err != nil {
 			if c.DeferOnFailure {
-				return Verdict{Action: Defer, Reason: s.Name() + " unavailable"}
+				return Verdict{Action: Defer, Reason: s.Name() + " unavailable", Scanner: s.Name()}
 			}
 			continue
 		}
@@ -113,7 +115,7 @@ func (c *Chain) Scan(ctx context.Context, env Envelope, msg []byte) Verdict {
 		}
 		switch v.Action {
 		case Reject, Defer:
-			v.Headers = nil
+			v.Headers, v.Scanner = nil, s.Name()
 			return v
 		case Junk:
 			out.Action, out.Reason = Junk, v.Reason

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/filter"
 )
 
 // Mode selects what an SMTP server is for.
@@ -76,6 +77,10 @@ type Config struct {
 	Logger *slog.Logger
 	// AllowInsecureAuth offers AUTH on connections without TLS. Tests only.
 	AllowInsecureAuth bool
+	// Filter, when set, scans every message before it is stored (spam,
+	// viruses): a rejected message gets 550 (spam) or 554 (virus) at the
+	// end of DATA, a deferred one 451, and spam goes to Junk.
+	Filter *filter.Chain
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger

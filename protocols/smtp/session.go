@@ -18,6 +18,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/filter"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -290,17 +291,51 @@ func (s *session) Data(r io.Reader) error {
 			return s.refuse("data", protocols.Temporaryf(451, [3]int{4, 3, 0}, err, "Temporary failure, try again later"))
 		}
 	}
+	var junk bool
+	if cfg.Filter != nil {
+		v, refusal := s.scan(tx, txnID, msg)
+		if refusal != nil {
+			return s.refuse("data", refusal)
+		}
+		junk = v.Action == filter.Junk
+		extra = append(extra, v.Headers...)
+	}
 	full := stamp(msg, trace, extra)
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
 	defer cancel()
-	d := schema.Delivery{From: tx.from, Recipients: tx.rcpts, Message: full, Fingerprint: fingerprint}
+	d := schema.Delivery{From: tx.from, Recipients: tx.rcpts, Message: full, Fingerprint: fingerprint, Junk: junk}
 	if err := s.srv.store.Deliver(ctx, d); err != nil {
 		return s.refuse("data", s.deliveryError(err))
 	}
 	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(tx.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
 	s.log.Debug("message envelope", "id", txnID, "from", tx.from, "to", tx.rcpts)
 	return nil
+}
+
+// scan asks the content filter about msg. A refusal is the reply for a
+// message that must not be stored (spam or virus found, or a scanner
+// down when the policy is to defer).
+func (s *session) scan(tx transaction, txnID string, msg []byte) (filter.Verdict, *protocols.Error) {
+	s.mu.Lock()
+	user := s.user
+	s.mu.Unlock()
+	env := filter.Envelope{RemoteIP: s.remote.String(), Helo: tx.helo, From: tx.from, Rcpts: tx.rcpts, User: user, QueueID: txnID}
+	v := s.srv.cfg.Filter.Scan(s.srv.ctx, env, msg)
+	switch v.Action {
+	case filter.Reject:
+		s.log.Info("message refused by content filter", "id", txnID, "scanner", v.Scanner, "reason", v.Reason)
+		if v.Scanner == "clamd" {
+			return v, protocols.Permanentf(554, [3]int{5, 7, 1}, nil, "Message refused: %s", v.Reason)
+		}
+		return v, protocols.Permanentf(550, [3]int{5, 7, 1}, nil, "Message refused as spam")
+	case filter.Defer:
+		s.log.Warn("message deferred: content filter unavailable", "id", txnID, "scanner", v.Scanner)
+		return v, protocols.Temporaryf(451, [3]int{4, 7, 1}, nil, "Message could not be scanned; try again later")
+	case filter.Junk:
+		s.log.Info("message judged spam, delivered to Junk", "id", txnID, "reason", v.Reason)
+	}
+	return v, nil
 }
 
 // deliveryError maps a Deliver failure to the reply.
