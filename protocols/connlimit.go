@@ -21,16 +21,29 @@ func NewConnLimiter(max, perIP int) *ConnLimiter {
 	return &ConnLimiter{max: max, perIP: perIP, byIP: make(map[netip.Addr]int)}
 }
 
-// acquire takes a slot for ip, or reports false when a limit is reached.
-func (l *ConnLimiter) acquire(ip netip.Addr) bool {
+// Refusal names the limit that turned a connection away; the values are
+// the config keys of the limits and are used as metric labels.
+type Refusal string
+
+// The limits of a ConnLimiter.
+const (
+	RefusedMaxConnections Refusal = "max_connections"
+	RefusedMaxPerIP       Refusal = "max_connections_per_ip"
+)
+
+// acquire takes a slot for ip, or reports which limit was reached.
+func (l *ConnLimiter) acquire(ip netip.Addr) (bool, Refusal) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if (l.max > 0 && l.total >= l.max) || (l.perIP > 0 && l.byIP[ip] >= l.perIP) {
-		return false
+	switch {
+	case l.max > 0 && l.total >= l.max:
+		return false, RefusedMaxConnections
+	case l.perIP > 0 && l.byIP[ip] >= l.perIP:
+		return false, RefusedMaxPerIP
 	}
 	l.total++
 	l.byIP[ip]++
-	return true
+	return true, ""
 }
 
 func (l *ConnLimiter) release(ip netip.Addr) {
@@ -46,13 +59,23 @@ func (l *ConnLimiter) release(ip netip.Addr) {
 // reject (which should write the protocol's "too busy" line) and closed,
 // and never reach the server.
 func (l *ConnLimiter) Listener(ln net.Listener, reject func(net.Conn)) net.Listener {
+	var r func(net.Conn, Refusal)
+	if reject != nil {
+		r = func(c net.Conn, _ Refusal) { reject(c) }
+	}
+	return l.ListenerWithReason(ln, r)
+}
+
+// ListenerWithReason is Listener with a reject callback that also learns
+// which limit was reached.
+func (l *ConnLimiter) ListenerWithReason(ln net.Listener, reject func(net.Conn, Refusal)) net.Listener {
 	return &limitedListener{Listener: ln, l: l, reject: reject}
 }
 
 type limitedListener struct {
 	net.Listener
 	l      *ConnLimiter
-	reject func(net.Conn)
+	reject func(net.Conn, Refusal)
 }
 
 func (ll *limitedListener) Accept() (net.Conn, error) {
@@ -62,12 +85,13 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := RemoteIP(c.RemoteAddr())
-		if ll.l.acquire(ip) {
+		ok, why := ll.l.acquire(ip)
+		if ok {
 			return &limitedConn{Conn: c, release: func() { ll.l.release(ip) }}, nil
 		}
 		go func() {
 			if ll.reject != nil {
-				ll.reject(c)
+				ll.reject(c, why)
 			}
 			c.Close()
 		}()

@@ -1,7 +1,8 @@
 // Package protocols owns what the SMTP, IMAP and POP3 frontends share: the
 // mail-store interface they consume (Store and Account), the protocol error
 // type, TLS settings, SASL helpers, and the limits that protect a node from
-// abusive clients (failed-login throttling, connection caps).
+// abusive clients (failed-login throttling, connection caps, deadlines for
+// the TLS handshake and the login).
 //
 // Invariants:
 //   - Frontends reach mail only through Store and Account. They never import

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
 
 	"github.com/mailcluster/mailcluster/protocols"
 )
@@ -226,7 +227,57 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 		log:    s.log.With("conn", id),
 	}
 	sess.log.Debug("connection opened", "remote", protocols.RemoteIP(conn.NetConn().RemoteAddr()).String())
+	// Found now, before STARTTLS may hide the connection under a
+	// library type.
+	if tc := protocols.TimeoutConnOf(conn.NetConn()); tc != nil {
+		return &loginWatch{session: sess, tc: tc}, nil, nil
+	}
 	return sess, nil, nil
+}
+
+// loginWatch tells the connection's protocols.TimeoutConn when the
+// client logs in or out, so that the pre-login timeouts stop or start
+// again. It has every method of *session, so the library sees the same
+// extensions.
+type loginWatch struct {
+	*session
+	tc *protocols.TimeoutConn
+}
+
+var (
+	_ imapserver.SessionIMAP4rev2      = (*loginWatch)(nil)
+	_ imapserver.SessionNamespace      = (*loginWatch)(nil)
+	_ imapserver.SessionMove           = (*loginWatch)(nil)
+	_ imapserver.SessionSASL           = (*loginWatch)(nil)
+	_ imapserver.SessionUnauthenticate = (*loginWatch)(nil)
+	_ imapserver.SessionAppendLimit    = (*loginWatch)(nil)
+)
+
+// Login logs in with LOGIN.
+func (w *loginWatch) Login(username, password string) error {
+	if err := w.session.Login(username, password); err != nil {
+		return err
+	}
+	w.tc.SetLoggedIn(true)
+	return nil
+}
+
+// Authenticate starts an AUTHENTICATE exchange.
+func (w *loginWatch) Authenticate(mech string) (sasl.Server, error) {
+	s, err := w.session.Authenticate(mech)
+	if err != nil {
+		return nil, err
+	}
+	return protocols.NotifySASL(s, func() { w.tc.SetLoggedIn(true) }), nil
+}
+
+// Unauthenticate returns to the not-authenticated state (RFC 8437).
+func (w *loginWatch) Unauthenticate() error {
+	if err := w.session.Unauthenticate(); err != nil {
+		return err
+	}
+	w.tc.SetLoggedIn(false)
+	return nil
 }
 
 // appendLimit is the largest message APPEND accepts, as APPENDLIMIT

@@ -237,5 +237,9 @@ func (s *Server) serveConn(conn net.Conn) {
 	id := s.nextID.Add(1)
 	ip := protocols.RemoteIP(conn.RemoteAddr())
 	sess := newSession(s, conn, s.log.With("conn", id, "remote_ip", ip.String()))
+	// The pre-login timeouts of a protocols.TimeoutListener end with the
+	// AUTHORIZATION state. The connection asks on this goroutine, the
+	// only one that reads it and changes the state.
+	protocols.TimeoutConnOf(conn).WatchLogin(func() bool { return sess.state == stateTransaction })
 	sess.serve()
 }

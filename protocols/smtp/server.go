@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/mailcluster/mailcluster/protocols"
@@ -64,7 +65,7 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	}
 	s.idle = sync.NewCond(&s.mu)
 
-	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.newSession))
+	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.backendSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
 	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
@@ -275,6 +276,40 @@ func findTLS(c net.Conn) *tls.Conn {
 	return nil
 }
 
+// backendSession makes the session for go-smtp. On submission it watches
+// the session's logins for the connection's protocols.TimeoutConn, so
+// that the pre-login timeouts stop once the client has authenticated.
+func (s *Server) backendSession(c *gosmtp.Conn) (gosmtp.Session, error) {
+	sess, err := s.newSession(c)
+	if err != nil || s.cfg.Mode != ModeSubmission {
+		return sess, err
+	}
+	inner, ok := sess.(*session)
+	tc := protocols.TimeoutConnOf(c.Conn())
+	if !ok || tc == nil {
+		return sess, nil
+	}
+	return &loginWatch{session: inner, tc: tc}, nil
+}
+
+// loginWatch tells a protocols.TimeoutConn when AUTH succeeds. It has
+// every method of *session, so go-smtp sees the same extensions.
+type loginWatch struct {
+	*session
+	tc *protocols.TimeoutConn
+}
+
+var _ gosmtp.AuthSession = (*loginWatch)(nil)
+
+// Auth starts a SASL exchange for mech.
+func (w *loginWatch) Auth(mech string) (sasl.Server, error) {
+	srv, err := w.session.Auth(mech)
+	if err != nil {
+		return nil, err
+	}
+	return protocols.NotifySASL(srv, func() { w.tc.SetLoggedIn(true) }), nil
+}
+
 // trackedConn is an accepted connection whose Close unregisters it.
 type trackedConn struct {
 	net.Conn
@@ -297,6 +332,10 @@ func (c *trackedConn) Close() error {
 	})
 	return c.err
 }
+
+// Unwrap returns the connection as accepted, so that the TLS handshake
+// tracking of protocols.TrackHandshakes finds what lies under it.
+func (c *trackedConn) Unwrap() net.Conn { return c.Conn }
 
 // connIDOf returns the id of the tracked connection under c.
 func connIDOf(c net.Conn) (string, bool) {
