@@ -249,6 +249,29 @@ type Limits struct {
 	// MaxConnectionsPerIP bounds open client connections from one
 	// address; 0 means no limit.
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// HandshakeTimeout bounds a TLS handshake on every frontend: from
+	// the accept on the implicit-TLS ports, from the command after
+	// STARTTLS or STLS.
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	// PreLoginIdleTimeout closes a connection whose client sent nothing
+	// for this long before it logged in (on the MX port: before its
+	// first command).
+	PreLoginIdleTimeout time.Duration `toml:"prelogin_idle_timeout"`
+	// LoginTimeout closes a connection whose client has not logged in
+	// this long after connecting, however active.
+	LoginTimeout time.Duration `toml:"login_timeout"`
+}
+
+// maxClientTimeout bounds the configurable client timeouts.
+const maxClientTimeout = time.Hour
+
+// connTimeouts returns the frontends' pre-login bounds.
+func (l Limits) connTimeouts() protocols.ConnTimeouts {
+	return protocols.ConnTimeouts{
+		Handshake:    l.HandshakeTimeout,
+		PreLoginIdle: l.PreLoginIdleTimeout,
+		Login:        l.LoginTimeout,
+	}
 }
 
 // AuthGuardConfig sets the node's brute-force limits on logins (shared by
@@ -313,6 +336,9 @@ func Default() Config {
 			MaxRecipients:       DefaultMaxRecipients,
 			MaxConnections:      DefaultMaxConnections,
 			MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
+			HandshakeTimeout:    protocols.DefaultHandshakeTimeout,
+			PreLoginIdleTimeout: protocols.DefaultPreLoginIdleTimeout,
+			LoginTimeout:        protocols.DefaultLoginTimeout,
 		},
 		AuthGuard: AuthGuardConfig{
 			MaxFailuresPerIP:   g.MaxFailuresPerIP,
@@ -395,6 +421,14 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConnectionsPerIP < 0 {
 		bad("limits.max_connections_per_ip %d: want 0 (no limit) or more", c.Limits.MaxConnectionsPerIP)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"handshake_timeout", c.Limits.HandshakeTimeout}, {"prelogin_idle_timeout", c.Limits.PreLoginIdleTimeout}, {"login_timeout", c.Limits.LoginTimeout}} {
+		if d.v <= 0 || d.v > maxClientTimeout {
+			bad("limits.%s %s: want more than 0 and at most %s", d.name, d.v, maxClientTimeout)
+		}
 	}
 	g := c.AuthGuard
 	if g.MaxFailuresPerIP < 0 || g.MaxFailuresPerUser < 0 {

@@ -38,23 +38,28 @@ type listenerSpec struct {
 	frontend    string // which server serves it
 	busy        string
 	implicitTLS bool
+	startTLS    string // the command that starts TLS on a plain port
+	tagged      bool   // commands carry a tag (IMAP)
 }
 
 var frontendListeners = []listenerSpec{
-	{ListenSMTP, "smtp-mx", busySMTP, false},
-	{ListenSubmission, "smtp-submission", busySMTP, false},
-	{ListenSubmissions, "smtp-submission", busySMTP, true},
-	{ListenIMAP, "imap", busyIMAP, false},
-	{ListenIMAPS, "imap", busyIMAP, true},
-	{ListenPOP3, "pop3", busyPOP3, false},
-	{ListenPOP3S, "pop3", busyPOP3, true},
+	{ListenSMTP, "smtp-mx", busySMTP, false, "STARTTLS", false},
+	{ListenSubmission, "smtp-submission", busySMTP, false, "STARTTLS", false},
+	{ListenSubmissions, "smtp-submission", busySMTP, true, "", false},
+	{ListenIMAP, "imap", busyIMAP, false, "STARTTLS", true},
+	{ListenIMAPS, "imap", busyIMAP, true, "", false},
+	{ListenPOP3, "pop3", busyPOP3, false, "STLS", false},
+	{ListenPOP3S, "pop3", busyPOP3, true, "", false},
 }
 
 // startFrontends binds every enabled frontend listener (all of them
 // before serving any, so a busy port fails the start cleanly), wraps
-// them in the node's connection limiter (and TLS for implicit-TLS
-// ports), and starts the protocol servers.
+// them in the node's connection limiter, the pre-login timeouts (and TLS
+// for implicit-TLS ports), and starts the protocol servers.
 func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
+	// Every handshake, implicit or STARTTLS, reports its end to the
+	// timeouts of its connection.
+	tlsCfg = protocols.TrackHandshakes(tlsCfg)
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
 	guard := protocols.NewAuthGuard(n.cfg.AuthGuard.protocols(n.log, n.metrics.auth), n.now)
 	store := protocols.StoreOf[*mailstore.Account](n.store)
@@ -79,7 +84,15 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		if spec.implicitTLS {
 			rejectTLS = tlsCfg
 		}
-		ln := limiter.Listener(raw, n.rejecter(spec.name, spec.busy, rejectTLS))
+		ln := limiter.ListenerWithReason(raw, n.rejecter(spec.name, spec.busy, rejectTLS))
+		ln = protocols.NewTimeoutListener(ln, protocols.TimeoutListenerConfig{
+			Timeouts:         n.cfg.Limits.connTimeouts(),
+			ImplicitTLS:      spec.implicitTLS,
+			StartTLS:         spec.startTLS,
+			Tagged:           spec.tagged,
+			LoginOnFirstLine: spec.name == ListenSMTP,
+			OnTimeout:        n.timedOut(spec.name),
+		})
 		if spec.implicitTLS {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
@@ -104,7 +117,8 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 				MaxMessageSize: maxMsg}, store)
 		}},
 		{"pop3", func() (protocolServer, error) {
-			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log}, store)
+			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
+				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout}, store)
 		}},
 	}
 	for _, m := range makers {
@@ -139,12 +153,17 @@ func listenTCP(ctx context.Context, name, addr string) (net.Listener, error) {
 }
 
 // rejecter returns the connection limiter's callback for one listener:
-// it writes the protocol's busy line (inside TLS for implicit-TLS ports,
-// so the client can read it) within a short deadline.
-func (n *Node) rejecter(name, line string, tlsCfg *tls.Config) func(net.Conn) {
-	counter := n.metrics.rejected.WithLabelValues(name)
-	return func(c net.Conn) {
-		counter.Inc()
+// it counts and logs the refusal and writes the protocol's busy line
+// (inside TLS for implicit-TLS ports, so the client can read it) within
+// a short deadline.
+func (n *Node) rejecter(name, line string, tlsCfg *tls.Config) func(net.Conn, protocols.Refusal) {
+	log := n.log.With("component", "frontend", "listener", name)
+	for _, why := range []protocols.Refusal{protocols.RefusedMaxConnections, protocols.RefusedMaxPerIP} {
+		n.metrics.rejected.WithLabelValues(name, string(why)) // exists from the start, at 0
+	}
+	return func(c net.Conn, why protocols.Refusal) {
+		n.metrics.rejected.WithLabelValues(name, string(why)).Inc()
+		log.Info("connection refused", "reason", string(why), "remote_ip", protocols.RemoteIP(c.RemoteAddr()).String())
 		if err := c.SetDeadline(time.Now().Add(rejectTimeout)); err != nil {
 			return
 		}
@@ -158,6 +177,26 @@ func (n *Node) rejecter(name, line string, tlsCfg *tls.Config) func(net.Conn) {
 		}
 		// The client may already be gone; nothing more to do then.
 		_, _ = io.WriteString(c, line)
+	}
+}
+
+// timedOut returns the callback of one listener's pre-login timeouts: it
+// counts and logs each connection they cut off.
+func (n *Node) timedOut(name string) func(protocols.TimeoutKind, net.Addr, time.Duration) {
+	log := n.log.With("component", "frontend", "listener", name)
+	handshakes := n.metrics.handshakeTimeouts.WithLabelValues(name)
+	for _, kind := range []protocols.TimeoutKind{protocols.TimeoutIdle, protocols.TimeoutLogin} {
+		n.metrics.preLoginTimeouts.WithLabelValues(name, string(kind)) // exists from the start, at 0
+	}
+	return func(kind protocols.TimeoutKind, remote net.Addr, open time.Duration) {
+		ip := protocols.RemoteIP(remote).String()
+		if kind == protocols.TimeoutHandshake {
+			handshakes.Inc()
+			log.Info("tls handshake timed out", "remote_ip", ip, "open", open.Round(time.Millisecond))
+			return
+		}
+		n.metrics.preLoginTimeouts.WithLabelValues(name, string(kind)).Inc()
+		log.Info("closed before login", "reason", string(kind), "remote_ip", ip, "open", open.Round(time.Millisecond))
 	}
 }
 

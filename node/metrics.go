@@ -19,6 +19,11 @@ type metrics struct {
 	up prometheus.Gauge
 	// rejected counts connections refused by the connection limits.
 	rejected *prometheus.CounterVec
+	// handshakeTimeouts counts TLS handshakes cut off by
+	// limits.handshake_timeout; preLoginTimeouts connections closed by
+	// limits.prelogin_idle_timeout or limits.login_timeout.
+	handshakeTimeouts *prometheus.CounterVec
+	preLoginTimeouts  *prometheus.CounterVec
 	// auth counts refused logins and lockouts for the auth guard.
 	auth *authMetrics
 }
@@ -32,8 +37,16 @@ func newMetrics(nodeID, version string) *metrics {
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mail_node_connections_rejected_total",
-			Help: "Client connections refused because a connection limit was reached, by listener.",
+			Help: "Client connections refused because a connection limit was reached, by listener and limit (max_connections or max_connections_per_ip).",
+		}, []string{"listener", "reason"}),
+		handshakeTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_node_handshake_timeouts_total",
+			Help: "Client connections closed because their TLS handshake (implicit, STARTTLS or STLS) did not complete within limits.handshake_timeout, by listener.",
 		}, []string{"listener"}),
+		preLoginTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_node_prelogin_timeouts_total",
+			Help: "Client connections closed before login, by listener and reason: idle (silent for limits.prelogin_idle_timeout) or login (not logged in within limits.login_timeout).",
+		}, []string{"listener", "reason"}),
 		auth: newAuthMetrics(),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -45,7 +58,7 @@ func newMetrics(nodeID, version string) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.up, m.rejected, info, m.auth.failures, m.auth.lockouts,
+		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.auth.failures, m.auth.lockouts,
 	)
 	return m
 }

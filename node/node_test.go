@@ -313,7 +313,7 @@ func TestNodeConnectionLimitAnswersBusy(t *testing.T) {
 		}
 	}
 	_, body := httpGet(t, n, "/metrics")
-	if !strings.Contains(body, `mail_node_connections_rejected_total{listener="pop3s"} 1`) {
+	if !strings.Contains(body, `mail_node_connections_rejected_total{listener="pop3s",reason="max_connections_per_ip"} 1`) {
 		t.Error("rejections not counted in /metrics")
 	}
 }
