@@ -86,6 +86,9 @@ type Config struct {
 	// Autoconfig is what the client autoconfiguration documents
 	// advertise (see AutoconfigConfig).
 	Autoconfig AutoconfigConfig `toml:"autoconfig"`
+	// Filters are the content scanners mail passes before it is stored
+	// (see FiltersConfig); none by default.
+	Filters FiltersConfig `toml:"filters"`
 
 	// RaftTiming overrides the Raft timeouts of every shard (over
 	// cluster.raft_profile). It is not read from the config file; tests
@@ -452,6 +455,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Backup.validate()...)
 	errs = append(errs, c.Cluster.validate()...)
 	errs = append(errs, c.Autoconfig.validate()...)
+	errs = append(errs, c.Filters.validate()...)
 	return errors.Join(errs...)
 }
 

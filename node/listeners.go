@@ -100,17 +100,18 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	}
 
 	maxMsg := int64(n.cfg.Limits.MaxMessageSize)
+	mxFilter, submissionFilter := n.contentFilters()
 	makers := []struct {
 		name string
 		make func() (protocolServer, error)
 	}{
 		{"smtp-mx", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
-				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients}, store)
+				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
-				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients}, store)
+				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter}, store)
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
@@ -251,10 +252,10 @@ func (n *Node) startHTTP(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := n.ready(r.Context(), c); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "not ready: "+err.Error()+"\n"+n.backupDetails())
+			io.WriteString(w, "not ready: "+err.Error()+"\n"+n.backupDetails()+n.filterHealth.details())
 			return
 		}
-		io.WriteString(w, "ready\n"+n.backupDetails())
+		io.WriteString(w, "ready\n"+n.backupDetails()+n.filterHealth.details())
 	})
 	n.httpSrv = &http.Server{
 		Handler:           mux,

@@ -26,6 +26,8 @@ type metrics struct {
 	preLoginTimeouts  *prometheus.CounterVec
 	// auth counts refused logins and lockouts for the auth guard.
 	auth *authMetrics
+	// filters counts content scans (filters.go).
+	filters *filterMetrics
 }
 
 func newMetrics(nodeID, version string) *metrics {
@@ -47,7 +49,8 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_node_prelogin_timeouts_total",
 			Help: "Client connections closed before login, by listener and reason: idle (silent for limits.prelogin_idle_timeout) or login (not logged in within limits.login_timeout).",
 		}, []string{"listener", "reason"}),
-		auth: newAuthMetrics(),
+		auth:    newAuthMetrics(),
+		filters: newFilterMetrics(),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "mail_node_build_info",
@@ -60,6 +63,7 @@ func newMetrics(nodeID, version string) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.auth.failures, m.auth.lockouts,
 	)
+	m.reg.MustRegister(m.filters.collectors()...)
 	return m
 }
 

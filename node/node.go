@@ -52,12 +52,14 @@ type Node struct {
 	directory *directory.Directory
 	store     *mailstore.Store
 	backups   *backupService
-	frontends []frontend
-	addrs     map[string]net.Addr
-	adminSrv  *http.Server
-	httpSrv   *http.Server
-	startedAt time.Time
-	serving   sync.WaitGroup
+	// filterHealth is what /readyz says about the content scanners.
+	filterHealth filterHealth
+	frontends    []frontend
+	addrs        map[string]net.Addr
+	adminSrv     *http.Server
+	httpSrv      *http.Server
+	startedAt    time.Time
+	serving      sync.WaitGroup
 
 	failed    chan error
 	closeOnce sync.Once
