@@ -15,12 +15,27 @@ import (
 )
 
 // TLSConfig returns the server TLS settings every frontend uses: TLS 1.2 or
-// newer, the given certificate, and Go's default (AEAD, forward-secret)
-// cipher suites for TLS 1.2.
+// newer, the given certificate, and for TLS 1.2 only forward-secret AEAD
+// cipher suites (AES-GCM, ChaCha20-Poly1305): Go's defaults still offer
+// CBC suites, which scanners rate weak (the LUCKY13 class). TLS 1.3's
+// suites are all AEAD and not configurable.
 func TLSConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
+		CipherSuites: AEADCipherSuites(),
+	}
+}
+
+// AEADCipherSuites lists the TLS 1.2 cipher suites the frontends offer.
+func AEADCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 	}
 }
 
