@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"unicode/utf8"
 	"testing"
 )
 
@@ -84,4 +85,48 @@ func TestAddresses(t *testing.T) {
 	if HeaderLength([]byte("A: b\r\n\r\nbody")) != 8 {
 		t.Fatal("header length")
 	}
+}
+
+// FuzzNames: every validator of outside input returns an answer for any
+// string, never panics, and what it accepts is stable: canonical forms
+// are accepted again unchanged, and stay within the limits.
+func FuzzNames(f *testing.F) {
+	for _, s := range []string{"INBOX", "a/b", "../x", "a@b.example", "Ann+tag@Example.COM", "\x00", "\xff\xfe", "é@ü.example",
+		"$Label", "\\Seen", "password1", strings.Repeat("a", 1100)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := CanonicalMailbox(s); err == nil {
+			if again, err := CanonicalMailbox(n); err != nil || again != n {
+				t.Fatalf("mailbox %q -> %q -> %q, %v", s, n, again, err)
+			}
+			if len(n) > maxMailboxName || !utf8.ValidString(n) {
+				t.Fatalf("mailbox %q accepted out of bounds", n)
+			}
+		}
+		if n, err := CanonicalNewMailbox(s); err == nil {
+			if CheckMailboxName(n) != nil {
+				t.Fatalf("new mailbox %q accepted, its canonical form %q refused", s, n)
+			}
+		}
+		if d, err := CanonicalDomain(s); err == nil {
+			if again, err := CanonicalDomain(d); err != nil || again != d || len(d) > maxDomainLength {
+				t.Fatalf("domain %q -> %q -> %q, %v", s, d, again, err)
+			}
+		}
+		if a, d, err := CanonicalAddress(s); err == nil {
+			again, d2, err := CanonicalAddress(a)
+			if err != nil || again != a || d2 != d || len(a) > maxAddressLength || !strings.HasSuffix(a, "@"+d) {
+				t.Fatalf("address %q -> %q (%q) -> %q (%q), %v", s, a, d, again, d2, err)
+			}
+		}
+		if fl, err := CanonicalFlags([]string{s}); err == nil {
+			for _, x := range fl {
+				if !ValidFlag(x) {
+					t.Fatalf("flag %q accepted as %q, which is not valid", s, x)
+				}
+			}
+		}
+		_ = ValidatePassword(s)
+	})
 }
