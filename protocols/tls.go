@@ -8,9 +8,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +39,54 @@ func AEADCipherSuites() []uint16 {
 		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
 		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 	}
+}
+
+// DynamicTLSConfig returns the settings of TLSConfig with the
+// certificate chosen for each handshake by get (a CertHolder's
+// GetCertificate, or an ACME manager's), so that a renewed or reloaded
+// certificate is served to new connections without a restart.
+// Connections already established keep the certificate they were given.
+func DynamicTLSConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: get,
+	}
+}
+
+// ErrNoCertificate is returned by CertHolder.GetCertificate while the
+// holder is empty; the handshake then fails.
+var ErrNoCertificate = errors.New("no server certificate loaded")
+
+// CertHolder holds the server certificate handed to new TLS handshakes.
+// Set replaces it atomically: handshakes that start afterwards get the new
+// one, those in progress and the connections established keep theirs. The
+// zero value is empty and ready to use.
+type CertHolder struct {
+	cur atomic.Pointer[tls.Certificate]
+}
+
+// NewCertHolder returns a holder that serves cert.
+func NewCertHolder(cert tls.Certificate) *CertHolder {
+	h := &CertHolder{}
+	h.Set(&cert)
+	return h
+}
+
+// Set replaces the certificate served to new handshakes. The caller must
+// not change cert afterwards.
+func (h *CertHolder) Set(cert *tls.Certificate) { h.cur.Store(cert) }
+
+// Get returns the certificate served now, or nil while the holder is
+// empty.
+func (h *CertHolder) Get() *tls.Certificate { return h.cur.Load() }
+
+// GetCertificate serves the current certificate whatever the client
+// asked for; it is meant for tls.Config.GetCertificate.
+func (h *CertHolder) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := h.cur.Load(); c != nil {
+		return c, nil
+	}
+	return nil, ErrNoCertificate
 }
 
 // DescribeTLS returns the protocol version and cipher suite of a

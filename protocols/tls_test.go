@@ -2,6 +2,8 @@ package protocols
 
 import (
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -59,5 +61,76 @@ func TestTLSOffersOnlyAEAD(t *testing.T) {
 	}
 	if st, err := dial(&tls.Config{}); err != nil || st.Version != tls.VersionTLS13 {
 		t.Errorf("default client: version %x, %v", st.Version, err)
+	}
+}
+
+// TestTLSCertHolderServesReplacement: a certificate set while a listener
+// serves is presented to the next handshake, and the connection opened
+// before keeps the certificate it got.
+func TestTLSCertHolderServesReplacement(t *testing.T) {
+	newCert := func() tls.Certificate {
+		t.Helper()
+		certPEM, keyPEM, err := SelfSignedCertificate([]string{"localhost"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+	var empty CertHolder
+	if _, err := empty.GetCertificate(nil); !errors.Is(err, ErrNoCertificate) {
+		t.Fatalf("empty holder: %v, want ErrNoCertificate", err)
+	}
+	first, second := newCert(), newCert()
+	h := NewCertHolder(first)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", DynamicTLSConfig(h.GetCertificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.(*tls.Conn).Handshake()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	dial := func() *tls.Conn {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(),
+			&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	serial := func(c *tls.Conn) string { return c.ConnectionState().PeerCertificates[0].SerialNumber.String() }
+
+	old := dial()
+	defer old.Close()
+	if got, want := serial(old), first.Leaf.SerialNumber.String(); got != want {
+		t.Fatalf("served serial %s, want the first certificate's %s", got, want)
+	}
+	h.Set(&second)
+	c := dial()
+	defer c.Close()
+	if got, want := serial(c), second.Leaf.SerialNumber.String(); got != want {
+		t.Errorf("after Set: served serial %s, want the second certificate's %s", got, want)
+	}
+	if got, want := serial(old), first.Leaf.SerialNumber.String(); got != want {
+		t.Errorf("the earlier connection now reports %s, want %s", got, want)
+	}
+	if v := c.ConnectionState().Version; v < tls.VersionTLS12 {
+		t.Errorf("version %x below TLS 1.2", v)
 	}
 }
