@@ -282,9 +282,21 @@ func newBackupClient(dataDir string) *backupClient {
 func (c *backupClient) close() { c.http.CloseIdleConnections() }
 
 func (c *backupClient) request(ctx context.Context, method, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://mailnode"+path, nil)
+	return c.requestBody(ctx, method, path, nil)
+}
+
+// requestBody sends a request with a JSON body (nil for none).
+func (c *backupClient) requestBody(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://mailnode"+path, r)
 	if err != nil {
 		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -320,6 +332,11 @@ func (c *backupClient) list(ctx context.Context) (backupListing, error) {
 // stream runs a streamed operation, drawing its progress on progress (a
 // terminal, or nil for none), and decodes its result into result.
 func (c *backupClient) stream(ctx context.Context, path string, progress io.Writer, result any) error {
+	return c.streamBody(ctx, path, nil, progress, result)
+}
+
+// streamBody is stream with a JSON request body.
+func (c *backupClient) streamBody(ctx context.Context, path string, body []byte, progress io.Writer, result any) error {
 	if progress != nil {
 		if strings.Contains(path, "?") {
 			path += "&progress=1"
@@ -327,7 +344,7 @@ func (c *backupClient) stream(ctx context.Context, path string, progress io.Writ
 			path += "?progress=1"
 		}
 	}
-	resp, err := c.request(ctx, http.MethodPost, path)
+	resp, err := c.requestBody(ctx, http.MethodPost, path, body)
 	if err != nil {
 		return err
 	}
