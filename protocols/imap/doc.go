@@ -10,7 +10,8 @@
 //   - view: the per-session picture of the selected mailbox (the ordered
 //     UIDs and the flags the client was last told). It is fed by
 //     Account.Watch events, so sessions see each other's changes, and it
-//     decides when EXISTS, EXPUNGE and FETCH FLAGS updates are written.
+//     decides when EXISTS, EXPUNGE, FLAGS and FETCH FLAGS updates are
+//     written.
 //
 // Invariants:
 //   - Commit before acknowledge: a command that changes mail answers OK
@@ -20,6 +21,8 @@
 //     removed by another session stays in the view (invisible to FETCH and
 //     SEARCH) until an EXPUNGE response may be sent (RFC 9051 section
 //     7.5.1), and new messages are only addressable after their EXISTS.
+//   - No FETCH response shows a keyword before a FLAGS response has
+//     listed it in that session.
 //   - Every password check goes through protocols.AuthGuard.Login, and
 //     every failure answers the same NO [AUTHENTICATIONFAILED].
 //   - Plaintext message bodies live only for the command that needs them;

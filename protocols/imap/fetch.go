@@ -47,6 +47,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 				if m := v.byUID[info.UID]; m != nil && info.ModSeq >= m.info.ModSeq {
 					m.info = info
 					markedSeen[m] = true
+					v.learn(info.Flags)
 				}
 			}
 		}
@@ -147,9 +148,13 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		rw.WriteUID(imap.UID(info.UID))
 	}
 	if options.Flags || forceFlags {
-		rw.WriteFlags(imapFlags(info.Flags))
-		m.told = info.Flags
-		m.dirty = false
+		// A keyword the client has not seen in FLAGS yet is left out
+		// here; the update after the command tells FLAGS, then the
+		// message's full flags.
+		shown := v.shown(info.Flags)
+		rw.WriteFlags(imapFlags(shown))
+		m.told = shown
+		m.dirty = !sameFlags(info.Flags, shown)
 	}
 	if options.InternalDate {
 		rw.WriteInternalDate(info.InternalDate)

@@ -18,7 +18,10 @@ var errReadOnly = &imap.Error{
 
 // Store changes flags (STORE and UID STORE). The view records the flags
 // it reports, so the change events of this very command do not produce a
-// second FETCH; .SILENT suppresses the response, not others' updates.
+// second FETCH; .SILENT suppresses the response, not others' updates. A
+// message that gets a keyword new to the mailbox is reported by the
+// update after the command, right after the FLAGS response that
+// introduces the keyword.
 func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, _ *imap.StoreOptions) error {
 	v, err := s.selected()
 	if err != nil {
@@ -60,6 +63,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		if m := v.byUID[info.UID]; m != nil && info.ModSeq >= m.info.ModSeq {
 			m.info = info
 			changed[info.UID] = true
+			v.learn(info.Flags)
 		}
 	}
 	for _, sm := range msgs {
@@ -68,9 +72,16 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 			continue
 		}
 		if flags.Silent {
-			// The client knows what it asked for.
+			// The client knows what it asked for. (A new keyword still
+			// goes out in FLAGS at the update after the command.)
 			m.told = m.info.Flags
 			m.dirty = false
+			continue
+		}
+		if v.unannounced(m.info.Flags) {
+			// FLAGS must come first, and only the update after the
+			// command can write it: that update reports the message.
+			m.dirty = true
 			continue
 		}
 		rw := w.CreateMessage(sm.seq)

@@ -42,6 +42,14 @@ type view struct {
 	gone    bool   // the mailbox was deleted
 
 	searchRes []schema.UID // the saved SEARCH result (RFC 5182)
+
+	// keywords are the keywords the client has been told in the mailbox's
+	// FLAGS (RFC 3501 section 7.2.6), by lower-case name; newKeywords
+	// those seen on messages since, not told yet. A keyword goes out in
+	// FLAGS before any FETCH shows it, so FETCH responses written where
+	// FLAGS cannot be leave new keywords out until the next flush.
+	keywords    map[string]string
+	newKeywords map[string]string
 }
 
 // openView starts watching a mailbox and loads it. Watching starts
@@ -77,8 +85,11 @@ func openView(ctx context.Context, acct protocols.Account, mbox schema.MailboxIn
 		vm := &viewMsg{info: m, told: m.Flags}
 		v.msgs = append(v.msgs, vm)
 		v.byUID[m.UID] = vm
+		v.learn(m.Flags)
 	}
 	sort.Slice(v.msgs, func(i, j int) bool { return v.msgs[i].info.UID < v.msgs[j].info.UID })
+	// SELECT's FLAGS response tells every keyword in use.
+	v.announceKeywords()
 	return v, nil
 }
 
@@ -138,6 +149,7 @@ func (v *view) apply(ch schema.Change) {
 		m.info.UID = ch.UID
 		v.fresh = append(v.fresh, m)
 		v.byUID[ch.UID] = m
+		v.learn(m.info.Flags)
 	case schema.ChangeFlags:
 		m := v.byUID[ch.UID]
 		if m == nil || m.expunged || ch.Message == nil || ch.Message.ModSeq < m.info.ModSeq {
@@ -146,6 +158,7 @@ func (v *view) apply(ch schema.Change) {
 		m.info = *ch.Message
 		m.info.UID = ch.UID
 		m.dirty = !sameFlags(m.info.Flags, m.told)
+		v.learn(m.info.Flags)
 	case schema.ChangeExpunged:
 		m := v.byUID[ch.UID]
 		if m == nil {
@@ -204,6 +217,7 @@ func (v *view) reload(ctx context.Context) error {
 		if p.ModSeq >= m.info.ModSeq {
 			m.info = *p
 			m.dirty = !sameFlags(m.info.Flags, m.told)
+			v.learn(m.info.Flags)
 		}
 	}
 	for _, m := range v.msgs {
@@ -231,6 +245,7 @@ func (v *view) reload(ctx context.Context) error {
 			m := &viewMsg{info: *p, told: p.Flags}
 			v.fresh = append(v.fresh, m)
 			v.byUID[p.UID] = m
+			v.learn(p.Flags)
 		}
 	}
 	sort.Slice(v.fresh, func(i, j int) bool { return v.fresh[i].info.UID < v.fresh[j].info.UID })
@@ -249,12 +264,14 @@ type expungeWriter interface {
 type updateWriter interface {
 	expungeWriter
 	WriteNumMessages(n uint32) error
+	WriteMailboxFlags(flags []imap.Flag) error
 	WriteMessageFlags(seqNum uint32, uid imap.UID, flags []imap.Flag) error
 }
 
 // flush brings the client up to date: EXPUNGE for removed messages (only
-// when allowExpunge), EXISTS for new ones, FETCH FLAGS for flag changes
-// made elsewhere. A reload that fails (reloadErr) is retried at the next
+// when allowExpunge), FLAGS when keywords came into use, EXISTS for new
+// messages, FETCH FLAGS for flag changes made elsewhere and for those a
+// FETCH or STORE response held back until FLAGS. A reload that fails (reloadErr) is retried at the next
 // flush; writeErr means the connection is broken.
 func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (reloadErr, writeErr error) {
 	v.drain()
@@ -263,6 +280,12 @@ func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (re
 	}
 	if allowExpunge {
 		if err := v.remove(func(m *viewMsg) bool { return m.expunged }, w); err != nil {
+			return reloadErr, err
+		}
+	}
+	if len(v.newKeywords) > 0 {
+		v.announceKeywords()
+		if err := w.WriteMailboxFlags(v.mailboxFlags()); err != nil {
 			return reloadErr, err
 		}
 	}
@@ -433,29 +456,18 @@ type seqMsg struct {
 
 // selectData describes the freshly selected mailbox for SELECT/EXAMINE.
 func (v *view) selectData() *imap.SelectData {
-	keywords := map[string]string{}
 	var firstUnseen uint32
 	for i, m := range v.msgs {
-		for _, f := range m.info.Flags {
-			if !strings.HasPrefix(f, `\`) {
-				keywords[strings.ToLower(f)] = f
-			}
-		}
-		if firstUnseen == 0 && !m.info.HasFlag(schema.FlagSeen) {
+		if !m.info.HasFlag(schema.FlagSeen) {
 			firstUnseen = uint32(i + 1)
+			break
 		}
 	}
-	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
-	kw := make([]string, 0, len(keywords))
-	for _, f := range keywords {
-		kw = append(kw, f)
-	}
-	sort.Strings(kw)
-	for _, f := range kw {
-		flags = append(flags, imap.Flag(f))
-	}
+	flags := v.mailboxFlags()
 	var permanent []imap.Flag
 	if !v.readOnly {
+		// \* tells clients they may create keywords (RFC 3501
+		// section 7.1, PERMANENTFLAGS).
 		permanent = append(append(permanent, flags...), imap.FlagWildcard)
 	}
 	return &imap.SelectData{
@@ -465,6 +477,81 @@ func (v *view) selectData() *imap.SelectData {
 		FirstUnseenSeqNum: firstUnseen,
 		UIDValidity:       v.uidValidity,
 	}
+}
+
+// learn records the keywords among flags that the client has not been
+// told in FLAGS yet.
+func (v *view) learn(flags []string) {
+	for _, f := range flags {
+		if strings.HasPrefix(f, `\`) {
+			continue
+		}
+		k := strings.ToLower(f)
+		if _, ok := v.keywords[k]; ok {
+			continue
+		}
+		if v.newKeywords == nil {
+			v.newKeywords = map[string]string{}
+		}
+		if _, ok := v.newKeywords[k]; !ok {
+			v.newKeywords[k] = f
+		}
+	}
+}
+
+// announceKeywords counts the new keywords as told; the caller tells
+// them (SELECT's FLAGS, or flush).
+func (v *view) announceKeywords() {
+	if v.keywords == nil {
+		v.keywords = make(map[string]string, len(v.newKeywords))
+	}
+	for k, f := range v.newKeywords {
+		v.keywords[k] = f
+	}
+	v.newKeywords = nil
+}
+
+// unannounced reports whether flags hold a keyword not told in FLAGS yet.
+func (v *view) unannounced(flags []string) bool {
+	for _, f := range flags {
+		if strings.HasPrefix(f, `\`) {
+			continue
+		}
+		if _, ok := v.keywords[strings.ToLower(f)]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// shown returns flags without the keywords not told in FLAGS yet: what a
+// FETCH response written before the next flush may show.
+func (v *view) shown(flags []string) []string {
+	if !v.unannounced(flags) {
+		return flags
+	}
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		if _, ok := v.keywords[strings.ToLower(f)]; ok || strings.HasPrefix(f, `\`) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// mailboxFlags is the mailbox's FLAGS: the system flags and every keyword
+// told so far, sorted.
+func (v *view) mailboxFlags() []imap.Flag {
+	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+	kw := make([]string, 0, len(v.keywords))
+	for _, f := range v.keywords {
+		kw = append(kw, f)
+	}
+	sort.Strings(kw)
+	for _, f := range kw {
+		flags = append(flags, imap.Flag(f))
+	}
+	return flags
 }
 
 // uidSetOf builds a UID set from a list of UIDs.

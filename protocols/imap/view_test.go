@@ -24,6 +24,11 @@ func (r *recorder) WriteNumMessages(n uint32) error {
 	return nil
 }
 
+func (r *recorder) WriteMailboxFlags(flags []imap.Flag) error {
+	r.out = append(r.out, fmt.Sprintf("FLAGS %v", flags))
+	return nil
+}
+
 func (r *recorder) WriteMessageFlags(seq uint32, uid imap.UID, flags []imap.Flag) error {
 	r.out = append(r.out, fmt.Sprintf("FETCH %d UID %d %v", seq, uid, flags))
 	return nil
