@@ -207,13 +207,6 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 	return werr
 }
 
-// envelopeOf parses the header section at the start of msg into an
-// ENVELOPE. A malformed header yields what could be parsed.
-func envelopeOf(msg []byte) *imap.Envelope {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
-	return imapserver.ExtractEnvelope(h)
-}
-
 // errUnknownCTE answers BINARY on a part whose transfer encoding the
 // server cannot decode (RFC 3516 section 4.3).
 var errUnknownCTE = &imap.Error{

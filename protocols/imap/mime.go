@@ -101,12 +101,63 @@ func contentType(h textproto.Header) (string, map[string]string) {
 // bodyStructureOf computes the BODYSTRUCTURE of a whole message. Messages
 // within the MIME limits get the library's structure, made safe to encode;
 // others are described as one opaque application/octet-stream part.
+//
+// The ENVELOPEs of attached messages are rebuilt with envelopeOfHeader,
+// which keeps address groups.
 func bodyStructureOf(msg []byte) imap.BodyStructure {
-	if err := walkMIME(msg, func(*mimeEntity) error { return nil }); err != nil {
+	// The header of each attached message, in the order the library's
+	// structure lists them (depth first).
+	var attached []textproto.Header
+	nextAttached := false
+	err := walkMIME(msg, func(e *mimeEntity) error {
+		if nextAttached {
+			attached = append(attached, e.header)
+		}
+		mediaType, _ := contentType(e.header)
+		nextAttached = e.body == nil && (mediaType == "message/rfc822" || mediaType == "message/global")
+		return nil
+	})
+	if err != nil {
 		return opaqueStructure(msg)
 	}
-	bs := imapserver.ExtractBodyStructure(bytes.NewReader(msg))
-	return sanitizeBodyStructure(bs)
+	bs := sanitizeBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(msg)))
+	if countAttached(bs) == len(attached) {
+		setAttachedEnvelopes(bs, attached)
+	}
+	return bs
+}
+
+// countAttached counts the message/rfc822 parts of a structure.
+func countAttached(bs imap.BodyStructure) int {
+	n := 0
+	switch bs := bs.(type) {
+	case *imap.BodyStructureSinglePart:
+		if m := bs.MessageRFC822; m != nil {
+			n = 1 + countAttached(m.BodyStructure)
+		}
+	case *imap.BodyStructureMultiPart:
+		for _, c := range bs.Children {
+			n += countAttached(c)
+		}
+	}
+	return n
+}
+
+// setAttachedEnvelopes gives the message/rfc822 parts of bs, depth first,
+// the envelopes of headers, and returns the headers left over.
+func setAttachedEnvelopes(bs imap.BodyStructure, headers []textproto.Header) []textproto.Header {
+	switch bs := bs.(type) {
+	case *imap.BodyStructureSinglePart:
+		if m := bs.MessageRFC822; m != nil && len(headers) > 0 {
+			m.Envelope = envelopeOfHeader(headers[0])
+			return setAttachedEnvelopes(m.BodyStructure, headers[1:])
+		}
+	case *imap.BodyStructureMultiPart:
+		for _, c := range bs.Children {
+			headers = setAttachedEnvelopes(c, headers)
+		}
+	}
+	return headers
 }
 
 // opaqueStructure describes msg's body as a single binary part.

@@ -1,0 +1,242 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+)
+
+// maxEnvelopeAddresses bounds the addresses (group markers included) of
+// one ENVELOPE address list; a header field with more is cut short (and
+// an open group still closed, so a list may have two entries more).
+const maxEnvelopeAddresses = 1000
+
+// envelopeOf parses the header section at the start of msg into an
+// ENVELOPE. A malformed header yields what could be parsed.
+func envelopeOf(msg []byte) *imap.Envelope {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	return envelopeOfHeader(h)
+}
+
+// envelopeOfHeader builds the ENVELOPE of a parsed header. The library
+// supplies the date, subject and message ids; the address lists are ours,
+// because the library drops groups (RFC 5322 section 3.4) where RFC 3501
+// section 7.4.2 keeps them as group markers.
+func envelopeOfHeader(h textproto.Header) *imap.Envelope {
+	env := imapserver.ExtractEnvelope(h)
+	env.From = envelopeAddresses(h.Get("From"))
+	env.Sender = envelopeAddresses(h.Get("Sender"))
+	env.ReplyTo = envelopeAddresses(h.Get("Reply-To"))
+	env.To = envelopeAddresses(h.Get("To"))
+	env.Cc = envelopeAddresses(h.Get("Cc"))
+	env.Bcc = envelopeAddresses(h.Get("Bcc"))
+	return env
+}
+
+// envelopeAddresses parses an address-list field value into ENVELOPE
+// addresses. A group ("team: a@b, c@d;", "undisclosed-recipients:;")
+// becomes a start marker (NIL NIL "team" NIL), its members, and an end
+// marker (NIL NIL NIL NIL), as RFC 3501 section 7.4.2 specifies. Members
+// that do not parse as a mailbox are left out; a group without its ";"
+// is closed at the end of the field.
+func envelopeAddresses(value string) []imap.Address {
+	var out []imap.Address
+	inGroup := false
+	for _, item := range splitAddressList(value) {
+		if len(out) >= maxEnvelopeAddresses {
+			break
+		}
+		switch item.kind {
+		case itemGroupStart:
+			if inGroup {
+				out = append(out, imap.Address{})
+			}
+			name := groupName(item.text)
+			if name == "" {
+				// An empty marker would read as a group end.
+				name = "group"
+			}
+			out = append(out, imap.Address{Mailbox: name})
+			inGroup = true
+		case itemGroupEnd:
+			if inGroup {
+				out = append(out, imap.Address{})
+				inGroup = false
+			}
+		case itemMailbox:
+			if a, ok := envelopeMailbox(item.text); ok {
+				out = append(out, a)
+			}
+		}
+	}
+	if inGroup {
+		out = append(out, imap.Address{})
+	}
+	return out
+}
+
+// envelopeMailbox parses one mailbox ("Name <local@domain>",
+// "local@domain") into an ENVELOPE address.
+func envelopeMailbox(s string) (imap.Address, bool) {
+	s = unfold.Replace(s)
+	if strings.TrimSpace(s) == "" {
+		return imap.Address{}, false
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return imap.Address{}, false
+	}
+	at := strings.LastIndexByte(a.Address, '@')
+	if at <= 0 || at == len(a.Address)-1 {
+		return imap.Address{}, false
+	}
+	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: a.Address[at+1:]}, true
+}
+
+// unfold removes the line breaks of a folded field value (RFC 5322
+// section 2.2.3).
+var unfold = strings.NewReplacer("\r\n", "", "\r", "", "\n", "")
+
+type addressItemKind int
+
+const (
+	itemMailbox addressItemKind = iota
+	itemGroupStart
+	itemGroupEnd
+)
+
+// addressItem is one piece of an address list: a mailbox, the phrase
+// that starts a group, or the end of a group.
+type addressItem struct {
+	kind addressItemKind
+	text string
+}
+
+// splitAddressList cuts an address list at its top-level commas, group
+// colons and group semicolons; quoted strings, comments, angle-addresses
+// and domain literals are kept whole. It never fails: unbalanced
+// delimiters run to the end of the value.
+func splitAddressList(v string) []addressItem {
+	var items []addressItem
+	start := 0
+	inGroup := false
+	var quoted, angle, literal bool
+	comment := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				quoted = false
+			}
+			continue
+		case comment > 0:
+			if c == '\\' {
+				i++
+			} else if c == '(' {
+				comment++
+			} else if c == ')' {
+				comment--
+			}
+			continue
+		case literal:
+			if c == '\\' {
+				i++
+			} else if c == ']' {
+				literal = false
+			}
+			continue
+		case angle:
+			if c == '"' {
+				quoted = true
+			} else if c == '>' {
+				angle = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			quoted = true
+		case '(':
+			comment = 1
+		case '[':
+			literal = true
+		case '<':
+			angle = true
+		case ':':
+			if !inGroup {
+				items = append(items, addressItem{kind: itemGroupStart, text: v[start:i]})
+				inGroup = true
+				start = i + 1
+			}
+		case ',':
+			items = append(items, addressItem{kind: itemMailbox, text: v[start:i]})
+			start = i + 1
+		case ';':
+			items = append(items, addressItem{kind: itemMailbox, text: v[start:i]})
+			if inGroup {
+				items = append(items, addressItem{kind: itemGroupEnd})
+				inGroup = false
+			}
+			start = i + 1
+		}
+	}
+	if start < len(v) {
+		items = append(items, addressItem{kind: itemMailbox, text: v[start:]})
+	}
+	return items
+}
+
+// groupName is a group's display name: the phrase without comments, with
+// quoted strings unquoted and runs of white space made one space.
+func groupName(phrase string) string {
+	var sb strings.Builder
+	comment := 0
+	quoted := false
+	space := false
+	put := func(c byte) {
+		if space && sb.Len() > 0 {
+			sb.WriteByte(' ')
+		}
+		space = false
+		sb.WriteByte(c)
+	}
+	for i := 0; i < len(phrase); i++ {
+		c := phrase[i]
+		switch {
+		case quoted:
+			if c == '\\' && i+1 < len(phrase) {
+				i++
+				put(phrase[i])
+			} else if c == '"' {
+				quoted = false
+			} else {
+				put(c)
+			}
+		case comment > 0:
+			if c == '\\' {
+				i++
+			} else if c == '(' {
+				comment++
+			} else if c == ')' {
+				comment--
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			comment = 1
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			space = true
+		default:
+			put(c)
+		}
+	}
+	return sb.String()
+}
