@@ -89,7 +89,11 @@ func envelopeMailbox(s string) (imap.Address, bool) {
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil {
-		return imap.Address{}, false
+		// net/mail refuses comments and white space inside an addr-spec
+		// ("<user (c)@ (c) host>"), which RFC 5322 allows as CFWS.
+		if a, err = mail.ParseAddress(stripCFWS(s)); err != nil {
+			return imap.Address{}, false
+		}
 	}
 	at := strings.LastIndexByte(a.Address, '@')
 	if at <= 0 || at == len(a.Address)-1 {
@@ -101,6 +105,51 @@ func envelopeMailbox(s string) (imap.Address, bool) {
 // unfold removes the line breaks of a folded field value (RFC 5322
 // section 2.2.3).
 var unfold = strings.NewReplacer("\r\n", "", "\r", "", "\n", "")
+
+// stripCFWS removes the comments of a mailbox and the white space around
+// its "@", outside quoted strings.
+func stripCFWS(s string) string {
+	var sb strings.Builder
+	quoted := false
+	comment := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted:
+			sb.WriteByte(c)
+			if c == '\\' && i+1 < len(s) {
+				i++
+				sb.WriteByte(s[i])
+			} else if c == '"' {
+				quoted = false
+			}
+		case comment > 0:
+			if c == '\\' {
+				i++
+			} else if c == '(' {
+				comment++
+			} else if c == ')' {
+				comment--
+			}
+		case c == '"':
+			quoted = true
+			sb.WriteByte(c)
+		case c == '(':
+			comment = 1
+		case c == '@':
+			out := strings.TrimRight(sb.String(), " \t")
+			sb.Reset()
+			sb.WriteString(out)
+			sb.WriteByte('@')
+			for i+1 < len(s) && (s[i+1] == ' ' || s[i+1] == '\t') {
+				i++
+			}
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	return sb.String()
+}
 
 type addressItemKind int
 

@@ -41,6 +41,7 @@ func TestEnvelopeAddresses(t *testing.T) {
 		{"a@b.example,\r\n c@d.example", "/a/b.example /c/d.example"},
 		{"just text, a@b.example", "/a/b.example"},
 		{"broken <a@b.example", ""},
+		{"<user (comment)@ (comment) host.example>", "/user/host.example"},
 	}
 	for _, tc := range cases {
 		if got := addrString(envelopeAddresses(tc.in)); got != tc.want {
@@ -115,7 +116,8 @@ func TestEnvelopeGroups(t *testing.T) {
 }
 
 // FuzzEnvelopeAddresses: any field value parses without panic into a
-// bounded list whose group markers are balanced.
+// bounded list whose group markers are balanced, and has a normal form
+// for SEARCH.
 func FuzzEnvelopeAddresses(f *testing.F) {
 	for _, s := range []string{
 		"undisclosed-recipients:;", "g: a@b.c, \"x, y\" <d@e.f>;, h@i.j", `a@b.c (x: y; z)`,
@@ -124,6 +126,7 @@ func FuzzEnvelopeAddresses(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		normalAddresses(s)
 		l := envelopeAddresses(s)
 		if len(l) > maxEnvelopeAddresses+2 {
 			t.Fatalf("%d addresses", len(l))

@@ -293,22 +293,100 @@ func (n *searchNode) match(sm *searchMsg) bool {
 }
 
 // headerFieldContains implements SEARCH HEADER (and FROM, TO, CC, BCC,
-// SUBJECT): a field named key whose decoded value contains the value; an
-// empty value matches any message with the field.
+// SUBJECT): a field named key whose value contains the search value, case
+// and runs of white space (folding included) ignored; an empty value
+// matches any message with the field. Every field of that name counts.
+// A value matches as it is stored, with its RFC 2047 encoded words
+// decoded, and, for address fields, in the normal form of its addresses
+// ("Name <local@domain>", "group: a@b, c@d;"), so that a search for an
+// address finds it whatever comments, quoting or encoding the field has,
+// as Dovecot's does.
 func headerFieldContains(h *mail.Header, term headerTerm) bool {
 	fields := h.FieldsByKey(term.key)
 	if term.value == "" {
 		return fields.Len() > 0
 	}
+	needle := compressSpace(term.value)
+	contains := func(s string) bool {
+		return strings.Contains(compressSpace(strings.ToLower(s)), needle)
+	}
+	address := isAddressField(term.key)
 	for fields.Next() {
-		if text, err := fields.Text(); err == nil && strings.Contains(strings.ToLower(text), term.value) {
+		raw := fields.Value()
+		if contains(raw) {
 			return true
 		}
-		if strings.Contains(strings.ToLower(fields.Value()), term.value) {
+		if text, err := fields.Text(); err == nil && contains(text) {
+			return true
+		}
+		if address && contains(normalAddresses(raw)) {
 			return true
 		}
 	}
 	return false
+}
+
+// isAddressField reports whether a header field holds an address list.
+func isAddressField(key string) bool {
+	switch strings.ToLower(key) {
+	case "from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc":
+		return true
+	}
+	return false
+}
+
+// normalAddresses writes an address list in normal form: each mailbox as
+// "Name <local@domain>" (or "local@domain") with its display name
+// decoded, groups as "name: members;", entries separated by ", ".
+// Comments and quoting are gone; what does not parse is left out.
+func normalAddresses(value string) string {
+	var entries, members []string
+	group := ""
+	inGroup := false
+	endGroup := func() {
+		entries = append(entries, group+": "+strings.Join(members, ", ")+";")
+		members, inGroup = nil, false
+	}
+	for _, item := range splitAddressList(value) {
+		switch item.kind {
+		case itemGroupStart:
+			if inGroup {
+				endGroup()
+			}
+			group, inGroup = groupName(item.text), true
+		case itemGroupEnd:
+			if inGroup {
+				endGroup()
+			}
+		case itemMailbox:
+			a, ok := envelopeMailbox(item.text)
+			if !ok {
+				continue
+			}
+			s := a.Mailbox + "@" + a.Host
+			if a.Name != "" {
+				s = a.Name + " <" + s + ">"
+			}
+			if inGroup {
+				members = append(members, s)
+			} else {
+				entries = append(entries, s)
+			}
+		}
+	}
+	if inGroup {
+		endGroup()
+	}
+	return strings.Join(entries, ", ")
+}
+
+// compressSpace replaces every run of white space (line breaks included)
+// with one space.
+func compressSpace(s string) string {
+	if !strings.ContainsAny(s, " \t\r\n") {
+		return s
+	}
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // Search answers SEARCH and UID SEARCH, with ESEARCH return options and

@@ -194,3 +194,57 @@ func TestSearchLimits(t *testing.T) {
 	}
 	rc.mustOK("NOOP")
 }
+
+// TestSearchAddresses: FROM, TO, CC and BCC match the whole field value,
+// display names and addresses included, case-insensitively, whatever
+// comments, quoting, encoding or folding the field has, and in every
+// field of that name (as Dovecot does).
+func TestSearchAddresses(t *testing.T) {
+	ts := newTestServer(t)
+	for _, h := range []string{
+		"From: user-from@domain.example\r\nTo: user-to@domain.example\r\nCc: user-cc@domain.example\r\nBcc: user-bcc@domain.example\r\n",
+		"From: RealFrom <user-from@domain.example>\r\nTo: RealTo <user-to@domain.example>\r\nCc: RealCc <USER-CC@DOMAIN.EXAMPLE>\r\nBcc: RealBcc <user-bcc@domain.example>\r\n",
+		"From: <user-from (comment)@ (comment) domain.example>\r\nTo: <user-to@domain.example>\r\n",
+		"From: user-from@domain.example (RealFrom)\r\nTo: user-to@domain.example (RealTo)\r\n",
+		"From: \"Smith, John\" <john@x.example>\r\nBcc: \"Hidden Person\" <hp@x.example>\r\n",
+		"From: =?iso-8859-1?q?J=F6rg_M=FCller?= <jm@x.example>\r\nTo: =?utf-8?b?w4lyaWM=?= <eric@x.example>\r\n",
+		"From: folder@x.example\r\nTo: first@a.example,\r\n\tsecond@b.example\r\n",
+		"From: multi@x.example\r\nTo: one@a.example\r\nTo: two@b.example\r\n",
+		"From: grouper@x.example\r\nTo: groupname: g1@d.example, g2@d.example;,\r\n  groupname2: g3@d.example;\r\n",
+	} {
+		ts.deliver(t, h+"Subject: s\r\n\r\nbody\r\n")
+	}
+	c := ts.login(t, nil)
+	selectMailbox(t, c, "INBOX", true)
+	cases := []struct{ key, value, want string }{
+		{"From", "user-from@domain.example", "[1 2 3 4]"},
+		{"To", "user-to@domain.example", "[1 2 3 4]"},
+		{"Cc", "user-cc@domain.example", "[1 2]"},
+		{"Bcc", "user-bcc@domain.example", "[1 2]"},
+		{"From", "realfrom", "[2 4]"},
+		{"From", "ser-fro", "[1 2 3 4]"},
+		{"From", "RealFrom <user-from@domain.example>", "[2 4]"}, // a comment is a name
+		{"From", "smith, john <john@", "[5]"},
+		{"Bcc", "hidden person <hp@x.example>", "[5]"},
+		{"From", "jörg müller <jm@x.example>", "[6]"},
+		{"To", "ÉRIC <eric@", "[6]"},
+		{"To", "first@a.example, second@b.example", "[7]"},
+		{"To", "two@b.example", "[8]"},
+		{"To", "one@a.example", "[8]"},
+		{"To", "groupname2", "[9]"},
+		{"To", "g3@d.example", "[9]"},
+		{"To", "groupname: g1@d.example, g2@d.example;", "[9]"},
+		{"To", "g4@d.example", "[]"},
+		{"Cc", "", "[1 2]"},
+	}
+	for _, tc := range cases {
+		data, err := c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: tc.key, Value: tc.value}}}, nil).Wait()
+		if err != nil {
+			t.Errorf("SEARCH %s %q: %v", tc.key, tc.value, err)
+			continue
+		}
+		if got := fmt.Sprint(data.AllSeqNums()); got != tc.want {
+			t.Errorf("SEARCH %s %q = %s, want %s", tc.key, tc.value, got, tc.want)
+		}
+	}
+}
