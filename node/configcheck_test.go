@@ -1,0 +1,50 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCheckConfig: "config check" names the line of every problem —
+// syntax, unknown keys and values the validator refuses — and passes the
+// example config.
+func TestCheckConfig(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("..", "docs", "mailnode.example.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems := CheckConfig("example.toml", example); len(problems) != 0 {
+		t.Errorf("the example config has problems: %q", problems)
+	}
+	bad := `hostname = "mail.example.com"
+data_dir = "/var/lib/mailnode"
+
+[limits]
+max_connections_per_ip = 5
+bogus_key = 3
+max_message_size = 100
+
+[filters]
+on_failure = "drop"
+`
+	got := strings.Join(CheckConfig("bad.toml", []byte(bad)), "\n")
+	for _, want := range []string{
+		"bad.toml:6: unknown key limits.bogus_key",
+		"bad.toml:7: limits.max_message_size 100",
+		"bad.toml:10: filters.on_failure \"drop\"",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems:\n%s\nlack %q", got, want)
+		}
+	}
+	// The parser names the line where it noticed the error: the one after
+	// the unfinished table header.
+	if got := CheckConfig("syntax.toml", []byte("hostname = \"x\"\n[limits\n")); len(got) != 1 || !strings.HasPrefix(got[0], "syntax.toml:3: ") {
+		t.Errorf("syntax error: %q", got)
+	}
+	if got := CheckConfig("type.toml", []byte("[limits]\nmax_connections = \"many\"\n")); len(got) != 1 || !strings.HasPrefix(got[0], "type.toml:2: ") {
+		t.Errorf("type error: %q", got)
+	}
+}
