@@ -1,15 +1,13 @@
 package imap
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
-	"strings"
+	"math"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-message/textproto"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -128,15 +126,23 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 			return s.storeError("fetch", err)
 		}
 	}
-	for _, sec := range options.BinarySection {
-		if !knownEncoding(raw, sec.Part) {
-			return errUnknownCTE
+	// BINARY sections are decoded before anything is written, so that
+	// an unknown encoding answers NO without a partial response.
+	binaries := make([][]byte, len(options.BinarySection))
+	for i, sec := range options.BinarySection {
+		b, err := binarySection(raw, sec.Part)
+		if err != nil {
+			return err
 		}
+		binaries[i] = partial(b, sec.Partial)
 	}
-	for _, sec := range options.BinarySectionSize {
-		if !knownEncoding(raw, sec.Part) {
-			return errUnknownCTE
+	binarySizes := make([]uint32, len(options.BinarySectionSize))
+	for i, sec := range options.BinarySectionSize {
+		b, err := binarySection(raw, sec.Part)
+		if err != nil {
+			return err
 		}
+		binarySizes[i] = uint32(min(len(b), math.MaxUint32))
 	}
 	if options.BodyStructure != nil && bs == nil {
 		bs = bodyStructureOf(raw)
@@ -185,19 +191,11 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		}
 		writeLiteral(rw.WriteBodySection(sec, int64(len(b))), b)
 	}
-	for _, sec := range options.BinarySection {
-		var b []byte
-		if sectionPathOK(sec.Part) {
-			b = imapserver.ExtractBinarySection(bytes.NewReader(raw), sec)
-		}
-		writeLiteral(rw.WriteBinarySection(sec, int64(len(b))), b)
+	for i, sec := range options.BinarySection {
+		writeLiteral(rw.WriteBinarySection(sec, int64(len(binaries[i]))), binaries[i])
 	}
-	for _, sec := range options.BinarySectionSize {
-		var n uint32
-		if sectionPathOK(sec.Part) {
-			n = imapserver.ExtractBinarySectionSize(bytes.NewReader(raw), sec)
-		}
-		rw.WriteBinarySectionSize(sec, n)
+	for i, sec := range options.BinarySectionSize {
+		rw.WriteBinarySectionSize(sec, binarySizes[i])
 	}
 	// Close releases the connection's writer lock, so it runs whatever
 	// happened before.
@@ -205,33 +203,4 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		werr = err
 	}
 	return werr
-}
-
-// errUnknownCTE answers BINARY on a part whose transfer encoding the
-// server cannot decode (RFC 3516 section 4.3).
-var errUnknownCTE = &imap.Error{
-	Type: imap.StatusResponseTypeNo,
-	Code: imap.ResponseCodeUnknownCTE,
-	Text: "Unknown Content-Transfer-Encoding",
-}
-
-// knownEncoding reports whether the part of msg at path has a transfer
-// encoding BINARY can decode. Parts that do not exist are "known": they
-// are answered with an empty section.
-func knownEncoding(msg []byte, path []int) bool {
-	if !sectionPathOK(path) {
-		return true
-	}
-	var header []byte
-	if len(path) == 0 {
-		header = msg
-	} else {
-		header = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: path, Specifier: imap.PartSpecifierMIME})
-	}
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
-	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
-	case "", "7bit", "8bit", "binary", "base64", "quoted-printable":
-		return true
-	}
-	return false
 }

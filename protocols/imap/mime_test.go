@@ -107,7 +107,7 @@ func FuzzMessage(f *testing.F) {
 				}
 				_ = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: part, Specifier: spec})
 			}
-			_ = imapserver.ExtractBinarySection(bytes.NewReader(msg), &imap.FetchItemBinarySection{Part: part})
+			_, _ = binarySection(msg, part)
 		}
 	})
 }

@@ -1,0 +1,131 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"io"
+	"mime/quotedprintable"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-message/textproto"
+)
+
+// errUnknownCTE answers BINARY on a part whose transfer encoding the
+// server cannot decode (RFC 3516 section 4.3).
+var errUnknownCTE = &imap.Error{
+	Type: imap.StatusResponseTypeNo,
+	Code: imap.ResponseCodeUnknownCTE,
+	Text: "Unknown Content-Transfer-Encoding",
+}
+
+// binarySection is the content of BINARY[path] (RFC 3516 section 4.2):
+// the part's body with its Content-Transfer-Encoding removed and nothing
+// else changed - no charset conversion, unlike the library's
+// ExtractBinarySection, which answers nothing at all for a text part in
+// a charset it cannot convert. A part that does not exist, or is empty,
+// is empty. BINARY[] is the whole message: as stored, or, when its own
+// body is transfer-encoded, with the body decoded and the header saying
+// "binary". An encoding the server does not know is errUnknownCTE.
+func binarySection(msg []byte, path []int) ([]byte, error) {
+	if !sectionPathOK(path) {
+		return nil, nil
+	}
+	var header, body []byte
+	if len(path) == 0 {
+		header, body = splitMessage(msg)
+	} else {
+		header = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: path, Specifier: imap.PartSpecifierMIME})
+		body = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: path})
+	}
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+	decoded, identity, err := decodeTransfer(h, body)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(path) > 0:
+		return decoded, nil
+	case identity:
+		return msg, nil
+	}
+	h.Set("Content-Transfer-Encoding", "binary")
+	var buf bytes.Buffer
+	if err := textproto.WriteHeader(&buf, h); err != nil {
+		return nil, err
+	}
+	buf.Write(decoded)
+	return buf.Bytes(), nil
+}
+
+// splitMessage cuts msg after the blank line that ends its header
+// section; a message without one is all header.
+func splitMessage(msg []byte) (header, body []byte) {
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		return msg[:i+4], msg[i+4:]
+	}
+	if bytes.HasPrefix(msg, []byte("\r\n")) {
+		return msg[:2], msg[2:]
+	}
+	return msg, nil
+}
+
+// decodeTransfer removes the Content-Transfer-Encoding of an entity's
+// body; identity reports that there was none to remove. Multipart bodies
+// are never decoded (RFC 2045 section 6.4 forbids encoding them).
+func decodeTransfer(h textproto.Header, body []byte) (decoded []byte, identity bool, err error) {
+	mediaType, _ := contentType(h)
+	if strings.HasPrefix(mediaType, "multipart/") {
+		return body, true, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
+	case "", "7bit", "8bit", "binary":
+		return body, true, nil
+	case "base64":
+		return decodeBase64(body), false, nil
+	case "quoted-printable":
+		// On malformed input, what decoded up to it.
+		b, _ := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
+		return b, false, nil
+	}
+	return nil, false, errUnknownCTE
+}
+
+// decodeBase64 decodes base64 leniently, as RFC 2045 section 6.8 asks:
+// characters outside the alphabet are ignored, "=" ends the data,
+// padding may be missing, and a dangling final character is dropped.
+func decodeBase64(body []byte) []byte {
+	clean := make([]byte, 0, len(body))
+scan:
+	for _, c := range body {
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+			clean = append(clean, c)
+		case c == '=':
+			break scan
+		}
+	}
+	if len(clean)%4 == 1 {
+		clean = clean[:len(clean)-1]
+	}
+	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+	n, _ := base64.RawStdEncoding.Decode(out, clean)
+	return out[:n]
+}
+
+// partial cuts the <offset.size> range out of b (RFC 3501 section
+// 6.4.5); an offset past the end gives nothing.
+func partial(b []byte, p *imap.SectionPartial) []byte {
+	if p == nil {
+		return b
+	}
+	if p.Offset >= int64(len(b)) || p.Offset < 0 {
+		return nil
+	}
+	b = b[p.Offset:]
+	if p.Size >= 0 && p.Size < int64(len(b)) {
+		b = b[:p.Size]
+	}
+	return b
+}
