@@ -76,8 +76,14 @@ type Account interface {
 	// moves its messages to the new mailbox and leaves INBOX empty
 	// (RFC 3501 section 6.3.5).
 	RenameMailbox(ctx context.Context, oldName, newName string) error
-	// SetSubscribed subscribes to or unsubscribes from a mailbox.
+	// SetSubscribed subscribes to or unsubscribes from a mailbox, or
+	// unsubscribes from a name kept subscribed after its mailbox was
+	// deleted.
 	SetSubscribed(ctx context.Context, name string, subscribed bool) error
+	// Subscriptions lists the subscribed names: the subscribed mailboxes
+	// and the names that stay subscribed after their mailbox was deleted
+	// (RFC 3501 section 6.3.6).
+	Subscriptions(ctx context.Context) ([]string, error)
 
 	// Snapshot returns a mailbox's counters and messages at one point.
 	Snapshot(ctx context.Context, mailbox schema.ID) (schema.MailboxSnapshot, error)

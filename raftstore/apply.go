@@ -89,6 +89,8 @@ func (a *applier) apply() *schema.Result {
 		return a.spool(p)
 	case *schema.SpoolDone:
 		return a.spoolDone(p)
+	case *schema.SwapUserValue:
+		return a.swapUserValue(p)
 	}
 	return fail(schema.CodeInvalid)
 }

@@ -126,6 +126,7 @@ func (a *applier) deleteMailbox(p *schema.DeleteMailbox) *schema.Result {
 	}
 	must(u.names.Delete(rec.NameKey[:]))
 	must(u.mailboxes.Delete(p.Mailbox[:]))
+	u.deleteUserValues(p.Mailbox)
 	a.emit(Event{User: p.User, Kind: schema.ChangeMailbox, Mailbox: p.Mailbox})
 	return ok()
 }

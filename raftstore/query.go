@@ -33,6 +33,9 @@ const (
 	QuerySpooled
 	// QuerySpoolChunks: every chunk of the spooled message Blob.
 	QuerySpoolChunks
+	// QueryUserValue: User's value Name in the scope Mailbox (zero: the
+	// user's own), nil when not set (schema.SwapUserValue).
+	QueryUserValue
 )
 
 // Query is a named read, sent to whichever replica serves it (over the
@@ -44,6 +47,7 @@ type Query struct {
 	NameKey schema.NameKey
 	Blob    schema.ID
 	UIDs    []schema.UID
+	Name    string // QueryUserValue
 }
 
 // QueryResult is what a Query read. Which fields are set depends on the
@@ -59,6 +63,7 @@ type QueryResult struct {
 	Chunks    [][]byte
 	State     schema.UserState
 	Spooled   []schema.SpoolRecord
+	Value     []byte // QueryUserValue
 }
 
 // Err returns the result's data-model error, if any.
@@ -130,6 +135,8 @@ func (s *Shard) Query(q Query) (*QueryResult, error) {
 				return nil
 			}
 			return schema.ErrNoSuchMessage
+		case QueryUserValue:
+			res.Value, err = r.UserValue(q.User, q.Mailbox, q.Name)
 		default:
 			return fmt.Errorf("%w %d", errQueryKind, q.Kind)
 		}

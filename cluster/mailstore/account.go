@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -205,6 +206,17 @@ func (a *Account) DeleteMailbox(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	_, attrs, err := a.openMailbox(rec)
+	if err != nil {
+		return err
+	}
+	if attrs.Subscribed {
+		// The name stays subscribed (RFC 3501 section 6.3.6). Kept
+		// first: if the delete fails, it is still subscribed anyway.
+		if err := a.keepSubscription(ctx, n); err != nil {
+			return err
+		}
+	}
 	if _, err := a.apply(ctx, &schema.DeleteMailbox{User: a.user, Mailbox: rec.ID}); err != nil {
 		return fmt.Errorf("delete mailbox: %w", err)
 	}
@@ -291,19 +303,41 @@ func (a *Account) renameInbox(ctx context.Context, to string) error {
 	return err
 }
 
-// SetSubscribed changes a mailbox's subscription.
+// SetSubscribed changes the subscription to a name: a mailbox, or a name
+// kept subscribed after its mailbox was deleted, which can then only be
+// unsubscribed. Other names are schema.ErrNoSuchMailbox.
 func (a *Account) SetSubscribed(ctx context.Context, name string, subscribed bool) error {
 	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return err
 	}
 	rec, err := a.mailboxRecord(ctx, n)
+	if errors.Is(err, schema.ErrNoSuchMailbox) {
+		kept, _, kerr := a.keptSubscriptions(ctx)
+		if kerr != nil {
+			return kerr
+		}
+		if !slices.Contains(kept, n) {
+			return err
+		}
+		if !subscribed {
+			_, err = a.dropSubscription(ctx, n)
+			return err
+		}
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	_, attrs, err := a.openMailbox(rec)
 	if err != nil {
 		return err
+	}
+	if !subscribed {
+		// The name may also be kept from an earlier mailbox of that name.
+		if _, err := a.dropSubscription(ctx, n); err != nil {
+			return err
+		}
 	}
 	if attrs.Subscribed == subscribed {
 		return nil

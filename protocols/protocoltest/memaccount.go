@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -152,6 +153,10 @@ func (a *MemAccount) DeleteMailbox(ctx context.Context, name string) error {
 	for _, m := range mb.msgs {
 		a.u.releaseBlob(m.Blob)
 	}
+	if mb.info.Subscribed && !slices.Contains(a.u.keptSubscriptions, mb.info.Name) {
+		// The name stays subscribed (RFC 3501 section 6.3.6).
+		a.u.keptSubscriptions = append(a.u.keptSubscriptions, mb.info.Name)
+	}
 	delete(a.u.names, mb.info.Name)
 	delete(a.u.mailboxes, mb.info.ID)
 	c.emit(a.u, schema.Change{Kind: schema.ChangeMailbox, Mailbox: mb.info.ID})
@@ -238,8 +243,9 @@ func (a *MemAccount) renameInbox(ctx context.Context, to string) error {
 	return err
 }
 
-// SetSubscribed changes a mailbox's subscription; a change is a command
-// that watchers of the mailbox see as schema.ChangeMailbox.
+// SetSubscribed changes a mailbox's subscription, or drops a name kept
+// subscribed after its mailbox was deleted; a change is a command that
+// watchers of the mailbox see as schema.ChangeMailbox.
 func (a *MemAccount) SetSubscribed(ctx context.Context, name string, subscribed bool) error {
 	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
@@ -247,18 +253,40 @@ func (a *MemAccount) SetSubscribed(ctx context.Context, name string, subscribed 
 	}
 	a.s.mu.Lock()
 	defer a.s.mu.Unlock()
+	kept := slices.Index(a.u.keptSubscriptions, n)
 	mb := a.u.byName(n)
-	if mb == nil {
+	if mb == nil && kept < 0 {
 		return fmt.Errorf("subscribe: %w", schema.ErrNoSuchMailbox)
 	}
-	if mb.info.Subscribed == subscribed {
+	if (mb == nil || mb.info.Subscribed == subscribed) && (subscribed || kept < 0) {
 		return nil
 	}
 	c, err := a.s.begin(ctx, "update mailbox")
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	mb.info.Subscribed = subscribed
-	c.emit(a.u, schema.Change{Kind: schema.ChangeMailbox, Mailbox: mb.info.ID})
+	if !subscribed && kept >= 0 {
+		a.u.keptSubscriptions = slices.Delete(a.u.keptSubscriptions, kept, kept+1)
+	}
+	if mb != nil && mb.info.Subscribed != subscribed {
+		mb.info.Subscribed = subscribed
+		c.emit(a.u, schema.Change{Kind: schema.ChangeMailbox, Mailbox: mb.info.ID})
+	}
 	return nil
+}
+
+// Subscriptions lists the subscribed names, sorted: the subscribed
+// mailboxes and the names kept subscribed after their mailbox was
+// deleted.
+func (a *MemAccount) Subscriptions(ctx context.Context) ([]string, error) {
+	a.s.mu.Lock()
+	out := slices.Clone(a.u.keptSubscriptions)
+	for _, mb := range a.u.mailboxes {
+		if mb.info.Subscribed && !slices.Contains(out, mb.info.Name) {
+			out = append(out, mb.info.Name)
+		}
+	}
+	a.s.mu.Unlock()
+	sort.Strings(out)
+	return out, ctx.Err()
 }

@@ -80,6 +80,9 @@ type memUser struct {
 	blobs           map[schema.ID]*memBlob
 	watchers        map[int]*memWatcher
 	maildropLocked  bool // the POP3 maildrop lock
+
+	// keptSubscriptions are subscribed names whose mailbox was deleted.
+	keptSubscriptions []string
 }
 
 // memMailbox is a mailbox: its counters and messages.

@@ -35,6 +35,9 @@ func sampleCommands() []Command {
 			Size: 99, StagedChunks: 1, Chunks: [][]byte{[]byte("c")}}},
 		{Payload: &Spool{ID: id(13), From: []byte("f"), Recipients: []SpoolRecipient{{User: id(4), Shard: 2}}, Size: 9, Chunks: [][]byte{[]byte("d")}, Junk: true}},
 		{Payload: &SpoolDone{ID: id(12), Users: []ID{id(4)}}},
+		{Payload: &SwapUserValue{User: id(5), Scope: id(7), Name: "recent", Old: []byte{0, 0, 0, 9}, New: []byte{0, 0, 0, 12}}},
+		{Payload: &SwapUserValue{User: id(5), Name: "subscriptions", OldAbsent: true, New: []byte{}}},
+		{Payload: &SwapUserValue{User: id(5), Name: "subscriptions", Old: []byte("s")}},
 	}
 }
 

@@ -27,6 +27,7 @@ const (
 	OpLease
 	OpSpool
 	OpSpoolDone
+	OpSwapUserValue
 	opMax
 )
 
@@ -38,6 +39,7 @@ var opNames = [...]string{
 	OpUpdateMailbox: "update-mailbox", OpStageChunk: "stage-chunk", OpAppend: "append",
 	OpSetAttrs: "set-attrs", OpCopy: "copy", OpExpunge: "expunge", OpExpireStaged: "expire-staged",
 	OpSwapSetting: "swap-setting", OpLease: "lease", OpSpool: "spool", OpSpoolDone: "spool-done",
+	OpSwapUserValue: "swap-user-value",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -147,6 +149,8 @@ func newPayload(op Op) Payload {
 		return &Spool{}
 	case OpSpoolDone:
 		return &SpoolDone{}
+	case OpSwapUserValue:
+		return &SwapUserValue{}
 	}
 	return nil
 }

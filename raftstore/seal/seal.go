@@ -49,6 +49,7 @@ const (
 	KindUserInfo
 	KindClusterKey
 	KindSetting
+	KindUserValue
 )
 
 // Key is a symmetric key and the id stored beside values it sealed.

@@ -1,0 +1,8 @@
+package protocoltest
+
+import "testing"
+
+func TestSubscriptionsOutliveMailboxes(t *testing.T) {
+	_, a := newUser(t, "subs@example.test")
+	CheckSubscriptions(t, a)
+}
