@@ -223,17 +223,30 @@ func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOption
 	return data, nil
 }
 
-// listEntry is one name in the mailbox hierarchy: an existing mailbox, or
-// a missing parent of one.
+// listEntry is one name in the mailbox hierarchy: an existing mailbox, a
+// missing parent of one, or (for the SUBSCRIBED selection) a subscribed
+// name without a mailbox.
 type listEntry struct {
-	name            string
-	info            *schema.MailboxInfo // nil for a missing parent
-	children        bool
-	subscribedChild bool
+	name       string
+	info       *schema.MailboxInfo // nil when no mailbox has the name
+	children   bool                // some mailbox (or subscribed name) is below it
+	subscribed bool
+	// hiddenSubscribed: a subscribed name below it matches no pattern,
+	// so only this entry can tell the client of it (RFC 3501 section
+	// 6.3.9, RFC 5258 section 3.5).
+	hiddenSubscribed bool
 }
 
 // List answers LIST and LSUB, with the LIST-EXTENDED selection and return
 // options, LIST-STATUS, SPECIAL-USE and CHILDREN attributes.
+//
+// The library hands LSUB over as LIST (SUBSCRIBED), and the two cannot be
+// told apart here. Both get LSUB's answer where they differ: a name that
+// is not subscribed but has subscribed names below it that the patterns
+// miss is returned with \Noselect (RFC 3501 section 6.3.9), where RFC
+// 5258 would leave it out of LIST (SUBSCRIBED) without RECURSIVEMATCH.
+// With RECURSIVEMATCH it is returned with CHILDINFO ("SUBSCRIBED"), as RFC
+// 5258 asks.
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	acct, err := s.account()
 	if err != nil {
@@ -264,9 +277,21 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 
 	ctx, cancel := s.opContext()
 	boxes, err := acct.Mailboxes(ctx)
+	var subs []string
+	if err == nil && (options.SelectSubscribed || options.ReturnSubscribed) {
+		subs, err = acct.Subscriptions(ctx)
+	}
 	cancel()
 	if err != nil {
 		return s.storeError("list", err)
+	}
+	matches := func(name string) bool {
+		for _, p := range patterns {
+			if listMatch(name, ref, p) {
+				return true
+			}
+		}
+		return false
 	}
 	entries := make(map[string]*listEntry, len(boxes))
 	get := func(name string) *listEntry {
@@ -277,21 +302,33 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 		return e
 	}
+	addParents := func(name string, visit func(*listEntry)) {
+		for parent := name; ; {
+			cut := strings.LastIndex(parent, delim)
+			if cut <= 0 {
+				return
+			}
+			parent = parent[:cut]
+			visit(get(parent))
+		}
+	}
 	for i := range boxes {
 		b := &boxes[i]
 		get(b.Name).info = b
-		for parent := b.Name; ; {
-			cut := strings.LastIndex(parent, delim)
-			if cut <= 0 {
-				break
-			}
-			parent = parent[:cut]
-			p := get(parent)
-			p.children = true
-			if b.Subscribed {
-				p.subscribedChild = true
-			}
+		addParents(b.Name, func(p *listEntry) { p.children = true })
+	}
+	for _, name := range subs {
+		if _, ok := entries[name]; !ok && !options.SelectSubscribed {
+			continue // only LIST (SUBSCRIBED) lists names without a mailbox
 		}
+		get(name).subscribed = true
+		hidden := !matches(name)
+		addParents(name, func(p *listEntry) {
+			p.children = true
+			if hidden {
+				p.hiddenSubscribed = true
+			}
+		})
 	}
 	names := make([]string, 0, len(entries))
 	for n := range entries {
@@ -306,18 +343,10 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	})
 
 	for _, name := range names {
-		e := entries[name]
-		matched := false
-		for _, p := range patterns {
-			if listMatch(name, ref, p) {
-				matched = true
-				break
-			}
-		}
-		if !matched {
+		if !matches(name) {
 			continue
 		}
-		data, ok, err := s.listData(e, options)
+		data, ok, err := s.listData(entries[name], options)
 		if err != nil {
 			return err
 		}
@@ -338,22 +367,34 @@ func (s *session) listData(e *listEntry, options *imap.ListOptions) (*imap.ListD
 	data := &imap.ListData{Mailbox: e.name, Delim: protocols.MailboxDelimiter}
 	switch {
 	case options.SelectSubscribed:
-		if !exists || !e.info.Subscribed {
-			if !options.SelectRecursiveMatch || !e.subscribedChild {
-				return nil, false, nil
+		switch {
+		case e.subscribed && !exists:
+			// RFC 5258 section 3: a subscribed name whose mailbox is
+			// gone (\NonExistent implies \Noselect).
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+		case e.subscribed:
+		case !e.hiddenSubscribed:
+			return nil, false, nil
+		case options.SelectRecursiveMatch:
+			if !exists {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
 			}
-			// RFC 5258 section 3.5: a parent of subscribed mailboxes.
+		default:
+			// LSUB's parent of subscribed names the pattern misses.
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+		}
+		if e.hiddenSubscribed && options.SelectRecursiveMatch {
 			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
 		}
 	case options.SelectSpecialUse:
 		if !exists || e.info.SpecialUse == "" {
 			return nil, false, nil
 		}
-	}
-	if !exists {
-		data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
-		if options.SelectSubscribed {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+		fallthrough
+	default:
+		if !exists {
+			// A missing parent of existing mailboxes.
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
 		}
 	}
 	if e.children {
@@ -361,10 +402,10 @@ func (s *session) listData(e *listEntry, options *imap.ListOptions) (*imap.ListD
 	} else {
 		data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
 	}
+	if e.subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
+		data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+	}
 	if exists {
-		if e.info.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
-		}
 		data.Attrs = append(data.Attrs, specialUseAttrs(e.info.SpecialUse)...)
 		if options.ReturnStatus != nil {
 			status, err := s.statusData(*e.info, options.ReturnStatus)

@@ -201,6 +201,125 @@ func TestSubscriptions(t *testing.T) {
 	}
 }
 
+// lsubNames runs a raw LSUB and returns its attributes by name.
+func lsubNames(t *testing.T, rc *rawConn, ref, pattern string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, l := range rc.mustOK(`LSUB "` + ref + `" "` + pattern + `"`) {
+		open, close := strings.IndexByte(l, '('), strings.IndexByte(l, ')')
+		if !strings.HasPrefix(l, "* LSUB ") || open < 0 || close < open {
+			t.Fatalf("LSUB response %q", l)
+		}
+		out[strings.Trim(l[strings.LastIndexByte(l, ' ')+1:], `"`)] = l[open+1 : close]
+	}
+	return out
+}
+
+// TestSubscribedListing: LSUB and LIST (SUBSCRIBED) report subscribed
+// names whose mailbox was deleted (\NonExistent), LSUB's \Noselect
+// parents of subscribed names the pattern misses, and RECURSIVEMATCH's
+// CHILDINFO ("SUBSCRIBED") only for parents whose subscribed children
+// the patterns miss (RFC 3501 sections 6.3.6 and 6.3.9, RFC 5258).
+func TestSubscribedListing(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.login(t, nil)
+	for _, name := range []string{"M/test", "M/test2/test", "M/test3/test3", "M/t6", "M/t7/t7", "M/t8/t8", "M/t8/t9"} {
+		if err := c.Create(name, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if name == "M/test3/test3" {
+			continue
+		}
+		if err := c.Subscribe(name).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Subscribe("M/test3/test3").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("M/t6").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+
+	lsub := lsubNames(t, rc, "", "M/%")
+	if got := strings.Join(sortedStrings(lsub), ","); got != "M/t6,M/t7,M/t8,M/test,M/test2,M/test3" {
+		t.Errorf(`LSUB "" M/%% = %q`, lsub)
+	}
+	for _, parent := range []string{"M/test2", "M/test3", "M/t7", "M/t8"} {
+		if !strings.Contains(lsub[parent], `\Noselect`) {
+			t.Errorf("LSUB parent %s: attributes %q lack \\Noselect", parent, lsub[parent])
+		}
+	}
+	if strings.Contains(lsub["M/test"], `\Noselect`) {
+		t.Errorf("LSUB M/test: %q", lsub["M/test"])
+	}
+	if got := strings.Join(sortedStrings(lsubNames(t, rc, "", "*test")), ","); got != "M/test,M/test2/test" {
+		t.Errorf(`LSUB "" *test = %s`, got)
+	}
+
+	sub := listNames(t, c, "", "M/*", &imap.ListOptions{SelectSubscribed: true})
+	if got := strings.Join(sortedKeys(sub), ","); got != "M/t6,M/t7/t7,M/t8/t8,M/t8/t9,M/test,M/test2/test,M/test3/test3" {
+		t.Errorf("LIST (SUBSCRIBED) M/* = %s", got)
+	}
+	if d := sub["M/t6"]; d == nil || !hasAttr(d, imap.MailboxAttrNonExistent) || !hasAttr(d, imap.MailboxAttrSubscribed) || hasAttr(d, imap.MailboxAttrNoSelect) {
+		t.Errorf("deleted subscribed mailbox: %+v", d)
+	}
+	for name, d := range sub {
+		if name != "M/t6" && (hasAttr(d, imap.MailboxAttrNonExistent) || !hasAttr(d, imap.MailboxAttrSubscribed)) {
+			t.Errorf("%s: attributes %v", name, d.Attrs)
+		}
+	}
+
+	rec := &imap.ListOptions{SelectSubscribed: true, SelectRecursiveMatch: true, ReturnChildren: true}
+	got := listNames(t, c, "", "M/test2%", rec)
+	if d := got["M/test2"]; len(got) != 1 || d == nil || d.ChildInfo == nil || !d.ChildInfo.Subscribed || hasAttr(d, imap.MailboxAttrSubscribed) {
+		t.Errorf("RECURSIVEMATCH M/test2%%: %v %+v", sortedKeys(got), d)
+	}
+	if got := listNames(t, c, "", "*t7", rec); strings.Join(sortedKeys(got), ",") != "M/t7/t7" || got["M/t7/t7"].ChildInfo != nil {
+		t.Errorf("RECURSIVEMATCH *t7 (the child matches itself): %v", sortedKeys(got))
+	}
+	got = listNames(t, c, "", "*t8", rec)
+	if strings.Join(sortedKeys(got), ",") != "M/t8,M/t8/t8" || got["M/t8"].ChildInfo == nil {
+		t.Errorf("RECURSIVEMATCH *t8 (M/t8/t9 is missed): %v %+v", sortedKeys(got), got["M/t8"])
+	}
+	lines := rc.mustOK(`LIST (SUBSCRIBED RECURSIVEMATCH) "" ("M/test2" "M/test2/test")`)
+	if len(lines) != 1 || !strings.HasSuffix(lines[0], `"M/test2/test"`) {
+		t.Errorf("RECURSIVEMATCH with the child's own pattern: %q", lines)
+	}
+
+	// The kept name can be unsubscribed, once.
+	if err := c.Unsubscribe("M/t6").Wait(); err != nil {
+		t.Fatalf("unsubscribe a deleted mailbox's name: %v", err)
+	}
+	if got := listNames(t, c, "", "M/t6", &imap.ListOptions{SelectSubscribed: true}); len(got) != 0 {
+		t.Errorf("unsubscribed name still listed: %v", sortedKeys(got))
+	}
+	if err := c.Unsubscribe("M/t6").Wait(); err == nil {
+		t.Error("unsubscribed a name twice")
+	}
+	// A mailbox made again under a subscribed name is subscribed.
+	if err := c.Delete("M/test").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create("M/test", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if d := listNames(t, c, "", "M/test", &imap.ListOptions{ReturnSubscribed: true})["M/test"]; d == nil || !hasAttr(d, imap.MailboxAttrSubscribed) {
+		t.Errorf("re-created mailbox under a subscribed name: %+v", d)
+	}
+}
+
+func sortedStrings(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func TestStatusAndListStatus(t *testing.T) {
 	ts := newTestServer(t)
 	c := ts.login(t, nil)
