@@ -320,6 +320,58 @@ func sortedStrings(m map[string]string) []string {
 	return keys
 }
 
+// TestListPatternSpecials: LIST patterns with atom-specials - quoted,
+// escaped, as literals, or the "]" a list-mailbox may carry bare - are
+// answered, never NO. (A pattern that is not valid modified UTF-7, such as
+// one with a bare "&", is refused by the library's decoder with NO
+// [SERVERBUG] before our code runs; that needs our own codec.)
+func TestListPatternSpecials(t *testing.T) {
+	ts := newTestServer(t)
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	names := []string{`a(b`, `a)b`, `a{b`, `a]b`, `a b`, `a"b`, `a\b`, `a%b`, `a*b`}
+	for _, n := range names {
+		if _, status := rc.cmd(`CREATE "` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n) + `"`); !strings.HasPrefix(status, "OK") && !strings.HasPrefix(status, "NO [CANNOT]") {
+			t.Fatalf("CREATE %q: %s", n, status)
+		}
+	}
+	for _, tc := range []struct {
+		pattern string
+		want    int
+	}{
+		{`"a(b"`, 1}, {`"a)b"`, 1}, {`"a{b"`, 1}, {`a]b`, 1}, {`"a b"`, 1}, {`"a\"b"`, 1}, {`"a\\b"`, 1},
+		{`{3}` + "\r\na b", 1}, {`"a%"`, 7}, {`("a(b" "a]b")`, 2}, {`"%(%"`, 1}, {`"*)*"`, 1}, {`"nothing[here"`, 0},
+	} {
+		if strings.HasPrefix(tc.pattern, "{") {
+			// A literal: the server asks for it first.
+			rc.send("L1 LIST \"\" " + tc.pattern[:3] + "\r\n")
+			if l := rc.line(); !strings.HasPrefix(l, "+") {
+				t.Fatalf("literal continuation: %q", l)
+			}
+			rc.send(tc.pattern[5:] + "\r\n")
+			var got []string
+			for {
+				l := rc.line()
+				if strings.HasPrefix(l, "L1 ") {
+					if !strings.HasPrefix(l, "L1 OK") {
+						t.Errorf("LIST with a literal pattern: %s", l)
+					}
+					break
+				}
+				got = append(got, l)
+			}
+			if len(got) != tc.want {
+				t.Errorf("LIST with a literal pattern: %q", got)
+			}
+			continue
+		}
+		untagged, status := rc.cmd(`LIST "" ` + tc.pattern)
+		if !strings.HasPrefix(status, "OK") || len(untagged) != tc.want {
+			t.Errorf("LIST %s: %q %s, want %d responses", tc.pattern, untagged, status, tc.want)
+		}
+	}
+}
+
 func TestStatusAndListStatus(t *testing.T) {
 	ts := newTestServer(t)
 	c := ts.login(t, nil)
