@@ -332,7 +332,7 @@ func (r *faultRun) login(n *faultNode, addr string) (protocols.Account, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		acct, err := n.Store().Authenticate(ctx, addr, faultPassword)
+		acct, err := n.Store().Authenticate(ctx, schema.Credentials{Username: addr, Password: faultPassword})
 		if err == nil {
 			return acct, nil
 		}

@@ -98,7 +98,7 @@ func TestPasswordChangeAndDeletionReachEveryNode(t *testing.T) {
 	}
 	for _, n := range c.Nodes {
 		c.Eventually(30*time.Second, "old password refused on "+n.ID, func() error {
-			if _, err := n.Store().Authenticate(ctx, "hal@example.test", "old-password"); !errors.Is(err, schema.ErrAuthFailed) {
+			if _, err := n.Store().Authenticate(ctx, schema.Credentials{Username: "hal@example.test", Password: "old-password"}); !errors.Is(err, schema.ErrAuthFailed) {
 				return fmt.Errorf("old password: %v", err)
 			}
 			return nil
@@ -110,7 +110,7 @@ func TestPasswordChangeAndDeletionReachEveryNode(t *testing.T) {
 	}
 	for _, n := range c.Nodes {
 		c.Eventually(30*time.Second, "deleted user refused on "+n.ID, func() error {
-			if _, err := n.Store().Authenticate(ctx, "hal@example.test", "new-password"); !errors.Is(err, schema.ErrAuthFailed) {
+			if _, err := n.Store().Authenticate(ctx, schema.Credentials{Username: "hal@example.test", Password: "new-password"}); !errors.Is(err, schema.ErrAuthFailed) {
 				return fmt.Errorf("deleted user: %v", err)
 			}
 			return nil

@@ -249,7 +249,7 @@ func TestMultiRecipientMailSurvivesAShardFailure(t *testing.T) {
 		n.Partition(false)
 	}
 	count := func(addr string) (int, error) {
-		a, err := via.Store().Authenticate(ctx, addr, "password-1")
+		a, err := via.Store().Authenticate(ctx, schema.Credentials{Username: addr, Password: "password-1"})
 		if err != nil {
 			return 0, err
 		}

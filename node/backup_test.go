@@ -298,7 +298,7 @@ func TestCLIBackupRestoreRoundTrip(t *testing.T) {
 	cfg2 := cfg
 	cfg2.DataDir = newDir
 	n2 := startNode(t, cfg2)
-	acct, err := n2.Store().Authenticate(ctx, "dora@example.test", "dora-password")
+	acct, err := n2.Store().Authenticate(ctx, schema.Credentials{Username: "dora@example.test", Password: "dora-password"})
 	if err != nil {
 		t.Fatalf("login on the restored node: %v", err)
 	}

@@ -92,10 +92,10 @@ func TestCLIAdminRoundTrip(t *testing.T) {
 
 	// The password is really replaced.
 	mustCLI(t, "alice-new-password\n", "user", "passwd", "--data", dir, "alice@example.test")
-	if _, err := n.Store().Authenticate(ctx, "alice@example.test", "alice-password"); !errors.Is(err, schema.ErrAuthFailed) {
+	if _, err := n.Store().Authenticate(ctx, schema.Credentials{Username: "alice@example.test", Password: "alice-password"}); !errors.Is(err, schema.ErrAuthFailed) {
 		t.Errorf("old password after passwd: %v", err)
 	}
-	acct, err := n.Store().Authenticate(ctx, "alice@example.test", "alice-new-password")
+	acct, err := n.Store().Authenticate(ctx, schema.Credentials{Username: "alice@example.test", Password: "alice-new-password"})
 	if err != nil {
 		t.Fatalf("new password after passwd: %v", err)
 	}

@@ -16,7 +16,7 @@ import (
 // refusingStore refuses every login.
 type refusingStore struct{ protocols.Store }
 
-func (refusingStore) Authenticate(context.Context, string, string) (protocols.Account, error) {
+func (refusingStore) Authenticate(context.Context, schema.Credentials) (protocols.Account, error) {
 	return nil, schema.ErrAuthFailed
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // testConfig returns a config for a node on loopback port 0 everywhere,
@@ -223,7 +224,7 @@ func TestNodeRestartKeepsData(t *testing.T) {
 	if err != nil || len(users) != 1 || users[0] != "alice@example.test" {
 		t.Fatalf("users after restart: %v, %v", users, err)
 	}
-	acct, err := n2.Store().Authenticate(ctx, "alice@example.test", "alice-password")
+	acct, err := n2.Store().Authenticate(ctx, schema.Credentials{Username: "alice@example.test", Password: "alice-password"})
 	if err != nil {
 		t.Fatalf("login after restart: %v", err)
 	}

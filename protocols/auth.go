@@ -188,8 +188,9 @@ var errLocked = fmt.Errorf("%w: %w", schema.ErrAuthFailed, ErrTooManyFailures)
 
 // Attempt is one login attempt as a frontend received it.
 type Attempt struct {
-	// Protocol names the frontend ("imap", "pop3", "smtp") in metrics and
-	// logs.
+	// Protocol names the frontend (schema.ProtocolIMAP, ProtocolPOP3,
+	// ProtocolSMTP) in metrics and logs; the store checks app password
+	// scopes against it.
 	Protocol string
 	// Remote is the client's address.
 	Remote   net.Addr
@@ -230,7 +231,9 @@ func userKey(user string) string { return "user:" + user }
 // credentials and locked-out attempts both return an error that is
 // schema.ErrAuthFailed, after the failure delay; for a locked-out attempt
 // it is also ErrTooManyFailures, which frontends may log but must answer
-// like a wrong password. Other errors are store failures.
+// like a wrong password. While only the user (not the client address) is
+// locked out, an app password still logs in. Other errors are store
+// failures.
 func (g *AuthGuard) Login(ctx context.Context, store Store, a Attempt) (Account, error) {
 	start := time.Now() // the real clock: the delay is a real wait
 	ip := RemoteIP(a.Remote)
@@ -242,18 +245,24 @@ func (g *AuthGuard) Login(ctx context.Context, store Store, a Attempt) (Account,
 	// The per-address limit binds every attempt. The per-user lockout
 	// binds only addresses without a recent successful login of the user.
 	//
-	// App passwords (not supported yet) belong between the two checks: a
-	// long random app password cannot be guessed in the attempts the
-	// per-address limit leaves, so it may be checked (and log the user
-	// in) while the user is locked out; a wrong one counts like any
-	// failure. The account password stays behind the per-user lockout.
-	locked := g.failures.Locked(addressKey(client), now) ||
-		(validUser && !known && g.failures.Locked(userKey(user), now))
+	// App passwords sit between the two checks: a long random app
+	// password cannot be guessed in the attempts the per-address limit
+	// leaves, so it is checked (and logs the user in) while the user is
+	// locked out; a wrong one counts like any failure. The account
+	// password stays behind the per-user lockout: the store is told to
+	// check app passwords only, and a refusal is answered like any wrong
+	// password.
+	addressLocked := g.failures.Locked(addressKey(client), now)
+	userLocked := validUser && !known && g.failures.Locked(userKey(user), now)
+	locked := addressLocked || userLocked
 
 	var acct Account
 	err := schema.ErrAuthFailed
-	if !locked && a.Username != "" && len(a.Username) <= MaxCredentialLength && len(a.Password) <= MaxCredentialLength {
-		acct, err = store.Authenticate(ctx, a.Username, a.Password)
+	if !addressLocked && a.Username != "" && len(a.Username) <= MaxCredentialLength && len(a.Password) <= MaxCredentialLength {
+		acct, err = store.Authenticate(ctx, schema.Credentials{
+			Username: a.Username, Password: a.Password, Protocol: a.Protocol, Remote: ip,
+			OnlyAppPassword: userLocked,
+		})
 	}
 	if errors.Is(err, schema.ErrAuthFailed) {
 		g.failed(a, ip, client, user, validUser && !known, now)

@@ -23,11 +23,15 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time { return c.t }
 
-// fakeStore knows users and their passwords; Authenticate is all the
-// guard calls.
+// fakeStore knows users, their passwords and app passwords;
+// Authenticate is all the guard calls.
 type fakeStore struct {
 	Store
 	users map[string]string
+	// apps maps a user to an app password that logs in over IMAP only.
+	apps map[string]string
+	// last receives the credentials of the latest call.
+	last *schema.Credentials
 }
 
 type fakeAccount struct {
@@ -38,9 +42,18 @@ type fakeAccount struct {
 func (a fakeAccount) Address() string { return a.addr }
 func (a fakeAccount) Close() error    { return nil }
 
-func (s fakeStore) Authenticate(_ context.Context, username, password string) (Account, error) {
-	addr, _, err := schema.CanonicalAddress(username)
-	if err != nil || s.users[addr] == "" || s.users[addr] != password {
+func (s fakeStore) Authenticate(_ context.Context, cred schema.Credentials) (Account, error) {
+	if s.last != nil {
+		*s.last = cred
+	}
+	addr, _, err := schema.CanonicalAddress(cred.Username)
+	if err != nil {
+		return nil, schema.ErrAuthFailed
+	}
+	if app := s.apps[addr]; app != "" && cred.Password == app && cred.Protocol == schema.ProtocolIMAP {
+		return fakeAccount{addr: addr}, nil
+	}
+	if cred.OnlyAppPassword || s.users[addr] == "" || s.users[addr] != cred.Password {
 		return nil, schema.ErrAuthFailed
 	}
 	return fakeAccount{addr: addr}, nil
@@ -70,6 +83,8 @@ const (
 	ownerPW = "owner-secret-pw"
 	other   = "other@example.org"
 	otherPW = "other-secret-pw"
+	// ownerAppPW is the owner's app password, for IMAP only.
+	ownerAppPW = "abcd-efgh-jkmn-pqrs"
 )
 
 // guardHarness is a guard on a fake clock over a fakeStore.
@@ -86,9 +101,13 @@ func newGuardHarness(t *testing.T, cfg AuthGuardConfig) *guardHarness {
 	h := &guardHarness{
 		t:     t,
 		clock: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
-		store: fakeStore{users: map[string]string{owner: ownerPW, other: otherPW}},
-		obs:   &countingObserver{failures: map[string]int{}, lockouts: map[string]int{}},
-		logs:  &bytes.Buffer{},
+		store: fakeStore{
+			users: map[string]string{owner: ownerPW, other: otherPW},
+			apps:  map[string]string{owner: ownerAppPW},
+			last:  &schema.Credentials{},
+		},
+		obs:  &countingObserver{failures: map[string]int{}, lockouts: map[string]int{}},
+		logs: &bytes.Buffer{},
 	}
 	cfg.Observer = h.obs
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -170,6 +189,50 @@ func TestAuthGuardLocksAttackerOut(t *testing.T) {
 	h.mustLogin("198.51.100.8", owner, ownerPW)
 	// Other users were never affected.
 	h.mustLogin("198.51.100.9", other, otherPW)
+}
+
+// TestAuthGuardAppPasswordDuringUserLockout checks where app passwords
+// sit between the two limits: while the user is locked out at an
+// address, the account password is not even offered to the store (the
+// store is told to accept app passwords only) and is answered like a
+// wrong password, but the user's app password logs in; a wrong one
+// counts as a failure. A locked address gets nothing checked at all.
+func TestAuthGuardAppPasswordDuringUserLockout(t *testing.T) {
+	h := newGuardHarness(t, userLimitConfig())
+	const attacker, traveller = "198.51.100.1", "203.0.113.7"
+	for i := 0; i < 5; i++ {
+		h.mustFail(attacker, owner, "guess", false)
+	}
+	h.mustFail(traveller, owner, ownerPW, true)
+	if !h.store.last.OnlyAppPassword {
+		t.Fatalf("a user lockout did not restrict the store to app passwords: %+v", *h.store.last)
+	}
+	// The credentials reach the store with the protocol and the address.
+	if h.store.last.Protocol != schema.ProtocolIMAP || h.store.last.Remote.String() != traveller {
+		t.Errorf("store got protocol %q from %v", h.store.last.Protocol, h.store.last.Remote)
+	}
+	h.mustLogin(traveller, owner, ownerAppPW)
+	h.mustFail("203.0.113.8", owner, "wxyz-wxyz-wxyz-wxyz", true)
+	if n := h.obs.failures["imap/true"]; n != 2 {
+		t.Errorf("%d locked failures counted, want 2", n)
+	}
+	// Without a lockout the store may check every credential.
+	h.mustLogin("192.0.2.50", other, otherPW)
+	if h.store.last.OnlyAppPassword {
+		t.Error("a login without a lockout was restricted to app passwords")
+	}
+
+	// An address over its own limit gets no check, app password or not.
+	cfg := userLimitConfig()
+	cfg.MaxFailuresPerIP = 2
+	h = newGuardHarness(t, cfg)
+	h.mustFail(attacker, other, "guess", false)
+	h.mustFail(attacker, other, "guess", false)
+	*h.store.last = schema.Credentials{}
+	h.mustFail(attacker, owner, ownerAppPW, true)
+	if h.store.last.Username != "" {
+		t.Errorf("a locked address reached the store: %+v", *h.store.last)
+	}
 }
 
 // TestAuthGuardOwnerKeepsKnownAddresses checks that while an attacker has

@@ -13,9 +13,12 @@ const MailboxDelimiter = '/'
 // Store is the mail store as the frontends see it. Every method that
 // changes mail returns only after the change is committed on a quorum.
 type Store interface {
-	// Authenticate checks a user's credentials. Unknown users and wrong
-	// passwords both yield schema.ErrAuthFailed.
-	Authenticate(ctx context.Context, username, password string) (Account, error)
+	// Authenticate checks a login: the account password, or an app
+	// password whose scope has the credentials' protocol. Unknown users,
+	// wrong passwords and credentials the user's policy refuses (the
+	// account password of a user with MFA, an app password out of its
+	// scope) all yield schema.ErrAuthFailed.
+	Authenticate(ctx context.Context, cred schema.Credentials) (Account, error)
 	// LookupRecipient reports whether address is a local mailbox:
 	// schema.ErrNotLocal for a domain not served here, schema.ErrNoSuchUser
 	// for an unknown user of a local domain.
@@ -28,7 +31,7 @@ type Store interface {
 // concrete type A. StoreOf turns it into a Store, so an implementation
 // need not import this package to satisfy it.
 type Backend[A Account] interface {
-	Authenticate(ctx context.Context, username, password string) (A, error)
+	Authenticate(ctx context.Context, cred schema.Credentials) (A, error)
 	LookupRecipient(ctx context.Context, address string) error
 	Deliver(ctx context.Context, d schema.Delivery) error
 }
@@ -38,8 +41,8 @@ func StoreOf[A Account](b Backend[A]) Store { return backendStore[A]{b} }
 
 type backendStore[A Account] struct{ b Backend[A] }
 
-func (s backendStore[A]) Authenticate(ctx context.Context, username, password string) (Account, error) {
-	a, err := s.b.Authenticate(ctx, username, password)
+func (s backendStore[A]) Authenticate(ctx context.Context, cred schema.Credentials) (Account, error) {
+	a, err := s.b.Authenticate(ctx, cred)
 	if err != nil {
 		return nil, err
 	}

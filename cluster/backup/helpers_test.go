@@ -63,7 +63,7 @@ func (c *testCluster) SetBackupRecipient(ctx context.Context, r string) error {
 }
 func (c *testCluster) Close() error { c.n.Stop(); return nil }
 func (c *testCluster) Authenticate(ctx context.Context, user, password string) (protocols.Account, error) {
-	return c.n.Store().Authenticate(ctx, user, password)
+	return c.n.Store().Authenticate(ctx, schema.Credentials{Username: user, Password: password})
 }
 
 func openCluster(t testing.TB, dir string, master [seal.KeySize]byte) *testCluster {
@@ -105,7 +105,7 @@ func (n *node) addUser(t testing.TB, address string) {
 
 func (n *node) login(t testing.TB, c *testCluster, address string) protocols.Account {
 	t.Helper()
-	a, err := c.n.Store().Authenticate(testCtx(t), address, "password-"+address)
+	a, err := c.n.Store().Authenticate(testCtx(t), schema.Credentials{Username: address, Password: "password-" + address})
 	if err != nil {
 		t.Fatalf("login %s: %v", address, err)
 	}

@@ -447,7 +447,7 @@ func (n *Node) Login(address, password string) protocols.Account {
 	var acct protocols.Account
 	n.c.Eventually(30*time.Second, "login on "+n.ID, func() error {
 		var err error
-		acct, err = n.Store().Authenticate(context.Background(), address, password)
+		acct, err = n.Store().Authenticate(context.Background(), schema.Credentials{Username: address, Password: password})
 		return err
 	})
 	n.c.t.Cleanup(func() { acct.Close() })

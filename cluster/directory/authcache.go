@@ -19,8 +19,12 @@ const (
 // reconnects often (IMAP clients open several connections) does not pay
 // for argon2id each time. Entries are keyed by an HMAC of the credentials
 // under a key that exists only in this process's memory, and are tied to
-// the exact user record they were checked against: a password change or
-// deletion, on any node, invalidates them.
+// the exact user record they were checked against: a password change, an
+// app password revoked, MFA switched on, or a deletion, on any node,
+// changes that record and so invalidates them. An entry remembers which
+// credential matched (the account password or one app password) but not
+// whether it may log in: the caller applies the user's policy (MFA, the
+// domain's requirement, the app password's scope) on every hit.
 type authCache struct {
 	key [32]byte
 
@@ -31,6 +35,7 @@ type authCache struct {
 type authEntry struct {
 	user    schema.ID
 	record  [32]byte // hash of the sealed user record
+	cred    string   // "" for the account password, else the app password's id
 	expires time.Time
 }
 
@@ -52,22 +57,26 @@ func (a *authCache) slot(address, password string) [32]byte {
 	return k
 }
 
-func (a *authCache) check(rec schema.UserRecord, address, password string) bool {
+// check reports whether address and password were verified against rec
+// recently, and which credential they matched.
+func (a *authCache) check(rec schema.UserRecord, address, password string) (cred string, ok bool) {
 	k := a.slot(address, password)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e, ok := a.entries[k]
 	if !ok {
-		return false
+		return "", false
 	}
 	if time.Now().After(e.expires) || e.user != rec.ID || e.record != sha256.Sum256(rec.Sealed) {
 		delete(a.entries, k)
-		return false
+		return "", false
 	}
-	return true
+	return e.cred, true
 }
 
-func (a *authCache) remember(rec schema.UserRecord, address, password string) {
+// remember records that address and password match credential cred of
+// rec.
+func (a *authCache) remember(rec schema.UserRecord, address, password, cred string) {
 	k := a.slot(address, password)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -82,7 +91,7 @@ func (a *authCache) remember(rec schema.UserRecord, address, password string) {
 			a.entries = make(map[[32]byte]authEntry)
 		}
 	}
-	a.entries[k] = authEntry{user: rec.ID, record: sha256.Sum256(rec.Sealed), expires: time.Now().Add(authCacheTTL)}
+	a.entries[k] = authEntry{user: rec.ID, record: sha256.Sum256(rec.Sealed), cred: cred, expires: time.Now().Add(authCacheTTL)}
 }
 
 func (a *authCache) forget(user schema.ID) {

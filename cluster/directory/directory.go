@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore"
@@ -48,6 +49,13 @@ type Config struct {
 	// means 4.
 	PasswordConcurrency int
 	Logger              *slog.Logger
+	// MFAIssuer names the service in authenticator apps (the issuer of
+	// the otpauth:// URI of an MFA enrolment): the node's hostname. ""
+	// means "mailnode".
+	MFAIssuer string
+	// Now is the clock of records (creation times, the last use of app
+	// passwords and its hourly throttle, TOTP codes); nil means time.Now.
+	Now func() time.Time
 }
 
 // Directory is the cluster's directory of domains and users, with the
@@ -60,6 +68,14 @@ type Directory struct {
 	hash   *hasher
 	auth   *authCache
 	ukeys  *keyCache
+	now    func() time.Time
+	issuer string
+	// usage records the last use of app passwords, off the login path.
+	usage *usageTracker
+	// userMu serialises this node's read-modify-write changes of user
+	// records (see updateUser).
+	userMu    sync.Mutex
+	closeOnce sync.Once
 }
 
 // New returns the directory over a cluster's meta shard.
@@ -70,11 +86,17 @@ func New(c Cluster, cfg Config) (*Directory, error) {
 	if cfg.PasswordConcurrency <= 0 {
 		cfg.PasswordConcurrency = 4
 	}
+	if cfg.MFAIssuer == "" {
+		cfg.MFAIssuer = "mailnode"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	sealer, err := seal.New()
 	if err != nil {
 		return nil, err
 	}
-	return &Directory{
+	d := &Directory{
 		c:      c,
 		log:    cfg.Logger.With("component", "directory"),
 		keys:   newRootKeys(cfg.MasterKey),
@@ -82,11 +104,22 @@ func New(c Cluster, cfg Config) (*Directory, error) {
 		hash:   newHasher(cfg.PasswordConcurrency),
 		auth:   newAuthCache(),
 		ukeys:  newKeyCache(),
-	}, nil
+		now:    cfg.Now,
+		issuer: cfg.MFAIssuer,
+	}
+	d.usage = newUsageTracker(d)
+	return d, nil
 }
 
-// Close releases the sealer.
-func (d *Directory) Close() { d.sealer.Close() }
+// Close writes the last uses of app passwords still queued (for a few
+// seconds at most), stops the goroutine that writes them and releases
+// the sealer. It may be called more than once.
+func (d *Directory) Close() {
+	d.closeOnce.Do(func() {
+		d.usage.close()
+		d.sealer.Close()
+	})
+}
 
 // Sealer returns the envelope sealer, shared with the mail store.
 func (d *Directory) Sealer() *seal.Sealer { return d.sealer }
@@ -160,6 +193,9 @@ type Domain struct {
 	// Region is where the domain's users' mail lives ("" for anywhere).
 	Region string `json:"region,omitempty"`
 	Users  int    `json:"users"`
+	// RequireMFA: the domain's users log in over IMAP, POP3 and SMTP with
+	// app passwords only, whether or not they enrolled in MFA.
+	RequireMFA bool `json:"require_mfa,omitempty"`
 }
 
 // domainInfo is the sealed part of a domain record.
@@ -168,11 +204,18 @@ type domainInfo struct {
 	Mode KeyMode `json:"m"`
 }
 
-// userInfo is the sealed part of a user record.
+// userInfo is the sealed part of a user record. Everything that decides
+// whether a login succeeds is in it, so the verified-credential cache,
+// tied to the exact sealed record, is invalidated by any change to it.
 type userInfo struct {
 	Address  string `json:"a"`
 	Password string `json:"p"` // argon2id PHC string
 	Created  int64  `json:"c"`
+	// AppPasswords are the user's app passwords (hashes, never the
+	// passwords).
+	AppPasswords []appPassword `json:"ap,omitempty"`
+	// MFA is the user's TOTP enrolment, nil when there is none.
+	MFA *mfaState `json:"mfa,omitempty"`
 }
 
 var keyObject = []byte("key")
@@ -389,6 +432,9 @@ func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainRegionKey(rec.ID)}); err != nil {
 		d.log.Warn("forget the region of a deleted domain", "err", err)
 	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainMFAKey(rec.ID)}); err != nil {
+		d.log.Warn("forget the MFA requirement of a deleted domain", "err", err)
+	}
 	return nil
 }
 
@@ -404,12 +450,13 @@ func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
 	_ = d.c.CatchUpMeta(ctx) // best effort: else this node's view
 	var doms []schema.DomainRecord
 	var users []schema.UserRecord
-	var regions map[string][]byte
+	var regions, mfa map[string][]byte
 	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
 		if doms, err = r.Domains(); err != nil {
 			return err
 		}
 		regions = r.Settings(DomainRegionPrefix)
+		mfa = r.Settings(domainMFAPrefix)
 		users, err = r.Users()
 		return err
 	})
@@ -426,7 +473,8 @@ func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
 		if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, dr.ID, dr.Sealed, &info); err != nil {
 			return nil, fmt.Errorf("open domain record: %w", err)
 		}
-		out = append(out, Domain{Name: info.Name, KeyMode: info.Mode, Region: string(regions[domainRegionKey(dr.ID)]), Users: count[dr.ID]})
+		out = append(out, Domain{Name: info.Name, KeyMode: info.Mode, Region: string(regions[domainRegionKey(dr.ID)]), Users: count[dr.ID],
+			RequireMFA: string(mfa[domainMFAKey(dr.ID)]) == mfaRequired})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, ctx.Err()
@@ -467,7 +515,7 @@ func (d *Directory) AddUser(ctx context.Context, address, password string) error
 			return err
 		}
 	}
-	rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindUserInfo, rec.ID, userInfo{Address: addr, Password: hash, Created: time.Now().Unix()})
+	rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindUserInfo, rec.ID, userInfo{Address: addr, Password: hash, Created: d.now().Unix()})
 	if err != nil {
 		return err
 	}
@@ -517,6 +565,7 @@ func (d *Directory) DeleteUser(ctx context.Context, address string) error {
 	}
 	d.auth.forget(rec.ID)
 	d.ukeys.forget(rec.ID)
+	d.forgetUsage(ctx, rec.ID, nil)
 	d.log.Info("user deleted", "shard", rec.Shard)
 	return nil
 }
@@ -530,21 +579,51 @@ func (d *Directory) SetPassword(ctx context.Context, address, password string) e
 	if err := schema.ValidatePassword(password); err != nil {
 		return err
 	}
-	rec, info, err := d.lookupUser(ctx, addr)
+	if _, _, err := d.lookupUser(ctx, addr); err != nil {
+		return fmt.Errorf("set password: %w", err) // before spending a hash
+	}
+	hash, err := d.hash.hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	_, err = d.updateUser(ctx, addr, func(_ schema.UserRecord, info *userInfo) error {
+		info.Password = hash
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("set password: %w", err)
 	}
-	if info.Password, err = d.hash.hash(ctx, password); err != nil {
-		return err
+	return nil
+}
+
+// updateUser changes a user's sealed record: it reads the newest record
+// (after catching up with the meta leader, so a change made through
+// another node a moment ago is not undone), lets change edit it, and
+// writes it back through the meta shard's Raft log. Changes through this
+// node are serialised; PutUser is no compare-and-set, so two changes of
+// one user through two nodes at the same instant can still lose one.
+// Every cached credential of the user is dropped: the new record decides.
+func (d *Directory) updateUser(ctx context.Context, addr string, change func(schema.UserRecord, *userInfo) error) (schema.UserRecord, error) {
+	d.userMu.Lock()
+	defer d.userMu.Unlock()
+	if err := d.c.CatchUpMeta(ctx); err != nil {
+		return schema.UserRecord{}, fmt.Errorf("%w: %v", schema.ErrUnavailable, err)
+	}
+	rec, info, err := d.userByAddress(addr)
+	if err != nil {
+		return rec, err
+	}
+	if err := change(rec, &info); err != nil {
+		return rec, err
 	}
 	if rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindUserInfo, rec.ID, info); err != nil {
-		return err
+		return rec, err
 	}
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutUser{Record: rec}); err != nil {
-		return fmt.Errorf("set password: %w", err)
+		return rec, err
 	}
 	d.auth.forget(rec.ID)
-	return nil
+	return rec, nil
 }
 
 // Users lists the addresses of a domain's users ("" for all domains), as
@@ -588,6 +667,14 @@ type UserInfo struct {
 	Domain  string    `json:"domain"`
 	Shard   uint32    `json:"shard"`
 	Created time.Time `json:"created"`
+	// MFA is MFAOff, MFAPending (enrolled, not confirmed: no effect yet)
+	// or MFAOn (IMAP, POP3 and SMTP take app passwords only).
+	MFA string `json:"mfa"`
+	// DomainRequiresMFA: the user's domain requires MFA, so IMAP, POP3
+	// and SMTP take only app passwords whatever MFA says.
+	DomainRequiresMFA bool `json:"domain_requires_mfa,omitempty"`
+	// AppPasswords counts the user's app passwords.
+	AppPasswords int `json:"app_passwords"`
 }
 
 // User returns what the admin interface shows of one user, including the
@@ -601,7 +688,10 @@ func (d *Directory) User(ctx context.Context, address string) (UserInfo, error) 
 	if err != nil {
 		return UserInfo{}, fmt.Errorf("show user: %w", err)
 	}
-	return UserInfo{Address: info.Address, Domain: domain, Shard: rec.Shard, Created: time.Unix(info.Created, 0).UTC()}, nil
+	return UserInfo{
+		Address: info.Address, Domain: domain, Shard: rec.Shard, Created: time.Unix(info.Created, 0).UTC(),
+		MFA: info.mfaStatus(), DomainRequiresMFA: d.domainRequiresMFA(rec.Domain), AppPasswords: len(info.AppPasswords),
+	}, nil
 }
 
 // lookupUser finds a user by address in this node's meta replica; a miss
@@ -620,12 +710,23 @@ func (d *Directory) lookupUser(ctx context.Context, addr string) (schema.UserRec
 	return d.userByAddress(addr)
 }
 
-// Authenticate checks a login. Unknown users and wrong passwords take the
-// same time and give the same schema.ErrAuthFailed. The password is
-// checked against this node's meta replica, so a changed password or a
-// deleted user stops working here within the replica's lag.
-func (d *Directory) Authenticate(ctx context.Context, username, password string) (*User, error) {
-	addr, _, err := schema.CanonicalAddress(username)
+// Authenticate checks a login: the account password, or one of the
+// user's app passwords whose scope has cred.Protocol. The account password
+// is refused, exactly like a wrong one, when the user has MFA on, when the
+// user's domain requires MFA, and when cred.OnlyAppPassword is set (the
+// user is locked out at the client's address). Unknown users, wrong
+// passwords and refused credentials all give the same
+// schema.ErrAuthFailed and, outside a lockout, cost at least one argon2id
+// check each.
+//
+// Credentials are checked against this node's meta replica, so a changed
+// password, a revoked app password, MFA switched on or a deleted user
+// stops working here as soon as the replica has applied the change: the
+// cache of verified credentials is tied to the exact record. A successful
+// app password login is recorded as its last use, at most once an hour
+// and never on the login's path.
+func (d *Directory) Authenticate(ctx context.Context, cred schema.Credentials) (*User, error) {
+	addr, _, err := schema.CanonicalAddress(cred.Username)
 	var rec schema.UserRecord
 	var info userInfo
 	if err == nil {
@@ -635,20 +736,29 @@ func (d *Directory) Authenticate(ctx context.Context, username, password string)
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	if err != nil {
-		if _, verr := d.hash.verify(ctx, "", password); verr != nil {
+		if cred.OnlyAppPassword {
+			return nil, schema.ErrAuthFailed // locked out: as cheap as for a known user (verifyLogin)
+		}
+		if _, verr := d.hash.verify(ctx, "", cred.Password); verr != nil {
 			return nil, verr
 		}
 		return nil, schema.ErrAuthFailed
 	}
-	if !d.auth.check(rec, addr, password) {
-		ok, err := d.hash.verify(ctx, info.Password, password)
-		if err != nil {
+	accountOK := !cred.OnlyAppPassword && !info.mfaActive() && !d.domainRequiresMFA(rec.Domain)
+	matched, ok := d.auth.check(rec, addr, cred.Password)
+	if !ok || !info.allows(matched, accountOK, cred.Protocol) {
+		// Not verified lately, or verified as a credential this attempt
+		// may not use: check what it may use, at full cost.
+		if matched, ok, err = d.verifyLogin(ctx, rec, info, accountOK, cred); err != nil {
 			return nil, err
 		}
 		if !ok {
 			return nil, schema.ErrAuthFailed
 		}
-		d.auth.remember(rec, addr, password)
+		d.auth.remember(rec, addr, cred.Password, matched)
+	}
+	if matched != "" {
+		d.usage.used(rec.ID, matched, cred.Remote)
 	}
 	return d.user(rec, info.Address)
 }

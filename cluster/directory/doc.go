@@ -14,4 +14,15 @@
 //   - Logins are checked against this node's meta replica; writes go to
 //     the meta leader through the cluster, which applies them here before
 //     they return, so a node always sees its own directory changes.
+//   - Everything that decides a login (password hash, app passwords with
+//     their scopes, the MFA enrolment) is in the sealed user record, and
+//     cached verifications are tied to the exact record: any change to
+//     it, on any node, takes effect without waiting for a cache. The
+//     domain's MFA requirement and an attempt's protocol are checked on
+//     every login, cached or not.
+//   - App passwords, recovery codes and TOTP keys are generated here and
+//     handed out once; only argon2id hashes (and the sealed TOTP key)
+//     are stored, and none of them is ever logged.
+//   - A login writes nothing on its path: the last use of an app
+//     password is written from a goroutine, at most once an hour.
 package directory

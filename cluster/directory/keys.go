@@ -43,6 +43,9 @@ type rootKeys struct {
 	manifest [seal.KeySize]byte
 	// spool seals messages waiting in the spool for several shards.
 	spool seal.Keyring
+	// appHint keys the short tag that tells which app password a login
+	// may be (see appPasswordHint).
+	appHint [seal.KeySize]byte
 }
 
 func newRootKeys(master [seal.KeySize]byte) *rootKeys {
@@ -54,6 +57,7 @@ func newRootKeys(master [seal.KeySize]byte) *rootKeys {
 		index:    seal.Derive(master, "name-index"),
 		manifest: BackupManifestKey(master),
 		spool:    seal.NewStatic(seal.Key{ID: keyID(spool), Secret: spool}),
+		appHint:  seal.Derive(master, "app-password-hint"),
 	}
 }
 

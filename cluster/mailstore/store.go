@@ -88,9 +88,11 @@ func (s *Store) Close() {
 	})
 }
 
-// Authenticate checks a login and returns the user's mail store.
-func (s *Store) Authenticate(ctx context.Context, username, password string) (*Account, error) {
-	u, err := s.dir.Authenticate(ctx, username, password)
+// Authenticate checks a login (the account password or an app password,
+// under the user's MFA policy; see directory.Directory.Authenticate) and
+// returns the user's mail store.
+func (s *Store) Authenticate(ctx context.Context, cred schema.Credentials) (*Account, error) {
+	u, err := s.dir.Authenticate(ctx, cred)
 	if err != nil {
 		return nil, err
 	}

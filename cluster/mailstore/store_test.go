@@ -95,11 +95,11 @@ func TestDirectory(t *testing.T) {
 
 	// Logins: case-insensitive address; wrong password and unknown user
 	// fail the same way.
-	if _, err := c.Authenticate(ctx(t), "ALICE@example.test", pw); err != nil {
+	if _, err := c.Authenticate(ctx(t), schema.Credentials{Username: "ALICE@example.test", Password: pw}); err != nil {
 		t.Fatalf("login: %v", err)
 	}
 	for _, cred := range [][2]string{{"alice@example.test", "wrong password"}, {"nobody@example.test", pw}, {"garbage", pw}} {
-		if _, err := c.Authenticate(ctx(t), cred[0], cred[1]); !errors.Is(err, schema.ErrAuthFailed) {
+		if _, err := c.Authenticate(ctx(t), schema.Credentials{Username: cred[0], Password: cred[1]}); !errors.Is(err, schema.ErrAuthFailed) {
 			t.Errorf("login %q: %v", cred[0], err)
 		}
 	}
@@ -107,16 +107,16 @@ func TestDirectory(t *testing.T) {
 	if err := c.SetPassword(ctx(t), "alice@example.test", "a new password"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Authenticate(ctx(t), "alice@example.test", pw); !errors.Is(err, schema.ErrAuthFailed) {
+	if _, err := c.Authenticate(ctx(t), schema.Credentials{Username: "alice@example.test", Password: pw}); !errors.Is(err, schema.ErrAuthFailed) {
 		t.Fatalf("old password after change: %v", err)
 	}
-	if _, err := c.Authenticate(ctx(t), "alice@example.test", "a new password"); err != nil {
+	if _, err := c.Authenticate(ctx(t), schema.Credentials{Username: "alice@example.test", Password: "a new password"}); err != nil {
 		t.Fatalf("new password: %v", err)
 	}
 	if err := c.DeleteUser(ctx(t), "alice@example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Authenticate(ctx(t), "alice@example.test", "a new password"); !errors.Is(err, schema.ErrAuthFailed) {
+	if _, err := c.Authenticate(ctx(t), schema.Credentials{Username: "alice@example.test", Password: "a new password"}); !errors.Is(err, schema.ErrAuthFailed) {
 		t.Fatalf("login after delete: %v", err)
 	}
 	if err := c.LookupRecipient(ctx(t), "alice@example.test"); !errors.Is(err, schema.ErrNoSuchUser) {

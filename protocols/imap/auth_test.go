@@ -267,3 +267,59 @@ func TestUnauthenticate(t *testing.T) {
 		t.Fatalf("select as other user: %v", err)
 	}
 }
+
+// TestAppPasswordScope logs in with the real client: an app password
+// logs in over IMAP only when its scope has IMAP, through LOGIN and
+// AUTHENTICATE alike, and once the user has MFA the account password
+// fails exactly like a wrong one while the IMAP app password still works.
+func TestAppPasswordScope(t *testing.T) {
+	ts := newTestServer(t)
+	const imapApp, popApp = "imap-app-pass-1234", "pop3-app-pass-5678"
+	if err := ts.env.Mem.AddAppPassword(testUser, imapApp, []string{"imap", "smtp"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.env.Mem.AddAppPassword(testUser, popApp, []string{"pop3"}); err != nil {
+		t.Fatal(err)
+	}
+	login := func(pass string) error {
+		c := ts.dial(t, nil)
+		return c.Login(testUser, pass).Wait()
+	}
+	auth := func(pass string) error {
+		c := ts.dial(t, nil)
+		return c.Authenticate(sasl.NewPlainClient("", testUser, pass))
+	}
+	for _, try := range []func(string) error{login, auth} {
+		if err := try(imapApp); err != nil {
+			t.Errorf("app password with IMAP in its scope: %v", err)
+		}
+		if err := try(popApp); imapCode(err) != imap.ResponseCodeAuthenticationFailed {
+			t.Errorf("app password for POP3 only over IMAP: got %v, want NO [AUTHENTICATIONFAILED]", err)
+		}
+		if err := try(testPassword); err != nil {
+			t.Errorf("account password without MFA: %v", err)
+		}
+	}
+
+	if err := ts.env.Mem.SetMFA(testUser, true); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialRaw(t, ts.addr)
+	_, wrong := rc.cmd("LOGIN " + testUser + " not-the-password")
+	_, account := rc.cmd("LOGIN " + testUser + " " + testPassword)
+	if !strings.HasPrefix(wrong, "NO [AUTHENTICATIONFAILED]") || account != wrong {
+		t.Errorf("account password with MFA answered %q, a wrong password %q", account, wrong)
+	}
+	if _, ok := rc.cmd("LOGIN " + testUser + " " + imapApp); !strings.HasPrefix(ok, "OK") {
+		t.Errorf("IMAP app password with MFA: %q", ok)
+	}
+	if err := login(popApp); imapCode(err) != imap.ResponseCodeAuthenticationFailed {
+		t.Errorf("POP3 app password over IMAP with MFA: %v", err)
+	}
+	logs := ts.logs.String()
+	for _, secret := range []string{imapApp, popApp, testPassword} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs contain a password %q", secret)
+		}
+	}
+}

@@ -80,9 +80,18 @@ type memUser struct {
 	blobs           map[schema.ID]*memBlob
 	watchers        map[int]*memWatcher
 	maildropLocked  bool // the POP3 maildrop lock
+	appPasswords    []memAppPassword
+	mfa             bool // MFA on: only app passwords log in
 
 	// keptSubscriptions are subscribed names whose mailbox was deleted.
 	keptSubscriptions []string
+}
+
+// memAppPassword is an app password: its digest and the protocols it
+// logs in with.
+type memAppPassword struct {
+	password [sha256.Size]byte
+	scope    []string
 }
 
 // memMailbox is a mailbox: its counters and messages.
@@ -208,22 +217,71 @@ func (s *MemStore) AddUser(ctx context.Context, address, password string) error 
 	return nil
 }
 
-// Authenticate checks a login. Unknown users, malformed names and wrong
-// passwords all give schema.ErrAuthFailed after the same comparison.
-func (s *MemStore) Authenticate(ctx context.Context, username, password string) (*MemAccount, error) {
-	sum := sha256.Sum256([]byte(password))
-	addr, _, err := schema.CanonicalAddress(username)
+// AddAppPassword gives a user an app password for the protocols of scope
+// (nil for all). Unlike the production store, which generates app
+// passwords, it takes the one a test chooses.
+func (s *MemStore) AddAppPassword(address, password string, scope []string) error {
+	addr, _, err := schema.CanonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	if scope, err = schema.CanonicalScope(scope); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[addr]
+	if u == nil {
+		return fmt.Errorf("add app password: %w", schema.ErrNoSuchUser)
+	}
+	u.appPasswords = append(u.appPasswords, memAppPassword{password: sha256.Sum256([]byte(password)), scope: scope})
+	return nil
+}
+
+// SetMFA switches a user's MFA on or off: while it is on, only the
+// user's app passwords log in, as in the production store.
+func (s *MemStore) SetMFA(address string, on bool) error {
+	addr, _, err := schema.CanonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[addr]
+	if u == nil {
+		return fmt.Errorf("set MFA: %w", schema.ErrNoSuchUser)
+	}
+	u.mfa = on
+	return nil
+}
+
+// Authenticate checks a login: the account password (unless the user has
+// MFA on or cred.OnlyAppPassword is set) or an app password whose scope
+// has cred.Protocol. Unknown users, malformed names, wrong passwords and
+// refused credentials all give schema.ErrAuthFailed.
+func (s *MemStore) Authenticate(ctx context.Context, cred schema.Credentials) (*MemAccount, error) {
+	sum := sha256.Sum256([]byte(cred.Password))
+	addr, _, err := schema.CanonicalAddress(cred.Username)
 	s.mu.Lock()
 	var u *memUser
 	if err == nil {
 		u = s.users[addr]
 	}
-	want := s.dummy
-	if u != nil {
-		want = u.password
+	match := false
+	if u == nil {
+		subtle.ConstantTimeCompare(sum[:], s.dummy[:])
+	} else {
+		if !cred.OnlyAppPassword && !u.mfa && subtle.ConstantTimeCompare(sum[:], u.password[:]) == 1 {
+			match = true
+		}
+		for _, ap := range u.appPasswords {
+			if subtle.ConstantTimeCompare(sum[:], ap.password[:]) == 1 && schema.ScopeAllows(ap.scope, cred.Protocol) {
+				match = true
+			}
+		}
 	}
 	s.mu.Unlock()
-	if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 || u == nil {
+	if !match {
 		return nil, schema.ErrAuthFailed
 	}
 	if err := ctx.Err(); err != nil {

@@ -112,7 +112,7 @@ func TestDirectory(t *testing.T) {
 
 	// Logins: case-insensitive address, canonical address on the account;
 	// wrong password, unknown user and garbage fail the same way.
-	a, err := env.Store.Authenticate(ctx, " ALICE@example.TEST", pw)
+	a, err := env.Store.Authenticate(ctx, schema.Credentials{Username: " ALICE@example.TEST", Password: pw})
 	if err != nil {
 		t.Fatalf("login: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestDirectory(t *testing.T) {
 		t.Error(err)
 	}
 	for _, cred := range [][2]string{{"alice@example.test", "wrong password"}, {"nobody@example.test", pw}, {"garbage", pw}, {"", ""}} {
-		acct, err := env.Store.Authenticate(ctx, cred[0], cred[1])
+		acct, err := env.Store.Authenticate(ctx, schema.Credentials{Username: cred[0], Password: cred[1]})
 		if !errors.Is(err, schema.ErrAuthFailed) || acct != nil {
 			t.Errorf("login %q: %v, %v", cred[0], acct, err)
 		}

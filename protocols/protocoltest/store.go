@@ -53,7 +53,7 @@ func (e *Env) AddUser(t testing.TB, address, password string) {
 // Login authenticates and returns the account; t.Cleanup closes it.
 func (e *Env) Login(t testing.TB, address, password string) protocols.Account {
 	t.Helper()
-	acct, err := e.Store.Authenticate(context.Background(), address, password)
+	acct, err := e.Store.Authenticate(context.Background(), schema.Credentials{Username: address, Password: password})
 	if err != nil {
 		t.Fatalf("login %s: %v", address, err)
 	}
