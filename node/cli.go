@@ -62,7 +62,10 @@ Usage:
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user del    --data DIR ADDRESS
   mailnode user list   --data DIR [--domain DOMAIN]
-  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created)
+  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA)
+  mailnode user app-password add|list|revoke ...     (see App passwords and MFA below)
+  mailnode user mfa enable|confirm|disable ...
+  mailnode domain mfa  --data DIR DOMAIN require|optional
   mailnode status      --data DIR [--json]
   mailnode compact     --data DIR
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
@@ -80,7 +83,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + backupUsage
+` + accountUsage + backupUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -115,6 +118,12 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		}
 		if cmd == "domain" && rest[0] == "dns" {
 			return c.domainDNS(rest[1:])
+		}
+		if name, args, ok, err := accountCommandName(cmd, rest); ok {
+			if err != nil {
+				return err
+			}
+			return c.accountCommand(ctx, name, args)
 		}
 		return c.adminCommand(ctx, cmd+" "+rest[0], rest[1:])
 	case "status":
@@ -424,13 +433,17 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 			return err
 		}
 		tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DOMAIN\tKEY MODE\tREGION\tUSERS")
+		fmt.Fprintln(tw, "DOMAIN\tKEY MODE\tREGION\tUSERS\tMFA")
 		for _, d := range doms {
 			region := d.Region
 			if region == "" {
 				region = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", d.Name, d.KeyMode, region, d.Users)
+			mfa := admin.MFAOptional
+			if d.RequireMFA {
+				mfa = "required"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", d.Name, d.KeyMode, region, d.Users, mfa)
 		}
 		return tw.Flush()
 	case "user add", "user passwd":
@@ -470,7 +483,12 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 			enc.SetIndent("", "  ")
 			return enc.Encode(u)
 		}
-		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\n", u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339))
+		mfa := u.MFA
+		if u.DomainRequiresMFA {
+			mfa += " (required by the domain: only app passwords log in)"
+		}
+		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\nmfa      %s\napp passwords  %d\n",
+			u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339), mfa, u.AppPasswords)
 	case "user list":
 		users, err := client.Users(ctx, *domain)
 		if err != nil {

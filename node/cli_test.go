@@ -292,6 +292,8 @@ func TestAdminRejectsBadRequests(t *testing.T) {
 		{"not json", "POST", "/v1/users", `address=a@b.test`, 400, admin.CodeInvalid},
 		{"too large", "POST", "/v1/users", `{"address":"a@b.test","password":"` + strings.Repeat("x", 70<<10) + `"}`, 400, admin.CodeInvalid},
 		{"bad domain", "POST", "/v1/domains", `{"name":"-bad-"}`, 400, admin.CodeInvalid},
+		{"bad mfa policy", "PUT", "/v1/domains/a.test/mfa", `{"policy":"sometimes"}`, 400, admin.CodeInvalid},
+		{"bad app password name", "POST", "/v1/users/a@b.test/app-passwords", `{"name":"a/b"}`, 400, admin.CodeInvalid},
 		{"unknown route", "GET", "/v1/nothing", "", 404, ""},
 		{"wrong method", "PATCH", "/v1/domains", "", 405, ""},
 	}

@@ -127,6 +127,52 @@ func (c *Client) SetPassword(ctx context.Context, address, password string) erro
 	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/password", passwordRequest{Password: password}, nil)
 }
 
+// AddAppPassword gives a user a new app password for the protocols of
+// scope (nil for all) and returns it; nobody can see it again.
+func (c *Client) AddAppPassword(ctx context.Context, address, name string, scope []string) (string, error) {
+	var resp AppPasswordCreated
+	err := c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(address)+"/app-passwords", appPasswordRequest{Name: name, Scope: scope}, &resp)
+	return resp.Password, err
+}
+
+// AppPasswords lists a user's app passwords (names, scopes, creation and
+// last use; never the passwords).
+func (c *Client) AppPasswords(ctx context.Context, address string) ([]directory.AppPassword, error) {
+	var aps []directory.AppPassword
+	err := c.do(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(address)+"/app-passwords", nil, &aps)
+	return aps, err
+}
+
+// RevokeAppPassword deletes a user's app password by name.
+func (c *Client) RevokeAppPassword(ctx context.Context, address, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(address)+"/app-passwords/"+url.PathEscape(name), nil, nil)
+}
+
+// EnableMFA enrols a user in TOTP MFA (pending until confirmed) and
+// returns the otpauth:// URI and recovery codes, shown this once.
+func (c *Client) EnableMFA(ctx context.Context, address string) (directory.MFAEnrollment, error) {
+	var enr directory.MFAEnrollment
+	err := c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(address)+"/mfa", nil, &enr)
+	return enr, err
+}
+
+// ConfirmMFA switches a pending enrolment on with a code from the
+// user's authenticator app.
+func (c *Client) ConfirmMFA(ctx context.Context, address, code string) error {
+	return c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(address)+"/mfa/confirm", mfaConfirmRequest{Code: code}, nil)
+}
+
+// DisableMFA removes a user's MFA; a non-empty recovery code must be one
+// of the user's.
+func (c *Client) DisableMFA(ctx context.Context, address, recovery string) error {
+	return c.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(address)+"/mfa/disable", mfaDisableRequest{Recovery: recovery}, nil)
+}
+
+// SetDomainMFA sets a domain's MFA policy, MFARequire or MFAOptional.
+func (c *Client) SetDomainMFA(ctx context.Context, domain, policy string) error {
+	return c.do(ctx, http.MethodPut, "/v1/domains/"+url.PathEscape(domain)+"/mfa", domainMFARequest{Policy: policy}, nil)
+}
+
 // Compact snapshots every shard of the node, truncating its Raft logs.
 func (c *Client) Compact(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/compact", nil, nil)

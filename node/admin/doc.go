@@ -5,9 +5,11 @@
 // can connect.
 //
 // Invariants:
-//   - Passwords travel only in request bodies; neither side logs bodies,
-//     and request paths (which hold addresses) are logged at debug level
-//     only.
+//   - Passwords travel only in request bodies, and secrets the node
+//     generates (app passwords, TOTP keys, recovery codes) only in
+//     response bodies, once; neither side logs bodies, and request paths
+//     (which hold addresses and app password names) are logged at debug
+//     level only.
 //   - Every error the store returns reaches the client with a stable code,
 //     and the client turns the code back into the schema sentinel, so
 //     callers branch with errors.Is on either side of the socket.

@@ -67,6 +67,39 @@ type usersResponse struct {
 	Users []string `json:"users"`
 }
 
+type appPasswordRequest struct {
+	Name string `json:"name"`
+	// Scope lists protocols (imap, pop3, smtp); empty means all.
+	Scope []string `json:"scope,omitempty"`
+}
+
+// AppPasswordCreated is the answer to a new app password: the password,
+// shown this once.
+type AppPasswordCreated struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+type mfaConfirmRequest struct {
+	Code string `json:"code"`
+}
+
+type mfaDisableRequest struct {
+	// Recovery, if set, must be one of the user's recovery codes.
+	Recovery string `json:"recovery,omitempty"`
+}
+
+type domainMFARequest struct {
+	// Policy is "require" or "optional".
+	Policy string `json:"policy"`
+}
+
+// Domain MFA policies on the wire and on the command line.
+const (
+	MFARequire  = "require"
+	MFAOptional = "optional"
+)
+
 // errorResponse is the body of every failed request.
 type errorResponse struct {
 	Code    string `json:"code"`

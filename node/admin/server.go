@@ -30,6 +30,13 @@ type Directory interface {
 	SetPassword(ctx context.Context, address, password string) error
 	Users(ctx context.Context, domain string) ([]string, error)
 	User(ctx context.Context, address string) (directory.UserInfo, error)
+	AddAppPassword(ctx context.Context, address, name string, scope []string) (string, error)
+	AppPasswords(ctx context.Context, address string) ([]directory.AppPassword, error)
+	RevokeAppPassword(ctx context.Context, address, name string) error
+	EnableMFA(ctx context.Context, address string) (directory.MFAEnrollment, error)
+	ConfirmMFA(ctx context.Context, address, code string) error
+	DisableMFA(ctx context.Context, address, recovery string) error
+	SetDomainMFA(ctx context.Context, domain string, require bool) error
 	// Compact snapshots every shard, truncating the Raft logs.
 	Compact(ctx context.Context) error
 }
@@ -59,6 +66,13 @@ func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, 
 	mux.HandleFunc("POST /v1/users", h.addUser)
 	mux.HandleFunc("DELETE /v1/users/{address}", h.deleteUser)
 	mux.HandleFunc("PUT /v1/users/{address}/password", h.setPassword)
+	mux.HandleFunc("GET /v1/users/{address}/app-passwords", h.listAppPasswords)
+	mux.HandleFunc("POST /v1/users/{address}/app-passwords", h.addAppPassword)
+	mux.HandleFunc("DELETE /v1/users/{address}/app-passwords/{name}", h.revokeAppPassword)
+	mux.HandleFunc("POST /v1/users/{address}/mfa", h.enableMFA)
+	mux.HandleFunc("POST /v1/users/{address}/mfa/confirm", h.confirmMFA)
+	mux.HandleFunc("POST /v1/users/{address}/mfa/disable", h.disableMFA)
+	mux.HandleFunc("PUT /v1/domains/{name}/mfa", h.setDomainMFA)
 	mux.HandleFunc("POST /v1/compact", h.compact)
 	mux.HandleFunc("GET /v1/cluster", h.clusterStatus)
 	mux.HandleFunc("POST /v1/cluster/tokens", h.issueToken)
@@ -183,6 +197,97 @@ func (h *handler) setPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.dir.SetPassword(r.Context(), r.PathValue("address"), req.Password); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// The answers below carry secrets (a new app password, a TOTP key,
+// recovery codes) to the admin once; like every answer they are never
+// logged.
+
+func (h *handler) addAppPassword(w http.ResponseWriter, r *http.Request) {
+	var req appPasswordRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	pw, err := h.dir.AddAppPassword(r.Context(), r.PathValue("address"), req.Name, req.Scope)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, AppPasswordCreated{Name: req.Name, Password: pw})
+}
+
+func (h *handler) listAppPasswords(w http.ResponseWriter, r *http.Request) {
+	aps, err := h.dir.AppPasswords(r.Context(), r.PathValue("address"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if aps == nil {
+		aps = []directory.AppPassword{}
+	}
+	writeJSON(w, http.StatusOK, aps)
+}
+
+func (h *handler) revokeAppPassword(w http.ResponseWriter, r *http.Request) {
+	if err := h.dir.RevokeAppPassword(r.Context(), r.PathValue("address"), r.PathValue("name")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) enableMFA(w http.ResponseWriter, r *http.Request) {
+	enr, err := h.dir.EnableMFA(r.Context(), r.PathValue("address"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, enr)
+}
+
+func (h *handler) confirmMFA(w http.ResponseWriter, r *http.Request) {
+	var req mfaConfirmRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if err := h.dir.ConfirmMFA(r.Context(), r.PathValue("address"), req.Code); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) disableMFA(w http.ResponseWriter, r *http.Request) {
+	var req mfaDisableRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if err := h.dir.DisableMFA(r.Context(), r.PathValue("address"), req.Recovery); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) setDomainMFA(w http.ResponseWriter, r *http.Request) {
+	var req domainMFARequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	var require bool
+	switch req.Policy {
+	case MFARequire:
+		require = true
+	case MFAOptional:
+	default:
+		h.fail(w, fmt.Errorf("MFA policy %.32q (want %s or %s): %w", req.Policy, MFARequire, MFAOptional, schema.ErrInvalid))
+		return
+	}
+	if err := h.dir.SetDomainMFA(r.Context(), r.PathValue("name"), require); err != nil {
 		h.fail(w, err)
 		return
 	}
