@@ -4,8 +4,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"unicode/utf8"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestCanonicalMailbox(t *testing.T) {
