@@ -69,6 +69,8 @@ Usage:
   mailnode status      --data DIR [--json]
   mailnode compact     --data DIR
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
+  mailnode import      imap|maildir|mbox ... --to USER[/MAILBOX]  (see Importing mail below)
+  mailnode config check [--config FILE]        (names the line of every problem)
   mailnode version
 
 serve initializes DIR on its first run: as the first node of a new
@@ -83,7 +85,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + backupUsage
+` + accountUsage + backupUsage + importUsage + configCheckUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -130,6 +132,10 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.adminCommand(ctx, cmd, rest)
 	case "backup":
 		return c.backupCommand(ctx, rest)
+	case "import":
+		return c.importCommand(ctx, rest)
+	case "config":
+		return c.configCommand(rest)
 	case "compact":
 		return c.compact(ctx, rest)
 	case "version", "--version":

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,4 +48,26 @@ on_failure = "drop"
 	if got := CheckConfig("type.toml", []byte("[limits]\nmax_connections = \"many\"\n")); len(got) != 1 || !strings.HasPrefix(got[0], "type.toml:2: ") {
 		t.Errorf("type error: %q", got)
 	}
+}
+
+// TestCLIConfigCheck: the command prints each problem with its line and
+// fails, or says ok.
+func TestCLIConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	if err := os.WriteFile(good, []byte("hostname = \"mail.example.com\"\ndata_dir = \"/var/lib/mailnode\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, "", "config", "check", "--config", good); !strings.Contains(out, "good.toml: ok") {
+		t.Errorf("good config: %q", out)
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("hostname = \"mail.example.com\"\n\n[listen]\nimap = \"nowhere\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, context.Background(), "", "config", "check", "--config", bad)
+	if r.code != ExitError || !strings.Contains(r.stdout, "bad.toml:4: listen.imap") {
+		t.Errorf("bad config: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	failCLI(t, ExitUsage, "subcommand", "", "config")
 }
