@@ -223,12 +223,37 @@ func (l *Listeners) BindHost(host string) error {
 	return nil
 }
 
-// TLSFiles names the certificate chain and key in PEM form. When both are
-// empty the node generates a self-signed certificate for Hostname into
-// DataDir/tls at init, which suits development only.
+// TLSFiles names the certificate chain and key in PEM form, reloaded when
+// they change. When both are empty the node generates a self-signed
+// certificate for Hostname into DataDir/tls at init, which suits
+// development only.
 type TLSFiles struct {
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
+	// ReloadInterval is how often cert_file and key_file are checked for
+	// a change (modification time, size, file identity); 0 checks only
+	// on SIGHUP.
+	ReloadInterval time.Duration `toml:"reload_interval"`
+}
+
+// DefaultTLSReloadInterval is how often certificate files are checked
+// for a change.
+const DefaultTLSReloadInterval = 5 * time.Second
+
+// minTLSReloadInterval bounds the polling of the certificate files.
+const minTLSReloadInterval = 100 * time.Millisecond
+
+func (c Config) validateTLS() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	t := c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls: cert_file and key_file must be set together")
+	}
+	if t.ReloadInterval < 0 || (t.ReloadInterval > 0 && t.ReloadInterval < minTLSReloadInterval) {
+		bad("tls.reload_interval %s: want 0 (on SIGHUP only) or at least %s", t.ReloadInterval, minTLSReloadInterval)
+	}
+	return errs
 }
 
 // KeyFiles says where the master key, the root of the key hierarchy,
@@ -334,6 +359,7 @@ func Default() Config {
 			HTTP:        "127.0.0.1:2980",
 		},
 		Cluster: ClusterConfig{Listen: "127.0.0.1:2700"},
+		TLS:     TLSFiles{ReloadInterval: DefaultTLSReloadInterval},
 		Limits: Limits{
 			MaxMessageSize:      DefaultMaxMessageSize,
 			MaxRecipients:       DefaultMaxRecipients,
@@ -407,9 +433,7 @@ func (c Config) Validate() error {
 		bad("mail_shards %d: want 1 to %d", c.MailShards, maxMailShards)
 	}
 	errs = append(errs, c.Listen.validate()...)
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		bad("tls: cert_file and key_file must be set together")
-	}
+	errs = append(errs, c.validateTLS()...)
 	if c.Keys.MasterKeyFile != "" && c.Keys.PassphraseFile != "" {
 		bad("keys: set master_key_file or passphrase_file, not both")
 	}

@@ -21,6 +21,12 @@
 //     public key (a new data directory): the public key goes into the
 //     meta shard, the identity to DataDir/backup.identity (0600) for the
 //     operator to move offline. Backups never carry the master key.
+//   - The frontends' certificate is picked at each handshake (tls.go):
+//     reloading the files (SIGHUP, or a change seen by the check every
+//     tls.reload_interval) or an ACME renewal serves the new one to new
+//     connections; a pair that does not load, does not match or has
+//     expired never replaces the one in use. While a node runs it handles
+//     SIGHUP (each node with its own signal channel).
 //   - No package-level mutable state: several nodes can run in one test
 //     process, each with its own logger and Prometheus registry.
 //   - Passwords, keys and message content are never logged; addresses

@@ -60,6 +60,8 @@ type Node struct {
 	httpSrv      *http.Server
 	startedAt    time.Time
 	serving      sync.WaitGroup
+	// tls serves the frontends' certificate and keeps it current.
+	tls *nodeTLS
 
 	failed    chan error
 	closeOnce sync.Once
@@ -189,7 +191,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start node: backups: %w", err)
 	}
 
-	tlsCfg := protocols.TLSConfig(n.dir.tls.cert)
+	tlsCfg, err := n.startTLS(ctx)
+	if err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	if err := n.startFrontends(ctx, tlsCfg); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
@@ -336,6 +341,7 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("close %s: %w", f.name, err))
 			}
 		}
+		n.stopTLS()
 		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
 			if srv == nil {
 				continue

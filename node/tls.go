@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,7 +9,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mailcluster/mailcluster/protocols"
@@ -120,4 +124,83 @@ func certHosts(hostname string) []string {
 		}
 	}
 	return hosts
+}
+
+// nodeTLS is the frontends' certificate while the node runs: the files
+// reloaded on SIGHUP and on change, and the goroutines that keep it
+// current.
+type nodeTLS struct {
+	config *tls.Config
+	files  *certFiles
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startTLS returns the frontends' TLS settings, which pick the current
+// certificate at each handshake, and starts what keeps it current:
+// SIGHUP reloads tls.cert_file and tls.key_file (the handler stays
+// installed while the node runs, so SIGHUP never ends it), a check of
+// the files every tls.reload_interval.
+func (n *Node) startTLS(context.Context) (*tls.Config, error) {
+	metrics := newTLSMetrics()
+	if err := metrics.register(n.metrics.reg); err != nil {
+		return nil, err
+	}
+	log := n.log.With("component", "tls")
+	runCtx, cancel := context.WithCancel(context.Background())
+	t := &nodeTLS{cancel: cancel}
+	n.tls = t
+	t.files = newCertFiles(n.dir.tls, n.cfg.Hostname, log, metrics, n.now)
+	t.config = protocols.DynamicTLSConfig(t.files.holder.GetCertificate)
+	if iv := n.cfg.TLS.ReloadInterval; iv > 0 && !n.dir.tls.generated {
+		t.spawn(func() { t.files.watch(runCtx, iv) })
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	t.spawn(func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP received: reloading the certificate files")
+				// Errors are logged and counted by reload.
+				_ = t.files.reload("sighup")
+			}
+		}
+	})
+	return t.config, nil
+}
+
+func (t *nodeTLS) spawn(fn func()) {
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		fn()
+	}()
+}
+
+// stopTLS stops what startTLS started: the file checks and the SIGHUP
+// handler. It is a
+// no-op when TLS was not started.
+func (n *Node) stopTLS() {
+	t := n.tls
+	if t == nil {
+		return
+	}
+	t.cancel()
+	t.wg.Wait()
+}
+
+// reloadTLS reloads tls.cert_file and tls.key_file as SIGHUP does.
+func (n *Node) reloadTLS() error {
+	n.mu.Lock()
+	t := n.tls
+	n.mu.Unlock()
+	if t == nil {
+		return errors.New("reload TLS certificate: node not started")
+	}
+	return t.files.reload("sighup")
 }
