@@ -88,6 +88,13 @@ type Account interface {
 	// (RFC 3501 section 6.3.6).
 	Subscriptions(ctx context.Context) ([]string, error)
 
+	// ClaimRecent claims a mailbox's messages up to upTo as \Recent for
+	// the calling session and returns the highest UID claimed before:
+	// the messages above it, up to upTo, are \Recent for this session
+	// and for no other, across the cluster (RFC 3501 section 2.3.2). A
+	// claim below the current one changes nothing; upTo 0 only reads.
+	ClaimRecent(ctx context.Context, mailbox schema.ID, upTo schema.UID) (schema.UID, error)
+
 	// Snapshot returns a mailbox's counters and messages at one point.
 	Snapshot(ctx context.Context, mailbox schema.ID) (schema.MailboxSnapshot, error)
 	// Append stores a message in a mailbox.

@@ -19,7 +19,8 @@
 //     committed under a request id derived from the spool entry, so a
 //     failure between recipients neither loses nor duplicates a copy.
 //   - State beyond mailboxes and messages (names kept subscribed after
-//     their mailbox was deleted) lives in user values changed by
+//     their mailbox was deleted, the highest UID claimed as \Recent in
+//     each mailbox) lives in user values changed by
 //     compare-and-set (schema.SwapUserValue), so concurrent sessions on
 //     any node never lose each other's changes.
 package mailstore

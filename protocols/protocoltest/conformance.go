@@ -77,3 +77,60 @@ func CheckSubscriptions(t testing.TB, a protocols.Account) {
 		t.Errorf("unsubscribe a name no longer subscribed: %v", err)
 	}
 }
+
+// CheckRecentClaims checks the \Recent claims of two sessions a and b of
+// one user (on different nodes, for a cluster store) in a mailbox no
+// session has selected yet: a claim returns the highest UID
+// claimed before and never goes back, a read (upTo 0) claims nothing, of
+// two concurrent claims to the same UID exactly one gets the messages,
+// and a deleted mailbox has no claims.
+func CheckRecentClaims(t testing.TB, a, b protocols.Account, mbox schema.ID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	claim := func(acct protocols.Account, upTo schema.UID, want schema.UID) {
+		t.Helper()
+		prev, err := acct.ClaimRecent(ctx, mbox, upTo)
+		if err != nil || prev != want {
+			t.Fatalf("ClaimRecent(%d) = %d, %v; want %d", upTo, prev, err, want)
+		}
+	}
+	claim(a, 0, 0) // a read claims nothing
+	claim(b, 0, 0)
+	claim(a, 2, 0) // a sees 1 and 2 first
+	claim(b, 2, 2) // b sees nothing new
+	claim(b, 1, 2) // a claim never goes back
+	claim(a, 0, 2)
+
+	// Both see message 3 at once: exactly one gets it.
+	prevs := make(chan schema.UID, 2)
+	errs := make(chan error, 2)
+	for _, acct := range []protocols.Account{a, b} {
+		go func(acct protocols.Account) {
+			prev, err := acct.ClaimRecent(ctx, mbox, 3)
+			prevs <- prev
+			errs <- err
+		}(acct)
+	}
+	winners := 0
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent claim: %v", err)
+		}
+		switch prev := <-prevs; prev {
+		case 2:
+			winners++
+		case 3:
+		default:
+			t.Fatalf("concurrent claim returned %d", prev)
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d sessions got message 3 as \\Recent, want 1", winners)
+	}
+	claim(b, 0, 3)
+
+	if _, err := a.ClaimRecent(ctx, schema.NewID(), 1); !errors.Is(err, schema.ErrNoSuchMailbox) {
+		t.Errorf("claim in a missing mailbox: %v", err)
+	}
+}

@@ -6,3 +6,9 @@ func TestSubscriptionsOutliveMailboxes(t *testing.T) {
 	_, a := newUser(t, "subs@example.test")
 	CheckSubscriptions(t, a)
 }
+
+func TestRecentClaims(t *testing.T) {
+	env, a := newUser(t, "recent@example.test")
+	b := env.Login(t, "recent@example.test", pw)
+	CheckRecentClaims(t, a, b, mustMailbox(t, a, "INBOX").ID)
+}

@@ -28,6 +28,27 @@ func (a *MemAccount) Snapshot(ctx context.Context, mbox schema.ID) (schema.Mailb
 	return snap, ctx.Err()
 }
 
+// ClaimRecent claims the mailbox's messages up to upTo as \Recent for
+// the calling session and returns the highest UID claimed before (upTo 0
+// only reads). Moving the claim is a command.
+func (a *MemAccount) ClaimRecent(ctx context.Context, mbox schema.ID, upTo schema.UID) (schema.UID, error) {
+	a.s.mu.Lock()
+	defer a.s.mu.Unlock()
+	mb := a.u.mailboxes[mbox]
+	if mb == nil {
+		return 0, fmt.Errorf("claim recent: %w", schema.ErrNoSuchMailbox)
+	}
+	prev := mb.recent
+	if upTo <= prev {
+		return prev, ctx.Err()
+	}
+	if _, err := a.s.begin(ctx, "claim recent"); err != nil {
+		return 0, fmt.Errorf("claim recent: %w", err)
+	}
+	mb.recent = upTo
+	return prev, nil
+}
+
 // Append stores a message, its line endings normalised to CRLF, with
 // flags canonicalised (schema.ErrInvalid for a malformed one; \Recent and
 // case-insensitive duplicates dropped). A zero date means now.

@@ -99,6 +99,9 @@ type memMailbox struct {
 	info  schema.MailboxInfo    // Messages, Size and the UID and MODSEQ counters kept current
 	inbox bool                  // the user's INBOX (receives deliveries, cannot be deleted)
 	msgs  []*schema.MessageInfo // in UID order
+
+	// recent is the highest UID a session has claimed as \Recent.
+	recent schema.UID
 }
 
 // memBlob is a stored message, shared by its copies.
