@@ -10,8 +10,8 @@
 //   - view: the per-session picture of the selected mailbox (the ordered
 //     UIDs and the flags the client was last told). It is fed by
 //     Account.Watch events, so sessions see each other's changes, and it
-//     decides when EXISTS, EXPUNGE, FLAGS and FETCH FLAGS updates are
-//     written.
+//     decides when EXISTS, RECENT, EXPUNGE, FLAGS and FETCH FLAGS updates
+//     are written.
 //
 // Invariants:
 //   - Commit before acknowledge: a command that changes mail answers OK
@@ -23,6 +23,11 @@
 //     7.5.1), and new messages are only addressable after their EXISTS.
 //   - No FETCH response shows a keyword before a FLAGS response has
 //     listed it in that session.
+//   - A message is \Recent in exactly one session, the first to see it
+//     (SELECT, or the update that announces it), wherever the sessions
+//     are: a read-write view claims it through Account.ClaimRecent, a
+//     compare-and-set in the store; EXAMINE and STATUS only read the
+//     claim.
 //   - Every password check goes through protocols.AuthGuard.Login, and
 //     every failure answers the same NO [AUTHENTICATIONFAILED].
 //   - Plaintext message bodies live only for the command that needs them;

@@ -158,7 +158,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		// here; the update after the command tells FLAGS, then the
 		// message's full flags.
 		shown := v.shown(info.Flags)
-		rw.WriteFlags(imapFlags(shown))
+		rw.WriteFlags(v.fetchFlags(m, shown))
 		m.told = shown
 		m.dirty = !sameFlags(info.Flags, shown)
 	}

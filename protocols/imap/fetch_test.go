@@ -76,7 +76,8 @@ func TestFetchMultipart(t *testing.T) {
 		if m.RFC822Size != int64(len(msg)) {
 			t.Errorf("RFC822.SIZE %d, want %d", m.RFC822Size, len(msg))
 		}
-		if m.UID != 1 || len(m.Flags) != 0 || time.Since(m.InternalDate) > time.Hour {
+		// New to the first session that selects the mailbox: \Recent.
+		if m.UID != 1 || len(m.Flags) != 1 || !hasFlag(m.Flags, `\Recent`) || time.Since(m.InternalDate) > time.Hour {
 			t.Errorf("UID %d flags %v internal date %v", m.UID, m.Flags, m.InternalDate)
 		}
 		e := m.Envelope

@@ -137,7 +137,7 @@ func TestIdle(t *testing.T) {
 		t.Fatalf("idle: %v", err)
 	}
 	_, expunges, fetches := up.take()
-	if fmt.Sprint(expunges) != "[1]" || len(fetches) != 1 || fetches[0] != `1:[\Deleted]` {
+	if fmt.Sprint(expunges) != "[1]" || len(fetches) != 1 || fetches[0] != `1:[\Deleted \Recent]` {
 		t.Errorf("expunges %v fetches %v", expunges, fetches)
 	}
 	if err := c.Noop().Wait(); err != nil {

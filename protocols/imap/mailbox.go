@@ -155,8 +155,8 @@ func (s *session) setSubscribed(name string, on bool) error {
 	return s.storeError("subscribe", acct.SetSubscribed(ctx, normalizeInbox(name), on))
 }
 
-// Status reports a mailbox's counters. Counting unseen or deleted messages
-// needs the message flags, so only those items read a snapshot.
+// Status reports a mailbox's counters. Counting unseen, deleted or recent
+// messages needs the messages, so only those items read a snapshot.
 func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
 	acct, err := s.account()
 	if err != nil {
@@ -191,12 +191,22 @@ func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOption
 	var recent, unseen, deleted uint32
 	var deletedSize int64
 	limit := s.srv.appendLimit()
-	if options.NumUnseen || options.NumDeleted || options.DeletedStorage {
+	if options.NumUnseen || options.NumDeleted || options.DeletedStorage || options.NumRecent {
 		ctx, cancel := s.opContext()
 		snap, err := s.acct.Snapshot(ctx, mbox.ID)
+		var claimed schema.UID
+		if err == nil && options.NumRecent {
+			// \Recent for a session that selects the mailbox next: the
+			// messages no session has claimed yet.
+			claimed, err = s.acct.ClaimRecent(ctx, mbox.ID, 0)
+		}
 		cancel()
 		if err != nil {
 			return nil, s.storeError("status", err)
+		}
+		if v := s.view; options.NumRecent && v != nil && v.id == mbox.ID {
+			// Those this session claimed are \Recent in it.
+			recent = v.numRecent()
 		}
 		num = uint32(len(snap.Messages))
 		data.UIDNext = imap.UID(snap.Mailbox.UIDNext)
@@ -204,6 +214,9 @@ func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOption
 		size = int64(snap.Mailbox.Size)
 		for i := range snap.Messages {
 			m := &snap.Messages[i]
+			if options.NumRecent && m.UID > claimed {
+				recent++
+			}
 			if !m.HasFlag(schema.FlagSeen) {
 				unseen++
 			}

@@ -86,7 +86,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		}
 		rw := w.CreateMessage(sm.seq)
 		rw.WriteUID(imap.UID(m.info.UID))
-		rw.WriteFlags(imapFlags(m.info.Flags))
+		rw.WriteFlags(v.fetchFlags(m, m.info.Flags))
 		if err := rw.Close(); err != nil {
 			return err
 		}

@@ -88,12 +88,13 @@ func TestStore(t *testing.T) {
 	if len(got) != 0 {
 		t.Errorf(".SILENT answered with %d FETCH responses", len(got))
 	}
-	if f := flagsOf(2); len(f) != 1 || !hasFlag(f, imap.FlagAnswered) {
+	if f := flagsOf(2); len(f) != 2 || !hasFlag(f, imap.FlagAnswered) || !hasFlag(f, `\Recent`) {
 		t.Errorf("FLAGS after set: %v", f)
 	}
 	store(imap.SeqSetNum(3), imap.StoreFlagsAdd, true, "$Work")
 	got = store(imap.UIDSetNum(3), imap.StoreFlagsSet, false, imap.FlagSeen, `\recent`, "$Work")
-	if len(got) != 1 || got[0].UID != 3 || len(got[0].Flags) != 2 || !hasFlag(got[0].Flags, imap.FlagSeen) {
+	// \Recent cannot be stored, but the message is recent in this session.
+	if len(got) != 1 || got[0].UID != 3 || len(got[0].Flags) != 3 || !hasFlag(got[0].Flags, imap.FlagSeen) || !hasFlag(got[0].Flags, `\Recent`) {
 		t.Errorf("UID STORE response %+v", got)
 	}
 	if _, err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{`\Bogus`}}, nil).Collect(); err == nil {
@@ -238,7 +239,7 @@ func TestAppend(t *testing.T) {
 	}
 	sec := &imap.FetchItemBodySection{Peek: true}
 	m := fetchOne(t, c, imap.SeqSetNum(1), &imap.FetchOptions{Flags: true, InternalDate: true, BodySection: []*imap.FetchItemBodySection{sec}})
-	if !m.InternalDate.Equal(date) || len(m.Flags) != 3 || !hasFlag(m.Flags, "$label") || string(m.FindBodySection(sec)) != msg {
+	if !m.InternalDate.Equal(date) || len(m.Flags) != 4 || !hasFlag(m.Flags, "$label") || !hasFlag(m.Flags, `\Recent`) || string(m.FindBodySection(sec)) != msg {
 		t.Errorf("appended message: date %v flags %v body %q", m.InternalDate, m.Flags, m.FindBodySection(sec))
 	}
 

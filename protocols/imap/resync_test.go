@@ -59,7 +59,7 @@ func TestViewResync(t *testing.T) {
 	if reloadErr != nil || writeErr != nil {
 		t.Fatalf("flush: %v %v", reloadErr, writeErr)
 	}
-	if got := strings.Join(r.out, "; "); got != `EXPUNGE 1; EXISTS 3; FETCH 1 UID 2 [\Flagged]` {
+	if got := strings.Join(r.out, "; "); got != `EXPUNGE 1; EXISTS 3; RECENT 3; FETCH 1 UID 2 [\Flagged \Recent]` {
 		t.Errorf("after resync: %s", got)
 	}
 }

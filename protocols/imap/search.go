@@ -234,13 +234,20 @@ func (n *searchNode) match(sm *searchMsg) bool {
 	if !inDateRange(info.InternalDate, n.since, n.before) {
 		return false
 	}
+	hasFlag := func(f string) bool {
+		if strings.EqualFold(f, string(flagRecent)) {
+			// RECENT, NEW (RECENT UNSEEN) and OLD (NOT RECENT).
+			return sm.m.recent
+		}
+		return info.HasFlag(f)
+	}
 	for _, f := range n.flags {
-		if !info.HasFlag(f) {
+		if !hasFlag(f) {
 			return false
 		}
 	}
 	for _, f := range n.notFlags {
-		if info.HasFlag(f) {
+		if hasFlag(f) {
 			return false
 		}
 	}

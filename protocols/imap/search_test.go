@@ -76,9 +76,10 @@ func TestSearchCriteria(t *testing.T) {
 		{"deleted", imap.SearchCriteria{Flag: []imap.Flag{imap.FlagDeleted}}, "[4]"},
 		{"keyword", imap.SearchCriteria{Flag: []imap.Flag{"$todo"}}, "[4]"},
 		{"unkeyword", imap.SearchCriteria{NotFlag: []imap.Flag{"$Todo"}}, "[1 2 3]"},
-		{"recent", imap.SearchCriteria{Flag: []imap.Flag{`\Recent`}}, "[]"},
-		{"new", imap.SearchCriteria{Flag: []imap.Flag{`\Recent`}, NotFlag: []imap.Flag{imap.FlagSeen}}, "[]"},
-		{"old", imap.SearchCriteria{NotFlag: []imap.Flag{`\Recent`}}, "[1 2 3 4]"},
+		// The session is the first to select the mailbox: all are recent.
+		{"recent", imap.SearchCriteria{Flag: []imap.Flag{`\Recent`}}, "[1 2 3 4]"},
+		{"new", imap.SearchCriteria{Flag: []imap.Flag{`\Recent`}, NotFlag: []imap.Flag{imap.FlagSeen}}, "[3 4]"},
+		{"old", imap.SearchCriteria{NotFlag: []imap.Flag{`\Recent`}}, "[]"},
 		{"from", imap.SearchCriteria{Header: hdr("From", "CAROL")}, "[1 4]"},
 		{"from encoded name", imap.SearchCriteria{Header: hdr("From", "éric")}, "[3]"},
 		{"to", imap.SearchCriteria{Header: hdr("To", "alice@")}, "[1 2 4]"},

@@ -24,6 +24,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if err != nil {
 		return nil, s.storeError("select", err)
 	}
+	v.hideRecent = s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
 	s.view = v
 	data := v.selectData()
 	data.UIDNext = imap.UID(v.uidNext)
@@ -63,11 +64,11 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	}
 	ctx, cancel := s.opContext()
 	defer cancel()
-	reloadErr, writeErr := s.view.flush(ctx, w, allowExpunge)
-	if reloadErr != nil {
-		// The other updates were written; the reload is retried at the
+	storeErr, writeErr := s.view.flush(ctx, w, allowExpunge)
+	if storeErr != nil {
+		// The other updates were written; a reload is retried at the
 		// next command.
-		s.log.Warn("reload mailbox", "err", reloadErr)
+		s.log.Warn("update selected mailbox", "err", storeErr)
 	}
 	// A write error ends the connection; the client is gone anyway.
 	return writeErr

@@ -18,6 +18,7 @@ type viewMsg struct {
 	told     []string           // the flags the client was last told
 	dirty    bool               // info.Flags differ from told: FETCH FLAGS pending
 	expunged bool               // gone from the store, EXPUNGE not sent yet
+	recent   bool               // \Recent in this session (RFC 3501 section 2.3.2)
 }
 
 // view is a session's picture of its selected mailbox. Sequence numbers
@@ -30,6 +31,9 @@ type view struct {
 	uidValidity uint32
 	uidNext     schema.UID // as of the snapshot the view was opened from
 	readOnly    bool
+	// hideRecent leaves \Recent out of FETCH FLAGS: the session speaks
+	// IMAP4rev2, which has no \Recent (RFC 9051 appendix E).
+	hideRecent bool
 
 	msgs  []*viewMsg // announced messages, in sequence (= UID) order
 	fresh []*viewMsg // added in the store, not announced yet (EXISTS pending)
@@ -54,7 +58,10 @@ type view struct {
 
 // openView starts watching a mailbox and loads it. Watching starts
 // before the snapshot is read, so no change falls between the two; the
-// changes already in the snapshot are recognised by their Raft index.
+// changes already in the snapshot are recognised by their Raft index. A
+// read-write view claims the mailbox's messages as \Recent; a read-only
+// one only learns which are (RFC 3501 section 6.3.2: EXAMINE never takes
+// \Recent away).
 func openView(ctx context.Context, acct protocols.Account, mbox schema.MailboxInfo, readOnly bool) (*view, error) {
 	changes, stop := acct.Watch(mbox.ID)
 	snap, err := acct.Snapshot(ctx, mbox.ID)
@@ -90,6 +97,10 @@ func openView(ctx context.Context, acct protocols.Account, mbox schema.MailboxIn
 	sort.Slice(v.msgs, func(i, j int) bool { return v.msgs[i].info.UID < v.msgs[j].info.UID })
 	// SELECT's FLAGS response tells every keyword in use.
 	v.announceKeywords()
+	if err := v.claimRecent(ctx, v.msgs); err != nil {
+		stop()
+		return nil, err
+	}
 	return v, nil
 }
 
@@ -254,6 +265,52 @@ func (v *view) reload(ctx context.Context) error {
 	return nil
 }
 
+// claimRecent marks which of msgs, the newest messages of the view in UID
+// order, are \Recent for this session: those above the highest UID
+// claimed before. A read-write view claims them, so that no other session
+// sees them as \Recent; a read-only view only reads the claim.
+func (v *view) claimRecent(ctx context.Context, msgs []*viewMsg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	upTo := msgs[len(msgs)-1].info.UID
+	if v.readOnly {
+		upTo = 0
+	}
+	prev, err := v.acct.ClaimRecent(ctx, v.id, upTo)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		m.recent = m.info.UID > prev
+	}
+	return nil
+}
+
+// numRecent counts the announced messages that are \Recent here.
+func (v *view) numRecent() uint32 {
+	var n uint32
+	for _, m := range v.msgs {
+		if m.recent {
+			n++
+		}
+	}
+	return n
+}
+
+// fetchFlags is the FLAGS item of a FETCH response for m: flags, and
+// \Recent when m is recent in this session.
+func (v *view) fetchFlags(m *viewMsg, flags []string) []imap.Flag {
+	out := imapFlags(flags)
+	if m.recent && !v.hideRecent {
+		out = append(out, flagRecent)
+	}
+	return out
+}
+
+// flagRecent is the session flag \Recent (RFC 3501 section 2.3.2).
+const flagRecent imap.Flag = `\Recent`
+
 // expungeWriter is what the library's ExpungeWriter, MoveWriter and
 // UpdateWriter have in common.
 type expungeWriter interface {
@@ -264,49 +321,59 @@ type expungeWriter interface {
 type updateWriter interface {
 	expungeWriter
 	WriteNumMessages(n uint32) error
+	WriteNumRecent(n uint32) error
 	WriteMailboxFlags(flags []imap.Flag) error
 	WriteMessageFlags(seqNum uint32, uid imap.UID, flags []imap.Flag) error
 }
 
 // flush brings the client up to date: EXPUNGE for removed messages (only
-// when allowExpunge), FLAGS when keywords came into use, EXISTS for new
-// messages, FETCH FLAGS for flag changes made elsewhere and for those a
-// FETCH or STORE response held back until FLAGS. A reload that fails (reloadErr) is retried at the next
-// flush; writeErr means the connection is broken.
-func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (reloadErr, writeErr error) {
+// when allowExpunge), FLAGS when keywords came into use, EXISTS and
+// RECENT for new messages (\Recent here if no other session saw them
+// first), FETCH FLAGS for flag changes made elsewhere and for those a
+// FETCH or STORE response held back until FLAGS. A reload that fails is
+// retried at the next flush, and a failed \Recent claim leaves the new
+// messages not recent here; both are storeErr. writeErr means the
+// connection is broken.
+func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (storeErr, writeErr error) {
 	v.drain()
 	if v.resync {
-		reloadErr = v.reload(ctx)
+		storeErr = v.reload(ctx)
 	}
 	if allowExpunge {
 		if err := v.remove(func(m *viewMsg) bool { return m.expunged }, w); err != nil {
-			return reloadErr, err
+			return storeErr, err
 		}
 	}
 	if len(v.newKeywords) > 0 {
 		v.announceKeywords()
 		if err := w.WriteMailboxFlags(v.mailboxFlags()); err != nil {
-			return reloadErr, err
+			return storeErr, err
 		}
 	}
 	if len(v.fresh) > 0 {
+		if err := v.claimRecent(ctx, v.fresh); err != nil && storeErr == nil {
+			storeErr = err
+		}
 		v.msgs = append(v.msgs, v.fresh...)
 		v.fresh = nil
 		if err := w.WriteNumMessages(uint32(len(v.msgs))); err != nil {
-			return reloadErr, err
+			return storeErr, err
+		}
+		if err := w.WriteNumRecent(v.numRecent()); err != nil {
+			return storeErr, err
 		}
 	}
 	for i, m := range v.msgs {
 		if !m.dirty || m.expunged {
 			continue
 		}
-		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(m.info.UID), imapFlags(m.info.Flags)); err != nil {
-			return reloadErr, err
+		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(m.info.UID), v.fetchFlags(m, m.info.Flags)); err != nil {
+			return storeErr, err
 		}
 		m.told = m.info.Flags
 		m.dirty = false
 	}
-	return reloadErr, nil
+	return storeErr, nil
 }
 
 // remove deletes the announced messages matching pred from the view and
@@ -474,6 +541,7 @@ func (v *view) selectData() *imap.SelectData {
 		Flags:             flags,
 		PermanentFlags:    permanent,
 		NumMessages:       uint32(len(v.msgs)),
+		NumRecent:         v.numRecent(),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDValidity:       v.uidValidity,
 	}

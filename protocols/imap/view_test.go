@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -24,6 +25,11 @@ func (r *recorder) WriteNumMessages(n uint32) error {
 	return nil
 }
 
+func (r *recorder) WriteNumRecent(n uint32) error {
+	r.out = append(r.out, fmt.Sprintf("RECENT %d", n))
+	return nil
+}
+
 func (r *recorder) WriteMailboxFlags(flags []imap.Flag) error {
 	r.out = append(r.out, fmt.Sprintf("FLAGS %v", flags))
 	return nil
@@ -34,10 +40,30 @@ func (r *recorder) WriteMessageFlags(seq uint32, uid imap.UID, flags []imap.Flag
 	return nil
 }
 
+// recentClaims is the part of protocols.Account a view's \Recent claims
+// use, over a counter.
+type recentClaims struct {
+	protocols.Account
+	claimed schema.UID
+}
+
+func (r *recentClaims) ClaimRecent(_ context.Context, _ schema.ID, upTo schema.UID) (schema.UID, error) {
+	prev := r.claimed
+	if upTo > prev {
+		r.claimed = upTo
+	}
+	return prev, nil
+}
+
 // testView is a view over the given UIDs, fed by a channel the test owns.
+// Its messages were claimed as \Recent by another session.
 func testView(uids ...schema.UID) (*view, chan schema.Change) {
 	ch := make(chan schema.Change, 16)
-	v := &view{id: schema.ID{1}, byUID: map[schema.UID]*viewMsg{}, changes: ch, index: 10}
+	claims := &recentClaims{}
+	if n := len(uids); n > 0 {
+		claims.claimed = uids[n-1]
+	}
+	v := &view{acct: claims, id: schema.ID{1}, byUID: map[schema.UID]*viewMsg{}, changes: ch, index: 10}
 	for _, u := range uids {
 		m := &viewMsg{info: schema.MessageInfo{UID: u, ModSeq: 1}}
 		v.msgs = append(v.msgs, m)
@@ -104,7 +130,7 @@ func TestViewUpdates(t *testing.T) {
 	if _, err := v.flush(context.Background(), r, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(r.out, "; "); got != `EXISTS 5; FETCH 2 UID 2 [\Flagged]` {
+	if got := strings.Join(r.out, "; "); got != `EXISTS 5; RECENT 1; FETCH 2 UID 2 [\Flagged]` {
 		t.Errorf("flush without expunge: %s", got)
 	}
 	// Then the pending expunge goes out and the numbers close up.
