@@ -25,6 +25,7 @@ var ErrCertificateExpired = errors.New("certificate has expired")
 const (
 	certSourceFile      = "file"
 	certSourceGenerated = "generated"
+	certSourceACME      = "acme"
 )
 
 // tlsMetrics are the certificate metrics of a node.
@@ -34,27 +35,40 @@ type tlsMetrics struct {
 	expiry *prometheus.GaugeVec
 	// reloads counts reloads of the certificate files, by result.
 	reloads *prometheus.CounterVec
+	// acmeRequests counts first requests of a host's certificate from
+	// the ACME CA, by result; acmeRenewals the renewed certificates seen.
+	acmeRequests *prometheus.CounterVec
+	acmeRenewals prometheus.Counter
 }
 
 func newTLSMetrics() *tlsMetrics {
 	m := &tlsMetrics{
 		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mail_tls_certificate_expiry_timestamp_seconds",
-			Help: "Unix time at which the certificate the frontends serve expires, by source (file or generated) and host name.",
+			Help: "Unix time at which the certificate the frontends serve expires, by source (file, generated or acme) and host name.",
 		}, []string{"source", "host"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mail_tls_certificate_reloads_total",
 			Help: "Reloads of tls.cert_file and tls.key_file (on SIGHUP or a change of the files), by result: ok (served from then on) or error (refused; the previous certificate stays in use).",
 		}, []string{"result"}),
+		acmeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_tls_acme_requests_total",
+			Help: "Requests for a host's first certificate (from the ACME cache or the CA), by result: ok or error (retried with backoff).",
+		}, []string{"result"}),
+		acmeRenewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mail_tls_acme_renewals_total",
+			Help: "Renewed ACME certificates the node started serving.",
+		}),
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
+		m.acmeRequests.WithLabelValues(r)
 	}
 	return m
 }
 
 func (m *tlsMetrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.expiry, m.reloads} {
+	for _, c := range []prometheus.Collector{m.expiry, m.reloads, m.acmeRequests, m.acmeRenewals} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("register TLS metrics: %w", err)
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/mail"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -29,11 +31,21 @@ const (
 	ListenPOP3        = "pop3"
 	ListenPOP3S       = "pop3s"
 	ListenHTTP        = "http"
+	// ListenACMEHTTP and ListenACMETLS answer the ACME CA's http-01 and
+	// tls-alpn-01 challenges (tls.acme); they are not in ListenerNames.
+	ListenACMEHTTP = "acme_http"
+	ListenACMETLS  = "acme_tls"
 )
 
 // ListenerNames lists every listener a node may open, in start-up order.
 func ListenerNames() []string {
 	return []string{ListenSMTP, ListenSubmission, ListenSubmissions, ListenIMAP, ListenIMAPS, ListenPOP3, ListenPOP3S, ListenHTTP}
+}
+
+// allListenerNames adds the ACME challenge listeners, which only an ACME
+// node opens, to ListenerNames.
+func allListenerNames() []string {
+	return append(ListenerNames(), ListenACMEHTTP, ListenACMETLS)
 }
 
 // Limits on what the node accepts from the network.
@@ -159,6 +171,11 @@ type Listeners struct {
 	POP3S string `toml:"pop3s"`
 	// HTTP serves /metrics, /healthz and /readyz.
 	HTTP string `toml:"http"`
+	// ACMEHTTP answers the ACME CA's http-01 challenges (port 80 in
+	// production) and ACMETLS its tls-alpn-01 challenges (port 443);
+	// only with tls.acme, which needs at least one of them.
+	ACMEHTTP string `toml:"acme_http"`
+	ACMETLS  string `toml:"acme_tls"`
 }
 
 // Get returns the address of the named listener.
@@ -180,6 +197,10 @@ func (l Listeners) Get(name string) string {
 		return l.POP3S
 	case ListenHTTP:
 		return l.HTTP
+	case ListenACMEHTTP:
+		return l.ACMEHTTP
+	case ListenACMETLS:
+		return l.ACMETLS
 	}
 	return ""
 }
@@ -203,13 +224,17 @@ func (l *Listeners) set(name, addr string) {
 		l.POP3S = addr
 	case ListenHTTP:
 		l.HTTP = addr
+	case ListenACMEHTTP:
+		l.ACMEHTTP = addr
+	case ListenACMETLS:
+		l.ACMETLS = addr
 	}
 }
 
 // BindHost replaces the host part of every enabled listener, keeping its
 // port; a container uses it to listen on 0.0.0.0 with the default ports.
 func (l *Listeners) BindHost(host string) error {
-	for _, name := range ListenerNames() {
+	for _, name := range allListenerNames() {
 		addr := l.Get(name)
 		if addr == "" {
 			continue
@@ -223,10 +248,11 @@ func (l *Listeners) BindHost(host string) error {
 	return nil
 }
 
-// TLSFiles names the certificate chain and key in PEM form, reloaded when
-// they change. When both are empty the node generates a self-signed
-// certificate for Hostname into DataDir/tls at init, which suits
-// development only.
+// TLSFiles says where the frontends' certificate comes from: the PEM
+// certificate chain and key files CertFile and KeyFile (reloaded when they
+// change), or an ACME CA (ACME). With neither the node generates a
+// self-signed certificate for Hostname into DataDir/tls at init, which
+// suits development only.
 type TLSFiles struct {
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
@@ -234,6 +260,21 @@ type TLSFiles struct {
 	// a change (modification time, size, file identity); 0 checks only
 	// on SIGHUP.
 	ReloadInterval time.Duration `toml:"reload_interval"`
+
+	// ACME obtains and renews a certificate for every name of ACMEHosts
+	// from an ACME (RFC 8555) CA, accepting its terms of service.
+	ACME bool `toml:"acme"`
+	// ACMEDirectory is the CA's directory URL ("": Let's Encrypt).
+	ACMEDirectory string `toml:"acme_directory"`
+	// ACMEEmail is the contact address of the ACME account (optional).
+	ACMEEmail string `toml:"acme_email"`
+	// ACMEHosts are the names certificates are obtained for ("": the
+	// hostname and autoconfig.host). The first is served to clients that
+	// name no host or another one.
+	ACMEHosts []string `toml:"acme_hosts"`
+	// ACMECAFile holds PEM CA certificates trusted for the ACME server's
+	// own HTTPS (a private CA); "" uses the system's roots.
+	ACMECAFile string `toml:"acme_ca_file"`
 }
 
 // DefaultTLSReloadInterval is how often certificate files are checked
@@ -253,7 +294,69 @@ func (c Config) validateTLS() []error {
 	if t.ReloadInterval < 0 || (t.ReloadInterval > 0 && t.ReloadInterval < minTLSReloadInterval) {
 		bad("tls.reload_interval %s: want 0 (on SIGHUP only) or at least %s", t.ReloadInterval, minTLSReloadInterval)
 	}
+	if !t.ACME {
+		for _, name := range []string{ListenACMEHTTP, ListenACMETLS} {
+			if c.Listen.Get(name) != "" {
+				bad("listen.%s: only with tls.acme = true", name)
+			}
+		}
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"acme_directory", t.ACMEDirectory != ""}, {"acme_email", t.ACMEEmail != ""}, {"acme_hosts", len(t.ACMEHosts) > 0}, {"acme_ca_file", t.ACMECAFile != ""}} {
+			if k.set {
+				bad("tls.%s: only with tls.acme = true", k.key)
+			}
+		}
+		return errs
+	}
+	if t.CertFile != "" {
+		bad("tls: set acme or cert_file and key_file, not both")
+	}
+	if c.Listen.ACMEHTTP == "" && c.Listen.ACMETLS == "" {
+		bad("tls.acme: set listen.acme_http (port 80, http-01) or listen.acme_tls (port 443, tls-alpn-01): the CA checks one of them")
+	}
+	if t.ACMEDirectory != "" {
+		if u, err := url.Parse(t.ACMEDirectory); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("tls.acme_directory %q: want an https:// URL", t.ACMEDirectory)
+		}
+	}
+	if t.ACMEEmail != "" {
+		if a, err := mail.ParseAddress(t.ACMEEmail); err != nil || a.Address != t.ACMEEmail {
+			bad("tls.acme_email %q: want a plain address (user@example.com)", t.ACMEEmail)
+		}
+	}
+	hosts := c.acmeHosts()
+	if len(hosts) == 0 {
+		bad("tls.acme_hosts: no host name")
+	}
+	for _, h := range hosts {
+		if len(h) > 253 || !hostnamePattern.MatchString(h) || !strings.Contains(h, ".") || net.ParseIP(h) != nil {
+			bad("tls.acme: %q is not a fully qualified host name a CA can issue for (set hostname or tls.acme_hosts)", h)
+		}
+	}
 	return errs
+}
+
+// acmeHosts returns the names an ACME node obtains certificates for, in
+// lower case without duplicates: tls.acme_hosts, or the hostname and
+// autoconfig.host.
+func (c Config) acmeHosts() []string {
+	hosts := c.TLS.ACMEHosts
+	if len(hosts) == 0 {
+		hosts = []string{c.Hostname, c.Autoconfig.Host}
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		out = append(out, h)
+	}
+	return out
 }
 
 // KeyFiles says where the master key, the root of the key hierarchy,
@@ -543,7 +646,7 @@ func (c ClusterConfig) validate() []error {
 func (l Listeners) validate() []error {
 	var errs []error
 	seen := map[string]string{}
-	for _, name := range ListenerNames() {
+	for _, name := range allListenerNames() {
 		addr := l.Get(name)
 		if addr == "" {
 			continue

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -127,11 +129,15 @@ func certHosts(hostname string) []string {
 }
 
 // nodeTLS is the frontends' certificate while the node runs: the files
-// reloaded on SIGHUP and on change, and the goroutines that keep it
-// current.
+// reloaded on SIGHUP and on change, or the ACME manager with its
+// challenge listeners, and the goroutines that keep them current.
 type nodeTLS struct {
 	config *tls.Config
 	files  *certFiles
+	acme   *acmeCerts
+	// challenge servers and listeners (ACME), closed by stop.
+	servers   []*http.Server
+	listeners []net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -141,8 +147,9 @@ type nodeTLS struct {
 // certificate at each handshake, and starts what keeps it current:
 // SIGHUP reloads tls.cert_file and tls.key_file (the handler stays
 // installed while the node runs, so SIGHUP never ends it), a check of
-// the files every tls.reload_interval.
-func (n *Node) startTLS(context.Context) (*tls.Config, error) {
+// the files every tls.reload_interval, or with tls.acme the ACME manager
+// and its challenge listeners.
+func (n *Node) startTLS(ctx context.Context) (*tls.Config, error) {
 	metrics := newTLSMetrics()
 	if err := metrics.register(n.metrics.reg); err != nil {
 		return nil, err
@@ -152,9 +159,24 @@ func (n *Node) startTLS(context.Context) (*tls.Config, error) {
 	t := &nodeTLS{cancel: cancel}
 	n.tls = t
 	t.files = newCertFiles(n.dir.tls, n.cfg.Hostname, log, metrics, n.now)
-	t.config = protocols.DynamicTLSConfig(t.files.holder.GetCertificate)
-	if iv := n.cfg.TLS.ReloadInterval; iv > 0 && !n.dir.tls.generated {
-		t.spawn(func() { t.files.watch(runCtx, iv) })
+	var kick func()
+	if n.cfg.TLS.ACME {
+		a, err := newACMECerts(runCtx, n.cfg, n.version, t.files.holder, log, metrics, n.now)
+		if err != nil {
+			return nil, err
+		}
+		t.acme = a
+		if err := n.startACMEListeners(ctx, t, a); err != nil {
+			return nil, err
+		}
+		t.config = protocols.DynamicTLSConfig(a.GetCertificate)
+		t.spawn(func() { a.run(runCtx) })
+		kick = a.retryNow
+	} else {
+		t.config = protocols.DynamicTLSConfig(t.files.holder.GetCertificate)
+		if iv := n.cfg.TLS.ReloadInterval; iv > 0 && !n.dir.tls.generated {
+			t.spawn(func() { t.files.watch(runCtx, iv) })
+		}
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -168,6 +190,9 @@ func (n *Node) startTLS(context.Context) (*tls.Config, error) {
 				log.Info("SIGHUP received: reloading the certificate files")
 				// Errors are logged and counted by reload.
 				_ = t.files.reload("sighup")
+				if kick != nil {
+					kick()
+				}
 			}
 		}
 	})
@@ -182,13 +207,19 @@ func (t *nodeTLS) spawn(fn func()) {
 	}()
 }
 
-// stopTLS stops what startTLS started: the file checks and the SIGHUP
-// handler. It is a
+// stopTLS stops what startTLS started: the challenge listeners, the file
+// checks, the ACME requests in flight and the SIGHUP handler. It is a
 // no-op when TLS was not started.
 func (n *Node) stopTLS() {
 	t := n.tls
 	if t == nil {
 		return
+	}
+	for _, srv := range t.servers {
+		srv.Close()
+	}
+	for _, ln := range t.listeners {
+		ln.Close()
 	}
 	t.cancel()
 	t.wg.Wait()

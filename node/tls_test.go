@@ -276,8 +276,13 @@ func TestTLSReloadFunction(t *testing.T) {
 	}
 }
 
-// TestTLSConfigValidate checks the [tls] settings.
+// TestTLSConfigValidate checks the [tls] and ACME listener settings.
 func TestTLSConfigValidate(t *testing.T) {
+	acme := func(c *Config) {
+		c.Hostname = "mail.example.com"
+		c.TLS.ACME = true
+		c.Listen.ACMEHTTP = "0.0.0.0:80"
+	}
 	tests := []struct {
 		name string
 		edit func(*Config)
@@ -288,6 +293,24 @@ func TestTLSConfigValidate(t *testing.T) {
 		{"reload only on SIGHUP", func(c *Config) { c.TLS.ReloadInterval = 0 }, ""},
 		{"reload interval too short", func(c *Config) { c.TLS.ReloadInterval = time.Millisecond }, "tls.reload_interval"},
 		{"negative reload interval", func(c *Config) { c.TLS.ReloadInterval = -time.Second }, "tls.reload_interval"},
+		{"acme", acme, ""},
+		{"acme over tls-alpn-01", func(c *Config) { acme(c); c.Listen.ACMEHTTP, c.Listen.ACMETLS = "", "0.0.0.0:443" }, ""},
+		{"acme with all settings", func(c *Config) {
+			acme(c)
+			c.TLS.ACMEDirectory = "https://acme.example.net/directory"
+			c.TLS.ACMEEmail = "postmaster@example.com"
+			c.TLS.ACMEHosts = []string{"mail.example.com", "autoconfig.example.com"}
+			c.TLS.ACMECAFile = "/etc/ca.pem"
+		}, ""},
+		{"acme without a challenge listener", func(c *Config) { acme(c); c.Listen.ACMEHTTP = "" }, "listen.acme_http"},
+		{"acme and files", func(c *Config) { acme(c); c.TLS.CertFile, c.TLS.KeyFile = "/c", "/k" }, "not both"},
+		{"acme for localhost", func(c *Config) { acme(c); c.Hostname = "localhost" }, "fully qualified"},
+		{"acme for an address", func(c *Config) { acme(c); c.TLS.ACMEHosts = []string{"192.0.2.1"} }, "fully qualified"},
+		{"acme directory over http", func(c *Config) { acme(c); c.TLS.ACMEDirectory = "http://acme.example.net/dir" }, "https://"},
+		{"acme email with a name", func(c *Config) { acme(c); c.TLS.ACMEEmail = "Postmaster <pm@example.com>" }, "tls.acme_email"},
+		{"challenge listener without acme", func(c *Config) { c.Listen.ACMEHTTP = "0.0.0.0:80" }, "only with tls.acme"},
+		{"acme keys without acme", func(c *Config) { c.TLS.ACMEEmail = "pm@example.com" }, "tls.acme_email: only with tls.acme"},
+		{"challenge listener on a mail port", func(c *Config) { acme(c); c.Listen.ACMETLS = c.Listen.IMAPS }, "same address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,9 +326,60 @@ func TestTLSConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	cfg, err := Parse("tls.toml", []byte("[tls]\nreload_interval = \"30s\"\n"))
-	if err != nil || cfg.TLS.ReloadInterval != 30*time.Second {
-		t.Errorf("parse reload_interval: %v, %s", err, cfg.TLS.ReloadInterval)
+}
+
+// TestTLSACMEHosts checks the default list of names an ACME node gets
+// certificates for.
+func TestTLSACMEHosts(t *testing.T) {
+	cfg := Default()
+	cfg.Hostname = "Mail.Example.com."
+	cfg.Autoconfig.Host = "mail.example.com"
+	if got := strings.Join(cfg.acmeHosts(), " "); got != "mail.example.com" {
+		t.Errorf("hostname and the same autoconfig.host: %q", got)
+	}
+	cfg.Autoconfig.Host = "imap.example.com"
+	if got := strings.Join(cfg.acmeHosts(), " "); got != "mail.example.com imap.example.com" {
+		t.Errorf("hostname and autoconfig.host: %q", got)
+	}
+	cfg.TLS.ACMEHosts = []string{"a.example.com", "b.example.com", "A.example.com"}
+	if got := strings.Join(cfg.acmeHosts(), " "); got != "a.example.com b.example.com" {
+		t.Errorf("acme_hosts: %q", got)
+	}
+}
+
+// TestTLSConfigParse reads the ACME and reload settings from TOML.
+func TestTLSConfigParse(t *testing.T) {
+	cfg, err := Parse("acme.toml", []byte(`
+hostname = "mail.example.com"
+data_dir = "/var/lib/mailnode"
+[listen]
+acme_http = "0.0.0.0:80"
+acme_tls  = "0.0.0.0:443"
+[tls]
+reload_interval = "30s"
+acme            = true
+acme_email      = "postmaster@example.com"
+acme_hosts      = ["mail.example.com", "autoconfig.example.com"]
+acme_directory  = "https://acme-staging-v02.api.letsencrypt.org/directory"
+acme_ca_file    = "/etc/mailnode/acme-ca.pem"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tc := cfg.TLS
+	if !tc.ACME || tc.ReloadInterval != 30*time.Second || tc.ACMEEmail != "postmaster@example.com" ||
+		strings.Join(tc.ACMEHosts, ",") != "mail.example.com,autoconfig.example.com" ||
+		tc.ACMEDirectory != "https://acme-staging-v02.api.letsencrypt.org/directory" || tc.ACMECAFile != "/etc/mailnode/acme-ca.pem" {
+		t.Errorf("tls: %+v", tc)
+	}
+	if cfg.Listen.ACMEHTTP != "0.0.0.0:80" || cfg.Listen.ACMETLS != "0.0.0.0:443" {
+		t.Errorf("listen: %+v", cfg.Listen)
+	}
+	if err := cfg.Listen.BindHost("127.0.0.1"); err != nil || cfg.Listen.ACMEHTTP != "127.0.0.1:80" {
+		t.Errorf("BindHost: %v, acme_http %q", err, cfg.Listen.ACMEHTTP)
 	}
 	if d := Default().TLS.ReloadInterval; d != DefaultTLSReloadInterval {
 		t.Errorf("default reload_interval %s", d)
