@@ -74,7 +74,10 @@ type Directory struct {
 	usage *usageTracker
 	// userMu serialises this node's read-modify-write changes of user
 	// records (see updateUser).
-	userMu    sync.Mutex
+	userMu sync.Mutex
+	// aliasMu serialises this node's read-modify-write changes of
+	// aliases (see changeAlias).
+	aliasMu   sync.Mutex
 	closeOnce sync.Once
 }
 
@@ -435,6 +438,7 @@ func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainMFAKey(rec.ID)}); err != nil {
 		d.log.Warn("forget the MFA requirement of a deleted domain", "err", err)
 	}
+	d.forgetDomainRoutes(ctx, rec.ID)
 	return nil
 }
 
@@ -496,6 +500,14 @@ func (d *Directory) AddUser(ctx context.Context, address, password string) error
 	}
 	if _, _, err := d.lookupUser(ctx, addr); err == nil {
 		return fmt.Errorf("add user: %w", schema.ErrUserExists)
+	}
+	// The miss above caught up with the meta leader: this replica knows
+	// the aliases too.
+	if alias, err := d.hasAlias(dom.ID, addr); err != nil || alias {
+		if alias {
+			err = fmt.Errorf("add user: %s is an alias; delete it first: %w", addr, schema.ErrUserExists)
+		}
+		return err
 	}
 	hash, err := d.hash.hash(ctx, password)
 	if err != nil {
@@ -771,31 +783,6 @@ func (d *Directory) user(rec schema.UserRecord, address string) (*User, error) {
 	return &User{ID: rec.ID, Address: address, Shard: rec.Shard, Keys: keys}, nil
 }
 
-// LookupRecipient reports whether address is a local mailbox. An address
-// with a "+detail" suffix in its local part reaches the base address when
-// no account has the full address.
-func (d *Directory) LookupRecipient(ctx context.Context, address string) error {
-	_, err := d.resolveRecipient(ctx, address)
-	if err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-// ResolveRecipient returns the user an address delivers to, with the keys
-// that seal its mail.
-func (d *Directory) ResolveRecipient(ctx context.Context, address string) (*User, error) {
-	rec, err := d.resolveRecipient(ctx, address)
-	if err != nil {
-		return nil, err
-	}
-	var info userInfo
-	if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
-		return nil, fmt.Errorf("open user record: %w", err)
-	}
-	return d.user(rec, info.Address)
-}
-
 // UserByID returns a user by id (a spooled message names its recipients
 // by id).
 func (d *Directory) UserByID(ctx context.Context, id schema.ID) (*User, error) {
@@ -814,27 +801,4 @@ func (d *Directory) UserByID(ctx context.Context, id schema.ID) (*User, error) {
 		return nil, fmt.Errorf("open user record: %w", err)
 	}
 	return d.user(rec, info.Address)
-}
-
-func (d *Directory) resolveRecipient(ctx context.Context, address string) (schema.UserRecord, error) {
-	addr, domain, err := schema.CanonicalAddress(address)
-	if err != nil {
-		return schema.UserRecord{}, err
-	}
-	if _, _, err := d.findDomain(ctx, domain); err != nil {
-		if errors.Is(err, schema.ErrNoSuchDomain) {
-			return schema.UserRecord{}, schema.ErrNotLocal
-		}
-		if err != nil {
-			return schema.UserRecord{}, err
-		}
-	}
-	rec, _, err := d.lookupUser(ctx, addr)
-	if errors.Is(err, schema.ErrNoSuchUser) {
-		local := addr[:strings.LastIndexByte(addr, '@')]
-		if plus := strings.IndexByte(local, '+'); plus > 0 {
-			rec, _, err = d.lookupUser(ctx, local[:plus]+"@"+domain)
-		}
-	}
-	return rec, err
 }

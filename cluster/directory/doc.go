@@ -8,9 +8,16 @@
 //     key; domain keys wrap per-user keys. A domain's key mode says which
 //     key a user's data uses: "user" (its own), "domain" or "shared".
 //     Deleting a user in "user" mode destroys its only key.
-//   - Domain and user records are sealed under a key derived from the
-//     master key, and names are looked up by keyed hash: no address or
-//     domain name is stored in the clear.
+//   - Domain and user records, aliases and catch-alls are sealed under a
+//     key derived from the master key, and names are looked up by keyed
+//     hash: no address or domain name is stored in the clear.
+//   - A recipient reaches a user, an alias's users (aliases naming
+//     aliases followed MaxAliasDepth levels at most), a plus-address's
+//     base, or the domain's catch-all, in that order. An alias never
+//     shadows a user and a user is never created over an alias. A miss
+//     on this node's replica is confirmed with the meta leader before
+//     the next step, so an address added through another node a moment
+//     ago is found, never taken for an unknown one.
 //   - Logins are checked against this node's meta replica; writes go to
 //     the meta leader through the cluster, which applies them here before
 //     they return, so a node always sees its own directory changes.

@@ -26,15 +26,18 @@ const deliverConcurrency = 4
 // message is sealed under (its chunks use their index).
 const spoolFromObject = math.MaxUint32
 
-// Deliver stores a message in the inbox of every recipient, each copy
-// sealed with its owner's key. When every recipient's mail is on one
-// shard, it returns nil only when every copy is committed. When they are
-// on several shards, the message is first committed once to a spool on
-// one of them: from then on it is delivered to every recipient exactly
-// once even if a shard fails between two recipients, so Deliver returns
-// nil and the copies that could not be committed now are retried by the
-// spool worker. A failure before the spool commit is returned, and the
-// sender retries the whole message.
+// Deliver stores a message in the inbox of every user the recipients
+// reach, each copy sealed with its owner's key: one copy per user, when
+// an alias names several users and when several recipients (an alias
+// and a user it names, two aliases, plus-addresses) reach one user.
+// When every recipient's mail is on one shard, it returns nil only when
+// every copy is committed. When they are on several shards, the message
+// is first committed once to a spool on one of them: from then on it is
+// delivered to every recipient exactly once even if a shard fails
+// between two recipients, so Deliver returns nil and the copies that
+// could not be committed now are retried by the spool worker. A failure
+// before the spool commit is returned, and the sender retries the whole
+// message.
 //
 // With a fingerprint, each recipient's copy is committed under a request
 // id derived from it: a sender's retry of a message whose acknowledgement
@@ -55,17 +58,19 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	var errs []error
 	shards := map[uint32]bool{}
 	for i, rcpt := range d.Recipients {
-		u, err := s.dir.ResolveRecipient(ctx, rcpt)
+		us, err := s.dir.ResolveRecipients(ctx, rcpt)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("deliver to recipient %d: %w", i+1, err))
 			continue
 		}
-		if seen[u.ID] {
-			continue // one copy per mailbox, whatever aliases were used
+		for _, u := range us {
+			if seen[u.ID] {
+				continue // one copy per mailbox, whatever aliases were used
+			}
+			seen[u.ID] = true
+			users = append(users, u)
+			shards[u.Shard] = true
 		}
-		seen[u.ID] = true
-		users = append(users, u)
-		shards[u.Shard] = true
 	}
 	if len(users) == 0 {
 		return errors.Join(errs...)
