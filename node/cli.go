@@ -66,6 +66,8 @@ Usage:
   mailnode user app-password add|list|revoke ...     (see App passwords and MFA below)
   mailnode user mfa enable|confirm|disable ...
   mailnode domain mfa  --data DIR DOMAIN require|optional
+  mailnode domain catch-all --data DIR DOMAIN TARGET|off
+  mailnode alias add|del|list ...                    (see Aliases and catch-all below)
   mailnode status      --data DIR [--json]
   mailnode compact     --data DIR
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
@@ -85,7 +87,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + backupUsage + importUsage + configCheckUsage
+` + accountUsage + aliasUsage + backupUsage + importUsage + configCheckUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -114,9 +116,12 @@ func (c CLI) run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "serve":
 		return c.serve(ctx, rest)
-	case "domain", "user", "cluster":
+	case "domain", "user", "cluster", "alias":
 		if len(rest) == 0 {
 			return fmt.Errorf("%w: %s needs a subcommand", errUsage, cmd)
+		}
+		if name, args, ok := aliasCommandName(cmd, rest); ok {
+			return c.aliasCommand(ctx, name, args)
 		}
 		if cmd == "domain" && rest[0] == "dns" {
 			return c.domainDNS(rest[1:])

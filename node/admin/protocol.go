@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -116,6 +117,7 @@ const (
 	CodeCannotDelete = "cannot_delete"
 	CodeUnavailable  = "unavailable"
 	CodeNoSuchNode   = "no_such_node"
+	CodeNoSuchAlias  = "no_such_alias"
 	CodeInternal     = "internal"
 )
 
@@ -132,6 +134,7 @@ var codes = []struct {
 	{CodeCannotDelete, schema.ErrCannotDelete, 409},
 	{CodeUnavailable, schema.ErrUnavailable, 503},
 	{CodeNoSuchNode, cluster.ErrNoSuchNode, 404},
+	{CodeNoSuchAlias, directory.ErrNoSuchAlias, 404},
 }
 
 // classify returns the wire code and HTTP status of err.

@@ -18,8 +18,8 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// Directory is what the admin interface manages: the cluster's domains
-// and users. *directory.Directory implements it (and the node adds
+// Directory is what the admin interface manages: the cluster's domains,
+// users and aliases. *directory.Directory implements it (and the node adds
 // Compact).
 type Directory interface {
 	AddDomain(ctx context.Context, name string, mode directory.KeyMode, region string) error
@@ -37,6 +37,7 @@ type Directory interface {
 	ConfirmMFA(ctx context.Context, address, code string) error
 	DisableMFA(ctx context.Context, address, recovery string) error
 	SetDomainMFA(ctx context.Context, domain string, require bool) error
+	Aliases
 	// Compact snapshots every shard, truncating the Raft logs.
 	Compact(ctx context.Context) error
 }
@@ -73,6 +74,10 @@ func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, 
 	mux.HandleFunc("POST /v1/users/{address}/mfa/confirm", h.confirmMFA)
 	mux.HandleFunc("POST /v1/users/{address}/mfa/disable", h.disableMFA)
 	mux.HandleFunc("PUT /v1/domains/{name}/mfa", h.setDomainMFA)
+	mux.HandleFunc("PUT /v1/domains/{name}/catch-all", h.setCatchAll)
+	mux.HandleFunc("GET /v1/aliases", h.listAliases)
+	mux.HandleFunc("POST /v1/aliases", h.addAlias)
+	mux.HandleFunc("POST /v1/aliases/{address}/delete", h.deleteAlias)
 	mux.HandleFunc("POST /v1/compact", h.compact)
 	mux.HandleFunc("GET /v1/cluster", h.clusterStatus)
 	mux.HandleFunc("POST /v1/cluster/tokens", h.issueToken)
