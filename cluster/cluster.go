@@ -48,7 +48,9 @@ type Cluster struct {
 	removedAt map[string]time.Time
 
 	health *health
-	kickCh chan struct{}
+	// broadcast carries per-node state to every other node (broadcast.go).
+	broadcast *broadcaster
+	kickCh    chan struct{}
 	// lastRebalance is when placement last moved a replica to spread load
 	// (control loop only).
 	lastRebalance time.Time
@@ -91,6 +93,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		stop:      make(chan struct{}),
 		closing:   make(chan struct{}),
 	}
+	c.broadcast = newBroadcaster(c)
 	if err := c.open(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("open cluster: %w", err)
@@ -170,10 +173,11 @@ func (c *Cluster) open(ctx context.Context) error {
 			return err
 		}
 	}
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go c.controlLoop()
 	go c.health.run()
 	go c.housekeep()
+	go c.broadcast.run()
 	return nil
 }
 

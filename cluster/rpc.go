@@ -61,6 +61,7 @@ func (c *Cluster) startServers() {
 	mux.HandleFunc("GET "+rpcWatch+"{shard}/{user}", c.serveWatch)
 	mux.HandleFunc("GET "+rpcPing, c.servePing)
 	mux.HandleFunc("GET "+rpcState+"{shard}", c.serveState)
+	mux.HandleFunc("POST "+rpcBroadcast+"{topic}", c.serveBroadcast)
 	rpcSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	joinMux := http.NewServeMux()
 	joinMux.HandleFunc("POST /join", c.serveJoin)

@@ -61,7 +61,10 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	// timeouts of its connection.
 	tlsCfg = protocols.TrackHandshakes(tlsCfg)
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
-	guard := protocols.NewAuthGuard(n.cfg.AuthGuard.protocols(n.log, n.metrics.auth), n.now)
+	guardCfg := n.cfg.AuthGuard.protocols(n.log, n.metrics.auth)
+	shared := n.sharedAuthState()
+	guardCfg.Failures, guardCfg.Known = shared, shared
+	guard := protocols.NewAuthGuard(guardCfg, n.now)
 	store := protocols.StoreOf[*mailstore.Account](n.store)
 
 	byFrontend := map[string][]net.Listener{}
