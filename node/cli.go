@@ -73,6 +73,7 @@ Usage:
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
   mailnode import      imap|maildir|mbox ... --to USER[/MAILBOX]  (see Importing mail below)
   mailnode config check [--config FILE]        (names the line of every problem)
+  mailnode security    blocked|unblock ...     (login lockouts, see below)
   mailnode version
 
 serve initializes DIR on its first run: as the first node of a new
@@ -141,6 +142,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.importCommand(ctx, rest)
 	case "config":
 		return c.configCommand(rest)
+	case "security":
+		return c.securityCommand(ctx, rest)
 	case "compact":
 		return c.compact(ctx, rest)
 	case "version", "--version":

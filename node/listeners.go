@@ -63,6 +63,7 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
 	guardCfg := n.cfg.AuthGuard.protocols(n.log, n.metrics.auth)
 	shared := n.sharedAuthState()
+	n.authState.Store(shared)
 	guardCfg.Failures, guardCfg.Known = shared, shared
 	guard := protocols.NewAuthGuard(guardCfg, n.now)
 	store := protocols.StoreOf[*mailstore.Account](n.store)
@@ -212,7 +213,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.importAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log),
+		Handler:           n.securityAdmin(n.importAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10,

@@ -52,6 +52,9 @@ type Node struct {
 	directory *directory.Directory
 	store     *mailstore.Store
 	backups   *backupService
+	// authState is the auth guard's cluster-wide lockout state, for
+	// "mailnode security" (set once the frontends start).
+	authState atomic.Pointer[protocols.SharedAuthState]
 	// filterHealth is what /readyz says about the content scanners.
 	filterHealth filterHealth
 	frontends    []frontend

@@ -401,6 +401,26 @@ func (m *memoryFailures) Fail(key string, lim FailureLimit, now time.Time) bool 
 	return !wasLocked
 }
 
+// locked returns the keys locked out at now, with the end of each lockout.
+func (m *memoryFailures) locked(now time.Time) map[string]time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]time.Time{}
+	for k, f := range m.entries {
+		if now.Before(f.lockedUntil) {
+			out[k] = f.lockedUntil
+		}
+	}
+	return out
+}
+
+// clear forgets key, lockout included.
+func (m *memoryFailures) clear(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.entries, key)
+}
+
 func (m *memoryFailures) Reset(key string, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,7 +1,13 @@
 package protocols
 
 import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
 	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // AuthEvent is one change to the login-failure state, as the nodes of a
@@ -9,7 +15,7 @@ import (
 // forgotten after a success, or a user's successful login from a client
 // address.
 type AuthEvent struct {
-	Kind   string       `json:"k"` // AuthEventFail, AuthEventReset or AuthEventKnown
+	Kind   string       `json:"k"` // AuthEventFail, AuthEventReset, AuthEventKnown or AuthEventClear
 	Key    string       `json:"key,omitempty"`
 	Limit  FailureLimit `json:"limit,omitzero"`
 	User   string       `json:"user,omitempty"`
@@ -105,5 +111,73 @@ func (s *SharedAuthState) Apply(e AuthEvent, now time.Time) {
 		if e.User != "" && e.Client != "" {
 			s.known.Remember(e.User, e.Client, e.Time)
 		}
+	case AuthEventClear:
+		s.failures.clear(e.Key)
 	}
+}
+
+// AuthEventClear is the kind of an AuthEvent that lifts a lockout (an
+// operator's "security unblock").
+const AuthEventClear = "clear"
+
+// Lockout is one running lockout, as "mailnode security blocked" lists it.
+type Lockout struct {
+	// Scope is LockAddress (Value is an IPv4 address or an IPv6 /64) or
+	// LockUser (Value is the user's address).
+	Scope LockScope `json:"scope"`
+	Value string    `json:"value"`
+	Until time.Time `json:"until"`
+}
+
+// Lockouts lists the lockouts running at now, soonest to end first.
+func (s *SharedAuthState) Lockouts(now time.Time) []Lockout {
+	var out []Lockout
+	for key, until := range s.failures.locked(now) {
+		l := Lockout{Until: until}
+		switch {
+		case strings.HasPrefix(key, "ip:"):
+			l.Scope, l.Value = LockAddress, strings.TrimPrefix(key, "ip:")
+		case strings.HasPrefix(key, "user:"):
+			l.Scope, l.Value = LockUser, strings.TrimPrefix(key, "user:")
+		default:
+			continue
+		}
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Until.Equal(out[j].Until) {
+			return out[i].Until.Before(out[j].Until)
+		}
+		return out[i].Value < out[j].Value
+	})
+	return out
+}
+
+// Unblock lifts the lockout of a client address (an IP address; an IPv6
+// one stands for its /64) or a user, here and on the other nodes, and
+// forgets its failures. It reports whether a lockout was running here.
+func (s *SharedAuthState) Unblock(value string, now time.Time) (bool, error) {
+	key, err := lockoutKey(value)
+	if err != nil {
+		return false, err
+	}
+	was := s.failures.Locked(key, now)
+	s.failures.clear(key)
+	s.publish(AuthEvent{Kind: AuthEventClear, Key: key, Time: now})
+	return was, nil
+}
+
+// lockoutKey maps what an operator types (an IP address, an IPv6 /64 or
+// a user's address) to the counter's key.
+func lockoutKey(value string) (string, error) {
+	if ip, err := netip.ParseAddr(value); err == nil {
+		return addressKey(clientKey(ip)), nil
+	}
+	if p, err := netip.ParsePrefix(value); err == nil && p.Addr().Is6() && p.Bits() == 64 {
+		return addressKey(p.Masked().String()), nil
+	}
+	if user, ok := canonicalUser(value); ok {
+		return userKey(user), nil
+	}
+	return "", fmt.Errorf("%q is no IP address, IPv6 /64 or user address: %w", value, schema.ErrInvalid)
 }

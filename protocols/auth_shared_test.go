@@ -3,6 +3,7 @@ package protocols
 import (
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -78,5 +79,37 @@ func TestSharedAuthStateApplyRefuses(t *testing.T) {
 	s.Apply(AuthEvent{Kind: "fail", Key: "k4", Limit: lim, Time: now.Add(time.Hour)}, now)
 	if !s.Locked("k4", now) || s.Locked("k4", now.Add(2*time.Minute)) {
 		t.Error("a future-dated failure was not taken as now")
+	}
+}
+
+// TestLockoutsListedAndLifted: running lockouts are listed by scope, and
+// unblocking one lifts it on every node.
+func TestLockoutsListedAndLifted(t *testing.T) {
+	var a, b *SharedAuthState
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	a = NewSharedAuthState(func(e AuthEvent) { b.Apply(e, now) })
+	b = NewSharedAuthState(func(e AuthEvent) { a.Apply(e, now) })
+	lim := FailureLimit{Max: 1, Window: time.Minute, Lockout: 10 * time.Minute}
+	a.Fail(addressKey(clientKey(netip.MustParseAddr("2001:db8:1:2:3::4"))), lim, now)
+	a.Fail(userKey("ann@example.test"), FailureLimit{Max: 1, Window: time.Minute, Lockout: 5 * time.Minute}, now)
+	got := b.Lockouts(now)
+	want := []Lockout{{Scope: LockUser, Value: "ann@example.test", Until: now.Add(5 * time.Minute)},
+		{Scope: LockAddress, Value: "2001:db8:1:2::/64", Until: now.Add(10 * time.Minute)}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("lockouts on the other node: %+v, want %+v", got, want)
+	}
+	if was, err := b.Unblock("2001:db8:1:2:ffff::1", now); err != nil || !was {
+		t.Fatalf("unblock an address of the /64: %v, %v", was, err)
+	}
+	if was, err := a.Unblock("Ann@Example.test", now); err != nil || !was {
+		t.Fatalf("unblock the user: %v, %v", was, err)
+	}
+	for name, s := range map[string]*SharedAuthState{"a": a, "b": b} {
+		if l := s.Lockouts(now); len(l) != 0 {
+			t.Errorf("node %s still lists %+v", name, l)
+		}
+	}
+	if _, err := a.Unblock("not an address", now); err == nil {
+		t.Error("unblock of garbage accepted")
 	}
 }

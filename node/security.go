@@ -1,0 +1,150 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+// Admin endpoints of the login lockouts.
+const (
+	pathSecurityBlocked = "/v1/security/blocked"
+	pathSecurityUnblock = "/v1/security/unblock"
+)
+
+const securityUsage = `
+Login lockouts:
+  mailnode security blocked [--json]          running lockouts (addresses and users), cluster-wide
+  mailnode security unblock ADDRESS|USER      lift one on every node (an IPv6 address stands for its /64)
+    (both take --data DIR or --config FILE)
+`
+
+// unblockRequest names what to unblock.
+type unblockRequest struct {
+	Value string `json:"value"`
+}
+
+// unblockResult says whether a lockout was running.
+type unblockResult struct {
+	WasLocked bool `json:"was_locked"`
+}
+
+// securityAdmin serves the lockout endpoints and passes everything else
+// to next.
+func (n *Node) securityAdmin(next http.Handler, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+pathSecurityBlocked, func(w http.ResponseWriter, r *http.Request) {
+		state := n.authState.Load()
+		if state == nil {
+			writeBackupError(w, http.StatusServiceUnavailable, errors.New("the node is not serving yet"))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(state.Lockouts(n.now()))
+	})
+	mux.HandleFunc("POST "+pathSecurityUnblock, func(w http.ResponseWriter, r *http.Request) {
+		state := n.authState.Load()
+		if state == nil {
+			writeBackupError(w, http.StatusServiceUnavailable, errors.New("the node is not serving yet"))
+			return
+		}
+		var req unblockRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+			writeBackupError(w, http.StatusBadRequest, fmt.Errorf("bad unblock request: %v", err))
+			return
+		}
+		was, err := state.Unblock(req.Value, n.now())
+		if err != nil {
+			writeBackupError(w, http.StatusBadRequest, err)
+			return
+		}
+		log.Info("admin request", "route", r.Pattern, "was_locked", was)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(unblockResult{WasLocked: was})
+	})
+	mux.Handle("/", next)
+	return mux
+}
+
+// securityCommand is "mailnode security blocked|unblock".
+func (c CLI) securityCommand(ctx context.Context, args []string) error {
+	if len(args) == 0 || (args[0] != "blocked" && args[0] != "unblock") {
+		return fmt.Errorf("%w: security needs blocked or unblock", errUsage)
+	}
+	sub := args[0]
+	fs := newFlagSet("security " + sub)
+	data := fs.String("data", "", "data directory of the node")
+	config := fs.String("config", "", "config file")
+	asJSON := fs.Bool("json", false, "JSON output")
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	dir, err := dataDirArg("security", *data, *config)
+	if err != nil {
+		return err
+	}
+	client := newBackupClient(dir)
+	defer client.close()
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	if sub == "blocked" {
+		if len(pos) != 0 {
+			return fmt.Errorf("%w: security blocked takes no arguments", errUsage)
+		}
+		resp, err := client.request(ctx, http.MethodGet, pathSecurityBlocked)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var list []protocols.Lockout
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.Stdout)
+			enc.SetIndent("", "  ")
+			if list == nil {
+				list = []protocols.Lockout{}
+			}
+			return enc.Encode(list)
+		}
+		if len(list) == 0 {
+			fmt.Fprintln(c.Stdout, "no lockouts")
+			return nil
+		}
+		tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SCOPE\tLOCKED\tUNTIL")
+		for _, l := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s (%s left)\n", l.Scope, l.Value, l.Until.UTC().Format(time.RFC3339), time.Until(l.Until).Round(time.Second))
+		}
+		return tw.Flush()
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: security unblock ADDRESS|USER", errUsage)
+	}
+	body, _ := json.Marshal(unblockRequest{Value: pos[0]})
+	resp, err := client.requestBody(ctx, http.MethodPost, pathSecurityUnblock, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var res unblockResult
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&res); err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if res.WasLocked {
+		fmt.Fprintf(c.Stdout, "%s unblocked on every node\n", pos[0])
+	} else {
+		fmt.Fprintf(c.Stdout, "%s was not locked out here; its failures are forgotten on every node\n", pos[0])
+	}
+	return nil
+}
