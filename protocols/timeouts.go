@@ -69,6 +69,9 @@ type TimeoutListenerConfig struct {
 	// the bounds cut off, with how long it had been open. The connection
 	// closes soon after, as the frontend sees its read fail.
 	OnTimeout func(kind TimeoutKind, remote net.Addr, open time.Duration)
+	// Observer, if set, is told about every connection: its opening and
+	// closing, the bytes it carries and the TLS it negotiates.
+	Observer ConnObserver
 }
 
 // NewTimeoutListener wraps ln (under tls.NewListener for implicit TLS) so
@@ -99,6 +102,9 @@ func (l *timeoutListener) Accept() (net.Conn, error) {
 	tc := &TimeoutConn{Conn: c, cfg: l.cfg, accepted: now, loginSince: now, readStart: now, lineStart: true}
 	if l.cfg.ImplicitTLS && l.cfg.Timeouts.Handshake > 0 {
 		tc.handshakeBy = now.Add(l.cfg.Timeouts.Handshake)
+	}
+	if l.cfg.Observer != nil {
+		l.cfg.Observer.ConnOpened()
 	}
 	return tc, nil
 }
@@ -147,6 +153,9 @@ type TimeoutConn struct {
 	// its read returned.
 	fired    TimeoutKind
 	firedErr error
+
+	// closeOnce reports the first Close to the observer.
+	closeOnce sync.Once
 }
 
 // TimeoutConnOf returns the TimeoutConn c is or wraps (through *tls.Conn
@@ -248,6 +257,9 @@ func (c *TimeoutConn) Read(p []byte) (int, error) {
 	c.mu.Unlock()
 
 	n, err := c.Conn.Read(p)
+	if n > 0 && c.cfg.Observer != nil {
+		c.cfg.Observer.BytesRead(n)
+	}
 
 	c.mu.Lock()
 	if n > 0 {
@@ -308,15 +320,19 @@ func (c *TimeoutConn) isStartTLS(p []byte) bool {
 	return len(fields) == verb+1 && bytes.EqualFold(fields[verb], []byte(c.cfg.StartTLS))
 }
 
-// handshakeDone ends the handshake bound; TrackHandshakes calls it once
-// the handshake has been verified (just before the client's Finished
-// message, which the remaining bounds cover).
-func (c *TimeoutConn) handshakeDone() {
+// handshakeDone ends the handshake bound and reports the TLS negotiated
+// to the observer; TrackHandshakes calls it once the handshake has been
+// verified (just before the client's Finished message, which the
+// remaining bounds cover).
+func (c *TimeoutConn) handshakeDone(cs *tls.ConnectionState) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.handshakeBy = time.Time{}
 	c.awaitTLS = false
 	c.tlsUp = true
+	c.mu.Unlock()
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.TLSEstablished(cs.Version, cs.CipherSuite)
+	}
 }
 
 // Write writes within the frontend's write deadline and, during a TLS
@@ -337,7 +353,21 @@ func (c *TimeoutConn) Write(p []byte) (int, error) {
 		c.writeSet = false
 	}
 	c.mu.Unlock()
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if n > 0 && c.cfg.Observer != nil {
+		c.cfg.Observer.BytesWritten(n)
+	}
+	return n, err
+}
+
+// Close closes the connection; the observer hears of the first call
+// only.
+func (c *TimeoutConn) Close() error {
+	err := c.Conn.Close()
+	if c.cfg.Observer != nil {
+		c.closeOnce.Do(c.cfg.Observer.ConnClosed)
+	}
+	return err
 }
 
 // SetDeadline sets the frontend's read and write deadlines.
@@ -407,7 +437,7 @@ func TrackHandshakes(cfg *tls.Config) *tls.Config {
 					return err
 				}
 			}
-			tc.handshakeDone()
+			tc.handshakeDone(&cs)
 			return nil
 		}
 		return out, nil
