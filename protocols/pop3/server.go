@@ -39,6 +39,8 @@ type Config struct {
 	Guard *protocols.AuthGuard
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// Observer, if set, is told about every command (see Commands).
+	Observer protocols.CommandObserver
 
 	// AllowInsecureAuth allows USER/PASS and AUTH on a connection without
 	// TLS even though TLS is configured. For tests only.

@@ -55,6 +55,9 @@ type session struct {
 	bad    int  // bad commands so far
 	failed int  // failed logins so far
 	lastOK bool // status of the last reply, for the command log
+	// lastName is the command name the observer is told: one of
+	// Commands, or protocols.CommandOther.
+	lastName string
 }
 
 func newSession(srv *Server, conn net.Conn, log *slog.Logger) *session {
@@ -142,8 +145,22 @@ func (s *session) serve() {
 	}
 }
 
-// handle parses and runs one command line. An error ends the session.
+// handle parses and runs one command line, and reports it to the
+// observer. An error ends the session.
 func (s *session) handle(line []byte) error {
+	obs := s.srv.cfg.Observer
+	if obs == nil {
+		return s.run(line)
+	}
+	start := time.Now()
+	err := s.run(line)
+	obs.Command(s.lastName, s.lastOK, time.Since(start))
+	return err
+}
+
+// run parses and runs one command line. An error ends the session.
+func (s *session) run(line []byte) error {
+	s.lastName = protocols.CommandOther
 	cmd, err := parseCommand(line)
 	if err != nil {
 		s.reply(false, "syntax error")
@@ -155,6 +172,7 @@ func (s *session) handle(line []byte) error {
 		s.log.Debug("command", "cmd", cmd.name, "ok", false)
 		return s.checkBad()
 	}
+	s.lastName = commandName(cmd.name)
 	err = s.dispatch(cmd)
 	if cmd.name == "QUIT" || errors.Is(err, errCloseSession) {
 		s.log.Info("command", "cmd", cmd.name, "ok", s.lastOK)
