@@ -189,7 +189,7 @@ func (d *Directory) AddAlias(ctx context.Context, address string, targets []stri
 		return nil
 	})
 	if err != nil {
-		return Alias{}, fmt.Errorf("add alias %s: %w", addr, err)
+		return Alias{}, fmt.Errorf("add alias: %w", err) // no address: an internal error is logged
 	}
 	d.log.Info("alias added", "targets", len(out.Targets))
 	d.log.Debug("alias added", "address", addr, "targets", out.Targets)
@@ -405,7 +405,7 @@ func (d *Directory) DeleteAlias(ctx context.Context, address string, targets []s
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("delete alias %s: %w", addr, err)
+		return fmt.Errorf("delete alias: %w", err) // no address: an internal error is logged
 	}
 	d.log.Info("alias changed", "targets_left", left)
 	d.log.Debug("alias changed", "address", addr, "targets_left", left)
@@ -526,7 +526,7 @@ func (d *Directory) SetCatchAll(ctx context.Context, domain, target string) erro
 		}
 	}
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: key, Value: sealed}); err != nil {
-		return fmt.Errorf("set catch-all of %s: %w", dn, err)
+		return fmt.Errorf("set catch-all: %w", err) // no name: an internal error is logged
 	}
 	d.log.Info("catch-all changed", "on", target != "")
 	return nil
