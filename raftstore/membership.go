@@ -138,11 +138,24 @@ func (s *Shard) TransferLeadership(ctx context.Context, id, address string) erro
 	} else {
 		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(address))
 	}
+	// One goroutine waits for the future (a raft future must not be
+	// waited on twice: the second waiter would read the closed channel's
+	// zero value), ends the transfer's read fence, then answers.
+	result := make(chan error, 1)
 	go func() {
-		_ = f.Error()
+		err := f.Error()
 		done()
+		result <- err
 	}()
-	return s.membershipErr("transfer leadership", s.await(ctx, f))
+	var err error
+	select {
+	case err = <-result:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.closed:
+		err = ErrClosed
+	}
+	return s.membershipErr("transfer leadership", err)
 }
 
 // VerifyLeader confirms with a quorum that this replica still leads, so a
