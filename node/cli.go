@@ -74,6 +74,7 @@ Usage:
   mailnode import      imap|maildir|mbox ... --to USER[/MAILBOX]  (see Importing mail below)
   mailnode config check [--config FILE]        (names the line of every problem)
   mailnode security    blocked|unblock ...     (login lockouts, see below)
+  mailnode audit       [--since DUR] [--json]  (administrative actions, see below)
   mailnode version
 
 serve initializes DIR on its first run: as the first node of a new
@@ -144,6 +145,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.configCommand(rest)
 	case "security":
 		return c.securityCommand(ctx, rest)
+	case "audit":
+		return c.auditCommand(ctx, rest)
 	case "compact":
 		return c.compact(ctx, rest)
 	case "version", "--version":

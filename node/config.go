@@ -101,6 +101,9 @@ type Config struct {
 	// Filters are the content scanners mail passes before it is stored
 	// (see FiltersConfig); none by default.
 	Filters FiltersConfig `toml:"filters"`
+	// AuditRetention is how long the audit log of administrative actions
+	// keeps an entry (default 400 days).
+	AuditRetention time.Duration `toml:"audit_retention"`
 
 	// RaftTiming overrides the Raft timeouts of every shard (over
 	// cluster.raft_profile). It is not read from the config file; tests
@@ -583,6 +586,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Cluster.validate()...)
 	errs = append(errs, c.Autoconfig.validate()...)
 	errs = append(errs, c.Filters.validate()...)
+	if c.AuditRetention < 0 || (c.AuditRetention > 0 && c.AuditRetention < 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("audit_retention %s: want at least 24h (0 keeps the default, 400 days)", c.AuditRetention))
+	}
 	return errors.Join(errs...)
 }
 

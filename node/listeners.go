@@ -213,7 +213,8 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.securityAdmin(n.importAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log),
+		Handler:           n.auditAdmin(n.securityAdmin(n.importAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log),
+		ConnContext:       adminConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10,
