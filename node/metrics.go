@@ -61,21 +61,32 @@ func newMetrics(nodeID, version string) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.auth.failures, m.auth.lockouts,
+		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info,
+		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)
 	return m
 }
 
-// authMetrics counts what the auth guard refuses; it is the guard's
-// protocols.AuthObserver.
+// authMetrics counts the logins through the auth guard by result, and
+// its lockouts; it is the guard's protocols.AuthObserver.
 type authMetrics struct {
-	failures *prometheus.CounterVec
-	lockouts *prometheus.CounterVec
+	successes *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	lockouts  *prometheus.CounterVec
 }
 
 func newAuthMetrics() *authMetrics {
 	a := &authMetrics{
+		successes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_auth_successes_total",
+			Help: "Accepted logins, by protocol.",
+		}, []string{"protocol"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_auth_errors_total",
+			Help: "Logins that could not be checked because the store failed, by protocol.",
+		}, []string{"protocol"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mail_auth_failures_total",
 			Help: "Refused logins, by protocol and reason: credentials (a wrong user name or password) or locked (a lockout applied; the password was not checked).",
@@ -87,12 +98,24 @@ func newAuthMetrics() *authMetrics {
 	}
 	// Every series exists from the start, at 0.
 	for _, p := range []string{"imap", "pop3", "smtp"} {
+		a.successes.WithLabelValues(p)
+		a.errors.WithLabelValues(p)
 		a.failures.WithLabelValues(p, "credentials")
 		a.failures.WithLabelValues(p, "locked")
 		a.lockouts.WithLabelValues(p, string(protocols.LockUser))
 		a.lockouts.WithLabelValues(p, string(protocols.LockAddress))
 	}
 	return a
+}
+
+// LoginSucceeded counts an accepted login.
+func (a *authMetrics) LoginSucceeded(protocol string) {
+	a.successes.WithLabelValues(protocol).Inc()
+}
+
+// LoginError counts a login the store could not check.
+func (a *authMetrics) LoginError(protocol string) {
+	a.errors.WithLabelValues(protocol).Inc()
 }
 
 // LoginFailed counts a refused login.

@@ -60,14 +60,16 @@ func TestAuthMetrics(t *testing.T) {
 		"mail_auth_lockouts_total protocol=pop3 scope=address":      1,
 		"mail_auth_lockouts_total protocol=pop3 scope=user":         0,
 		"mail_auth_lockouts_total protocol=smtp scope=user":         0,
+		"mail_auth_successes_total protocol=pop3":                   0,
+		"mail_auth_errors_total protocol=imap":                      0,
 	}
 	for name, v := range want {
 		if g, ok := got[name]; !ok || g != v {
 			t.Errorf("%s = %v (exported %v), want %v", name, g, ok, v)
 		}
 	}
-	if len(got) != 12 {
-		t.Errorf("%d auth series, want 12: %v", len(got), got)
+	if len(got) != 18 {
+		t.Errorf("%d auth series, want 18: %v", len(got), got)
 	}
 	if n := strings.Count(logs.String(), "login lockout started"); n != 1 {
 		t.Errorf("%d lockout records, want 1:\n%s", n, logs.String())

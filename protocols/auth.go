@@ -89,12 +89,19 @@ const (
 	LockAddress LockScope = "address"
 )
 
-// AuthObserver is told what the AuthGuard refuses, so it can be counted.
-// Its methods must be quick and safe for concurrent use.
+// AuthObserver is told how the logins through the AuthGuard end, so they
+// can be counted: each login is reported once, by exactly one of
+// LoginSucceeded, LoginFailed and LoginError. Its methods must be quick
+// and safe for concurrent use.
 type AuthObserver interface {
+	// LoginSucceeded is called for every accepted login.
+	LoginSucceeded(protocol string)
 	// LoginFailed is called for every refused login: bad credentials, or
 	// a locked-out attempt (locked is true) whose password was not checked.
 	LoginFailed(protocol string, locked bool)
+	// LoginError is called for a login that could not be checked because
+	// the store failed.
+	LoginError(protocol string)
 	// LockoutStarted is called once when a lockout starts (not when
 	// further failures prolong it).
 	LockoutStarted(protocol string, scope LockScope)
@@ -179,7 +186,9 @@ func NewAuthGuard(cfg AuthGuardConfig, now func() time.Time) *AuthGuard {
 
 type nopObserver struct{}
 
+func (nopObserver) LoginSucceeded(string)            {}
 func (nopObserver) LoginFailed(string, bool)         {}
+func (nopObserver) LoginError(string)                {}
 func (nopObserver) LockoutStarted(string, LockScope) {}
 
 // errLocked is what Login returns for a locked-out attempt: to the client
@@ -274,8 +283,10 @@ func (g *AuthGuard) Login(ctx context.Context, store Store, a Attempt) (Account,
 		return nil, schema.ErrAuthFailed
 	}
 	if err != nil {
+		g.obs.LoginError(a.Protocol)
 		return nil, err
 	}
+	g.obs.LoginSucceeded(a.Protocol)
 	g.failures.Reset(addressKey(client), now)
 	// The user's own count is not reset: the owner's mail client logging
 	// in every few minutes would otherwise give an attacker a fresh set of

@@ -61,9 +61,23 @@ func (s fakeStore) Authenticate(_ context.Context, cred schema.Credentials) (Acc
 
 // countingObserver records what the guard reports.
 type countingObserver struct {
-	mu       sync.Mutex
-	failures map[string]int // "protocol/locked"
-	lockouts map[string]int // "protocol/scope"
+	mu        sync.Mutex
+	successes map[string]int // protocol
+	errors    map[string]int // protocol
+	failures  map[string]int // "protocol/locked"
+	lockouts  map[string]int // "protocol/scope"
+}
+
+func (o *countingObserver) LoginSucceeded(protocol string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.successes[protocol]++
+}
+
+func (o *countingObserver) LoginError(protocol string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.errors[protocol]++
 }
 
 func (o *countingObserver) LoginFailed(protocol string, locked bool) {
@@ -106,7 +120,7 @@ func newGuardHarness(t *testing.T, cfg AuthGuardConfig) *guardHarness {
 			apps:  map[string]string{owner: ownerAppPW},
 			last:  &schema.Credentials{},
 		},
-		obs:  &countingObserver{failures: map[string]int{}, lockouts: map[string]int{}},
+		obs:  &countingObserver{successes: map[string]int{}, errors: map[string]int{}, failures: map[string]int{}, lockouts: map[string]int{}},
 		logs: &bytes.Buffer{},
 	}
 	cfg.Observer = h.obs
