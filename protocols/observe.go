@@ -173,8 +173,9 @@ func ObserveHandshakes(cfg *tls.Config, started func(conn net.Conn) (verified fu
 
 // CommandTimer measures one command that a library runs in steps our
 // code sees only in part (a SASL exchange, a TLS handshake): Start it
-// when the command begins, Finish it with the outcome, and Flush it when
-// the connection ends, which reports a command that never finished as
+// when the command begins, Touch it as it progresses, Finish it with the
+// outcome (or Confirm it once its success shows), and Flush it when the
+// connection ends, which reports a command that never finished as
 // failed. It is safe for concurrent use; the zero value is ready.
 type CommandTimer struct {
 	mu      sync.Mutex
@@ -212,6 +213,27 @@ func (t *CommandTimer) Finish(obs CommandObserver, ok bool, now time.Time) {
 	}
 	t.running = false
 	obs.Command(t.name, ok, now.Sub(t.start))
+}
+
+// Confirm reports the running command, if any, as successful, lasting
+// until its last progress: for a command whose end our code sees only
+// later, such as a TLS handshake that completes when the client's first
+// command after it is read.
+func (t *CommandTimer) Confirm(obs CommandObserver) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.running {
+		return
+	}
+	t.running = false
+	obs.Command(t.name, true, t.last.Sub(t.start))
+}
+
+// Running reports whether a command is being timed.
+func (t *CommandTimer) Running() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.running
 }
 
 // Flush reports a command still running as failed.

@@ -180,8 +180,8 @@ func TestObserveHandshakes(t *testing.T) {
 }
 
 // TestCommandTimer checks that a timed command is reported once: when
-// it finishes, or as failed (lasting until its last progress) when it is
-// flushed or another one starts.
+// it finishes or is confirmed, or as failed (lasting until its last
+// progress) when it is flushed or another one starts.
 func TestCommandTimer(t *testing.T) {
 	rec := protocoltest.NewRecorder()
 	var ct protocols.CommandTimer
@@ -195,7 +195,17 @@ func TestCommandTimer(t *testing.T) {
 	ct.Start(rec, "STARTTLS", t0.Add(5*time.Second)) // reports the AUTH
 	ct.Flush(rec)                                    // reports the STARTTLS
 	ct.Flush(rec)                                    // nothing running
-	want := map[string]int{"AUTH ok": 1, "AUTH error": 1, "STARTTLS error": 1}
+	ct.Start(rec, "STLS", t0)
+	ct.Touch(t0.Add(time.Second))
+	if !ct.Running() {
+		t.Fatal("STLS not running")
+	}
+	ct.Confirm(rec) // a success, lasting until the touch
+	ct.Confirm(rec) // nothing running
+	if ct.Running() {
+		t.Fatal("STLS still running after Confirm")
+	}
+	want := map[string]int{"AUTH ok": 1, "AUTH error": 1, "STARTTLS error": 1, "STLS ok": 1}
 	if msg := protocoltest.WantCounts("commands", rec.Commands, want, true)(); msg != "" {
 		t.Error(msg)
 	}
@@ -204,5 +214,8 @@ func TestCommandTimer(t *testing.T) {
 	}
 	if d := rec.Duration("STARTTLS"); d != 0 {
 		t.Errorf("STARTTLS took %s, want 0", d)
+	}
+	if d := rec.Duration("STLS"); d != time.Second {
+		t.Errorf("STLS took %s, want 1s", d)
 	}
 }

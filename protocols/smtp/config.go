@@ -81,6 +81,10 @@ type Config struct {
 	// viruses): a rejected message gets 550 (spam) or 554 (virus) at the
 	// end of DATA, a deferred one 451, and spam goes to Junk.
 	Filter *filter.Chain
+	// Observer, if set, is told about every command of Commands, and
+	// Deliveries about how every message transaction ended.
+	Observer   protocols.CommandObserver
+	Deliveries protocols.DeliveryObserver
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger

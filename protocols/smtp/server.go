@@ -67,7 +67,7 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 
 	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.backendSession))
 	srv.Domain = cfg.Hostname
-	srv.TLSConfig = cfg.TLS
+	srv.TLSConfig = s.startTLSConfig(cfg.TLS)
 	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
 	// go-smtp advertises MaxMessageBytes as SIZE (RFC 1870) and refuses a
 	// larger MAIL SIZE= and a BDAT transfer beyond it itself, with
@@ -282,14 +282,14 @@ func findTLS(c net.Conn) *tls.Conn {
 func (s *Server) backendSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	sess, err := s.newSession(c)
 	if err != nil || s.cfg.Mode != ModeSubmission {
-		return sess, err
+		return s.observe(c, sess), err
 	}
 	inner, ok := sess.(*session)
 	tc := protocols.TimeoutConnOf(c.Conn())
 	if !ok || tc == nil {
-		return sess, nil
+		return s.observe(c, sess), nil
 	}
-	return &loginWatch{session: inner, tc: tc}, nil
+	return s.observe(c, &loginWatch{session: inner, tc: tc}), nil
 }
 
 // loginWatch tells a protocols.TimeoutConn when AUTH succeeds. It has
@@ -319,11 +319,18 @@ type trackedConn struct {
 
 	once sync.Once
 	err  error
+
+	// startTLS times a STARTTLS handshake for the observer.
+	startTLS protocols.CommandTimer
 }
 
-// Close closes the accepted connection once and unregisters it.
+// Close closes the accepted connection once and unregisters it. A
+// STARTTLS handshake still running is reported as failed.
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
+		if obs := c.srv.cfg.Observer; obs != nil {
+			c.startTLS.Flush(obs)
+		}
 		c.err = c.closeFn()
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
