@@ -47,6 +47,8 @@ type Config struct {
 	Guard *protocols.AuthGuard
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// Observer, if set, is told about every command of Commands.
+	Observer protocols.CommandObserver
 
 	// MaxMessageSize is the largest message delivery accepts (the SMTP
 	// limit). APPEND accepts, and APPENDLIMIT advertises, that plus
@@ -71,6 +73,9 @@ type Server struct {
 	baseCtx context.Context
 	cancel  context.CancelFunc
 	nextID  atomic.Uint64
+	// startTLSTimers maps a plain connection to the timer of its
+	// STARTTLS, for the observer (observe.go).
+	startTLSTimers sync.Map
 
 	mu       sync.Mutex
 	closed   bool
@@ -156,7 +161,7 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 		NewSession:   s.newSession,
 		Caps:         capabilities(),
 		Logger:       libraryLogger{logger},
-		TLSConfig:    cfg.TLS,
+		TLSConfig:    s.startTLSConfig(cfg.TLS),
 		InsecureAuth: cfg.AllowInsecureAuth,
 	})
 	return s, nil
@@ -230,9 +235,9 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 	// Found now, before STARTTLS may hide the connection under a
 	// library type.
 	if tc := protocols.TimeoutConnOf(conn.NetConn()); tc != nil {
-		return &loginWatch{session: sess, tc: tc}, nil, nil
+		return s.observeSession(conn, &loginWatch{session: sess, tc: tc}), nil, nil
 	}
-	return sess, nil, nil
+	return s.observeSession(conn, sess), nil, nil
 }
 
 // loginWatch tells the connection's protocols.TimeoutConn when the
