@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -96,6 +97,7 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 			Tagged:           spec.tagged,
 			LoginOnFirstLine: spec.name == ListenSMTP,
 			OnTimeout:        n.timedOut(spec.name),
+			Observer:         n.metrics.frontend.listener(frontendProtocol(spec.frontend), spec.name),
 		})
 		if spec.implicitTLS {
 			ln = tls.NewListener(ln, tlsCfg)
@@ -105,25 +107,29 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 
 	maxMsg := int64(n.cfg.Limits.MaxMessageSize)
 	mxFilter, submissionFilter := n.contentFilters()
+	fm := n.metrics.frontend
+	smtpCommands := fm.commands("smtp", smtp.Commands)
 	makers := []struct {
 		name string
 		make func() (protocolServer, error)
 	}{
 		{"smtp-mx", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
-				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter}, store)
+				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
+				Observer: smtpCommands, Deliveries: fm.deliveries("mx")}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
-				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter}, store)
+				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter,
+				Observer: smtpCommands, Deliveries: fm.deliveries("submission")}, store)
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				MaxMessageSize: maxMsg}, store)
+				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands)}, store)
 		}},
 		{"pop3", func() (protocolServer, error) {
 			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout}, store)
+				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout, Observer: fm.commands("pop3", pop3.Commands)}, store)
 		}},
 	}
 	for _, m := range makers {
@@ -146,6 +152,14 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		}
 	}
 	return nil
+}
+
+// frontendProtocol names the protocol of a frontend in metrics.
+func frontendProtocol(frontend string) string {
+	if strings.HasPrefix(frontend, "smtp") {
+		return "smtp"
+	}
+	return frontend
 }
 
 func listenTCP(ctx context.Context, name, addr string) (net.Listener, error) {

@@ -28,6 +28,9 @@ type metrics struct {
 	auth *authMetrics
 	// filters counts content scans (filters.go).
 	filters *filterMetrics
+	// frontend counts connections, commands, deliveries and TLS of the
+	// protocol frontends (frontend_metrics.go).
+	frontend *frontendMetrics
 }
 
 func newMetrics(nodeID, version string) *metrics {
@@ -49,8 +52,9 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_node_prelogin_timeouts_total",
 			Help: "Client connections closed before login, by listener and reason: idle (silent for limits.prelogin_idle_timeout) or login (not logged in within limits.login_timeout).",
 		}, []string{"listener", "reason"}),
-		auth:    newAuthMetrics(),
-		filters: newFilterMetrics(),
+		auth:     newAuthMetrics(),
+		filters:  newFilterMetrics(),
+		frontend: newFrontendMetrics(),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "mail_node_build_info",
@@ -65,6 +69,7 @@ func newMetrics(nodeID, version string) *metrics {
 		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)
+	m.reg.MustRegister(m.frontend.collectors()...)
 	return m
 }
 
