@@ -127,9 +127,15 @@ func fromLineDate(line string) time.Time {
 // other bookkeeping fields mbox writers add) out of a message's header
 // and returns the message and the flags they carried.
 func mboxFlags(data []byte) ([]byte, []string) {
+	// The header section ends with its last field's line break; the
+	// blank line after it stays with the body, so a field removed from
+	// the end of the header (where Dovecot writes them) takes its own
+	// line break along.
 	end := bytes.Index(data, []byte("\n\n"))
 	if end < 0 {
 		end = len(data)
+	} else {
+		end++
 	}
 	header, body := data[:end], data[end:]
 	var kept bytes.Buffer
