@@ -1,8 +1,10 @@
 // Package protocols owns what the SMTP, IMAP and POP3 frontends share: the
 // mail-store interface they consume (Store and Account), the protocol error
-// type, TLS settings, SASL helpers, and the limits that protect a node from
+// type, TLS settings, SASL helpers, the limits that protect a node from
 // abusive clients (failed-login throttling, connection caps, deadlines for
-// the TLS handshake and the login).
+// the TLS handshake and the login), and the small observer interfaces
+// (observe.go, AuthObserver) through which the node counts what the
+// frontends do, without this tree importing a metrics library.
 //
 // Invariants:
 //   - Frontends reach mail only through Store and Account. They never import
