@@ -59,13 +59,13 @@ func (l *readLease) transferring() (done func()) {
 }
 
 // valid reports whether reads of term may be served now without asking
-// the quorum, and whether the lease is in its second half (time to renew).
-func (l *readLease) valid(term uint64) (ok, renew bool, left time.Duration) {
+// the quorum, and how long the lease has left.
+func (l *readLease) valid(term uint64) (ok bool, left time.Duration) {
 	if l.transfers.Load() > 0 || l.term.Load() != term {
-		return false, false, 0
+		return false, 0
 	}
 	left = time.Until(time.Unix(0, l.until.Load()))
-	return left > 0, left > 0, left
+	return left > 0, left
 }
 
 // ReadyToRead makes sure this replica may serve a read from its own state
@@ -79,7 +79,7 @@ func (s *Shard) ReadyToRead(ctx context.Context) error {
 		return ErrNotLeader
 	}
 	term := s.raft.CurrentTerm()
-	if ok, _, left := s.reads.valid(term); ok {
+	if ok, left := s.reads.valid(term); ok {
 		if left < s.readLeaseDuration()/2 && s.reads.renewing.CompareAndSwap(false, true) {
 			go func() {
 				defer s.reads.renewing.Store(false)
@@ -105,7 +105,7 @@ func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
 		return fmt.Errorf("shard %d: wait to confirm leadership: %w", s.cfg.Shard, err)
 	}
 	defer s.reads.unlock()
-	if ok, _, left := s.reads.valid(term); ok && left > s.readLeaseDuration()/2 {
+	if ok, left := s.reads.valid(term); ok && left > s.readLeaseDuration()/2 {
 		return nil // another reader renewed it meanwhile
 	}
 	if s.reads.transfers.Load() > 0 {
