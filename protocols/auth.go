@@ -63,6 +63,12 @@ type AuthGuardConfig struct {
 	// (A cluster-wide guard would keep them in the replicated store.)
 	Failures FailureCounter
 	Known    KnownAddresses
+	// Sessions keeps the open authenticated sessions, registered by the
+	// frontends through TrackSession; nil tracks none.
+	Sessions *SessionRegistry
+	// Logins is told of every decided login (for the login history);
+	// nil means nobody.
+	Logins LoginRecorder
 }
 
 // DefaultAuthGuardConfig returns limits suited to a public mail server.
@@ -276,6 +282,9 @@ func (g *AuthGuard) Login(ctx context.Context, store Store, a Attempt) (Account,
 	if errors.Is(err, schema.ErrAuthFailed) {
 		g.failed(a, ip, client, user, validUser && !known, now)
 		g.obs.LoginFailed(a.Protocol, locked)
+		if validUser {
+			g.recordLogin(a, user, nil, false)
+		}
 		g.delay(ctx, start)
 		if locked {
 			return nil, errLocked
@@ -287,6 +296,7 @@ func (g *AuthGuard) Login(ctx context.Context, store Store, a Attempt) (Account,
 		return nil, err
 	}
 	g.obs.LoginSucceeded(a.Protocol)
+	g.recordLogin(a, user, acct, true)
 	g.failures.Reset(addressKey(client), now)
 	// The user's own count is not reset: the owner's mail client logging
 	// in every few minutes would otherwise give an attacker a fresh set of

@@ -187,6 +187,9 @@ type User struct {
 	// Shard is the mail shard holding the user's mailboxes.
 	Shard uint32
 	Keys  *UserKeys
+	// AppPassword names the app password a login used ("" for the
+	// account password, or when the User was not made by a login).
+	AppPassword string
 }
 
 // Domain is a served domain as the admin interface lists it.
@@ -772,7 +775,16 @@ func (d *Directory) Authenticate(ctx context.Context, cred schema.Credentials) (
 	if matched != "" {
 		d.usage.used(rec.ID, matched, cred.Remote)
 	}
-	return d.user(rec, info.Address)
+	u, err := d.user(rec, info.Address)
+	if err != nil {
+		return nil, err
+	}
+	for _, ap := range info.AppPasswords {
+		if matched != "" && ap.ID == matched {
+			u.AppPassword = ap.Name
+		}
+	}
+	return u, nil
 }
 
 func (d *Directory) user(rec schema.UserRecord, address string) (*User, error) {

@@ -26,6 +26,9 @@ type Account struct {
 	address string
 	shard   uint32
 	keys    *directory.UserKeys
+	// credential names the app password the login used ("" for the
+	// account password).
+	credential string
 
 	mu       sync.Mutex
 	index    uint64 // highest log index written or read through this account
@@ -33,8 +36,12 @@ type Account struct {
 }
 
 func (s *Store) newAccount(u *directory.User) *Account {
-	return &Account{s: s, user: u.ID, address: u.Address, shard: u.Shard, keys: u.Keys, watchers: map[*watcher]struct{}{}}
+	return &Account{s: s, user: u.ID, address: u.Address, shard: u.Shard, keys: u.Keys, credential: u.AppPassword, watchers: map[*watcher]struct{}{}}
 }
+
+// Credential names the app password the account logged in with, "" for
+// the account password (protocols.CredentialNamer).
+func (a *Account) Credential() string { return a.credential }
 
 // seen records that the account has seen the shard up to index.
 func (a *Account) seen(index uint64) {

@@ -44,8 +44,9 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	acct protocols.Account // nil until authenticated
-	view *view             // nil unless a mailbox is selected
+	acct    protocols.Account // nil until authenticated
+	untrack func()            // unregisters the authenticated session; nil when none
+	view    *view             // nil unless a mailbox is selected
 }
 
 // opContext returns the context for one store call.
@@ -75,6 +76,10 @@ func (s *session) closeView() {
 }
 
 func (s *session) releaseAccount() {
+	if s.untrack != nil {
+		s.untrack()
+		s.untrack = nil
+	}
 	if s.acct != nil {
 		if err := s.acct.Close(); err != nil {
 			s.log.Warn("close account", "err", err)
@@ -118,6 +123,7 @@ func (s *session) Login(username, password string) error {
 	s.closeView()
 	s.releaseAccount()
 	s.acct = acct
+	s.untrack = s.srv.cfg.Guard.TrackSession(acct, "imap", remote, s.conn.NetConn())
 	log.Info("login")
 	log.Debug("login", "user", acct.Address())
 	return nil

@@ -161,6 +161,7 @@ func (s *session) openMaildrop(acct protocols.Account) {
 		return
 	}
 	s.state = stateTransaction
+	s.untrack = s.srv.guard.TrackSession(acct, "pop3", s.raw.RemoteAddr(), s.raw)
 	s.log.Info("logged in", "messages", s.drop.count)
 	s.log.Debug("logged in", "user", acct.Address())
 	s.reply(true, "maildrop locked and ready, %d messages (%d octets)", s.drop.count, s.drop.size)

@@ -48,7 +48,9 @@ type session struct {
 	state state
 	user  string // name given by USER, waiting for PASS
 	acct  protocols.Account
-	drop  *maildrop
+	// untrack unregisters the authenticated session; nil when none.
+	untrack func()
+	drop    *maildrop
 	// unlock releases the maildrop lock; nil when none is held.
 	unlock func()
 
@@ -311,6 +313,10 @@ func (s *session) end(start time.Time) {
 }
 
 func (s *session) closeAccount() {
+	if s.untrack != nil {
+		s.untrack()
+		s.untrack = nil
+	}
 	if s.unlock != nil {
 		s.unlock()
 		s.unlock = nil

@@ -50,11 +50,16 @@ func (s *session) login(mech, username, password string) error {
 	switch {
 	case err == nil:
 		addr := acct.Address()
+		untrack := s.srv.cfg.Guard.TrackSession(acct, "smtp", s.conn.Conn().RemoteAddr(), s.conn.Conn())
 		if cerr := acct.Close(); cerr != nil {
 			s.log.Warn("close account after login", "err", cerr)
 		}
 		s.mu.Lock()
 		s.user = addr
+		if s.untrack != nil {
+			s.untrack()
+		}
+		s.untrack = untrack
 		s.mu.Unlock()
 		s.log.Info("authenticated", "mech", mech)
 		s.log.Debug("authenticated user", "user", addr)

@@ -38,11 +38,14 @@ type session struct {
 	// mu guards the fields below: go-smtp runs Data for BDAT in its own
 	// goroutine, which may overlap RSET or a new EHLO (Reset).
 	mu   sync.Mutex
-	helo string      // the HELO/EHLO argument last accepted, see checkRepeatedHelo
-	user string      // authenticated address; empty until AUTH succeeds
-	txns int         // transactions started, numbering the queue ids
-	tx   transaction // the transaction in progress
-	bdat *bdatCall   // the last Data call fed by BDAT, see bdat.go
+	helo string // the HELO/EHLO argument last accepted, see checkRepeatedHelo
+	user string // authenticated address; empty until AUTH succeeds
+	// untrack unregisters the authenticated session (under mu); nil when
+	// none.
+	untrack func()
+	txns    int         // transactions started, numbering the queue ids
+	tx      transaction // the transaction in progress
+	bdat    *bdatCall   // the last Data call fed by BDAT, see bdat.go
 }
 
 // transaction is the envelope of the message being received, and what
@@ -116,6 +119,12 @@ func (s *session) Reset() {
 // Logout ends the session. The session holds no store resources: the
 // Account of a login is closed as soon as its address is known.
 func (s *session) Logout() error {
+	s.mu.Lock()
+	if s.untrack != nil {
+		s.untrack()
+		s.untrack = nil
+	}
+	s.mu.Unlock()
 	if !s.srv.enter() {
 		return nil
 	}

@@ -1,0 +1,155 @@
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// A user's recent logins live in the meta shard like the audit log: one
+// sealed setting per record, "logins/<user id>/<unix ns, 20 digits>-<random>",
+// sealed to the user's id, so they are replicated, read back in time
+// order per user, and pruned by age. Callers bound how often they write
+// (the node throttles per user, protocol, address and result).
+const loginsPrefix = "logins/"
+
+// LoginRecord is one login of a user as the history keeps it. It never
+// holds a password.
+type LoginRecord struct {
+	Time     time.Time `json:"time"`
+	Node     string    `json:"node"`
+	Protocol string    `json:"protocol"`
+	// Remote is the client's IP address ("" when unknown).
+	Remote string `json:"remote"`
+	// Credential is "password" or the app password's name for a
+	// successful login, "" for a failed one.
+	Credential string `json:"credential,omitempty"`
+	Success    bool   `json:"success"`
+}
+
+func loginsKeyPrefix(user schema.ID) string { return loginsPrefix + user.String() + "/" }
+
+// RecordLogin appends a login of the user at address to the history. A
+// login of an unknown user is not recorded: it returns an error that is
+// schema.ErrNoSuchUser.
+func (d *Directory) RecordLogin(ctx context.Context, address string, e LoginRecord) error {
+	addr, _, err := schema.CanonicalAddress(address)
+	if err != nil {
+		return fmt.Errorf("record login: %w", err)
+	}
+	rec, _, err := d.userByAddress(addr)
+	if err != nil {
+		return fmt.Errorf("record login: %w", err)
+	}
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return fmt.Errorf("record login: %w", err)
+	}
+	key := fmt.Sprintf("%s%020d-%s", loginsKeyPrefix(rec.ID), e.Time.UnixNano(), hex.EncodeToString(r[:]))
+	sealed, err := d.sealSetting(rec.ID, key, e)
+	if err != nil {
+		return fmt.Errorf("record login: %w", err)
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: key, Value: sealed}); err != nil {
+		return fmt.Errorf("record login: %w", err)
+	}
+	return nil
+}
+
+// Logins returns the recorded logins of the user at address at or after
+// since, oldest first, as the meta leader has them.
+func (d *Directory) Logins(ctx context.Context, address string, since time.Time) ([]LoginRecord, error) {
+	addr, _, err := schema.CanonicalAddress(address)
+	if err != nil {
+		return nil, fmt.Errorf("list logins: %w", err)
+	}
+	if err := d.c.CatchUpMeta(ctx); err != nil {
+		return nil, fmt.Errorf("list logins: %w", err)
+	}
+	rec, _, err := d.userByAddress(addr)
+	if err != nil {
+		return nil, fmt.Errorf("list logins: %w", err)
+	}
+	prefix := loginsKeyPrefix(rec.ID)
+	from := prefix + fmt.Sprintf("%020d", max(since.UnixNano(), 0))
+	var out []LoginRecord
+	var bad int
+	err = d.c.ViewMeta(func(r *raftstore.Reader) error {
+		for k, v := range r.Settings(prefix) {
+			if k < from {
+				continue
+			}
+			var e LoginRecord
+			if err := d.openSetting(rec.ID, k, v, &e); err != nil {
+				bad++
+				continue
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list logins: %w", err)
+	}
+	if bad > 0 {
+		d.log.Warn("login records that do not open", "count", bad)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}
+
+// PruneLogins deletes the login records made before before, and those of
+// users that no longer exist, and returns how many went.
+func (d *Directory) PruneLogins(ctx context.Context, before time.Time) (int, error) {
+	var old []string
+	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
+		gone := map[string]bool{}
+		for k := range r.Settings(loginsPrefix) {
+			user, rest, _ := strings.Cut(strings.TrimPrefix(k, loginsPrefix), "/")
+			stamp, _, _ := strings.Cut(rest, "-")
+			ns, err := strconv.ParseInt(stamp, 10, 64)
+			if err == nil && ns < before.UnixNano() {
+				old = append(old, k)
+				continue
+			}
+			deleted, seen := gone[user]
+			if !seen {
+				deleted = userGone(r, user)
+				gone[user] = deleted
+			}
+			if deleted {
+				old = append(old, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune the login history: %w", err)
+	}
+	for i, k := range old {
+		if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: k}); err != nil {
+			return i, fmt.Errorf("prune the login history: %w", err)
+		}
+	}
+	return len(old), nil
+}
+
+// userGone reports whether the user of a login record's key no longer
+// exists (a deleted user's history goes with the next prune).
+func userGone(r *raftstore.Reader, hexID string) bool {
+	b, err := hex.DecodeString(hexID)
+	if err != nil || len(b) != len(schema.ID{}) {
+		return true
+	}
+	_, err = r.User(schema.ID(b))
+	return errors.Is(err, schema.ErrNoSuchUser)
+}
