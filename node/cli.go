@@ -63,6 +63,7 @@ Usage:
   mailnode user del    --data DIR ADDRESS
   mailnode user list   --data DIR [--domain DOMAIN]
   mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA)
+  mailnode user export --data DIR ADDRESS --to FILE [--format mbox|maildir]  (see Exporting below)
   mailnode user app-password add|list|revoke ...     (see App passwords and MFA below)
   mailnode user mfa enable|confirm|disable ...
   mailnode domain mfa  --data DIR DOMAIN require|optional
@@ -89,7 +90,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + aliasUsage + backupUsage + importUsage + configCheckUsage
+` + accountUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -121,6 +122,9 @@ func (c CLI) run(ctx context.Context, args []string) error {
 	case "domain", "user", "cluster", "alias":
 		if len(rest) == 0 {
 			return fmt.Errorf("%w: %s needs a subcommand", errUsage, cmd)
+		}
+		if cmd == "user" && rest[0] == "export" {
+			return c.exportCommand(ctx, rest[1:])
 		}
 		if name, args, ok := aliasCommandName(cmd, rest); ok {
 			return c.aliasCommand(ctx, name, args)

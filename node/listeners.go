@@ -227,7 +227,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.auditAdmin(n.securityAdmin(n.importAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log),
+		Handler:           n.auditAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log),
 		ConnContext:       adminConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
