@@ -66,6 +66,7 @@ Usage:
   mailnode user export --data DIR ADDRESS --to FILE [--format mbox|maildir]  (see Exporting below)
   mailnode user app-password add|list|revoke ...     (see App passwords and MFA below)
   mailnode user mfa enable|confirm|disable ...
+  mailnode user sessions --data DIR [--kill] [--json] ADDRESS  (recent logins, open sessions; see below)
   mailnode domain mfa  --data DIR DOMAIN require|optional
   mailnode domain catch-all --data DIR DOMAIN TARGET|off
   mailnode alias add|del|list ...                    (see Aliases and catch-all below)
@@ -90,7 +91,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
+` + accountUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -131,6 +132,9 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		}
 		if cmd == "domain" && rest[0] == "dns" {
 			return c.domainDNS(rest[1:])
+		}
+		if cmd == "user" && rest[0] == "sessions" {
+			return c.sessionsCommand(ctx, rest[1:])
 		}
 		if name, args, ok, err := accountCommandName(cmd, rest); ok {
 			if err != nil {

@@ -104,6 +104,9 @@ type Config struct {
 	// AuditRetention is how long the audit log of administrative actions
 	// keeps an entry (default 400 days).
 	AuditRetention time.Duration `toml:"audit_retention"`
+	// LoginHistoryRetention is how long a user's recent logins are kept
+	// (default 30 days).
+	LoginHistoryRetention time.Duration `toml:"login_history_retention"`
 
 	// RaftTiming overrides the Raft timeouts of every shard (over
 	// cluster.raft_profile). It is not read from the config file; tests
@@ -588,6 +591,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Filters.validate()...)
 	if c.AuditRetention < 0 || (c.AuditRetention > 0 && c.AuditRetention < 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("audit_retention %s: want at least 24h (0 keeps the default, 400 days)", c.AuditRetention))
+	}
+	if c.LoginHistoryRetention < 0 || (c.LoginHistoryRetention > 0 && c.LoginHistoryRetention < time.Hour) {
+		errs = append(errs, fmt.Errorf("login_history_retention %s: want at least 1h (0 keeps the default, 30 days)", c.LoginHistoryRetention))
 	}
 	return errors.Join(errs...)
 }

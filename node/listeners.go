@@ -66,6 +66,8 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	shared := n.sharedAuthState()
 	n.authState.Store(shared)
 	guardCfg.Failures, guardCfg.Known = shared, shared
+	sessions := n.startSessions()
+	guardCfg.Sessions, guardCfg.Logins = sessions.registry, sessions
 	guard := protocols.NewAuthGuard(guardCfg, n.now)
 	store := protocols.StoreOf[*mailstore.Account](n.store)
 
@@ -227,7 +229,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.auditAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log),
+		Handler:           n.auditAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log),
 		ConnContext:       adminConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,

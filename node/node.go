@@ -55,6 +55,9 @@ type Node struct {
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
 	authState atomic.Pointer[protocols.SharedAuthState]
+	// sessions is the registry of open sessions and the login history
+	// (set once the frontends start).
+	sessions *sessionService
 	// filterHealth is what /readyz says about the content scanners.
 	filterHealth filterHealth
 	frontends    []frontend
@@ -345,6 +348,7 @@ func (n *Node) Close() error {
 			}
 		}
 		n.stopTLS()
+		n.sessions.close()
 		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
 			if srv == nil {
 				continue
