@@ -9,6 +9,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/filter"
+	"github.com/mailcluster/mailcluster/protocols/mailauth"
 )
 
 // Mode selects what an SMTP server is for.
@@ -81,6 +82,10 @@ type Config struct {
 	// viruses): a rejected message gets 550 (spam) or 554 (virus) at the
 	// end of DATA, a deferred one 451, and spam goes to Junk.
 	Filter *filter.Chain
+	// AuthCheck, when set, checks SPF, DKIM and DMARC of every message on
+	// the MX port: the result goes into an Authentication-Results field,
+	// DMARC p=reject gets 550 5.7.1 and p=quarantine sends it to Junk.
+	AuthCheck *mailauth.Checker
 	// Observer, if set, is told about every command of Commands, and
 	// Deliveries about how every message transaction ended.
 	Observer   protocols.CommandObserver

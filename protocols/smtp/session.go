@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/filter"
+	"github.com/mailcluster/mailcluster/protocols/mailauth"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -301,12 +302,23 @@ func (s *session) Data(r io.Reader) error {
 		}
 	}
 	var junk bool
+	if cfg.Mode == ModeMX && cfg.AuthCheck != nil {
+		// A sender cannot pass off verdicts of its own as ours.
+		msg = mailauth.StripOurs(msg, cfg.AuthCheck.AuthServID)
+		r := cfg.AuthCheck.Check(s.srv.ctx, s.remote, tx.helo, tx.from, msg)
+		s.log.Info("sender checks", "id", txnID, "spf", string(r.SPF), "dmarc", string(r.DMARC), "action", r.Action.String())
+		if r.Action == mailauth.Reject {
+			return s.refuse("data", protocols.Permanentf(550, [3]int{5, 7, 1}, nil, "Message refused by the sender domain's DMARC policy"))
+		}
+		junk = r.Action == mailauth.Quarantine
+		extra = append(extra, r.Header...)
+	}
 	if cfg.Filter != nil {
 		v, refusal := s.scan(tx, txnID, msg)
 		if refusal != nil {
 			return s.refuse("data", refusal)
 		}
-		junk = v.Action == filter.Junk
+		junk = junk || v.Action == filter.Junk
 		extra = append(extra, v.Headers...)
 	}
 	full := stamp(msg, trace, extra)
