@@ -33,7 +33,7 @@ Exporting a user's data:
     mbox (default) or as a Maildir++ tree, with flags, keywords, internal
     dates and subscriptions, and account.json (address, created, MFA,
     app passwords by name, aliases and catch-alls that deliver to the
-    user; never a password hash or secret). The node reads the mail and
+    user, recorded logins; never a password hash or secret). The node reads the mail and
     streams the archive; FILE.partial holds it until it is complete, so an
     interrupted export leaves nothing under FILE's name. FILE must not
     exist. An mbox file of the archive goes back in with
@@ -190,7 +190,8 @@ func (n *Node) exportAdmin(next http.Handler, log *slog.Logger) http.Handler {
 
 // openExport opens the user's account (without a password: the admin
 // socket is the node owner's) and gathers what the directory holds about
-// the user for account.json.
+// the user for account.json: the account, app passwords, the aliases
+// and catch-alls that deliver to the user, and the login history.
 func (n *Node) openExport(ctx context.Context, req exportRequest) (*closingSource, mailexport.Options, error) {
 	var opts mailexport.Options
 	switch req.Format {
@@ -214,11 +215,16 @@ func (n *Node) openExport(ctx context.Context, req exportRequest) (*closingSourc
 	if err != nil {
 		return nil, opts, err
 	}
+	logins, err := n.directory.Logins(ctx, u.Address, time.Time{})
+	if err != nil {
+		return nil, opts, err
+	}
 	opts.Account = mailexport.AccountFile{
 		Address: u.Address, Domain: u.Domain, Created: u.Created,
 		MFA: u.MFA, DomainRequiresMFA: u.DomainRequiresMFA,
 		AppPasswords: make([]mailexport.AppPassword, 0, len(apps)),
 		Aliases:      make([]mailexport.Alias, 0, len(routes)),
+		Logins:       make([]mailexport.Login, 0, len(logins)),
 	}
 	for _, a := range apps {
 		opts.Account.AppPasswords = append(opts.Account.AppPasswords, mailexport.AppPassword{
@@ -226,6 +232,10 @@ func (n *Node) openExport(ctx context.Context, req exportRequest) (*closingSourc
 	}
 	for _, r := range routes {
 		opts.Account.Aliases = append(opts.Account.Aliases, mailexport.Alias{Address: r.Address, CatchAll: r.CatchAll, Direct: r.Direct})
+	}
+	for _, l := range logins {
+		opts.Account.Logins = append(opts.Account.Logins, mailexport.Login{Time: l.Time, Node: l.Node, Protocol: l.Protocol,
+			Remote: l.Remote, Credential: l.Credential, Success: l.Success})
 	}
 	acct, err := n.store.AccountOf(ctx, u.Address)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/node/mailexport"
 	"github.com/mailcluster/mailcluster/node/mailimport"
@@ -242,6 +243,11 @@ func TestCLIUserExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCLI(t, "", "user", "mfa", "confirm", "--data", dir, ada, code)
+	login := directory.LoginRecord{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Node: "n9", Protocol: schema.ProtocolIMAP,
+		Remote: "198.51.100.7", Credential: "Phone", Success: true}
+	if err := n.Directory().RecordLogin(ctx, ada, login); err != nil {
+		t.Fatal(err)
+	}
 	secrets := []string{password, appPassword, secret, "$argon2id$"}
 	for _, l := range strings.Split(enrol, "\n") {
 		if strings.HasPrefix(l, "  ") {
@@ -421,6 +427,14 @@ func checkAccountFile(t *testing.T, af mailexport.AccountFile, format string, bo
 	}
 	if !slices.Equal(af.Aliases, wantAliases) {
 		t.Errorf("account.json aliases: %+v, want %+v", af.Aliases, wantAliases)
+	}
+	wantLogins := []mailexport.Login{{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Node: "n9", Protocol: schema.ProtocolIMAP,
+		Remote: "198.51.100.7", Credential: "Phone", Success: true}}
+	if !slices.EqualFunc(af.Logins, wantLogins, func(a, b mailexport.Login) bool {
+		return a.Time.Equal(b.Time) && a.Node == b.Node &&
+			a.Protocol == b.Protocol && a.Remote == b.Remote && a.Credential == b.Credential && a.Success == b.Success
+	}) {
+		t.Errorf("account.json logins: %+v, want %+v", af.Logins, wantLogins)
 	}
 	if len(af.Mailboxes) != len(boxes) {
 		t.Fatalf("account.json: %d mailboxes, want %d", len(af.Mailboxes), len(boxes))

@@ -50,6 +50,9 @@ type AccountFile struct {
 	AppPasswords []AppPassword `json:"app_passwords"`
 	// Aliases are the aliases and catch-alls that deliver to the user.
 	Aliases []Alias `json:"aliases"`
+	// Logins are the user's recorded logins (kept for the cluster's
+	// login history retention), oldest first.
+	Logins []Login `json:"logins"`
 	// Mailboxes lists every mailbox and where it is in the archive.
 	Mailboxes []Mailbox `json:"mailboxes"`
 	// Subscriptions are the subscribed names, mailboxes or not (a name
@@ -73,6 +76,18 @@ type Alias struct {
 	// Direct: the user is one of the alias's own targets, not reached
 	// through another alias.
 	Direct bool `json:"direct"`
+}
+
+// Login is one recorded login of the user.
+type Login struct {
+	Time     time.Time `json:"time"`
+	Node     string    `json:"node"`
+	Protocol string    `json:"protocol"`
+	Remote   string    `json:"remote"`
+	// Credential is "password" or an app password's name for a
+	// successful login, "" for a failed one.
+	Credential string `json:"credential,omitempty"`
+	Success    bool   `json:"success"`
 }
 
 // Mailbox is one mailbox in account.json.
@@ -222,6 +237,9 @@ func (e *exporter) run(ctx context.Context) error {
 	}
 	if acct.Aliases == nil {
 		acct.Aliases = []Alias{}
+	}
+	if acct.Logins == nil {
+		acct.Logins = []Login{}
 	}
 	if e.opts.Format == FormatMaildir {
 		if err := e.maildirRoot(subs); err != nil {
