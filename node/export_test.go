@@ -396,6 +396,40 @@ func TestCLIUserExport(t *testing.T) {
 		}
 	}
 
+	// With progress asked for (as on a terminal), progress lines come
+	// between the archive's bytes, one per mailbox at least.
+	client := newBackupClient(dir)
+	defer client.close()
+	resp, err := client.requestBody(ctx, http.MethodPost, pathExport+"?progress=1", []byte(`{"address":"ada@example.test"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress, data int
+	var result mailexport.Summary
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev exportEvent
+		if err := dec.Decode(&ev); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case ev.Progress != "":
+			progress++
+		case ev.Data != nil && ev.At == nil:
+			data += len(ev.Data)
+		case ev.Result != nil:
+			if err := json.Unmarshal(ev.Result, &result); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	resp.Body.Close()
+	if progress < len(boxes) || int64(data) != result.Size || result.Messages != 9 {
+		t.Errorf("streamed with progress: %d progress lines, %d bytes, result %+v", progress, data, result)
+	}
+
 	// Refusals: no file written for any.
 	file := filepath.Join(out, "refused.tar")
 	failCLI(t, ExitUsage, "--to FILE", "", "user", "export", ada, "--data", dir)
