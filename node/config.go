@@ -101,6 +101,10 @@ type Config struct {
 	// Filters are the content scanners mail passes before it is stored
 	// (see FiltersConfig); none by default.
 	Filters FiltersConfig `toml:"filters"`
+	// DNS is the resolver of the sender checks (see DNSConfig).
+	DNS DNSConfig `toml:"dns"`
+	// Inbound is what the MX port checks (see InboundConfig).
+	Inbound InboundConfig `toml:"inbound"`
 	// AuditRetention is how long the audit log of administrative actions
 	// keeps an entry (default 400 days).
 	AuditRetention time.Duration `toml:"audit_retention"`
@@ -589,6 +593,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Cluster.validate()...)
 	errs = append(errs, c.Autoconfig.validate()...)
 	errs = append(errs, c.Filters.validate()...)
+	errs = append(errs, c.DNS.validate()...)
 	if c.AuditRetention < 0 || (c.AuditRetention > 0 && c.AuditRetention < 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("audit_retention %s: want at least 24h (0 keeps the default, 400 days)", c.AuditRetention))
 	}

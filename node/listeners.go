@@ -109,6 +109,7 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 
 	maxMsg := int64(n.cfg.Limits.MaxMessageSize)
 	mxFilter, submissionFilter := n.contentFilters()
+	senderCheck := n.senderChecker()
 	fm := n.metrics.frontend
 	smtpCommands := fm.commands("smtp", smtp.Commands)
 	makers := []struct {
@@ -118,7 +119,7 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		{"smtp-mx", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
-				Observer: smtpCommands, Deliveries: fm.deliveries("mx")}, store)
+				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx")}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
