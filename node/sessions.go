@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +24,9 @@ import (
 )
 
 // Session review: every node keeps the open authenticated sessions of
-// its frontends (protocols.SessionRegistry) and ends a user's sessions on
+// its frontends (protocols.SessionRegistry), lists them when another
+// node asks by broadcast (the answer is broadcast too, paired by a
+// request id), and ends a user's sessions on
 // "mailnode user sessions --kill", and on password change, app password
 // revocation, MFA confirmation or removal and user deletion: the node
 // that takes the admin action ends its own sessions and broadcasts the
@@ -56,17 +61,38 @@ const sessionsUsage = `
 Sessions and recent logins:
   mailnode user sessions --data DIR [--since DURATION] [--json] ADDRESS
       recent logins (time, node, protocol, client address, credential, result)
-      and the sessions open on the node that answers
+      and the open sessions of every node that answers within 2 s
   mailnode user sessions --data DIR --kill ADDRESS
       end every open IMAP, POP3 and SMTP session of the user on every node
 `
 
-// sessionKill is the broadcast message that ends a user's sessions.
-type sessionKill struct {
+// The operations of a sessions broadcast message.
+const (
+	// sessionOpKill ends a user's sessions.
+	sessionOpKill = "kill"
+	// sessionOpList asks every node for the user's open sessions.
+	sessionOpList = "list"
+	// sessionOpOpen answers a list request: one node's open sessions.
+	sessionOpOpen = "open"
+)
+
+// listWait bounds how long a listing waits for the other nodes' answers
+// (a broadcast leaves within about 200 ms, so the round trip takes well
+// under a second on a healthy cluster).
+const listWait = 2 * time.Second
+
+// sessionMsg is a sessions broadcast message.
+type sessionMsg struct {
+	Op   string `json:"op"`
 	User string `json:"user"`
-	// Credential limits the kill to the sessions of one credential (an
-	// app password's name); "" ends all.
+	// Credential limits a kill to the sessions of one credential (an app
+	// password's name); "" ends all.
 	Credential string `json:"credential,omitempty"`
+	// ID pairs a list request with its answers.
+	ID string `json:"id,omitempty"`
+	// Node and Open are an answer's node and its open sessions.
+	Node string                  `json:"node,omitempty"`
+	Open []protocols.SessionInfo `json:"open,omitempty"`
 }
 
 // loginKey is what the history throttle counts.
@@ -84,6 +110,10 @@ type sessionService struct {
 	mu   sync.Mutex
 	last map[loginKey]time.Time
 
+	// pending holds the list requests waiting for answers, by id.
+	pmu     sync.Mutex
+	pending map[string]chan sessionMsg
+
 	queue chan protocols.LoginEvent
 	stop  chan struct{}
 	once  sync.Once
@@ -98,23 +128,109 @@ func (n *Node) startSessions() *sessionService {
 		registry: protocols.NewSessionRegistry(n.now),
 		log:      n.log.With("component", "sessions"),
 		last:     map[loginKey]time.Time{},
+		pending:  map[string]chan sessionMsg{},
 		queue:    make(chan protocols.LoginEvent, loginQueue),
 		stop:     make(chan struct{}),
 	}
-	n.cluster.HandleBroadcast(sessionsTopic, func(from string, msg []byte) {
-		var k sessionKill
-		if err := json.Unmarshal(msg, &k); err != nil || len(k.User) > protocols.MaxCredentialLength {
-			s.log.Debug("malformed session kill from a peer", "from", from)
-			return
-		}
-		if ended := s.registry.End(k.User, k.Credential); ended > 0 {
-			s.log.Info("sessions ended at a peer's request", "from", from, "sessions", ended)
-		}
-	})
+	n.cluster.HandleBroadcast(sessionsTopic, s.handle)
 	s.wg.Add(1)
 	go s.writer()
 	n.sessions = s
 	return s
+}
+
+// handle serves a sessions message from another node.
+func (s *sessionService) handle(from string, msg []byte) {
+	var m sessionMsg
+	if err := json.Unmarshal(msg, &m); err != nil || len(m.User) > protocols.MaxCredentialLength {
+		s.log.Debug("malformed sessions message from a peer", "from", from)
+		return
+	}
+	switch m.Op {
+	case sessionOpKill:
+		if ended := s.registry.End(m.User, m.Credential); ended > 0 {
+			s.log.Info("sessions ended at a peer's request", "from", from, "sessions", ended)
+		}
+	case sessionOpList:
+		b, err := json.Marshal(sessionMsg{Op: sessionOpOpen, User: m.User, ID: m.ID, Node: s.n.cfg.NodeID, Open: s.registry.List(m.User)})
+		if err == nil {
+			s.n.cluster.Broadcast(sessionsTopic, b)
+		}
+	case sessionOpOpen:
+		s.pmu.Lock()
+		ch := s.pending[m.ID]
+		s.pmu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+	}
+}
+
+// listAll returns the open sessions of user on this node and on every
+// other node that answers within listWait, and the nodes that are up
+// but did not answer.
+func (s *sessionService) listAll(ctx context.Context, user string) (open []OpenSession, answered, missing []string) {
+	self := s.n.cfg.NodeID
+	for _, si := range s.registry.List(user) {
+		open = append(open, OpenSession{Node: self, SessionInfo: si})
+	}
+	answered = []string{self}
+	want := map[string]bool{}
+	for _, ns := range s.n.cluster.Status().Nodes {
+		if ns.ID != self && ns.Health == "up" {
+			want[ns.ID] = true
+		}
+	}
+	if len(want) == 0 {
+		return open, answered, nil
+	}
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	id := hex.EncodeToString(idb[:])
+	ch := make(chan sessionMsg, 64)
+	s.pmu.Lock()
+	s.pending[id] = ch
+	s.pmu.Unlock()
+	defer func() {
+		s.pmu.Lock()
+		delete(s.pending, id)
+		s.pmu.Unlock()
+	}()
+	if b, err := json.Marshal(sessionMsg{Op: sessionOpList, User: user, ID: id}); err == nil {
+		s.n.cluster.Broadcast(sessionsTopic, b)
+	}
+	timer := time.NewTimer(listWait)
+	defer timer.Stop()
+	for len(want) > 0 {
+		select {
+		case m := <-ch:
+			if !want[m.Node] || m.User != user {
+				continue
+			}
+			delete(want, m.Node)
+			answered = append(answered, m.Node)
+			for _, si := range m.Open {
+				open = append(open, OpenSession{Node: m.Node, SessionInfo: si})
+			}
+		case <-timer.C:
+			return open, answered, sortedSet(want)
+		case <-ctx.Done():
+			return open, answered, sortedSet(want)
+		}
+	}
+	return open, answered, nil
+}
+
+func sortedSet(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // close stops the history writer; records still queued are dropped.
@@ -130,7 +246,7 @@ func (s *sessionService) close() {
 // "") on this node and, by broadcast, on every other node. It returns how
 // many ended here.
 func (s *sessionService) kill(user, credential string) int {
-	b, err := json.Marshal(sessionKill{User: user, Credential: credential})
+	b, err := json.Marshal(sessionMsg{Op: sessionOpKill, User: user, Credential: credential})
 	if err == nil {
 		s.n.cluster.Broadcast(sessionsTopic, b)
 	}
@@ -232,14 +348,23 @@ func (n *Node) loginHistoryRetention() time.Duration {
 	return DefaultLoginHistoryRetention
 }
 
+// OpenSession is one open session and the node that holds it.
+type OpenSession struct {
+	Node string `json:"node"`
+	protocols.SessionInfo
+}
+
 // SessionsReport is what "mailnode user sessions" shows.
 type SessionsReport struct {
 	User string `json:"user"`
-	// Node is the node that answered; Open lists the sessions open on it
-	// only (other nodes' sessions are not asked for).
-	Node   string                  `json:"node"`
-	Open   []protocols.SessionInfo `json:"open"`
-	Logins []directory.LoginRecord `json:"logins"`
+	// Node is the node that answered. It asked every other node that is
+	// up for its open sessions: Answered lists the nodes whose sessions
+	// Open holds (Node first), Missing those that did not answer in time.
+	Node     string                  `json:"node"`
+	Answered []string                `json:"answered"`
+	Missing  []string                `json:"missing,omitempty"`
+	Open     []OpenSession           `json:"open"`
+	Logins   []directory.LoginRecord `json:"logins"`
 }
 
 // killResult says how many sessions ended on the answering node.
@@ -293,8 +418,12 @@ func (n *Node) sessionsAdmin(next http.Handler, log *slog.Logger) http.Handler {
 		if logins == nil {
 			logins = []directory.LoginRecord{}
 		}
+		open, answered, missing := n.sessions.listAll(ctx, addr)
+		if open == nil {
+			open = []OpenSession{}
+		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(SessionsReport{User: addr, Node: n.cfg.NodeID, Open: n.sessions.registry.List(addr), Logins: logins})
+		_ = json.NewEncoder(w).Encode(SessionsReport{User: addr, Node: n.cfg.NodeID, Answered: answered, Missing: missing, Open: open, Logins: logins})
 	})
 	mux.HandleFunc("POST /v1/users/{address}/sessions/kill", func(w http.ResponseWriter, r *http.Request) {
 		addr, ok := user(w, r)
@@ -400,13 +529,17 @@ func (c CLI) sessionsCommand(ctx context.Context, args []string) error {
 // printSessions prints a sessions report as two tables.
 func printSessions(c CLI, rep SessionsReport) error {
 	tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Open sessions on %s (this node only):\n", rep.Node)
+	fmt.Fprintf(tw, "Open sessions (nodes that answered: %s", strings.Join(rep.Answered, ", "))
+	if len(rep.Missing) > 0 {
+		fmt.Fprintf(tw, "; no answer in time from: %s", strings.Join(rep.Missing, ", "))
+	}
+	fmt.Fprintln(tw, "):")
 	if len(rep.Open) == 0 {
 		fmt.Fprintln(tw, "  none")
 	} else {
-		fmt.Fprintln(tw, "  SINCE\tPROTOCOL\tADDRESS\tCREDENTIAL")
+		fmt.Fprintln(tw, "  SINCE\tNODE\tPROTOCOL\tADDRESS\tCREDENTIAL")
 		for _, s := range rep.Open {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Since.UTC().Format(time.RFC3339), s.Protocol, orDash(s.Remote), s.Credential)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Since.UTC().Format(time.RFC3339), s.Node, s.Protocol, orDash(s.Remote), s.Credential)
 		}
 	}
 	fmt.Fprintln(tw, "\nRecent logins (all nodes):")

@@ -45,7 +45,7 @@ func peerUp(t *testing.T, dir, id string) bool {
 // TestSessionKillAcrossNodes: in a two-node cluster (two nodes in one
 // process), an IMAP session open on the second node is ended by "user
 // sessions --kill" and by "user passwd" given to the first, through the
-// broadcast.
+// broadcast, and "user sessions" on the first lists it.
 func TestSessionKillAcrossNodes(t *testing.T) {
 	const token = "sessions-bootstrap-token-0123456789"
 	cfg1 := testConfig(t)
@@ -95,6 +95,14 @@ func TestSessionKillAcrossNodes(t *testing.T) {
 	c := login(password)
 	if got := n2.sessions.registry.List(user); len(got) != 1 {
 		t.Fatalf("n2's open sessions: %+v", got)
+	}
+	// n1 lists the session open on n2, asking it by broadcast.
+	rep := sessionsReport(t, dir1, user, func(r SessionsReport) bool { return len(r.Logins) > 0 })
+	if len(rep.Open) != 1 || rep.Open[0].Node != "n2" || rep.Open[0].Protocol != "imap" || len(rep.Answered) != 2 || len(rep.Missing) != 0 {
+		t.Errorf("n1's report of the sessions: %+v", rep)
+	}
+	if len(rep.Logins) != 1 || rep.Logins[0].Node != "n2" || !rep.Logins[0].Success {
+		t.Errorf("n1's report of the logins: %+v", rep.Logins)
 	}
 	if out := mustCLI(t, "", "user", "sessions", "--kill", "--data", dir1, user); !strings.Contains(out, "0 session(s)") || !strings.Contains(out, "n1") {
 		t.Errorf("user sessions --kill on n1: %q", out)

@@ -92,7 +92,7 @@ func TestCLIUserSessions(t *testing.T) {
 	}
 	creds := map[string]bool{}
 	for _, s := range rep.Open {
-		if s.Protocol != "imap" || s.Remote != "127.0.0.1" || s.User != user {
+		if s.Protocol != "imap" || s.Remote != "127.0.0.1" || s.User != user || s.Node != cfg.NodeID {
 			t.Errorf("open session %+v", s)
 		}
 		creds[s.Credential] = true
@@ -111,7 +111,7 @@ func TestCLIUserSessions(t *testing.T) {
 		t.Errorf("login records by result/credential: %v", results)
 	}
 	text := mustCLI(t, "", "user", "sessions", "--data", dir, user)
-	for _, want := range []string{"(this node only)", "imap", "127.0.0.1", "phone", "failed"} {
+	for _, want := range []string{"nodes that answered: " + cfg.NodeID, "imap", "127.0.0.1", "phone", "failed"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("user sessions does not show %q:\n%s", want, text)
 		}
