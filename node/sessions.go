@@ -109,6 +109,9 @@ type sessionService struct {
 
 	mu   sync.Mutex
 	last map[loginKey]time.Time
+	// nextSweep is when a full throttle may next be swept for expired
+	// keys (a sweep walks all of them: not once per login in a flood).
+	nextSweep time.Time
 
 	// pending holds the list requests waiting for answers, by id.
 	pmu     sync.Mutex
@@ -277,10 +280,13 @@ func (s *sessionService) admit(e protocols.LoginEvent) bool {
 		return false
 	}
 	if _, ok := s.last[k]; !ok && len(s.last) >= maxLoginThrottle {
-		for old, t := range s.last {
-			if e.Time.Sub(t) >= loginRecordEvery {
-				delete(s.last, old)
+		if !e.Time.Before(s.nextSweep) {
+			for old, t := range s.last {
+				if e.Time.Sub(t) >= loginRecordEvery {
+					delete(s.last, old)
+				}
 			}
+			s.nextSweep = e.Time.Add(time.Minute)
 		}
 		if len(s.last) >= maxLoginThrottle {
 			return false // bounded: under a flood of distinct keys, stop recording
@@ -288,6 +294,15 @@ func (s *sessionService) admit(e protocols.LoginEvent) bool {
 	}
 	s.last[k] = e.Time
 	return true
+}
+
+// forget drops e's key from the throttle: a failed login of an unknown
+// user, which is not recorded, must not take room there.
+func (s *sessionService) forget(e protocols.LoginEvent) {
+	k := loginKey{user: e.User, protocol: e.Protocol, remote: e.Remote.String(), credential: e.Credential, success: e.Success}
+	s.mu.Lock()
+	delete(s.last, k)
+	s.mu.Unlock()
 }
 
 // writer writes queued records and prunes the history.
@@ -323,8 +338,10 @@ func (s *sessionService) write(e protocols.LoginEvent) {
 	}
 	err := s.n.directory.RecordLogin(ctx, e.User, rec)
 	switch {
-	case err == nil, errors.Is(err, schema.ErrNoSuchUser), errors.Is(err, schema.ErrInvalid):
+	case err == nil:
+	case errors.Is(err, schema.ErrNoSuchUser), errors.Is(err, schema.ErrInvalid):
 		// Failed logins of unknown users are not recorded.
+		s.forget(e)
 	default:
 		s.log.Warn("login record not written", "err", err)
 	}

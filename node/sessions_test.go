@@ -188,6 +188,16 @@ func TestLoginHistoryThrottle(t *testing.T) {
 			t.Errorf("%+v was throttled by another key's record", e)
 		}
 	}
+	// A key forgotten (its user is unknown) takes no room and throttles
+	// nothing.
+	unknown := ev(time.Second, "nobody@x.test", "imap", "192.0.2.1", false)
+	if !s.admit(unknown) {
+		t.Fatal("a new key was throttled")
+	}
+	s.forget(unknown)
+	if !s.admit(unknown) {
+		t.Error("a forgotten key is still throttled")
+	}
 	// A flood of distinct keys: the memory stays bounded, so writes stop.
 	s = &sessionService{last: map[loginKey]time.Time{}}
 	admitted := 0
