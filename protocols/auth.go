@@ -297,6 +297,9 @@ func (g *AuthGuard) Login(ctx context.Context, store Store, a Attempt) (Account,
 	}
 	g.obs.LoginSucceeded(a.Protocol)
 	g.recordLogin(a, user, acct, true)
+	if g.cfg.Sessions != nil {
+		acct = guardedAccount{Account: acct, credential: credentialOf(acct), checked: now}
+	}
 	g.failures.Reset(addressKey(client), now)
 	// The user's own count is not reset: the owner's mail client logging
 	// in every few minutes would otherwise give an attacker a fresh set of

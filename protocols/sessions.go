@@ -45,6 +45,9 @@ type CredentialNamer interface {
 
 // credentialOf names the credential an account logged in with.
 func credentialOf(acct Account) string {
+	if ga, ok := acct.(guardedAccount); ok {
+		return ga.credential
+	}
 	if cn, ok := acct.(CredentialNamer); ok && cn.Credential() != "" {
 		return cn.Credential()
 	}
@@ -73,7 +76,17 @@ type SessionRegistry struct {
 	mu     sync.Mutex
 	next   uint64
 	byUser map[string]map[uint64]*openSession
+	// killed holds the recent kills by user (and by user and credential,
+	// see killKey), so a session whose login was checked before a kill
+	// but registered after it is ended too.
+	killed map[string]time.Time
 }
+
+// killMemory is how long a kill is remembered for logins still in
+// flight.
+const killMemory = time.Minute
+
+func killKey(user, credential string) string { return user + "\x00" + credential }
 
 type openSession struct {
 	info SessionInfo
@@ -86,15 +99,27 @@ func NewSessionRegistry(now func() time.Time) *SessionRegistry {
 	if now == nil {
 		now = time.Now
 	}
-	return &SessionRegistry{now: now, byUser: map[string]map[uint64]*openSession{}}
+	return &SessionRegistry{now: now, byUser: map[string]map[uint64]*openSession{}, killed: map[string]time.Time{}}
 }
 
-// Open registers a session of user. end ends it (closes its
+// Open registers a session of user whose credentials were checked at
+// checked (the zero time when unknown). end ends it (closes its
 // connection); it is called at most once, without the registry's lock
-// held, and may run concurrently with the session. The returned done
-// unregisters the session and may be called more than once.
-func (r *SessionRegistry) Open(user, protocol string, remote netip.Addr, credential string, end func()) (done func()) {
+// held, and may run concurrently with the session. A session checked
+// before a kill of its user (or its credential) that came within
+// killMemory is ended at once. The returned done unregisters the
+// session and may be called more than once.
+func (r *SessionRegistry) Open(user, protocol string, remote netip.Addr, credential string, checked time.Time, end func()) (done func()) {
 	r.mu.Lock()
+	if !checked.IsZero() {
+		for _, k := range []string{killKey(user, ""), killKey(user, credential)} {
+			if t, ok := r.killed[k]; ok && !checked.After(t) {
+				r.mu.Unlock()
+				end()
+				return func() {}
+			}
+		}
+	}
 	r.next++
 	id := r.next
 	s := &openSession{info: SessionInfo{ID: id, User: user, Protocol: protocol, Since: r.now().UTC(), Credential: credential}, end: end}
@@ -126,6 +151,13 @@ func (r *SessionRegistry) remove(user string, id uint64) {
 // name, or CredentialPassword). It returns how many it ended.
 func (r *SessionRegistry) End(user, credential string) int {
 	r.mu.Lock()
+	now := r.now()
+	for k, t := range r.killed {
+		if now.Sub(t) > killMemory {
+			delete(r.killed, k)
+		}
+	}
+	r.killed[killKey(user, credential)] = now
 	var ends []func()
 	for id, s := range r.byUser[user] {
 		if credential != "" && s.info.Credential != credential {
@@ -167,6 +199,15 @@ func (r *SessionRegistry) Count() int {
 	return n
 }
 
+// guardedAccount is an Account as the guard's Login returns it when
+// sessions are tracked: it remembers when and with which credential it
+// was checked.
+type guardedAccount struct {
+	Account
+	credential string
+	checked    time.Time
+}
+
 // TrackSession registers an authenticated session in the guard's
 // SessionRegistry (AuthGuardConfig.Sessions): acct is what the guard's
 // Login returned, remote the client's address, and conn the connection
@@ -177,7 +218,12 @@ func (g *AuthGuard) TrackSession(acct Account, protocol string, remote net.Addr,
 	if g.cfg.Sessions == nil || acct == nil {
 		return func() {}
 	}
-	return g.cfg.Sessions.Open(acct.Address(), protocol, RemoteIP(remote), credentialOf(acct), func() {
+	var checked time.Time
+	if ga, ok := acct.(guardedAccount); ok {
+		checked = ga.checked
+	}
+	credential := credentialOf(acct)
+	return g.cfg.Sessions.Open(acct.Address(), protocol, RemoteIP(remote), credential, checked, func() {
 		_ = conn.Close() // the session's own read fails and it cleans up
 	})
 }

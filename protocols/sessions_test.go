@@ -29,7 +29,7 @@ func TestSessionRegistryEnd(t *testing.T) {
 	ended := map[string]int{}
 	var mu sync.Mutex
 	open := func(user, cred, name string) func() {
-		return r.Open(user, "imap", netip.MustParseAddr("192.0.2.1"), cred, func() {
+		return r.Open(user, "imap", netip.MustParseAddr("192.0.2.1"), cred, time.Time{}, func() {
 			mu.Lock()
 			ended[name]++
 			mu.Unlock()
@@ -117,4 +117,40 @@ func TestAuthGuardRecordsLogins(t *testing.T) {
 
 func fmtEvent(e LoginEvent) string {
 	return e.Time.String() + e.Protocol + e.User + e.Remote.String() + e.Credential
+}
+
+// TestSessionRegistryLoginInFlight: a session whose credentials were
+// checked before a kill of its user, or of its credential, but that
+// registers after it is ended at once; one checked after the kill, or
+// killed for another credential, stays.
+func TestSessionRegistryLoginInFlight(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	r := NewSessionRegistry(clock.now)
+	checked := clock.t
+	clock.t = clock.t.Add(time.Second)
+	r.End("ann@example.test", "")
+	r.End("bob@example.test", "phone")
+	ended := 0
+	open := func(user, cred string, at time.Time) {
+		r.Open(user, "imap", netip.Addr{}, cred, at, func() { ended++ })
+	}
+	open("ann@example.test", CredentialPassword, checked)
+	if ended != 1 || r.Count() != 0 {
+		t.Fatalf("a login checked before the kill: ended %d, %d open", ended, r.Count())
+	}
+	open("bob@example.test", "phone", checked)
+	open("bob@example.test", CredentialPassword, checked)
+	if ended != 2 || r.Count() != 1 {
+		t.Fatalf("a login checked before its app password's kill: ended %d, %d open", ended, r.Count())
+	}
+	open("ann@example.test", CredentialPassword, clock.t.Add(time.Millisecond))
+	if ended != 2 || r.Count() != 2 {
+		t.Fatalf("a login checked after the kill: ended %d, %d open", ended, r.Count())
+	}
+	clock.t = clock.t.Add(2 * killMemory)
+	r.End("carl@example.test", "") // forgets the old kills
+	open("ann@example.test", CredentialPassword, checked)
+	if ended != 2 {
+		t.Errorf("a kill was remembered beyond killMemory")
+	}
 }
