@@ -19,6 +19,7 @@ import (
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // Listener names, as used in Config.Listen, in metrics and by Node.Addr.
@@ -105,6 +106,10 @@ type Config struct {
 	DNS DNSConfig `toml:"dns"`
 	// Inbound is what the MX port checks (see InboundConfig).
 	Inbound InboundConfig `toml:"inbound"`
+	// Postmaster is the address (a user's or an alias's) that receives
+	// mail to postmaster@ of every served domain that has no postmaster
+	// user or alias of its own (RFC 5321 section 4.5.1); "" for none.
+	Postmaster string `toml:"postmaster"`
 	// AuditRetention is how long the audit log of administrative actions
 	// keeps an entry (default 400 days).
 	AuditRetention time.Duration `toml:"audit_retention"`
@@ -594,6 +599,11 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Autoconfig.validate()...)
 	errs = append(errs, c.Filters.validate()...)
 	errs = append(errs, c.DNS.validate()...)
+	if c.Postmaster != "" {
+		if _, _, err := schema.CanonicalAddress(c.Postmaster); err != nil {
+			errs = append(errs, fmt.Errorf("postmaster %q: not a mail address", c.Postmaster))
+		}
+	}
 	if c.AuditRetention < 0 || (c.AuditRetention > 0 && c.AuditRetention < 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("audit_retention %s: want at least 24h (0 keeps the default, 400 days)", c.AuditRetention))
 	}

@@ -176,7 +176,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.dir.masterKey = [32]byte{}
 		return fmt.Errorf("start node: %w", err)
 	}
-	n.directory, err = directory.New(n.cluster, directory.Config{MasterKey: n.dir.masterKey, Logger: n.log, MFAIssuer: n.cfg.Hostname, Now: n.now})
+	n.directory, err = directory.New(n.cluster, directory.Config{MasterKey: n.dir.masterKey, Logger: n.log, MFAIssuer: n.cfg.Hostname,
+		Postmaster: n.cfg.Postmaster, Now: n.now})
 	// The cluster and directory hold what they derived from the key;
 	// drop our copy.
 	n.dir.masterKey = [32]byte{}

@@ -53,6 +53,10 @@ type Config struct {
 	// the otpauth:// URI of an MFA enrolment): the node's hostname. ""
 	// means "mailnode".
 	MFAIssuer string
+	// Postmaster is the address (a user's or an alias's) that receives
+	// the mail to postmaster@ of every served domain that has no user or
+	// alias of that name (RFC 5321 section 4.5.1); "" for none.
+	Postmaster string
 	// Now is the clock of records (creation times, the last use of app
 	// passwords and its hourly throttle, TOTP codes); nil means time.Now.
 	Now func() time.Time
@@ -79,6 +83,8 @@ type Directory struct {
 	// aliases (see changeAlias).
 	aliasMu   sync.Mutex
 	closeOnce sync.Once
+	// postmaster receives postmaster@ of every domain without one.
+	postmaster string
 }
 
 // New returns the directory over a cluster's meta shard.
@@ -109,6 +115,13 @@ func New(c Cluster, cfg Config) (*Directory, error) {
 		ukeys:  newKeyCache(),
 		now:    cfg.Now,
 		issuer: cfg.MFAIssuer,
+	}
+	if cfg.Postmaster != "" {
+		pm, _, err := schema.CanonicalAddress(cfg.Postmaster)
+		if err != nil {
+			return nil, fmt.Errorf("postmaster %q: %w", cfg.Postmaster, err)
+		}
+		d.postmaster = pm
 	}
 	d.usage = newUsageTracker(d)
 	return d, nil

@@ -110,10 +110,20 @@ func (d *Directory) resolveRecipients(ctx context.Context, address string) ([]sc
 			}
 		}
 		var target string
-		if target, found, err = v.catchAll(domain); err != nil || !found {
+		if target, found, err = v.catchAll(domain); err != nil {
 			return err
 		}
 		via = "catch-all"
+		if !found && strings.EqualFold(local, "postmaster") && d.postmaster != "" && d.postmaster != addr {
+			// RFC 5321 section 4.5.1: every domain has a postmaster.
+			if users, found, err = v.exact(d.postmaster); err != nil || found {
+				via = "postmaster"
+				return err
+			}
+		}
+		if !found {
+			return nil
+		}
 		users = nil
 		if rec, ok, err := v.user(target); err != nil || ok {
 			if ok {
