@@ -4,7 +4,10 @@
 // abusive clients (failed-login throttling, connection caps, deadlines for
 // the TLS handshake and the login), and the small observer interfaces
 // (observe.go, AuthObserver) through which the node counts what the
-// frontends do, without this tree importing a metrics library.
+// frontends do, without this tree importing a metrics library. The
+// SessionRegistry (sessions.go) keeps a node's open authenticated
+// sessions so the node can end them, and LoginRecorder hands every
+// decided login to the node's login history.
 //
 // Invariants:
 //   - Frontends reach mail only through Store and Account. They never import
@@ -14,4 +17,8 @@
 //     after the Store call that committed the change returned nil.
 //   - Credentials are never logged, and failed logins look the same whether
 //     or not the user exists.
+//   - Every authenticated session registers with AuthGuard.TrackSession
+//     right after its login and unregisters when it ends or logs out;
+//     ending it closes its connection, and the session cleans up on its
+//     own read error.
 package protocols
