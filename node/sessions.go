@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -84,7 +86,10 @@ const listWait = 2 * time.Second
 // sessionMsg is a sessions broadcast message.
 type sessionMsg struct {
 	Op   string `json:"op"`
-	User string `json:"user"`
+	User string `json:"user,omitempty"`
+	// Domain, in a kill without User, names the domain whose users'
+	// sessions end.
+	Domain string `json:"domain,omitempty"`
 	// Credential limits a kill to the sessions of one credential (an app
 	// password's name); "" ends all.
 	Credential string `json:"credential,omitempty"`
@@ -151,7 +156,13 @@ func (s *sessionService) handle(from string, msg []byte) {
 	}
 	switch m.Op {
 	case sessionOpKill:
-		if ended := s.registry.End(m.User, m.Credential); ended > 0 {
+		var ended int
+		if m.User == "" && m.Domain != "" {
+			ended = s.registry.EndDomain(m.Domain, m.Credential)
+		} else {
+			ended = s.registry.End(m.User, m.Credential)
+		}
+		if ended > 0 {
 			s.log.Info("sessions ended at a peer's request", "from", from, "sessions", ended)
 		}
 	case sessionOpList:
@@ -254,6 +265,16 @@ func (s *sessionService) kill(user, credential string) int {
 		s.n.cluster.Broadcast(sessionsTopic, b)
 	}
 	return s.registry.End(user, credential)
+}
+
+// killDomain ends the sessions of the users of domain logged in with
+// credential ("" for every credential) here and on every other node.
+func (s *sessionService) killDomain(domain, credential string) int {
+	b, err := json.Marshal(sessionMsg{Op: sessionOpKill, Domain: domain, Credential: credential})
+	if err == nil {
+		s.n.cluster.Broadcast(sessionsTopic, b)
+	}
+	return s.registry.EndDomain(domain, credential)
 }
 
 // RecordLogin queues a login for the history unless the same user,
@@ -479,6 +500,28 @@ func (n *Node) sessionsAdmin(next http.Handler, log *slog.Logger) http.Handler {
 	mux.Handle("DELETE /v1/users/{address}/app-passwords/{name}", killAfter(func(r *http.Request) string {
 		return r.PathValue("name")
 	}))
+	// A domain that starts requiring MFA refuses the account password:
+	// the sessions it opened end.
+	mux.HandleFunc("PUT /v1/domains/{name}/mfa", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		peek, _ := io.ReadAll(io.LimitReader(r.Body, 4096))
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(peek), r.Body))
+		var req struct {
+			Policy string `json:"policy"`
+		}
+		_ = json.Unmarshal(peek, &req)
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if rec.status >= 300 || n.sessions == nil || req.Policy != admin.MFARequire {
+			return
+		}
+		domain, err := schema.CanonicalDomain(name)
+		if err != nil {
+			return
+		}
+		ended := n.sessions.killDomain(domain, protocols.CredentialPassword)
+		log.Info("sessions ended after a credential change", "route", "PUT /v1/domains/{name}/mfa", "sessions_ended", ended)
+	})
 	mux.Handle("/", next)
 	return mux
 }

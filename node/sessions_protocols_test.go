@@ -16,7 +16,8 @@ import (
 
 // TestSessionsOfEveryProtocol: POP3 and SMTP submission sessions are
 // registered and listed like IMAP ones and end with the user's kill;
-// confirming MFA and deleting the user end the sessions too.
+// confirming MFA, a domain that starts requiring MFA and deleting the
+// user end the sessions too.
 func TestSessionsOfEveryProtocol(t *testing.T) {
 	cfg := testConfig(t)
 	n := startNode(t, cfg)
@@ -105,6 +106,16 @@ func TestSessionsOfEveryProtocol(t *testing.T) {
 	mustCLI(t, "", "user", "mfa", "confirm", "--data", dir, user, code)
 	waitEnded(t, c, "mfa confirm")
 	mustCLI(t, "", "user", "mfa", "disable", "--data", dir, user)
+
+	// A domain that starts requiring MFA ends its password sessions.
+	c = imapLogin()
+	mustCLI(t, "", "domain", "mfa", "--data", dir, "example.test", "optional")
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatalf("MFA optional ended the session: %v", err)
+	}
+	mustCLI(t, "", "domain", "mfa", "--data", dir, "example.test", "require")
+	waitEnded(t, c, "domain mfa require")
+	mustCLI(t, "", "domain", "mfa", "--data", dir, "example.test", "optional")
 
 	// Deleting the user ends its sessions.
 	c = imapLogin()

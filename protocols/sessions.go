@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -174,6 +175,26 @@ func (r *SessionRegistry) End(user, credential string) int {
 		end()
 	}
 	return len(ends)
+}
+
+// EndDomain ends the open sessions of every user of domain (a
+// canonical domain name) logged in with credential (every credential
+// when it is ""), and returns how many it ended.
+func (r *SessionRegistry) EndDomain(domain, credential string) int {
+	suffix := "@" + domain
+	r.mu.Lock()
+	var users []string
+	for user := range r.byUser {
+		if strings.HasSuffix(user, suffix) {
+			users = append(users, user)
+		}
+	}
+	r.mu.Unlock()
+	n := 0
+	for _, user := range users {
+		n += r.End(user, credential)
+	}
+	return n
 }
 
 // List returns the open sessions of user, oldest first.

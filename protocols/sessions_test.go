@@ -57,6 +57,11 @@ func TestSessionRegistryEnd(t *testing.T) {
 	if ended["a3"] != 0 || ended["b1"] != 0 || r.Count() != 1 {
 		t.Fatalf("ended %v, %d open; want bob's session alone left", ended, r.Count())
 	}
+	open("cy@other.test", CredentialPassword, "c1")
+	open("bob@example.test", "phone", "b2")
+	if n := r.EndDomain("example.test", CredentialPassword); n != 1 || ended["b1"] != 1 || ended["b2"] != 0 || ended["c1"] != 0 {
+		t.Fatalf("EndDomain = %d, ended %v; want b1 alone", n, ended)
+	}
 }
 
 // TestAuthGuardRecordsLogins: the guard reports accepted and refused
