@@ -12,6 +12,7 @@ import (
 	"net/smtp"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -232,12 +233,24 @@ func fetchAll(t testing.TB, c *imapclient.Client, opts *imap.FetchOptions) []*im
 // selected mailbox, in sequence order.
 func subjects(t testing.TB, c *imapclient.Client) []string {
 	t.Helper()
-	mbox := c.Mailbox()
-	if mbox == nil || mbox.NumMessages == 0 {
+	// Not c.Mailbox(): go-imap's client ends a SELECT's Wait before it
+	// records the selected mailbox, so right after selectBox it may still
+	// be nil (an empty answer that is the test's, not the server's).
+	res, err := c.UIDSearch(&imap.SearchCriteria{}, nil).Wait()
+	if err != nil {
+		t.Fatalf("UID SEARCH ALL: %v", err)
+	}
+	uids := res.AllUIDs()
+	if len(uids) == 0 {
 		return nil
 	}
+	msgs, err := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, Envelope: true}).Collect()
+	if err != nil {
+		t.Fatalf("UID FETCH ENVELOPE: %v", err)
+	}
+	sort.Slice(msgs, func(i, j int) bool { return msgs[i].UID < msgs[j].UID })
 	var out []string
-	for _, m := range fetchAll(t, c, &imap.FetchOptions{Envelope: true}) {
+	for _, m := range msgs {
 		out = append(out, m.Envelope.Subject)
 	}
 	return out
