@@ -23,7 +23,6 @@ import (
 	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
-	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -297,11 +296,13 @@ func (n *Node) Directory() *directory.Directory {
 	return n.dir
 }
 
-// Store returns the running node's mail store as the frontends see it.
-func (n *Node) Store() protocols.Store {
+// Store returns the running node's mail store. (A test that wants it as
+// the frontends see it wraps it in protocols.StoreOf; this helper stays
+// below the protocols layer.)
+func (n *Node) Store() *mailstore.Store {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return protocols.StoreOf[*mailstore.Account](n.store)
+	return n.store
 }
 
 // Partition cuts the node off from every other (or heals it).
@@ -442,9 +443,9 @@ func (c *Cluster) AddUser(address, password string) {
 
 // Login authenticates through node n, retrying while the node catches up
 // with the directory; the account is closed when the test ends.
-func (n *Node) Login(address, password string) protocols.Account {
+func (n *Node) Login(address, password string) *mailstore.Account {
 	n.c.t.Helper()
-	var acct protocols.Account
+	var acct *mailstore.Account
 	n.c.Eventually(30*time.Second, "login on "+n.ID, func() error {
 		var err error
 		acct, err = n.Store().Authenticate(context.Background(), schema.Credentials{Username: address, Password: password})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
@@ -32,7 +33,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	c := clustertest.Start(t, clustertest.Options{Nodes: 1, MailShards: 2})
 	n := c.Nodes[0]
-	return &env{t: t, c: c, n: n, Store: n.Store(), Dir: n.Dir}
+	return &env{t: t, c: c, n: n, Store: protocols.StoreOf[*mailstore.Account](n.Store()), Dir: n.Dir}
 }
 
 func (e *env) dir() *directory.Directory { return e.n.Directory() }
