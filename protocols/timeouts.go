@@ -405,44 +405,12 @@ func (c *TimeoutConn) SetWriteDeadline(t time.Time) error {
 // implicit TLS and for STARTTLS, must come from it: otherwise the
 // handshake bound cuts off a connection whose handshake succeeded.
 func TrackHandshakes(cfg *tls.Config) *tls.Config {
-	if cfg == nil {
+	return ObserveHandshakes(cfg, func(conn net.Conn) func(*tls.ConnectionState) {
+		if tc := TimeoutConnOf(conn); tc != nil {
+			return tc.handshakeDone
+		}
 		return nil
-	}
-	inner := cfg.Clone()
-	outer := cfg.Clone()
-	outer.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		chosen := inner
-		if inner.GetConfigForClient != nil {
-			c, err := inner.GetConfigForClient(hello)
-			if err != nil {
-				return nil, err
-			}
-			if c != nil {
-				chosen = c
-			}
-		}
-		tc := TimeoutConnOf(hello.Conn)
-		if tc == nil {
-			if chosen == inner {
-				return nil, nil
-			}
-			return chosen, nil
-		}
-		out := chosen.Clone()
-		out.GetConfigForClient = nil
-		verify := chosen.VerifyConnection
-		out.VerifyConnection = func(cs tls.ConnectionState) error {
-			if verify != nil {
-				if err := verify(cs); err != nil {
-					return err
-				}
-			}
-			tc.handshakeDone(&cs)
-			return nil
-		}
-		return out, nil
-	}
-	return outer
+	})
 }
 
 // NotifySASL returns a SASL server that behaves like s and calls
