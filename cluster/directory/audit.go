@@ -2,11 +2,7 @@ package directory
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,9 +10,9 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// The audit log of administrative actions lives in the meta shard, one
-// sealed setting per action, "audit/<unix ns, 20 digits>-<random>", so it
-// is replicated, survives any node, and reads back in time order. What an
+// The audit log of administrative actions is a time log (timelog.go) in
+// the meta shard, "audit/<unix ns>-<random>", so it is replicated,
+// survives any node, and reads back in time order. What an
 // action names (a user, a domain) is sealed like the rest of the
 // directory.
 const auditPrefix = "audit/"
@@ -41,16 +37,7 @@ var auditOwner = schema.ID{}
 
 // RecordAudit appends an entry to the audit log.
 func (d *Directory) RecordAudit(ctx context.Context, e AuditEntry) error {
-	var r [4]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return err
-	}
-	key := fmt.Sprintf("%s%020d-%s", auditPrefix, e.Time.UnixNano(), hex.EncodeToString(r[:]))
-	sealed, err := d.sealSetting(auditOwner, key, e)
-	if err != nil {
-		return fmt.Errorf("record audit entry: %w", err)
-	}
-	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: key, Value: sealed}); err != nil {
+	if err := d.appendTimed(ctx, auditOwner, auditPrefix, e.Time, e); err != nil {
 		return fmt.Errorf("record audit entry: %w", err)
 	}
 	return nil
@@ -62,30 +49,13 @@ func (d *Directory) Audit(ctx context.Context, since time.Time) ([]AuditEntry, e
 	if err := d.c.CatchUpMeta(ctx); err != nil {
 		return nil, fmt.Errorf("read the audit log: %w", err)
 	}
-	from := auditPrefix + fmt.Sprintf("%020d", max(since.UnixNano(), 0))
-	var out []AuditEntry
-	var bad int
-	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
-		for k, v := range r.Settings(auditPrefix) {
-			if k < from {
-				continue
-			}
-			var e AuditEntry
-			if err := d.openSetting(auditOwner, k, v, &e); err != nil {
-				bad++
-				continue
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
+	out, bad, err := readTimed[AuditEntry](d, auditOwner, auditPrefix, since)
 	if err != nil {
 		return nil, fmt.Errorf("read the audit log: %w", err)
 	}
 	if bad > 0 {
 		d.log.Warn("audit entries that do not open", "count", bad)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out, nil
 }
 
@@ -95,9 +65,7 @@ func (d *Directory) PruneAudit(ctx context.Context, before time.Time) (int, erro
 	var old []string
 	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
 		for k := range r.Settings(auditPrefix) {
-			stamp, _, _ := strings.Cut(strings.TrimPrefix(k, auditPrefix), "-")
-			ns, err := strconv.ParseInt(stamp, 10, 64)
-			if err == nil && ns < before.UnixNano() {
+			if ns, ok := timedKeyTime(strings.TrimPrefix(k, auditPrefix)); ok && ns < before.UnixNano() {
 				old = append(old, k)
 			}
 		}

@@ -2,12 +2,9 @@ package directory
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,16 +47,7 @@ func (d *Directory) RecordLogin(ctx context.Context, address string, e LoginReco
 	if err != nil {
 		return fmt.Errorf("record login: %w", err)
 	}
-	var r [4]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return fmt.Errorf("record login: %w", err)
-	}
-	key := fmt.Sprintf("%s%020d-%s", loginsKeyPrefix(rec.ID), e.Time.UnixNano(), hex.EncodeToString(r[:]))
-	sealed, err := d.sealSetting(rec.ID, key, e)
-	if err != nil {
-		return fmt.Errorf("record login: %w", err)
-	}
-	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: key, Value: sealed}); err != nil {
+	if err := d.appendTimed(ctx, rec.ID, loginsKeyPrefix(rec.ID), e.Time, e); err != nil {
 		return fmt.Errorf("record login: %w", err)
 	}
 	return nil
@@ -79,31 +67,13 @@ func (d *Directory) Logins(ctx context.Context, address string, since time.Time)
 	if err != nil {
 		return nil, fmt.Errorf("list logins: %w", err)
 	}
-	prefix := loginsKeyPrefix(rec.ID)
-	from := prefix + fmt.Sprintf("%020d", max(since.UnixNano(), 0))
-	var out []LoginRecord
-	var bad int
-	err = d.c.ViewMeta(func(r *raftstore.Reader) error {
-		for k, v := range r.Settings(prefix) {
-			if k < from {
-				continue
-			}
-			var e LoginRecord
-			if err := d.openSetting(rec.ID, k, v, &e); err != nil {
-				bad++
-				continue
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
+	out, bad, err := readTimed[LoginRecord](d, rec.ID, loginsKeyPrefix(rec.ID), since)
 	if err != nil {
 		return nil, fmt.Errorf("list logins: %w", err)
 	}
 	if bad > 0 {
 		d.log.Warn("login records that do not open", "count", bad)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out, nil
 }
 
@@ -115,9 +85,7 @@ func (d *Directory) PruneLogins(ctx context.Context, before time.Time) (int, err
 		gone := map[string]bool{}
 		for k := range r.Settings(loginsPrefix) {
 			user, rest, _ := strings.Cut(strings.TrimPrefix(k, loginsPrefix), "/")
-			stamp, _, _ := strings.Cut(rest, "-")
-			ns, err := strconv.ParseInt(stamp, 10, 64)
-			if err == nil && ns < before.UnixNano() {
+			if ns, ok := timedKeyTime(rest); ok && ns < before.UnixNano() {
 				old = append(old, k)
 				continue
 			}

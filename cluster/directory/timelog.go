@@ -1,0 +1,72 @@
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// A time log is a run of sealed meta settings under one prefix, one per
+// entry, keyed "<prefix><unix ns, 20 digits>-<random>": replicated with
+// the meta shard, in time order by key, and pruned by the time in the key
+// (the audit log and the users' login histories are two).
+
+// appendTimed adds an entry made at t, sealed to owner, under prefix.
+func (d *Directory) appendTimed(ctx context.Context, owner schema.ID, prefix string, t time.Time, v any) error {
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return err
+	}
+	key := fmt.Sprintf("%s%020d-%s", prefix, t.UnixNano(), hex.EncodeToString(r[:]))
+	sealed, err := d.sealSetting(owner, key, v)
+	if err != nil {
+		return err
+	}
+	_, err = d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: key, Value: sealed})
+	return err
+}
+
+// readTimed returns the entries under prefix made at or after since,
+// oldest first, as this node's meta replica has them, and how many did
+// not open (logged by the caller).
+func readTimed[T any](d *Directory, owner schema.ID, prefix string, since time.Time) ([]T, int, error) {
+	from := prefix + fmt.Sprintf("%020d", max(since.UnixNano(), 0))
+	var out []T
+	var bad int
+	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
+		entries := r.Settings(prefix)
+		keys := make([]string, 0, len(entries))
+		for k := range entries {
+			if k >= from {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			var e T
+			if err := d.openSetting(owner, k, entries[k], &e); err != nil {
+				bad++
+				continue
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, bad, err
+}
+
+// timedKeyTime returns the time (unix ns) in a time-log key whose prefix
+// is already cut off.
+func timedKeyTime(rest string) (int64, bool) {
+	stamp, _, _ := strings.Cut(rest, "-")
+	ns, err := strconv.ParseInt(stamp, 10, 64)
+	return ns, err == nil
+}
