@@ -117,6 +117,10 @@ type Config struct {
 	// (default 30 days).
 	LoginHistoryRetention time.Duration `toml:"login_history_retention"`
 
+	// Debug switches on diagnostics an operator uses to see where a
+	// node's time goes (see DebugConfig); all off by default.
+	Debug DebugConfig `toml:"debug"`
+
 	// RaftTiming overrides the Raft timeouts of every shard (over
 	// cluster.raft_profile). It is not read from the config file; tests
 	// shorten elections with it.

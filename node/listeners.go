@@ -269,6 +269,9 @@ func (n *Node) startHTTP(ctx context.Context) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	if n.cfg.Debug.PProf {
+		registerPProf(mux)
+	}
 	c := n.cluster
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
