@@ -82,6 +82,13 @@ type Config struct {
 	// Keep leaves the temporary directory (data, configs, logs) in place.
 	Keep   bool
 	Logger *slog.Logger
+	// ProfileDir receives a CPU profile of each workload on the targets
+	// that serve one (ours), as <stamp>-<target>-<workload>.cpu.pprof
+	// beside the report; "" takes none.
+	ProfileDir string
+
+	// profileStamp names the run's profiles like its report.
+	profileStamp string
 }
 
 // Standard is the standard suite: long enough for stable figures on a
@@ -222,6 +229,7 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 			Workloads: cfg.Workloads, DovecotFormat: cfg.DovecotFormat,
 		},
 	}
+	cfg.profileStamp = resultStamp(run.Started)
 	if cfg.wants(Failover) {
 		run.Settings.FailoverSenders = cfg.FailoverSenders
 		run.Settings.FailoverBeforeSec, run.Settings.FailoverAfterSec = cfg.FailoverBefore.Seconds(), cfg.FailoverAfter.Seconds()
@@ -338,7 +346,11 @@ func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.C
 // target cannot go on.
 func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env workload.Env, baseline targets.Disk, tr *report.TargetRun, log *slog.Logger) bool {
 	// Every other workload needs the mail smtp-ingest delivers.
-	ingest, err := workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration})
+	var ingest *workload.IngestResult
+	var err error
+	profileWorkload(ctx, cfg, t, tr, SMTPIngest, log, func() {
+		ingest, err = workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration})
+	})
 	if err != nil {
 		tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngest, err))
 		return false
@@ -365,7 +377,10 @@ func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env wor
 	}
 	imapUsers, pop3Users := cfg.userSplit()
 	if cfg.wants(IMAPMixed) {
-		if tr.IMAP, err = workload.IMAP(ctx, withUsers(env, imapUsers), workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed}); err != nil {
+		profileWorkload(ctx, cfg, t, tr, IMAPMixed, log, func() {
+			tr.IMAP, err = workload.IMAP(ctx, withUsers(env, imapUsers), workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed})
+		})
+		if err != nil {
 			tr.Errors = append(tr.Errors, err.Error())
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mailcluster/mailcluster/bench/report"
 )
@@ -24,7 +25,7 @@ func WriteResults(run *report.Run, dir string) (Outputs, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Outputs{}, err
 	}
-	stamp := run.Started.UTC().Format("20060102-150405")
+	stamp := resultStamp(run.Started)
 	o := Outputs{
 		JSON:       filepath.Join(dir, stamp+".json"),
 		Markdown:   filepath.Join(dir, stamp+".md"),
@@ -171,3 +172,6 @@ the targets, so on a small machine it takes CPU from the server under test
 alike for every target.
 
 `
+
+// resultStamp names a run's files in the results directory.
+func resultStamp(started time.Time) string { return started.UTC().Format("20060102-150405") }

@@ -49,6 +49,7 @@ func (r *Run) WriteMarkdown(w io.Writer, title string, charts Charts) error {
 	})
 	r.writeStorage(&b)
 	r.writeFailover(&b)
+	r.writeProfiles(&b)
 	r.writeProblems(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -471,5 +472,30 @@ func (r *Run) writeProblems(b *strings.Builder) {
 			fmt.Fprintf(b, "- %s\n", cell(f))
 		}
 		b.WriteString("\n")
+	}
+}
+
+// writeProfiles lists, per target and workload, the functions that took
+// the most CPU time, with the profile file to open in `go tool pprof`.
+func (r *Run) writeProfiles(b *strings.Builder) {
+	var some bool
+	for _, t := range r.Targets {
+		some = some || len(t.Profiles) > 0
+	}
+	if !some {
+		return
+	}
+	b.WriteString("## Where the CPU time goes\n\nCPU profiles of the target's processes while each workload ran " +
+		"(all nodes merged), with the functions that spent the most CPU time themselves (flat) " +
+		"and including what they call (cum). Open a file with `go tool pprof -http=: FILE`.\n\n")
+	for _, t := range r.Targets {
+		for _, p := range t.Profiles {
+			fmt.Fprintf(b, "### %s, %s (`%s`, %s CPU-seconds)\n\n| function | flat | cum |\n| --- | --- | --- |\n",
+				t.Info.Name, p.Workload, p.File, formatNum(p.CPUSec))
+			for _, f := range p.Top {
+				fmt.Fprintf(b, "| `%s` | %.1f%% | %.1f%% |\n", f.Name, 100*f.Flat, 100*f.Cum)
+			}
+			b.WriteString("\n")
+		}
 	}
 }

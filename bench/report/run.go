@@ -96,6 +96,30 @@ type TargetRun struct {
 	Skipped []SkippedWorkload `json:"skipped_workloads,omitempty"`
 	// Errors are workloads that could not complete.
 	Errors []string `json:"errors,omitempty"`
+	// Profiles summarise the CPU profiles taken while workloads ran
+	// (targets that serve them: ours).
+	Profiles []Profile `json:"cpu_profiles,omitempty"`
+}
+
+// Profile is where a target's CPU time went during one workload: the
+// CPU profile of all its processes, merged, written next to the report.
+type Profile struct {
+	Workload string `json:"workload"`
+	// File is the profile's file name in the results directory, for
+	// `go tool pprof`.
+	File string `json:"file"`
+	// CPUSec is the CPU time sampled, over every process.
+	CPUSec float64 `json:"cpu_sec"`
+	// Top are the functions with the most CPU time of their own.
+	Top []ProfileFunc `json:"top"`
+}
+
+// ProfileFunc is one function's share of a profile's CPU time: Flat in
+// the function itself, Cum including what it calls.
+type ProfileFunc struct {
+	Name string  `json:"name"`
+	Flat float64 `json:"flat"`
+	Cum  float64 `json:"cum"`
 }
 
 // SkippedWorkload is a selected workload a target did not run.

@@ -150,6 +150,18 @@ func (c *cluster3) NodeIDs() []string {
 
 func (c *cluster3) ClientTLS() *tls.Config { return c.opts.Cert.ClientTLS() }
 
+// ProfileURLs are the CPU profile endpoints of the three nodes (the
+// harness's configs switch [debug] pprof on).
+func (c *cluster3) ProfileURLs() []string {
+	var urls []string
+	for _, n := range c.nodes {
+		if len(n.ports) == clusterPorts {
+			urls = append(urls, "http://"+n.httpAddr()+"/debug/pprof/profile")
+		}
+	}
+	return urls
+}
+
 func (c *cluster3) Start(ctx context.Context, users []User) error {
 	out, err := run(30*time.Second, "", nil, c.bin, "version")
 	if err != nil {

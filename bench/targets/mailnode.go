@@ -67,6 +67,15 @@ func (m *mailnode) Info() Info {
 	}
 }
 
+// ProfileURLs is the node's CPU profile endpoint (the harness's config
+// switches [debug] pprof on).
+func (m *mailnode) ProfileURLs() []string {
+	if len(m.ports) < 4 {
+		return nil
+	}
+	return []string{fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile", m.ports[3])}
+}
+
 func (m *mailnode) Endpoints() Endpoints {
 	if len(m.ports) < 3 {
 		return Endpoints{}
@@ -238,5 +247,8 @@ key_file  = %q
 [log]
 level  = "warn"
 format = "json"
+
+[debug]
+pprof = true
 `, c.Hostname, c.Data, c.SMTP, c.IMAP, c.POP3, c.HTTP, c.Cluster, replicas, c.CertFile, c.KeyFile)
 }

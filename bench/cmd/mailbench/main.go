@@ -95,6 +95,8 @@ type runOptions struct {
 	out       string
 	docs      string
 	logLevel  string
+	// noProfiles skips the CPU profiles of our targets.
+	noProfiles bool
 }
 
 // runFlags declares run's flags over cfg (already holding the defaults).
@@ -127,6 +129,7 @@ func runFlags(cfg *bench.Config, o *runOptions, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.Install, "install", cfg.Install, "install missing Debian packages for the dovecot target with apt-get")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "where the targets' temporary directories go (default: the system's)")
 	fs.BoolVar(&cfg.Keep, "keep", cfg.Keep, "keep the targets' directories (data, configuration, logs)")
+	fs.BoolVar(&o.noProfiles, "no-profiles", false, "take no CPU profiles of mailnode targets (default: one per workload, in -out)")
 	return fs
 }
 
@@ -155,6 +158,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defaults = bench.Quick()
 	}
 	cfg.Targets, cfg.Workloads = splitList(o.targets), splitList(o.workloads)
+	if !o.noProfiles {
+		cfg.ProfileDir = o.out
+	}
 	if !sameConfig(cfg, defaults) && !o.quick {
 		cfg.Suite = "custom"
 	}
