@@ -81,7 +81,7 @@ type Directory struct {
 	userMu sync.Mutex
 	// aliasMu serialises this node's read-modify-write changes of
 	// aliases (see changeAlias).
-	aliasMu   sync.Mutex
+	aliasMu sync.Mutex
 	// dkimMu serialises this node's rotations of DKIM keys.
 	dkimMu sync.Mutex
 	// dkim signs outgoing mail with the domains' DKIM keys.
