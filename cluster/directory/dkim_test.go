@@ -154,6 +154,23 @@ func TestDKIMKeysSignRotateReplicate(t *testing.T) {
 		return nil
 	})
 
+	// Every node's host name, recorded through it, is read anywhere.
+	for i, n := range c.Nodes {
+		if err := n.Directory().SetMailHost(ctx, n.ID, fmt.Sprintf("MX%d.example.net.", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Eventually(30*time.Second, "mail hosts on n3", func() error {
+		hosts, err := n3.Directory().MailHosts()
+		if err != nil {
+			return err
+		}
+		if got := strings.Join(directory.SortedHosts(hosts), " "); got != "mx1.example.net mx2.example.net mx3.example.net" || hosts[n1.ID] != "mx1.example.net" {
+			return fmt.Errorf("hosts %v", hosts)
+		}
+		return nil
+	})
+
 	// A domain the cluster does not serve is not signed.
 	if out, err := n1.Directory().DKIMSigner().Sign(ctx, "elsewhere.test", []byte(dkimTestMessage)); err != nil || out != nil {
 		t.Fatalf("foreign domain: %q, %v", out, err)
