@@ -36,15 +36,9 @@ func (d *Directory) SetMailHost(ctx context.Context, nodeID, host string) error 
 	return nil
 }
 
-// ForgetMailHost drops a node's host name (the node left the cluster).
-func (d *Directory) ForgetMailHost(ctx context.Context, nodeID string) error {
-	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: mailHostPrefix + nodeID}); err != nil {
-		return fmt.Errorf("forget mail host: %w", err)
-	}
-	return nil
-}
-
-// MailHosts returns the recorded host names by node id.
+// MailHosts returns the recorded host names by node id. A node removed
+// from the cluster keeps its entry; callers keep the members' names
+// only.
 func (d *Directory) MailHosts() (map[string]string, error) {
 	var s map[string][]byte
 	if err := d.c.ViewMeta(func(r *raftstore.Reader) error { s = r.Settings(mailHostPrefix); return nil }); err != nil {
