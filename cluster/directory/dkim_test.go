@@ -18,6 +18,11 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
+// The outbound delivery code signs through this interface.
+var _ interface {
+	Sign(ctx context.Context, domain string, message []byte) ([]byte, error)
+} = (*directory.DKIMSigner)(nil)
+
 const dkimTestMessage = "From: Alice <alice@example.org>\r\nTo: bob@remote.test\r\nSubject: hello there\r\n" +
 	"Date: Tue, 02 Dec 2025 10:00:00 +0000\r\nMessage-ID: <1@example.org>\r\nMIME-Version: 1.0\r\n" +
 	"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Bob,\r\n\r\nthe body.\r\n"

@@ -181,11 +181,11 @@ func (c *Client) lookupRecord(ctx context.Context, domain string) (string, error
 	if err != nil {
 		return "", fmt.Errorf("mta-sts: look up _mta-sts.%s: %w", domain, err)
 	}
-	// RFC 8461 section 3.1: records not starting with v=STSv1 are
+	// RFC 8461 section 3.1: records not starting with "v=STSv1;" are
 	// discarded; anything but exactly one left means no policy.
 	var sts []string
 	for _, t := range txts {
-		if strings.HasPrefix(t, "v=STSv1") {
+		if rest, ok := strings.CutPrefix(t, "v=STSv1"); ok && strings.HasPrefix(strings.TrimLeft(rest, " \t"), ";") {
 			sts = append(sts, t)
 		}
 	}

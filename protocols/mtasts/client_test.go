@@ -168,7 +168,7 @@ func TestClientAgainstNSDAndHTTPS(t *testing.T) {
 		`_mta-sts.garbage IN TXT "v=STSv1; id=1"`, "mta-sts.garbage IN A 127.0.0.1",
 		`_mta-sts.wrongcert IN TXT "v=STSv1; id=1"`, "mta-sts.wrongcert IN A 127.0.0.1",
 		`_mta-sts.two IN TXT "v=STSv1; id=1"`, `_mta-sts.two IN TXT "v=STSv1; id=2"`, "mta-sts.two IN A 127.0.0.1",
-		`_mta-sts.other IN TXT "v=spf1 -all"`, "mta-sts.other IN A 127.0.0.1",
+		`_mta-sts.other IN TXT "v=spf1 -all"`, `_mta-sts.other IN TXT "v=STSv10; id=1"`, "mta-sts.other IN A 127.0.0.1",
 		`_mta-sts.badrecord IN TXT "v=STSv1; id=not-valid!"`,
 		`_mta-sts.nohost IN TXT "v=STSv1; id=1"`,
 	)
