@@ -195,8 +195,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start node: %w", err)
 	}
 	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
+	// The DNS records and the MTA-STS policy name the nodes' hosts; a
+	// failure here only leaves this node's name out for now (it is
+	// written again at the next start).
 	if err := n.directory.SetMailHost(ctx, n.cfg.NodeID, n.cfg.Hostname); err != nil {
-		return fmt.Errorf("start node: %w", err)
+		log.Warn("hostname not recorded in the directory", "err", err)
 	}
 	n.startMaintenance()
 	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
