@@ -145,18 +145,19 @@ func (n *Node) mailDNSRecords(ctx context.Context, domain, clientHost string) ([
 }
 
 // maintainDKIM gives every domain DKIM keys (those added before signing
-// existed get theirs here) and drops rotated-out selectors whose overlap
-// has ended: at start, then every interval, until stop ends.
+// existed get theirs here), drops rotated-out selectors whose overlap
+// has ended and records this node's hostname if it is not yet: at
+// start, then every interval, until stop ends.
 func (n *Node) maintainDKIM(stop context.Context, interval time.Duration) {
 	log := n.log.With("component", "dkim")
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(stop, time.Minute)
-		err := n.directory.MaintainDKIM(ctx)
+		err := errors.Join(n.directory.MaintainDKIM(ctx), n.directory.SetMailHost(ctx, n.cfg.NodeID, n.cfg.Hostname))
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("DKIM key maintenance", "err", err)
+			log.Warn("DKIM key and host name upkeep", "err", err)
 		}
 		select {
 		case <-stop.Done():

@@ -196,8 +196,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
 	// The DNS records and the MTA-STS policy name the nodes' hosts; a
-	// failure here only leaves this node's name out for now (it is
-	// written again at the next start).
+	// failure here only leaves this node's name out until the hourly
+	// upkeep writes it (maintainDKIM).
 	if err := n.directory.SetMailHost(ctx, n.cfg.NodeID, n.cfg.Hostname); err != nil {
 		log.Warn("hostname not recorded in the directory", "err", err)
 	}
