@@ -41,7 +41,9 @@ const (
 )
 
 // acmeCerts obtains and renews the frontends' certificates from an ACME
-// CA (RFC 8555) through autocert, for every name of tls.acme_hosts. It
+// CA (RFC 8555) through autocert, for every name of tls.acme_hosts, and
+// for mta-sts.DOMAIN of every served domain when a handshake first names
+// it (the MTA-STS policy host, RFC 8461 section 3.3). It
 // obtains them in the background from the start; until a host has its
 // certificate, handshakes get the generated self-signed one, so no client
 // waits for the CA. autocert renews each certificate before it expires
@@ -60,6 +62,60 @@ type acmeCerts struct {
 	mu sync.RWMutex
 	// have is the leaf last served for each host that has a certificate.
 	have map[string]*x509.Certificate
+
+	// served says whether the cluster serves a domain: mta-sts.DOMAIN
+	// of every served DOMAIN gets a certificate too, on the first
+	// handshake that names it (nil: none).
+	served func(ctx context.Context, domain string) (bool, error)
+	// mtaSTSFailed holds, per mta-sts host, when its last request to the
+	// CA failed, so a name whose DNS does not point here costs one order
+	// per acmeFirstRetry, not one per handshake.
+	mtaSTSFailed map[string]time.Time
+}
+
+// mtaSTSDomain returns the domain of an mta-sts.DOMAIN host the cluster
+// serves, or "".
+func (a *acmeCerts) mtaSTSDomain(ctx context.Context, host string) string {
+	domain, ok := strings.CutPrefix(host, "mta-sts.")
+	if !ok || a.served == nil || !strings.Contains(domain, ".") {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if ok, err := a.served(ctx, domain); err != nil || !ok {
+		return ""
+	}
+	return domain
+}
+
+// mtaSTSCertificate serves mta-sts.DOMAIN of a served domain: its ACME
+// certificate, obtained on this first handshake if need be, or the
+// generated one while the CA cannot be had.
+func (a *acmeCerts) mtaSTSCertificate(hello *tls.ClientHelloInfo, name string) (*tls.Certificate, error) {
+	a.mu.RLock()
+	failed, recently := a.mtaSTSFailed[name]
+	a.mu.RUnlock()
+	if recently && a.now().Sub(failed) < acmeFirstRetry {
+		return a.fallback.GetCertificate(hello)
+	}
+	h := *hello
+	h.ServerName = name
+	cert, err := a.m.GetCertificate(&h)
+	if err != nil {
+		a.mu.Lock()
+		if len(a.mtaSTSFailed) > 10000 {
+			clear(a.mtaSTSFailed)
+		}
+		a.mtaSTSFailed[name] = a.now()
+		a.mu.Unlock()
+		a.metrics.acmeRequests.WithLabelValues("error").Inc()
+		a.log.Warn("ACME certificate for an MTA-STS host unavailable; serving the generated one", "host", name, "err", err)
+		return a.fallback.GetCertificate(hello)
+	}
+	a.mu.Lock()
+	delete(a.mtaSTSFailed, name)
+	a.mu.Unlock()
+	return cert, nil
 }
 
 // newACMECerts sets up the ACME manager. Its requests to the CA fail as
@@ -90,10 +146,9 @@ func newACMECerts(stop context.Context, cfg Config, version string, fallback *pr
 	a := &acmeCerts{
 		m: &autocert.Manager{
 			// Setting tls.acme is the operator's acceptance.
-			Prompt:     autocert.AcceptTOS,
-			Cache:      autocert.DirCache(cacheDir),
-			HostPolicy: acmeHostPolicy(hosts),
-			Email:      cfg.TLS.ACMEEmail,
+			Prompt: autocert.AcceptTOS,
+			Cache:  autocert.DirCache(cacheDir),
+			Email:  cfg.TLS.ACMEEmail,
 			Client: &acme.Client{
 				DirectoryURL: directory,
 				UserAgent:    "mailnode/" + version,
@@ -108,6 +163,23 @@ func newACMECerts(stop context.Context, cfg Config, version string, fallback *pr
 		now:      now,
 		kick:     make(chan struct{}, 1),
 		have:     make(map[string]*x509.Certificate),
+
+		mtaSTSFailed: make(map[string]time.Time),
+	}
+	// tls.acme_hosts, and mta-sts.DOMAIN of the served domains.
+	static := acmeHostPolicy(hosts)
+	a.m.HostPolicy = func(ctx context.Context, host string) error {
+		err := static(ctx, host)
+		if err == nil {
+			return nil
+		}
+		if h, _, serr := net.SplitHostPort(host); serr == nil {
+			host = h
+		}
+		if a.mtaSTSDomain(ctx, strings.ToLower(strings.TrimSuffix(host, "."))) != "" {
+			return nil
+		}
+		return err
 	}
 	for _, h := range hosts {
 		a.known[h] = true
@@ -151,6 +223,9 @@ func (a *acmeCerts) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	}
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if !a.known[name] {
+		if a.mtaSTSDomain(hello.Context(), name) != "" {
+			return a.mtaSTSCertificate(hello, name)
+		}
 		name = a.hosts[0]
 	}
 	a.mu.RLock()

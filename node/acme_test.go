@@ -415,3 +415,41 @@ func TestACMEHostPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestACMEMTASTSHost: mta-sts.DOMAIN of a served domain gets a
+// certificate from the CA on the first handshake that names it (the
+// MTA-STS policy host); the same name of a domain not served gets none.
+func TestACMEMTASTSHost(t *testing.T) {
+	tlsPort := freePort(t)
+	p := startPebble(t, pebbleConfig{httpPort: freePort(t), tlsPort: tlsPort, validity: time.Hour})
+	cfg := acmeConfig(t, p)
+	cfg.Listen.ACMETLS = fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	n := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.Directory().AddDomain(ctx, "served.test", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	roots := p.roots(t)
+	if err := n.acmeHostAllowed(ctx, "mta-sts.other.test"); err == nil {
+		t.Error("the host policy allows mta-sts of a domain not served")
+	}
+	if err := n.acmeHostAllowed(ctx, "mta-sts.served.test"); err != nil {
+		t.Errorf("the host policy refuses mta-sts of a served domain: %v", err)
+	}
+	waitACMESerial(t, n.Addr(ListenIMAPS), "mta-sts.served.test", roots, 60*time.Second)
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n.Addr(ListenIMAPS).String(),
+		&tls.Config{RootCAs: roots, ServerName: "mta-sts.other.test", MinVersion: tls.VersionTLS12})
+	if err == nil {
+		c.Close()
+		t.Fatal("mta-sts of a domain not served has a certificate from the CA")
+	}
+}
+
+// acmeHostAllowed applies the ACME host policy of a node.
+func (n *Node) acmeHostAllowed(ctx context.Context, host string) error {
+	if n.tls == nil || n.tls.acme == nil {
+		return fmt.Errorf("no ACME")
+	}
+	return n.tls.acme.m.HostPolicy(ctx, host)
+}

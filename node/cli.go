@@ -57,7 +57,8 @@ Usage:
   mailnode domain add  --data DIR [--key-mode user|domain|shared] [--region NAME] DOMAIN
   mailnode domain list --data DIR
   mailnode domain del  --data DIR DOMAIN
-  mailnode domain dns  [--config FILE] [--host NAME] DOMAIN   (client discovery DNS records)
+  mailnode domain dns  [--data DIR] [--json] [--config FILE] [--host NAME] DOMAIN  (every DNS record to publish)
+  mailnode dkim show|rotate ...                      (DKIM keys; see DKIM below)
   mailnode user add    --data DIR ADDRESS      (password from standard input)
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user del    --data DIR ADDRESS
@@ -91,7 +92,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
+` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -131,7 +132,7 @@ func (c CLI) run(ctx context.Context, args []string) error {
 			return c.aliasCommand(ctx, name, args)
 		}
 		if cmd == "domain" && rest[0] == "dns" {
-			return c.domainDNS(rest[1:])
+			return c.domainDNS(ctx, rest[1:])
 		}
 		if cmd == "user" && rest[0] == "sessions" {
 			return c.sessionsCommand(ctx, rest[1:])
@@ -153,6 +154,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.configCommand(rest)
 	case "security":
 		return c.securityCommand(ctx, rest)
+	case "dkim":
+		return c.dkimCommand(ctx, rest)
 	case "audit":
 		return c.auditCommand(ctx, rest)
 	case "compact":

@@ -230,7 +230,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.auditAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log),
+		Handler:           n.auditAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log), log),
 		ConnContext:       adminConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -242,8 +242,9 @@ func (n *Node) startAdmin() error {
 	return nil
 }
 
-// startHTTP serves /metrics, /healthz, /readyz and the client
-// autoconfiguration documents (autoconfig.go).
+// startHTTP serves /metrics, /healthz, /readyz, the client
+// autoconfiguration documents (autoconfig.go) and the MTA-STS policy
+// (maildns.go).
 func (n *Node) startHTTP(ctx context.Context) error {
 	addr := n.cfg.Listen.HTTP
 	if addr == "" {
@@ -260,6 +261,7 @@ func (n *Node) startHTTP(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	n.registerMTASTS(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		MaxRequestsInFlight: 4,

@@ -68,6 +68,10 @@ type Node struct {
 	serving      sync.WaitGroup
 	// tls serves the frontends' certificate and keeps it current.
 	tls *nodeTLS
+	// stopMaintenance ends the background upkeep (DKIM keys) that
+	// maintenance waits for.
+	stopMaintenance context.CancelFunc
+	maintenance     sync.WaitGroup
 
 	failed    chan error
 	closeOnce sync.Once
@@ -191,6 +195,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start node: %w", err)
 	}
 	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
+	// The DNS records and the MTA-STS policy name the nodes' hosts; a
+	// failure here only leaves this node's name out until the hourly
+	// upkeep writes it (maintainDKIM).
+	if err := n.directory.SetMailHost(ctx, n.cfg.NodeID, n.cfg.Hostname); err != nil {
+		log.Warn("hostname not recorded in the directory", "err", err)
+	}
+	n.startMaintenance()
 	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)
 	}
@@ -349,6 +360,10 @@ func (n *Node) Close() error {
 			}
 		}
 		n.stopTLS()
+		if n.stopMaintenance != nil {
+			n.stopMaintenance()
+			n.maintenance.Wait()
+		}
 		n.sessions.close()
 		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
 			if srv == nil {

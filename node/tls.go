@@ -165,6 +165,9 @@ func (n *Node) startTLS(ctx context.Context) (*tls.Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		if n.directory != nil {
+			a.served = n.directory.HostsDomain
+		}
 		t.acme = a
 		if err := n.startACMEListeners(ctx, t, a); err != nil {
 			return nil, err

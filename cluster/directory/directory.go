@@ -81,7 +81,11 @@ type Directory struct {
 	userMu sync.Mutex
 	// aliasMu serialises this node's read-modify-write changes of
 	// aliases (see changeAlias).
-	aliasMu   sync.Mutex
+	aliasMu sync.Mutex
+	// dkimMu serialises this node's rotations of DKIM keys.
+	dkimMu sync.Mutex
+	// dkim signs outgoing mail with the domains' DKIM keys.
+	dkim      *DKIMSigner
 	closeOnce sync.Once
 	// postmaster receives postmaster@ of every domain without one.
 	postmaster string
@@ -124,6 +128,7 @@ func New(c Cluster, cfg Config) (*Directory, error) {
 		d.postmaster = pm
 	}
 	d.usage = newUsageTracker(d)
+	d.dkim = newDKIMSigner(d)
 	return d, nil
 }
 
@@ -429,6 +434,11 @@ func (d *Directory) AddDomain(ctx context.Context, name string, mode KeyMode, re
 		return fmt.Errorf("add domain %s: %w", dn, err)
 	}
 	d.log.Info("domain added", "key_mode", mode, "region", region)
+	// Its DKIM keys: should this fail, the first signature or the node's
+	// maintenance makes them (ensureDKIM).
+	if _, _, err := d.ensureDKIM(ctx, rec, domainInfo{Name: dn, Mode: mode}); err != nil {
+		d.log.Warn("DKIM keys of a new domain not generated yet", "err", err)
+	}
 	return nil
 }
 
@@ -453,6 +463,9 @@ func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
 	}
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainMFAKey(rec.ID)}); err != nil {
 		d.log.Warn("forget the MFA requirement of a deleted domain", "err", err)
+	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: dkimSettingKey(rec.ID)}); err != nil {
+		d.log.Warn("forget the DKIM keys of a deleted domain", "err", err)
 	}
 	d.forgetDomainRoutes(ctx, rec.ID)
 	return nil
