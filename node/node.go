@@ -64,8 +64,20 @@ type Node struct {
 	addrs        map[string]net.Addr
 	adminSrv     *http.Server
 	httpSrv      *http.Server
-	startedAt    time.Time
-	serving      sync.WaitGroup
+	// adminAPI is the admin socket's handler, also served (behind admin
+	// tokens) at /api/ of the HTTPS listener.
+	adminAPI http.Handler
+	// httpMux is what the HTTP listener serves; the HTTPS one serves it
+	// too, with /api/ and /admin/ in front.
+	httpMux  *http.ServeMux
+	httpsSrv *http.Server
+	// guard is the auth guard of the frontends; it also counts wrong
+	// admin tokens.
+	guard *protocols.AuthGuard
+	// web is the web admin page (its sessions, the rate samples).
+	web       *webAdmin
+	startedAt time.Time
+	serving   sync.WaitGroup
 	// tls serves the frontends' certificate and keeps it current.
 	tls *nodeTLS
 
@@ -211,6 +223,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startHTTP(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	if err := n.startHTTPS(ctx, tlsCfg); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	n.startedAt = n.now()
 	n.metrics.up.Set(1)
 	attrs := []any{"hostname", n.cfg.Hostname, "data_dir", n.cfg.DataDir, "version", n.version}
@@ -350,7 +365,7 @@ func (n *Node) Close() error {
 		}
 		n.stopTLS()
 		n.sessions.close()
-		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
+		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv, n.httpsSrv} {
 			if srv == nil {
 				continue
 			}
@@ -361,6 +376,7 @@ func (n *Node) Close() error {
 			cancel()
 		}
 		n.serving.Wait()
+		n.web.close()
 		n.stopBackup()
 		if n.store != nil {
 			n.store.Close()
