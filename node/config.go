@@ -124,6 +124,10 @@ type Config struct {
 	// cluster.raft_profile). It is not read from the config file; tests
 	// shorten elections with it.
 	RaftTiming raftstore.Timing `toml:"-"`
+	// AdminWebRateInterval overrides how often the web admin page samples
+	// the message and login counters it charts (0: every 10s). It is not
+	// read from the config file; tests shorten it.
+	AdminWebRateInterval time.Duration `toml:"-"`
 }
 
 // ClusterConfig is the node's place in the cluster: its cluster port,

@@ -279,7 +279,11 @@ func (n *Node) startWebAdmin(log *slog.Logger) (*adminweb.Server, error) {
 // sample reads the counters every rateSampleEvery.
 func (w *webAdmin) sample(ctx context.Context, n *Node) {
 	defer close(w.done)
-	t := time.NewTicker(rateSampleEvery)
+	every := rateSampleEvery
+	if n.cfg.AdminWebRateInterval > 0 {
+		every = n.cfg.AdminWebRateInterval
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		s := adminweb.RateSample{

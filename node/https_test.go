@@ -87,7 +87,7 @@ func checkSecurityHeaders(t *testing.T, what string, h http.Header) {
 	for name, want := range map[string]string{
 		"Strict-Transport-Security": "max-age=",
 		"X-Content-Type-Options":    "nosniff",
-		"Referrer-Policy":           "no-referrer",
+		"Referrer-Policy":           "same-origin",
 	} {
 		if !strings.Contains(h.Get(name), want) {
 			t.Errorf("%s: %s = %q, want %q", what, name, h.Get(name), want)

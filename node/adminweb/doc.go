@@ -20,7 +20,7 @@
 //     when the browser sends them, an Origin of this host and a
 //     Sec-Fetch-Site of same-origin; otherwise it is refused with 403.
 //   - Every answer carries the security headers of Secure (CSP without
-//     inline script or style, HSTS, nosniff, no referrer, no framing)
+//     inline script or style, HSTS, nosniff, same-origin referrers, no framing)
 //     and no CORS header.
 //   - Tokens, passwords and session ids are never logged.
 package adminweb

@@ -10,7 +10,7 @@ const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 
 // Secure sets the security headers on every answer of next: the
 // Content-Security-Policy, HSTS (the page and the API are served over
-// TLS only), no MIME sniffing, no referrer, no framing, and no caching
+// TLS only), no MIME sniffing, referrers only within the origin, no framing, and no caching
 // of what may hold admin data. It sets no CORS header, so browsers keep
 // other origins from reading any answer.
 func Secure(next http.Handler) http.Handler {
@@ -19,7 +19,9 @@ func Secure(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", ContentSecurityPolicy)
 		h.Set("Strict-Transport-Security", "max-age=31536000")
 		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: with no-referrer browsers send
+		// "Origin: null" on form posts, which the CSRF check refuses.
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")

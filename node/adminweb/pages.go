@@ -159,9 +159,15 @@ func (s *Server) addDomain(w http.ResponseWriter, r *http.Request, sess *session
 type usersData struct {
 	Domains []directory.Domain
 	Domain  string
-	Users   []string
-	Err     string
+	Users   []directory.UserInfo
+	// More counts the users listed beyond maxUserDetails, by address only.
+	More []string
+	Err  string
 }
+
+// maxUserDetails bounds the users shown with their details (one API call
+// each); the rest are listed by address.
+const maxUserDetails = 200
 
 func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctx, id := r.Context(), who(r, sess)
@@ -179,8 +185,18 @@ func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, sess *session
 	if err := s.cfg.API.Call(ctx, id, http.MethodGet, path, nil, &users); err != nil {
 		d.Err = err.Error()
 	}
-	d.Users = users.Users
-	sort.Strings(d.Users)
+	sort.Strings(users.Users)
+	for i, addr := range users.Users {
+		if i >= maxUserDetails {
+			d.More = users.Users[i:]
+			break
+		}
+		info := directory.UserInfo{Address: addr}
+		if err := s.cfg.API.Call(ctx, id, http.MethodGet, "/v1/users/"+url.PathEscape(addr), nil, &info); err != nil {
+			info.MFA = "?"
+		}
+		d.Users = append(d.Users, info)
+	}
 	v := s.sessionView(sess, "Users")
 	v.Data = d
 	s.render(w, "users", http.StatusOK, v)
@@ -223,6 +239,8 @@ func humanDuration(d time.Duration) string {
 	switch {
 	case d < 0:
 		return "0s"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
 	case d < time.Minute:
 		return d.Round(time.Second).String()
 	case d < time.Hour:
