@@ -89,6 +89,8 @@ func (n *Node) startHTTPS(ctx context.Context, tlsCfg *tls.Config) error {
 		return err
 	}
 	n.addrs[ListenHTTPS] = ln.Addr()
+	bound := ln.Addr().String()
+	n.httpsAddr.Store(&bound)
 	cfg := tlsCfg.Clone()
 	cfg.MinVersion = tls.VersionTLS12
 	cfg.CipherSuites = protocols.AEADCipherSuites()
@@ -209,9 +211,9 @@ func (n *Node) refuseAdminOverHTTP(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		https := n.cfg.Listen.HTTPS
-		if a := n.Addr(ListenHTTPS); a != nil {
-			https = a.String()
+		https := ""
+		if a := n.httpsAddr.Load(); a != nil {
+			https = *a
 		}
 		if https == "" || strings.HasPrefix(p, "/api/") || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			http.Error(w, "the admin API and page are served over HTTPS only (listen.https)", http.StatusForbidden)

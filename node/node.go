@@ -71,6 +71,9 @@ type Node struct {
 	// too, with /api/ and /admin/ in front.
 	httpMux  *http.ServeMux
 	httpsSrv *http.Server
+	// httpsAddr is the HTTPS listener's bound address, read without the
+	// lock by the HTTP listener's redirect.
+	httpsAddr atomic.Pointer[string]
 	// guard is the auth guard of the frontends; it also counts wrong
 	// admin tokens.
 	guard *protocols.AuthGuard
