@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -191,6 +192,27 @@ func TestAdminAPIOverHTTPS(t *testing.T) {
 	}
 	if strings.Contains(out, token) || strings.Contains(out, "ada-password") {
 		t.Error("the audit log holds a token or a password")
+	}
+
+	// The mail ports' TLS settings: TLS 1.2 or newer, AEAD suites only.
+	addr := n.Addr(ListenHTTPS).String()
+	old := clientTLS(t, cfg)
+	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if conn, err := tls.Dial("tcp", addr, old); err == nil {
+		conn.Close()
+		t.Error("HTTPS accepted TLS 1.1")
+	}
+	cbc := clientTLS(t, cfg)
+	cbc.MaxVersion = tls.VersionTLS12
+	cbc.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
+	if conn, err := tls.Dial("tcp", addr, cbc); err == nil {
+		conn.Close()
+		t.Error("HTTPS accepted a CBC cipher suite")
+	}
+	if conn, err := tls.Dial("tcp", addr, clientTLS(t, cfg)); err != nil {
+		t.Errorf("HTTPS with the node's certificate: %v", err)
+	} else {
+		conn.Close()
 	}
 
 	// The HTTPS listener serves the HTTP listener's mux too.
