@@ -21,9 +21,10 @@ ENV MAILNODE_DATA=/data
 VOLUME ["/data"]
 # Development ports (see docs/operations.md): SMTP 2525, submission 2587,
 # submissions 2465, IMAP 2143, IMAPS 2993, POP3 2110, POP3S 2995, HTTP 2980
-# (/metrics, /healthz, /readyz) and the cluster port 2700 (mutual TLS
+# (/metrics, /healthz, /readyz), HTTPS 2443 (the same, the admin API and
+# the web admin page) and the cluster port 2700 (mutual TLS
 # between nodes; publish it only to the other nodes).
-EXPOSE 2525 2587 2465 2143 2993 2110 2995 2980 2700
+EXPOSE 2525 2587 2465 2143 2993 2110 2995 2980 2443 2700
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/mailnode"]
 # Alone, a container is a one-node cluster whose cluster port stays on

@@ -24,7 +24,7 @@ FUZZ_TIME       ?= 2m
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help build run test vet fmt-check fuzz-smoke fuzz cluster cluster-down cluster-status \
-	compose-up compose-down compose-test chaos bench mailbench clean
+	compose-up compose-down compose-test chaos bench mailbench screenshots clean
 
 help:
 	@echo "make build       build $(BIN) (static, version $(VERSION))"
@@ -43,6 +43,7 @@ help:
 	@echo "make chaos       the cluster chaos test, CHAOS_ROUNDS=$(CHAOS_ROUNDS) rounds (up to an hour)"
 	@echo "make bench       build bin/mailnode and bin/mailbench, run the standard benchmark suite,"
 	@echo "                 write bench-results/ and docs/benchmarks.md (see docs/benchmarks.md)"
+	@echo "make screenshots  drive the web admin page in headless Chromium and write docs/images/admin-*.png"
 	@echo "make clean       remove bin/ (never the data directory)"
 
 build:
@@ -147,6 +148,12 @@ mailbench:
 
 bench: build mailbench
 	bin/mailbench run --mailnode $(BIN) --docs docs $(BENCH_FLAGS)
+
+# Screenshots of the web admin page for the README, taken by the browser
+# test in headless Chromium (Debian package chromium).
+screenshots:
+	mkdir -p docs/images
+	MAILCLUSTER_REQUIRE_CHROMIUM=1 MAILCLUSTER_SCREENSHOTS=$(CURDIR)/docs/images $(GO) test -count=1 -run 'TestAdminWebInBrowser' ./node/
 
 clean:
 	rm -rf bin

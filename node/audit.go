@@ -49,8 +49,13 @@ var auditSubjectFields = map[string]bool{
 	"mode": true, "id": true, "node": true,
 }
 
-// peerKey is the context key of the admin socket peer's user.
+// peerKey is the context key of who sent an admin request: the admin
+// socket peer's user, or the admin token of an HTTPS request.
 type peerKey struct{}
+
+// remoteKey is the context key of an HTTPS admin request's client
+// address.
+type remoteKey struct{}
 
 // adminConnContext records who is on the other end of an admin socket
 // connection.
@@ -130,7 +135,8 @@ func (n *Node) auditAdmin(next http.Handler, log *slog.Logger) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		who, _ := r.Context().Value(peerKey{}).(string)
-		e := directory.AuditEntry{Time: n.now().UTC(), Node: n.cfg.NodeID, Who: who, Action: r.Method + " " + r.URL.Path, Result: "ok"}
+		remote, _ := r.Context().Value(remoteKey{}).(string)
+		e := directory.AuditEntry{Time: n.now().UTC(), Node: n.cfg.NodeID, Who: who, Remote: remote, Action: r.Method + " " + r.URL.Path, Result: "ok"}
 		if len(subject) > 0 {
 			e.Subject = subject
 		}
@@ -279,7 +285,11 @@ func (c CLI) auditCommand(ctx context.Context, args []string) error {
 		for _, k := range sortedKeys(e.Subject) {
 			subj = append(subj, k+"="+e.Subject[k])
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Node, e.Who, e.Action, strings.Join(subj, " "), e.Result)
+		who := e.Who
+		if e.Remote != "" {
+			who += " from " + e.Remote
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Node, who, e.Action, strings.Join(subj, " "), e.Result)
 	}
 	return tw.Flush()
 }

@@ -203,6 +203,7 @@ imaps = "127.0.0.1:0"
 pop3 = ""
 pop3s = ""
 http = "127.0.0.1:0"
+https = ""
 [log]
 format = "text"
 [backup]

@@ -78,6 +78,7 @@ Usage:
   mailnode config check [--config FILE]        (names the line of every problem)
   mailnode security    blocked|unblock ...     (login lockouts, see below)
   mailnode audit       [--since DUR] [--json]  (administrative actions, see below)
+  mailnode admin token add|list|revoke ...     (HTTPS admin API and web page, see below)
   mailnode version
 
 serve initializes DIR on its first run: as the first node of a new
@@ -92,7 +93,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
+` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage + adminTokenUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -158,6 +159,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.dkimCommand(ctx, rest)
 	case "audit":
 		return c.auditCommand(ctx, rest)
+	case "admin":
+		return c.adminTokenCommand(ctx, rest)
 	case "compact":
 		return c.compact(ctx, rest)
 	case "version", "--version":

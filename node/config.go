@@ -32,6 +32,9 @@ const (
 	ListenPOP3        = "pop3"
 	ListenPOP3S       = "pop3s"
 	ListenHTTP        = "http"
+	// ListenHTTPS serves what ListenHTTP does over TLS, plus the admin API
+	// (/api/) and the web admin page (/admin/).
+	ListenHTTPS = "https"
 	// ListenACMEHTTP and ListenACMETLS answer the ACME CA's http-01 and
 	// tls-alpn-01 challenges (tls.acme); they are not in ListenerNames.
 	ListenACMEHTTP = "acme_http"
@@ -40,7 +43,7 @@ const (
 
 // ListenerNames lists every listener a node may open, in start-up order.
 func ListenerNames() []string {
-	return []string{ListenSMTP, ListenSubmission, ListenSubmissions, ListenIMAP, ListenIMAPS, ListenPOP3, ListenPOP3S, ListenHTTP}
+	return []string{ListenSMTP, ListenSubmission, ListenSubmissions, ListenIMAP, ListenIMAPS, ListenPOP3, ListenPOP3S, ListenHTTP, ListenHTTPS}
 }
 
 // allListenerNames adds the ACME challenge listeners, which only an ACME
@@ -128,6 +131,10 @@ type Config struct {
 	// cluster.raft_profile). It is not read from the config file; tests
 	// shorten elections with it.
 	RaftTiming raftstore.Timing `toml:"-"`
+	// AdminWebRateInterval overrides how often the web admin page samples
+	// the message and login counters it charts (0: every 10s). It is not
+	// read from the config file; tests shorten it.
+	AdminWebRateInterval time.Duration `toml:"-"`
 }
 
 // ClusterConfig is the node's place in the cluster: its cluster port,
@@ -193,6 +200,9 @@ type Listeners struct {
 	POP3S string `toml:"pop3s"`
 	// HTTP serves /metrics, /healthz and /readyz.
 	HTTP string `toml:"http"`
+	// HTTPS serves the same over TLS (the node's certificate), plus the
+	// admin API at /api/ and the web admin page at /admin/.
+	HTTPS string `toml:"https"`
 	// ACMEHTTP answers the ACME CA's http-01 challenges (port 80 in
 	// production) and ACMETLS its tls-alpn-01 challenges (port 443);
 	// only with tls.acme, which needs at least one of them.
@@ -219,6 +229,8 @@ func (l Listeners) Get(name string) string {
 		return l.POP3S
 	case ListenHTTP:
 		return l.HTTP
+	case ListenHTTPS:
+		return l.HTTPS
 	case ListenACMEHTTP:
 		return l.ACMEHTTP
 	case ListenACMETLS:
@@ -246,6 +258,8 @@ func (l *Listeners) set(name, addr string) {
 		l.POP3S = addr
 	case ListenHTTP:
 		l.HTTP = addr
+	case ListenHTTPS:
+		l.HTTPS = addr
 	case ListenACMEHTTP:
 		l.ACMEHTTP = addr
 	case ListenACMETLS:
@@ -482,6 +496,7 @@ func Default() Config {
 			POP3:        "127.0.0.1:2110",
 			POP3S:       "127.0.0.1:2995",
 			HTTP:        "127.0.0.1:2980",
+			HTTPS:       "127.0.0.1:2443",
 		},
 		Cluster: ClusterConfig{Listen: "127.0.0.1:2700"},
 		TLS:     TLSFiles{ReloadInterval: DefaultTLSReloadInterval},

@@ -26,6 +26,7 @@ func TestDefaultIsValidDevelopmentConfig(t *testing.T) {
 		ListenPOP3:        "127.0.0.1:2110",
 		ListenPOP3S:       "127.0.0.1:2995",
 		ListenHTTP:        "127.0.0.1:2980",
+		ListenHTTPS:       "127.0.0.1:2443",
 	}
 	for name, addr := range want {
 		if got := cfg.Listen.Get(name); got != addr {

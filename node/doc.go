@@ -2,15 +2,21 @@
 // configuration (TOML, Default, Validate), the data directory and the
 // secrets in it, start-up and shutdown, the admin socket, the HTTP
 // endpoints (/metrics, /healthz, /readyz, and the client autoconfiguration
-// documents of protocols/autoconfig) and the command line.
+// documents of protocols/autoconfig), the HTTPS listener with the admin
+// API and the web page (https.go, package adminweb) and the command line.
 //
 // Invariants:
 //   - Start-up order: data directory (locked, initialized on first use) ->
 //     master key and TLS certificate -> store (cluster.Open, then every
-//     shard ready) -> frontends -> admin socket -> HTTP. Shutdown runs the
+//     shard ready) -> frontends -> admin socket -> HTTP -> HTTPS. Shutdown runs the
 //     other way round: frontends first, so no client is acknowledged by a
-//     store that is closing, then admin and HTTP, then the store, then
-//     the lock.
+//     store that is closing, then admin, HTTP and HTTPS, then the store,
+//     then the lock.
+//   - One admin handler (Node.adminAPI) serves the admin socket, /api/ of
+//     the HTTPS listener (behind admin tokens) and the web page, so the
+//     three cannot disagree; the plain HTTP listener never serves /api/
+//     or /admin/. Admin tokens, passwords and session ids are never
+//     logged.
 //   - One process per data directory (an exclusive lock on
 //     DataDir/node.lock). The directory is mode 0700; the master key,
 //     passphrase salt, TLS key, node state and admin socket are 0600.

@@ -69,6 +69,7 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	sessions := n.startSessions()
 	guardCfg.Sessions, guardCfg.Logins = sessions.registry, sessions
 	guard := protocols.NewAuthGuard(guardCfg, n.now)
+	n.guard = guard
 	store := protocols.StoreOf[*mailstore.Account](n.store)
 
 	byFrontend := map[string][]net.Listener{}
@@ -229,8 +230,11 @@ func (n *Node) startAdmin() error {
 		return err
 	}
 	log := n.log.With("component", "admin")
+	// One handler serves the socket and, behind token authentication,
+	// the HTTPS admin API (https.go).
+	n.adminAPI = n.auditAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log), log)
 	n.adminSrv = &http.Server{
-		Handler:           n.auditAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log), log),
+		Handler:           n.adminAPI,
 		ConnContext:       adminConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -244,21 +248,13 @@ func (n *Node) startAdmin() error {
 
 // startHTTP serves /metrics, /healthz, /readyz, the client
 // autoconfiguration documents (autoconfig.go) and the MTA-STS policy
-// (maildns.go).
+// (maildns.go). The HTTPS listener (https.go) serves the same mux,
+// n.httpMux, so a handler registered here is on both.
 func (n *Node) startHTTP(ctx context.Context) error {
-	addr := n.cfg.Listen.HTTP
-	if addr == "" {
-		return nil
-	}
-	ln, err := listenTCP(ctx, ListenHTTP, addr)
-	if err != nil {
-		return err
-	}
-	n.addrs[ListenHTTP] = ln.Addr()
 	log := n.log.With("component", "http")
 	mux := http.NewServeMux()
+	n.httpMux = mux
 	if err := n.registerAutoconfig(mux); err != nil {
-		ln.Close()
 		return err
 	}
 	n.registerMTASTS(mux)
@@ -284,8 +280,17 @@ func (n *Node) startHTTP(ctx context.Context) error {
 		}
 		io.WriteString(w, "ready\n"+n.backupDetails()+n.filterHealth.details())
 	})
+	addr := n.cfg.Listen.HTTP
+	if addr == "" {
+		return nil
+	}
+	ln, err := listenTCP(ctx, ListenHTTP, addr)
+	if err != nil {
+		return err
+	}
+	n.addrs[ListenHTTP] = ln.Addr()
 	n.httpSrv = &http.Server{
-		Handler:           mux,
+		Handler:           n.refuseAdminOverHTTP(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -64,8 +64,23 @@ type Node struct {
 	addrs        map[string]net.Addr
 	adminSrv     *http.Server
 	httpSrv      *http.Server
-	startedAt    time.Time
-	serving      sync.WaitGroup
+	// adminAPI is the admin socket's handler, also served (behind admin
+	// tokens) at /api/ of the HTTPS listener.
+	adminAPI http.Handler
+	// httpMux is what the HTTP listener serves; the HTTPS one serves it
+	// too, with /api/ and /admin/ in front.
+	httpMux  *http.ServeMux
+	httpsSrv *http.Server
+	// httpsAddr is the HTTPS listener's bound address, read without the
+	// lock by the HTTP listener's redirect.
+	httpsAddr atomic.Pointer[string]
+	// guard is the auth guard of the frontends; it also counts wrong
+	// admin tokens.
+	guard *protocols.AuthGuard
+	// web is the web admin page (its sessions, the rate samples).
+	web       *webAdmin
+	startedAt time.Time
+	serving   sync.WaitGroup
 	// tls serves the frontends' certificate and keeps it current.
 	tls *nodeTLS
 	// stopMaintenance ends the background upkeep (DKIM keys) that
@@ -222,6 +237,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startHTTP(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	if err := n.startHTTPS(ctx, tlsCfg); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	n.startedAt = n.now()
 	n.metrics.up.Set(1)
 	attrs := []any{"hostname", n.cfg.Hostname, "data_dir", n.cfg.DataDir, "version", n.version}
@@ -365,7 +383,7 @@ func (n *Node) Close() error {
 			n.maintenance.Wait()
 		}
 		n.sessions.close()
-		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
+		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv, n.httpsSrv} {
 			if srv == nil {
 				continue
 			}
@@ -376,6 +394,7 @@ func (n *Node) Close() error {
 			cancel()
 		}
 		n.serving.Wait()
+		n.web.close()
 		n.stopBackup()
 		if n.store != nil {
 			n.store.Close()

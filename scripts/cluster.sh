@@ -10,7 +10,8 @@
 #
 # Node N listens on the development ports with N in front: n1 12525 (SMTP),
 # 12587 (submission), 12465 (submissions), 12143 (IMAP), 12993 (IMAPS),
-# 12110 (POP3), 12995 (POP3S), 12980 (HTTP), 12700 (cluster); n2 22525...;
+# 12110 (POP3), 12995 (POP3S), 12980 (HTTP), 12443 (HTTPS: admin API and
+# web page), 12700 (cluster); n2 22525...;
 # n3 32525... Everything lives under CLUSTER_DIR (default ./data/cluster):
 # nN/data (the data directory), nN/mailnode.toml (generated on every up),
 # nN/node.log, nN/mailnode.pid, and token (the bootstrap token n1 accepts
@@ -100,6 +101,7 @@ write_config() {
 		echo "pop3        = \"127.0.0.1:${n}2110\""
 		echo "pop3s       = \"127.0.0.1:${n}2995\""
 		echo "http        = \"127.0.0.1:${n}2980\""
+		echo "https       = \"127.0.0.1:${n}2443\""
 		echo
 		echo "[cluster]"
 		echo "region       = \"${REGION[$n]}\""
@@ -198,7 +200,8 @@ up() {
 
 Three nodes serve on 127.0.0.1 (node N on the development ports with N in
 front): n1 (eu) 12525 SMTP, 12587 submission, 12465 submissions, 12143 IMAP,
-12993 IMAPS, 12110 POP3, 12995 POP3S, 12980 HTTP; n2 (us) 22525...;
+12993 IMAPS, 12110 POP3, 12995 POP3S, 12980 HTTP, 12443 HTTPS (web admin
+page https://localhost:12443/admin/); n2 (us) 22525...;
 n3 (ap) 32525... Data, config and logs are in $rel/nN.
 
   $bin cluster status --data $rel/n1/data

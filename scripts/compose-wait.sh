@@ -40,7 +40,8 @@ cat <<EOF
 Three nodes serve in containers, published on 127.0.0.1 (node N on the
 development ports with N in front): n1 (eu) 12525 SMTP, 12587 submission,
 12465 submissions, 12143 IMAP, 12993 IMAPS, 12110 POP3, 12995 POP3S,
-12980 HTTP; n2 (us) 22525...; n3 (ap) 32525...
+12980 HTTP, 12443 HTTPS (web admin page https://localhost:12443/admin/);
+n2 (us) 22525...; n3 (ap) 32525...
 
   $COMPOSE exec n1 mailnode cluster status
   $COMPOSE exec n1 mailnode domain add example.test

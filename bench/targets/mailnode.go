@@ -236,6 +236,7 @@ imaps       = ""
 pop3        = "127.0.0.1:%d"
 pop3s       = ""
 http        = "127.0.0.1:%d"
+https       = ""
 
 [cluster]
 listen      = "127.0.0.1:%d"

@@ -22,8 +22,12 @@ type AuditEntry struct {
 	Time time.Time `json:"time"`
 	// Node is the node whose admin interface took the action.
 	Node string `json:"node"`
-	// Who is the operator: the system user behind the admin socket.
+	// Who is the operator: the system user behind the admin socket, or
+	// "token NAME" for the HTTPS admin API and web page.
 	Who string `json:"who"`
+	// Remote is the client address of an HTTPS request ("" on the
+	// admin socket).
+	Remote string `json:"remote,omitempty"`
 	// Action is the request, such as "POST /v1/users".
 	Action string `json:"action"`
 	// Subject holds what the action named (user, domain, alias...),

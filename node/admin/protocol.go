@@ -118,6 +118,8 @@ const (
 	CodeUnavailable  = "unavailable"
 	CodeNoSuchNode   = "no_such_node"
 	CodeNoSuchAlias  = "no_such_alias"
+	CodeNoSuchToken  = "no_such_admin_token"
+	CodeTokenExists  = "admin_token_exists"
 	CodeInternal     = "internal"
 )
 
@@ -135,6 +137,8 @@ var codes = []struct {
 	{CodeUnavailable, schema.ErrUnavailable, 503},
 	{CodeNoSuchNode, cluster.ErrNoSuchNode, 404},
 	{CodeNoSuchAlias, directory.ErrNoSuchAlias, 404},
+	{CodeNoSuchToken, directory.ErrNoSuchAdminToken, 404},
+	{CodeTokenExists, directory.ErrAdminTokenExists, 409},
 }
 
 // classify returns the wire code and HTTP status of err.

@@ -38,6 +38,7 @@ type Directory interface {
 	DisableMFA(ctx context.Context, address, recovery string) error
 	SetDomainMFA(ctx context.Context, domain string, require bool) error
 	Aliases
+	AdminTokens
 	// Compact snapshots every shard, truncating the Raft logs.
 	Compact(ctx context.Context) error
 }
@@ -82,6 +83,9 @@ func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, 
 	mux.HandleFunc("GET /v1/cluster", h.clusterStatus)
 	mux.HandleFunc("POST /v1/cluster/tokens", h.issueToken)
 	mux.HandleFunc("DELETE /v1/cluster/nodes/{id}", h.removeNode)
+	mux.HandleFunc("GET "+PathAdminTokens, h.listAdminTokens)
+	mux.HandleFunc("POST "+PathAdminTokens, h.addAdminToken)
+	mux.HandleFunc("DELETE "+PathAdminTokens+"/{name}", h.revokeAdminToken)
 	h.mux = mux
 	return h
 }

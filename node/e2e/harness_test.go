@@ -203,6 +203,7 @@ imaps       = "127.0.0.1:0"
 pop3        = "127.0.0.1:0"
 pop3s       = "127.0.0.1:0"
 http        = "127.0.0.1:0"
+https       = "127.0.0.1:0"
 
 [cluster]
 listen       = %q
@@ -347,7 +348,7 @@ func (n *node) waitReady() error {
 			if err := json.Unmarshal([]byte(out), &s); err != nil {
 				return fmt.Errorf("status --json: %w: %s", err, out)
 			}
-			if s.Ready && len(s.Listeners) == 8 {
+			if s.Ready && len(s.Listeners) == 9 {
 				n.addrMu.Lock()
 				n.addrs = s.Listeners
 				n.addrMu.Unlock()
