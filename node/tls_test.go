@@ -9,6 +9,7 @@ import (
 	"net/smtp"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -383,5 +384,34 @@ acme_ca_file    = "/etc/mailnode/acme-ca.pem"
 	}
 	if d := Default().TLS.ReloadInterval; d != DefaultTLSReloadInterval {
 		t.Errorf("default reload_interval %s", d)
+	}
+}
+
+// TestListenersOfferOnlyAEAD: every implicit-TLS listener of a node
+// refuses a TLS 1.2 client that offers only CBC suites and serves one
+// that offers an AEAD suite (the node builds its TLS settings through
+// the certificate holder, not protocols.TLSConfig).
+func TestListenersOfferOnlyAEAD(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	cbc := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256}
+	aead := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
+	for _, name := range []string{ListenSubmissions, ListenIMAPS, ListenPOP3S, ListenHTTPS} {
+		dial := func(suites []uint16) (tls.ConnectionState, error) {
+			cfg := &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: suites}
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", n.Addr(name).String(), cfg)
+			if err != nil {
+				return tls.ConnectionState{}, err
+			}
+			defer c.Close()
+			return c.ConnectionState(), nil
+		}
+		if st, err := dial(cbc); err == nil {
+			t.Errorf("%s served a CBC-only TLS 1.2 client with %s", name, tls.CipherSuiteName(st.CipherSuite))
+		}
+		if st, err := dial(append(cbc, aead...)); err != nil || !slices.Contains(aead, st.CipherSuite) {
+			t.Errorf("%s with an AEAD suite offered: %s, %v", name, tls.CipherSuiteName(st.CipherSuite), err)
+		}
 	}
 }

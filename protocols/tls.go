@@ -49,6 +49,7 @@ func AEADCipherSuites() []uint16 {
 func DynamicTLSConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   AEADCipherSuites(),
 		GetCertificate: get,
 	}
 }

@@ -10,7 +10,9 @@ import (
 )
 
 // TestTLSOffersOnlyAEAD: a TLS 1.2 client that offers only CBC suites is
-// refused; one that offers an AEAD suite gets it; TLS 1.1 is refused.
+// refused; one that offers an AEAD suite gets it; TLS 1.1 is refused —
+// with the fixed certificate of TLSConfig and with DynamicTLSConfig,
+// which the node's listeners use.
 func TestTLSOffersOnlyAEAD(t *testing.T) {
 	certPEM, keyPEM, err := SelfSignedCertificate([]string{"localhost"}, time.Hour)
 	if err != nil {
@@ -20,7 +22,12 @@ func TestTLSOffersOnlyAEAD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", TLSConfig(cert))
+	t.Run("fixed", func(t *testing.T) { testOnlyAEAD(t, TLSConfig(cert)) })
+	t.Run("dynamic", func(t *testing.T) { testOnlyAEAD(t, DynamicTLSConfig(NewCertHolder(cert).GetCertificate)) })
+}
+
+func testOnlyAEAD(t *testing.T, config *tls.Config) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", config)
 	if err != nil {
 		t.Fatal(err)
 	}
