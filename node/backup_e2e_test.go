@@ -204,6 +204,8 @@ pop3 = ""
 pop3s = ""
 http = "127.0.0.1:0"
 https = ""
+[cluster]
+listen = "127.0.0.1:0"
 [log]
 format = "text"
 [backup]
