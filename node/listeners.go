@@ -230,7 +230,7 @@ func (n *Node) startAdmin() error {
 	}
 	log := n.log.With("component", "admin")
 	n.adminSrv = &http.Server{
-		Handler:           n.auditAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log),
+		Handler:           n.auditAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster, n}, n.cluster, n.status, log), log), log), log), log), log), log),
 		ConnContext:       adminConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -298,6 +298,7 @@ func (n *Node) startHTTP(ctx context.Context) error {
 type adminDirectory struct {
 	*directory.Directory
 	c *cluster.Cluster
+	n *Node
 }
 
 // Compact snapshots every replica of this node, truncating its logs.

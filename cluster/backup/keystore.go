@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -120,6 +122,37 @@ func (r *Runner) writeKeyStore(ctx context.Context, rcptStr, clusterID, work str
 	if err != nil {
 		return nil, fmt.Errorf("read the key store: %w", err)
 	}
+	// Another node may destroy a key and rewrite the targets between this
+	// read and this write; a read after the write sees that destruction,
+	// and the write is repeated without the key.
+	for range 3 {
+		out, err := r.putKeyStore(ctx, rcpt, clusterID, work, entries)
+		if err != nil {
+			return out, err
+		}
+		now, err := r.cfg.KeyStore.Read(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the key store: %w", err)
+		}
+		if !lostEntries(entries, now) {
+			return out, nil
+		}
+		entries = now
+	}
+	return nil, errors.New("the key store kept changing while it was written")
+}
+
+// lostEntries reports whether an entry of before is missing from now.
+func lostEntries(before, now map[string][]byte) bool {
+	for k := range before {
+		if _, ok := now[k]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Runner) putKeyStore(ctx context.Context, rcpt age.Recipient, clusterID, work string, entries map[string][]byte) ([]KeyStoreWrite, error) {
 	body, err := json.Marshal(keyStoreFile{Format: keyStoreFormat, ClusterID: clusterID, Written: r.clock.Now().UTC(),
 		Prefix: r.cfg.KeyStore.Prefix, Entries: entries})
 	if err != nil {

@@ -90,13 +90,14 @@ func (d *Directory) openUserKey(u schema.UserRecord, domainKeys []seal.Key) ([]s
 	return decodeKeys(plain)
 }
 
-// KeyStore returns the key store's entries as this node's meta replica
-// has them (setting key to sealed value). The values are KEKs wrapped
-// under domain keys: secrets under the master key, for the backups'
-// separate copy only.
+// KeyStore returns the key store's entries as the meta leader has them
+// (setting key to sealed value), so a key destroyed through another node
+// is not written back to the backups. The values are KEKs wrapped under
+// domain keys: secrets under the master key, for the backups' separate
+// copy only.
 func (d *Directory) KeyStore(ctx context.Context) (map[string][]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if err := d.c.CatchUpMeta(ctx); err != nil {
+		return nil, fmt.Errorf("read the key store: %w", err)
 	}
 	var out map[string][]byte
 	err := d.c.ViewMeta(func(r *raftstore.Reader) error { out = r.Settings(KeyStorePrefix); return nil })
