@@ -90,6 +90,9 @@ type Config struct {
 	// Deliveries about how every message transaction ended.
 	Observer   protocols.CommandObserver
 	Deliveries protocols.DeliveryObserver
+	// CommandRate, if set, limits the commands per client address (shared
+	// by every frontend of the node): see Server.checkRate.
+	CommandRate *protocols.CommandLimiter
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger

@@ -88,6 +88,9 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	}
 	remote := protocols.RemoteIP(c.Conn().RemoteAddr())
 	log := s.log.With("conn", id, "remote", remote.String())
+	if err := s.checkRate(c.Conn(), remote, log); err != nil {
+		return nil, err
+	}
 	if !acceptableHelo(c.Hostname()) {
 		// RFC 5321 section 4.1.1.1. go-smtp answers with errBadHelo and
 		// forgets the argument; the client may send HELO/EHLO again.
@@ -148,6 +151,9 @@ func (s *session) AuthMechanisms() []string {
 
 // Auth starts a SASL exchange for mech.
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if err := s.srv.checkRate(s.conn.Conn(), s.remote, s.log); err != nil {
+		return nil, err
+	}
 	if s.srv.cfg.Mode != ModeSubmission {
 		return nil, &gosmtp.SMTPError{Code: 502, EnhancedCode: gosmtp.EnhancedCode{5, 5, 1}, Message: "Authentication is not available on this port, use submission"}
 	}
@@ -161,6 +167,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
+	if err := s.srv.checkRate(s.conn.Conn(), s.remote, s.log); err != nil {
+		return err
+	}
 	s.awaitPreviousBDAT()
 	s.Reset()
 	utf8Mode := opts != nil && opts.UTF8
@@ -205,6 +214,9 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
+	if err := s.srv.checkRate(s.conn.Conn(), s.remote, s.log); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	utf8Mode, dup := s.tx.utf8, s.tx.seen[strings.ToLower(to)]
 	s.mu.Unlock()
