@@ -406,6 +406,18 @@ type Limits struct {
 	// LoginTimeout closes a connection whose client has not logged in
 	// this long after connecting, however active.
 	LoginTimeout time.Duration `toml:"login_timeout"`
+	// CommandsPerSecond is the sustained rate of commands one client
+	// address (an IPv4 address or an IPv6 /64) may send over every port
+	// of the node; 0 turns the limit off.
+	CommandsPerSecond float64 `toml:"commands_per_second"`
+	// CommandBurst is how many commands an address may send at once
+	// after a quiet spell; 0 means twice CommandsPerSecond.
+	CommandBurst int `toml:"command_burst"`
+}
+
+// commandRate returns the frontends' command-rate limit.
+func (l Limits) commandRate() protocols.CommandRateConfig {
+	return protocols.CommandRateConfig{PerSecond: l.CommandsPerSecond, Burst: l.CommandBurst}
 }
 
 // maxClientTimeout bounds the configurable client timeouts.
@@ -486,6 +498,8 @@ func Default() Config {
 			HandshakeTimeout:    protocols.DefaultHandshakeTimeout,
 			PreLoginIdleTimeout: protocols.DefaultPreLoginIdleTimeout,
 			LoginTimeout:        protocols.DefaultLoginTimeout,
+			CommandsPerSecond:   protocols.DefaultCommandsPerSecond,
+			CommandBurst:        protocols.DefaultCommandBurst,
 		},
 		AuthGuard: AuthGuardConfig{
 			MaxFailuresPerIP:   g.MaxFailuresPerIP,
@@ -566,6 +580,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConnectionsPerIP < 0 {
 		bad("limits.max_connections_per_ip %d: want 0 (no limit) or more", c.Limits.MaxConnectionsPerIP)
+	}
+	if c.Limits.CommandsPerSecond < 0 || c.Limits.CommandsPerSecond > 1e9 {
+		bad("limits.commands_per_second %g: want 0 (no limit) to 1e9", c.Limits.CommandsPerSecond)
+	}
+	if c.Limits.CommandBurst < 0 || c.Limits.CommandBurst > 2e9 {
+		bad("limits.command_burst %d: want 0 (twice commands_per_second) to 2e9", c.Limits.CommandBurst)
 	}
 	for _, d := range []struct {
 		name string

@@ -62,6 +62,8 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	// timeouts of its connection.
 	tlsCfg = protocols.TrackHandshakes(tlsCfg)
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
+	cmdRate := protocols.NewCommandLimiter(n.cfg.Limits.commandRate(), n.now)
+	n.cmdRate.Store(cmdRate)
 	guardCfg := n.cfg.AuthGuard.protocols(n.log, n.metrics.auth)
 	shared := n.sharedAuthState()
 	n.authState.Store(shared)
@@ -119,20 +121,20 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		{"smtp-mx", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
-				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx")}, store)
+				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx"), CommandRate: cmdRate}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter,
-				Observer: smtpCommands, Deliveries: fm.deliveries("submission")}, store)
+				Observer: smtpCommands, Deliveries: fm.deliveries("submission"), CommandRate: cmdRate}, store)
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands)}, store)
+				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands), CommandRate: cmdRate}, store)
 		}},
 		{"pop3", func() (protocolServer, error) {
 			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout, Observer: fm.commands("pop3", pop3.Commands)}, store)
+				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout, Observer: fm.commands("pop3", pop3.Commands), CommandRate: cmdRate}, store)
 		}},
 	}
 	for _, m := range makers {

@@ -55,6 +55,9 @@ type Node struct {
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
 	authState atomic.Pointer[protocols.SharedAuthState]
+	// cmdRate is the frontends' command-rate limiter, for "security
+	// blocked" and "unblock"; nil before the frontends start.
+	cmdRate atomic.Pointer[protocols.CommandLimiter]
 	// sessions is the registry of open sessions and the login history
 	// (set once the frontends start).
 	sessions *sessionService

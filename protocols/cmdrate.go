@@ -196,11 +196,25 @@ func (l *CommandLimiter) Limited() []Lockout {
 // Clear forgets the command count of a client address (an IP address;
 // an IPv6 one stands for its /64), so its next commands are allowed. It
 // reports whether its commands were being refused.
-func (l *CommandLimiter) Clear(ip netip.Addr) bool {
+func (l *CommandLimiter) Clear(ip netip.Addr) bool { return l.clear(clientKey(ip)) }
+
+// ClearValue is Clear for what an operator types: an IP address or an
+// IPv6 /64. Anything else (a user's address) is no client address: it
+// reports false.
+func (l *CommandLimiter) ClearValue(value string) bool {
+	if ip, err := netip.ParseAddr(value); err == nil {
+		return l.Clear(ip)
+	}
+	if p, err := netip.ParsePrefix(value); err == nil && p.Addr().Is6() && p.Bits() == 64 {
+		return l.clear(p.Masked().String())
+	}
+	return false
+}
+
+func (l *CommandLimiter) clear(key string) bool {
 	if l == nil {
 		return false
 	}
-	key := clientKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buckets[key]
