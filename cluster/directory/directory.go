@@ -668,7 +668,8 @@ func (d *Directory) EraseUser(ctx context.Context, address string) (DeleteReport
 // under, by kind.
 func (d *Directory) userMetadataPrefixes(user schema.ID) map[string]string {
 	return map[string]string{
-		"login_records": loginsKeyPrefix(user),
+		"login_records":    loginsKeyPrefix(user),
+		"delivery_records": deliveriesKeyPrefix(user),
 	}
 }
 
