@@ -37,6 +37,8 @@ imaps = "127.0.0.1:0"
 pop3 = ""
 pop3s = ""
 http = ""
+[cluster]
+listen = "127.0.0.1:0"
 [log]
 format = "text"
 [backup]
