@@ -116,6 +116,11 @@ type Config struct {
 	// LoginHistoryRetention is how long a user's recent logins are kept
 	// (default 30 days).
 	LoginHistoryRetention time.Duration `toml:"login_history_retention"`
+	// DeliveryMetadataRetention is how long the delivery records (time,
+	// sender IP, sender, recipients, Message-ID, TLS, result of each SMTP
+	// transaction) are kept before they are purged cluster-wide (default
+	// 60 days).
+	DeliveryMetadataRetention time.Duration `toml:"delivery_metadata_retention"`
 
 	// RaftTiming overrides the Raft timeouts of every shard (over
 	// cluster.raft_profile). It is not read from the config file; tests
@@ -629,6 +634,9 @@ func (c Config) Validate() error {
 	}
 	if c.LoginHistoryRetention < 0 || (c.LoginHistoryRetention > 0 && c.LoginHistoryRetention < time.Hour) {
 		errs = append(errs, fmt.Errorf("login_history_retention %s: want at least 1h (0 keeps the default, 30 days)", c.LoginHistoryRetention))
+	}
+	if c.DeliveryMetadataRetention < 0 || (c.DeliveryMetadataRetention > 0 && c.DeliveryMetadataRetention < time.Hour) {
+		errs = append(errs, fmt.Errorf("delivery_metadata_retention %s: want at least 1h (0 keeps the default, 60 days)", c.DeliveryMetadataRetention))
 	}
 	return errors.Join(errs...)
 }

@@ -64,6 +64,8 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
 	cmdRate := protocols.NewCommandLimiter(n.cfg.Limits.commandRate(), n.now)
 	n.cmdRate.Store(cmdRate)
+	deliveries := n.startDeliveryLog()
+	n.deliveries = deliveries
 	guardCfg := n.cfg.AuthGuard.protocols(n.log, n.metrics.auth)
 	shared := n.sharedAuthState()
 	n.authState.Store(shared)
@@ -121,12 +123,12 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		{"smtp-mx", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
-				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx"), CommandRate: cmdRate}, store)
+				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx"), CommandRate: cmdRate, DeliveryLog: deliveries}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter,
-				Observer: smtpCommands, Deliveries: fm.deliveries("submission"), CommandRate: cmdRate}, store)
+				Observer: smtpCommands, Deliveries: fm.deliveries("submission"), CommandRate: cmdRate, DeliveryLog: deliveries}, store)
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,

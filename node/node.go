@@ -58,6 +58,9 @@ type Node struct {
 	// cmdRate is the frontends' command-rate limiter, for "security
 	// blocked" and "unblock"; nil before the frontends start.
 	cmdRate atomic.Pointer[protocols.CommandLimiter]
+	// deliveries writes the SMTP frontends' delivery metadata (set once
+	// the frontends start).
+	deliveries *deliveryService
 	// sessions is the registry of open sessions and the login history
 	// (set once the frontends start).
 	sessions *sessionService
@@ -353,6 +356,7 @@ func (n *Node) Close() error {
 		}
 		n.stopTLS()
 		n.sessions.close()
+		n.deliveries.close()
 		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv} {
 			if srv == nil {
 				continue

@@ -93,6 +93,10 @@ type Config struct {
 	// CommandRate, if set, limits the commands per client address (shared
 	// by every frontend of the node): see Server.checkRate.
 	CommandRate *protocols.CommandLimiter
+	// DeliveryLog, if set, receives the metadata of every message
+	// transaction that ended with a reply (accepted or refused at DATA or
+	// BDAT), for the users' delivery records.
+	DeliveryLog protocols.DeliveryLog
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger
