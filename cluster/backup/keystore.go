@@ -2,6 +2,9 @@ package backup
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,6 +75,49 @@ type keyStoreFile struct {
 	Written   time.Time         `json:"written"`
 	Prefix    string            `json:"prefix"`
 	Entries   map[string][]byte `json:"entries"`
+	// MAC authenticates the rest like a manifest's (anyone may encrypt
+	// to the backup's public key): HMAC-SHA256 under the manifest key of
+	// "keystore\n" and the file encoded with MAC empty.
+	MAC string `json:"mac,omitempty"`
+}
+
+func (k *keyStoreFile) computeMAC(key [32]byte) string {
+	c := *k
+	c.MAC = ""
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// Marshal of this struct cannot fail (no channels, funcs or cycles).
+		panic("backup: encode key store: " + err.Error())
+	}
+	h := hmac.New(sha256.New, key[:])
+	h.Write([]byte("keystore\n"))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// parseKeyStore decodes and checks a decrypted key store (at most
+// maxKeyStore bytes); with a key, its MAC must be valid.
+func parseKeyStore(r io.Reader, key *[32]byte) (*keyStoreFile, error) {
+	var ks keyStoreFile
+	dec := json.NewDecoder(io.LimitReader(r, maxKeyStore))
+	if err := dec.Decode(&ks); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if ks.Format != keyStoreFormat {
+		return nil, fmt.Errorf("format %d unknown", ks.Format)
+	}
+	if ks.Prefix == "" || len(ks.Prefix) > 64 {
+		return nil, errors.New("no valid prefix")
+	}
+	for k, v := range ks.Entries {
+		if !strings.HasPrefix(k, ks.Prefix) || len(k) > 256 || len(v) == 0 || len(v) > 4096 {
+			return nil, fmt.Errorf("entry %.40q is not a key-store entry", k)
+		}
+	}
+	if key != nil && !hmac.Equal([]byte(ks.MAC), []byte(ks.computeMAC(*key))) {
+		return nil, errors.New("not authentic: made with another master key, or forged")
+	}
+	return &ks, nil
 }
 
 // KeyStoreWrite is the outcome of writing the key store to one target.
@@ -153,8 +199,12 @@ func lostEntries(before, now map[string][]byte) bool {
 }
 
 func (r *Runner) putKeyStore(ctx context.Context, rcpt age.Recipient, clusterID, work string, entries map[string][]byte) ([]KeyStoreWrite, error) {
-	body, err := json.Marshal(keyStoreFile{Format: keyStoreFormat, ClusterID: clusterID, Written: r.clock.Now().UTC(),
-		Prefix: r.cfg.KeyStore.Prefix, Entries: entries})
+	ks := keyStoreFile{Format: keyStoreFormat, ClusterID: clusterID, Written: r.clock.Now().UTC(),
+		Prefix: r.cfg.KeyStore.Prefix, Entries: entries}
+	if r.cfg.ManifestKey != nil {
+		ks.MAC = ks.computeMAC(*r.cfg.ManifestKey)
+	}
+	body, err := json.Marshal(ks)
 	if err != nil {
 		return nil, err
 	}
@@ -191,11 +241,11 @@ func (r *Runner) putKeyStore(ctx context.Context, rcpt age.Recipient, clusterID,
 
 // loadKeyStore reads the key store from every target in ts and returns
 // the newest copy that decrypts and belongs to the backup's cluster.
-func (r *Runner) loadKeyStore(ctx context.Context, ts []Target, man *Manifest, id *Identity, work string) (*keyStoreFile, error) {
+func (r *Runner) loadKeyStore(ctx context.Context, ts []Target, man *Manifest, id *Identity) (*keyStoreFile, error) {
 	var best *keyStoreFile
 	var errs []error
 	for _, t := range ts {
-		ks, err := readKeyStore(ctx, t, id, filepath.Join(work, t.Region()+"-"+KeyStoreObject))
+		ks, err := readKeyStore(ctx, t, id, r.cfg.ManifestKey)
 		if err == nil && ks.ClusterID != man.ClusterID {
 			err = fmt.Errorf("it belongs to cluster %s, the backup to %s", ks.ClusterID, man.ClusterID)
 		}
@@ -219,7 +269,7 @@ func (r *Runner) loadKeyStore(ctx context.Context, ts []Target, man *Manifest, i
 	return best, nil
 }
 
-func readKeyStore(ctx context.Context, t Target, id *Identity, path string) (*keyStoreFile, error) {
+func readKeyStore(ctx context.Context, t Target, id *Identity, key *[32]byte) (*keyStoreFile, error) {
 	rc, err := t.Get(ctx, KeyStoreObject)
 	if err != nil {
 		return nil, err
@@ -230,23 +280,7 @@ func readKeyStore(ctx context.Context, t Target, id *Identity, path string) (*ke
 		return nil, err
 	}
 	defer zr.Close()
-	var ks keyStoreFile
-	dec := json.NewDecoder(io.LimitReader(zr, maxKeyStore))
-	if err := dec.Decode(&ks); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
-	}
-	if ks.Format != keyStoreFormat {
-		return nil, fmt.Errorf("format %d unknown", ks.Format)
-	}
-	if ks.Prefix == "" {
-		return nil, errors.New("no prefix")
-	}
-	for k, v := range ks.Entries {
-		if !strings.HasPrefix(k, ks.Prefix) || len(k) > 256 || len(v) == 0 {
-			return nil, fmt.Errorf("entry %.40q is not a key-store entry", k)
-		}
-	}
-	return &ks, nil
+	return parseKeyStore(zr, key)
 }
 
 // stateWithoutKeyStore writes a copy of shard n's state into work and

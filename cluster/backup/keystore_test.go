@@ -2,10 +2,14 @@ package backup
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailcluster/mailcluster/cluster/directory"
 )
@@ -102,6 +106,34 @@ func TestRestoreRefusesMissingKeyStore(t *testing.T) {
 	}
 	if v, err := rr.Verify(testCtx(t), "", n.identity); err == nil || v.OK {
 		t.Fatalf("verify without a key store: %+v, %v", v, err)
+	}
+
+	// Anyone may encrypt to the backup's public key: a key store without
+	// the MAC of the cluster's master key is refused.
+	clusterID, _ := n.c.ClusterID(testCtx(t))
+	rcpt, err := ParseRecipient(mustRecipient(t, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(keyStoreFile{Format: keyStoreFormat, ClusterID: clusterID, Written: time.Now(),
+		Prefix: directory.KeyStorePrefix, Entries: map[string][]byte{directory.KeyStorePrefix + "x": {1}}, MAC: "00"})
+	forged := filepath.Join(t.TempDir(), "forged.age")
+	size, _, err := sealTo(forged, rcpt, func(w io.Writer) error { _, err := w.Write(body); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := targets[0].Put(testCtx(t), KeyStoreObject, f, size); err != nil {
+		t.Fatal(err)
+	}
+	key := n.c.BackupManifestKey()
+	ra := newRunner(t, Config{Targets: targets, ManifestKey: &key})
+	if _, err := ra.Restore(testCtx(t), RestoreOptions{Identity: n.identity, Dir: filepath.Join(t.TempDir(), "r2")}); err == nil || !strings.Contains(err.Error(), "not authentic") {
+		t.Fatalf("restore with a forged key store: %v", err)
 	}
 }
 

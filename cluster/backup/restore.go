@@ -105,7 +105,7 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 
 	var ks *keyStoreFile
 	if man.KeyStore != nil {
-		if ks, err = r.loadKeyStore(ctx, holders, man, opt.identity, work); err != nil {
+		if ks, err = r.loadKeyStore(ctx, holders, man, opt.identity); err != nil {
 			if errors.Is(err, ErrWrongIdentity) || opt.installDir != "" {
 				return nil, err
 			}
