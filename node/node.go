@@ -196,6 +196,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.directory.Init(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	// Users from before the key store get a key-encryption key of their
+	// own, so that deleting them reaches later backups; the meta leader
+	// does it (any node may; the change is idempotent).
+	if n.cluster.LeadsMeta() {
+		if _, err := n.directory.MigrateKeyStore(ctx); err != nil {
+			n.log.Warn("move user keys to the key store; retried at the next start", "err", err)
+		}
+	}
 	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
 	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)

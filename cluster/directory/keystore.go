@@ -85,6 +85,11 @@ func (d *Directory) openUserKey(u schema.UserRecord, domainKeys []seal.Key) ([]s
 		return nil, err
 	}
 	if plain, err = d.sealer.Open(seal.NewStatic(kek...), seal.KindUserKey, u.ID[:], userKeyUnderKEK, u.WrappedKey); err != nil {
+		// A user being moved to the key store (MigrateKeyStore) may still
+		// have its key under the domain key: the same data keys.
+		if legacy, lerr := d.sealer.Open(dring, seal.KindUserKey, u.ID[:], keyObject, u.WrappedKey); lerr == nil {
+			return decodeKeys(legacy)
+		}
 		return nil, fmt.Errorf("unwrap user key: %w", err)
 	}
 	return decodeKeys(plain)
@@ -114,5 +119,103 @@ func (d *Directory) destroyUserKEK(ctx context.Context, user schema.ID) (bool, e
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: keyStoreKey(user)}); err != nil {
 		return false, fmt.Errorf("destroy key-encryption key: %w", err)
 	}
+	return true, nil
+}
+
+// MigrateKeyStore moves the users of "user" key mode domains whose key is
+// still wrapped directly under the domain key (created before the key
+// store) to a key-encryption key of their own, keeping their data keys:
+// from then on deleting them reaches the backups taken afterwards. A
+// user whose key opens neither way (destroyed) is left alone. It is
+// idempotent and safe to run on several nodes at once: the KEK is created
+// with a compare-and-set, and either wrapping of the record opens the
+// same data keys. It returns how many users it moved.
+func (d *Directory) MigrateKeyStore(ctx context.Context) (int, error) {
+	var users []schema.UserRecord
+	if err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { users, err = r.Users(); return err }); err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, u := range users {
+		if err := ctx.Err(); err != nil {
+			return moved, err
+		}
+		ok, err := d.migrateUserKey(ctx, u)
+		if err != nil {
+			return moved, fmt.Errorf("migrate user keys to the key store: %w", err)
+		}
+		if ok {
+			moved++
+		}
+	}
+	if moved > 0 {
+		d.log.Info("user keys moved to the key store", "users", moved)
+	}
+	return moved, nil
+}
+
+func (d *Directory) migrateUserKey(ctx context.Context, u schema.UserRecord) (bool, error) {
+	dr, info, err := d.domainByID(u.Domain)
+	if err != nil || info.Mode != KeyModeUser {
+		return false, nil // a domain gone meanwhile, or no key of the user's own
+	}
+	dk, err := d.domainKeys(dr)
+	if err != nil {
+		return false, err
+	}
+	plain, err := d.sealer.Open(seal.NewStatic(dk...), seal.KindUserKey, u.ID[:], keyObject, u.WrappedKey)
+	if err != nil {
+		return false, nil // already under a KEK, or destroyed
+	}
+	keys, err := decodeKeys(plain)
+	if err != nil {
+		return false, err
+	}
+	entry, err := d.setting(keyStoreKey(u.ID))
+	if err != nil {
+		return false, err
+	}
+	if entry == nil {
+		kek := seal.NewKey(0)
+		kek.ID = keyID(kek.Secret)
+		if entry, err = d.sealer.Seal(seal.NewStatic(dk...), seal.KindUserKey, u.ID[:], kekObject, encodeKeys([]seal.Key{kek})); err != nil {
+			return false, err
+		}
+		if _, err := d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: keyStoreKey(u.ID), OldAbsent: true, New: entry}); err != nil {
+			if errors.Is(err, schema.ErrConflict) {
+				return false, nil // another node is moving this user
+			}
+			return false, err
+		}
+	}
+	kplain, err := d.sealer.Open(seal.NewStatic(dk...), seal.KindUserKey, u.ID[:], kekObject, entry)
+	if err != nil {
+		return false, fmt.Errorf("unwrap key-encryption key: %w", err)
+	}
+	kek, err := decodeKeys(kplain)
+	if err != nil {
+		return false, err
+	}
+	wrapped, err := d.sealer.Seal(seal.NewStatic(kek...), seal.KindUserKey, u.ID[:], userKeyUnderKEK, encodeKeys(keys))
+	if err != nil {
+		return false, err
+	}
+	d.userMu.Lock()
+	defer d.userMu.Unlock()
+	if err := d.c.CatchUpMeta(ctx); err != nil {
+		return false, err
+	}
+	var cur schema.UserRecord
+	if err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { cur, err = r.User(u.ID); return err }); err != nil {
+		if errors.Is(err, schema.ErrNoSuchUser) {
+			return false, nil
+		}
+		return false, err
+	}
+	cur.WrappedKey = wrapped
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutUser{Record: cur}); err != nil {
+		return false, err
+	}
+	d.ukeys.forget(u.ID)
 	return true, nil
 }
