@@ -420,9 +420,10 @@ type Limits struct {
 	CommandBurst int `toml:"command_burst"`
 }
 
-// commandRate returns the frontends' command-rate limit.
-func (l Limits) commandRate() protocols.CommandRateConfig {
-	return protocols.CommandRateConfig{PerSecond: l.CommandsPerSecond, Burst: l.CommandBurst}
+// commandRate returns the frontends' command-rate limit, telling
+// onRefuse about each refusal.
+func (l Limits) commandRate(onRefuse func(closing bool)) protocols.CommandRateConfig {
+	return protocols.CommandRateConfig{PerSecond: l.CommandsPerSecond, Burst: l.CommandBurst, OnRefuse: onRefuse}
 }
 
 // maxClientTimeout bounds the configurable client timeouts.

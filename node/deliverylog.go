@@ -56,6 +56,7 @@ func (s *deliveryService) RecordDelivery(m protocols.DeliveryMeta) {
 	select {
 	case s.queue <- m:
 	default:
+		s.n.metrics.deliveryRecords.WithLabelValues("dropped").Inc()
 		s.log.Warn("delivery record dropped: the queue is full")
 	}
 }
@@ -88,8 +89,11 @@ func (s *deliveryService) write(m protocols.DeliveryMeta) {
 		rec.Remote = m.Remote.String()
 	}
 	if _, err := s.n.directory.RecordDelivery(ctx, rec, m.User); err != nil {
+		s.n.metrics.deliveryRecords.WithLabelValues("failed").Inc()
 		s.log.Warn("delivery record not written", "err", err)
+		return
 	}
+	s.n.metrics.deliveryRecords.WithLabelValues("written").Inc()
 }
 
 func (s *deliveryService) pruner() {

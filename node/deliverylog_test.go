@@ -46,6 +46,9 @@ func TestDeliveryRecordsExported(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval while the record is written off the delivery path
 	}
+	if v, _ := tlsMetric(t, n, `mail_node_delivery_records_total{result="written"}`); v != 1 {
+		t.Errorf("mail_node_delivery_records_total{result=written} = %v, want 1", v)
+	}
 	out := filepath.Join(t.TempDir(), "ivy.tar")
 	mustCLI(t, "", "user", "export", "--data", dir, "ivy@example.test", "--to", out)
 	var af mailexport.AccountFile

@@ -62,7 +62,13 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	// timeouts of its connection.
 	tlsCfg = protocols.TrackHandshakes(tlsCfg)
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
-	cmdRate := protocols.NewCommandLimiter(n.cfg.Limits.commandRate(), n.now)
+	cmdRate := protocols.NewCommandLimiter(n.cfg.Limits.commandRate(func(closing bool) {
+		action := "refused"
+		if closing {
+			action = "closed"
+		}
+		n.metrics.commandsRefused.WithLabelValues(action).Inc()
+	}), n.now)
 	n.cmdRate.Store(cmdRate)
 	deliveries := n.startDeliveryLog()
 	n.deliveries = deliveries

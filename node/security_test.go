@@ -89,6 +89,9 @@ func TestCLISecurityCommandRate(t *testing.T) {
 	if err := c.Login("someone@example.test", "whatever-password").Wait(); err == nil || !strings.Contains(err.Error(), "LIMIT") {
 		t.Fatalf("IMAP login over the limit: %v", err)
 	}
+	if v, _ := tlsMetric(t, n, `mail_node_commands_refused_total{action="refused"}`); v != 2 {
+		t.Errorf("mail_node_commands_refused_total{action=refused} = %v, want 2", v)
+	}
 	out := mustCLI(t, "", "security", "blocked", "--data", dir)
 	if !strings.Contains(out, "command_rate  127.0.0.1") {
 		t.Fatalf("security blocked: %q", out)

@@ -45,6 +45,9 @@ type CommandRateConfig struct {
 	// CloseAfter is how many refusals in a row end the connection; 0
 	// means DefaultCommandCloseAfter.
 	CloseAfter int
+	// OnRefuse, if set, is told about every refusal (closing: the
+	// connection ends); it must be quick (a metric).
+	OnRefuse func(closing bool)
 }
 
 // CommandDecision is what a CommandLimiter says of one command.
@@ -113,6 +116,9 @@ func (l *CommandLimiter) Command(ctx context.Context, ip netip.Addr) CommandDeci
 	d := l.take(ip)
 	if d == CommandAllowed {
 		return d
+	}
+	if l.cfg.OnRefuse != nil {
+		l.cfg.OnRefuse(d == CommandClose)
 	}
 	if l.cfg.RefuseDelay > 0 {
 		t := time.NewTimer(l.cfg.RefuseDelay)
