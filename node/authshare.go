@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/mailcluster/mailcluster/protocols"
 )
@@ -28,6 +29,11 @@ func (n *Node) sharedAuthState() *protocols.SharedAuthState {
 			return
 		}
 		state.Apply(e, n.now())
+		// An operator's unblock of an address lifts its command-rate
+		// refusals on this node too.
+		if e.Kind == protocols.AuthEventClear && strings.HasPrefix(e.Key, "ip:") {
+			n.cmdRate.Load().ClearValue(strings.TrimPrefix(e.Key, "ip:"))
+		}
 	})
 	return state
 }

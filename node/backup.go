@@ -83,6 +83,9 @@ func (n *Node) startBackup(ctx context.Context) error {
 		DrillCheck: checkRestoredDir,
 		Logger:     n.log,
 		Registry:   n.metrics.reg,
+		// The key store stays out of the backups' history, so deleting a
+		// user reaches them (cluster/backup/keystore.go).
+		KeyStore: &backup.KeyStore{Shard: directory.MetaShard, Prefix: directory.KeyStorePrefix, Read: n.directory.KeyStore},
 	})
 	if err != nil {
 		return err

@@ -61,7 +61,7 @@ Usage:
   mailnode dkim show|rotate ...                      (DKIM keys; see DKIM below)
   mailnode user add    --data DIR ADDRESS      (password from standard input)
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
-  mailnode user del    --data DIR ADDRESS
+  mailnode user delete --data DIR [--json] ADDRESS   (erases the user, destroying its key; "del" too)
   mailnode user list   --data DIR [--domain DOMAIN]
   mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA)
   mailnode user export --data DIR ADDRESS --to FILE [--format mbox|maildir]  (see Exporting below)
@@ -368,7 +368,7 @@ func readTokenFiles(c *ClusterConfig) error {
 // and false for an unknown command.
 func adminCommandArgs(name string) (int, bool) {
 	switch name {
-	case "domain add", "domain del", "user add", "user passwd", "user del", "user show", "cluster remove":
+	case "domain add", "domain del", "user add", "user passwd", "user del", "user delete", "user show", "cluster remove":
 		return 1, true
 	case "domain list", "user list", "status", "cluster token", "cluster status":
 		return 0, true
@@ -391,7 +391,7 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		region = fs.String("region", "", "pin the domain's mail to a region")
 	case "user list":
 		domain = fs.String("domain", "", "list only this domain's users")
-	case "status", "cluster status", "user show":
+	case "status", "cluster status", "user show", "user del", "user delete":
 		asJSON = fs.Bool("json", false, "print as JSON")
 	case "cluster token":
 		ttl = fs.Duration("ttl", cluster.DefaultTokenTTL, "how long the token stays valid")
@@ -499,11 +499,17 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		} else {
 			fmt.Fprintf(c.Stdout, "password of %s changed\n", arg)
 		}
-	case "user del":
-		if err := client.DeleteUser(ctx, arg); err != nil {
+	case "user del", "user delete":
+		res, err := client.EraseUser(ctx, arg)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.Stdout, "user %s deleted\n", arg)
+		if *asJSON {
+			enc := json.NewEncoder(c.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(res)
+		}
+		printDeleteResult(c.Stdout, arg, res)
 	case "user show":
 		u, err := client.User(ctx, arg)
 		if err != nil {

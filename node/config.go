@@ -122,6 +122,11 @@ type Config struct {
 	// LoginHistoryRetention is how long a user's recent logins are kept
 	// (default 30 days).
 	LoginHistoryRetention time.Duration `toml:"login_history_retention"`
+	// DeliveryMetadataRetention is how long the delivery records (time,
+	// sender IP, sender, recipients, Message-ID, TLS, result of each SMTP
+	// transaction) are kept before they are purged cluster-wide (default
+	// 60 days).
+	DeliveryMetadataRetention time.Duration `toml:"delivery_metadata_retention"`
 
 	// Debug switches on diagnostics an operator uses to see where a
 	// node's time goes (see DebugConfig); all off by default.
@@ -427,6 +432,19 @@ type Limits struct {
 	// LoginTimeout closes a connection whose client has not logged in
 	// this long after connecting, however active.
 	LoginTimeout time.Duration `toml:"login_timeout"`
+	// CommandsPerSecond is the sustained rate of commands one client
+	// address (an IPv4 address or an IPv6 /64) may send over every port
+	// of the node; 0 turns the limit off.
+	CommandsPerSecond float64 `toml:"commands_per_second"`
+	// CommandBurst is how many commands an address may send at once
+	// after a quiet spell; 0 means twice CommandsPerSecond.
+	CommandBurst int `toml:"command_burst"`
+}
+
+// commandRate returns the frontends' command-rate limit, telling
+// onRefuse about each refusal.
+func (l Limits) commandRate(onRefuse func(closing bool)) protocols.CommandRateConfig {
+	return protocols.CommandRateConfig{PerSecond: l.CommandsPerSecond, Burst: l.CommandBurst, OnRefuse: onRefuse}
 }
 
 // maxClientTimeout bounds the configurable client timeouts.
@@ -508,6 +526,8 @@ func Default() Config {
 			HandshakeTimeout:    protocols.DefaultHandshakeTimeout,
 			PreLoginIdleTimeout: protocols.DefaultPreLoginIdleTimeout,
 			LoginTimeout:        protocols.DefaultLoginTimeout,
+			CommandsPerSecond:   protocols.DefaultCommandsPerSecond,
+			CommandBurst:        protocols.DefaultCommandBurst,
 		},
 		AuthGuard: AuthGuardConfig{
 			MaxFailuresPerIP:   g.MaxFailuresPerIP,
@@ -589,6 +609,12 @@ func (c Config) Validate() error {
 	if c.Limits.MaxConnectionsPerIP < 0 {
 		bad("limits.max_connections_per_ip %d: want 0 (no limit) or more", c.Limits.MaxConnectionsPerIP)
 	}
+	if c.Limits.CommandsPerSecond < 0 || c.Limits.CommandsPerSecond > 1e9 {
+		bad("limits.commands_per_second %g: want 0 (no limit) to 1e9", c.Limits.CommandsPerSecond)
+	}
+	if c.Limits.CommandBurst < 0 || c.Limits.CommandBurst > 2e9 {
+		bad("limits.command_burst %d: want 0 (twice commands_per_second) to 2e9", c.Limits.CommandBurst)
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -632,6 +658,9 @@ func (c Config) Validate() error {
 	}
 	if c.LoginHistoryRetention < 0 || (c.LoginHistoryRetention > 0 && c.LoginHistoryRetention < time.Hour) {
 		errs = append(errs, fmt.Errorf("login_history_retention %s: want at least 1h (0 keeps the default, 30 days)", c.LoginHistoryRetention))
+	}
+	if c.DeliveryMetadataRetention < 0 || (c.DeliveryMetadataRetention > 0 && c.DeliveryMetadataRetention < time.Hour) {
+		errs = append(errs, fmt.Errorf("delivery_metadata_retention %s: want at least 1h (0 keeps the default, 60 days)", c.DeliveryMetadataRetention))
 	}
 	return errors.Join(errs...)
 }

@@ -191,7 +191,8 @@ func (n *Node) exportAdmin(next http.Handler, log *slog.Logger) http.Handler {
 // openExport opens the user's account (without a password: the admin
 // socket is the node owner's) and gathers what the directory holds about
 // the user for account.json: the account, app passwords, the aliases
-// and catch-alls that deliver to the user, and the login history.
+// and catch-alls that deliver to the user, the login history and the
+// delivery records.
 func (n *Node) openExport(ctx context.Context, req exportRequest) (*closingSource, mailexport.Options, error) {
 	var opts mailexport.Options
 	switch req.Format {
@@ -219,12 +220,22 @@ func (n *Node) openExport(ctx context.Context, req exportRequest) (*closingSourc
 	if err != nil {
 		return nil, opts, err
 	}
+	deliveries, err := n.directory.Deliveries(ctx, u.Address, time.Time{})
+	if err != nil {
+		return nil, opts, err
+	}
 	opts.Account = mailexport.AccountFile{
 		Address: u.Address, Domain: u.Domain, Created: u.Created,
 		MFA: u.MFA, DomainRequiresMFA: u.DomainRequiresMFA,
 		AppPasswords: make([]mailexport.AppPassword, 0, len(apps)),
 		Aliases:      make([]mailexport.Alias, 0, len(routes)),
 		Logins:       make([]mailexport.Login, 0, len(logins)),
+		Deliveries:   make([]mailexport.Delivery, 0, len(deliveries)),
+	}
+	for _, d := range deliveries {
+		opts.Account.Deliveries = append(opts.Account.Deliveries, mailexport.Delivery{Time: d.Time, Node: d.Node, Port: d.Port,
+			Direction: d.Direction, Remote: d.Remote, From: d.From, Recipients: d.Recipients, MessageID: d.MessageID,
+			TLS: d.TLS, Result: d.Result, Reply: d.Reply})
 	}
 	for _, a := range apps {
 		opts.Account.AppPasswords = append(opts.Account.AppPasswords, mailexport.AppPassword{

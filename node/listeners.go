@@ -62,6 +62,16 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 	// timeouts of its connection.
 	tlsCfg = protocols.TrackHandshakes(tlsCfg)
 	limiter := protocols.NewConnLimiter(n.cfg.Limits.MaxConnections, n.cfg.Limits.MaxConnectionsPerIP)
+	cmdRate := protocols.NewCommandLimiter(n.cfg.Limits.commandRate(func(closing bool) {
+		action := "refused"
+		if closing {
+			action = "closed"
+		}
+		n.metrics.commandsRefused.WithLabelValues(action).Inc()
+	}), n.now)
+	n.cmdRate.Store(cmdRate)
+	deliveries := n.startDeliveryLog()
+	n.deliveries = deliveries
 	guardCfg := n.cfg.AuthGuard.protocols(n.log, n.metrics.auth)
 	shared := n.sharedAuthState()
 	n.authState.Store(shared)
@@ -120,20 +130,20 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		{"smtp-mx", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
-				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx")}, store)
+				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx"), CommandRate: cmdRate, DeliveryLog: deliveries}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter,
-				Observer: smtpCommands, Deliveries: fm.deliveries("submission")}, store)
+				Observer: smtpCommands, Deliveries: fm.deliveries("submission"), CommandRate: cmdRate, DeliveryLog: deliveries}, store)
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands)}, store)
+				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands), CommandRate: cmdRate}, store)
 		}},
 		{"pop3", func() (protocolServer, error) {
 			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout, Observer: fm.commands("pop3", pop3.Commands)}, store)
+				HandshakeTimeout: n.cfg.Limits.HandshakeTimeout, Observer: fm.commands("pop3", pop3.Commands), CommandRate: cmdRate}, store)
 		}},
 	}
 	for _, m := range makers {
@@ -232,7 +242,7 @@ func (n *Node) startAdmin() error {
 	log := n.log.With("component", "admin")
 	// One handler serves the socket and, behind token authentication,
 	// the HTTPS admin API (https.go).
-	n.adminAPI = n.auditAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster}, n.cluster, n.status, log), log), log), log), log), log), log), log)
+	n.adminAPI = n.auditAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster, n}, n.cluster, n.status, log), log), log), log), log), log), log), log)
 	n.adminSrv = &http.Server{
 		Handler:           n.adminAPI,
 		ConnContext:       adminConnContext,
@@ -308,6 +318,7 @@ func (n *Node) startHTTP(ctx context.Context) error {
 type adminDirectory struct {
 	*directory.Directory
 	c *cluster.Cluster
+	n *Node
 }
 
 // Compact snapshots every replica of this node, truncating its logs.

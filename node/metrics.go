@@ -24,6 +24,10 @@ type metrics struct {
 	// limits.prelogin_idle_timeout or limits.login_timeout.
 	handshakeTimeouts *prometheus.CounterVec
 	preLoginTimeouts  *prometheus.CounterVec
+	// commandsRefused counts commands refused by the command-rate limit;
+	// deliveryRecords the delivery records written, dropped or failed.
+	commandsRefused *prometheus.CounterVec
+	deliveryRecords *prometheus.CounterVec
 	// auth counts refused logins and lockouts for the auth guard.
 	auth *authMetrics
 	// filters counts content scans (filters.go).
@@ -52,6 +56,14 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_node_prelogin_timeouts_total",
 			Help: "Client connections closed before login, by listener and reason: idle (silent for limits.prelogin_idle_timeout) or login (not logged in within limits.login_timeout).",
 		}, []string{"listener", "reason"}),
+		commandsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_node_commands_refused_total",
+			Help: "Client commands refused by the command-rate limit (limits.commands_per_second), by action: refused (temporary error) or closed (the connection ended).",
+		}, []string{"action"}),
+		deliveryRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_node_delivery_records_total",
+			Help: "SMTP transactions handed to the users' delivery records, by result: written, failed (not written) or dropped (the queue was full).",
+		}, []string{"result"}),
 		auth:     newAuthMetrics(),
 		filters:  newFilterMetrics(),
 		frontend: newFrontendMetrics(),
@@ -65,7 +77,7 @@ func newMetrics(nodeID, version string) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info,
+		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords,
 		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)

@@ -55,6 +55,12 @@ type Node struct {
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
 	authState atomic.Pointer[protocols.SharedAuthState]
+	// cmdRate is the frontends' command-rate limiter, for "security
+	// blocked" and "unblock"; nil before the frontends start.
+	cmdRate atomic.Pointer[protocols.CommandLimiter]
+	// deliveries writes the SMTP frontends' delivery metadata (set once
+	// the frontends start).
+	deliveries *deliveryService
 	// sessions is the registry of open sessions and the login history
 	// (set once the frontends start).
 	sessions *sessionService
@@ -208,6 +214,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if err := n.directory.Init(ctx); err != nil {
 		return fmt.Errorf("start node: %w", err)
+	}
+	// Users from before the key store get a key-encryption key of their
+	// own, so that deleting them reaches later backups; the meta leader
+	// does it (any node may; the change is idempotent).
+	if n.cluster.LeadsMeta() {
+		if _, err := n.directory.MigrateKeyStore(ctx); err != nil {
+			n.log.Warn("move user keys to the key store; retried at the next start", "err", err)
+		}
 	}
 	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
 	// The DNS records and the MTA-STS policy name the nodes' hosts; a
@@ -383,6 +397,7 @@ func (n *Node) Close() error {
 			n.maintenance.Wait()
 		}
 		n.sessions.close()
+		n.deliveries.close()
 		for _, srv := range []*http.Server{n.adminSrv, n.httpSrv, n.httpsSrv} {
 			if srv == nil {
 				continue

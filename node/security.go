@@ -21,8 +21,9 @@ const (
 )
 
 const securityUsage = `
-Login lockouts:
-  mailnode security blocked [--json]          running lockouts (addresses and users), cluster-wide
+Login lockouts and command-rate limits:
+  mailnode security blocked [--json]          running lockouts (addresses and users, cluster-wide) and
+                                              addresses whose commands this node refuses (command_rate)
   mailnode security unblock ADDRESS|USER      lift one on every node (an IPv6 address stands for its /64)
     (both take --data DIR or --config FILE)
 `
@@ -47,8 +48,11 @@ func (n *Node) securityAdmin(next http.Handler, log *slog.Logger) http.Handler {
 			writeBackupError(w, http.StatusServiceUnavailable, errors.New("the node is not serving yet"))
 			return
 		}
+		// Command-rate refusals are this node's own: each node limits what
+		// it serves.
+		list := append(state.Lockouts(n.now()), n.cmdRate.Load().Limited()...)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(state.Lockouts(n.now()))
+		_ = json.NewEncoder(w).Encode(list)
 	})
 	mux.HandleFunc("POST "+pathSecurityUnblock, func(w http.ResponseWriter, r *http.Request) {
 		state := n.authState.Load()
@@ -65,6 +69,10 @@ func (n *Node) securityAdmin(next http.Handler, log *slog.Logger) http.Handler {
 		if err != nil {
 			writeBackupError(w, http.StatusBadRequest, err)
 			return
+		}
+		// The other nodes lift theirs when the unblock reaches them.
+		if n.cmdRate.Load().ClearValue(req.Value) {
+			was = true
 		}
 		log.Info("admin request", "route", r.Pattern, "was_locked", was)
 		w.Header().Set("Content-Type", "application/json")

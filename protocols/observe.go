@@ -3,6 +3,7 @@ package protocols
 import (
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -248,4 +249,33 @@ func (t *CommandTimer) flushLocked(obs CommandObserver) {
 		t.running = false
 		obs.Command(t.name, false, t.last.Sub(t.start))
 	}
+}
+
+// DeliveryMeta is the metadata of one SMTP message transaction: when,
+// from where, the envelope, the Message-ID, the TLS in use and the
+// outcome. Never any of the message's content.
+type DeliveryMeta struct {
+	Time time.Time
+	// Port is "mx" or "submission".
+	Port string
+	// Remote is the sending client's address.
+	Remote netip.Addr
+	// From is the envelope sender; Recipients the accepted recipients.
+	From       string
+	Recipients []string
+	// MessageID is the Message-ID field ("" when the message has none).
+	MessageID string
+	// TLS is the TLS version and cipher suite ("" without TLS).
+	TLS    string
+	Result DeliveryResult
+	// Reply is the reply code and enhanced code, "250 2.0.0".
+	Reply string
+	// User is the authenticated submitter ("" on the MX port).
+	User string
+}
+
+// DeliveryLog keeps the metadata of deliveries (for the users' records
+// and their retention). RecordDelivery must not block: it queues.
+type DeliveryLog interface {
+	RecordDelivery(DeliveryMeta)
 }

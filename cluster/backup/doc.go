@@ -21,7 +21,13 @@
 // Invariants:
 //   - No plaintext leaves the process: shard copies are compressed and
 //     encrypted in a pipeline before the first byte reaches a temporary
-//     file, and only those encrypted files are uploaded. Manifests and
+//     file, and only those encrypted files are uploaded. The one
+//     exception is the copy of the shard holding the key store (the meta
+//     shard, with Config.KeyStore): it is rebuilt without the key store
+//     in the run's temporary directory (mode 0600, removed after), and
+//     holds the same sealed records as the replica's own state file.
+//   - The key store is never part of a backup: each target keeps only its
+//     current copy, KeyStoreObject at its root (keystore.go). Manifests and
 //     verification records hold ids, counts, sizes and hashes only.
 //   - The cluster holds only the public key (a meta-shard setting). The
 //     identity that decrypts is needed only to verify, drill and restore.

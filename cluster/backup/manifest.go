@@ -99,6 +99,9 @@ type Manifest struct {
 	// Files are small files of the node's data directory kept with the
 	// backup (node state, key salt; never keys).
 	Files []FileEntry `json:"files,omitempty"`
+	// KeyStore, if set, says the copy of one shard lacks the key store,
+	// which a restore takes from the targets' KeyStoreObject.
+	KeyStore *KeyStoreRef `json:"key_store,omitempty"`
 	// MAC authenticates everything above: HMAC-SHA256, under a key derived
 	// from the master key, of the manifest encoded with MAC empty. The
 	// shard and file objects are bound to it by their SHA-256.

@@ -103,6 +103,16 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 	task := progressFor(ctx, r.cfg.Progress).Start(opt.label+" "+b.ID, total)
 	defer task.Finish()
 
+	var ks *keyStoreFile
+	if man.KeyStore != nil {
+		if ks, err = r.loadKeyStore(ctx, holders, man, opt.identity); err != nil {
+			if errors.Is(err, ErrWrongIdentity) || opt.installDir != "" {
+				return nil, err
+			}
+			res.problems = append(res.problems, err)
+		}
+	}
+
 	for _, s := range man.Shards {
 		key := objectKey(b.ID, s.Object)
 		state := filepath.Join(work, "shard-"+strconv.FormatUint(uint64(s.Shard), 10)+".db")
@@ -134,6 +144,13 @@ func (r *Runner) check(ctx context.Context, b *BackupInfo, opt checkOptions) (*c
 		if !good {
 			res.missing = append(res.missing, s.Shard)
 			continue
+		}
+		if opt.installDir != "" && ks != nil && s.Shard == man.KeyStore.Shard {
+			// The current key store, not the one of the backup's time: a
+			// key destroyed since stays destroyed.
+			if err := raftstore.PutStateSettings(state, ks.Entries); err != nil {
+				return nil, fmt.Errorf("shard %d: put the key store back: %w", s.Shard, err)
+			}
 		}
 		if opt.installDir != "" {
 			dir := raftstore.ReplicaDir(opt.installDir, s.Shard)

@@ -75,6 +75,10 @@ type Config struct {
 	// without a valid MAC is refused everywhere; without one, manifests
 	// are read unauthenticated.
 	ManifestKey *[32]byte
+	// KeyStore, if set, keeps the key store out of the backups' history
+	// (keystore.go): left out of its shard's copies, written as one
+	// current copy per target.
+	KeyStore *KeyStore
 }
 
 // Runner takes, lists, verifies, restores, drills and prunes backups.
@@ -90,6 +94,11 @@ type Runner struct {
 	lastDrill *Verification
 	lastErr   error     // of the last backup run
 	lastTime  time.Time // creation time of the last backup taken here
+
+	// ksMu serialises writes of the key store, each reading the entries
+	// under it, so an older read never overwrites a newer one (a backup's
+	// copy written after a deletion's).
+	ksMu sync.Mutex
 }
 
 // New returns a Runner.
@@ -228,8 +237,11 @@ func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, erro
 		Format: FormatVersion, ID: newID(now), ClusterID: clusterID, NodeID: r.cfg.NodeID,
 		Created: now.UTC(), KeyID: KeyID(rcptStr), Encryption: encryptionV1, Compression: compressV1,
 	}
+	if ks := r.cfg.KeyStore; ks != nil {
+		man.KeyStore = &KeyStoreRef{Shard: ks.Shard, Prefix: ks.Prefix}
+	}
 	for _, n := range r.cfg.Cluster.BackupShards() {
-		entry, err := r.snapshotShard(ctx, n, rcpt, filepath.Join(work, shardObject(n)))
+		entry, err := r.snapshotShard(ctx, n, rcpt, filepath.Join(work, shardObject(n)), work)
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
 		}
@@ -244,6 +256,12 @@ func (r *Runner) backup(ctx context.Context, now time.Time) (*BackupResult, erro
 			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
 		}
 		man.Files = append(man.Files, entry)
+	}
+	if r.cfg.KeyStore != nil {
+		// Before the manifest: a complete backup always finds a key store.
+		if _, err := r.writeKeyStore(ctx, rcptStr, clusterID, work); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", man.ID, err)
+		}
 	}
 	if r.cfg.ManifestKey != nil {
 		man.MAC = man.computeMAC(*r.cfg.ManifestKey)
@@ -294,7 +312,9 @@ func sealTo(path string, rcpt age.Recipient, fill func(io.Writer) error) (int64,
 }
 
 // snapshotShard streams a consistent copy of the shard, sealed, into path.
-func (r *Runner) snapshotShard(ctx context.Context, n uint32, rcpt age.Recipient, path string) (ShardEntry, error) {
+// The shard holding the key store goes through a copy in work without
+// it (its bytes are the sealed records the replica's own file holds).
+func (r *Runner) snapshotShard(ctx context.Context, n uint32, rcpt age.Recipient, path, work string) (ShardEntry, error) {
 	entry := ShardEntry{Shard: n, Object: shardObject(n)}
 	if err := ctx.Err(); err != nil {
 		return entry, err
@@ -303,7 +323,22 @@ func (r *Runner) snapshotShard(ctx context.Context, n uint32, rcpt age.Recipient
 	var info raftstore.StateInfo
 	size, sum, err := sealTo(path, rcpt, func(w io.Writer) error {
 		var err error
-		info, err = r.cfg.Cluster.WriteShardState(ctx, n, &progressWriter{ctx: ctx, w: w, t: task})
+		pw := &progressWriter{ctx: ctx, w: w, t: task}
+		if ks := r.cfg.KeyStore; ks == nil || ks.Shard != n {
+			info, err = r.cfg.Cluster.WriteShardState(ctx, n, pw)
+			return err
+		}
+		var state string
+		if state, info, err = r.stateWithoutKeyStore(ctx, n, work); err != nil {
+			return err
+		}
+		defer os.Remove(state)
+		f, err := os.Open(state)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		info.Size, err = io.Copy(pw, f) // the file, which bbolt grows past its data
 		return err
 	})
 	task.Finish()

@@ -361,12 +361,7 @@ func (d *Directory) unwrapUserKeys(u schema.UserRecord) (*UserKeys, error) {
 			keys = dk
 			break
 		}
-		var plain []byte
-		plain, err = d.sealer.Open(seal.NewStatic(dk...), seal.KindUserKey, u.ID[:], keyObject, u.WrappedKey)
-		if err != nil {
-			return nil, fmt.Errorf("unwrap user key: %w", err)
-		}
-		keys, err = decodeKeys(plain)
+		keys, err = d.openUserKey(u, dk)
 	default:
 		err = fmt.Errorf("domain key mode %q: %w", info.Mode, schema.ErrInvalid)
 	}
@@ -546,28 +541,43 @@ func (d *Directory) AddUser(ctx context.Context, address, password string) error
 	if rec.Shard, err = d.c.PlaceUser(d.domainRegion(dom.ID)); err != nil {
 		return fmt.Errorf("add user: %w", err)
 	}
-	if dinfo.Mode == KeyModeUser {
-		dk, err := d.domainKeys(dom)
-		if err != nil {
-			return err
-		}
-		rec.WrappedKey, err = d.sealer.Seal(seal.NewStatic(dk...), seal.KindUserKey, rec.ID[:], keyObject, encodeKeys([]seal.Key{seal.NewKey(1)}))
-		if err != nil {
-			return err
-		}
-	}
 	rec.Sealed, err = d.sealJSON(d.keys.meta, seal.KindUserInfo, rec.ID, userInfo{Address: addr, Password: hash, Created: d.now().Unix()})
 	if err != nil {
 		return err
 	}
+	if dinfo.Mode == KeyModeUser {
+		// The user's key is wrapped under a key-encryption key of its own
+		// in the key store (keystore.go), written before anything sealed
+		// under it.
+		dk, err := d.domainKeys(dom)
+		if err != nil {
+			return err
+		}
+		var entry []byte
+		if entry, rec.WrappedKey, err = d.newUserKEK(rec.ID, dk); err != nil {
+			return err
+		}
+		if _, err := d.c.Apply(ctx, MetaShard, &schema.SwapSetting{Key: keyStoreKey(rec.ID), OldAbsent: true, New: entry}); err != nil {
+			return fmt.Errorf("add user: key store: %w", err)
+		}
+	}
+	rollbackKEK := func() {
+		if dinfo.Mode == KeyModeUser {
+			if _, err := d.c.Apply(context.WithoutCancel(ctx), MetaShard, &schema.PutSetting{Key: keyStoreKey(rec.ID)}); err != nil {
+				d.log.Error("roll back the key of a user that was not created", "err", err)
+			}
+		}
+	}
 	keys, err := d.userKeysFor(rec)
 	if err != nil {
+		rollbackKEK()
 		return err
 	}
 	init := &schema.InitUser{User: rec.ID}
 	for _, m := range schema.DefaultMailboxes {
 		nm := schema.NewMailbox{ID: schema.NewID(), NameKey: keys.MailboxNameKey(m.Name), Inbox: m.Name == schema.InboxName}
 		if nm.Sealed, err = SealMailbox(d.sealer, keys, rec.ID, nm.ID, MailboxAttrs{Name: m.Name, SpecialUse: m.SpecialUse, Subscribed: true}); err != nil {
+			rollbackKEK()
 			return err
 		}
 		init.Mailboxes = append(init.Mailboxes, nm)
@@ -575,40 +585,126 @@ func (d *Directory) AddUser(ctx context.Context, address, password string) error
 	// Mailboxes first, then the directory entry that makes the user exist:
 	// a crash in between leaves only unreachable, sealed state.
 	if _, err := d.c.Apply(ctx, rec.Shard, init); err != nil {
+		rollbackKEK()
 		return fmt.Errorf("add user: create mailboxes: %w", err)
 	}
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutUser{Record: rec, Create: true}); err != nil {
 		if _, rbErr := d.c.Apply(context.WithoutCancel(ctx), rec.Shard, &schema.DeleteUserData{User: rec.ID}); rbErr != nil {
 			d.log.Error("roll back mailboxes of a user that was not created", "err", rbErr)
 		}
+		rollbackKEK()
+		d.ukeys.forget(rec.ID)
 		return fmt.Errorf("add user: %w", err)
 	}
 	d.log.Info("user added", "shard", rec.Shard)
 	return nil
 }
 
-// DeleteUser deletes an account and its mail. In "user" key mode its key
-// goes with it, so copies of its mail elsewhere become unreadable.
+// DeleteUser deletes an account and its mail; EraseUser says what it
+// did.
 func (d *Directory) DeleteUser(ctx context.Context, address string) error {
+	_, err := d.EraseUser(ctx, address)
+	return err
+}
+
+// DeleteReport says what deleting a user did.
+type DeleteReport struct {
+	Address string  `json:"address"`
+	Shard   uint32  `json:"shard"`
+	KeyMode KeyMode `json:"key_mode"`
+	// KeyDestroyed: the user's key-encryption key left the key store, so
+	// the user's mail, delivery records and sealed metadata are
+	// unreadable wherever a copy is, backups included once their targets'
+	// key store is rewritten (the node does that next).
+	KeyDestroyed bool `json:"key_destroyed"`
+	// KeyNote explains when the key could not be destroyed on its own:
+	// a domain in "domain" or "shared" mode shares it, or the user
+	// predates the key store.
+	KeyNote string `json:"key_note,omitempty"`
+	// MailDeleted: the user's mailboxes and messages left the mail shard.
+	MailDeleted bool `json:"mail_deleted"`
+	// Removed counts the metadata records deleted, by kind.
+	Removed map[string]int `json:"removed"`
+}
+
+// EraseUser deletes an account everywhere: first its key (in "user" key
+// mode the key-encryption key in the key store, so what follows could
+// fail and the data would still be unreadable), then its mail, its
+// directory record and its metadata (login history, delivery records,
+// app-password uses).
+func (d *Directory) EraseUser(ctx context.Context, address string) (DeleteReport, error) {
 	addr, _, err := schema.CanonicalAddress(address)
 	if err != nil {
-		return err
+		return DeleteReport{}, err
 	}
 	rec, _, err := d.lookupUser(ctx, addr)
 	if err != nil {
-		return fmt.Errorf("delete user: %w", err)
+		return DeleteReport{}, fmt.Errorf("delete user: %w", err)
 	}
+	rep := DeleteReport{Address: addr, Shard: rec.Shard, Removed: map[string]int{}}
+	if _, dinfo, err := d.domainByID(rec.Domain); err == nil {
+		rep.KeyMode = dinfo.Mode
+	}
+	if rep.KeyDestroyed, err = d.destroyUserKEK(ctx, rec.ID); err != nil {
+		return rep, fmt.Errorf("delete user: %w", err)
+	}
+	switch {
+	case rep.KeyDestroyed:
+	case rep.KeyMode == KeyModeUser:
+		rep.KeyNote = "the user predates the key store: its key was wrapped under the domain key, so copies in backups taken before now stay readable until retention removes them"
+	default:
+		rep.KeyNote = fmt.Sprintf("domain key mode %q shares the key with other users: the live mail is deleted, copies in existing backups stay readable until retention removes them", rep.KeyMode)
+	}
+	d.ukeys.forget(rec.ID)
 	if _, err := d.c.Apply(ctx, rec.Shard, &schema.DeleteUserData{User: rec.ID}); err != nil {
-		return fmt.Errorf("delete user: mail: %w", err)
+		return rep, fmt.Errorf("delete user: mail: %w", err)
 	}
+	rep.MailDeleted = true
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.DeleteUser{User: rec.ID}); err != nil {
-		return fmt.Errorf("delete user: %w", err)
+		return rep, fmt.Errorf("delete user: %w", err)
 	}
 	d.auth.forget(rec.ID)
 	d.ukeys.forget(rec.ID)
 	d.forgetUsage(ctx, rec.ID, nil)
-	d.log.Info("user deleted", "shard", rec.Shard)
-	return nil
+	for kind, prefix := range d.userMetadataPrefixes(rec.ID) {
+		n, err := d.deletePrefix(ctx, prefix)
+		rep.Removed[kind] = n
+		if err != nil {
+			return rep, fmt.Errorf("delete user: %s: %w", kind, err)
+		}
+	}
+	d.log.Info("user deleted", "shard", rec.Shard, "key_destroyed", rep.KeyDestroyed)
+	return rep, nil
+}
+
+// userMetadataPrefixes names the meta settings a user's metadata lives
+// under, by kind.
+func (d *Directory) userMetadataPrefixes(user schema.ID) map[string]string {
+	return map[string]string{
+		"login_records":    loginsKeyPrefix(user),
+		"delivery_records": deliveriesKeyPrefix(user),
+	}
+}
+
+// deletePrefix deletes every meta setting under prefix and returns how
+// many went.
+func (d *Directory) deletePrefix(ctx context.Context, prefix string) (int, error) {
+	var keys []string
+	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
+		for k := range r.Settings(prefix) {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for i, k := range keys {
+		if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: k}); err != nil {
+			return i, err
+		}
+	}
+	return len(keys), nil
 }
 
 // SetPassword replaces a user's password.

@@ -21,12 +21,16 @@ func TestRoutesTo(t *testing.T) {
 	}
 	ctx := testCtx(t)
 	d := c.Nodes[0].Directory()
-	for addr, targets := range map[string][]string{
-		"team@example.test": {ada, bob},
-		"all@other.test":    {"team@example.test", cyd},
-		"solo@example.test": {bob},
+	// In order: an alias's targets must exist when it is added.
+	for _, a := range []struct {
+		addr    string
+		targets []string
+	}{
+		{"team@example.test", []string{ada, bob}},
+		{"all@other.test", []string{"team@example.test", cyd}},
+		{"solo@example.test", []string{bob}},
 	} {
-		if _, err := d.AddAlias(ctx, addr, targets); err != nil {
+		if _, err := d.AddAlias(ctx, a.addr, a.targets); err != nil {
 			t.Fatal(err)
 		}
 	}

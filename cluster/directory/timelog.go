@@ -21,12 +21,18 @@ import (
 
 // appendTimed adds an entry made at t, sealed to owner, under prefix.
 func (d *Directory) appendTimed(ctx context.Context, owner schema.ID, prefix string, t time.Time, v any) error {
+	return d.appendTimedWith(ctx, func(key string) ([]byte, error) { return d.sealSetting(owner, key, v) }, prefix, t)
+}
+
+// appendTimedWith adds an entry made at t under prefix, sealed by seal
+// (which gets the entry's key, to bind it).
+func (d *Directory) appendTimedWith(ctx context.Context, seal func(key string) ([]byte, error), prefix string, t time.Time) error {
 	var r [4]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		return err
 	}
 	key := fmt.Sprintf("%s%020d-%s", prefix, t.UnixNano(), hex.EncodeToString(r[:]))
-	sealed, err := d.sealSetting(owner, key, v)
+	sealed, err := seal(key)
 	if err != nil {
 		return err
 	}
@@ -38,6 +44,11 @@ func (d *Directory) appendTimed(ctx context.Context, owner schema.ID, prefix str
 // oldest first, as this node's meta replica has them, and how many did
 // not open (logged by the caller).
 func readTimed[T any](d *Directory, owner schema.ID, prefix string, since time.Time) ([]T, int, error) {
+	return readTimedWith[T](d, func(key string, sealed []byte, v any) error { return d.openSetting(owner, key, sealed, v) }, prefix, since)
+}
+
+// readTimedWith is readTimed with the entries opened by open.
+func readTimedWith[T any](d *Directory, open func(key string, sealed []byte, v any) error, prefix string, since time.Time) ([]T, int, error) {
 	from := prefix + fmt.Sprintf("%020d", max(since.UnixNano(), 0))
 	var out []T
 	var bad int
@@ -52,7 +63,7 @@ func readTimed[T any](d *Directory, owner schema.ID, prefix string, since time.T
 		sort.Strings(keys)
 		for _, k := range keys {
 			var e T
-			if err := d.openSetting(owner, k, entries[k], &e); err != nil {
+			if err := open(k, entries[k], &e); err != nil {
 				bad++
 				continue
 			}

@@ -119,7 +119,16 @@ func (c *Client) AddUser(ctx context.Context, address, password string) error {
 
 // DeleteUser deletes a user and all its mail.
 func (c *Client) DeleteUser(ctx context.Context, address string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(address), nil, nil)
+	_, err := c.EraseUser(ctx, address)
+	return err
+}
+
+// EraseUser deletes a user and all its mail, destroying its key, and
+// returns what was done.
+func (c *Client) EraseUser(ctx context.Context, address string) (DeleteResult, error) {
+	var res DeleteResult
+	err := c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(address), nil, &res)
+	return res, err
 }
 
 // SetPassword replaces a user's password.

@@ -26,7 +26,9 @@ type Directory interface {
 	DeleteDomain(ctx context.Context, name string) error
 	Domains(ctx context.Context) ([]directory.Domain, error)
 	AddUser(ctx context.Context, address, password string) error
-	DeleteUser(ctx context.Context, address string) error
+	// EraseUser deletes a user everywhere (crypto-shredding its key) and
+	// reports what it did.
+	EraseUser(ctx context.Context, address string) (DeleteResult, error)
 	SetPassword(ctx context.Context, address, password string) error
 	Users(ctx context.Context, domain string) ([]string, error)
 	User(ctx context.Context, address string) (directory.UserInfo, error)
@@ -193,11 +195,34 @@ func (h *handler) addUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) deleteUser(w http.ResponseWriter, r *http.Request) {
-	if err := h.dir.DeleteUser(r.Context(), r.PathValue("address")); err != nil {
+	res, err := h.dir.EraseUser(r.Context(), r.PathValue("address"))
+	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// DeleteResult is what deleting a user did: the directory's report, and
+// where the backups' key store was rewritten so that the destroyed key is
+// gone from existing backups too.
+type DeleteResult struct {
+	directory.DeleteReport
+	// BackupKeyStore lists the backup targets and whether each now holds
+	// the key store without the user's key; empty when this node has no
+	// backup targets.
+	BackupKeyStore []KeyStoreWrite `json:"backup_key_store,omitempty"`
+	// BackupNote explains what is left to do for the backups, if anything.
+	BackupNote string `json:"backup_note,omitempty"`
+}
+
+// KeyStoreWrite is the outcome of rewriting the key store on one backup
+// target.
+type KeyStoreWrite struct {
+	Region string `json:"region"`
+	OK     bool   `json:"ok"`
+	Error  string `json:"error,omitempty"`
 }
 
 func (h *handler) setPassword(w http.ResponseWriter, r *http.Request) {

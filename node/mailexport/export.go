@@ -53,6 +53,10 @@ type AccountFile struct {
 	// Logins are the user's recorded logins (kept for the cluster's
 	// login history retention), oldest first.
 	Logins []Login `json:"logins"`
+	// Deliveries are the user's delivery records (the metadata of the
+	// messages delivered to the user or submitted by the user, kept for
+	// the cluster's delivery_metadata_retention), oldest first.
+	Deliveries []Delivery `json:"deliveries"`
 	// Mailboxes lists every mailbox and where it is in the archive.
 	Mailboxes []Mailbox `json:"mailboxes"`
 	// Subscriptions are the subscribed names, mailboxes or not (a name
@@ -88,6 +92,24 @@ type Login struct {
 	// successful login, "" for a failed one.
 	Credential string `json:"credential,omitempty"`
 	Success    bool   `json:"success"`
+}
+
+// Delivery is one delivery record: never any of the message's content.
+type Delivery struct {
+	Time time.Time `json:"time"`
+	Node string    `json:"node"`
+	// Port is "mx" or "submission"; Direction "in" (to the user) or
+	// "out" (submitted by the user).
+	Port       string   `json:"port"`
+	Direction  string   `json:"direction"`
+	Remote     string   `json:"remote,omitempty"`
+	From       string   `json:"from"`
+	Recipients []string `json:"recipients"`
+	MessageID  string   `json:"message_id,omitempty"`
+	TLS        string   `json:"tls,omitempty"`
+	// Result is "accepted", "temporary" or "permanent"; Reply the code.
+	Result string `json:"result"`
+	Reply  string `json:"reply,omitempty"`
 }
 
 // Mailbox is one mailbox in account.json.
@@ -240,6 +262,9 @@ func (e *exporter) run(ctx context.Context) error {
 	}
 	if acct.Logins == nil {
 		acct.Logins = []Login{}
+	}
+	if acct.Deliveries == nil {
+		acct.Deliveries = []Delivery{}
 	}
 	if e.opts.Format == FormatMaildir {
 		if err := e.maildirRoot(subs); err != nil {

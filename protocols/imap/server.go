@@ -49,6 +49,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer, if set, is told about every command of Commands.
 	Observer protocols.CommandObserver
+	// CommandRate, if set, limits the commands per client address (shared
+	// by every frontend of the node): see ratedSession.
+	CommandRate *protocols.CommandLimiter
 
 	// MaxMessageSize is the largest message delivery accepts (the SMTP
 	// limit). APPEND accepts, and APPENDLIMIT advertises, that plus
@@ -235,9 +238,9 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 	// Found now, before STARTTLS may hide the connection under a
 	// library type.
 	if tc := protocols.TimeoutConnOf(conn.NetConn()); tc != nil {
-		return s.observeSession(conn, &loginWatch{session: sess, tc: tc}), nil, nil
+		return s.observeSession(conn, s.rateSession(conn, &loginWatch{session: sess, tc: tc})), nil, nil
 	}
-	return s.observeSession(conn, sess), nil, nil
+	return s.observeSession(conn, s.rateSession(conn, sess)), nil, nil
 }
 
 // loginWatch tells the connection's protocols.TimeoutConn when the

@@ -2,9 +2,12 @@ package pop3
 
 import (
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailcluster/mailcluster/protocols"
 )
 
 func TestBadInput(t *testing.T) {
@@ -153,4 +156,27 @@ func TestNewServerConfig(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", srv.cfg)
 	}
 	srv.Close()
+}
+
+func TestCommandRateLimit(t *testing.T) {
+	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, CloseAfter: 3}, nil)
+	e := newEnv(t, nil, func(cfg *Config) { cfg.CommandRate = limiter })
+	c := e.dial(t)
+	for i := 0; i < 3; i++ {
+		c.cmdErr("USER "+testUser, "+OK")
+	}
+	c.cmdErr("USER "+testUser, "-ERR [SYS/TEMP] too many commands, slow down")
+	// The bucket is per client address, not per connection.
+	c2 := e.dial(t)
+	c2.cmdErr("USER "+testUser, "-ERR [SYS/TEMP] too many commands, slow down")
+	if got := limiter.Limited(); len(got) != 1 || got[0].Value != "127.0.0.1" {
+		t.Fatalf("limited %+v", got)
+	}
+	c.cmdErr("USER "+testUser, "-ERR [SYS/TEMP] too many commands, closing")
+	c.expectClosed()
+	// Cleared by an operator, the address may send commands again.
+	if !limiter.Clear(netip.MustParseAddr("127.0.0.1")) {
+		t.Fatal("clear found nothing")
+	}
+	c2.cmdErr("USER "+testUser, "+OK")
 }

@@ -41,6 +41,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer, if set, is told about every command (see Commands).
 	Observer protocols.CommandObserver
+	// CommandRate, if set, limits the commands per client address (shared
+	// by every frontend of the node): a command over the limit is refused
+	// with -ERR [SYS/TEMP] after a short delay, and persistent abuse ends
+	// the connection.
+	CommandRate *protocols.CommandLimiter
 
 	// AllowInsecureAuth allows USER/PASS and AUTH on a connection without
 	// TLS even though TLS is configured. For tests only.

@@ -175,6 +175,18 @@ func (s *session) run(line []byte) error {
 		return s.checkBad()
 	}
 	s.lastName = commandName(cmd.name)
+	switch s.srv.cfg.CommandRate.Command(s.ctx, protocols.RemoteIP(s.raw.RemoteAddr())) {
+	case protocols.CommandRefused:
+		// RFC 3206 section 4: a temporary condition; the client may
+		// retry later.
+		s.reply(false, "[SYS/TEMP] too many commands, slow down")
+		s.log.Info("command refused", "cmd", cmd.name, "reason", "command_rate")
+		return nil
+	case protocols.CommandClose:
+		s.reply(false, "[SYS/TEMP] too many commands, closing")
+		s.log.Info("connection closed", "cmd", cmd.name, "reason", "command_rate")
+		return errCloseSession
+	}
 	err = s.dispatch(cmd)
 	if cmd.name == "QUIT" || errors.Is(err, errCloseSession) {
 		s.log.Info("command", "cmd", cmd.name, "ok", s.lastOK)

@@ -90,6 +90,13 @@ type Config struct {
 	// Deliveries about how every message transaction ended.
 	Observer   protocols.CommandObserver
 	Deliveries protocols.DeliveryObserver
+	// CommandRate, if set, limits the commands per client address (shared
+	// by every frontend of the node): see Server.checkRate.
+	CommandRate *protocols.CommandLimiter
+	// DeliveryLog, if set, receives the metadata of every message
+	// transaction that ended with a reply (accepted or refused at DATA or
+	// BDAT), for the users' delivery records.
+	DeliveryLog protocols.DeliveryLog
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger

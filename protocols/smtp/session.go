@@ -88,6 +88,9 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	}
 	remote := protocols.RemoteIP(c.Conn().RemoteAddr())
 	log := s.log.With("conn", id, "remote", remote.String())
+	if err := s.checkRate(c.Conn(), remote, log); err != nil {
+		return nil, err
+	}
 	if !acceptableHelo(c.Hostname()) {
 		// RFC 5321 section 4.1.1.1. go-smtp answers with errBadHelo and
 		// forgets the argument; the client may send HELO/EHLO again.
@@ -148,6 +151,9 @@ func (s *session) AuthMechanisms() []string {
 
 // Auth starts a SASL exchange for mech.
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if err := s.srv.checkRate(s.conn.Conn(), s.remote, s.log); err != nil {
+		return nil, err
+	}
 	if s.srv.cfg.Mode != ModeSubmission {
 		return nil, &gosmtp.SMTPError{Code: 502, EnhancedCode: gosmtp.EnhancedCode{5, 5, 1}, Message: "Authentication is not available on this port, use submission"}
 	}
@@ -161,6 +167,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
+	if err := s.srv.checkRate(s.conn.Conn(), s.remote, s.log); err != nil {
+		return err
+	}
 	s.awaitPreviousBDAT()
 	s.Reset()
 	utf8Mode := opts != nil && opts.UTF8
@@ -205,6 +214,9 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return errShuttingDown
 	}
 	defer s.srv.leave()
+	if err := s.srv.checkRate(s.conn.Conn(), s.remote, s.log); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	utf8Mode, dup := s.tx.utf8, s.tx.seen[strings.ToLower(to)]
 	s.mu.Unlock()
@@ -253,7 +265,7 @@ func (s *session) recipientError(err error) *protocols.Error {
 
 // Data reads, checks, stamps and delivers the message. It returns nil (250)
 // only after Store.Deliver committed it.
-func (s *session) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) (err error) {
 	if !s.srv.enter() {
 		return errShuttingDown
 	}
@@ -271,6 +283,10 @@ func (s *session) Data(r io.Reader) error {
 		// go-smtp checks this too; keep the invariant local.
 		return s.refuse("data", protocols.Permanentf(503, [3]int{5, 5, 1}, nil, "Need MAIL and RCPT first"))
 	}
+	var msgID string
+	if cfg.DeliveryLog != nil {
+		defer func() { s.logDelivery(tx, msgID, start, err) }()
+	}
 
 	msg, err := s.readMessage(r, tx, start)
 	if err != nil {
@@ -280,6 +296,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return s.refuse("data", messageError(err, cfg.MaxHeaderBytes))
 	}
+	msgID = sanitize(strings.TrimSpace(hdr.Get("Message-Id")), maxMessageIDLength)
 	fingerprint := deliveryFingerprint(tx.from, hdr.Get("Message-Id"), msg)
 
 	now := cfg.Now()
@@ -332,6 +349,33 @@ func (s *session) Data(r io.Reader) error {
 	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(tx.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
 	s.log.Debug("message envelope", "id", txnID, "from", tx.from, "to", tx.rcpts)
 	return nil
+}
+
+// maxMessageIDLength bounds the Message-ID a delivery record keeps.
+const maxMessageIDLength = 255
+
+// logDelivery hands the metadata of a message transaction that ended with
+// err to the delivery log. A transaction that ended without a reply (the
+// client aborted it, or the connection broke) is not recorded.
+func (s *session) logDelivery(tx transaction, msgID string, start time.Time, err error) {
+	m := protocols.DeliveryMeta{Time: start.UTC(), Port: s.srv.cfg.Mode.String(), Remote: s.remote, From: tx.from,
+		Recipients: tx.rcpts, MessageID: msgID, TLS: tx.tlsDesc}
+	var se *gosmtp.SMTPError
+	switch {
+	case err == nil:
+		m.Result, m.Reply = protocols.DeliveryAccepted, "250 2.0.0"
+	case errors.As(err, &se):
+		m.Result, _ = protocols.ClassifyReply(se.Code, [3]int(se.EnhancedCode))
+		m.Reply = fmt.Sprintf("%d %d.%d.%d", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+	default:
+		return
+	}
+	if s.srv.cfg.Mode == ModeSubmission {
+		s.mu.Lock()
+		m.User = s.user
+		s.mu.Unlock()
+	}
+	s.srv.cfg.DeliveryLog.RecordDelivery(m)
 }
 
 // scan asks the content filter about msg. A refusal is the reply for a

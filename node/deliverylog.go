@@ -1,0 +1,141 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/protocols"
+)
+
+const (
+	// DefaultDeliveryMetadataRetention is how long delivery records are
+	// kept: 60 days.
+	DefaultDeliveryMetadataRetention = 60 * 24 * time.Hour
+	// deliveryQueue bounds the records waiting to be written; past it a
+	// record is dropped (and logged) rather than slowing delivery down.
+	deliveryQueue = 10000
+	// deliveryWriters write records in parallel (the meta shard batches
+	// concurrent applies into one log write).
+	deliveryWriters = 4
+	// deliveryWriteTimeout bounds writing one record.
+	deliveryWriteTimeout = 30 * time.Second
+	// deliveryPruneEvery is how often old records are purged.
+	deliveryPruneEvery = time.Hour
+)
+
+// deliveryService writes the delivery metadata the SMTP frontends hand
+// it into the users' delivery records, off the delivery path, and purges
+// records older than delivery_metadata_retention.
+type deliveryService struct {
+	n       *Node
+	log     *slog.Logger
+	queue   chan protocols.DeliveryMeta
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+// startDeliveryLog starts the writers and the purge.
+func (n *Node) startDeliveryLog() *deliveryService {
+	s := &deliveryService{n: n, log: n.log.With("component", "deliveries"),
+		queue: make(chan protocols.DeliveryMeta, deliveryQueue), stop: make(chan struct{})}
+	for range deliveryWriters {
+		s.wg.Add(1)
+		go s.writer()
+	}
+	s.wg.Add(1)
+	go s.pruner()
+	return s
+}
+
+// RecordDelivery queues m; it never blocks.
+func (s *deliveryService) RecordDelivery(m protocols.DeliveryMeta) {
+	select {
+	case s.queue <- m:
+	default:
+		s.n.metrics.deliveryRecords.WithLabelValues("dropped").Inc()
+		s.log.Warn("delivery record dropped: the queue is full")
+	}
+}
+
+func (s *deliveryService) writer() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case m := <-s.queue:
+			s.write(m)
+		}
+	}
+}
+
+func (s *deliveryService) write(m protocols.DeliveryMeta) {
+	ctx, cancel := context.WithTimeout(context.Background(), deliveryWriteTimeout)
+	defer cancel()
+	go func() { // the write ends early when the node stops
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	rec := directory.DeliveryRecord{Time: m.Time.UTC(), Node: s.n.cfg.NodeID, Port: m.Port, From: m.From,
+		Recipients: m.Recipients, MessageID: m.MessageID, TLS: m.TLS, Result: string(m.Result), Reply: m.Reply}
+	if m.Remote.IsValid() {
+		rec.Remote = m.Remote.String()
+	}
+	if _, err := s.n.directory.RecordDelivery(ctx, rec, m.User); err != nil {
+		s.n.metrics.deliveryRecords.WithLabelValues("failed").Inc()
+		s.log.Warn("delivery record not written", "err", err)
+		return
+	}
+	s.n.metrics.deliveryRecords.WithLabelValues("written").Inc()
+}
+
+func (s *deliveryService) pruner() {
+	defer s.wg.Done()
+	t := time.NewTicker(deliveryPruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.prune()
+		}
+	}
+}
+
+func (s *deliveryService) prune() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	k, err := s.n.directory.PruneDeliveries(ctx, s.n.now().Add(-s.n.deliveryRetention()))
+	if err != nil {
+		s.log.Warn("purge delivery records", "err", err)
+	} else if k > 0 {
+		s.log.Info("delivery records purged", "records", k)
+	}
+}
+
+// close stops the writers (records still queued are dropped) and the
+// purge. It may be called more than once, and on nil.
+func (s *deliveryService) close() {
+	if s == nil {
+		return
+	}
+	s.closeMu.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+	})
+}
+
+func (n *Node) deliveryRetention() time.Duration {
+	if n.cfg.DeliveryMetadataRetention > 0 {
+		return n.cfg.DeliveryMetadataRetention
+	}
+	return DefaultDeliveryMetadataRetention
+}
