@@ -38,6 +38,9 @@ func sampleCommands() []Command {
 		{Payload: &SwapUserValue{User: id(5), Scope: id(7), Name: "recent", Old: []byte{0, 0, 0, 9}, New: []byte{0, 0, 0, 12}}},
 		{Payload: &SwapUserValue{User: id(5), Name: "subscriptions", OldAbsent: true, New: []byte{}}},
 		{Payload: &SwapUserValue{User: id(5), Name: "subscriptions", Old: []byte("s")}},
+		{Time: 7, Payload: &Enqueue{ID: id(14), User: id(5), Size: 42, StagedChunks: 1, Chunks: [][]byte{[]byte("h"), []byte("b")}, State: []byte("st"), NextAttempt: 8}},
+		{Payload: &UpdateOutbound{ID: id(14), Version: 3, NextAttempt: 9, Held: true, Finished: 10, State: []byte("s2")}},
+		{Payload: &DeleteOutbound{ID: id(14)}},
 	}
 }
 
