@@ -41,6 +41,8 @@ const (
 	// QueryOutboundChunks: the record and every chunk of the outbound
 	// queue entry Blob.
 	QueryOutboundChunks
+	// QueryOutboundEntry: the record of the outbound queue entry Blob.
+	QueryOutboundEntry
 )
 
 // Query is a named read, sent to whichever replica serves it (over the
@@ -145,6 +147,11 @@ func (s *Shard) Query(q Query) (*QueryResult, error) {
 			res.Value, err = r.UserValue(q.User, q.Mailbox, q.Name)
 		case QueryOutbound:
 			res.Outbound, err = r.Outbound()
+		case QueryOutboundEntry:
+			var rec schema.OutboundRecord
+			if rec, err = r.OutboundEntry(q.Blob); err == nil {
+				res.Outbound = []schema.OutboundRecord{rec}
+			}
 		case QueryOutboundChunks:
 			var rec schema.OutboundRecord
 			if rec, err = r.OutboundEntry(q.Blob); err != nil {
