@@ -76,6 +76,7 @@ Usage:
   mailnode import      imap|maildir|mbox ... --to USER[/MAILBOX]  (see Importing mail below)
   mailnode config check [--config FILE]        (names the line of every problem)
   mailnode security    blocked|unblock ...     (login lockouts, see below)
+  mailnode queue       list|show|retry|hold|release|delete ...  (outbound queue, see below)
   mailnode audit       [--since DUR] [--json]  (administrative actions, see below)
   mailnode version
 
@@ -91,7 +92,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage
+` + accountUsage + sessionsUsage + aliasUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -153,6 +154,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.configCommand(rest)
 	case "security":
 		return c.securityCommand(ctx, rest)
+	case "queue":
+		return c.queueCommand(ctx, rest)
 	case "audit":
 		return c.auditCommand(ctx, rest)
 	case "compact":

@@ -106,6 +106,9 @@ type Config struct {
 	DNS DNSConfig `toml:"dns"`
 	// Inbound is what the MX port checks (see InboundConfig).
 	Inbound InboundConfig `toml:"inbound"`
+	// Outbound is the delivery of mail to other domains (see
+	// OutboundConfig).
+	Outbound OutboundConfig `toml:"outbound"`
 	// Postmaster is the address (a user's or an alias's) that receives
 	// mail to postmaster@ of every served domain that has no postmaster
 	// user or alias of its own (RFC 5321 section 4.5.1); "" for none.
@@ -599,6 +602,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Autoconfig.validate()...)
 	errs = append(errs, c.Filters.validate()...)
 	errs = append(errs, c.DNS.validate()...)
+	errs = append(errs, c.Outbound.validate()...)
 	if c.Postmaster != "" {
 		if _, _, err := schema.CanonicalAddress(c.Postmaster); err != nil {
 			errs = append(errs, fmt.Errorf("postmaster %q: not a mail address", c.Postmaster))

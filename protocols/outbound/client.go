@@ -216,7 +216,7 @@ const errTLSCode = 454
 func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, useTLS bool) (net.Conn, *failure) {
 	conn, err := d.cfg.Dial(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(d.cfg.Port)))
 	if err != nil {
-		return nil, temporary(451, "4.4.1", "Connection to %s failed", host)
+		return nil, temporary(451, "4.4.1", "Connection to %s failed: %s", host, sanitizeReply(err.Error()))
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
