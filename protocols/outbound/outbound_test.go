@@ -1,0 +1,277 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message"
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/mailauth/dnstest"
+	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// testZones: remote.test has an MX on loopback, aonly.test only an
+// address, noplace.test a null MX.
+func testZones() map[string]string {
+	return map[string]string{
+		"remote.test":  dnstest.ZoneFile("remote.test", "@ IN MX 10 mx.remote.test.", "@ IN MX 20 mx2.remote.test.", "mx IN A 127.0.0.1", "mx2 IN A 127.0.0.1"),
+		"aonly.test":   dnstest.ZoneFile("aonly.test", "@ IN A 127.0.0.1"),
+		"noplace.test": dnstest.ZoneFile("noplace.test", "@ IN MX 0 .", "@ IN A 127.0.0.1"),
+	}
+}
+
+// testDeliverer is a Deliverer with no queue, for its per-destination
+// parts, resolving through a real NSD and sending to port.
+func testDeliverer(t *testing.T, port int, policy func(domain, mx string) TLSPolicy) *Deliverer {
+	t.Helper()
+	dns := dnstest.StartNSD(t, testZones())
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, dns)
+	}}
+	cfg := Config{Hostname: "out.example.test", Resolver: r, Port: port, TLSPolicy: policy}
+	cfg.defaults()
+	return &Deliverer{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+}
+
+func TestRoute(t *testing.T) {
+	d := testDeliverer(t, 25, nil)
+	ctx := context.Background()
+	hosts, f := d.route(ctx, "remote.test")
+	if f != nil || strings.Join(hosts, ",") != "mx.remote.test,mx2.remote.test" {
+		t.Fatalf("remote.test: %v %+v, want both MX hosts by preference", hosts, f)
+	}
+	hosts, f = d.route(ctx, "aonly.test")
+	if f != nil || len(hosts) != 1 || hosts[0] != "aonly.test" {
+		t.Fatalf("aonly.test: %v %+v, want the implicit MX", hosts, f)
+	}
+	_, f = d.route(ctx, "noplace.test")
+	if f == nil || !f.permanent || f.enhanced != "5.1.10" || f.code != 556 {
+		t.Fatalf("null MX: %+v, want permanent 556 5.1.10", f)
+	}
+	_, f = d.route(ctx, "nowhere.remote.test")
+	if f == nil || !f.permanent || f.enhanced != "5.1.2" {
+		t.Fatalf("missing domain: %+v, want permanent 5.1.2", f)
+	}
+}
+
+// tlsBackend is a go-smtp server backend that records what it received
+// and whether over TLS.
+type tlsBackend struct {
+	mu    sync.Mutex
+	msgs  []string
+	tls   []bool
+	rcpts []string
+}
+
+func (b *tlsBackend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
+	_, isTLS := c.TLSConnectionState()
+	return &tlsSession{b: b, tls: isTLS}, nil
+}
+
+type tlsSession struct {
+	b   *tlsBackend
+	tls bool
+}
+
+func (s *tlsSession) Reset()        {}
+func (s *tlsSession) Logout() error { return nil }
+func (s *tlsSession) Mail(string, *gosmtp.MailOptions) error {
+	return nil
+}
+func (s *tlsSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if strings.HasPrefix(to, "unknown@") {
+		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	}
+	s.b.mu.Lock()
+	s.b.rcpts = append(s.b.rcpts, to)
+	s.b.mu.Unlock()
+	return nil
+}
+func (s *tlsSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.b.mu.Lock()
+	s.b.msgs = append(s.b.msgs, string(b))
+	s.b.tls = append(s.b.tls, s.tls)
+	s.b.mu.Unlock()
+	return nil
+}
+
+// startTLSServer runs go-smtp's server with STARTTLS on a loopback
+// port.
+func startTLSServer(t *testing.T) (*tlsBackend, int) {
+	t.Helper()
+	certPEM, keyPEM, err := protocols.SelfSignedCertificate([]string{"mx.remote.test"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &tlsBackend{}
+	srv := gosmtp.NewServer(be)
+	srv.Domain = "mx.remote.test"
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return be, ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestSendDomainUsesSTARTTLSWhenOffered(t *testing.T) {
+	be, port := startTLSServer(t)
+	d := testDeliverer(t, port, nil)
+	st := schema.OutboundState{From: "alice@example.test"}
+	msg := []byte("From: <alice@example.test>\r\nSubject: tls\r\n\r\nbody\r\n")
+	res := d.sendDomain(context.Background(), d.log, "remote.test", st, []string{"bob@remote.test", "unknown@remote.test"}, msg)
+	if len(res) != 2 {
+		t.Fatalf("results %+v", res)
+	}
+	byAddr := map[string]rcptResult{}
+	for _, r := range res {
+		byAddr[r.addr] = r
+	}
+	if r := byAddr["bob@remote.test"]; r.status != schema.RecipientDelivered || r.remote != "mx.remote.test" {
+		t.Errorf("bob: %+v, want delivered", r)
+	}
+	if r := byAddr["unknown@remote.test"]; r.status != schema.RecipientFailed || r.code != 550 || r.enhanced != "5.1.1" {
+		t.Errorf("unknown: %+v, want failed 550 5.1.1", r)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if len(be.msgs) != 1 || !be.tls[0] || !strings.Contains(be.msgs[0], "Subject: tls") {
+		t.Fatalf("server got %d messages, tls %v", len(be.msgs), be.tls)
+	}
+}
+
+func TestSendDomainPolicyAndExtensions(t *testing.T) {
+	port := mtatest.FreePort(t)
+	mtatest.StartSink(t, port, "-8") // no STARTTLS (smtp-sink has none), no 8BITMIME
+	ctx := context.Background()
+	rcpts := []string{"bob@remote.test"}
+	msg := []byte("Subject: x\r\n\r\nbody\r\n")
+
+	// A policy that requires TLS refuses the cleartext MX: a temporary
+	// failure, retried later.
+	d := testDeliverer(t, port, func(string, string) TLSPolicy { return TLSPolicy{Require: true} })
+	res := d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, msg)
+	if res[0].status != schema.RecipientQueued || res[0].enhanced != "4.7.10" {
+		t.Fatalf("required TLS: %+v, want deferred 4.7.10", res[0])
+	}
+	d.cfg.TLSPolicy = Opportunistic
+	// RFC 6531: a message that needs SMTPUTF8 is not downgraded.
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", UTF8: true}, rcpts, msg)
+	if res[0].status != schema.RecipientFailed || res[0].enhanced != "5.6.7" {
+		t.Fatalf("SMTPUTF8: %+v, want failed 5.6.7", res[0])
+	}
+	// 8-bit data to a server without 8BITMIME is refused, not converted.
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", EightBit: true}, rcpts, msg)
+	if res[0].status != schema.RecipientFailed || res[0].enhanced != "5.6.3" {
+		t.Fatalf("8-bit: %+v, want failed 5.6.3", res[0])
+	}
+	// Plain ASCII goes through in cleartext.
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, msg)
+	if res[0].status != schema.RecipientDelivered {
+		t.Fatalf("ASCII: %+v, want delivered", res[0])
+	}
+}
+
+func TestSendDomainNoAnswer(t *testing.T) {
+	port := mtatest.FreePort(t) // nobody listens
+	d := testDeliverer(t, port, nil)
+	res := d.sendDomain(context.Background(), d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, []string{"bob@remote.test"}, []byte("x\r\n"))
+	if res[0].status != schema.RecipientQueued || !strings.HasPrefix(res[0].enhanced, "4.") {
+		t.Fatalf("no server: %+v, want deferred", res[0])
+	}
+}
+
+func TestBuildReportIsAMultipartReport(t *testing.T) {
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	msg := buildReport(reportInput{
+		hostname: "mail.example.test", sender: "alice@example.test", entry: schema.NewID(), created: created, now: created.Add(time.Hour),
+		rcpts: []schema.OutboundRecipient{
+			{Address: "bob@remote.test", Status: schema.RecipientFailed, Code: 550, Enhanced: "5.1.1", Reply: "550 5.1.1 no such user", Remote: "mx.remote.test"},
+			{Address: "ëve@remote.test", Status: schema.RecipientExpired, Enhanced: "4.4.7", Reply: "Message expired"},
+		},
+		header: []byte("From: <alice@example.test>\r\nSubject: hello\r\n\r\n"),
+	})
+	e, err := message.Read(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, params, _ := e.Header.ContentType()
+	if mt != "multipart/report" || params["report-type"] != "delivery-status" {
+		t.Fatalf("content type %s %v", mt, params)
+	}
+	mr := e.MultipartReader()
+	var types []string
+	var status string
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, _, _ := p.Header.ContentType()
+		types = append(types, ct)
+		b, _ := io.ReadAll(p.Body)
+		if ct == "message/delivery-status" {
+			status = string(b)
+		}
+	}
+	if strings.Join(types, ",") != "text/plain,message/delivery-status,text/rfc822-headers" {
+		t.Fatalf("parts %v", types)
+	}
+	for _, want := range []string{"Reporting-MTA: dns; mail.example.test", "Final-Recipient: rfc822; bob@remote.test", "Status: 5.1.1",
+		"Diagnostic-Code: smtp; 550 5.1.1 no such user", "Final-Recipient: utf-8; ëve@remote.test", "Status: 5.4.7", "Action: failed"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("delivery-status lacks %q:\n%s", want, status)
+		}
+	}
+}
+
+func TestBackoffGrowsToHours(t *testing.T) {
+	d := &Deliverer{cfg: Config{RetryBase: time.Minute}}
+	want := []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 4 * time.Hour}
+	for i, w := range want {
+		if got := d.backoff(i + 1); got != w {
+			t.Errorf("after attempt %d: %s, want %s", i+1, got, w)
+		}
+	}
+}
+
+func FuzzRemoteReplies(f *testing.F) {
+	f.Add(550, "5.1.1 no such user", "From: Alice <alice@example.test>\r\nSubject: x\r\n\r\n")
+	f.Add(421, "", "From: =?utf-8?q?=C3=A9?= <a@b>\r\n\r\n")
+	f.Fuzz(func(t *testing.T, code int, reply string, header string) {
+		e := enhancedOf(code, reply)
+		if strings.Count(e, ".") != 2 {
+			t.Fatalf("enhanced %q", e)
+		}
+		s := sanitizeReply(reply)
+		if len(s) > maxReply+4 || strings.ContainsAny(s, "\r\n") {
+			t.Fatalf("sanitized %q", s)
+		}
+		_ = headerFromDomain([]byte(header))
+	})
+}
