@@ -241,3 +241,42 @@ func TestOutboundSurvivesRestart(t *testing.T) {
 		t.Fatalf("remote got %d copies, want 1", len(got))
 	}
 }
+
+// TestOutboundToPostfix: a real Postfix (its own instance on loopback)
+// receives alice's message over STARTTLS, and its 550 for an unknown
+// recipient comes back to alice as one DSN.
+func TestOutboundToPostfix(t *testing.T) {
+	port := mtatest.FreePort(t)
+	pf := mtatest.StartPostfix(t, port)
+	n, cfg := outboundNode(t, port)
+	if err := submit(t, n, cfg, "alice@example.test", "alice@example.test", []string{"bob@remote.test", "unknown@remote.test"}, "postfix1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the queue entry to finish", func() bool { return finished(queueEntries(t, n)) })
+	waitFor(t, "the message in Postfix's Maildir", func() bool { return len(pf.Messages(t)) >= 1 })
+	got := pf.Messages(t)
+	if len(got) != 1 {
+		t.Fatalf("Postfix delivered %d messages, want 1", len(got))
+	}
+	for _, want := range []string{"Delivered-To: bob@remote.test", "with ESMTPS", "(using TLSv1.3", "Subject: postfix1", "Return-Path: <alice@example.test>",
+		"by localhost (mailcluster) with ESMTPSA"} {
+		if !strings.Contains(got[0], want) {
+			t.Errorf("Postfix's copy lacks %q:\n%s", want, got[0])
+		}
+	}
+	if c := strings.Count(got[0], "Return-Path:"); c != 1 {
+		t.Errorf("Postfix's copy has %d Return-Path fields, want only Postfix's own:\n%s", c, got[0])
+	}
+	msgs := inbox(t, n)
+	if len(msgs) != 1 {
+		t.Fatalf("sender's INBOX has %d messages, want one DSN", len(msgs))
+	}
+	for _, want := range []string{"Final-Recipient: rfc822; unknown@remote.test", "Status: 5.1.1", "Remote-MTA: dns; mx.remote.test", "No such user"} {
+		if !strings.Contains(msgs[0], want) {
+			t.Errorf("DSN lacks %q:\n%s", want, msgs[0])
+		}
+	}
+	if strings.Contains(msgs[0], "Final-Recipient: rfc822; bob@remote.test") {
+		t.Errorf("DSN reports the delivered recipient:\n%s", msgs[0])
+	}
+}

@@ -1,7 +1,8 @@
 // Package mtatest runs a real remote MTA on loopback for tests of
-// outbound delivery: Postfix's smtp-sink (Debian's postfix package),
-// which accepts mail into dump files or refuses chosen commands with 4xx
-// or 5xx on demand.
+// outbound delivery, from Debian's postfix package: smtp-sink, which
+// accepts mail into dump files or refuses chosen commands with 4xx or
+// 5xx on demand, and a throw-away Postfix instance with STARTTLS and
+// Maildir delivery.
 package mtatest
 
 import (
@@ -101,6 +102,17 @@ func StartSink(t *testing.T, port int, opts ...string) *Sink {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// dialable reports whether something accepts connections on the
+// loopback port.
+func dialable(port int) bool {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // Stop kills the sink and waits for it; the port is free afterwards.
