@@ -280,3 +280,42 @@ func TestOutboundToPostfix(t *testing.T) {
 		t.Errorf("DSN reports the delivered recipient:\n%s", msgs[0])
 	}
 }
+
+// TestOutboundDelayNoticeAndExpiry: a message the remote keeps
+// deferring gives the sender one delay notice, then at the expiry one
+// failure report, and no more.
+func TestOutboundDelayNoticeAndExpiry(t *testing.T) {
+	port := mtatest.FreePort(t)
+	mtatest.StartSink(t, port, "-r", "RCPT")
+	dns := dnstest.StartNSD(t, outboundZones())
+	cfg := testConfig(t)
+	cfg.DNS = DNSConfig{Servers: []string{dns}, Timeout: 2 * time.Second}
+	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 200 * time.Millisecond, Poll: 200 * time.Millisecond,
+		DelayNotice: time.Second, Expire: 3 * time.Second}
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Directory().AddUser(ctx, "alice@example.test", "alice-password"); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit(t, n, cfg, "alice@example.test", "alice@example.test", []string{"bob@remote.test"}, "late1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the queue entry to finish", func() bool { return finished(queueEntries(t, n)) })
+	e := queueEntries(t, n)[0]
+	if r := e.State.Recipients[0]; r.Status != schema.RecipientExpired || !r.Reported || !e.State.DelayNotified {
+		t.Fatalf("entry %+v, want expired, reported, delay notified", e.State)
+	}
+	msgs := inbox(t, n)
+	if len(msgs) != 2 {
+		t.Fatalf("sender's INBOX has %d messages, want a delay notice and a failure report", len(msgs))
+	}
+	if !strings.Contains(msgs[0], "Action: delayed") || !strings.Contains(msgs[0], "Will-Retry-Until:") {
+		t.Errorf("first report is no delay notice:\n%s", msgs[0])
+	}
+	if !strings.Contains(msgs[1], "Action: failed") || !strings.Contains(msgs[1], "Status: 5.4.7") || !strings.Contains(msgs[1], "Message expired") {
+		t.Errorf("second report is no expiry report:\n%s", msgs[1])
+	}
+}

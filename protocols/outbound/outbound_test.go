@@ -275,3 +275,29 @@ func FuzzRemoteReplies(f *testing.F) {
 		_ = headerFromDomain([]byte(header))
 	})
 }
+
+func TestDomainConnectionLimit(t *testing.T) {
+	d := &Deliverer{cfg: Config{DomainConnections: 2}, domains: map[string]chan struct{}{}}
+	ctx := context.Background()
+	if !d.acquire(ctx, "remote.test") || !d.acquire(ctx, "remote.test") {
+		t.Fatal("the first two connections must be allowed")
+	}
+	if !d.acquire(ctx, "other.test") {
+		t.Fatal("another domain has its own limit")
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if d.acquire(short, "remote.test") {
+		t.Fatal("a third connection to one domain was allowed")
+	}
+	d.releaseDomain("remote.test")
+	if !d.acquire(ctx, "remote.test") {
+		t.Fatal("a released slot was not given out again")
+	}
+	d.releaseDomain("remote.test")
+	d.releaseDomain("remote.test")
+	d.releaseDomain("other.test")
+	if len(d.domains) != 0 {
+		t.Fatalf("idle domains kept: %v", d.domains)
+	}
+}
