@@ -33,7 +33,7 @@ type OutboundConfig struct {
 	DomainConnections int `toml:"domain_connections"`
 	// Poll is the longest the deliverer waits before looking at the
 	// queues again (a new shard leader finds its queue within it;
-	// default 30 s). Not read from the file; tests shorten it.
+	// default 5 s). Not read from the file; tests shorten it.
 	Poll time.Duration `toml:"-"`
 }
 

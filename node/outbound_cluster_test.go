@@ -70,8 +70,10 @@ func TestOutboundLeaderChange(t *testing.T) {
 	if leader == nil {
 		t.Fatal("no leader of the sender's shard")
 	}
-	leader.Kill()
+	// The node dies with its deliverer (a node closes its deliverer
+	// before its store, which the deliverer uses).
 	deliverers[leader.ID].Close()
+	leader.Kill()
 	refusing.Stop()
 	accepting := mtatest.StartSink(t, port)
 	c.Eventually(time.Minute, "delivery by the new leader", func() error {

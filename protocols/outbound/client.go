@@ -90,7 +90,8 @@ func (d *Deliverer) route(ctx context.Context, dom string) ([]string, *failure) 
 func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string, st schema.OutboundState, rcpts []string, msg []byte) []rcptResult {
 	hosts, f := d.route(ctx, dom)
 	if f != nil {
-		log.Info("no route to destination", "domain", dom, "code", f.code, "enhanced", f.enhanced)
+		log.Info("no route to destination", "code", f.code, "enhanced", f.enhanced)
+		log.Debug("no route to destination", "domain", dom, "reason", f.text)
 		return f.results(rcpts)
 	}
 	last := temporary(451, "4.4.1", "No answer from any host of %s", dom)

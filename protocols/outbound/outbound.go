@@ -67,7 +67,8 @@ type Config struct {
 	// Concurrency bounds the entries delivered at one time; 0 means 16.
 	Concurrency int
 	// Poll is the longest the deliverer sleeps between looks at the
-	// queue (a new leader finds its queue within it); 0 means 30 s.
+	// queue: a new leader finds its queue, and a message submitted on
+	// another node is found, within it. 0 means 5 s.
 	Poll time.Duration
 	// AttemptTimeout bounds one delivery attempt of an entry; the claim
 	// of a node that died during an attempt runs out after it. 0 means
@@ -129,7 +130,7 @@ func (c *Config) defaults() {
 		c.Concurrency = 16
 	}
 	if c.Poll <= 0 {
-		c.Poll = 30 * time.Second
+		c.Poll = 5 * time.Second
 	}
 	if c.AttemptTimeout <= 0 {
 		c.AttemptTimeout = 10 * time.Minute
@@ -352,7 +353,7 @@ func (d *Deliverer) attempt(e schema.OutboundEntry) {
 
 // recordTimeout bounds the commit of an attempt's results and its
 // closing bookkeeping.
-const recordTimeout = time.Minute
+const recordTimeout = 30 * time.Second
 
 // expire gives up on the entry's pending recipients.
 func (d *Deliverer) expire(ctx context.Context, e schema.OutboundEntry, now time.Time) {
@@ -458,13 +459,14 @@ func (d *Deliverer) releaseDomain(dom string) {
 }
 
 // record commits results: each recipient still queued takes its result.
-// It has its own time limit, so the results of an attempt that ran out
-// of time are still recorded.
+// It has its own time limit, and Close does not cut it short, so the
+// results of an attempt that ran out of time or was stopped are still
+// recorded (Close waits for it).
 func (d *Deliverer) record(shard uint32, id schema.ID, res []rcptResult) {
 	if len(res) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, recordTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), recordTimeout)
 	defer cancel()
 	now := d.cfg.Now()
 	byAddr := map[string]rcptResult{}
@@ -503,7 +505,7 @@ func (d *Deliverer) record(shard uint32, id schema.ID, res []rcptResult) {
 // finish schedules the next attempt, sends the reports due and marks
 // an entry with nothing left to do as finished.
 func (d *Deliverer) finish(log *slog.Logger, shard uint32, id schema.ID) {
-	ctx, cancel := context.WithTimeout(d.ctx, recordTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), recordTimeout)
 	defer cancel()
 	// A change that refuses reads the entry and commits nothing.
 	e, err := d.q.ModifyOutbound(ctx, shard, id, func(*schema.OutboundEntry) error { return errNotDue })
