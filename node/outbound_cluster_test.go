@@ -32,7 +32,7 @@ func TestOutboundLeaderChange(t *testing.T) {
 			RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond,
 			// A leader killed during an attempt leaves its claim behind
 			// for this long.
-			AttemptTimeout: 5 * time.Second})
+			AttemptTimeout: 5 * time.Second, Retain: time.Second})
 		deliverers[n.ID] = d
 		t.Cleanup(d.Close)
 	}
@@ -92,4 +92,15 @@ func TestOutboundLeaderChange(t *testing.T) {
 	if got := accepting.Messages(t); len(got) != 1 {
 		t.Fatalf("remote got %d copies, want 1", len(got))
 	}
+	// A finished entry is removed after its retention.
+	c.Eventually(time.Minute, "the finished entry removed", func() error {
+		es, err := entries()
+		if err != nil {
+			return err
+		}
+		if len(es) != 0 {
+			return fmt.Errorf("queue %+v", es)
+		}
+		return nil
+	})
 }
