@@ -60,6 +60,15 @@ func (s *session) checkHeaderFrom(user, from string) *protocols.Error {
 	return nil
 }
 
+// needsSMTPUTF8 reports whether a message must go out with SMTPUTF8
+// (RFC 6531): a non-ASCII envelope address, or UTF-8 in the header
+// section (RFC 6532). A client that asked for SMTPUTF8 for a message
+// that needs none sends it on without: servers that lack the extension
+// still take it.
+func needsSMTPUTF8(from string, rcpts []string, msg []byte) bool {
+	return !isASCII(from) || !allASCII(rcpts) || !isASCII(string(msg[:schema.HeaderLength(msg)]))
+}
+
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {

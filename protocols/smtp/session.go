@@ -351,7 +351,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if len(remote) > 0 {
 		sub := schema.Submission{User: user, From: tx.from, Recipients: remote, Message: stampRelay(msg, trace, extra),
-			UTF8: tx.utf8 || !isASCII(tx.from) || !allASCII(remote), Fingerprint: fingerprint}
+			UTF8: needsSMTPUTF8(tx.from, remote, msg), Fingerprint: fingerprint}
 		if err := cfg.Outbound.Submit(ctx, sub); err != nil {
 			return s.refuse("data", s.deliveryError(err))
 		}
