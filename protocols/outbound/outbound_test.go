@@ -301,3 +301,31 @@ func TestDomainConnectionLimit(t *testing.T) {
 		t.Fatalf("idle domains kept: %v", d.domains)
 	}
 }
+
+// headerSigner signs by naming the domain it was asked for, so a test
+// sees which domain delivery signs for and where the field goes.
+type headerSigner struct{}
+
+func (headerSigner) Sign(_ context.Context, domain string, msg []byte) ([]byte, error) {
+	return []byte("X-Signed-For: " + domain + "\r\n"), nil
+}
+
+func TestSignPrependsFieldsForTheFromDomain(t *testing.T) {
+	d := &Deliverer{cfg: Config{Signer: headerSigner{}}}
+	e := schema.OutboundEntry{State: schema.OutboundState{From: "bounce@envelope.test"}}
+	msg := []byte("Subject: x\r\nFrom: Alice <alice@Example.TEST>\r\n\r\nbody\r\n")
+	got := d.sign(context.Background(), slog.New(slog.DiscardHandler), e, msg)
+	if want := "X-Signed-For: example.test\r\n" + string(msg); string(got) != want {
+		t.Fatalf("signed message %q, want %q", got, want)
+	}
+	// Without a From: field, the envelope sender's domain.
+	got = d.sign(context.Background(), slog.New(slog.DiscardHandler), e, []byte("Subject: x\r\n\r\nbody\r\n"))
+	if !strings.HasPrefix(string(got), "X-Signed-For: envelope.test\r\n") {
+		t.Fatalf("signed message %q", got)
+	}
+	// No signer: unchanged.
+	d.cfg.Signer = nil
+	if got := d.sign(context.Background(), slog.New(slog.DiscardHandler), e, msg); !bytes.Equal(got, msg) {
+		t.Fatalf("unsigned message changed: %q", got)
+	}
+}
