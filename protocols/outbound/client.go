@@ -85,9 +85,23 @@ func (d *Deliverer) route(ctx context.Context, dom string) ([]string, *failure) 
 	}
 }
 
+// outgoing is a message ready to send, and what a conversion for a
+// server without 8BITMIME needs: the message before signing, and the
+// signer for the converted form (a signature covers the body as sent).
+type outgoing struct {
+	signed []byte
+	raw    []byte
+	sign   func([]byte) []byte
+}
+
+// unsigned is msg as an outgoing message without a signer.
+func unsigned(msg []byte) outgoing {
+	return outgoing{signed: msg, raw: msg, sign: func(b []byte) []byte { return b }}
+}
+
 // sendDomain delivers msg to the recipients of one domain: to its hosts
 // in order until one answers (RFC 5321 section 5.1).
-func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string, st schema.OutboundState, rcpts []string, msg []byte) []rcptResult {
+func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string, st schema.OutboundState, rcpts []string, msg outgoing) []rcptResult {
 	hosts, f := d.route(ctx, dom)
 	if f != nil {
 		log.Info("no route to destination", "code", f.code, "enhanced", f.enhanced)
@@ -111,7 +125,8 @@ func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string
 // sendHost runs one SMTP transaction with host. A failure returned
 // means this host did not take responsibility for anyone and the next
 // host may be tried.
-func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host string, st schema.OutboundState, rcpts []string, msg []byte) ([]rcptResult, *failure) {
+func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host string, st schema.OutboundState, rcpts []string, out outgoing) ([]rcptResult, *failure) {
+	msg := out.signed
 	policy := d.cfg.TLSPolicy(dom, host)
 	conn, f := d.dialTLS(ctx, host, policy, true)
 	if f != nil && f.code == errTLSCode && !policy.Require {
@@ -141,12 +156,16 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 		}
 	}
 	if st.EightBit {
-		if ok, _ := c.Extension("8BITMIME"); !ok {
-			if ok, _ := c.Extension("SMTPUTF8"); !ok {
-				// RFC 6152: 8-bit data only to a server that takes it;
-				// the message is not converted.
-				return permanentAll(rcpts, 554, "5.6.3", "The destination does not accept 8-bit data (8BITMIME), which this message has", host), nil
+		ok8, _ := c.Extension("8BITMIME")
+		okUTF8, _ := c.Extension("SMTPUTF8")
+		if !ok8 && !okUTF8 {
+			// RFC 6152 section 3: 8-bit data only to a server that takes
+			// it; convert the message to 7-bit, or return it.
+			converted, err := sevenBit(out.raw, 0)
+			if err != nil {
+				return permanentAll(rcpts, 554, "5.6.3", "The destination does not accept 8-bit data (8BITMIME), and this message cannot be converted", host), nil
 			}
+			msg = out.sign(converted)
 		}
 	}
 	if err := c.Mail(st.From, &gosmtp.MailOptions{UTF8: st.UTF8, Size: int64(len(msg))}); err != nil {

@@ -382,7 +382,7 @@ func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, e schema.Outb
 		log.Warn("read queued message", "err", err)
 		return
 	}
-	msg = d.sign(ctx, log, e, msg)
+	out := outgoing{signed: d.sign(ctx, log, e, msg), raw: msg, sign: func(b []byte) []byte { return d.sign(ctx, log, e, b) }}
 	byDomain := map[string][]string{}
 	var domains []string
 	for _, r := range pending {
@@ -401,7 +401,7 @@ func (d *Deliverer) deliver(ctx context.Context, log *slog.Logger, e schema.Outb
 			if !d.acquire(ctx, dom) {
 				return
 			}
-			res := d.sendDomain(ctx, log, dom, e.State, byDomain[dom], msg)
+			res := d.sendDomain(ctx, log, dom, e.State, byDomain[dom], out)
 			d.releaseDomain(dom)
 			d.record(e.Shard, e.ID, res)
 		}()

@@ -141,7 +141,7 @@ func TestSendDomainUsesSTARTTLSWhenOffered(t *testing.T) {
 	d := testDeliverer(t, port, nil)
 	st := schema.OutboundState{From: "alice@example.test"}
 	msg := []byte("From: <alice@example.test>\r\nSubject: tls\r\n\r\nbody\r\n")
-	res := d.sendDomain(context.Background(), d.log, "remote.test", st, []string{"bob@remote.test", "unknown@remote.test"}, msg)
+	res := d.sendDomain(context.Background(), d.log, "remote.test", st, []string{"bob@remote.test", "unknown@remote.test"}, unsigned(msg))
 	if len(res) != 2 {
 		t.Fatalf("results %+v", res)
 	}
@@ -164,7 +164,7 @@ func TestSendDomainUsesSTARTTLSWhenOffered(t *testing.T) {
 
 func TestSendDomainPolicyAndExtensions(t *testing.T) {
 	port := mtatest.FreePort(t)
-	mtatest.StartSink(t, port, "-8") // no STARTTLS (smtp-sink has none), no 8BITMIME
+	sink := mtatest.StartSink(t, port, "-8") // no STARTTLS (smtp-sink has none), no 8BITMIME
 	ctx := context.Background()
 	rcpts := []string{"bob@remote.test"}
 	msg := []byte("Subject: x\r\n\r\nbody\r\n")
@@ -172,23 +172,39 @@ func TestSendDomainPolicyAndExtensions(t *testing.T) {
 	// A policy that requires TLS refuses the cleartext MX: a temporary
 	// failure, retried later.
 	d := testDeliverer(t, port, func(string, string) TLSPolicy { return TLSPolicy{Require: true} })
-	res := d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, msg)
+	res := d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, unsigned(msg))
 	if res[0].status != schema.RecipientQueued || res[0].enhanced != "4.7.10" {
 		t.Fatalf("required TLS: %+v, want deferred 4.7.10", res[0])
 	}
 	d.cfg.TLSPolicy = Opportunistic
 	// RFC 6531: a message that needs SMTPUTF8 is not downgraded.
-	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", UTF8: true}, rcpts, msg)
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", UTF8: true}, rcpts, unsigned(msg))
 	if res[0].status != schema.RecipientFailed || res[0].enhanced != "5.6.7" {
 		t.Fatalf("SMTPUTF8: %+v, want failed 5.6.7", res[0])
 	}
-	// 8-bit data to a server without 8BITMIME is refused, not converted.
-	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", EightBit: true}, rcpts, msg)
+	// 8-bit data to a server without 8BITMIME is converted to 7-bit
+	// (and signed as converted)...
+	eight := []byte("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n")
+	out := unsigned(eight)
+	out.sign = func(b []byte) []byte { return append([]byte("X-Signed: converted\r\n"), b...) }
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", EightBit: true}, rcpts, out)
+	if res[0].status != schema.RecipientDelivered {
+		t.Fatalf("8-bit: %+v, want delivered after conversion", res[0])
+	}
+	got := sink.Messages(t)
+	if len(got) != 1 || !strings.Contains(got[0], "X-Signed: converted") || !strings.Contains(got[0], "Content-Transfer-Encoding: quoted-printable") ||
+		!strings.Contains(got[0], "Gr=C3=BC=C3=9Fe") || strings.Contains(got[0], "8bit") {
+		t.Fatalf("converted message at the remote: %q", got)
+	}
+	// ... or returned when it cannot be (RFC 2046: message/* parts have
+	// no other encoding).
+	inner := []byte("Subject: x\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n")
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test", EightBit: true}, rcpts, unsigned(inner))
 	if res[0].status != schema.RecipientFailed || res[0].enhanced != "5.6.3" {
-		t.Fatalf("8-bit: %+v, want failed 5.6.3", res[0])
+		t.Fatalf("8-bit message/rfc822: %+v, want failed 5.6.3", res[0])
 	}
 	// Plain ASCII goes through in cleartext.
-	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, msg)
+	res = d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, unsigned(msg))
 	if res[0].status != schema.RecipientDelivered {
 		t.Fatalf("ASCII: %+v, want delivered", res[0])
 	}
@@ -197,7 +213,7 @@ func TestSendDomainPolicyAndExtensions(t *testing.T) {
 func TestSendDomainNoAnswer(t *testing.T) {
 	port := mtatest.FreePort(t) // nobody listens
 	d := testDeliverer(t, port, nil)
-	res := d.sendDomain(context.Background(), d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, []string{"bob@remote.test"}, []byte("x\r\n"))
+	res := d.sendDomain(context.Background(), d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, []string{"bob@remote.test"}, unsigned([]byte("x\r\n")))
 	if res[0].status != schema.RecipientQueued || !strings.HasPrefix(res[0].enhanced, "4.") {
 		t.Fatalf("no server: %+v, want deferred", res[0])
 	}
