@@ -1,8 +1,9 @@
 // Package outbound delivers the messages of the outbound queue to the
 // internet: MX lookup (A/AAAA fallback, null MX), STARTTLS whenever the
-// remote offers it, per-recipient results, retries with backoff until
-// the expiry, and delivery status notifications (RFC 3464) to the
-// sender's INBOX.
+// remote offers it, per-recipient results, conversion of 8-bit messages
+// to 7-bit for servers without 8BITMIME, retries with backoff until the
+// expiry, and delivery status notifications (RFC 3464) to the sender's
+// INBOX.
 //
 // Invariants:
 //   - Only entries of mail shards this node leads are worked on (the
