@@ -127,9 +127,14 @@ func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string
 // host may be tried.
 func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host string, st schema.OutboundState, rcpts []string, out outgoing) ([]rcptResult, *failure) {
 	msg := out.signed
-	policy := d.cfg.TLSPolicy(dom, host)
+	policy := d.cfg.TLSPolicy(ctx, dom, host)
+	if policy.Refuse != "" {
+		// RFC 8461 section 5: an MX the policy does not allow is not
+		// used; the recipients wait for one it allows.
+		return nil, &failure{code: 451, enhanced: "4.7.5", text: fmt.Sprintf("%s not used: %s", host, sanitizeReply(policy.Refuse)), remote: host}
+	}
 	conn, f := d.dialTLS(ctx, host, policy, true)
-	if f != nil && f.code == errTLSCode && !policy.Require {
+	if f != nil && f.code == errTLSCode && !policy.Require && !policy.Verify {
 		// RFC 7435: opportunistic TLS that fails falls back to
 		// cleartext rather than not delivering.
 		log.Info("TLS with the destination failed; sending in cleartext", "host", host, "reason", f.text)
@@ -291,7 +296,7 @@ func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, 
 		conn.Close()
 		return nil, temporary(errTLSCode, "4.7.0", "STARTTLS refused by %s (%d)", host, code)
 	}
-	tc := tls.Client(conn, tlsConfig(host, policy))
+	tc := tls.Client(conn, tlsConfig(host, policy, d.cfg.RootCAs))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, temporary(errTLSCode, "4.7.0", "TLS handshake with %s failed: %s", host, sanitizeReply(err.Error()))

@@ -3,6 +3,7 @@ package outbound
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,9 +81,13 @@ type Config struct {
 	Retain time.Duration
 	// Signer signs outgoing messages; nil sends them unsigned.
 	Signer Signer
-	// TLSPolicy decides the TLS of a connection to an MX of a domain;
-	// nil means Opportunistic.
-	TLSPolicy func(domain, mx string) TLSPolicy
+	// TLSPolicy decides the TLS of a connection to an MX of a domain
+	// (the one place for MTA-STS, RFC 8461, or an operator's rule); nil
+	// means Opportunistic.
+	TLSPolicy func(ctx context.Context, domain, mx string) TLSPolicy
+	// RootCAs verifies certificates when a policy asks for verification;
+	// nil means the system's roots.
+	RootCAs *x509.CertPool
 	// Dial opens connections; nil means a net.Dialer through Resolver.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// OnResult is told each recipient's result ("delivered",
@@ -98,14 +103,19 @@ type TLSPolicy struct {
 	// Require refuses to send without TLS (a temporary failure when the
 	// MX does not offer STARTTLS or the handshake fails).
 	Require bool
-	// Verify checks the MX's certificate against the system roots and
-	// its name; otherwise any certificate is accepted (RFC 7435).
+	// Verify checks the MX's certificate against RootCAs and its name;
+	// otherwise any certificate is accepted (RFC 7435). A verification
+	// that fails is a temporary failure, never a fall back to cleartext.
 	Verify bool
+	// Refuse, when set, says why this MX must not be used at all (an
+	// MTA-STS policy in enforce mode that does not list it): the host is
+	// skipped with a temporary failure.
+	Refuse string
 }
 
 // Opportunistic is the default TLS policy: STARTTLS whenever offered,
 // no verification, cleartext when the MX offers no TLS.
-func Opportunistic(domain, mx string) TLSPolicy { return TLSPolicy{} }
+func Opportunistic(ctx context.Context, domain, mx string) TLSPolicy { return TLSPolicy{} }
 
 func (c *Config) defaults() {
 	if c.Resolver == nil {
@@ -611,6 +621,6 @@ func (r rcptResult) String() string {
 }
 
 // tlsConfig returns the client TLS configuration for an MX under policy.
-func tlsConfig(mx string, p TLSPolicy) *tls.Config {
-	return &tls.Config{ServerName: strings.TrimSuffix(mx, "."), InsecureSkipVerify: !p.Verify, MinVersion: tls.VersionTLS12}
+func tlsConfig(mx string, p TLSPolicy, roots *x509.CertPool) *tls.Config {
+	return &tls.Config{ServerName: strings.TrimSuffix(mx, "."), InsecureSkipVerify: !p.Verify, RootCAs: roots, MinVersion: tls.VersionTLS12}
 }

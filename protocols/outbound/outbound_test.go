@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -33,7 +34,7 @@ func testZones() map[string]string {
 
 // testDeliverer is a Deliverer with no queue, for its per-destination
 // parts, resolving through a real NSD and sending to port.
-func testDeliverer(t *testing.T, port int, policy func(domain, mx string) TLSPolicy) *Deliverer {
+func testDeliverer(t *testing.T, port int, policy func(ctx context.Context, domain, mx string) TLSPolicy) *Deliverer {
 	t.Helper()
 	dns := dnstest.StartNSD(t, testZones())
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -112,8 +113,13 @@ func (s *tlsSession) Data(r io.Reader) error {
 }
 
 // startTLSServer runs go-smtp's server with STARTTLS on a loopback
-// port.
+// port; its certificate is for mx.remote.test.
 func startTLSServer(t *testing.T) (*tlsBackend, int) {
+	be, port, _ := startTLSServerCert(t)
+	return be, port
+}
+
+func startTLSServerCert(t *testing.T) (*tlsBackend, int, []byte) {
 	t.Helper()
 	certPEM, keyPEM, err := protocols.SelfSignedCertificate([]string{"mx.remote.test"}, time.Hour)
 	if err != nil {
@@ -133,7 +139,49 @@ func startTLSServer(t *testing.T) (*tlsBackend, int) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return be, ln.Addr().(*net.TCPAddr).Port
+	return be, ln.Addr().(*net.TCPAddr).Port, certPEM
+}
+
+// TestTLSPolicyVerifyAndRefuse: a policy that verifies delivers only to
+// an MX whose certificate checks out (never falling back to cleartext),
+// and a refused MX is not contacted.
+func TestTLSPolicyVerifyAndRefuse(t *testing.T) {
+	be, port, certPEM := startTLSServerCert(t)
+	verify := func(context.Context, string, string) TLSPolicy { return TLSPolicy{Require: true, Verify: true} }
+	d := testDeliverer(t, port, verify)
+	ctx := context.Background()
+	st := schema.OutboundState{From: "a@example.test"}
+	msg := unsigned([]byte("Subject: verified\r\n\r\nbody\r\n"))
+	// Not signed by a root we trust: deferred.
+	res := d.sendDomain(ctx, d.log, "remote.test", st, []string{"bob@remote.test"}, msg)
+	if res[0].status != schema.RecipientQueued || !strings.HasPrefix(res[0].enhanced, "4.7.") {
+		t.Fatalf("unverified certificate: %+v, want deferred 4.7.x", res[0])
+	}
+	be.mu.Lock()
+	n := len(be.msgs)
+	be.mu.Unlock()
+	if n != 0 {
+		t.Fatal("message sent although the certificate did not verify")
+	}
+	// Trusted: delivered over TLS.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	d.cfg.RootCAs = roots
+	res = d.sendDomain(ctx, d.log, "remote.test", st, []string{"bob@remote.test"}, msg)
+	if res[0].status != schema.RecipientDelivered {
+		t.Fatalf("verified certificate: %+v, want delivered", res[0])
+	}
+	// A refused MX is skipped; with none left the recipient waits.
+	d.cfg.TLSPolicy = func(_ context.Context, _, mx string) TLSPolicy { return TLSPolicy{Refuse: "not in the MTA-STS policy"} }
+	res = d.sendDomain(ctx, d.log, "remote.test", st, []string{"bob@remote.test"}, msg)
+	if res[0].status != schema.RecipientQueued || res[0].enhanced != "4.7.5" || !strings.Contains(res[0].reply, "MTA-STS") {
+		t.Fatalf("refused MX: %+v, want deferred 4.7.5", res[0])
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if len(be.msgs) != 1 || !be.tls[0] {
+		t.Fatalf("server got %d messages (tls %v), want the verified one", len(be.msgs), be.tls)
+	}
 }
 
 func TestSendDomainUsesSTARTTLSWhenOffered(t *testing.T) {
@@ -171,7 +219,7 @@ func TestSendDomainPolicyAndExtensions(t *testing.T) {
 
 	// A policy that requires TLS refuses the cleartext MX: a temporary
 	// failure, retried later.
-	d := testDeliverer(t, port, func(string, string) TLSPolicy { return TLSPolicy{Require: true} })
+	d := testDeliverer(t, port, func(context.Context, string, string) TLSPolicy { return TLSPolicy{Require: true} })
 	res := d.sendDomain(ctx, d.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, unsigned(msg))
 	if res[0].status != schema.RecipientQueued || res[0].enhanced != "4.7.10" {
 		t.Fatalf("required TLS: %+v, want deferred 4.7.10", res[0])
