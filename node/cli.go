@@ -77,6 +77,7 @@ Usage:
   mailnode import      imap|maildir|mbox ... --to USER[/MAILBOX]  (see Importing mail below)
   mailnode config check [--config FILE]        (names the line of every problem)
   mailnode security    blocked|unblock ...     (login lockouts, see below)
+  mailnode queue       list|show|retry|hold|release|delete ...  (outbound queue, see below)
   mailnode audit       [--since DUR] [--json]  (administrative actions, see below)
   mailnode admin token add|list|revoke ...     (HTTPS admin API and web page, see below)
   mailnode version
@@ -93,7 +94,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + backupUsage + importUsage + exportUsage + configCheckUsage + adminTokenUsage
+` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage + adminTokenUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -157,6 +158,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.securityCommand(ctx, rest)
 	case "dkim":
 		return c.dkimCommand(ctx, rest)
+	case "queue":
+		return c.queueCommand(ctx, rest)
 	case "audit":
 		return c.auditCommand(ctx, rest)
 	case "admin":

@@ -112,6 +112,9 @@ type Config struct {
 	// MTASTS is the MTA-STS policy served for every domain (see
 	// MTASTSConfig).
 	MTASTS MTASTSConfig `toml:"mta_sts"`
+	// Outbound is the delivery of mail to other domains (see
+	// OutboundConfig).
+	Outbound OutboundConfig `toml:"outbound"`
 	// Postmaster is the address (a user's or an alias's) that receives
 	// mail to postmaster@ of every served domain that has no postmaster
 	// user or alias of its own (RFC 5321 section 4.5.1); "" for none.
@@ -648,6 +651,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Filters.validate()...)
 	errs = append(errs, c.DNS.validate()...)
 	errs = append(errs, c.MTASTS.validate()...)
+	errs = append(errs, c.Outbound.validate()...)
 	if c.Postmaster != "" {
 		if _, _, err := schema.CanonicalAddress(c.Postmaster); err != nil {
 			errs = append(errs, fmt.Errorf("postmaster %q: not a mail address", c.Postmaster))

@@ -135,7 +135,8 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: submissionFilter,
-				Observer: smtpCommands, Deliveries: fm.deliveries("submission"), CommandRate: cmdRate, DeliveryLog: deliveries}, store)
+				Observer: smtpCommands, Deliveries: fm.deliveries("submission"), CommandRate: cmdRate, DeliveryLog: deliveries,
+				Outbound: outboundSubmitter{n.store, n.outbound}}, store)
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
@@ -242,7 +243,7 @@ func (n *Node) startAdmin() error {
 	log := n.log.With("component", "admin")
 	// One handler serves the socket and, behind token authentication,
 	// the HTTPS admin API (https.go).
-	n.adminAPI = n.auditAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster, n}, n.cluster, n.status, log), log), log), log), log), log), log), log)
+	n.adminAPI = n.auditAdmin(n.queueAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster, n}, n.cluster, n.status, log), log), log), log), log), log), log), log), log)
 	n.adminSrv = &http.Server{
 		Handler:           n.adminAPI,
 		ConnContext:       adminConnContext,

@@ -16,6 +16,7 @@ import (
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/outbound"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -51,6 +52,7 @@ type Node struct {
 	cluster   *cluster.Cluster
 	directory *directory.Directory
 	store     *mailstore.Store
+	outbound  *outbound.Deliverer
 	backups   *backupService
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
@@ -231,6 +233,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		log.Warn("hostname not recorded in the directory", "err", err)
 	}
 	n.startMaintenance()
+	if err := n.startOutbound(); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)
 	}
@@ -411,6 +416,9 @@ func (n *Node) Close() error {
 		n.serving.Wait()
 		n.web.close()
 		n.stopBackup()
+		if n.outbound != nil {
+			n.outbound.Close()
+		}
 		if n.store != nil {
 			n.store.Close()
 		}

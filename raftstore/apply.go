@@ -91,6 +91,12 @@ func (a *applier) apply() *schema.Result {
 		return a.spoolDone(p)
 	case *schema.SwapUserValue:
 		return a.swapUserValue(p)
+	case *schema.Enqueue:
+		return a.enqueue(p)
+	case *schema.UpdateOutbound:
+		return a.updateOutbound(p)
+	case *schema.DeleteOutbound:
+		return a.deleteOutbound(p)
 	}
 	return fail(schema.CodeInvalid)
 }

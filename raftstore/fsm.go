@@ -32,10 +32,12 @@ var (
 	bucketLeases      = []byte("leases") // key -> holder|expiry
 	bucketSpool       = []byte("spool")  // spool id -> Spool without chunks
 	bucketSpoolChunks = []byte("spool_chunks")
+	bucketOutbound    = []byte("outbound") // queue entry id -> OutboundRecord without chunks
+	bucketOutChunks   = []byte("outbound_chunks")
 
 	topBuckets = [][]byte{bucketSys, bucketReqs, bucketReqLog, bucketDomains, bucketDomainNames,
 		bucketUsers, bucketUserNames, bucketSettings, bucketMail, bucketStaged, bucketLeases,
-		bucketSpool, bucketSpoolChunks}
+		bucketSpool, bucketSpoolChunks, bucketOutbound, bucketOutChunks}
 
 	keyApplied     = []byte("applied")
 	keyAppliedTerm = []byte("applied_term")

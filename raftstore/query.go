@@ -36,6 +36,13 @@ const (
 	// QueryUserValue: User's value Name in the scope Mailbox (zero: the
 	// user's own), nil when not set (schema.SwapUserValue).
 	QueryUserValue
+	// QueryOutbound: every outbound queue entry's record.
+	QueryOutbound
+	// QueryOutboundChunks: the record and every chunk of the outbound
+	// queue entry Blob.
+	QueryOutboundChunks
+	// QueryOutboundEntry: the record of the outbound queue entry Blob.
+	QueryOutboundEntry
 )
 
 // Query is a named read, sent to whichever replica serves it (over the
@@ -64,6 +71,7 @@ type QueryResult struct {
 	State     schema.UserState
 	Spooled   []schema.SpoolRecord
 	Value     []byte // QueryUserValue
+	Outbound  []schema.OutboundRecord
 }
 
 // Err returns the result's data-model error, if any.
@@ -137,6 +145,25 @@ func (s *Shard) Query(q Query) (*QueryResult, error) {
 			return schema.ErrNoSuchMessage
 		case QueryUserValue:
 			res.Value, err = r.UserValue(q.User, q.Mailbox, q.Name)
+		case QueryOutbound:
+			res.Outbound, err = r.Outbound()
+		case QueryOutboundEntry:
+			var rec schema.OutboundRecord
+			if rec, err = r.OutboundEntry(q.Blob); err == nil {
+				res.Outbound = []schema.OutboundRecord{rec}
+			}
+		case QueryOutboundChunks:
+			var rec schema.OutboundRecord
+			if rec, err = r.OutboundEntry(q.Blob); err != nil {
+				return err
+			}
+			res.Outbound = []schema.OutboundRecord{rec}
+			res.Chunks = make([][]byte, rec.Chunks)
+			for i := range res.Chunks {
+				if res.Chunks[i], err = r.OutboundChunk(rec.ID, uint32(i)); err != nil {
+					return err
+				}
+			}
 		default:
 			return fmt.Errorf("%w %d", errQueryKind, q.Kind)
 		}

@@ -292,3 +292,37 @@ func (r *Reader) SpoolChunk(id schema.ID, i uint32) ([]byte, error) {
 	}
 	return bytes.Clone(v), nil
 }
+
+// Outbound returns every outbound queue entry's record, in id order.
+func (r *Reader) Outbound() ([]schema.OutboundRecord, error) {
+	var out []schema.OutboundRecord
+	err := r.tx.Bucket(bucketOutbound).ForEach(func(_, v []byte) error {
+		var o schema.OutboundRecord
+		if err := o.Unmarshal(v); err != nil {
+			return err
+		}
+		out = append(out, o)
+		return nil
+	})
+	return out, err
+}
+
+// OutboundEntry returns one outbound queue entry's record
+// (schema.ErrNoSuchMessage when it is gone).
+func (r *Reader) OutboundEntry(id schema.ID) (schema.OutboundRecord, error) {
+	var o schema.OutboundRecord
+	v := r.tx.Bucket(bucketOutbound).Get(id[:])
+	if v == nil {
+		return o, schema.ErrNoSuchMessage
+	}
+	return o, o.Unmarshal(v)
+}
+
+// OutboundChunk returns sealed chunk i of an outbound queue entry.
+func (r *Reader) OutboundChunk(id schema.ID, i uint32) ([]byte, error) {
+	v := r.tx.Bucket(bucketOutChunks).Get(chunkKey(id, i))
+	if v == nil {
+		return nil, schema.ErrNoSuchMessage
+	}
+	return bytes.Clone(v), nil
+}

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/filter"
 	"github.com/mailcluster/mailcluster/protocols/mailauth"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // Mode selects what an SMTP server is for.
@@ -97,6 +99,11 @@ type Config struct {
 	// transaction that ended with a reply (accepted or refused at DATA or
 	// BDAT), for the users' delivery records.
 	DeliveryLog protocols.DeliveryLog
+	// Outbound, when set on a submission server, lets authenticated
+	// users send to remote recipients from the addresses they own:
+	// remote recipients are committed to the outbound queue before 250.
+	// Without it, remote recipients get 550 5.7.1.
+	Outbound Outbound
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger
@@ -121,6 +128,17 @@ type Config struct {
 	// Now is the clock used for Received and Date headers; nil means
 	// time.Now.
 	Now func() time.Time
+}
+
+// Outbound is what the submission port needs to send mail outside the
+// cluster; the mail store's outbound queue satisfies it.
+type Outbound interface {
+	// SendsAs reports whether the user with address user may send from
+	// address (their own, an alias of theirs, a plus-address of either).
+	SendsAs(ctx context.Context, user, address string) (bool, error)
+	// Submit commits a message for remote recipients to the outbound
+	// queue; it returns nil only once the message is committed.
+	Submit(ctx context.Context, sub schema.Submission) error
 }
 
 // withDefaults checks cfg and fills in its zero values.

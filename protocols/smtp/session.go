@@ -60,6 +60,7 @@ type transaction struct {
 	sizeHint int64
 	rcpts    []string
 	seen     map[string]bool // lower-cased recipients already accepted
+	remote   map[string]bool // recipients outside the cluster (submission with Outbound)
 
 	conn    net.Conn // the connection, for deadlines and hanging up
 	helo    string   // the EHLO/HELO argument
@@ -185,8 +186,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 			return s.refuse("mail", protocols.Permanentf(530, [3]int{5, 7, 0}, nil, "Authentication required"))
 		case from == "":
 			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "The null sender is not allowed on submission; use your own address"))
-		case !ownAddress(from, user):
-			return s.refuse("mail", protocols.Permanentf(553, [3]int{5, 7, 1}, nil, "Sender address must be your own address <%s>", user))
+		}
+		if e := s.checkSender(user, from); e != nil {
+			return s.refuse("mail", e)
 		}
 	}
 	tx := transaction{fromSet: true, from: from, utf8: utf8Mode, conn: s.conn.Conn(), helo: s.conn.Hostname(), auth: user != ""}
@@ -232,12 +234,22 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.StoreTimeout)
 	defer cancel()
+	remote := false
 	if err := s.srv.store.LookupRecipient(ctx, to); err != nil {
-		return s.refuse("rcpt", s.recipientError(err))
+		if !s.sendsOut(err) || strings.LastIndexByte(to, '@') <= 0 {
+			return s.refuse("rcpt", s.recipientError(err))
+		}
+		remote = true
 	}
 	s.mu.Lock()
 	if s.tx.seen == nil {
 		s.tx.seen = make(map[string]bool)
+	}
+	if remote {
+		if s.tx.remote == nil {
+			s.tx.remote = make(map[string]bool)
+		}
+		s.tx.remote[to] = true
 	}
 	s.tx.seen[strings.ToLower(to)] = true
 	s.tx.rcpts = append(s.tx.rcpts, to)
@@ -276,6 +288,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	s.mu.Lock()
 	tx := s.tx
 	tx.rcpts = append([]string(nil), s.tx.rcpts...)
+	user := s.user
 	s.txns++
 	txnID := fmt.Sprintf("%s.%d", s.id, s.txns)
 	s.mu.Unlock()
@@ -313,6 +326,9 @@ func (s *session) Data(r io.Reader) (err error) {
 	}
 	var extra []byte
 	if cfg.Mode == ModeSubmission {
+		if e := s.checkHeaderFrom(user, hdr.Get("From")); e != nil {
+			return s.refuse("data", e)
+		}
 		extra, err = submissionFields(hdr, now, cfg.Hostname)
 		if err != nil {
 			return s.refuse("data", protocols.Temporaryf(451, [3]int{4, 3, 0}, err, "Temporary failure, try again later"))
@@ -342,9 +358,26 @@ func (s *session) Data(r io.Reader) (err error) {
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
 	defer cancel()
-	d := schema.Delivery{From: tx.from, Recipients: tx.rcpts, Message: full, Fingerprint: fingerprint, Junk: junk}
-	if err := s.srv.store.Deliver(ctx, d); err != nil {
-		return s.refuse("data", s.deliveryError(err))
+	var local, remote []string
+	for _, r := range tx.rcpts {
+		if tx.remote[r] {
+			remote = append(remote, r)
+		} else {
+			local = append(local, r)
+		}
+	}
+	if len(remote) > 0 {
+		sub := schema.Submission{User: user, From: tx.from, Recipients: remote, Message: stampRelay(msg, trace, extra),
+			UTF8: needsSMTPUTF8(tx.from, remote, msg), Fingerprint: fingerprint}
+		if err := cfg.Outbound.Submit(ctx, sub); err != nil {
+			return s.refuse("data", s.deliveryError(err))
+		}
+	}
+	if len(local) > 0 {
+		d := schema.Delivery{From: tx.from, Recipients: local, Message: full, Fingerprint: fingerprint, Junk: junk}
+		if err := s.srv.store.Deliver(ctx, d); err != nil {
+			return s.refuse("data", s.deliveryError(err))
+		}
 	}
 	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(tx.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
 	s.log.Debug("message envelope", "id", txnID, "from", tx.from, "to", tx.rcpts)

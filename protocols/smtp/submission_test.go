@@ -229,6 +229,15 @@ func TestSubmissionAuth(t *testing.T) {
 			t.Fatalf("DATA: %v", err)
 		}
 		findMessage(t, f.inbox(carol, carolPW), "sub-rcpt-1")
+
+		// RFC 6409 section 8.1: the From: field names the user too.
+		if err := c.Mail(alice, nil); err != nil {
+			t.Fatalf("MAIL: %v", err)
+		}
+		if err := c.Rcpt(carol, nil); err != nil {
+			t.Fatalf("RCPT carol: %v", err)
+		}
+		wantCode(t, "foreign From field", sendData(c, testMessage(bob, carol, "sub-from-1")), 553, gosmtp.EnhancedCode{5, 7, 1})
 	})
 }
 

@@ -54,6 +54,17 @@ func stamp(msg []byte, t traceInfo, extra []byte) []byte {
 	return append(out, msg...)
 }
 
+// stampRelay is stamp without Return-Path, for a message that goes on
+// to another server: Return-Path is added at final delivery only, and a
+// message sent on should not carry one (RFC 5321 section 4.4).
+func stampRelay(msg []byte, t traceInfo, extra []byte) []byte {
+	received := t.received()
+	out := make([]byte, 0, len(received)+len(extra)+len(msg))
+	out = append(out, received...)
+	out = append(out, extra...)
+	return append(out, msg...)
+}
+
 // received formats the Received header field (RFC 5321 section 4.4),
 // folded so that no line is overly long. Everything the client chose is
 // sanitized, so the field cannot be broken by what the client sent.

@@ -176,3 +176,22 @@ func TestOwnAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestNeedsSMTPUTF8(t *testing.T) {
+	ascii := []byte("From: <a@example.test>\r\nSubject: hi\r\n\r\nbody with ü\r\n")
+	for _, tt := range []struct {
+		from  string
+		rcpts []string
+		msg   []byte
+		want  bool
+	}{
+		{"a@example.test", []string{"b@remote.test"}, ascii, false},
+		{"a@example.test", []string{"b@remote.test"}, []byte("Subject: grüße\r\n\r\nx\r\n"), true},
+		{"a@example.test", []string{"jürgen@remote.test"}, ascii, true},
+		{"ä@example.test", []string{"b@remote.test"}, ascii, true},
+	} {
+		if got := needsSMTPUTF8(tt.from, tt.rcpts, tt.msg); got != tt.want {
+			t.Errorf("needsSMTPUTF8(%q, %q, %q) = %v, want %v", tt.from, tt.rcpts, tt.msg, got, tt.want)
+		}
+	}
+}

@@ -38,6 +38,9 @@ func sampleCommands() []Command {
 		{Payload: &SwapUserValue{User: id(5), Scope: id(7), Name: "recent", Old: []byte{0, 0, 0, 9}, New: []byte{0, 0, 0, 12}}},
 		{Payload: &SwapUserValue{User: id(5), Name: "subscriptions", OldAbsent: true, New: []byte{}}},
 		{Payload: &SwapUserValue{User: id(5), Name: "subscriptions", Old: []byte("s")}},
+		{Time: 7, Payload: &Enqueue{ID: id(14), User: id(5), Size: 42, StagedChunks: 1, Chunks: [][]byte{[]byte("h"), []byte("b")}, State: []byte("st"), NextAttempt: 8}},
+		{Payload: &UpdateOutbound{ID: id(14), Version: 3, NextAttempt: 9, Held: true, Finished: 10, State: []byte("s2")}},
+		{Payload: &DeleteOutbound{ID: id(14)}},
 	}
 }
 
@@ -130,6 +133,7 @@ func FuzzDecodeCommand(f *testing.F) {
 func FuzzRecords(f *testing.F) {
 	f.Add((&MailboxRecord{UIDNext: 3, Sealed: []byte("x")}).Marshal())
 	f.Add((&MessageRecord{UID: 1, Sealed: []byte("y")}).Marshal())
+	f.Add((&OutboundRecord{Version: 1, State: []byte("s")}).Marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m MailboxRecord
 		_ = m.Unmarshal(b)
@@ -145,5 +149,18 @@ func FuzzRecords(f *testing.F) {
 		_ = r.Unmarshal(b)
 		var sp SpoolRecord
 		_ = sp.Unmarshal(b)
+		var ob OutboundRecord
+		_ = ob.Unmarshal(b)
 	})
+}
+
+func TestOutboundRecordRoundTrip(t *testing.T) {
+	rec := OutboundRecord{ID: NewID(), User: NewID(), Size: 9, Chunks: 2, Created: -3, NextAttempt: 7, Held: true, Finished: 11, Version: 4, State: []byte("st")}
+	var back OutboundRecord
+	if err := back.Unmarshal(rec.Marshal()); err != nil || !reflect.DeepEqual(back, rec) {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	if err := back.Unmarshal(rec.Marshal()[:10]); err == nil {
+		t.Fatal("truncated record decoded")
+	}
 }

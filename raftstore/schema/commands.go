@@ -28,6 +28,9 @@ const (
 	OpSpool
 	OpSpoolDone
 	OpSwapUserValue
+	OpEnqueue
+	OpUpdateOutbound
+	OpDeleteOutbound
 	opMax
 )
 
@@ -39,7 +42,8 @@ var opNames = [...]string{
 	OpUpdateMailbox: "update-mailbox", OpStageChunk: "stage-chunk", OpAppend: "append",
 	OpSetAttrs: "set-attrs", OpCopy: "copy", OpExpunge: "expunge", OpExpireStaged: "expire-staged",
 	OpSwapSetting: "swap-setting", OpLease: "lease", OpSpool: "spool", OpSpoolDone: "spool-done",
-	OpSwapUserValue: "swap-user-value",
+	OpSwapUserValue: "swap-user-value", OpEnqueue: "enqueue", OpUpdateOutbound: "update-outbound",
+	OpDeleteOutbound: "delete-outbound",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -151,6 +155,12 @@ func newPayload(op Op) Payload {
 		return &SpoolDone{}
 	case OpSwapUserValue:
 		return &SwapUserValue{}
+	case OpEnqueue:
+		return &Enqueue{}
+	case OpUpdateOutbound:
+		return &UpdateOutbound{}
+	case OpDeleteOutbound:
+		return &DeleteOutbound{}
 	}
 	return nil
 }

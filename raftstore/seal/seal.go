@@ -50,6 +50,7 @@ const (
 	KindClusterKey
 	KindSetting
 	KindUserValue
+	KindOutbound // the sealed state of an outbound queue entry
 )
 
 // Key is a symmetric key and the id stored beside values it sealed.

@@ -35,12 +35,10 @@ func StartNSD(t *testing.T, zones map[string]string) string {
 		t.Skipf("nsd not installed: %v", err)
 	}
 	dir := t.TempDir()
-	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.LocalAddr().(*net.UDPAddr).Port
-	ln.Close()
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "server:\n  ip-address: 127.0.0.1\n  port: %d\n  username: \"\"\n  chroot: \"\"\n  zonesdir: %q\n  pidfile: %q\n  logfile: %q\n  database: \"\"\n  xfrdfile: %q\n  zonelistfile: %q\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\n",
 		port, dir, filepath.Join(dir, "nsd.pid"), filepath.Join(dir, "nsd.log"), filepath.Join(dir, "xfrd.state"), filepath.Join(dir, "zone.list"))
@@ -101,6 +99,28 @@ func StartNSD(t *testing.T, zones map[string]string) string {
 			t.Fatalf("nsd not answering on %s: %v\n%s", addr, err, b)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port free for both UDP and TCP (NSD binds
+// both; a port free for UDP alone is often the local port of one of the
+// tests' TCP connections).
+func freePort() (int, error) {
+	for i := 0; ; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
+		if i >= 100 {
+			return 0, fmt.Errorf("no loopback port free for UDP and TCP: %w", err)
+		}
 	}
 }
 

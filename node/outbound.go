@@ -1,0 +1,123 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
+	"github.com/mailcluster/mailcluster/protocols/outbound"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// OutboundConfig is the [outbound] section: delivery of mail that users
+// send to addresses outside the cluster.
+type OutboundConfig struct {
+	// Port is the remote SMTP port (default 25; tests and staging point
+	// it at a loopback MTA).
+	Port int `toml:"port"`
+	// Expire is how long a message is retried before it bounces
+	// (default 5 days).
+	Expire time.Duration `toml:"expire"`
+	// DelayNotice is the age at which the sender is told once that a
+	// message is still being retried (default 4 h; negative: never).
+	DelayNotice time.Duration `toml:"delay_notice"`
+	// RetryBase is the first retry interval; later ones grow to 240
+	// times it (default 1 m: retries after 1, 5, 15, 30 minutes, 1, 2,
+	// then every 4 hours).
+	RetryBase time.Duration `toml:"retry_base"`
+	// DomainConnections bounds the connections open at one time to one
+	// recipient domain (default 4).
+	DomainConnections int `toml:"domain_connections"`
+	// Poll is the longest the deliverer waits before looking at the
+	// queues again (a new shard leader finds its queue within it;
+	// default 5 s). Not read from the file; tests shorten it.
+	Poll time.Duration `toml:"-"`
+}
+
+func (o OutboundConfig) validate() []error {
+	var errs []error
+	if o.Port < 0 || o.Port > 65535 {
+		errs = append(errs, fmt.Errorf("outbound.port %d: want 1-65535", o.Port))
+	}
+	if o.Expire < 0 {
+		errs = append(errs, fmt.Errorf("outbound.expire %s: want a positive duration", o.Expire))
+	}
+	if o.RetryBase < 0 {
+		errs = append(errs, fmt.Errorf("outbound.retry_base %s: want a positive duration", o.RetryBase))
+	}
+	if o.DomainConnections < 0 || o.DomainConnections > 100 {
+		errs = append(errs, fmt.Errorf("outbound.domain_connections %d: want 0-100", o.DomainConnections))
+	}
+	return errs
+}
+
+// startOutbound starts delivery of the queues of the shards this node
+// leads.
+func (n *Node) startOutbound() error {
+	m := newOutboundMetrics()
+	o := n.cfg.Outbound
+	n.outbound = outbound.New(n.store, outbound.Config{
+		Hostname:          n.cfg.Hostname,
+		Resolver:          n.cfg.DNS.resolver(),
+		Port:              o.Port,
+		Expire:            o.Expire,
+		DelayNotice:       o.DelayNotice,
+		RetryBase:         o.RetryBase,
+		DomainConnections: o.DomainConnections,
+		Poll:              o.Poll,
+		Signer:            n.directory.DKIMSigner(),
+		OnResult:          func(r string) { m.deliveries.WithLabelValues(r).Inc() },
+		Logger:            n.log,
+		Now:               n.now,
+	})
+	d := n.outbound
+	m.size = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mail_outbound_queue_messages",
+		Help: "Messages in the outbound queues of the shards this node leads that still have recipients to deliver to.",
+	}, func() float64 { return float64(d.Stats().Messages) })
+	m.oldest = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mail_outbound_queue_oldest_seconds",
+		Help: "Age of the oldest message in the outbound queues of the shards this node leads.",
+	}, func() float64 { return d.Stats().Oldest.Seconds() })
+	for _, c := range []prometheus.Collector{m.deliveries, m.size, m.oldest} {
+		if err := n.metrics.reg.Register(c); err != nil {
+			return fmt.Errorf("register outbound metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// outboundMetrics are the queue's metrics.
+type outboundMetrics struct {
+	deliveries   *prometheus.CounterVec
+	size, oldest prometheus.GaugeFunc
+}
+
+func newOutboundMetrics() *outboundMetrics {
+	return &outboundMetrics{deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mail_outbound_deliveries_total",
+		Help: "Recipients of outbound delivery attempts by result (delivered, deferred, failed, expired).",
+	}, []string{"result"})}
+}
+
+// outboundSubmitter is the submission port's way out: the store's queue,
+// and a kick to the deliverer so a new message leaves at once.
+type outboundSubmitter struct {
+	store *mailstore.Store
+	d     *outbound.Deliverer
+}
+
+func (o outboundSubmitter) SendsAs(ctx context.Context, user, address string) (bool, error) {
+	return o.store.SendsAs(ctx, user, address)
+}
+
+func (o outboundSubmitter) Submit(ctx context.Context, sub schema.Submission) error {
+	if err := o.store.Submit(ctx, sub); err != nil {
+		return err
+	}
+	o.d.Kick()
+	return nil
+}
