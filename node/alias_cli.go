@@ -26,8 +26,8 @@ cluster's domains, one copy per user however many recipients reach it;
 removes only those. An alias may not have a user's address, nor a user
 an alias's. Aliases naming aliases are followed 5 deep at most: a change
 that makes a loop or a deeper chain is refused. Forwarding to other
-domains needs outbound delivery, which does not exist yet: such targets
-are refused. A domain's catch-all user receives mail to local parts that
+domains (which needs SRS to keep SPF passing) is not supported: such
+targets are refused. A domain's catch-all user receives mail to local parts that
 are neither a user, an alias nor a plus-address (user+tag@) of either.
 `
 
