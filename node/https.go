@@ -56,7 +56,7 @@ const (
 // import and export (they read and write the node's own files).
 var apiPrefixes = []string{
 	"/v1/status", "/v1/domains", "/v1/users", "/v1/aliases", "/v1/compact", "/v1/cluster",
-	"/v1/backup/", "/v1/security/", pathAudit,
+	"/v1/backup/", "/v1/security/", pathAudit, pathQueue,
 }
 
 // apiAllowed reports whether path (without /api) is served over HTTPS.

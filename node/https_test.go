@@ -153,7 +153,7 @@ func TestAdminAPIOverHTTPS(t *testing.T) {
 		t.Errorf("duplicate user: %d %s", res.status, res.body)
 	}
 	// The handlers the node adds to the socket are there too.
-	for _, path := range []string{"/api/v1/status", "/api/v1/cluster", "/api/v1/security/blocked", "/api/v1/audit", "/api/v1/users/ada@example.test/sessions", "/api/v1/aliases"} {
+	for _, path := range []string{"/api/v1/status", "/api/v1/cluster", "/api/v1/security/blocked", "/api/v1/audit", "/api/v1/users/ada@example.test/sessions", "/api/v1/aliases", "/api/v1/queue"} {
 		if res := httpsDo(t, c, n, "GET", path, token, nil); res.status != http.StatusOK {
 			t.Errorf("GET %s: %d %s", path, res.status, res.body)
 		}
