@@ -42,6 +42,10 @@ const (
 	idMaxPairs = 30
 	idMaxField = 30
 	idMaxValue = 1024
+	// lingerTime and lingerBytes bound what is read and dropped after a
+	// BYE of the front's (frontConn.bye).
+	lingerTime  = time.Second
+	lingerBytes = 64 << 10
 	// maxSearchNesting bounds the OR and NOT keys of one SEARCH, which
 	// nest like parentheses.
 	maxSearchNesting = 256
@@ -330,10 +334,24 @@ func (f *frontConn) refuse(we *imapwire.Error) bool {
 		if we.Tag != "" {
 			_ = f.writeLine(tag + " " + typ + " " + code + we.Text)
 		}
-		_ = f.writeLine("* BYE Too much data to skip")
+		f.bye("Too much data to skip")
 		return false
 	}
 	return f.writeLine(tag+" "+typ+" "+code+we.Text) == nil
+}
+
+// bye ends the connection with BYE text. It then reads and drops what
+// the client still sends, for a moment and a bounded amount, so that
+// closing with unread input does not reset the connection before the
+// client has read the BYE.
+func (f *frontConn) bye(text string) {
+	if f.writeLine("* BYE "+text) != nil {
+		return
+	}
+	c := f.clientConn()
+	if c.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
+		_, _ = io.CopyN(io.Discard, f.rd.Buffered(), lingerBytes)
+	}
 }
 
 // writeLine writes one response line of the front's own.
@@ -396,7 +414,7 @@ func (f *frontConn) await(cmd *imapwire.Command) bool {
 		line, err := f.rd.ReadLine(maxContinuationLine)
 		if err != nil {
 			if errors.Is(err, imapwire.ErrTooLong) {
-				_ = f.writeLine("* BYE Line too long")
+				f.bye("Line too long")
 			}
 			return false
 		}
@@ -553,14 +571,14 @@ func (f *frontConn) append(cmd *imapwire.Command) bool {
 	rest, err := f.rd.ReadLine(maxContinuationLine)
 	if err != nil {
 		if errors.Is(err, imapwire.ErrTooLong) {
-			_ = f.writeLine("* BYE Line too long")
+			f.bye("Line too long")
 		}
 		return false
 	}
 	if r := strings.TrimSpace(string(rest)); r != "" && r != ")" {
 		// MULTIAPPEND (not offered) or garbage after the message: the
 		// library would store the message and answer nothing.
-		_ = f.writeLine("* BYE Syntax error after the APPEND message")
+		f.bye("Syntax error after the APPEND message")
 		return false
 	}
 	if err := f.forward(append(append(last, rest...), '\r', '\n')); err != nil {

@@ -526,6 +526,10 @@ func splitLiteral(b []byte) ([]byte, *LiteralHeader, *Error) {
 		return b[:start], h, &Error{Text: "Literal size out of range"}
 	}
 	h.Size = int64(n)
+	if start == 0 || (b[start-1] != ' ' && b[start-1] != '(') {
+		// A literal is an argument of its own (RFC 9051 section 4.3).
+		return b[:start], h, &Error{Text: "Literal announced inside another argument"}
+	}
 	return b[:start], h, nil
 }
 
