@@ -42,6 +42,9 @@ const (
 	idMaxPairs = 30
 	idMaxField = 30
 	idMaxValue = 1024
+	// clientWriteTimeout bounds one write to the client (the library's
+	// bound for writing a literal).
+	clientWriteTimeout = 5 * time.Minute
 	// lingerTime and lingerBytes bound what is read and dropped after a
 	// BYE of the front's (frontConn.bye).
 	lingerTime  = time.Second
@@ -209,10 +212,18 @@ func (f *frontConn) mayStartTLS() bool {
 	return f.srv.cfg.TLS != nil && !authed && !f.isTLS()
 }
 
-// connWriter writes to the client's current connection.
+// connWriter writes to the client's current connection, each write
+// bounded by clientWriteTimeout: a client that stops reading is cut off,
+// as the library's own write deadlines did when it owned the connection.
 type connWriter struct{ f *frontConn }
 
-func (w connWriter) Write(p []byte) (int, error) { return w.f.clientConn().Write(p) }
+func (w connWriter) Write(p []byte) (int, error) {
+	c := w.f.clientConn()
+	if err := c.SetWriteDeadline(time.Now().Add(clientWriteTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Write(p)
+}
 
 // serveFront runs the front of one accepted connection until it closes.
 func (s *Server) serveFront(conn net.Conn, id uint64) {
@@ -468,8 +479,10 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 	case "COPY", "MOVE", "UID COPY", "UID MOVE":
 		return mailboxAt(1)
 	case "LIST", "LSUB":
+		// Selection and return options are ASCII words, which decode
+		// as themselves.
 		for _, t := range cmd.Args {
-			if t.IsString() && !isListOption(t) {
+			if t.IsString() {
 				if _, err := imapwire.DecodeMailbox(t.Value); err != nil {
 					return bad("Mailbox name " + imapwire.Reason(err))
 				}
@@ -492,11 +505,6 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 	}
 	return nil
 }
-
-// isListOption reports whether a LIST argument is a selection or return
-// option rather than a name or pattern: the atoms of RFC 5258 and 5819
-// are ASCII letters, which decode as themselves anyway.
-func isListOption(t imapwire.Token) bool { return t.Kind == imapwire.KindAtom }
 
 // topArgs returns the top-level arguments of a command: strings, and a
 // list as its opening token.
