@@ -248,6 +248,8 @@ func (s *Server) serveFront(conn net.Conn, id uint64) {
 	}
 	inner := &innerConn{Conn: pipeInner, f: f}
 	if !s.trackFront(f, true) {
+		pipeFront.Close()
+		pipeInner.Close()
 		conn.Close()
 		return
 	}
