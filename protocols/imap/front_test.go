@@ -317,6 +317,30 @@ func TestFrontTeardown(t *testing.T) {
 		t.Errorf("killed session: read %v, want the connection closed", err)
 	}
 	waitGoroutines(t, base)
+
+	// The server closes with sessions open, one of them idling.
+	other := newTestServer(t)
+	idle := other.login(t, nil)
+	if _, err := idle.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idleCmd, err := idle.Idle()
+	if err != nil {
+		t.Fatalf("IDLE: %v", err)
+	}
+	open := dialRaw(t, other.addr)
+	open.mustOK("ID NIL")
+	if err := other.srv.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := idleCmd.Wait(); err == nil {
+		t.Errorf("IDLE went on after the server closed")
+	}
+	open.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(open.r); err != nil {
+		t.Errorf("open connection after the server closed: %v", err)
+	}
+	waitGoroutines(t, base+2) // the second server's two Serve loops end at cleanup
 }
 
 // waitGoroutines waits until at most want goroutines run (want < 0: until

@@ -45,8 +45,11 @@ func (f *frontConn) relay() {
 		}
 		_, werr := f.bw.Write(frag)
 		if whole {
-			tail = append(tail, frag...)
-			n := literalAtEnd(tail)
+			end := frag
+			if len(tail) > 0 {
+				end = append(tail, frag...)
+			}
+			n := literalAtEnd(end)
 			if n > 0 && werr == nil {
 				_, werr = io.CopyN(f.bw, br, n)
 			}
