@@ -126,15 +126,6 @@ func (c *innerConn) ConnectionState() (tls.ConnectionState, bool) {
 	return tc.ConnectionState(), true
 }
 
-// clientConnOf returns the client connection under a session's
-// connection, or c itself.
-func clientConnOf(c net.Conn) net.Conn {
-	if ic, ok := c.(*innerConn); ok {
-		return ic.f.clientConn()
-	}
-	return c
-}
-
 // relayEvent is what the relay saw the library answer.
 type relayEvent struct {
 	// cont: a continuation request; otherwise the tagged completion.

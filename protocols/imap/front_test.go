@@ -269,6 +269,10 @@ func TestStartTLSPlaintextDropped(t *testing.T) {
 		t.Errorf("capabilities over TLS: %q", caps)
 	}
 	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	// The session sees the client's TLS through the front.
+	if !strings.Contains(ts.logs.String(), "msg=login component=imap host=imap.test conn=1 remote=127.0.0.1 tls=\"TLS 1.") {
+		t.Errorf("login record without the TLS version:\n%s", ts.logs.String())
+	}
 }
 
 // TestFrontTeardown: logout, a client that vanishes (also during IDLE
