@@ -188,6 +188,10 @@ func TestClientErrorsAnsweredAsSuch(t *testing.T) {
 			t.Errorf("CREATE literal+ %q: %q", name, st)
 		}
 	}
+	// An over-long line (up to 1 MiB) is answered and skipped.
+	if _, st := rc.cmd("NOOP " + strings.Repeat("x", 200<<10)); !strings.HasPrefix(st, "BAD") {
+		t.Errorf("200 KiB command line: %q", st)
+	}
 	rc.stillInSync()
 	// Valid names with modified UTF-7 still work.
 	rc.mustOK(`CREATE "&ZeVnLIqe-"`)

@@ -37,18 +37,22 @@ type Limits struct {
 	MaxDepth int
 	// MaxTokens bounds the tokens of one command.
 	MaxTokens int
-	// MaxDiscard bounds what the reader skips of a refused command to
-	// stay in step with the client (its non-synchronizing literals and
-	// over-long lines); a refused command that would need more is Fatal.
+	// MaxDiscard bounds the non-synchronizing literals the reader skips
+	// of a refused command to stay in step with the client; a refused
+	// command that would need more is Fatal.
 	MaxDiscard int64
+	// MaxLineDiscard bounds one over-long line the reader skips (it is
+	// read in pieces, never held); a longer line is Fatal.
+	MaxLineDiscard int64
 }
 
 // DefaultLimits are the limits a zero Limits field takes: commands under
 // go-imap's own 50 KiB command bound, 4 KiB literals outside APPEND (the
-// LITERAL- bound of RFC 7888), lists 32 deep, and 64 KiB skipped of a
-// refused command before the connection is closed instead.
+// LITERAL- bound of RFC 7888), lists 32 deep, 64 KiB of literals and
+// 1 MiB of an over-long line skipped of a refused command before the
+// connection is closed instead.
 func DefaultLimits() Limits {
-	return Limits{MaxCommand: 48 << 10, MaxLiteral: 4096, MaxDepth: 32, MaxTokens: 4096, MaxDiscard: 64 << 10}
+	return Limits{MaxCommand: 48 << 10, MaxLiteral: 4096, MaxDepth: 32, MaxTokens: 4096, MaxDiscard: 64 << 10, MaxLineDiscard: 1 << 20}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -67,6 +71,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDiscard <= 0 {
 		l.MaxDiscard = d.MaxDiscard
+	}
+	if l.MaxLineDiscard <= 0 {
+		l.MaxLineDiscard = d.MaxLineDiscard
 	}
 	return l
 }
@@ -197,7 +204,7 @@ func (r *Reader) Limits() Limits { return r.lim }
 // ReadLine reads one line of at most max bytes (without its line end),
 // for the lines that are not commands: the rest of a command after a
 // streamed literal, IDLE's DONE, SASL responses. A longer line is skipped
-// up to Limits.MaxDiscard and reported as ErrTooLong.
+// up to Limits.MaxLineDiscard and reported as ErrTooLong.
 func (r *Reader) ReadLine(max int) ([]byte, error) {
 	l, err := r.readLine(max)
 	if err != nil {
@@ -221,7 +228,7 @@ type line struct {
 const edgeBytes = 64
 
 // readLine reads a line of at most max bytes without its CRLF (or bare
-// LF). An over-long line is skipped whole, up to MaxDiscard bytes.
+// LF). An over-long line is skipped whole, up to MaxLineDiscard bytes.
 func (r *Reader) readLine(max int) (line, error) {
 	var l line
 	var buf []byte
@@ -254,7 +261,7 @@ func (r *Reader) readLine(max int) (line, error) {
 			l.text = buf
 			return l, nil
 		case errors.Is(err, bufio.ErrBufferFull):
-			if l.over && l.skipped > r.lim.MaxDiscard {
+			if l.over && l.skipped > r.lim.MaxLineDiscard {
 				return l, &Error{Text: "Command line too long", Fatal: true}
 			}
 		default:
@@ -299,6 +306,9 @@ func (r *Reader) ReadCommand() (*Command, error) {
 		if err != nil {
 			var we *Error
 			if errors.As(err, &we) {
+				if first && cmd.Tag == "" {
+					cmd.Tag = tagOf(l.head)
+				}
 				refuse(we)
 				return nil, refused
 			}
@@ -306,7 +316,6 @@ func (r *Reader) ReadCommand() (*Command, error) {
 		}
 		text := l.text
 		if l.over {
-			discarded += l.skipped
 			text = l.tail
 			if first {
 				cmd.Tag = tagOf(l.head)

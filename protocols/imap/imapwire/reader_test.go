@@ -75,6 +75,8 @@ func TestReadCommandRefusals(t *testing.T) {
 		{name: "unbalanced", input: "a1 FETCH 1 (FLAGS\r\n", tag: "a1"},
 		{name: "close without open", input: "a1 FETCH 1 FLAGS)\r\n", tag: "a1"},
 		{name: "line too long", input: "a1 NOOP " + strings.Repeat("x", 60<<10) + "\r\n", tag: "a1"},
+		{name: "line of 900 KiB", input: "a1 NOOP " + strings.Repeat("x", 900<<10) + "\r\n", tag: "a1"},
+		{name: "line over 1 MiB", input: "a1 NOOP " + strings.Repeat("x", 2<<20) + "\r\n", tag: "a1", fatal: true},
 		{name: "line too long ends in literal", input: "a1 NOOP " + strings.Repeat("x", 60<<10) + " {3+}\r\nabc\r\n", tag: "a1"},
 		{name: "unterminated quote", input: "a1 SELECT \"INBOX\r\n", tag: "a1"},
 		{name: "bad escape", input: "a1 SELECT \"a\\b\"\r\n", tag: "a1"},
@@ -159,7 +161,7 @@ func FuzzReadCommand(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	lim := Limits{MaxCommand: 512, MaxLiteral: 64, MaxDepth: 4, MaxTokens: 32, MaxDiscard: 256}
+	lim := Limits{MaxCommand: 512, MaxLiteral: 64, MaxDepth: 4, MaxTokens: 32, MaxDiscard: 256, MaxLineDiscard: 1024}
 	f.Fuzz(func(t *testing.T, input []byte) {
 		r := NewReader(bufio.NewReaderSize(bytes.NewReader(input), 16), lim)
 		r.Stream = func(cmd *Command, h LiteralHeader) bool { return cmd.Name == "APPEND" && len(cmd.Args) > 0 }
