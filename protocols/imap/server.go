@@ -270,6 +270,8 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 		log:    s.log.With("conn", id),
 	}
 	sess.log.Debug("connection opened", "remote", protocols.RemoteIP(conn.NetConn().RemoteAddr()).String())
+	// Found now, before STARTTLS may hide the connection under a
+	// library type.
 	if tc := protocols.TimeoutConnOf(conn.NetConn()); tc != nil {
 		return s.observeSession(conn, &loginWatch{session: sess, tc: tc}), nil, nil
 	}
