@@ -646,6 +646,8 @@ func (f *frontConn) observe(name string, ok bool, start time.Time) {
 func (f *frontConn) startTLS(cmd *imapwire.Command) bool {
 	start := time.Now()
 	switch {
+	case len(cmd.Args) > 0:
+		return f.refuse(&imapwire.Error{Tag: cmd.Tag, Text: "STARTTLS takes no arguments"})
 	case f.srv.cfg.TLS == nil:
 		return f.writeLine(cmd.Tag+" NO STARTTLS not supported") == nil
 	case !f.mayStartTLS():

@@ -256,6 +256,9 @@ func TestPipelinedCommands(t *testing.T) {
 func TestStartTLSPlaintextDropped(t *testing.T) {
 	ts := newTestServer(t, withSecureAuth())
 	rc := dialRaw(t, ts.addr)
+	if _, st := rc.cmd("STARTTLS now"); !strings.HasPrefix(st, "BAD") {
+		t.Errorf("STARTTLS with an argument: %q", st)
+	}
 	rc.send("s1 STARTTLS\r\ns2 CAPABILITY\r\n")
 	if st := rc.expectTagged("s1"); !strings.HasPrefix(st, "OK") {
 		t.Fatalf("STARTTLS: %q", st)
