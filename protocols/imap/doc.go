@@ -3,6 +3,10 @@
 // IMAP4rev1 and IMAP4rev2 over STARTTLS and implicit TLS.
 //
 // What it owns:
+//   - the front (front.go, relay.go): our command loop, which owns the
+//     client connection, reads every command (imapwire), answers the ones
+//     it owns (STARTTLS, ID, refusals) and forwards the rest to the
+//     library's server over an in-memory pipe, one command at a time.
 //   - Server: the listener loop, connection tracking and the shared
 //     BODYSTRUCTURE cache (a byte-bounded LRU keyed by blob id).
 //   - session: one connection's state: the authenticated Account and the
@@ -33,7 +37,8 @@
 //   - Plaintext message bodies live only for the command that needs them;
 //     only derived BODYSTRUCTUREs are cached across commands.
 //   - Nothing read from the network can crash the process: literals and
-//     commands are bounded by the library and by Config.MaxMessageSize,
+//     commands are bounded by the front (imapwire.Limits) and by
+//     Config.MaxMessageSize,
 //     list patterns are matched without backtracking, and MIME structures deeper
 //     or wider than fixed limits are not handed to the recursive library
 //     parser.

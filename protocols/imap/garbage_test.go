@@ -106,7 +106,8 @@ func TestGarbageInput(t *testing.T) {
 					}
 					t.Fatalf("read: %v", err)
 				}
-				if strings.HasPrefix(l, "a1 ") || strings.HasPrefix(l, "* BYE") {
+				// Input without a valid tag is answered untagged.
+				if strings.HasPrefix(l, "a1 ") || strings.HasPrefix(l, "* BYE") || strings.HasPrefix(l, "* BAD") {
 					break
 				}
 				if strings.HasPrefix(l, "+ ") && strings.Contains(tc.input, "IDLE") {

@@ -70,7 +70,7 @@ func withGuard(g *protocols.AuthGuard) serverOption { return func(c *Config) { c
 
 // newTestServer starts a server with plaintext login allowed (unless
 // withSecureAuth), listening on loopback for both plain and implicit TLS.
-func newTestServer(t *testing.T, opts ...serverOption) *testServer {
+func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	env := protocoltest.NewStore(t)
 	env.AddUser(t, testUser, testPassword)
@@ -127,7 +127,7 @@ func newTestServer(t *testing.T, opts ...serverOption) *testServer {
 }
 
 // dial connects a client without TLS.
-func (ts *testServer) dial(t *testing.T, handler *imapclient.UnilateralDataHandler) *imapclient.Client {
+func (ts *testServer) dial(t testing.TB, handler *imapclient.UnilateralDataHandler) *imapclient.Client {
 	t.Helper()
 	c, err := imapclient.DialInsecure(ts.addr, &imapclient.Options{UnilateralDataHandler: handler})
 	if err != nil {
@@ -141,7 +141,7 @@ func (ts *testServer) dial(t *testing.T, handler *imapclient.UnilateralDataHandl
 }
 
 // login connects and logs in as the test user.
-func (ts *testServer) login(t *testing.T, handler *imapclient.UnilateralDataHandler) *imapclient.Client {
+func (ts *testServer) login(t testing.TB, handler *imapclient.UnilateralDataHandler) *imapclient.Client {
 	t.Helper()
 	c := ts.dial(t, handler)
 	if err := c.Login(testUser, testPassword).Wait(); err != nil {
@@ -152,7 +152,7 @@ func (ts *testServer) login(t *testing.T, handler *imapclient.UnilateralDataHand
 
 // deliver stores a message in the test user's INBOX through the store,
 // as SMTP would.
-func (ts *testServer) deliver(t *testing.T, msg string) {
+func (ts *testServer) deliver(t testing.TB, msg string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -177,7 +177,7 @@ func imapCode(err error) imap.ResponseCode {
 }
 
 // selectInbox selects INBOX and fails the test on error.
-func selectMailbox(t *testing.T, c *imapclient.Client, name string, readOnly bool) *imap.SelectData {
+func selectMailbox(t testing.TB, c *imapclient.Client, name string, readOnly bool) *imap.SelectData {
 	t.Helper()
 	data, err := c.Select(name, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
 	if err != nil {

@@ -1,8 +1,6 @@
 package imap
 
 import (
-	"crypto/tls"
-	"net"
 	"sync"
 	"time"
 
@@ -15,16 +13,16 @@ import (
 
 // Commands lists the command names a Server reports to its
 // Config.Observer: the commands the library dispatches to the session,
-// plus STARTTLS. The library answers CAPABILITY, LOGOUT, ENABLE, ID and
-// unknown or malformed commands without the session, so they are not
-// seen; LIST includes LSUB, which the library runs as a LIST. NOOP is
+// plus STARTTLS and ID, which the front runs (front.go). The library
+// answers CAPABILITY, LOGOUT, ENABLE and unknown or malformed commands
+// without the session, and the front refuses commands it finds
+// malformed, so they are not seen; LIST includes LSUB, which the library runs as a LIST. NOOP is
 // the mailbox poll the library makes for NOOP and CHECK (and for
 // CAPABILITY and ENABLE after login). AUTHENTICATE is reported when its
 // SASL exchange ends (as failed when the client abandons it); STARTTLS
-// once the next command shows its handshake complete, timed from the
-// client's hello until the server verified the handshake.
+// when its handshake ends, timed from the command.
 var Commands = []string{
-	"LOGIN", "AUTHENTICATE", "UNAUTHENTICATE", "STARTTLS",
+	"LOGIN", "AUTHENTICATE", "UNAUTHENTICATE", "STARTTLS", "ID",
 	"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
 	"LIST", "NAMESPACE", "STATUS", "APPEND", "IDLE", "NOOP",
 	"UNSELECT", "CLOSE", "EXPUNGE", "UID EXPUNGE",
@@ -62,12 +60,6 @@ type observedSession struct {
 	// auth times an AUTHENTICATE exchange, which the library drives
 	// after Authenticate returned.
 	auth protocols.CommandTimer
-	// startTLS times a STARTTLS (see Server.startTLSConfig); nil on a
-	// connection that began with TLS or cannot start it.
-	startTLS *protocols.CommandTimer
-	// netConn is the key of startTLS in the server's map.
-	netConn net.Conn
-	srv     *Server
 
 	// mu guards the fields below: Idle runs on a goroutine of its own,
 	// and the library may call Close while it does.
@@ -89,38 +81,11 @@ func (s *Server) observeSession(conn *imapserver.Conn, sess librarySession) imap
 	if s.cfg.Observer == nil {
 		return sess
 	}
-	o := &observedSession{inner: sess, obs: s.cfg.Observer, conn: conn, srv: s}
-	if nc := conn.NetConn(); s.cfg.TLS != nil {
-		if _, isTLS := nc.(*tls.Conn); !isTLS {
-			o.startTLS, o.netConn = &protocols.CommandTimer{}, nc
-			s.startTLSTimers.Store(nc, o.startTLS)
-		}
-	}
-	return o
-}
-
-// startTLSConfig returns the TLS configuration the library runs
-// STARTTLS with: cfg, timing each STARTTLS on the connection it runs on.
-func (s *Server) startTLSConfig(cfg *tls.Config) *tls.Config {
-	obs := s.cfg.Observer
-	if cfg == nil || obs == nil {
-		return cfg
-	}
-	return protocols.ObserveHandshakes(cfg, func(conn net.Conn) func(*tls.ConnectionState) {
-		v, ok := s.startTLSTimers.Load(conn)
-		if !ok {
-			return nil
-		}
-		timer := v.(*protocols.CommandTimer)
-		timer.Start(obs, "STARTTLS", time.Now())
-		return func(*tls.ConnectionState) { timer.Touch(time.Now()) }
-	})
+	return &observedSession{inner: sess, obs: s.cfg.Observer, conn: conn}
 }
 
 // settle reports what the start of a new command shows to be over: a
-// pending command, an abandoned AUTHENTICATE, and a STARTTLS whose
-// handshake completed (the server verifies a handshake before the
-// client's last message, so only the next command proves it).
+// pending command and an abandoned AUTHENTICATE.
 func (o *observedSession) settle() {
 	o.mu.Lock()
 	p := o.pending
@@ -128,16 +93,6 @@ func (o *observedSession) settle() {
 	o.mu.Unlock()
 	o.report(p)
 	o.auth.Flush(o.obs)
-	if o.startTLS != nil && o.startTLS.Running() && o.handshakeComplete() {
-		o.startTLS.Confirm(o.obs)
-	}
-}
-
-// handshakeComplete reports whether the connection runs TLS now, past
-// its handshake.
-func (o *observedSession) handshakeComplete() bool {
-	tc, ok := o.conn.NetConn().(*tls.Conn)
-	return ok && tc.ConnectionState().HandshakeComplete
 }
 
 // report reports a pending command, if any.
@@ -181,8 +136,7 @@ func (o *observedSession) takePending() pendingCommand {
 	return p
 }
 
-// Close ends the session; whatever is still pending is reported, and a
-// STARTTLS whose handshake did not complete as failed.
+// Close ends the session; whatever is still pending is reported.
 func (o *observedSession) Close() error {
 	o.mu.Lock()
 	p := o.pending
@@ -191,13 +145,6 @@ func (o *observedSession) Close() error {
 	o.mu.Unlock()
 	o.report(p)
 	o.auth.Flush(o.obs)
-	if o.startTLS != nil {
-		if o.startTLS.Running() && o.handshakeComplete() {
-			o.startTLS.Confirm(o.obs)
-		}
-		o.startTLS.Flush(o.obs)
-		o.srv.startTLSTimers.Delete(o.netConn)
-	}
 	return o.inner.Close()
 }
 

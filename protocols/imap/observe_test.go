@@ -90,6 +90,7 @@ func TestObserver(t *testing.T) {
 		t.Fatalf("unknown command: %s", status)
 	}
 	rc.mustOK("UNAUTHENTICATE")
+	rc.mustOK("ID NIL")
 	rc.cmd("LOGOUT")
 
 	protocoltest.WaitFor(t, protocoltest.WantCounts("commands", rec.Commands, map[string]int{
@@ -99,7 +100,7 @@ func TestObserver(t *testing.T) {
 		"SEARCH ok": 1, "UID SEARCH ok": 1, "COPY ok": 1, "UID COPY ok": 1, "MOVE ok": 1, "UID MOVE ok": 1,
 		"EXPUNGE ok": 1, "UID EXPUNGE ok": 1, "CLOSE ok": 1, "APPEND ok": 1,
 		"LIST ok": 2, "STATUS ok": 1, "NAMESPACE ok": 1, "SUBSCRIBE ok": 1, "UNSUBSCRIBE ok": 1,
-		"RENAME ok": 1, "DELETE ok": 1, "UNSELECT ok": 1, "IDLE ok": 1, "UNAUTHENTICATE ok": 1,
+		"RENAME ok": 1, "DELETE ok": 1, "UNSELECT ok": 1, "IDLE ok": 1, "UNAUTHENTICATE ok": 1, "ID ok": 1,
 	}, true))
 	protocoltest.WaitFor(t, protocoltest.WantCounts("logins", rec.Logins, map[string]int{"imap/ok": 1, "imap/credentials": 1}, true))
 	for name := range rec.Commands() {

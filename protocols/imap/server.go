@@ -76,13 +76,19 @@ type Server struct {
 	baseCtx context.Context
 	cancel  context.CancelFunc
 	nextID  atomic.Uint64
-	// startTLSTimers maps a plain connection to the timer of its
-	// STARTTLS, for the observer (observe.go).
-	startTLSTimers sync.Map
+	// lib hands the fronts' inner connections to the library's server,
+	// which serves them until libDone is closed (front.go).
+	lib     *pipeListener
+	libDone chan struct{}
 
-	mu       sync.Mutex
-	closed   bool
-	sessions sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	// frontConns are the open client connections (front.go); fronts
+	// counts their goroutines.
+	frontConns map[*frontConn]struct{}
+	fronts     sync.WaitGroup
+	sessions   sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -153,40 +159,54 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	}
 
 	s := &Server{
-		cfg:     cfg,
-		store:   store,
-		log:     logger,
-		bsCache: newBodyStructureCache(cfg.BodyStructureCacheBytes),
+		cfg:        cfg,
+		store:      store,
+		log:        logger,
+		bsCache:    newBodyStructureCache(cfg.BodyStructureCacheBytes),
+		lib:        newPipeListener(),
+		libDone:    make(chan struct{}),
+		listeners:  make(map[net.Listener]struct{}),
+		frontConns: make(map[*frontConn]struct{}),
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 
+	// The library sees only the inner ends of the fronts' pipes: it never
+	// runs TLS (the front owns STARTTLS) and may always authenticate
+	// (the front refuses LOGIN and AUTHENTICATE where TLS is required,
+	// and rewrites the capabilities the library advertises).
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         capabilities(),
 		Logger:       libraryLogger{logger},
-		TLSConfig:    s.startTLSConfig(cfg.TLS),
-		InsecureAuth: cfg.AllowInsecureAuth,
+		InsecureAuth: true,
 	})
+	go func() {
+		defer close(s.libDone)
+		if err := s.imap.Serve(s.lib); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Debug("imap library server ended", "err", err)
+		}
+	}()
 	return s, nil
 }
 
 // Serve accepts connections on ln until Close. For implicit TLS, ln must
-// yield *tls.Conn connections (tls.NewListener); the library recognises
+// yield *tls.Conn connections (tls.NewListener); the front recognises
 // TLS by that type. It returns nil once the server is closed.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.closed {
+		s.mu.Unlock()
 		ln.Close()
 		return nil
 	}
-	err := s.imap.Serve(ln)
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	err := s.acceptFronts(ln)
 	s.mu.Lock()
-	closed = s.closed
+	delete(s.listeners, ln)
+	closed := s.closed
 	s.mu.Unlock()
 	if closed || errors.Is(err, net.ErrClosed) {
-		// Close may have run before the library registered ln.
 		ln.Close()
 		return nil
 	}
@@ -202,13 +222,28 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
+		var errs []error
+		for ln := range s.listeners {
+			if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		for f := range s.frontConns {
+			f.closeClient()
+		}
 		s.mu.Unlock()
-		err := s.imap.Close()
+		// Closing the library's connections ends the fronts' relays.
+		if err := s.imap.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		s.lib.Close()
 		// Cancel store calls still running for closed connections, then
-		// wait for every session to release its account.
+		// wait for every front and session to end.
 		s.cancel()
+		s.fronts.Wait()
 		s.sessions.Wait()
-		if err != nil && !errors.Is(err, net.ErrClosed) {
+		<-s.libDone
+		if err := errors.Join(errs...); err != nil {
 			s.closeErr = fmt.Errorf("imap close: %w", err)
 		}
 	})
@@ -226,7 +261,10 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(s.baseCtx)
-	id := s.nextID.Add(1)
+	var id uint64
+	if ic, ok := conn.NetConn().(*innerConn); ok {
+		id = ic.f.connID
+	}
 	sess := &session{
 		srv:    s,
 		conn:   conn,

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"strings"
@@ -124,6 +125,14 @@ func (s *session) Login(username, password string) error {
 	s.releaseAccount()
 	s.acct = acct
 	s.untrack = s.srv.cfg.Guard.TrackSession(acct, "imap", remote, s.conn.NetConn())
+	if ts, ok := s.conn.NetConn().(interface {
+		ConnectionState() (tls.ConnectionState, bool)
+	}); ok {
+		cs, on := ts.ConnectionState()
+		if on {
+			log = log.With("tls", tls.VersionName(cs.Version))
+		}
+	}
 	log.Info("login")
 	log.Debug("login", "user", acct.Address())
 	return nil

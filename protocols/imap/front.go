@@ -1,0 +1,720 @@
+package imap
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
+)
+
+// The front: our own command loop in front of go-imap's server (see
+// docs/architecture.md, "IMAP: the library's limits"). It owns the client
+// connection: it reads and checks every command (imapwire), answers the
+// ones it owns (ID, STARTTLS, refusals) and forwards the others, well
+// formed and without synchronizing literals, to the library's server on
+// the inner end of an in-memory pipe; a relay copies the library's output
+// back, rewriting its capability lists. Commands run one at a time, as in
+// the library: the next is read once the library has answered the last,
+// so the front only writes when the library is silent.
+
+const (
+	// frontReadBuffer and relayBuffer size the buffers of the two
+	// directions; the relay forwards whole buffers, not lines.
+	frontReadBuffer = 16 << 10
+	relayBuffer     = 32 << 10
+	// maxContinuationLine bounds a line sent after a continuation
+	// request (SASL responses, IDLE's DONE).
+	maxContinuationLine = 16 << 10
+	// startTLSTimeout bounds the STARTTLS handshake under the
+	// listener's own handshake bound (protocols.ConnTimeouts).
+	startTLSTimeout = 30 * time.Second
+	// idMaxPairs, idMaxField and idMaxValue are RFC 2971's bounds on the
+	// client's ID list (section 3.3).
+	idMaxPairs = 30
+	idMaxField = 30
+	idMaxValue = 1024
+	// clientWriteTimeout bounds one write to the client (the library's
+	// bound for writing a literal).
+	clientWriteTimeout = 5 * time.Minute
+	// lingerTime and lingerBytes bound what is read and dropped after a
+	// BYE of the front's (frontConn.bye).
+	lingerTime  = time.Second
+	lingerBytes = 64 << 10
+	// maxSearchNesting bounds the OR and NOT keys of one SEARCH, which
+	// nest like parentheses.
+	maxSearchNesting = 256
+)
+
+// pipeListener hands the inner ends of the fronts' pipes to the library.
+type pipeListener struct {
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Accept returns the next inner connection.
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// hand gives c to the library; false once the listener is closed.
+func (l *pipeListener) hand(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// Close stops Accept; it is idempotent.
+func (l *pipeListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr is a placeholder address: the listener is in memory.
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "imap-front" }
+
+// innerConn is the library's end of a front's pipe. It answers for the
+// client's connection where the session looks at it: the remote address,
+// the TLS state and, through Unwrap, the accepted connection (for
+// protocols.TimeoutConnOf). Closing it ends the session and, through the
+// relay, the client's connection.
+type innerConn struct {
+	net.Conn
+	f *frontConn
+}
+
+// RemoteAddr returns the client's address.
+func (c *innerConn) RemoteAddr() net.Addr { return c.f.remote }
+
+// Unwrap returns the client's connection as it is now (a *tls.Conn after
+// STARTTLS).
+func (c *innerConn) Unwrap() net.Conn { return c.f.clientConn() }
+
+// ConnectionState returns the TLS state of the client's connection, and
+// false when it has no TLS (yet).
+func (c *innerConn) ConnectionState() (tls.ConnectionState, bool) {
+	tc, ok := c.f.clientConn().(*tls.Conn)
+	if !ok {
+		return tls.ConnectionState{}, false
+	}
+	return tc.ConnectionState(), true
+}
+
+// relayEvent is what the relay saw the library answer.
+type relayEvent struct {
+	// cont: a continuation request; otherwise the tagged completion.
+	cont bool
+	// status is OK, NO or BAD for a completion; "" for the greeting.
+	status string
+}
+
+// frontConn is one client connection.
+type frontConn struct {
+	srv    *Server
+	connID uint64
+	log    *slog.Logger
+	remote net.Addr
+	rd     *imapwire.Reader
+	// pipe is the front's end of the pipe to the library.
+	pipe   net.Conn
+	events chan relayEvent
+	// quit is closed when the front ends, so the relay never waits for
+	// it; relayDone is closed when the relay has ended.
+	quit      chan struct{}
+	relayDone chan struct{}
+
+	// mu guards conn (replaced by STARTTLS), authenticated and closed.
+	mu            sync.Mutex
+	conn          net.Conn
+	authenticated bool
+	closed        bool
+	// tag is the tag of the command the library is running, "" when
+	// none.
+	tag string
+
+	// wmu serialises writes to the client: the relay's and the front's.
+	wmu sync.Mutex
+	bw  *bufio.Writer
+}
+
+// inflight returns the tag of the command the library is running.
+func (f *frontConn) inflight() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tag
+}
+
+// setInflight records the command the library runs ("" for none).
+func (f *frontConn) setInflight(tag string) {
+	f.mu.Lock()
+	f.tag = tag
+	f.mu.Unlock()
+}
+
+// clientConn returns the client's connection.
+func (f *frontConn) clientConn() net.Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conn
+}
+
+// isTLS reports whether the client's connection runs TLS.
+func (f *frontConn) isTLS() bool {
+	_, ok := f.clientConn().(*tls.Conn)
+	return ok
+}
+
+// mayAuthenticate reports whether LOGIN and AUTHENTICATE are allowed.
+func (f *frontConn) mayAuthenticate() bool {
+	return f.srv.cfg.AllowInsecureAuth || f.isTLS()
+}
+
+// mayStartTLS reports whether STARTTLS is offered.
+func (f *frontConn) mayStartTLS() bool {
+	f.mu.Lock()
+	authed := f.authenticated
+	f.mu.Unlock()
+	return f.srv.cfg.TLS != nil && !authed && !f.isTLS()
+}
+
+// connWriter writes to the client's current connection, each write
+// bounded by clientWriteTimeout: a client that stops reading is cut off,
+// as the library's own write deadlines did when it owned the connection.
+type connWriter struct{ f *frontConn }
+
+func (w connWriter) Write(p []byte) (int, error) {
+	c := w.f.clientConn()
+	if err := c.SetWriteDeadline(time.Now().Add(clientWriteTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Write(p)
+}
+
+// serveFront runs the front of one accepted connection until it closes.
+func (s *Server) serveFront(conn net.Conn, id uint64) {
+	pipeFront, pipeInner := net.Pipe()
+	f := &frontConn{
+		srv:       s,
+		connID:    id,
+		log:       s.log.With("conn", id),
+		remote:    conn.RemoteAddr(),
+		pipe:      pipeFront,
+		events:    make(chan relayEvent),
+		quit:      make(chan struct{}),
+		relayDone: make(chan struct{}),
+		conn:      conn,
+	}
+	f.bw = bufio.NewWriterSize(connWriter{f}, relayBuffer)
+	f.rd = imapwire.NewReader(bufio.NewReaderSize(conn, frontReadBuffer), imapwire.Limits{})
+	f.rd.Continue = func() error { return f.writeLine("+ Ready for literal data") }
+	f.rd.Stream = func(cmd *imapwire.Command, _ imapwire.LiteralHeader) bool {
+		// The message of APPEND: every literal after the mailbox name.
+		return cmd.Name == "APPEND" && len(cmd.Args) > 0
+	}
+	inner := &innerConn{Conn: pipeInner, f: f}
+	if !s.trackFront(f, true) {
+		pipeFront.Close()
+		pipeInner.Close()
+		conn.Close()
+		return
+	}
+	defer s.trackFront(f, false)
+	go f.relay()
+	defer f.teardown()
+	if !s.lib.hand(inner) {
+		pipeInner.Close()
+		return
+	}
+	// The greeting comes first.
+	if _, ok := <-f.events; !ok {
+		return
+	}
+	f.serve()
+}
+
+// trackFront adds f to the server's open fronts (add) or removes it;
+// adding fails once the server is closed.
+func (s *Server) trackFront(f *frontConn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.frontConns, f)
+		return true
+	}
+	if s.closed {
+		return false
+	}
+	s.frontConns[f] = struct{}{}
+	return true
+}
+
+// teardown closes both ends and waits for the relay.
+func (f *frontConn) teardown() {
+	close(f.quit)
+	f.pipe.Close()
+	f.closeClient()
+	<-f.relayDone
+}
+
+// closeClient closes the client's connection once.
+func (f *frontConn) closeClient() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		f.closed = true
+		f.conn.Close()
+	}
+}
+
+// serve reads and runs commands until the connection ends.
+func (f *frontConn) serve() {
+	for {
+		cmd, err := f.rd.ReadCommand()
+		if err != nil {
+			var we *imapwire.Error
+			if !errors.As(err, &we) {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					f.log.Debug("client read ended", "err", err)
+				}
+				return
+			}
+			if !f.refuse(we) {
+				return
+			}
+			continue
+		}
+		if !f.run(cmd) {
+			return
+		}
+	}
+}
+
+// refuse answers a command the reader or the front's checks refused. It
+// returns false when the connection must end.
+func (f *frontConn) refuse(we *imapwire.Error) bool {
+	f.log.Debug("client error: command refused", "reason", we.Text)
+	tag := we.Tag
+	if tag == "" {
+		tag = "*"
+	}
+	typ, code := "BAD", ""
+	if we.No {
+		typ = "NO"
+	}
+	if we.Code != "" {
+		code = "[" + we.Code + "] "
+	} else if !we.No {
+		code = "[CLIENTBUG] "
+	}
+	if we.Fatal {
+		// RFC 7888 section 4: the rest of the command is too large to
+		// read and drop, so the connection ends.
+		if we.Tag != "" {
+			_ = f.writeLine(tag + " " + typ + " " + code + we.Text)
+		}
+		f.bye("Too much data to skip")
+		return false
+	}
+	return f.writeLine(tag+" "+typ+" "+code+we.Text) == nil
+}
+
+// bye ends the connection with BYE text. It then reads and drops what
+// the client still sends, for a moment and a bounded amount, so that
+// closing with unread input does not reset the connection before the
+// client has read the BYE.
+func (f *frontConn) bye(text string) {
+	if f.writeLine("* BYE "+text) != nil {
+		return
+	}
+	c := f.clientConn()
+	if c.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
+		_, _ = io.CopyN(io.Discard, f.rd.Buffered(), lingerBytes)
+	}
+}
+
+// writeLine writes one response line of the front's own.
+func (f *frontConn) writeLine(s string) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.bw.WriteString(s)
+	f.bw.WriteString("\r\n")
+	return f.bw.Flush()
+}
+
+// run runs one command; false ends the connection.
+func (f *frontConn) run(cmd *imapwire.Command) bool {
+	if we := f.check(cmd); we != nil {
+		if cmd.Pending != nil && !f.skipPending(cmd, we) {
+			return false
+		}
+		return f.refuse(we)
+	}
+	switch cmd.Name {
+	case "ID":
+		return f.id(cmd)
+	case "STARTTLS":
+		return f.startTLS(cmd)
+	}
+	f.setInflight(cmd.Tag)
+	defer f.setInflight("")
+	if cmd.Pending != nil {
+		return f.append(cmd)
+	}
+	if err := f.forward(cmd.Wire); err != nil {
+		return false
+	}
+	return f.await(cmd)
+}
+
+// forward writes bytes to the library.
+func (f *frontConn) forward(b []byte) error {
+	_, err := f.pipe.Write(b)
+	return err
+}
+
+// await relays the library's work on cmd until its completion, feeding
+// it the client's lines after continuation requests (AUTHENTICATE's SASL
+// exchange, IDLE's DONE). False ends the connection.
+func (f *frontConn) await(cmd *imapwire.Command) bool {
+	for {
+		ev, ok := <-f.events
+		if !ok {
+			return false
+		}
+		if !ev.cont {
+			f.completed(cmd, ev.status)
+			return cmd.Name != "LOGOUT"
+		}
+		if cmd.Name != "AUTHENTICATE" && cmd.Name != "IDLE" {
+			f.log.Warn("imap library asked for a continuation of " + cmd.Name)
+			return false
+		}
+		line, err := f.rd.ReadLine(maxContinuationLine)
+		if err != nil {
+			if errors.Is(err, imapwire.ErrTooLong) {
+				f.bye("Line too long")
+			}
+			return false
+		}
+		if err := f.forward(append(line, '\r', '\n')); err != nil {
+			return false
+		}
+	}
+}
+
+// completed notes what a completed command changed in the state the
+// front follows.
+func (f *frontConn) completed(cmd *imapwire.Command, status string) {
+	if status != "OK" {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch cmd.Name {
+	case "LOGIN", "AUTHENTICATE":
+		f.authenticated = true
+	case "UNAUTHENTICATE":
+		f.authenticated = false
+	}
+}
+
+// check refuses, before anything is forwarded, what the library cannot
+// answer as a client error: mailbox names that do not decode, searches
+// nested too deep, authentication before TLS where it is required.
+func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
+	bad := func(text string) *imapwire.Error { return &imapwire.Error{Tag: cmd.Tag, Text: text} }
+	top := topArgs(cmd.Args)
+	mailboxAt := func(idx ...int) *imapwire.Error {
+		for _, i := range idx {
+			if i >= len(top) || !top[i].IsString() {
+				continue // the library answers the syntax error
+			}
+			if _, err := imapwire.DecodeMailbox(top[i].Value); err != nil {
+				return bad("Mailbox name " + imapwire.Reason(err))
+			}
+		}
+		return nil
+	}
+	if cmd.Pending != nil && cmd.Pending.Size > int64(f.srv.appendLimit()) {
+		return &imapwire.Error{Tag: cmd.Tag, No: true, Code: "TOOBIG", Text: fmt.Sprintf("Messages are limited to %d bytes", f.srv.appendLimit())}
+	}
+	switch cmd.Name {
+	case "SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE", "STATUS", "APPEND":
+		return mailboxAt(0)
+	case "RENAME":
+		return mailboxAt(0, 1)
+	case "COPY", "MOVE", "UID COPY", "UID MOVE":
+		return mailboxAt(1)
+	case "LIST", "LSUB":
+		// Selection and return options are ASCII words, which decode
+		// as themselves.
+		for _, t := range cmd.Args {
+			if t.IsString() {
+				if _, err := imapwire.DecodeMailbox(t.Value); err != nil {
+					return bad("Mailbox name " + imapwire.Reason(err))
+				}
+			}
+		}
+	case "SEARCH", "UID SEARCH":
+		n := 0
+		for _, t := range cmd.Args {
+			if t.Kind == imapwire.KindAtom && (strings.EqualFold(string(t.Value), "OR") || strings.EqualFold(string(t.Value), "NOT")) {
+				n++
+			}
+		}
+		if n > maxSearchNesting {
+			return bad(fmt.Sprintf("Search too complex (more than %d OR and NOT keys)", maxSearchNesting))
+		}
+	case "LOGIN", "AUTHENTICATE":
+		if !f.mayAuthenticate() {
+			return &imapwire.Error{Tag: cmd.Tag, No: true, Code: "PRIVACYREQUIRED", Text: "TLS is required to authenticate"}
+		}
+	}
+	return nil
+}
+
+// topArgs returns the top-level arguments of a command: strings, and a
+// list as its opening token.
+func topArgs(args []imapwire.Token) []imapwire.Token {
+	var top []imapwire.Token
+	for _, t := range args {
+		if t.Depth == 0 && t.Kind != imapwire.KindClose {
+			top = append(top, t)
+		}
+	}
+	return top
+}
+
+// skipPending skips a refused APPEND's message: a synchronizing literal
+// was not sent (no "+"); a non-synchronizing one is read and dropped, up
+// to the reader's discard bound (RFC 7888 section 4: refuse, then read
+// and discard it or close the connection). False means the connection
+// must end.
+func (f *frontConn) skipPending(cmd *imapwire.Command, we *imapwire.Error) bool {
+	h := cmd.Pending
+	if !h.NonSync {
+		return true
+	}
+	if h.Size > f.rd.Limits().MaxDiscard {
+		we.Fatal = true
+		f.refuse(we)
+		return false
+	}
+	if _, err := io.CopyN(io.Discard, f.rd.Buffered(), h.Size); err != nil {
+		return false
+	}
+	// The rest of the command line.
+	_, err := f.rd.ReadLine(maxContinuationLine)
+	return err == nil
+}
+
+// append forwards an APPEND whose message literal the front streams.
+// The library answers a synchronizing literal itself ("+" or a refusal);
+// the message's last byte is held back until the rest of the command is
+// known to be well formed, so a malformed one never stores a message.
+func (f *frontConn) append(cmd *imapwire.Command) bool {
+	h := cmd.Pending
+	wire := append(cmd.Wire, h.Marker(!h.NonSync)...)
+	wire = append(wire, '\r', '\n')
+	if err := f.forward(wire); err != nil {
+		return false
+	}
+	if !h.NonSync {
+		ev, ok := <-f.events
+		if !ok {
+			return false
+		}
+		if !ev.cont {
+			f.completed(cmd, ev.status)
+			return true
+		}
+	}
+	br := f.rd.Buffered()
+	if h.Size > 0 {
+		if _, err := io.CopyN(f.pipe, br, h.Size-1); err != nil {
+			return false
+		}
+	}
+	var last []byte
+	if h.Size > 0 {
+		b, err := br.ReadByte()
+		if err != nil {
+			return false
+		}
+		last = []byte{b}
+	}
+	rest, err := f.rd.ReadLine(maxContinuationLine)
+	if err != nil {
+		if errors.Is(err, imapwire.ErrTooLong) {
+			f.bye("Line too long")
+		}
+		return false
+	}
+	if r := strings.TrimSpace(string(rest)); r != "" && r != ")" {
+		// MULTIAPPEND (not offered) or garbage after the message: the
+		// library would store the message and answer nothing.
+		f.bye("Syntax error after the APPEND message")
+		return false
+	}
+	if err := f.forward(append(append(last, rest...), '\r', '\n')); err != nil {
+		return false
+	}
+	return f.await(cmd)
+}
+
+// id answers ID (RFC 2971), in any state: it logs what the client says
+// of itself at debug level and names the server.
+func (f *frontConn) id(cmd *imapwire.Command) bool {
+	start := time.Now()
+	args := cmd.Args
+	bad := func(text string) bool {
+		f.observe("ID", false, start)
+		return f.refuse(&imapwire.Error{Tag: cmd.Tag, Text: text})
+	}
+	var attrs []any
+	switch {
+	case len(args) == 1 && args[0].Kind == imapwire.KindAtom && strings.EqualFold(string(args[0].Value), "NIL"):
+	case len(args) >= 2 && args[0].Kind == imapwire.KindOpen && args[len(args)-1].Kind == imapwire.KindClose:
+		inner := args[1 : len(args)-1]
+		if len(inner)%2 != 0 || len(inner)/2 > idMaxPairs {
+			return bad("ID takes at most 30 field and value pairs")
+		}
+		for i := 0; i < len(inner); i += 2 {
+			field, value := inner[i], inner[i+1]
+			if field.Depth != 1 || value.Depth != 1 || (field.Kind != imapwire.KindQuoted && field.Kind != imapwire.KindLiteral) || !value.IsString() {
+				return bad("ID takes a list of string pairs or NIL")
+			}
+			if len(field.Value) > idMaxField || len(value.Value) > idMaxValue {
+				return bad("ID field or value too long")
+			}
+			switch name := strings.ToLower(string(field.Value)); name {
+			case "name", "version":
+				if value.Kind != imapwire.KindAtom {
+					attrs = append(attrs, "client_"+name, string(value.Value))
+				}
+			}
+		}
+	default:
+		return bad("ID takes a list of string pairs or NIL")
+	}
+	if len(attrs) > 0 {
+		f.log.Debug("client id", attrs...)
+	}
+	err := f.writeLine(`* ID ("name" "mailcluster")`)
+	if err == nil {
+		err = f.writeLine(cmd.Tag + " OK ID completed")
+	}
+	f.observe("ID", err == nil, start)
+	return err == nil
+}
+
+// observe reports a command the front ran itself.
+func (f *frontConn) observe(name string, ok bool, start time.Time) {
+	if obs := f.srv.cfg.Observer; obs != nil {
+		obs.Command(name, ok, time.Since(start))
+	}
+}
+
+// startTLS runs STARTTLS on the client's connection. Plaintext the client
+// sent after the command is dropped, never read as if it came over TLS.
+func (f *frontConn) startTLS(cmd *imapwire.Command) bool {
+	start := time.Now()
+	switch {
+	case len(cmd.Args) > 0:
+		return f.refuse(&imapwire.Error{Tag: cmd.Tag, Text: "STARTTLS takes no arguments"})
+	case f.srv.cfg.TLS == nil:
+		return f.writeLine(cmd.Tag+" NO STARTTLS not supported") == nil
+	case !f.mayStartTLS():
+		return f.writeLine(cmd.Tag+" BAD STARTTLS not available") == nil
+	}
+	if err := f.writeLine(cmd.Tag + " OK Begin TLS negotiation now"); err != nil {
+		return false
+	}
+	plain := f.clientConn()
+	tc := tls.Server(plain, f.srv.cfg.TLS)
+	ctx, cancel := context.WithTimeout(f.srv.baseCtx, startTLSTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		f.log.Debug("STARTTLS handshake failed", "err", err)
+		f.observe("STARTTLS", false, start)
+		return false
+	}
+	f.observe("STARTTLS", true, start)
+	f.wmu.Lock()
+	f.mu.Lock()
+	f.conn = tc
+	f.mu.Unlock()
+	f.bw.Reset(connWriter{f})
+	f.wmu.Unlock()
+	f.rd.Reset(bufio.NewReaderSize(tc, frontReadBuffer))
+	return true
+}
+
+// Accepting: Server.Serve's loop.
+
+// acceptFronts accepts client connections on ln and runs a front for
+// each.
+func (s *Server) acceptFronts(ln net.Listener) error {
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed, retrying", "err", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+				case <-s.baseCtx.Done():
+				}
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			conn.Close()
+			return net.ErrClosed
+		}
+		s.fronts.Add(1)
+		s.mu.Unlock()
+		id := s.nextID.Add(1)
+		go func() {
+			defer s.fronts.Done()
+			s.serveFront(conn, id)
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
