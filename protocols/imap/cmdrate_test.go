@@ -44,3 +44,27 @@ func TestCommandRateLimit(t *testing.T) {
 		t.Fatalf("persistent abuse: %q, want BYE", l)
 	}
 }
+
+// TestCommandRateLimitInTheFront: the commands the front answers itself
+// (ID, refusals of client errors) take tokens too, so a flood of them is
+// refused NO [LIMIT] and then closed like one of the library's commands.
+func TestCommandRateLimitInTheFront(t *testing.T) {
+	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, CloseAfter: 3}, nil)
+	ts := newTestServer(t, func(c *Config) { c.CommandRate = limiter })
+	raw := dialRaw(t, ts.addr)
+	for i, cmd := range []string{"ID NIL", `CREATE "&"`, "ID NIL"} {
+		if _, status := raw.cmd(cmd); strings.HasPrefix(status, "NO [LIMIT]") {
+			t.Fatalf("command %d (%s) within the burst: %q", i+1, cmd, status)
+		}
+	}
+	if _, status := raw.cmd("ID NIL"); !strings.HasPrefix(status, "NO [LIMIT]") {
+		t.Fatalf("ID past the burst: %q, want NO [LIMIT]", status)
+	}
+	if _, status := raw.cmd(`CREATE "&Jjo"`); !strings.HasPrefix(status, "NO [LIMIT]") {
+		t.Fatalf("a refused command past the burst: %q, want NO [LIMIT]", status)
+	}
+	raw.send("T9 ID NIL\r\n")
+	if l := raw.line(); !strings.HasPrefix(l, "* BYE") {
+		t.Fatalf("persistent abuse: %q, want BYE", l)
+	}
+}

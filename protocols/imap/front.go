@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
 )
 
@@ -304,6 +305,13 @@ func (f *frontConn) serve() {
 				}
 				return
 			}
+			if !we.Fatal {
+				if ok, alive := f.rated(we.Tag); !alive {
+					return
+				} else if !ok {
+					continue
+				}
+			}
 			if !f.refuse(we) {
 				return
 			}
@@ -344,6 +352,30 @@ func (f *frontConn) refuse(we *imapwire.Error) bool {
 	return f.writeLine(tag+" "+typ+" "+code+we.Text) == nil
 }
 
+// rated takes a token of the node's command limiter for a command the
+// front answers itself (ID, STARTTLS, refusals), so that these too are
+// bounded per client address; the commands the library runs take theirs
+// in ratedSession. ok false: the command was answered NO [LIMIT] (alive)
+// or the connection ends (not alive).
+func (f *frontConn) rated(tag string) (ok, alive bool) {
+	lim := f.srv.cfg.CommandRate
+	if !lim.Enabled() {
+		return true, true
+	}
+	switch lim.Command(f.srv.baseCtx, protocols.RemoteIP(f.remote)) {
+	case protocols.CommandRefused:
+		if tag == "" {
+			tag = "*"
+		}
+		return false, f.writeLine(tag+" NO [LIMIT] Too many commands, slow down") == nil
+	case protocols.CommandClose:
+		f.srv.log.Info("connection closed", "reason", "command_rate")
+		f.bye("Too many commands")
+		return false, false
+	}
+	return true, true
+}
+
 // bye ends the connection with BYE text. It then reads and drops what
 // the client still sends, for a moment and a bounded amount, so that
 // closing with unread input does not reset the connection before the
@@ -373,12 +405,19 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		if cmd.Pending != nil && !f.skipPending(cmd, we) {
 			return false
 		}
+		if ok, alive := f.rated(cmd.Tag); !ok {
+			return alive
+		}
 		return f.refuse(we)
 	}
 	switch cmd.Name {
-	case "ID":
-		return f.id(cmd)
-	case "STARTTLS":
+	case "ID", "STARTTLS":
+		if ok, alive := f.rated(cmd.Tag); !ok {
+			return alive
+		}
+		if cmd.Name == "ID" {
+			return f.id(cmd)
+		}
 		return f.startTLS(cmd)
 	}
 	f.setInflight(cmd.Tag)
