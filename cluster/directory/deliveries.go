@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
@@ -167,37 +165,3 @@ func (d *Directory) PruneDeliveries(ctx context.Context, before time.Time) (int,
 	return n, nil
 }
 
-// pruneUserTimed deletes the entries of per-user time logs under prefix
-// ("<prefix><user id>/<time>-<random>") made before before or whose user
-// is gone.
-func (d *Directory) pruneUserTimed(ctx context.Context, prefix string, before time.Time) (int, error) {
-	var old []string
-	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
-		gone := map[string]bool{}
-		for k := range r.Settings(prefix) {
-			user, rest, _ := strings.Cut(strings.TrimPrefix(k, prefix), "/")
-			if ns, ok := timedKeyTime(rest); ok && ns < before.UnixNano() {
-				old = append(old, k)
-				continue
-			}
-			deleted, seen := gone[user]
-			if !seen {
-				deleted = userGone(r, user)
-				gone[user] = deleted
-			}
-			if deleted {
-				old = append(old, k)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	for i, k := range old {
-		if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: k}); err != nil {
-			return i, err
-		}
-	}
-	return len(old), nil
-}

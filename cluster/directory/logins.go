@@ -2,13 +2,9 @@ package directory
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -80,44 +76,10 @@ func (d *Directory) Logins(ctx context.Context, address string, since time.Time)
 // PruneLogins deletes the login records made before before, and those of
 // users that no longer exist, and returns how many went.
 func (d *Directory) PruneLogins(ctx context.Context, before time.Time) (int, error) {
-	var old []string
-	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
-		gone := map[string]bool{}
-		for k := range r.Settings(loginsPrefix) {
-			user, rest, _ := strings.Cut(strings.TrimPrefix(k, loginsPrefix), "/")
-			if ns, ok := timedKeyTime(rest); ok && ns < before.UnixNano() {
-				old = append(old, k)
-				continue
-			}
-			deleted, seen := gone[user]
-			if !seen {
-				deleted = userGone(r, user)
-				gone[user] = deleted
-			}
-			if deleted {
-				old = append(old, k)
-			}
-		}
-		return nil
-	})
+	n, err := d.pruneUserTimed(ctx, loginsPrefix, before)
 	if err != nil {
-		return 0, fmt.Errorf("prune the login history: %w", err)
+		return n, fmt.Errorf("prune the login history: %w", err)
 	}
-	for i, k := range old {
-		if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: k}); err != nil {
-			return i, fmt.Errorf("prune the login history: %w", err)
-		}
-	}
-	return len(old), nil
+	return n, nil
 }
 
-// userGone reports whether the user of a login record's key no longer
-// exists (a deleted user's history goes with the next prune).
-func userGone(r *raftstore.Reader, hexID string) bool {
-	b, err := hex.DecodeString(hexID)
-	if err != nil || len(b) != len(schema.ID{}) {
-		return true
-	}
-	_, err = r.User(schema.ID(b))
-	return errors.Is(err, schema.ErrNoSuchUser)
-}

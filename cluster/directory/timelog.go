@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -80,4 +81,50 @@ func timedKeyTime(rest string) (int64, bool) {
 	stamp, _, _ := strings.Cut(rest, "-")
 	ns, err := strconv.ParseInt(stamp, 10, 64)
 	return ns, err == nil
+}
+
+// pruneUserTimed deletes the entries of per-user time logs under prefix
+// ("<prefix><user id>/<time>-<random>") made before before or whose user
+// is gone.
+func (d *Directory) pruneUserTimed(ctx context.Context, prefix string, before time.Time) (int, error) {
+	var old []string
+	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
+		gone := map[string]bool{}
+		for k := range r.Settings(prefix) {
+			user, rest, _ := strings.Cut(strings.TrimPrefix(k, prefix), "/")
+			if ns, ok := timedKeyTime(rest); ok && ns < before.UnixNano() {
+				old = append(old, k)
+				continue
+			}
+			deleted, seen := gone[user]
+			if !seen {
+				deleted = userGone(r, user)
+				gone[user] = deleted
+			}
+			if deleted {
+				old = append(old, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for i, k := range old {
+		if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: k}); err != nil {
+			return i, err
+		}
+	}
+	return len(old), nil
+}
+
+// userGone reports whether the user of a login record's key no longer
+// exists (a deleted user's history goes with the next prune).
+func userGone(r *raftstore.Reader, hexID string) bool {
+	b, err := hex.DecodeString(hexID)
+	if err != nil || len(b) != len(schema.ID{}) {
+		return true
+	}
+	_, err = r.User(schema.ID(b))
+	return errors.Is(err, schema.ErrNoSuchUser)
 }
