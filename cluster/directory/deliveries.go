@@ -164,4 +164,3 @@ func (d *Directory) PruneDeliveries(ctx context.Context, before time.Time) (int,
 	}
 	return n, nil
 }
-

@@ -82,4 +82,3 @@ func (d *Directory) PruneLogins(ctx context.Context, before time.Time) (int, err
 	}
 	return n, nil
 }
-
