@@ -84,6 +84,17 @@ func newDovecot(opts Options) (*dovecot, error) {
 	return d, nil
 }
 
+// dovecotLibexec is where Dovecot's service programs are: doveconf's
+// libexec_dir, or Debian's path.
+func dovecotLibexec() string {
+	if out, err := exec.Command("doveconf", "-h", "libexec_dir").Output(); err == nil {
+		if dir := strings.TrimSpace(string(out)); dir != "" {
+			return dir
+		}
+	}
+	return "/usr/lib/dovecot"
+}
+
 // ensureInstalled installs the Debian packages when a program is missing
 // and installing is allowed.
 func (d *dovecot) ensureInstalled() error {
@@ -92,6 +103,13 @@ func (d *dovecot) ensureInstalled() error {
 		for _, p := range []string{"dovecot", "doveconf", "postfix", "postconf"} {
 			if _, err := exec.LookPath(p); err != nil {
 				m = append(m, p)
+			}
+		}
+		// Dovecot's services come in packages of their own (a machine may
+		// have dovecot-imapd alone, for other tests).
+		for _, svc := range []string{"imap", "pop3", "lmtp"} {
+			if _, err := os.Stat(filepath.Join(dovecotLibexec(), svc)); err != nil {
+				m = append(m, "dovecot's "+svc)
 			}
 		}
 		return m
