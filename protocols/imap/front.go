@@ -151,10 +151,14 @@ type frontConn struct {
 	quit      chan struct{}
 	relayDone chan struct{}
 
-	// mu guards conn (replaced by STARTTLS), authenticated, compressed
-	// and closed.
-	mu            sync.Mutex
-	conn          net.Conn
+	// mu guards conn (replaced by STARTTLS), authenticated, compressed,
+	// closed and sess.
+	mu   sync.Mutex
+	conn net.Conn
+	// sess is the library's session of this connection (set when the
+	// library opens it), for the commands the front runs on the
+	// selected mailbox (SORT).
+	sess          *session
 	authenticated bool
 	compressed    bool
 	closed        bool
@@ -416,7 +420,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		return f.refuse(we)
 	}
 	switch cmd.Name {
-	case "ID", "STARTTLS", "COMPRESS":
+	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT":
 		if ok, alive := f.rated(cmd.Tag); !ok {
 			return alive
 		}
@@ -425,6 +429,8 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 			return f.id(cmd)
 		case "COMPRESS":
 			return f.compress(cmd)
+		case "SORT", "UID SORT":
+			return f.sort(cmd)
 		}
 		return f.startTLS(cmd)
 	}
