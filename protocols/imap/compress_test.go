@@ -67,7 +67,8 @@ func (rc *rawConn) deflate() *flushCounter {
 // TestCompressDeflate: a client that speaks deflate logs in, turns
 // COMPRESS on, selects, fetches a large message, idles, and logs out;
 // COMPRESS is advertised only after login and until it is on, and a
-// second COMPRESS or an unknown mechanism is refused. The server's
+// second COMPRESS or an unknown mechanism is refused. SORT, which the
+// front runs, works over it after IDLE. The server's
 // output is flushed per burst, not per byte.
 func TestCompressDeflate(t *testing.T) {
 	ts := newTestServer(t)
@@ -131,6 +132,10 @@ func TestCompressDeflate(t *testing.T) {
 	rc.send("DONE\r\n")
 	if st := rc.expectTagged("i1"); !strings.HasPrefix(st, "OK") {
 		t.Fatalf("IDLE: %q", st)
+	}
+	// The front's own SORT, after IDLE, over the compressed stream.
+	if untagged := rc.mustOK("SORT (REVERSE ARRIVAL) UTF-8 ALL"); len(untagged) != 1 || untagged[0] != "* SORT 2 1" {
+		t.Errorf("SORT after IDLE: %q", untagged)
 	}
 	untagged, st := rc.cmd("LOGOUT")
 	if !strings.HasPrefix(st, "OK") || len(untagged) == 0 || !strings.HasPrefix(untagged[0], "* BYE") {
