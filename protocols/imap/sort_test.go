@@ -241,3 +241,24 @@ func TestSortClient(t *testing.T) {
 		t.Errorf("UID SORT (FROM): %v %v", got, err)
 	}
 }
+
+// TestSortSeesAnnouncedMessages: a message delivered after SELECT is
+// not in SORT's answer until the session has announced it (EXISTS), so
+// the sequence numbers SORT answers are always the client's.
+func TestSortSeesAnnouncedMessages(t *testing.T) {
+	ts := newTestServer(t)
+	sortFixture(t, ts)
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.mustOK("SELECT INBOX")
+	ts.deliver(t, simpleMessage("a@example.net", testUser, "a new one", "Mon, 1 Jan 2024 00:00:00 +0000", "x"))
+	if untagged := rc.mustOK("SORT (ARRIVAL) UTF-8 ALL"); len(untagged) != 1 || untagged[0] != "* SORT 1 2 3 4" {
+		t.Errorf("SORT before EXISTS: %q", untagged)
+	}
+	waitFor(t, "EXISTS 5", func() bool {
+		return strings.Contains(strings.Join(rc.mustOK("NOOP"), "\n"), "* 5 EXISTS")
+	})
+	if untagged := rc.mustOK("SORT (ARRIVAL) UTF-8 ALL"); len(untagged) != 1 || untagged[0] != "* SORT 1 2 3 4 5" {
+		t.Errorf("SORT after EXISTS: %q", untagged)
+	}
+}
