@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bufio"
+	"compress/flate"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -150,18 +151,26 @@ type frontConn struct {
 	quit      chan struct{}
 	relayDone chan struct{}
 
-	// mu guards conn (replaced by STARTTLS), authenticated and closed.
-	mu            sync.Mutex
-	conn          net.Conn
+	// mu guards conn (replaced by STARTTLS), authenticated, compressed,
+	// closed and sess.
+	mu   sync.Mutex
+	conn net.Conn
+	// sess is the library's session of this connection (set when the
+	// library opens it), for the commands the front runs on the
+	// selected mailbox (SORT).
+	sess          *session
 	authenticated bool
+	compressed    bool
 	closed        bool
 	// tag is the tag of the command the library is running, "" when
 	// none.
 	tag string
 
 	// wmu serialises writes to the client: the relay's and the front's.
+	// After COMPRESS, bw writes into zw, the deflater (compress.go).
 	wmu sync.Mutex
 	bw  *bufio.Writer
+	zw  *flate.Writer
 }
 
 // inflight returns the tag of the command the library is running.
@@ -396,7 +405,7 @@ func (f *frontConn) writeLine(s string) error {
 	defer f.wmu.Unlock()
 	f.bw.WriteString(s)
 	f.bw.WriteString("\r\n")
-	return f.bw.Flush()
+	return f.flushLocked()
 }
 
 // run runs one command; false ends the connection.
@@ -411,12 +420,17 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		return f.refuse(we)
 	}
 	switch cmd.Name {
-	case "ID", "STARTTLS":
+	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT":
 		if ok, alive := f.rated(cmd.Tag); !ok {
 			return alive
 		}
-		if cmd.Name == "ID" {
+		switch cmd.Name {
+		case "ID":
 			return f.id(cmd)
+		case "COMPRESS":
+			return f.compress(cmd)
+		case "SORT", "UID SORT":
+			return f.sort(cmd)
 		}
 		return f.startTLS(cmd)
 	}

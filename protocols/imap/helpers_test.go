@@ -3,6 +3,7 @@ package imap
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -205,6 +206,8 @@ type rawConn struct {
 	conn net.Conn
 	r    *bufio.Reader
 	tag  int
+	// zw, once set (deflate), compresses what send writes.
+	zw *flate.Writer
 }
 
 func dialRaw(t *testing.T, addr string) *rawConn {
@@ -253,6 +256,15 @@ func (rc *rawConn) line() string {
 func (rc *rawConn) send(s string) {
 	rc.t.Helper()
 	rc.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if rc.zw != nil {
+		if _, err := rc.zw.Write([]byte(s)); err != nil {
+			rc.t.Fatalf("write: %v", err)
+		}
+		if err := rc.zw.Flush(); err != nil {
+			rc.t.Fatalf("write: %v", err)
+		}
+		return
+	}
 	if _, err := rc.conn.Write([]byte(s)); err != nil {
 		rc.t.Fatalf("write: %v", err)
 	}

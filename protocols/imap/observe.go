@@ -13,7 +13,8 @@ import (
 
 // Commands lists the command names a Server reports to its
 // Config.Observer: the commands the library dispatches to the session,
-// plus STARTTLS and ID, which the front runs (front.go). The library
+// plus STARTTLS, ID, COMPRESS, SORT and UID SORT, which the front runs
+// (front.go, compress.go, sort.go). The library
 // answers CAPABILITY, LOGOUT, ENABLE and unknown or malformed commands
 // without the session, and the front refuses commands it finds
 // malformed, so they are not seen; LIST includes LSUB, which the library runs as a LIST. NOOP is
@@ -28,6 +29,7 @@ var Commands = []string{
 	"UNSELECT", "CLOSE", "EXPUNGE", "UID EXPUNGE",
 	"SEARCH", "UID SEARCH", "FETCH", "UID FETCH", "STORE", "UID STORE",
 	"COPY", "UID COPY", "MOVE", "UID MOVE",
+	"COMPRESS", "SORT", "UID SORT",
 }
 
 // librarySession is every interface the library may find on a session.

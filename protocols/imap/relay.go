@@ -61,7 +61,7 @@ func (f *frontConn) relay() {
 			lineStart = false
 		}
 		if werr == nil && (br.Buffered() == 0 || ev != nil || err != nil) {
-			werr = f.bw.Flush()
+			werr = f.flushLocked()
 		}
 		f.wmu.Unlock()
 		if werr != nil {
@@ -125,7 +125,9 @@ func literalAtEnd(line []byte) int64 {
 // rewriteCaps rewrites the capability list in a line (CAPABILITY
 // response or [CAPABILITY] code) to what the front offers: STARTTLS,
 // LOGINDISABLED and AUTH= follow the client connection's TLS state, which
-// the library cannot see, and ID is the front's. The library lists AUTH=
+// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT and
+// COMPRESS=DEFLATE (after login, until compression is on) are the
+// front's. The library lists AUTH=
 // exactly when the client has not logged in (it is told that
 // authentication is always allowed).
 func (f *frontConn) rewriteCaps(line []byte) []byte {
@@ -160,6 +162,9 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 	if preAuth && f.mayStartTLS() {
 		caps = append(caps, "STARTTLS")
 	}
-	caps = append(caps, "ID")
+	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT")
+	if !preAuth && !f.isCompressed() {
+		caps = append(caps, "COMPRESS=DEFLATE")
+	}
 	return []byte(s[:start] + strings.Join(caps, " ") + s[end:])
 }

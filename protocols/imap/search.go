@@ -435,30 +435,15 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 // search runs the criteria over the announced, live messages and returns
 // the result with the matching UIDs in order.
 func (s *session) search(v *view, kind imapserver.NumKind, criteria *imap.SearchCriteria) (*imap.SearchData, []schema.UID, error) {
-	v.drain()
-	terms := 0
-	root, err := v.compileSearch(criteria, &terms)
-	if err != nil {
-		return nil, nil, err
-	}
 	var uids []schema.UID
 	var seqs []uint32
-	for i, m := range v.msgs {
-		if m.expunged {
-			continue
-		}
-		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m}
-		ok := root.match(sm)
-		if sm.err != nil {
-			if errors.Is(sm.err, schema.ErrNoSuchMessage) {
-				continue // expunged meanwhile
-			}
-			return nil, nil, s.storeError("search", sm.err)
-		}
-		if ok {
-			uids = append(uids, m.info.UID)
-			seqs = append(seqs, uint32(i+1))
-		}
+	err := s.matchEach(v, criteria, func(sm *searchMsg) error {
+		uids = append(uids, sm.m.info.UID)
+		seqs = append(seqs, sm.seq)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	data := &imap.SearchData{Count: uint32(len(uids))}
 	nums := seqs
@@ -475,6 +460,37 @@ func (s *session) search(v *view, kind imapserver.NumKind, criteria *imap.Search
 		data.Min, data.Max = nums[0], nums[len(nums)-1]
 	}
 	return data, uids, nil
+}
+
+// matchEach runs the criteria over the announced, live messages and
+// calls fn for each match, in sequence order, with its header and body
+// as far as the match loaded them.
+func (s *session) matchEach(v *view, criteria *imap.SearchCriteria, fn func(*searchMsg) error) error {
+	v.drain()
+	terms := 0
+	root, err := v.compileSearch(criteria, &terms)
+	if err != nil {
+		return err
+	}
+	for i, m := range v.msgs {
+		if m.expunged {
+			continue
+		}
+		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m}
+		ok := root.match(sm)
+		if ok && sm.err == nil {
+			if err := fn(sm); err != nil {
+				return err
+			}
+		}
+		if sm.err != nil {
+			if errors.Is(sm.err, schema.ErrNoSuchMessage) {
+				continue // expunged meanwhile
+			}
+			return s.storeError("search", sm.err)
+		}
+	}
+	return nil
 }
 
 // seqSetOf builds a sequence set from ascending sequence numbers.

@@ -262,7 +262,8 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 
 	ctx, cancel := context.WithCancel(s.baseCtx)
 	var id uint64
-	if ic, ok := conn.NetConn().(*innerConn); ok {
+	ic, _ := conn.NetConn().(*innerConn)
+	if ic != nil {
 		id = ic.f.connID
 	}
 	sess := &session{
@@ -271,6 +272,12 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 		ctx:    ctx,
 		cancel: cancel,
 		log:    s.log.With("conn", id),
+	}
+	if ic != nil {
+		// The front runs SORT on this session's selected mailbox.
+		ic.f.mu.Lock()
+		ic.f.sess = sess
+		ic.f.mu.Unlock()
 	}
 	sess.log.Debug("connection opened", "remote", protocols.RemoteIP(conn.NetConn().RemoteAddr()).String())
 	// Found now, before STARTTLS may hide the connection under a
