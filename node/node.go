@@ -53,7 +53,9 @@ type Node struct {
 	directory *directory.Directory
 	store     *mailstore.Store
 	outbound  *outbound.Deliverer
-	backups   *backupService
+	// outTLS is outbound delivery's TLS policy (MTA-STS, require_tls).
+	outTLS  *tlsPolicy
+	backups *backupService
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
 	authState atomic.Pointer[protocols.SharedAuthState]
@@ -418,6 +420,7 @@ func (n *Node) Close() error {
 		n.stopBackup()
 		if n.outbound != nil {
 			n.outbound.Close()
+			n.outTLS.sts.Close()
 		}
 		if n.store != nil {
 			n.store.Close()

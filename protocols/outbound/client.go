@@ -133,12 +133,12 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 		// used; the recipients wait for one it allows.
 		return nil, &failure{code: 451, enhanced: "4.7.5", text: fmt.Sprintf("%s not used: %s", host, sanitizeReply(policy.Refuse)), remote: host}
 	}
-	conn, f := d.dialTLS(ctx, host, policy, true)
+	conn, f := d.dialTLS(ctx, dom, host, policy, true)
 	if f != nil && f.code == errTLSCode && !policy.Require && !policy.Verify {
 		// RFC 7435: opportunistic TLS that fails falls back to
 		// cleartext rather than not delivering.
 		log.Info("TLS with the destination failed; sending in cleartext", "host", host, "reason", f.text)
-		conn, f = d.dialTLS(ctx, host, policy, false)
+		conn, f = d.dialTLS(ctx, dom, host, policy, false)
 	}
 	if f != nil {
 		f.remote = host
@@ -238,7 +238,7 @@ const errTLSCode = 454
 // host offers STARTTLS, starts TLS. It returns a connection on which
 // go-smtp's client then runs, with the greeting replayed to it (go-smtp
 // cannot start TLS on a client whose EHLO we sent ourselves).
-func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, useTLS bool) (net.Conn, *failure) {
+func (d *Deliverer) dialTLS(ctx context.Context, dom, host string, policy TLSPolicy, useTLS bool) (net.Conn, *failure) {
 	conn, err := d.cfg.Dial(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(d.cfg.Port)))
 	if err != nil {
 		return nil, temporary(451, "4.4.1", "Connection to %s failed: %s", host, sanitizeReply(err.Error()))
@@ -277,6 +277,7 @@ func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, 
 		return nil, temporary(451, "4.4.2", "Connection to %s lost", host)
 	}
 	if !offered {
+		d.reportTLS(dom, host, policy, TLSResult{Failure: ResultSTARTTLSNotSupported})
 		if policy.Require {
 			conn.Close()
 			return nil, temporary(errTLSCode, "4.7.10", "%s does not offer STARTTLS, which the policy requires", host)
@@ -296,13 +297,32 @@ func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, 
 		conn.Close()
 		return nil, temporary(errTLSCode, "4.7.0", "STARTTLS refused by %s (%d)", host, code)
 	}
-	tc := tls.Client(conn, tlsConfig(host, policy, d.cfg.RootCAs))
+	var checkErr error
+	tc := tls.Client(conn, tlsConfig(host, policy, d.cfg.RootCAs, func(err error) { checkErr = err }))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
+		res := TLSResult{Failure: ResultValidationFailure, Detail: sanitizeReply(err.Error())}
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) {
+			res.Failure = certFailure(ve.Err)
+		}
+		d.reportTLS(dom, host, policy, res)
 		return nil, temporary(errTLSCode, "4.7.0", "TLS handshake with %s failed: %s", host, sanitizeReply(err.Error()))
+	}
+	if checkErr != nil {
+		d.reportTLS(dom, host, policy, TLSResult{Failure: certFailure(checkErr), Detail: sanitizeReply(checkErr.Error())})
+	} else {
+		d.reportTLS(dom, host, policy, TLSResult{})
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return &greetedConn{Conn: tc, pre: strings.NewReader(replay)}, nil
+}
+
+// reportTLS tells Config.OnTLS the TLS outcome of a connection.
+func (d *Deliverer) reportTLS(dom, host string, policy TLSPolicy, r TLSResult) {
+	if d.cfg.OnTLS != nil {
+		d.cfg.OnTLS(dom, host, policy, r)
+	}
 }
 
 // greetedConn replays the greeting already read to go-smtp's client,

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailcluster/mailcluster/protocols/mtasts"
+	"github.com/mailcluster/mailcluster/protocols/outbound"
+)
+
+// maxCAFile bounds outbound.ca_file.
+const maxCAFile = 4 << 20
+
+// loadCAFile reads a PEM file of root certificates.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > maxCAFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxCAFile)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificates", path)
+	}
+	return pool, nil
+}
+
+// Policy names of TLS decisions, in logs and metrics.
+const (
+	tlsPolicyNone       = "none"
+	tlsPolicyTesting    = "mta-sts-testing"
+	tlsPolicyEnforce    = "mta-sts-enforce"
+	tlsPolicyRequireTLS = "require-tls"
+)
+
+// tlsPolicy is the node's TLS decision for outbound connections: the
+// recipient domain's MTA-STS policy (RFC 8461) and the operator's
+// outbound.require_tls.
+type tlsPolicy struct {
+	sts        *mtasts.Client
+	requireTLS bool
+	log        *slog.Logger
+	tlsResults *prometheus.CounterVec
+}
+
+// policyKind names the rule a TLSPolicy came from.
+func policyKind(p outbound.TLSPolicy, requireTLS bool) string {
+	switch {
+	case requireTLS:
+		return tlsPolicyRequireTLS
+	case p.Verify:
+		return tlsPolicyEnforce
+	case p.Check:
+		return tlsPolicyTesting
+	default:
+		return tlsPolicyNone
+	}
+}
+
+// decide is outbound.Config.TLSPolicy. An enforce-mode policy refuses
+// an MX it does not list and requires verified TLS to one it lists; a
+// testing-mode policy delivers as without one but checks and reports;
+// a policy that cannot be fetched counts as none (RFC 8461 section
+// 5.1). require_tls requires verified TLS to every MX.
+func (t *tlsPolicy) decide(ctx context.Context, domain, mx string) outbound.TLSPolicy {
+	var out outbound.TLSPolicy
+	if t.requireTLS {
+		out.Require, out.Verify = true, true
+	}
+	p, err := t.sts.Lookup(ctx, domain)
+	if err != nil {
+		kind := "sts-policy-fetch-error"
+		if errors.Is(err, mtasts.ErrInvalid) {
+			kind = "sts-policy-invalid"
+		}
+		t.log.Warn("MTA-STS policy lookup failed; delivering without it", "domain", domain, "result", kind, "err", err)
+		t.tlsResults.WithLabelValues(tlsPolicyNone, kind).Inc()
+		return out
+	}
+	if p == nil || p.Mode == mtasts.ModeNone {
+		return out
+	}
+	allowed := p.Allowed(mx)
+	switch {
+	case p.Enforced() && !allowed:
+		t.log.Warn("MX not listed in the enforced MTA-STS policy; not used", "domain", domain, "mx", mx)
+		t.tlsResults.WithLabelValues(tlsPolicyEnforce, "validation-failure").Inc()
+		out.Refuse = "not listed in the MTA-STS policy of " + domain
+	case p.Enforced():
+		out.Require, out.Verify = true, true
+	default: // testing
+		if !allowed {
+			t.log.Warn("MX not listed in the MTA-STS policy (testing mode); delivering", "domain", domain, "mx", mx)
+			t.tlsResults.WithLabelValues(tlsPolicyTesting, "validation-failure").Inc()
+		}
+		out.Check = true
+	}
+	return out
+}
+
+// record is outbound.Config.OnTLS: each connection's TLS outcome goes
+// to the metrics, and a failure under a policy to the log.
+func (t *tlsPolicy) record(domain, mx string, p outbound.TLSPolicy, r outbound.TLSResult) {
+	kind := policyKind(p, t.requireTLS)
+	result := r.Failure
+	if result == "" {
+		result = "success"
+	}
+	t.tlsResults.WithLabelValues(kind, result).Inc()
+	if r.Failure != "" && kind != tlsPolicyNone {
+		t.log.Warn("TLS with the destination failed its policy", "domain", domain, "mx", mx, "policy", kind, "result", r.Failure, "detail", r.Detail)
+	}
+}
+
+// outboundTLS is the counter of outbound TLS outcomes by policy and
+// result (mail_outbound_tls_total).
+func (n *Node) outboundTLS() *prometheus.CounterVec { return n.outTLS.tlsResults }
