@@ -92,7 +92,6 @@ func (n *Node) startOutbound() error {
 	resolver := n.cfg.DNS.resolver()
 	tp := &tlsPolicy{
 		sts:        mtasts.New(mtasts.Config{Resolver: resolver, RootCAs: roots, Port: o.MTASTSPort}),
-		requireTLS: o.RequireTLS,
 		log:        n.log,
 		tlsResults: m.tlsResults,
 	}
@@ -102,6 +101,7 @@ func (n *Node) startOutbound() error {
 		Resolver:          resolver,
 		TLSPolicy:         tp.decide,
 		OnTLS:             tp.record,
+		RequireTLS:        o.RequireTLS,
 		RootCAs:           roots,
 		Port:              o.Port,
 		Expire:            o.Expire,

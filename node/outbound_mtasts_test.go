@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mailcluster/mailcluster/cluster/directory"
@@ -252,5 +254,57 @@ func TestOutboundMTASTSTesting(t *testing.T) {
 	waitFor(t, "the message in Postfix's Maildir", func() bool { return len(pf.Messages(t)) == 1 })
 	if v := tlsCount(t, n, tlsPolicyTesting, "validation-failure"); v < 2 {
 		t.Errorf("testing-mode validation failures counted %v, want the MX mismatch and the certificate", v)
+	}
+}
+
+// TestOutboundREQUIRETLS: submission advertises REQUIRETLS (RFC 8689);
+// a message sent with it is queued with the flag and, as the remote MX
+// (smtp-sink) has no TLS, returned to the sender with 5.7.10 without
+// being sent.
+func TestOutboundREQUIRETLS(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	n, cfg := stsNode(t, map[string]string{"remote.test": stsZone("remote.test", false)}, OutboundConfig{Port: port})
+	c, err := gosmtp.DialStartTLS(n.Addr(ListenSubmission).String(), clientTLS(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ok, _ := c.Extension("REQUIRETLS"); !ok {
+		t.Fatal("submission does not advertise REQUIRETLS")
+	}
+	if err := c.Auth(sasl.NewPlainClient("", "alice@example.test", "alice-password")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("alice@example.test", &gosmtp.MailOptions{RequireTLS: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("bob@remote.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <alice@example.test>\r\nTo: <bob@remote.test>\r\nSubject: reqtls2\r\nMessage-ID: <reqtls2@example.test>\r\n\r\nsecret\r\n"
+	if _, err := w.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if es := queueEntries(t, n); len(es) != 1 || !es[0].State.RequireTLS {
+		t.Fatalf("queue %+v, want one entry with REQUIRETLS", es)
+	}
+	waitFor(t, "the queue entry to finish", func() bool { return finished(queueEntries(t, n)) })
+	if r := recipient(t, n, "bob@remote.test"); r.Status != schema.RecipientFailed || r.Enhanced != "5.7.10" {
+		t.Fatalf("recipient %+v, want failed 5.7.10", r)
+	}
+	msgs := inbox(t, n)
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "Status: 5.7.10") {
+		t.Fatalf("sender's INBOX %q, want one DSN with 5.7.10", msgs)
+	}
+	if got := sink.Messages(t); len(got) != 0 {
+		t.Fatalf("sink got %d messages without TLS", len(got))
 	}
 }

@@ -37,48 +37,31 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// Policy names of TLS decisions, in logs and metrics.
+// Policy names of TLS decisions, in logs and metrics (TLSPolicy.Reason).
 const (
 	tlsPolicyNone       = "none"
 	tlsPolicyTesting    = "mta-sts-testing"
 	tlsPolicyEnforce    = "mta-sts-enforce"
-	tlsPolicyRequireTLS = "require-tls"
+	tlsPolicyRequireTLS = outbound.ReasonRequireTLS
+	tlsPolicyREQUIRETLS = outbound.ReasonREQUIRETLS
 )
 
-// tlsPolicy is the node's TLS decision for outbound connections: the
-// recipient domain's MTA-STS policy (RFC 8461) and the operator's
-// outbound.require_tls.
+// tlsPolicy is the node's TLS decision for outbound connections from
+// the recipient domain's MTA-STS policy (RFC 8461); the deliverer adds
+// outbound.require_tls and REQUIRETLS on top.
 type tlsPolicy struct {
 	sts        *mtasts.Client
-	requireTLS bool
 	log        *slog.Logger
 	tlsResults *prometheus.CounterVec
-}
-
-// policyKind names the rule a TLSPolicy came from.
-func policyKind(p outbound.TLSPolicy, requireTLS bool) string {
-	switch {
-	case requireTLS:
-		return tlsPolicyRequireTLS
-	case p.Verify:
-		return tlsPolicyEnforce
-	case p.Check:
-		return tlsPolicyTesting
-	default:
-		return tlsPolicyNone
-	}
 }
 
 // decide is outbound.Config.TLSPolicy. An enforce-mode policy refuses
 // an MX it does not list and requires verified TLS to one it lists; a
 // testing-mode policy delivers as without one but checks and reports;
 // a policy that cannot be fetched counts as none (RFC 8461 section
-// 5.1). require_tls requires verified TLS to every MX.
+// 5.1).
 func (t *tlsPolicy) decide(ctx context.Context, domain, mx string) outbound.TLSPolicy {
 	var out outbound.TLSPolicy
-	if t.requireTLS {
-		out.Require, out.Verify = true, true
-	}
 	p, err := t.sts.Lookup(ctx, domain)
 	if err != nil {
 		kind := "sts-policy-fetch-error"
@@ -98,14 +81,15 @@ func (t *tlsPolicy) decide(ctx context.Context, domain, mx string) outbound.TLSP
 		t.log.Warn("MX not listed in the enforced MTA-STS policy; not used", "domain", domain, "mx", mx)
 		t.tlsResults.WithLabelValues(tlsPolicyEnforce, "validation-failure").Inc()
 		out.Refuse = "not listed in the MTA-STS policy of " + domain
+		out.Reason = tlsPolicyEnforce
 	case p.Enforced():
-		out.Require, out.Verify = true, true
+		out.Require, out.Verify, out.Reason = true, true, tlsPolicyEnforce
 	default: // testing
 		if !allowed {
 			t.log.Warn("MX not listed in the MTA-STS policy (testing mode); delivering", "domain", domain, "mx", mx)
 			t.tlsResults.WithLabelValues(tlsPolicyTesting, "validation-failure").Inc()
 		}
-		out.Check = true
+		out.Check, out.Reason = true, tlsPolicyTesting
 	}
 	return out
 }
@@ -113,7 +97,10 @@ func (t *tlsPolicy) decide(ctx context.Context, domain, mx string) outbound.TLSP
 // record is outbound.Config.OnTLS: each connection's TLS outcome goes
 // to the metrics, and a failure under a policy to the log.
 func (t *tlsPolicy) record(domain, mx string, p outbound.TLSPolicy, r outbound.TLSResult) {
-	kind := policyKind(p, t.requireTLS)
+	kind := p.Reason
+	if kind == "" {
+		kind = tlsPolicyNone
+	}
 	result := r.Failure
 	if result == "" {
 		result = "success"

@@ -119,7 +119,33 @@ func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string
 			break
 		}
 	}
+	if st.RequireTLS && ctx.Err() == nil && strings.HasPrefix(last.enhanced, "4.7.") {
+		// RFC 8689 section 4.2.1: no host could take the message over
+		// verified TLS with REQUIRETLS; it is returned, not retried.
+		f := permanent(550, "5.7.10", "REQUIRETLS: %s", last.text)
+		f.remote = last.remote
+		log.Info("REQUIRETLS message returned", "code", f.code, "enhanced", f.enhanced)
+		return f.results(rcpts)
+	}
 	return last.results(rcpts)
+}
+
+// policyFor is the TLS policy of one connection for a message: the
+// recipient domain's (TLSPolicy) unless the message said "TLS-Required:
+// No", tightened to verified TLS by REQUIRETLS and by the operator's
+// RequireTLS.
+func (d *Deliverer) policyFor(ctx context.Context, dom, host string, st schema.OutboundState) TLSPolicy {
+	var p TLSPolicy
+	if !st.TLSOptional {
+		p = d.cfg.TLSPolicy(ctx, dom, host)
+	}
+	switch {
+	case st.RequireTLS:
+		p.Require, p.Verify, p.Check, p.Reason = true, true, false, ReasonREQUIRETLS
+	case d.cfg.RequireTLS:
+		p.Require, p.Verify, p.Check, p.Reason = true, true, false, ReasonRequireTLS
+	}
+	return p
 }
 
 // sendHost runs one SMTP transaction with host. A failure returned
@@ -127,7 +153,7 @@ func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string
 // host may be tried.
 func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host string, st schema.OutboundState, rcpts []string, out outgoing) ([]rcptResult, *failure) {
 	msg := out.signed
-	policy := d.cfg.TLSPolicy(ctx, dom, host)
+	policy := d.policyFor(ctx, dom, host, st)
 	if policy.Refuse != "" {
 		// RFC 8461 section 5: an MX the policy does not allow is not
 		// used; the recipients wait for one it allows.
@@ -154,6 +180,14 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 	if err := c.Hello(d.cfg.Hostname); err != nil {
 		return nil, replyFailure(err, host, "EHLO")
 	}
+	if st.RequireTLS {
+		if ok, _ := c.Extension("REQUIRETLS"); !ok {
+			// RFC 8689 section 4.2.1: only to a host that supports
+			// REQUIRETLS; another MX may.
+			_ = c.Quit()
+			return nil, &failure{code: 450, enhanced: "4.7.10", text: fmt.Sprintf("%s does not support REQUIRETLS, which this message requires", host), remote: host}
+		}
+	}
 	if st.UTF8 {
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
 			// RFC 6531 section 3.2: no downgrade of addresses.
@@ -173,7 +207,7 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 			msg = out.sign(converted)
 		}
 	}
-	if err := c.Mail(st.From, &gosmtp.MailOptions{UTF8: st.UTF8, Size: int64(len(msg))}); err != nil {
+	if err := c.Mail(st.From, &gosmtp.MailOptions{UTF8: st.UTF8, RequireTLS: st.RequireTLS, Size: int64(len(msg))}); err != nil {
 		f := replyFailure(err, host, "MAIL")
 		if f.permanent {
 			return f.results(rcpts), nil // a refusal of the sender, not of this host

@@ -85,6 +85,10 @@ type Config struct {
 	// (the one place for MTA-STS, RFC 8461, or an operator's rule); nil
 	// means Opportunistic.
 	TLSPolicy func(ctx context.Context, domain, mx string) TLSPolicy
+	// RequireTLS is the operator's switch: every connection needs
+	// STARTTLS with a verified certificate, whatever TLSPolicy and the
+	// message say.
+	RequireTLS bool
 	// RootCAs verifies certificates when a policy asks for verification;
 	// nil means the system's roots.
 	RootCAs *x509.CertPool
@@ -118,7 +122,18 @@ type TLSPolicy struct {
 	// failure (through Config.OnTLS) and goes on: an MTA-STS policy in
 	// testing mode (RFC 8461 section 5).
 	Check bool
+	// Reason names the rule behind the policy ("mta-sts-enforce",
+	// "require-tls", ...) for logs and metrics; empty for opportunistic.
+	Reason string
 }
+
+// Reasons the deliverer itself gives to a TLSPolicy.
+const (
+	// ReasonRequireTLS: Config.RequireTLS, the operator's switch.
+	ReasonRequireTLS = "require-tls"
+	// ReasonREQUIRETLS: the message was submitted with REQUIRETLS.
+	ReasonREQUIRETLS = "requiretls"
+)
 
 // TLS result types of RFC 8460 section 4.3, as TLSResult.Failure says
 // them.
