@@ -11,6 +11,7 @@ import (
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/protocols/mtasts"
 	"github.com/mailcluster/mailcluster/protocols/outbound"
+	"github.com/mailcluster/mailcluster/protocols/tlsrpt"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -46,6 +47,10 @@ type OutboundConfig struct {
 	// MTASTSPort is the HTTPS port MTA-STS policies are fetched from
 	// (default 443; staging and tests point it at a loopback server).
 	MTASTSPort int `toml:"mta_sts_port"`
+	// TLSReportEvery replaces the daily period of TLS reports (RFC
+	// 8460), which otherwise end at each UTC midnight. Not read from the
+	// file; tests shorten it.
+	TLSReportEvery time.Duration `toml:"-"`
 	// Poll is the longest the deliverer waits before looking at the
 	// queues again (a new shard leader finds its queue within it;
 	// default 5 s). Not read from the file; tests shorten it.
@@ -94,6 +99,8 @@ func (n *Node) startOutbound() error {
 		sts:        mtasts.New(mtasts.Config{Resolver: resolver, RootCAs: roots, Port: o.MTASTSPort}),
 		log:        n.log,
 		tlsResults: m.tlsResults,
+		rpt:        tlsrpt.NewCollector(n.now()),
+		policies:   map[string]tlsrpt.Policy{},
 	}
 	n.outTLS = tp
 	n.outbound = outbound.New(n.store, outbound.Config{

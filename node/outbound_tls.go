@@ -2,16 +2,20 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/protocols/mtasts"
 	"github.com/mailcluster/mailcluster/protocols/outbound"
+	"github.com/mailcluster/mailcluster/protocols/tlsrpt"
 )
 
 // maxCAFile bounds outbound.ca_file.
@@ -53,6 +57,44 @@ type tlsPolicy struct {
 	sts        *mtasts.Client
 	log        *slog.Logger
 	tlsResults *prometheus.CounterVec
+	// rpt counts results for the daily TLS reports (RFC 8460).
+	rpt *tlsrpt.Collector
+
+	mu sync.Mutex
+	// policies is the MTA-STS policy last used per domain, for the
+	// reports of the connections made under it.
+	policies map[string]tlsrpt.Policy
+}
+
+// maxReportPolicies bounds tlsPolicy.policies.
+const maxReportPolicies = 10000
+
+// reportPolicy is p as a TLS report names it.
+func reportPolicy(p *mtasts.Policy) tlsrpt.Policy {
+	return tlsrpt.Policy{Type: tlsrpt.PolicySTS, String: strings.Split(strings.TrimRight(p.Text(), "\r\n"), "\n"), MX: p.MX}
+}
+
+// remember keeps the policy used for a domain.
+func (t *tlsPolicy) remember(domain string, p tlsrpt.Policy) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.policies) >= maxReportPolicies {
+		t.policies = map[string]tlsrpt.Policy{}
+	}
+	t.policies[domain] = p
+}
+
+// policyOf is the report policy of connections to domain under reason.
+func (t *tlsPolicy) policyOf(domain, reason string) tlsrpt.Policy {
+	if reason != tlsPolicyEnforce && reason != tlsPolicyTesting {
+		return tlsrpt.Policy{Type: tlsrpt.PolicyNotFound}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.policies[domain]; ok {
+		return p
+	}
+	return tlsrpt.Policy{Type: tlsrpt.PolicySTS}
 }
 
 // decide is outbound.Config.TLSPolicy. An enforce-mode policy refuses
@@ -65,21 +107,29 @@ func (t *tlsPolicy) decide(ctx context.Context, domain, mx string) outbound.TLSP
 	p, err := t.sts.Lookup(ctx, domain)
 	if err != nil {
 		kind := "sts-policy-fetch-error"
-		if errors.Is(err, mtasts.ErrInvalid) {
+		var certErr *tls.CertificateVerificationError
+		switch {
+		case errors.Is(err, mtasts.ErrInvalid):
 			kind = "sts-policy-invalid"
+		case errors.As(err, &certErr):
+			kind = "sts-webpki-invalid"
 		}
 		t.log.Warn("MTA-STS policy lookup failed; delivering without it", "domain", domain, "result", kind, "err", err)
 		t.tlsResults.WithLabelValues(tlsPolicyNone, kind).Inc()
+		t.rpt.Record(domain, tlsrpt.Policy{Type: tlsrpt.PolicySTS}, mx, kind, "")
 		return out
 	}
 	if p == nil || p.Mode == mtasts.ModeNone {
 		return out
 	}
 	allowed := p.Allowed(mx)
+	rp := reportPolicy(p)
+	t.remember(domain, rp)
 	switch {
 	case p.Enforced() && !allowed:
 		t.log.Warn("MX not listed in the enforced MTA-STS policy; not used", "domain", domain, "mx", mx)
 		t.tlsResults.WithLabelValues(tlsPolicyEnforce, "validation-failure").Inc()
+		t.rpt.Record(domain, rp, mx, outbound.ResultValidationFailure, "MX not listed in the policy")
 		out.Refuse = "not listed in the MTA-STS policy of " + domain
 		out.Reason = tlsPolicyEnforce
 	case p.Enforced():
@@ -88,6 +138,7 @@ func (t *tlsPolicy) decide(ctx context.Context, domain, mx string) outbound.TLSP
 		if !allowed {
 			t.log.Warn("MX not listed in the MTA-STS policy (testing mode); delivering", "domain", domain, "mx", mx)
 			t.tlsResults.WithLabelValues(tlsPolicyTesting, "validation-failure").Inc()
+			t.rpt.Record(domain, rp, mx, outbound.ResultValidationFailure, "MX not listed in the policy")
 		}
 		out.Check, out.Reason = true, tlsPolicyTesting
 	}
@@ -106,6 +157,7 @@ func (t *tlsPolicy) record(domain, mx string, p outbound.TLSPolicy, r outbound.T
 		result = "success"
 	}
 	t.tlsResults.WithLabelValues(kind, result).Inc()
+	t.rpt.Record(domain, t.policyOf(domain, p.Reason), mx, r.Failure, r.Detail)
 	if r.Failure != "" && kind != tlsPolicyNone {
 		t.log.Warn("TLS with the destination failed its policy", "domain", domain, "mx", mx, "policy", kind, "result", r.Failure, "detail", r.Detail)
 	}
