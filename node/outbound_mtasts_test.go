@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -307,4 +308,56 @@ func TestOutboundREQUIRETLS(t *testing.T) {
 	if got := sink.Messages(t); len(got) != 0 {
 		t.Fatalf("sink got %d messages without TLS", len(got))
 	}
+}
+
+// TestREQUIRETLSNeedsTLS: the MX port refuses REQUIRETLS on a cleartext
+// connection (RFC 8689 section 4.1) with 530 5.7.10; a submitted
+// message with "TLS-Required: No" is queued marked so.
+func TestREQUIRETLSNeedsTLS(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	n, cfg := stsNode(t, map[string]string{"remote.test": stsZone("remote.test", false)}, OutboundConfig{Port: port})
+	conn, err := net.DialTimeout("tcp", n.Addr(ListenSMTP).String(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	tp := textproto.NewConn(conn)
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.PrintfLine("EHLO client.test"); err != nil {
+		t.Fatal(err)
+	}
+	_, ehlo, err := tp.ReadResponse(250)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(ehlo, "REQUIRETLS") {
+		t.Errorf("REQUIRETLS advertised without TLS:\n%s", ehlo)
+	}
+	if err := tp.PrintfLine("MAIL FROM:<x@remote.test> REQUIRETLS"); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg, err := tp.ReadResponse(250); code != 530 || !strings.HasPrefix(msg, "5.7.10") {
+		t.Fatalf("MAIL REQUIRETLS without TLS: %d %s (%v), want 530 5.7.10", code, msg, err)
+	}
+
+	c, err := gosmtp.DialStartTLS(n.Addr(ListenSubmission).String(), clientTLS(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "alice@example.test", "alice-password")); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <alice@example.test>\r\nTo: <bob@remote.test>\r\nTLS-Required: No\r\nSubject: optional1\r\nMessage-ID: <optional1@example.test>\r\n\r\nplease deliver anyway\r\n"
+	if err := c.SendMail("alice@example.test", []string{"bob@remote.test"}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if es := queueEntries(t, n); len(es) != 1 || !es[0].State.TLSOptional || es[0].State.RequireTLS {
+		t.Fatalf("queue %+v, want one entry marked TLS-Required: No", es)
+	}
+	waitFor(t, "the message at the sink", func() bool { return len(sink.Messages(t)) == 1 })
 }
