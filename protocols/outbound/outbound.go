@@ -141,6 +141,7 @@ const (
 	ResultSTARTTLSNotSupported = "starttls-not-supported"
 	ResultHostMismatch         = "certificate-host-mismatch"
 	ResultCertificateExpired   = "certificate-expired"
+	ResultNotTrusted           = "certificate-not-trusted"
 	ResultValidationFailure    = "validation-failure"
 )
 
@@ -697,7 +698,10 @@ func verifyChain(cs tls.ConnectionState, name string, roots *x509.CertPool) erro
 func certFailure(err error) string {
 	var host x509.HostnameError
 	var inv x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
 	switch {
+	case errors.As(err, &unknown):
+		return ResultNotTrusted
 	case errors.As(err, &host):
 		return ResultHostMismatch
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:

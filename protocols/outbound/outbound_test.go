@@ -431,8 +431,8 @@ func TestREQUIRETLS(t *testing.T) {
 	if res[0].status != schema.RecipientFailed || res[0].code != 550 || res[0].enhanced != "5.7.10" {
 		t.Fatalf("untrusted certificate: %+v, want failed 550 5.7.10", res[0])
 	}
-	if len(reported) == 0 || reported[0].Failure != ResultValidationFailure {
-		t.Errorf("TLS results %+v, want a validation failure", reported)
+	if len(reported) == 0 || reported[0].Failure != ResultNotTrusted {
+		t.Errorf("TLS results %+v, want certificate-not-trusted", reported)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(certPEM)
