@@ -474,3 +474,50 @@ func TestREQUIRETLS(t *testing.T) {
 		t.Fatalf("without TLS-Required: No: %+v, want the policy's 4.7.5", res[0])
 	}
 }
+
+// TestCertFailure: certificate verification errors map to RFC 8460
+// result types.
+func TestCertFailure(t *testing.T) {
+	parse := func(validity time.Duration) *x509.Certificate {
+		certPEM, keyPEM, err := protocols.SelfSignedCertificate([]string{"mx.remote.test"}, validity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf
+	}
+	good, expired := parse(time.Hour), parse(-time.Minute)
+	verify := func(c *x509.Certificate, trusted bool, name string) error {
+		roots := x509.NewCertPool()
+		if trusted {
+			roots.AddCert(c)
+		}
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: name})
+		return err
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{verify(good, true, "other.remote.test"), ResultHostMismatch},
+		{verify(good, false, "mx.remote.test"), ResultNotTrusted},
+		{verify(expired, true, "mx.remote.test"), ResultCertificateExpired},
+	} {
+		if c.err == nil {
+			t.Fatalf("verification passed, want %s", c.want)
+		}
+		if got := certFailure(c.err); got != c.want {
+			t.Errorf("certFailure(%v) = %s, want %s", c.err, got, c.want)
+		}
+	}
+	if err := verify(good, true, "mx.remote.test"); err != nil {
+		t.Fatalf("good certificate: %v", err)
+	}
+}
