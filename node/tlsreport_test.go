@@ -125,3 +125,15 @@ func reportJSONOf(t *testing.T, dump string) []byte {
 		return js
 	}
 }
+
+// TestTLSRPTPeriod: reports cover UTC days (RFC 8460 section 4.1).
+func TestTLSRPTPeriod(t *testing.T) {
+	berlin := time.FixedZone("CET", 3600)
+	now := time.Date(2025, 3, 1, 0, 30, 0, 0, berlin) // 2025-02-28T23:30Z
+	if got, want := nextReport(now, 0), time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC); !got.Equal(want) {
+		t.Errorf("next report after %s: %s, want %s", now, got, want)
+	}
+	if got := nextReport(now, time.Minute); !got.Equal(now.Add(time.Minute)) {
+		t.Errorf("shortened period: %s", got)
+	}
+}
