@@ -58,17 +58,17 @@ type OutboundRecipient struct {
 // OutboundState is the part of a queue entry sealed under the sender's
 // key: the envelope and what delivery learned.
 type OutboundState struct {
-	Sender   string `json:"sender"` // the submitting user's address
-	From     string `json:"from"`   // envelope sender
-	UTF8     bool   `json:"utf8,omitempty"`
-	EightBit bool   `json:"eight_bit,omitempty"` // the body has bytes over 127
-	// RequireTLS and TLSOptional are the submission's (RFC 8689).
-	RequireTLS  bool                `json:"require_tls,omitempty"`
-	TLSOptional bool                `json:"tls_optional,omitempty"`
-	Recipients  []OutboundRecipient `json:"recipients"`
-	Attempts    int                 `json:"attempts"`
+	Sender     string              `json:"sender"` // the submitting user's address
+	From       string              `json:"from"`   // envelope sender
+	UTF8       bool                `json:"utf8,omitempty"`
+	EightBit   bool                `json:"eight_bit,omitempty"` // the body has bytes over 127
+	Recipients []OutboundRecipient `json:"recipients"`
+	Attempts   int                 `json:"attempts"`
 	// DelayNotified is set once the sender got the delay notice.
 	DelayNotified bool `json:"delay_notified,omitempty"`
+	// RequireTLS and TLSOptional are the submission's (RFC 8689).
+	RequireTLS  bool `json:"require_tls,omitempty"`
+	TLSOptional bool `json:"tls_optional,omitempty"`
 }
 
 // Pending returns the recipients still queued.
