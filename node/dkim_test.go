@@ -299,7 +299,9 @@ func openDKIMVerify(t *testing.T, bin, dns string, msg []byte) string {
 	t.Helper()
 	dir := t.TempDir()
 	host, port, _ := strings.Cut(dns, ":")
-	unbound := fmt.Sprintf("server:\n  do-not-query-localhost: no\n  module-config: \"iterator\"\nforward-zone:\n  name: \".\"\n  forward-addr: %s@%s\n", host, port)
+	// "test." is one of unbound's default local zones (RFC 6761); it is
+	// switched off so that test domains are asked of NSD.
+	unbound := fmt.Sprintf("server:\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n  local-zone: \"test.\" nodefault\nforward-zone:\n  name: \".\"\n  forward-addr: %s@%s\n", host, port)
 	conf := fmt.Sprintf("Mode v\nResolverConfiguration %s\nSyslog no\nCanonicalization relaxed/relaxed\nAlwaysAddARHeader yes\nAuthservID test.invalid\n",
 		filepath.Join(dir, "unbound.conf"))
 	msgFile := filepath.Join(dir, "msg.eml")

@@ -53,7 +53,11 @@ type Node struct {
 	directory *directory.Directory
 	store     *mailstore.Store
 	outbound  *outbound.Deliverer
-	backups   *backupService
+	// outTLS is outbound delivery's TLS policy (MTA-STS, require_tls).
+	outTLS *tlsPolicy
+	// tlsReports sends the daily TLS reports; nil without a postmaster.
+	tlsReports *tlsReporter
+	backups    *backupService
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
 	authState atomic.Pointer[protocols.SharedAuthState]
@@ -236,6 +240,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startOutbound(); err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	n.startTLSReports(outboundSubmitter{n.store, n.outbound})
 	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)
 	}
@@ -416,8 +421,12 @@ func (n *Node) Close() error {
 		n.serving.Wait()
 		n.web.close()
 		n.stopBackup()
+		if n.tlsReports != nil {
+			n.tlsReports.close()
+		}
 		if n.outbound != nil {
 			n.outbound.Close()
+			n.outTLS.sts.Close()
 		}
 		if n.store != nil {
 			n.store.Close()

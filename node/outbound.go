@@ -2,13 +2,16 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
+	"github.com/mailcluster/mailcluster/protocols/mtasts"
 	"github.com/mailcluster/mailcluster/protocols/outbound"
+	"github.com/mailcluster/mailcluster/protocols/tlsrpt"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -31,6 +34,23 @@ type OutboundConfig struct {
 	// DomainConnections bounds the connections open at one time to one
 	// recipient domain (default 4).
 	DomainConnections int `toml:"domain_connections"`
+	// RequireTLS makes every outbound connection require STARTTLS with
+	// a certificate that verifies (against the system's roots, or
+	// CAFile) for the MX's name; a destination without it is retried,
+	// then bounced. Off by default: opportunistic TLS, and MTA-STS
+	// where the recipient domain publishes a policy.
+	RequireTLS bool `toml:"require_tls"`
+	// CAFile is a PEM file of root certificates that replaces the
+	// system's for verifying MX certificates and MTA-STS policy hosts
+	// (staging with a private CA; tests). Empty: the system's roots.
+	CAFile string `toml:"ca_file"`
+	// MTASTSPort is the HTTPS port MTA-STS policies are fetched from
+	// (default 443; staging and tests point it at a loopback server).
+	MTASTSPort int `toml:"mta_sts_port"`
+	// TLSReportEvery replaces the daily period of TLS reports (RFC
+	// 8460), which otherwise end at each UTC midnight. Not read from the
+	// file; tests shorten it.
+	TLSReportEvery time.Duration `toml:"-"`
 	// Poll is the longest the deliverer waits before looking at the
 	// queues again (a new shard leader finds its queue within it;
 	// default 5 s). Not read from the file; tests shorten it.
@@ -48,6 +68,14 @@ func (o OutboundConfig) validate() []error {
 	if o.RetryBase < 0 {
 		errs = append(errs, fmt.Errorf("outbound.retry_base %s: want a positive duration", o.RetryBase))
 	}
+	if o.MTASTSPort < 0 || o.MTASTSPort > 65535 {
+		errs = append(errs, fmt.Errorf("outbound.mta_sts_port %d: want 1-65535", o.MTASTSPort))
+	}
+	if o.CAFile != "" {
+		if _, err := loadCAFile(o.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("outbound.ca_file: %w", err))
+		}
+	}
 	if o.DomainConnections < 0 || o.DomainConnections > 100 {
 		errs = append(errs, fmt.Errorf("outbound.domain_connections %d: want 0-100", o.DomainConnections))
 	}
@@ -59,9 +87,29 @@ func (o OutboundConfig) validate() []error {
 func (n *Node) startOutbound() error {
 	m := newOutboundMetrics()
 	o := n.cfg.Outbound
+	var roots *x509.CertPool
+	if o.CAFile != "" {
+		var err error
+		if roots, err = loadCAFile(o.CAFile); err != nil {
+			return fmt.Errorf("outbound.ca_file: %w", err)
+		}
+	}
+	resolver := n.cfg.DNS.resolver()
+	tp := &tlsPolicy{
+		sts:        mtasts.New(mtasts.Config{Resolver: resolver, RootCAs: roots, Port: o.MTASTSPort}),
+		log:        n.log,
+		tlsResults: m.tlsResults,
+		rpt:        tlsrpt.NewCollector(n.now()),
+		policies:   map[string]tlsrpt.Policy{},
+	}
+	n.outTLS = tp
 	n.outbound = outbound.New(n.store, outbound.Config{
 		Hostname:          n.cfg.Hostname,
-		Resolver:          n.cfg.DNS.resolver(),
+		Resolver:          resolver,
+		TLSPolicy:         tp.decide,
+		OnTLS:             tp.record,
+		RequireTLS:        o.RequireTLS,
+		RootCAs:           roots,
 		Port:              o.Port,
 		Expire:            o.Expire,
 		DelayNotice:       o.DelayNotice,
@@ -82,7 +130,7 @@ func (n *Node) startOutbound() error {
 		Name: "mail_outbound_queue_oldest_seconds",
 		Help: "Age of the oldest message in the outbound queues of the shards this node leads.",
 	}, func() float64 { return d.Stats().Oldest.Seconds() })
-	for _, c := range []prometheus.Collector{m.deliveries, m.size, m.oldest} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.size, m.oldest, m.tlsResults} {
 		if err := n.metrics.reg.Register(c); err != nil {
 			return fmt.Errorf("register outbound metrics: %w", err)
 		}
@@ -93,6 +141,7 @@ func (n *Node) startOutbound() error {
 // outboundMetrics are the queue's metrics.
 type outboundMetrics struct {
 	deliveries   *prometheus.CounterVec
+	tlsResults   *prometheus.CounterVec
 	size, oldest prometheus.GaugeFunc
 }
 
@@ -100,7 +149,12 @@ func newOutboundMetrics() *outboundMetrics {
 	return &outboundMetrics{deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mail_outbound_deliveries_total",
 		Help: "Recipients of outbound delivery attempts by result (delivered, deferred, failed, expired).",
-	}, []string{"result"})}
+	}, []string{"result"}),
+		tlsResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_outbound_tls_total",
+			Help: "TLS outcomes of outbound connections by policy (none, mta-sts-testing, mta-sts-enforce, require-tls) and RFC 8460 result (success, starttls-not-supported, certificate-host-mismatch, ...).",
+		}, []string{"policy", "result"}),
+	}
 }
 
 // outboundSubmitter is the submission port's way out: the store's queue,

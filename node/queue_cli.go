@@ -44,12 +44,13 @@ type queueEntry struct {
 	Attempts    int                        `json:"attempts"`
 	Sender      string                     `json:"sender"`
 	From        string                     `json:"from"`
+	RequireTLS  bool                       `json:"require_tls,omitempty"` // REQUIRETLS (RFC 8689)
 	Recipients  []schema.OutboundRecipient `json:"recipients"`
 }
 
 func newQueueEntry(e schema.OutboundEntry) queueEntry {
 	q := queueEntry{ID: e.ID.String(), Shard: e.Shard, Size: e.Size, Created: e.Created.UTC(), NextAttempt: e.NextAttempt.UTC(),
-		Held: e.Held, Attempts: e.State.Attempts, Sender: e.State.Sender, From: e.State.From, Recipients: e.State.Recipients}
+		Held: e.Held, Attempts: e.State.Attempts, Sender: e.State.Sender, From: e.State.From, RequireTLS: e.State.RequireTLS, Recipients: e.State.Recipients}
 	if !e.Finished.IsZero() {
 		f := e.Finished.UTC()
 		q.Finished = &f

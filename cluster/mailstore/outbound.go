@@ -53,7 +53,8 @@ func (s *Store) Submit(ctx context.Context, sub schema.Submission) error {
 	if sub.Fingerprint != nil {
 		id = deriveID("mailcluster/outbound/", sub.Fingerprint, u.ID[:])
 	}
-	st := schema.OutboundState{Sender: u.Address, From: sub.From, UTF8: sub.UTF8, EightBit: hasEightBit(msg)}
+	st := schema.OutboundState{Sender: u.Address, From: sub.From, UTF8: sub.UTF8, EightBit: hasEightBit(msg),
+		RequireTLS: sub.RequireTLS, TLSOptional: sub.TLSOptional && !sub.RequireTLS}
 	for _, r := range sub.Recipients {
 		st.Recipients = append(st.Recipients, schema.OutboundRecipient{Address: r, Status: schema.RecipientQueued})
 	}

@@ -119,7 +119,33 @@ func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string
 			break
 		}
 	}
+	if st.RequireTLS && ctx.Err() == nil && strings.HasPrefix(last.enhanced, "4.7.") {
+		// RFC 8689 section 4.2.1: no host could take the message over
+		// verified TLS with REQUIRETLS; it is returned, not retried.
+		f := permanent(550, "5.7.10", "REQUIRETLS: %s", last.text)
+		f.remote = last.remote
+		log.Info("REQUIRETLS message returned", "code", f.code, "enhanced", f.enhanced)
+		return f.results(rcpts)
+	}
 	return last.results(rcpts)
+}
+
+// policyFor is the TLS policy of one connection for a message: the
+// recipient domain's (TLSPolicy) unless the message said "TLS-Required:
+// No", tightened to verified TLS by REQUIRETLS and by the operator's
+// RequireTLS.
+func (d *Deliverer) policyFor(ctx context.Context, dom, host string, st schema.OutboundState) TLSPolicy {
+	var p TLSPolicy
+	if !st.TLSOptional {
+		p = d.cfg.TLSPolicy(ctx, dom, host)
+	}
+	switch {
+	case st.RequireTLS:
+		p.Require, p.Verify, p.Check, p.Reason = true, true, false, ReasonREQUIRETLS
+	case d.cfg.RequireTLS:
+		p.Require, p.Verify, p.Check, p.Reason = true, true, false, ReasonRequireTLS
+	}
+	return p
 }
 
 // sendHost runs one SMTP transaction with host. A failure returned
@@ -127,18 +153,18 @@ func (d *Deliverer) sendDomain(ctx context.Context, log *slog.Logger, dom string
 // host may be tried.
 func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host string, st schema.OutboundState, rcpts []string, out outgoing) ([]rcptResult, *failure) {
 	msg := out.signed
-	policy := d.cfg.TLSPolicy(ctx, dom, host)
+	policy := d.policyFor(ctx, dom, host, st)
 	if policy.Refuse != "" {
 		// RFC 8461 section 5: an MX the policy does not allow is not
 		// used; the recipients wait for one it allows.
 		return nil, &failure{code: 451, enhanced: "4.7.5", text: fmt.Sprintf("%s not used: %s", host, sanitizeReply(policy.Refuse)), remote: host}
 	}
-	conn, f := d.dialTLS(ctx, host, policy, true)
+	conn, f := d.dialTLS(ctx, dom, host, policy, true)
 	if f != nil && f.code == errTLSCode && !policy.Require && !policy.Verify {
 		// RFC 7435: opportunistic TLS that fails falls back to
 		// cleartext rather than not delivering.
 		log.Info("TLS with the destination failed; sending in cleartext", "host", host, "reason", f.text)
-		conn, f = d.dialTLS(ctx, host, policy, false)
+		conn, f = d.dialTLS(ctx, dom, host, policy, false)
 	}
 	if f != nil {
 		f.remote = host
@@ -153,6 +179,14 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 	defer c.Close()
 	if err := c.Hello(d.cfg.Hostname); err != nil {
 		return nil, replyFailure(err, host, "EHLO")
+	}
+	if st.RequireTLS {
+		if ok, _ := c.Extension("REQUIRETLS"); !ok {
+			// RFC 8689 section 4.2.1: only to a host that supports
+			// REQUIRETLS; another MX may.
+			_ = c.Quit()
+			return nil, &failure{code: 450, enhanced: "4.7.10", text: fmt.Sprintf("%s does not support REQUIRETLS, which this message requires", host), remote: host}
+		}
 	}
 	if st.UTF8 {
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
@@ -173,7 +207,7 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 			msg = out.sign(converted)
 		}
 	}
-	if err := c.Mail(st.From, &gosmtp.MailOptions{UTF8: st.UTF8, Size: int64(len(msg))}); err != nil {
+	if err := c.Mail(st.From, &gosmtp.MailOptions{UTF8: st.UTF8, RequireTLS: st.RequireTLS, Size: int64(len(msg))}); err != nil {
 		f := replyFailure(err, host, "MAIL")
 		if f.permanent {
 			return f.results(rcpts), nil // a refusal of the sender, not of this host
@@ -238,7 +272,7 @@ const errTLSCode = 454
 // host offers STARTTLS, starts TLS. It returns a connection on which
 // go-smtp's client then runs, with the greeting replayed to it (go-smtp
 // cannot start TLS on a client whose EHLO we sent ourselves).
-func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, useTLS bool) (net.Conn, *failure) {
+func (d *Deliverer) dialTLS(ctx context.Context, dom, host string, policy TLSPolicy, useTLS bool) (net.Conn, *failure) {
 	conn, err := d.cfg.Dial(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(d.cfg.Port)))
 	if err != nil {
 		return nil, temporary(451, "4.4.1", "Connection to %s failed: %s", host, sanitizeReply(err.Error()))
@@ -277,6 +311,7 @@ func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, 
 		return nil, temporary(451, "4.4.2", "Connection to %s lost", host)
 	}
 	if !offered {
+		d.reportTLS(dom, host, policy, TLSResult{Failure: ResultSTARTTLSNotSupported})
 		if policy.Require {
 			conn.Close()
 			return nil, temporary(errTLSCode, "4.7.10", "%s does not offer STARTTLS, which the policy requires", host)
@@ -296,13 +331,32 @@ func (d *Deliverer) dialTLS(ctx context.Context, host string, policy TLSPolicy, 
 		conn.Close()
 		return nil, temporary(errTLSCode, "4.7.0", "STARTTLS refused by %s (%d)", host, code)
 	}
-	tc := tls.Client(conn, tlsConfig(host, policy, d.cfg.RootCAs))
+	var checkErr error
+	tc := tls.Client(conn, tlsConfig(host, policy, d.cfg.RootCAs, func(err error) { checkErr = err }))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
+		res := TLSResult{Failure: ResultValidationFailure, Detail: sanitizeReply(err.Error())}
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) {
+			res.Failure = certFailure(ve.Err)
+		}
+		d.reportTLS(dom, host, policy, res)
 		return nil, temporary(errTLSCode, "4.7.0", "TLS handshake with %s failed: %s", host, sanitizeReply(err.Error()))
+	}
+	if checkErr != nil {
+		d.reportTLS(dom, host, policy, TLSResult{Failure: certFailure(checkErr), Detail: sanitizeReply(checkErr.Error())})
+	} else {
+		d.reportTLS(dom, host, policy, TLSResult{})
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return &greetedConn{Conn: tc, pre: strings.NewReader(replay)}, nil
+}
+
+// reportTLS tells Config.OnTLS the TLS outcome of a connection.
+func (d *Deliverer) reportTLS(dom, host string, policy TLSPolicy, r TLSResult) {
+	if d.cfg.OnTLS != nil {
+		d.cfg.OnTLS(dom, host, policy, r)
+	}
 }
 
 // greetedConn replays the greeting already read to go-smtp's client,

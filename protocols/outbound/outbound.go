@@ -85,9 +85,16 @@ type Config struct {
 	// (the one place for MTA-STS, RFC 8461, or an operator's rule); nil
 	// means Opportunistic.
 	TLSPolicy func(ctx context.Context, domain, mx string) TLSPolicy
+	// RequireTLS is the operator's switch: every connection needs
+	// STARTTLS with a verified certificate, whatever TLSPolicy and the
+	// message say.
+	RequireTLS bool
 	// RootCAs verifies certificates when a policy asks for verification;
 	// nil means the system's roots.
 	RootCAs *x509.CertPool
+	// OnTLS is told the TLS outcome of every connection attempt to an
+	// MX (for logs and TLS-RPT, RFC 8460); may be nil.
+	OnTLS func(domain, mx string, policy TLSPolicy, result TLSResult)
 	// Dial opens connections; nil means a net.Dialer through Resolver.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// OnResult is told each recipient's result ("delivered",
@@ -111,6 +118,41 @@ type TLSPolicy struct {
 	// MTA-STS policy in enforce mode that does not list it): the host is
 	// skipped with a temporary failure.
 	Refuse string
+	// Check verifies the certificate like Verify but only reports a
+	// failure (through Config.OnTLS) and goes on: an MTA-STS policy in
+	// testing mode (RFC 8461 section 5).
+	Check bool
+	// Reason names the rule behind the policy ("mta-sts-enforce",
+	// "require-tls", ...) for logs and metrics; empty for opportunistic.
+	Reason string
+}
+
+// Reasons the deliverer itself gives to a TLSPolicy.
+const (
+	// ReasonRequireTLS: Config.RequireTLS, the operator's switch.
+	ReasonRequireTLS = "require-tls"
+	// ReasonREQUIRETLS: the message was submitted with REQUIRETLS.
+	ReasonREQUIRETLS = "requiretls"
+)
+
+// TLS result types of RFC 8460 section 4.3, as TLSResult.Failure says
+// them.
+const (
+	ResultSTARTTLSNotSupported = "starttls-not-supported"
+	ResultHostMismatch         = "certificate-host-mismatch"
+	ResultCertificateExpired   = "certificate-expired"
+	ResultNotTrusted           = "certificate-not-trusted"
+	ResultValidationFailure    = "validation-failure"
+)
+
+// TLSResult is the TLS outcome of one connection attempt to an MX.
+type TLSResult struct {
+	// Failure is empty when TLS was established and, under a Verify or
+	// Check policy, the certificate verified; otherwise an RFC 8460
+	// result type (Result*).
+	Failure string
+	// Detail says more about a failure (an error text without secrets).
+	Detail string
 }
 
 // Opportunistic is the default TLS policy: STARTTLS whenever offered,
@@ -620,7 +662,51 @@ func (r rcptResult) String() string {
 	return fmt.Sprintf("%s %d %s", r.status, r.code, r.enhanced)
 }
 
-// tlsConfig returns the client TLS configuration for an MX under policy.
-func tlsConfig(mx string, p TLSPolicy, roots *x509.CertPool) *tls.Config {
-	return &tls.Config{ServerName: strings.TrimSuffix(mx, "."), InsecureSkipVerify: !p.Verify, RootCAs: roots, MinVersion: tls.VersionTLS12}
+// tlsConfig returns the client TLS configuration for an MX under
+// policy. Under a Check policy the certificate is verified after the
+// handshake and a failure goes to checkFailed instead of ending it.
+func tlsConfig(mx string, p TLSPolicy, roots *x509.CertPool, checkFailed func(error)) *tls.Config {
+	name := strings.TrimSuffix(mx, ".")
+	c := &tls.Config{ServerName: name, InsecureSkipVerify: !p.Verify, RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if p.Check && !p.Verify {
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if err := verifyChain(cs, name, roots); err != nil {
+				checkFailed(err)
+			}
+			return nil
+		}
+	}
+	return c
+}
+
+// verifyChain verifies a peer's certificate chain and name as crypto/tls
+// does when verification is on.
+func verifyChain(cs tls.ConnectionState, name string, roots *x509.CertPool) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate")
+	}
+	opts := x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(opts)
+	return err
+}
+
+// certFailure maps a certificate verification error to its RFC 8460
+// result type.
+func certFailure(err error) string {
+	var host x509.HostnameError
+	var inv x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &unknown):
+		return ResultNotTrusted
+	case errors.As(err, &host):
+		return ResultHostMismatch
+	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+		return ResultCertificateExpired
+	default:
+		return ResultValidationFailure
+	}
 }

@@ -74,6 +74,8 @@ type tlsBackend struct {
 	msgs  []string
 	tls   []bool
 	rcpts []string
+	// requireTLS is MAIL FROM's REQUIRETLS of each message received.
+	requireTLS []bool
 }
 
 func (b *tlsBackend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
@@ -82,13 +84,15 @@ func (b *tlsBackend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 }
 
 type tlsSession struct {
-	b   *tlsBackend
-	tls bool
+	b          *tlsBackend
+	tls        bool
+	requireTLS bool
 }
 
 func (s *tlsSession) Reset()        {}
 func (s *tlsSession) Logout() error { return nil }
-func (s *tlsSession) Mail(string, *gosmtp.MailOptions) error {
+func (s *tlsSession) Mail(_ string, opts *gosmtp.MailOptions) error {
+	s.requireTLS = opts != nil && opts.RequireTLS
 	return nil
 }
 func (s *tlsSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
@@ -108,6 +112,7 @@ func (s *tlsSession) Data(r io.Reader) error {
 	s.b.mu.Lock()
 	s.b.msgs = append(s.b.msgs, string(b))
 	s.b.tls = append(s.b.tls, s.tls)
+	s.b.requireTLS = append(s.b.requireTLS, s.requireTLS)
 	s.b.mu.Unlock()
 	return nil
 }
@@ -121,6 +126,13 @@ func startTLSServer(t *testing.T) (*tlsBackend, int) {
 
 func startTLSServerCert(t *testing.T) (*tlsBackend, int, []byte) {
 	t.Helper()
+	return startTLSServerOpts(t, false)
+}
+
+// startTLSServerOpts is startTLSServerCert with the server's REQUIRETLS
+// (RFC 8689) support chosen.
+func startTLSServerOpts(t *testing.T, requireTLS bool) (*tlsBackend, int, []byte) {
+	t.Helper()
 	certPEM, keyPEM, err := protocols.SelfSignedCertificate([]string{"mx.remote.test"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +145,7 @@ func startTLSServerCert(t *testing.T) (*tlsBackend, int, []byte) {
 	srv := gosmtp.NewServer(be)
 	srv.Domain = "mx.remote.test"
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.EnableREQUIRETLS = requireTLS
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -391,5 +404,120 @@ func TestSignPrependsFieldsForTheFromDomain(t *testing.T) {
 	d.cfg.Signer = nil
 	if got := d.sign(context.Background(), slog.New(slog.DiscardHandler), e, msg); !bytes.Equal(got, msg) {
 		t.Fatalf("unsigned message changed: %q", got)
+	}
+}
+
+// TestREQUIRETLS: a message submitted with REQUIRETLS (RFC 8689) is
+// returned with 5.7.10, never sent, when the MX's certificate does not
+// verify or the MX does not support REQUIRETLS, even under an
+// opportunistic policy; a verified MX with REQUIRETLS gets it with the
+// parameter. "TLS-Required: No" makes a refusing policy be ignored.
+func TestREQUIRETLS(t *testing.T) {
+	ctx := context.Background()
+	rcpts := []string{"bob@remote.test"}
+	msg := unsigned([]byte("Subject: requiretls\r\n\r\nbody\r\n"))
+	st := schema.OutboundState{From: "a@example.test", RequireTLS: true}
+	var reported []TLSResult
+
+	// A server with REQUIRETLS whose certificate is not trusted.
+	be, port, certPEM := startTLSServerOpts(t, true)
+	d := testDeliverer(t, port, nil)
+	d.cfg.OnTLS = func(_, _ string, p TLSPolicy, r TLSResult) {
+		if p.Reason == ReasonREQUIRETLS {
+			reported = append(reported, r)
+		}
+	}
+	res := d.sendDomain(ctx, d.log, "remote.test", st, rcpts, msg)
+	if res[0].status != schema.RecipientFailed || res[0].code != 550 || res[0].enhanced != "5.7.10" {
+		t.Fatalf("untrusted certificate: %+v, want failed 550 5.7.10", res[0])
+	}
+	if len(reported) == 0 || reported[0].Failure != ResultNotTrusted {
+		t.Errorf("TLS results %+v, want certificate-not-trusted", reported)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	d.cfg.RootCAs = roots
+	res = d.sendDomain(ctx, d.log, "remote.test", st, rcpts, msg)
+	if res[0].status != schema.RecipientDelivered {
+		t.Fatalf("verified REQUIRETLS server: %+v, want delivered", res[0])
+	}
+	be.mu.Lock()
+	if len(be.msgs) != 1 || !be.tls[0] || !be.requireTLS[0] {
+		t.Errorf("server got %d messages (tls %v, REQUIRETLS %v), want one over TLS with REQUIRETLS", len(be.msgs), be.tls, be.requireTLS)
+	}
+	be.mu.Unlock()
+
+	// A trusted server without REQUIRETLS.
+	be2, port2, certPEM2 := startTLSServerOpts(t, false)
+	d2 := testDeliverer(t, port2, nil)
+	roots2 := x509.NewCertPool()
+	roots2.AppendCertsFromPEM(certPEM2)
+	d2.cfg.RootCAs = roots2
+	res = d2.sendDomain(ctx, d2.log, "remote.test", st, rcpts, msg)
+	if res[0].status != schema.RecipientFailed || res[0].enhanced != "5.7.10" || !strings.Contains(res[0].reply, "REQUIRETLS") {
+		t.Fatalf("server without REQUIRETLS: %+v, want failed 5.7.10", res[0])
+	}
+	be2.mu.Lock()
+	if len(be2.msgs) != 0 {
+		t.Errorf("server without REQUIRETLS got %d messages", len(be2.msgs))
+	}
+	be2.mu.Unlock()
+
+	// TLS-Required: No: the recipient domain's refusing policy is not
+	// consulted; the operator's RequireTLS still is.
+	d2.cfg.TLSPolicy = func(context.Context, string, string) TLSPolicy { return TLSPolicy{Refuse: "not in the MTA-STS policy"} }
+	optional := schema.OutboundState{From: "a@example.test", TLSOptional: true}
+	if res = d2.sendDomain(ctx, d2.log, "remote.test", optional, rcpts, msg); res[0].status != schema.RecipientDelivered {
+		t.Fatalf("TLS-Required: No: %+v, want delivered", res[0])
+	}
+	if res = d2.sendDomain(ctx, d2.log, "remote.test", schema.OutboundState{From: "a@example.test"}, rcpts, msg); res[0].enhanced != "4.7.5" {
+		t.Fatalf("without TLS-Required: No: %+v, want the policy's 4.7.5", res[0])
+	}
+}
+
+// TestCertFailure: certificate verification errors map to RFC 8460
+// result types.
+func TestCertFailure(t *testing.T) {
+	parse := func(validity time.Duration) *x509.Certificate {
+		certPEM, keyPEM, err := protocols.SelfSignedCertificate([]string{"mx.remote.test"}, validity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf
+	}
+	good, expired := parse(time.Hour), parse(-time.Minute)
+	verify := func(c *x509.Certificate, trusted bool, name string) error {
+		roots := x509.NewCertPool()
+		if trusted {
+			roots.AddCert(c)
+		}
+		_, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: name})
+		return err
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{verify(good, true, "other.remote.test"), ResultHostMismatch},
+		{verify(good, false, "mx.remote.test"), ResultNotTrusted},
+		{verify(expired, true, "mx.remote.test"), ResultCertificateExpired},
+	} {
+		if c.err == nil {
+			t.Fatalf("verification passed, want %s", c.want)
+		}
+		if got := certFailure(c.err); got != c.want {
+			t.Errorf("certFailure(%v) = %s, want %s", c.err, got, c.want)
+		}
+	}
+	if err := verify(good, true, "mx.remote.test"); err != nil {
+		t.Fatalf("good certificate: %v", err)
 	}
 }

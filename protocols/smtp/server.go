@@ -82,6 +82,10 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
 	srv.EnableSMTPUTF8 = true
+	// REQUIRETLS (RFC 8689), advertised on TLS connections only: on the
+	// MX port the message ends in a local mailbox; on submission the
+	// outbound queue keeps the flag and delivers only over verified TLS.
+	srv.EnableREQUIRETLS = true
 	srv.ErrorLog = libraryLog{s}
 	s.smtp = srv
 	return s, nil

@@ -54,13 +54,15 @@ type session struct {
 // go-smtp's connection goroutine (Data may run on another one, while
 // go-smtp changes these on EHLO or STARTTLS).
 type transaction struct {
-	fromSet  bool
-	from     string
-	utf8     bool
-	sizeHint int64
-	rcpts    []string
-	seen     map[string]bool // lower-cased recipients already accepted
-	remote   map[string]bool // recipients outside the cluster (submission with Outbound)
+	fromSet bool
+	from    string
+	utf8    bool
+	// requireTLS is MAIL FROM's REQUIRETLS (RFC 8689).
+	requireTLS bool
+	sizeHint   int64
+	rcpts      []string
+	seen       map[string]bool // lower-cased recipients already accepted
+	remote     map[string]bool // recipients outside the cluster (submission with Outbound)
 
 	conn    net.Conn // the connection, for deadlines and hanging up
 	helo    string   // the EHLO/HELO argument
@@ -194,6 +196,14 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	tx := transaction{fromSet: true, from: from, utf8: utf8Mode, conn: s.conn.Conn(), helo: s.conn.Hostname(), auth: user != ""}
 	if state, ok := s.conn.TLSConnectionState(); ok {
 		tx.tlsDesc = protocols.DescribeTLS(&state)
+	}
+	if opts != nil && opts.RequireTLS {
+		// RFC 8689 section 4.1: only on a connection that is TLS now
+		// (go-smtp advertises REQUIRETLS only then, but parses it always).
+		if tx.tlsDesc == "" {
+			return s.refuse("mail", protocols.Permanentf(530, [3]int{5, 7, 10}, nil, "REQUIRETLS needs a TLS connection"))
+		}
+		tx.requireTLS = true
 	}
 	if opts != nil && opts.Size > 0 {
 		if opts.Size > s.srv.cfg.MaxMessageBytes {
@@ -368,7 +378,8 @@ func (s *session) Data(r io.Reader) (err error) {
 	}
 	if len(remote) > 0 {
 		sub := schema.Submission{User: user, From: tx.from, Recipients: remote, Message: stampRelay(msg, trace, extra),
-			UTF8: needsSMTPUTF8(tx.from, remote, msg), Fingerprint: fingerprint}
+			UTF8: needsSMTPUTF8(tx.from, remote, msg), Fingerprint: fingerprint,
+			RequireTLS: tx.requireTLS, TLSOptional: !tx.requireTLS && tlsNotRequired(hdr.Get("TLS-Required"))}
 		if err := cfg.Outbound.Submit(ctx, sub); err != nil {
 			return s.refuse("data", s.deliveryError(err))
 		}
@@ -623,3 +634,8 @@ func ownAddress(from, user string) bool {
 	base, _, found := strings.Cut(local, "+")
 	return found && base != "" && strings.EqualFold(base, user[:uat]) && strings.EqualFold(domain, user[uat+1:])
 }
+
+// tlsNotRequired reports whether a TLS-Required header field says "No"
+// (RFC 8689 section 5: the recipient domain's TLS policies are to be
+// ignored for this message).
+func tlsNotRequired(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "No") }

@@ -13,6 +13,14 @@ type Submission struct {
 	// UTF8 says the message needs SMTPUTF8 (RFC 6531): the client asked
 	// for it, or an address is not ASCII.
 	UTF8 bool
+	// RequireTLS is the REQUIRETLS parameter of MAIL FROM (RFC 8689):
+	// the message may only travel over verified TLS to hosts that
+	// support REQUIRETLS, or it is returned.
+	RequireTLS bool
+	// TLSOptional is a "TLS-Required: No" header field (RFC 8689
+	// section 5): the recipient domain's TLS policy (MTA-STS) is
+	// ignored for this message. Never set together with RequireTLS.
+	TLSOptional bool
 	// Fingerprint, when set, makes a retried submission of the same
 	// message map to the same queue entry (see Delivery.Fingerprint).
 	Fingerprint []byte
@@ -58,6 +66,9 @@ type OutboundState struct {
 	Attempts   int                 `json:"attempts"`
 	// DelayNotified is set once the sender got the delay notice.
 	DelayNotified bool `json:"delay_notified,omitempty"`
+	// RequireTLS and TLSOptional are the submission's (RFC 8689).
+	RequireTLS  bool `json:"require_tls,omitempty"`
+	TLSOptional bool `json:"tls_optional,omitempty"`
 }
 
 // Pending returns the recipients still queued.

@@ -23,7 +23,10 @@ import (
 // refuses unknown@remote.test with 550 5.1.1.
 type Postfix struct {
 	Port int
-	dir  string
+	// CertPEM is the smtpd's self-signed certificate for
+	// mx.remote.test; a test that trusts it can require verified TLS.
+	CertPEM []byte
+	dir     string
 }
 
 // StartPostfix starts the instance on 127.0.0.1:port. It needs root
@@ -78,6 +81,7 @@ func StartPostfix(t *testing.T, port int) *Postfix {
 			t.Fatal(err)
 		}
 	}
+	p.CertPEM = certPEM
 	write("cert.pem", certPEM, 0o644)
 	write("key.pem", keyPEM, 0o600)
 	write("main.cf", []byte(strings.ReplaceAll(mainCF, "DIR", dir)), 0o644)
