@@ -89,6 +89,9 @@ type Directory struct {
 	closeOnce sync.Once
 	// postmaster receives postmaster@ of every domain without one.
 	postmaster string
+	// srsMu guards srs, the sender rewriter (forward.go), made once.
+	srsMu sync.Mutex
+	srs   *SRS
 }
 
 // New returns the directory over a cluster's meta shard.
