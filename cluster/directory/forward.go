@@ -86,7 +86,9 @@ func (d *Directory) SRS(ctx context.Context) (*SRS, error) {
 // ForwardTargets returns the addresses outside the cluster's domains
 // that mail to address goes to: the targets of its alias (or, for a
 // plus-address, of its base's alias) and of the aliases it names, up to
-// MaxAliasDepth levels. None is schema.ErrNoSuchUser.
+// MaxAliasDepth levels, on this node's meta replica (the MX port asks
+// after LookupRecipient, which catches up with the meta leader on a
+// miss). None is schema.ErrNoSuchUser.
 func (d *Directory) ForwardTargets(ctx context.Context, address string) ([]string, error) {
 	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
@@ -94,7 +96,6 @@ func (d *Directory) ForwardTargets(ctx context.Context, address string) ([]strin
 	}
 	var out []string
 	lookup := func() error {
-		out = nil
 		return d.c.ViewMeta(func(r *raftstore.Reader) error {
 			v := d.routeView(r)
 			if _, ok, err := v.domainID(domain); err != nil || !ok {
@@ -118,13 +119,6 @@ func (d *Directory) ForwardTargets(ctx context.Context, address string) ([]strin
 	}
 	if err := lookup(); err != nil {
 		return nil, fmt.Errorf("forward targets: %w", err)
-	}
-	if len(out) == 0 {
-		if cerr := d.c.CatchUpMeta(ctx); cerr == nil {
-			if err := lookup(); err != nil {
-				return nil, fmt.Errorf("forward targets: %w", err)
-			}
-		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no forwarding: %w", schema.ErrNoSuchUser)

@@ -167,6 +167,9 @@ func TestForwardTargets(t *testing.T) {
 		"nobody@example.test":  nil,
 		"someone@gmail.test":   nil,
 	} {
+		// As the MX port does: the local lookup first (it catches up
+		// with the meta leader on a miss).
+		_ = b.LookupRecipient(ctx, addr)
 		got, err := b.ForwardTargets(ctx, addr)
 		if want == nil {
 			if !errors.Is(err, schema.ErrNoSuchUser) && !errors.Is(err, schema.ErrNotLocal) {

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
+)
+
+// sendMX sends msg through the node's MX port.
+func sendMX(t *testing.T, n *Node, cfg Config, from string, to []string, msg string) error {
+	t.Helper()
+	c, err := gosmtp.DialStartTLS(n.Addr(ListenSMTP).String(), clientTLS(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.SendMail(from, to, strings.NewReader(msg))
+}
+
+var srsMailArgs = regexp.MustCompile(`X-Mail-Args: <(SRS0=[^>]+@example\.test)>`)
+
+// TestForwardWithSRS: mail from the MX port to an alias with a local and
+// an external target reaches alice's INBOX and the remote MTA (Postfix's
+// smtp-sink behind a real NSD), the latter with the original headers and
+// MAIL FROM rewritten to SRS0=...@example.test; a bounce to that address
+// goes back out to the original sender with the null sender; a forged
+// SRS address is refused 550, and a message that has looped is refused
+// 554 5.4.6.
+func TestForwardWithSRS(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	n, cfg := outboundNode(t, port)
+	ctx := context.Background()
+	if _, err := n.Directory().AddAlias(ctx, "fwd@example.test", []string{"alice@example.test", "bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: Carol <carol@remote.test>\r\nTo: <fwd@example.test>\r\nSubject: fwd1\r\nMessage-ID: <fwd1@remote.test>\r\n\r\nplease pass this on\r\n"
+	if err := sendMX(t, n, cfg, "carol@remote.test", []string{"fwd@example.test"}, msg); err != nil {
+		t.Fatalf("send to the alias: %v", err)
+	}
+	if got := inbox(t, n); len(got) != 1 || !strings.Contains(got[0], "Subject: fwd1") {
+		t.Fatalf("alice's INBOX: %d messages, want the forwarded one", len(got))
+	}
+	waitFor(t, "the forwarded copy at the remote MTA", func() bool { return len(sink.Messages(t)) >= 1 })
+	got := sink.Messages(t)[0]
+	for _, want := range []string{"X-Rcpt-Args: <bob@remote.test>", "From: Carol <carol@remote.test>", "Subject: fwd1", "Message-ID: <fwd1@remote.test>", "please pass this on", "Received: from "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("forwarded copy lacks %q:\n%s", want, got)
+		}
+	}
+	m := srsMailArgs.FindStringSubmatch(got)
+	if m == nil {
+		t.Fatalf("forwarded copy's MAIL FROM is not SRS0=...@example.test:\n%s", got)
+	}
+	srsAddr := m[1]
+	if !strings.Contains(srsAddr, "=remote.test=carol@") {
+		t.Errorf("SRS address %q does not encode carol@remote.test", srsAddr)
+	}
+	waitFor(t, "the forwarding queue entry to finish", func() bool { return finished(queueEntries(t, n)) })
+
+	// The remote bounces to the SRS address: it goes back to carol.
+	bounce := "From: MAILER-DAEMON@remote.test\r\nTo: <" + srsAddr + ">\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nyour message could not be delivered\r\n"
+	if err := sendMX(t, n, cfg, "", []string{srsAddr}, bounce); err != nil {
+		t.Fatalf("bounce to the SRS address: %v", err)
+	}
+	waitFor(t, "the relayed bounce at the remote MTA", func() bool { return len(sink.Messages(t)) >= 2 })
+	relayed := ""
+	for _, m := range sink.Messages(t) {
+		if strings.Contains(m, "Subject: Undelivered Mail") {
+			relayed = m
+		}
+	}
+	for _, want := range []string{"X-Mail-Args: <>", "X-Rcpt-Args: <carol@remote.test>", "your message could not be delivered"} {
+		if !strings.Contains(relayed, want) {
+			t.Errorf("relayed bounce lacks %q:\n%s", want, relayed)
+		}
+	}
+	if got := inbox(t, n); len(got) != 1 {
+		t.Errorf("alice's INBOX has %d messages after the bounce, want 1", len(got))
+	}
+
+	var se *gosmtp.SMTPError
+	forged := strings.Replace(srsAddr, "=carol@", "=mallory@", 1)
+	if err := sendMX(t, n, cfg, "", []string{forged}, bounce); !errors.As(err, &se) || se.Code != 550 {
+		t.Errorf("bounce to a forged SRS address: %v, want 550", err)
+	}
+	looped := strings.Repeat("Received: from a.test by b.test; Thu, 1 Jan 2025 00:00:00 +0000\r\n", 31) + msg
+	if err := sendMX(t, n, cfg, "carol@remote.test", []string{"fwd@example.test"}, looped); !errors.As(err, &se) || se.Code != 554 || se.EnhancedCode != (gosmtp.EnhancedCode{5, 4, 6}) {
+		t.Errorf("looping message: %v, want 554 5.4.6", err)
+	}
+	if got := len(sink.Messages(t)); got != 2 {
+		t.Errorf("remote MTA got %d transactions, want 2", got)
+	}
+}
