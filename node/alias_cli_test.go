@@ -94,8 +94,11 @@ func TestCLIAliasCommands(t *testing.T) {
 	if err := client.DeleteAlias(ctx, "nobody@example.test", nil); !errors.Is(err, directory.ErrNoSuchAlias) {
 		t.Errorf("unknown alias over the socket: %v, want ErrNoSuchAlias", err)
 	}
-	if _, err := client.AddAlias(ctx, "fwd@example.test", []string{"x@elsewhere.test"}); !errors.Is(err, schema.ErrInvalid) {
-		t.Errorf("external target over the socket: %v, want ErrInvalid", err)
+	if _, err := client.AddAlias(ctx, "fwd@example.test", []string{"x@elsewhere.test"}); err != nil {
+		t.Errorf("external target (a forwarding) over the socket: %v", err)
+	}
+	if err := client.SetCatchAll(ctx, "example.test", "x@elsewhere.test"); !errors.Is(err, schema.ErrInvalid) {
+		t.Errorf("external catch-all over the socket: %v, want ErrInvalid", err)
 	}
 	if _, err := client.AddAlias(ctx, alice, []string{bob}); !errors.Is(err, schema.ErrUserExists) {
 		t.Errorf("alias over a user over the socket: %v, want ErrUserExists", err)
