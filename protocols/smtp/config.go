@@ -143,6 +143,10 @@ type Outbound interface {
 	// Submit commits a message for remote recipients to the outbound
 	// queue; it returns nil only once the message is committed.
 	Submit(ctx context.Context, sub schema.Submission) error
+	// SaveSent stores a copy of a message the user sent in their Sent
+	// mailbox when their domain asks for it (else it does nothing); it
+	// returns nil only once the copy is committed.
+	SaveSent(ctx context.Context, user string, msg, fingerprint []byte) error
 }
 
 // Forwarder is what the MX port needs to forward mail out of the

@@ -408,6 +408,11 @@ func (s *session) Data(r io.Reader) (err error) {
 			return s.refuse("data", s.deliveryError(err))
 		}
 	}
+	if cfg.Mode == ModeSubmission && cfg.Outbound != nil {
+		if err := cfg.Outbound.SaveSent(ctx, user, stampRelay(msg, trace, extra), fingerprint); err != nil {
+			return s.refuse("data", s.deliveryError(err))
+		}
+	}
 	s.log.Info("message accepted", "id", txnID, "bytes", len(full), "recipients", len(tx.rcpts), "duration", time.Since(start).Round(time.Millisecond).String())
 	s.log.Debug("message envelope", "id", txnID, "from", tx.from, "to", tx.rcpts)
 	return nil
