@@ -85,6 +85,11 @@ func TestForwardWithSRS(t *testing.T) {
 		t.Errorf("alice's INBOX has %d messages after the bounce, want 1", len(got))
 	}
 
+	// A forged SRS address is refused, even where a catch-all would
+	// take any other unknown local part.
+	if err := n.Directory().SetCatchAll(ctx, "example.test", "alice@example.test"); err != nil {
+		t.Fatal(err)
+	}
 	var se *gosmtp.SMTPError
 	forged := strings.Replace(srsAddr, "=carol@", "=mallory@", 1)
 	if err := sendMX(t, n, cfg, "", []string{forged}, bounce); !errors.As(err, &se) || se.Code != 550 {
@@ -96,5 +101,35 @@ func TestForwardWithSRS(t *testing.T) {
 	}
 	if got := len(sink.Messages(t)); got != 2 {
 		t.Errorf("remote MTA got %d transactions, want 2", got)
+	}
+}
+
+// TestForwardFailureReportsToOriginalSender: a forwarding that fails
+// for good (a null MX) gives the original sender, not a mailbox of
+// ours, one delivery status notification, sent with the null sender.
+func TestForwardFailureReportsToOriginalSender(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	n, cfg := outboundNode(t, port)
+	ctx := context.Background()
+	if _, err := n.Directory().AddAlias(ctx, "gone@example.test", []string{"eve@noplace.test"}); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <carol@remote.test>\r\nTo: <gone@example.test>\r\nSubject: fwd2\r\nMessage-ID: <fwd2@remote.test>\r\n\r\nto nowhere\r\n"
+	if err := sendMX(t, n, cfg, "carol@remote.test", []string{"gone@example.test"}, msg); err != nil {
+		t.Fatalf("send to the alias: %v", err)
+	}
+	waitFor(t, "the report at the remote MTA", func() bool { return len(sink.Messages(t)) >= 1 })
+	got := sink.Messages(t)
+	if len(got) != 1 {
+		t.Fatalf("remote MTA got %d transactions, want the one report", len(got))
+	}
+	for _, want := range []string{"X-Mail-Args: <>", "X-Rcpt-Args: <carol@remote.test>", "multipart/report", "eve@noplace.test"} {
+		if !strings.Contains(got[0], want) {
+			t.Errorf("report lacks %q:\n%s", want, got[0])
+		}
+	}
+	if msgs := inbox(t, n); len(msgs) != 0 {
+		t.Errorf("alice's INBOX has %d messages, want none", len(msgs))
 	}
 }

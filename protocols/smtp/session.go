@@ -62,7 +62,7 @@ type transaction struct {
 	seen     map[string]bool // lower-cased recipients already accepted
 	remote   map[string]bool // recipients outside the cluster (submission with Outbound)
 	forward  map[string]bool // recipients forwarded out of the cluster (MX with Forwarder)
-	bounce   map[string]bool // forwarded recipients with no local copy (SRS addresses)
+	noLocal  map[string]bool // forwarded recipients with no local copy (SRS addresses, aliases of outside targets only)
 
 	conn    net.Conn // the connection, for deadlines and hanging up
 	helo    string   // the EHLO/HELO argument
@@ -254,9 +254,9 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	if forward {
 		if s.tx.forward == nil {
-			s.tx.forward, s.tx.bounce = make(map[string]bool), make(map[string]bool)
+			s.tx.forward, s.tx.noLocal = make(map[string]bool), make(map[string]bool)
 		}
-		s.tx.forward[to], s.tx.bounce[to] = true, bounce
+		s.tx.forward[to], s.tx.noLocal[to] = true, bounce || lerr != nil
 	}
 	if remote {
 		if s.tx.remote == nil {
@@ -378,7 +378,7 @@ func (s *session) Data(r io.Reader) (err error) {
 			remote = append(remote, r)
 		case tx.forward[r]:
 			forward = append(forward, r)
-			if !tx.bounce[r] && s.srv.store.LookupRecipient(ctx, r) == nil {
+			if !tx.noLocal[r] {
 				local = append(local, r) // the alias's targets in the cluster
 			}
 		default:
