@@ -133,3 +133,20 @@ func TestForwardFailureReportsToOriginalSender(t *testing.T) {
 		t.Errorf("alice's INBOX has %d messages, want none", len(msgs))
 	}
 }
+
+// TestForwardingConfig: [forwarding] srs_domain is read and checked.
+func TestForwardingConfig(t *testing.T) {
+	cfg, err := Parse("test.toml", []byte("[forwarding]\nsrs_domain = \"fwd.example.com\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Forwarding.SRSDomain != "fwd.example.com" {
+		t.Fatalf("srs_domain %q", cfg.Forwarding.SRSDomain)
+	}
+	c := Default()
+	c.DataDir = t.TempDir()
+	c.Forwarding.SRSDomain = "not a domain!"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "forwarding.srs_domain") {
+		t.Errorf("Validate() = %v, want an error about forwarding.srs_domain", err)
+	}
+}
