@@ -1,8 +1,12 @@
 package node
 
 import (
+	"time"
+
 	"context"
 	"errors"
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/protocols/mailauth/dnstest"
 	"regexp"
 	"strings"
 	"testing"
@@ -148,5 +152,47 @@ func TestForwardingConfig(t *testing.T) {
 	c.Forwarding.SRSDomain = "not a domain!"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "forwarding.srs_domain") {
 		t.Errorf("Validate() = %v, want an error about forwarding.srs_domain", err)
+	}
+}
+
+// TestForwardSRSDomain: with [forwarding] srs_domain, forwarded mail
+// leaves from SRS addresses in that domain, and bounces to them are
+// relayed.
+func TestForwardSRSDomain(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	cfg := testConfig(t)
+	cfg.DNS = DNSConfig{Servers: []string{dnstest.StartNSD(t, outboundZones())}, Timeout: 2 * time.Second}
+	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond}
+	cfg.Forwarding.SRSDomain = "fwd.test"
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	for _, d := range []string{"example.test", "fwd.test"} {
+		if err := n.Directory().AddDomain(ctx, d, directory.KeyModeUser, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.Directory().AddAlias(ctx, "out@example.test", []string{"bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <carol@remote.test>\r\nTo: <out@example.test>\r\nSubject: fwd3\r\n\r\nvia fwd.test\r\n"
+	if err := sendMX(t, n, cfg, "carol@remote.test", []string{"out@example.test"}, msg); err != nil {
+		t.Fatalf("send to the alias: %v", err)
+	}
+	waitFor(t, "the forwarded copy", func() bool { return len(sink.Messages(t)) >= 1 })
+	m := regexp.MustCompile(`X-Mail-Args: <(SRS0=[^>]+@fwd\.test)>`).FindStringSubmatch(sink.Messages(t)[0])
+	if m == nil {
+		t.Fatalf("forwarded copy's MAIL FROM is not SRS0=...@fwd.test:\n%s", sink.Messages(t)[0])
+	}
+	if err := sendMX(t, n, cfg, "", []string{m[1]}, "Subject: bounce3\r\n\r\nreturned\r\n"); err != nil {
+		t.Fatalf("bounce to the SRS address: %v", err)
+	}
+	waitFor(t, "the relayed bounce", func() bool { return len(sink.Messages(t)) >= 2 })
+	found := false
+	for _, m := range sink.Messages(t) {
+		found = found || (strings.Contains(m, "Subject: bounce3") && strings.Contains(m, "X-Rcpt-Args: <carol@remote.test>"))
+	}
+	if !found {
+		t.Errorf("the bounce did not reach carol@remote.test")
 	}
 }
