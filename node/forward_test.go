@@ -1,18 +1,17 @@
 package node
 
 import (
-	"time"
-
 	"context"
 	"errors"
-	"github.com/mailcluster/mailcluster/cluster/directory"
-	"github.com/mailcluster/mailcluster/protocols/mailauth/dnstest"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/protocols/mailauth/dnstest"
 	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
 )
 

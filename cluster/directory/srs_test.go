@@ -1,17 +1,16 @@
 package directory_test
 
 import (
+	"errors"
 	"reflect"
 	"sort"
-
-	"errors"
-	"github.com/mailcluster/mailcluster/cluster/clustertest"
-	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 func newSRS(t testing.TB, secret string) *directory.SRS {
