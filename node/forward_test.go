@@ -155,8 +155,8 @@ func TestForwardingConfig(t *testing.T) {
 }
 
 // TestForwardSRSDomain: with [forwarding] srs_domain, forwarded mail
-// leaves from SRS addresses in that domain, and bounces to them are
-// relayed.
+// leaves from SRS addresses in that domain, a retried transaction is
+// queued once, and bounces to the SRS addresses are relayed.
 func TestForwardSRSDomain(t *testing.T) {
 	port := mtatest.FreePort(t)
 	sink := mtatest.StartSink(t, port)
@@ -174,7 +174,7 @@ func TestForwardSRSDomain(t *testing.T) {
 	if _, err := n.Directory().AddAlias(ctx, "out@example.test", []string{"bob@remote.test"}); err != nil {
 		t.Fatal(err)
 	}
-	msg := "From: <carol@remote.test>\r\nTo: <out@example.test>\r\nSubject: fwd3\r\n\r\nvia fwd.test\r\n"
+	msg := "From: <carol@remote.test>\r\nTo: <out@example.test>\r\nSubject: fwd3\r\nMessage-ID: <fwd3@remote.test>\r\n\r\nvia fwd.test\r\n"
 	if err := sendMX(t, n, cfg, "carol@remote.test", []string{"out@example.test"}, msg); err != nil {
 		t.Fatalf("send to the alias: %v", err)
 	}
@@ -182,6 +182,14 @@ func TestForwardSRSDomain(t *testing.T) {
 	m := regexp.MustCompile(`X-Mail-Args: <(SRS0=[^>]+@fwd\.test)>`).FindStringSubmatch(sink.Messages(t)[0])
 	if m == nil {
 		t.Fatalf("forwarded copy's MAIL FROM is not SRS0=...@fwd.test:\n%s", sink.Messages(t)[0])
+	}
+	// A sender's retry of the same message (same sender, Message-ID and
+	// content: its 250 lost) finds the entry the first one made.
+	if err := sendMX(t, n, cfg, "carol@remote.test", []string{"out@example.test"}, msg); err != nil {
+		t.Fatalf("send again: %v", err)
+	}
+	if es := queueEntries(t, n); len(es) != 1 {
+		t.Errorf("%d queue entries after a retried forwarding, want 1", len(es))
 	}
 	if err := sendMX(t, n, cfg, "", []string{m[1]}, "Subject: bounce3\r\n\r\nreturned\r\n"); err != nil {
 		t.Fatalf("bounce to the SRS address: %v", err)
