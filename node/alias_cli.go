@@ -25,10 +25,13 @@ cluster's domains, one copy per user however many recipients reach it;
 "alias add" on an existing alias adds targets, "alias del" with targets
 removes only those. An alias may not have a user's address, nor a user
 an alias's. Aliases naming aliases are followed 5 deep at most: a change
-that makes a loop or a deeper chain is refused. Forwarding to other
-domains (which needs SRS to keep SPF passing) is not supported: such
-targets are refused. A domain's catch-all user receives mail to local parts that
-are neither a user, an alias nor a plus-address (user+tag@) of either.
+that makes a loop or a deeper chain is refused. A target in another
+domain is a forwarding (at most 10 per alias): mail arriving on the MX
+port is queued for it with the envelope sender rewritten by SRS
+(SRS0=...@the alias's domain, or [forwarding] srs_domain), and bounces
+to that address are relayed to the original sender. A domain's
+catch-all user receives mail to local parts that are neither a user,
+an alias nor a plus-address (user+tag@) of either; it cannot forward.
 `
 
 // aliasCommandName recognises the alias and catch-all commands: it

@@ -77,14 +77,14 @@ func TestCLIAliasCommands(t *testing.T) {
 	}
 
 	// Refusals name their reason.
-	failCLI(t, ExitError, "forwarding to an address outside the cluster's domains needs outbound delivery", "",
-		"alias", "add", "--data", dir, "fwd@example.test", "someone@elsewhere.test")
+	failCLI(t, ExitError, "more than the 10 an alias may forward to", "",
+		"alias", "add", "--data", dir, "fwd@example.test", "a@x.test,b@x.test,c@x.test,d@x.test,e@x.test,f@x.test,g@x.test,h@x.test,i@x.test,j@x.test,k@x.test")
 	failCLI(t, ExitError, "an alias may not shadow it", "", "alias", "add", "--data", dir, alice, bob)
 	failCLI(t, ExitError, "alias loop", "", "alias", "add", "--data", dir, "team@example.test", "sales@other.test")
 	failCLI(t, ExitError, "neither a user nor an alias", "", "alias", "add", "--data", dir, "fwd@example.test", "nobody@example.test")
 	failCLI(t, ExitError, "no such domain", "", "alias", "add", "--data", dir, "x@unknown.test", alice)
 	failCLI(t, ExitError, "is an alias", "new-password\n", "user", "add", "--data", dir, "team@example.test")
-	failCLI(t, ExitError, "needs outbound delivery", "", "domain", "catch-all", "--data", dir, "other.test", "someone@elsewhere.test")
+	failCLI(t, ExitError, "to forward outside it, use an alias", "", "domain", "catch-all", "--data", dir, "other.test", "someone@elsewhere.test")
 	failCLI(t, ExitError, "not a user", "", "domain", "catch-all", "--data", dir, "other.test", "team@example.test")
 	failCLI(t, ExitError, "no such alias", "", "alias", "del", "--data", dir, "nobody@example.test")
 
@@ -94,8 +94,11 @@ func TestCLIAliasCommands(t *testing.T) {
 	if err := client.DeleteAlias(ctx, "nobody@example.test", nil); !errors.Is(err, directory.ErrNoSuchAlias) {
 		t.Errorf("unknown alias over the socket: %v, want ErrNoSuchAlias", err)
 	}
-	if _, err := client.AddAlias(ctx, "fwd@example.test", []string{"x@elsewhere.test"}); !errors.Is(err, schema.ErrInvalid) {
-		t.Errorf("external target over the socket: %v, want ErrInvalid", err)
+	if _, err := client.AddAlias(ctx, "fwd@example.test", []string{"x@elsewhere.test"}); err != nil {
+		t.Errorf("external target (a forwarding) over the socket: %v", err)
+	}
+	if err := client.SetCatchAll(ctx, "example.test", "x@elsewhere.test"); !errors.Is(err, schema.ErrInvalid) {
+		t.Errorf("external catch-all over the socket: %v, want ErrInvalid", err)
 	}
 	if _, err := client.AddAlias(ctx, alice, []string{bob}); !errors.Is(err, schema.ErrUserExists) {
 		t.Errorf("alias over a user over the socket: %v, want ErrUserExists", err)

@@ -94,7 +94,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage + adminTokenUsage
+` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + sentCopyUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage + adminTokenUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.
@@ -135,6 +135,9 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		}
 		if cmd == "domain" && rest[0] == "dns" {
 			return c.domainDNS(ctx, rest[1:])
+		}
+		if cmd == "domain" && rest[0] == "sent-copy" {
+			return c.sentCopyCommand(ctx, rest[1:])
 		}
 		if cmd == "user" && rest[0] == "sessions" {
 			return c.sessionsCommand(ctx, rest[1:])

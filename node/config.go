@@ -115,6 +115,9 @@ type Config struct {
 	// Outbound is the delivery of mail to other domains (see
 	// OutboundConfig).
 	Outbound OutboundConfig `toml:"outbound"`
+	// Forwarding is the forwarding of aliases to addresses outside the
+	// cluster (see ForwardingConfig).
+	Forwarding ForwardingConfig `toml:"forwarding"`
 	// Postmaster is the address (a user's or an alias's) that receives
 	// mail to postmaster@ of every served domain that has no postmaster
 	// user or alias of its own (RFC 5321 section 4.5.1); "" for none.
@@ -652,6 +655,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.DNS.validate()...)
 	errs = append(errs, c.MTASTS.validate()...)
 	errs = append(errs, c.Outbound.validate()...)
+	errs = append(errs, c.Forwarding.validate()...)
 	if c.Postmaster != "" {
 		if _, _, err := schema.CanonicalAddress(c.Postmaster); err != nil {
 			errs = append(errs, fmt.Errorf("postmaster %q: not a mail address", c.Postmaster))

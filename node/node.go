@@ -229,7 +229,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.log.Warn("move user keys to the key store; retried at the next start", "err", err)
 		}
 	}
-	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log})
+	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log, SRSDomain: n.cfg.Forwarding.SRSDomain})
 	// The DNS records and the MTA-STS policy name the nodes' hosts; a
 	// failure here only leaves this node's name out until the hourly
 	// upkeep writes it (maintainDKIM).

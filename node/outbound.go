@@ -168,6 +168,10 @@ func (o outboundSubmitter) SendsAs(ctx context.Context, user, address string) (b
 	return o.store.SendsAs(ctx, user, address)
 }
 
+func (o outboundSubmitter) SaveSent(ctx context.Context, user string, msg, fingerprint []byte) error {
+	return o.store.SaveSent(ctx, user, msg, fingerprint)
+}
+
 func (o outboundSubmitter) Submit(ctx context.Context, sub schema.Submission) error {
 	if err := o.store.Submit(ctx, sub); err != nil {
 		return err

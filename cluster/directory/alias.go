@@ -47,9 +47,10 @@ const (
 var (
 	// ErrNoSuchAlias: no alias has the address (or the target to remove).
 	ErrNoSuchAlias = errors.New("no such alias")
-	// ErrNeedsOutbound: a target outside the cluster's domains. It is also
-	// schema.ErrInvalid.
-	ErrNeedsOutbound = errors.New("forwarding to an address outside the cluster's domains needs outbound delivery, which this cluster does not have yet")
+	// ErrNeedsOutbound: a catch-all target outside the cluster's domains
+	// (a catch-all delivers to one user; forwarding is for aliases). It
+	// is also schema.ErrInvalid.
+	ErrNeedsOutbound = errors.New("a catch-all delivers to a user of the cluster; to forward outside it, use an alias")
 )
 
 // aliasInfo is the sealed value of an alias.
@@ -136,14 +137,19 @@ func canonicalTargets(targets []string) ([]string, error) {
 }
 
 // AddAlias makes address, in a served domain, deliver to targets: users
-// or other aliases of the cluster's domains. An existing alias keeps its
+// or other aliases of the cluster's domains, or addresses outside them
+// (forwarding). An existing alias keeps its
 // targets and gains the new ones. It returns the alias as it now is.
 //
+// A target in a domain the cluster does not serve is a forwarding: mail
+// arriving on the MX port goes there through the outbound queue with
+// its sender rewritten by SRS (forward.go).
+//
 // Refused: an address that is a user's (schema.ErrUserExists), a target
-// in a domain the cluster does not serve (ErrNeedsOutbound: forwarding
-// needs outbound delivery), a target that is neither a user nor an
-// alias (schema.ErrNoSuchUser), and a change that would make an alias
-// loop or a chain deeper than MaxAliasDepth (schema.ErrInvalid).
+// in a served domain that is neither a user nor an alias
+// (schema.ErrNoSuchUser), more than MaxForwardTargets targets outside
+// the served domains, and a change that would make an alias loop or a
+// chain deeper than MaxAliasDepth (schema.ErrInvalid).
 func (d *Directory) AddAlias(ctx context.Context, address string, targets []string) (Alias, error) {
 	addr, domain, err := schema.CanonicalAddress(address)
 	if err != nil {
@@ -179,6 +185,12 @@ func (d *Directory) AddAlias(ctx context.Context, address string, targets []stri
 		if len(cur.Targets) > MaxAliasTargets {
 			return fmt.Errorf("%d targets, more than the %d an alias may have: %w", len(cur.Targets), MaxAliasTargets, schema.ErrInvalid)
 		}
+		if n, err := v.forwardCount(cur.Targets); err != nil || n > MaxForwardTargets {
+			if err == nil {
+				err = fmt.Errorf("%d targets outside the cluster's domains, more than the %d an alias may forward to: %w", n, MaxForwardTargets, schema.ErrInvalid)
+			}
+			return err
+		}
 		if cur.Created == 0 {
 			cur.Address, cur.Created = addr, d.now().Unix()
 		}
@@ -196,16 +208,14 @@ func (d *Directory) AddAlias(ctx context.Context, address string, targets []stri
 	return out, nil
 }
 
-// checkTarget refuses a target of alias addr that is outside the served
-// domains, the alias itself, or neither a user nor an alias.
+// checkTarget refuses a target of alias addr that is the alias itself,
+// or in a served domain and neither a user nor an alias. A target
+// outside the served domains is a forwarding (see forward.go).
 func (v *routeView) checkTarget(addr, t string) error {
 	if t == addr {
 		return fmt.Errorf("target %s is the alias itself (a loop): %w", t, schema.ErrInvalid)
 	}
 	if _, ok, err := v.domainID(t[strings.LastIndexByte(t, '@')+1:]); err != nil || !ok {
-		if err == nil {
-			err = fmt.Errorf("target %s: %w: %w", t, ErrNeedsOutbound, schema.ErrInvalid)
-		}
 		return err
 	}
 	if _, ok, err := v.user(t); err != nil || ok {
@@ -215,6 +225,21 @@ func (v *routeView) checkTarget(addr, t string) error {
 		return err
 	}
 	return fmt.Errorf("target %s is neither a user nor an alias: %w", t, schema.ErrNoSuchUser)
+}
+
+// forwardCount counts the targets outside the served domains.
+func (v *routeView) forwardCount(targets []string) (int, error) {
+	n := 0
+	for _, t := range targets {
+		_, ok, err := v.domainID(t[strings.LastIndexByte(t, '@')+1:])
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // checkAliasGraph refuses targets for the alias addr that would make a

@@ -89,6 +89,9 @@ type Directory struct {
 	closeOnce sync.Once
 	// postmaster receives postmaster@ of every domain without one.
 	postmaster string
+	// srsMu guards srs, the sender rewriter (forward.go), made once.
+	srsMu sync.Mutex
+	srs   *SRS
 }
 
 // New returns the directory over a cluster's meta shard.
@@ -220,6 +223,9 @@ type Domain struct {
 	// RequireMFA: the domain's users log in over IMAP, POP3 and SMTP with
 	// app passwords only, whether or not they enrolled in MFA.
 	RequireMFA bool `json:"require_mfa,omitempty"`
+	// SentCopy: submission stores a copy of what the domain's users
+	// send in their Sent mailbox.
+	SentCopy bool `json:"sent_copy,omitempty"`
 }
 
 // domainInfo is the sealed part of a domain record.
@@ -459,6 +465,9 @@ func (d *Directory) DeleteDomain(ctx context.Context, name string) error {
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainMFAKey(rec.ID)}); err != nil {
 		d.log.Warn("forget the MFA requirement of a deleted domain", "err", err)
 	}
+	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: domainSentCopyKey(rec.ID)}); err != nil {
+		d.log.Warn("forget the sent-copy setting of a deleted domain", "err", err)
+	}
 	if _, err := d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: dkimSettingKey(rec.ID)}); err != nil {
 		d.log.Warn("forget the DKIM keys of a deleted domain", "err", err)
 	}
@@ -478,13 +487,14 @@ func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
 	_ = d.c.CatchUpMeta(ctx) // best effort: else this node's view
 	var doms []schema.DomainRecord
 	var users []schema.UserRecord
-	var regions, mfa map[string][]byte
+	var regions, mfa, sent map[string][]byte
 	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
 		if doms, err = r.Domains(); err != nil {
 			return err
 		}
 		regions = r.Settings(DomainRegionPrefix)
 		mfa = r.Settings(domainMFAPrefix)
+		sent = r.Settings(domainSentCopyPrefix)
 		users, err = r.Users()
 		return err
 	})
@@ -502,7 +512,7 @@ func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
 			return nil, fmt.Errorf("open domain record: %w", err)
 		}
 		out = append(out, Domain{Name: info.Name, KeyMode: info.Mode, Region: string(regions[domainRegionKey(dr.ID)]), Users: count[dr.ID],
-			RequireMFA: string(mfa[domainMFAKey(dr.ID)]) == mfaRequired})
+			RequireMFA: string(mfa[domainMFAKey(dr.ID)]) == mfaRequired, SentCopy: string(sent[domainSentCopyKey(dr.ID)]) == sentCopyOn})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, ctx.Err()

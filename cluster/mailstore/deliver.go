@@ -289,28 +289,34 @@ func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, m
 // junkMailbox returns the user's mailbox for spam: the one with the \Junk
 // special use, else one named Junk, else a new "Junk" with that use.
 func (s *Store) junkMailbox(ctx context.Context, u *directory.User) (schema.ID, error) {
+	return s.specialMailbox(ctx, u, schema.SpecialJunk, junkMailboxName)
+}
+
+// specialMailbox returns the user's mailbox with special use use, else
+// one called name, else a new one called name with that use.
+func (s *Store) specialMailbox(ctx context.Context, u *directory.User, use, name string) (schema.ID, error) {
 	a := s.newAccount(u)
 	defer a.Close()
 	for attempt := 0; ; attempt++ {
 		boxes, err := a.Mailboxes(ctx)
 		if err != nil {
-			return schema.ID{}, fmt.Errorf("find the Junk mailbox: %w", err)
+			return schema.ID{}, fmt.Errorf("find the %s mailbox: %w", name, err)
 		}
 		var named schema.ID
 		for _, m := range boxes {
-			if m.SpecialUse == schema.SpecialJunk {
+			if m.SpecialUse == use {
 				return m.ID, nil
 			}
-			if strings.EqualFold(m.Name, junkMailboxName) {
+			if strings.EqualFold(m.Name, name) {
 				named = m.ID
 			}
 		}
 		if !named.IsZero() {
 			return named, nil
 		}
-		err = a.CreateMailbox(ctx, junkMailboxName, schema.SpecialJunk)
+		err = a.CreateMailbox(ctx, name, use)
 		if err != nil && (!errors.Is(err, schema.ErrMailboxExists) || attempt > 0) {
-			return schema.ID{}, fmt.Errorf("create the Junk mailbox: %w", err)
+			return schema.ID{}, fmt.Errorf("create the %s mailbox: %w", name, err)
 		}
 	}
 }

@@ -53,9 +53,19 @@ func (s *Store) Submit(ctx context.Context, sub schema.Submission) error {
 	if sub.Fingerprint != nil {
 		id = deriveID("mailcluster/outbound/", sub.Fingerprint, u.ID[:])
 	}
-	st := schema.OutboundState{Sender: u.Address, From: sub.From, UTF8: sub.UTF8, EightBit: hasEightBit(msg),
-		RequireTLS: sub.RequireTLS, TLSOptional: sub.TLSOptional && !sub.RequireTLS}
-	for _, r := range sub.Recipients {
+	st := schema.OutboundState{From: sub.From, UTF8: sub.UTF8, RequireTLS: sub.RequireTLS, TLSOptional: sub.TLSOptional && !sub.RequireTLS}
+	if err := s.enqueue(ctx, u, id, st, sub.Recipients, msg); err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	return nil
+}
+
+// enqueue commits msg (CRLF-normalised) to rcpts as queue entry id of
+// owner, in owner's shard, sealed with owner's keys; st carries the
+// envelope's From and options, enqueue fills in the rest.
+func (s *Store) enqueue(ctx context.Context, u *directory.User, id schema.ID, st schema.OutboundState, rcpts []string, msg []byte) error {
+	st.Sender, st.EightBit = u.Address, hasEightBit(msg)
+	for _, r := range rcpts {
 		st.Recipients = append(st.Recipients, schema.OutboundRecipient{Address: r, Status: schema.RecipientQueued})
 	}
 	state, err := s.sealOutboundState(u, id, &st)
@@ -71,12 +81,10 @@ func (s *Store) Submit(ctx context.Context, sub schema.Submission) error {
 	}
 	enq := &schema.Enqueue{ID: id, User: u.ID, Size: uint64(len(msg)), State: state, NextAttempt: time.Now().UnixNano()}
 	if enq.StagedChunks, enq.Chunks, err = s.stage(ctx, u.Shard, u.ID, id, sealed); err != nil {
-		return fmt.Errorf("submit: %w", err)
+		return err
 	}
-	if _, err := s.c.ApplyRequest(ctx, u.Shard, id, enq); err != nil {
-		return fmt.Errorf("submit: %w", err)
-	}
-	return nil
+	_, err = s.c.ApplyRequest(ctx, u.Shard, id, enq)
+	return err
 }
 
 // hasEightBit reports whether msg has a byte over 127 (it needs
@@ -149,7 +157,7 @@ func (s *Store) outbound(ctx context.Context, shards []uint32, drop bool) ([]sch
 		for _, rec := range res.Outbound {
 			u, ok := users[rec.User]
 			if !ok {
-				if u, err = s.dir.UserByID(ctx, rec.User); errors.Is(err, schema.ErrNoSuchUser) {
+				if u, err = s.queueOwner(ctx, rec.User); errors.Is(err, schema.ErrNoSuchUser) {
 					if drop {
 						s.log.Info("queued message of a deleted user dropped", "shard", n, "id", rec.ID.String())
 						if _, err := s.c.Apply(ctx, n, &schema.DeleteOutbound{ID: rec.ID}); err != nil {
@@ -194,7 +202,7 @@ func (s *Store) outboundEntry(ctx context.Context, shard uint32, id schema.ID) (
 		return schema.OutboundEntry{}, fmt.Errorf("queue entry %s: %w", id, schema.ErrNoSuchMessage)
 	}
 	rec := res.Outbound[0]
-	u, err := s.dir.UserByID(ctx, rec.User)
+	u, err := s.queueOwner(ctx, rec.User)
 	if err != nil {
 		return schema.OutboundEntry{}, err
 	}
@@ -207,7 +215,7 @@ func (s *Store) OutboundMessage(ctx context.Context, e schema.OutboundEntry) ([]
 	if err != nil {
 		return nil, fmt.Errorf("queued message: %w", err)
 	}
-	u, err := s.dir.UserByID(ctx, e.User)
+	u, err := s.queueOwner(ctx, e.User)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +244,7 @@ func (s *Store) ModifyOutbound(ctx context.Context, shard uint32, id schema.ID, 
 		if err := change(&e); err != nil {
 			return e, err
 		}
-		u, err := s.dir.UserByID(ctx, e.User)
+		u, err := s.queueOwner(ctx, e.User)
 		if err != nil {
 			return e, err
 		}
@@ -269,9 +277,13 @@ func (s *Store) DeleteOutbound(ctx context.Context, shard uint32, id schema.ID) 
 }
 
 // DeliverReport stores a delivery report about queue entry e (a DSN) in
-// the sender's INBOX. kind names the report ("failure", "delay"): each
+// the sender's INBOX; for an entry of a domain's own queue (forwarded
+// mail), it sends it to the original sender (see relayReport). kind names the report ("failure", "delay"): each
 // kind is stored once per entry, however often it is retried.
 func (s *Store) DeliverReport(ctx context.Context, e schema.OutboundEntry, kind string, msg []byte) error {
+	if o, err := s.dir.DomainQueueOwnerByID(e.User); err == nil {
+		return s.relayReport(ctx, o, e, kind, msg)
+	}
 	u, err := s.dir.UserByID(ctx, e.User)
 	if err != nil {
 		return fmt.Errorf("report to the sender: %w", err)

@@ -46,6 +46,9 @@ type Config struct {
 	// renewal (a dead holder's lock is free again after it); 0 means
 	// DefaultMaildropLease.
 	MaildropLease time.Duration
+	// SRSDomain is the domain of the SRS addresses that forwarded mail
+	// goes out from; "" means the alias's own domain.
+	SRSDomain string
 }
 
 // Store is the mail store the frontends consume: it satisfies

@@ -40,6 +40,7 @@ type Directory interface {
 	DisableMFA(ctx context.Context, address, recovery string) error
 	SetDomainMFA(ctx context.Context, domain string, require bool) error
 	Aliases
+	SentCopies
 	AdminTokens
 	// Compact snapshots every shard, truncating the Raft logs.
 	Compact(ctx context.Context) error
@@ -78,6 +79,7 @@ func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, 
 	mux.HandleFunc("POST /v1/users/{address}/mfa/disable", h.disableMFA)
 	mux.HandleFunc("PUT /v1/domains/{name}/mfa", h.setDomainMFA)
 	mux.HandleFunc("PUT /v1/domains/{name}/catch-all", h.setCatchAll)
+	mux.HandleFunc("PUT /v1/domains/{name}/sent-copy", h.setSentCopy)
 	mux.HandleFunc("GET /v1/aliases", h.listAliases)
 	mux.HandleFunc("POST /v1/aliases", h.addAlias)
 	mux.HandleFunc("POST /v1/aliases/{address}/delete", h.deleteAlias)

@@ -104,6 +104,10 @@ type Config struct {
 	// remote recipients are committed to the outbound queue before 250.
 	// Without it, remote recipients get 550 5.7.1.
 	Outbound Outbound
+	// Forwarder, when set on an MX server, forwards mail for aliases
+	// with targets outside the cluster and relays bounces to our SRS
+	// addresses (see Forwarder); committed before 250 like local mail.
+	Forwarder Forwarder
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger
@@ -139,6 +143,24 @@ type Outbound interface {
 	// Submit commits a message for remote recipients to the outbound
 	// queue; it returns nil only once the message is committed.
 	Submit(ctx context.Context, sub schema.Submission) error
+	// SaveSent stores a copy of a message the user sent in their Sent
+	// mailbox when their domain asks for it (else it does nothing); it
+	// returns nil only once the copy is committed.
+	SaveSent(ctx context.Context, user string, msg, fingerprint []byte) error
+}
+
+// Forwarder is what the MX port needs to forward mail out of the
+// cluster; the mail store satisfies it.
+type Forwarder interface {
+	// Forwards reports whether mail to rcpt leaves the cluster: forward
+	// for an alias with targets outside it, bounce (with forward) for an
+	// SRS address of ours, whose mail goes only to the original sender.
+	// schema.ErrNoSuchUser: rcpt forwards nowhere (or is an SRS address
+	// that does not check out).
+	Forwards(ctx context.Context, rcpt string) (forward, bounce bool, err error)
+	// Forward commits the forwardings of a message to the outbound
+	// queue; it returns nil only once they are committed.
+	Forward(ctx context.Context, f schema.Forwarding) error
 }
 
 // withDefaults checks cfg and fills in its zero values.

@@ -6,8 +6,9 @@
 //
 // Invariants:
 //   - Commit before acknowledge: DATA and BDAT LAST are answered 250 only
-//     after Store.Deliver returned nil, that is after the message is
-//     committed through Raft. Any other outcome gets a 4xx or 5xx reply, so
+//     after Store.Deliver returned nil (and, where they apply,
+//     Outbound.Submit, Outbound.SaveSent and Forwarder.Forward), that is
+//     after the message is committed through Raft. Any other outcome gets a 4xx or 5xx reply, so
 //     a sender never believes a lost message was accepted.
 //   - Everything read from the network is bounded: command lines
 //     (Config.MaxLineLength), messages (Config.MaxMessageBytes, enforced

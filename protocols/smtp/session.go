@@ -63,6 +63,8 @@ type transaction struct {
 	rcpts      []string
 	seen       map[string]bool // lower-cased recipients already accepted
 	remote     map[string]bool // recipients outside the cluster (submission with Outbound)
+	forward    map[string]bool // recipients forwarded out of the cluster (MX with Forwarder)
+	noLocal    map[string]bool // forwarded recipients with no local copy (SRS addresses, aliases of outside targets only)
 
 	conn    net.Conn // the connection, for deadlines and hanging up
 	helo    string   // the EHLO/HELO argument
@@ -245,15 +247,26 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.StoreTimeout)
 	defer cancel()
 	remote := false
-	if err := s.srv.store.LookupRecipient(ctx, to); err != nil {
-		if !s.sendsOut(err) || strings.LastIndexByte(to, '@') <= 0 {
-			return s.refuse("rcpt", s.recipientError(err))
+	lerr := s.srv.store.LookupRecipient(ctx, to)
+	forward, bounce, err := s.forwards(ctx, to, lerr)
+	if err != nil {
+		return s.refuse("rcpt", s.recipientError(err))
+	}
+	if lerr != nil && !forward {
+		if !s.sendsOut(lerr) || strings.LastIndexByte(to, '@') <= 0 {
+			return s.refuse("rcpt", s.recipientError(lerr))
 		}
 		remote = true
 	}
 	s.mu.Lock()
 	if s.tx.seen == nil {
 		s.tx.seen = make(map[string]bool)
+	}
+	if forward {
+		if s.tx.forward == nil {
+			s.tx.forward, s.tx.noLocal = make(map[string]bool), make(map[string]bool)
+		}
+		s.tx.forward[to], s.tx.noLocal[to] = true, bounce || lerr != nil
 	}
 	if remote {
 		if s.tx.remote == nil {
@@ -368,12 +381,28 @@ func (s *session) Data(r io.Reader) (err error) {
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
 	defer cancel()
-	var local, remote []string
+	var local, remote, forward []string
 	for _, r := range tx.rcpts {
-		if tx.remote[r] {
+		switch {
+		case tx.remote[r]:
 			remote = append(remote, r)
-		} else {
+		case tx.forward[r]:
+			forward = append(forward, r)
+			if !tx.noLocal[r] {
+				local = append(local, r) // the alias's targets in the cluster
+			}
+		default:
 			local = append(local, r)
+		}
+	}
+	if len(forward) > 0 {
+		if e := checkHops(msg); e != nil {
+			return s.refuse("data", e)
+		}
+		f := schema.Forwarding{From: tx.from, Recipients: forward, Message: stampRelay(msg, trace, extra),
+			UTF8: needsSMTPUTF8(tx.from, forward, msg), Fingerprint: fingerprint}
+		if err := cfg.Forwarder.Forward(ctx, f); err != nil {
+			return s.refuse("data", s.deliveryError(err))
 		}
 	}
 	if len(remote) > 0 {
@@ -387,6 +416,11 @@ func (s *session) Data(r io.Reader) (err error) {
 	if len(local) > 0 {
 		d := schema.Delivery{From: tx.from, Recipients: local, Message: full, Fingerprint: fingerprint, Junk: junk}
 		if err := s.srv.store.Deliver(ctx, d); err != nil {
+			return s.refuse("data", s.deliveryError(err))
+		}
+	}
+	if cfg.Mode == ModeSubmission && cfg.Outbound != nil {
+		if err := cfg.Outbound.SaveSent(ctx, user, stampRelay(msg, trace, extra), fingerprint); err != nil {
 			return s.refuse("data", s.deliveryError(err))
 		}
 	}

@@ -96,3 +96,17 @@ type OutboundEntry struct {
 	Version     uint64        `json:"version"`
 	State       OutboundState `json:"state"`
 }
+
+// Forwarding is a message that arrived on the MX port for recipients
+// whose mail leaves the cluster again: aliases with targets outside it,
+// and SRS addresses of ours that bounces come back to.
+type Forwarding struct {
+	From       string   // the envelope sender as received ("" for a bounce)
+	Recipients []string // the recipient addresses as received
+	Message    []byte   // the full message, trace headers included
+	// UTF8 says the message needs SMTPUTF8 (RFC 6531).
+	UTF8 bool
+	// Fingerprint, when set, makes a retried transaction map to the
+	// same queue entries (see Delivery.Fingerprint).
+	Fingerprint []byte
+}
