@@ -181,7 +181,12 @@ func TestSnapshotInstallOnLaggingNode(t *testing.T) {
 // with a hand-over while mail flows through the other nodes: no write
 // fails, and no write waits for an election timeout to pass.
 func TestGracefulStopHandsLeadershipOver(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{})
+	// Generous timeouts: a hand-over does not wait for them, but on a
+	// loaded two-core machine the default 500 ms let a slow follower
+	// start an election of its own in the middle, which would read as a
+	// failed hand-over (the term check below).
+	c := clustertest.Start(t, clustertest.Options{Timing: raftstore.Timing{HeartbeatTimeout: 2 * time.Second,
+		ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second, CommitTimeout: 10 * time.Millisecond}})
 	c.AddUser("cat@example.test", "password-1")
 	n := shardOf(t, c, "cat@example.test")
 	leader := c.Leader(n)
