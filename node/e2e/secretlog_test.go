@@ -6,7 +6,9 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,6 +224,41 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	if len(secrets["join token"]) < 16 {
 		t.Fatalf("cluster token printed no token (%d bytes)", len(out))
+	}
+
+	// An admin token, printed once, used over the HTTPS admin API, and a
+	// wrong one refused there.
+	out = must(true, "", "admin", "token", "add", "secrets-ops")
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "mct_") {
+			secrets["admin token"] = f
+		}
+	}
+	if secrets["admin token"] == "" {
+		t.Fatalf("admin token add printed no token (%d bytes)", len(out))
+	}
+	secrets["wrong admin token"] = "mct_" + randomHex(20)
+	api := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: n.clientTLS}}
+	apiGet := func(token string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "https://"+n.addr("https")+"/api/v1/users?domain="+testDomain, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := api.Do(req)
+		if err != nil {
+			t.Fatalf("admin API: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := apiGet(secrets["admin token"]); code != http.StatusOK {
+		t.Errorf("admin API with the token: %d", code)
+	}
+	if code := apiGet(secrets["wrong admin token"]); code != http.StatusUnauthorized {
+		t.Errorf("admin API with a wrong token: %d, want 401", code)
 	}
 
 	// An IMAP import from the node itself: the source password right,
