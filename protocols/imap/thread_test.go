@@ -313,9 +313,7 @@ func TestThreadRaw(t *testing.T) {
 	rc.stillInSync()
 }
 
-// TestThreadClient: go-imap's client sends THREAD and reads the answer
-// (its reader takes one thread per answer, so the searches here select
-// one thread).
+// TestThreadClient: go-imap's client sends THREAD and reads the answer.
 func TestThreadClient(t *testing.T) {
 	ts := newTestServer(t)
 	threadFixture(t, ts)
@@ -324,9 +322,14 @@ func TestThreadClient(t *testing.T) {
 		t.Errorf("thread algorithms %v", algs)
 	}
 	selectMailbox(t, c, "INBOX", false)
+	got, err := c.Thread(&imapclient.ThreadOptions{Algorithm: imap.ThreadReferences, SearchCriteria: &imap.SearchCriteria{}}).Wait()
+	want := []imapclient.ThreadData{{Chain: []uint32{3}}, {Chain: []uint32{1}, SubThreads: []imapclient.ThreadData{{Chain: []uint32{2, 4}}, {Chain: []uint32{5}}}}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("THREAD REFERENCES ALL: %+v %v, want %+v", got, err, want)
+	}
 	crit := &imap.SearchCriteria{Not: []imap.SearchCriteria{{Header: []imap.SearchCriteriaHeaderField{{Key: "From", Value: "c@"}}}}}
-	got, err := c.Thread(&imapclient.ThreadOptions{Algorithm: imap.ThreadReferences, SearchCriteria: crit}).Wait()
-	want := []imapclient.ThreadData{{Chain: []uint32{1}, SubThreads: []imapclient.ThreadData{{Chain: []uint32{2, 4}}, {Chain: []uint32{5}}}}}
+	got, err = c.Thread(&imapclient.ThreadOptions{Algorithm: imap.ThreadReferences, SearchCriteria: crit}).Wait()
+	want = []imapclient.ThreadData{{Chain: []uint32{1}, SubThreads: []imapclient.ThreadData{{Chain: []uint32{2, 4}}, {Chain: []uint32{5}}}}}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("THREAD REFERENCES: %+v %v, want %+v", got, err, want)
 	}
