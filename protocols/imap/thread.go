@@ -295,13 +295,14 @@ func references(msgs []*threadMsg) []*threadNode {
 		}
 		stack = append(stack, n.children...)
 	}
-	// (5) A root dummy's children in date order, so its first child
-	// stands for it.
+	// (5) The roots by date, a dummy's children first, so that its
+	// first child stands for it; grouping visits them in this order.
 	for _, r := range roots {
 		if r.msg == nil {
 			sortNodes(r.children)
 		}
 	}
+	sortNodes(roots)
 	// (6) Group roots by base subject.
 	roots = groupBySubject(roots)
 	// (7) Every set of siblings by date, the roots last (a dummy sorts
@@ -395,7 +396,7 @@ func groupBySubject(roots []*threadNode) []*threadNode {
 			moved[r] = true
 		case old.msg == nil:
 			adopt(old, r)
-		case r.msg.reply && !old.msg.reply:
+		case r.msg != nil && r.msg.reply && !old.msg.reply:
 			adopt(old, r)
 		default:
 			// Both replies or neither (the table prefers a non-reply, so
