@@ -157,7 +157,7 @@ type frontConn struct {
 	conn net.Conn
 	// sess is the library's session of this connection (set when the
 	// library opens it), for the commands the front runs on the
-	// selected mailbox (SORT).
+	// selected mailbox (SORT, THREAD).
 	sess          *session
 	authenticated bool
 	compressed    bool
@@ -420,7 +420,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		return f.refuse(we)
 	}
 	switch cmd.Name {
-	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT":
+	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT", "THREAD", "UID THREAD":
 		if ok, alive := f.rated(cmd.Tag); !ok {
 			return alive
 		}
@@ -431,6 +431,8 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 			return f.compress(cmd)
 		case "SORT", "UID SORT":
 			return f.sort(cmd)
+		case "THREAD", "UID THREAD":
+			return f.thread(cmd)
 		}
 		return f.startTLS(cmd)
 	}

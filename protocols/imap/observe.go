@@ -29,7 +29,7 @@ var Commands = []string{
 	"UNSELECT", "CLOSE", "EXPUNGE", "UID EXPUNGE",
 	"SEARCH", "UID SEARCH", "FETCH", "UID FETCH", "STORE", "UID STORE",
 	"COPY", "UID COPY", "MOVE", "UID MOVE",
-	"COMPRESS", "SORT", "UID SORT",
+	"COMPRESS", "SORT", "UID SORT", "THREAD", "UID THREAD",
 }
 
 // librarySession is every interface the library may find on a session.

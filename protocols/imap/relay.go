@@ -125,7 +125,7 @@ func literalAtEnd(line []byte) int64 {
 // rewriteCaps rewrites the capability list in a line (CAPABILITY
 // response or [CAPABILITY] code) to what the front offers: STARTTLS,
 // LOGINDISABLED and AUTH= follow the client connection's TLS state, which
-// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT and
+// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD and
 // COMPRESS=DEFLATE (after login, until compression is on) are the
 // front's. The library lists AUTH=
 // exactly when the client has not logged in (it is told that
@@ -162,7 +162,7 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 	if preAuth && f.mayStartTLS() {
 		caps = append(caps, "STARTTLS")
 	}
-	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT")
+	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
 	if !preAuth && !f.isCompressed() {
 		caps = append(caps, "COMPRESS=DEFLATE")
 	}
