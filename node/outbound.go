@@ -34,6 +34,10 @@ type OutboundConfig struct {
 	// DomainConnections bounds the connections open at one time to one
 	// recipient domain (default 4).
 	DomainConnections int `toml:"domain_connections"`
+	// AttemptTimeout bounds one delivery attempt of a message, and is
+	// how long the claim of a node that died during an attempt holds the
+	// message before another attempt (default 10 m).
+	AttemptTimeout time.Duration `toml:"attempt_timeout"`
 	// RequireTLS makes every outbound connection require STARTTLS with
 	// a certificate that verifies (against the system's roots, or
 	// CAFile) for the MX's name; a destination without it is retried,
@@ -64,6 +68,9 @@ func (o OutboundConfig) validate() []error {
 	}
 	if o.Expire < 0 {
 		errs = append(errs, fmt.Errorf("outbound.expire %s: want a positive duration", o.Expire))
+	}
+	if o.AttemptTimeout < 0 {
+		errs = append(errs, fmt.Errorf("outbound.attempt_timeout %s: want a positive duration", o.AttemptTimeout))
 	}
 	if o.RetryBase < 0 {
 		errs = append(errs, fmt.Errorf("outbound.retry_base %s: want a positive duration", o.RetryBase))
@@ -115,6 +122,7 @@ func (n *Node) startOutbound() error {
 		DelayNotice:       o.DelayNotice,
 		RetryBase:         o.RetryBase,
 		DomainConnections: o.DomainConnections,
+		AttemptTimeout:    o.AttemptTimeout,
 		Poll:              o.Poll,
 		Signer:            n.directory.DKIMSigner(),
 		OnResult:          func(r string) { m.deliveries.WithLabelValues(r).Inc() },

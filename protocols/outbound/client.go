@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -173,9 +175,10 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer conn.Close()
-	c := gosmtp.NewClient(conn)
-	c.CommandTimeout = 5 * time.Minute
-	c.SubmissionTimeout = 10 * time.Minute
+	dc := &dataConn{Conn: conn}
+	c := gosmtp.NewClient(dc)
+	c.CommandTimeout = d.cfg.CommandTimeout
+	c.SubmissionTimeout = d.cfg.DataTimeout
 	defer c.Close()
 	if err := c.Hello(d.cfg.Hostname); err != nil {
 		return nil, replyFailure(err, host, "EHLO")
@@ -236,11 +239,25 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 		f := replyFailure(err, host, "DATA")
 		return append(results, f.results(accepted)...), nil
 	}
+	dc.block.Store(int64(d.cfg.DataBlockTimeout))
 	if _, err := io.Copy(w, bytes.NewReader(msg)); err != nil {
+		if isTimeout(err) {
+			f := temporary(451, "4.4.2", "%s stopped taking the message text (no progress for %s)", host, d.cfg.DataBlockTimeout)
+			f.remote = host
+			return nil, f
+		}
 		return nil, temporary(451, "4.4.2", "Connection to %s lost while sending the message", host)
 	}
 	resp, err := w.CloseWithResponse()
+	dc.block.Store(0)
 	if err != nil {
+		if isTimeout(err) {
+			// The message may have arrived: it is sent again later
+			// (RFC 5321 section 6.1 accepts that duplicate).
+			f := temporary(451, "4.4.2", "No reply from %s within %s after the message was sent", host, d.cfg.DataTimeout)
+			f.remote = host
+			return nil, f
+		}
 		var se *gosmtp.SMTPError
 		if !errors.As(err, &se) {
 			// No answer after the final dot: whether the message
@@ -279,7 +296,7 @@ func (d *Deliverer) dialTLS(ctx context.Context, dom, host string, policy TLSPol
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
+	_ = conn.SetDeadline(time.Now().Add(d.cfg.CommandTimeout))
 	tp := textproto.NewConn(conn)
 	code, greeting, err := tp.ReadResponse(220)
 	if err != nil {
@@ -364,6 +381,30 @@ func (d *Deliverer) reportTLS(dom, host string, policy TLSPolicy, r TLSResult) {
 type greetedConn struct {
 	net.Conn
 	pre *strings.Reader
+}
+
+// dataConn bounds each write while the message text is sent: go-smtp
+// sets deadlines for commands and for the reply to the final dot, but
+// none while the text itself is written, so a server that stops reading
+// mid-DATA would hold the attempt until AttemptTimeout.
+type dataConn struct {
+	net.Conn
+	block atomic.Int64 // a time.Duration; 0 outside the message text
+}
+
+// Write sets the write deadline of the data block timeout first, while
+// one is on.
+func (c *dataConn) Write(p []byte) (int, error) {
+	if b := time.Duration(c.block.Load()); b > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(b))
+	}
+	return c.Conn.Write(p)
+}
+
+// isTimeout reports whether err is a deadline that ran out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // Read returns the replayed greeting first.

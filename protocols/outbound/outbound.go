@@ -75,6 +75,17 @@ type Config struct {
 	// of a node that died during an attempt runs out after it. 0 means
 	// 10 minutes.
 	AttemptTimeout time.Duration
+	// CommandTimeout bounds the wait for the greeting and for the reply
+	// to each command (EHLO, STARTTLS, MAIL, RCPT, DATA); 0 means 5
+	// minutes (RFC 5321 section 4.5.3.2).
+	CommandTimeout time.Duration
+	// DataBlockTimeout bounds each write of the message text: a server
+	// that stops reading mid-DATA ends the attempt after it; 0 means 3
+	// minutes (RFC 5321 section 4.5.3.2.5).
+	DataBlockTimeout time.Duration
+	// DataTimeout bounds the wait for the reply to the final dot; 0
+	// means 10 minutes (RFC 5321 section 4.5.3.2.6).
+	DataTimeout time.Duration
 	// Retain is how long a finished entry stays in the queue (for
 	// `mailnode queue show`) before it is removed; 0 means 1 hour, and
 	// it is at most 24 hours.
@@ -186,6 +197,15 @@ func (c *Config) defaults() {
 	}
 	if c.AttemptTimeout <= 0 {
 		c.AttemptTimeout = 10 * time.Minute
+	}
+	if c.CommandTimeout <= 0 {
+		c.CommandTimeout = 5 * time.Minute
+	}
+	if c.DataBlockTimeout <= 0 {
+		c.DataBlockTimeout = 3 * time.Minute
+	}
+	if c.DataTimeout <= 0 {
+		c.DataTimeout = 10 * time.Minute
 	}
 	if c.Retain <= 0 {
 		c.Retain = time.Hour
