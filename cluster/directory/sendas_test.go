@@ -17,12 +17,16 @@ func TestSendsAs(t *testing.T) {
 	c.AddUser(bob, aliasTestPassword)
 	ctx := testCtx(t)
 	a, b := c.Nodes[0], c.Nodes[1]
-	for alias, targets := range map[string][]string{
-		"sales@example.test": {ada},
-		"team@example.test":  {"sales@example.test", bob},
-		"bobs@example.test":  {bob},
+	// In order: an alias's targets must exist when it is added.
+	for _, al := range []struct {
+		alias   string
+		targets []string
+	}{
+		{"sales@example.test", []string{ada}},
+		{"team@example.test", []string{"sales@example.test", bob}},
+		{"bobs@example.test", []string{bob}},
 	} {
-		if _, err := a.Directory().AddAlias(ctx, alias, targets); err != nil {
+		if _, err := a.Directory().AddAlias(ctx, al.alias, al.targets); err != nil {
 			t.Fatal(err)
 		}
 	}
