@@ -1,7 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"html"
+	"image/png"
 	"io"
 	"net/http"
 	"net/url"
@@ -10,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pquerna/otp/totp"
 
 	"github.com/mailcluster/mailcluster/node/adminweb"
 )
@@ -206,5 +212,84 @@ func TestAdminWebSessionsAndCSRF(t *testing.T) {
 	mustCLI(t, "", "admin", "token", "revoke", "--data", dir, "web")
 	if res := webRequest(t, c, n, "GET", "/admin/domains", cookie, nil); res.status != http.StatusSeeOther {
 		t.Errorf("session of a revoked token: %d", res.status)
+	}
+}
+
+// TestAdminWebMFAEnrolment: from the users page an admin enrols a user
+// in MFA: the page shows the otpauth URI as a PNG QR code (allowed by
+// the CSP as a data: image), the key and the recovery codes, and a code
+// from the key confirms it, after which the user's MFA is on.
+func TestAdminWebMFAEnrolment(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	dir := cfg.DataDir
+	mustCLI(t, "", "domain", "add", "--data", dir, "example.test")
+	mustCLI(t, "eve-password-1\n", "user", "add", "--data", dir, "eve@example.test")
+	c := httpsClient(t, cfg)
+	token := strings.TrimSpace(mustCLI(t, "", "admin", "token", "add", "--data", dir, "web"))
+	origin := "https://localhost:" + portOf(t, n, ListenHTTPS)
+	cookie := webLogin(t, c, n, token)
+	res := webRequest(t, c, n, "GET", "/admin/users?domain=example.test", cookie, nil)
+	m := csrfField.FindStringSubmatch(res.body)
+	if res.status != http.StatusOK || m == nil || !strings.Contains(res.body, `action="/admin/users/mfa"`) {
+		t.Fatalf("users page: %d, no enrol form:\n%s", res.status, res.body)
+	}
+	csrf := m[1]
+
+	// Without the CSRF token nothing starts.
+	if res := webRequest(t, c, n, "POST", "/admin/users/mfa", cookie, url.Values{"address": {"eve@example.test"}}, "Origin", origin); res.status != http.StatusForbidden {
+		t.Fatalf("enrolment without CSRF token: %d", res.status)
+	}
+	res = webRequest(t, c, n, "POST", "/admin/users/mfa", cookie, url.Values{"address": {"eve@example.test"}, "csrf": {csrf}}, "Origin", origin)
+	if res.status != http.StatusOK {
+		t.Fatalf("enrolment page: %d\n%s", res.status, res.body)
+	}
+	checkSecurityHeaders(t, "MFA page", res.header)
+	if csp := res.header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data:") {
+		t.Errorf("CSP %q does not let the QR code show", csp)
+	}
+	qr := regexp.MustCompile(`id="mfa-qr" src="data:image/png;base64,([^"]+)"`).FindStringSubmatch(res.body)
+	if qr == nil {
+		t.Fatalf("no QR code on the page:\n%s", res.body)
+	}
+	// The attribute is HTML-escaped (+ as &#43;), as a browser reads it.
+	raw, err := base64.StdEncoding.DecodeString(html.UnescapeString(qr[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("QR code is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 256 || b.Dy() != 256 {
+		t.Errorf("QR code is %dx%d", b.Dx(), b.Dy())
+	}
+	secret := regexp.MustCompile(`<code id="mfa-secret">([A-Z2-7]+)</code>`).FindStringSubmatch(res.body)
+	if secret == nil || strings.Count(res.body, "<li><code>") < 5 {
+		t.Fatalf("key or recovery codes missing:\n%s", res.body)
+	}
+	if info, err := n.Directory().User(context.Background(), "eve@example.test"); err != nil || info.MFA != "pending" {
+		t.Fatalf("after enrolment: %+v, %v; want pending", info, err)
+	}
+
+	// A wrong code leaves it pending; the app's code switches it on.
+	res = webRequest(t, c, n, "POST", "/admin/users/mfa/confirm", cookie, url.Values{"address": {"eve@example.test"}, "code": {"000000"}, "csrf": {csrf}}, "Origin", origin)
+	if info, _ := n.Directory().User(context.Background(), "eve@example.test"); res.status != http.StatusSeeOther || info.MFA != "pending" {
+		t.Fatalf("wrong code: %d, MFA %q", res.status, info.MFA)
+	}
+	code, err := totp.GenerateCode(secret[1], time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = webRequest(t, c, n, "POST", "/admin/users/mfa/confirm", cookie, url.Values{"address": {"eve@example.test"}, "code": {code}, "csrf": {csrf}}, "Origin", origin)
+	if res.status != http.StatusSeeOther {
+		t.Fatalf("confirm: %d", res.status)
+	}
+	if info, err := n.Directory().User(context.Background(), "eve@example.test"); err != nil || info.MFA != "on" {
+		t.Fatalf("after confirming: %+v, %v; want on", info, err)
+	}
+	res = webRequest(t, c, n, "GET", "/admin/users?domain=example.test", cookie, nil)
+	if !strings.Contains(res.body, "MFA is on for eve@example.test") {
+		t.Errorf("users page after confirming lacks the notice:\n%s", res.body)
 	}
 }

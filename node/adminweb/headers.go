@@ -5,7 +5,7 @@ import "net/http"
 // ContentSecurityPolicy allows the page's own style sheet and images and
 // nothing else: no script, inline or not, no inline style, no framing,
 // forms posted only to this origin.
-const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 
 // Secure sets the security headers on every answer of next: the

@@ -1,13 +1,19 @@
 package adminweb
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"html/template"
+	"image/png"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pquerna/otp"
 
 	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/backup"
@@ -274,4 +280,77 @@ func when(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// mfaData is the MFA enrolment page: what the user's authenticator app
+// needs, shown this once.
+type mfaData struct {
+	Address       string
+	Secret        string
+	RecoveryCodes []string
+	// QR is the otpauth:// URI as a PNG QR code, in a data: URL (the
+	// page's CSP allows data: images, nothing else from outside).
+	QR     template.URL
+	QRSize int
+}
+
+// qrSize is the QR code's width and height in pixels.
+const qrSize = 256
+
+// enrolMFA starts a user's TOTP enrolment and shows the QR code, the key
+// and the recovery codes, with the form that confirms it. The secret
+// lives only in this answer (no-store) and in the directory, sealed.
+func (s *Server) enrolMFA(w http.ResponseWriter, r *http.Request, sess *session) {
+	address := strings.TrimSpace(r.PostForm.Get("address"))
+	back := Prefix + "users"
+	if _, dom, ok := strings.Cut(address, "@"); ok {
+		back = pathWithQuery(back, url.Values{"domain": {strings.ToLower(dom)}})
+	}
+	var enr directory.MFAEnrollment
+	if err := s.cfg.API.Call(r.Context(), who(r, sess), http.MethodPost, "/v1/users/"+url.PathEscape(address)+"/mfa", nil, &enr); err != nil {
+		s.redirect(w, r, sess, back, "MFA not started: "+errText(err), true)
+		return
+	}
+	qr, err := qrDataURL(enr.URI)
+	if err != nil {
+		s.log.Error("MFA QR code", "err", err)
+		s.redirect(w, r, sess, back, "MFA started, but the QR code could not be drawn: use the CLI (mailnode user mfa enable)", true)
+		return
+	}
+	v := s.sessionView(sess, "MFA")
+	v.Data = mfaData{Address: address, Secret: enr.Secret, RecoveryCodes: enr.RecoveryCodes, QR: qr, QRSize: qrSize}
+	s.render(w, "mfa", http.StatusOK, v)
+}
+
+// qrDataURL draws uri as a PNG QR code in a data: URL.
+func qrDataURL(uri string) (template.URL, error) {
+	key, err := otp.NewKeyFromURL(uri)
+	if err != nil {
+		return "", fmt.Errorf("otpauth URI: %w", err)
+	}
+	img, err := key.Image(qrSize, qrSize)
+	if err != nil {
+		return "", fmt.Errorf("draw QR code: %w", err)
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		return "", fmt.Errorf("encode QR code: %w", err)
+	}
+	// The URL is ours, made of base64 only: safe to put in src.
+	return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(b.Bytes())), nil
+}
+
+// confirmMFA switches a pending enrolment on with a code from the app.
+func (s *Server) confirmMFA(w http.ResponseWriter, r *http.Request, sess *session) {
+	address := strings.TrimSpace(r.PostForm.Get("address"))
+	back := Prefix + "users"
+	if _, dom, ok := strings.Cut(address, "@"); ok {
+		back = pathWithQuery(back, url.Values{"domain": {strings.ToLower(dom)}})
+	}
+	in := map[string]string{"code": strings.TrimSpace(r.PostForm.Get("code"))}
+	if err := s.cfg.API.Call(r.Context(), who(r, sess), http.MethodPost, "/v1/users/"+url.PathEscape(address)+"/mfa/confirm", in, nil); err != nil {
+		s.redirect(w, r, sess, back, "MFA not switched on: "+errText(err), true)
+		return
+	}
+	s.redirect(w, r, sess, back, fmt.Sprintf("MFA is on for %s.", address), false)
 }

@@ -120,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: log.With("component", "adminweb"), sessions: newSessions(cfg.IdleTimeout, cfg.MaxAge, cfg.Now),
 		pages: map[string]*template.Template{}}
 	funcs := template.FuncMap{"since": s.since, "bytes": humanBytes, "seconds": humanSeconds, "when": when}
-	for _, page := range []string{"login", "status", "domains", "users"} {
+	for _, page := range []string{"login", "status", "domains", "users", "mfa"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -138,6 +138,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST "+Prefix+"domains", s.form(s.addDomain))
 	mux.HandleFunc("GET "+Prefix+"users", s.session(s.usersPage))
 	mux.HandleFunc("POST "+Prefix+"users", s.form(s.addUser))
+	mux.HandleFunc("POST "+Prefix+"users/mfa", s.form(s.enrolMFA))
+	mux.HandleFunc("POST "+Prefix+"users/mfa/confirm", s.form(s.confirmMFA))
 	mux.HandleFunc("GET "+Prefix+"login", s.loginPage)
 	mux.HandleFunc("POST "+Prefix+"login", s.login)
 	mux.HandleFunc("POST "+Prefix+"logout", s.form(s.logout))
