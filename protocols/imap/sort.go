@@ -420,14 +420,36 @@ func orderedSet(nums []uint32) string {
 // errNotSelected is the answer to SORT outside the selected state.
 var errNotSelected = &imap.Error{Type: imap.StatusResponseTypeBad, Text: "No mailbox selected"}
 
-// frontSort runs a parsed SORT for the front, while the library is idle.
-func (s *session) frontSort(sc *sortCommand) ([]sortEntry, error) {
+// withView runs fn with the selected mailbox's view, for a command the
+// front answers itself while the library is idle (SORT, THREAD).
+func (s *session) withView(fn func(v *view) error) error {
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
 	if s.closed || s.acct == nil || s.view == nil {
-		return nil, errNotSelected
+		return errNotSelected
 	}
-	return s.runSort(s.view, sc)
+	return fn(s.view)
+}
+
+// selected is the session of a front connection with a mailbox, or nil.
+func (f *frontConn) selected() *session {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sess
+}
+
+// failedStatus is the tagged status text of a front command that failed
+// with err: its IMAP answer, or a temporary failure.
+func failedStatus(err error) string {
+	var ie *imap.Error
+	if !errors.As(err, &ie) {
+		ie = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Temporary failure, try again later"}
+	}
+	st := string(ie.Type)
+	if ie.Code != "" {
+		st += " [" + string(ie.Code) + "]"
+	}
+	return st + " " + ie.Text
 }
 
 // sort answers SORT and UID SORT.
@@ -444,23 +466,17 @@ func (f *frontConn) sort(cmd *imapwire.Command) bool {
 	if !sc.charsetKnown {
 		return answer("NO [BADCHARSET " + sortCharsets + "] Unsupported charset")
 	}
-	f.mu.Lock()
-	sess := f.sess
-	f.mu.Unlock()
+	sess := f.selected()
 	if sess == nil {
 		return answer("BAD No mailbox selected")
 	}
-	entries, err := sess.frontSort(sc)
+	var entries []sortEntry
+	err = sess.withView(func(v *view) (err error) {
+		entries, err = sess.runSort(v, sc)
+		return err
+	})
 	if err != nil {
-		var ie *imap.Error
-		if !errors.As(err, &ie) {
-			ie = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Temporary failure, try again later"}
-		}
-		st := string(ie.Type)
-		if ie.Code != "" {
-			st += " [" + string(ie.Code) + "]"
-		}
-		return answer(st + " " + ie.Text)
+		return answer(failedStatus(err))
 	}
 	if err := f.writeLine(sortResponse(cmd.Tag, sc, entries)); err != nil {
 		return false

@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"errors"
 	"sort"
 	"strconv"
 	"strings"
@@ -503,17 +502,6 @@ func (s *session) runThread(v *view, tc *threadCommand) ([]*threadNode, error) {
 	return references(msgs), nil
 }
 
-// frontThread runs a parsed THREAD for the front, while the library is
-// idle.
-func (s *session) frontThread(tc *threadCommand) ([]*threadNode, error) {
-	s.idleMu.Lock()
-	defer s.idleMu.Unlock()
-	if s.closed || s.acct == nil || s.view == nil {
-		return nil, errNotSelected
-	}
-	return s.runThread(s.view, tc)
-}
-
 // thread answers THREAD and UID THREAD.
 func (f *frontConn) thread(cmd *imapwire.Command) bool {
 	start := time.Now()
@@ -528,23 +516,17 @@ func (f *frontConn) thread(cmd *imapwire.Command) bool {
 	if !tc.charsetKnown {
 		return answer("NO [BADCHARSET " + sortCharsets + "] Unsupported charset")
 	}
-	f.mu.Lock()
-	sess := f.sess
-	f.mu.Unlock()
+	sess := f.selected()
 	if sess == nil {
 		return answer("BAD No mailbox selected")
 	}
-	roots, err := sess.frontThread(tc)
+	var roots []*threadNode
+	err = sess.withView(func(v *view) (err error) {
+		roots, err = sess.runThread(v, tc)
+		return err
+	})
 	if err != nil {
-		var ie *imap.Error
-		if !errors.As(err, &ie) {
-			ie = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Temporary failure, try again later"}
-		}
-		st := string(ie.Type)
-		if ie.Code != "" {
-			st += " [" + string(ie.Code) + "]"
-		}
-		return answer(st + " " + ie.Text)
+		return answer(failedStatus(err))
 	}
 	if err := f.writeLine(threadResponse(roots)); err != nil {
 		return false
