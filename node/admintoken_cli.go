@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -67,9 +66,7 @@ func (c CLI) adminTokenCommand(ctx context.Context, args []string) error {
 		if toks == nil {
 			toks = []directory.AdminToken{}
 		}
-		enc := json.NewEncoder(c.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(toks)
+		return writeJSON(c.Stdout, toks)
 	}
 	if len(toks) == 0 {
 		fmt.Fprintln(c.Stdout, "no admin tokens (create one with: mailnode admin token add NAME)")

@@ -74,15 +74,8 @@ func (s *deliveryService) writer() {
 }
 
 func (s *deliveryService) write(m protocols.DeliveryMeta) {
-	ctx, cancel := context.WithTimeout(context.Background(), deliveryWriteTimeout)
+	ctx, cancel := stoppableContext(s.stop, deliveryWriteTimeout)
 	defer cancel()
-	go func() { // the write ends early when the node stops
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	rec := directory.DeliveryRecord{Time: m.Time.UTC(), Node: s.n.cfg.NodeID, Port: m.Port, From: m.From,
 		Recipients: m.Recipients, MessageID: m.MessageID, TLS: m.TLS, Result: string(m.Result), Reply: m.Reply}
 	if m.Remote.IsValid() {

@@ -179,9 +179,7 @@ func (c CLI) dkimCommand(ctx context.Context, args []string) error {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(c.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(recs)
+		return writeJSON(c.Stdout, recs)
 	}
 	if sub == "rotate" {
 		fmt.Fprintf(c.Stdout, "; %s now signs with %s and %s; publish their records before mail goes out.\n", domain, recs[0].Selector, recs[1].Selector)

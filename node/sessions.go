@@ -344,15 +344,8 @@ func (s *sessionService) writer() {
 }
 
 func (s *sessionService) write(e protocols.LoginEvent) {
-	ctx, cancel := context.WithTimeout(context.Background(), loginWriteTimeout)
+	ctx, cancel := stoppableContext(s.stop, loginWriteTimeout)
 	defer cancel()
-	go func() { // the write ends early when the node stops
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	rec := directory.LoginRecord{Time: e.Time.UTC(), Node: s.n.cfg.NodeID, Protocol: e.Protocol, Credential: e.Credential, Success: e.Success}
 	if e.Remote.IsValid() {
 		rec.Remote = e.Remote.String()
@@ -623,4 +616,18 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// stoppableContext bounds a background write by timeout and ends it
+// early when stop closes (the node stops).
+func stoppableContext(stop <-chan struct{}, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
