@@ -40,7 +40,10 @@ import (
 // after STARTTLS before the handshake are discarded (RFC 3207 section 4.2,
 // the command injection of CVE-2011-0411). As go-smtp does not see the
 // TLS, the front adds STARTTLS (before) or REQUIRETLS (after) to the EHLO
-// reply, and the session asks the front for the TLS state (connTLS).
+// reply, the session asks the front for the TLS state (connTLS), and
+// until a HELO/EHLO is accepted under TLS the front checks it like a
+// first greeting and refuses MAIL (503), as go-smtp would after a
+// STARTTLS of its own.
 
 // frontMode is what the next client bytes are to go-smtp.
 type frontMode int
@@ -86,9 +89,10 @@ type frontConn struct {
 	startTLS bool
 	// dataNext: go-smtp answered 354, message content comes next.
 	dataNext bool
-	// heloRefused: the reply to the next command is the refusal of a
-	// HELO/EHLO argument after STARTTLS (see greetingAfterTLS).
-	heloRefused bool
+	// override, when set, replaces go-smtp's reply to the next command:
+	// the front's own refusal of a command it handed go-smtp in a
+	// harmless form (see greetingAfterTLS).
+	override string
 
 	// freshTLS: STARTTLS succeeded and no HELO/EHLO was accepted since.
 	freshTLS bool
@@ -281,8 +285,17 @@ func (f *frontConn) command(line []byte) []byte {
 		return []byte("RSET\r\n")
 	}
 	if f.freshTLS && len(text) >= 4 && (len(text) == 4 || text[4] == ' ') {
-		if verb := strings.ToUpper(text[:4]); verb == "EHLO" || verb == "HELO" {
+		switch strings.ToUpper(text[:4]) {
+		case "EHLO", "HELO":
 			return f.greetingAfterTLS(line, text)
+		case "MAIL":
+			// RFC 3207 section 4.2: after STARTTLS the client starts
+			// with EHLO; go-smtp, which did not see the STARTTLS, would
+			// take MAIL. (RCPT, DATA and BDAT find no transaction.)
+			f.mu.Lock()
+			f.override = "503 5.5.1 Send EHLO first after STARTTLS"
+			f.mu.Unlock()
+			return []byte("NOOP\r\n")
 		}
 	}
 	if len(text) < 6 || text[4] != ' ' {
@@ -322,7 +335,7 @@ func (f *frontConn) greetingAfterTLS(line []byte, text string) []byte {
 	}
 	f.srv.log.Info("command refused", "op", "helo", "code", errBadHelo.Code, "enhanced", "5.5.4", "helo", quoteHelo(arg), "tls", true)
 	f.mu.Lock()
-	f.heloRefused = true
+	f.override = "501 5.5.4 " + errBadHelo.Message
 	f.mu.Unlock()
 	return []byte("HELO\r\n")
 }
@@ -418,9 +431,9 @@ func (f *frontConn) Write(p []byte) (int, error) {
 			}
 			out = out[:0]
 			continue
-		case start && f.heloRefused:
-			f.heloRefused = false
-			out = append(out, "501 5.5.4 "+errBadHelo.Message+"\r\n"...)
+		case start && f.override != "":
+			out = append(out, f.override+"\r\n"...)
+			f.override = ""
 			f.wbuf = f.wbuf[i+1:]
 			continue
 		case start && bytes.HasPrefix(line, []byte("354")):

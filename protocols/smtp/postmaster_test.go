@@ -85,6 +85,8 @@ func TestMXBarePostmaster(t *testing.T) {
 		r.send("STARTTLS\r\nMAIL FROM:<" + remote + ">\r\n")
 		r.expect(220)
 		r.startTLS(f.clientTLS)
+		// RFC 3207 section 4.2: EHLO comes first under TLS.
+		r.mustCmd(503, "MAIL FROM:<%s>", remote)
 		if msg := r.mustCmd(250, "EHLO client.example"); strings.Contains(msg, "STARTTLS") || !strings.Contains(msg, "REQUIRETLS") {
 			t.Errorf("EHLO under TLS: %q", msg)
 		}
