@@ -129,6 +129,21 @@ func TestMXBarePostmaster(t *testing.T) {
 		findMessage(t, msgs, "pm-pipe-2")
 	})
 
+	t.Run("a refused DATA starts no content", func(t *testing.T) {
+		r := dialRaw(t, addr, nil)
+		r.mustCmd(250, "EHLO client.example")
+		r.send("MAIL FROM:<" + remote + ">\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n")
+		r.expect(250)
+		r.expect(550)
+		if code, _ := r.reply(); code < 500 {
+			t.Fatalf("DATA without recipients: %d", code)
+		}
+		r.send("MAIL FROM:<" + remote + ">\r\nRCPT TO:<postmaster>\r\nQUIT\r\n")
+		r.expect(250)
+		r.expect(250)
+		r.expect(221)
+	})
+
 	t.Run("only the bare name", func(t *testing.T) {
 		r := dialRaw(t, addr, nil)
 		r.mustCmd(250, "EHLO client.example")
