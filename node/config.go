@@ -122,6 +122,11 @@ type Config struct {
 	// mail to postmaster@ of every served domain that has no postmaster
 	// user or alias of its own (RFC 5321 section 4.5.1); "" for none.
 	Postmaster string `toml:"postmaster"`
+	// PrimaryDomain is the domain whose postmaster gets "RCPT
+	// TO:<postmaster>" without a domain on the MX port (RFC 5321 section
+	// 4.5.1). "" means the domain of Postmaster, else the first served
+	// domain in name order.
+	PrimaryDomain string `toml:"primary_domain"`
 	// AuditRetention is how long the audit log of administrative actions
 	// keeps an entry (default 400 days).
 	AuditRetention time.Duration `toml:"audit_retention"`
@@ -659,6 +664,11 @@ func (c Config) Validate() error {
 	if c.Postmaster != "" {
 		if _, _, err := schema.CanonicalAddress(c.Postmaster); err != nil {
 			errs = append(errs, fmt.Errorf("postmaster %q: not a mail address", c.Postmaster))
+		}
+	}
+	if c.PrimaryDomain != "" {
+		if _, err := schema.CanonicalDomain(c.PrimaryDomain); err != nil {
+			errs = append(errs, fmt.Errorf("primary_domain %q: not a domain name", c.PrimaryDomain))
 		}
 	}
 	if c.AuditRetention < 0 || (c.AuditRetention > 0 && c.AuditRetention < 24*time.Hour) {

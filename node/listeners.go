@@ -131,7 +131,7 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
 				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx"), CommandRate: cmdRate, DeliveryLog: deliveries,
-				Forwarder: forwarder{n.store, n.outbound}}, store)
+				Forwarder: forwarder{n.store, n.outbound}, Postmaster: n.barePostmaster}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,

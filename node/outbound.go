@@ -55,6 +55,10 @@ type OutboundConfig struct {
 	// 8460), which otherwise end at each UTC midnight. Not read from the
 	// file; tests shorten it.
 	TLSReportEvery time.Duration `toml:"-"`
+	// TLSReportSave replaces how often a node stores its counts for the
+	// TLS reports in the meta shard (default a minute). Not read from
+	// the file; tests shorten it.
+	TLSReportSave time.Duration `toml:"-"`
 	// Poll is the longest the deliverer waits before looking at the
 	// queues again (a new shard leader finds its queue within it;
 	// default 5 s). Not read from the file; tests shorten it.

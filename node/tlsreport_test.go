@@ -133,7 +133,52 @@ func TestTLSRPTPeriod(t *testing.T) {
 	if got, want := nextReport(now, 0), time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC); !got.Equal(want) {
 		t.Errorf("next report after %s: %s, want %s", now, got, want)
 	}
-	if got := nextReport(now, time.Minute); !got.Equal(now.Add(time.Minute)) {
-		t.Errorf("shortened period: %s", got)
+	// A shortened period ends at the next multiple of it, the same on
+	// every node.
+	if got, want := nextReport(now.Add(10*time.Second), time.Minute), now.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("shortened period: %s, want %s", got, want)
+	}
+}
+
+// TestTLSRPTCountsSurviveRestart: the counts a node stored in the meta
+// shard come back after the node restarts, and go into the report.
+func TestTLSRPTCountsSurviveRestart(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	zone := dnstest.ZoneFile("remote.test", "@ IN MX 10 mx.remote.test.", "mx IN A 127.0.0.1",
+		`_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@remote.test"`)
+	dns := dnstest.StartNSD(t, map[string]string{"remote.test": zone})
+	cfg := testConfig(t)
+	cfg.DNS = DNSConfig{Servers: []string{dns}, Timeout: 2 * time.Second}
+	cfg.Postmaster = "alice@example.test"
+	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond,
+		TLSReportEvery: 6 * time.Second, TLSReportSave: 100 * time.Millisecond}
+	n := startNode(t, cfg)
+	addAlice(t, n)
+	n.outTLS.rpt.Record("remote.test", tlsrpt.Policy{Type: tlsrpt.PolicyNotFound}, "mx.remote.test", "validation-failure", "before the restart")
+	waitFor(t, "the counts stored", func() bool {
+		counts, err := n.Directory().TLSReportCounts(t.Context())
+		return err == nil && len(counts) > 0
+	})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, cfg)
+	var report string
+	waitFor(t, "the TLS report at the sink", func() bool {
+		for _, m := range sink.Messages(t) {
+			if strings.Contains(m, "TLS-Report-Domain: remote.test") {
+				report = m
+				return true
+			}
+		}
+		return false
+	})
+	var rep tlsrpt.Report
+	if err := json.Unmarshal(reportJSONOf(t, report), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Policies) != 1 || len(rep.Policies[0].FailureDetails) != 1 || rep.Policies[0].FailureDetails[0].AdditionalInfo != "before the restart" {
+		t.Fatalf("report %+v, want the count from before the restart", rep.Policies)
 	}
 }

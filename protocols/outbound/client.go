@@ -1,12 +1,10 @@
 package outbound
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/textproto"
@@ -210,8 +208,18 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 			msg = out.sign(converted)
 		}
 	}
-	if err := c.Mail(st.From, &gosmtp.MailOptions{UTF8: st.UTF8, RequireTLS: st.RequireTLS, Size: int64(len(msg))}); err != nil {
-		f := replyFailure(err, host, "MAIL")
+	if strings.ContainsAny(st.From, "\r\n") {
+		return permanentAll(rcpts, 553, "5.1.7", "The sender address cannot be sent", host), nil
+	}
+	// go-smtp's client said EHLO; the transaction is ours (pipeline.go).
+	pipelining, _ := c.Extension("PIPELINING")
+	sc := newSMTPConn(dc, d.cfg.CommandTimeout)
+	rep, err := sc.envelope(mailCommand(c, st.From, len(msg), st.RequireTLS, st.UTF8), rcpts, pipelining)
+	if err != nil {
+		return nil, replyFailure(err, host, "the envelope")
+	}
+	if rep.mail != nil {
+		f := replyFailure(rep.mail, host, "MAIL")
 		if f.permanent {
 			return f.results(rcpts), nil // a refusal of the sender, not of this host
 		}
@@ -219,28 +227,30 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 	}
 	results := make([]rcptResult, 0, len(rcpts))
 	var accepted []string
-	for _, r := range rcpts {
-		if err := c.Rcpt(r, nil); err != nil {
-			var se *gosmtp.SMTPError
-			if !errors.As(err, &se) {
-				return nil, replyFailure(err, host, "RCPT")
-			}
+	for i, r := range rcpts {
+		if se := rep.rcpt[i]; se != nil {
 			results = append(results, smtpResult(r, se, host))
 			continue
 		}
 		accepted = append(accepted, r)
 	}
 	if len(accepted) == 0 {
-		_ = c.Quit()
+		sc.quit()
 		return results, nil
 	}
-	w, err := c.Data()
-	if err != nil {
-		f := replyFailure(err, host, "DATA")
+	if rep.data != nil {
+		f := replyFailure(rep.data, host, "DATA")
 		return append(results, f.results(accepted)...), nil
 	}
 	dc.block.Store(int64(d.cfg.DataBlockTimeout))
-	if _, err := io.Copy(w, bytes.NewReader(msg)); err != nil {
+	w := sc.text.DotWriter()
+	_, err = w.Write(msg)
+	if err == nil {
+		// Close writes the final dot.
+		err = w.Close()
+	}
+	dc.block.Store(0)
+	if err != nil {
 		if isTimeout(err) {
 			f := temporary(451, "4.4.2", "%s stopped taking the message text (no progress for %s)", host, d.cfg.DataBlockTimeout)
 			f.remote = host
@@ -248,8 +258,7 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 		}
 		return nil, temporary(451, "4.4.2", "Connection to %s lost while sending the message", host)
 	}
-	resp, err := w.CloseWithResponse()
-	dc.block.Store(0)
+	status, se, err := sc.replyStatus(d.cfg.DataTimeout)
 	if err != nil {
 		if isTimeout(err) {
 			// The message may have arrived: it is sent again later
@@ -258,21 +267,20 @@ func (d *Deliverer) sendHost(ctx context.Context, log *slog.Logger, dom, host st
 			f.remote = host
 			return nil, f
 		}
-		var se *gosmtp.SMTPError
-		if !errors.As(err, &se) {
-			// No answer after the final dot: whether the message
-			// arrived is unknown; it is sent again later (RFC 5321
-			// section 6.1 accepts that duplicate).
-			return nil, temporary(451, "4.4.2", "Connection to %s lost after the message was sent", host)
-		}
+		// No answer after the final dot: whether the message arrived
+		// is unknown; it is sent again later (RFC 5321 section 6.1
+		// accepts that duplicate).
+		return nil, temporary(451, "4.4.2", "Connection to %s lost after the message was sent", host)
+	}
+	if se != nil {
 		return append(results, smtpResultAll(accepted, se, host)...), nil
 	}
-	_ = c.Quit()
-	reply := "250 " + sanitizeReply(resp.StatusText)
+	sc.quit()
+	reply := "250 " + sanitizeReply(status)
 	for _, r := range accepted {
 		results = append(results, rcptResult{addr: r, status: schema.RecipientDelivered, code: 250, enhanced: "2.0.0", reply: reply, remote: host})
 	}
-	log.Info("delivered", "host", host, "recipients", len(accepted), "refused", len(results)-len(accepted))
+	log.Info("delivered", "host", host, "recipients", len(accepted), "refused", len(results)-len(accepted), "pipelining", pipelining)
 	return results, nil
 }
 

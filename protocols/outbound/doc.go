@@ -1,6 +1,7 @@
 // Package outbound delivers the messages of the outbound queue to the
 // internet: MX lookup (A/AAAA fallback, null MX), STARTTLS whenever the
-// remote offers it, per-recipient results, conversion of 8-bit messages
+// remote offers it, the envelope pipelined (RFC 2920) when the remote
+// offers PIPELINING, per-recipient results, conversion of 8-bit messages
 // to 7-bit for servers without 8BITMIME, retries with backoff until the
 // expiry, and delivery status notifications (RFC 3464) to the sender's
 // INBOX.

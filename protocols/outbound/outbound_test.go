@@ -350,6 +350,9 @@ func FuzzRemoteReplies(f *testing.F) {
 			t.Fatalf("sanitized %q", s)
 		}
 		_ = headerFromDomain([]byte(header))
+		if se := replyError(code, reply); se.Code != code || len(se.Message) > len(reply) {
+			t.Fatalf("replyError(%d, %q) = %+v", code, reply, se)
+		}
 	})
 }
 

@@ -104,6 +104,11 @@ type Config struct {
 	// remote recipients are committed to the outbound queue before 250.
 	// Without it, remote recipients get 550 5.7.1.
 	Outbound Outbound
+	// Postmaster, when set on an MX server, returns the address that
+	// "RCPT TO:<postmaster>" without a domain is delivered to (RFC 5321
+	// section 4.5.1): the postmaster of the primary domain. "" leaves
+	// the command to go-smtp, which refuses it with 501.
+	Postmaster func() string
 	// Forwarder, when set on an MX server, forwards mail for aliases
 	// with targets outside the cluster and relays bounces to our SRS
 	// addresses (see Forwarder); committed before 250 like local mail.

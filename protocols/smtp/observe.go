@@ -80,7 +80,7 @@ func (o *observedSession) Reset() {
 func (o *observedSession) Logout() error {
 	o.auth.Flush(o.commands)
 	if o.tracked != nil && o.tracked.startTLS.Running() {
-		if _, isTLS := o.conn.TLSConnectionState(); isTLS {
+		if _, isTLS := connTLS(o.conn); isTLS {
 			o.tracked.startTLS.Confirm(o.commands)
 		}
 	}

@@ -30,6 +30,8 @@ type Server struct {
 	store protocols.Store
 	log   *slog.Logger
 	smtp  *gosmtp.Server
+	// smtpTLS is the configuration STARTTLS runs with (cfg.TLS, observed).
+	smtpTLS *tls.Config
 
 	// ctx is cancelled by Close so that store calls in flight give up.
 	ctx    context.Context
@@ -67,8 +69,20 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 
 	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.backendSession))
 	srv.Domain = cfg.Hostname
-	srv.TLSConfig = s.startTLSConfig(cfg.TLS)
+	s.smtpTLS = s.startTLSConfig(cfg.TLS)
+	if cfg.Mode != ModeMX {
+		srv.TLSConfig = s.smtpTLS
+	}
+	// On the MX port the front (front.go) runs STARTTLS, and go-smtp
+	// must never run TLS over it: with no TLSConfig it refuses any
+	// STARTTLS that reaches it.
 	srv.AllowInsecureAuth = cfg.AllowInsecureAuth
+	if cfg.Mode == ModeMX {
+		// go-smtp cannot see the front's TLS, and would answer AUTH with
+		// 523 "TLS is required" after STARTTLS; let the session answer
+		// (MX offers no AUTH at all: 502).
+		srv.AllowInsecureAuth = true
+	}
 	// go-smtp advertises MaxMessageBytes as SIZE (RFC 1870) and refuses a
 	// larger MAIL SIZE= and a BDAT transfer beyond it itself, with
 	// sizeExceededText; the session refuses a larger DATA message with the
@@ -261,6 +275,9 @@ func (s *Server) track(c net.Conn) (net.Conn, error) {
 	if implicitTLS {
 		return tls.Server(tc, s.cfg.TLS), nil
 	}
+	if s.cfg.Mode == ModeMX {
+		return s.newFrontConn(tc), nil
+	}
 	return tc, nil
 }
 
@@ -356,6 +373,8 @@ func connIDOf(c net.Conn) (string, bool) {
 			return t.id, true
 		case *tls.Conn:
 			c = t.NetConn()
+		case *frontConn:
+			c = t.base
 		default:
 			return "", false
 		}

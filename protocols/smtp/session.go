@@ -110,7 +110,7 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		log:    log,
 		helo:   c.Hostname(),
 	}
-	_, isTLS := c.TLSConnectionState()
+	_, isTLS := connTLS(c)
 	sess.log.Info("session started", "tls", isTLS)
 	sess.log.Debug("client hello", "helo", sanitize(c.Hostname(), 255))
 	return sess, nil
@@ -196,7 +196,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		}
 	}
 	tx := transaction{fromSet: true, from: from, utf8: utf8Mode, conn: s.conn.Conn(), helo: s.conn.Hostname(), auth: user != ""}
-	if state, ok := s.conn.TLSConnectionState(); ok {
+	if state, ok := connTLS(s.conn); ok {
 		tx.tlsDesc = protocols.DescribeTLS(&state)
 	}
 	if opts != nil && opts.RequireTLS {

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"mime"
 	"net/mail"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -127,6 +126,9 @@ type Collector struct {
 	start   time.Time
 	domains map[string]map[string]*counts
 	dropped int64
+	// changes counts Record and Merge calls, so that a saver can tell
+	// whether anything changed since it last saved (Changes).
+	changes uint64
 }
 
 // NewCollector returns a collector whose first period starts at start.
@@ -141,6 +143,12 @@ func (c *Collector) Record(domain string, p Policy, mx, failure, detail string) 
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.changes++
+	c.add(domain, p, mx, failure, detail, 1)
+}
+
+// add counts n sessions; c.mu is held.
+func (c *Collector) add(domain string, p Policy, mx, failure, detail string, n int64) {
 	byPolicy := c.domains[domain]
 	if byPolicy == nil {
 		if len(c.domains) >= maxDomains {
@@ -157,14 +165,14 @@ func (c *Collector) Record(domain string, p Policy, mx, failure, detail string) 
 		byPolicy[k] = cs
 	}
 	if failure == "" {
-		cs.success++
+		cs.success += n
 		return
 	}
 	fk := failureKey{result: failure, mx: mx, detail: truncate(detail, 200)}
 	if _, ok := cs.failures[fk]; !ok && len(cs.failures) >= maxFailureKinds {
 		fk.detail = ""
 	}
-	cs.failures[fk]++
+	cs.failures[fk] += n
 }
 
 func truncate(s string, n int) string {
@@ -178,45 +186,40 @@ func truncate(s string, n int) string {
 // flush to end, and starts a new period. Domains without results are
 // left out.
 func (c *Collector) Flush(end time.Time, org, contact string) []*Report {
+	return c.Rotate(end).Reports(end, org, contact)
+}
+
+// Rotate returns the counts of the period from the previous rotation
+// (or flush) to end, and starts a new period at end.
+func (c *Collector) Rotate(end time.Time) State {
 	c.mu.Lock()
-	domains, start := c.domains, c.start
-	c.domains, c.start = map[string]map[string]*counts{}, end
-	c.mu.Unlock()
-	names := make([]string, 0, len(domains))
-	for d := range domains {
-		names = append(names, d)
-	}
-	sort.Strings(names)
+	defer c.mu.Unlock()
+	st := c.stateLocked()
+	c.domains, c.start, c.dropped = map[string]map[string]*counts{}, end, 0
+	c.changes++
+	return st
+}
+
+// Reports returns a report per domain of s for the period from s.Start
+// to end.
+func (s State) Reports(end time.Time, org, contact string) []*Report {
 	var out []*Report
-	for _, d := range names {
+	for _, d := range s.Domains {
 		r := &Report{
 			OrganizationName: org,
-			DateRange:        DateRange{Start: start.UTC().Truncate(time.Second), End: end.UTC().Truncate(time.Second)},
+			DateRange:        DateRange{Start: s.Start.UTC().Truncate(time.Second), End: end.UTC().Truncate(time.Second)},
 			ContactInfo:      contact,
-			ReportID:         reportID(start),
+			ReportID:         reportID(s.Start),
 		}
-		keys := make([]string, 0, len(domains[d]))
-		for k := range domains[d] {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			cs := domains[d][k]
+		for _, ps := range d.Policies {
 			pr := PolicyResult{
-				Policy:  PolicyDesc{Type: cs.policy.Type, String: cs.policy.String, Domain: d, MXHost: cs.policy.MX},
-				Summary: Summary{TotalSuccessful: cs.success},
+				Policy:  PolicyDesc{Type: ps.Policy.Type, String: ps.Policy.String, Domain: d.Domain, MXHost: ps.Policy.MX},
+				Summary: Summary{TotalSuccessful: ps.Success},
 			}
-			for fk, n := range cs.failures {
-				pr.Summary.TotalFailure += n
-				pr.FailureDetails = append(pr.FailureDetails, FailureDetail{ResultType: fk.result, ReceivingMX: fk.mx, FailedSessions: n, AdditionalInfo: fk.detail})
+			for _, f := range ps.Failures {
+				pr.Summary.TotalFailure += f.Sessions
+				pr.FailureDetails = append(pr.FailureDetails, FailureDetail{ResultType: f.Result, ReceivingMX: f.MX, FailedSessions: f.Sessions, AdditionalInfo: f.Detail})
 			}
-			sort.Slice(pr.FailureDetails, func(i, j int) bool {
-				a, b := pr.FailureDetails[i], pr.FailureDetails[j]
-				if a.ResultType != b.ResultType {
-					return a.ResultType < b.ResultType
-				}
-				return a.ReceivingMX < b.ReceivingMX
-			})
 			r.Policies = append(r.Policies, pr)
 		}
 		out = append(out, r)

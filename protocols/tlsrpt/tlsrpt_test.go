@@ -142,3 +142,46 @@ func reportJSON(t *testing.T, mr *multipart.Reader) []byte {
 		return js
 	}
 }
+
+// TestStateMerge: the counts of two collectors, stored as JSON and
+// merged, make the report of both; Changes moves with every change.
+func TestStateMerge(t *testing.T) {
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	sts := Policy{Type: PolicySTS, String: []string{"version: STSv1", "mode: enforce"}, MX: []string{"mx.a.test"}}
+	a, b := NewCollector(start.Add(time.Hour)), NewCollector(start)
+	a.Record("a.test", sts, "mx.a.test", "", "")
+	a.Record("a.test", sts, "mx.a.test", "certificate-expired", "x")
+	before := b.Changes()
+	b.Record("A.test.", sts, "mx.a.test", "", "")
+	b.Record("b.test", Policy{Type: PolicyNotFound}, "mx.b.test", "starttls-not-supported", "")
+	if b.Changes() == before {
+		t.Fatal("Changes did not move")
+	}
+	all := NewCollector(start.Add(24 * time.Hour))
+	for _, c := range []*Collector{a, b} {
+		js, err := json.Marshal(c.State())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st State
+		if err := json.Unmarshal(js, &st); err != nil {
+			t.Fatal(err)
+		}
+		all.Merge(st)
+	}
+	end := start.Add(24 * time.Hour)
+	reports := all.Flush(end, "o", "c")
+	if len(reports) != 2 || reports[0].Domain() != "a.test" || reports[1].Domain() != "b.test" {
+		t.Fatalf("reports %+v", reports)
+	}
+	if r := reports[0]; !r.DateRange.Start.Equal(start) || len(r.Policies) != 1 || r.Policies[0].Summary.TotalSuccessful != 2 ||
+		r.Policies[0].Summary.TotalFailure != 1 || strings.Join(r.Policies[0].Policy.String, "\n") != "version: STSv1\nmode: enforce" {
+		t.Errorf("a.test report %+v", r)
+	}
+	if r := reports[1]; r.Policies[0].Policy.Type != PolicyNotFound || r.Policies[0].FailureDetails[0].ResultType != "starttls-not-supported" {
+		t.Errorf("b.test report %+v", r)
+	}
+	if st := all.State(); len(st.Domains) != 0 || !st.Start.Equal(end) {
+		t.Errorf("after Flush: %+v", st)
+	}
+}

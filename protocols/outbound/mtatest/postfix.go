@@ -35,6 +35,14 @@ type Postfix struct {
 // stops at the end of the test.
 func StartPostfix(t *testing.T, port int) *Postfix {
 	t.Helper()
+	return StartPostfixWith(t, port)
+}
+
+// StartPostfixWith is StartPostfix with more main.cf lines (such as
+// "smtpd_discard_ehlo_keywords = pipelining"), which override the
+// instance's defaults.
+func StartPostfixWith(t *testing.T, port int, mainCFLines ...string) *Postfix {
+	t.Helper()
 	bin, err := exec.LookPath("postfix")
 	if err != nil {
 		if p, serr := exec.LookPath("/usr/sbin/postfix"); serr == nil {
@@ -84,7 +92,11 @@ func StartPostfix(t *testing.T, port int) *Postfix {
 	p.CertPEM = certPEM
 	write("cert.pem", certPEM, 0o644)
 	write("key.pem", keyPEM, 0o600)
-	write("main.cf", []byte(strings.ReplaceAll(mainCF, "DIR", dir)), 0o644)
+	cf := strings.ReplaceAll(mainCF, "DIR", dir)
+	for _, l := range mainCFLines {
+		cf += l + "\n"
+	}
+	write("main.cf", []byte(cf), 0o644)
 	write("master.cf", []byte(strings.ReplaceAll(masterCF, "PORT", strconv.Itoa(port))), 0o644)
 	t.Cleanup(func() { p.stop(t, bin); os.RemoveAll(dir) })
 	if out, err := exec.Command(bin, "-c", conf, "start").CombinedOutput(); err != nil {
