@@ -102,31 +102,43 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 }
 
 func (c *Cluster) open(ctx context.Context) error {
+	var bound net.Listener
 	if _, port, _ := net.SplitHostPort(c.cfg.Advertise); port == "0" {
-		// Bind first, then advertise the port the system chose.
+		// Bind first, then advertise the port the system chose. The
+		// socket is kept for the transport: closed and bound again, the
+		// port could be taken by another program in between.
 		ln, err := net.Listen("tcp", c.cfg.Listen)
 		if err != nil {
 			return fmt.Errorf("cluster port %s: %w", c.cfg.Listen, err)
 		}
+		bound = ln
 		c.cfg.Listen = ln.Addr().String()
 		c.cfg.Advertise = c.cfg.Listen
-		ln.Close()
+	}
+	closeBound := func() {
+		if bound != nil {
+			bound.Close()
+		}
 	}
 	if !HasIdentity(c.cfg.DataDir) {
 		if err := createCluster(c.cfg, schema.NewID().String()); err != nil {
+			closeBound()
 			return err
 		}
 		c.log.Info("new cluster created", "region", c.cfg.Region, "address", c.cfg.Advertise)
 	}
 	id, err := loadIdentity(c.cfg.DataDir)
 	if err != nil {
+		closeBound()
 		return err
 	}
 	if id.NodeID != c.cfg.NodeID {
+		closeBound()
 		return fmt.Errorf("cluster certificate is for node %q, but this node is %q", id.NodeID, c.cfg.NodeID)
 	}
 	c.trans, err = transport.Listen(transport.Config{
 		Listen:    c.cfg.Listen,
+		Listener:  bound,
 		Advertise: c.cfg.Advertise,
 		Identity:  id,
 		Allow:     c.allowPeer,

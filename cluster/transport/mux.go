@@ -49,6 +49,10 @@ var ErrBlocked = errors.New("transport: peer blocked")
 type Config struct {
 	// Listen is the address to bind (host:port; port 0 picks one).
 	Listen string
+	// Listener, when set, is the cluster port already bound (Listen is
+	// then ignored): a node that binds port 0 to learn its address keeps
+	// the socket, so no other program can take the port in between.
+	Listener net.Listener
 	// Advertise is the address other nodes dial ("" means the bound
 	// address). Raft groups report it as theirs: a leader bound to
 	// 0.0.0.0 must not tell its followers to dial 0.0.0.0.
@@ -114,9 +118,12 @@ func Listen(cfg Config) (*Transport, error) {
 		// known by the node id in their certificate, not by host name.
 		InsecureSkipVerify: true,
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("cluster port %s: %w", cfg.Listen, err)
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("cluster port %s: %w", cfg.Listen, err)
+		}
 	}
 	t.ln = ln
 	t.rpc = newChanListener(ln.Addr(), nil)
