@@ -884,6 +884,27 @@ func parseSearch(cmd *imapwire.Command) (*searchCommand, error) {
 	return sc, nil
 }
 
+// hasModSeqKey reports whether criteria hold a MODSEQ key, at any depth.
+func hasModSeqKey(c *imap.SearchCriteria) bool {
+	if c == nil {
+		return false
+	}
+	if c.ModSeq != nil {
+		return true
+	}
+	for i := range c.Not {
+		if hasModSeqKey(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if hasModSeqKey(&c.Or[i][0]) || hasModSeqKey(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
+}
+
 // search answers SEARCH and UID SEARCH with a MODSEQ key (RFC 7162
 // section 3.1.5), which the library cannot parse: the result carries
 // the highest MODSEQ of the messages found.
@@ -904,7 +925,10 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 	if sess == nil {
 		return answer("BAD No mailbox selected")
 	}
-	f.enableCondstore()
+	withModSeq := hasModSeqKey(sc.criteria)
+	if withModSeq {
+		f.enableCondstore()
+	}
 	var nums []uint32
 	var uids []schema.UID
 	var top uint64
@@ -934,7 +958,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 			b.WriteByte(' ')
 			b.WriteString(strconv.FormatUint(uint64(n), 10))
 		}
-		if len(nums) > 0 {
+		if len(nums) > 0 && withModSeq {
 			fmt.Fprintf(&b, " (MODSEQ %d)", top)
 		}
 	} else {
@@ -954,7 +978,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 		if sc.retCnt {
 			fmt.Fprintf(&b, " COUNT %d", len(nums))
 		}
-		if len(nums) > 0 && (sc.retMin || sc.retMax || sc.retAll || sc.retCnt) {
+		if len(nums) > 0 && withModSeq && (sc.retMin || sc.retMax || sc.retAll || sc.retCnt) {
 			fmt.Fprintf(&b, " MODSEQ %d", top)
 		}
 	}
@@ -1063,6 +1087,17 @@ func (v *view) vanishedIn(rs rangeSet) rangeSet {
 // known UIDs that are gone, then a FETCH of each known message changed
 // since the client's MODSEQ, with its UID, FLAGS and MODSEQ.
 func (v *view) qresyncLines(q *qresyncParams) []string {
+	since := q.modSeq
+	switch {
+	case since == v.highestModSeq:
+		// Nothing changed, nothing was expunged (an expunge takes a
+		// MODSEQ too).
+		return nil
+	case since > v.highestModSeq:
+		// The client knows a MODSEQ the mailbox never reached (a
+		// restore from backup): every known message is news.
+		since = 0
+	}
 	known := q.known
 	if known == nil {
 		known = rangeSet{{1, uint32(max(v.maxUID(), 1))}}
@@ -1072,7 +1107,7 @@ func (v *view) qresyncLines(q *qresyncParams) []string {
 		lines = append(lines, "* VANISHED (EARLIER) "+gone.wire())
 	}
 	for i, m := range v.msgs {
-		if m.info.ModSeq <= q.modSeq || !known.contains(uint32(m.info.UID)) {
+		if m.info.ModSeq <= since || !known.contains(uint32(m.info.UID)) {
 			continue
 		}
 		lines = append(lines, fmt.Sprintf("* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))",

@@ -234,8 +234,16 @@ func TestQresyncPhoneSync(t *testing.T) {
 	if len(fetches) != 1 || !regexp.MustCompile(`^\* 2 FETCH \(UID 2 FLAGS \(\\Seen( \\Recent)?\) MODSEQ \(\d+\)\)$`).MatchString(fetches[0]) {
 		t.Fatalf("FETCH: %q (all %q)", fetches, lines)
 	}
-	if got := codeNumber(t, lines, "HIGHESTMODSEQ"); got <= hms {
-		t.Fatalf("HIGHESTMODSEQ %d after changes, was %d", got, hms)
+	now := codeNumber(t, lines, "HIGHESTMODSEQ")
+	if now <= hms {
+		t.Fatalf("HIGHESTMODSEQ %d after changes, was %d", now, hms)
+	}
+	// In sync: nothing to tell.
+	lines = phone.mustOK(fmt.Sprintf("SELECT INBOX (QRESYNC (%d %d 1:5))", uv, now))
+	for _, l := range lines {
+		if strings.HasPrefix(l, "* VANISHED") || strings.Contains(l, " FETCH ") {
+			t.Fatalf("resync when in sync: %q", lines)
+		}
 	}
 	// A wrong UIDVALIDITY gets a plain SELECT, after CLOSED.
 	lines = phone.mustOK(fmt.Sprintf("SELECT INBOX (QRESYNC (%d %d))", uv+1, hms))
@@ -293,6 +301,38 @@ func TestQresyncVanished(t *testing.T) {
 	}
 	if _, status := rc.cmd("FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)"); !strings.HasPrefix(status, "BAD") {
 		t.Fatalf("VANISHED without UID: %q", status)
+	}
+}
+
+func TestSearchAndSortModSeq(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 3)
+	rc := rawLogin(t, ts)
+	rc.mustOK("SELECT INBOX")
+	// "MODSEQ" as a string is no MODSEQ key: no MODSEQ in the answer,
+	// and CONDSTORE stays off.
+	if lines := rc.mustOK("SEARCH SUBJECT MODSEQ"); !slices.Equal(lines, []string{"* SEARCH"}) {
+		t.Fatalf("SEARCH SUBJECT MODSEQ: %q", lines)
+	}
+	if lines := rc.mustOK("FETCH 1 (FLAGS)"); strings.Contains(lines[0], "MODSEQ") {
+		t.Fatalf("CONDSTORE on after a search for the word MODSEQ: %q", lines)
+	}
+	rc.mustOK(`STORE 3 +FLAGS.SILENT (\Flagged)`)
+	lines := rc.mustOK("SEARCH RETURN (SAVE) MODSEQ 4")
+	if len(lines) != 0 {
+		t.Fatalf("SEARCH RETURN (SAVE): %q", lines)
+	}
+	if lines := rc.mustOK("SEARCH OR UID $ DELETED MODSEQ 1"); len(lines) != 1 || !regexp.MustCompile(`^\* SEARCH 3 \(MODSEQ \d+\)$`).MatchString(lines[0]) {
+		t.Fatalf("SEARCH of the saved result: %q", lines)
+	}
+	if lines := rc.mustOK("SORT (REVERSE ARRIVAL) UTF-8 MODSEQ 1"); len(lines) != 1 || !regexp.MustCompile(`^\* SORT 3 2 1 \(MODSEQ \d+\)$`).MatchString(lines[0]) {
+		t.Fatalf("SORT with MODSEQ: %q", lines)
+	}
+	if lines := rc.mustOK("UID SEARCH RETURN (MIN COUNT) MODSEQ 1"); len(lines) != 1 || !regexp.MustCompile(`^\* ESEARCH \(TAG "T\d+"\) UID MIN 1 COUNT 3 MODSEQ \d+$`).MatchString(lines[0]) {
+		t.Fatalf("ESEARCH with MODSEQ: %q", lines)
+	}
+	if _, status := rc.cmd("SEARCH MODSEQ -1"); !strings.HasPrefix(status, "BAD") {
+		t.Fatalf("SEARCH MODSEQ -1: %q", status)
 	}
 }
 
