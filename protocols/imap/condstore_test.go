@@ -336,6 +336,47 @@ func TestSearchAndSortModSeq(t *testing.T) {
 	}
 }
 
+// TestQresyncIdle: changes made elsewhere reach an idling QRESYNC
+// client as FETCH with MODSEQ and as VANISHED.
+func TestQresyncIdle(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 3)
+	rc := rawLogin(t, ts)
+	rc.mustOK("ENABLE QRESYNC")
+	rc.mustOK("SELECT INBOX")
+	rc.send("I1 IDLE\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("IDLE: %q", l)
+	}
+	other := ts.login(t, nil)
+	selectMailbox(t, other, "INBOX", false)
+	if err := other.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Store(imap.UIDSetNum(3), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagSeen}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	fetch := regexp.MustCompile(`^\* 2 FETCH \(MODSEQ \(\d+\) UID 3 FLAGS \(\\Seen( \\Recent)?\)\)$`)
+	for !slices.ContainsFunc(got, fetch.MatchString) {
+		l := rc.line()
+		if strings.Contains(l, "FETCH") && strings.Contains(l, `\Deleted`) {
+			continue // the \Deleted flag before the expunge
+		}
+		got = append(got, l)
+	}
+	if got[0] != "* VANISHED 1" {
+		t.Fatalf("during IDLE: %q", got)
+	}
+	rc.send("DONE\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "I1 OK") {
+		t.Fatalf("DONE: %q", l)
+	}
+}
+
 // TestCondstoreWithoutEnable checks that nothing changes for a client
 // that never asks for CONDSTORE.
 func TestCondstoreWithoutEnable(t *testing.T) {
