@@ -1034,6 +1034,27 @@ func (s *session) condstore() bool {
 	return s.front != nil && s.front.condstoreOn()
 }
 
+// tellHighestModSeq puts the mailbox's HIGHESTMODSEQ into the tagged OK
+// of EXPUNGE, UID EXPUNGE and MOVE under CONDSTORE (RFC 7162 section
+// 3.2.7: an expunge takes a MODSEQ that no response carries). The value
+// must not run ahead of what the client is told, and the expunged
+// messages' change events carry no MODSEQ: so the view is reloaded from
+// a snapshot, whose changes the update after the command tells, and the
+// snapshot's HIGHESTMODSEQ is given. A failed reload gives none.
+func (s *session) tellHighestModSeq(v *view) {
+	if !s.condstore() {
+		return
+	}
+	ctx, cancel := s.opContext()
+	err := v.reload(ctx)
+	cancel()
+	if err != nil || v.gone {
+		v.resync = true // the update after the command tries again
+		return
+	}
+	s.front.taggedCode(fmt.Sprintf("HIGHESTMODSEQ %d", v.highestModSeq))
+}
+
 // maxUID is the highest UID the client may know: UIDNEXT-1 of the
 // selected mailbox.
 func (v *view) maxUID() schema.UID {

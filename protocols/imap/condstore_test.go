@@ -286,16 +286,23 @@ func TestQresyncVanished(t *testing.T) {
 		t.Fatalf("unsolicited expunge: %q", got)
 	}
 	// Our own EXPUNGE and UID EXPUNGE.
+	// Their tagged OK gives the HIGHESTMODSEQ the expunge took.
 	rc.mustOK(`STORE 1 +FLAGS.SILENT (\Deleted)`)
-	if lines := rc.mustOK("EXPUNGE"); !slices.Contains(lines, "* VANISHED 1") {
-		t.Fatalf("EXPUNGE: %q", lines)
+	if lines, status := rc.cmd("EXPUNGE"); !slices.Contains(lines, "* VANISHED 1") || !strings.HasPrefix(status, "OK [HIGHESTMODSEQ ") {
+		t.Fatalf("EXPUNGE: %q %q", lines, status)
 	}
 	rc.mustOK(`UID STORE 4 +FLAGS.SILENT (\Deleted)`)
-	if lines := rc.mustOK("UID EXPUNGE 4"); !slices.Contains(lines, "* VANISHED 4") {
-		t.Fatalf("UID EXPUNGE: %q", lines)
+	lines, status := rc.cmd("UID EXPUNGE 4")
+	if !slices.Contains(lines, "* VANISHED 4") || !strings.HasPrefix(status, "OK [HIGHESTMODSEQ ") {
+		t.Fatalf("UID EXPUNGE: %q %q", lines, status)
+	}
+	after := codeNumber(t, []string{status}, "HIGHESTMODSEQ")
+	st := rc.mustOK("STATUS INBOX (HIGHESTMODSEQ)")
+	if len(st) != 1 || st[0] != fmt.Sprintf(`* STATUS "INBOX" (HIGHESTMODSEQ %d)`, after) {
+		t.Fatalf("STATUS after UID EXPUNGE [HIGHESTMODSEQ %d]: %q", after, st)
 	}
 	// UID FETCH with VANISHED: the gone UIDs first, then the changes.
-	lines := rc.mustOK("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+	lines = rc.mustOK("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
 	if len(lines) != 2 || lines[0] != "* VANISHED (EARLIER) 1:2,4" || !regexp.MustCompile(`^\* 1 FETCH \(MODSEQ \(\d+\) UID 3 FLAGS \((\\Recent)?\)\)$`).MatchString(lines[1]) {
 		t.Fatalf("UID FETCH (CHANGEDSINCE VANISHED): %q", lines)
 	}

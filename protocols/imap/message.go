@@ -248,7 +248,11 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	for _, u := range res.Source {
 		moved[u] = true
 	}
-	return v.remove(func(m *viewMsg) bool { return moved[m.info.UID] }, w)
+	if err := v.remove(func(m *viewMsg) bool { return moved[m.info.UID] }, w); err != nil {
+		return err
+	}
+	s.tellHighestModSeq(v)
+	return nil
 }
 
 // Expunge removes the messages marked \Deleted (EXPUNGE, UID EXPUNGE and
@@ -287,6 +291,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		targets = append(targets, schema.ExpungeTarget{UID: m.info.UID, ModSeq: m.info.ModSeq})
 	}
 	if len(targets) == 0 {
+		s.tellHighestModSeq(v)
 		return nil
 	}
 	ctx, cancel := s.opContext()
@@ -299,5 +304,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	for _, u := range removed {
 		gone[u] = true
 	}
-	return v.remove(func(m *viewMsg) bool { return gone[m.info.UID] }, w)
+	if err := v.remove(func(m *viewMsg) bool { return gone[m.info.UID] }, w); err != nil {
+		return err
+	}
+	s.tellHighestModSeq(v)
+	return nil
 }

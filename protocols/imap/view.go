@@ -267,6 +267,7 @@ func (v *view) reload(ctx context.Context) error {
 	}
 	sort.Slice(v.fresh, func(i, j int) bool { return v.fresh[i].info.UID < v.fresh[j].info.UID })
 	v.index = snap.Index
+	v.highestModSeq = snap.Mailbox.HighestModSeq
 	v.resync = false
 	return nil
 }
