@@ -104,11 +104,24 @@ func (f *frontConn) qresyncOn() bool {
 }
 
 // enableCondstore turns CONDSTORE on: every FETCH response carries
-// MODSEQ from now on (RFC 7162 section 3.1).
+// MODSEQ from now on (RFC 7162 section 3.1). Turned on with a mailbox
+// selected, it tells the mailbox's HIGHESTMODSEQ, which the client had
+// no reason to keep from SELECT (that of the view's last snapshot: never
+// ahead of what the client was told). It runs while the library is
+// idle.
 func (f *frontConn) enableCondstore() {
 	f.mu.Lock()
+	was := f.cs.condstore
 	f.cs.condstore = true
+	sess := f.sess
 	f.mu.Unlock()
+	if was || sess == nil {
+		return
+	}
+	var n uint64
+	if sess.withView(func(v *view) error { n = v.highestModSeq; return nil }) == nil && n > 0 {
+		_ = f.writeLine(fmt.Sprintf("* OK [HIGHESTMODSEQ %d] Highest", n))
+	}
 }
 
 // commandExt returns the running command's extension arguments.
@@ -668,14 +681,15 @@ func (f *frontConn) enable(cmd *imapwire.Command) (wire []byte, answered, alive 
 		return cmd.Wire, false, true
 	}
 	f.mu.Lock()
-	authed, sess := f.authenticated, f.sess
+	authed := f.authenticated
 	f.mu.Unlock()
-	if !authed || sess != nil && sess.hasView() {
-		// RFC 5161: only in the authenticated state.
+	if !authed {
+		// RFC 5161: after authentication (in the selected state too,
+		// as the library allows for the others).
 		return nil, true, f.writeLine(cmd.Tag+" BAD ENABLE is only valid in the authenticated state") == nil
 	}
+	f.enableCondstore()
 	f.mu.Lock()
-	f.cs.condstore = true
 	for _, c := range ours {
 		if c == "QRESYNC" {
 			f.cs.qresync = true
@@ -1012,13 +1026,6 @@ func (v *view) noteExpunge(seq uint32, uid schema.UID) {
 	if v.notes != nil {
 		v.notes.expunged(seq, uid)
 	}
-}
-
-// hasView reports whether a mailbox is selected.
-func (s *session) hasView() bool {
-	s.idleMu.Lock()
-	defer s.idleMu.Unlock()
-	return s.view != nil
 }
 
 // cmdExt returns the running command's CONDSTORE and QRESYNC arguments.

@@ -325,8 +325,10 @@ func TestSearchAndSortModSeq(t *testing.T) {
 		t.Fatalf("CONDSTORE on after a search for the word MODSEQ: %q", lines)
 	}
 	rc.mustOK(`STORE 3 +FLAGS.SILENT (\Flagged)`)
+	// The first CONDSTORE enabling command in the selected state tells
+	// HIGHESTMODSEQ; RETURN (SAVE) alone answers nothing else.
 	lines := rc.mustOK("SEARCH RETURN (SAVE) MODSEQ 4")
-	if len(lines) != 0 {
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "* OK [HIGHESTMODSEQ ") {
 		t.Fatalf("SEARCH RETURN (SAVE): %q", lines)
 	}
 	if lines := rc.mustOK("SEARCH OR UID $ DELETED MODSEQ 1"); len(lines) != 1 || !regexp.MustCompile(`^\* SEARCH 3 \(MODSEQ \d+\)$`).MatchString(lines[0]) {
