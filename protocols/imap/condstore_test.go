@@ -102,6 +102,20 @@ func TestCondstoreWithClient(t *testing.T) {
 	if uidFound.Count != 1 || uidFound.ModSeq != newSeq {
 		t.Fatalf("UID SEARCH RETURN (ALL COUNT) MODSEQ: %+v", uidFound)
 	}
+	// MODSEQ goes in before literals too (bodies, in one response each).
+	bodies, err := c.Fetch(imap.SeqSetNum(1, 2, 3), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}, ModSeq: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range bodies {
+		var body []byte
+		for _, b := range m.BodySection {
+			body = b.Bytes
+		}
+		if m.ModSeq == 0 || !bytes.Contains(body, []byte(fmt.Sprintf("Subject: message %d", m.SeqNum))) {
+			t.Fatalf("FETCH (BODY.PEEK[] MODSEQ) of %d: MODSEQ %d, body %q", m.SeqNum, m.ModSeq, body)
+		}
+	}
 	st, err := c.Status("INBOX", &imap.StatusOptions{HighestModSeq: true, NumMessages: true}).Wait()
 	if err != nil {
 		t.Fatal(err)
