@@ -54,6 +54,8 @@ type cmdExt struct {
 	// unchangedSince: STORE (UNCHANGEDSINCE n).
 	unchangedSince    uint64
 	hasUnchangedSince bool
+	// listHighestModSeq: LIST ... RETURN (STATUS (... HIGHESTMODSEQ)).
+	listHighestModSeq bool
 }
 
 // qresyncParams are the client's known state of a mailbox (RFC 7162
@@ -65,13 +67,22 @@ type qresyncParams struct {
 	known rangeSet
 }
 
-// relayNote is what the relay puts into one FETCH or EXPUNGE response
-// of the library's.
+// relayNote is what the relay puts into one FETCH, EXPUNGE or STATUS
+// response of the library's.
 type relayNote struct {
-	expunge bool   // an EXPUNGE to write as VANISHED; else a FETCH
-	seq     uint32 // the response's sequence number
-	val     uint64 // the FETCH's MODSEQ, or the expunged UID
+	kind noteKind
+	seq  uint32 // the response's sequence number (0 for STATUS)
+	val  uint64 // the FETCH's MODSEQ, the expunged UID, the HIGHESTMODSEQ
 }
+
+// noteKind says which response a note is for.
+type noteKind uint8
+
+const (
+	noteFetch   noteKind = iota // MODSEQ into a FETCH
+	noteExpunge                 // an EXPUNGE written as VANISHED
+	noteStatus                  // HIGHESTMODSEQ into a LIST-STATUS STATUS
+)
 
 // condState is the front's CONDSTORE and QRESYNC state of one
 // connection; frontConn.mu guards it.
@@ -140,7 +151,7 @@ func (f *frontConn) setExt(e cmdExt) {
 func (f *frontConn) note(n relayNote) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n.expunge && !f.cs.qresync || !n.expunge && !f.cs.condstore {
+	if n.kind == noteExpunge && !f.cs.qresync || n.kind == noteFetch && !f.cs.condstore {
 		return
 	}
 	if len(f.cs.notes) >= maxNotes {
@@ -152,13 +163,19 @@ func (f *frontConn) note(n relayNote) {
 // fetched notes the MODSEQ of a FETCH response the library is about to
 // write (viewNotes).
 func (f *frontConn) fetched(seq uint32, modSeq uint64) {
-	f.note(relayNote{seq: seq, val: modSeq})
+	f.note(relayNote{kind: noteFetch, seq: seq, val: modSeq})
 }
 
 // expunged notes the UID of an EXPUNGE response the library is about to
 // write (viewNotes).
 func (f *frontConn) expunged(seq uint32, uid schema.UID) {
-	f.note(relayNote{expunge: true, seq: seq, val: uint64(uid)})
+	f.note(relayNote{kind: noteExpunge, seq: seq, val: uint64(uid)})
+}
+
+// statusWritten notes the HIGHESTMODSEQ of a LIST-STATUS STATUS response
+// the library is about to write.
+func (f *frontConn) statusWritten(modSeq uint64) {
+	f.note(relayNote{kind: noteStatus, val: modSeq})
 }
 
 // untaggedBefore queues a line for the running command's tagged answer.
@@ -178,16 +195,16 @@ func (f *frontConn) taggedCode(code string) {
 // takeNote returns the value of the oldest note of a kind for seq,
 // dropping it and the older ones of that kind (their lines went by
 // without being seen whole, which only a broken connection does).
-func (f *frontConn) takeNote(expunge bool, seq uint32) (uint64, bool) {
+func (f *frontConn) takeNote(kind noteKind, seq uint32) (uint64, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, n := range f.cs.notes {
-		if n.expunge != expunge || n.seq != seq {
+		if n.kind != kind || n.seq != seq {
 			continue
 		}
 		kept := f.cs.notes[:0]
 		for j, o := range f.cs.notes {
-			if j > i || o.expunge != expunge {
+			if j > i || o.kind != kind {
 				kept = append(kept, o)
 			}
 		}
@@ -210,6 +227,9 @@ func (f *frontConn) takeTagged() (before []string, code string) {
 // annotate rewrites the start of a library response: MODSEQ into a
 // FETCH, VANISHED for an EXPUNGE, as the session noted them.
 func (f *frontConn) annotate(frag []byte) []byte {
+	if bytes.HasPrefix(frag, []byte("* STATUS ")) {
+		return f.annotateStatus(frag)
+	}
 	if len(frag) < 4 || frag[0] != '*' || frag[1] != ' ' || frag[2] < '0' || frag[2] > '9' {
 		return frag
 	}
@@ -225,7 +245,7 @@ func (f *frontConn) annotate(frag []byte) []byte {
 	rest := frag[i:]
 	switch {
 	case bytes.HasPrefix(rest, []byte(" FETCH (")):
-		ms, ok := f.takeNote(false, seq)
+		ms, ok := f.takeNote(noteFetch, seq)
 		if !ok {
 			return frag
 		}
@@ -239,13 +259,38 @@ func (f *frontConn) annotate(frag []byte) []byte {
 		out = append(out, ins...)
 		return append(out, frag[at:]...)
 	case bytes.Equal(bytes.TrimRight(rest, "\r\n"), []byte(" EXPUNGE")):
-		uid, ok := f.takeNote(true, seq)
+		uid, ok := f.takeNote(noteExpunge, seq)
 		if !ok {
 			return frag
 		}
 		return []byte("* VANISHED " + strconv.FormatUint(uid, 10) + "\r\n")
 	}
 	return frag
+}
+
+// annotateStatus puts HIGHESTMODSEQ into a STATUS response of
+// LIST-STATUS: "* STATUS name (MESSAGES 3)" becomes "* STATUS name
+// (MESSAGES 3 HIGHESTMODSEQ 9)". A response whose name is a literal
+// (never for a name the library can quote) is not seen whole here and
+// goes without.
+func (f *frontConn) annotateStatus(frag []byte) []byte {
+	ms, ok := f.takeNote(noteStatus, 0)
+	if !ok {
+		return frag
+	}
+	line := bytes.TrimRight(frag, "\r\n")
+	if len(line) == len(frag) || len(line) < 2 || line[len(line)-1] != ')' || line[len(line)-2] == '}' {
+		return frag
+	}
+	ins := "HIGHESTMODSEQ " + strconv.FormatUint(ms, 10)
+	if line[len(line)-2] != '(' {
+		ins = " " + ins
+	}
+	out := make([]byte, 0, len(frag)+len(ins))
+	out = append(out, line[:len(line)-1]...)
+	out = append(out, ins...)
+	out = append(out, ')')
+	return append(out, frag[len(line):]...)
 }
 
 // withTagged adds what the session queued to the running command's
@@ -542,6 +587,36 @@ func parseStoreExt(toks []imapwire.Token) (since uint64, has bool, cutStart, cut
 	return n, true, toks[1].Start, toks[end].End, nil
 }
 
+// listStatusModSeq returns the ranges of the HIGHESTMODSEQ items in
+// LIST's RETURN (STATUS (...)) option (RFC 5819), which the library
+// cannot parse.
+func listStatusModSeq(toks []imapwire.Token) [][2]int {
+	var cuts [][2]int
+	for i := 0; i+1 < len(toks); i++ {
+		if toks[i].Depth != 1 || !isAtom(toks[i], "STATUS") || toks[i+1].Kind != imapwire.KindOpen || !returnListHolds(toks, i) {
+			continue
+		}
+		end := listEnd(toks, i+1)
+		for j := i + 2; j < end; j++ {
+			if isAtom(toks[j], "HIGHESTMODSEQ") {
+				cuts = append(cuts, [2]int{toks[j].Start, toks[j].End})
+			}
+		}
+	}
+	return cuts
+}
+
+// returnListHolds reports whether toks[i] is inside the list that
+// follows RETURN.
+func returnListHolds(toks []imapwire.Token, i int) bool {
+	for k := i - 1; k >= 1; k-- {
+		if toks[k].Kind == imapwire.KindOpen && toks[k].Depth == 0 {
+			return isAtom(toks[k-1], "RETURN")
+		}
+	}
+	return false
+}
+
 // mentionsModSeq reports whether a command names MODSEQ or
 // HIGHESTMODSEQ anywhere as an atom (SEARCH and STATUS go to the front
 // then).
@@ -601,6 +676,14 @@ func (f *frontConn) prepareExt(cmd *imapwire.Command) ([]byte, *imapwire.Error) 
 			if !f.vanishedEarlier(cmd, fe.changedSince) {
 				return nil, nil
 			}
+		}
+	case "LIST":
+		if cuts := listStatusModSeq(cmd.Args); len(cuts) > 0 {
+			for k := len(cuts) - 1; k >= 0; k-- {
+				wire = imapwire.Cut(wire, cuts[k][0], cuts[k][1])
+			}
+			f.enableCondstore()
+			ext.listHighestModSeq = true
 		}
 	case "STORE", "UID STORE":
 		since, has, cs, ce, err := parseStoreExt(cmd.Args)

@@ -400,6 +400,23 @@ func TestQresyncIdle(t *testing.T) {
 	}
 }
 
+func TestListStatusHighestModSeq(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 2)
+	rc := rawLogin(t, ts)
+	rc.mustOK("CREATE Work")
+	hms := codeNumber(t, rc.mustOK("EXAMINE INBOX"), "HIGHESTMODSEQ")
+	lines := rc.mustOK(`LIST "" "*" RETURN (STATUS (MESSAGES HIGHESTMODSEQ))`)
+	if !slices.Contains(lines, fmt.Sprintf("* STATUS INBOX (MESSAGES 2 HIGHESTMODSEQ %d)", hms)) ||
+		!slices.ContainsFunc(lines, regexp.MustCompile(`^\* STATUS "Work" \(MESSAGES 0 HIGHESTMODSEQ \d+\)$`).MatchString) {
+		t.Fatalf("LIST-STATUS with HIGHESTMODSEQ: %q", lines)
+	}
+	lines = rc.mustOK(`LIST "" "INBOX" RETURN (STATUS (HIGHESTMODSEQ))`)
+	if !slices.Contains(lines, fmt.Sprintf("* STATUS INBOX (HIGHESTMODSEQ %d)", hms)) {
+		t.Fatalf("LIST-STATUS with HIGHESTMODSEQ alone: %q", lines)
+	}
+}
+
 // TestCondstoreWithoutEnable checks that nothing changes for a client
 // that never asks for CONDSTORE.
 func TestCondstoreWithoutEnable(t *testing.T) {
@@ -467,6 +484,7 @@ func FuzzCondstoreArgs(f *testing.F) {
 		"a STORE 1:3 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Deleted)",
 		"a SEARCH RETURN (MIN MAX SAVE) CHARSET UTF-8 MODSEQ \"/flags/\\\\draft\" all 620162338 OR (MODSEQ 1) NOT MODSEQ 2",
 		"a STATUS INBOX (MESSAGES HIGHESTMODSEQ)", "a ENABLE CONDSTORE QRESYNC IMAP4rev2",
+		"a LIST (SUBSCRIBED) \"\" * RETURN (CHILDREN STATUS (HIGHESTMODSEQ MESSAGES))",
 	} {
 		f.Add([]byte(s + "\r\n"))
 	}
@@ -477,6 +495,11 @@ func FuzzCondstoreArgs(f *testing.F) {
 		}
 		_, _ = parseSelectExt(cmd.Args)
 		_, _, _, _, _ = parseStoreExt(cmd.Args)
+		wire := cmd.Wire
+		cuts := listStatusModSeq(cmd.Args)
+		for k := len(cuts) - 1; k >= 0; k-- {
+			wire = imapwire.Cut(wire, cuts[k][0], cuts[k][1])
+		}
 		_, _ = parseSearch(cmd)
 		fe, err := parseFetchExt(cmd)
 		if err == nil && fe != nil {

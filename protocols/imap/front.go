@@ -439,7 +439,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		if wire, answered, alive = f.enable(cmd); answered {
 			return alive
 		}
-	case "SELECT", "EXAMINE", "FETCH", "UID FETCH", "STORE", "UID STORE":
+	case "SELECT", "EXAMINE", "FETCH", "UID FETCH", "STORE", "UID STORE", "LIST":
 		w, we := f.prepareExt(cmd)
 		if we != nil {
 			if ok, alive := f.rated(cmd.Tag); !ok {

@@ -430,6 +430,11 @@ func (s *session) listData(e *listEntry, options *imap.ListOptions) (*imap.ListD
 				return nil, false, err
 			}
 			data.Status = status
+			if s.front != nil && s.cmdExt().listHighestModSeq {
+				// HIGHESTMODSEQ, which the library cannot write,
+				// goes in through the front (condstore.go).
+				s.front.statusWritten(status.HighestModSeq)
+			}
 		}
 	}
 	return data, true, nil
