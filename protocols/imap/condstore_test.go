@@ -417,6 +417,28 @@ func TestListStatusHighestModSeq(t *testing.T) {
 	}
 }
 
+func TestQresyncMoveAndClose(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 2)
+	rc := rawLogin(t, ts)
+	rc.mustOK("ENABLE QRESYNC")
+	rc.mustOK("CREATE Work")
+	rc.mustOK("SELECT INBOX")
+	lines, status := rc.cmd("UID MOVE 1 Work")
+	if !slices.Contains(lines, "* VANISHED 1") || slices.ContainsFunc(lines, func(l string) bool { return strings.HasSuffix(l, "EXPUNGE") }) ||
+		!strings.HasPrefix(status, "OK [HIGHESTMODSEQ ") {
+		t.Fatalf("UID MOVE under QRESYNC: %q %q", lines, status)
+	}
+	rc.mustOK(`STORE 1 +FLAGS.SILENT (\Deleted)`)
+	lines, status = rc.cmd("CLOSE")
+	if len(lines) != 0 || status != "OK CLOSE completed" {
+		t.Fatalf("CLOSE under QRESYNC: %q %q", lines, status)
+	}
+	if st := rc.mustOK("STATUS INBOX (MESSAGES)"); !slices.Equal(st, []string{`* STATUS INBOX (MESSAGES 0)`}) {
+		t.Fatalf("after CLOSE: %q", st)
+	}
+}
+
 // TestCondstoreWithoutEnable checks that nothing changes for a client
 // that never asks for CONDSTORE.
 func TestCondstoreWithoutEnable(t *testing.T) {

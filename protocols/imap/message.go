@@ -291,7 +291,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		targets = append(targets, schema.ExpungeTarget{UID: m.info.UID, ModSeq: m.info.ModSeq})
 	}
 	if len(targets) == 0 {
-		s.tellHighestModSeq(v)
+		if !closing {
+			s.tellHighestModSeq(v)
+		}
 		return nil
 	}
 	ctx, cancel := s.opContext()
@@ -307,6 +309,8 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if err := v.remove(func(m *viewMsg) bool { return gone[m.info.UID] }, w); err != nil {
 		return err
 	}
-	s.tellHighestModSeq(v)
+	if !closing {
+		s.tellHighestModSeq(v)
+	}
 	return nil
 }
