@@ -439,6 +439,22 @@ func TestQresyncMoveAndClose(t *testing.T) {
 	}
 }
 
+// TestQresyncOffAfterUnauthenticate: UNAUTHENTICATE turns off what
+// ENABLE turned on (RFC 8437 section 3).
+func TestQresyncOffAfterUnauthenticate(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 1)
+	rc := rawLogin(t, ts)
+	rc.mustOK("ENABLE QRESYNC")
+	rc.mustOK("UNAUTHENTICATE")
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.mustOK("SELECT INBOX")
+	rc.mustOK(`STORE 1 +FLAGS.SILENT (\Deleted)`)
+	if lines := rc.mustOK("EXPUNGE"); !slices.Equal(lines, []string{"* 1 EXPUNGE"}) {
+		t.Fatalf("EXPUNGE after UNAUTHENTICATE: %q", lines)
+	}
+}
+
 // TestCondstoreWithoutEnable checks that nothing changes for a client
 // that never asks for CONDSTORE.
 func TestCondstoreWithoutEnable(t *testing.T) {

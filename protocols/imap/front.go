@@ -530,6 +530,8 @@ func (f *frontConn) completed(cmd *imapwire.Command, status string) {
 		f.authenticated = true
 	case "UNAUTHENTICATE":
 		f.authenticated = false
+		// RFC 8437 section 3: what ENABLE turned on is off again.
+		f.cs.condstore, f.cs.qresync = false, false
 	}
 }
 
