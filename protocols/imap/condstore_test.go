@@ -195,10 +195,15 @@ func TestCondstoreUnsolicitedModSeq(t *testing.T) {
 		got := rc.mustOK("NOOP")
 		return slices.ContainsFunc(got, want.MatchString)
 	})
-	// Every FETCH answer carries MODSEQ now.
+	// Every FETCH answer carries MODSEQ now; one that sets \Seen, UID
+	// too.
 	got := rc.mustOK("FETCH 1 (FLAGS)")
 	if len(got) != 1 || !strings.HasPrefix(got[0], "* 1 FETCH (MODSEQ (") {
 		t.Fatalf("FETCH after ENABLE CONDSTORE: %q", got)
+	}
+	got = rc.mustOK("FETCH 1 (BODY[TEXT])")
+	if len(got) != 1 || !regexp.MustCompile(`^\* 1 FETCH \(MODSEQ \(\d+\) UID 1 FLAGS \(\\Seen( \\Recent)?\) BODY\[TEXT\] \{\d+\}`).MatchString(got[0]) {
+		t.Fatalf("FETCH that sets \\Seen under CONDSTORE: %q", got)
 	}
 }
 

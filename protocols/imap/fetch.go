@@ -161,7 +161,9 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 
 	v.noteFetch(sm.seq, info.ModSeq)
 	rw := w.CreateMessage(sm.seq)
-	if options.UID {
+	// RFC 7162 section 3.1: under CONDSTORE, a FETCH that set \Seen
+	// carries UID (and, through the relay, MODSEQ).
+	if options.UID || forceFlags && s.condstore() {
 		rw.WriteUID(imap.UID(info.UID))
 	}
 	if options.Flags || forceFlags {
