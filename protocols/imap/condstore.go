@@ -763,6 +763,13 @@ func (f *frontConn) enable(cmd *imapwire.Command) (wire []byte, answered, alive 
 	if len(ours) == 0 {
 		return cmd.Wire, false, true
 	}
+	if len(cuts) == len(topArgs(cmd.Args)) {
+		// Answered here: rated here (a forwarded one is rated by the
+		// library's session).
+		if ok, alive := f.rated(cmd.Tag); !ok {
+			return nil, true, alive
+		}
+	}
 	f.mu.Lock()
 	authed := f.authenticated
 	f.mu.Unlock()
