@@ -1132,14 +1132,14 @@ func (s *session) condstore() bool {
 }
 
 // tellHighestModSeq puts the mailbox's HIGHESTMODSEQ into the tagged OK
-// of EXPUNGE, UID EXPUNGE and MOVE under CONDSTORE (RFC 7162 section
-// 3.2.7: an expunge takes a MODSEQ that no response carries). The value
+// of EXPUNGE, UID EXPUNGE and MOVE under QRESYNC (RFC 7162 sections
+// 3.2.7 and 3.2.9: an expunge takes a MODSEQ that no response carries). The value
 // must not run ahead of what the client is told, and the expunged
 // messages' change events carry no MODSEQ: so the view is reloaded from
 // a snapshot, whose changes the update after the command tells, and the
 // snapshot's HIGHESTMODSEQ is given. A failed reload gives none.
 func (s *session) tellHighestModSeq(v *view) {
-	if !s.condstore() {
+	if s.front == nil || !s.front.qresyncOn() {
 		return
 	}
 	ctx, cancel := s.opContext()
