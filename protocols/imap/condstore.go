@@ -389,13 +389,13 @@ func parseSelectExt(toks []imapwire.Token) (*selectExt, error) {
 			if se.qresync != nil || i+1 >= end || toks[i+1].Kind != imapwire.KindOpen {
 				return nil, errExt("QRESYNC takes one list")
 			}
-			close := listEnd(toks, i+1)
-			q, err := parseQresync(toks[i+2 : close])
+			closeAt := listEnd(toks, i+1)
+			q, err := parseQresync(toks[i+2 : closeAt])
 			if err != nil {
 				return nil, err
 			}
 			se.qresync = q
-			i = close
+			i = closeAt
 		default:
 			return nil, errExt("Unknown SELECT parameter")
 		}
@@ -673,7 +673,7 @@ func (f *frontConn) prepareExt(cmd *imapwire.Command) ([]byte, *imapwire.Error) 
 		wire = fe.wire
 		ext.changedSince, ext.hasChangedSince = fe.changedSince, fe.hasChangedSince
 		if fe.vanished {
-			if !f.vanishedEarlier(cmd, fe.changedSince) {
+			if !f.vanishedEarlier(cmd) {
 				return nil, nil
 			}
 		}
@@ -703,7 +703,7 @@ func (f *frontConn) prepareExt(cmd *imapwire.Command) ([]byte, *imapwire.Error) 
 // vanishedEarlier writes UID FETCH's VANISHED (EARLIER) response (RFC
 // 7162 section 3.2.6) before the library answers the FETCH: the UIDs of
 // the set that no longer exist. False means the connection failed.
-func (f *frontConn) vanishedEarlier(cmd *imapwire.Command, _ uint64) bool {
+func (f *frontConn) vanishedEarlier(cmd *imapwire.Command) bool {
 	sess := f.selected()
 	if sess == nil {
 		return true // the library answers: not selected
