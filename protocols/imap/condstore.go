@@ -728,7 +728,33 @@ func (f *frontConn) vanishedEarlier(cmd *imapwire.Command) bool {
 	if err != nil || len(gone) == 0 {
 		return true // the library answers a bad set
 	}
-	return f.writeLine("* VANISHED (EARLIER) "+gone.wire()) == nil
+	for _, l := range vanishedEarlierLines(gone) {
+		if f.writeLine(l) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// maxVanishedLine bounds the set of one VANISHED (EARLIER) response
+// (RFC 7162 section 4 recommends lines of at most 8192 octets); a longer
+// set goes out in several responses.
+const maxVanishedLine = 8000
+
+// vanishedEarlierLines writes a set of vanished UIDs as VANISHED
+// (EARLIER) responses.
+func vanishedEarlierLines(gone rangeSet) []string {
+	var lines []string
+	for len(gone) > 0 {
+		n, size := 0, 0
+		for n < len(gone) && (n == 0 || size+22 <= maxVanishedLine) {
+			size += len(gone[n:n+1].wire()) + 1
+			n++
+		}
+		lines = append(lines, "* VANISHED (EARLIER) "+gone[:n].wire())
+		gone = gone[n:]
+	}
+	return lines
 }
 
 // wire writes the set in IMAP's sequence-set form.
@@ -1222,7 +1248,7 @@ func (v *view) qresyncLines(q *qresyncParams) []string {
 	}
 	var lines []string
 	if gone := v.vanishedIn(known); len(gone) > 0 {
-		lines = append(lines, "* VANISHED (EARLIER) "+gone.wire())
+		lines = append(lines, vanishedEarlierLines(gone)...)
 	}
 	for i, m := range v.msgs {
 		if m.info.ModSeq <= since || !known.contains(uint32(m.info.UID)) {

@@ -476,6 +476,57 @@ func TestCondstoreWithoutEnable(t *testing.T) {
 	}
 }
 
+func TestVanishedEarlierLines(t *testing.T) {
+	var gone rangeSet
+	for u := uint32(1); u < 20000; u += 2 {
+		gone = append(gone, numRange{u, u})
+	}
+	lines := vanishedEarlierLines(gone)
+	if len(lines) < 2 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var back []string
+	for _, l := range lines {
+		if len(l) > maxVanishedLine+len("* VANISHED (EARLIER) ") {
+			t.Fatalf("line of %d bytes", len(l))
+		}
+		back = append(back, strings.TrimPrefix(l, "* VANISHED (EARLIER) "))
+	}
+	if strings.Join(back, ",") != gone.wire() {
+		t.Fatal("split lines do not add up to the set")
+	}
+}
+
+// TestQresyncParams checks the QRESYNC parameter's forms.
+func TestQresyncParams(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 3)
+	rc := rawLogin(t, ts)
+	rc.mustOK("ENABLE QRESYNC")
+	sel := rc.mustOK("EXAMINE INBOX")
+	uv, hms := codeNumber(t, sel, "UIDVALIDITY"), codeNumber(t, sel, "HIGHESTMODSEQ")
+	for _, bad := range []string{
+		"SELECT INBOX (QRESYNC)", "SELECT INBOX (QRESYNC ())", "SELECT INBOX (QRESYNC (0 1))",
+		fmt.Sprintf("SELECT INBOX (QRESYNC (%d 0))", uv), fmt.Sprintf("SELECT INBOX (QRESYNC (%d 1 1:*))", uv),
+		fmt.Sprintf("SELECT INBOX (QRESYNC (%d 1 1:3 (1:2)))", uv), "SELECT INBOX (FOO)", "SELECT INBOX (CONDSTORE) extra",
+	} {
+		if _, status := rc.cmd(bad); !strings.HasPrefix(status, "BAD") {
+			t.Errorf("%s: %q", bad, status)
+		}
+	}
+	// With sequence match data, and CONDSTORE beside QRESYNC.
+	lines := rc.mustOK(fmt.Sprintf("SELECT INBOX (CONDSTORE QRESYNC (%d %d 1:3 (1:3 1:3)))", uv, hms-1))
+	var fetches []string
+	for _, l := range lines {
+		if strings.Contains(l, " FETCH ") {
+			fetches = append(fetches, l)
+		}
+	}
+	if len(fetches) != 1 || !strings.HasPrefix(fetches[0], "* 3 FETCH (UID 3 ") {
+		t.Fatalf("QRESYNC one MODSEQ back: %q", lines)
+	}
+}
+
 // TestParseFetchExt checks what the front forwards of a FETCH.
 func TestParseFetchExt(t *testing.T) {
 	cases := []struct {
