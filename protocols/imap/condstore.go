@@ -933,8 +933,14 @@ func (f *frontConn) status(cmd *imapwire.Command) bool {
 	return answer("OK STATUS completed")
 }
 
-// quoted writes a string as an IMAP quoted string.
+// quoted writes a string as an IMAP quoted string, or as a literal when
+// it holds bytes a quoted string cannot (8-bit, as a UTF-8 name may).
 func quoted(s []byte) string {
+	for _, c := range s {
+		if c < 0x20 || c > 0x7e {
+			return "{" + strconv.Itoa(len(s)) + "}\r\n" + string(s)
+		}
+	}
 	var b strings.Builder
 	b.WriteByte('"')
 	for _, c := range s {
