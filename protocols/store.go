@@ -107,6 +107,11 @@ type Account interface {
 	// StoreFlags changes the flags of the given messages and returns their
 	// new state; UIDs that no longer exist are skipped.
 	StoreFlags(ctx context.Context, mailbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error)
+	// StoreFlagsIf is StoreFlags for the messages whose MODSEQ is at
+	// most unchangedSince when the change commits (IMAP's STORE
+	// UNCHANGEDSINCE, RFC 7162); the others are left alone and returned
+	// in modified, in UID order.
+	StoreFlagsIf(ctx context.Context, mailbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, unchangedSince uint64) (infos []schema.MessageInfo, modified []schema.UID, err error)
 	// Copy copies messages to dest.
 	Copy(ctx context.Context, mailbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error)
 	// Move moves messages to dest atomically.

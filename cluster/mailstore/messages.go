@@ -223,27 +223,46 @@ func (a *Account) readMessages(ctx context.Context, mbox schema.ID, uids []schem
 // message that exists, changed or not. A concurrent change to the same
 // message is detected by its MODSEQ and the update is retried.
 func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error) {
+	out, _, err := a.storeFlags(ctx, mbox, uids, op, flags, nil)
+	return out, err
+}
+
+// StoreFlagsIf is StoreFlags for the messages whose MODSEQ is at most
+// unchangedSince when the change commits (IMAP's STORE UNCHANGEDSINCE,
+// RFC 7162): each update names the MODSEQ it was decided on, so a
+// message changed meanwhile, through any node, is read again and
+// reported in modified once its MODSEQ is above unchangedSince.
+func (a *Account) StoreFlagsIf(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, unchangedSince uint64) ([]schema.MessageInfo, []schema.UID, error) {
+	return a.storeFlags(ctx, mbox, uids, op, flags, &unchangedSince)
+}
+
+// storeFlags changes flags; with limit, only of messages whose MODSEQ is
+// at most *limit (the others are returned in modified).
+func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, limit *uint64) (out []schema.MessageInfo, modified []schema.UID, err error) {
 	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []schema.MessageInfo
 	pending := uids
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt == maxFlagRetries {
-			return out, fmt.Errorf("store flags: %w", schema.ErrConflict)
+			return out, modified, fmt.Errorf("store flags: %w", schema.ErrConflict)
 		}
 		recs, err := a.readMessages(ctx, mbox, pending)
 		if err != nil {
-			return out, fmt.Errorf("store flags: %w", err)
+			return out, modified, fmt.Errorf("store flags: %w", err)
 		}
 		pending = nil
 		var ups []schema.AttrUpdate
 		var infos []schema.MessageInfo
 		for i := range recs {
+			if limit != nil && recs[i].ModSeq > *limit {
+				modified = append(modified, recs[i].UID)
+				continue
+			}
 			info, err := a.s.openMessage(a.keys, a.user, &recs[i])
 			if err != nil {
-				return out, err
+				return out, modified, err
 			}
 			next := schema.ApplyFlags(info.Flags, op, fl)
 			if schema.SameFlags(next, info.Flags) {
@@ -253,7 +272,7 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 			info.Flags = next
 			sealed, err := a.s.sealAttrs(a.keys, a.user, info.ID, messageAttrs{Flags: next, Date: info.InternalDate.UnixNano()})
 			if err != nil {
-				return out, err
+				return out, modified, err
 			}
 			ups = append(ups, schema.AttrUpdate{UID: info.UID, ExpectModSeq: recs[i].ModSeq, Sealed: sealed})
 			infos = append(infos, info)
@@ -262,7 +281,7 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 			end := min(start+batchSize, len(ups))
 			res, err := a.apply(ctx, &schema.SetAttrs{User: a.user, Mailbox: mbox, Updates: ups[start:end]})
 			if err != nil {
-				return out, fmt.Errorf("store flags: %w", err)
+				return out, modified, fmt.Errorf("store flags: %w", err)
 			}
 			for i, ms := range res.ModSeqs {
 				if ms == 0 {
@@ -276,7 +295,8 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
-	return out, nil
+	sort.Slice(modified, func(i, j int) bool { return modified[i] < modified[j] })
+	return out, modified, nil
 }
 
 // Copy copies messages to dest.

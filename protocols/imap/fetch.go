@@ -26,6 +26,16 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	if err != nil {
 		return err
 	}
+	if ext := s.cmdExt(); ext.hasChangedSince {
+		// RFC 7162 section 3.1.4.1: only messages changed since.
+		changed := msgs[:0]
+		for _, sm := range msgs {
+			if sm.m.info.ModSeq > ext.changedSince {
+				changed = append(changed, sm)
+			}
+		}
+		msgs = changed
+	}
 	markedSeen := map[*viewMsg]bool{}
 	if !v.readOnly && setsSeen(options) {
 		var uids []schema.UID
@@ -149,8 +159,11 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		s.srv.bsCache.put(info.Blob, bs)
 	}
 
+	v.noteFetch(sm.seq, info.ModSeq)
 	rw := w.CreateMessage(sm.seq)
-	if options.UID {
+	// RFC 7162 section 3.1: under CONDSTORE, a FETCH that set \Seen
+	// carries UID (and, through the relay, MODSEQ).
+	if options.UID || forceFlags && s.condstore() {
 		rw.WriteUID(imap.UID(info.UID))
 	}
 	if options.Flags || forceFlags {

@@ -162,6 +162,8 @@ type frontConn struct {
 	authenticated bool
 	compressed    bool
 	closed        bool
+	// cs is the connection's CONDSTORE and QRESYNC state (condstore.go).
+	cs condState
 	// tag is the tag of the command the library is running, "" when
 	// none.
 	tag string
@@ -419,6 +421,38 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		}
 		return f.refuse(we)
 	}
+	switch {
+	case cmd.Name == "STATUS" && mentionsModSeq(cmd.Args, "HIGHESTMODSEQ"),
+		(cmd.Name == "SEARCH" || cmd.Name == "UID SEARCH") && mentionsModSeq(cmd.Args, "MODSEQ"):
+		if ok, alive := f.rated(cmd.Tag); !ok {
+			return alive
+		}
+		if cmd.Name == "STATUS" {
+			return f.status(cmd)
+		}
+		return f.search(cmd)
+	}
+	wire := cmd.Wire
+	switch cmd.Name {
+	case "ENABLE":
+		var answered, alive bool
+		if wire, answered, alive = f.enable(cmd); answered {
+			return alive
+		}
+	case "SELECT", "EXAMINE", "FETCH", "UID FETCH", "STORE", "UID STORE", "LIST":
+		w, we := f.prepareExt(cmd)
+		if we != nil {
+			if ok, alive := f.rated(cmd.Tag); !ok {
+				return alive
+			}
+			return f.refuse(we)
+		}
+		if w == nil {
+			return false
+		}
+		wire = w
+		defer f.setExt(cmdExt{})
+	}
 	switch cmd.Name {
 	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT", "THREAD", "UID THREAD":
 		if ok, alive := f.rated(cmd.Tag); !ok {
@@ -441,7 +475,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 	if cmd.Pending != nil {
 		return f.append(cmd)
 	}
-	if err := f.forward(cmd.Wire); err != nil {
+	if err := f.forward(wire); err != nil {
 		return false
 	}
 	return f.await(cmd)
@@ -496,6 +530,8 @@ func (f *frontConn) completed(cmd *imapwire.Command, status string) {
 		f.authenticated = true
 	case "UNAUTHENTICATE":
 		f.authenticated = false
+		// RFC 8437 section 3: what ENABLE turned on is off again.
+		f.cs.condstore, f.cs.qresync = false, false
 	}
 }
 

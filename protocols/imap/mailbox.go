@@ -183,6 +183,9 @@ func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOption
 		Mailbox:     mbox.Name,
 		UIDNext:     imap.UID(mbox.UIDNext),
 		UIDValidity: mbox.UIDValidity,
+		// HIGHESTMODSEQ (RFC 7162) is answered by the front, which
+		// reads it here.
+		HighestModSeq: mbox.HighestModSeq,
 	}
 	// The library's encoder dereferences every requested item, so fill
 	// all of them.
@@ -211,6 +214,7 @@ func (s *session) statusData(mbox schema.MailboxInfo, options *imap.StatusOption
 		num = uint32(len(snap.Messages))
 		data.UIDNext = imap.UID(snap.Mailbox.UIDNext)
 		data.UIDValidity = snap.Mailbox.UIDValidity
+		data.HighestModSeq = snap.Mailbox.HighestModSeq
 		size = int64(snap.Mailbox.Size)
 		for i := range snap.Messages {
 			m := &snap.Messages[i]
@@ -426,6 +430,11 @@ func (s *session) listData(e *listEntry, options *imap.ListOptions) (*imap.ListD
 				return nil, false, err
 			}
 			data.Status = status
+			if s.front != nil && s.cmdExt().listHighestModSeq {
+				// HIGHESTMODSEQ, which the library cannot write,
+				// goes in through the front (condstore.go).
+				s.front.statusWritten(status.HighestModSeq)
+			}
 		}
 	}
 	return data, true, nil

@@ -52,12 +52,26 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if len(msgs) == 0 {
 		return nil
 	}
+	ext := s.cmdExt()
 	ctx, cancel := s.opContext()
-	infos, err := s.acct.StoreFlags(ctx, v.id, uids, op, list)
+	var infos []schema.MessageInfo
+	var modified []schema.UID
+	if ext.hasUnchangedSince {
+		// RFC 7162 section 3.1.3: decided by the store, on the MODSEQ
+		// each message has when the change commits, whichever node
+		// changed it last.
+		infos, modified, err = s.acct.StoreFlagsIf(ctx, v.id, uids, op, list, ext.unchangedSince)
+	} else {
+		infos, err = s.acct.StoreFlags(ctx, v.id, uids, op, list)
+	}
 	cancel()
 	if err != nil {
 		return s.storeError("store", err)
 	}
+	if len(modified) > 0 && s.front != nil {
+		s.front.taggedCode("MODIFIED " + modifiedSet(msgs, modified, numSet))
+	}
+	condstore := s.condstore()
 	changed := make(map[schema.UID]bool, len(infos))
 	for _, info := range infos {
 		if m := v.byUID[info.UID]; m != nil && info.ModSeq >= m.info.ModSeq {
@@ -76,6 +90,16 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 			// goes out in FLAGS at the update after the command.)
 			m.told = m.info.Flags
 			m.dirty = false
+			if condstore {
+				// Under CONDSTORE it still learns the new MODSEQ
+				// (RFC 7162 section 3.1.3).
+				v.noteFetch(sm.seq, m.info.ModSeq)
+				rw := w.CreateMessage(sm.seq)
+				rw.WriteUID(imap.UID(m.info.UID))
+				if err := rw.Close(); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if v.unannounced(m.info.Flags) {
@@ -84,6 +108,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 			m.dirty = true
 			continue
 		}
+		v.noteFetch(sm.seq, m.info.ModSeq)
 		rw := w.CreateMessage(sm.seq)
 		rw.WriteUID(imap.UID(m.info.UID))
 		rw.WriteFlags(v.fetchFlags(m, m.info.Flags))
@@ -94,6 +119,25 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		m.dirty = false
 	}
 	return nil
+}
+
+// modifiedSet is the MODIFIED response code's set (RFC 7162 section
+// 3.1.3): sequence numbers for STORE, UIDs for UID STORE.
+func modifiedSet(msgs []seqMsg, modified []schema.UID, numSet imap.NumSet) string {
+	if _, uid := numSet.(imap.UIDSet); uid {
+		return uidSetOf(modified).String()
+	}
+	failed := make(map[schema.UID]bool, len(modified))
+	for _, u := range modified {
+		failed[u] = true
+	}
+	var seqs []uint32
+	for _, sm := range msgs {
+		if failed[sm.m.info.UID] {
+			seqs = append(seqs, sm.seq)
+		}
+	}
+	return seqSetOf(seqs).String()
 }
 
 // destination resolves a COPY/MOVE target; a missing one answers
@@ -204,7 +248,11 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	for _, u := range res.Source {
 		moved[u] = true
 	}
-	return v.remove(func(m *viewMsg) bool { return moved[m.info.UID] }, w)
+	if err := v.remove(func(m *viewMsg) bool { return moved[m.info.UID] }, w); err != nil {
+		return err
+	}
+	s.tellHighestModSeq(v)
+	return nil
 }
 
 // Expunge removes the messages marked \Deleted (EXPUNGE, UID EXPUNGE and
@@ -218,6 +266,10 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	// CLOSE expunges through a writer that writes nothing (RFC 3501
 	// section 6.4.2: no untagged EXPUNGE responses).
 	closing := w == nil || *w == imapserver.ExpungeWriter{}
+	if closing {
+		// Nothing is written, so nothing is noted.
+		v.notes = nil
+	}
 	if v.readOnly {
 		if closing {
 			return nil // CLOSE on EXAMINE never expunges
@@ -239,6 +291,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		targets = append(targets, schema.ExpungeTarget{UID: m.info.UID, ModSeq: m.info.ModSeq})
 	}
 	if len(targets) == 0 {
+		if !closing {
+			s.tellHighestModSeq(v)
+		}
 		return nil
 	}
 	ctx, cancel := s.opContext()
@@ -251,5 +306,11 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	for _, u := range removed {
 		gone[u] = true
 	}
-	return v.remove(func(m *viewMsg) bool { return gone[m.info.UID] }, w)
+	if err := v.remove(func(m *viewMsg) bool { return gone[m.info.UID] }, w); err != nil {
+		return err
+	}
+	if !closing {
+		s.tellHighestModSeq(v)
+	}
+	return nil
 }

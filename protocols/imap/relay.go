@@ -29,6 +29,9 @@ func (f *frontConn) relay() {
 		whole := err == nil
 		var ev *relayEvent
 		f.wmu.Lock()
+		if lineStart && greeted {
+			frag = f.annotate(frag)
+		}
 		if lineStart && whole {
 			if !greeted {
 				greeted = true
@@ -89,6 +92,8 @@ func (f *frontConn) classify(line []byte) ([]byte, relayEvent, bool) {
 		return line, relayEvent{cont: true}, f.inflight() != ""
 	case bytes.HasPrefix(line, []byte("* CAPABILITY ")), bytes.HasPrefix(line, []byte("* OK [CAPABILITY ")):
 		return f.rewriteCaps(line), relayEvent{}, false
+	case bytes.HasPrefix(line, []byte("* ENABLED")):
+		return f.withEnabled(line), relayEvent{}, false
 	case bytes.HasPrefix(line, []byte("* ")):
 		return line, relayEvent{}, false
 	}
@@ -101,7 +106,7 @@ func (f *frontConn) classify(line []byte) ([]byte, relayEvent, bool) {
 	if len(fields) == 3 && bytes.HasPrefix(fields[2], []byte("[CAPABILITY ")) {
 		line = f.rewriteCaps(line)
 	}
-	return line, relayEvent{status: status}, true
+	return f.withTagged(line, status), relayEvent{status: status}, true
 }
 
 // literalAtEnd returns the size of the literal a whole output line
@@ -125,9 +130,9 @@ func literalAtEnd(line []byte) int64 {
 // rewriteCaps rewrites the capability list in a line (CAPABILITY
 // response or [CAPABILITY] code) to what the front offers: STARTTLS,
 // LOGINDISABLED and AUTH= follow the client connection's TLS state, which
-// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD and
-// COMPRESS=DEFLATE (after login, until compression is on) are the
-// front's. The library lists AUTH=
+// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD,
+// CONDSTORE, QRESYNC and COMPRESS=DEFLATE (after login, until
+// compression is on) are the front's. The library lists AUTH=
 // exactly when the client has not logged in (it is told that
 // authentication is always allowed).
 func (f *frontConn) rewriteCaps(line []byte) []byte {
@@ -162,7 +167,7 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 	if preAuth && f.mayStartTLS() {
 		caps = append(caps, "STARTTLS")
 	}
-	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "QRESYNC")
 	if !preAuth && !f.isCompressed() {
 		caps = append(caps, "COMPRESS=DEFLATE")
 	}

@@ -77,6 +77,7 @@ type searchNode struct {
 	bodies, texts                        []string
 	flags, notFlags                      []string
 	larger, smaller                      int64
+	modSeq                               uint64 // MODSEQ: at least this; 0 none
 	not                                  []*searchNode
 	or                                   [][2]*searchNode
 }
@@ -91,6 +92,9 @@ func (v *view) compileSearch(c *imap.SearchCriteria, terms *int) (*searchNode, e
 	n := &searchNode{
 		since: c.Since, before: c.Before, sentSince: c.SentSince, sentBefore: c.SentBefore,
 		larger: c.Larger, smaller: c.Smaller,
+	}
+	if c.ModSeq != nil {
+		n.modSeq = max(c.ModSeq.ModSeq, 1)
 	}
 	var maxUID uint32
 	if len(v.msgs) > 0 {
@@ -251,6 +255,9 @@ func (n *searchNode) match(sm *searchMsg) bool {
 			return false
 		}
 	}
+	if info.ModSeq < n.modSeq {
+		return false
+	}
 	if n.larger > 0 && int64(info.Size) <= n.larger {
 		return false
 	}
@@ -408,23 +415,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	}
 	data, uids, err := s.search(v, kind, criteria)
 	if options.ReturnSave {
-		// RFC 5182 section 2.1: a failed search empties the saved
-		// result; MIN and/or MAX alone save only those.
-		switch {
-		case err != nil || len(uids) == 0:
-			v.searchRes = nil
-		case (options.ReturnMin || options.ReturnMax) && !options.ReturnAll && !options.ReturnCount:
-			var saved []schema.UID
-			if options.ReturnMin {
-				saved = append(saved, uids[0])
-			}
-			if options.ReturnMax && (len(saved) == 0 || uids[len(uids)-1] != saved[0]) {
-				saved = append(saved, uids[len(uids)-1])
-			}
-			v.searchRes = saved
-		default:
-			v.searchRes = uids
-		}
+		v.saveSearch(err, uids, options.ReturnMin, options.ReturnMax, options.ReturnAll || options.ReturnCount)
 	}
 	if err != nil {
 		return nil, err

@@ -217,6 +217,36 @@ func (p *keyParser) key(c *imap.SearchCriteria) error {
 			and.Smaller = n
 		}
 		c.And(and)
+	case "MODSEQ":
+		// RFC 7162 section 3.1.5: MODSEQ [entry-name entry-type-req]
+		// mod-sequence-valzer. The entry names the flag whose MODSEQ
+		// is meant; ours is kept per message, so it only must be well
+		// formed.
+		if p.more() && p.toks[p.pos].Kind == imapwire.KindQuoted {
+			p.pos++
+			typ, err := p.atom()
+			if err != nil {
+				return err
+			}
+			switch strings.ToLower(typ) {
+			case "priv", "shared", "all":
+			default:
+				return errSearchSyntax("MODSEQ entry type must be priv, shared or all")
+			}
+		}
+		s, err := p.atom()
+		if err != nil {
+			return err
+		}
+		n, err := parseModSeq(s, true)
+		if err != nil {
+			return err
+		}
+		if c.ModSeq != nil {
+			// Two MODSEQ keys ANDed: the larger bound decides.
+			n = max(n, c.ModSeq.ModSeq)
+		}
+		c.ModSeq = &imap.SearchCriteriaModSeq{ModSeq: n}
 	case "UID":
 		s, err := p.atom()
 		if err != nil {
@@ -312,6 +342,22 @@ func parseSeqNumber(s string) (uint32, error) {
 		return 0, errSearchSyntax("Invalid sequence set")
 	}
 	return uint32(n), nil
+}
+
+// maxModSeq is the largest mod-sequence value (RFC 7162: 63 bits).
+const maxModSeq = 1<<63 - 1
+
+// parseModSeq parses a mod-sequence value; zero is allowed only where
+// the grammar says mod-sequence-valzer.
+func parseModSeq(s string, zero bool) (uint64, error) {
+	if s == "" || s[0] < '0' || s[0] > '9' || (len(s) > 1 && s[0] == '0') {
+		return 0, errSearchSyntax("Invalid mod-sequence value")
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n > maxModSeq || (n == 0 && !zero) {
+		return 0, errSearchSyntax("Invalid mod-sequence value")
+	}
+	return n, nil
 }
 
 // parseSearchDate parses an IMAP date ("1-Feb-1994", the day with one or

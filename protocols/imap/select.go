@@ -1,6 +1,8 @@
 package imap
 
 import (
+	"fmt"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
@@ -26,6 +28,17 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	v.hideRecent = s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
 	s.view = v
+	if f := s.front; f != nil {
+		v.notes = f
+		// RFC 7162 section 3.1.2.1: on every SELECT and EXAMINE, as
+		// MODSEQs are kept for every mailbox.
+		f.untaggedBefore(fmt.Sprintf("* OK [HIGHESTMODSEQ %d] Highest", v.highestModSeq))
+		if q := s.cmdExt().qresync; q != nil && q.uidValidity == v.uidValidity {
+			for _, l := range v.qresyncLines(q) {
+				f.untaggedBefore(l)
+			}
+		}
+	}
 	data := v.selectData()
 	data.UIDNext = imap.UID(v.uidNext)
 	if last := v.lastUID(); imap.UID(last) >= data.UIDNext {

@@ -278,6 +278,7 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 		ic.f.mu.Lock()
 		ic.f.sess = sess
 		ic.f.mu.Unlock()
+		sess.front = ic.f
 	}
 	sess.log.Debug("connection opened", "remote", protocols.RemoteIP(conn.NetConn().RemoteAddr()).String())
 	// Found now, before STARTTLS may hide the connection under a

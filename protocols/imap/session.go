@@ -45,6 +45,10 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// front is the connection's front (nil in none): the CONDSTORE and
+	// QRESYNC state and arguments of the running command (condstore.go).
+	front *frontConn
+
 	acct    protocols.Account // nil until authenticated
 	untrack func()            // unregisters the authenticated session; nil when none
 	view    *view             // nil unless a mailbox is selected

@@ -141,6 +141,7 @@ func parseSort(cmd *imapwire.Command) (*sortCommand, error) {
 type sortEntry struct {
 	seq              uint32
 	uid              schema.UID
+	modSeq           uint64
 	size             uint64
 	arrival, date    time.Time
 	from, to, cc     string
@@ -165,7 +166,7 @@ func (s *session) runSort(v *view, sc *sortCommand) ([]sortEntry, error) {
 	}
 	var entries []sortEntry
 	err := s.matchEach(v, sc.criteria, func(sm *searchMsg) error {
-		e := sortEntry{seq: sm.seq, uid: sm.m.info.UID, size: sm.m.info.Size, arrival: sm.m.info.InternalDate}
+		e := sortEntry{seq: sm.seq, uid: sm.m.info.UID, size: sm.m.info.Size, arrival: sm.m.info.InternalDate, modSeq: sm.m.info.ModSeq}
 		if header {
 			h := sm.loadHeader()
 			if h == nil {
@@ -362,12 +363,23 @@ func sortResponse(tag string, sc *sortCommand, entries []sortEntry) string {
 			nums[i] = uint32(e.uid)
 		}
 	}
+	// RFC 7162 section 3.1.5: with a MODSEQ key, the highest MODSEQ
+	// of the result.
+	var top uint64
+	if hasModSeqKey(sc.criteria) {
+		for _, e := range entries {
+			top = max(top, e.modSeq)
+		}
+	}
 	var b bytes.Buffer
 	if !sc.esort {
 		b.WriteString("* SORT")
 		for _, n := range nums {
 			b.WriteByte(' ')
 			b.WriteString(strconv.FormatUint(uint64(n), 10))
+		}
+		if top > 0 {
+			fmt.Fprintf(&b, " (MODSEQ %d)", top)
 		}
 		return b.String()
 	}
@@ -391,6 +403,9 @@ func sortResponse(tag string, sc *sortCommand, entries []sortEntry) string {
 	if sc.retAll && len(nums) > 0 {
 		b.WriteString(" ALL ")
 		b.WriteString(orderedSet(nums))
+	}
+	if top > 0 {
+		fmt.Fprintf(&b, " MODSEQ %d", top)
 	}
 	return b.String()
 }

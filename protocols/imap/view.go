@@ -30,7 +30,12 @@ type view struct {
 	name        string
 	uidValidity uint32
 	uidNext     schema.UID // as of the snapshot the view was opened from
-	readOnly    bool
+	// highestModSeq is the mailbox's HIGHESTMODSEQ as of that snapshot.
+	highestModSeq uint64
+	readOnly      bool
+	// notes, if set, is told of each FETCH and EXPUNGE response the
+	// view has written, for CONDSTORE and QRESYNC (condstore.go).
+	notes viewNotes
 	// hideRecent leaves \Recent out of FETCH FLAGS: the session speaks
 	// IMAP4rev2, which has no \Recent (RFC 9051 appendix E).
 	hideRecent bool
@@ -70,16 +75,17 @@ func openView(ctx context.Context, acct protocols.Account, mbox schema.MailboxIn
 		return nil, err
 	}
 	v := &view{
-		acct:        acct,
-		id:          mbox.ID,
-		name:        mbox.Name,
-		uidValidity: snap.Mailbox.UIDValidity,
-		uidNext:     snap.Mailbox.UIDNext,
-		readOnly:    readOnly,
-		byUID:       make(map[schema.UID]*viewMsg, len(snap.Messages)),
-		changes:     changes,
-		stop:        stop,
-		index:       snap.Index,
+		acct:          acct,
+		id:            mbox.ID,
+		name:          mbox.Name,
+		uidValidity:   snap.Mailbox.UIDValidity,
+		uidNext:       snap.Mailbox.UIDNext,
+		highestModSeq: snap.Mailbox.HighestModSeq,
+		readOnly:      readOnly,
+		byUID:         make(map[schema.UID]*viewMsg, len(snap.Messages)),
+		changes:       changes,
+		stop:          stop,
+		index:         snap.Index,
 	}
 	if snap.Mailbox.Name != "" {
 		v.name = snap.Mailbox.Name
@@ -261,6 +267,7 @@ func (v *view) reload(ctx context.Context) error {
 	}
 	sort.Slice(v.fresh, func(i, j int) bool { return v.fresh[i].info.UID < v.fresh[j].info.UID })
 	v.index = snap.Index
+	v.highestModSeq = snap.Mailbox.HighestModSeq
 	v.resync = false
 	return nil
 }
@@ -367,6 +374,7 @@ func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (st
 		if !m.dirty || m.expunged {
 			continue
 		}
+		v.noteFetch(uint32(i+1), m.info.ModSeq)
 		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(m.info.UID), v.fetchFlags(m, m.info.Flags)); err != nil {
 			return storeErr, err
 		}
@@ -389,6 +397,7 @@ func (v *view) remove(pred func(m *viewMsg) bool, w expungeWriter) error {
 			continue
 		}
 		if werr == nil {
+			v.noteExpunge(uint32(i-removed+1), m.info.UID)
 			werr = w.WriteExpunge(uint32(i - removed + 1))
 		}
 		delete(v.byUID, m.info.UID)

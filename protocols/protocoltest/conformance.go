@@ -134,3 +134,55 @@ func CheckRecentClaims(t testing.TB, a, b protocols.Account, mbox schema.ID) {
 		t.Errorf("claim in a missing mailbox: %v", err)
 	}
 }
+
+// CheckStoreFlagsIf checks the conditional flag change of STORE
+// UNCHANGEDSINCE (RFC 7162) with two sessions a and b of one user (on
+// different nodes, for a cluster store): a message b changed after a
+// read its MODSEQ is left alone and reported modified, the others are
+// changed and take new MODSEQs, and a bound of 0 changes nothing.
+func CheckStoreFlagsIf(t testing.TB, a, b protocols.Account, mbox schema.ID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var uids []schema.UID
+	for i := range 3 {
+		res, err := a.Append(ctx, mbox, []byte("Subject: m"+string(rune('1'+i))+"\r\n\r\nbody\r\n"), nil, time.Now())
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		uids = append(uids, res.UID)
+	}
+	snap, err := a.Snapshot(ctx, mbox)
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	known := snap.Mailbox.HighestModSeq
+	if _, err := b.StoreFlags(ctx, mbox, uids[1:2], schema.FlagsAdd, []string{"$Other"}); err != nil {
+		t.Fatalf("store by the other session: %v", err)
+	}
+	infos, modified, err := a.StoreFlagsIf(ctx, mbox, uids, schema.FlagsAdd, []string{schema.FlagSeen}, known)
+	if err != nil {
+		t.Fatalf("StoreFlagsIf: %v", err)
+	}
+	if !slices.Equal(modified, uids[1:2]) || len(infos) != 2 {
+		t.Fatalf("StoreFlagsIf: modified %v, stored %+v; want modified %v", modified, infos, uids[1:2])
+	}
+	for _, info := range infos {
+		if info.UID == uids[1] || !info.HasFlag(schema.FlagSeen) || info.ModSeq <= known {
+			t.Fatalf("StoreFlagsIf stored %+v", info)
+		}
+	}
+	infos, modified, err = a.StoreFlagsIf(ctx, mbox, uids, schema.FlagsRemove, []string{schema.FlagSeen}, 0)
+	if err != nil || len(infos) != 0 || !slices.Equal(modified, uids) {
+		t.Fatalf("StoreFlagsIf(0): %+v %v %v", infos, modified, err)
+	}
+	after, err := b.Snapshot(ctx, mbox)
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	for _, m := range after.Messages {
+		if seen := m.HasFlag(schema.FlagSeen); seen == (m.UID == uids[1]) {
+			t.Fatalf("after the conditional stores: %+v", m)
+		}
+	}
+}

@@ -12,3 +12,9 @@ func TestRecentClaims(t *testing.T) {
 	b := env.Login(t, "recent@example.test", pw)
 	CheckRecentClaims(t, a, b, mustMailbox(t, a, "INBOX").ID)
 }
+
+func TestStoreFlagsIf(t *testing.T) {
+	env, a := newUser(t, "condstore@example.test")
+	b := env.Login(t, "condstore@example.test", pw)
+	CheckStoreFlagsIf(t, a, b, mustMailbox(t, a, "INBOX").ID)
+}

@@ -104,25 +104,39 @@ func (a *MemAccount) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
 // takes the mailbox's next MODSEQ; unchanged ones keep theirs. UIDs that
 // do not exist are skipped.
 func (a *MemAccount) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error) {
+	out, _, err := a.storeFlags(ctx, mbox, uids, op, flags, nil)
+	return out, err
+}
+
+// StoreFlagsIf is StoreFlags for the messages whose MODSEQ is at most
+// unchangedSince; the others are returned in modified.
+func (a *MemAccount) StoreFlagsIf(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, unchangedSince uint64) ([]schema.MessageInfo, []schema.UID, error) {
+	return a.storeFlags(ctx, mbox, uids, op, flags, &unchangedSince)
+}
+
+func (a *MemAccount) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, limit *uint64) (out []schema.MessageInfo, modified []schema.UID, err error) {
 	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(uids) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	a.s.mu.Lock()
 	defer a.s.mu.Unlock()
 	mb := a.u.mailboxes[mbox]
 	if mb == nil {
-		return nil, fmt.Errorf("store flags: %w", schema.ErrNoSuchMailbox)
+		return nil, nil, fmt.Errorf("store flags: %w", schema.ErrNoSuchMailbox)
 	}
-	var out []schema.MessageInfo
 	var c *command
 	inBatch := 0
 	for _, uid := range uids {
 		m := mb.message(uid)
 		if m == nil {
+			continue
+		}
+		if limit != nil && m.ModSeq > *limit {
+			modified = append(modified, uid)
 			continue
 		}
 		next := schema.ApplyFlags(m.Flags, op, fl)
@@ -132,7 +146,7 @@ func (a *MemAccount) StoreFlags(ctx context.Context, mbox schema.ID, uids []sche
 		}
 		if c == nil || inBatch == batchSize {
 			if c, err = a.s.begin(ctx, "set attrs"); err != nil {
-				return out, fmt.Errorf("store flags: %w", err)
+				return out, modified, fmt.Errorf("store flags: %w", err)
 			}
 			inBatch = 0
 		}
@@ -144,7 +158,8 @@ func (a *MemAccount) StoreFlags(ctx context.Context, mbox schema.ID, uids []sche
 		c.emit(a.u, schema.Change{Kind: schema.ChangeFlags, Mailbox: mbox, UID: m.UID, Message: m})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
-	return out, nil
+	sort.Slice(modified, func(i, j int) bool { return modified[i] < modified[j] })
+	return out, modified, nil
 }
 
 // Copy copies messages to dest, with their flags and internal dates; the

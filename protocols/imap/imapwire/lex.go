@@ -8,8 +8,8 @@ type lexer struct {
 }
 
 // lex appends the tokens of b (a line, or the part of one between
-// literals) to cmd.Args.
-func (lx *lexer) lex(b []byte, cmd *Command) *Error {
+// literals) to cmd.Args; b starts at offset base of cmd.Wire.
+func (lx *lexer) lex(b []byte, base int, cmd *Command) *Error {
 	for i := 0; i < len(b); {
 		c := b[i]
 		if len(cmd.Args) >= lx.lim.MaxTokens {
@@ -22,7 +22,7 @@ func (lx *lexer) lex(b []byte, cmd *Command) *Error {
 			if lx.depth >= lx.lim.MaxDepth {
 				return &Error{Text: "Lists nested too deep"}
 			}
-			cmd.Args = append(cmd.Args, Token{Kind: KindOpen, Depth: lx.depth})
+			cmd.Args = append(cmd.Args, Token{Kind: KindOpen, Depth: lx.depth, Start: base + i, End: base + i + 1})
 			lx.depth++
 			i++
 		case c == ')':
@@ -30,14 +30,14 @@ func (lx *lexer) lex(b []byte, cmd *Command) *Error {
 				return &Error{Text: "Unbalanced parentheses"}
 			}
 			lx.depth--
-			cmd.Args = append(cmd.Args, Token{Kind: KindClose, Depth: lx.depth})
+			cmd.Args = append(cmd.Args, Token{Kind: KindClose, Depth: lx.depth, Start: base + i, End: base + i + 1})
 			i++
 		case c == '"':
 			v, n, err := unquote(b[i:])
 			if err != nil {
 				return err
 			}
-			cmd.Args = append(cmd.Args, Token{Kind: KindQuoted, Value: v, Depth: lx.depth})
+			cmd.Args = append(cmd.Args, Token{Kind: KindQuoted, Value: v, Depth: lx.depth, Start: base + i, End: base + i + n})
 			i += n
 		case c == '{' || c == '\\' && !atomContinues(b, i):
 			return &Error{Text: "Unexpected character " + string(rune(c))}
@@ -51,7 +51,7 @@ func (lx *lexer) lex(b []byte, cmd *Command) *Error {
 			if j == i {
 				j++ // a lone special such as '%' or '*' (LIST patterns)
 			}
-			cmd.Args = append(cmd.Args, Token{Kind: KindAtom, Value: b[i:j], Depth: lx.depth})
+			cmd.Args = append(cmd.Args, Token{Kind: KindAtom, Value: b[i:j], Depth: lx.depth, Start: base + i, End: base + j})
 			i = j
 		}
 	}

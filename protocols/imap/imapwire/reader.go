@@ -103,6 +103,9 @@ type Token struct {
 	// Depth is the list nesting the token is in (0 at top level; an
 	// opening parenthesis has the depth of its contents' parent).
 	Depth int
+	// Start and End are the token's byte range in Command.Wire, so that
+	// a caller can forward the command with some arguments cut out.
+	Start, End int
 }
 
 // IsString reports whether the token is an astring (atom, quoted or
@@ -336,7 +339,7 @@ func (r *Reader) ReadCommand() (*Command, error) {
 				text = rest
 			}
 			if refused == nil {
-				if err := lx.lex(text, cmd); err != nil {
+				if err := lx.lex(text, len(cmd.Wire), cmd); err != nil {
 					refuse(err)
 				}
 			}
@@ -394,8 +397,9 @@ func (r *Reader) ReadCommand() (*Command, error) {
 			return nil, err
 		}
 		budget -= len(content)
-		cmd.Args = append(cmd.Args, Token{Kind: KindLiteral, Value: content, Depth: lx.depth})
+		start := len(cmd.Wire)
 		cmd.Wire = appendString(cmd.Wire, content)
+		cmd.Args = append(cmd.Args, Token{Kind: KindLiteral, Value: content, Depth: lx.depth, Start: start, End: len(cmd.Wire)})
 	}
 	if refused != nil {
 		return nil, refused
@@ -559,4 +563,32 @@ func appendString(dst, s []byte) []byte {
 		dst = append(dst, c)
 	}
 	return append(dst, '"')
+}
+
+// Without returns a copy of the command's Wire with the bytes from start
+// to end (token offsets) cut out, together with the space that separated
+// them from the previous argument (or, at the start of a list, from the
+// next one): what the front forwards once it has taken an extension's
+// arguments for itself.
+func (c *Command) Without(start, end int) []byte {
+	return Cut(c.Wire, start, end)
+}
+
+// Cut returns a copy of wire with the bytes from start to end cut out,
+// together with the space before them (or, when none, the one after).
+// Cutting several ranges of one command goes from the last to the
+// first, so that the earlier offsets stay valid.
+func Cut(wire []byte, start, end int) []byte {
+	if start < 0 || end > len(wire) || start > end {
+		return append([]byte(nil), wire...)
+	}
+	switch {
+	case start > 0 && wire[start-1] == ' ':
+		start--
+	case end < len(wire) && wire[end] == ' ':
+		end++
+	}
+	out := make([]byte, 0, len(wire)-(end-start))
+	out = append(out, wire[:start]...)
+	return append(out, wire[end:]...)
 }

@@ -180,6 +180,15 @@ func FuzzReadCommand(f *testing.F) {
 			if len(cmd.Args) > lim.MaxTokens || len(cmd.Wire) > lim.MaxCommand+2 {
 				t.Fatalf("limits exceeded: %d tokens, %d bytes", len(cmd.Args), len(cmd.Wire))
 			}
+			for _, tok := range cmd.Args {
+				if tok.Start < 0 || tok.End < tok.Start || tok.End > len(cmd.Wire) {
+					t.Fatalf("token range %d:%d outside the wire (%d bytes)", tok.Start, tok.End, len(cmd.Wire))
+				}
+				if tok.Kind == KindAtom && string(cmd.Wire[tok.Start:tok.End]) != string(tok.Value) {
+					t.Fatalf("atom %q at %d:%d reads %q", tok.Value, tok.Start, tok.End, cmd.Wire[tok.Start:tok.End])
+				}
+				_ = cmd.Without(tok.Start, tok.End)
+			}
 			if cmd.Pending != nil {
 				if cmd.Pending.Size < 0 {
 					t.Fatalf("negative literal")

@@ -1,0 +1,180 @@
+package node
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// imapLines is a hand-driven IMAP connection, for what go-imap's client
+// cannot send (QRESYNC).
+type imapLines struct {
+	t    *testing.T
+	conn *tls.Conn
+	r    *bufio.Reader
+	tag  int
+}
+
+// cmd sends a command and returns its untagged lines and tagged status.
+func (c *imapLines) cmd(command string) ([]string, string) {
+	c.t.Helper()
+	c.tag++
+	tag := "Q" + strconv.Itoa(c.tag)
+	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.conn.Write([]byte(tag + " " + command + "\r\n")); err != nil {
+		c.t.Fatalf("%s: %v", command, err)
+	}
+	var untagged []string
+	for {
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("%s: %v", command, err)
+		}
+		l = strings.TrimRight(l, "\r\n")
+		if rest, ok := strings.CutPrefix(l, tag+" "); ok {
+			return untagged, rest
+		}
+		untagged = append(untagged, l)
+	}
+}
+
+func (c *imapLines) ok(command string) []string {
+	c.t.Helper()
+	untagged, status := c.cmd(command)
+	if !strings.HasPrefix(status, "OK") {
+		c.t.Fatalf("%s: %s", command, status)
+	}
+	return untagged
+}
+
+// TestQresyncAcrossNodes is a phone's sync against a two-node cluster:
+// it syncs on the second node and goes away, a desktop client on the
+// first node changes flags and expunges, and the phone, back on the
+// second node, gets exactly the vanished UIDs and the changed flags with
+// their MODSEQs through SELECT (QRESYNC ...).
+func TestQresyncAcrossNodes(t *testing.T) {
+	const token = "qresync-bootstrap-token-0123456789"
+	cfg1 := testConfig(t)
+	cfg1.NodeID = "n1"
+	cfg1.Cluster.Listen = freeClusterAddr(t)
+	cfg1.Cluster.BootstrapToken = token
+	n1 := startNode(t, cfg1)
+	cfg2 := testConfig(t)
+	cfg2.NodeID = "n2"
+	cfg2.Cluster.Listen = freeClusterAddr(t)
+	cfg2.Cluster.Join = cfg1.Cluster.Listen
+	cfg2.Cluster.Token = token
+	n2 := startNode(t, cfg2)
+
+	const user, password = "erin@example.test", "erin-phone-pw"
+	mustCLI(t, "", "domain", "add", "--data", cfg1.DataDir, "example.test")
+	mustCLI(t, password+"\n", "user", "add", "--data", cfg1.DataDir, user)
+
+	desk, err := imapclient.DialTLS(n1.Addr(ListenIMAPS).String(), &imapclient.Options{TLSConfig: clientTLS(t, cfg1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { desk.Close() })
+	if err := desk.Login(user, password).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		msg := fmt.Sprintf("From: a@example.test\r\nTo: %s\r\nSubject: m%d\r\n\r\nbody %d\r\n", user, i, i)
+		app := desk.Append("INBOX", int64(len(msg)), nil)
+		if _, err := app.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if err := app.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := app.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	phoneLogin := func() *imapLines {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			conn, err := tls.Dial("tcp", n2.Addr(ListenIMAPS).String(), clientTLS(t, cfg2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			c := &imapLines{t: t, conn: conn, r: bufio.NewReader(conn)}
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.r.ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+			if _, status := c.cmd(fmt.Sprintf("LOGIN %s %s", user, password)); strings.HasPrefix(status, "OK") {
+				return c
+			}
+			conn.Close()
+			if time.Now().After(deadline) {
+				t.Fatal("login on n2 kept failing")
+			}
+			time.Sleep(100 * time.Millisecond) // the user may not have reached n2 yet
+		}
+	}
+	number := func(lines []string, code string) uint64 {
+		t.Helper()
+		re := regexp.MustCompile(`\[` + code + ` (\d+)\]`)
+		for _, l := range lines {
+			if m := re.FindStringSubmatch(l); m != nil {
+				n, _ := strconv.ParseUint(m[1], 10, 64)
+				return n
+			}
+		}
+		t.Fatalf("no %s in %q", code, lines)
+		return 0
+	}
+
+	phone := phoneLogin()
+	phone.ok("ENABLE QRESYNC")
+	sel := phone.ok("SELECT INBOX")
+	uv, hms := number(sel, "UIDVALIDITY"), number(sel, "HIGHESTMODSEQ")
+	phone.ok("LOGOUT")
+
+	if _, err := desk.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := desk.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := desk.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := desk.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	phone = phoneLogin()
+	phone.ok("ENABLE QRESYNC")
+	lines := phone.ok(fmt.Sprintf("SELECT INBOX (QRESYNC (%d %d 1:4))", uv, hms))
+	var got []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "* VANISHED") || strings.Contains(l, " FETCH ") {
+			got = append(got, l)
+		}
+	}
+	if len(got) != 2 || got[0] != "* VANISHED (EARLIER) 2" ||
+		!regexp.MustCompile(`^\* 1 FETCH \(UID 1 FLAGS \(\\Flagged( \\Recent)?\) MODSEQ \(\d+\)\)$`).MatchString(got[1]) {
+		t.Fatalf("QRESYNC on n2 after changes on n1: %q (all %q)", got, lines)
+	}
+	if now := number(lines, "HIGHESTMODSEQ"); now <= hms {
+		t.Fatalf("HIGHESTMODSEQ %d, was %d", now, hms)
+	}
+	// A conditional STORE on n2 against the MODSEQ the phone knew fails
+	// for the message n1 changed.
+	if _, status := phone.cmd(fmt.Sprintf("UID STORE 1,3 (UNCHANGEDSINCE %d) +FLAGS.SILENT (\\Seen)", hms)); !strings.HasPrefix(status, "OK [MODIFIED 1]") {
+		t.Fatalf("UNCHANGEDSINCE across nodes: %q", status)
+	}
+}
