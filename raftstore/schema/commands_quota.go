@@ -1,0 +1,43 @@
+package schema
+
+// maxBatchMessages bounds the messages of one AppendBatch (an IMAP
+// MULTIAPPEND).
+const maxBatchMessages = 1000
+
+// AppendBatch adds several messages to one mailbox of a user atomically:
+// every message or none (RFC 3502 MULTIAPPEND). Each item is an Append
+// of that user and mailbox; Quota applies to them together.
+type AppendBatch struct {
+	User    ID
+	Mailbox ID
+	Quota   uint64
+	Items   []Append
+}
+
+// Op implements Payload.
+func (*AppendBatch) Op() Op { return OpAppendBatch }
+
+func (p *AppendBatch) encode(w *writer) {
+	w.id(p.User)
+	w.id(p.Mailbox)
+	w.uvarint(p.Quota)
+	w.uvarint(uint64(len(p.Items)))
+	for i := range p.Items {
+		p.Items[i].encodeMessage(w)
+	}
+}
+
+func (p *AppendBatch) decode(r *reader) {
+	p.User = r.id()
+	p.Mailbox = r.id()
+	p.Quota = r.uvarint()
+	n := r.listLen(70)
+	if n > maxBatchMessages {
+		r.fail("too many messages in one batch")
+		return
+	}
+	p.Items = make([]Append, n)
+	for i := range p.Items {
+		p.Items[i].decodeMessage(r)
+	}
+}
