@@ -81,7 +81,8 @@ type memUser struct {
 	watchers        map[int]*memWatcher
 	maildropLocked  bool // the POP3 maildrop lock
 	appPasswords    []memAppPassword
-	mfa             bool // MFA on: only app passwords log in
+	mfa             bool   // MFA on: only app passwords log in
+	quota           uint64 // storage limit in bytes, 0 for none
 
 	// keptSubscriptions are subscribed names whose mailbox was deleted.
 	keptSubscriptions []string
@@ -406,6 +407,9 @@ func (s *MemStore) storeMessage(ctx context.Context, u *memUser, mbox schema.ID,
 	}
 	if mb.info.UIDNext == math.MaxUint32 {
 		return schema.AppendResult{}, fmt.Errorf("append: mailbox out of UIDs: %w", schema.ErrInvalid)
+	}
+	if err := u.fits(uint64(len(msg))); err != nil {
+		return schema.AppendResult{}, fmt.Errorf("append: %w", err)
 	}
 	blob := schema.NewID()
 	u.blobs[blob] = &memBlob{data: bytes.Clone(msg), refs: 1}
