@@ -344,6 +344,7 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 	defer s.mu.Unlock()
 	seen := map[*memUser]bool{}
 	var errs []error
+	stored := 0
 	for _, rcpt := range d.Recipients {
 		u, err := s.resolveRecipient(rcpt)
 		if err != nil {
@@ -360,7 +361,13 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 		}
 		if _, err := s.storeMessage(ctx, u, mbox, msg, nil, now); err != nil {
 			errs = append(errs, fmt.Errorf("deliver: %w", err))
+			continue
 		}
+		stored++
+	}
+	if stored > 0 && len(errs) > 0 {
+		// As the cluster's store marks it.
+		return fmt.Errorf("%w: %w", schema.ErrPartlyDelivered, errors.Join(errs...))
 	}
 	return errors.Join(errs...)
 }
