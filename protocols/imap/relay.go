@@ -163,6 +163,8 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 		caps = append(caps, "STARTTLS")
 	}
 	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+	caps = append(caps, quotaCapabilities...)
+	caps = append(caps, multiAppendCapability)
 	if !preAuth && !f.isCompressed() {
 		caps = append(caps, "COMPRESS=DEFLATE")
 	}
