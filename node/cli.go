@@ -63,7 +63,9 @@ Usage:
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user delete --data DIR [--json] ADDRESS   (erases the user, destroying its key; "del" too)
   mailnode user list   --data DIR [--domain DOMAIN]
-  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA)
+  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA, quota and usage)
+  mailnode user quota  --data DIR ADDRESS SIZE|none|default  (storage quota: "2GiB", none = unlimited,
+                                               default = limits.default_quota)
   mailnode user export --data DIR ADDRESS --to FILE [--format mbox|maildir]  (see Exporting below)
   mailnode user app-password add|list|revoke ...     (see App passwords and MFA below)
   mailnode user mfa enable|confirm|disable ...
@@ -378,6 +380,8 @@ func adminCommandArgs(name string) (int, bool) {
 		return 1, true
 	case "domain list", "user list", "status", "cluster token", "cluster status":
 		return 0, true
+	case "user quota":
+		return 2, true
 	}
 	return 0, false
 }
@@ -418,8 +422,14 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		return fmt.Errorf("%w: %s takes %d argument(s), got %d", errUsage, name, want, len(pos))
 	}
 	var arg string
-	if want == 1 {
+	if want >= 1 {
 		arg = pos[0]
+	}
+	var quota directory.QuotaSetting
+	if name == "user quota" {
+		if quota, err = parseQuota(pos[1]); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
@@ -530,8 +540,19 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		if u.DomainRequiresMFA {
 			mfa += " (required by the domain: only app passwords log in)"
 		}
-		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\nmfa      %s\napp passwords  %d\n",
-			u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339), mfa, u.AppPasswords)
+		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\nmfa      %s\napp passwords  %d\nquota    %s\n",
+			u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339), mfa, u.AppPasswords, describeQuota(u.Quota, false))
+		if u.QuotaDefault {
+			fmt.Fprintln(c.Stdout, "         (the cluster's default, limits.default_quota)")
+		}
+		if u.Usage != nil {
+			fmt.Fprintf(c.Stdout, "usage    %s\n", formatBytes(*u.Usage))
+		}
+	case "user quota":
+		if err := client.SetQuota(ctx, arg, quota); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "quota of %s: %s\n", arg, describeQuota(quota.Bytes, quota.Default))
 	case "user list":
 		users, err := client.Users(ctx, *domain)
 		if err != nil {

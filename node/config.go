@@ -445,6 +445,12 @@ type Limits struct {
 	// CommandBurst is how many commands an address may send at once
 	// after a quiet spell; 0 means twice CommandsPerSecond.
 	CommandBurst int `toml:"command_burst"`
+	// DefaultQuota is the storage quota (the bytes of all of a user's
+	// messages) of every user without one of their own (mailnode user
+	// quota); 0, the default, means unlimited. Every node of a cluster
+	// should have the same value: the node that takes a message in
+	// decides which limit it carries.
+	DefaultQuota ByteSize `toml:"default_quota"`
 }
 
 // commandRate returns the frontends' command-rate limit, telling

@@ -57,28 +57,42 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	var users []*directory.User
 	var errs []error
 	shards := map[uint32]bool{}
-	// Quotas are checked before anything is committed: a recipient all
-	// of whose users are full fails alone (schema.ErrOverQuota); a full
-	// user reached only through an alias of several users is skipped.
-	full := map[schema.ID]error{}
+	// Quotas: with several users, each is checked before anything is
+	// committed, so that a recipient all of whose users are full fails
+	// alone (schema.ErrOverQuota) and a full user reached only through an
+	// alias of several users is skipped; the shard checks again at
+	// commit. One user needs only the commit's check.
 	exempt := map[schema.ID]bool{}
+	resolved := make([][]*directory.User, len(d.Recipients))
+	distinct := map[schema.ID]bool{}
 	for i, rcpt := range d.Recipients {
 		us, err := s.dir.ResolveRecipients(ctx, rcpt)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("deliver to recipient %d: %w", i+1, err))
 			continue
 		}
-		if postmasterAddress(rcpt) {
-			for _, u := range us {
+		resolved[i] = us
+		for _, u := range us {
+			distinct[u.ID] = true
+			if postmasterAddress(rcpt) {
 				exempt[u.ID] = true
 			}
 		}
+	}
+	full := map[schema.ID]error{}
+	for i, us := range resolved {
 		fits := 0
 		for _, u := range us {
 			if _, checked := full[u.ID]; !checked {
-				full[u.ID] = s.fits(ctx, u, uint64(len(msg)))
+				full[u.ID] = nil
+				if len(distinct) > 1 && !exempt[u.ID] {
+					full[u.ID] = s.fits(ctx, u, uint64(len(msg)))
+				}
 			}
-			if full[u.ID] == nil || exempt[u.ID] {
+			if err := full[u.ID]; err != nil && !errors.Is(err, schema.ErrOverQuota) {
+				return fmt.Errorf("deliver: %w", err) // the check itself failed: try again later
+			}
+			if full[u.ID] == nil {
 				fits++
 			}
 		}
@@ -88,17 +102,12 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 			continue
 		}
 		for _, u := range us {
-			if seen[u.ID] || (full[u.ID] != nil && !exempt[u.ID]) {
+			if seen[u.ID] || full[u.ID] != nil {
 				continue // one copy per mailbox, whatever aliases were used
 			}
 			seen[u.ID] = true
 			users = append(users, u)
 			shards[u.Shard] = true
-		}
-	}
-	for id, err := range full {
-		if err != nil && !exempt[id] && !errors.Is(err, schema.ErrOverQuota) {
-			return fmt.Errorf("deliver: %w", err) // the check itself failed: try again later
 		}
 	}
 	if len(users) == 0 {

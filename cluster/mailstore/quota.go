@@ -206,3 +206,18 @@ func (s *Store) sealMessage(user schema.ID, keys *directory.UserKeys, mbox schem
 	}
 	return app, sealed, nil
 }
+
+// UserQuota returns a user's storage limit and usage, for the admin
+// interface.
+func (s *Store) UserQuota(ctx context.Context, address string) (schema.Quota, error) {
+	u, err := s.dir.UserByAddress(ctx, address)
+	if err != nil {
+		return schema.Quota{}, err
+	}
+	q, _, err := s.usageOf(ctx, u.Shard, u.ID, 0)
+	if err != nil {
+		return schema.Quota{}, err
+	}
+	q.Limit = u.Quota
+	return q, nil
+}

@@ -136,6 +136,16 @@ func (c *Client) SetPassword(ctx context.Context, address, password string) erro
 	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/password", passwordRequest{Password: password}, nil)
 }
 
+// SetQuota sets a user's storage quota (q.Bytes, 0 for unlimited) or
+// returns them to the cluster's default (q.Default).
+func (c *Client) SetQuota(ctx context.Context, address string, q directory.QuotaSetting) error {
+	req := QuotaRequest{Default: q.Default}
+	if !q.Default {
+		req.Limit = &q.Bytes
+	}
+	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/quota", req, nil)
+}
+
 // AddAppPassword gives a user a new app password for the protocols of
 // scope (nil for all) and returns it; nobody can see it again.
 func (c *Client) AddAppPassword(ctx context.Context, address, name string, scope []string) (string, error) {

@@ -64,6 +64,14 @@ type passwordRequest struct {
 	Password string `json:"password"`
 }
 
+// QuotaRequest sets a user's storage quota (PUT /v1/users/{address}/quota):
+// Limit in bytes (0: unlimited), or Default to follow the cluster's
+// default (limits.default_quota).
+type QuotaRequest struct {
+	Limit   *uint64 `json:"limit,omitempty"`
+	Default bool    `json:"default,omitempty"`
+}
+
 type usersResponse struct {
 	Users []string `json:"users"`
 }
