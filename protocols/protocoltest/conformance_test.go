@@ -12,3 +12,13 @@ func TestRecentClaims(t *testing.T) {
 	b := env.Login(t, "recent@example.test", pw)
 	CheckRecentClaims(t, a, b, mustMailbox(t, a, "INBOX").ID)
 }
+
+func TestAppendBatchAndQuota(t *testing.T) {
+	_, a := newUser(t, "batch@example.test")
+	CheckAppendBatch(t, a)
+	env, b := newUser(t, "quota@example.test")
+	if err := env.Mem.SetQuota("quota@example.test", 4000); err != nil {
+		t.Fatal(err)
+	}
+	CheckQuotaRefusals(t, b, 4000)
+}
