@@ -83,8 +83,11 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 	items := []appendItem{item}
 	total := int64(len(first))
 	var refusal string
-	if perr != nil {
+	switch {
+	case perr != nil:
 		refusal = "BAD [CLIENTBUG] " + perr.Error()
+	case cmd.Pending.Literal8:
+		refusal = "BAD [CLIENTBUG] literal8 is not accepted with several messages"
 	}
 	for refusal == "" {
 		if lerr != nil {
@@ -254,7 +257,7 @@ func (s *session) appendBatch(name string, items []appendItem) (schema.AppendBat
 		}
 		msgs[i] = schema.AppendMessage{Message: it.data, Flags: flags, Date: date}
 	}
-	err := s.withAccount(func(acct protocols.Account) error {
+	err := s.runOnAccount(func(acct protocols.Account) error {
 		ctx, cancel := s.opContext()
 		defer cancel()
 		mbox, err := acct.Mailbox(ctx, normalizeInbox(name))

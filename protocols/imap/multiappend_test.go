@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
+
+	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
 )
 
 // mailboxCount returns the number of messages in a mailbox (STATUS).
@@ -101,4 +103,21 @@ func TestMultiAppend(t *testing.T) {
 	if n := mailboxCount(t, ts, "Archive"); n != 2 {
 		t.Fatalf("Archive has %d messages after the refused appends, want 2", n)
 	}
+}
+
+// FuzzAppendTail: whatever follows an APPEND message, the front's
+// reading of it (tokens, flags, date) never panics.
+func FuzzAppendTail(f *testing.F) {
+	for _, s := range []string{``, ` (\Seen $x) "03-Feb-2025 10:00:00 +0100" {12}`, ` ( {3+}`, ` ")" ~{5}`, ` junk`, ` (((a))) {1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		toks, _, err := imapwire.LexTail(b)
+		if err != nil {
+			return
+		}
+		if it, err := parseAppendPrefix(toks); err == nil && len(it.flags) > len(toks) {
+			t.Fatalf("%d flags from %d tokens", len(it.flags), len(toks))
+		}
+	})
 }

@@ -29,17 +29,17 @@ const quotaRoot = ""
 // quotaCapabilities are the capabilities the front adds for QUOTA.
 var quotaCapabilities = []string{"QUOTA", "QUOTA=RES-STORAGE"}
 
-// errNotAuthenticated answers a command that needs a login.
-var errNotAuthenticated = &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Not authenticated"}
+// errNoAccount answers a command that needs a login.
+var errNoAccount = &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Not authenticated"}
 
-// withAccount runs fn with the session's account, for a command the
+// runOnAccount runs fn with the session's account, for a command the
 // front answers itself while the library is idle (as withView does for
 // the selected mailbox).
-func (s *session) withAccount(fn func(acct protocols.Account) error) error {
+func (s *session) runOnAccount(fn func(acct protocols.Account) error) error {
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
 	if s.closed || s.acct == nil {
-		return errNotAuthenticated
+		return errNoAccount
 	}
 	return fn(s.acct)
 }
@@ -63,13 +63,13 @@ func kib(n uint64, up bool) uint64 {
 
 // quotaLine is the untagged QUOTA response of the user's root.
 func quotaLine(q schema.Quota) string {
-	return "* QUOTA " + quoteString(quotaRoot) + " (STORAGE " + strconv.FormatUint(kib(q.Usage, true), 10) + " " +
+	return "* QUOTA " + quotaQuote(quotaRoot) + " (STORAGE " + strconv.FormatUint(kib(q.Usage, true), 10) + " " +
 		strconv.FormatUint(kib(q.Limit, false), 10) + ")"
 }
 
-// quoteString writes s as an IMAP quoted string (s holds no CR, LF or
+// quotaQuote writes s as an IMAP quoted string (s holds no CR, LF or
 // NUL: the front checked it).
-func quoteString(s string) string {
+func quotaQuote(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
@@ -101,7 +101,7 @@ func (f *frontConn) quota(cmd *imapwire.Command) bool {
 		return answer("BAD Not authenticated")
 	}
 	var lines []string
-	err := sess.withAccount(func(acct protocols.Account) error {
+	err := sess.runOnAccount(func(acct protocols.Account) error {
 		ctx, cancel := sess.opContext()
 		defer cancel()
 		if cmd.Name == "GETQUOTAROOT" {
@@ -120,9 +120,9 @@ func (f *frontConn) quota(cmd *imapwire.Command) bool {
 			return sess.storeError(strings.ToLower(cmd.Name), err)
 		}
 		if cmd.Name == "GETQUOTAROOT" {
-			root := "* QUOTAROOT " + quoteString(string(args[0].Value))
+			root := "* QUOTAROOT " + quotaQuote(string(args[0].Value))
 			if q.Limit != 0 {
-				root += " " + quoteString(quotaRoot)
+				root += " " + quotaQuote(quotaRoot)
 			}
 			lines = append(lines, root)
 		} else if q.Limit == 0 {
