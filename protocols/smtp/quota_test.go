@@ -61,6 +61,20 @@ func TestQuotaRefusesOnlyTheFullRecipient(t *testing.T) {
 		t.Fatalf("RCPT alice with room left: %v", err)
 	}
 	wantCode(t, "DATA over quota", sendData(c, sizedMessage(t, 4096, "large")), 552, gosmtp.EnhancedCode{5, 2, 2})
+	// The same with a second recipient who has room: the copy for bob
+	// is stored, alice's is not, and SMTP's one reply is temporary.
+	if err := c.Mail(remote, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{alice, bob} {
+		if err := c.Rcpt(r, nil); err != nil {
+			t.Fatalf("RCPT %s: %v", r, err)
+		}
+	}
+	wantCode(t, "DATA over quota for one of two", sendData(c, sizedMessage(t, 4096, "large two")), 452, gosmtp.EnhancedCode{4, 2, 2})
+	if n := len(f.inbox(bob, bobPW)); n != 2 {
+		t.Fatalf("bob has %d messages, want 2", n)
+	}
 	// A declared SIZE over what is left is refused at RCPT.
 	if err := c.Mail(remote, &gosmtp.MailOptions{Size: 4096}); err != nil {
 		t.Fatal(err)
