@@ -199,7 +199,7 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	if failed != nil {
 		return failed
 	}
-	if p.Quota != 0 && u.usage()+p.Size > p.Quota {
+	if u.overQuota(p.Size, 1, p.Quota, p.MessageQuota) {
 		return fail(schema.CodeOverQuota)
 	}
 	uid := a.commitAppend(u, p, mboxID, rec)
@@ -300,15 +300,16 @@ func (a *applier) copy(p *schema.Copy) *schema.Result {
 			return fail(schema.CodeInvalid)
 		}
 	}
-	if p.Quota != 0 && !p.Move {
-		var add uint64
+	if (p.Quota != 0 || p.MessageQuota != 0) && !p.Move {
+		var add, n uint64
 		srcMsgs := u.msgs(p.Source, false)
 		for _, it := range p.Items {
 			if m := getMessage(srcMsgs, it.UID); m != nil {
 				add += m.Size
+				n++
 			}
 		}
-		if add > 0 && u.usage()+add > p.Quota {
+		if n > 0 && u.overQuota(add, n, p.Quota, p.MessageQuota) {
 			return fail(schema.CodeOverQuota)
 		}
 	}

@@ -15,17 +15,27 @@ import (
 // command after another, so two nodes delivering at once cannot both
 // take a user over the limit.
 
-// usage returns the bytes of all the user's messages.
-func (u *userMail) usage() uint64 {
-	var total uint64
+// usage returns the bytes and the number of all the user's messages.
+func (u *userMail) usage() (bytes, messages uint64) {
 	c := u.mailboxes.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		var m schema.MailboxRecord
 		if m.Unmarshal(v) == nil {
-			total += m.Size
+			bytes += m.Size
+			messages += uint64(m.Messages)
 		}
 	}
-	return total
+	return bytes, messages
+}
+
+// overQuota reports whether adding n messages of size bytes would take
+// the user over a limit (0: none) in bytes or in messages.
+func (u *userMail) overQuota(size, n, quota, messageQuota uint64) bool {
+	if quota == 0 && messageQuota == 0 {
+		return false
+	}
+	b, m := u.usage()
+	return (quota != 0 && b+size > quota) || (messageQuota != 0 && m+n > messageQuota)
 }
 
 // appendBatch applies a MULTIAPPEND: every message is checked before any
@@ -55,7 +65,7 @@ func (a *applier) appendBatch(p *schema.AppendBatch) *schema.Result {
 		mboxID, rec = id, r
 		size += it.Size
 	}
-	if p.Quota != 0 && u.usage()+size > p.Quota {
+	if u.overQuota(size, uint64(len(p.Items)), p.Quota, p.MessageQuota) {
 		return fail(schema.CodeOverQuota)
 	}
 	res := &schema.Result{UIDValidity: rec.UIDValidity, UIDs: make([]schema.UID, len(p.Items))}

@@ -73,6 +73,31 @@ func TestQuotaRefusesAtApplyAndExpungeFrees(t *testing.T) {
 	}
 }
 
+func TestMessageQuota(t *testing.T) {
+	s := openShard(t, t.TempDir())
+	f := newFixture(t, s)
+	limited := func(body string) *schema.Append {
+		a := quotaAppend(f.user, f.inbox, body, 0)
+		a.MessageQuota = 2
+		return a
+	}
+	r := apply(t, s, limited("one"))
+	apply(t, s, limited("two"))
+	if _, err := applyErr(s, schema.NewID(), limited("three")); !errors.Is(err, schema.ErrOverQuota) {
+		t.Fatalf("third message with a limit of two: %v", err)
+	}
+	cp := &schema.Copy{User: f.user, Source: f.inbox, Dest: f.other, Items: []schema.CopyItem{{UID: r.UIDs[0], Message: schema.NewID(), Sealed: []byte("a")}}, MessageQuota: 2}
+	if _, err := applyErr(s, schema.NewID(), cp); !errors.Is(err, schema.ErrOverQuota) {
+		t.Fatalf("copy over the message limit: %v", err)
+	}
+	batch := &schema.AppendBatch{User: f.user, Mailbox: f.other, MessageQuota: 3, Items: []schema.Append{*quotaAppend(f.user, f.other, "a", 0), *quotaAppend(f.user, f.other, "b", 0)}}
+	if _, err := applyErr(s, schema.NewID(), batch); !errors.Is(err, schema.ErrOverQuota) {
+		t.Fatalf("batch over the message limit: %v", err)
+	}
+	batch.MessageQuota = 4
+	apply(t, s, batch)
+}
+
 func TestAppendBatchAllOrNothing(t *testing.T) {
 	s := openShard(t, t.TempDir())
 	f := newFixture(t, s)

@@ -265,10 +265,12 @@ type Append struct {
 	StagedChunks uint32
 	Chunks       [][]byte
 	// Quota is the user's storage limit in bytes as the proposer knows
-	// it (0: none); the FSM refuses the message with CodeOverQuota when
-	// the user's mail would exceed it (quota.go). Encoded only when set,
-	// so entries without a quota keep their old form.
-	Quota uint64
+	// it (0: none), MessageQuota their limit on the number of messages
+	// (0: none); the FSM refuses the message with CodeOverQuota when the
+	// user's mail would exceed either (raftstore/quota.go). Encoded only
+	// when set, so entries without a quota keep their old form.
+	Quota        uint64
+	MessageQuota uint64
 }
 
 // AttrUpdate replaces a message's sealed flags if its ModSeq is still
@@ -302,10 +304,11 @@ type Copy struct {
 	Dest   ID
 	Items  []CopyItem
 	Move   bool
-	// Quota is the user's storage limit in bytes (0: none), checked for
-	// a copy (a move does not change the user's usage); encoded only
-	// when set.
-	Quota uint64
+	// Quota and MessageQuota are the user's limits in bytes and in
+	// messages (0: none), checked for a copy (a move does not change the
+	// user's usage); encoded only when set.
+	Quota        uint64
+	MessageQuota uint64
 }
 
 // Expunge removes messages from a mailbox.
@@ -442,15 +445,11 @@ func (p *StageChunk) decode(r *reader) {
 
 func (p *Append) encode(w *writer) {
 	p.encodeMessage(w)
-	if p.Quota != 0 {
-		w.uvarint(p.Quota)
-	}
+	encodeQuotas(w, p.Quota, p.MessageQuota)
 }
 func (p *Append) decode(r *reader) {
 	p.decodeMessage(r)
-	if r.more() { // entries written without a quota end here
-		p.Quota = r.uvarint()
-	}
+	p.Quota, p.MessageQuota = decodeQuotas(r)
 }
 
 // encodeMessage writes every field but Quota (AppendBatch carries one
@@ -520,9 +519,7 @@ func (p *Copy) encode(w *writer) {
 		w.id(it.Message)
 		w.bytes(it.Sealed)
 	}
-	if p.Quota != 0 {
-		w.uvarint(p.Quota)
-	}
+	encodeQuotas(w, p.Quota, p.MessageQuota)
 }
 func (p *Copy) decode(r *reader) {
 	p.User = r.id()
@@ -536,9 +533,7 @@ func (p *Copy) decode(r *reader) {
 		p.Items[i].Message = r.id()
 		p.Items[i].Sealed = r.bytes()
 	}
-	if r.more() { // entries written without a quota end here
-		p.Quota = r.uvarint()
-	}
+	p.Quota, p.MessageQuota = decodeQuotas(r)
 }
 
 func (p *Expunge) encode(w *writer) {
