@@ -451,6 +451,9 @@ type Limits struct {
 	// should have the same value: the node that takes a message in
 	// decides which limit it carries.
 	DefaultQuota ByteSize `toml:"default_quota"`
+	// DefaultMessageQuota is the same for the number of a user's
+	// messages; 0, the default, means unlimited.
+	DefaultMessageQuota int64 `toml:"default_message_quota"`
 }
 
 // commandRate returns the frontends' command-rate limit, telling
@@ -617,6 +620,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConnections < 0 {
 		bad("limits.max_connections %d: want 0 (no limit) or more", c.Limits.MaxConnections)
+	}
+	if c.Limits.DefaultMessageQuota < 0 {
+		bad("limits.default_message_quota %d: want 0 (unlimited) or more", c.Limits.DefaultMessageQuota)
 	}
 	if c.Limits.MaxConnectionsPerIP < 0 {
 		bad("limits.max_connections_per_ip %d: want 0 (no limit) or more", c.Limits.MaxConnectionsPerIP)

@@ -335,7 +335,7 @@ func (a adminDirectory) User(ctx context.Context, address string) (directory.Use
 		return u, err
 	}
 	if q, err := a.n.store.UserQuota(ctx, address); err == nil {
-		u.Usage = &q.Usage
+		u.Usage, u.Messages = &q.Usage, &q.Messages
 	}
 	return u, nil
 }

@@ -208,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start node: %w", err)
 	}
 	n.directory, err = directory.New(n.cluster, directory.Config{MasterKey: n.dir.masterKey, Logger: n.log, MFAIssuer: n.cfg.Hostname,
-		Postmaster: n.cfg.Postmaster, Now: n.now, DefaultQuota: uint64(n.cfg.Limits.DefaultQuota)})
+		Postmaster: n.cfg.Postmaster, Now: n.now, DefaultQuota: directory.Quotas{Bytes: uint64(n.cfg.Limits.DefaultQuota), Messages: uint64(n.cfg.Limits.DefaultMessageQuota)}})
 	// The cluster and directory hold what they derived from the key;
 	// drop our copy.
 	n.dir.masterKey = [32]byte{}

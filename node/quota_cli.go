@@ -8,35 +8,51 @@ import (
 	"github.com/mailcluster/mailcluster/cluster/directory"
 )
 
-// parseQuota reads the quota argument of "mailnode user quota": a size
-// ("2GiB", "500MB", bytes), "none" (unlimited) or "default" (the
-// cluster's limits.default_quota).
-func parseQuota(s string) (directory.QuotaSetting, error) {
+// parseQuota reads the limit argument of "mailnode user quota": a size
+// ("2GiB", "500MB", bytes) or with --messages a number of messages,
+// "none" (unlimited) or "default" (the cluster's default).
+func parseQuota(s string, messages bool) (directory.QuotaSetting, error) {
+	q := directory.QuotaSetting{Resource: directory.QuotaStorage}
+	if messages {
+		q.Resource = directory.QuotaMessages
+	}
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "none", "unlimited":
-		return directory.QuotaSetting{}, nil
+		return q, nil
 	case "default":
-		return directory.QuotaSetting{Default: true}, nil
+		q.Default = true
+		return q, nil
+	}
+	if messages {
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 63)
+		if err != nil || n == 0 {
+			return q, fmt.Errorf("message quota %q: want a positive number of messages, none or default", s)
+		}
+		q.Limit = n
+		return q, nil
 	}
 	n, err := ParseByteSize(s)
 	if err != nil {
-		return directory.QuotaSetting{}, fmt.Errorf("quota: %v, none or default", err)
+		return q, fmt.Errorf("quota: %v, none or default", err)
 	}
 	if n == 0 {
-		return directory.QuotaSetting{}, fmt.Errorf("quota 0: say none for unlimited")
+		return q, fmt.Errorf("quota 0: say none for unlimited")
 	}
-	return directory.QuotaSetting{Bytes: uint64(n)}, nil
+	q.Limit = uint64(n)
+	return q, nil
 }
 
 // describeQuota says what a quota is, for the CLI.
-func describeQuota(bytes uint64, isDefault bool) string {
+func describeQuota(limit uint64, isDefault, messages bool) string {
 	switch {
 	case isDefault:
 		return "the cluster's default"
-	case bytes == 0:
+	case limit == 0:
 		return "unlimited"
+	case messages:
+		return strconv.FormatUint(limit, 10) + " messages"
 	}
-	return formatBytes(bytes)
+	return formatBytes(limit)
 }
 
 // formatBytes writes a size in the largest binary unit that keeps it

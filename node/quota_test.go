@@ -42,7 +42,7 @@ func TestQuotaEndToEnd(t *testing.T) {
 		}
 		return u
 	}
-	if u := show(); u.Quota != 0 || !u.QuotaDefault || u.Usage == nil || *u.Usage != 0 {
+	if u := show(); u.Quota != 0 || !u.QuotaDefault || u.Usage == nil || *u.Usage != 0 || u.Messages == nil {
 		t.Fatalf("user show before any mail: %+v", u)
 	}
 	send := func(rcpts ...string) (refused map[string]*gosmtp.SMTPError, dataErr error) {
@@ -147,13 +147,26 @@ func TestQuotaEndToEnd(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	startNode(t, cfg)
+	n = startNode(t, cfg)
 	if u := show(); u.Usage == nil || *u.Usage != before || u.Quota != *used {
 		t.Fatalf("after restart: %+v, want usage %d", u, before)
 	}
 	mustCLI(t, "", "user", "quota", "--data", cfg.DataDir, "alice@example.test", "none")
 	if u := show(); u.Quota != 0 || u.QuotaDefault {
 		t.Fatalf("after user quota none: %+v", u)
+	}
+	// A limit on the number of messages: alice has as many as it allows.
+	count := *show().Messages
+	mustCLI(t, "", "user", "quota", "--data", cfg.DataDir, "--messages", "alice@example.test", strconv.FormatUint(count, 10))
+	if u := show(); u.MessageQuota != count || u.MessageQuotaDefault {
+		t.Fatalf("after user quota --messages: %+v", u)
+	}
+	if refused, _ := send("alice@example.test"); refused["alice@example.test"] == nil || refused["alice@example.test"].Code != 552 {
+		t.Fatalf("RCPT over the message limit: %+v", refused)
+	}
+	mustCLI(t, "", "user", "quota", "--data", cfg.DataDir, "--messages", "alice@example.test", "default")
+	if u := show(); u.MessageQuota != 0 || !u.MessageQuotaDefault {
+		t.Fatalf("after user quota --messages default: %+v", u)
 	}
 	failCLI(t, ExitUsage, "quota", "", "user", "quota", "--data", cfg.DataDir, "alice@example.test", "lots")
 }

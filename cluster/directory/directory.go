@@ -57,9 +57,9 @@ type Config struct {
 	// the mail to postmaster@ of every served domain that has no user or
 	// alias of that name (RFC 5321 section 4.5.1); "" for none.
 	Postmaster string
-	// DefaultQuota is the storage limit in bytes of every user without
-	// one of their own; 0 means unlimited.
-	DefaultQuota uint64
+	// DefaultQuota is the limits of every user without ones of their
+	// own; 0 means unlimited.
+	DefaultQuota Quotas
 	// Now is the clock of records (creation times, the last use of app
 	// passwords and its hourly throttle, TOTP codes); nil means time.Now.
 	Now func() time.Time
@@ -93,7 +93,7 @@ type Directory struct {
 	// postmaster receives postmaster@ of every domain without one.
 	postmaster string
 	// defaultQuota is Config.DefaultQuota.
-	defaultQuota uint64
+	defaultQuota Quotas
 	// srsMu guards srs, the sender rewriter (forward.go), made once.
 	srsMu sync.Mutex
 	srs   *SRS
@@ -218,9 +218,9 @@ type User struct {
 	// AppPassword names the app password a login used ("" for the
 	// account password, or when the User was not made by a login).
 	AppPassword string
-	// Quota is the user's storage limit in bytes when the User was made
-	// (0: unlimited); writes read it again (QuotaLimit).
-	Quota uint64
+	// Quota is the user's limits when the User was made (0: unlimited);
+	// writes read them again (QuotaLimit).
+	Quota Quotas
 }
 
 // Domain is a served domain as the admin interface lists it.
@@ -257,8 +257,10 @@ type userInfo struct {
 	// MFA is the user's TOTP enrolment, nil when there is none.
 	MFA *mfaState `json:"mfa,omitempty"`
 	// Quota is the user's own storage limit in bytes (0: unlimited),
-	// nil when the cluster's default applies (quota.go).
-	Quota *uint64 `json:"q,omitempty"`
+	// nil when the cluster's default applies (quota.go); MessageQuota
+	// the same for the number of messages.
+	Quota        *uint64 `json:"q,omitempty"`
+	MessageQuota *uint64 `json:"qm,omitempty"`
 }
 
 var keyObject = []byte("key")
@@ -839,9 +841,15 @@ type UserInfo struct {
 	// QuotaDefault says it is the cluster's default, not the user's own.
 	Quota        uint64 `json:"quota"`
 	QuotaDefault bool   `json:"quota_default"`
-	// Usage is the bytes of the user's messages (filled in by the mail
-	// store; the directory does not read mail shards).
-	Usage *uint64 `json:"usage,omitempty"`
+	// MessageQuota and MessageQuotaDefault are the same for the number
+	// of messages.
+	MessageQuota        uint64 `json:"message_quota"`
+	MessageQuotaDefault bool   `json:"message_quota_default"`
+	// Usage is the bytes of the user's messages, Messages their number
+	// (filled in by the mail store; the directory does not read mail
+	// shards).
+	Usage    *uint64 `json:"usage,omitempty"`
+	Messages *uint64 `json:"messages,omitempty"`
 }
 
 // User returns what the admin interface shows of one user, including the
@@ -858,7 +866,8 @@ func (d *Directory) User(ctx context.Context, address string) (UserInfo, error) 
 	return UserInfo{
 		Address: info.Address, Domain: domain, Shard: rec.Shard, Created: time.Unix(info.Created, 0).UTC(),
 		MFA: info.mfaStatus(), DomainRequiresMFA: d.domainRequiresMFA(rec.Domain), AppPasswords: len(info.AppPasswords),
-		Quota: d.quotaOf(info), QuotaDefault: info.Quota == nil,
+		Quota: d.quotasOf(info).Bytes, QuotaDefault: info.Quota == nil,
+		MessageQuota: d.quotasOf(info).Messages, MessageQuotaDefault: info.MessageQuota == nil,
 	}, nil
 }
 
@@ -945,7 +954,7 @@ func (d *Directory) user(rec schema.UserRecord, info userInfo) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &User{ID: rec.ID, Address: info.Address, Shard: rec.Shard, Keys: keys, Quota: d.quotaOf(info)}, nil
+	return &User{ID: rec.ID, Address: info.Address, Shard: rec.Shard, Keys: keys, Quota: d.quotasOf(info)}, nil
 }
 
 // UserByID returns a user by id (a spooled message names its recipients

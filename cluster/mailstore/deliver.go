@@ -131,7 +131,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 			}
 			quota := u.Quota
 			if exempt[u.ID] {
-				quota = 0
+				quota = directory.Quotas{}
 			}
 			err := s.deliverCopy(gctx, u, d.Junk, msg, now, req, quota)
 			mu.Lock()
@@ -231,7 +231,7 @@ func (s *Store) fanOut(ctx context.Context, home uint32, id schema.ID, users []*
 		g.Go(func() error {
 			// A spooled copy is not limited by the quota: the message
 			// was accepted (checked before the spool commit).
-			err := s.deliverCopy(gctx, u, junk, msg, date, copyRequest(id, u.ID), 0)
+			err := s.deliverCopy(gctx, u, junk, msg, date, copyRequest(id, u.ID), directory.Quotas{})
 			if err != nil {
 				s.log.Warn("spooled copy not committed yet; it will be retried", "shard", u.Shard, "err", err)
 				return nil
@@ -337,7 +337,7 @@ const junkMailboxName = "Junk"
 
 // deliverCopy stores one recipient's copy: in INBOX, or for junk in the
 // user's Junk mailbox.
-func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, msg []byte, date time.Time, req schema.ID, quota uint64) error {
+func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, msg []byte, date time.Time, req schema.ID, quota directory.Quotas) error {
 	var mbox schema.ID // INBOX
 	if junk {
 		var err error

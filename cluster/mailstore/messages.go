@@ -117,15 +117,15 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 // storeMessage seals msg for a user and commits it to a mailbox (the
 // user's inbox when mbox is zero) on the user's shard, refused by the
 // shard with schema.ErrOverQuota when it would take the user over quota
-// bytes (0: no limit). The final Append carries reqID, so a spooled
+// (zero limits: none). The final Append carries reqID, so a spooled
 // delivery retried with the same id stores one copy.
 func (s *Store) storeMessage(ctx context.Context, shard uint32, user schema.ID, keys *directory.UserKeys,
-	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID, quota uint64) (*schema.Result, error) {
+	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID, quota directory.Quotas) (*schema.Result, error) {
 	app, sealed, err := s.sealMessage(user, keys, mbox, msg, flags, date)
 	if err != nil {
 		return nil, err
 	}
-	app.Quota = quota
+	app.Quota, app.MessageQuota = quota.Bytes, quota.Messages
 	if app.StagedChunks, app.Chunks, err = s.stage(ctx, shard, user, app.Blob, sealed); err != nil {
 		return nil, err
 	}
@@ -309,9 +309,11 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 		batch := recs[start:min(start+batchSize, len(recs))]
 		cp := &schema.Copy{User: a.user, Source: mbox, Dest: dest, Move: move}
 		if !move {
-			if cp.Quota, err = a.limit(); err != nil {
+			q, err := a.limit()
+			if err != nil {
 				return res, err
 			}
+			cp.Quota, cp.MessageQuota = q.Bytes, q.Messages
 		}
 		for i := range batch {
 			info, err := a.s.openMessage(a.keys, a.user, &batch[i])

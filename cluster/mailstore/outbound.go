@@ -291,7 +291,7 @@ func (s *Store) DeliverReport(ctx context.Context, e schema.OutboundEntry, kind 
 	req := deriveID("mailcluster/outbound-report/", e.ID[:], []byte(kind))
 	// Not limited by the quota: the sender must learn what became of
 	// their mail.
-	if err := s.deliverCopy(ctx, u, false, msg, time.Now(), req, 0); err != nil {
+	if err := s.deliverCopy(ctx, u, false, msg, time.Now(), req, directory.Quotas{}); err != nil {
 		return fmt.Errorf("report to the sender: %w", err)
 	}
 	return nil

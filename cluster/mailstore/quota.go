@@ -54,15 +54,18 @@ func (s *Store) usageOf(ctx context.Context, shard uint32, user schema.ID, minIn
 // exempt users). It is the check before a commit; the shard's check at
 // apply time is the one that holds under races.
 func (s *Store) fits(ctx context.Context, u *directory.User, size uint64) error {
-	if u.Quota == 0 {
+	if u.Quota == (directory.Quotas{}) {
 		return nil
 	}
 	q, _, err := s.usageOf(ctx, u.Shard, u.ID, 0)
 	if err != nil {
 		return err
 	}
-	if q.Usage+size > u.Quota {
-		return fmt.Errorf("mailbox of %d of %d bytes: %w", q.Usage, u.Quota, schema.ErrOverQuota)
+	if u.Quota.Bytes != 0 && q.Usage+size > u.Quota.Bytes {
+		return fmt.Errorf("mailbox of %d of %d bytes: %w", q.Usage, u.Quota.Bytes, schema.ErrOverQuota)
+	}
+	if u.Quota.Messages != 0 && q.Messages+1 > u.Quota.Messages {
+		return fmt.Errorf("mailbox of %d of %d messages: %w", q.Messages, u.Quota.Messages, schema.ErrOverQuota)
 	}
 	return nil
 }
@@ -115,16 +118,16 @@ func (a *Account) Quota(ctx context.Context) (schema.Quota, error) {
 		return schema.Quota{}, err
 	}
 	a.seen(res.Index)
-	q.Limit = limit
+	q.Limit, q.MessageLimit = limit.Bytes, limit.Messages
 	return q, nil
 }
 
 // limit returns the account's storage limit for a command that adds
 // mail.
-func (a *Account) limit() (uint64, error) {
+func (a *Account) limit() (directory.Quotas, error) {
 	l, err := a.s.dir.QuotaLimit(a.user)
 	if err != nil {
-		return 0, fmt.Errorf("read quota: %w", err)
+		return l, fmt.Errorf("read quota: %w", err)
 	}
 	return l, nil
 }
@@ -144,7 +147,7 @@ func (a *Account) AppendBatch(ctx context.Context, mbox schema.ID, msgs []schema
 	if err != nil {
 		return schema.AppendBatchResult{}, err
 	}
-	batch := &schema.AppendBatch{User: a.user, Mailbox: mbox, Quota: quota}
+	batch := &schema.AppendBatch{User: a.user, Mailbox: mbox, Quota: quota.Bytes, MessageQuota: quota.Messages}
 	sealed := make([][][]byte, len(msgs))
 	total := 0
 	for i, m := range msgs {
@@ -218,6 +221,6 @@ func (s *Store) UserQuota(ctx context.Context, address string) (schema.Quota, er
 	if err != nil {
 		return schema.Quota{}, err
 	}
-	q.Limit = u.Quota
+	q.Limit, q.MessageLimit = u.Quota.Bytes, u.Quota.Messages
 	return q, nil
 }

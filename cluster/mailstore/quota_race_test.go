@@ -28,7 +28,7 @@ func TestQuotaHoldsUnderRacingNodes(t *testing.T) {
 	size := uint64(len(msg))
 	const fits = 5
 	limit := fits*size + size/2
-	if err := c.Nodes[0].Directory().SetQuota(ctx(t), user, directory.QuotaSetting{Bytes: limit}); err != nil {
+	if err := c.Nodes[0].Directory().SetQuota(ctx(t), user, directory.QuotaSetting{Limit: limit}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range c.Nodes {
@@ -37,8 +37,8 @@ func TestQuotaHoldsUnderRacingNodes(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if u.Quota != limit {
-				return fmt.Errorf("quota %d, want %d", u.Quota, limit)
+			if u.Quota.Bytes != limit {
+				return fmt.Errorf("quota %d, want %d", u.Quota.Bytes, limit)
 			}
 			return nil
 		})

@@ -136,12 +136,12 @@ func (c *Client) SetPassword(ctx context.Context, address, password string) erro
 	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/password", passwordRequest{Password: password}, nil)
 }
 
-// SetQuota sets a user's storage quota (q.Bytes, 0 for unlimited) or
-// returns them to the cluster's default (q.Default).
+// SetQuota sets a user's quota on one resource (q.Limit, 0 for
+// unlimited) or returns them to the cluster's default (q.Default).
 func (c *Client) SetQuota(ctx context.Context, address string, q directory.QuotaSetting) error {
-	req := QuotaRequest{Default: q.Default}
+	req := QuotaRequest{Resource: string(q.Resource), Default: q.Default}
 	if !q.Default {
-		req.Limit = &q.Bytes
+		req.Limit = &q.Limit
 	}
 	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/quota", req, nil)
 }

@@ -64,12 +64,15 @@ type passwordRequest struct {
 	Password string `json:"password"`
 }
 
-// QuotaRequest sets a user's storage quota (PUT /v1/users/{address}/quota):
-// Limit in bytes (0: unlimited), or Default to follow the cluster's
-// default (limits.default_quota).
+// QuotaRequest sets a user's quota on one resource (PUT
+// /v1/users/{address}/quota): Resource "storage" (the default, Limit in
+// bytes) or "messages" (Limit in messages); Limit 0 is unlimited, Default
+// follows the cluster's default (limits.default_quota,
+// limits.default_message_quota).
 type QuotaRequest struct {
-	Limit   *uint64 `json:"limit,omitempty"`
-	Default bool    `json:"default,omitempty"`
+	Resource string  `json:"resource,omitempty"`
+	Limit    *uint64 `json:"limit,omitempty"`
+	Default  bool    `json:"default,omitempty"`
 }
 
 type usersResponse struct {

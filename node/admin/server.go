@@ -252,9 +252,9 @@ func (h *handler) setQuota(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, fmt.Errorf("quota: give either a limit in bytes (0 for unlimited) or default: %w", schema.ErrInvalid))
 		return
 	}
-	q := directory.QuotaSetting{Default: req.Default}
+	q := directory.QuotaSetting{Resource: directory.QuotaResource(req.Resource), Default: req.Default}
 	if req.Limit != nil {
-		q.Bytes = *req.Limit
+		q.Limit = *req.Limit
 	}
 	if err := h.dir.SetQuota(r.Context(), r.PathValue("address"), q); err != nil {
 		h.fail(w, err)

@@ -14,20 +14,21 @@ import (
 
 // QUOTA (RFC 9208), answered by the front. Each user has one quota root,
 // named "" (the empty string), the root of every one of their mailboxes,
-// with one resource, STORAGE: the sizes of all their messages in units
-// of 1024 octets (usage rounded up, the limit down). A user without a
-// limit has no quota root: GETQUOTAROOT lists none. Limits are set by
-// the administrator (mailnode user quota), so SETQUOTA is refused and
-// QUOTASET not advertised. STATUS DELETED-STORAGE, which
-// QUOTA=RES-STORAGE requires, is the library's STATUS with our
-// session's counts (mailbox.go). A change refused for quota gets
-// NO [OVERQUOTA] (storeError).
+// with the resources that have a limit: STORAGE, the sizes of all their
+// messages in units of 1024 octets (usage rounded up, the limit down),
+// and MESSAGE, their number. A user without any limit has no quota
+// root: GETQUOTAROOT lists none. Limits are set by the administrator
+// (mailnode user quota), so SETQUOTA is refused and QUOTASET not
+// advertised. STATUS DELETED-STORAGE and DELETED, which
+// QUOTA=RES-STORAGE and QUOTA=RES-MESSAGE require, are the library's
+// STATUS with our session's counts (mailbox.go). A change refused for
+// quota gets NO [OVERQUOTA] (storeError).
 
 // quotaRoot is the name of every user's one quota root.
 const quotaRoot = ""
 
 // quotaCapabilities are the capabilities the front adds for QUOTA.
-var quotaCapabilities = []string{"QUOTA", "QUOTA=RES-STORAGE"}
+var quotaCapabilities = []string{"QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"}
 
 // errNoAccount answers a command that needs a login.
 var errNoAccount = &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Not authenticated"}
@@ -61,11 +62,21 @@ func kib(n uint64, up bool) uint64 {
 	return n / 1024
 }
 
-// quotaLine is the untagged QUOTA response of the user's root.
+// quotaLine is the untagged QUOTA response of the user's root: the
+// resources that have a limit.
 func quotaLine(q schema.Quota) string {
-	return "* QUOTA " + quotaQuote(quotaRoot) + " (STORAGE " + strconv.FormatUint(kib(q.Usage, true), 10) + " " +
-		strconv.FormatUint(kib(q.Limit, false), 10) + ")"
+	var res []string
+	if q.Limit != 0 {
+		res = append(res, "STORAGE "+strconv.FormatUint(kib(q.Usage, true), 10)+" "+strconv.FormatUint(kib(q.Limit, false), 10))
+	}
+	if q.MessageLimit != 0 {
+		res = append(res, "MESSAGE "+strconv.FormatUint(q.Messages, 10)+" "+strconv.FormatUint(q.MessageLimit, 10))
+	}
+	return "* QUOTA " + quotaQuote(quotaRoot) + " (" + strings.Join(res, " ") + ")"
 }
+
+// limited reports whether a user has a quota root: any limit.
+func limited(q schema.Quota) bool { return q.Limit != 0 || q.MessageLimit != 0 }
 
 // quotaQuote writes s as an IMAP quoted string (s holds no CR, LF or
 // NUL: the front checked it).
@@ -121,14 +132,14 @@ func (f *frontConn) quota(cmd *imapwire.Command) bool {
 		}
 		if cmd.Name == "GETQUOTAROOT" {
 			root := "* QUOTAROOT " + quotaQuote(string(args[0].Value))
-			if q.Limit != 0 {
+			if limited(q) {
 				root += " " + quotaQuote(quotaRoot)
 			}
 			lines = append(lines, root)
-		} else if q.Limit == 0 {
+		} else if !limited(q) {
 			return noError(imap.ResponseCodeNonExistent, "No quota")
 		}
-		if q.Limit != 0 {
+		if limited(q) {
 			lines = append(lines, quotaLine(q))
 		}
 		return nil

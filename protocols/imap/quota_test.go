@@ -29,7 +29,7 @@ func TestQuota(t *testing.T) {
 	ts := newTestServer(t)
 	c := ts.login(t, nil)
 	caps := c.Caps()
-	for _, want := range []imap.Cap{"QUOTA", "QUOTA=RES-STORAGE", "MULTIAPPEND"} {
+	for _, want := range []imap.Cap{"QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE", "MULTIAPPEND"} {
 		if !caps.Has(want) {
 			t.Errorf("capability %s not advertised: %v", want, caps)
 		}
@@ -94,5 +94,24 @@ func TestQuota(t *testing.T) {
 	}
 	if _, err := appendText(c, "INBOX", msg); err != nil {
 		t.Fatalf("APPEND after expunge: %v", err)
+	}
+
+	// A limit on the number of messages: MESSAGE beside STORAGE.
+	if err := ts.env.Mem.SetMessageQuota(testUser, 1); err != nil {
+		t.Fatal(err)
+	}
+	q, err = c.GetQuota("").Wait()
+	if err != nil || q.Resources[imap.QuotaResourceMessage] != (imapclient.QuotaResourceData{Usage: 1, Limit: 1}) || q.Resources[imap.QuotaResourceStorage].Limit == 0 {
+		t.Fatalf("GETQUOTA with a message limit: %+v, %v", q, err)
+	}
+	if err := ts.env.Mem.SetQuota(testUser, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendText(c, "INBOX", "Subject: tiny\r\n\r\nx\r\n"); imapCode(err) != imap.ResponseCodeOverQuota {
+		t.Fatalf("APPEND over the message limit: %v", err)
+	}
+	data, err = c.GetQuotaRoot("INBOX").Wait()
+	if err != nil || len(data) != 1 || len(data[0].Resources) != 1 {
+		t.Fatalf("GETQUOTAROOT with only a message limit: %+v, %v", data, err)
 	}
 }

@@ -199,13 +199,14 @@ func (a *MemAccount) copy(ctx context.Context, mbox schema.ID, uids []schema.UID
 			return res, fmt.Errorf("%s: destination out of UIDs: %w", op, schema.ErrInvalid)
 		}
 		if !move {
-			var add uint64
+			var add, n uint64
 			for _, uid := range batch {
 				if m := src.message(uid); m != nil {
 					add += m.Size
+					n++
 				}
 			}
-			if err := a.u.fits(add); err != nil {
+			if err := a.u.fits(add, n); err != nil {
 				return res, fmt.Errorf("%s: %w", op, err)
 			}
 		}

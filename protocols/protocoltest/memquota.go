@@ -7,9 +7,9 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// Quotas in the reference store: a user's limit in bytes (0: none, the
-// default), checked like the production store checks it, against the sum
-// of the sizes of all the user's messages.
+// Quotas in the reference store: a user's limits in bytes and in
+// messages (0: none, the default), checked like the production store
+// checks them, against all the user's messages.
 
 // SetQuota sets a user's storage limit in bytes; 0 removes it.
 func (s *MemStore) SetQuota(address string, limit uint64) error {
@@ -23,6 +23,19 @@ func (s *MemStore) SetQuota(address string, limit uint64) error {
 	return nil
 }
 
+// SetMessageQuota sets a user's limit on the number of messages; 0
+// removes it.
+func (s *MemStore) SetMessageQuota(address string, limit uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[address]
+	if u == nil {
+		return fmt.Errorf("set quota: %w", schema.ErrNoSuchUser)
+	}
+	u.messageQuota = limit
+	return nil
+}
+
 // usage returns the bytes and number of u's messages; s.mu must be held.
 func (u *memUser) usage() (uint64, uint64) {
 	var b, n uint64
@@ -33,12 +46,14 @@ func (u *memUser) usage() (uint64, uint64) {
 	return b, n
 }
 
-// fits refuses size more bytes over u's quota; s.mu must be held.
-func (u *memUser) fits(size uint64) error {
-	if u.quota == 0 {
+// fits refuses n more messages of size bytes over u's quota; s.mu must
+// be held.
+func (u *memUser) fits(size, n uint64) error {
+	if u.quota == 0 && u.messageQuota == 0 {
 		return nil
 	}
-	if used, _ := u.usage(); used+size > u.quota {
+	used, msgs := u.usage()
+	if (u.quota != 0 && used+size > u.quota) || (u.messageQuota != 0 && msgs+n > u.messageQuota) {
 		return fmt.Errorf("mailbox full: %w", schema.ErrOverQuota)
 	}
 	return nil
@@ -53,7 +68,7 @@ func (s *MemStore) CheckQuota(ctx context.Context, address string, size int64) e
 	if err != nil {
 		return err
 	}
-	if err := u.fits(uint64(max(size, 1))); err != nil {
+	if err := u.fits(uint64(max(size, 1)), 1); err != nil {
 		return err
 	}
 	return ctx.Err()
@@ -64,7 +79,7 @@ func (a *MemAccount) Quota(ctx context.Context) (schema.Quota, error) {
 	a.s.mu.Lock()
 	defer a.s.mu.Unlock()
 	b, n := a.u.usage()
-	return schema.Quota{Limit: a.u.quota, Usage: b, Messages: n}, ctx.Err()
+	return schema.Quota{Limit: a.u.quota, MessageLimit: a.u.messageQuota, Usage: b, Messages: n}, ctx.Err()
 }
 
 // AppendBatch stores several messages in one mailbox, all or none.
@@ -93,7 +108,7 @@ func (a *MemAccount) AppendBatch(ctx context.Context, mbox schema.ID, msgs []sch
 		}
 		total += uint64(len(n))
 	}
-	if err := a.u.fits(total); err != nil {
+	if err := a.u.fits(total, uint64(len(msgs))); err != nil {
 		return res, err
 	}
 	if a.s.unavailable {

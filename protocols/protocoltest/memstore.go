@@ -83,6 +83,7 @@ type memUser struct {
 	appPasswords    []memAppPassword
 	mfa             bool   // MFA on: only app passwords log in
 	quota           uint64 // storage limit in bytes, 0 for none
+	messageQuota    uint64 // limit on the number of messages, 0 for none
 
 	// keptSubscriptions are subscribed names whose mailbox was deleted.
 	keptSubscriptions []string
@@ -415,7 +416,7 @@ func (s *MemStore) storeMessage(ctx context.Context, u *memUser, mbox schema.ID,
 	if mb.info.UIDNext == math.MaxUint32 {
 		return schema.AppendResult{}, fmt.Errorf("append: mailbox out of UIDs: %w", schema.ErrInvalid)
 	}
-	if err := u.fits(uint64(len(msg))); err != nil {
+	if err := u.fits(uint64(len(msg)), 1); err != nil {
 		return schema.AppendResult{}, fmt.Errorf("append: %w", err)
 	}
 	blob := schema.NewID()

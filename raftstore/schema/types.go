@@ -221,11 +221,13 @@ type Delivery struct {
 	Junk bool
 }
 
-// Quota is a user's storage quota (RFC 9208 STORAGE) and what counts
-// against it.
+// Quota is a user's quota (RFC 9208 STORAGE and MESSAGE) and what
+// counts against it.
 type Quota struct {
-	// Limit is the limit in bytes; 0 means unlimited.
-	Limit uint64
+	// Limit is the limit in bytes, MessageLimit the limit on the number
+	// of messages; 0 means unlimited.
+	Limit        uint64
+	MessageLimit uint64
 	// Usage is the bytes of all the user's messages (a copy counts like
 	// the original); Messages is their number.
 	Usage    uint64
