@@ -125,9 +125,9 @@ func literalAtEnd(line []byte) int64 {
 // rewriteCaps rewrites the capability list in a line (CAPABILITY
 // response or [CAPABILITY] code) to what the front offers: STARTTLS,
 // LOGINDISABLED and AUTH= follow the client connection's TLS state, which
-// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD and
-// COMPRESS=DEFLATE (after login, until compression is on) are the
-// front's. The library lists AUTH=
+// the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD,
+// QUOTA, MULTIAPPEND and COMPRESS=DEFLATE (after login, until
+// compression is on) are the front's. The library lists AUTH=
 // exactly when the client has not logged in (it is told that
 // authentication is always allowed).
 func (f *frontConn) rewriteCaps(line []byte) []byte {
