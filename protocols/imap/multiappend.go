@@ -60,9 +60,24 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 	if !ok {
 		return false
 	}
+	answer := func(status string) bool {
+		f.observe("APPEND", strings.HasPrefix(status, "OK"), start)
+		return f.writeLine(cmd.Tag+" "+status) == nil
+	}
 	toks, lit, lerr := imapwire.LexTail(rest)
 	if lit == nil && lerr == nil && len(toks) <= 1 && (len(toks) == 0 || toks[0].Kind == imapwire.KindClose) {
-		// One message (")" closes UTF8's literal8): the library's.
+		// One message (")" closes UTF8's literal8): the library's. Its
+		// flags and date are checked first: the library would refuse
+		// them before reading the literal and then read the message as
+		// commands.
+		prefix := cmd.Args[1:]
+		if n := len(prefix); n >= 2 && prefix[n-1].Kind == imapwire.KindOpen && prefix[n-2].Kind == imapwire.KindAtom &&
+			strings.EqualFold(string(prefix[n-2].Value), "UTF8") {
+			prefix = prefix[:n-2]
+		}
+		if _, err := parseAppendPrefix(prefix); err != nil {
+			return answer("BAD [CLIENTBUG] " + err.Error())
+		}
 		wire := append(cmd.Wire, cmd.Pending.Marker(false)...)
 		wire = append(wire, '\r', '\n')
 		wire = append(wire, first...)
@@ -72,10 +87,6 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 			return false
 		}
 		return f.await(cmd)
-	}
-	answer := func(status string) bool {
-		f.observe("APPEND", strings.HasPrefix(status, "OK"), start)
-		return f.writeLine(cmd.Tag+" "+status) == nil
 	}
 	limit := int64(f.srv.appendLimit())
 	item, perr := parseAppendPrefix(cmd.Args[1:])

@@ -100,6 +100,20 @@ func TestMultiAppend(t *testing.T) {
 		t.Fatalf("MULTIAPPEND over quota: %q", st)
 	}
 	rc.stillInSync()
+	// One message with a malformed date or flag: refused before the
+	// library sees it, the message never read as commands.
+	body := "m9 LOGOUT\r\n"
+	for _, prefix := range []string{`"31-Foo-2025 10:00:00 +0000"`, `("\\Seen")`, `(\Seen) "x" "y"`} {
+		rc.send("m7 APPEND Archive " + prefix + " {" + itoaTest(len(body)) + "}\r\n")
+		if l := rc.line(); !strings.HasPrefix(l, "+") {
+			t.Fatalf("literal after %s: %q", prefix, l)
+		}
+		rc.send(body + "\r\n")
+		if st := rc.expectTagged("m7"); !strings.HasPrefix(st, "BAD") {
+			t.Fatalf("APPEND with %s: %q", prefix, st)
+		}
+		rc.stillInSync()
+	}
 	if n := mailboxCount(t, ts, "Archive"); n != 2 {
 		t.Fatalf("Archive has %d messages after the refused appends, want 2", n)
 	}
