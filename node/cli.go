@@ -63,7 +63,10 @@ Usage:
   mailnode user passwd --data DIR ADDRESS      (password from standard input)
   mailnode user delete --data DIR [--json] ADDRESS   (erases the user, destroying its key; "del" too)
   mailnode user list   --data DIR [--domain DOMAIN]
-  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA)
+  mailnode user show   --data DIR [--json] ADDRESS   (domain, mail shard, created, MFA, quota and usage)
+  mailnode user quota  --data DIR [--messages] ADDRESS LIMIT|none|default  (storage quota: "2GiB";
+                                               --messages: a number of messages; none = unlimited,
+                                               default = limits.default_quota / default_message_quota)
   mailnode user export --data DIR ADDRESS --to FILE [--format mbox|maildir]  (see Exporting below)
   mailnode user app-password add|list|revoke ...     (see App passwords and MFA below)
   mailnode user mfa enable|confirm|disable ...
@@ -378,6 +381,8 @@ func adminCommandArgs(name string) (int, bool) {
 		return 1, true
 	case "domain list", "user list", "status", "cluster token", "cluster status":
 		return 0, true
+	case "user quota":
+		return 2, true
 	}
 	return 0, false
 }
@@ -389,7 +394,7 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 	data := fs.String("data", "", "data directory of the node")
 	configFile := fs.String("config", "", "config file naming the data directory")
 	var keyMode, domain, region *string
-	var asJSON *bool
+	var asJSON, messages *bool
 	var ttl *time.Duration
 	switch name {
 	case "domain add":
@@ -397,6 +402,8 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		region = fs.String("region", "", "pin the domain's mail to a region")
 	case "user list":
 		domain = fs.String("domain", "", "list only this domain's users")
+	case "user quota":
+		messages = fs.Bool("messages", false, "limit the number of messages instead of their bytes")
 	case "status", "cluster status", "user show", "user del", "user delete":
 		asJSON = fs.Bool("json", false, "print as JSON")
 	case "cluster token":
@@ -418,8 +425,14 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		return fmt.Errorf("%w: %s takes %d argument(s), got %d", errUsage, name, want, len(pos))
 	}
 	var arg string
-	if want == 1 {
+	if want >= 1 {
 		arg = pos[0]
+	}
+	var quota directory.QuotaSetting
+	if name == "user quota" {
+		if quota, err = parseQuota(pos[1], *messages); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
@@ -530,8 +543,23 @@ func (c CLI) adminCommand(ctx context.Context, name string, args []string) error
 		if u.DomainRequiresMFA {
 			mfa += " (required by the domain: only app passwords log in)"
 		}
-		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\nmfa      %s\napp passwords  %d\n",
-			u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339), mfa, u.AppPasswords)
+		fmt.Fprintf(c.Stdout, "address  %s\ndomain   %s\nshard    %d\ncreated  %s\nmfa      %s\napp passwords  %d\nquota    %s\n",
+			u.Address, u.Domain, u.Shard, u.Created.Format(time.RFC3339), mfa, u.AppPasswords, describeQuota(u.Quota, false, false))
+		if u.QuotaDefault {
+			fmt.Fprintln(c.Stdout, "         (the cluster's default, limits.default_quota)")
+		}
+		fmt.Fprintf(c.Stdout, "message quota  %s\n", describeQuota(u.MessageQuota, false, true))
+		if u.MessageQuotaDefault {
+			fmt.Fprintln(c.Stdout, "         (the cluster's default, limits.default_message_quota)")
+		}
+		if u.Usage != nil && u.Messages != nil {
+			fmt.Fprintf(c.Stdout, "usage    %s in %d messages\n", formatBytes(*u.Usage), *u.Messages)
+		}
+	case "user quota":
+		if err := client.SetQuota(ctx, arg, quota); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.Stdout, "%s quota of %s: %s\n", quota.Resource, arg, describeQuota(quota.Limit, quota.Default, *messages))
 	case "user list":
 		users, err := client.Users(ctx, *domain)
 		if err != nil {

@@ -450,6 +450,15 @@ type Limits struct {
 	// CommandBurst is how many commands an address may send at once
 	// after a quiet spell; 0 means twice CommandsPerSecond.
 	CommandBurst int `toml:"command_burst"`
+	// DefaultQuota is the storage quota (the bytes of all of a user's
+	// messages) of every user without one of their own (mailnode user
+	// quota); 0, the default, means unlimited. Every node of a cluster
+	// should have the same value: the node that takes a message in
+	// decides which limit it carries.
+	DefaultQuota ByteSize `toml:"default_quota"`
+	// DefaultMessageQuota is the same for the number of a user's
+	// messages; 0, the default, means unlimited.
+	DefaultMessageQuota int64 `toml:"default_message_quota"`
 }
 
 // commandRate returns the frontends' command-rate limit, telling
@@ -616,6 +625,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConnections < 0 {
 		bad("limits.max_connections %d: want 0 (no limit) or more", c.Limits.MaxConnections)
+	}
+	if c.Limits.DefaultMessageQuota < 0 {
+		bad("limits.default_message_quota %d: want 0 (unlimited) or more", c.Limits.DefaultMessageQuota)
 	}
 	if c.Limits.MaxConnectionsPerIP < 0 {
 		bad("limits.max_connections_per_ip %d: want 0 (no limit) or more", c.Limits.MaxConnectionsPerIP)

@@ -325,3 +325,17 @@ type adminDirectory struct {
 
 // Compact snapshots every replica of this node, truncating its logs.
 func (a adminDirectory) Compact(ctx context.Context) error { return a.c.Compact(ctx) }
+
+// User shows a user as the directory has it, with the bytes their
+// messages take (from the user's mail shard; left out when the shard
+// cannot be read now).
+func (a adminDirectory) User(ctx context.Context, address string) (directory.UserInfo, error) {
+	u, err := a.Directory.User(ctx, address)
+	if err != nil {
+		return u, err
+	}
+	if q, err := a.n.store.UserQuota(ctx, address); err == nil {
+		u.Usage, u.Messages = &q.Usage, &q.Messages
+	}
+	return u, nil
+}

@@ -28,6 +28,8 @@ type metrics struct {
 	// deliveryRecords the delivery records written, dropped or failed.
 	commandsRefused *prometheus.CounterVec
 	deliveryRecords *prometheus.CounterVec
+	// overQuota counts mail refused because a user's quota is full.
+	overQuota *prometheus.CounterVec
 	// auth counts refused logins and lockouts for the auth guard.
 	auth *authMetrics
 	// filters counts content scans (filters.go).
@@ -64,9 +66,16 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_node_delivery_records_total",
 			Help: "SMTP transactions handed to the users' delivery records, by result: written, failed (not written) or dropped (the queue was full).",
 		}, []string{"result"}),
+		overQuota: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_quota_refused_total",
+			Help: "Mail refused because it would take a user over their storage quota, by operation: deliver (SMTP, a recipient at RCPT or at the end of DATA), append (IMAP APPEND) or copy (IMAP COPY).",
+		}, []string{"operation"}),
 		auth:     newAuthMetrics(),
 		filters:  newFilterMetrics(),
 		frontend: newFrontendMetrics(),
+	}
+	for _, op := range []string{"deliver", "append", "copy"} {
+		m.overQuota.WithLabelValues(op) // shown at 0 before the first refusal
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "mail_node_build_info",
@@ -77,7 +86,7 @@ func newMetrics(nodeID, version string) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords,
+		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords, m.overQuota,
 		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)
@@ -229,4 +238,10 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.voters, prometheus.GaugeValue, voters, id)
 		ch <- prometheus.MustNewConstMetric(c.hasLeadr, prometheus.GaugeValue, has, id)
 	}
+}
+
+// quotaRefused counts a change the mail store refused for quota (the
+// store's Config.OverQuota).
+func (n *Node) quotaRefused(op string) {
+	n.metrics.overQuota.WithLabelValues(op).Inc()
 }

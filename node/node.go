@@ -208,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start node: %w", err)
 	}
 	n.directory, err = directory.New(n.cluster, directory.Config{MasterKey: n.dir.masterKey, Logger: n.log, MFAIssuer: n.cfg.Hostname,
-		Postmaster: n.cfg.Postmaster, Now: n.now})
+		Postmaster: n.cfg.Postmaster, Now: n.now, DefaultQuota: directory.Quotas{Bytes: uint64(n.cfg.Limits.DefaultQuota), Messages: uint64(n.cfg.Limits.DefaultMessageQuota)}})
 	// The cluster and directory hold what they derived from the key;
 	// drop our copy.
 	n.dir.masterKey = [32]byte{}
@@ -229,7 +229,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.log.Warn("move user keys to the key store; retried at the next start", "err", err)
 		}
 	}
-	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log, SRSDomain: n.cfg.Forwarding.SRSDomain})
+	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log, SRSDomain: n.cfg.Forwarding.SRSDomain,
+		OverQuota: n.quotaRefused})
 	// The DNS records and the MTA-STS policy name the nodes' hosts; a
 	// failure here only leaves this node's name out until the hourly
 	// upkeep writes it (maintainDKIM).

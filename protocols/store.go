@@ -36,6 +36,14 @@ type Backend[A Account] interface {
 	Deliver(ctx context.Context, d schema.Delivery) error
 }
 
+// QuotaChecker is what a Store may also offer: whether a message of
+// size bytes (0: unknown) still fits the mailboxes an address delivers
+// to, schema.ErrOverQuota when it does not. The SMTP frontend asks at
+// RCPT, so that a full mailbox is refused for its recipient only.
+type QuotaChecker interface {
+	CheckQuota(ctx context.Context, address string, size int64) error
+}
+
 // StoreOf adapts a Backend to the Store interface.
 func StoreOf[A Account](b Backend[A]) Store { return backendStore[A]{b} }
 
@@ -55,6 +63,15 @@ func (s backendStore[A]) LookupRecipient(ctx context.Context, address string) er
 
 func (s backendStore[A]) Deliver(ctx context.Context, d schema.Delivery) error {
 	return s.b.Deliver(ctx, d)
+}
+
+// CheckQuota asks the backend, when it is a QuotaChecker; otherwise every
+// message fits.
+func (s backendStore[A]) CheckQuota(ctx context.Context, address string, size int64) error {
+	if qc, ok := s.b.(QuotaChecker); ok {
+		return qc.CheckQuota(ctx, address, size)
+	}
+	return nil
 }
 
 // Account is an authenticated user's mail. Mailboxes are named by their
@@ -97,8 +114,14 @@ type Account interface {
 
 	// Snapshot returns a mailbox's counters and messages at one point.
 	Snapshot(ctx context.Context, mailbox schema.ID) (schema.MailboxSnapshot, error)
-	// Append stores a message in a mailbox.
+	// Append stores a message in a mailbox; schema.ErrOverQuota when it
+	// would take the user over their storage quota.
 	Append(ctx context.Context, mailbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error)
+	// AppendBatch stores several messages in a mailbox atomically: all
+	// or none (RFC 3502 MULTIAPPEND).
+	AppendBatch(ctx context.Context, mailbox schema.ID, msgs []schema.AppendMessage) (schema.AppendBatchResult, error)
+	// Quota returns the user's storage quota and usage (RFC 9208).
+	Quota(ctx context.Context) (schema.Quota, error)
 	// Header returns a message's header section (up to and including the
 	// blank line that ends it).
 	Header(ctx context.Context, blob schema.ID) ([]byte, error)
@@ -112,7 +135,8 @@ type Account interface {
 	// UNCHANGEDSINCE, RFC 7162); the others are left alone and returned
 	// in modified, in UID order.
 	StoreFlagsIf(ctx context.Context, mailbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, unchangedSince uint64) (infos []schema.MessageInfo, modified []schema.UID, err error)
-	// Copy copies messages to dest.
+	// Copy copies messages to dest (schema.ErrOverQuota when the copies
+	// do not fit the user's quota; a move never counts against it).
 	Copy(ctx context.Context, mailbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error)
 	// Move moves messages to dest atomically.
 	Move(ctx context.Context, mailbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error)

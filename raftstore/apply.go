@@ -73,6 +73,8 @@ func (a *applier) apply() *schema.Result {
 		return a.stageChunk(p)
 	case *schema.Append:
 		return a.append(p)
+	case *schema.AppendBatch:
+		return a.appendBatch(p)
 	case *schema.SetAttrs:
 		return a.setAttrs(p)
 	case *schema.Copy:

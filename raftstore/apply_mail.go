@@ -195,25 +195,47 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	if u == nil {
 		return fail(schema.CodeNoSuchUser)
 	}
+	mboxID, rec, failed := a.checkAppend(u, p, 1)
+	if failed != nil {
+		return failed
+	}
+	if u.overQuota(p.Size, 1, p.Quota, p.MessageQuota) {
+		return fail(schema.CodeOverQuota)
+	}
+	uid := a.commitAppend(u, p, mboxID, rec)
+	u.putMailbox(rec)
+	return &schema.Result{UIDValidity: rec.UIDValidity, UIDs: []schema.UID{uid}}
+}
+
+// checkAppend checks the preconditions of one append (of n into the same
+// mailbox) and returns its mailbox, or the result that refuses it.
+func (a *applier) checkAppend(u *userMail, p *schema.Append, n int) (schema.ID, *schema.MailboxRecord, *schema.Result) {
 	mboxID := p.Mailbox
 	if mboxID.IsZero() {
 		mboxID = u.state().Inbox
 	}
 	rec := u.mailbox(mboxID)
 	if rec == nil {
-		return fail(schema.CodeNoSuchMailbox)
+		return mboxID, nil, fail(schema.CodeNoSuchMailbox)
 	}
 	total := uint64(p.StagedChunks) + uint64(len(p.Chunks))
 	if total == 0 || total > math.MaxUint32 || p.Blob.IsZero() || p.Message.IsZero() ||
-		u.blobs.Get(p.Blob[:]) != nil || rec.UIDNext == math.MaxUint32 {
-		return fail(schema.CodeInvalid)
+		u.blobs.Get(p.Blob[:]) != nil || uint64(rec.UIDNext)+uint64(n) > math.MaxUint32 {
+		return mboxID, nil, fail(schema.CodeInvalid)
 	}
 	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		if v := staged.Get(stagedKey(p.User, p.Blob, i)); len(v) < 8 {
-			return fail(schema.CodeInvalid) // expired or never staged
+			return mboxID, nil, fail(schema.CodeInvalid) // expired or never staged
 		}
 	}
+	return mboxID, rec, nil
+}
+
+// commitAppend stores a checked append in rec's mailbox and returns its
+// UID; the caller writes rec back.
+func (a *applier) commitAppend(u *userMail, p *schema.Append, mboxID schema.ID, rec *schema.MailboxRecord) schema.UID {
+	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		k := stagedKey(p.User, p.Blob, i)
 		v := staged.Get(k)
@@ -223,6 +245,7 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	for j, c := range p.Chunks {
 		must(u.chunks.Put(chunkKey(p.Blob, p.StagedChunks+uint32(j)), c))
 	}
+	total := uint64(p.StagedChunks) + uint64(len(p.Chunks))
 	blob := &schema.BlobRecord{ID: p.Blob, Refs: 1, Size: p.Size, Chunks: uint32(total)}
 	must(u.blobs.Put(p.Blob[:], blob.Marshal()))
 
@@ -233,9 +256,8 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	rec.Size += p.Size
 	msg := &schema.MessageRecord{UID: uid, ID: p.Message, Blob: p.Blob, Size: p.Size, ModSeq: rec.HighestModSeq, Sealed: p.Sealed}
 	putMessage(u.msgs(mboxID, true), msg)
-	u.putMailbox(rec)
 	a.emit(Event{User: p.User, Kind: schema.ChangeAdded, Mailbox: mboxID, UID: uid, Message: msg})
-	return &schema.Result{UIDValidity: rec.UIDValidity, UIDs: []schema.UID{uid}}
+	return uid
 }
 
 func (a *applier) setAttrs(p *schema.SetAttrs) *schema.Result {
@@ -276,6 +298,19 @@ func (a *applier) copy(p *schema.Copy) *schema.Result {
 	for _, it := range p.Items {
 		if it.Message.IsZero() {
 			return fail(schema.CodeInvalid)
+		}
+	}
+	if (p.Quota != 0 || p.MessageQuota != 0) && !p.Move {
+		var add, n uint64
+		srcMsgs := u.msgs(p.Source, false)
+		for _, it := range p.Items {
+			if m := getMessage(srcMsgs, it.UID); m != nil {
+				add += m.Size
+				n++
+			}
+		}
+		if n > 0 && u.overQuota(add, n, p.Quota, p.MessageQuota) {
+			return fail(schema.CodeOverQuota)
 		}
 	}
 	sameBox := p.Source == p.Dest

@@ -364,6 +364,10 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		if !slices.Equal(uids(ms), []schema.UID{1, 2, 3}) {
 			t.Errorf("restored uids %v", uids(ms))
 		}
+		// The quota usage travels with the state.
+		if b, n, err := r.Usage(f.user); err != nil || b != uint64(3*len("snap me")) || n != 3 {
+			t.Errorf("restored usage %d bytes, %d messages, %v", b, n, err)
+		}
 		if r.AppliedIndex() == 0 {
 			t.Error("restored state has no applied index")
 		}

@@ -19,5 +19,5 @@ func (d *Directory) UserByAddress(ctx context.Context, address string) (*User, e
 	if err != nil {
 		return nil, fmt.Errorf("user %s: %w", addr, err)
 	}
-	return d.user(rec, info.Address)
+	return d.user(rec, info)
 }

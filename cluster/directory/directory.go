@@ -57,6 +57,9 @@ type Config struct {
 	// the mail to postmaster@ of every served domain that has no user or
 	// alias of that name (RFC 5321 section 4.5.1); "" for none.
 	Postmaster string
+	// DefaultQuota is the limits of every user without ones of their
+	// own; 0 means unlimited.
+	DefaultQuota Quotas
 	// Now is the clock of records (creation times, the last use of app
 	// passwords and its hourly throttle, TOTP codes); nil means time.Now.
 	Now func() time.Time
@@ -89,6 +92,8 @@ type Directory struct {
 	closeOnce sync.Once
 	// postmaster receives postmaster@ of every domain without one.
 	postmaster string
+	// defaultQuota is Config.DefaultQuota.
+	defaultQuota Quotas
 	// srsMu guards srs, the sender rewriter (forward.go), made once.
 	srsMu sync.Mutex
 	srs   *SRS
@@ -122,6 +127,8 @@ func New(c Cluster, cfg Config) (*Directory, error) {
 		ukeys:  newKeyCache(),
 		now:    cfg.Now,
 		issuer: cfg.MFAIssuer,
+
+		defaultQuota: cfg.DefaultQuota,
 	}
 	if cfg.Postmaster != "" {
 		pm, _, err := schema.CanonicalAddress(cfg.Postmaster)
@@ -211,6 +218,9 @@ type User struct {
 	// AppPassword names the app password a login used ("" for the
 	// account password, or when the User was not made by a login).
 	AppPassword string
+	// Quota is the user's limits when the User was made (0: unlimited);
+	// writes read them again (QuotaLimit).
+	Quota Quotas
 }
 
 // Domain is a served domain as the admin interface lists it.
@@ -246,6 +256,11 @@ type userInfo struct {
 	AppPasswords []appPassword `json:"ap,omitempty"`
 	// MFA is the user's TOTP enrolment, nil when there is none.
 	MFA *mfaState `json:"mfa,omitempty"`
+	// Quota is the user's own storage limit in bytes (0: unlimited),
+	// nil when the cluster's default applies (quota.go); MessageQuota
+	// the same for the number of messages.
+	Quota        *uint64 `json:"q,omitempty"`
+	MessageQuota *uint64 `json:"qm,omitempty"`
 }
 
 var keyObject = []byte("key")
@@ -822,6 +837,19 @@ type UserInfo struct {
 	DomainRequiresMFA bool `json:"domain_requires_mfa,omitempty"`
 	// AppPasswords counts the user's app passwords.
 	AppPasswords int `json:"app_passwords"`
+	// Quota is the storage limit in bytes that applies (0: unlimited);
+	// QuotaDefault says it is the cluster's default, not the user's own.
+	Quota        uint64 `json:"quota"`
+	QuotaDefault bool   `json:"quota_default"`
+	// MessageQuota and MessageQuotaDefault are the same for the number
+	// of messages.
+	MessageQuota        uint64 `json:"message_quota"`
+	MessageQuotaDefault bool   `json:"message_quota_default"`
+	// Usage is the bytes of the user's messages, Messages their number
+	// (filled in by the mail store; the directory does not read mail
+	// shards).
+	Usage    *uint64 `json:"usage,omitempty"`
+	Messages *uint64 `json:"messages,omitempty"`
 }
 
 // User returns what the admin interface shows of one user, including the
@@ -838,6 +866,8 @@ func (d *Directory) User(ctx context.Context, address string) (UserInfo, error) 
 	return UserInfo{
 		Address: info.Address, Domain: domain, Shard: rec.Shard, Created: time.Unix(info.Created, 0).UTC(),
 		MFA: info.mfaStatus(), DomainRequiresMFA: d.domainRequiresMFA(rec.Domain), AppPasswords: len(info.AppPasswords),
+		Quota: d.quotasOf(info).Bytes, QuotaDefault: info.Quota == nil,
+		MessageQuota: d.quotasOf(info).Messages, MessageQuotaDefault: info.MessageQuota == nil,
 	}, nil
 }
 
@@ -907,7 +937,7 @@ func (d *Directory) Authenticate(ctx context.Context, cred schema.Credentials) (
 	if matched != "" {
 		d.usage.used(rec.ID, matched, cred.Remote)
 	}
-	u, err := d.user(rec, info.Address)
+	u, err := d.user(rec, info)
 	if err != nil {
 		return nil, err
 	}
@@ -919,12 +949,12 @@ func (d *Directory) Authenticate(ctx context.Context, cred schema.Credentials) (
 	return u, nil
 }
 
-func (d *Directory) user(rec schema.UserRecord, address string) (*User, error) {
+func (d *Directory) user(rec schema.UserRecord, info userInfo) (*User, error) {
 	keys, err := d.userKeysFor(rec)
 	if err != nil {
 		return nil, err
 	}
-	return &User{ID: rec.ID, Address: address, Shard: rec.Shard, Keys: keys}, nil
+	return &User{ID: rec.ID, Address: info.Address, Shard: rec.Shard, Keys: keys, Quota: d.quotasOf(info)}, nil
 }
 
 // UserByID returns a user by id (a spooled message names its recipients
@@ -944,5 +974,5 @@ func (d *Directory) UserByID(ctx context.Context, id schema.ID) (*User, error) {
 	if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
 		return nil, fmt.Errorf("open user record: %w", err)
 	}
-	return d.user(rec, info.Address)
+	return d.user(rec, info)
 }

@@ -54,7 +54,7 @@ func (d *Directory) ResolveRecipients(ctx context.Context, address string) ([]*U
 		if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
 			return nil, fmt.Errorf("open user record: %w", err)
 		}
-		u, err := d.user(rec, info.Address)
+		u, err := d.user(rec, info)
 		if err != nil {
 			return nil, err
 		}

@@ -57,14 +57,52 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	var users []*directory.User
 	var errs []error
 	shards := map[uint32]bool{}
+	// Quotas: with several users, each is checked before anything is
+	// committed, so that a recipient all of whose users are full fails
+	// alone (schema.ErrOverQuota) and a full user reached only through an
+	// alias of several users is skipped; the shard checks again at
+	// commit. One user needs only the commit's check.
+	exempt := map[schema.ID]bool{}
+	resolved := make([][]*directory.User, len(d.Recipients))
+	distinct := map[schema.ID]bool{}
 	for i, rcpt := range d.Recipients {
 		us, err := s.dir.ResolveRecipients(ctx, rcpt)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("deliver to recipient %d: %w", i+1, err))
 			continue
 		}
+		resolved[i] = us
 		for _, u := range us {
-			if seen[u.ID] {
+			distinct[u.ID] = true
+			if postmasterAddress(rcpt) {
+				exempt[u.ID] = true
+			}
+		}
+	}
+	full := map[schema.ID]error{}
+	for i, us := range resolved {
+		fits := 0
+		for _, u := range us {
+			if _, checked := full[u.ID]; !checked {
+				full[u.ID] = nil
+				if len(distinct) > 1 && !exempt[u.ID] {
+					full[u.ID] = s.fits(ctx, u, uint64(len(msg)))
+				}
+			}
+			if err := full[u.ID]; err != nil && !errors.Is(err, schema.ErrOverQuota) {
+				return fmt.Errorf("deliver: %w", err) // the check itself failed: try again later
+			}
+			if full[u.ID] == nil {
+				fits++
+			}
+		}
+		if fits == 0 && len(us) > 0 {
+			s.quotaRefused("deliver")
+			errs = append(errs, fmt.Errorf("deliver to recipient %d: %w", i+1, full[us[0].ID]))
+			continue
+		}
+		for _, u := range us {
+			if seen[u.ID] || full[u.ID] != nil {
 				continue // one copy per mailbox, whatever aliases were used
 			}
 			seen[u.ID] = true
@@ -79,27 +117,50 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 		if err := s.spool(ctx, d.From, users, msg, now, d.Fingerprint, d.Junk); err != nil {
 			return err
 		}
-		return errors.Join(errs...)
+		return partly(errs)
 	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(deliverConcurrency)
+	stored := 0
 	for _, u := range users {
 		g.Go(func() error {
 			req := schema.NewID()
 			if d.Fingerprint != nil {
 				req = deriveID("mailcluster/delivery-copy/", d.Fingerprint, u.ID[:])
 			}
-			if err := s.deliverCopy(gctx, u, d.Junk, msg, now, req); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("deliver: %w", err))
-				mu.Unlock()
+			quota := u.Quota
+			if exempt[u.ID] {
+				quota = directory.Quotas{}
 			}
+			err := s.deliverCopy(gctx, u, d.Junk, msg, now, req, quota)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if errors.Is(err, schema.ErrOverQuota) {
+					s.quotaRefused("deliver")
+				}
+				errs = append(errs, fmt.Errorf("deliver: %w", err))
+				return nil
+			}
+			stored++
 			return nil
 		})
 	}
 	_ = g.Wait()
-	return errors.Join(errs...)
+	if stored == 0 {
+		return errors.Join(errs...)
+	}
+	return partly(errs)
+}
+
+// partly returns the failures of a delivery that committed some copies,
+// marked schema.ErrPartlyDelivered, or nil.
+func partly(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", schema.ErrPartlyDelivered, errors.Join(errs...))
 }
 
 // spool commits msg once to the spool of the first recipient's shard,
@@ -168,7 +229,9 @@ func (s *Store) fanOut(ctx context.Context, home uint32, id schema.ID, users []*
 	g.SetLimit(deliverConcurrency)
 	for _, u := range users {
 		g.Go(func() error {
-			err := s.deliverCopy(gctx, u, junk, msg, date, copyRequest(id, u.ID))
+			// A spooled copy is not limited by the quota: the message
+			// was accepted (checked before the spool commit).
+			err := s.deliverCopy(gctx, u, junk, msg, date, copyRequest(id, u.ID), directory.Quotas{})
 			if err != nil {
 				s.log.Warn("spooled copy not committed yet; it will be retried", "shard", u.Shard, "err", err)
 				return nil
@@ -274,7 +337,7 @@ const junkMailboxName = "Junk"
 
 // deliverCopy stores one recipient's copy: in INBOX, or for junk in the
 // user's Junk mailbox.
-func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, msg []byte, date time.Time, req schema.ID) error {
+func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, msg []byte, date time.Time, req schema.ID, quota directory.Quotas) error {
 	var mbox schema.ID // INBOX
 	if junk {
 		var err error
@@ -282,7 +345,7 @@ func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, m
 			return err
 		}
 	}
-	_, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req)
+	_, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req, quota)
 	return err
 }
 

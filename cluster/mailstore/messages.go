@@ -3,6 +3,7 @@ package mailstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -97,7 +98,14 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
-	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewID())
+	quota, err := a.limit()
+	if err != nil {
+		return schema.AppendResult{}, err
+	}
+	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewID(), quota)
+	if errors.Is(err, schema.ErrOverQuota) {
+		a.s.quotaRefused("append")
+	}
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
@@ -107,30 +115,17 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 }
 
 // storeMessage seals msg for a user and commits it to a mailbox (the
-// user's inbox when mbox is zero) on the user's shard. The final Append
-// carries reqID, so a spooled delivery retried with the same id stores
-// one copy.
+// user's inbox when mbox is zero) on the user's shard, refused by the
+// shard with schema.ErrOverQuota when it would take the user over quota
+// (zero limits: none). The final Append carries reqID, so a spooled
+// delivery retried with the same id stores one copy.
 func (s *Store) storeMessage(ctx context.Context, shard uint32, user schema.ID, keys *directory.UserKeys,
-	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID) (*schema.Result, error) {
-	msg = schema.NormalizeCRLF(msg)
-	if len(msg) > MaxMessageSize {
-		return nil, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
-	}
-	if date.IsZero() {
-		date = time.Now()
-	}
-	app := &schema.Append{User: user, Mailbox: mbox, Message: schema.NewID(), Blob: schema.NewID(), Size: uint64(len(msg))}
-	var err error
-	if app.Sealed, err = s.sealAttrs(keys, user, app.Message, messageAttrs{Flags: flags, Date: date.UnixNano()}); err != nil {
+	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID, quota directory.Quotas) (*schema.Result, error) {
+	app, sealed, err := s.sealMessage(user, keys, mbox, msg, flags, date)
+	if err != nil {
 		return nil, err
 	}
-	pieces := splitMessage(msg)
-	sealed := make([][]byte, len(pieces))
-	for i, p := range pieces {
-		if sealed[i], err = s.sealer.Seal(keys.Ring(), seal.KindChunk, user[:], seal.ChunkObject(app.Blob, uint32(i)), p); err != nil {
-			return nil, err
-		}
-	}
+	app.Quota, app.MessageQuota = quota.Bytes, quota.Messages
 	if app.StagedChunks, app.Chunks, err = s.stage(ctx, shard, user, app.Blob, sealed); err != nil {
 		return nil, err
 	}
@@ -153,19 +148,28 @@ func (s *Store) stage(ctx context.Context, shard uint32, owner, blob schema.ID, 
 		return 0, sealed, nil
 	}
 	staged := len(sealed) - 1
+	if err := s.stageAll(ctx, shard, owner, blob, sealed[:staged]); err != nil {
+		return 0, nil, err
+	}
+	return uint32(staged), sealed[staged:], nil
+}
+
+// stageAll commits the given sealed chunks, from index 0, one Raft entry
+// each.
+func (s *Store) stageAll(ctx context.Context, shard uint32, owner, blob schema.ID, chunks [][]byte) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(stageConcurrency)
-	for i := 0; i < staged; i++ {
-		p := &schema.StageChunk{User: owner, Blob: blob, Index: uint32(i), Sealed: sealed[i]}
+	for i, c := range chunks {
+		p := &schema.StageChunk{User: owner, Blob: blob, Index: uint32(i), Sealed: c}
 		g.Go(func() error {
 			_, err := s.c.Apply(gctx, shard, p)
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, nil, fmt.Errorf("stage message chunks: %w", err)
+		return fmt.Errorf("stage message chunks: %w", err)
 	}
-	return uint32(staged), sealed[staged:], nil
+	return nil
 }
 
 // splitMessage cuts msg into the header section and body chunks.
@@ -324,6 +328,13 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 	for start := 0; start < len(recs); start += batchSize {
 		batch := recs[start:min(start+batchSize, len(recs))]
 		cp := &schema.Copy{User: a.user, Source: mbox, Dest: dest, Move: move}
+		if !move {
+			q, err := a.limit()
+			if err != nil {
+				return res, err
+			}
+			cp.Quota, cp.MessageQuota = q.Bytes, q.Messages
+		}
 		for i := range batch {
 			info, err := a.s.openMessage(a.keys, a.user, &batch[i])
 			if err != nil {
@@ -336,6 +347,9 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 			cp.Items = append(cp.Items, item)
 		}
 		r, err := a.apply(ctx, cp)
+		if errors.Is(err, schema.ErrOverQuota) {
+			a.s.quotaRefused("copy")
+		}
 		if err != nil {
 			return res, fmt.Errorf("copy: %w", err)
 		}

@@ -289,7 +289,9 @@ func (s *Store) DeliverReport(ctx context.Context, e schema.OutboundEntry, kind 
 		return fmt.Errorf("report to the sender: %w", err)
 	}
 	req := deriveID("mailcluster/outbound-report/", e.ID[:], []byte(kind))
-	if err := s.deliverCopy(ctx, u, false, msg, time.Now(), req); err != nil {
+	// Not limited by the quota: the sender must learn what became of
+	// their mail.
+	if err := s.deliverCopy(ctx, u, false, msg, time.Now(), req, directory.Quotas{}); err != nil {
 		return fmt.Errorf("report to the sender: %w", err)
 	}
 	return nil

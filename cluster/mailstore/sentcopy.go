@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -35,7 +36,9 @@ func (s *Store) SaveSent(ctx context.Context, user string, msg, fingerprint []by
 	if fingerprint != nil {
 		req = deriveID("mailcluster/sent-copy/", fingerprint, u.ID[:])
 	}
-	if _, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, []string{schema.FlagSeen}, time.Now(), req); err != nil {
+	// Not limited by the quota: a user whose mailbox is full can still
+	// send mail, and the message is already on its way.
+	if _, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, []string{schema.FlagSeen}, time.Now(), req, directory.Quotas{}); err != nil {
 		return fmt.Errorf("sent copy: %w", err)
 	}
 	return nil

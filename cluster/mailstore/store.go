@@ -49,6 +49,10 @@ type Config struct {
 	// SRSDomain is the domain of the SRS addresses that forwarded mail
 	// goes out from; "" means the alias's own domain.
 	SRSDomain string
+	// OverQuota, if set, is told about every change refused because it
+	// would take a user over their quota: op is "deliver", "append" or
+	// "copy" (for the node's metrics; it must not block).
+	OverQuota func(op string)
 }
 
 // Store is the mail store the frontends consume: it satisfies

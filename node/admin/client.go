@@ -136,6 +136,16 @@ func (c *Client) SetPassword(ctx context.Context, address, password string) erro
 	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/password", passwordRequest{Password: password}, nil)
 }
 
+// SetQuota sets a user's quota on one resource (q.Limit, 0 for
+// unlimited) or returns them to the cluster's default (q.Default).
+func (c *Client) SetQuota(ctx context.Context, address string, q directory.QuotaSetting) error {
+	req := QuotaRequest{Resource: string(q.Resource), Default: q.Default}
+	if !q.Default {
+		req.Limit = &q.Limit
+	}
+	return c.do(ctx, http.MethodPut, "/v1/users/"+url.PathEscape(address)+"/quota", req, nil)
+}
+
 // AddAppPassword gives a user a new app password for the protocols of
 // scope (nil for all) and returns it; nobody can see it again.
 func (c *Client) AddAppPassword(ctx context.Context, address, name string, scope []string) (string, error) {

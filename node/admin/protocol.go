@@ -64,6 +64,17 @@ type passwordRequest struct {
 	Password string `json:"password"`
 }
 
+// QuotaRequest sets a user's quota on one resource (PUT
+// /v1/users/{address}/quota): Resource "storage" (the default, Limit in
+// bytes) or "messages" (Limit in messages); Limit 0 is unlimited, Default
+// follows the cluster's default (limits.default_quota,
+// limits.default_message_quota).
+type QuotaRequest struct {
+	Resource string  `json:"resource,omitempty"`
+	Limit    *uint64 `json:"limit,omitempty"`
+	Default  bool    `json:"default,omitempty"`
+}
+
 type usersResponse struct {
 	Users []string `json:"users"`
 }

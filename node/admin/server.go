@@ -30,6 +30,9 @@ type Directory interface {
 	// reports what it did.
 	EraseUser(ctx context.Context, address string) (DeleteResult, error)
 	SetPassword(ctx context.Context, address, password string) error
+	// SetQuota sets a user's storage quota, or returns them to the
+	// cluster's default.
+	SetQuota(ctx context.Context, address string, q directory.QuotaSetting) error
 	Users(ctx context.Context, domain string) ([]string, error)
 	User(ctx context.Context, address string) (directory.UserInfo, error)
 	AddAppPassword(ctx context.Context, address, name string, scope []string) (string, error)
@@ -71,6 +74,7 @@ func NewHandler(dir Directory, cl Cluster, status func(context.Context) Status, 
 	mux.HandleFunc("POST /v1/users", h.addUser)
 	mux.HandleFunc("DELETE /v1/users/{address}", h.deleteUser)
 	mux.HandleFunc("PUT /v1/users/{address}/password", h.setPassword)
+	mux.HandleFunc("PUT /v1/users/{address}/quota", h.setQuota)
 	mux.HandleFunc("GET /v1/users/{address}/app-passwords", h.listAppPasswords)
 	mux.HandleFunc("POST /v1/users/{address}/app-passwords", h.addAppPassword)
 	mux.HandleFunc("DELETE /v1/users/{address}/app-passwords/{name}", h.revokeAppPassword)
@@ -233,6 +237,26 @@ func (h *handler) setPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.dir.SetPassword(r.Context(), r.PathValue("address"), req.Password); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) setQuota(w http.ResponseWriter, r *http.Request) {
+	var req QuotaRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if req.Default == (req.Limit != nil) {
+		h.fail(w, fmt.Errorf("quota: give either a limit in bytes (0 for unlimited) or default: %w", schema.ErrInvalid))
+		return
+	}
+	q := directory.QuotaSetting{Resource: directory.QuotaResource(req.Resource), Default: req.Default}
+	if req.Limit != nil {
+		q.Limit = *req.Limit
+	}
+	if err := h.dir.SetQuota(r.Context(), r.PathValue("address"), q); err != nil {
 		h.fail(w, err)
 		return
 	}

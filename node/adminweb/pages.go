@@ -354,3 +354,21 @@ func (s *Server) confirmMFA(w http.ResponseWriter, r *http.Request, sess *sessio
 	}
 	s.redirect(w, r, sess, back, fmt.Sprintf("MFA is on for %s.", address), false)
 }
+
+// quotaText shows a user's storage usage and quota: "1.2 MiB of 2.0 GiB",
+// "unlimited" without a limit, "(default)" when it is the cluster's.
+func quotaText(u directory.UserInfo) string {
+	used := "?"
+	if u.Usage != nil {
+		used = humanBytes(int64(min(*u.Usage, 1<<62)))
+	}
+	limit := "unlimited"
+	if u.Quota != 0 {
+		limit = humanBytes(int64(min(u.Quota, 1<<62)))
+	}
+	s := used + " of " + limit
+	if u.QuotaDefault {
+		s += " (default)"
+	}
+	return s
+}

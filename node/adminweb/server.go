@@ -119,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "adminweb"), sessions: newSessions(cfg.IdleTimeout, cfg.MaxAge, cfg.Now),
 		pages: map[string]*template.Template{}}
-	funcs := template.FuncMap{"since": s.since, "bytes": humanBytes, "seconds": humanSeconds, "when": when}
+	funcs := template.FuncMap{"since": s.since, "bytes": humanBytes, "seconds": humanSeconds, "when": when, "quota": quotaText}
 	for _, page := range []string{"login", "status", "domains", "users", "mfa"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/"+page+".html")
 		if err != nil {

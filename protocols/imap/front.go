@@ -454,11 +454,13 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		defer f.setExt(cmdExt{})
 	}
 	switch cmd.Name {
-	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT", "THREAD", "UID THREAD":
+	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT", "THREAD", "UID THREAD", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA":
 		if ok, alive := f.rated(cmd.Tag); !ok {
 			return alive
 		}
 		switch cmd.Name {
+		case "GETQUOTA", "GETQUOTAROOT", "SETQUOTA":
+			return f.quota(cmd)
 		case "ID":
 			return f.id(cmd)
 		case "COMPRESS":
@@ -473,7 +475,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 	f.setInflight(cmd.Tag)
 	defer f.setInflight("")
 	if cmd.Pending != nil {
-		return f.append(cmd)
+		return f.appendMessages(cmd) // multiappend.go
 	}
 	if err := f.forward(wire); err != nil {
 		return false
@@ -623,60 +625,6 @@ func (f *frontConn) skipPending(cmd *imapwire.Command, we *imapwire.Error) bool 
 	// The rest of the command line.
 	_, err := f.rd.ReadLine(maxContinuationLine)
 	return err == nil
-}
-
-// append forwards an APPEND whose message literal the front streams.
-// The library answers a synchronizing literal itself ("+" or a refusal);
-// the message's last byte is held back until the rest of the command is
-// known to be well formed, so a malformed one never stores a message.
-func (f *frontConn) append(cmd *imapwire.Command) bool {
-	h := cmd.Pending
-	wire := append(cmd.Wire, h.Marker(!h.NonSync)...)
-	wire = append(wire, '\r', '\n')
-	if err := f.forward(wire); err != nil {
-		return false
-	}
-	if !h.NonSync {
-		ev, ok := <-f.events
-		if !ok {
-			return false
-		}
-		if !ev.cont {
-			f.completed(cmd, ev.status)
-			return true
-		}
-	}
-	br := f.rd.Buffered()
-	if h.Size > 0 {
-		if _, err := io.CopyN(f.pipe, br, h.Size-1); err != nil {
-			return false
-		}
-	}
-	var last []byte
-	if h.Size > 0 {
-		b, err := br.ReadByte()
-		if err != nil {
-			return false
-		}
-		last = []byte{b}
-	}
-	rest, err := f.rd.ReadLine(maxContinuationLine)
-	if err != nil {
-		if errors.Is(err, imapwire.ErrTooLong) {
-			f.bye("Line too long")
-		}
-		return false
-	}
-	if r := strings.TrimSpace(string(rest)); r != "" && r != ")" {
-		// MULTIAPPEND (not offered) or garbage after the message: the
-		// library would store the message and answer nothing.
-		f.bye("Syntax error after the APPEND message")
-		return false
-	}
-	if err := f.forward(append(append(last, rest...), '\r', '\n')); err != nil {
-		return false
-	}
-	return f.await(cmd)
 }
 
 // id answers ID (RFC 2971), in any state: it logs what the client says

@@ -255,6 +255,8 @@ func (s *session) storeError(op string, err error) error {
 		return no(imap.ResponseCodeCannot, "This mailbox cannot be deleted")
 	case errors.Is(err, schema.ErrTooLarge):
 		return no(imap.ResponseCodeTooBig, "Message too large")
+	case errors.Is(err, schema.ErrOverQuota):
+		return no(imap.ResponseCodeOverQuota, "Mailbox full: quota exceeded")
 	case errors.Is(err, schema.ErrNoSuchMessage):
 		return no(imap.ResponseCodeNonExistent, "No such message")
 	case errors.Is(err, schema.ErrPermissionDeny):

@@ -18,3 +18,13 @@ func TestStoreFlagsIf(t *testing.T) {
 	b := env.Login(t, "condstore@example.test", pw)
 	CheckStoreFlagsIf(t, a, b, mustMailbox(t, a, "INBOX").ID)
 }
+
+func TestAppendBatchAndQuota(t *testing.T) {
+	_, a := newUser(t, "batch@example.test")
+	CheckAppendBatch(t, a)
+	env, b := newUser(t, "quota@example.test")
+	if err := env.Mem.SetQuota("quota@example.test", 4000); err != nil {
+		t.Fatal(err)
+	}
+	CheckQuotaRefusals(t, b, 4000)
+}

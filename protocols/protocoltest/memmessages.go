@@ -213,6 +213,18 @@ func (a *MemAccount) copy(ctx context.Context, mbox schema.ID, uids []schema.UID
 		if uint64(dst.info.UIDNext)+uint64(len(batch)) >= math.MaxUint32 {
 			return res, fmt.Errorf("%s: destination out of UIDs: %w", op, schema.ErrInvalid)
 		}
+		if !move {
+			var add, n uint64
+			for _, uid := range batch {
+				if m := src.message(uid); m != nil {
+					add += m.Size
+					n++
+				}
+			}
+			if err := a.u.fits(add, n); err != nil {
+				return res, fmt.Errorf("%s: %w", op, err)
+			}
+		}
 		for _, uid := range batch {
 			m := src.message(uid)
 			if m == nil {

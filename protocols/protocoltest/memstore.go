@@ -81,7 +81,9 @@ type memUser struct {
 	watchers        map[int]*memWatcher
 	maildropLocked  bool // the POP3 maildrop lock
 	appPasswords    []memAppPassword
-	mfa             bool // MFA on: only app passwords log in
+	mfa             bool   // MFA on: only app passwords log in
+	quota           uint64 // storage limit in bytes, 0 for none
+	messageQuota    uint64 // limit on the number of messages, 0 for none
 
 	// keptSubscriptions are subscribed names whose mailbox was deleted.
 	keptSubscriptions []string
@@ -343,6 +345,7 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 	defer s.mu.Unlock()
 	seen := map[*memUser]bool{}
 	var errs []error
+	stored := 0
 	for _, rcpt := range d.Recipients {
 		u, err := s.resolveRecipient(rcpt)
 		if err != nil {
@@ -359,7 +362,13 @@ func (s *MemStore) Deliver(ctx context.Context, d schema.Delivery) error {
 		}
 		if _, err := s.storeMessage(ctx, u, mbox, msg, nil, now); err != nil {
 			errs = append(errs, fmt.Errorf("deliver: %w", err))
+			continue
 		}
+		stored++
+	}
+	if stored > 0 && len(errs) > 0 {
+		// As the cluster's store marks it.
+		return fmt.Errorf("%w: %w", schema.ErrPartlyDelivered, errors.Join(errs...))
 	}
 	return errors.Join(errs...)
 }
@@ -406,6 +415,9 @@ func (s *MemStore) storeMessage(ctx context.Context, u *memUser, mbox schema.ID,
 	}
 	if mb.info.UIDNext == math.MaxUint32 {
 		return schema.AppendResult{}, fmt.Errorf("append: mailbox out of UIDs: %w", schema.ErrInvalid)
+	}
+	if err := u.fits(uint64(len(msg)), 1); err != nil {
+		return schema.AppendResult{}, fmt.Errorf("append: %w", err)
 	}
 	blob := schema.NewID()
 	u.blobs[blob] = &memBlob{data: bytes.Clone(msg), refs: 1}

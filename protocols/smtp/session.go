@@ -258,6 +258,11 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		}
 		remote = true
 	}
+	if lerr == nil {
+		if e := s.checkQuota(ctx, to); e != nil {
+			return s.refuse("rcpt", e)
+		}
+	}
 	s.mu.Lock()
 	if s.tx.seen == nil {
 		s.tx.seen = make(map[string]bool)
@@ -484,6 +489,14 @@ func (s *session) scan(tx transaction, txnID string, msg []byte) (filter.Verdict
 // deliveryError maps a Deliver failure to the reply.
 func (s *session) deliveryError(err error) *protocols.Error {
 	switch {
+	case errors.Is(err, schema.ErrOverQuota) && errors.Is(err, schema.ErrPartlyDelivered):
+		// SMTP has one reply for every recipient of DATA (RFC 5321
+		// section 3.3): a temporary one makes the sender try again
+		// later, and the copies already stored are not stored twice
+		// when the message has a Message-ID (Delivery.Fingerprint).
+		return protocols.Temporaryf(452, [3]int{4, 2, 2}, err, "Mailbox full for some recipients, try again later")
+	case errors.Is(err, schema.ErrOverQuota):
+		return errMailboxFull(err)
 	case errors.Is(err, schema.ErrTooLarge):
 		return protocols.Permanentf(552, [3]int{5, 3, 4}, err, "Message too large for the mailbox")
 	case errors.Is(err, schema.ErrNotLocal), errors.Is(err, schema.ErrNoSuchDomain),

@@ -41,6 +41,13 @@ func sampleCommands() []Command {
 		{Time: 7, Payload: &Enqueue{ID: id(14), User: id(5), Size: 42, StagedChunks: 1, Chunks: [][]byte{[]byte("h"), []byte("b")}, State: []byte("st"), NextAttempt: 8}},
 		{Payload: &UpdateOutbound{ID: id(14), Version: 3, NextAttempt: 9, Held: true, Finished: 10, State: []byte("s2")}},
 		{Payload: &DeleteOutbound{ID: id(14)}},
+		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, Quota: 1 << 30}},
+		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, MessageQuota: 9}},
+		{Payload: &Copy{User: id(5), Source: id(7), Dest: id(6), Items: []CopyItem{{UID: 1, Message: id(10), Sealed: []byte("s")}}, Quota: 5, MessageQuota: 6}},
+		{Payload: &AppendBatch{User: id(5), Mailbox: id(7), Quota: 7, MessageQuota: 8, Items: []Append{
+			{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}},
+			{User: id(5), Mailbox: id(7), Message: id(10), Blob: id(11), Size: 9, Sealed: []byte("b"), StagedChunks: 2, Chunks: [][]byte{}},
+		}}},
 	}
 }
 
@@ -70,7 +77,7 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 		"bad version": append([]byte{9}, good[1:]...),
 		"unknown op":  append([]byte{1, 200}, good[2:]...),
 		"truncated":   good[:len(good)-3],
-		"trailing":    append(append([]byte{}, good...), 0),
+		"trailing":    append(append([]byte{}, good...), 0, 0, 0), // past the optional quotas
 	} {
 		if _, err := DecodeCommand(b); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)

@@ -31,6 +31,7 @@ const (
 	OpEnqueue
 	OpUpdateOutbound
 	OpDeleteOutbound
+	OpAppendBatch
 	opMax
 )
 
@@ -43,7 +44,7 @@ var opNames = [...]string{
 	OpSetAttrs: "set-attrs", OpCopy: "copy", OpExpunge: "expunge", OpExpireStaged: "expire-staged",
 	OpSwapSetting: "swap-setting", OpLease: "lease", OpSpool: "spool", OpSpoolDone: "spool-done",
 	OpSwapUserValue: "swap-user-value", OpEnqueue: "enqueue", OpUpdateOutbound: "update-outbound",
-	OpDeleteOutbound: "delete-outbound",
+	OpDeleteOutbound: "delete-outbound", OpAppendBatch: "append-batch",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -161,6 +162,8 @@ func newPayload(op Op) Payload {
 		return &UpdateOutbound{}
 	case OpDeleteOutbound:
 		return &DeleteOutbound{}
+	case OpAppendBatch:
+		return &AppendBatch{}
 	}
 	return nil
 }
@@ -261,6 +264,13 @@ type Append struct {
 	Sealed       []byte // flags and internal date
 	StagedChunks uint32
 	Chunks       [][]byte
+	// Quota is the user's storage limit in bytes as the proposer knows
+	// it (0: none), MessageQuota their limit on the number of messages
+	// (0: none); the FSM refuses the message with CodeOverQuota when the
+	// user's mail would exceed either (raftstore/quota.go). Encoded only
+	// when set, so entries without a quota keep their old form.
+	Quota        uint64
+	MessageQuota uint64
 }
 
 // AttrUpdate replaces a message's sealed flags if its ModSeq is still
@@ -294,6 +304,11 @@ type Copy struct {
 	Dest   ID
 	Items  []CopyItem
 	Move   bool
+	// Quota and MessageQuota are the user's limits in bytes and in
+	// messages (0: none), checked for a copy (a move does not change the
+	// user's usage); encoded only when set.
+	Quota        uint64
+	MessageQuota uint64
 }
 
 // Expunge removes messages from a mailbox.
@@ -429,6 +444,17 @@ func (p *StageChunk) decode(r *reader) {
 }
 
 func (p *Append) encode(w *writer) {
+	p.encodeMessage(w)
+	encodeQuotas(w, p.Quota, p.MessageQuota)
+}
+func (p *Append) decode(r *reader) {
+	p.decodeMessage(r)
+	p.Quota, p.MessageQuota = decodeQuotas(r)
+}
+
+// encodeMessage writes every field but Quota (AppendBatch carries one
+// quota for all its messages).
+func (p *Append) encodeMessage(w *writer) {
 	w.id(p.User)
 	w.id(p.Mailbox)
 	w.id(p.Message)
@@ -441,7 +467,7 @@ func (p *Append) encode(w *writer) {
 		w.bytes(c)
 	}
 }
-func (p *Append) decode(r *reader) {
+func (p *Append) decodeMessage(r *reader) {
 	p.User = r.id()
 	p.Mailbox = r.id()
 	p.Message = r.id()
@@ -493,6 +519,7 @@ func (p *Copy) encode(w *writer) {
 		w.id(it.Message)
 		w.bytes(it.Sealed)
 	}
+	encodeQuotas(w, p.Quota, p.MessageQuota)
 }
 func (p *Copy) decode(r *reader) {
 	p.User = r.id()
@@ -506,6 +533,7 @@ func (p *Copy) decode(r *reader) {
 		p.Items[i].Message = r.id()
 		p.Items[i].Sealed = r.bytes()
 	}
+	p.Quota, p.MessageQuota = decodeQuotas(r)
 }
 
 func (p *Expunge) encode(w *writer) {

@@ -23,6 +23,12 @@ var (
 	// ErrInUse means another session holds an exclusive lock (the POP3
 	// maildrop lock) on any node of the cluster.
 	ErrInUse = errors.New("in use by another session")
+	// ErrOverQuota means the change would take the user's mail over
+	// their storage quota (RFC 9208 OVERQUOTA, SMTP 552 5.2.2).
+	ErrOverQuota = errors.New("over quota")
+	// ErrPartlyDelivered wraps the failures of a delivery that committed
+	// the copies of some recipients but not of others.
+	ErrPartlyDelivered = errors.New("delivered to some recipients only")
 )
 
 // ErrCode is the wire form of a sentinel error in a command result.
@@ -41,6 +47,7 @@ const (
 	CodeNoSuchMessage
 	CodeConflict
 	CodeCannotDelete
+	CodeOverQuota
 	codeMax
 )
 
@@ -55,6 +62,7 @@ var codeErrors = [...]error{
 	CodeNoSuchMessage: ErrNoSuchMessage,
 	CodeConflict:      ErrConflict,
 	CodeCannotDelete:  ErrCannotDelete,
+	CodeOverQuota:     ErrOverQuota,
 }
 
 // Err returns the sentinel error for c, or nil for CodeOK.

@@ -220,3 +220,31 @@ type Delivery struct {
 	// content filter judged the message spam.
 	Junk bool
 }
+
+// Quota is a user's quota (RFC 9208 STORAGE and MESSAGE) and what
+// counts against it.
+type Quota struct {
+	// Limit is the limit in bytes, MessageLimit the limit on the number
+	// of messages; 0 means unlimited.
+	Limit        uint64
+	MessageLimit uint64
+	// Usage is the bytes of all the user's messages (a copy counts like
+	// the original); Messages is their number.
+	Usage    uint64
+	Messages uint64
+}
+
+// AppendMessage is one message of an append of several (RFC 3502
+// MULTIAPPEND).
+type AppendMessage struct {
+	Message []byte
+	Flags   []string
+	Date    time.Time
+}
+
+// AppendBatchResult reports where the messages of an append of several
+// were stored, in order (RFC 4315 APPENDUID with a UID set).
+type AppendBatchResult struct {
+	UIDValidity uint32
+	UIDs        []UID
+}

@@ -233,3 +233,16 @@ func FuzzDecodeMailbox(f *testing.F) {
 		}
 	})
 }
+
+func FuzzLexTail(f *testing.F) {
+	for _, s := range []string{``, ` (\Seen) "02-Jan-2026 15:04:05 +0000" {12}`, ` {3+}`, ` ~{5}`, ` ((`, ` "x\"y" {99999999999}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		toks, lit, err := LexTail(b)
+		if err == nil && lit != nil && lit.Size < 0 {
+			t.Fatalf("negative literal size")
+		}
+		_ = toks
+	})
+}
