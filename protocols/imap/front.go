@@ -423,7 +423,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 	}
 	switch {
 	case cmd.Name == "STATUS" && mentionsModSeq(cmd.Args, "HIGHESTMODSEQ"),
-		(cmd.Name == "SEARCH" || cmd.Name == "UID SEARCH") && mentionsModSeq(cmd.Args, "MODSEQ"):
+		(cmd.Name == "SEARCH" || cmd.Name == "UID SEARCH") && (mentionsModSeq(cmd.Args, "MODSEQ") || returnHasPartial(cmd.Args)):
 		if ok, alive := f.rated(cmd.Tag); !ok {
 			return alive
 		}

@@ -131,8 +131,8 @@ func literalAtEnd(line []byte) int64 {
 // response or [CAPABILITY] code) to what the front offers: STARTTLS,
 // LOGINDISABLED and AUTH= follow the client connection's TLS state, which
 // the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD,
-// CONDSTORE, QRESYNC, QUOTA, MULTIAPPEND and COMPRESS=DEFLATE (after login, until
-// compression is on) are the front's. The library lists AUTH=
+// CONDSTORE, QRESYNC, PARTIAL, QUOTA, MULTIAPPEND and COMPRESS=DEFLATE
+// (after login, until compression is on) are the front's. The library lists AUTH=
 // exactly when the client has not logged in (it is told that
 // authentication is always allowed).
 func (f *frontConn) rewriteCaps(line []byte) []byte {
@@ -167,7 +167,7 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 	if preAuth && f.mayStartTLS() {
 		caps = append(caps, "STARTTLS")
 	}
-	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "QRESYNC")
+	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "QRESYNC", "PARTIAL")
 	caps = append(caps, quotaCapabilities...)
 	caps = append(caps, multiAppendCapability)
 	if !preAuth && !f.isCompressed() {
