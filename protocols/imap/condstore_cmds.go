@@ -283,7 +283,7 @@ func (f *frontConn) status(cmd *imapwire.Command) bool {
 	}
 	f.enableCondstore()
 	raw := cmd.Args[0].Value
-	name, err := imapwire.DecodeMailbox(raw)
+	name, err := f.decodeName(raw)
 	if err != nil {
 		return answer("BAD [CLIENTBUG] Mailbox name " + imapwire.Reason(err))
 	}
@@ -293,7 +293,7 @@ func (f *frontConn) status(cmd *imapwire.Command) bool {
 	}
 	var b strings.Builder
 	b.WriteString("* STATUS ")
-	b.WriteString(quoted(raw))
+	b.WriteString(f.quoteName(raw))
 	b.WriteString(" (")
 	for i, item := range items {
 		if i > 0 {
