@@ -1,6 +1,8 @@
 package imap
 
 import (
+	"bufio"
+	"bytes"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,4 +175,42 @@ func TestUTF8AcceptClient(t *testing.T) {
 	if enc != "Grüße" {
 		t.Errorf("modified UTF-7 check: %q", enc)
 	}
+}
+
+// FuzzEscapeNames: under UTF8=ACCEPT, the command the front forwards
+// still reads as one command, and each mailbox name in it decodes (as
+// the library reads it, modified UTF-7) to the UTF-8 name the client
+// sent.
+func FuzzEscapeNames(f *testing.F) {
+	for _, s := range []string{
+		`a CREATE "X&Y"`, `a RENAME A&B "C&D"`, `a LIST "" "X&*" RETURN (STATUS (MESSAGES))`,
+		`a UID MOVE 1:* "Tr&sh"`, "a APPEND \"A&\" {3+}\r\nabc", `a SELECT "Caf&AOk-" (CONDSTORE)`,
+	} {
+		f.Add([]byte(s + "\r\n"))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		cmd, err := imapwire.NewReader(bufio.NewReader(bytes.NewReader(input)), imapwire.Limits{MaxCommand: 2048, MaxTokens: 256}).ReadCommand()
+		if err != nil || cmd.Pending != nil {
+			return
+		}
+		f := &frontConn{utf8Accept: true}
+		wire := f.escapeNames(cmd, cmd.Wire)
+		back, err := imapwire.NewReader(bufio.NewReader(bytes.NewReader(wire)), imapwire.Limits{}).ReadCommand()
+		if err != nil {
+			t.Fatalf("forwarded %q does not read: %v", wire, err)
+		}
+		was, now := nameTokens(cmd), nameTokens(back)
+		if len(was) != len(now) {
+			t.Fatalf("%q: names %d, forwarded %d", wire, len(was), len(now))
+		}
+		for k := range was {
+			want, err := imapwire.DecodeMailboxUTF8(cmd.Args[was[k]].Value)
+			if err != nil {
+				continue
+			}
+			if got, err := imapwire.DecodeMailbox(back.Args[now[k]].Value); err != nil || got != want {
+				t.Fatalf("%q: name %q forwarded as %q (%v)", input, want, back.Args[now[k]].Value, err)
+			}
+		}
+	})
 }
