@@ -6,7 +6,8 @@ import (
 	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
 )
 
-// UTF8=ACCEPT (RFC 6855). The library advertises it after login,
+// UTF8=ACCEPT (RFC 6855, now RFC 9755), and the same for a client that
+// enabled IMAP4rev2, which includes it. The library advertises it after login,
 // accepts ENABLE UTF8=ACCEPT, then writes quoted strings in UTF-8 and
 // mailbox names in UTF-8 instead of modified UTF-7, and reads APPEND's
 // UTF8 (~{n}...) data. What it gets wrong, the front puts right: once
@@ -104,10 +105,12 @@ func (f *frontConn) unescapeNames(line []byte) []byte {
 	return bytes.ReplaceAll(line, []byte("&-"), []byte("&"))
 }
 
-// noteEnabled follows the library's ENABLED response: UTF8=ACCEPT.
+// noteEnabled follows the library's ENABLED response: UTF8=ACCEPT, or
+// IMAP4rev2, which includes it (RFC 9755 section 1; the library then
+// writes names in UTF-8 too).
 func (f *frontConn) noteEnabled(line []byte) {
 	for _, c := range bytes.Fields(line) {
-		if string(bytes.ToUpper(c)) == "UTF8=ACCEPT" {
+		if u := string(bytes.ToUpper(c)); u == "UTF8=ACCEPT" || u == "IMAP4REV2" {
 			f.mu.Lock()
 			f.utf8Accept = true
 			f.mu.Unlock()

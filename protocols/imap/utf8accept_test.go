@@ -119,6 +119,14 @@ func TestUTF8AcceptRaw(t *testing.T) {
 	}
 	rc.stillInSync()
 
+	// IMAP4rev2 includes UTF8=ACCEPT (RFC 9755 section 1).
+	rev2 := rawLogin(t, ts)
+	rev2.mustOK("ENABLE IMAP4rev2")
+	if got := names(rev2, `"*&*"`); !slices.Contains(got, `"A&B"`) || !slices.Contains(got, `"Y&Z"`) {
+		t.Errorf("LIST after ENABLE IMAP4rev2: %q", got)
+	}
+	rev2.mustOK(`CREATE "R&D"`)
+
 	// UNAUTHENTICATE turns it off (RFC 8437).
 	rc.mustOK("UNAUTHENTICATE")
 	rc.mustOK("LOGIN " + testUser + " " + testPassword)
