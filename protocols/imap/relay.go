@@ -182,6 +182,14 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 	if preAuth && f.mayStartTLS() {
 		caps = append(caps, "STARTTLS")
 	}
+	if preAuth {
+		// The library lists ENABLE after login only; clients that
+		// read the capabilities once, before login (Python's
+		// imaplib), would never enable UTF8=ACCEPT or CONDSTORE.
+		// ENABLE itself stays an authenticated-state command (RFC
+		// 5161), as Dovecot also lists it before login.
+		caps = append(caps, "ENABLE")
+	}
 	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "QRESYNC", "PARTIAL")
 	caps = append(caps, quotaCapabilities...)
 	caps = append(caps, multiAppendCapability)

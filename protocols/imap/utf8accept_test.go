@@ -36,12 +36,33 @@ func TestLiteralCapability(t *testing.T) {
 		}
 	}
 	check("before login")
+	// ENABLE is listed before login too (clients that read the list
+	// once), and stays an authenticated-state command.
+	if caps := strings.Fields(rc.mustOK("CAPABILITY")[0]); !slices.Contains(caps, "ENABLE") {
+		t.Errorf("ENABLE not listed before login: %q", caps)
+	}
+	if _, st := rc.cmd("ENABLE UTF8=ACCEPT"); !strings.HasPrefix(st, "BAD") {
+		t.Errorf("ENABLE before login: %q", st)
+	}
 	rc.mustOK("LOGIN {" + strconv.Itoa(len(testUser)) + "+}\r\n" + testUser + " " + testPassword)
 	check("after login")
+	if caps := strings.Fields(rc.mustOK("CAPABILITY")[0]); countOf(caps, "ENABLE") != 1 {
+		t.Errorf("ENABLE after login: %q", caps)
+	}
 	caps := rc.mustOK("CAPABILITY")
 	if !strings.Contains(caps[0], " UTF8=ACCEPT") {
 		t.Errorf("UTF8=ACCEPT not advertised: %q", caps)
 	}
+}
+
+func countOf(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
 }
 
 // TestUTF8AcceptRaw: after ENABLE UTF8=ACCEPT (RFC 6855) mailbox names
