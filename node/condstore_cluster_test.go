@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"compress/flate"
 	"crypto/tls"
 	"fmt"
 	"regexp"
@@ -21,6 +22,37 @@ type imapLines struct {
 	conn *tls.Conn
 	r    *bufio.Reader
 	tag  int
+	// zw, once COMPRESS=DEFLATE is on, compresses what is sent.
+	zw *flate.Writer
+}
+
+// write sends raw bytes, compressed once COMPRESS is on.
+func (c *imapLines) write(b []byte) error {
+	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if c.zw == nil {
+		_, err := c.conn.Write(b)
+		return err
+	}
+	if _, err := c.zw.Write(b); err != nil {
+		return err
+	}
+	return c.zw.Flush()
+}
+
+// compress runs COMPRESS DEFLATE (RFC 4978) and compresses both
+// directions from then on.
+func (c *imapLines) compress() {
+	c.t.Helper()
+	c.ok("COMPRESS DEFLATE")
+	if c.r.Buffered() > 0 {
+		c.t.Fatal("data after COMPRESS's OK came uncompressed")
+	}
+	c.r = bufio.NewReader(flate.NewReader(c.conn))
+	zw, err := flate.NewWriter(c.conn, flate.DefaultCompression)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.zw = zw
 }
 
 // cmd sends a command and returns its untagged lines and tagged status.
@@ -28,10 +60,10 @@ func (c *imapLines) cmd(command string) ([]string, string) {
 	c.t.Helper()
 	c.tag++
 	tag := "Q" + strconv.Itoa(c.tag)
-	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.conn.Write([]byte(tag + " " + command + "\r\n")); err != nil {
+	if err := c.write([]byte(tag + " " + command + "\r\n")); err != nil {
 		c.t.Fatalf("%s: %v", command, err)
 	}
+	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
 	var untagged []string
 	for {
 		l, err := c.r.ReadString('\n')
@@ -69,10 +101,10 @@ func (c *imapLines) line() string {
 // send writes a raw line (CRLF added).
 func (c *imapLines) send(s string) {
 	c.t.Helper()
-	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.conn.Write([]byte(s + "\r\n")); err != nil {
+	if err := c.write([]byte(s + "\r\n")); err != nil {
 		c.t.Fatalf("write %q: %v", s, err)
 	}
+	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
 }
 
 // codeNumber returns the number of the first "[CODE n]" in lines.
