@@ -74,13 +74,13 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 		prefix = prefix[:n-2]
 		utf8Data = true
 	}
-	if utf8Data && string(rest) != ")" {
+	if utf8Data && (string(rest) != ")" || !cmd.Pending.Literal8) {
 		if !f.skipAppendRest(lit) {
 			f.writeLine(cmd.Tag + " BAD [CLIENTBUG] UTF8 takes one message literal")
 			f.bye("Too much data to skip")
 			return false
 		}
-		return answer("BAD [CLIENTBUG] UTF8 takes one message literal, closed by \")\"")
+		return answer("BAD [CLIENTBUG] UTF8 takes one message literal8 (~{n}), closed by \")\"")
 	}
 	if utf8Data || lit == nil && lerr == nil && len(toks) == 0 {
 		// One message: the library's. Its flags and date are checked

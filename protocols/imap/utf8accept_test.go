@@ -138,6 +138,11 @@ func TestUTF8AcceptRaw(t *testing.T) {
 	if st := rc.expectTagged("A2"); !strings.HasPrefix(st, "BAD") {
 		t.Errorf("APPEND UTF8 with garbage: %q", st)
 	}
+	// ... and holds a literal8.
+	rc.send("A3 APPEND INBOX UTF8 ({" + strconv.Itoa(len(msg)) + "+}\r\n" + msg + ")\r\n")
+	if st := rc.expectTagged("A3"); !strings.HasPrefix(st, "BAD") {
+		t.Errorf("APPEND UTF8 with a plain literal: %q", st)
+	}
 	rc.stillInSync()
 
 	// IMAP4rev2 includes UTF8=ACCEPT (RFC 9755 section 1).
