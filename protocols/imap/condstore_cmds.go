@@ -55,6 +55,20 @@ func (f *frontConn) prepareExt(cmd *imapwire.Command) ([]byte, *imapwire.Error) 
 			f.enableCondstore()
 		}
 		wire = fe.wire
+		if fe.partial != nil {
+			if cmd.Name != "UID FETCH" {
+				// RFC 9394 section 3.3: a modifier of UID FETCH.
+				return bad(errExt("PARTIAL needs UID FETCH"))
+			}
+			set, err := f.fetchPartialSet(string(cmd.Args[0].Value), fe)
+			if err != nil {
+				return nil, &imapwire.Error{Tag: cmd.Tag, No: true, Code: "UNAVAILABLE", Text: "Temporary failure, try again later"}
+			}
+			// The set is the first argument: the cuts and
+			// replacements above all lie after it.
+			t := cmd.Args[0]
+			wire = append(append(append([]byte(nil), wire[:t.Start]...), set...), wire[t.End:]...)
+		}
 		ext.changedSince, ext.hasChangedSince = fe.changedSince, fe.hasChangedSince
 		if fe.vanished {
 			if !f.vanishedEarlier(cmd) {
@@ -269,7 +283,7 @@ func (f *frontConn) status(cmd *imapwire.Command) bool {
 	}
 	f.enableCondstore()
 	raw := cmd.Args[0].Value
-	name, err := imapwire.DecodeMailbox(raw)
+	name, err := f.decodeName(raw)
 	if err != nil {
 		return answer("BAD [CLIENTBUG] Mailbox name " + imapwire.Reason(err))
 	}
@@ -279,7 +293,7 @@ func (f *frontConn) status(cmd *imapwire.Command) bool {
 	}
 	var b strings.Builder
 	b.WriteString("* STATUS ")
-	b.WriteString(quoted(raw))
+	b.WriteString(f.quoteName(raw))
 	b.WriteString(" (")
 	for i, item := range items {
 		if i > 0 {
@@ -343,8 +357,10 @@ type searchCommand struct {
 	esearch                        bool
 	retMin, retMax, retAll, retCnt bool
 	retSave                        bool
-	charsetKnown                   bool
-	criteria                       *imap.SearchCriteria
+	// partial is RETURN (PARTIAL range) (RFC 9394), or nil.
+	partial      *partialRange
+	charsetKnown bool
+	criteria     *imap.SearchCriteria
 }
 
 // parseSearch reads SEARCH's arguments: [RETURN (options)] [CHARSET
@@ -362,11 +378,23 @@ func parseSearch(cmd *imapwire.Command) (*searchCommand, error) {
 			return nil, errSearchSyntax("Unbalanced parentheses")
 		}
 		sc.esearch = true
-		for _, o := range toks[i+2 : end] {
+		opts := toks[i+2 : end]
+		for k := 0; k < len(opts); k++ {
+			o := opts[k]
 			if o.Kind != imapwire.KindAtom {
 				return nil, errSearchSyntax("Invalid RETURN option")
 			}
 			switch strings.ToUpper(string(o.Value)) {
+			case "PARTIAL":
+				if sc.partial != nil || k+1 >= len(opts) {
+					return nil, errSearchSyntax("PARTIAL takes one range, once")
+				}
+				r, err := parsePartialRange(opts[k+1])
+				if err != nil {
+					return nil, err
+				}
+				sc.partial = &r
+				k++
 			case "MIN":
 				sc.retMin = true
 			case "MAX":
@@ -383,6 +411,10 @@ func parseSearch(cmd *imapwire.Command) (*searchCommand, error) {
 		}
 		if end == i+2 {
 			sc.retAll = true
+		}
+		if sc.partial != nil && sc.retAll {
+			// RFC 9394 section 3.1: one PARTIAL or one ALL.
+			return nil, errSearchSyntax("PARTIAL and ALL cannot be combined")
 		}
 		i = end + 1
 	}
@@ -426,8 +458,9 @@ func hasModSeqKey(c *imap.SearchCriteria) bool {
 }
 
 // search answers SEARCH and UID SEARCH with a MODSEQ key (RFC 7162
-// section 3.1.5), which the library cannot parse: the result carries
-// the highest MODSEQ of the messages found.
+// section 3.1.5) or a PARTIAL return option (RFC 9394), which the
+// library cannot parse: with MODSEQ the result carries the highest
+// MODSEQ of the messages found.
 func (f *frontConn) search(cmd *imapwire.Command) bool {
 	start := time.Now()
 	answer := func(status string) bool {
@@ -464,7 +497,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 			return nil
 		})
 		if sc.retSave {
-			v.saveSearch(err, uids, sc.retMin, sc.retMax, sc.retAll || sc.retCnt)
+			v.saveSearch(err, uids, sc.partial, sc.retMin, sc.retMax, sc.retAll || sc.retCnt)
 		}
 		return err
 	})
@@ -498,11 +531,14 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 		if sc.retCnt {
 			fmt.Fprintf(&b, " COUNT %d", len(nums))
 		}
-		if len(nums) > 0 && withModSeq && (sc.retMin || sc.retMax || sc.retAll || sc.retCnt) {
+		if sc.partial != nil {
+			b.WriteString(partialData(*sc.partial, pick(*sc.partial, nums)))
+		}
+		if len(nums) > 0 && withModSeq && (sc.retMin || sc.retMax || sc.retAll || sc.retCnt || sc.partial != nil) {
 			fmt.Fprintf(&b, " MODSEQ %d", top)
 		}
 	}
-	if sc.esearch && !(sc.retMin || sc.retMax || sc.retAll || sc.retCnt) {
+	if sc.esearch && !(sc.retMin || sc.retMax || sc.retAll || sc.retCnt || sc.partial != nil) {
 		// RETURN (SAVE) alone: no ESEARCH response (RFC 5182 section 2.1).
 	} else if err := f.writeLine(b.String()); err != nil {
 		return false

@@ -145,12 +145,14 @@ type fetchExt struct {
 	changedSince    uint64
 	hasChangedSince bool
 	vanished        bool
+	// partial is the PARTIAL modifier (RFC 9394 section 3.3), or nil.
+	partial *partialRange
 	// wire is the command to forward.
 	wire []byte
 }
 
 // parseFetchExt reads FETCH's MODSEQ item and its modifiers (RFC 4466:
-// a list after the items): CHANGEDSINCE and VANISHED.
+// a list after the items): CHANGEDSINCE, VANISHED and PARTIAL.
 func parseFetchExt(cmd *imapwire.Command) (*fetchExt, error) {
 	toks := cmd.Args
 	fe := &fetchExt{wire: cmd.Wire}
@@ -218,6 +220,16 @@ func parseFetchExt(cmd *imapwire.Command) (*fetchExt, error) {
 				j++
 			case isAtom(toks[j], "VANISHED") && !fe.vanished:
 				fe.vanished = true
+			case isAtom(toks[j], "PARTIAL") && fe.partial == nil:
+				if j+1 >= end {
+					return nil, errExt("PARTIAL takes a range")
+				}
+				r, err := parsePartialRange(toks[j+1])
+				if err != nil {
+					return nil, errExt(err.Error())
+				}
+				fe.partial = &r
+				j++
 			default:
 				return nil, errExt("Unknown FETCH modifier")
 			}

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -163,11 +164,24 @@ func joinFlags(flags []imap.Flag) string {
 }
 
 // saveSearch records a SEARCH result for "$" (RFC 5182 section 2.1): a
-// failed search empties it, MIN and/or MAX alone save only those.
-func (v *view) saveSearch(err error, uids []schema.UID, retMin, retMax, more bool) {
+// failed search empties it, MIN and/or MAX alone save only those, PARTIAL
+// its page.
+func (v *view) saveSearch(err error, uids []schema.UID, partial *partialRange, retMin, retMax, more bool) {
 	switch {
 	case err != nil || len(uids) == 0:
 		v.searchRes = nil
+	case partial != nil && !more:
+		// RFC 9394 section 3.2: the page, with the MIN and MAX
+		// messages when asked for (COUNT saves every message found).
+		saved := append([]schema.UID(nil), pick(*partial, uids)...)
+		if retMin {
+			saved = append(saved, uids[0])
+		}
+		if retMax {
+			saved = append(saved, uids[len(uids)-1])
+		}
+		slices.Sort(saved)
+		v.searchRes = slices.Compact(saved)
 	case (retMin || retMax) && !more:
 		var saved []schema.UID
 		if retMin {

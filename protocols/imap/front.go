@@ -161,7 +161,9 @@ type frontConn struct {
 	sess          *session
 	authenticated bool
 	compressed    bool
-	closed        bool
+	// utf8Accept: the client has enabled UTF8=ACCEPT (utf8accept.go).
+	utf8Accept bool
+	closed     bool
 	// cs is the connection's CONDSTORE and QRESYNC state (condstore.go).
 	cs condState
 	// tag is the tag of the command the library is running, "" when
@@ -423,7 +425,7 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 	}
 	switch {
 	case cmd.Name == "STATUS" && mentionsModSeq(cmd.Args, "HIGHESTMODSEQ"),
-		(cmd.Name == "SEARCH" || cmd.Name == "UID SEARCH") && mentionsModSeq(cmd.Args, "MODSEQ"):
+		(cmd.Name == "SEARCH" || cmd.Name == "UID SEARCH") && (mentionsModSeq(cmd.Args, "MODSEQ") || returnHasPartial(cmd.Args)):
 		if ok, alive := f.rated(cmd.Tag); !ok {
 			return alive
 		}
@@ -474,7 +476,9 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 	}
 	f.setInflight(cmd.Tag)
 	defer f.setInflight("")
+	wire = f.escapeNames(cmd, wire)
 	if cmd.Pending != nil {
+		cmd.Wire = wire
 		return f.appendMessages(cmd) // multiappend.go
 	}
 	if err := f.forward(wire); err != nil {
@@ -534,6 +538,7 @@ func (f *frontConn) completed(cmd *imapwire.Command, status string) {
 		f.authenticated = false
 		// RFC 8437 section 3: what ENABLE turned on is off again.
 		f.cs.condstore, f.cs.qresync = false, false
+		f.utf8Accept = false
 	}
 }
 
@@ -548,7 +553,7 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 			if i >= len(top) || !top[i].IsString() {
 				continue // the library answers the syntax error
 			}
-			if _, err := imapwire.DecodeMailbox(top[i].Value); err != nil {
+			if _, err := f.decodeName(top[i].Value); err != nil {
 				return bad("Mailbox name " + imapwire.Reason(err))
 			}
 		}
@@ -569,7 +574,7 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 		// as themselves.
 		for _, t := range cmd.Args {
 			if t.IsString() {
-				if _, err := imapwire.DecodeMailbox(t.Value); err != nil {
+				if _, err := f.decodeName(t.Value); err != nil {
 					return bad("Mailbox name " + imapwire.Reason(err))
 				}
 			}

@@ -65,16 +65,27 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 		return f.writeLine(cmd.Tag+" "+status) == nil
 	}
 	toks, lit, lerr := imapwire.LexTail(rest)
-	if lit == nil && lerr == nil && len(toks) <= 1 && (len(toks) == 0 || toks[0].Kind == imapwire.KindClose) {
-		// One message (")" closes UTF8's literal8): the library's. Its
-		// flags and date are checked first: the library would refuse
-		// them before reading the literal and then read the message as
-		// commands.
-		prefix := cmd.Args[1:]
-		if n := len(prefix); n >= 2 && prefix[n-1].Kind == imapwire.KindOpen && prefix[n-2].Kind == imapwire.KindAtom &&
-			strings.EqualFold(string(prefix[n-2].Value), "UTF8") {
-			prefix = prefix[:n-2]
+	// RFC 6855 section 4: UTF8 (~{n}...) wraps the message of one
+	// APPEND; ")" closes it.
+	prefix := cmd.Args[1:]
+	utf8Data := false
+	if n := len(prefix); n >= 2 && prefix[n-1].Kind == imapwire.KindOpen && prefix[n-2].Kind == imapwire.KindAtom &&
+		strings.EqualFold(string(prefix[n-2].Value), "UTF8") {
+		prefix = prefix[:n-2]
+		utf8Data = true
+	}
+	if utf8Data && (string(rest) != ")" || !cmd.Pending.Literal8) {
+		if !f.skipAppendRest(lit) {
+			f.writeLine(cmd.Tag + " BAD [CLIENTBUG] UTF8 takes one message literal")
+			f.bye("Too much data to skip")
+			return false
 		}
+		return answer("BAD [CLIENTBUG] UTF8 takes one message literal8 (~{n}), closed by \")\"")
+	}
+	if utf8Data || lit == nil && lerr == nil && len(toks) == 0 {
+		// One message: the library's. Its flags and date are checked
+		// first: the library would refuse them before reading the
+		// literal and then read the message as commands.
 		if _, err := parseAppendPrefix(prefix); err != nil {
 			return answer("BAD [CLIENTBUG] " + err.Error())
 		}
@@ -150,7 +161,7 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 	if sess == nil {
 		return answer("BAD Not authenticated")
 	}
-	name, err := imapwire.DecodeMailbox(cmd.Args[0].Value)
+	name, err := f.decodeName(cmd.Args[0].Value)
 	if err != nil {
 		return answer("BAD [CLIENTBUG] Mailbox name " + imapwire.Reason(err))
 	}

@@ -116,7 +116,7 @@ func (f *frontConn) quota(cmd *imapwire.Command) bool {
 		ctx, cancel := sess.opContext()
 		defer cancel()
 		if cmd.Name == "GETQUOTAROOT" {
-			name, err := imapwire.DecodeMailbox(args[0].Value)
+			name, err := f.decodeName(args[0].Value)
 			if err != nil {
 				return badError("Mailbox name " + imapwire.Reason(err))
 			}

@@ -93,7 +93,10 @@ func (f *frontConn) classify(line []byte) ([]byte, relayEvent, bool) {
 	case bytes.HasPrefix(line, []byte("* CAPABILITY ")), bytes.HasPrefix(line, []byte("* OK [CAPABILITY ")):
 		return f.rewriteCaps(line), relayEvent{}, false
 	case bytes.HasPrefix(line, []byte("* ENABLED")):
+		f.noteEnabled(line)
 		return f.withEnabled(line), relayEvent{}, false
+	case bytes.HasPrefix(line, []byte("* LIST ")), bytes.HasPrefix(line, []byte("* LSUB ")), bytes.HasPrefix(line, []byte("* STATUS ")):
+		return f.unescapeNames(line), relayEvent{}, false
 	case bytes.HasPrefix(line, []byte("* ")):
 		return line, relayEvent{}, false
 	}
@@ -128,11 +131,12 @@ func literalAtEnd(line []byte) int64 {
 }
 
 // rewriteCaps rewrites the capability list in a line (CAPABILITY
-// response or [CAPABILITY] code) to what the front offers: STARTTLS,
+// response or [CAPABILITY] code) to what the front offers: LITERAL+
+// stands for the library's LITERAL- (it covers it), STARTTLS,
 // LOGINDISABLED and AUTH= follow the client connection's TLS state, which
 // the library cannot see, and ID, SORT, SORT=DISPLAY, ESORT, THREAD,
-// CONDSTORE, QRESYNC, QUOTA, MULTIAPPEND and COMPRESS=DEFLATE (after login, until
-// compression is on) are the front's. The library lists AUTH=
+// CONDSTORE, QRESYNC, PARTIAL, QUOTA, MULTIAPPEND and COMPRESS=DEFLATE
+// (after login, until compression is on) are the front's. The library lists AUTH=
 // exactly when the client has not logged in (it is told that
 // authentication is always allowed).
 func (f *frontConn) rewriteCaps(line []byte) []byte {
@@ -147,7 +151,7 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 		end = start + i
 	}
 	var caps []string
-	preAuth := false
+	preAuth, literal := false, false
 	for _, c := range strings.Fields(s[start:end]) {
 		u := strings.ToUpper(c)
 		switch {
@@ -158,6 +162,17 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 			}
 		case u == "STARTTLS" || u == "LOGINDISABLED":
 			continue
+		case u == "LITERAL-" || u == "LITERAL+":
+			// RFC 7888: LITERAL+ allows every non-synchronizing
+			// literal LITERAL- does and more, and the front reads
+			// them in every state (the library lists LITERAL-
+			// before login, both after). Listing both would tell a
+			// client two limits: LITERAL+ alone is offered, once.
+			if !literal {
+				caps = append(caps, "LITERAL+")
+				literal = true
+			}
+			continue
 		}
 		caps = append(caps, c)
 	}
@@ -167,7 +182,15 @@ func (f *frontConn) rewriteCaps(line []byte) []byte {
 	if preAuth && f.mayStartTLS() {
 		caps = append(caps, "STARTTLS")
 	}
-	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "QRESYNC")
+	if preAuth {
+		// The library lists ENABLE after login only; clients that
+		// read the capabilities once, before login (Python's
+		// imaplib), would never enable UTF8=ACCEPT or CONDSTORE.
+		// ENABLE itself stays an authenticated-state command (RFC
+		// 5161), as Dovecot also lists it before login.
+		caps = append(caps, "ENABLE")
+	}
+	caps = append(caps, "ID", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "QRESYNC", "PARTIAL")
 	caps = append(caps, quotaCapabilities...)
 	caps = append(caps, multiAppendCapability)
 	if !preAuth && !f.isCompressed() {

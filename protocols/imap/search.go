@@ -415,7 +415,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	}
 	data, uids, err := s.search(v, kind, criteria)
 	if options.ReturnSave {
-		v.saveSearch(err, uids, options.ReturnMin, options.ReturnMax, options.ReturnAll || options.ReturnCount)
+		v.saveSearch(err, uids, nil, options.ReturnMin, options.ReturnMax, options.ReturnAll || options.ReturnCount)
 	}
 	if err != nil {
 		return nil, err

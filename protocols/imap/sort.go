@@ -41,7 +41,10 @@ type sortCommand struct {
 	esort                  bool
 	retMin, retMax, retAll bool
 	retCount               bool
-	charsetKnown           bool
+	// partial is RETURN (PARTIAL range) (RFC 9394, RFC 5267 section
+	// 4.4): a page of the result in sort order.
+	partial      *partialRange
+	charsetKnown bool
 }
 
 // sortCharsets are the charsets SORT accepts (RFC 5256 section 3: at
@@ -75,11 +78,22 @@ func parseSort(cmd *imapwire.Command) (*sortCommand, error) {
 			return nil, err
 		}
 		sc.esort = true
-		for _, o := range opts {
+		for k := 0; k < len(opts); k++ {
+			o := opts[k]
 			if o.Kind != imapwire.KindAtom {
 				return nil, errSearchSyntax("Invalid RETURN option")
 			}
 			switch strings.ToUpper(string(o.Value)) {
+			case "PARTIAL":
+				if sc.partial != nil || k+1 >= len(opts) {
+					return nil, errSearchSyntax("PARTIAL takes one range, once")
+				}
+				r, err := parsePartialRange(opts[k+1])
+				if err != nil {
+					return nil, err
+				}
+				sc.partial = &r
+				k++
 			case "MIN":
 				sc.retMin = true
 			case "MAX":
@@ -94,6 +108,9 @@ func parseSort(cmd *imapwire.Command) (*sortCommand, error) {
 		}
 		if len(opts) == 0 {
 			sc.retAll = true
+		}
+		if sc.partial != nil && sc.retAll {
+			return nil, errSearchSyntax("PARTIAL and ALL cannot be combined")
 		}
 	}
 	crit, err := list("Sort criteria")
@@ -403,6 +420,9 @@ func sortResponse(tag string, sc *sortCommand, entries []sortEntry) string {
 	if sc.retAll && len(nums) > 0 {
 		b.WriteString(" ALL ")
 		b.WriteString(orderedSet(nums))
+	}
+	if sc.partial != nil {
+		b.WriteString(partialData(*sc.partial, pick(*sc.partial, nums)))
 	}
 	if top > 0 {
 		fmt.Fprintf(&b, " MODSEQ %d", top)

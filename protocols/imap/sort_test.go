@@ -103,6 +103,7 @@ func FuzzParseSort(f *testing.F) {
 	for _, s := range []string{
 		"(DATE) UTF-8 ALL", "RETURN (MIN MAX) (REVERSE SUBJECT) UTF-8 OR (FROM a TO b) NOT 1:*",
 		"(ARRIVAL) US-ASCII UID $ SENTON 1-Jan-2000 HEADER x y", "(SIZE) UTF-8 ((((ALL))))",
+		"RETURN (COUNT PARTIAL -1:-10) (DATE) UTF-8 ALL",
 	} {
 		f.Add(s)
 	}

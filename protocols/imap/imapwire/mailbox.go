@@ -1,6 +1,7 @@
 package imapwire
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"unicode"
@@ -134,3 +135,43 @@ func decodeShift(sb *strings.Builder, enc []byte) error {
 	}
 	return nil
 }
+
+// DecodeMailboxUTF8 decodes a mailbox name as a client sends it once it
+// has enabled UTF8=ACCEPT (RFC 6855 section 3): UTF-8 as it stands, "&"
+// an ordinary character. INBOX in any case is "INBOX". It refuses
+// invalid UTF-8 and control characters.
+func DecodeMailboxUTF8(raw []byte) (string, error) {
+	if strings.EqualFold(string(raw), "INBOX") {
+		return "INBOX", nil
+	}
+	if !utf8.Valid(raw) {
+		return "", &mailboxError{"not valid UTF-8"}
+	}
+	for _, r := range string(raw) {
+		if unicode.IsControl(r) {
+			return "", &mailboxError{"contains a control character"}
+		}
+	}
+	return string(raw), nil
+}
+
+// EscapeAmpersands writes a UTF-8 mailbox name so that DecodeMailbox
+// reads it back unchanged: every "&" becomes "&-".
+func EscapeAmpersands(name []byte) []byte {
+	n := bytes.Count(name, []byte("&"))
+	if n == 0 {
+		return name
+	}
+	out := make([]byte, 0, len(name)+n)
+	for _, c := range name {
+		out = append(out, c)
+		if c == '&' {
+			out = append(out, '-')
+		}
+	}
+	return out
+}
+
+// AppendString appends s to a command as a quoted string, or as a
+// non-synchronizing literal when it holds CR, LF or NUL.
+func AppendString(dst, s []byte) []byte { return appendString(dst, s) }

@@ -246,3 +246,22 @@ func FuzzLexTail(f *testing.F) {
 		_ = toks
 	})
 }
+
+// FuzzMailboxUTF8: a UTF-8 name (UTF8=ACCEPT) with its "&" escaped reads
+// back through DecodeMailbox as itself, so the library, which reads
+// modified UTF-7, gets the name the client meant.
+func FuzzMailboxUTF8(f *testing.F) {
+	for _, s := range []string{"Café", "X&Y", "&AOk-", "&-", "INBOX", "a\x01b", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		name, err := DecodeMailboxUTF8([]byte(s))
+		if err != nil {
+			return
+		}
+		back, err := DecodeMailbox(EscapeAmpersands([]byte(s)))
+		if err != nil || back != name {
+			t.Fatalf("%q: escaped reads %q, %v", s, back, err)
+		}
+	})
+}
