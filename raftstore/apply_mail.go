@@ -217,11 +217,11 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		k := stagedKey(p.User, p.Blob, i)
 		v := staged.Get(k)
-		must(u.chunks.Put(chunkKey(p.Blob, i), bytes.Clone(v[8:])))
+		putChunk(u.chunks, chunkKey(p.Blob, i), bytes.Clone(v[8:]))
 		must(staged.Delete(k))
 	}
 	for j, c := range p.Chunks {
-		must(u.chunks.Put(chunkKey(p.Blob, p.StagedChunks+uint32(j)), c))
+		putChunk(u.chunks, chunkKey(p.Blob, p.StagedChunks+uint32(j)), c)
 	}
 	blob := &schema.BlobRecord{ID: p.Blob, Refs: 1, Size: p.Size, Chunks: uint32(total)}
 	must(u.blobs.Put(p.Blob[:], blob.Marshal()))

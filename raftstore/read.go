@@ -216,7 +216,7 @@ func (r *Reader) Chunk(user, blob schema.ID, i uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := u.chunks.Get(chunkKey(blob, i))
+	v := getChunk(u.chunks, chunkKey(blob, i))
 	if v == nil {
 		return nil, schema.ErrNoSuchMessage
 	}
