@@ -93,6 +93,10 @@ type Config struct {
 	// clients, each step for at most SizeDuration.
 	SizeSeries   []SizeStep
 	SizeDuration time.Duration
+	// SizeProfiles takes a CPU profile of each size step (with
+	// ProfileDir): each costs up to one profile chunk of waiting after
+	// its step, which the quick suite's tiny steps cannot afford.
+	SizeProfiles bool
 	// FsyncDuration and CryptoDuration bound the physical-limit
 	// measurements; zero FsyncDuration skips them.
 	FsyncDuration  time.Duration
@@ -129,7 +133,7 @@ func Standard() Config {
 		IMAPSessions: 8, IMAPDuration: time.Minute,
 		POP3Clients: 4, POP3Duration: 2 * time.Minute,
 		FailoverSenders: 6, FailoverBefore: 10 * time.Second, FailoverAfter: 30 * time.Second,
-		SizeSeries: StandardSizes(), SizeDuration: time.Minute,
+		SizeSeries: StandardSizes(), SizeDuration: time.Minute, SizeProfiles: true,
 		FsyncDuration: 2 * time.Second, CryptoDuration: time.Second,
 		Mailnode: "bin/mailnode", DovecotFormat: "maildir", Install: true,
 	}
@@ -146,7 +150,7 @@ func Quick() Config {
 	c.IMAPSessions, c.IMAPDuration = 4, 8*time.Second
 	c.POP3Clients, c.POP3Duration = 4, 10*time.Second
 	c.FailoverSenders, c.FailoverBefore, c.FailoverAfter = 4, 3*time.Second, 6*time.Second
-	c.SizeSeries, c.SizeDuration = []SizeStep{{4 << 10, 60}, {64 << 10, 30}, {1 << 20, 6}}, 5*time.Second
+	c.SizeSeries, c.SizeDuration, c.SizeProfiles = []SizeStep{{4 << 10, 60}, {64 << 10, 30}, {1 << 20, 6}}, 5*time.Second, false
 	c.FsyncDuration, c.CryptoDuration = time.Second, 300*time.Millisecond
 	return c
 }
@@ -468,9 +472,14 @@ func runSizeSeries(ctx context.Context, cfg Config, t targets.Target, env worklo
 		}
 		var res *workload.IngestResult
 		name := SMTPIngestSizes + "-" + label
-		profileWorkload(ctx, cfg, t, tr, name, log, func() {
+		send := func() {
 			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration})
-		})
+		}
+		if cfg.SizeProfiles {
+			profileWorkload(ctx, cfg, t, tr, name, log, send)
+		} else {
+			send()
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", label, err)
 		}

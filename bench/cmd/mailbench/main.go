@@ -221,7 +221,7 @@ func sameConfig(a, b bench.Config) bool {
 		a.IMAPDuration == b.IMAPDuration && a.POP3Clients == b.POP3Clients && a.POP3Duration == b.POP3Duration &&
 		a.FailoverSenders == b.FailoverSenders && a.FailoverBefore == b.FailoverBefore && a.FailoverAfter == b.FailoverAfter &&
 		strings.Join(a.Targets, ",") == strings.Join(b.Targets, ",") && strings.Join(a.Workloads, ",") == strings.Join(b.Workloads, ",") &&
-		a.DovecotFormat == b.DovecotFormat && fmt.Sprint(a.SizeSeries) == fmt.Sprint(b.SizeSeries) && a.SizeDuration == b.SizeDuration
+		a.DovecotFormat == b.DovecotFormat && fmt.Sprint(a.SizeSeries) == fmt.Sprint(b.SizeSeries) && a.SizeDuration == b.SizeDuration && a.SizeProfiles == b.SizeProfiles
 }
 
 // sizesFlag parses --sizes into the steps of smtp-ingest-sizes.
