@@ -473,7 +473,7 @@ func runSizeSeries(ctx context.Context, cfg Config, t targets.Target, env worklo
 		var res *workload.IngestResult
 		name := SMTPIngestSizes + "-" + label
 		send := func() {
-			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration})
+			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration, Workload: name})
 		}
 		if cfg.SizeProfiles {
 			profileWorkload(ctx, cfg, t, tr, name, log, send)
@@ -490,8 +490,6 @@ func runSizeSeries(ctx context.Context, cfg Config, t targets.Target, env worklo
 		}
 		res.Check = check
 		tr.Sizes = append(tr.Sizes, report.SizeRun{Bytes: st.Bytes, Ingest: res})
-		log.Info("done", "target", tr.Info.Name, "workload", name, "msg_per_sec", fmt.Sprintf("%.1f", res.MessagesPerSec),
-			"mib_per_sec", fmt.Sprintf("%.1f", res.MBPerSec))
 	}
 	return nil
 }
