@@ -214,7 +214,8 @@ const largeChunk = 4 << 10
 // keyChunk is the one key of a large chunk's bucket.
 var keyChunk = []byte{0}
 
-// putChunk stores a sealed chunk under key in b (a chunks bucket), as a
+// putChunk stores a sealed chunk under key in b (a bucket of chunks: a
+// user's chunks, the staged, spool or outbound chunks), as a
 // plain value or, when large, in a bucket of its own. Whatever the key
 // held before is replaced.
 func putChunk(b *bbolt.Bucket, key, v []byte) {
@@ -317,7 +318,7 @@ func (a *applier) stageChunk(p *schema.StageChunk) *schema.Result {
 		return fail(schema.CodeInvalid)
 	}
 	v := binary.BigEndian.AppendUint64(nil, uint64(a.cmd.Time))
-	must(a.tx.Bucket(bucketStaged).Put(stagedKey(p.User, p.Blob, p.Index), append(v, p.Sealed...)))
+	putChunk(a.tx.Bucket(bucketStaged), stagedKey(p.User, p.Blob, p.Index), append(v, p.Sealed...))
 	return ok()
 }
 
@@ -326,12 +327,15 @@ func (a *applier) expireStaged(p *schema.ExpireStaged) *schema.Result {
 	var expired [][]byte
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			v = getChunk(b, k) // a large chunk, in a bucket of its own
+		}
 		if len(v) < 8 || int64(binary.BigEndian.Uint64(v[:8])) < p.Before {
 			expired = append(expired, bytes.Clone(k))
 		}
 	}
 	for _, k := range expired {
-		must(b.Delete(k))
+		deleteChunk(b, k)
 	}
 	return ok()
 }

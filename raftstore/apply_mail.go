@@ -76,7 +76,7 @@ func (a *applier) deleteUserData(p *schema.DeleteUserData) *schema.Result {
 		keys = append(keys, bytes.Clone(k))
 	}
 	for _, k := range keys {
-		must(staged.Delete(k))
+		deleteChunk(staged, k)
 	}
 	a.emit(Event{User: p.User, Kind: schema.ChangeResync})
 	return ok()
@@ -210,15 +210,15 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	}
 	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
-		if v := staged.Get(stagedKey(p.User, p.Blob, i)); len(v) < 8 {
+		if v := getChunk(staged, stagedKey(p.User, p.Blob, i)); len(v) < 8 {
 			return fail(schema.CodeInvalid) // expired or never staged
 		}
 	}
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		k := stagedKey(p.User, p.Blob, i)
-		v := staged.Get(k)
+		v := getChunk(staged, k)
 		putChunk(u.chunks, chunkKey(p.Blob, i), bytes.Clone(v[8:]))
-		must(staged.Delete(k))
+		deleteChunk(staged, k)
 	}
 	for j, c := range p.Chunks {
 		putChunk(u.chunks, chunkKey(p.Blob, p.StagedChunks+uint32(j)), c)
