@@ -24,14 +24,38 @@ const (
 	Storage    = "storage"
 	IMAPMixed  = "imap-mixed"
 	POP3Drain  = "pop3-drain"
-	Failover   = "failover"
+	// SMTPIngestSizes is smtp-ingest once per fixed message size
+	// (Config.SizeSeries), each with its own correctness check.
+	SMTPIngestSizes = "smtp-ingest-sizes"
+	Failover        = "failover"
 )
 
 // Workloads lists every workload in execution order: storage measures
 // what smtp-ingest delivered, before imap-mixed and pop3-drain change it;
-// failover kills a node, so it comes last (it runs on targets of several
-// nodes only).
-func Workloads() []string { return []string{SMTPIngest, Storage, IMAPMixed, POP3Drain, Failover} }
+// smtp-ingest-sizes adds mail of its own to the mailboxes, so it comes
+// after the workloads that read what smtp-ingest delivered; failover
+// kills a node, so it comes last (it runs on targets of several nodes
+// only).
+func Workloads() []string {
+	return []string{SMTPIngest, Storage, IMAPMixed, POP3Drain, SMTPIngestSizes, Failover}
+}
+
+// SizeStep is one step of the message-size series: Messages messages of
+// exactly Bytes bytes each.
+type SizeStep struct {
+	Bytes    int
+	Messages int
+}
+
+// StandardSizes is the message-size series of the standard suite:
+// small, medium and large mail (4 KiB, 64 KiB, 1 MiB).
+func StandardSizes() []SizeStep {
+	return []SizeStep{{4 << 10, 6000}, {64 << 10, 2000}, {1 << 20, 300}}
+}
+
+// SizeLabel names a message size in reports and profile file names
+// ("4KiB", "64KiB", "1MiB").
+func SizeLabel(bytes int) string { return report.SizeLabel(bytes) }
 
 // Domain is the mail domain of the benchmark's users.
 const Domain = "bench.test"
@@ -65,6 +89,14 @@ type Config struct {
 	FailoverSenders int
 	FailoverBefore  time.Duration
 	FailoverAfter   time.Duration
+	// SizeSeries are the steps of smtp-ingest-sizes, sent by SMTPClients
+	// clients, each step for at most SizeDuration.
+	SizeSeries   []SizeStep
+	SizeDuration time.Duration
+	// SizeProfiles takes a CPU profile of each size step (with
+	// ProfileDir): each costs up to one profile chunk of waiting after
+	// its step, which the quick suite's tiny steps cannot afford.
+	SizeProfiles bool
 	// FsyncDuration and CryptoDuration bound the physical-limit
 	// measurements; zero FsyncDuration skips them.
 	FsyncDuration  time.Duration
@@ -101,6 +133,7 @@ func Standard() Config {
 		IMAPSessions: 8, IMAPDuration: time.Minute,
 		POP3Clients: 4, POP3Duration: 2 * time.Minute,
 		FailoverSenders: 6, FailoverBefore: 10 * time.Second, FailoverAfter: 30 * time.Second,
+		SizeSeries: StandardSizes(), SizeDuration: time.Minute, SizeProfiles: true,
 		FsyncDuration: 2 * time.Second, CryptoDuration: time.Second,
 		Mailnode: "bin/mailnode", DovecotFormat: "maildir", Install: true,
 	}
@@ -117,6 +150,7 @@ func Quick() Config {
 	c.IMAPSessions, c.IMAPDuration = 4, 8*time.Second
 	c.POP3Clients, c.POP3Duration = 4, 10*time.Second
 	c.FailoverSenders, c.FailoverBefore, c.FailoverAfter = 4, 3*time.Second, 6*time.Second
+	c.SizeSeries, c.SizeDuration, c.SizeProfiles = []SizeStep{{4 << 10, 60}, {64 << 10, 30}, {1 << 20, 6}}, 5*time.Second, false
 	c.FsyncDuration, c.CryptoDuration = time.Second, 300*time.Millisecond
 	return c
 }
@@ -150,6 +184,17 @@ func (c Config) Validate() error {
 			"and imap-mixed and pop3-drain share the %d users when both run", len(pop3Users), c.Users))
 	}
 	durations := map[string]time.Duration{"ingest": c.IngestDuration, "imap": c.IMAPDuration, "pop3": c.POP3Duration, "verify": c.VerifyWait}
+	if c.wants(SMTPIngestSizes) {
+		durations["size series"] = c.SizeDuration
+		if len(c.SizeSeries) == 0 {
+			errs = append(errs, errors.New("smtp-ingest-sizes needs at least one size"))
+		}
+		for _, st := range c.SizeSeries {
+			if st.Bytes < 1<<10 || st.Bytes > 16<<20 || st.Messages < 1 {
+				errs = append(errs, fmt.Errorf("size step %d bytes x %d messages: want 1 KiB..16 MiB and at least one message", st.Bytes, st.Messages))
+			}
+		}
+	}
 	if c.wants(Failover) {
 		durations["failover before"], durations["failover after"] = c.FailoverBefore, c.FailoverAfter
 		if c.FailoverSenders < 1 {
@@ -230,6 +275,12 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 		},
 	}
 	cfg.profileStamp = resultStamp(run.Started)
+	if cfg.wants(SMTPIngestSizes) {
+		for _, st := range cfg.SizeSeries {
+			run.Settings.SizeSeries = append(run.Settings.SizeSeries, report.SizeSetting{Bytes: st.Bytes, Messages: st.Messages})
+		}
+		run.Settings.SizeSec = cfg.SizeDuration.Seconds()
+	}
 	if cfg.wants(Failover) {
 		run.Settings.FailoverSenders = cfg.FailoverSenders
 		run.Settings.FailoverBeforeSec, run.Settings.FailoverAfterSec = cfg.FailoverBefore.Seconds(), cfg.FailoverAfter.Seconds()
@@ -324,6 +375,13 @@ func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.C
 	if cfg.needsMail() && !runMailWorkloads(ctx, cfg, t, env, baseline, &tr, log) {
 		return tr
 	}
+	if cfg.wants(SMTPIngestSizes) {
+		env.Endpoints, env.Nodes = t.Endpoints(), nodesOf(t)
+		if err := runSizeSeries(ctx, cfg, t, env, &tr, log); err != nil {
+			tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngestSizes, err))
+			return tr
+		}
+	}
 	if cfg.wants(Failover) {
 		cl, ok := t.(workload.Cluster)
 		if !ok || len(env.Nodes) < 2 {
@@ -392,6 +450,50 @@ func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env wor
 	return true
 }
 
+// runSizeSeries runs smtp-ingest once per step of cfg.SizeSeries, each
+// with a corpus of its own fixed-size messages (tags that no other
+// corpus uses), a CPU profile of its own, and the same correctness check
+// as smtp-ingest: every acknowledged message fetched back and compared
+// by SHA-256. The mailboxes may hold mail already: the check waits for
+// that many more messages than each INBOX held before.
+func runSizeSeries(ctx context.Context, cfg Config, t targets.Target, env workload.Env, tr *report.TargetRun, log *slog.Logger) error {
+	for _, st := range cfg.SizeSeries {
+		label := SizeLabel(st.Bytes)
+		corp, err := corpus.Generate(corpus.Config{Seed: cfg.Seed, Messages: st.Messages, Users: len(env.Users), Domain: Domain,
+			Size: st.Bytes, TagPrefix: "size" + label + "-"})
+		if err != nil {
+			return err
+		}
+		senv := env
+		senv.Corpus = corp
+		before, err := workload.InboxCounts(ctx, senv)
+		if err != nil {
+			return err
+		}
+		var res *workload.IngestResult
+		name := SMTPIngestSizes + "-" + label
+		send := func() {
+			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration, Workload: name})
+		}
+		if cfg.SizeProfiles {
+			profileWorkload(ctx, cfg, t, tr, name, log, send)
+		} else {
+			send()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", label, err)
+		}
+		check, err := workload.Verify(ctx, senv, res.AckedMessages(), workload.VerifyConfig{Workload: name,
+			SentAt: time.Now(), Wait: cfg.VerifyWait, Via: res.AckedVia(), Before: before})
+		if err != nil {
+			return fmt.Errorf("%s verification: %w", label, err)
+		}
+		res.Check = check
+		tr.Sizes = append(tr.Sizes, report.SizeRun{Bytes: st.Bytes, Ingest: res})
+	}
+	return nil
+}
+
 // nodesOf returns the endpoints of every node of a target of several
 // nodes, and nil for a target of one.
 func nodesOf(t targets.Target) []targets.Endpoints {
@@ -424,6 +526,14 @@ func failures(tr report.TargetRun) []string {
 		if c := in.Check; c != nil && !c.OK() {
 			out = append(out, fmt.Sprintf("%s: %s check failed: of %d acknowledged messages %d missing, %d different, %d duplicated",
 				name, SMTPIngest, c.Expected, c.Missing, c.Mismatched, c.Duplicates))
+		}
+	}
+	for _, sz := range tr.Sizes {
+		in, w := sz.Ingest, SMTPIngestSizes+" "+SizeLabel(sz.Bytes)
+		broken(w, int64(in.Acked), int64(in.Failed))
+		if c := in.Check; c != nil && !c.OK() {
+			out = append(out, fmt.Sprintf("%s: %s check failed: of %d acknowledged messages %d missing, %d different, %d duplicated",
+				name, w, c.Expected, c.Missing, c.Mismatched, c.Duplicates))
 		}
 	}
 	if im := tr.IMAP; im != nil {

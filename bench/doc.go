@@ -9,7 +9,8 @@
 // processes forming one cluster with three replicas per shard; dovecot =
 // Dovecot + Postfix) starts it in a temporary directory on loopback, runs
 // the workloads (package workload) in a fixed order — smtp-ingest with its
-// correctness check, storage, imap-mixed, pop3-drain, and on cluster3
+// correctness check, storage, imap-mixed, pop3-drain, smtp-ingest-sizes
+// (smtp-ingest once per fixed message size, each checked), and on cluster3
 // failover (kill a shard's leader under SMTP load, then check that no
 // acknowledged message was lost or duplicated) — and stops it. Package
 // report turns the result into JSON, Markdown with ratios ours/peer, and

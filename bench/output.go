@@ -98,8 +98,9 @@ by ` + "`make bench`" + ` (the standard suite); do not edit it by hand.
 
 ` + "`--target`" + ` and ` + "`--workload`" + ` take comma-separated lists (targets: single,
 cluster3, dovecot; workloads: smtp-ingest, storage, imap-mixed, pop3-drain,
-failover); the other workloads need the mail smtp-ingest delivers, so it
-runs first whenever one of them is selected (failover brings its own).
+smtp-ingest-sizes, failover); the other workloads need the mail smtp-ingest
+delivers, so it runs first whenever one of them is selected
+(smtp-ingest-sizes and failover bring their own).
 ` + "`bin/mailbench help`" + ` lists every option.
 
 The dovecot target needs Dovecot and Postfix from Debian's packages
@@ -141,6 +142,13 @@ the end; nothing listens beyond loopback.
   message and mark it seen, search (unread, subject, sender, body text),
   save a message to Sent, move one to Trash, delete and expunge one, log out.
   Operations/s and latency per command.
+- **smtp-ingest-sizes**: smtp-ingest again with the same clients, once
+  per message size (--sizes; the standard suite sends 4 KiB, 64 KiB and
+  1 MiB messages, plain text below 16 KiB and a text part with base64
+  attachments from there on), each size with a corpus of its own and the
+  same SHA-256 check of every acknowledged message; messages/s and MiB/s
+  per size, with the ratio to dovecot and how many of the disk's fsyncs
+  each message could have had at that rate.
 - **pop3-drain**: concurrent POP3 sessions (STLS, AUTH PLAIN) download and
   delete whole maildrops; every download is compared with the original too.
 - **failover** (cluster3 only): concurrent SMTP senders, spread over the

@@ -77,17 +77,17 @@ func (a *applier) spool(p *schema.Spool) *schema.Result {
 	// Chunks staged for a spool use its id as both owner and blob.
 	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
-		if v := staged.Get(stagedKey(p.ID, p.ID, i)); len(v) < 8 {
+		if v := getChunk(staged, stagedKey(p.ID, p.ID, i)); len(v) < 8 {
 			return fail(schema.CodeInvalid)
 		}
 	}
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		k := stagedKey(p.ID, p.ID, i)
-		must(chunks.Put(chunkKey(p.ID, i), bytes.Clone(staged.Get(k)[8:])))
-		must(staged.Delete(k))
+		putChunk(chunks, chunkKey(p.ID, i), bytes.Clone(getChunk(staged, k)[8:]))
+		deleteChunk(staged, k)
 	}
 	for j, c := range p.Chunks {
-		must(chunks.Put(chunkKey(p.ID, p.StagedChunks+uint32(j)), c))
+		putChunk(chunks, chunkKey(p.ID, p.StagedChunks+uint32(j)), c)
 	}
 	rec := schema.SpoolRecord{ID: p.ID, From: p.From, Recipients: p.Recipients, Size: p.Size,
 		Chunks: uint32(total), Time: a.cmd.Time, Junk: p.Junk}
@@ -124,7 +124,7 @@ func (a *applier) spoolDone(p *schema.SpoolDone) *schema.Result {
 	must(b.Delete(p.ID[:]))
 	chunks := a.tx.Bucket(bucketSpoolChunks)
 	for i := uint32(0); i < rec.Chunks; i++ {
-		must(chunks.Delete(chunkKey(p.ID, i)))
+		deleteChunk(chunks, chunkKey(p.ID, i))
 	}
 	return ok()
 }

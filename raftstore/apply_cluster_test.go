@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,8 +85,9 @@ func TestLeaseExcludesOthersUntilItExpires(t *testing.T) {
 func TestSpoolKeepsAMessageUntilEveryRecipientIsDone(t *testing.T) {
 	s := openShard(t, t.TempDir())
 	id, u1, u2 := schema.NewID(), schema.NewID(), schema.NewID()
+	body := strings.Repeat("body", largeChunk/2) // large: a bucket of its own
 	apply(t, s, &schema.StageChunk{User: id, Blob: id, Index: 0, Sealed: []byte("head")})
-	sp := &schema.Spool{ID: id, From: []byte("from"), Size: 8, StagedChunks: 1, Chunks: [][]byte{[]byte("body")},
+	sp := &schema.Spool{ID: id, From: []byte("from"), Size: 8, StagedChunks: 1, Chunks: [][]byte{[]byte(body)},
 		Recipients: []schema.SpoolRecipient{{User: u1, Shard: 1}, {User: u2, Shard: 2}}}
 	apply(t, s, sp)
 	apply(t, s, sp) // a retry changes nothing
@@ -97,8 +99,8 @@ func TestSpoolKeepsAMessageUntilEveryRecipientIsDone(t *testing.T) {
 		c1, _ = r.SpoolChunk(id, 1)
 		return err
 	})
-	if len(recs) != 1 || recs[0].Chunks != 2 || len(recs[0].Recipients) != 2 || string(c0) != "head" || string(c1) != "body" {
-		t.Fatalf("spooled %+v, chunks %q %q", recs, c0, c1)
+	if len(recs) != 1 || recs[0].Chunks != 2 || len(recs[0].Recipients) != 2 || string(c0) != "head" || string(c1) != body {
+		t.Fatalf("spooled %+v, chunks of %d and %d bytes", recs, len(c0), len(c1))
 	}
 	apply(t, s, &schema.SpoolDone{ID: id, Users: []schema.ID{u1}})
 	_ = s.View(func(r *Reader) (err error) { recs, err = r.Spooled(); return err })
@@ -110,9 +112,10 @@ func TestSpoolKeepsAMessageUntilEveryRecipientIsDone(t *testing.T) {
 	_ = s.View(func(r *Reader) (err error) {
 		recs, err = r.Spooled()
 		c0, _ = r.SpoolChunk(id, 0)
+		c1, _ = r.SpoolChunk(id, 1)
 		return err
 	})
-	if len(recs) != 0 || c0 != nil {
-		t.Fatalf("finished spool left %+v, chunk %q", recs, c0)
+	if len(recs) != 0 || c0 != nil || c1 != nil {
+		t.Fatalf("finished spool left %+v, chunks of %d and %d bytes", recs, len(c0), len(c1))
 	}
 }

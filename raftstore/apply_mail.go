@@ -76,7 +76,7 @@ func (a *applier) deleteUserData(p *schema.DeleteUserData) *schema.Result {
 		keys = append(keys, bytes.Clone(k))
 	}
 	for _, k := range keys {
-		must(staged.Delete(k))
+		deleteChunk(staged, k)
 	}
 	a.emit(Event{User: p.User, Kind: schema.ChangeResync})
 	return ok()
@@ -225,7 +225,7 @@ func (a *applier) checkAppend(u *userMail, p *schema.Append, n int) (schema.ID, 
 	}
 	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
-		if v := staged.Get(stagedKey(p.User, p.Blob, i)); len(v) < 8 {
+		if v := getChunk(staged, stagedKey(p.User, p.Blob, i)); len(v) < 8 {
 			return mboxID, nil, fail(schema.CodeInvalid) // expired or never staged
 		}
 	}
@@ -238,12 +238,12 @@ func (a *applier) commitAppend(u *userMail, p *schema.Append, mboxID schema.ID, 
 	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		k := stagedKey(p.User, p.Blob, i)
-		v := staged.Get(k)
-		must(u.chunks.Put(chunkKey(p.Blob, i), bytes.Clone(v[8:])))
-		must(staged.Delete(k))
+		v := getChunk(staged, k)
+		putChunk(u.chunks, chunkKey(p.Blob, i), bytes.Clone(v[8:]))
+		deleteChunk(staged, k)
 	}
 	for j, c := range p.Chunks {
-		must(u.chunks.Put(chunkKey(p.Blob, p.StagedChunks+uint32(j)), c))
+		putChunk(u.chunks, chunkKey(p.Blob, p.StagedChunks+uint32(j)), c)
 	}
 	total := uint64(p.StagedChunks) + uint64(len(p.Chunks))
 	blob := &schema.BlobRecord{ID: p.Blob, Refs: 1, Size: p.Size, Chunks: uint32(total)}

@@ -20,17 +20,17 @@ func (a *applier) enqueue(p *schema.Enqueue) *schema.Result {
 	}
 	staged := a.tx.Bucket(bucketStaged)
 	for i := uint32(0); i < p.StagedChunks; i++ {
-		if v := staged.Get(stagedKey(p.User, p.ID, i)); len(v) < 8 {
+		if v := getChunk(staged, stagedKey(p.User, p.ID, i)); len(v) < 8 {
 			return fail(schema.CodeInvalid)
 		}
 	}
 	for i := uint32(0); i < p.StagedChunks; i++ {
 		k := stagedKey(p.User, p.ID, i)
-		must(chunks.Put(chunkKey(p.ID, i), bytes.Clone(staged.Get(k)[8:])))
-		must(staged.Delete(k))
+		putChunk(chunks, chunkKey(p.ID, i), bytes.Clone(getChunk(staged, k)[8:]))
+		deleteChunk(staged, k)
 	}
 	for j, c := range p.Chunks {
-		must(chunks.Put(chunkKey(p.ID, p.StagedChunks+uint32(j)), c))
+		putChunk(chunks, chunkKey(p.ID, p.StagedChunks+uint32(j)), c)
 	}
 	rec := schema.OutboundRecord{ID: p.ID, User: p.User, Size: p.Size, Chunks: uint32(total),
 		Created: a.cmd.Time, NextAttempt: p.NextAttempt, Version: 1, State: p.State}
@@ -73,7 +73,7 @@ func (a *applier) deleteOutbound(p *schema.DeleteOutbound) *schema.Result {
 	must(b.Delete(p.ID[:]))
 	chunks := a.tx.Bucket(bucketOutChunks)
 	for i := uint32(0); i < rec.Chunks; i++ {
-		must(chunks.Delete(chunkKey(p.ID, i)))
+		deleteChunk(chunks, chunkKey(p.ID, i))
 	}
 	return ok()
 }

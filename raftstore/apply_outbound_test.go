@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
@@ -10,7 +11,8 @@ import (
 func TestOutboundQueueEntryLifecycle(t *testing.T) {
 	s := openShard(t, t.TempDir())
 	id, user := schema.NewID(), schema.NewID()
-	apply(t, s, &schema.StageChunk{User: user, Blob: id, Index: 0, Sealed: []byte("head")})
+	head := strings.Repeat("head", largeChunk/2) // large: a bucket of its own
+	apply(t, s, &schema.StageChunk{User: user, Blob: id, Index: 0, Sealed: []byte(head)})
 	enq := &schema.Enqueue{ID: id, User: user, Size: 8, StagedChunks: 1, Chunks: [][]byte{[]byte("body")}, State: []byte("s1"), NextAttempt: 5}
 	apply(t, s, enq)
 	apply(t, s, enq) // a retried submission changes nothing
@@ -19,8 +21,8 @@ func TestOutboundQueueEntryLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(res.Outbound) != 1 || res.Outbound[0].Version != 1 || res.Outbound[0].Chunks != 2 ||
-		string(res.Chunks[0]) != "head" || string(res.Chunks[1]) != "body" || string(res.Outbound[0].State) != "s1" {
-		t.Fatalf("entry %+v chunks %q", res.Outbound, res.Chunks)
+		string(res.Chunks[0]) != head || string(res.Chunks[1]) != "body" || string(res.Outbound[0].State) != "s1" {
+		t.Fatalf("entry %+v, %d chunks", res.Outbound, len(res.Chunks))
 	}
 	// Compare-and-set on the version.
 	apply(t, s, &schema.UpdateOutbound{ID: id, Version: 1, NextAttempt: 9, Held: true, State: []byte("s2")})

@@ -14,9 +14,13 @@ func TestCompactReplicaShrinksAndKeepsData(t *testing.T) {
 	s := openShard(t, dir)
 	f := newFixture(t, s)
 	var targets []schema.ExpungeTarget
+	var kept []schema.ID
 	for i := 0; i < 40; i++ {
-		uid, _ := appendMsg(t, s, f, f.inbox, strings.Repeat("x", 64<<10))
-		if i >= 2 {
+		// Large: each chunk in a bucket of its own, each log entry too.
+		uid, blob := appendMsg(t, s, f, f.inbox, strings.Repeat(string(rune('a'+i)), 64<<10))
+		if i < 2 {
+			kept = append(kept, blob)
+		} else {
 			targets = append(targets, schema.ExpungeTarget{UID: uid})
 		}
 	}
@@ -37,6 +41,15 @@ func TestCompactReplicaShrinksAndKeepsData(t *testing.T) {
 	s2 := openShard(t, dir)
 	if got := uids(messages(t, s2, f.user, f.inbox)); !slices.Equal(got, []schema.UID{1, 2}) {
 		t.Fatalf("after compaction uids %v", got)
+	}
+	for i, blob := range kept {
+		var chunk []byte
+		if err := s2.View(func(r *Reader) (err error) { chunk, err = r.Chunk(f.user, blob, 0); return }); err != nil {
+			t.Fatalf("chunk of message %d after compaction: %v", i+1, err)
+		}
+		if want := strings.Repeat(string(rune('a'+i)), 64<<10); string(chunk) != want {
+			t.Fatalf("chunk of message %d after compaction: %d bytes, not what was stored", i+1, len(chunk))
+		}
 	}
 	if uid, _ := appendMsg(t, s2, f, f.inbox, "after"); uid != 41 {
 		t.Fatalf("next uid %d", uid)

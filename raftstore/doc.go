@@ -1,5 +1,6 @@
 // Package raftstore owns one shard: a hashicorp/raft group whose log lives
-// in bbolt (raft-boltdb/v2) and whose state machine is a bbolt file holding
+// in bbolt (raft.db: raft-boltdb/v2's layout, large entries in buckets of
+// their own, see logStore) and whose state machine is a bbolt file holding
 // the mail data model (meta records in shard 0, mailboxes and messages in
 // mail shards).
 //

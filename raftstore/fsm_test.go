@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,7 +170,9 @@ func TestStagedChunksAndExpiry(t *testing.T) {
 	f := newFixture(t, s)
 	blob := schema.NewID()
 	apply(t, s, &schema.StageChunk{User: f.user, Blob: blob, Index: 0, Sealed: []byte("head")})
-	apply(t, s, &schema.StageChunk{User: f.user, Blob: blob, Index: 1, Sealed: []byte("part1")})
+	// A large one: a bucket of its own while staged and once committed.
+	part1 := strings.Repeat("part1", 2*largeChunk/5)
+	apply(t, s, &schema.StageChunk{User: f.user, Blob: blob, Index: 1, Sealed: []byte(part1)})
 	r := apply(t, s, &schema.Append{User: f.user, Message: schema.NewID(), Blob: blob, Size: 14, StagedChunks: 2, Chunks: [][]byte{[]byte("tail")}})
 	if r.UIDs[0] != 1 {
 		t.Fatal(r.UIDs)
@@ -188,11 +191,25 @@ func TestStagedChunksAndExpiry(t *testing.T) {
 		}
 		return nil
 	})
-	if !slices.Equal(chunks, []string{"head", "part1", "tail"}) {
-		t.Fatalf("chunks %q", chunks)
+	if !slices.Equal(chunks, []string{"head", part1, "tail"}) {
+		t.Fatalf("chunks of %v bytes", []int{len(chunks[0]), len(chunks[1]), len(chunks[2])})
 	}
-	// A staged chunk that is never committed expires.
+	// Staged chunks that are never committed expire, small or large.
 	apply(t, s, &schema.StageChunk{User: f.user, Blob: schema.NewID(), Index: 0, Sealed: []byte("orphan")})
+	apply(t, s, &schema.StageChunk{User: f.user, Blob: schema.NewID(), Index: 0, Sealed: []byte(part1)})
+	_ = s.View(func(rd *Reader) error {
+		if n := rd.Stats().StagedChunks; n != 2 {
+			t.Errorf("%d staged chunks, want 2", n)
+		}
+		return nil
+	})
+	apply(t, s, &schema.ExpireStaged{Before: time.Now().Add(-time.Hour).UnixNano()})
+	_ = s.View(func(rd *Reader) error {
+		if n := rd.Stats().StagedChunks; n != 2 {
+			t.Errorf("%d staged chunks left by an expiry before they were staged, want 2", n)
+		}
+		return nil
+	})
 	apply(t, s, &schema.ExpireStaged{Before: time.Now().Add(time.Hour).UnixNano()})
 	_ = s.View(func(rd *Reader) error {
 		if n := rd.Stats().StagedChunks; n != 0 {
@@ -442,6 +459,7 @@ func TestDeleteUserData(t *testing.T) {
 	f := newFixture(t, s)
 	appendMsg(t, s, f, f.inbox, "bye")
 	apply(t, s, &schema.StageChunk{User: f.user, Blob: schema.NewID(), Sealed: []byte("x")})
+	apply(t, s, &schema.StageChunk{User: f.user, Blob: schema.NewID(), Sealed: bytes.Repeat([]byte("x"), largeChunk)})
 	apply(t, s, &schema.DeleteUserData{User: f.user})
 	_ = s.View(func(r *Reader) error {
 		if r.HasUser(f.user) || r.Stats().StagedChunks != 0 {

@@ -216,7 +216,7 @@ func (r *Reader) Chunk(user, blob schema.ID, i uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := u.chunks.Get(chunkKey(blob, i))
+	v := getChunk(u.chunks, chunkKey(blob, i))
 	if v == nil {
 		return nil, schema.ErrNoSuchMessage
 	}
@@ -233,7 +233,7 @@ func (r *Reader) Stats() Stats {
 	s := Stats{
 		Domains:      r.tx.Bucket(bucketDomains).Stats().KeyN,
 		Users:        r.tx.Bucket(bucketUsers).Stats().KeyN,
-		StagedChunks: r.tx.Bucket(bucketStaged).Stats().KeyN,
+		StagedChunks: topKeys(r.tx.Bucket(bucketStaged)),
 	}
 	_ = r.tx.Bucket(bucketMail).ForEachBucket(func(k []byte) error {
 		s.MailUsers++
@@ -250,6 +250,17 @@ func (r *Reader) Stats() Stats {
 		return nil
 	})
 	return s
+}
+
+// topKeys counts the keys of b itself: a chunk in a bucket of its own is
+// one (bbolt's Stats count its bucket's key too).
+func topKeys(b *bbolt.Bucket) int {
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 // Settings returns the cluster settings whose keys start with prefix.
@@ -286,7 +297,7 @@ func (r *Reader) Spooled() ([]schema.SpoolRecord, error) {
 
 // SpoolChunk returns sealed chunk i of a spooled message.
 func (r *Reader) SpoolChunk(id schema.ID, i uint32) ([]byte, error) {
-	v := r.tx.Bucket(bucketSpoolChunks).Get(chunkKey(id, i))
+	v := getChunk(r.tx.Bucket(bucketSpoolChunks), chunkKey(id, i))
 	if v == nil {
 		return nil, schema.ErrNoSuchMessage
 	}
@@ -320,7 +331,7 @@ func (r *Reader) OutboundEntry(id schema.ID) (schema.OutboundRecord, error) {
 
 // OutboundChunk returns sealed chunk i of an outbound queue entry.
 func (r *Reader) OutboundChunk(id schema.ID, i uint32) ([]byte, error) {
-	v := r.tx.Bucket(bucketOutChunks).Get(chunkKey(id, i))
+	v := getChunk(r.tx.Bucket(bucketOutChunks), chunkKey(id, i))
 	if v == nil {
 		return nil, schema.ErrNoSuchMessage
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
@@ -97,7 +96,7 @@ type Shard struct {
 	log    *slog.Logger
 	raft   *raft.Raft
 	fsm    *fsm
-	logs   *raftboltdb.BoltStore
+	logs   *logStore
 	snaps  raft.SnapshotStore
 	trans  raft.Transport
 	closed chan struct{}
@@ -141,13 +140,10 @@ func Open(cfg Config) (*Shard, error) {
 func (s *Shard) openRaft() error {
 	cfg := s.cfg
 	hl := newHclog(s.log, hclog.Warn)
-	logs, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.Dir, "raft.db"),
-		BoltOptions: &bbolt.Options{
-			Timeout:        5 * time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
+	logs, err := openLogStore(filepath.Join(cfg.Dir, "raft.db"), &bbolt.Options{
+		Timeout:        5 * time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
 	})
 	if err != nil {
 		return fmt.Errorf("log store: %w", err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 )
 
@@ -113,7 +112,7 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 		return info, fmt.Errorf("install state: record snapshot: %w", err)
 	}
 
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	logs, err := openLogStore(filepath.Join(dir, "raft.db"), &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
 	if err != nil {
 		return info, fmt.Errorf("install state: log store: %w", err)
 	}

@@ -50,7 +50,19 @@ type Config struct {
 	Domain string
 	// MinSize and MaxSize bound every message's size in bytes.
 	MinSize, MaxSize int
+	// Size, when set, makes every message exactly Size bytes (MinSize
+	// and MaxSize are then Size): plain text below AttachmentSizeFrom,
+	// a text part and attachments from there on, the way large mail is
+	// made. The message-size series of smtp-ingest-sizes uses it.
+	Size int
+	// TagPrefix starts every message's tag, so that corpora sent to the
+	// same mailboxes never share a tag.
+	TagPrefix string
 }
+
+// AttachmentSizeFrom is the size from which a corpus of fixed-size
+// messages (Config.Size) carries attachments.
+const AttachmentSizeFrom = 16 << 10
 
 // Message is one generated message and what the harness needs to deliver
 // and check it.
@@ -89,6 +101,16 @@ func (cfg Config) Normalize() (Config, error) {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "bench.test"
+	}
+	if cfg.Size > 0 {
+		if cfg.Size < 1024 || cfg.Size > DefaultMaxSize*4 {
+			return cfg, fmt.Errorf("corpus: fixed size %d must be 1 KiB..%d", cfg.Size, DefaultMaxSize*4)
+		}
+		cfg.MinSize, cfg.MaxSize = cfg.Size, cfg.Size
+		if cfg.Messages < 1 || cfg.Messages > maxMessages || cfg.Users < 1 {
+			return cfg, fmt.Errorf("corpus: messages must be 1..%d and users at least 1, got %d and %d", maxMessages, cfg.Messages, cfg.Users)
+		}
+		return cfg, nil
 	}
 	switch {
 	case cfg.Messages < 1 || cfg.Messages > maxMessages:
@@ -139,7 +161,7 @@ func generate(cfg Config, i int, earlier []threadMeta) (Message, threadMeta, err
 	m := Message{
 		Index:     i,
 		Kind:      kind,
-		Tag:       fmt.Sprintf("%x-%d", cfg.Seed, i),
+		Tag:       fmt.Sprintf("%s%x-%d", cfg.TagPrefix, cfg.Seed, i),
 		MessageID: fmt.Sprintf("<%x.%d.%08x@mailbench.example.org>", cfg.Seed, i, rng.Uint32()),
 	}
 	meta := threadMeta{messageID: m.MessageID}
@@ -195,6 +217,12 @@ func generate(cfg Config, i int, earlier []threadMeta) (Message, threadMeta, err
 // HTML mail around 12 KiB, mail with attachments around 120 KiB with a
 // tail that reaches the maximum size.
 func pickShape(rng *rand.Rand, cfg Config) (Kind, int) {
+	if cfg.Size > 0 {
+		if cfg.Size < AttachmentSizeFrom {
+			return KindText, cfg.Size
+		}
+		return KindAttachment, cfg.Size
+	}
 	var kind Kind
 	var median, sigma float64
 	switch r := rng.IntN(100); {

@@ -230,3 +230,27 @@ func TestOriginal(t *testing.T) {
 		})
 	}
 }
+
+func TestFixedSize(t *testing.T) {
+	for _, size := range []int{4 << 10, 64 << 10, 1 << 20} {
+		c := generateT(t, Config{Seed: 3, Messages: 20, Users: 4, Size: size, TagPrefix: "s-"})
+		for _, m := range c.Messages {
+			if len(m.Data) != size {
+				t.Fatalf("size %d: message %d has %d bytes", size, m.Index, len(m.Data))
+			}
+			if !strings.HasPrefix(m.Tag, "s-") {
+				t.Fatalf("tag %q lacks its prefix", m.Tag)
+			}
+			want := KindText
+			if size >= AttachmentSizeFrom {
+				want = KindAttachment
+			}
+			if m.Kind != want {
+				t.Fatalf("size %d: kind %s, want %s", size, m.Kind, want)
+			}
+			if tag, orig, err := Original(m.Data); err != nil || tag != m.Tag || len(orig) != size {
+				t.Fatalf("size %d: Original gives %q, %d bytes, %v", size, tag, len(orig), err)
+			}
+		}
+	}
+}

@@ -35,6 +35,7 @@ func (r *Run) WriteMarkdown(w io.Writer, title string, charts Charts) error {
 		}
 	}
 	r.writeIngest(&b)
+	r.writeSizes(&b)
 	r.writeOpTable(&b, "imap-mixed: latency per command", workload.IMAPOps, func(t *TargetRun) map[string]stats.Summary {
 		if t.IMAP == nil {
 			return nil
@@ -82,6 +83,13 @@ func (r *Run) writeContext(b *strings.Builder) {
 	}
 	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "pop3-drain") {
 		parts = append(parts, fmt.Sprintf("pop3-drain %d clients (at most %s s)", s.POP3Clients, formatNum(s.POP3Sec)))
+	}
+	if len(s.SizeSeries) > 0 {
+		steps := make([]string, len(s.SizeSeries))
+		for i, st := range s.SizeSeries {
+			steps[i] = fmt.Sprintf("%s × %d", SizeLabel(st.Bytes), st.Messages)
+		}
+		parts = append(parts, fmt.Sprintf("smtp-ingest-sizes up to %s messages (at most %s s each)", strings.Join(steps, ", "), formatNum(s.SizeSec)))
 	}
 	if slices.Contains(s.Workloads, "failover") {
 		parts = append(parts, fmt.Sprintf("failover %d senders, %s s before and %s s after the kill",
@@ -172,7 +180,7 @@ func (r *Run) writeSummary(b *strings.Builder) {
 	b.WriteString("\n| --- | --- |")
 	b.WriteString(strings.Repeat(" ---: |", len(r.Targets)+len(pairs)))
 	b.WriteString("\n")
-	for _, m := range summaryMetrics {
+	for _, m := range r.metrics() {
 		var row strings.Builder
 		any := false
 		fmt.Fprintf(&row, "| %s | %s |", m.workload, m.name)
@@ -241,6 +249,76 @@ func (r *Run) writeIngest(b *strings.Builder) {
 	b.WriteString("| target | clients | acknowledged | failed | seconds | p50 ms | p90 ms | p99 ms | connect p50 ms | correctness |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	b.WriteString(strings.Join(rows, "\n"))
 	b.WriteString("\n\n")
+}
+
+// writeSizes renders smtp-ingest-sizes: per message size and target,
+// messages/s and MiB/s, the ratio of each of ours to each peer, latency
+// and the correctness check.
+func (r *Run) writeSizes(b *strings.Builder) {
+	var sizes []int
+	for _, t := range r.Targets {
+		for _, sz := range t.Sizes {
+			if !slices.Contains(sizes, sz.Bytes) {
+				sizes = append(sizes, sz.Bytes)
+			}
+		}
+	}
+	if len(sizes) == 0 {
+		return
+	}
+	slices.Sort(sizes)
+	b.WriteString("## smtp-ingest-sizes\n\nsmtp-ingest again, once per message size, with messages of exactly that size " +
+		"(plain text below 16 KiB, a text part and base64 attachments from there on), sent by the same clients to the same users; " +
+		"every acknowledged message is fetched back and compared by SHA-256 as in smtp-ingest. " +
+		"The ratio divides our messages/s by the peer's. The disk's fsyncs per message is the disk's fsyncs/s (physical limits) " +
+		"divided by the messages/s: how many fsyncs each message could have had at this rate.\n\n")
+	b.WriteString("| size | target | acknowledged | failed | messages/s | MiB/s | ratio | disk's fsyncs per message | p50 ms | p99 ms | correctness |\n" +
+		"| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |\n")
+	for _, n := range sizes {
+		get := sizeFigure(n, func(in *workload.IngestResult) float64 { return in.MessagesPerSec })
+		for i := range r.Targets {
+			t := &r.Targets[i]
+			var in *workload.IngestResult
+			for _, sz := range t.Sizes {
+				if sz.Bytes == n {
+					in = sz.Ingest
+				}
+			}
+			if in == nil {
+				continue
+			}
+			var ratios []string
+			if IsOurs(t.Info.Name) {
+				for _, pr := range r.pairs() {
+					if pr[0] != t.Info.Name {
+						continue
+					}
+					ov, ook := get(t)
+					pv, pok := get(r.target(pr[1]))
+					if q, ok := Ratio(ov, pv, ook, pok); ok {
+						ratios = append(ratios, fmt.Sprintf("%s vs %s", formatRatio(q, true), pr[1]))
+					}
+				}
+			}
+			check := "not checked"
+			if c := in.Check; c != nil {
+				if c.OK() {
+					check = fmt.Sprintf("all %d fetched back, byte-identical", c.Expected)
+				} else {
+					check = fmt.Sprintf("**FAILED**: %d expected, %d missing, %d different, %d duplicated", c.Expected, c.Missing, c.Mismatched, c.Duplicates)
+				}
+			}
+			budget := "-"
+			if l := r.Limits; l != nil && l.FsyncPerSec > 0 && in.MessagesPerSec > 0 {
+				budget = formatNum(l.FsyncPerSec / in.MessagesPerSec)
+			}
+			tx := in.Ops["transaction"]
+			fmt.Fprintf(b, "| %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", SizeLabel(n), t.Info.Name, in.Acked, in.Failed,
+				formatNum(in.MessagesPerSec), formatNum(in.MBPerSec), cell(strings.Join(ratios, "; ")), budget,
+				formatNum(tx.P50MS), formatNum(tx.P99MS), check)
+		}
+	}
+	b.WriteString("\n")
 }
 
 func (r *Run) writeOpTable(b *strings.Builder, title string, ops []string, get func(*TargetRun) map[string]stats.Summary) {

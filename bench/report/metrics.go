@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/mailcluster/mailcluster/bench/stats"
+	"github.com/mailcluster/mailcluster/bench/workload"
 )
 
 // OurTargets are the targets running this project's server; every other
@@ -120,11 +122,50 @@ var summaryMetrics = []metric{
 	}},
 }
 
+// metrics returns the summary figures of the run: summaryMetrics, then
+// messages/s and MiB/s of each message size of smtp-ingest-sizes that
+// any target measured.
+func (r *Run) metrics() []metric {
+	out := slices.Clone(summaryMetrics)
+	var sizes []int
+	for _, t := range r.Targets {
+		for _, sz := range t.Sizes {
+			if !slices.Contains(sizes, sz.Bytes) {
+				sizes = append(sizes, sz.Bytes)
+			}
+		}
+	}
+	slices.Sort(sizes)
+	for _, n := range sizes {
+		label := SizeLabel(n)
+		out = append(out,
+			metric{"smtp-ingest-sizes", label + " acknowledged messages/s", true, sizeFigure(n, func(in *workload.IngestResult) float64 { return in.MessagesPerSec })},
+			metric{"smtp-ingest-sizes", label + " acknowledged MiB/s", true, sizeFigure(n, func(in *workload.IngestResult) float64 { return in.MBPerSec })},
+		)
+	}
+	return out
+}
+
+// sizeFigure reads a figure of the smtp-ingest-sizes step of n bytes.
+func sizeFigure(n int, f func(*workload.IngestResult) float64) func(*TargetRun) (float64, bool) {
+	return func(t *TargetRun) (float64, bool) {
+		for _, sz := range t.Sizes {
+			if sz.Bytes == n && sz.Ingest != nil {
+				return f(sz.Ingest), true
+			}
+		}
+		return 0, false
+	}
+}
+
 // chartedMetrics are the figures of the throughput chart.
 var chartedMetrics = []string{"acknowledged messages/s", "delivered messages/s, end to end", "operations/s", "messages/s (RETR + DELE)"}
 
 // charted reports whether the figure belongs in the throughput chart.
-func (m metric) charted() bool { return slices.Contains(chartedMetrics, m.name) }
+func (m metric) charted() bool {
+	return slices.Contains(chartedMetrics, m.name) ||
+		(m.workload == "smtp-ingest-sizes" && strings.HasSuffix(m.name, " messages/s"))
+}
 
 func p50(s stats.Summary) float64 { return s.P50MS }
 func p99(s stats.Summary) float64 { return s.P99MS }
@@ -213,7 +254,7 @@ func (l RatioLine) String() string {
 // Ratios returns every summary ratio of the run.
 func (r *Run) Ratios() []RatioLine {
 	var out []RatioLine
-	for _, m := range summaryMetrics {
+	for _, m := range r.metrics() {
 		for _, pr := range r.pairs() {
 			ov, ook := m.get(r.target(pr[0]))
 			pv, pok := m.get(r.target(pr[1]))

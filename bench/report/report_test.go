@@ -288,3 +288,49 @@ func TestJSONRoundTrip(t *testing.T) {
 		t.Fatal("a report re-rendered from JSON differs")
 	}
 }
+
+func TestMarkdownSizes(t *testing.T) {
+	r := fixture()
+	for i, rate := range []float64{300, 100} {
+		for _, n := range []int{1 << 20, 4 << 10} {
+			r.Targets[i].Sizes = append(r.Targets[i].Sizes, SizeRun{Bytes: n, Ingest: &workload.IngestResult{
+				Clients: 4, Attempted: 50, Acked: 50, MessagesPerSec: rate * float64(4<<10) / float64(n), MBPerSec: rate / 256,
+				Ops:   map[string]stats.Summary{"transaction": {Count: 50, P50MS: 4, P99MS: 9}},
+				Check: &workload.CheckResult{Expected: 50, Matched: 50}}})
+		}
+	}
+	r.Settings.SizeSeries = []SizeSetting{{4 << 10, 50}, {1 << 20, 50}}
+	r.Settings.SizeSec = 5
+	md := render(t, r)
+	for _, want := range []string{
+		"## smtp-ingest-sizes",
+		"smtp-ingest-sizes up to 4KiB × 50, 1MiB × 50 messages (at most 5.00 s each)",
+		"| smtp-ingest-sizes | 4KiB acknowledged messages/s | 300 | 100 | 3.00× (better) |",
+		"| smtp-ingest-sizes | 1MiB acknowledged messages/s | 1.17 | 0.39 | 3.00× (better) |",
+		"| 4KiB | single | 50 | 0 | 300 | 1.17 | 3.00× (better) vs dovecot | 3.33 | 4.00 | 9.00 | all 50 fetched back, byte-identical |",
+		"| 4KiB | dovecot | 50 | 0 | 100 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Smaller sizes come first.
+	if strings.Index(md, "| 4KiB | single") > strings.Index(md, "| 1MiB | single") {
+		t.Error("sizes are not in increasing order")
+	}
+	found := false
+	for _, l := range r.Ratios() {
+		found = found || l.String() == "smtp-ingest-sizes 1MiB acknowledged messages/s: single/dovecot = 3.00× (better)"
+	}
+	if !found {
+		t.Error("no ratio line for the 1 MiB step")
+	}
+}
+
+func TestSizeLabel(t *testing.T) {
+	for n, want := range map[int]string{4 << 10: "4KiB", 64 << 10: "64KiB", 1 << 20: "1MiB", 1536 << 10: "1536KiB", 1000: "1000B"} {
+		if got := SizeLabel(n); got != want {
+			t.Errorf("SizeLabel(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

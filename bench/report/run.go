@@ -77,6 +77,35 @@ type Settings struct {
 	FailoverSenders   int     `json:"failover_senders,omitempty"`
 	FailoverBeforeSec float64 `json:"failover_before_sec,omitempty"`
 	FailoverAfterSec  float64 `json:"failover_after_sec,omitempty"`
+	// SizeSeries and SizeSec shape smtp-ingest-sizes (when it ran).
+	SizeSeries []SizeSetting `json:"size_series,omitempty"`
+	SizeSec    float64       `json:"size_max_sec,omitempty"`
+}
+
+// SizeSetting is one step of the message-size series: up to Messages
+// messages of exactly Bytes bytes.
+type SizeSetting struct {
+	Bytes    int `json:"bytes"`
+	Messages int `json:"messages"`
+}
+
+// SizeRun is smtp-ingest of one fixed message size
+// (smtp-ingest-sizes), with its correctness check.
+type SizeRun struct {
+	Bytes  int                    `json:"bytes"`
+	Ingest *workload.IngestResult `json:"smtp_ingest"`
+}
+
+// SizeLabel names a message size: "4KiB", "64KiB", "1MiB", or bytes
+// when it is no whole KiB.
+func SizeLabel(bytes int) string {
+	switch {
+	case bytes >= 1<<20 && bytes%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", bytes>>20)
+	case bytes%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", bytes>>10)
+	}
+	return fmt.Sprintf("%dB", bytes)
 }
 
 // TargetRun is one target's figures.
@@ -90,6 +119,8 @@ type TargetRun struct {
 	Storage *workload.StorageResult `json:"storage,omitempty"`
 	IMAP    *workload.IMAPResult    `json:"imap_mixed,omitempty"`
 	POP3    *workload.POP3Result    `json:"pop3_drain,omitempty"`
+	// Sizes is smtp-ingest-sizes, one entry per message size.
+	Sizes []SizeRun `json:"smtp_ingest_sizes,omitempty"`
 	// Failover is the failover workload (targets of several nodes).
 	Failover *workload.FailoverResult `json:"failover,omitempty"`
 	// Skipped lists selected workloads that cannot run on this target.

@@ -90,7 +90,7 @@ func (r *Run) WriteThroughputSVG(w io.Writer) error {
 			groups = append(groups, g)
 		}
 	}
-	for _, m := range summaryMetrics {
+	for _, m := range r.metrics() {
 		if m.charted() {
 			add(m.workload+": "+m.name, m.get)
 		}

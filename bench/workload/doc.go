@@ -6,6 +6,8 @@
 //     messages/s and the latency of each transaction up to the final 250;
 //     then Verify fetches every acknowledged message back over IMAP and
 //     compares it by SHA-256 (a mismatch fails the run);
+//     smtp-ingest-sizes runs Ingest and Verify once per fixed message
+//     size, on mailboxes that already hold mail (InboxCounts, Before);
 //   - imap-mixed (IMAP): concurrent sessions doing what mail clients do;
 //     operations/s and latency per command;
 //   - pop3-drain (POP3): download and delete whole maildrops;

@@ -25,6 +25,8 @@ type IngestConfig struct {
 	// PerConnection is how many messages a client sends before it
 	// reconnects (real MTAs reuse connections for a few messages).
 	PerConnection int
+	// Workload names the run in logs ("" for smtp-ingest).
+	Workload string
 }
 
 // IngestResult is what smtp-ingest measured.
@@ -79,7 +81,10 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 	if cfg.Messages > 0 && cfg.Messages < len(msgs) {
 		msgs = msgs[:cfg.Messages]
 	}
-	log := env.logger().With("workload", "smtp-ingest")
+	if cfg.Workload == "" {
+		cfg.Workload = "smtp-ingest"
+	}
+	log := env.logger().With("workload", cfg.Workload)
 	rec := stats.NewRecorder()
 	errs := newErrorLog()
 	var next atomic.Int64

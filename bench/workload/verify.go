@@ -210,6 +210,10 @@ type VerifyConfig struct {
 	Via map[string]int
 	// Down lists nodes (indexes in Env.Nodes) not to read through.
 	Down []int
+	// Before is how many messages each INBOX (by user index) held before
+	// the checked mail was sent (see InboxCounts); the wait looks for
+	// that many more. Nil means empty mailboxes.
+	Before []int
 }
 
 // Verify checks every acknowledged message. First, when cfg.Wait is set,
@@ -239,7 +243,11 @@ func Verify(ctx context.Context, env Env, acked []*corpus.Message, cfg VerifyCon
 		deadline := time.Now().Add(cfg.Wait)
 		var mu sync.Mutex
 		err := eachUser(len(env.Users), func(u int) error {
-			seenAt, err := waitVisible(ctx, env, env.node(plan.up[(u+1)%len(plan.up)]), u, perUser[u], deadline)
+			want := perUser[u]
+			if u < len(cfg.Before) {
+				want += cfg.Before[u]
+			}
+			seenAt, err := waitVisible(ctx, env, env.node(plan.up[(u+1)%len(plan.up)]), u, want, deadline)
 			if err != nil {
 				return err
 			}
@@ -341,6 +349,29 @@ func eachUser(n int, fn func(u int) error) error {
 	}
 	wg.Wait()
 	return firstErr
+}
+
+// InboxCounts returns how many messages each user's INBOX holds (by
+// user index), read through the first node: the baseline of a Verify
+// wait for mail sent to mailboxes that are not empty.
+func InboxCounts(ctx context.Context, env Env) ([]int, error) {
+	counts := make([]int, len(env.Users))
+	err := eachUser(len(env.Users), func(u int) error {
+		c, err := dialIMAP(ctx, env.node(0).IMAP, env.TLS, env.Users[u])
+		if err != nil {
+			return fmt.Errorf("inbox count %s: %w", env.Users[u].Address, err)
+		}
+		defer c.Close()
+		st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait()
+		if err != nil {
+			return fmt.Errorf("inbox count %s: status: %w", env.Users[u].Address, err)
+		}
+		if st.NumMessages != nil {
+			counts[u] = int(*st.NumMessages)
+		}
+		return c.Logout().Wait()
+	})
+	return counts, err
 }
 
 // waitVisible polls u's INBOX until it holds want messages or the

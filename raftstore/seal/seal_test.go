@@ -3,6 +3,7 @@ package seal
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -159,4 +160,35 @@ func FuzzOpen(f *testing.F) {
 			t.Fatalf("opened %d bytes", len(out))
 		}
 	})
+}
+
+// TestRoundTripSizes seals incompressible and compressible values on
+// both sides of the compression thresholds: the value is built in place
+// in one buffer, so a compressed result that does not fit, or a raw one,
+// must still come out whole, and never larger than the plaintext plus
+// the envelope.
+func TestRoundTripSizes(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(1))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{compressAbove, compressAbove + 1, 4 << 10, compressHarderFrom - 1, compressHarderFrom, 300 << 10} {
+		random := make([]byte, n)
+		for i := range random {
+			random[i] = byte(rng.Uint32())
+		}
+		text := []byte(strings.Repeat("line of a mail body, quite compressible\r\n", n/41+1)[:n])
+		for _, plain := range [][]byte{random, text} {
+			sealed, err := s.Seal(kr, KindChunk, []byte("u"), []byte("o"), plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if max := headerSize + len(plain) + 16; len(sealed) > max {
+				t.Fatalf("%d bytes sealed into %d, more than %d", n, len(sealed), max)
+			}
+			got, err := s.Open(kr, KindChunk, []byte("u"), []byte("o"), sealed)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("%d bytes: round trip failed (%v)", n, err)
+			}
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,14 +31,14 @@ const usage = `mailbench: how mailnode compares with established mail servers, o
 
 Usage:
   mailbench run [--quick] [--target single,cluster3,dovecot]
-                [--workload smtp-ingest,storage,imap-mixed,pop3-drain,failover]
+                [--workload smtp-ingest,storage,imap-mixed,pop3-drain,smtp-ingest-sizes,failover]
                 [--out bench-results] [--docs DIR] [options]
   mailbench limits [--dir DIR]
   mailbench render [--docs DIR] FILE.json
 
 run starts every selected target in a temporary directory on 127.0.0.1,
 runs the workloads in order (smtp-ingest with its correctness check,
-storage, imap-mixed, pop3-drain, failover), stops the target, and writes
+storage, imap-mixed, pop3-drain, smtp-ingest-sizes, failover), stops the target, and writes
 OUT/<timestamp>.json, .md and two SVG charts. --docs DIR also writes
 DIR/benchmarks.md with the charts. The exit status is 1 when a
 correctness check failed or a workload could not run; speed figures never
@@ -46,7 +47,10 @@ fail a run. Targets: single (one bin/mailnode, see --mailnode), cluster3
 dovecot (Dovecot + Postfix from Debian's packages, installed with apt-get
 when missing unless --install=false). failover (kill the leader of a
 shard under SMTP load, then check that no acknowledged message is lost or
-duplicated) runs on cluster3 only.
+duplicated) runs on cluster3 only. smtp-ingest-sizes repeats smtp-ingest
+with messages of exactly each size of --sizes (default 4 KiB, 64 KiB and
+1 MiB), each checked like smtp-ingest, and reports msgs/s and MiB/s per
+size with the ratio to dovecot.
 
 run options (defaults are the standard suite; --quick changes them):
 `
@@ -123,6 +127,8 @@ func runFlags(cfg *bench.Config, o *runOptions, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.FailoverSenders, "failover-senders", cfg.FailoverSenders, "concurrent SMTP senders of failover")
 	fs.DurationVar(&cfg.FailoverBefore, "failover-before", cfg.FailoverBefore, "failover: load before the kill")
 	fs.DurationVar(&cfg.FailoverAfter, "failover-after", cfg.FailoverAfter, "failover: load after the kill (longer until the shard accepts a write)")
+	fs.Var(sizesFlag{&cfg.SizeSeries}, "sizes", "smtp-ingest-sizes steps, comma-separated SIZE:MESSAGES (SIZE in bytes or with k/m: 4k:6000,64k:2000,1m:300)")
+	fs.DurationVar(&cfg.SizeDuration, "sizes-time", cfg.SizeDuration, "longest smtp-ingest-sizes step")
 	fs.DurationVar(&cfg.FsyncDuration, "fsync-time", cfg.FsyncDuration, "fsync measurement (0 skips the physical limits)")
 	fs.StringVar(&cfg.Mailnode, "mailnode", cfg.Mailnode, "mailnode binary for the single and cluster3 targets")
 	fs.StringVar(&cfg.DovecotFormat, "dovecot-format", cfg.DovecotFormat, "Dovecot mailbox format: maildir or sdbox")
@@ -215,7 +221,49 @@ func sameConfig(a, b bench.Config) bool {
 		a.IMAPDuration == b.IMAPDuration && a.POP3Clients == b.POP3Clients && a.POP3Duration == b.POP3Duration &&
 		a.FailoverSenders == b.FailoverSenders && a.FailoverBefore == b.FailoverBefore && a.FailoverAfter == b.FailoverAfter &&
 		strings.Join(a.Targets, ",") == strings.Join(b.Targets, ",") && strings.Join(a.Workloads, ",") == strings.Join(b.Workloads, ",") &&
-		a.DovecotFormat == b.DovecotFormat
+		a.DovecotFormat == b.DovecotFormat && fmt.Sprint(a.SizeSeries) == fmt.Sprint(b.SizeSeries) && a.SizeDuration == b.SizeDuration && a.SizeProfiles == b.SizeProfiles
+}
+
+// sizesFlag parses --sizes into the steps of smtp-ingest-sizes.
+type sizesFlag struct{ steps *[]bench.SizeStep }
+
+func (f sizesFlag) String() string {
+	if f.steps == nil {
+		return ""
+	}
+	parts := make([]string, len(*f.steps))
+	for i, st := range *f.steps {
+		parts[i] = fmt.Sprintf("%d:%d", st.Bytes, st.Messages)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f sizesFlag) Set(s string) error {
+	var steps []bench.SizeStep
+	for _, part := range splitList(s) {
+		size, count, ok := strings.Cut(part, ":")
+		if !ok || size == "" {
+			return fmt.Errorf("size step %q: want SIZE:MESSAGES", part)
+		}
+		mult := 1
+		switch strings.ToLower(size[len(size)-1:]) {
+		case "k":
+			mult, size = 1<<10, size[:len(size)-1]
+		case "m":
+			mult, size = 1<<20, size[:len(size)-1]
+		}
+		n, err := strconv.Atoi(size)
+		if err != nil {
+			return fmt.Errorf("size step %q: %w", part, err)
+		}
+		m, err := strconv.Atoi(count)
+		if err != nil {
+			return fmt.Errorf("size step %q: %w", part, err)
+		}
+		steps = append(steps, bench.SizeStep{Bytes: n * mult, Messages: m})
+	}
+	*f.steps = steps
+	return nil
 }
 
 func splitList(s string) []string {

@@ -29,6 +29,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--target", "cluster3", "--workload", "failover", "--failover-senders", "0"}, 2, "failover senders must be positive"},
 		{[]string{"run", "--workload", "failover", "--failover-after", "0s"}, 2, "failover after duration"},
 		{[]string{"render"}, 2, "one results JSON file"},
+		{[]string{"run", "--sizes", "4k"}, 2, "want SIZE:MESSAGES"},
+		{[]string{"run", "--sizes", ":4"}, 2, "want SIZE:MESSAGES"},
+		{[]string{"run", "--sizes", "4x:4"}, 2, "size step"},
+		{[]string{"run", "--workload", "smtp-ingest-sizes", "--sizes", "512:10"}, 2, "want 1 KiB..16 MiB"},
+		{[]string{"help"}, 0, "-sizes"},
 		{[]string{"help"}, 0, "-smtp-clients"},
 		{[]string{"help"}, 0, "-failover-before"},
 	}
