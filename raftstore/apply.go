@@ -226,6 +226,7 @@ func (u *userMail) releaseBlob(id schema.ID) {
 		must(u.chunks.Delete(chunkKey(id, i)))
 	}
 	must(u.blobs.Delete(id[:]))
+	u.deleteSearchRecord(id)
 }
 
 // nextUIDValidity returns a UIDVALIDITY greater than any the user had,
