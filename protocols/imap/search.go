@@ -159,6 +159,10 @@ type searchMsg struct {
 	s   *session
 	seq uint32
 	m   *viewMsg
+	// recs holds the pass's search records, m being its message idx;
+	// a record saves reading the message (searchrecord.go).
+	recs *recordSet
+	idx  int
 
 	header       *mail.Header
 	headerLoaded bool
@@ -173,7 +177,9 @@ func (sm *searchMsg) loadHeader() *mail.Header {
 	}
 	sm.headerLoaded = true
 	src := sm.body
-	if !sm.bodyLoaded {
+	if rec := sm.recs.get(sm.idx); rec != nil && !sm.bodyLoaded {
+		src = rec.header
+	} else if !sm.bodyLoaded {
 		ctx, cancel := sm.s.opContext()
 		var err error
 		src, err = sm.s.acct.Header(ctx, sm.m.info.Blob)
@@ -182,6 +188,7 @@ func (sm *searchMsg) loadHeader() *mail.Header {
 			sm.err = err
 			return nil
 		}
+		sm.recs.learnHeader(sm.idx, src)
 	}
 	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(src)))
 	sm.header = &mail.Header{Header: gomessage.Header{Header: h}}
@@ -201,7 +208,23 @@ func (sm *searchMsg) loadBody() []byte {
 		return nil
 	}
 	sm.body = body
+	if rec := sm.recs.get(sm.idx); rec == nil || rec.headerOnly {
+		sm.recs.learn(sm.idx, body)
+	}
 	return body
+}
+
+// recordContains answers a BODY or TEXT key from the message's search
+// record; decided is false when there is none or it cannot tell.
+func (sm *searchMsg) recordContains(needle string, withHeaders bool) (found, decided bool) {
+	if sm.bodyLoaded {
+		return false, false
+	}
+	rec := sm.recs.get(sm.idx)
+	if rec == nil {
+		return false, false
+	}
+	return rec.contains(needle, withHeaders)
 }
 
 // dateOnly keeps the calendar date of t in its own zone (RFC 3501 section
@@ -282,12 +305,24 @@ func (n *searchNode) match(sm *searchMsg) bool {
 		}
 	}
 	for _, b := range n.bodies {
+		if found, ok := sm.recordContains(b, false); ok {
+			if !found {
+				return false
+			}
+			continue
+		}
 		body := sm.loadBody()
 		if body == nil || !containsText(body, b, false) {
 			return false
 		}
 	}
 	for _, t := range n.texts {
+		if found, ok := sm.recordContains(t, true); ok {
+			if !found {
+				return false
+			}
+			continue
+		}
 		body := sm.loadBody()
 		if body == nil || !containsText(body, t, true) {
 			return false
@@ -463,11 +498,12 @@ func (s *session) matchEach(v *view, criteria *imap.SearchCriteria, fn func(*sea
 	if err != nil {
 		return err
 	}
+	recs := newRecordSet(s, v.msgs)
 	for i, m := range v.msgs {
 		if m.expunged {
 			continue
 		}
-		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m}
+		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m, recs: recs, idx: i}
 		ok := root.match(sm)
 		if ok && sm.err == nil {
 			if err := fn(sm); err != nil {

@@ -1,0 +1,192 @@
+package imap
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"sync"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// searchRecorder is what an account may offer: the opened search records
+// (BuildSearchRecord) of blobs, in order, nil for a blob stored without
+// one. Without it, or for such a blob, SEARCH and SORT read the message.
+type searchRecorder interface {
+	SearchRecords(ctx context.Context, blobs []schema.ID) ([][]byte, error)
+}
+
+// recordBatch is how many records one read asks the account for.
+const recordBatch = 1000
+
+// recordCache is an LRU of opened search records keyed by blob id,
+// bounded by the bytes they hold, shared by the sessions of a server
+// like the BODYSTRUCTURE cache: blobs are immutable and their ids random
+// and never reused, so an entry never goes stale, and a session only
+// asks for the blobs of its own mailboxes. A record built from a message
+// read for a search (one stored before records existed) is kept here
+// too, so the next search of that message reads nothing.
+type recordCache struct {
+	max int64
+
+	mu    sync.Mutex
+	used  int64
+	order *list.List // front: most recently used
+	items map[schema.ID]*list.Element
+}
+
+type recordEntry struct {
+	blob schema.ID
+	rec  *searchRecord
+}
+
+// newRecordCache returns a cache of at most max bytes; max <= 0 disables
+// it.
+func newRecordCache(max int64) *recordCache {
+	return &recordCache{max: max, order: list.New(), items: make(map[schema.ID]*list.Element)}
+}
+
+func (c *recordCache) get(blob schema.ID) *searchRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[blob]
+	if !ok {
+		return nil
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*recordEntry).rec
+}
+
+// put stores a record, replacing the blob's previous one.
+func (c *recordCache) put(blob schema.ID, rec *searchRecord) {
+	size := rec.size()
+	if c.max <= 0 || size > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[blob]; ok {
+		c.used -= el.Value.(*recordEntry).rec.size()
+		c.order.Remove(el)
+		delete(c.items, blob)
+	}
+	for c.used+size > c.max {
+		back := c.order.Back()
+		e := back.Value.(*recordEntry)
+		c.order.Remove(back)
+		delete(c.items, e.blob)
+		c.used -= e.rec.size()
+	}
+	c.items[blob] = c.order.PushFront(&recordEntry{blob: blob, rec: rec})
+	c.used += size
+}
+
+// drop forgets a blob's record (its message was expunged).
+func (c *recordCache) drop(blob schema.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[blob]; ok {
+		c.used -= el.Value.(*recordEntry).rec.size()
+		c.order.Remove(el)
+		delete(c.items, blob)
+	}
+}
+
+// stats returns the number of entries and the bytes accounted, for tests.
+func (c *recordCache) stats() (entries int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items), c.used
+}
+
+// recordSet gives one search pass the records of a view's messages:
+// from the cache, else read from the account a batch at a time (the
+// message asked for and the live ones after it), once per pass.
+type recordSet struct {
+	s    *session
+	msgs []*viewMsg
+	recs []*searchRecord
+	read []bool // asked the account already
+}
+
+func newRecordSet(s *session, msgs []*viewMsg) *recordSet {
+	return &recordSet{s: s, msgs: msgs, recs: make([]*searchRecord, len(msgs)), read: make([]bool, len(msgs))}
+}
+
+// get returns message i's record, nil when it has none.
+func (rs *recordSet) get(i int) *searchRecord {
+	if rs == nil {
+		return nil
+	}
+	if r := rs.recs[i]; r != nil {
+		return r
+	}
+	cache := rs.s.srv.recCache
+	if r := cache.get(rs.msgs[i].info.Blob); r != nil {
+		rs.recs[i] = r
+		return r
+	}
+	if rs.read[i] {
+		return nil
+	}
+	acct, ok := rs.s.acct.(searchRecorder)
+	if !ok {
+		return nil
+	}
+	var idx []int
+	var blobs []schema.ID
+	for k := i; k < len(rs.msgs) && len(blobs) < recordBatch; k++ {
+		if rs.read[k] || rs.recs[k] != nil || rs.msgs[k].expunged {
+			continue
+		}
+		if r := cache.get(rs.msgs[k].info.Blob); r != nil {
+			rs.recs[k] = r
+			continue
+		}
+		rs.read[k] = true
+		idx = append(idx, k)
+		blobs = append(blobs, rs.msgs[k].info.Blob)
+	}
+	rs.read[i] = true
+	if len(blobs) == 0 {
+		return rs.recs[i]
+	}
+	ctx, cancel := rs.s.opContext()
+	raw, err := acct.SearchRecords(ctx, blobs)
+	cancel()
+	if err != nil || len(raw) != len(blobs) {
+		// Records only save reads: without them the messages are read.
+		rs.s.srv.log.Debug("read search records", "err", err)
+		return nil
+	}
+	for j, b := range raw {
+		if r := openSearchRecord(b); r != nil {
+			rs.recs[idx[j]] = r
+			cache.put(blobs[j], r)
+		}
+	}
+	return rs.recs[i]
+}
+
+// learnHeader keeps a header-only record of message i, read because it
+// had no record.
+func (rs *recordSet) learnHeader(i int, header []byte) {
+	if rs == nil || rs.recs[i] != nil {
+		return
+	}
+	r := &searchRecord{header: bytes.Clone(header), noWords: true, headerOnly: true}
+	rs.recs[i] = r
+	rs.s.srv.recCache.put(rs.msgs[i].info.Blob, r)
+}
+
+// learn keeps the record of message i built from its bytes, read because
+// it had none (or none with words).
+func (rs *recordSet) learn(i int, msg []byte) {
+	if rs == nil {
+		return
+	}
+	if r := openSearchRecord(BuildSearchRecord(msg)); r != nil {
+		rs.recs[i] = r
+		rs.s.srv.recCache.put(rs.msgs[i].info.Blob, r)
+	}
+}
