@@ -214,6 +214,15 @@ func (sm *searchMsg) loadBody() []byte {
 	return body
 }
 
+// headerRecord returns the message's search record when header keys are
+// to be answered from it (the message was not read meanwhile).
+func (sm *searchMsg) headerRecord() *searchRecord {
+	if sm.bodyLoaded {
+		return nil
+	}
+	return sm.recs.get(sm.idx)
+}
+
 // recordContains answers a BODY or TEXT key from the message's search
 // record; decided is false when there is none or it cannot tell.
 func (sm *searchMsg) recordContains(needle string, withHeaders bool) (found, decided bool) {
@@ -287,22 +296,8 @@ func (n *searchNode) match(sm *searchMsg) bool {
 	if n.smaller > 0 && int64(info.Size) >= n.smaller {
 		return false
 	}
-	if len(n.headers) > 0 || !n.sentSince.IsZero() || !n.sentBefore.IsZero() {
-		h := sm.loadHeader()
-		if h == nil {
-			return false
-		}
-		for _, term := range n.headers {
-			if !headerFieldContains(h, term) {
-				return false
-			}
-		}
-		if !n.sentSince.IsZero() || !n.sentBefore.IsZero() {
-			t, err := h.Date()
-			if err != nil || t.IsZero() || !inDateRange(t, n.sentSince, n.sentBefore) {
-				return false
-			}
-		}
+	if (len(n.headers) > 0 || !n.sentSince.IsZero() || !n.sentBefore.IsZero()) && !n.matchHeader(sm) {
+		return false
 	}
 	for _, b := range n.bodies {
 		if found, ok := sm.recordContains(b, false); ok {
@@ -341,6 +336,40 @@ func (n *searchNode) match(sm *searchMsg) bool {
 	return true
 }
 
+// matchHeader evaluates the node's header keys and sent dates, from the
+// message's search record when it has one.
+func (n *searchNode) matchHeader(sm *searchMsg) bool {
+	sent := !n.sentSince.IsZero() || !n.sentBefore.IsZero()
+	if rec := sm.headerRecord(); rec != nil {
+		for _, term := range n.headers {
+			if !fieldFormsContain(rec.fieldForms(term.key), term.value) {
+				return false
+			}
+		}
+		if sent {
+			t, ok := rec.sentDate()
+			return ok && inDateRange(t, n.sentSince, n.sentBefore)
+		}
+		return true
+	}
+	h := sm.loadHeader()
+	if h == nil {
+		return false
+	}
+	for _, term := range n.headers {
+		if !headerFieldContains(h, term) {
+			return false
+		}
+	}
+	if sent {
+		t, err := h.Date()
+		if err != nil || t.IsZero() || !inDateRange(t, n.sentSince, n.sentBefore) {
+			return false
+		}
+	}
+	return true
+}
+
 // headerFieldContains implements SEARCH HEADER (and FROM, TO, CC, BCC,
 // SUBJECT): a field named key whose value contains the search value, case
 // and runs of white space (folding included) ignored; an empty value
@@ -351,24 +380,46 @@ func (n *searchNode) match(sm *searchMsg) bool {
 // address finds it whatever comments, quoting or encoding the field has,
 // as Dovecot's does.
 func headerFieldContains(h *mail.Header, term headerTerm) bool {
-	fields := h.FieldsByKey(term.key)
-	if term.value == "" {
-		return fields.Len() > 0
-	}
-	needle := compressSpace(term.value)
-	contains := func(s string) bool {
-		return strings.Contains(compressSpace(strings.ToLower(s)), needle)
-	}
-	address := isAddressField(term.key)
+	return fieldFormsContain(headerFieldForms(h, term.key), term.value)
+}
+
+// fieldForms are the forms a header key's value is matched in: present
+// says whether the header has such a field, forms are every field's
+// forms lower-cased with runs of white space made one space.
+type fieldForms struct {
+	present bool
+	forms   []string
+}
+
+// headerFieldForms returns the forms of the fields named key: as stored,
+// decoded, and for address fields in normal form.
+func headerFieldForms(h *mail.Header, key string) fieldForms {
+	fields := h.FieldsByKey(key)
+	ff := fieldForms{present: fields.Len() > 0}
+	norm := func(s string) string { return compressSpace(strings.ToLower(s)) }
+	address := isAddressField(key)
 	for fields.Next() {
 		raw := fields.Value()
-		if contains(raw) {
-			return true
+		ff.forms = append(ff.forms, norm(raw))
+		if text, err := fields.Text(); err == nil {
+			ff.forms = append(ff.forms, norm(text))
 		}
-		if text, err := fields.Text(); err == nil && contains(text) {
-			return true
+		if address {
+			ff.forms = append(ff.forms, norm(normalAddresses(raw)))
 		}
-		if address && contains(normalAddresses(raw)) {
+	}
+	return ff
+}
+
+// fieldFormsContain reports whether a form contains value (lower case);
+// an empty value matches any field.
+func fieldFormsContain(ff fieldForms, value string) bool {
+	if value == "" {
+		return ff.present
+	}
+	needle := compressSpace(value)
+	for _, f := range ff.forms {
+		if strings.Contains(f, needle) {
 			return true
 		}
 	}

@@ -1,10 +1,17 @@
 package imap
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"slices"
 	"strings"
+	"sync"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -36,6 +43,10 @@ const (
 	maxRecordWords = 256 << 10
 
 	recordNoWords = 1
+
+	// maxRecordForms bounds the header field names whose forms a record
+	// keeps (a client searching many names parses the header again).
+	maxRecordForms = 8
 )
 
 // wordSeparators split the texts of a record into words.
@@ -53,6 +64,65 @@ type searchRecord struct {
 	// (a message stored without a record): it has no words, and the
 	// message's full record replaces it once the message is read.
 	headerOnly bool
+
+	// What is derived from the header, computed on first use and kept
+	// with the record, so a repeated search or sort parses nothing.
+	mu       sync.Mutex
+	forms    map[string]fieldForms // by the search key's field name
+	sentDone bool
+	sent     time.Time
+	sentOK   bool
+	sortKeys *sortEntry
+}
+
+// parseHeader parses the record's header section as loadHeader does.
+func (r *searchRecord) parseHeader() *mail.Header {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(r.header)))
+	return &mail.Header{Header: gomessage.Header{Header: h}}
+}
+
+// fieldForms returns the forms of the header fields named key
+// (headerFieldForms).
+func (r *searchRecord) fieldForms(key string) fieldForms {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ff, ok := r.forms[key]; ok {
+		return ff
+	}
+	if r.forms == nil {
+		r.forms = map[string]fieldForms{}
+	}
+	ff := headerFieldForms(r.parseHeader(), key)
+	if len(r.forms) < maxRecordForms {
+		r.forms[key] = ff
+	}
+	return ff
+}
+
+// sentDate returns the message's Date, ok false when it has no valid
+// one.
+func (r *searchRecord) sentDate() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.sentDone {
+		t, err := r.parseHeader().Date()
+		r.sent, r.sentOK, r.sentDone = t, err == nil && !t.IsZero(), true
+	}
+	return r.sent, r.sentOK
+}
+
+// sortFields fills e's header-derived sort keys.
+func (r *searchRecord) sortFields(e *sortEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sortKeys == nil {
+		var k sortEntry
+		k.fill(r.parseHeader())
+		r.sortKeys = &k
+	}
+	k := r.sortKeys
+	e.date, e.subject = k.date, k.subject
+	e.from, e.to, e.cc, e.dispFrom, e.dispTo = k.from, k.to, k.cc, k.dispFrom, k.dispTo
 }
 
 // BuildSearchRecord builds the search record of a message (CRLF
@@ -162,7 +232,8 @@ func (r *searchRecord) contains(needle string, withHeaders bool) (found, decided
 	return false, false
 }
 
-// size estimates the memory an opened record holds.
+// size estimates the memory an opened record holds, with what it may
+// derive from its header later (once more the header, at most).
 func (r *searchRecord) size() int64 {
-	return int64(len(r.header)+len(r.body)+len(r.text)) + 96
+	return int64(2*len(r.header)+len(r.body)+len(r.text)) + 512
 }
