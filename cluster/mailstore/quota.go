@@ -29,6 +29,10 @@ import (
 // carried inline in its final command; beyond it every chunk is staged.
 const maxBatchInline = maxInline
 
+// maxBatchRecords bounds the sealed search records one AppendBatch
+// entry carries.
+const maxBatchRecords = 8 << 20
+
 // quotaRefused tells the node's metrics about a change refused for quota.
 func (s *Store) quotaRefused(op string) {
 	if s.cfg.OverQuota != nil {
@@ -163,6 +167,15 @@ func (a *Account) AppendBatch(ctx context.Context, mbox schema.ID, msgs []schema
 			total += len(c)
 		}
 		batch.Items = append(batch.Items, *app)
+	}
+	// The search records ride in the final entry; past a bound the rest
+	// go without (they are searched by reading them).
+	records := 0
+	for i := range batch.Items {
+		it := &batch.Items[i]
+		if records += len(it.SearchRecord); records > maxBatchRecords {
+			it.SearchRecord = nil
+		}
 	}
 	for i := range batch.Items {
 		it := &batch.Items[i]
