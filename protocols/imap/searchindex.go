@@ -26,11 +26,19 @@ const recordBatch = 1000
 // asks for the blobs of its own mailboxes. A record built from a message
 // read for a search (one stored before records existed) is kept here
 // too, so the next search of that message reads nothing.
+//
+// A search scans a whole mailbox, which in plain LRU order would evict
+// its own records when the mailbox holds more than the cache: every scan
+// would then miss on every message. So a search pass never evicts what
+// it used itself (entries carry the pass that used them last): when
+// only such entries are left, a new record is not kept, and the next
+// pass finds the part of the mailbox that fit.
 type recordCache struct {
 	max int64
 
 	mu    sync.Mutex
 	used  int64
+	pass  uint64     // the last pass number handed out
 	order *list.List // front: most recently used
 	items map[schema.ID]*list.Element
 }
@@ -38,6 +46,15 @@ type recordCache struct {
 type recordEntry struct {
 	blob schema.ID
 	rec  *searchRecord
+	pass uint64 // the pass that used it last
+}
+
+// newPass returns a number for one search pass.
+func (c *recordCache) newPass() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pass++
+	return c.pass
 }
 
 // newRecordCache returns a cache of at most max bytes; max <= 0 disables
@@ -46,7 +63,8 @@ func newRecordCache(max int64) *recordCache {
 	return &recordCache{max: max, order: list.New(), items: make(map[schema.ID]*list.Element)}
 }
 
-func (c *recordCache) get(blob schema.ID) *searchRecord {
+// get returns a blob's record for a pass (0: none in particular).
+func (c *recordCache) get(blob schema.ID, pass uint64) *searchRecord {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[blob]
@@ -54,11 +72,15 @@ func (c *recordCache) get(blob schema.ID) *searchRecord {
 		return nil
 	}
 	c.order.MoveToFront(el)
-	return el.Value.(*recordEntry).rec
+	e := el.Value.(*recordEntry)
+	e.pass = max(e.pass, pass)
+	return e.rec
 }
 
-// put stores a record, replacing the blob's previous one.
-func (c *recordCache) put(blob schema.ID, rec *searchRecord) {
+// put stores a record for a pass (0: none in particular), replacing the
+// blob's previous one, unless room could only be made by evicting
+// records the same pass used.
+func (c *recordCache) put(blob schema.ID, rec *searchRecord, pass uint64) {
 	size := rec.size()
 	if c.max <= 0 || size > c.max {
 		return
@@ -73,23 +95,15 @@ func (c *recordCache) put(blob schema.ID, rec *searchRecord) {
 	for c.used+size > c.max {
 		back := c.order.Back()
 		e := back.Value.(*recordEntry)
+		if pass != 0 && e.pass == pass {
+			return // the pass's own records stay
+		}
 		c.order.Remove(back)
 		delete(c.items, e.blob)
 		c.used -= e.rec.size()
 	}
-	c.items[blob] = c.order.PushFront(&recordEntry{blob: blob, rec: rec})
+	c.items[blob] = c.order.PushFront(&recordEntry{blob: blob, rec: rec, pass: pass})
 	c.used += size
-}
-
-// drop forgets a blob's record (its message was expunged).
-func (c *recordCache) drop(blob schema.ID) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.items[blob]; ok {
-		c.used -= el.Value.(*recordEntry).rec.size()
-		c.order.Remove(el)
-		delete(c.items, blob)
-	}
 }
 
 // stats returns the number of entries and the bytes accounted, for tests.
@@ -104,13 +118,14 @@ func (c *recordCache) stats() (entries int, bytes int64) {
 // message asked for and the live ones after it), once per pass.
 type recordSet struct {
 	s    *session
+	pass uint64 // the cache's number for this pass
 	msgs []*viewMsg
 	recs []*searchRecord
 	read []bool // asked the account already
 }
 
 func newRecordSet(s *session, msgs []*viewMsg) *recordSet {
-	return &recordSet{s: s, msgs: msgs, recs: make([]*searchRecord, len(msgs)), read: make([]bool, len(msgs))}
+	return &recordSet{s: s, pass: s.srv.recCache.newPass(), msgs: msgs, recs: make([]*searchRecord, len(msgs)), read: make([]bool, len(msgs))}
 }
 
 // get returns message i's record, nil when it has none.
@@ -122,7 +137,7 @@ func (rs *recordSet) get(i int) *searchRecord {
 		return r
 	}
 	cache := rs.s.srv.recCache
-	if r := cache.get(rs.msgs[i].info.Blob); r != nil {
+	if r := cache.get(rs.msgs[i].info.Blob, rs.pass); r != nil {
 		rs.recs[i] = r
 		return r
 	}
@@ -139,7 +154,7 @@ func (rs *recordSet) get(i int) *searchRecord {
 		if rs.read[k] || rs.recs[k] != nil || rs.msgs[k].expunged {
 			continue
 		}
-		if r := cache.get(rs.msgs[k].info.Blob); r != nil {
+		if r := cache.get(rs.msgs[k].info.Blob, rs.pass); r != nil {
 			rs.recs[k] = r
 			continue
 		}
@@ -162,7 +177,7 @@ func (rs *recordSet) get(i int) *searchRecord {
 	for j, b := range raw {
 		if r := openSearchRecord(b); r != nil {
 			rs.recs[idx[j]] = r
-			cache.put(blobs[j], r)
+			cache.put(blobs[j], r, rs.pass)
 		}
 	}
 	return rs.recs[i]
@@ -176,7 +191,7 @@ func (rs *recordSet) learnHeader(i int, header []byte) {
 	}
 	r := &searchRecord{header: bytes.Clone(header), noWords: true, headerOnly: true}
 	rs.recs[i] = r
-	rs.s.srv.recCache.put(rs.msgs[i].info.Blob, r)
+	rs.s.srv.recCache.put(rs.msgs[i].info.Blob, r, rs.pass)
 }
 
 // learn keeps the record of message i built from its bytes, read because
@@ -187,6 +202,6 @@ func (rs *recordSet) learn(i int, msg []byte) {
 	}
 	if r := openSearchRecord(BuildSearchRecord(msg)); r != nil {
 		rs.recs[i] = r
-		rs.s.srv.recCache.put(rs.msgs[i].info.Blob, r)
+		rs.s.srv.recCache.put(rs.msgs[i].info.Blob, r, rs.pass)
 	}
 }
