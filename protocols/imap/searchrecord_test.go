@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,7 +29,7 @@ func recordCorpus() []string {
 			"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
 			"Caf=C3=A9 cr=C3=A8me br=C3=BBl=C3=A9e, soft=\r\nbreak joined\r\n--alt\r\n" +
 			"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
-			base64Lines([]byte("<p>Ünïcode <b>HTML</b> body</p>")) + "\r\n--alt--\r\n",
+			base64.StdEncoding.EncodeToString([]byte("<p>Ünïcode <b>HTML</b> body</p>")) + "\r\n--alt--\r\n",
 		"From: Latin <latin@example.com>\r\nTo: undisclosed-recipients:;\r\nCc: team: a@example.com, \"B, Bee\" <b@example.com>;\r\n" +
 			"Subject: Folded\r\n  subject   with   spaces\r\nDate: not a date\r\nContent-Type: text/plain; charset=iso-8859-1\r\n" +
 			"Content-Transfer-Encoding: quoted-printable\r\n\r\nNa=EFve fa=E7ade \r\n",
@@ -36,7 +37,7 @@ func recordCorpus() []string {
 			"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n--mix\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n" +
 			"--mix\r\nContent-Type: message/rfc822\r\n\r\nFrom: inner@example.net\r\nSubject: Inner subject\r\nX-Inner: attached-header-value\r\n\r\n" +
 			"Inner body with innerneedle.\r\n--mix\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
-			base64Lines([]byte("binaryword hidden in an attachment")) + "\r\n--mix--\r\n",
+			base64.StdEncoding.EncodeToString([]byte("binaryword hidden in an attachment")) + "\r\n--mix--\r\n",
 		"From: raw8bit@example.com\r\nSubject: Grüße aus Köln\r\nDate: Wed, 03 Jan 2024 12:00:00 -0500\r\n\r\nİstanbul ÇAĞ Straße GRÜSSE\r\nnon\u00a0breaking form\ffeed vertical\vtab\r\n",
 		"From: deep@example.com\r\nSubject: nested\r\nMIME-Version: 1.0\r\n" + nested,
 		"Subject: no body at all\r\nFrom: empty@example.com\r\n\r\n",

@@ -1,4 +1,4 @@
-package imap
+package bench
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
+	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/imap"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -86,7 +87,8 @@ func benchCount(b *testing.B) int {
 // BenchmarkSearchLargeMailbox measures SEARCH on header and body keys and
 // SORT (DATE) over one INBOX of benchCount messages, stored sealed in a
 // single-node cluster (real Raft, bbolt, mail store) and searched through
-// the IMAP server by the go-imap client. MAILCLUSTER_BENCH_SEARCH picks
+// the IMAP server by the go-imap client. Not run by the test suite (it
+// is a benchmark); docs/architecture.md ("Search records") has figures. MAILCLUSTER_BENCH_SEARCH picks
 // what helps: "read" stores no search records and caches none (every
 // search opens every message it needs, as before records existed),
 // "records" stores them but caches none, anything else (the default)
@@ -94,7 +96,7 @@ func benchCount(b *testing.B) int {
 func BenchmarkSearchLargeMailbox(b *testing.B) {
 	n := benchCount(b)
 	mode := os.Getenv("MAILCLUSTER_BENCH_SEARCH")
-	indexer, cacheBytes := BuildSearchRecord, int64(0)
+	indexer, cacheBytes := imap.BuildSearchRecord, int64(0)
 	switch mode {
 	case "read":
 		indexer, cacheBytes = nil, -1
@@ -132,7 +134,7 @@ func BenchmarkSearchLargeMailbox(b *testing.B) {
 	}
 	b.Logf("stored %d messages in %v", n, time.Since(start).Round(time.Millisecond))
 
-	srv, err := NewServer(Config{Hostname: "bench", AllowInsecureAuth: true, Logger: slog.New(slog.DiscardHandler), SearchCacheBytes: cacheBytes,
+	srv, err := imap.NewServer(imap.Config{Hostname: "bench", AllowInsecureAuth: true, Logger: slog.New(slog.DiscardHandler), SearchCacheBytes: cacheBytes,
 		Guard: protocols.NewAuthGuard(protocols.AuthGuardConfig{MaxFailuresPerIP: 1000, MaxFailuresPerUser: 1000, Window: time.Minute, Lockout: time.Minute}, nil),
 	}, protocols.StoreOf[*mailstore.Account](node.Store()))
 	if err != nil {
@@ -166,7 +168,7 @@ func BenchmarkSearchLargeMailbox(b *testing.B) {
 		}
 		b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
 	}
-	search := func(b *testing.B, crit *imap.SearchCriteria, want int) {
+	search := func(b *testing.B, crit *goimap.SearchCriteria, want int) {
 		timed(b, func(b *testing.B) {
 			data, err := cl.UIDSearch(crit, nil).Wait()
 			if err != nil {
@@ -178,17 +180,17 @@ func BenchmarkSearchLargeMailbox(b *testing.B) {
 		})
 	}
 	b.Run("body", func(b *testing.B) {
-		search(b, &imap.SearchCriteria{Body: []string{"needle42"}}, (n+57)/100)
+		search(b, &goimap.SearchCriteria{Body: []string{"needle42"}}, (n+57)/100)
 	})
 	b.Run("subject", func(b *testing.B) {
-		search(b, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "garden"}}}, -1)
+		search(b, &goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: "Subject", Value: "garden"}}}, -1)
 	})
 	b.Run("from", func(b *testing.B) {
-		search(b, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "From", Value: "sender7@"}}}, (n+42)/50)
+		search(b, &goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: "From", Value: "sender7@"}}}, (n+42)/50)
 	})
 	b.Run("sort-date", func(b *testing.B) {
 		timed(b, func(b *testing.B) {
-			data, err := cl.Sort(&imapclient.SortOptions{SearchCriteria: &imap.SearchCriteria{}, SortCriteria: []imapclient.SortCriterion{{Key: imapclient.SortKeyDate}}}).Wait()
+			data, err := cl.Sort(&imapclient.SortOptions{SearchCriteria: &goimap.SearchCriteria{}, SortCriteria: []imapclient.SortCriterion{{Key: imapclient.SortKeyDate}}}).Wait()
 			if err != nil {
 				b.Fatal(err)
 			}
