@@ -73,6 +73,7 @@ type searchRecord struct {
 	sent     time.Time
 	sentOK   bool
 	sortKeys *sortEntry
+	thread   *threadMsg // readThreadMsg's fields, without an internal date
 }
 
 // parseHeader parses the record's header section as loadHeader does.
@@ -109,6 +110,24 @@ func (r *searchRecord) sentDate() (time.Time, bool) {
 		r.sent, r.sentOK, r.sentDone = t, err == nil && !t.IsZero(), true
 	}
 	return r.sent, r.sentOK
+}
+
+// threadFields fills tm's header-derived THREAD fields as
+// readThreadMsg does, the internal date standing for a missing Date.
+func (r *searchRecord) threadFields(tm *threadMsg, internal time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.thread == nil {
+		var k threadMsg
+		readThreadMsg(&k, r.parseHeader(), time.Time{})
+		r.thread = &k
+	}
+	k := r.thread
+	tm.date, tm.subject, tm.reply, tm.msgID = k.date, k.subject, k.reply, k.msgID
+	if tm.date.IsZero() {
+		tm.date = internal.UTC()
+	}
+	tm.refs = slices.Clone(k.refs)
 }
 
 // sortFields fills e's header-derived sort keys.

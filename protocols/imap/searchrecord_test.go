@@ -41,6 +41,10 @@ func recordCorpus() []string {
 		"From: raw8bit@example.com\r\nSubject: Grüße aus Köln\r\nDate: Wed, 03 Jan 2024 12:00:00 -0500\r\n\r\nİstanbul ÇAĞ Straße GRÜSSE\r\nnon\u00a0breaking form\ffeed vertical\vtab\r\n",
 		"From: deep@example.com\r\nSubject: nested\r\nMIME-Version: 1.0\r\n" + nested,
 		"Subject: no body at all\r\nFrom: empty@example.com\r\n\r\n",
+		"From: Bob <bob@example.com>\r\nSubject: Re: Hello world\r\nDate: Thu, 04 Jan 2024 09:00:00 +0000\r\n" +
+			"Message-ID: <reply1@example.com>\r\nIn-Reply-To: <Hello.world@example.net>\r\nReferences: <Hello.world@example.net>\r\n\r\nSounds good.\r\n",
+		"From: Carol <carol@example.com>\r\nSubject: RE: [list] Hello world\r\nMessage-ID: <reply2@example.com>\r\n" +
+			"References: <Hello.world@example.net> <reply1@example.com>\r\n\r\nMe too.\r\n",
 	}
 }
 
@@ -75,7 +79,7 @@ func recordSearches() []imap.SearchCriteria {
 // TestSearchRecordsAnswerAsReading compares, over a varied corpus, the
 // results of SEARCH and SORT answered from search records (stored with
 // the messages, cached or not, or learnt from a first read) with those
-// of a server that reads every message, the reference.
+// of a server that reads every message, the reference; THREAD likewise.
 func TestSearchRecordsAnswerAsReading(t *testing.T) {
 	noCache := func(c *Config) { c.SearchCacheBytes = -1 }
 	type server struct {
@@ -116,6 +120,13 @@ func TestSearchRecordsAnswerAsReading(t *testing.T) {
 					t.Fatalf("%s: sort %s: %v", sv.name, key, err)
 				}
 				got = append(got, fmt.Sprint(uids))
+			}
+			for _, alg := range []imap.ThreadAlgorithm{imap.ThreadOrderedSubject, imap.ThreadReferences} {
+				threads, err := c.UIDThread(&imapclient.ThreadOptions{Algorithm: alg, SearchCriteria: &imap.SearchCriteria{}}).Wait()
+				if err != nil {
+					t.Fatalf("%s: thread %s: %v", sv.name, alg, err)
+				}
+				got = append(got, fmt.Sprintf("%+v", threads))
 			}
 			if pass == 0 {
 				results[si] = got
