@@ -197,8 +197,8 @@ func (rs *recordSet) learnHeader(i int, header []byte) {
 // learn keeps the record of message i built from its bytes, read because
 // it had none (or none with words).
 func (rs *recordSet) learn(i int, msg []byte) {
-	if rs == nil {
-		return
+	if rs == nil || rs.s.srv.recCache.max <= 0 {
+		return // kept nowhere: the pass has the message itself
 	}
 	if r := openSearchRecord(BuildSearchRecord(msg)); r != nil {
 		rs.recs[i] = r
