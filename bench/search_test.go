@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,6 +135,19 @@ func BenchmarkSearchLargeMailbox(b *testing.B) {
 		}
 	}
 	b.Logf("stored %d messages in %v", n, time.Since(start).Round(time.Millisecond))
+	if err := node.Cluster().Compact(ctx); err != nil {
+		b.Fatal(err)
+	}
+	var disk int64
+	_ = filepath.WalkDir(node.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".db") {
+			if fi, err := d.Info(); err == nil {
+				disk += fi.Size()
+			}
+		}
+		return nil
+	})
+	b.Logf("data directory: %d MiB in bbolt files after compaction", disk>>20)
 
 	srv, err := imap.NewServer(imap.Config{Hostname: "bench", AllowInsecureAuth: true, Logger: slog.New(slog.DiscardHandler), SearchCacheBytes: cacheBytes,
 		Guard: protocols.NewAuthGuard(protocols.AuthGuardConfig{MaxFailuresPerIP: 1000, MaxFailuresPerUser: 1000, Window: time.Minute, Lockout: time.Minute}, nil),
