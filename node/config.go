@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/imap"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -459,6 +460,10 @@ type Limits struct {
 	// DefaultMessageQuota is the same for the number of a user's
 	// messages; 0, the default, means unlimited.
 	DefaultMessageQuota int64 `toml:"default_message_quota"`
+	// SearchCache bounds the IMAP server's in-memory cache of opened
+	// search records (docs/architecture.md, "Search records"); 0 turns
+	// it off.
+	SearchCache ByteSize `toml:"search_cache"`
 }
 
 // commandRate returns the frontends' command-rate limit, telling
@@ -548,6 +553,7 @@ func Default() Config {
 			LoginTimeout:        protocols.DefaultLoginTimeout,
 			CommandsPerSecond:   protocols.DefaultCommandsPerSecond,
 			CommandBurst:        protocols.DefaultCommandBurst,
+			SearchCache:         imap.DefaultSearchCacheBytes,
 		},
 		AuthGuard: AuthGuardConfig{
 			MaxFailuresPerIP:   g.MaxFailuresPerIP,
@@ -625,6 +631,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxConnections < 0 {
 		bad("limits.max_connections %d: want 0 (no limit) or more", c.Limits.MaxConnections)
+	}
+	if c.Limits.SearchCache < 0 {
+		bad("limits.search_cache %d: want 0 (off) or more", c.Limits.SearchCache)
 	}
 	if c.Limits.DefaultMessageQuota < 0 {
 		bad("limits.default_message_quota %d: want 0 (unlimited) or more", c.Limits.DefaultMessageQuota)

@@ -141,7 +141,8 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 		}},
 		{"imap", func() (protocolServer, error) {
 			return imap.NewServer(imap.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
-				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands), CommandRate: cmdRate}, store)
+				MaxMessageSize: maxMsg, Observer: fm.commands("imap", imap.Commands), CommandRate: cmdRate,
+				SearchCacheBytes: searchCacheBytes(n.cfg.Limits.SearchCache)}, store)
 		}},
 		{"pop3", func() (protocolServer, error) {
 			return pop3.NewServer(pop3.Config{Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard, Logger: n.log,
@@ -338,4 +339,13 @@ func (a adminDirectory) User(ctx context.Context, address string) (directory.Use
 		u.Usage, u.Messages = &q.Usage, &q.Messages
 	}
 	return u, nil
+}
+
+// searchCacheBytes turns limits.search_cache into the IMAP server's
+// setting, where 0 means its default and a negative value off.
+func searchCacheBytes(b ByteSize) int64 {
+	if b == 0 {
+		return -1
+	}
+	return int64(b)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
 	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/imap"
 	"github.com/mailcluster/mailcluster/protocols/outbound"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
@@ -230,7 +231,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	n.store = mailstore.New(n.cluster, n.directory, mailstore.Config{Logger: n.log, SRSDomain: n.cfg.Forwarding.SRSDomain,
-		OverQuota: n.quotaRefused})
+		OverQuota: n.quotaRefused, SearchIndexer: imap.BuildSearchRecord})
 	// The DNS records and the MTA-STS policy name the nodes' hosts; a
 	// failure here only leaves this node's name out until the hourly
 	// upkeep writes it (maintainDKIM).

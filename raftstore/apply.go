@@ -277,6 +277,7 @@ func (u *userMail) releaseBlob(id schema.ID) {
 		deleteChunk(u.chunks, chunkKey(id, i))
 	}
 	must(u.blobs.Delete(id[:]))
+	u.deleteSearchRecord(id)
 }
 
 // nextUIDValidity returns a UIDVALIDITY greater than any the user had,

@@ -248,6 +248,9 @@ func (a *applier) commitAppend(u *userMail, p *schema.Append, mboxID schema.ID, 
 	total := uint64(p.StagedChunks) + uint64(len(p.Chunks))
 	blob := &schema.BlobRecord{ID: p.Blob, Refs: 1, Size: p.Size, Chunks: uint32(total)}
 	must(u.blobs.Put(p.Blob[:], blob.Marshal()))
+	if len(p.SearchRecord) > 0 {
+		u.putSearchRecord(p.Blob, p.SearchRecord)
+	}
 
 	uid := rec.UIDNext
 	rec.UIDNext++

@@ -43,6 +43,9 @@ const (
 	QueryOutboundChunks
 	// QueryOutboundEntry: the record of the outbound queue entry Blob.
 	QueryOutboundEntry
+	// QuerySearchRecords: the sealed search records of User's Blobs, in
+	// Chunks (empty for a blob without one).
+	QuerySearchRecords
 )
 
 // Query is a named read, sent to whichever replica serves it (over the
@@ -55,6 +58,8 @@ type Query struct {
 	Blob    schema.ID
 	UIDs    []schema.UID
 	Name    string // QueryUserValue
+	// Blobs are the blobs of QuerySearchRecords.
+	Blobs []schema.ID
 }
 
 // QueryResult is what a Query read. Which fields are set depends on the
@@ -164,6 +169,8 @@ func (s *Shard) Query(q Query) (*QueryResult, error) {
 					return err
 				}
 			}
+		case QuerySearchRecords:
+			res.Chunks, err = r.SearchRecords(q.User, q.Blobs)
 		default:
 			return fmt.Errorf("%w %d", errQueryKind, q.Kind)
 		}

@@ -53,6 +53,9 @@ type Options struct {
 	// key of the first node (a restored backup, a directory to reopen).
 	FirstDir string
 	FirstKey *[32]byte
+	// SearchIndexer, if set, builds the search record stored with every
+	// message (mailstore.Config.SearchIndexer); nil stores none.
+	SearchIndexer func(msg []byte) []byte
 }
 
 func (o *Options) defaults() {
@@ -232,7 +235,8 @@ func (n *Node) Start() error {
 		return err
 	}
 	n.cluster, n.dir = cl, dir
-	n.store = mailstore.New(cl, dir, mailstore.Config{Logger: o.Logger, SpoolRetry: 2 * time.Second, MaildropLease: 3 * time.Second})
+	n.store = mailstore.New(cl, dir, mailstore.Config{Logger: o.Logger, SpoolRetry: 2 * time.Second, MaildropLease: 3 * time.Second,
+		SearchIndexer: o.SearchIndexer})
 	n.running = true
 	// The directory needs the meta shard; a joining node gets it shortly.
 	go func() {

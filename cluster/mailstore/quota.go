@@ -29,6 +29,10 @@ import (
 // carried inline in its final command; beyond it every chunk is staged.
 const maxBatchInline = maxInline
 
+// maxBatchRecords bounds the sealed search records one AppendBatch
+// entry carries.
+const maxBatchRecords = 8 << 20
+
 // quotaRefused tells the node's metrics about a change refused for quota.
 func (s *Store) quotaRefused(op string) {
 	if s.cfg.OverQuota != nil {
@@ -164,6 +168,15 @@ func (a *Account) AppendBatch(ctx context.Context, mbox schema.ID, msgs []schema
 		}
 		batch.Items = append(batch.Items, *app)
 	}
+	// The search records ride in the final entry; past a bound the rest
+	// go without (they are searched by reading them).
+	records := 0
+	for i := range batch.Items {
+		it := &batch.Items[i]
+		if records += len(it.SearchRecord); records > maxBatchRecords {
+			it.SearchRecord = nil
+		}
+	}
 	for i := range batch.Items {
 		it := &batch.Items[i]
 		if total <= maxBatchInline {
@@ -199,6 +212,13 @@ func (s *Store) sealMessage(user schema.ID, keys *directory.UserKeys, mbox schem
 	var err error
 	if app.Sealed, err = s.sealAttrs(keys, user, app.Message, messageAttrs{Flags: flags, Date: date.UnixNano()}); err != nil {
 		return nil, nil, err
+	}
+	if idx := s.cfg.SearchIndexer; idx != nil {
+		if rec := idx(msg); rec != nil {
+			if app.SearchRecord, err = s.sealer.Seal(keys.Ring(), seal.KindSearchRecord, user[:], app.Blob[:], rec); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	pieces := splitMessage(msg)
 	sealed := make([][]byte, len(pieces))

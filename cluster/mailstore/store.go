@@ -53,6 +53,12 @@ type Config struct {
 	// would take a user over their quota: op is "deliver", "append" or
 	// "copy" (for the node's metrics; it must not block).
 	OverQuota func(op string)
+	// SearchIndexer, if set, builds a message's search record (the IMAP
+	// frontend's, imap.BuildSearchRecord) when this node proposes it; the
+	// record is sealed with the user's key and stored with the message
+	// in the same command. Nil stores none: messages are then searched by
+	// reading them. It must not fail; nil means no record.
+	SearchIndexer func(msg []byte) []byte
 }
 
 // Store is the mail store the frontends consume: it satisfies

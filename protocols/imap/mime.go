@@ -241,10 +241,25 @@ func containsText(msg []byte, needle string, withHeaders bool) bool {
 	if needle == "" {
 		return true
 	}
+	n := []byte(needle)
+	return textPieces(msg, withHeaders, func(piece []byte, _ bool) bool {
+		return bytes.Contains(piece, n)
+	})
+}
+
+// textPieces calls fn with each lower-cased text that SEARCH BODY (and,
+// with withHeaders, TEXT) compares a needle against, until fn returns
+// true, and reports whether it did: with withHeaders, the name, decoded
+// text and raw value of every header field of every entity (header
+// true); the decoded body of every text or message leaf; and, for a
+// message beyond the MIME limits in which nothing matched, the whole raw
+// message. containsText and the search record (searchrecord.go) both
+// read it, so a record answers exactly as reading the message does.
+func textPieces(msg []byte, withHeaders bool, fn func(piece []byte, header bool) bool) bool {
 	found := false
 	errFound := errors.New("found")
 	err := walkMIME(msg, func(e *mimeEntity) error {
-		if withHeaders && headerContains(e.header, needle) {
+		if withHeaders && headerPieces(e.header, fn) {
 			found = true
 			return errFound
 		}
@@ -261,7 +276,7 @@ func containsText(msg []byte, needle string, withHeaders bool) bool {
 		}
 		_ = err // unknown charsets and encodings are searched undecoded
 		b, _ := io.ReadAll(ent.Body)
-		if bytes.Contains(bytes.ToLower(b), []byte(needle)) {
+		if fn(bytes.ToLower(b), false) {
 			found = true
 			return errFound
 		}
@@ -271,24 +286,24 @@ func containsText(msg []byte, needle string, withHeaders bool) bool {
 		return true
 	}
 	if errors.Is(err, errMIMETooDeep) || errors.Is(err, errMIMETooWide) {
-		return bytes.Contains(bytes.ToLower(msg), []byte(needle))
+		return fn(bytes.ToLower(msg), false)
 	}
 	return false
 }
 
-// headerContains reports whether any field of h contains needle (lower
-// case) in its decoded or raw form.
-func headerContains(h textproto.Header, needle string) bool {
+// headerPieces calls fn with the lower-cased name, decoded text and raw
+// value of every field of h, until fn returns true.
+func headerPieces(h textproto.Header, fn func(piece []byte, header bool) bool) bool {
 	mh := gomessage.Header{Header: h}
 	fields := mh.Fields()
 	for fields.Next() {
-		if strings.Contains(strings.ToLower(fields.Key()), needle) {
+		if fn([]byte(strings.ToLower(fields.Key())), true) {
 			return true
 		}
-		if text, err := fields.Text(); err == nil && strings.Contains(strings.ToLower(text), needle) {
+		if text, err := fields.Text(); err == nil && fn([]byte(strings.ToLower(text)), true) {
 			return true
 		}
-		if strings.Contains(strings.ToLower(fields.Value()), needle) {
+		if fn([]byte(strings.ToLower(fields.Value())), true) {
 			return true
 		}
 	}

@@ -159,6 +159,10 @@ type searchMsg struct {
 	s   *session
 	seq uint32
 	m   *viewMsg
+	// recs holds the pass's search records, m being its message idx;
+	// a record saves reading the message (searchrecord.go).
+	recs *recordSet
+	idx  int
 
 	header       *mail.Header
 	headerLoaded bool
@@ -173,7 +177,9 @@ func (sm *searchMsg) loadHeader() *mail.Header {
 	}
 	sm.headerLoaded = true
 	src := sm.body
-	if !sm.bodyLoaded {
+	if rec := sm.recs.get(sm.idx); rec != nil && !sm.bodyLoaded {
+		src = rec.header
+	} else if !sm.bodyLoaded {
 		ctx, cancel := sm.s.opContext()
 		var err error
 		src, err = sm.s.acct.Header(ctx, sm.m.info.Blob)
@@ -182,6 +188,7 @@ func (sm *searchMsg) loadHeader() *mail.Header {
 			sm.err = err
 			return nil
 		}
+		sm.recs.learnHeader(sm.idx, src)
 	}
 	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(src)))
 	sm.header = &mail.Header{Header: gomessage.Header{Header: h}}
@@ -201,7 +208,32 @@ func (sm *searchMsg) loadBody() []byte {
 		return nil
 	}
 	sm.body = body
+	if rec := sm.recs.get(sm.idx); rec == nil || rec.headerOnly {
+		sm.recs.learn(sm.idx, body)
+	}
 	return body
+}
+
+// headerRecord returns the message's search record when header keys are
+// to be answered from it (the message was not read meanwhile).
+func (sm *searchMsg) headerRecord() *searchRecord {
+	if sm.bodyLoaded {
+		return nil
+	}
+	return sm.recs.get(sm.idx)
+}
+
+// recordContains answers a BODY or TEXT key from the message's search
+// record; decided is false when there is none or it cannot tell.
+func (sm *searchMsg) recordContains(needle string, withHeaders bool) (found, decided bool) {
+	if sm.bodyLoaded {
+		return false, false
+	}
+	rec := sm.recs.get(sm.idx)
+	if rec == nil {
+		return false, false
+	}
+	return rec.contains(needle, withHeaders)
 }
 
 // dateOnly keeps the calendar date of t in its own zone (RFC 3501 section
@@ -264,30 +296,28 @@ func (n *searchNode) match(sm *searchMsg) bool {
 	if n.smaller > 0 && int64(info.Size) >= n.smaller {
 		return false
 	}
-	if len(n.headers) > 0 || !n.sentSince.IsZero() || !n.sentBefore.IsZero() {
-		h := sm.loadHeader()
-		if h == nil {
-			return false
-		}
-		for _, term := range n.headers {
-			if !headerFieldContains(h, term) {
-				return false
-			}
-		}
-		if !n.sentSince.IsZero() || !n.sentBefore.IsZero() {
-			t, err := h.Date()
-			if err != nil || t.IsZero() || !inDateRange(t, n.sentSince, n.sentBefore) {
-				return false
-			}
-		}
+	if (len(n.headers) > 0 || !n.sentSince.IsZero() || !n.sentBefore.IsZero()) && !n.matchHeader(sm) {
+		return false
 	}
 	for _, b := range n.bodies {
+		if found, ok := sm.recordContains(b, false); ok {
+			if !found {
+				return false
+			}
+			continue
+		}
 		body := sm.loadBody()
 		if body == nil || !containsText(body, b, false) {
 			return false
 		}
 	}
 	for _, t := range n.texts {
+		if found, ok := sm.recordContains(t, true); ok {
+			if !found {
+				return false
+			}
+			continue
+		}
 		body := sm.loadBody()
 		if body == nil || !containsText(body, t, true) {
 			return false
@@ -306,6 +336,40 @@ func (n *searchNode) match(sm *searchMsg) bool {
 	return true
 }
 
+// matchHeader evaluates the node's header keys and sent dates, from the
+// message's search record when it has one.
+func (n *searchNode) matchHeader(sm *searchMsg) bool {
+	sent := !n.sentSince.IsZero() || !n.sentBefore.IsZero()
+	if rec := sm.headerRecord(); rec != nil {
+		for _, term := range n.headers {
+			if !fieldFormsContain(rec.fieldForms(term.key), term.value) {
+				return false
+			}
+		}
+		if sent {
+			t, ok := rec.sentDate()
+			return ok && inDateRange(t, n.sentSince, n.sentBefore)
+		}
+		return true
+	}
+	h := sm.loadHeader()
+	if h == nil {
+		return false
+	}
+	for _, term := range n.headers {
+		if !headerFieldContains(h, term) {
+			return false
+		}
+	}
+	if sent {
+		t, err := h.Date()
+		if err != nil || t.IsZero() || !inDateRange(t, n.sentSince, n.sentBefore) {
+			return false
+		}
+	}
+	return true
+}
+
 // headerFieldContains implements SEARCH HEADER (and FROM, TO, CC, BCC,
 // SUBJECT): a field named key whose value contains the search value, case
 // and runs of white space (folding included) ignored; an empty value
@@ -316,24 +380,46 @@ func (n *searchNode) match(sm *searchMsg) bool {
 // address finds it whatever comments, quoting or encoding the field has,
 // as Dovecot's does.
 func headerFieldContains(h *mail.Header, term headerTerm) bool {
-	fields := h.FieldsByKey(term.key)
-	if term.value == "" {
-		return fields.Len() > 0
-	}
-	needle := compressSpace(term.value)
-	contains := func(s string) bool {
-		return strings.Contains(compressSpace(strings.ToLower(s)), needle)
-	}
-	address := isAddressField(term.key)
+	return fieldFormsContain(headerFieldForms(h, term.key), term.value)
+}
+
+// fieldForms are the forms a header key's value is matched in: present
+// says whether the header has such a field, forms are every field's
+// forms lower-cased with runs of white space made one space.
+type fieldForms struct {
+	present bool
+	forms   []string
+}
+
+// headerFieldForms returns the forms of the fields named key: as stored,
+// decoded, and for address fields in normal form.
+func headerFieldForms(h *mail.Header, key string) fieldForms {
+	fields := h.FieldsByKey(key)
+	ff := fieldForms{present: fields.Len() > 0}
+	norm := func(s string) string { return compressSpace(strings.ToLower(s)) }
+	address := isAddressField(key)
 	for fields.Next() {
 		raw := fields.Value()
-		if contains(raw) {
-			return true
+		ff.forms = append(ff.forms, norm(raw))
+		if text, err := fields.Text(); err == nil {
+			ff.forms = append(ff.forms, norm(text))
 		}
-		if text, err := fields.Text(); err == nil && contains(text) {
-			return true
+		if address {
+			ff.forms = append(ff.forms, norm(normalAddresses(raw)))
 		}
-		if address && contains(normalAddresses(raw)) {
+	}
+	return ff
+}
+
+// fieldFormsContain reports whether a form contains value (lower case);
+// an empty value matches any field.
+func fieldFormsContain(ff fieldForms, value string) bool {
+	if value == "" {
+		return ff.present
+	}
+	needle := compressSpace(value)
+	for _, f := range ff.forms {
+		if strings.Contains(f, needle) {
 			return true
 		}
 	}
@@ -463,11 +549,12 @@ func (s *session) matchEach(v *view, criteria *imap.SearchCriteria, fn func(*sea
 	if err != nil {
 		return err
 	}
+	recs := newRecordSet(s, v.msgs)
 	for i, m := range v.msgs {
 		if m.expunged {
 			continue
 		}
-		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m}
+		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m, recs: recs, idx: i}
 		ok := root.match(sm)
 		if ok && sm.err == nil {
 			if err := fn(sm); err != nil {

@@ -27,6 +27,8 @@ const (
 	DefaultMaxMessageSize = 50 << 20
 	// DefaultBodyStructureCacheBytes bounds the BODYSTRUCTURE cache.
 	DefaultBodyStructureCacheBytes = 16 << 20
+	// DefaultSearchCacheBytes bounds the cache of opened search records.
+	DefaultSearchCacheBytes = 128 << 20
 	// DefaultStoreTimeout bounds one call into the store.
 	DefaultStoreTimeout = time.Minute
 )
@@ -61,6 +63,10 @@ type Config struct {
 	// BodyStructureCacheBytes bounds the in-memory BODYSTRUCTURE cache; a
 	// negative value disables it.
 	BodyStructureCacheBytes int64
+	// SearchCacheBytes bounds the in-memory cache of opened search
+	// records (searchindex.go), shared by the server's sessions; a
+	// negative value disables it.
+	SearchCacheBytes int64
 	// StoreTimeout bounds every store call made for a command.
 	StoreTimeout time.Duration
 }
@@ -72,6 +78,8 @@ type Server struct {
 	log     *slog.Logger
 	imap    *imapserver.Server
 	bsCache *bodyStructureCache
+	// recCache holds opened search records (searchindex.go).
+	recCache *recordCache
 
 	baseCtx context.Context
 	cancel  context.CancelFunc
@@ -137,6 +145,9 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 	if cfg.MaxMessageSize < 0 || protocols.AppendLimit(cfg.MaxMessageSize) > math.MaxUint32 {
 		return nil, fmt.Errorf("imap: max message size %d out of range", cfg.MaxMessageSize)
 	}
+	if cfg.SearchCacheBytes == 0 {
+		cfg.SearchCacheBytes = DefaultSearchCacheBytes
+	}
 	if cfg.BodyStructureCacheBytes == 0 {
 		cfg.BodyStructureCacheBytes = DefaultBodyStructureCacheBytes
 	}
@@ -163,6 +174,7 @@ func NewServer(cfg Config, store protocols.Store) (*Server, error) {
 		store:      store,
 		log:        logger,
 		bsCache:    newBodyStructureCache(cfg.BodyStructureCacheBytes),
+		recCache:   newRecordCache(cfg.SearchCacheBytes),
 		lib:        newPipeListener(),
 		libDone:    make(chan struct{}),
 		listeners:  make(map[net.Listener]struct{}),

@@ -185,11 +185,13 @@ func (s *session) runSort(v *view, sc *sortCommand) ([]sortEntry, error) {
 	err := s.matchEach(v, sc.criteria, func(sm *searchMsg) error {
 		e := sortEntry{seq: sm.seq, uid: sm.m.info.UID, size: sm.m.info.Size, arrival: sm.m.info.InternalDate, modSeq: sm.m.info.ModSeq}
 		if header {
-			h := sm.loadHeader()
-			if h == nil {
+			if rec := sm.headerRecord(); rec != nil {
+				rec.sortFields(&e)
+			} else if h := sm.loadHeader(); h != nil {
+				e.fill(h)
+			} else {
 				return nil // sm.err says why
 			}
-			e.fill(h)
 			if e.date.IsZero() {
 				// RFC 5256 section 3: no valid Date, the internal date.
 				e.date = e.arrival

@@ -481,15 +481,17 @@ func threadResponse(roots []*threadNode) string {
 func (s *session) runThread(v *view, tc *threadCommand) ([]*threadNode, error) {
 	var msgs []*threadMsg
 	err := s.matchEach(v, tc.criteria, func(sm *searchMsg) error {
-		h := sm.loadHeader()
-		if h == nil {
-			return nil // sm.err says why
-		}
 		tm := &threadMsg{seq: sm.seq, num: sm.seq}
 		if tc.uid {
 			tm.num = uint32(sm.m.info.UID)
 		}
-		readThreadMsg(tm, h, sm.m.info.InternalDate)
+		if rec := sm.headerRecord(); rec != nil {
+			rec.threadFields(tm, sm.m.info.InternalDate)
+		} else if h := sm.loadHeader(); h != nil {
+			readThreadMsg(tm, h, sm.m.info.InternalDate)
+		} else {
+			return nil // sm.err says why
+		}
 		msgs = append(msgs, tm)
 		return nil
 	})

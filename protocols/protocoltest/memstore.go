@@ -62,6 +62,9 @@ type MemStore struct {
 	domains     map[string]bool
 	users       map[string]*memUser // by canonical address
 	nextWatcher int
+	// indexer builds the search record of each message stored from now
+	// on (SetSearchIndexer); nil stores none.
+	indexer func(msg []byte) []byte
 }
 
 var (
@@ -108,8 +111,9 @@ type memMailbox struct {
 
 // memBlob is a stored message, shared by its copies.
 type memBlob struct {
-	data []byte
-	refs int
+	data   []byte
+	refs   int
+	record []byte // search record, nil for none
 }
 
 // NewMemStore returns an empty store: no domains, no users.
@@ -421,6 +425,9 @@ func (s *MemStore) storeMessage(ctx context.Context, u *memUser, mbox schema.ID,
 	}
 	blob := schema.NewID()
 	u.blobs[blob] = &memBlob{data: bytes.Clone(msg), refs: 1}
+	if s.indexer != nil {
+		u.blobs[blob].record = s.indexer(msg)
+	}
 	m := &schema.MessageInfo{
 		ID: schema.NewID(), Blob: blob, Size: uint64(len(msg)), Flags: storedFlags(flags),
 		// Production keeps the date as Unix nanoseconds and reads it

@@ -48,6 +48,29 @@ func sampleCommands() []Command {
 			{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}},
 			{User: id(5), Mailbox: id(7), Message: id(10), Blob: id(11), Size: 9, Sealed: []byte("b"), StagedChunks: 2, Chunks: [][]byte{}},
 		}}},
+		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, SearchRecord: []byte("rec")}},
+		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, Quota: 4, SearchRecord: []byte("rec")}},
+		{Payload: &AppendBatch{User: id(5), Mailbox: id(7), Items: []Append{
+			{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, SearchRecord: []byte("r1")},
+			{User: id(5), Mailbox: id(7), Message: id(10), Blob: id(11), Size: 9, Sealed: []byte("b"), Chunks: [][]byte{[]byte("d")}},
+		}}},
+	}
+}
+
+// TestSearchRecordKeepsOldForm checks that commands without a search
+// record encode as they did before records existed, so replicas and
+// entries of either age read each other.
+func TestSearchRecordKeepsOldForm(t *testing.T) {
+	app := &Append{Message: ID{1}, Blob: ID{2}, Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, Quota: 5}
+	old := EncodeCommand(Command{Payload: app})
+	app.SearchRecord = []byte("record")
+	with := EncodeCommand(Command{Payload: app})
+	if len(with) <= len(old) || string(with[:len(old)]) != string(old) {
+		t.Fatalf("a record changes the bytes before it: %x vs %x", old, with)
+	}
+	got, err := DecodeCommand(old)
+	if err != nil || got.Payload.(*Append).SearchRecord != nil || got.Payload.(*Append).Quota != 5 {
+		t.Fatalf("old form decodes as %+v, %v", got.Payload, err)
 	}
 }
 
@@ -77,7 +100,7 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 		"bad version": append([]byte{9}, good[1:]...),
 		"unknown op":  append([]byte{1, 200}, good[2:]...),
 		"truncated":   good[:len(good)-3],
-		"trailing":    append(append([]byte{}, good...), 0, 0, 0), // past the optional quotas
+		"trailing":    append(append([]byte{}, good...), 0, 0, 0, 0), // past the optional quotas and search record
 	} {
 		if _, err := DecodeCommand(b); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)

@@ -271,6 +271,10 @@ type Append struct {
 	// when set, so entries without a quota keep their old form.
 	Quota        uint64
 	MessageQuota uint64
+	// SearchRecord is the message's sealed search record (what SEARCH
+	// and SORT read instead of the message), stored beside the blob and
+	// deleted with it; nil for none. Encoded last, only when set.
+	SearchRecord []byte
 }
 
 // AttrUpdate replaces a message's sealed flags if its ModSeq is still
@@ -445,11 +449,21 @@ func (p *StageChunk) decode(r *reader) {
 
 func (p *Append) encode(w *writer) {
 	p.encodeMessage(w)
-	encodeQuotas(w, p.Quota, p.MessageQuota)
+	if len(p.SearchRecord) == 0 {
+		encodeQuotas(w, p.Quota, p.MessageQuota)
+		return
+	}
+	// Both quota fields written (0: none), so the record can follow.
+	w.uvarint(p.Quota)
+	w.uvarint(p.MessageQuota)
+	w.bytes(p.SearchRecord)
 }
 func (p *Append) decode(r *reader) {
 	p.decodeMessage(r)
 	p.Quota, p.MessageQuota = decodeQuotas(r)
+	if r.more() {
+		p.SearchRecord = r.bytes()
+	}
 }
 
 // encodeMessage writes every field but Quota (AppendBatch carries one

@@ -27,6 +27,17 @@ func (p *AppendBatch) encode(w *writer) {
 	for i := range p.Items {
 		p.Items[i].encodeMessage(w)
 	}
+	// The items' search records, when any has one, follow every item, so
+	// batches without records keep their old form.
+	for i := range p.Items {
+		if len(p.Items[i].SearchRecord) > 0 {
+			w.uvarint(uint64(len(p.Items)))
+			for k := range p.Items {
+				w.bytes(p.Items[k].SearchRecord)
+			}
+			break
+		}
+	}
 }
 
 func (p *AppendBatch) decode(r *reader) {
@@ -42,6 +53,15 @@ func (p *AppendBatch) decode(r *reader) {
 	p.Items = make([]Append, n)
 	for i := range p.Items {
 		p.Items[i].decodeMessage(r)
+	}
+	if r.more() {
+		if r.listLen(1) != n {
+			r.fail("search records do not match the batch")
+			return
+		}
+		for i := range p.Items {
+			p.Items[i].SearchRecord = r.bytes()
+		}
 	}
 }
 

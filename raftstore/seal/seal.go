@@ -59,7 +59,8 @@ const (
 	KindClusterKey
 	KindSetting
 	KindUserValue
-	KindOutbound // the sealed state of an outbound queue entry
+	KindOutbound     // the sealed state of an outbound queue entry
+	KindSearchRecord // a message's search record, object: its blob id
 )
 
 // Key is a symmetric key and the id stored beside values it sealed.

@@ -1,0 +1,258 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// A search record is what SEARCH and SORT need of a message, so that
+// they need not read (and open) the message itself: its header section,
+// and the distinct lower-cased words of every text that BODY and TEXT
+// compare a needle against (textPieces). The node that proposes a
+// message builds it (BuildSearchRecord, given to the mail store), the
+// store seals it with the user's key and keeps it beside the message,
+// and this package reads it back through the account (searchRecorder).
+//
+// Words are the runs between ASCII white space (space, tab, CR, LF). A
+// needle without white space is in a text exactly when it is within one
+// of its words, so the record answers such keys as reading the message
+// would; for a needle with white space, every word of the needle must
+// be within a word of the record (which rules most messages out), and
+// the message is read to decide.
+const (
+	// searchRecordVersion is the first byte of a record; a record of
+	// another version is ignored (the message is read instead).
+	searchRecordVersion = 1
+	// maxRecordHeader mirrors the store's header chunk: the header
+	// section a record keeps is the one Account.Header returns.
+	maxRecordHeader = 1 << 20
+	// maxRecordWords bounds the words a record keeps, in bytes; a message
+	// with more text keeps none (flag recordNoWords) and its body keys
+	// read the message.
+	maxRecordWords = 256 << 10
+
+	recordNoWords = 1
+
+	// maxRecordForms bounds the header field names whose forms a record
+	// keeps (a client searching many names parses the header again).
+	maxRecordForms = 8
+)
+
+// wordSeparators split the texts of a record into words.
+const wordSeparators = " \t\r\n"
+
+// searchRecord is an opened search record.
+type searchRecord struct {
+	header []byte // the header section
+	// body and text are the distinct words of the body texts and of the
+	// header fields (TEXT only), each followed by '\n', so a needle
+	// without white space is in a word exactly when it is in the string.
+	body, text string
+	noWords    bool // the words were left out; body keys read the message
+	// headerOnly marks a record kept from a header read for a search
+	// (a message stored without a record): it has no words, and the
+	// message's full record replaces it once the message is read.
+	headerOnly bool
+
+	// What is derived from the header, computed on first use and kept
+	// with the record, so a repeated search or sort parses nothing.
+	mu       sync.Mutex
+	forms    map[string]fieldForms // by the search key's field name
+	sentDone bool
+	sent     time.Time
+	sentOK   bool
+	sortKeys *sortEntry
+	thread   *threadMsg // readThreadMsg's fields, without an internal date
+}
+
+// parseHeader parses the record's header section as loadHeader does.
+func (r *searchRecord) parseHeader() *mail.Header {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(r.header)))
+	return &mail.Header{Header: gomessage.Header{Header: h}}
+}
+
+// fieldForms returns the forms of the header fields named key
+// (headerFieldForms).
+func (r *searchRecord) fieldForms(key string) fieldForms {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ff, ok := r.forms[key]; ok {
+		return ff
+	}
+	if r.forms == nil {
+		r.forms = map[string]fieldForms{}
+	}
+	ff := headerFieldForms(r.parseHeader(), key)
+	if len(r.forms) < maxRecordForms {
+		r.forms[key] = ff
+	}
+	return ff
+}
+
+// sentDate returns the message's Date, ok false when it has no valid
+// one.
+func (r *searchRecord) sentDate() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.sentDone {
+		t, err := r.parseHeader().Date()
+		r.sent, r.sentOK, r.sentDone = t, err == nil && !t.IsZero(), true
+	}
+	return r.sent, r.sentOK
+}
+
+// threadFields fills tm's header-derived THREAD fields as
+// readThreadMsg does, the internal date standing for a missing Date.
+func (r *searchRecord) threadFields(tm *threadMsg, internal time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.thread == nil {
+		var k threadMsg
+		readThreadMsg(&k, r.parseHeader(), time.Time{})
+		r.thread = &k
+	}
+	k := r.thread
+	tm.date, tm.subject, tm.reply, tm.msgID = k.date, k.subject, k.reply, k.msgID
+	if tm.date.IsZero() {
+		tm.date = internal.UTC()
+	}
+	tm.refs = slices.Clone(k.refs)
+}
+
+// sortFields fills e's header-derived sort keys.
+func (r *searchRecord) sortFields(e *sortEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sortKeys == nil {
+		var k sortEntry
+		k.fill(r.parseHeader())
+		r.sortKeys = &k
+	}
+	k := r.sortKeys
+	e.date, e.subject = k.date, k.subject
+	e.from, e.to, e.cc, e.dispFrom, e.dispTo = k.from, k.to, k.cc, k.dispFrom, k.dispTo
+}
+
+// BuildSearchRecord builds the search record of a message (CRLF
+// normalised, as the store keeps it). It is meant for the mail store's
+// indexer (mailstore.Config.SearchIndexer) and never fails.
+func BuildSearchRecord(msg []byte) []byte {
+	body, text := map[string]struct{}{}, map[string]struct{}{}
+	size := 0
+	textPieces(msg, true, func(piece []byte, header bool) bool {
+		set := body
+		if header {
+			set = text
+		}
+		for _, w := range splitWords(piece) {
+			if _, ok := set[string(w)]; !ok {
+				set[string(w)] = struct{}{}
+				size += len(w) + 1
+			}
+		}
+		return size > maxRecordWords
+	})
+	header := msg[:min(schema.HeaderLength(msg), maxRecordHeader)]
+	var flags byte
+	var bodyWords, textWords []byte
+	if size > maxRecordWords {
+		flags |= recordNoWords
+	} else {
+		bodyWords, textWords = joinWords(body), joinWords(text)
+	}
+	out := make([]byte, 0, 2+3*binary.MaxVarintLen32+len(header)+len(bodyWords)+len(textWords))
+	out = append(out, searchRecordVersion, flags)
+	for _, part := range [][]byte{header, bodyWords, textWords} {
+		out = binary.AppendUvarint(out, uint64(len(part)))
+		out = append(out, part...)
+	}
+	return out
+}
+
+// splitWords returns the words of p, runs between wordSeparators.
+func splitWords(p []byte) [][]byte {
+	return bytes.FieldsFunc(p, func(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' })
+}
+
+// joinWords writes a set of words sorted, each followed by '\n'.
+func joinWords(set map[string]struct{}) []byte {
+	words := make([]string, 0, len(set))
+	n := 0
+	for w := range set {
+		words = append(words, w)
+		n += len(w) + 1
+	}
+	slices.Sort(words)
+	out := make([]byte, 0, n)
+	for _, w := range words {
+		out = append(out, w...)
+		out = append(out, '\n')
+	}
+	return out
+}
+
+// openSearchRecord decodes a record; nil when it is not one this version
+// reads.
+func openSearchRecord(b []byte) *searchRecord {
+	if len(b) < 2 || b[0] != searchRecordVersion {
+		return nil
+	}
+	r := &searchRecord{noWords: b[1]&recordNoWords != 0}
+	b = b[2:]
+	var parts [3][]byte
+	for i := range parts {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil
+		}
+		parts[i] = b[k : k+int(n)]
+		b = b[k+int(n):]
+	}
+	if len(b) != 0 {
+		return nil
+	}
+	r.header = bytes.Clone(parts[0])
+	r.body, r.text = string(parts[1]), string(parts[2])
+	return r
+}
+
+// contains answers a BODY key (withHeaders false) or a TEXT key with a
+// lower-cased needle from the record; decided is false when the record
+// cannot tell and the message must be read.
+func (r *searchRecord) contains(needle string, withHeaders bool) (found, decided bool) {
+	if needle == "" {
+		return true, true
+	}
+	if r.noWords {
+		return false, false
+	}
+	in := func(w string) bool {
+		return strings.Contains(r.body, w) || (withHeaders && strings.Contains(r.text, w))
+	}
+	if !strings.ContainsAny(needle, wordSeparators) {
+		return in(needle), true
+	}
+	for _, w := range strings.FieldsFunc(needle, func(r rune) bool { return strings.ContainsRune(wordSeparators, r) }) {
+		if !in(w) {
+			return false, true
+		}
+	}
+	return false, false
+}
+
+// size estimates the memory an opened record holds, with what it may
+// derive from its header later (once more the header, at most).
+func (r *searchRecord) size() int64 {
+	return int64(2*len(r.header)+len(r.body)+len(r.text)) + 512
+}

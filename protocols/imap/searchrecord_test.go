@@ -1,0 +1,214 @@
+package imap
+
+import (
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// recordCorpus is a varied set of messages for comparing searches
+// answered from search records with searches that read the messages.
+func recordCorpus() []string {
+	nested := "Content-Type: text/plain\r\n\r\ndeep nestedword\r\n"
+	for i := 0; i < maxMIMEDepth+2; i++ {
+		b := fmt.Sprintf("n%d", i)
+		nested = "Content-Type: multipart/mixed; boundary=" + b + "\r\n\r\n--" + b + "\r\n" + nested + "\r\n--" + b + "--\r\n"
+	}
+	return []string{
+		simpleMessage("John Smith <john@example.net>", "alice@example.org", "Hello world", "Mon, 01 Jan 2024 10:00:00 +0000",
+			"Hello, world! The quick brown fox.\r\nSecond line with hello,world and TABS\tinside."),
+		"From: =?UTF-8?Q?J=C3=B6hn_D=C3=B6e?= <jd@example.com>\r\nTo: alice@example.org\r\n" +
+			"Subject: =?UTF-8?B?UsOpc3Vtw6kgZHUgcHJvamV0?=\r\nDate: Tue, 02 Jan 2024 11:00:00 +0100\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n--alt\r\n" +
+			"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
+			"Caf=C3=A9 cr=C3=A8me br=C3=BBl=C3=A9e, soft=\r\nbreak joined\r\n--alt\r\n" +
+			"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			base64.StdEncoding.EncodeToString([]byte("<p>Ünïcode <b>HTML</b> body</p>")) + "\r\n--alt--\r\n",
+		"From: Latin <latin@example.com>\r\nTo: undisclosed-recipients:;\r\nCc: team: a@example.com, \"B, Bee\" <b@example.com>;\r\n" +
+			"Subject: Folded\r\n  subject   with   spaces\r\nDate: not a date\r\nContent-Type: text/plain; charset=iso-8859-1\r\n" +
+			"Content-Transfer-Encoding: quoted-printable\r\n\r\nNa=EFve fa=E7ade \r\n",
+		"From: fwd@example.com\r\nTo: alice@example.org\r\nSubject: Fwd: attached\r\nX-Custom: Present\r\nMessage-ID: <abc.123@example.com>\r\n" +
+			"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n--mix\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n" +
+			"--mix\r\nContent-Type: message/rfc822\r\n\r\nFrom: inner@example.net\r\nSubject: Inner subject\r\nX-Inner: attached-header-value\r\n\r\n" +
+			"Inner body with innerneedle.\r\n--mix\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			base64.StdEncoding.EncodeToString([]byte("binaryword hidden in an attachment")) + "\r\n--mix--\r\n",
+		"From: raw8bit@example.com\r\nSubject: Grüße aus Köln\r\nDate: Wed, 03 Jan 2024 12:00:00 -0500\r\n\r\nİstanbul ÇAĞ Straße GRÜSSE\r\nnon\u00a0breaking form\ffeed vertical\vtab\r\n",
+		"From: deep@example.com\r\nSubject: nested\r\nMIME-Version: 1.0\r\n" + nested,
+		"Subject: no body at all\r\nFrom: empty@example.com\r\n\r\n",
+		"From: Bob <bob@example.com>\r\nSubject: Re: Hello world\r\nDate: Thu, 04 Jan 2024 09:00:00 +0000\r\n" +
+			"Message-ID: <reply1@example.com>\r\nIn-Reply-To: <Hello.world@example.net>\r\nReferences: <Hello.world@example.net>\r\n\r\nSounds good.\r\n",
+		"From: Carol <carol@example.com>\r\nSubject: RE: [list] Hello world\r\nMessage-ID: <reply2@example.com>\r\n" +
+			"References: <Hello.world@example.net> <reply1@example.com>\r\n\r\nMe too.\r\n",
+	}
+}
+
+// recordSearches are the criteria compared.
+func recordSearches() []imap.SearchCriteria {
+	hdr := func(k, v string) imap.SearchCriteria {
+		return imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: k, Value: v}}}
+	}
+	var out []imap.SearchCriteria
+	for _, w := range []string{"hello", "HELLO,WORLD", "world!", "lo wo", "o, w", "tabs\tinside", "café", "CRÈME", "softbreak",
+		"soft", "ünïcode", "<b>", "naïve", "façade", "innerneedle", "binaryword", "nestedword", "deep nestedword",
+		"istanbul", "i̇stanbul", "straße", "çağ", "attached.", "", " ", "no-such-word", "inner subject"} {
+		out = append(out, imap.SearchCriteria{Body: []string{w}}, imap.SearchCriteria{Text: []string{w}})
+	}
+	for _, w := range []string{"subject", "x-inner", "attached-header-value", "example.com", "fwd: attached", "grüße",
+		"non\u00a0breaking", "form\ffeed", "vertical\vtab", "non", "feed"} {
+		out = append(out, imap.SearchCriteria{Body: []string{w}}, imap.SearchCriteria{Text: []string{w}})
+	}
+	out = append(out,
+		hdr("Subject", "hello"), hdr("Subject", "résumé"), hdr("Subject", "subject with spaces"), hdr("Subject", "köln"),
+		hdr("From", "jöhn"), hdr("From", "jd@example.com"), hdr("From", "John Smith <john@"), hdr("To", "undisclosed"),
+		hdr("Cc", "b, bee"), hdr("Cc", "team:"), hdr("X-Custom", ""), hdr("X-Missing", ""), hdr("Message-ID", "abc.123"),
+		imap.SearchCriteria{SentSince: time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)},
+		imap.SearchCriteria{SentBefore: time.Date(2024, 1, 3, 0, 0, 0, 0, time.UTC)},
+		imap.SearchCriteria{Not: []imap.SearchCriteria{{Body: []string{"hello"}}}},
+		imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{{Body: []string{"café"}}, hdr("Subject", "nested")}}},
+		imap.SearchCriteria{Body: []string{"hello", "fox"}, Text: []string{"john"}},
+	)
+	return out
+}
+
+// TestSearchRecordsAnswerAsReading compares, over a varied corpus, the
+// results of SEARCH and SORT answered from search records (stored with
+// the messages, cached or not, or learnt from a first read) with those
+// of a server that reads every message, the reference; THREAD likewise.
+func TestSearchRecordsAnswerAsReading(t *testing.T) {
+	noCache := func(c *Config) { c.SearchCacheBytes = -1 }
+	type server struct {
+		name    string
+		indexed bool
+		opts    []serverOption
+	}
+	servers := []server{
+		{"reference", false, []serverOption{noCache}},
+		{"records", true, []serverOption{noCache}},
+		{"records+cache", true, nil},
+		{"learnt", false, nil},
+	}
+	corpus := recordCorpus()
+	results := make([][]string, len(servers))
+	for si, sv := range servers {
+		ts := newTestServer(t, sv.opts...)
+		if sv.indexed {
+			ts.env.Mem.SetSearchIndexer(BuildSearchRecord)
+		}
+		for _, m := range corpus {
+			ts.deliver(t, m)
+		}
+		c := ts.login(t, nil)
+		selectMailbox(t, c, "INBOX", false)
+		for pass := 0; pass < 2; pass++ { // the second pass meets cached records
+			var got []string
+			for i, crit := range recordSearches() {
+				data, err := c.UIDSearch(&crit, &imap.SearchOptions{ReturnAll: true}).Wait()
+				if err != nil {
+					t.Fatalf("%s: search %d %+v: %v", sv.name, i, crit, err)
+				}
+				got = append(got, fmt.Sprint(data.AllUIDs()))
+			}
+			for _, key := range []imapclient.SortKey{imapclient.SortKeyDate, imapclient.SortKeySubject, imapclient.SortKeyFrom} {
+				uids, err := c.UIDSort(&imapclient.SortOptions{SearchCriteria: &imap.SearchCriteria{}, SortCriteria: []imapclient.SortCriterion{{Key: key}}}).Wait()
+				if err != nil {
+					t.Fatalf("%s: sort %s: %v", sv.name, key, err)
+				}
+				got = append(got, fmt.Sprint(uids))
+			}
+			for _, alg := range []imap.ThreadAlgorithm{imap.ThreadOrderedSubject, imap.ThreadReferences} {
+				threads, err := c.UIDThread(&imapclient.ThreadOptions{Algorithm: alg, SearchCriteria: &imap.SearchCriteria{}}).Wait()
+				if err != nil {
+					t.Fatalf("%s: thread %s: %v", sv.name, alg, err)
+				}
+				got = append(got, fmt.Sprintf("%+v", threads))
+			}
+			if pass == 0 {
+				results[si] = got
+			} else if !slices.Equal(got, results[si]) {
+				t.Errorf("%s: second pass differs from the first", sv.name)
+			}
+		}
+	}
+	searches := recordSearches()
+	for si := 1; si < len(servers); si++ {
+		for i, want := range results[0] {
+			if got := results[si][i]; got != want {
+				what := "sort"
+				if i < len(searches) {
+					what = fmt.Sprintf("%+v", searches[i])
+				}
+				t.Errorf("%s: %s: got %s, reference %s", servers[si].name, what, got, want)
+			}
+		}
+	}
+	// The reference finds something for most keys, so the comparison
+	// means something.
+	empty := 0
+	for _, r := range results[0] {
+		if r == "[]" {
+			empty++
+		}
+	}
+	if empty > len(results[0])/3 {
+		t.Errorf("%d of %d reference results are empty: %s", empty, len(results[0]), strings.Join(results[0], " "))
+	}
+}
+
+// TestSearchRecordDecoding checks that a record round-trips and that
+// damaged or foreign bytes are not taken for a record.
+func TestSearchRecordDecoding(t *testing.T) {
+	msg := []byte("Subject: Hi There\r\n\r\nBody Words here\r\n")
+	r := openSearchRecord(BuildSearchRecord(msg))
+	if r == nil || string(r.header) != "Subject: Hi There\r\n\r\n" || r.noWords {
+		t.Fatalf("record %+v", r)
+	}
+	if r.body != "body\nhere\nwords\n" {
+		t.Fatalf("body words %q", r.body)
+	}
+	if found, ok := r.contains("ody", false); !found || !ok {
+		t.Error("word fragment not found")
+	}
+	if found, ok := r.contains("there", false); found || !ok {
+		t.Error("header word found by BODY")
+	}
+	if found, ok := r.contains("there", true); !found || !ok {
+		t.Error("header word not found by TEXT")
+	}
+	if found, ok := r.contains("body here", false); found || ok {
+		t.Error("a needle with white space decided by the record")
+	}
+	if found, ok := r.contains("body nothere", false); found || !ok {
+		t.Error("a needle with a missing word not ruled out")
+	}
+	rec := BuildSearchRecord(msg)
+	for _, bad := range [][]byte{nil, {2, 0}, rec[:len(rec)-1], append(slices.Clone(rec), 0)} {
+		if openSearchRecord(bad) != nil {
+			t.Errorf("%q opened as a record", bad)
+		}
+	}
+	big := []byte("Subject: big\r\n\r\n")
+	for i := 0; len(big) < 3*maxRecordWords; i++ {
+		big = fmt.Appendf(big, "word%d ", i)
+	}
+	if r := openSearchRecord(BuildSearchRecord(big)); r == nil || !r.noWords || r.body != "" {
+		t.Fatalf("oversized record keeps words: %v", r != nil && !r.noWords)
+	}
+}
+
+// FuzzOpenSearchRecord: no input makes the decoder fail other than by
+// returning nil.
+func FuzzOpenSearchRecord(f *testing.F) {
+	f.Add(BuildSearchRecord([]byte("Subject: x\r\n\r\nbody\r\n")))
+	f.Add([]byte{1, 0, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r := openSearchRecord(b); r != nil {
+			r.contains("x y", true)
+		}
+	})
+}
