@@ -37,6 +37,7 @@ imaps = "127.0.0.1:0"
 pop3 = ""
 pop3s = ""
 http = ""
+https = ""
 [cluster]
 listen = "127.0.0.1:0"
 [log]

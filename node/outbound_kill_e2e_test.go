@@ -157,6 +157,7 @@ imaps = ""
 pop3 = ""
 pop3s = ""
 http = ""
+https = ""
 [cluster]
 listen = "127.0.0.1:0"
 [log]

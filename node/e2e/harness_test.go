@@ -215,6 +215,10 @@ max_message_size       = %q
 max_recipients         = %d
 max_connections        = 1000
 max_connections_per_ip = %d
+# Every test client comes from 127.0.0.1, so one address carries the
+# load generators of several tests: the per-address command rate would
+# refuse them (421) on a loaded machine. The limiter has its own tests.
+commands_per_second    = 0
 
 [auth_guard]
 max_failures_per_ip   = 10000
