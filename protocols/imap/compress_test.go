@@ -3,6 +3,7 @@ package imap
 import (
 	"bufio"
 	"compress/flate"
+	"encoding/hex"
 	"io"
 	"runtime"
 	"strings"
@@ -205,5 +206,37 @@ func TestCompressBomb(t *testing.T) {
 	t.Logf("sent %d inflated bytes; heap %d -> %d", n, before.HeapAlloc, after.HeapAlloc)
 	if grown := int64(after.TotalAlloc) - int64(before.TotalAlloc); grown > 128<<20 {
 		t.Errorf("the server allocated %d bytes for a bomb", grown)
+	}
+}
+
+// TestCompressPartialFlush: a client whose deflater ends each burst with
+// a partial flush (zlib's Z_PARTIAL_FLUSH: the block ends, followed by an
+// empty fixed-code block, no byte alignment), as mbsync's does, gets each
+// command answered at once; the inflater must not wait for a sync flush
+// or more input. The bytes are zlib's (level 6, raw deflate) for
+// "p1 NOOP\r\n" and "p2 NOOP\r\n", each partial-flushed.
+func TestCompressPartialFlush(t *testing.T) {
+	ts := newTestServer(t)
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.send("z1 COMPRESS DEFLATE\r\n")
+	if st := rc.expectTagged("z1"); !strings.HasPrefix(st, "OK") {
+		t.Fatalf("COMPRESS DEFLATE: %q", st)
+	}
+	rc.r = bufio.NewReader(flate.NewReader(rc.conn))
+	if err := rc.conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, burst := range []struct{ tag, hex string }{{"p1", "2a3054f0f3f70fe0e50208"}, {"p2", "a00223280320"}} {
+		b, err := hex.DecodeString(burst.hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rc.conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if st := rc.expectTagged(burst.tag); !strings.HasPrefix(st, "OK") {
+			t.Fatalf("%s NOOP after a partial flush: %q", burst.tag, st)
+		}
 	}
 }
