@@ -775,7 +775,8 @@ poll localhost service %s protocol %s auth password
 // testNeomutt drives neomutt headless in a tmux session of its own: it
 // opens the IMAP INBOX over implicit TLS (trusting the node's
 // certificate), lists the subjects, 8-bit ones decoded, and shows a
-// message's text.
+// message's text. Then neomutt's batch mode sends a message through
+// the submissions port, which arrives.
 func testNeomutt(t *testing.T, n *node, user, password string) {
 	bin := stockClient(t, "neomutt", "neomutt")
 	tmux := stockClient(t, "tmux", "tmux")
@@ -849,4 +850,35 @@ set record = ""
 	tm("send-keys", "-t", "nm", "Enter")
 	waitScreen("the 8-bit message", func(s string) bool { return strings.Contains(s, "Zweite Zeile: äöü ß €.") })
 	tm("send-keys", "-t", "nm", "q", "q")
+
+	// Batch mode: neomutt sends over submissions (implicit TLS, the
+	// node's certificate, AUTH as the owner) and the message arrives.
+	_, subPort, err := net.SplitHostPort(n.addr("submissions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendrc := filepath.Join(dir, "sendrc")
+	sendConf := conf + fmt.Sprintf(`set from = "%s"
+set smtp_url = "smtps://%s@localhost:%s/"
+set smtp_pass = "%s"
+`, user, strings.ReplaceAll(user, "@", "%40"), subPort, password)
+	if err := os.WriteFile(sendrc, []byte(sendConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	subject := "Stock neomutt sent " + randomHex(3)
+	cmd := exec.Command(bin, "-n", "-F", sendrc, "-s", subject, user)
+	cmd.Env = toolEnv(dir)
+	cmd.Stdin = strings.NewReader("Sent by neomutt in batch mode: Grüße.\n")
+	runTool(t, toolTimeout, cmd)
+	c := imapDialTLS(t, n, user, password, nil)
+	defer c.Logout()
+	waitFor(t, 30*time.Second, "neomutt's message in INBOX", func() error {
+		selectBox(t, c, "INBOX", true)
+		for _, s := range subjects(t, c) {
+			if s == subject {
+				return nil
+			}
+		}
+		return fmt.Errorf("no subject %q", subject)
+	})
 }
