@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,6 +238,11 @@ func probeIMAPLiterals(t *testing.T, n *node, user, password string) {
 	rc.imapInSync("n2", "SEARCH SUBJECT {8192}")
 	rc.send("a5 LOGOUT")
 	rc.imapTagged("a5")
+	// None of it was a failed login (the literal's refusal once left the
+	// next command to be read as the password).
+	if strings.Contains(string(n.logBytes(t)), `"msg":"login failed"`) {
+		t.Error("a refused literal counted as a failed login")
+	}
 }
 
 // probeIMAPClientErrors: searches nested too deep, invalid modified
@@ -446,6 +452,17 @@ func probeHandshakeDeadline(t *testing.T, n *node) {
 		}
 	}
 	t.Logf("%d idle connections closed after %s (handshake deadline %s)", len(listeners), time.Since(start).Round(time.Millisecond), probeHandshakeTimeout)
+	// Counted in metrics and logged, by listener.
+	metrics := nodeMetrics(t, n)
+	for listener, want := range map[string]int{"imaps": 3, "pop3s": 1, "submissions": 1} {
+		series := `mail_node_handshake_timeouts_total{listener="` + listener + `"} ` + strconv.Itoa(want)
+		if !strings.Contains(metrics, series+"\n") {
+			t.Errorf("metrics lack %s", series)
+		}
+	}
+	if got := strings.Count(string(n.logBytes(t)), `"msg":"tls handshake timed out"`); got != len(listeners) {
+		t.Errorf("%d handshake timeouts logged, want %d", got, len(listeners))
+	}
 	c, err := imapDialTLSErr(n)
 	if err != nil {
 		t.Fatalf("IMAPS after the idle connections: %v", err)
@@ -482,11 +499,25 @@ func probeLockout(t *testing.T, n *node, user, password string) {
 	if err := c.Logout().Wait(); err != nil {
 		t.Errorf("owner logout: %v", err)
 	}
+	// IMAP's login records carry the client address (issue 13 item 5);
+	// the failures after the lockout are logged as throttled.
+	log := string(n.logBytes(t))
+	for _, rec := range []string{`"msg":"login failed"`, `"msg":"login throttled"`} {
+		found := false
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, rec) && strings.Contains(l, `"component":"imap"`) && strings.Contains(l, `"remote":"127.0.0.`) && !strings.Contains(l, `"remote":"127.0.0.1"`) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no IMAP %s record with the other client address", rec)
+		}
+	}
 	// One user lockout, logged once (at info level, the address but no
 	// user name or password), and no address lockout: five failures per
 	// address stay under the per-address limit.
 	var userLocks, addrLocks int
-	for _, l := range strings.Split(string(n.logBytes(t)), "\n") {
+	for _, l := range strings.Split(log, "\n") {
 		if !strings.Contains(l, `"msg":"login lockout started"`) {
 			continue
 		}
@@ -503,6 +534,22 @@ func probeLockout(t *testing.T, n *node, user, password string) {
 	if userLocks != 1 || addrLocks != 0 {
 		t.Errorf("%d user and %d address lockouts logged, want 1 and 0", userLocks, addrLocks)
 	}
+}
+
+// nodeMetrics returns the node's Prometheus metrics page.
+func nodeMetrics(t *testing.T, n *node) string {
+	t.Helper()
+	client := &http.Client{Timeout: ioTimeout}
+	resp, err := client.Get("http://" + n.addr("http") + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // inboxBodies returns every INBOX message as the node holds it, by UID.
