@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	kflate "github.com/klauspost/compress/flate"
-
 	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
 )
 
@@ -20,12 +18,11 @@ import (
 // (a sync flush) wherever the plain writer was, after each burst of
 // output, so a client never waits for bytes held in the compressor.
 //
-// The inflater is klauspost/compress's with WithPartialBlock: it hands
-// on what each deflate block holds as the block ends. The standard
-// library's returns a block's bytes only at a sync flush (an empty stored
-// block) or a full window, so a client that ends its bursts with zlib's
-// Z_PARTIAL_FLUSH, as mbsync does, waited forever for the answer to its
-// first compressed command.
+// The inflater is our own (inflate.go): it hands on each byte as soon as
+// it is decoded and reads no bit past the ones it needs, so a client
+// that ends its bursts with zlib's Z_PARTIAL_FLUSH (mbsync) is answered;
+// neither the standard library's nor klauspost/compress's inflater does
+// both.
 
 // compressLevel is the deflate level of the server's output: zlib's
 // default, the balance Dovecot and Cyrus also choose.
@@ -95,6 +92,6 @@ func (f *frontConn) compress(cmd *imapwire.Command) bool {
 	// What the client sent after the command, still in the plain
 	// buffer, is the start of the compressed stream: the inflater reads
 	// through that buffer.
-	f.rd.Reset(bufio.NewReaderSize(kflate.NewReaderOpts(f.rd.Buffered(), kflate.WithPartialBlock()), frontReadBuffer))
+	f.rd.Reset(bufio.NewReaderSize(newInflater(f.rd.Buffered()), frontReadBuffer))
 	return true
 }
