@@ -177,6 +177,8 @@ func TestStockClientsAfterProbes(t *testing.T) {
 	checkStored(t, stored, sent)
 
 	t.Run("mbsync", func(t *testing.T) { testMbsync(t, n, user, password, stored) })
+	// mbsync uploaded a message.
+	stored = inboxBodies(t, n, user, password)
 	t.Run("fetchmail", func(t *testing.T) { testFetchmail(t, n, user, password, stored) })
 	t.Run("neomutt", func(t *testing.T) { testNeomutt(t, n, user, password) })
 
@@ -518,7 +520,8 @@ func probeLockout(t *testing.T, n *node, user, password string) {
 	// address stay under the per-address limit.
 	var userLocks, addrLocks int
 	for _, l := range strings.Split(log, "\n") {
-		if !strings.Contains(l, `"msg":"login lockout started"`) {
+		// (At debug level the record is repeated with the user name.)
+		if !strings.Contains(l, `"msg":"login lockout started"`) || !strings.Contains(l, `"level":"WARN"`) {
 			continue
 		}
 		switch {
@@ -605,6 +608,11 @@ func toolEnv(dir string) []string {
 // the Maildir sync back to the node.
 func testMbsync(t *testing.T, n *node, user, password string, stored map[imap.UID][]byte) {
 	bin := stockClient(t, "mbsync", "isync")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("node log:\n%s", n.logTail())
+		}
+	})
 	dir := t.TempDir()
 	maildir := filepath.Join(dir, "mail")
 	_, port, err := net.SplitHostPort(n.addr("imaps"))
@@ -683,10 +691,29 @@ SyncState *
 	if err := os.Rename(flagFile, filepath.Join(maildir, "INBOX", "cur", base+":2,FS")); err != nil {
 		t.Fatal(err)
 	}
+	// A message new in the Maildir is uploaded with the same sync.
+	upID := uniqueID("mbsync-up")
+	upload := "From: " + user + "\nTo: " + user + "\nSubject: Stock uploaded by mbsync\nMessage-ID: <" + upID + ">\n" +
+		"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nHochgeladen: äöü.\n"
+	if err := os.WriteFile(filepath.Join(maildir, "INBOX", "new", "1700000000.stock.e2e"), []byte(upload), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out = sync()
 	c := imapDialTLS(t, n, user, password, nil)
 	defer c.Logout()
 	selectBox(t, c, "INBOX", true)
+	found, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Message-ID", Value: upID}}}, nil).Wait()
+	if err != nil || len(found.AllUIDs()) != 1 {
+		t.Fatalf("the message mbsync uploaded: %v, UIDs %v\n%s", err, found, out)
+	}
+	sec := &imap.FetchItemBodySection{Peek: true}
+	up, err := c.Fetch(imap.UIDSetNum(found.AllUIDs()...), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+	if err != nil || len(up) != 1 {
+		t.Fatalf("UID FETCH the uploaded message: %v", err)
+	}
+	if got, want := string(withoutTUID(up[0].FindBodySection(sec))), strings.ReplaceAll(upload, "\n", "\r\n"); got != want {
+		t.Errorf("mbsync uploaded %q, want %q", got, want)
+	}
 	msgs, err := c.Fetch(imap.UIDSetNum(flagUID), &imap.FetchOptions{Flags: true}).Collect()
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("UID FETCH %d FLAGS: %v (%d messages)", flagUID, err, len(msgs))
@@ -701,20 +728,24 @@ SyncState *
 }
 
 // withoutTUID removes the one header field mbsync adds to every message
-// it copies, X-TUID (its transaction id, to find the message again if
-// the sync is interrupted).
+// it copies, either way, X-TUID (its transaction id, to find the message
+// again if the sync is interrupted). Line ends may be LF or CRLF.
 func withoutTUID(b []byte) []byte {
-	end := bytes.Index(b, []byte("\n\n"))
-	if end < 0 {
-		end = len(b)
-	}
-	head, rest := b[:end+1], b[end+1:]
-	if i := bytes.Index(head, []byte("X-TUID: ")); i >= 0 && (i == 0 || head[i-1] == '\n') {
-		if j := bytes.IndexByte(head[i:], '\n'); j >= 0 {
-			head = append(append([]byte{}, head[:i]...), head[i+j+1:]...)
+	for i := 0; i < len(b); {
+		eol := bytes.IndexByte(b[i:], '\n')
+		if eol < 0 {
+			break
 		}
+		line := b[i : i+eol+1]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break // the end of the header
+		}
+		if bytes.HasPrefix(line, []byte("X-TUID: ")) {
+			return append(append([]byte{}, b[:i]...), b[i+eol+1:]...)
+		}
+		i += eol + 1
 	}
-	return append(head, rest...)
+	return b
 }
 
 // maildirFiles returns the messages of a Maildir folder by the UID mbsync
