@@ -111,9 +111,18 @@ type rawConn struct {
 // the start (implicit-TLS ports).
 func dialRaw(t testing.TB, addr string, tlsCfg *tls.Config) *rawConn {
 	t.Helper()
+	return dialRawFrom(t, nil, addr, tlsCfg)
+}
+
+// dialRawFrom is dialRaw from a given local address (nil: any).
+func dialRawFrom(t testing.TB, local *net.TCPAddr, addr string, tlsCfg *tls.Config) *rawConn {
+	t.Helper()
 	var conn net.Conn
 	var err error
 	d := &net.Dialer{Timeout: ioTimeout}
+	if local != nil {
+		d.LocalAddr = local
+	}
 	if tlsCfg != nil {
 		conn, err = tls.DialWithDialer(d, "tcp", addr, tlsCfg)
 	} else {

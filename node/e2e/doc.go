@@ -20,5 +20,9 @@
 //
 // Set MAILNODE_E2E_BIN to test a prebuilt binary instead of building
 // one. The POP3 tests need python3; they are skipped without it unless
-// MAILCLUSTER_REQUIRE_PYTHON is set, in which case they fail.
+// MAILCLUSTER_REQUIRE_PYTHON is set, in which case they fail. The
+// stock-client test (stockclients_test.go) runs mbsync (isync),
+// fetchmail and neomutt (in tmux) against a node probed with hostile
+// input; each is skipped when missing unless
+// MAILCLUSTER_REQUIRE_STOCKCLIENTS is set.
 package e2e

@@ -119,6 +119,15 @@ type nodeOptions struct {
 	maxMessageSize string // TOML byte size, e.g. "64KiB"
 	maxRecipients  int
 	maxConnsPerIP  int
+	// handshakeTimeout is [limits] handshake_timeout (TOML duration);
+	// "" keeps the node's default.
+	handshakeTimeout string
+	// postmaster is the config's postmaster address; "" for none.
+	postmaster string
+	// productionAuthGuard keeps the node's default brute-force limits
+	// (per address and per user) instead of the permissive ones every
+	// other test needs, only without the delay before a failure's answer.
+	productionAuthGuard bool
 	// Cluster membership (empty for a node of its own): the node id and
 	// region, a fixed cluster port, and the arguments of its first start
 	// (--join and --token, or --bootstrap-token).
@@ -189,11 +198,27 @@ func newNode(bin, dir string, opts nodeOptions) (*node, error) {
 	// Every listener on a free loopback port. The auth guard answers
 	// failures at once and allows many of them: every test client comes
 	// from 127.0.0.1.
+	var topLevel, limitsExtra string
+	if opts.postmaster != "" {
+		topLevel = fmt.Sprintf("postmaster = %q\n", opts.postmaster)
+	}
+	if opts.handshakeTimeout != "" {
+		limitsExtra = fmt.Sprintf("handshake_timeout      = %q\n", opts.handshakeTimeout)
+	}
+	guard := `max_failures_per_ip   = 10000
+max_failures_per_user = 10000
+window                = "1m"
+lockout               = "1m"
+failure_delay         = "0s"
+`
+	if opts.productionAuthGuard {
+		guard = "failure_delay = \"0s\"\n"
+	}
 	cfg := fmt.Sprintf(`hostname = %q
 data_dir = %q
 node_id = %q
 mail_shards = 2
-
+%s
 [listen]
 smtp        = "127.0.0.1:0"
 submission  = "127.0.0.1:0"
@@ -220,13 +245,9 @@ max_connections_per_ip = %d
 # refuse them (421) on a loaded machine. The limiter has its own tests.
 commands_per_second    = 0
 
+%s
 [auth_guard]
-max_failures_per_ip   = 10000
-max_failures_per_user = 10000
-window                = "1m"
-lockout               = "1m"
-failure_delay         = "0s"
-
+%s
 [dns]
 # A closed port: mail to other domains stays queued (MX lookups fail
 # temporarily), so no test depends on the network or gets a bounce.
@@ -236,7 +257,7 @@ timeout = "1s"
 [log]
 level  = %q
 format = "json"
-`, opts.hostname, n.data, opts.nodeID, opts.clusterListen, opts.region, opts.maxMessageSize, opts.maxRecipients, opts.maxConnsPerIP, opts.logLevel)
+`, opts.hostname, n.data, opts.nodeID, topLevel, opts.clusterListen, opts.region, opts.maxMessageSize, opts.maxRecipients, opts.maxConnsPerIP, limitsExtra, guard, opts.logLevel)
 	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}

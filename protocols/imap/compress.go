@@ -17,6 +17,12 @@ import (
 // inflater itself holds only its 32 KiB window. The deflater is flushed
 // (a sync flush) wherever the plain writer was, after each burst of
 // output, so a client never waits for bytes held in the compressor.
+//
+// The inflater is our own (inflate.go): it hands on each byte as soon as
+// it is decoded and reads no bit past the ones it needs, so a client
+// that ends its bursts with zlib's Z_PARTIAL_FLUSH (mbsync) is answered;
+// neither the standard library's nor klauspost/compress's inflater does
+// both.
 
 // compressLevel is the deflate level of the server's output: zlib's
 // default, the balance Dovecot and Cyrus also choose.
@@ -86,6 +92,6 @@ func (f *frontConn) compress(cmd *imapwire.Command) bool {
 	// What the client sent after the command, still in the plain
 	// buffer, is the start of the compressed stream: the inflater reads
 	// through that buffer.
-	f.rd.Reset(bufio.NewReaderSize(flate.NewReader(f.rd.Buffered()), frontReadBuffer))
+	f.rd.Reset(bufio.NewReaderSize(newInflater(f.rd.Buffered()), frontReadBuffer))
 	return true
 }

@@ -2,7 +2,9 @@ package imap
 
 import (
 	"bufio"
+	"bytes"
 	"compress/flate"
+	"encoding/hex"
 	"io"
 	"runtime"
 	"strings"
@@ -54,7 +56,8 @@ func (rc *rawConn) deflate() *flushCounter {
 	if n := rc.r.Buffered(); n != 0 {
 		rc.t.Fatalf("%d bytes after COMPRESS's OK before compression", n)
 	}
-	zw, err := flate.NewWriter(rc.conn, flate.BestSpeed)
+	rc.zbuf = new(bytes.Buffer)
+	zw, err := flate.NewWriter(rc.zbuf, flate.BestSpeed)
 	if err != nil {
 		rc.t.Fatal(err)
 	}
@@ -164,7 +167,7 @@ func TestCompressBomb(t *testing.T) {
 		var n int64
 		defer func() { sent <- n }()
 		rc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := rc.zw.Write([]byte("b1 SEARCH SUBJECT ")); err != nil {
+		if err := rc.writeCompressed([]byte("b1 SEARCH SUBJECT ")); err != nil {
 			return
 		}
 		for n < limit {
@@ -173,10 +176,7 @@ func TestCompressBomb(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := rc.zw.Write(chunk); err != nil {
-				return
-			}
-			if err := rc.zw.Flush(); err != nil {
+			if err := rc.writeCompressed(chunk); err != nil {
 				return
 			}
 			n += int64(len(chunk))
@@ -205,5 +205,51 @@ func TestCompressBomb(t *testing.T) {
 	t.Logf("sent %d inflated bytes; heap %d -> %d", n, before.HeapAlloc, after.HeapAlloc)
 	if grown := int64(after.TotalAlloc) - int64(before.TotalAlloc); grown > 128<<20 {
 		t.Errorf("the server allocated %d bytes for a bomb", grown)
+	}
+}
+
+// TestCompressPartialFlush: a client whose deflater ends each burst with
+// a partial flush (zlib's Z_PARTIAL_FLUSH: the block ends, then an empty
+// fixed-code block whose last bits zlib keeps until the next burst), as
+// mbsync's does, gets each burst's commands answered at once: the
+// inflater must hand on a block's bytes when it ends and must not read
+// past the bits it needs. The bytes are zlib's (level 6, raw deflate)
+// for one stream of two bursts: "p1 NOOP" (a fixed-code block), then
+// what mbsync sends when it uploads a message: STORE, CHECK and an APPEND
+// with LITERAL+ in one burst (a dynamic-code block).
+func TestCompressPartialFlush(t *testing.T) {
+	ts := newTestServer(t)
+	ts.deliver(t, simpleMessage("a@example.net", testUser, "one", "Mon, 2 Jan 2006 15:04:05 +0000", "hi"))
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.mustOK("SELECT INBOX")
+	rc.send("z1 COMPRESS DEFLATE\r\n")
+	if st := rc.expectTagged("z1"); !strings.HasPrefix(st, "OK") {
+		t.Fatalf("COMPRESS DEFLATE: %q", st)
+	}
+	rc.r = bufio.NewReader(flate.NewReader(rc.conn))
+	if err := rc.conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	bursts := []struct {
+		hex  string
+		tags []string
+	}{
+		{"2a3054f0f3f70fe0e50208", []string{"p1"}},
+		{"40d618ec240c4451743fc9fcc30b2b0d69b5688c292111cb541aa110a712176cdae159d032d3b4af81c6f8377e832b76fd31c735bb9b937bee2d07f01a4d40268b17011ef4c3d9f849ba329a8938818b7558a4798e1b584b447d69eb37104c45f06cd32d8c974b114fa017c58f8bb71e7c79775eff9bb3b0327b1fcc4163f5800374096be22c31e74c36d9072af24192519fd094854937f62d6b619fd5ad569ccda3b9705658d53ba37df0dc6bce02a3093539495ba20f8447ba2a8b74a787a0b66955238d1a7a77ee39e36c6ad436c7c28e5ab9fbe97ebb93fbcfff04", []string{"p2", "p3", "p4"}},
+	}
+	for _, burst := range bursts {
+		b, err := hex.DecodeString(burst.hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rc.conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range burst.tags {
+			if st := rc.expectTagged(tag); !strings.HasPrefix(st, "OK") {
+				t.Fatalf("%s after a partial flush: %q", tag, st)
+			}
+		}
 	}
 }

@@ -206,8 +206,11 @@ type rawConn struct {
 	conn net.Conn
 	r    *bufio.Reader
 	tag  int
-	// zw, once set (deflate), compresses what send writes.
-	zw *flate.Writer
+	// zw, once set (deflate), compresses what send writes into zbuf,
+	// which goes to the connection in one write per burst, as a zlib
+	// client's output does.
+	zw   *flate.Writer
+	zbuf *bytes.Buffer
 }
 
 func dialRaw(t *testing.T, addr string) *rawConn {
@@ -257,10 +260,7 @@ func (rc *rawConn) send(s string) {
 	rc.t.Helper()
 	rc.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if rc.zw != nil {
-		if _, err := rc.zw.Write([]byte(s)); err != nil {
-			rc.t.Fatalf("write: %v", err)
-		}
-		if err := rc.zw.Flush(); err != nil {
+		if err := rc.writeCompressed([]byte(s)); err != nil {
 			rc.t.Fatalf("write: %v", err)
 		}
 		return
@@ -268,6 +268,20 @@ func (rc *rawConn) send(s string) {
 	if _, err := rc.conn.Write([]byte(s)); err != nil {
 		rc.t.Fatalf("write: %v", err)
 	}
+}
+
+// writeCompressed compresses p, sync-flushes, and writes the burst to
+// the connection in one write.
+func (rc *rawConn) writeCompressed(p []byte) error {
+	if _, err := rc.zw.Write(p); err != nil {
+		return err
+	}
+	if err := rc.zw.Flush(); err != nil {
+		return err
+	}
+	_, err := rc.conn.Write(rc.zbuf.Bytes())
+	rc.zbuf.Reset()
+	return err
 }
 
 // cmd sends a tagged command and returns the untagged lines and the
