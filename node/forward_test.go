@@ -9,10 +9,13 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mailcluster/mailcluster/cluster/directory"
+	"github.com/mailcluster/mailcluster/protocols/filter/filtertest"
 	"github.com/mailcluster/mailcluster/protocols/mailauth/dnstest"
 	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // sendMX sends msg through the node's MX port.
@@ -201,5 +204,264 @@ func TestForwardSRSDomain(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the bounce did not reach carol@remote.test")
+	}
+}
+
+// sendMXWith sends msg through the node's MX port over STARTTLS with
+// the MAIL parameters opts.
+func sendMXWith(t *testing.T, n *Node, cfg Config, from string, opts *gosmtp.MailOptions, to []string, msg string) error {
+	t.Helper()
+	c, err := gosmtp.DialStartTLS(n.Addr(ListenSMTP).String(), clientTLS(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail(from, opts); err != nil {
+		return err
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte(msg)); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// forwardEntry returns the queue entry that forwards to rcpt.
+func forwardEntry(t *testing.T, n *Node, rcpt string) (schema.OutboundEntry, bool) {
+	t.Helper()
+	for _, e := range queueEntries(t, n) {
+		for _, r := range e.State.Recipients {
+			if r.Address == rcpt {
+				return e, true
+			}
+		}
+	}
+	return schema.OutboundEntry{}, false
+}
+
+// TestForwardKeepsREQUIRETLS: a message that arrives on the MX port
+// with REQUIRETLS (RFC 8689) for an alias that forwards out is queued
+// with the flag; the remote MX (smtp-sink) has no TLS, so nothing is
+// sent to it and the original sender gets one report with 5.7.10
+// (headers only, never the body).
+func TestForwardKeepsREQUIRETLS(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	n, cfg := outboundNode(t, port)
+	ctx := context.Background()
+	if _, err := n.Directory().AddAlias(ctx, "sec@example.test", []string{"bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: <carol@remote.test>\r\nTo: <sec@example.test>\r\nSubject: fwdtls1\r\nMessage-ID: <fwdtls1@remote.test>\r\n\r\nconfidential body\r\n"
+	if err := sendMXWith(t, n, cfg, "carol@remote.test", &gosmtp.MailOptions{RequireTLS: true}, []string{"sec@example.test"}, msg); err != nil {
+		t.Fatalf("send with REQUIRETLS: %v", err)
+	}
+	e, ok := forwardEntry(t, n, "bob@remote.test")
+	if !ok || !e.State.RequireTLS {
+		t.Fatalf("forwarding entry %+v (found %v), want one with REQUIRETLS", e.State, ok)
+	}
+	waitFor(t, "the forwarding to fail", func() bool {
+		e, _ := forwardEntry(t, n, "bob@remote.test")
+		return !e.Finished.IsZero()
+	})
+	e, _ = forwardEntry(t, n, "bob@remote.test")
+	if r := e.State.Recipients[0]; r.Status != schema.RecipientFailed || r.Enhanced != "5.7.10" {
+		t.Fatalf("recipient %+v, want failed 5.7.10", r)
+	}
+	waitFor(t, "the report at the remote MTA", func() bool { return len(sink.Messages(t)) >= 1 })
+	got := sink.Messages(t)
+	if len(got) != 1 {
+		t.Fatalf("remote MTA got %d transactions, want only the report", len(got))
+	}
+	for _, want := range []string{"X-Mail-Args: <>", "X-Rcpt-Args: <carol@remote.test>", "5.7.10", "Subject: fwdtls1"} {
+		if !strings.Contains(got[0], want) {
+			t.Errorf("report lacks %q:\n%s", want, got[0])
+		}
+	}
+	if strings.Contains(got[0], "confidential body") {
+		t.Errorf("report carries the body of a REQUIRETLS message:\n%s", got[0])
+	}
+}
+
+// TestForwardEightBitAndSMTPUTF8: a forwarded 8-bit message to a remote
+// without 8BITMIME (smtp-sink -8) is converted to 7-bit; a message that
+// needs SMTPUTF8 (a UTF-8 header, sent with SMTPUTF8) is never
+// downgraded: the forwarding fails with 5.6.7, reported to the sender.
+func TestForwardEightBitAndSMTPUTF8(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port, "-8")
+	n, cfg := outboundNode(t, port)
+	ctx := context.Background()
+	if _, err := n.Directory().AddAlias(ctx, "eight@example.test", []string{"bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	eight := "From: <carol@remote.test>\r\nTo: <eight@example.test>\r\nSubject: fwd8\r\nMessage-ID: <fwd8@remote.test>\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n"
+	if err := sendMXWith(t, n, cfg, "carol@remote.test", &gosmtp.MailOptions{Body: gosmtp.Body8BitMIME}, []string{"eight@example.test"}, eight); err != nil {
+		t.Fatalf("send 8-bit: %v", err)
+	}
+	waitFor(t, "the converted copy at the remote MTA", func() bool { return len(sink.Messages(t)) >= 1 })
+	got := sink.Messages(t)[0]
+	if !strings.Contains(got, "Subject: fwd8") || !strings.Contains(got, "Gr=C3=BC=C3=9Fe") || strings.Contains(got, "Gr\xc3\xbc") {
+		t.Fatalf("forwarded 8-bit copy not converted to 7-bit:\n%s", got)
+	}
+
+	utf := "From: <carol@remote.test>\r\nTo: <eight@example.test>\r\nSubject: Grüße fwdutf8\r\nMessage-ID: <fwdutf8@remote.test>\r\n\r\nhallo\r\n"
+	if err := sendMXWith(t, n, cfg, "carol@remote.test", &gosmtp.MailOptions{UTF8: true, Body: gosmtp.Body8BitMIME}, []string{"eight@example.test"}, utf); err != nil {
+		t.Fatalf("send SMTPUTF8: %v", err)
+	}
+	waitFor(t, "the SMTPUTF8 forwarding to fail", func() bool {
+		for _, e := range queueEntries(t, n) {
+			if e.State.UTF8 && !e.Finished.IsZero() {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range queueEntries(t, n) {
+		if e.State.UTF8 {
+			if r := e.State.Recipients[0]; r.Status != schema.RecipientFailed || r.Enhanced != "5.6.7" {
+				t.Errorf("SMTPUTF8 forwarding %+v, want failed 5.6.7", r)
+			}
+		}
+	}
+	waitFor(t, "the report to carol", func() bool { return len(sink.Messages(t)) >= 2 })
+	for _, m := range sink.Messages(t) {
+		if strings.Contains(m, "fwdutf8") && !strings.Contains(m, "X-Mail-Args: <>") {
+			t.Errorf("the SMTPUTF8 message reached the remote MTA downgraded:\n%s", m)
+		}
+	}
+}
+
+// TestForwardWithholdsJunk: mail that fails DMARC of a domain that
+// publishes p=quarantine (Junk for a local user) is not forwarded out
+// of the cluster: for an alias that only forwards it is refused at the
+// end of DATA with 550 5.7.1; for an alias with a local target too the
+// local copy goes to Junk and the forwarding is dropped and counted.
+// Mail that passes is forwarded as usual.
+func TestForwardWithholdsJunk(t *testing.T) {
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	zones := outboundZones()
+	zones["sender.test"] = dnstest.ZoneFile("sender.test", `@ IN TXT "v=spf1 ip4:127.0.0.1 -all"`, `_dmarc IN TXT "v=DMARC1; p=quarantine"`)
+	zones["spoof.test"] = dnstest.ZoneFile("spoof.test", `@ IN TXT "v=spf1 -all"`, `_dmarc IN TXT "v=DMARC1; p=quarantine"`)
+	cfg := testConfig(t)
+	cfg.DNS = DNSConfig{Servers: []string{dnstest.StartNSD(t, zones)}, Timeout: 2 * time.Second}
+	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond}
+	cfg.Inbound.CheckSender = true
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Directory().AddUser(ctx, "alice@example.test", "alice-password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Directory().AddAlias(ctx, "only@example.test", []string{"bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Directory().AddAlias(ctx, "both@example.test", []string{"alice@example.test", "dan@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	message := func(from, to, subject string) string {
+		return "From: <" + from + ">\r\nTo: <" + to + ">\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject + "@x.test>\r\n\r\nbuy now\r\n"
+	}
+	var se *gosmtp.SMTPError
+	err := sendMX(t, n, cfg, "ceo@spoof.test", []string{"only@example.test"}, message("ceo@spoof.test", "only@example.test", "junk1"))
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (gosmtp.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("junk to a forward-only alias: %v, want 550 5.7.1", err)
+	}
+	if err := sendMX(t, n, cfg, "ceo@spoof.test", []string{"both@example.test"}, message("ceo@spoof.test", "both@example.test", "junk2")); err != nil {
+		t.Fatalf("junk to an alias with a local target: %v", err)
+	}
+	if got := mailboxMessages(t, n, "Junk"); len(got) != 1 || !strings.Contains(got[0], "Subject: junk2") {
+		t.Fatalf("alice's Junk has %d messages, want junk2", len(got))
+	}
+	if es := queueEntries(t, n); len(es) != 0 {
+		t.Fatalf("%d queue entries after junk, want none", len(es))
+	}
+	if v := withheldCount(t, n, "dmarc-quarantine"); v != 2 {
+		t.Errorf("mail_forward_withheld_total{reason=dmarc-quarantine} = %v, want 2", v)
+	}
+
+	// A sender that passes DMARC is forwarded.
+	if err := sendMX(t, n, cfg, "ann@sender.test", []string{"only@example.test"}, message("ann@sender.test", "only@example.test", "good1")); err != nil {
+		t.Fatalf("good mail to a forward-only alias: %v", err)
+	}
+	waitFor(t, "the forwarded copy", func() bool { return len(sink.Messages(t)) >= 1 })
+	waitFor(t, "the forwarding queue entry to finish", func() bool { return finished(queueEntries(t, n)) })
+	got := sink.Messages(t)
+	if len(got) != 1 || !strings.Contains(got[0], "Subject: good1") {
+		t.Fatalf("remote MTA got %d transactions, want only good1", len(got))
+	}
+}
+
+// withheldCount reads mail_forward_withheld_total{reason}.
+func withheldCount(t *testing.T, n *Node, reason string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := n.metrics.forwardsWithheld.WithLabelValues(reason).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// TestForwardWithholdsSpam: with the real rspamd in front of the MX
+// port, a GTUBE message (Junk under a reject score of ours above its
+// score) is refused 550 5.7.1 for an alias that only forwards, and for
+// an alias with a local target lands in that user's Junk without being
+// forwarded.
+func TestForwardWithholdsSpam(t *testing.T) {
+	rspamd := filtertest.Rspamd(t)
+	port := mtatest.FreePort(t)
+	sink := mtatest.StartSink(t, port)
+	cfg := testConfig(t)
+	cfg.DNS = DNSConfig{Servers: []string{dnstest.StartNSD(t, outboundZones())}, Timeout: 2 * time.Second}
+	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond}
+	cfg.Filters.Rspamd, cfg.Filters.JunkScore, cfg.Filters.RejectScore = rspamd, 12, 50
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Directory().AddUser(ctx, "alice@example.test", "alice-password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Directory().AddAlias(ctx, "only@example.test", []string{"bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Directory().AddAlias(ctx, "both@example.test", []string{"alice@example.test", "dan@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	spam := func(to, subject string) string {
+		return "From: <x@remote.test>\r\nTo: <" + to + ">\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject + "@remote.test>\r\n\r\n" + filtertest.GTUBE + "\r\n"
+	}
+	var se *gosmtp.SMTPError
+	err := sendMX(t, n, cfg, "x@remote.test", []string{"only@example.test"}, spam("only@example.test", "spam1"))
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (gosmtp.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("spam to a forward-only alias: %v, want 550 5.7.1", err)
+	}
+	if err := sendMX(t, n, cfg, "x@remote.test", []string{"both@example.test"}, spam("both@example.test", "spam2")); err != nil {
+		t.Fatalf("spam to an alias with a local target: %v", err)
+	}
+	if got := mailboxMessages(t, n, "Junk"); len(got) != 1 || !strings.Contains(got[0], "Subject: spam2") {
+		t.Fatalf("alice's Junk has %d messages, want spam2", len(got))
+	}
+	if es := queueEntries(t, n); len(es) != 0 {
+		t.Fatalf("%d queue entries after spam, want none", len(es))
+	}
+	if v := withheldCount(t, n, "spam"); v != 2 {
+		t.Errorf("mail_forward_withheld_total{reason=spam} = %v, want 2", v)
+	}
+	if got := sink.Messages(t); len(got) != 0 {
+		t.Errorf("remote MTA got %d transactions, want none", len(got))
 	}
 }

@@ -131,7 +131,10 @@ func (n *Node) startFrontends(ctx context.Context, tlsCfg *tls.Config) error {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeMX, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,
 				Logger: n.log, MaxMessageBytes: maxMsg, MaxRecipients: n.cfg.Limits.MaxRecipients, Filter: mxFilter,
 				AuthCheck: senderCheck, Observer: smtpCommands, Deliveries: fm.deliveries("mx"), CommandRate: cmdRate, DeliveryLog: deliveries,
-				Forwarder: forwarder{n.store, n.outbound}, Postmaster: n.barePostmaster}, store)
+				Forwarder: forwarder{n.store, n.outbound}, Postmaster: n.barePostmaster,
+				WithheldForwards: func(reason string, rcpts int) {
+					n.metrics.forwardsWithheld.WithLabelValues(reason).Add(float64(rcpts))
+				}}, store)
 		}},
 		{"smtp-submission", func() (protocolServer, error) {
 			return smtp.NewServer(smtp.Config{Mode: smtp.ModeSubmission, Hostname: n.cfg.Hostname, TLS: tlsCfg, Guard: guard,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/smtp"
 	"github.com/mailcluster/mailcluster/raftstore"
 )
 
@@ -30,6 +31,9 @@ type metrics struct {
 	deliveryRecords *prometheus.CounterVec
 	// overQuota counts mail refused because a user's quota is full.
 	overQuota *prometheus.CounterVec
+	// forwardsWithheld counts forwarded recipients of mail judged junk,
+	// which is not forwarded (smtp.Config.WithheldForwards).
+	forwardsWithheld *prometheus.CounterVec
 	// auth counts refused logins and lockouts for the auth guard.
 	auth *authMetrics
 	// filters counts content scans (filters.go).
@@ -70,12 +74,19 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_quota_refused_total",
 			Help: "Mail refused because it would take a user over their storage quota, by operation: deliver (SMTP, a recipient at RCPT or at the end of DATA), append (IMAP APPEND) or copy (IMAP COPY).",
 		}, []string{"operation"}),
+		forwardsWithheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mail_forward_withheld_total",
+			Help: "Recipients on the MX port whose alias forwards out of the cluster, not forwarded because the message was judged junk, by reason: spam (content filter) or dmarc-quarantine.",
+		}, []string{"reason"}),
 		auth:     newAuthMetrics(),
 		filters:  newFilterMetrics(),
 		frontend: newFrontendMetrics(),
 	}
 	for _, op := range []string{"deliver", "append", "copy"} {
 		m.overQuota.WithLabelValues(op) // shown at 0 before the first refusal
+	}
+	for _, r := range []string{smtp.JunkSpam, smtp.JunkDMARCQuarantine} {
+		m.forwardsWithheld.WithLabelValues(r)
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "mail_node_build_info",
@@ -86,7 +97,7 @@ func newMetrics(nodeID, version string) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords, m.overQuota,
+		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords, m.overQuota, m.forwardsWithheld,
 		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)

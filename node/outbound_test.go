@@ -84,13 +84,20 @@ func queueEntries(t *testing.T, n *Node) []schema.OutboundEntry {
 // inbox returns the messages of alice's INBOX.
 func inbox(t *testing.T, n *Node) []string {
 	t.Helper()
+	return mailboxMessages(t, n, "INBOX")
+}
+
+// mailboxMessages returns the messages of alice@example.test's mailbox
+// name.
+func mailboxMessages(t *testing.T, n *Node, name string) []string {
+	t.Helper()
 	ctx := context.Background()
 	acct, err := n.store.AccountOf(ctx, "alice@example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer acct.Close()
-	box, err := acct.Mailbox(ctx, "INBOX")
+	box, err := acct.Mailbox(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}

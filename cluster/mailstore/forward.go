@@ -161,7 +161,8 @@ func (s *Store) Forward(ctx context.Context, f schema.Forwarding) error {
 		if f.Fingerprint != nil {
 			id = deriveID("mailcluster/forward/", f.Fingerprint, append(o.ID[:], []byte(strings.ToLower(g.from))...))
 		}
-		if err := s.enqueue(ctx, o, id, schema.OutboundState{From: g.from, UTF8: f.UTF8}, g.rcpts, msg); err != nil {
+		if err := s.enqueue(ctx, o, id, schema.OutboundState{From: g.from, UTF8: f.UTF8 || !asciiAddresses(g.from, g.rcpts),
+			RequireTLS: f.RequireTLS, TLSOptional: f.TLSOptional && !f.RequireTLS}, g.rcpts, msg); err != nil {
 			return fmt.Errorf("forward: %w", err)
 		}
 	}
@@ -197,4 +198,18 @@ func (s *Store) relayReport(ctx context.Context, o *directory.User, e schema.Out
 		return fmt.Errorf("report to the original sender: %w", err)
 	}
 	return nil
+}
+
+// asciiAddresses reports whether from and rcpts are all ASCII: an
+// alias's outside target, or a reversed SRS sender, may need SMTPUTF8
+// although the address the message arrived for did not.
+func asciiAddresses(from string, rcpts []string) bool {
+	for _, a := range append([]string{from}, rcpts...) {
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -113,6 +113,10 @@ type Config struct {
 	// with targets outside the cluster and relays bounces to our SRS
 	// addresses (see Forwarder); committed before 250 like local mail.
 	Forwarder Forwarder
+	// WithheldForwards, if set, is told about forwarded recipients of
+	// a message judged junk (reason JunkSpam or JunkDMARCQuarantine),
+	// which are not forwarded (see withholdForwards).
+	WithheldForwards func(reason string, recipients int)
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger

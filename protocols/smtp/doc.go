@@ -23,6 +23,9 @@
 //   - A submission client may only use its own address (or a +sub-address
 //     of it) as envelope sender, and may only send to local recipients
 //     until outbound delivery exists.
+//   - Mail judged junk (DMARC quarantine, the filter's junk verdict) is
+//     never forwarded out of the cluster (withholdForwards); a forwarded
+//     copy keeps the transaction's REQUIRETLS.
 //   - Logs carry the connection id, remote IP, outcomes and sizes; addresses
 //     appear only at debug level; passwords and message content never.
 //   - Close stops the listeners, closes every connection and returns only

@@ -53,3 +53,36 @@ func checkHops(msg []byte) *protocols.Error {
 	}
 	return nil
 }
+
+// Reasons a message is judged junk, as Config.WithheldForwards and the
+// log name them.
+const (
+	// JunkDMARCQuarantine: the sender's domain asks for quarantine
+	// (DMARC p=quarantine) and the message failed DMARC.
+	JunkDMARCQuarantine = "dmarc-quarantine"
+	// JunkSpam: the content filter judged the message spam.
+	JunkSpam = "spam"
+)
+
+// withholdForwards decides about the forwarded recipients of a message
+// judged junk (reason): it is not relayed out of the cluster, where it
+// would count against our addresses' and our domains' reputation (the
+// SRS sender makes it ours). With no copy kept here for anyone
+// (others: the recipients that still get one), the message is refused
+// at the end of DATA, so that its sender learns it was not delivered
+// (RFC 5321 section 6.2 discourages dropping accepted mail). With
+// local copies, those are stored (in Junk) and the forwardings are
+// dropped: SMTP has one reply to DATA for every recipient, and a
+// delivery report to a spam sender would be backscatter. Either way it
+// is logged and counted, never the content.
+func (s *session) withholdForwards(txnID, reason string, forward []string, others int) *protocols.Error {
+	if f := s.srv.cfg.WithheldForwards; f != nil {
+		f(reason, len(forward))
+	}
+	if others == 0 {
+		s.log.Info("message judged junk refused: its recipients only forward out of the cluster", "id", txnID, "reason", reason, "forwards", len(forward))
+		return protocols.Permanentf(550, [3]int{5, 7, 1}, nil, "Message judged as spam (%s); it is not forwarded", reason)
+	}
+	s.log.Info("message judged junk not forwarded; local copies kept", "id", txnID, "reason", reason, "forwards", len(forward), "local", others)
+	return nil
+}

@@ -362,7 +362,7 @@ func (s *session) Data(r io.Reader) (err error) {
 			return s.refuse("data", protocols.Temporaryf(451, [3]int{4, 3, 0}, err, "Temporary failure, try again later"))
 		}
 	}
-	var junk bool
+	var junk string // why the message goes to Junk: "dmarc-quarantine" or "spam"
 	if cfg.Mode == ModeMX && cfg.AuthCheck != nil {
 		// A sender cannot pass off verdicts of its own as ours.
 		msg = mailauth.StripOurs(msg, cfg.AuthCheck.AuthServID)
@@ -371,7 +371,9 @@ func (s *session) Data(r io.Reader) (err error) {
 		if r.Action == mailauth.Reject {
 			return s.refuse("data", protocols.Permanentf(550, [3]int{5, 7, 1}, nil, "Message refused by the sender domain's DMARC policy"))
 		}
-		junk = r.Action == mailauth.Quarantine
+		if r.Action == mailauth.Quarantine {
+			junk = JunkDMARCQuarantine
+		}
 		extra = append(extra, r.Header...)
 	}
 	if cfg.Filter != nil {
@@ -379,7 +381,9 @@ func (s *session) Data(r io.Reader) (err error) {
 		if refusal != nil {
 			return s.refuse("data", refusal)
 		}
-		junk = junk || v.Action == filter.Junk
+		if v.Action == filter.Junk && junk == "" {
+			junk = JunkSpam
+		}
 		extra = append(extra, v.Headers...)
 	}
 	full := stamp(msg, trace, extra)
@@ -400,12 +404,19 @@ func (s *session) Data(r io.Reader) (err error) {
 			local = append(local, r)
 		}
 	}
+	if len(forward) > 0 && junk != "" {
+		if e := s.withholdForwards(txnID, junk, forward, len(local)+len(remote)); e != nil {
+			return s.refuse("data", e)
+		}
+		forward = nil
+	}
 	if len(forward) > 0 {
 		if e := checkHops(msg); e != nil {
 			return s.refuse("data", e)
 		}
 		f := schema.Forwarding{From: tx.from, Recipients: forward, Message: stampRelay(msg, trace, extra),
-			UTF8: needsSMTPUTF8(tx.from, forward, msg), Fingerprint: fingerprint}
+			UTF8: needsSMTPUTF8(tx.from, forward, msg), Fingerprint: fingerprint,
+			RequireTLS: tx.requireTLS, TLSOptional: !tx.requireTLS && tlsNotRequired(hdr.Get("TLS-Required"))}
 		if err := cfg.Forwarder.Forward(ctx, f); err != nil {
 			return s.refuse("data", s.deliveryError(err))
 		}
@@ -419,7 +430,7 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 	}
 	if len(local) > 0 {
-		d := schema.Delivery{From: tx.from, Recipients: local, Message: full, Fingerprint: fingerprint, Junk: junk}
+		d := schema.Delivery{From: tx.from, Recipients: local, Message: full, Fingerprint: fingerprint, Junk: junk != ""}
 		if err := s.srv.store.Deliver(ctx, d); err != nil {
 			return s.refuse("data", s.deliveryError(err))
 		}

@@ -106,6 +106,11 @@ type Forwarding struct {
 	Message    []byte   // the full message, trace headers included
 	// UTF8 says the message needs SMTPUTF8 (RFC 6531).
 	UTF8 bool
+	// RequireTLS is the REQUIRETLS parameter the message arrived with
+	// (RFC 8689 section 4.2: a relay keeps it on the next hop), and
+	// TLSOptional its "TLS-Required: No" header field; as in Submission.
+	RequireTLS  bool
+	TLSOptional bool
 	// Fingerprint, when set, makes a retried transaction map to the
 	// same queue entries (see Delivery.Fingerprint).
 	Fingerprint []byte
