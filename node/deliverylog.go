@@ -27,7 +27,7 @@ const (
 	// instead of per message takes most of the meta shard's fsyncs off
 	// the disk the mail shards need.
 	deliveryBatch  = 256
-	deliveryLinger = 10 * time.Millisecond
+	deliveryLinger = 50 * time.Millisecond
 	// deliveryWriteTimeout bounds writing one batch.
 	deliveryWriteTimeout = 30 * time.Second
 	// deliveryPruneEvery is how often old records are purged.
