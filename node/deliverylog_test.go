@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,8 +47,15 @@ func TestDeliveryRecordsExported(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval while the record is written off the delivery path
 	}
-	if v, _ := tlsMetric(t, n, `mail_node_delivery_records_total{result="written"}`); v != 1 {
-		t.Errorf("mail_node_delivery_records_total{result=written} = %v, want 1", v)
+	for { // counted once the writer's batch returns, just after the record became readable
+		v, _ := tlsMetric(t, n, `mail_node_delivery_records_total{result="written"}`)
+		if v == 1 {
+			break
+		}
+		if v > 1 || time.Now().After(deadline) {
+			t.Fatalf("mail_node_delivery_records_total{result=written} = %v, want 1", v)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 	out := filepath.Join(t.TempDir(), "ivy.tar")
 	mustCLI(t, "", "user", "export", "--data", dir, "ivy@example.test", "--to", out)
@@ -67,5 +75,74 @@ func TestDeliveryRecordsExported(t *testing.T) {
 		len(d.Recipients) != 1 || d.MessageID != "<rec-1@remote.test>" || !strings.Contains(d.TLS, "TLS") ||
 		d.Result != "accepted" || d.Reply != "250 2.0.0" || d.Node != cfg.NodeID || d.Time.IsZero() {
 		t.Fatalf("delivery record %+v", d)
+	}
+}
+
+// TestDeliveryRecordsInBatches: messages delivered at once by several
+// clients all reach the recipient's records (the writers take what is
+// pending as one batch) and each counts once as written.
+func TestDeliveryRecordsInBatches(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	dir := cfg.DataDir
+	mustCLI(t, "", "domain", "add", "--data", dir, "example.test")
+	mustCLI(t, "joe-password-1\n", "user", "add", "--data", dir, "joe@example.test")
+	const clients, each = 4, 5
+	errs := make(chan error, clients)
+	for c := range clients {
+		go func() {
+			cl, err := gosmtp.DialStartTLS(n.Addr(ListenSMTP).String(), clientTLS(t, cfg))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer cl.Close()
+			for i := range each {
+				msg := fmt.Sprintf("From: <s@remote.test>\r\nTo: <joe@example.test>\r\nMessage-ID: <b%d-%d@remote.test>\r\n\r\nbody\r\n", c, i)
+				if err := cl.SendMail("s@remote.test", []string{"joe@example.test"}, strings.NewReader(msg)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := n.directory.Deliveries(context.Background(), "joe@example.test", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == clients*each {
+			seen := map[string]bool{}
+			for _, d := range got {
+				seen[d.MessageID] = true
+			}
+			if len(seen) != clients*each {
+				t.Fatalf("records of %d distinct messages, want %d", len(seen), clients*each)
+			}
+			break
+		}
+		if len(got) > clients*each || time.Now().After(deadline) {
+			t.Fatalf("%d delivery records, want %d", len(got), clients*each)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval while the records are written off the delivery path
+	}
+	// The writer counts a batch once the directory returns, just after
+	// the records became readable.
+	for {
+		v, _ := tlsMetric(t, n, `mail_node_delivery_records_total{result="written"}`)
+		if v == clients*each {
+			break
+		}
+		if v > clients*each || time.Now().After(deadline) {
+			t.Fatalf("mail_node_delivery_records_total{result=written} = %v, want %d", v, clients*each)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 }

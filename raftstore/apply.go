@@ -57,6 +57,8 @@ func (a *applier) apply() *schema.Result {
 		return a.deleteUser(p)
 	case *schema.PutSetting:
 		return a.putSetting(p)
+	case *schema.PutSettings:
+		return a.putSettings(p)
 	case *schema.InitUser:
 		return a.initUser(p)
 	case *schema.DeleteUserData:
@@ -310,6 +312,23 @@ func (a *applier) putSetting(p *schema.PutSetting) *schema.Result {
 		must(b.Delete([]byte(p.Key)))
 	} else {
 		must(b.Put([]byte(p.Key), p.Value))
+	}
+	return ok()
+}
+
+// putSettings stores every setting of p or, when a key is invalid,
+// none of them.
+func (a *applier) putSettings(p *schema.PutSettings) *schema.Result {
+	if len(p.Settings) == 0 || len(p.Settings) > schema.MaxBatchSettings {
+		return fail(schema.CodeInvalid)
+	}
+	for i := range p.Settings {
+		if k := p.Settings[i].Key; k == "" || len(k) > bbolt.MaxKeySize {
+			return fail(schema.CodeInvalid)
+		}
+	}
+	for i := range p.Settings {
+		a.putSetting(&p.Settings[i])
 	}
 	return ok()
 }

@@ -61,6 +61,20 @@ func (d *Directory) sealUserSetting(u *User, key string, v any) ([]byte, error) 
 	return d.sealer.Seal(u.Keys.Ring(), seal.KindUserValue, u.ID[:], []byte(key), b)
 }
 
+// Bounds of one meta-shard command of delivery records: a batch
+// larger than either is written as several commands.
+const (
+	maxDeliveryBatch      = 256
+	maxDeliveryBatchBytes = 1 << 20
+)
+
+// Delivery is one SMTP message transaction to record: its record and
+// the submitting user's address ("" on the MX port).
+type Delivery struct {
+	Record    DeliveryRecord
+	Submitter string
+}
+
 // RecordDelivery appends rec to the records of every user a recipient
 // resolves to (Direction "in", with the recipients that led to that
 // user) and, when submitter is a user's address, to the submitter's
@@ -68,6 +82,78 @@ func (d *Directory) sealUserSetting(u *User, key string, v any) ([]byte, error) 
 // are only named in the submitter's record. It returns how many records
 // it wrote.
 func (d *Directory) RecordDelivery(ctx context.Context, rec DeliveryRecord, submitter string) (int, error) {
+	settings, err := d.deliverySettings(ctx, rec, submitter)
+	if len(settings) > 0 {
+		if werr := d.putSettings(ctx, settings); werr != nil {
+			return 0, fmt.Errorf("record delivery: %w", werr)
+		}
+	}
+	return len(settings), err
+}
+
+// RecordDeliveries records each of ds as RecordDelivery does, with the
+// records of all of them written in as few meta-shard commands as the
+// bounds allow (maxDeliveryBatch records or maxDeliveryBatchBytes per
+// command): the meta shard commits once per batch instead of once per
+// message. It returns, per delivery, nil when all its records are
+// written.
+func (d *Directory) RecordDeliveries(ctx context.Context, ds []Delivery) []error {
+	errs := make([]error, len(ds))
+	var (
+		batch  []schema.PutSetting
+		owners []int // the delivery of each setting of batch
+		size   int
+	)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := d.putSettings(ctx, batch); err != nil {
+			for _, i := range owners {
+				if errs[i] == nil {
+					errs[i] = fmt.Errorf("record delivery: %w", err)
+				}
+			}
+		}
+		batch, owners, size = batch[:0], owners[:0], 0
+	}
+	for i := range ds {
+		settings, err := d.deliverySettings(ctx, ds[i].Record, ds[i].Submitter)
+		errs[i] = err
+		for _, s := range settings {
+			n := len(s.Key) + len(s.Value)
+			if len(batch) == maxDeliveryBatch || (len(batch) > 0 && size+n > maxDeliveryBatchBytes) {
+				flush()
+			}
+			batch, owners, size = append(batch, s), append(owners, i), size+n
+		}
+	}
+	flush()
+	return errs
+}
+
+// putSettings writes settings to the meta shard in one command. A meta
+// leader running a binary from before PutSettings refuses it as
+// invalid; the settings are then written one by one, as before.
+func (d *Directory) putSettings(ctx context.Context, settings []schema.PutSetting) error {
+	if len(settings) > 1 {
+		_, err := d.c.Apply(ctx, MetaShard, &schema.PutSettings{Settings: settings})
+		if !errors.Is(err, schema.ErrInvalid) {
+			return err
+		}
+	}
+	for i := range settings {
+		if _, err := d.c.Apply(ctx, MetaShard, &settings[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverySettings resolves rec's recipients and returns the sealed
+// records to write, one per user: those it could build even when it
+// fails (a submitter that is not found leaves the recipients' records).
+func (d *Directory) deliverySettings(ctx context.Context, rec DeliveryRecord, submitter string) ([]schema.PutSetting, error) {
 	if len(rec.Recipients) > maxDeliveryRecipients {
 		rec.Recipients = rec.Recipients[:maxDeliveryRecipients]
 	}
@@ -80,7 +166,7 @@ func (d *Directory) RecordDelivery(ctx context.Context, rec DeliveryRecord, subm
 	for _, r := range rec.Recipients {
 		users, err := d.ResolveRecipients(ctx, r)
 		if errors.Is(err, schema.ErrUnavailable) || ctx.Err() != nil {
-			return 0, fmt.Errorf("record delivery: %w", err)
+			return nil, fmt.Errorf("record delivery: %w", err)
 		}
 		if err != nil {
 			continue // not a local user: named in the submitter's record only
@@ -95,37 +181,43 @@ func (d *Directory) RecordDelivery(ctx context.Context, rec DeliveryRecord, subm
 			t.rcpts = append(t.rcpts, r)
 		}
 	}
-	written := 0
+	var out []schema.PutSetting
 	for _, t := range targets {
 		in := rec
 		in.Direction, in.Recipients = "in", t.rcpts
-		if err := d.appendDelivery(ctx, t.u, in); err != nil {
-			return written, err
+		s, err := d.deliverySetting(t.u, in)
+		if err != nil {
+			return out, err
 		}
-		written++
+		out = append(out, s)
 	}
 	if submitter != "" {
 		u, err := d.UserByAddress(ctx, submitter)
 		if err != nil {
-			return written, fmt.Errorf("record delivery: submitter: %w", err)
+			return out, fmt.Errorf("record delivery: submitter: %w", err)
 		}
-		out := rec
-		out.Direction = "out"
-		if err := d.appendDelivery(ctx, u, out); err != nil {
-			return written, err
+		outRec := rec
+		outRec.Direction = "out"
+		s, err := d.deliverySetting(u, outRec)
+		if err != nil {
+			return out, err
 		}
-		written++
+		out = append(out, s)
 	}
-	return written, nil
+	return out, nil
 }
 
-func (d *Directory) appendDelivery(ctx context.Context, u *User, rec DeliveryRecord) error {
-	err := d.appendTimedWith(ctx, func(key string) ([]byte, error) { return d.sealUserSetting(u, key, rec) },
-		deliveriesKeyPrefix(u.ID), rec.Time)
+// deliverySetting seals rec as an entry of u's delivery records.
+func (d *Directory) deliverySetting(u *User, rec DeliveryRecord) (schema.PutSetting, error) {
+	key, err := timedKey(deliveriesKeyPrefix(u.ID), rec.Time)
 	if err != nil {
-		return fmt.Errorf("record delivery: %w", err)
+		return schema.PutSetting{}, fmt.Errorf("record delivery: %w", err)
 	}
-	return nil
+	sealed, err := d.sealUserSetting(u, key, rec)
+	if err != nil {
+		return schema.PutSetting{}, fmt.Errorf("record delivery: %w", err)
+	}
+	return schema.PutSetting{Key: key, Value: sealed}, nil
 }
 
 // Deliveries returns the delivery records of the user at address made at

@@ -2,6 +2,7 @@ package directory_test
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -62,5 +63,65 @@ func TestDeliveryRecords(t *testing.T) {
 	rep, err := d0.EraseUser(ctx, "ben@example.test")
 	if err != nil || rep.Removed["delivery_records"] != 1 {
 		t.Fatalf("delete ben: %+v, %v", rep, err)
+	}
+}
+
+// TestRecordDeliveriesInBatches: many deliveries are written in a few
+// meta-shard commands (more than one command's bound of records, so the
+// batch is split), each reaches its users' records as RecordDelivery's
+// would, a delivery whose submitter is unknown fails alone, and the
+// records are pruned by age as before.
+func TestRecordDeliveriesInBatches(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	c.AddUser("ann@example.test", "ann-password")
+	c.AddUser("ben@example.test", "ben-password")
+	ctx := testCtx(t)
+	d := c.Nodes[0].Directory()
+	now := time.Now().UTC()
+	const n = 300
+	var ds []directory.Delivery
+	for i := range n {
+		ds = append(ds, directory.Delivery{Record: directory.DeliveryRecord{
+			Time: now.Add(-time.Duration(n-i) * time.Minute), Node: "n1", Port: "mx", Remote: "192.0.2.9",
+			From: "far@remote.test", Recipients: []string{"ben@example.test"}, MessageID: fmt.Sprintf("<m%d@remote.test>", i),
+			Result: "accepted", Reply: "250 2.0.0"}})
+	}
+	ds[7].Submitter = "nobody@example.test" // its recipient's record is written, the submitter's is not
+	ds[8].Submitter = "ann@example.test"
+	applied := func() (i uint64) {
+		_ = c.Nodes[0].Cluster().ViewMeta(func(r *raftstore.Reader) error { i = r.AppliedIndex(); return nil })
+		return i
+	}
+	before := applied()
+	errs := d.RecordDeliveries(ctx, ds)
+	for i, err := range errs {
+		if (err != nil) != (i == 7) {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+	}
+	// 301 records, at most 256 to a command: two commands (a few more
+	// entries may be the cluster's own).
+	if k := applied() - before; k > 10 {
+		t.Fatalf("%d meta entries for %d records, want about 2", k, n+1)
+	}
+	ben, err := d.Deliveries(ctx, "ben@example.test", time.Time{})
+	if err != nil || len(ben) != n {
+		t.Fatalf("ben's records: %d, %v; want %d", len(ben), err, n)
+	}
+	for i, r := range ben {
+		if r.MessageID != fmt.Sprintf("<m%d@remote.test>", i) || r.Direction != "in" {
+			t.Fatalf("ben's record %d: %+v", i, r)
+		}
+	}
+	if ann, _ := d.Deliveries(ctx, "ann@example.test", time.Time{}); len(ann) != 1 || ann[0].Direction != "out" {
+		t.Fatalf("ann's records %+v", ann)
+	}
+	// Records older than 100 minutes go (200 of ben's, ann's one), the
+	// rest stay.
+	if k, err := d.PruneDeliveries(ctx, now.Add(-100*time.Minute-time.Second)); err != nil || k != 201 {
+		t.Fatalf("prune: %d, %v; want 201", k, err)
+	}
+	if ben, _ := d.Deliveries(ctx, "ben@example.test", time.Time{}); len(ben) != 100 {
+		t.Fatalf("ben's records after the prune: %d", len(ben))
 	}
 }

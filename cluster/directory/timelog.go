@@ -28,17 +28,25 @@ func (d *Directory) appendTimed(ctx context.Context, owner schema.ID, prefix str
 // appendTimedWith adds an entry made at t under prefix, sealed by seal
 // (which gets the entry's key, to bind it).
 func (d *Directory) appendTimedWith(ctx context.Context, seal func(key string) ([]byte, error), prefix string, t time.Time) error {
-	var r [4]byte
-	if _, err := rand.Read(r[:]); err != nil {
+	key, err := timedKey(prefix, t)
+	if err != nil {
 		return err
 	}
-	key := fmt.Sprintf("%s%020d-%s", prefix, t.UnixNano(), hex.EncodeToString(r[:]))
 	sealed, err := seal(key)
 	if err != nil {
 		return err
 	}
 	_, err = d.c.Apply(ctx, MetaShard, &schema.PutSetting{Key: key, Value: sealed})
 	return err
+}
+
+// timedKey returns a new entry's key under prefix for time t.
+func timedKey(prefix string, t time.Time) (string, error) {
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s%020d-%s", prefix, t.UnixNano(), hex.EncodeToString(r[:])), nil
 }
 
 // readTimed returns the entries under prefix made at or after since,

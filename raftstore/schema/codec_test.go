@@ -15,6 +15,7 @@ func sampleCommands() []Command {
 		{Payload: &PutUser{Record: UserRecord{ID: id(4), NameKey: nk, Domain: id(2), Shard: 7, Sealed: []byte("u"), WrappedKey: []byte("w")}, Create: true}},
 		{Payload: &DeleteUser{User: id(4)}},
 		{Payload: &PutSetting{Key: "k", Value: []byte("v")}},
+		{Payload: &PutSettings{Settings: []PutSetting{{Key: "a", Value: []byte("1")}, {Key: "b"}, {Key: "c", Value: []byte("33")}}}},
 		{Payload: &InitUser{User: id(5), Mailboxes: []NewMailbox{{ID: id(6), NameKey: nk, Sealed: []byte("m"), Inbox: true}}}},
 		{Payload: &DeleteUserData{User: id(5)}},
 		{Payload: &CreateMailbox{User: id(5), Mailbox: NewMailbox{ID: id(7), NameKey: nk, Sealed: []byte("c")}}},

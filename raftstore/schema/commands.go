@@ -32,6 +32,7 @@ const (
 	OpUpdateOutbound
 	OpDeleteOutbound
 	OpAppendBatch
+	OpPutSettings
 	opMax
 )
 
@@ -45,6 +46,7 @@ var opNames = [...]string{
 	OpSwapSetting: "swap-setting", OpLease: "lease", OpSpool: "spool", OpSpoolDone: "spool-done",
 	OpSwapUserValue: "swap-user-value", OpEnqueue: "enqueue", OpUpdateOutbound: "update-outbound",
 	OpDeleteOutbound: "delete-outbound", OpAppendBatch: "append-batch",
+	OpPutSettings: "put-settings",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -164,6 +166,8 @@ func newPayload(op Op) Payload {
 		return &DeleteOutbound{}
 	case OpAppendBatch:
 		return &AppendBatch{}
+	case OpPutSettings:
+		return &PutSettings{}
 	}
 	return nil
 }
