@@ -110,15 +110,9 @@ func (f *frontConn) vanishedEarlier(cmd *imapwire.Command) bool {
 	var gone rangeSet
 	err := sess.withView(func(v *view) error {
 		v.drain()
-		var rs rangeSet
-		if set == "$" {
-			rs = v.searchResRanges()
-		} else {
-			pairs, err := parseNumSet(set)
-			if err != nil {
-				return err
-			}
-			rs = staticRanges(pairs, uint32(v.maxUID()))
+		rs, err := v.uidRanges(set)
+		if err != nil {
+			return err
 		}
 		gone = v.vanishedIn(rs)
 		return nil
@@ -353,12 +347,9 @@ func quoted(s []byte) string {
 
 // searchCommand is a parsed SEARCH or UID SEARCH.
 type searchCommand struct {
-	uid                            bool
-	esearch                        bool
-	retMin, retMax, retAll, retCnt bool
-	retSave                        bool
-	// partial is RETURN (PARTIAL range) (RFC 9394), or nil.
-	partial      *partialRange
+	uid     bool
+	esearch bool
+	returnOptions
 	charsetKnown bool
 	criteria     *imap.SearchCriteria
 }
@@ -378,43 +369,9 @@ func parseSearch(cmd *imapwire.Command) (*searchCommand, error) {
 			return nil, errSearchSyntax("Unbalanced parentheses")
 		}
 		sc.esearch = true
-		opts := toks[i+2 : end]
-		for k := 0; k < len(opts); k++ {
-			o := opts[k]
-			if o.Kind != imapwire.KindAtom {
-				return nil, errSearchSyntax("Invalid RETURN option")
-			}
-			switch strings.ToUpper(string(o.Value)) {
-			case "PARTIAL":
-				if sc.partial != nil || k+1 >= len(opts) {
-					return nil, errSearchSyntax("PARTIAL takes one range, once")
-				}
-				r, err := parsePartialRange(opts[k+1])
-				if err != nil {
-					return nil, err
-				}
-				sc.partial = &r
-				k++
-			case "MIN":
-				sc.retMin = true
-			case "MAX":
-				sc.retMax = true
-			case "ALL":
-				sc.retAll = true
-			case "COUNT":
-				sc.retCnt = true
-			case "SAVE":
-				sc.retSave = true
-			default:
-				return nil, errSearchSyntax("Unknown RETURN option")
-			}
-		}
-		if end == i+2 {
-			sc.retAll = true
-		}
-		if sc.partial != nil && sc.retAll {
-			// RFC 9394 section 3.1: one PARTIAL or one ALL.
-			return nil, errSearchSyntax("PARTIAL and ALL cannot be combined")
+		var err error
+		if sc.returnOptions, err = parseReturnOptions(toks[i+2:end], true); err != nil {
+			return nil, err
 		}
 		i = end + 1
 	}
@@ -497,7 +454,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 			return nil
 		})
 		if sc.retSave {
-			v.saveSearch(err, uids, sc.partial, sc.retMin, sc.retMax, sc.retAll || sc.retCnt)
+			v.saveSearch(err, uids, sc.partial, sc.retMin, sc.retMax, sc.retAll || sc.retCount)
 		}
 		return err
 	})
@@ -528,17 +485,17 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 		if sc.retAll && len(nums) > 0 {
 			b.WriteString(" ALL " + orderedSet(nums))
 		}
-		if sc.retCnt {
+		if sc.retCount {
 			fmt.Fprintf(&b, " COUNT %d", len(nums))
 		}
 		if sc.partial != nil {
 			b.WriteString(partialData(*sc.partial, pick(*sc.partial, nums)))
 		}
-		if len(nums) > 0 && withModSeq && (sc.retMin || sc.retMax || sc.retAll || sc.retCnt || sc.partial != nil) {
+		if len(nums) > 0 && withModSeq && (sc.retMin || sc.retMax || sc.retAll || sc.retCount || sc.partial != nil) {
 			fmt.Fprintf(&b, " MODSEQ %d", top)
 		}
 	}
-	if sc.esearch && !(sc.retMin || sc.retMax || sc.retAll || sc.retCnt || sc.partial != nil) {
+	if sc.esearch && !(sc.retMin || sc.retMax || sc.retAll || sc.retCount || sc.partial != nil) {
 		// RETURN (SAVE) alone: no ESEARCH response (RFC 5182 section 2.1).
 	} else if err := f.writeLine(b.String()); err != nil {
 		return false

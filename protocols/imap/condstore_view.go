@@ -85,6 +85,19 @@ func (v *view) searchResRanges() rangeSet {
 	return staticRanges(pairs, 0)
 }
 
+// uidRanges reads a UID set argument as a set: "$" is the saved search
+// result (RFC 5182), "*" the highest UID the client may know.
+func (v *view) uidRanges(set string) (rangeSet, error) {
+	if set == "$" {
+		return v.searchResRanges(), nil
+	}
+	pairs, err := parseNumSet(set)
+	if err != nil {
+		return nil, err
+	}
+	return staticRanges(pairs, uint32(v.maxUID())), nil
+}
+
 // vanishedIn returns the UIDs of rs, up to UIDNEXT-1, that the view does
 // not hold: expunged before the client could be told one by one. A
 // message whose expunge is still to be told is held.

@@ -137,15 +137,9 @@ func (f *frontConn) fetchPartialSet(set string, fe *fetchExt) (string, error) {
 	var none schema.UID
 	err := sess.withView(func(v *view) error {
 		v.drain()
-		var rs rangeSet
-		if set == "$" {
-			rs = v.searchResRanges()
-		} else {
-			pairs, err := parseNumSet(set)
-			if err != nil {
-				return err
-			}
-			rs = staticRanges(pairs, uint32(v.maxUID()))
+		rs, err := v.uidRanges(set)
+		if err != nil {
+			return err
 		}
 		for _, m := range v.msgs {
 			if m.expunged || !rs.contains(uint32(m.info.UID)) {

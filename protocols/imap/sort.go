@@ -37,14 +37,66 @@ type sortCommand struct {
 	keys     []sortKey
 	criteria *imap.SearchCriteria
 	// esort is set when RETURN was given: the answer is ESEARCH with
-	// the options below (RETURN () means ALL).
-	esort                  bool
-	retMin, retMax, retAll bool
-	retCount               bool
-	// partial is RETURN (PARTIAL range) (RFC 9394, RFC 5267 section
-	// 4.4): a page of the result in sort order.
-	partial      *partialRange
+	// the options below (RETURN () means ALL; a PARTIAL page is cut in
+	// sort order, RFC 5267 section 4.4).
+	esort bool
+	returnOptions
 	charsetKnown bool
+}
+
+// returnOptions are the RETURN options of SEARCH (RFC 4731, SAVE of RFC
+// 5182) and SORT (RFC 5267), PARTIAL of RFC 9394 included.
+type returnOptions struct {
+	retMin, retMax, retAll, retCount, retSave bool
+	// partial is RETURN (PARTIAL range), or nil.
+	partial *partialRange
+}
+
+// parseReturnOptions reads the options inside RETURN's list; SAVE is
+// taken only where save says so. An empty list means ALL.
+func parseReturnOptions(opts []imapwire.Token, save bool) (returnOptions, error) {
+	var r returnOptions
+	for k := 0; k < len(opts); k++ {
+		o := opts[k]
+		if o.Kind != imapwire.KindAtom {
+			return r, errSearchSyntax("Invalid RETURN option")
+		}
+		switch strings.ToUpper(string(o.Value)) {
+		case "PARTIAL":
+			if r.partial != nil || k+1 >= len(opts) {
+				return r, errSearchSyntax("PARTIAL takes one range, once")
+			}
+			pr, err := parsePartialRange(opts[k+1])
+			if err != nil {
+				return r, err
+			}
+			r.partial = &pr
+			k++
+		case "MIN":
+			r.retMin = true
+		case "MAX":
+			r.retMax = true
+		case "ALL":
+			r.retAll = true
+		case "COUNT":
+			r.retCount = true
+		case "SAVE":
+			if !save {
+				return r, errSearchSyntax("Unknown RETURN option")
+			}
+			r.retSave = true
+		default:
+			return r, errSearchSyntax("Unknown RETURN option")
+		}
+	}
+	if len(opts) == 0 {
+		r.retAll = true
+	}
+	if r.partial != nil && r.retAll {
+		// RFC 9394 section 3.1: one PARTIAL or one ALL.
+		return r, errSearchSyntax("PARTIAL and ALL cannot be combined")
+	}
+	return r, nil
 }
 
 // sortCharsets are the charsets SORT accepts (RFC 5256 section 3: at
@@ -78,39 +130,8 @@ func parseSort(cmd *imapwire.Command) (*sortCommand, error) {
 			return nil, err
 		}
 		sc.esort = true
-		for k := 0; k < len(opts); k++ {
-			o := opts[k]
-			if o.Kind != imapwire.KindAtom {
-				return nil, errSearchSyntax("Invalid RETURN option")
-			}
-			switch strings.ToUpper(string(o.Value)) {
-			case "PARTIAL":
-				if sc.partial != nil || k+1 >= len(opts) {
-					return nil, errSearchSyntax("PARTIAL takes one range, once")
-				}
-				r, err := parsePartialRange(opts[k+1])
-				if err != nil {
-					return nil, err
-				}
-				sc.partial = &r
-				k++
-			case "MIN":
-				sc.retMin = true
-			case "MAX":
-				sc.retMax = true
-			case "ALL":
-				sc.retAll = true
-			case "COUNT":
-				sc.retCount = true
-			default:
-				return nil, errSearchSyntax("Unknown RETURN option")
-			}
-		}
-		if len(opts) == 0 {
-			sc.retAll = true
-		}
-		if sc.partial != nil && sc.retAll {
-			return nil, errSearchSyntax("PARTIAL and ALL cannot be combined")
+		if sc.returnOptions, err = parseReturnOptions(opts, false); err != nil {
+			return nil, err
 		}
 	}
 	crit, err := list("Sort criteria")
