@@ -117,7 +117,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		needBody = true
 	}
 
-	var raw []byte          // the whole message, or only its header section
+	var raw []byte         // the whole message, or only its header section
 	var hrec *searchRecord // the header's record, when read through the cache
 	if needBody || needHeader {
 		ctx, cancel := s.opContext()
