@@ -117,14 +117,15 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		needBody = true
 	}
 
-	var raw []byte // the whole message, or only its header section
+	var raw []byte         // the whole message, or only its header section
+	var hrec *searchRecord // the header's record, when read through the cache
 	if needBody || needHeader {
 		ctx, cancel := s.opContext()
 		var err error
 		if needBody {
 			raw, err = s.acct.Body(ctx, info.Blob)
-		} else {
-			raw, err = s.acct.Header(ctx, info.Blob)
+		} else if hrec, err = s.headerRecord(ctx, info.Blob); err == nil {
+			raw = hrec.header
 		}
 		cancel()
 		if errors.Is(err, schema.ErrNoSuchMessage) {
@@ -182,7 +183,11 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		rw.WriteRFC822Size(int64(info.Size))
 	}
 	if options.Envelope {
-		rw.WriteEnvelope(envelopeOf(raw))
+		if hrec != nil {
+			rw.WriteEnvelope(hrec.envelope())
+		} else {
+			rw.WriteEnvelope(envelopeOf(raw))
+		}
 	}
 	if options.BodyStructure != nil {
 		rw.WriteBodyStructure(bs)

@@ -9,7 +9,13 @@ import (
 	"strings"
 )
 
-// relay copies the library's output to the client in whole buffers. It
+// relay copies the library's output to the client in whole buffers. The
+// library flushes after every response line; while a command runs and
+// waits on nothing from the client, the relay holds those lines in its
+// buffer (flushed when full) and flushes at the tagged completion, so a
+// FETCH of twenty messages is a few TLS records and writes, not one per
+// line. Output with no command in flight (a BYE), and output after a
+// continuation request (IDLE's updates), is flushed as it comes. It
 // follows the output's framing (lines, and the literals announced at
 // their end) only to find the lines the front cares about: the greeting
 // and the capability lists, which it rewrites (capabilities), and the
@@ -24,6 +30,9 @@ func (f *frontConn) relay() {
 	lineStart := true
 	greeted := false
 	var tail []byte // the last bytes of a line read in parts
+	// waiting: the command in flight has had a continuation request,
+	// so it waits on the client.
+	waiting := false
 	for {
 		frag, err := br.ReadSlice('\n')
 		whole := err == nil
@@ -63,7 +72,12 @@ func (f *frontConn) relay() {
 			tail = append(tail[:0], frag[max(0, len(frag)-32):]...)
 			lineStart = false
 		}
-		if werr == nil && (br.Buffered() == 0 || ev != nil || err != nil) {
+		if ev != nil {
+			// After a continuation request the command waits on the
+			// client (IDLE's updates, SASL steps): flush as it comes.
+			waiting = ev.cont
+		}
+		if werr == nil && (ev != nil || err != nil || (br.Buffered() == 0 && (waiting || f.inflight() == ""))) {
 			werr = f.flushLocked()
 		}
 		f.wmu.Unlock()

@@ -137,9 +137,13 @@ func (rs *recordSet) get(i int) *searchRecord {
 		return r
 	}
 	cache := rs.s.srv.recCache
+	var unasked map[int]*searchRecord // header-only records FETCH kept
 	if r := cache.get(rs.msgs[i].info.Blob, rs.pass); r != nil {
-		rs.recs[i] = r
-		return r
+		if !r.unasked || rs.read[i] {
+			rs.recs[i] = r
+			return r
+		}
+		unasked = map[int]*searchRecord{i: r}
 	}
 	if rs.read[i] {
 		return nil
@@ -155,8 +159,14 @@ func (rs *recordSet) get(i int) *searchRecord {
 			continue
 		}
 		if r := cache.get(rs.msgs[k].info.Blob, rs.pass); r != nil {
-			rs.recs[k] = r
-			continue
+			if !r.unasked {
+				rs.recs[k] = r
+				continue
+			}
+			if unasked == nil {
+				unasked = make(map[int]*searchRecord)
+			}
+			unasked[k] = r
 		}
 		rs.read[k] = true
 		idx = append(idx, k)
@@ -172,15 +182,47 @@ func (rs *recordSet) get(i int) *searchRecord {
 	if err != nil || len(raw) != len(blobs) {
 		// Records only save reads: without them the messages are read.
 		rs.s.srv.log.Debug("read search records", "err", err)
-		return nil
+		for k, h := range unasked {
+			rs.recs[k] = h
+		}
+		return rs.recs[i]
 	}
 	for j, b := range raw {
 		if r := openSearchRecord(b); r != nil {
 			rs.recs[idx[j]] = r
 			cache.put(blobs[j], r, rs.pass)
+		} else if h := unasked[idx[j]]; h != nil {
+			// The store keeps none: the header FETCH read stands, and
+			// the account need not be asked again.
+			r := &searchRecord{header: h.header, noWords: true, headerOnly: true}
+			rs.recs[idx[j]] = r
+			cache.put(blobs[j], r, rs.pass)
 		}
 	}
 	return rs.recs[i]
+}
+
+// headerRecord returns a record holding a message's header section
+// (what Account.Header returns) from the record cache, else read from
+// the account and kept in the cache as a header-only record: a client
+// lists the same page of headers again and again, and reading one costs
+// a query, an AEAD open and a zstd frame, and parsing its ENVELOPE
+// again (the record keeps it). Such a record is marked unasked, so that
+// a search still reads the record the store keeps for the blob (with
+// its words).
+func (s *session) headerRecord(ctx context.Context, blob schema.ID) (*searchRecord, error) {
+	if r := s.srv.recCache.get(blob, 0); r != nil {
+		return r, nil
+	}
+	h, err := s.acct.Header(ctx, blob)
+	if err != nil {
+		return nil, err
+	}
+	r := &searchRecord{header: bytes.Clone(h), noWords: true, headerOnly: true, unasked: true}
+	if s.srv.recCache.max > 0 {
+		s.srv.recCache.put(blob, r, 0)
+	}
+	return r, nil
 }
 
 // learnHeader keeps a header-only record of message i, read because it

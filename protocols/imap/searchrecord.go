@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
@@ -64,6 +65,9 @@ type searchRecord struct {
 	// (a message stored without a record): it has no words, and the
 	// message's full record replaces it once the message is read.
 	headerOnly bool
+	// unasked: a header-only record FETCH kept (session.header)
+	// before any search asked the store for the blob's own record.
+	unasked bool
 
 	// What is derived from the header, computed on first use and kept
 	// with the record, so a repeated search or sort parses nothing.
@@ -74,6 +78,18 @@ type searchRecord struct {
 	sentOK   bool
 	sortKeys *sortEntry
 	thread   *threadMsg // readThreadMsg's fields, without an internal date
+	env      *imap.Envelope
+}
+
+// envelope returns the ENVELOPE of the record's header section
+// (envelopeOf), parsed once. It is shared: callers must not modify it.
+func (r *searchRecord) envelope() *imap.Envelope {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.env == nil {
+		r.env = envelopeOf(r.header)
+	}
+	return r.env
 }
 
 // parseHeader parses the record's header section as loadHeader does.

@@ -86,12 +86,17 @@ func TestSearchRecordsAnswerAsReading(t *testing.T) {
 		name    string
 		indexed bool
 		opts    []serverOption
+		// fetchFirst: FETCH every header (twice) before searching, so
+		// the cache holds the header-only records FETCH keeps.
+		fetchFirst bool
 	}
 	servers := []server{
-		{"reference", false, []serverOption{noCache}},
-		{"records", true, []serverOption{noCache}},
-		{"records+cache", true, nil},
-		{"learnt", false, nil},
+		{"reference", false, []serverOption{noCache}, false},
+		{"records", true, []serverOption{noCache}, false},
+		{"records+cache", true, nil, false},
+		{"learnt", false, nil, false},
+		{"records+cache after FETCH", true, nil, true},
+		{"learnt after FETCH", false, nil, true},
 	}
 	corpus := recordCorpus()
 	results := make([][]string, len(servers))
@@ -105,6 +110,20 @@ func TestSearchRecordsAnswerAsReading(t *testing.T) {
 		}
 		c := ts.login(t, nil)
 		selectMailbox(t, c, "INBOX", false)
+		if sv.fetchFirst {
+			fetchHeadersTwice(t, c, len(corpus))
+		}
+		if sv.fetchFirst && sv.indexed {
+			// A header search reads the records the store keeps; they
+			// replace the header-only ones FETCH left in the cache.
+			crit := imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "hello"}}}
+			if _, err := c.UIDSearch(&crit, nil).Wait(); err != nil {
+				t.Fatalf("%s: search: %v", sv.name, err)
+			}
+			if n := headerOnlyRecords(ts.srv.recCache); n > 0 {
+				t.Errorf("%s: %d header-only records left after a search", sv.name, n)
+			}
+		}
 		for pass := 0; pass < 2; pass++ { // the second pass meets cached records
 			var got []string
 			for i, crit := range recordSearches() {
@@ -158,6 +177,51 @@ func TestSearchRecordsAnswerAsReading(t *testing.T) {
 	if empty > len(results[0])/3 {
 		t.Errorf("%d of %d reference results are empty: %s", empty, len(results[0]), strings.Join(results[0], " "))
 	}
+}
+
+// fetchHeadersTwice fetches the header section and envelope of messages
+// 1..n twice (the second time from the record cache) and checks that
+// both answers are the same.
+func fetchHeadersTwice(t *testing.T, c *imapclient.Client, n int) {
+	t.Helper()
+	var set imap.SeqSet
+	set.AddRange(1, uint32(n))
+	opts := &imap.FetchOptions{UID: true, Envelope: true,
+		BodySection: []*imap.FetchItemBodySection{{Specifier: imap.PartSpecifierHeader, Peek: true}}}
+	var first []string
+	for round := 0; round < 2; round++ {
+		msgs, err := c.Fetch(set, opts).Collect()
+		if err != nil {
+			t.Fatalf("fetch headers: %v", err)
+		}
+		if len(msgs) != n {
+			t.Fatalf("fetch headers: %d messages, want %d", len(msgs), n)
+		}
+		var got []string
+		for _, m := range msgs {
+			if len(m.BodySection) != 1 || len(m.BodySection[0].Bytes) == 0 {
+				t.Fatalf("fetch headers: UID %d: no header section", m.UID)
+			}
+			got = append(got, fmt.Sprintf("%d %q %+v", m.UID, m.BodySection[0].Bytes, m.Envelope))
+		}
+		if round == 1 && !slices.Equal(got, first) {
+			t.Errorf("headers fetched from the cache differ:\n%v\nfirst:\n%v", got, first)
+		}
+		first = got
+	}
+}
+
+// headerOnlyRecords counts the header-only records in a cache.
+func headerOnlyRecords(c *recordCache) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, el := range c.items {
+		if el.Value.(*recordEntry).rec.headerOnly {
+			n++
+		}
+	}
+	return n
 }
 
 // TestSearchRecordDecoding checks that a record round-trips and that
