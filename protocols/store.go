@@ -127,6 +127,12 @@ type Account interface {
 	Header(ctx context.Context, blob schema.ID) ([]byte, error)
 	// Body returns a whole message.
 	Body(ctx context.Context, blob schema.ID) ([]byte, error)
+	// SearchRecords returns the opened search records of blobs (IMAP's
+	// index of a message's header and words, built when it was stored),
+	// in order, nil for a blob stored without one. A method of the
+	// interface, not an optional one, so that wrappers of an Account
+	// (the guard's session tracking) pass it on.
+	SearchRecords(ctx context.Context, blobs []schema.ID) ([][]byte, error)
 	// StoreFlags changes the flags of the given messages and returns their
 	// new state; UIDs that no longer exist are skipped.
 	StoreFlags(ctx context.Context, mailbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error)

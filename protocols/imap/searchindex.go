@@ -9,13 +9,6 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// searchRecorder is what an account may offer: the opened search records
-// (BuildSearchRecord) of blobs, in order, nil for a blob stored without
-// one. Without it, or for such a blob, SEARCH and SORT read the message.
-type searchRecorder interface {
-	SearchRecords(ctx context.Context, blobs []schema.ID) ([][]byte, error)
-}
-
 // recordBatch is how many records one read asks the account for.
 const recordBatch = 1000
 
@@ -148,10 +141,7 @@ func (rs *recordSet) get(i int) *searchRecord {
 	if rs.read[i] {
 		return nil
 	}
-	acct, ok := rs.s.acct.(searchRecorder)
-	if !ok {
-		return nil
-	}
+	acct := rs.s.acct
 	var idx []int
 	var blobs []schema.ID
 	for k := i; k < len(rs.msgs) && len(blobs) < recordBatch; k++ {

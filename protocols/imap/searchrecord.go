@@ -23,7 +23,7 @@ import (
 // compare a needle against (textPieces). The node that proposes a
 // message builds it (BuildSearchRecord, given to the mail store), the
 // store seals it with the user's key and keeps it beside the message,
-// and this package reads it back through the account (searchRecorder).
+// and this package reads it back through the account (Account.SearchRecords).
 //
 // Words are the runs between ASCII white space (space, tab, CR, LF). A
 // needle without white space is in a text exactly when it is within one
