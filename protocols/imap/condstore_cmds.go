@@ -419,21 +419,14 @@ func hasModSeqKey(c *imap.SearchCriteria) bool {
 // library cannot parse: with MODSEQ the result carries the highest
 // MODSEQ of the messages found.
 func (f *frontConn) search(cmd *imapwire.Command) bool {
-	start := time.Now()
-	answer := func(status string) bool {
-		f.observe(cmd.Name, strings.HasPrefix(status, "OK"), start)
-		return f.writeLine(cmd.Tag+" "+status) == nil
-	}
+	answer := f.answerer(cmd)
 	sc, err := parseSearch(cmd)
 	if err != nil {
 		return answer("BAD [CLIENTBUG] " + err.Error())
 	}
-	if !sc.charsetKnown {
-		return answer("NO [BADCHARSET " + sortCharsets + "] Unsupported charset")
-	}
-	sess := f.selected()
+	sess, ok := f.searchSession(sc.charsetKnown, answer)
 	if sess == nil {
-		return answer("BAD No mailbox selected")
+		return ok
 	}
 	withModSeq := hasModSeqKey(sc.criteria)
 	if withModSeq {

@@ -3,7 +3,6 @@ package imap
 import (
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -95,11 +94,7 @@ func quotaQuote(s string) string {
 
 // quota answers GETQUOTA, GETQUOTAROOT and SETQUOTA.
 func (f *frontConn) quota(cmd *imapwire.Command) bool {
-	start := time.Now()
-	answer := func(status string) bool {
-		f.observe(cmd.Name, strings.HasPrefix(status, "OK"), start)
-		return f.writeLine(cmd.Tag+" "+status) == nil
-	}
+	answer := f.answerer(cmd)
 	args := topArgs(cmd.Args)
 	if cmd.Name == "SETQUOTA" {
 		return answer("NO [NOPERM] Quotas are set by the administrator")

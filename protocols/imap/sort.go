@@ -510,23 +510,40 @@ func failedStatus(err error) string {
 	return st + " " + ie.Text
 }
 
-// sort answers SORT and UID SORT.
-func (f *frontConn) sort(cmd *imapwire.Command) bool {
+// answerer returns what ends a command the front runs itself: its
+// tagged status line, written and observed (command metrics and log).
+func (f *frontConn) answerer(cmd *imapwire.Command) func(status string) bool {
 	start := time.Now()
-	answer := func(status string) bool {
+	return func(status string) bool {
 		f.observe(cmd.Name, strings.HasPrefix(status, "OK"), start)
 		return f.writeLine(cmd.Tag+" "+status) == nil
 	}
+}
+
+// searchSession checks what SEARCH, SORT and THREAD run by the front
+// need: a charset they know and a selected mailbox. It returns the
+// session, or nil once it has refused the command (ok: the answer was
+// written).
+func (f *frontConn) searchSession(charsetKnown bool, answer func(string) bool) (sess *session, ok bool) {
+	if !charsetKnown {
+		return nil, answer("NO [BADCHARSET " + sortCharsets + "] Unsupported charset")
+	}
+	if sess = f.selected(); sess == nil {
+		return nil, answer("BAD No mailbox selected")
+	}
+	return sess, true
+}
+
+// sort answers SORT and UID SORT.
+func (f *frontConn) sort(cmd *imapwire.Command) bool {
+	answer := f.answerer(cmd)
 	sc, err := parseSort(cmd)
 	if err != nil {
 		return answer("BAD [CLIENTBUG] " + err.Error())
 	}
-	if !sc.charsetKnown {
-		return answer("NO [BADCHARSET " + sortCharsets + "] Unsupported charset")
-	}
-	sess := f.selected()
+	sess, ok := f.searchSession(sc.charsetKnown, answer)
 	if sess == nil {
-		return answer("BAD No mailbox selected")
+		return ok
 	}
 	var entries []sortEntry
 	err = sess.withView(func(v *view) (err error) {

@@ -506,21 +506,14 @@ func (s *session) runThread(v *view, tc *threadCommand) ([]*threadNode, error) {
 
 // thread answers THREAD and UID THREAD.
 func (f *frontConn) thread(cmd *imapwire.Command) bool {
-	start := time.Now()
-	answer := func(status string) bool {
-		f.observe(cmd.Name, strings.HasPrefix(status, "OK"), start)
-		return f.writeLine(cmd.Tag+" "+status) == nil
-	}
+	answer := f.answerer(cmd)
 	tc, err := parseThread(cmd)
 	if err != nil {
 		return answer("BAD [CLIENTBUG] " + err.Error())
 	}
-	if !tc.charsetKnown {
-		return answer("NO [BADCHARSET " + sortCharsets + "] Unsupported charset")
-	}
-	sess := f.selected()
+	sess, ok := f.searchSession(tc.charsetKnown, answer)
 	if sess == nil {
-		return answer("BAD No mailbox selected")
+		return ok
 	}
 	var roots []*threadNode
 	err = sess.withView(func(v *view) (err error) {
