@@ -146,6 +146,10 @@ func TestTimeoutsEndAtLogin(t *testing.T) {
 		c.Send("PASS %s", testPassword)
 		c.Expect("+OK")
 		e.stillServed(t, c)
+		// QUIT releases the maildrop lock before its answer, so the next
+		// subtest's login cannot find it still held by this session.
+		c.Send("QUIT")
+		c.Expect("+OK")
 	})
 	t.Run("AUTH PLAIN over implicit TLS", func(t *testing.T) {
 		c := protocoltest.DialLine(t, e.implicit, e.clientTLS)
