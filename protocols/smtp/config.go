@@ -120,8 +120,10 @@ type Config struct {
 
 	// MaxMessageBytes is the largest message accepted, before the trace
 	// headers this server adds; EHLO advertises it as SIZE. A larger
-	// declared SIZE or message gets 552 5.3.4. Over DATA, go-smtp accepts
-	// one byte less (see NewServer); over BDAT the limit is exact.
+	// declared SIZE or message gets 552 5.3.4. On the submission ports,
+	// go-smtp's DATA reader accepts one byte less (see NewServer); over
+	// BDAT, and over DATA on the MX port (whose front hands DATA on as
+	// BDAT), the limit is exact.
 	MaxMessageBytes int64
 	// MaxHeaderBytes bounds the header section of a message.
 	MaxHeaderBytes int

@@ -53,6 +53,7 @@ const (
 	frontLong                     // the rest of a command line longer than the buffer
 	frontData                     // DATA content, up to the end-of-data line
 	frontChunk                    // a BDAT chunk
+	frontConvert                  // DATA content handed on as BDAT chunks (frontdata.go)
 )
 
 // dot-stuffing states of DATA content, as go-smtp's DATA reader has them.
@@ -97,11 +98,33 @@ type frontConn struct {
 	// freshTLS: STARTTLS succeeded and no HELO/EHLO was accepted since.
 	freshTLS bool
 
+	// divert: the next reply of go-smtp answers a command the front made
+	// of DATA (frontdata.go). convertNext: go-smtp took the "BDAT 0" that
+	// stands for DATA, and message content comes next. failedReply:
+	// go-smtp's refusal of a chunk, to answer the DATA with.
+	divert      divert
+	convertNext bool
+	failedReply []byte
+	// converted: the client's last message transfer began with DATA
+	// that the front hands on as BDAT (see dataConverted). refusal:
+	// go-smtp's refusal of one of its chunks (see chunkRefusal).
+	converted bool
+	refusal   []byte
+
 	// Read state, only touched by Read (go-smtp's goroutine).
 	mode      frontMode
 	dataState int
 	chunkLeft uint64
 	pending   []byte // a command line handed out in part
+	// convert: DATA is handed to go-smtp as BDAT (frontdata.go), in
+	// chunks of at most chunkMax bytes.
+	convert  bool
+	chunkMax int
+	// clientChunking: the client's own BDAT transfer may be open in
+	// go-smtp, so DATA goes to go-smtp as it is, to be refused.
+	clientChunking bool
+	conv           dataConversion
+	chunkOut       []byte // chunk bytes still to hand go-smtp
 }
 
 // minFrontBuffer is the least size of the front's read buffer, which
@@ -112,7 +135,7 @@ const minFrontBuffer = 4096
 // newFrontConn wraps an accepted MX connection.
 func (s *Server) newFrontConn(c net.Conn) *frontConn {
 	size := max(s.cfg.MaxLineLength+2, minFrontBuffer)
-	return &frontConn{srv: s, base: c, cur: c, in: bufio.NewReaderSize(c, size), replyStart: true}
+	return &frontConn{srv: s, base: c, cur: c, in: bufio.NewReaderSize(c, size), replyStart: true, convert: true, chunkMax: convertChunk}
 }
 
 // conn returns the connection the front reads and writes now.
@@ -144,17 +167,32 @@ func (f *frontConn) Read(p []byte) (int, error) {
 		f.pending = f.pending[n:]
 		return n, nil
 	}
+	if len(f.chunkOut) > 0 {
+		n := copy(p, f.chunkOut)
+		f.chunkOut = f.chunkOut[n:]
+		return n, nil
+	}
 	f.mu.Lock()
 	in := f.in
 	if f.dataNext {
 		f.dataNext = false
 		f.mode, f.dataState = frontData, dataLineStart
 	}
+	if f.convertNext {
+		f.convertNext = false
+		f.mode = frontConvert
+		f.conv = dataConversion{state: dataLineStart, chunkMax: f.chunkMax, chunk: f.conv.chunk}
+	}
 	f.mu.Unlock()
 	if f.mode == frontChunk && f.chunkLeft == 0 {
 		f.mode = frontCommand
 	}
+	if f.mode == frontConvert && f.conv.last {
+		f.mode = frontCommand
+	}
 	switch f.mode {
+	case frontConvert:
+		return f.readConverted(in, p)
 	case frontData:
 		return f.readData(in, p)
 	case frontChunk:
@@ -298,14 +336,33 @@ func (f *frontConn) command(line []byte) []byte {
 			return []byte("NOOP\r\n")
 		}
 	}
+	if len(text) == 4 && strings.EqualFold(text, "DATA") && f.convert && !f.clientChunking {
+		f.mu.Lock()
+		f.divert = divertOpen
+		f.converted = true
+		f.refusal = f.refusal[:0]
+		f.mu.Unlock()
+		return []byte("BDAT 0\r\n")
+	}
+	if len(text) >= 4 && (len(text) == 4 || text[4] == ' ') {
+		switch strings.ToUpper(text[:4]) {
+		case "MAIL", "RSET", "EHLO", "HELO":
+			f.clientChunking = false
+			f.mu.Lock()
+			f.converted = false
+			f.mu.Unlock()
+		}
+	}
 	if len(text) < 6 || text[4] != ' ' {
 		return line
 	}
 	switch strings.ToUpper(text[:4]) {
 	case "BDAT":
-		if size, ok := bdatChunkSize(text[5:]); ok && size > 0 {
+		size, ok := bdatChunkSize(text[5:])
+		if ok && size > 0 {
 			f.mode, f.chunkLeft = frontChunk, size
 		}
+		f.clientChunking = !ok || !strings.HasSuffix(strings.ToUpper(strings.TrimSpace(text)), " LAST")
 	case "RCPT":
 		if rewritten, ok := f.rewritePostmaster(line); ok {
 			return rewritten
@@ -338,6 +395,16 @@ func (f *frontConn) greetingAfterTLS(line []byte, text string) []byte {
 	f.override = "501 5.5.4 " + errBadHelo.Message
 	f.mu.Unlock()
 	return []byte("HELO\r\n")
+}
+
+// dataConverted reports whether the message transfer in progress on
+// this connection is the client's DATA, which go-smtp sees as BDAT (the
+// session's Data runs from go-smtp's "BDAT 0" to the last chunk, and the
+// client's next transaction can only begin after it).
+func (f *frontConn) dataConverted() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.converted
 }
 
 // canStartTLS reports whether the front runs a STARTTLS now: TLS is
@@ -417,6 +484,11 @@ func (f *frontConn) Write(p []byte) (int, error) {
 		line := f.wbuf[:i+1]
 		start := f.replyStart
 		f.replyStart = len(line) < 4 || line[3] != '-'
+		if f.divert != divertNone {
+			out = append(out, f.divertReply(line, start)...)
+			f.wbuf = f.wbuf[i+1:]
+			continue
+		}
 		switch {
 		case start && f.startTLS:
 			// The reply to the RSET that stands for STARTTLS.

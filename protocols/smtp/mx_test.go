@@ -247,7 +247,7 @@ func TestMXMessageChecks(t *testing.T) {
 		wantCode(t, "DATA of MaxMessageBytes+1", sendData(c, body), 552, gosmtp.EnhancedCode{5, 3, 4})
 	})
 
-	// Over DATA, go-smtp accepts one byte less than the limit (see
+	// A message just under the limit over DATA (see
 	// TestSizeLimit for the limit itself, over BDAT).
 	t.Run("message just under the limit is accepted", func(t *testing.T) {
 		body := header + "Subject: limit-ok\r\n\r\n"

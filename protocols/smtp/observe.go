@@ -142,6 +142,10 @@ func (o *observedSession) Data(r io.Reader) error {
 	name := "DATA"
 	if _, ok := r.(*io.PipeReader); ok {
 		name = "BDAT"
+		if f, ok := o.conn.Conn().(*frontConn); ok && f.dataConverted() {
+			// The client sent DATA; the MX front hands it on as BDAT.
+			name = "DATA"
+		}
 	}
 	start := time.Now()
 	err := o.inner.Data(r)

@@ -333,6 +333,9 @@ func (s *session) Data(r io.Reader) (err error) {
 	if err != nil {
 		return err
 	}
+	if longestLine(msg) > cfg.MaxLineLength {
+		return s.refuse("data", errLineTooLong(cfg.MaxLineLength, nil))
+	}
 	hdr, err := parseMessage(msg, cfg.MaxHeaderBytes)
 	if err != nil {
 		return s.refuse("data", messageError(err, cfg.MaxHeaderBytes))
@@ -533,6 +536,29 @@ func (s *session) readMessage(r io.Reader, tx transaction, start time.Time) ([]b
 	return buf.Bytes(), nil
 }
 
+// errLineTooLong is the reply to a message with a line over the limit.
+// go-smtp counts the lines of DATA itself (reason is its error), but not
+// those of BDAT chunks, which is how the MX front hands on DATA too: the
+// session checks every message (longestLine).
+func errLineTooLong(limit int, reason error) *protocols.Error {
+	return protocols.Permanentf(500, [3]int{5, 5, 2}, reason, "Line too long (limit %d bytes)", limit)
+}
+
+// longestLine returns the length of msg's longest line, its line ending
+// included.
+func longestLine(msg []byte) int {
+	longest := 0
+	for len(msg) > 0 {
+		n := bytes.IndexByte(msg, '\n') + 1
+		if n == 0 {
+			n = len(msg)
+		}
+		longest = max(longest, n)
+		msg = msg[n:]
+	}
+	return longest
+}
+
 // sizeExceededText is the text of every refusal for the message size limit
 // (RFC 1870): a declared SIZE too large, a message too large over DATA or
 // BDAT. It is go-smtp's own text for the refusals the library makes itself
@@ -555,8 +581,15 @@ func (s *session) readError(err error, conn net.Conn) error {
 	case errors.Is(err, gosmtp.ErrDataTooLarge):
 		return s.refuse("data", errMessageTooLarge(err))
 	case errors.Is(err, gosmtp.ErrTooLongLine):
-		return s.refuse("data", protocols.Permanentf(500, [3]int{5, 5, 2}, err, "Line too long (limit %d bytes)", cfg.MaxLineLength))
+		return s.refuse("data", errLineTooLong(cfg.MaxLineLength, err))
 	case errors.Is(err, gosmtp.ErrDataReset):
+		if f, ok := conn.(*frontConn); ok {
+			if e, refused := f.chunkRefusal(); refused {
+				// The client sent DATA and go-smtp refused a chunk
+				// the front made of it: that is the DATA's reply.
+				return s.refuse("data", e)
+			}
+		}
 		s.log.Info("message transfer aborted by client")
 		return err
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, errDataTimeout):
