@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -30,12 +33,16 @@ const (
 var (
 	errMIMETooDeep = errors.New("mime structure nested too deeply")
 	errMIMETooWide = errors.New("mime structure has too many parts")
+	// errFound ends textPieces' walk once fn is satisfied.
+	errFound = errors.New("found")
 )
 
 // mimeEntity is one entity met by walkMIME.
 type mimeEntity struct {
 	header textproto.Header
-	depth  int
+	// mediaType is the header's media type (contentType), parsed once.
+	mediaType string
+	depth     int
 	// body is the raw (transfer-encoded) body of a leaf; nil for multipart
 	// and message/rfc822 entities, whose content is walked instead.
 	body io.Reader
@@ -64,7 +71,7 @@ func walkEntity(h textproto.Header, body io.Reader, depth int, count *int, visit
 	primary, _, _ := strings.Cut(mediaType, "/")
 	switch {
 	case primary == "multipart":
-		if err := visit(&mimeEntity{header: h, depth: depth}); err != nil {
+		if err := visit(&mimeEntity{header: h, mediaType: mediaType, depth: depth}); err != nil {
 			return err
 		}
 		mr := textproto.NewMultipartReader(body, params["boundary"])
@@ -79,14 +86,14 @@ func walkEntity(h textproto.Header, body io.Reader, depth int, count *int, visit
 			}
 		}
 	case mediaType == "message/rfc822" || mediaType == "message/global":
-		if err := visit(&mimeEntity{header: h, depth: depth}); err != nil {
+		if err := visit(&mimeEntity{header: h, mediaType: mediaType, depth: depth}); err != nil {
 			return err
 		}
 		br := bufio.NewReader(body)
 		inner, _ := textproto.ReadHeader(br)
 		return walkEntity(inner, br, depth+1, count, visit)
 	default:
-		return visit(&mimeEntity{header: h, depth: depth, body: body})
+		return visit(&mimeEntity{header: h, mediaType: mediaType, depth: depth, body: body})
 	}
 }
 
@@ -113,8 +120,7 @@ func bodyStructureOf(msg []byte) imap.BodyStructure {
 		if nextAttached {
 			attached = append(attached, e.header)
 		}
-		mediaType, _ := contentType(e.header)
-		nextAttached = e.body == nil && (mediaType == "message/rfc822" || mediaType == "message/global")
+		nextAttached = e.body == nil && (e.mediaType == "message/rfc822" || e.mediaType == "message/global")
 		return nil
 	})
 	if err != nil {
@@ -247,27 +253,50 @@ func containsText(msg []byte, needle string, withHeaders bool) bool {
 	})
 }
 
+// maxPooledText bounds the scratch buffers textPieces keeps for reuse,
+// so one large message does not pin its size in memory.
+const maxPooledText = 1 << 20
+
+// textScratch holds textPieces' buffers between calls: the decoded body
+// of a part and a lower-cased header string.
+var textScratch = sync.Pool{New: func() any { return new(textBuffers) }}
+
+type textBuffers struct {
+	body   bytes.Buffer
+	lower  []byte // a non-ASCII body lower-cased
+	header []byte
+}
+
 // textPieces calls fn with each lower-cased text that SEARCH BODY (and,
 // with withHeaders, TEXT) compares a needle against, until fn returns
 // true, and reports whether it did: with withHeaders, the name, decoded
 // text and raw value of every header field of every entity (header
-// true); the decoded body of every text or message leaf; and, for a
-// message beyond the MIME limits in which nothing matched, the whole raw
-// message. containsText and the search record (searchrecord.go) both
-// read it, so a record answers exactly as reading the message does.
+// true); the decoded body of every leaf whose media type is text/* or
+// message/* (a part without Content-Type is text/plain), so attachments
+// of other types (images, PDF, archives) are never decoded nor searched,
+// as in Dovecot without FTS; and, for a message beyond the MIME limits
+// in which nothing matched, the whole raw message. containsText and the
+// search record (searchrecord.go) both read it, so a record answers
+// exactly as reading the message does. A piece is only valid during the
+// call to fn (its buffer is reused).
 func textPieces(msg []byte, withHeaders bool, fn func(piece []byte, header bool) bool) bool {
+	bufs := textScratch.Get().(*textBuffers)
+	defer func() {
+		if bufs.body.Cap() <= maxPooledText && cap(bufs.lower) <= maxPooledText && cap(bufs.header) <= maxPooledText {
+			bufs.body.Reset()
+			textScratch.Put(bufs)
+		}
+	}()
 	found := false
-	errFound := errors.New("found")
 	err := walkMIME(msg, func(e *mimeEntity) error {
-		if withHeaders && headerPieces(e.header, fn) {
+		if withHeaders && headerPieces(e.header, &bufs.header, fn) {
 			found = true
 			return errFound
 		}
 		if e.body == nil {
 			return nil
 		}
-		mediaType, _ := contentType(e.header)
-		if !strings.HasPrefix(mediaType, "text/") && !strings.HasPrefix(mediaType, "message/") {
+		if !strings.HasPrefix(e.mediaType, "text/") && !strings.HasPrefix(e.mediaType, "message/") {
 			return nil
 		}
 		ent, err := gomessage.New(gomessage.Header{Header: e.header}, e.body)
@@ -275,8 +304,9 @@ func textPieces(msg []byte, withHeaders bool, fn func(piece []byte, header bool)
 			return nil
 		}
 		_ = err // unknown charsets and encodings are searched undecoded
-		b, _ := io.ReadAll(ent.Body)
-		if fn(bytes.ToLower(b), false) {
+		bufs.body.Reset()
+		_, _ = bufs.body.ReadFrom(ent.Body)
+		if fn(lowerOwned(bufs.body.Bytes(), &bufs.lower), false) {
 			found = true
 			return errFound
 		}
@@ -291,19 +321,81 @@ func textPieces(msg []byte, withHeaders bool, fn func(piece []byte, header bool)
 	return false
 }
 
+// lowerOwned returns bytes.ToLower(b): b lower-cased in place when it
+// is ASCII (b must be the caller's to change), else appended to
+// (*scratch)[:0].
+func lowerOwned(b []byte, scratch *[]byte) []byte {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			*scratch = appendLowerBytes((*scratch)[:0], b)
+			return *scratch
+		}
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return b
+}
+
+// appendLowerBytes appends bytes.ToLower(s) to dst: it maps s the way
+// bytes.Map(unicode.ToLower, s) does (an invalid byte becomes U+FFFD),
+// with ASCII bytes mapped directly.
+func appendLowerBytes(dst, s []byte) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		r, wid := utf8.DecodeRune(s[i:])
+		dst = utf8.AppendRune(dst, unicode.ToLower(r))
+		i += wid
+	}
+	return dst
+}
+
+// appendLower appends strings.ToLower(s) to dst, without a new string
+// when s is ASCII.
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(dst, strings.ToLower(s)...)
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // headerPieces calls fn with the lower-cased name, decoded text and raw
-// value of every field of h, until fn returns true.
-func headerPieces(h textproto.Header, fn func(piece []byte, header bool) bool) bool {
+// value of every field of h, until fn returns true; *scratch holds each
+// piece in turn.
+func headerPieces(h textproto.Header, scratch *[]byte, fn func(piece []byte, header bool) bool) bool {
 	mh := gomessage.Header{Header: h}
 	fields := mh.Fields()
+	piece := func(s string) bool {
+		*scratch = appendLower((*scratch)[:0], s)
+		return fn(*scratch, true)
+	}
 	for fields.Next() {
-		if fn([]byte(strings.ToLower(fields.Key())), true) {
+		if piece(fields.Key()) {
 			return true
 		}
-		if text, err := fields.Text(); err == nil && fn([]byte(strings.ToLower(text)), true) {
+		if text, err := fields.Text(); err == nil && piece(text) {
 			return true
 		}
-		if fn([]byte(strings.ToLower(fields.Value())), true) {
+		if piece(fields.Value()) {
 			return true
 		}
 	}

@@ -2,6 +2,8 @@ package imap
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -110,4 +112,32 @@ func FuzzMessage(f *testing.F) {
 			_, _ = binarySection(msg, part)
 		}
 	})
+}
+
+// TestLowerAsStandardLibrary: the lower-casing textPieces uses gives
+// bytes.ToLower's and strings.ToLower's bytes, invalid UTF-8 included.
+func TestLowerAsStandardLibrary(t *testing.T) {
+	inputs := []string{"", "ABC def", "İSTANBUL ÇAĞ Straße", "ΣΑΣ", "\xff\xfeA\xc3", "a\xe2\x82", "\ufffd X \u212a", "ǅ ǈ Ⅻ Ａ"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"A", "z", " ", "\xc3", "\xa9", "É", "İ", "\xff", "Σ", "\ufffd", "\u212a", "\xe2\x82"}
+	for i := 0; i < 2000; i++ {
+		var b strings.Builder
+		for j := rng.IntN(12); j > 0; j-- {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		inputs = append(inputs, b.String())
+	}
+	for _, in := range inputs {
+		want := bytes.ToLower([]byte(in))
+		if got := appendLowerBytes([]byte("x"), []byte(in)); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Errorf("appendLowerBytes(%q) = %q, want x%q", in, got, want)
+		}
+		var scratch []byte
+		if got := lowerOwned([]byte(in), &scratch); !bytes.Equal(got, want) {
+			t.Errorf("lowerOwned(%q) = %q, want %q", in, got, want)
+		}
+		if got := appendLower(nil, in); string(got) != strings.ToLower(in) {
+			t.Errorf("appendLower(%q) = %q, want %q", in, got, strings.ToLower(in))
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -164,20 +165,37 @@ func (r *searchRecord) sortFields(e *sortEntry) {
 // normalised, as the store keeps it). It is meant for the mail store's
 // indexer (mailstore.Config.SearchIndexer) and never fails.
 func BuildSearchRecord(msg []byte) []byte {
-	body, text := map[string]struct{}{}, map[string]struct{}{}
+	sets := wordSetPool.Get().(*[2]wordSet)
+	defer func() {
+		if sets[0].reusable() && sets[1].reusable() {
+			sets[0].reset()
+			sets[1].reset()
+			wordSetPool.Put(sets)
+		}
+	}()
+	body, text := &sets[0], &sets[1]
 	size := 0
 	textPieces(msg, true, func(piece []byte, header bool) bool {
 		set := body
 		if header {
 			set = text
 		}
-		for _, w := range splitWords(piece) {
-			if _, ok := set[string(w)]; !ok {
-				set[string(w)] = struct{}{}
-				size += len(w) + 1
+		for i := 0; i < len(piece); {
+			for i < len(piece) && isWordSeparator(piece[i]) {
+				i++
 			}
+			j := i
+			for j < len(piece) && !isWordSeparator(piece[j]) {
+				j++
+			}
+			if j > i && set.add(piece[i:j]) {
+				if size += j - i + 1; size > maxRecordWords {
+					return true
+				}
+			}
+			i = j
 		}
-		return size > maxRecordWords
+		return false
 	})
 	header := msg[:min(schema.HeaderLength(msg), maxRecordHeader)]
 	var flags byte
@@ -185,7 +203,7 @@ func BuildSearchRecord(msg []byte) []byte {
 	if size > maxRecordWords {
 		flags |= recordNoWords
 	} else {
-		bodyWords, textWords = joinWords(body), joinWords(text)
+		bodyWords, textWords = body.words, text.words
 	}
 	out := make([]byte, 0, 2+3*binary.MaxVarintLen32+len(header)+len(bodyWords)+len(textWords))
 	out = append(out, searchRecordVersion, flags)
@@ -196,26 +214,84 @@ func BuildSearchRecord(msg []byte) []byte {
 	return out
 }
 
-// splitWords returns the words of p, runs between wordSeparators.
-func splitWords(p []byte) [][]byte {
-	return bytes.FieldsFunc(p, func(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' })
+// isWordSeparator reports whether c is one of wordSeparators.
+func isWordSeparator(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n'
 }
 
-// joinWords writes a set of words sorted, each followed by '\n'.
-func joinWords(set map[string]struct{}) []byte {
-	words := make([]string, 0, len(set))
-	n := 0
-	for w := range set {
-		words = append(words, w)
-		n += len(w) + 1
+// wordSet collects distinct words without a string or map entry per
+// word: words holds each once, followed by '\n', in the order first
+// seen (the record's form; its reader only looks for substrings, so the
+// order does not matter); slots is an open-addressing hash table over
+// it, each slot the word's hash (high 32 bits) and its offset + 1 (low
+// 32 bits; 0 marks an empty slot).
+type wordSet struct {
+	words []byte
+	slots []uint64
+	n     int
+}
+
+// wordSeed seeds the word hash; the record does not depend on it.
+var wordSeed = maphash.MakeSeed()
+
+// maxPooledWords bounds the word sets kept for reuse: a set that
+// reached the record's bound is kept (it holds that much and one word),
+// one grown by a longer word is not.
+const maxPooledWords = 2 * maxRecordWords
+
+var wordSetPool = sync.Pool{New: func() any { return new([2]wordSet) }}
+
+func (s *wordSet) reusable() bool {
+	return cap(s.words) <= maxPooledWords && len(s.slots) <= maxPooledWords/8
+}
+
+func (s *wordSet) reset() {
+	s.words = s.words[:0]
+	clear(s.slots)
+	s.n = 0
+}
+
+// add adds w (without separators) and reports whether it was new.
+func (s *wordSet) add(w []byte) bool {
+	if 4*(s.n+1) > 3*len(s.slots) {
+		s.grow()
 	}
-	slices.Sort(words)
-	out := make([]byte, 0, n)
-	for _, w := range words {
-		out = append(out, w...)
-		out = append(out, '\n')
+	h := uint32(maphash.Bytes(wordSeed, w))
+	mask := uint32(len(s.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		slot := s.slots[i]
+		if slot == 0 {
+			s.slots[i] = uint64(h)<<32 | uint64(len(s.words)+1)
+			s.words = append(s.words, w...)
+			s.words = append(s.words, '\n')
+			s.n++
+			return true
+		}
+		if uint32(slot>>32) == h {
+			off := int(uint32(slot)) - 1
+			if end := off + len(w); end < len(s.words) && s.words[end] == '\n' && bytes.Equal(s.words[off:end], w) {
+				return false
+			}
+		}
 	}
-	return out
+}
+
+// grow doubles the table (from 256 slots), placing the slots again by
+// their kept hashes.
+func (s *wordSet) grow() {
+	old := s.slots
+	s.slots = make([]uint64, max(256, 2*len(old)))
+	mask := uint32(len(s.slots) - 1)
+	for _, slot := range old {
+		if slot == 0 {
+			continue
+		}
+		i := uint32(slot>>32) & mask
+		for s.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		s.slots[i] = slot
+	}
 }
 
 // openSearchRecord decodes a record; nil when it is not one this version

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"slices"
@@ -179,6 +180,49 @@ func TestSearchRecordsAnswerAsReading(t *testing.T) {
 	}
 }
 
+// TestSearchBodyTextPartsOnly: BODY and TEXT search the text/* and
+// message/* parts (and parts without Content-Type, which are
+// text/plain), decoded, and never the content of other parts (images,
+// PDF, archives), whether the server reads the message or its record.
+func TestSearchBodyTextPartsOnly(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	attach := func(intro, ctype, content string) string {
+		return "From: a@example.com\r\nSubject: attachment\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\n" + intro + "\r\n" +
+			"--m\r\n" + ctype + "Content-Disposition: attachment; filename=\"f\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			b64(content) + "\r\n--m--\r\n"
+	}
+	corpus := []string{
+		attach("See the picture.", "Content-Type: image/png\r\n", "\x89PNG pngword inside an image"),
+		attach("See the file.", "Content-Type: text/plain; charset=utf-8\r\n", "attachedtextword in a text file"),
+		attach("No type.", "", "defaultword in a part without Content-Type"),
+		attach("A document.", "Content-Type: application/pdf\r\n", "%PDF-1.4 pdfword"),
+	}
+	want := map[string]string{"pngword": "[]", "attachedtextword": "[2]", "defaultword": "[3]", "pdfword": "[]", "file.": "[2]"}
+	for _, indexed := range []bool{false, true} {
+		ts := newTestServer(t, func(c *Config) { c.SearchCacheBytes = -1 })
+		if indexed {
+			ts.env.Mem.SetSearchIndexer(BuildSearchRecord)
+		}
+		for _, m := range corpus {
+			ts.deliver(t, m)
+		}
+		c := ts.login(t, nil)
+		selectMailbox(t, c, "INBOX", false)
+		for needle, uids := range want {
+			for _, crit := range []imap.SearchCriteria{{Body: []string{needle}}, {Text: []string{needle}}} {
+				data, err := c.UIDSearch(&crit, &imap.SearchOptions{ReturnAll: true}).Wait()
+				if err != nil {
+					t.Fatalf("records %v: search %+v: %v", indexed, crit, err)
+				}
+				if got := fmt.Sprint(data.AllUIDs()); got != uids {
+					t.Errorf("records %v: search %+v: got %s, want %s", indexed, crit, got, uids)
+				}
+			}
+		}
+	}
+}
+
 // fetchHeadersTwice fetches the header section and envelope of messages
 // 1..n twice (the second time from the record cache) and checks that
 // both answers are the same.
@@ -227,12 +271,12 @@ func headerOnlyRecords(c *recordCache) int {
 // TestSearchRecordDecoding checks that a record round-trips and that
 // damaged or foreign bytes are not taken for a record.
 func TestSearchRecordDecoding(t *testing.T) {
-	msg := []byte("Subject: Hi There\r\n\r\nBody Words here\r\n")
+	msg := []byte("Subject: Hi There\r\n\r\nBody Words here\r\nbody WORDS\r\n")
 	r := openSearchRecord(BuildSearchRecord(msg))
 	if r == nil || string(r.header) != "Subject: Hi There\r\n\r\n" || r.noWords {
 		t.Fatalf("record %+v", r)
 	}
-	if r.body != "body\nhere\nwords\n" {
+	if r.body != "body\nwords\nhere\n" { // distinct, in the order first seen
 		t.Fatalf("body words %q", r.body)
 	}
 	if found, ok := r.contains("ody", false); !found || !ok {
@@ -262,6 +306,35 @@ func TestSearchRecordDecoding(t *testing.T) {
 	}
 	if r := openSearchRecord(BuildSearchRecord(big)); r == nil || !r.noWords || r.body != "" {
 		t.Fatalf("oversized record keeps words: %v", r != nil && !r.noWords)
+	}
+}
+
+// TestWordSet checks the distinct words kept, in the order first seen,
+// past several growths of the table.
+func TestWordSet(t *testing.T) {
+	var s wordSet
+	var want []byte
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 20000; i++ {
+			w := fmt.Appendf(nil, "w%x", i*7919%20000)
+			if s.add(w) != (round == 0) {
+				t.Fatalf("round %d: add(%s) reported new %v", round, w, round != 0)
+			}
+			if round == 0 {
+				want = append(append(want, w...), '\n')
+			}
+		}
+	}
+	if !bytes.Equal(s.words, want) || s.n != 20000 {
+		t.Fatalf("%d words kept, want 20000 in the order added", s.n)
+	}
+	// A word that is a prefix of another is its own word.
+	s.reset()
+	for _, w := range []string{"abc", "ab", "abc", "abcd", "ab"} {
+		s.add([]byte(w))
+	}
+	if string(s.words) != "abc\nab\nabcd\n" {
+		t.Fatalf("words %q", s.words)
 	}
 }
 
