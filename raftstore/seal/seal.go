@@ -24,10 +24,17 @@ const MaxPlaintext = 16 << 20
 const (
 	version       = 1
 	flagZstd      = 1
+	flagFolded    = 2 // the plaintext was folded before compression (fold.go)
 	headerSize    = 1 + 1 + 4 + chacha20poly1305.NonceSizeX
 	compressAbove = 128 // smaller values are not worth a zstd frame
-	// compressHarderFrom is the plaintext size from which Seal uses
-	// zstd's better-compression level. Measured on the benchmark corpus
+	// compressHarderFrom is the plaintext size from which Seal folds
+	// base64 (fold.go) and compresses at zstd's fastest level, or, when
+	// there is too little base64 to fold, at its better-compression
+	// level. Folding, measured on the chunks of 32 KiB and more of a
+	// 2,000-message benchmark corpus (142 MiB, one core): 0.615 of the
+	// plaintext at about 300 MiB/s (fold, the check that it unfolds, and
+	// zstd), where the better level alone wrote 0.662 at 105 MiB/s.
+	// The better level, measured on the benchmark corpus
 	// (one core): on 64 KiB and 1 MiB mail (text and base64
 	// attachments) it writes 0.68 and 0.65 of the plaintext instead of
 	// 0.79 and 0.81 at the default level, at 190-240 MB/s instead of
@@ -134,8 +141,8 @@ func Index(key [KeySize]byte, name string) [32]byte {
 // Sealer seals and opens values. It shares its zstd encoders (one per
 // level) and decoder among all callers and is safe for concurrent use.
 type Sealer struct {
-	enc, encLarge *zstd.Encoder
-	dec           *zstd.Decoder
+	enc, encLarge, encFolded *zstd.Encoder
+	dec                      *zstd.Decoder
 }
 
 // New returns a Sealer.
@@ -149,6 +156,12 @@ func New() (*Sealer, error) {
 		enc.Close()
 		return nil, fmt.Errorf("seal: zstd encoder: %w", err)
 	}
+	encFolded, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(4))
+	if err != nil {
+		enc.Close()
+		encLarge.Close()
+		return nil, fmt.Errorf("seal: zstd encoder: %w", err)
+	}
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(4),
 		zstd.WithDecoderMaxMemory(MaxPlaintext),
@@ -156,15 +169,17 @@ func New() (*Sealer, error) {
 	if err != nil {
 		enc.Close()
 		encLarge.Close()
+		encFolded.Close()
 		return nil, fmt.Errorf("seal: zstd decoder: %w", err)
 	}
-	return &Sealer{enc: enc, encLarge: encLarge, dec: dec}, nil
+	return &Sealer{enc: enc, encLarge: encLarge, encFolded: encFolded, dec: dec}, nil
 }
 
 // Close releases the compressors.
 func (s *Sealer) Close() {
 	s.enc.Close()
 	s.encLarge.Close()
+	s.encFolded.Close()
 	s.dec.Close()
 }
 
@@ -183,14 +198,20 @@ func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []b
 	var flags byte
 	var body []byte
 	if len(plaintext) > compressAbove {
-		enc := s.enc
+		enc, input, folded := s.enc, plaintext, byte(0)
 		if len(plaintext) >= compressHarderFrom {
-			enc = s.encLarge
+			if f, ok := s.foldChecked(plaintext); ok {
+				// Folded base64 is mostly bytes that compress as
+				// well at zstd's fastest level as at its better one.
+				enc, input, folded = s.encFolded, f, flagFolded
+			} else {
+				enc = s.encLarge
+			}
 		}
 		// EncodeAll appends in place while the output fits the capacity,
 		// which is the plaintext's size: whatever is smaller fits.
-		if c := enc.EncodeAll(plaintext, out[headerSize:headerSize]); len(c) < len(plaintext) {
-			body, flags = c, flagZstd
+		if c := enc.EncodeAll(input, out[headerSize:headerSize]); len(c) < len(plaintext) {
+			body, flags = c, flagZstd|folded
 		}
 	}
 	if flags == 0 {
@@ -210,7 +231,8 @@ func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []b
 
 // Open authenticates and decrypts a value sealed for (kind, owner, object).
 func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte) ([]byte, error) {
-	if len(sealed) < headerSize+chacha20poly1305.Overhead || sealed[0] != version || sealed[1]&^flagZstd != 0 {
+	if len(sealed) < headerSize+chacha20poly1305.Overhead || sealed[0] != version || sealed[1]&^(flagZstd|flagFolded) != 0 ||
+		sealed[1] == flagFolded {
 		return nil, ErrMalformed
 	}
 	key, ok := kr.Lookup(binary.BigEndian.Uint32(sealed[2:6]))
@@ -236,7 +258,23 @@ func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte
 	if len(plain) > MaxPlaintext {
 		return nil, ErrMalformed
 	}
+	if sealed[1]&flagFolded != 0 {
+		return unfold(plain)
+	}
 	return plain, nil
+}
+
+// foldChecked returns the folded form of plaintext when folding gains,
+// checked to unfold to the plaintext again (see fold.go).
+func (s *Sealer) foldChecked(plaintext []byte) ([]byte, bool) {
+	f, ok := fold(plaintext)
+	if !ok {
+		return nil, false
+	}
+	if back, err := unfold(f); err != nil || !bytes.Equal(back, plaintext) {
+		return nil, false
+	}
+	return f, true
 }
 
 // KeyID returns the id of the key a value was sealed with, for rotation.

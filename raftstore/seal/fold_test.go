@@ -1,0 +1,120 @@
+package seal
+
+import (
+	"bytes"
+	"encoding/base64"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// base64Message returns a message with a text part and a base64
+// attachment of n random bytes in 76-character lines, as mail carries it.
+func base64Message(n int, seed uint64) []byte {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	var b bytes.Buffer
+	b.WriteString("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n")
+	b.WriteString("--b\r\nContent-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+	enc := base64.StdEncoding.EncodeToString(data)
+	for len(enc) > 0 {
+		k := min(len(enc), 76)
+		b.WriteString(enc[:k] + "\r\n")
+		enc = enc[k:]
+	}
+	b.WriteString("--b--\r\n")
+	return b.Bytes()
+}
+
+func TestFoldRoundTrip(t *testing.T) {
+	msg := base64Message(100_000, 1)
+	f, ok := fold(msg)
+	if !ok {
+		t.Fatal("a message that is mostly base64 was not folded")
+	}
+	if len(f) > len(msg)*3/4+1000 {
+		t.Errorf("folded %d bytes into %d, want about three quarters", len(msg), len(f))
+	}
+	back, err := unfold(f)
+	if err != nil || !bytes.Equal(back, msg) {
+		t.Fatalf("unfold: %v, equal %v", err, bytes.Equal(back, msg))
+	}
+	if _, ok := fold([]byte(strings.Repeat("plain text line\r\n", 5000))); ok {
+		t.Error("text without base64 was folded")
+	}
+}
+
+// TestSealFoldsBase64 checks that Seal folds a value with base64 lines
+// (flag set, smaller than sealing it unfolded) and Open gives back the
+// exact plaintext, also for lines that look like base64 but are not
+// whole (padding, short, LF only).
+func TestSealFoldsBase64(t *testing.T) {
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	kr := NewStatic(NewKey(1))
+	msg := base64Message(200_000, 2)
+	odd := append(bytes.Clone(msg), "QUJD\r\nQUJDRA==\r\n"+strings.Repeat("A", 76)+"\n"+strings.Repeat("B", 75)+"\r\n"...)
+	for _, plain := range [][]byte{msg, odd} {
+		sealed, err := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sealed[1] != flagZstd|flagFolded {
+			t.Errorf("flags %#x, want zstd and folded", sealed[1])
+		}
+		got, err := s.Open(kr, KindChunk, []byte("owner"), []byte("obj"), sealed)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("Open: %v, equal %v", err, bytes.Equal(got, plain))
+		}
+		// The flags are authenticated.
+		tampered := bytes.Clone(sealed)
+		tampered[1] = flagZstd
+		if _, err := s.Open(kr, KindChunk, []byte("owner"), []byte("obj"), tampered); err == nil {
+			t.Error("a value whose folded flag was cleared opened")
+		}
+	}
+	// Folding pays: the same value compressed without it is larger.
+	unfolded := s.encLarge.EncodeAll(msg, nil)
+	sealed, _ := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), msg)
+	if len(sealed) >= len(unfolded) {
+		t.Errorf("sealed folded %d bytes, compressed unfolded %d", len(sealed), len(unfolded))
+	}
+}
+
+// FuzzFold checks that a folded form unfolds to what was folded, and
+// that unfold never panics or returns more than MaxPlaintext on any
+// input.
+func FuzzFold(f *testing.F) {
+	f.Add(base64Message(600, 3))
+	f.Add([]byte(strings.Repeat(strings.Repeat("A", 76)+"\r\n", 5) + "x"))
+	f.Add([]byte{foldRun, 2, 0, 1, 2})
+	f.Add([]byte{foldRaw, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		// The input as it is, and with its bytes also as base64 lines
+		// between its halves.
+		var lines []byte
+		for enc := base64.StdEncoding.EncodeToString(in); len(enc) > 0; {
+			k := min(len(enc), 76)
+			lines = append(append(lines, enc[:k]...), '\r', '\n')
+			enc = enc[k:]
+		}
+		mixed := append(append(bytes.Clone(in[:len(in)/2]), lines...), in[len(in)/2:]...)
+		for _, p := range [][]byte{in, mixed} {
+			if folded, ok := fold(p); ok {
+				back, err := unfold(folded)
+				if err != nil || !bytes.Equal(back, p) {
+					t.Fatalf("fold/unfold of %q: %v, got %q", p, err, back)
+				}
+			}
+		}
+		if out, err := unfold(in); err == nil && len(out) > MaxPlaintext {
+			t.Fatalf("unfold returned %d bytes", len(out))
+		}
+	})
+}
