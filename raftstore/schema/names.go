@@ -5,6 +5,7 @@ package schema
 // flags, passwords and the line endings of stored messages.
 
 import (
+	"bytes"
 	"fmt"
 	"net/mail"
 	"slices"
@@ -170,11 +171,19 @@ func ParentMailboxes(name string) []string {
 // NormalizeCRLF returns msg with every line ending as CRLF, so that the
 // stored size is the exact RFC 822 size every protocol reports.
 func NormalizeCRLF(msg []byte) []byte {
+	// Counted a line at a time (IndexByte runs at memory speed): the
+	// mail of every delivery passes here, nearly always already CRLF.
 	bare := 0
-	for i, c := range msg {
-		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+	for i := 0; ; {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || msg[i-1] != '\r' {
 			bare++
 		}
+		i++
 	}
 	if bare == 0 {
 		return msg
@@ -195,10 +204,8 @@ func HeaderLength(msg []byte) int {
 	if len(msg) >= 2 && msg[0] == '\r' && msg[1] == '\n' {
 		return 2
 	}
-	for i := 0; i+3 < len(msg); i++ {
-		if msg[i] == '\r' && msg[i+1] == '\n' && msg[i+2] == '\r' && msg[i+3] == '\n' {
-			return i + 4
-		}
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		return i + 4
 	}
 	return len(msg)
 }

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"strings"
@@ -128,5 +129,39 @@ func FuzzNames(f *testing.F) {
 			}
 		}
 		_ = ValidatePassword(s)
+	})
+}
+
+// FuzzNormalizeCRLF compares NormalizeCRLF and HeaderLength with a byte
+// by byte reading of their rules.
+func FuzzNormalizeCRLF(f *testing.F) {
+	f.Add([]byte("a\nb\r\nc\n"))
+	f.Add([]byte("\n\r\n\r\n"))
+	f.Add([]byte("A: b\r\n\r\nbody\n"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		var want []byte
+		for i, c := range msg {
+			if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+				want = append(want, '\r')
+			}
+			want = append(want, c)
+		}
+		if got := NormalizeCRLF(msg); !bytes.Equal(got, want) {
+			t.Fatalf("NormalizeCRLF(%q) = %q, want %q", msg, got, want)
+		}
+		end := len(msg)
+		if len(msg) >= 2 && msg[0] == '\r' && msg[1] == '\n' {
+			end = 2
+		} else {
+			for i := 0; i+3 < len(msg); i++ {
+				if msg[i] == '\r' && msg[i+1] == '\n' && msg[i+2] == '\r' && msg[i+3] == '\n' {
+					end = i + 4
+					break
+				}
+			}
+		}
+		if got := HeaderLength(msg); got != end {
+			t.Fatalf("HeaderLength(%q) = %d, want %d", msg, got, end)
+		}
 	})
 }
