@@ -170,6 +170,14 @@ type frontConn struct {
 	// none.
 	tag string
 
+	// greetedEarly: the front sent the greeting itself, from the
+	// library's greeting of an earlier connection (Server.greeting), so
+	// the relay drops the library's own. Set before the relay starts.
+	greetedEarly bool
+	// libGreeted: the front has had the relay's greeting event (front
+	// goroutine only).
+	libGreeted bool
+
 	// wmu serialises writes to the client: the relay's and the front's.
 	// After COMPRESS, bw writes into zw, the deflater (compress.go).
 	wmu sync.Mutex
@@ -259,17 +267,49 @@ func (s *Server) serveFront(conn net.Conn, id uint64) {
 		return
 	}
 	defer s.trackFront(f, false)
+	// Greet at once when the library's greeting is known: the client
+	// need not wait while the library starts the session (see
+	// earlyGreeting). Decided before the relay starts, which reads it.
+	greeting := s.greeting.Load()
+	f.greetedEarly = greeting != nil
 	go f.relay()
 	defer f.teardown()
+	if greeting != nil {
+		f.wmu.Lock()
+		_, err := f.bw.Write(f.rewriteCaps(*greeting))
+		if err == nil {
+			err = f.flushLocked()
+		}
+		f.wmu.Unlock()
+		if err != nil {
+			return
+		}
+	}
 	if !s.lib.hand(inner) {
 		pipeInner.Close()
 		return
 	}
-	// The greeting comes first.
-	if _, ok := <-f.events; !ok {
-		return
+	if greeting == nil {
+		// The greeting comes first.
+		if !f.awaitLibraryGreeting() {
+			return
+		}
 	}
 	f.serve()
+}
+
+// awaitLibraryGreeting waits until the relay has seen the library's
+// greeting (and passed it on, unless the front greeted already); false
+// when the library ended the connection instead.
+func (f *frontConn) awaitLibraryGreeting() bool {
+	if f.libGreeted {
+		return true
+	}
+	if _, ok := <-f.events; !ok {
+		return false
+	}
+	f.libGreeted = true
+	return true
 }
 
 // trackFront adds f to the server's open fronts (add) or removes it;
@@ -487,8 +527,12 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 	return f.await(cmd)
 }
 
-// forward writes bytes to the library.
+// forward writes bytes to the library, once it has greeted: the first
+// event of the relay is the greeting, so commands are forwarded after it.
 func (f *frontConn) forward(b []byte) error {
+	if !f.awaitLibraryGreeting() {
+		return net.ErrClosed
+	}
 	_, err := f.pipe.Write(b)
 	return err
 }

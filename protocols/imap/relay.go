@@ -44,8 +44,20 @@ func (f *frontConn) relay() {
 		if lineStart && whole {
 			if !greeted {
 				greeted = true
-				frag = f.rewriteCaps(frag)
 				ev = &relayEvent{}
+				if bytes.HasPrefix(frag, []byte("* OK ")) {
+					if f.srv.greeting.Load() == nil {
+						line := bytes.Clone(frag)
+						f.srv.greeting.CompareAndSwap(nil, &line)
+					}
+					if f.greetedEarly {
+						// The front sent it already.
+						frag = nil
+					}
+				}
+				if frag != nil {
+					frag = f.rewriteCaps(frag)
+				}
 			} else {
 				var e relayEvent
 				var isEvent bool

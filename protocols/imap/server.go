@@ -88,6 +88,14 @@ type Server struct {
 	// which serves them until libDone is closed (front.go).
 	lib     *pipeListener
 	libDone chan struct{}
+	// greeting is the library's greeting line as it first sent it, before
+	// the relay's rewriting. It is the same for every connection (the
+	// capabilities of a connection that has not logged in, under fixed
+	// options), so the fronts of later connections send it themselves
+	// as soon as they accept, without waiting for the library to start
+	// a session: the greeting and the STARTTLS handshake no longer
+	// wait behind three goroutine hand-offs (front.go, serveFront).
+	greeting atomic.Pointer[[]byte]
 
 	mu        sync.Mutex
 	closed    bool
