@@ -34,7 +34,7 @@ import (
 //     with that refusal: the client stays in step. go-smtp is handed a
 //     RSET for it, which ends the transaction as a failed DATA does.
 //   - go-smtp does not count line lengths in chunks; the session checks
-//     the message's lines itself (checkLineLengths).
+//     the lines of a message that came as DATA itself (longestLine).
 //
 // Lines end at CRLF only, as RFC 5321 section 2.3.8 defines them; a bare
 // CR or LF is content. A line's leading "." is taken out (section

@@ -333,7 +333,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	if err != nil {
 		return err
 	}
-	if longestLine(msg) > cfg.MaxLineLength {
+	if f, ok := tx.conn.(*frontConn); ok && f.dataConverted() && longestLine(msg) > cfg.MaxLineLength {
 		return s.refuse("data", errLineTooLong(cfg.MaxLineLength, nil))
 	}
 	hdr, err := parseMessage(msg, cfg.MaxHeaderBytes)
@@ -538,8 +538,9 @@ func (s *session) readMessage(r io.Reader, tx transaction, start time.Time) ([]b
 
 // errLineTooLong is the reply to a message with a line over the limit.
 // go-smtp counts the lines of DATA itself (reason is its error), but not
-// those of BDAT chunks, which is how the MX front hands on DATA too: the
-// session checks every message (longestLine).
+// those of BDAT chunks. The MX front hands DATA on as BDAT, so for such a
+// transfer the session checks the lines (longestLine), and DATA keeps its
+// limit on every port; a client's own BDAT has none, as before.
 func errLineTooLong(limit int, reason error) *protocols.Error {
 	return protocols.Permanentf(500, [3]int{5, 5, 2}, reason, "Line too long (limit %d bytes)", limit)
 }
