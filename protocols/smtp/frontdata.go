@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -140,7 +141,7 @@ func (f *frontConn) readConverted(in *bufio.Reader, p []byte) (int, error) {
 	}
 	chunk := d.chunk[:0]
 	for !d.end && len(chunk) < d.chunkMax && !f.transferFailed() {
-		if _, err := in.Peek(1); err != nil {
+		if err := f.awaitContent(in); err != nil {
 			return 0, err
 		}
 		buf, _ := in.Peek(in.Buffered())
@@ -171,6 +172,21 @@ func (f *frontConn) readConverted(in *bufio.Reader, p []byte) (int, error) {
 	return f.handOut(p, []byte(line+"\r\n")), nil
 }
 
+// awaitContent waits until client content is buffered. Like go-smtp's
+// DATA reader under the session's deadlines, the client may pause for
+// Config.ReadTimeout between reads, not per chunk: a slow but steady
+// client is not cut off while a chunk fills. (The session bounds the
+// whole transfer by Config.DataTimeout.)
+func (f *frontConn) awaitContent(in *bufio.Reader) error {
+	if in.Buffered() == 0 && f.srv.cfg.ReadTimeout > 0 {
+		if err := f.conn().SetReadDeadline(time.Now().Add(f.srv.cfg.ReadTimeout)); err != nil {
+			return err
+		}
+	}
+	_, err := in.Peek(1)
+	return err
+}
+
 // transferFailed reports whether go-smtp refused a chunk of the current
 // transfer (its reply is waiting in f.failedReply).
 func (f *frontConn) transferFailed() bool {
@@ -184,7 +200,7 @@ func (f *frontConn) transferFailed() bool {
 func (f *frontConn) endFailedTransfer(in *bufio.Reader, p []byte) (int, error) {
 	d := &f.conv
 	for !d.end {
-		if _, err := in.Peek(1); err != nil {
+		if err := f.awaitContent(in); err != nil {
 			return 0, err
 		}
 		buf, _ := in.Peek(in.Buffered())

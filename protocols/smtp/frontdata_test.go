@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDataAsChunks sends DATA transfers to the MX port as a client does,
@@ -242,4 +243,30 @@ func (rr *readRecorder) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// TestDataSlowClient sends DATA content in pieces, each pause shorter
+// than the read timeout but all of them together longer: the message is
+// accepted, as it was when go-smtp read DATA itself (the timeout is
+// between reads, not per chunk the front collects).
+func TestDataSlowClient(t *testing.T) {
+	const idle = time.Second
+	f := newFixture(t)
+	cfg := f.config(ModeMX)
+	cfg.ReadTimeout = idle
+	addr, _ := f.start(cfg, false)
+
+	r := dialRaw(t, addr, nil)
+	r.mustCmd(250, "EHLO client.example")
+	r.mustCmd(250, "MAIL FROM:<%s>", remote)
+	r.mustCmd(250, "RCPT TO:<%s>", alice)
+	r.mustCmd(354, "DATA")
+	r.send("From: <" + remote + ">\r\nSubject: slow-client\r\n\r\n")
+	for i := range 6 {
+		time.Sleep(idle * 3 / 10) // the client's pace, not a wait for the server
+		r.send("piece " + strconv.Itoa(i) + "\r\n")
+	}
+	r.send(".\r\n")
+	r.expect(250)
+	findMessage(t, f.inbox(alice, alicePW), "slow-client")
 }
