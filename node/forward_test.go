@@ -341,6 +341,19 @@ func TestForwardEightBitAndSMTPUTF8(t *testing.T) {
 	}
 }
 
+// addJunkAliases adds the aliases the junk-withholding tests send to:
+// only@ forwards outside only, both@ to alice and outside.
+func addJunkAliases(t *testing.T, n *Node) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := n.Directory().AddAlias(ctx, "only@example.test", []string{"bob@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Directory().AddAlias(ctx, "both@example.test", []string{"alice@example.test", "dan@remote.test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestForwardWithholdsJunk: mail that fails DMARC of a domain that
 // publishes p=quarantine (Junk for a local user) is not forwarded out
 // of the cluster: for an alias that only forwards it is refused at the
@@ -353,24 +366,8 @@ func TestForwardWithholdsJunk(t *testing.T) {
 	zones := outboundZones()
 	zones["sender.test"] = dnstest.ZoneFile("sender.test", `@ IN TXT "v=spf1 ip4:127.0.0.1 -all"`, `_dmarc IN TXT "v=DMARC1; p=quarantine"`)
 	zones["spoof.test"] = dnstest.ZoneFile("spoof.test", `@ IN TXT "v=spf1 -all"`, `_dmarc IN TXT "v=DMARC1; p=quarantine"`)
-	cfg := testConfig(t)
-	cfg.DNS = DNSConfig{Servers: []string{dnstest.StartNSD(t, zones)}, Timeout: 2 * time.Second}
-	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond}
-	cfg.Inbound.CheckSender = true
-	n := startNode(t, cfg)
-	ctx := context.Background()
-	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Directory().AddUser(ctx, "alice@example.test", "alice-password"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Directory().AddAlias(ctx, "only@example.test", []string{"bob@remote.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Directory().AddAlias(ctx, "both@example.test", []string{"alice@example.test", "dan@remote.test"}); err != nil {
-		t.Fatal(err)
-	}
+	n, cfg := outboundNodeWith(t, port, zones, func(cfg *Config) { cfg.Inbound.CheckSender = true })
+	addJunkAliases(t, n)
 	message := func(from, to, subject string) string {
 		return "From: <" + from + ">\r\nTo: <" + to + ">\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject + "@x.test>\r\n\r\nbuy now\r\n"
 	}
@@ -423,24 +420,10 @@ func TestForwardWithholdsSpam(t *testing.T) {
 	rspamd := filtertest.Rspamd(t)
 	port := mtatest.FreePort(t)
 	sink := mtatest.StartSink(t, port)
-	cfg := testConfig(t)
-	cfg.DNS = DNSConfig{Servers: []string{dnstest.StartNSD(t, outboundZones())}, Timeout: 2 * time.Second}
-	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond}
-	cfg.Filters.Rspamd, cfg.Filters.JunkScore, cfg.Filters.RejectScore = rspamd, 12, 50
-	n := startNode(t, cfg)
-	ctx := context.Background()
-	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Directory().AddUser(ctx, "alice@example.test", "alice-password"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Directory().AddAlias(ctx, "only@example.test", []string{"bob@remote.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Directory().AddAlias(ctx, "both@example.test", []string{"alice@example.test", "dan@remote.test"}); err != nil {
-		t.Fatal(err)
-	}
+	n, cfg := outboundNodeWith(t, port, outboundZones(), func(cfg *Config) {
+		cfg.Filters.Rspamd, cfg.Filters.JunkScore, cfg.Filters.RejectScore = rspamd, 12, 50
+	})
+	addJunkAliases(t, n)
 	spam := func(to, subject string) string {
 		return "From: <x@remote.test>\r\nTo: <" + to + ">\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject + "@remote.test>\r\n\r\n" + filtertest.GTUBE + "\r\n"
 	}

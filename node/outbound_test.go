@@ -29,10 +29,20 @@ func outboundZones() map[string]string {
 // outbound port is port, with the user alice@example.test.
 func outboundNode(t *testing.T, port int) (*Node, Config) {
 	t.Helper()
-	dns := dnstest.StartNSD(t, outboundZones())
+	return outboundNodeWith(t, port, outboundZones(), nil)
+}
+
+// outboundNodeWith is outboundNode with the NSD serving zones, and with
+// tune, if set, changing the configuration before the node starts.
+func outboundNodeWith(t *testing.T, port int, zones map[string]string, tune func(*Config)) (*Node, Config) {
+	t.Helper()
+	dns := dnstest.StartNSD(t, zones)
 	cfg := testConfig(t)
 	cfg.DNS = DNSConfig{Servers: []string{dns}, Timeout: 2 * time.Second}
 	cfg.Outbound = OutboundConfig{Port: port, RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond}
+	if tune != nil {
+		tune(&cfg)
+	}
 	n := startNode(t, cfg)
 	ctx := context.Background()
 	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
