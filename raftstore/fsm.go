@@ -64,16 +64,22 @@ func openState(path string) (*bbolt.DB, error) {
 	// The freelist is synced (no NoFreelistSync): a file without one is
 	// rescanned on open by a bbolt goroutine that panics on corruption,
 	// and snapshot files copied from this one are opened to be checked.
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+	return openBolt(path, &bbolt.Options{
 		Timeout:         5 * time.Second,
 		FreelistType:    bbolt.FreelistMapType,
 		InitialMmapSize: 1 << 30, // keep long snapshot reads from blocking writers on remap
-	})
+	}, topBuckets)
+}
+
+// openBolt opens (creating) the bbolt file at path and its top-level
+// buckets.
+func openBolt(path string, opts *bbolt.Options, buckets [][]byte) (*bbolt.DB, error) {
+	db, err := bbolt.Open(path, 0o600, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range topBuckets {
+		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

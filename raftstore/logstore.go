@@ -45,21 +45,9 @@ var errKeyNotFound = errors.New("not found")
 // openLogStore opens (creating) the log store at path. The freelist is
 // not synced: the file holds only the log, rewritten as it is truncated.
 func openLogStore(path string, opts *bbolt.Options) (*logStore, error) {
-	db, err := bbolt.Open(path, 0o600, opts)
+	db, err := openBolt(path, opts, [][]byte{bucketLogs, bucketConf})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketLogs, bucketConf} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("init %s: %w", path, err)
+		return nil, err
 	}
 	return &logStore{db: db}, nil
 }
