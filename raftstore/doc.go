@@ -1,8 +1,8 @@
 // Package raftstore owns one shard: a hashicorp/raft group whose log lives
-// in bbolt (raft.db: raft-boltdb/v2's layout, large entries in buckets of
-// their own, see logStore) and whose state machine is a bbolt file holding
-// the mail data model (meta records in shard 0, mailboxes and messages in
-// mail shards).
+// in hashicorp/raft-wal segment files (wal/, see openRaftLog), whose stable
+// store is a bbolt file (raft.db, raft-boltdb/v2's layout, see logStore)
+// and whose state machine is a bbolt file holding the mail data model
+// (meta records in shard 0, mailboxes and messages in mail shards).
 //
 // Invariants:
 //   - State changes only through Apply of a committed Raft entry; Apply

@@ -11,18 +11,15 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// logStore is a replica's Raft log and stable store: raft.db, a bbolt
-// file with raft-boltdb v2's layout (bucket "logs": big-endian index ->
-// msgpack-encoded raft.Log; bucket "conf": key -> value), which it reads
-// and writes in place. It differs in one way: an entry of largeEntry
-// bytes or more is stored as the only value of a bucket of its own, named
-// by its index. Entries carry whole messages, and bbolt never splits a
-// leaf of four keys or fewer, so with plain values each append rewrote
-// the last leaf with the two or three large entries before it (measured
-// on 64 KiB mail: about three times the bytes of the entries appended).
-// In a bucket of its own an entry is written once. A raft.db written by
-// raft-boltdb opens as it is; raft-boltdb cannot read the large entries
-// this store writes.
+// logStore is raft.db, a bbolt file with raft-boltdb v2's layout (bucket
+// "conf": key -> value; bucket "logs": big-endian index -> msgpack-encoded
+// raft.Log): the replica's Raft stable store (current term, vote). Its
+// logs bucket is where replicas kept their Raft log before it moved to
+// segment files of its own (openRaftLog); this store reads those entries,
+// in raft-boltdb's form or as the only value of a bucket named by the
+// index (how it stored entries of largeEntry bytes or more), so that they
+// can be moved, and then clears them. A raft.db written by raft-boltdb
+// opens as it is.
 type logStore struct {
 	db *bbolt.DB
 }
@@ -100,68 +97,15 @@ func (s *logStore) GetLog(idx uint64, log *raft.Log) error {
 	})
 }
 
-// StoreLog appends one entry.
-func (s *logStore) StoreLog(log *raft.Log) error { return s.StoreLogs([]*raft.Log{log}) }
-
-// StoreLogs appends entries in one transaction (one commit, synced).
-func (s *logStore) StoreLogs(logs []*raft.Log) error {
-	// raft-boltdb's default encoding (time as msgpack's extension-free
-	// form), so that both read each other's small entries.
-	h := &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
+// clearLog removes every log entry (after they have moved to the
+// replica's log, see openRaftLog), in one synced commit.
+func (s *logStore) clearLog() error {
 	return s.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketLogs)
-		for _, l := range logs {
-			var buf bytes.Buffer
-			buf.Grow(len(l.Data) + len(l.Extensions) + 64)
-			if err := codec.NewEncoder(&buf, h).Encode(l); err != nil {
-				return fmt.Errorf("encode log %d: %w", l.Index, err)
-			}
-			k := u64Key(l.Index)
-			if err := deleteEntry(b, k); err != nil {
-				return err
-			}
-			if buf.Len() < largeEntry {
-				if err := b.Put(k, buf.Bytes()); err != nil {
-					return err
-				}
-				continue
-			}
-			nb, err := b.CreateBucket(k)
-			if err != nil {
-				return err
-			}
-			if err := nb.Put(keyEntry, buf.Bytes()); err != nil {
-				return err
-			}
+		if err := tx.DeleteBucket(bucketLogs); err != nil {
+			return err
 		}
-		return nil
-	})
-}
-
-// deleteEntry removes the entry under k, in either form; a missing one is
-// no error (an append may overwrite a conflicting suffix).
-func deleteEntry(b *bbolt.Bucket, k []byte) error {
-	if b.Bucket(k) != nil {
-		return b.DeleteBucket(k)
-	}
-	return b.Delete(k)
-}
-
-// DeleteRange deletes the entries from min to max, inclusive.
-func (s *logStore) DeleteRange(min, max uint64) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketLogs)
-		var keys [][]byte
-		c := b.Cursor()
-		for k, _ := c.Seek(u64Key(min)); k != nil && binary.BigEndian.Uint64(k) <= max; k, _ = c.Next() {
-			keys = append(keys, bytes.Clone(k))
-		}
-		for _, k := range keys {
-			if err := deleteEntry(b, k); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := tx.CreateBucket(bucketLogs)
+		return err
 	})
 }
 

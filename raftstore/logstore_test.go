@@ -2,15 +2,87 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 )
+
+// The writers below are how replicas kept their Raft log in raft.db
+// before it moved to its own files (openRaftLog): the tests write legacy
+// logs with them, in the form replicas in the field hold.
+
+// StoreLog appends one entry.
+func (s *logStore) StoreLog(log *raft.Log) error { return s.StoreLogs([]*raft.Log{log}) }
+
+// StoreLogs appends entries in one transaction (one commit, synced).
+func (s *logStore) StoreLogs(logs []*raft.Log) error {
+	// raft-boltdb's default encoding (time as msgpack's extension-free
+	// form), so that both read each other's small entries.
+	h := &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketLogs)
+		for _, l := range logs {
+			var buf bytes.Buffer
+			buf.Grow(len(l.Data) + len(l.Extensions) + 64)
+			if err := codec.NewEncoder(&buf, h).Encode(l); err != nil {
+				return fmt.Errorf("encode log %d: %w", l.Index, err)
+			}
+			k := u64Key(l.Index)
+			if err := deleteEntry(b, k); err != nil {
+				return err
+			}
+			if buf.Len() < largeEntry {
+				if err := b.Put(k, buf.Bytes()); err != nil {
+					return err
+				}
+				continue
+			}
+			nb, err := b.CreateBucket(k)
+			if err != nil {
+				return err
+			}
+			if err := nb.Put(keyEntry, buf.Bytes()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// deleteEntry removes the entry under k, in either form; a missing one is
+// no error (an append may overwrite a conflicting suffix).
+func deleteEntry(b *bbolt.Bucket, k []byte) error {
+	if b.Bucket(k) != nil {
+		return b.DeleteBucket(k)
+	}
+	return b.Delete(k)
+}
+
+// DeleteRange deletes the entries from min to max, inclusive.
+func (s *logStore) DeleteRange(min, max uint64) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketLogs)
+		var keys [][]byte
+		c := b.Cursor()
+		for k, _ := c.Seek(u64Key(min)); k != nil && binary.BigEndian.Uint64(k) <= max; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := deleteEntry(b, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
 
 // testEntry returns entry idx with a payload of n bytes that tells its
 // index.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
 	"go.etcd.io/bbolt"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
@@ -67,8 +68,8 @@ func (t Timing) withDefaults() Timing {
 type Config struct {
 	// Shard is the shard number (0 is the meta shard).
 	Shard uint32
-	// Dir holds this replica's files: raft.db (log and stable store),
-	// state.db (the FSM) and snapshots/.
+	// Dir holds this replica's files: wal/ (the Raft log), raft.db (the
+	// Raft stable store), state.db (the FSM) and snapshots/.
 	Dir string
 	// NodeID is this node's stable Raft server id.
 	NodeID string
@@ -96,7 +97,8 @@ type Shard struct {
 	log    *slog.Logger
 	raft   *raft.Raft
 	fsm    *fsm
-	logs   *logStore
+	stable *logStore
+	logs   *wal.WAL
 	snaps  raft.SnapshotStore
 	trans  raft.Transport
 	closed chan struct{}
@@ -132,6 +134,9 @@ func Open(cfg Config) (*Shard, error) {
 		if s.logs != nil {
 			s.logs.Close()
 		}
+		if s.stable != nil {
+			s.stable.Close()
+		}
 		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
 	}
 	return s, nil
@@ -140,13 +145,18 @@ func Open(cfg Config) (*Shard, error) {
 func (s *Shard) openRaft() error {
 	cfg := s.cfg
 	hl := newHclog(s.log, hclog.Warn)
-	logs, err := openLogStore(filepath.Join(cfg.Dir, "raft.db"), &bbolt.Options{
+	stable, err := openLogStore(filepath.Join(cfg.Dir, "raft.db"), &bbolt.Options{
 		Timeout:        5 * time.Second,
 		NoFreelistSync: true,
 		FreelistType:   bbolt.FreelistMapType,
 	})
 	if err != nil {
-		return fmt.Errorf("log store: %w", err)
+		return fmt.Errorf("stable store: %w", err)
+	}
+	s.stable = stable
+	logs, err := openRaftLog(cfg.Dir, stable, hl)
+	if err != nil {
+		return err
 	}
 	s.logs = logs
 	cache, err := raft.NewLogCache(512, logs)
@@ -200,18 +210,18 @@ func (s *Shard) openRaft() error {
 	rc.NoSnapshotRestoreOnStart = true
 
 	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(cache, logs, snaps)
+		has, err := raft.HasExistingState(cache, stable, snaps)
 		if err != nil {
 			return fmt.Errorf("check state: %w", err)
 		}
 		if !has {
 			peers := []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(cfg.Address)}}
-			if err := raft.BootstrapCluster(rc, cache, logs, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
+			if err := raft.BootstrapCluster(rc, cache, stable, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
 				return fmt.Errorf("bootstrap: %w", err)
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, s.fsm, cache, logs, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, cache, stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -354,7 +364,10 @@ func (s *Shard) Close() error {
 			}
 		}
 		if err := s.logs.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("log store: %w", err))
+			errs = append(errs, fmt.Errorf("raft log: %w", err))
+		}
+		if err := s.stable.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stable store: %w", err))
 		}
 		if err := s.fsm.close(); err != nil {
 			errs = append(errs, fmt.Errorf("state: %w", err))

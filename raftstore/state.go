@@ -112,14 +112,14 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 		return info, fmt.Errorf("install state: record snapshot: %w", err)
 	}
 
-	logs, err := openLogStore(filepath.Join(dir, "raft.db"), &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
+	stable, err := openLogStore(filepath.Join(dir, "raft.db"), &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
 	if err != nil {
-		return info, fmt.Errorf("install state: log store: %w", err)
+		return info, fmt.Errorf("install state: stable store: %w", err)
 	}
-	defer logs.Close()
+	defer stable.Close()
 	// hashicorp/raft keeps the current term under this key of its stable
 	// store; starting below the snapshot's term would break log matching.
-	if err := logs.SetUint64([]byte("CurrentTerm"), info.Term); err != nil {
+	if err := stable.SetUint64([]byte("CurrentTerm"), info.Term); err != nil {
 		return info, fmt.Errorf("install state: set term: %w", err)
 	}
 	return info, syncDir(dir)

@@ -246,7 +246,7 @@ func TestCanaryNeverStoredInClear(t *testing.T) {
 		switch {
 		case strings.Contains(f, string(filepath.Separator)+"snapshots"+string(filepath.Separator)):
 			snapshots++
-		case filepath.Base(f) == "raft.db":
+		case filepath.Ext(f) == ".wal": // a Raft log segment
 			raftLogs++
 		case filepath.Base(f) == "state.db":
 			states++
