@@ -109,10 +109,10 @@ func (c *cluster3) Info() Info {
 	return Info{
 		Name:     "cluster3",
 		Software: c.version,
-		Durability: "250/OK after the Raft commit: the message's log entry is fsynced (bbolt) on a majority " +
+		Durability: "250/OK after the Raft commit: the message's log entry is fsynced (raft-wal segment file) on a majority " +
 			"(2 of 3) of the shard's replicas and applied on its leader, which fsyncs each applied batch " +
 			"(bbolt state file); 3 replicas (voters) on 3 processes that share one disk",
-		Storage: "8 mail shards of Raft log + bbolt, each on 3 nodes; every message, header and flag encrypted " +
+		Storage: "8 mail shards, each a Raft log (raft-wal) and a bbolt state file on 3 nodes; every message, header and flag encrypted " +
 			"(zstd, then XChaCha20-Poly1305 with a per-user key)",
 		Auth: "argon2id (m=19 MiB, t=2, p=1) with a 5-minute in-memory cache of verified logins on each node",
 		TLS:  "SMTP STARTTLS (MX port, no AUTH); IMAP STARTTLS + AUTHENTICATE PLAIN; POP3 STLS + AUTH PLAIN",

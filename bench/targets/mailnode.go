@@ -55,9 +55,9 @@ func (m *mailnode) Info() Info {
 	return Info{
 		Name:     "single",
 		Software: m.version,
-		Durability: "250/OK after the Raft commit: each append to the Raft log (bbolt) and each applied batch " +
+		Durability: "250/OK after the Raft commit: each append to the Raft log (raft-wal segment file) and each applied batch " +
 			"(bbolt state file) is fsynced; 1 replica (single voter)",
-		Storage: "8 mail shards of Raft log + bbolt; every message, header and flag encrypted " +
+		Storage: "8 mail shards, each a Raft log (raft-wal) and a bbolt state file; every message, header and flag encrypted " +
 			"(zstd, then XChaCha20-Poly1305 with a per-user key)",
 		Auth: "argon2id (m=19 MiB, t=2, p=1) with a 5-minute in-memory cache of verified logins",
 		TLS:  "SMTP STARTTLS (MX port, no AUTH); IMAP STARTTLS + AUTHENTICATE PLAIN; POP3 STLS + AUTH PLAIN",
