@@ -82,7 +82,7 @@ func catchAllKey(dom schema.ID) string { return catchAllPrefix + dom.String() }
 
 // aliasKey is the setting key of the alias at addr in domain dom.
 func (d *Directory) aliasKey(dom schema.ID, addr string) string {
-	nk := seal.Index(d.keys.index, "alias:"+addr)
+	nk := d.keys.index.Index("alias:" + addr)
 	return aliasDomainPrefix(dom) + hex.EncodeToString(nk[:])
 }
 

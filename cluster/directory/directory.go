@@ -75,8 +75,10 @@ type Directory struct {
 	hash   *hasher
 	auth   *authCache
 	ukeys  *keyCache
-	now    func() time.Time
-	issuer string
+	// domains keeps opened domain records (domaincache.go).
+	domains domainInfos
+	now     func() time.Time
+	issuer  string
 	// usage records the last use of app passwords, off the login path.
 	usage *usageTracker
 	// userMu serialises this node's read-modify-write changes of user
@@ -291,10 +293,8 @@ func (d *Directory) domainByName(name string) (schema.DomainRecord, domainInfo, 
 	if err != nil {
 		return rec, info, err
 	}
-	if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, rec.ID, rec.Sealed, &info); err != nil {
-		return rec, info, fmt.Errorf("open domain record: %w", err)
-	}
-	return rec, info, nil
+	info, err = d.openDomainInfo(rec)
+	return rec, info, err
 }
 
 // findDomain is domainByName that, on a miss, catches up with the meta
@@ -320,10 +320,8 @@ func (d *Directory) domainByID(id schema.ID) (schema.DomainRecord, domainInfo, e
 	if err != nil {
 		return rec, info, err
 	}
-	if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, rec.ID, rec.Sealed, &info); err != nil {
-		return rec, info, fmt.Errorf("open domain record: %w", err)
-	}
-	return rec, info, nil
+	info, err = d.openDomainInfo(rec)
+	return rec, info, err
 }
 
 func (d *Directory) userByAddress(address string) (schema.UserRecord, userInfo, error) {
@@ -522,9 +520,9 @@ func (d *Directory) Domains(ctx context.Context) ([]Domain, error) {
 	}
 	out := make([]Domain, 0, len(doms))
 	for _, dr := range doms {
-		var info domainInfo
-		if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, dr.ID, dr.Sealed, &info); err != nil {
-			return nil, fmt.Errorf("open domain record: %w", err)
+		info, err := d.openDomainInfo(dr)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, Domain{Name: info.Name, KeyMode: info.Mode, Region: string(regions[domainRegionKey(dr.ID)]), Users: count[dr.ID],
 			RequireMFA: string(mfa[domainMFAKey(dr.ID)]) == mfaRequired, SentCopy: string(sent[domainSentCopyKey(dr.ID)]) == sentCopyOn})

@@ -350,9 +350,9 @@ func (d *Directory) MaintainDKIM(ctx context.Context) error {
 	}
 	var errs []error
 	for _, rec := range doms {
-		var info domainInfo
-		if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, rec.ID, rec.Sealed, &info); err != nil {
-			errs = append(errs, fmt.Errorf("open domain record: %w", err))
+		info, err := d.openDomainInfo(rec)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		st, raw, err := d.ensureDKIM(ctx, rec, info)

@@ -36,9 +36,9 @@ func keyID(secret [seal.KeySize]byte) uint32 {
 
 // rootKeys are the keys derived from the master key.
 type rootKeys struct {
-	master seal.Keyring       // wraps domain keys and the cluster data key
-	meta   seal.Keyring       // seals domain and user records
-	index  [seal.KeySize]byte // keys the hashes domain and user names are found by
+	master seal.Keyring  // wraps domain keys and the cluster data key
+	meta   seal.Keyring  // seals domain and user records
+	index  *seal.Indexer // hashes domain, user and alias names, which records are found by
 	// manifest authenticates backup manifests.
 	manifest [seal.KeySize]byte
 	// spool seals messages waiting in the spool for several shards.
@@ -54,7 +54,7 @@ func newRootKeys(master [seal.KeySize]byte) *rootKeys {
 	return &rootKeys{
 		master:   seal.NewStatic(seal.Key{ID: keyID(master), Secret: master}),
 		meta:     seal.NewStatic(seal.Key{ID: keyID(meta), Secret: meta}),
-		index:    seal.Derive(master, "name-index"),
+		index:    seal.NewIndexer(seal.Derive(master, "name-index")),
 		manifest: BackupManifestKey(master),
 		spool:    seal.NewStatic(seal.Key{ID: keyID(spool), Secret: spool}),
 		appHint:  seal.Derive(master, "app-password-hint"),
@@ -62,11 +62,11 @@ func newRootKeys(master [seal.KeySize]byte) *rootKeys {
 }
 
 func (r *rootKeys) domainNameKey(domain string) schema.NameKey {
-	return seal.Index(r.index, "domain:"+domain)
+	return r.index.Index("domain:" + domain)
 }
 
 func (r *rootKeys) userNameKey(address string) schema.NameKey {
-	return seal.Index(r.index, "user:"+address)
+	return r.index.Index("user:" + address)
 }
 
 // encodeKeys serialises a key list (oldest first; the last is current),
@@ -98,13 +98,13 @@ func decodeKeys(b []byte) ([]seal.Key, error) {
 // keyring that seals it and the key that hashes mailbox names.
 type UserKeys struct {
 	ring  seal.Keyring
-	index [seal.KeySize]byte // keys the hashes of mailbox names
+	index *seal.Indexer // hashes mailbox names
 }
 
 func newUserKeys(user schema.ID, keys []seal.Key) *UserKeys {
 	// The index key comes from the oldest key, so it survives rotation.
 	idx := seal.Derive(keys[0].Secret, "mailbox-names/"+user.String())
-	return &UserKeys{ring: seal.NewStatic(keys...), index: idx}
+	return &UserKeys{ring: seal.NewStatic(keys...), index: seal.NewIndexer(idx)}
 }
 
 // Ring returns the keyring that seals the user's data.
@@ -112,5 +112,5 @@ func (u *UserKeys) Ring() seal.Keyring { return u.ring }
 
 // MailboxNameKey returns the keyed hash a mailbox is found by.
 func (u *UserKeys) MailboxNameKey(name string) schema.NameKey {
-	return seal.Index(u.index, "mailbox:"+name)
+	return u.index.Index("mailbox:" + name)
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
-	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
 // Route is an address other than the user's own that delivers to the
@@ -87,9 +86,9 @@ func (d *Directory) RoutesTo(ctx context.Context, address string) ([]Route, erro
 			if err != nil {
 				return err
 			}
-			var info domainInfo
-			if err := d.openJSON(d.keys.meta, seal.KindDomainInfo, drec.ID, drec.Sealed, &info); err != nil {
-				return fmt.Errorf("open domain record: %w", err)
+			info, err := d.openDomainInfo(drec)
+			if err != nil {
+				return err
 			}
 			out = append(out, Route{Address: "@" + info.Name, CatchAll: true, Direct: true})
 		}

@@ -9,6 +9,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -143,6 +146,33 @@ func Index(key [KeySize]byte, name string) [32]byte {
 	m.Write([]byte(name))
 	var out [32]byte
 	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// Indexer computes Index under one key for callers that look names up
+// often (every recipient of every message is found by a few of them). It
+// keeps HMAC states keyed once and reset between names, where Index keys
+// a new one each time: two SHA-256 blocks a name instead of four, and no
+// allocation. Safe for concurrent use.
+type Indexer struct {
+	pool sync.Pool
+}
+
+// NewIndexer returns an Indexer for key.
+func NewIndexer(key [KeySize]byte) *Indexer {
+	x := &Indexer{}
+	x.pool.New = func() any { return hmac.New(sha256.New, key[:]) }
+	return x
+}
+
+// Index returns the keyed hash of name: Index(key, name).
+func (x *Indexer) Index(name string) [32]byte {
+	m := x.pool.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, name)
+	var out [32]byte
+	m.Sum(out[:0])
+	x.pool.Put(m)
 	return out
 }
 

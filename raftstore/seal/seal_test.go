@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -142,6 +143,39 @@ func TestDeriveAndIndex(t *testing.T) {
 	}
 	if Index(a, "alice") != Index(a, "alice") {
 		t.Fatal("index is not deterministic")
+	}
+}
+
+// TestIndexerMatchesIndex checks that the reused HMAC states of an
+// Indexer give Index's hashes, from many goroutines at once (a state
+// not reset between names would chain them).
+func TestIndexerMatchesIndex(t *testing.T) {
+	var master [KeySize]byte
+	key := Derive(master, "index")
+	x := NewIndexer(key)
+	names := []string{"", "user:alice@example.test", "domain:example.test", strings.Repeat("long name ", 40)}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*len(names))
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				n := names[(i+g)%len(names)]
+				if x.Index(n) != Index(key, n) {
+					errs <- n
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for n := range errs {
+		t.Errorf("Indexer and Index differ for %q", n)
+	}
+	if NewIndexer(Derive(master, "other")).Index(names[1]) == x.Index(names[1]) {
+		t.Fatal("indexer does not depend on the key")
 	}
 }
 
