@@ -2,9 +2,11 @@ package raftstore
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -39,13 +41,18 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level < a.level || level == hclog.Off {
 		return
 	}
-	if level == hclog.Warn && msg == "heartbeat timeout reached, starting election" && !hasValue(args, "last-leader-id") {
+	switch {
+	case level == hclog.Warn && msg == "heartbeat timeout reached, starting election" && !hasValue(args, "last-leader-id"):
 		// Every group elects itself at start-up; only an election after a
 		// known leader went away deserves a warning.
 		level = hclog.Info
-		if level < a.level {
-			return
-		}
+	case level == hclog.Error && msg == "failed to accept connection" && hasError(args, net.ErrClosed):
+		// A replica's stream is closed before its transport on purpose
+		// (pending dials end at once), so every clean stop reports this.
+		level = hclog.Debug
+	}
+	if level < a.level {
+		return
 	}
 	all := append(append([]any{}, a.args...), args...)
 	if a.name != "" {
@@ -100,6 +107,18 @@ func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// hasError reports whether the key/value list args has an "error" value
+// that is target.
+func hasError(args []any, target error) bool {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, ok := args[i].(string); ok && k == "error" {
+			err, _ := args[i+1].(error)
+			return errors.Is(err, target)
+		}
+	}
+	return false
+}
 
 // hasValue reports whether the key/value list args has a non-empty value
 // for key.

@@ -2,7 +2,10 @@ package raftstore
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
@@ -25,5 +28,19 @@ func TestStartupElectionIsNotAWarning(t *testing.T) {
 	hclog.Logger(newHclog(slog.New(slog.NewTextHandler(&buf, nil)), hclog.Warn)).Warn("heartbeat timeout reached, starting election", "last-leader-id", "")
 	if buf.Len() != 0 {
 		t.Fatalf("demoted message printed below the level: %q", buf.String())
+	}
+}
+
+func TestClosedStreamOnStopIsNotAnError(t *testing.T) {
+	var buf bytes.Buffer
+	l := newHclog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), hclog.Debug)
+	l.Error("failed to accept connection", "error", fmt.Errorf("accept: %w", net.ErrClosed))
+	if !strings.Contains(buf.String(), "level=DEBUG") {
+		t.Fatalf("accept on a closed stream logged as %q", buf.String())
+	}
+	buf.Reset()
+	l.Error("failed to accept connection", "error", errors.New("too many open files"))
+	if !strings.Contains(buf.String(), "level=ERROR") {
+		t.Fatalf("a real accept failure logged as %q", buf.String())
 	}
 }
