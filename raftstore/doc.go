@@ -17,4 +17,7 @@
 //     seal) and is stored as it came.
 //   - Change events of a command are handed to subscribers after its
 //     transaction commits and before Apply returns to the proposer.
+//   - A leader commits every batch it applies before answering; a follower
+//     commits what it applied in groups (fsm.ApplyBatch), always before a
+//     snapshot, so the log holds whatever its state file lacks.
 package raftstore

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -58,6 +59,41 @@ type fsm struct {
 
 	mu sync.RWMutex // guards db against Restore swapping it
 	db *bbolt.DB
+
+	// isLeader tells, once the group has started, whether this replica
+	// leads it: a follower's applies are committed in groups (see
+	// ApplyBatch).
+	isLeader atomic.Pointer[func() bool]
+	wmu      sync.Mutex // guards pend and wants; taken before mu
+	pend     *pendingApply
+	// wants are indexes waiters (WaitApplied) are waiting for: a pending
+	// group that reaches one is committed at once.
+	wants []uint64
+}
+
+// A follower's applies are committed together, up to followerCommitDelay
+// after the first or followerCommitBytes of entries, whichever comes
+// first, or at once when someone waits for them (WaitApplied), when
+// the replica leads, snapshots or stops. A follower answers no client,
+// its log holds every entry it has applied (the log is truncated only
+// up to a snapshot, which commits first), so a crash loses nothing a
+// replay does not bring back; what it saves is the state file's two
+// syncs per group of entries on every follower, where the disk's syncs
+// are what bounds a cluster's small-message ingest.
+const (
+	followerCommitDelay = 50 * time.Millisecond
+	followerCommitBytes = 4 << 20
+)
+
+// pendingApply is a write transaction holding applied entries not yet
+// committed, and the change events to hand out once they are.
+type pendingApply struct {
+	tx      *bbolt.Tx
+	events  []Event
+	first   uint64 // first index applied in tx
+	through uint64 // last index applied in tx
+	bytes   int
+	timer   *time.Timer
 }
 
 func openState(path string) (*bbolt.DB, error) {
@@ -104,6 +140,7 @@ func openFSM(path string, log *slog.Logger) (*fsm, error) {
 }
 
 func (f *fsm) close() error {
+	flushErr := f.flush()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db == nil {
@@ -111,7 +148,7 @@ func (f *fsm) close() error {
 	}
 	err := f.db.Close()
 	f.db = nil
-	return err
+	return errors.Join(flushErr, err)
 }
 
 func (f *fsm) view(fn func(*Reader) error) error {
@@ -129,12 +166,21 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed entries in one bbolt transaction (one
-// fsync for the batch), then hands out their change events.
+// ApplyBatch applies committed entries in one bbolt transaction, then
+// hands out their change events. On the leader, and wherever someone
+// waits for them, the transaction commits (one fsync pair for the batch)
+// before it returns; a follower keeps it open for the next batches (see
+// followerCommitDelay).
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
-	var events []Event
-	var through uint64
+	fail := func(err error) []any {
+		for i := range results {
+			results[i] = fmt.Errorf("apply: %w", err)
+		}
+		return results
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -143,45 +189,150 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return results
 	}
-	err := f.db.Update(func(tx *bbolt.Tx) error {
-		sys := tx.Bucket(bucketSys)
-		applied := getU64(sys, keyApplied)
-		last, lastTerm := applied, uint64(0)
-		defer func() { through = last }()
-		for i, l := range logs {
-			if l.Index <= applied {
-				// Replayed after a restart: already in this state.
-				results[i] = &schema.Result{}
-				continue
-			}
-			last, lastTerm = l.Index, l.Term
-			if l.Type != raft.LogCommand {
-				results[i] = &schema.Result{}
-				continue
-			}
-			res, evs := f.applyOne(tx, l)
-			results[i] = res
-			events = append(events, evs...)
+	p := f.pend
+	if p == nil {
+		tx, err := f.db.Begin(true)
+		if err != nil {
+			f.log.Error("apply batch failed", "err", err, "first", logs[0].Index, "count", len(logs))
+			return fail(err)
 		}
-		if last > applied {
-			if err := putU64(sys, keyAppliedTerm, lastTerm); err != nil {
-				return err
-			}
-			return putU64(sys, keyApplied, last)
-		}
-		return nil
-	})
+		p = &pendingApply{tx: tx, first: logs[0].Index}
+		f.pend = p
+	}
+	events, through, n, err := f.applyInto(p.tx, logs, results)
 	if err != nil {
 		// A bbolt write failure (disk full, I/O error) leaves this replica
 		// unable to follow the log; report it to every proposer.
-		f.log.Error("apply batch failed", "err", err, "first", logs[0].Index, "count", len(logs))
-		for i := range results {
-			results[i] = fmt.Errorf("apply: %w", err)
+		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", logs[len(logs)-1].Index)
+		f.discardLocked()
+		return fail(err)
+	}
+	p.events = append(p.events, events...)
+	p.through = max(p.through, through)
+	p.bytes += n
+	if f.leading() || p.bytes >= followerCommitBytes || f.wantedLocked(p.through) {
+		if err := f.commitLocked(); err != nil {
+			return fail(err)
 		}
 		return results
 	}
-	f.events.publish(events, through)
+	if p.timer == nil {
+		p.timer = time.AfterFunc(followerCommitDelay, func() { f.flush() })
+	}
 	return results
+}
+
+// applyInto applies logs inside tx, filling results; it returns their
+// change events, the last index applied and the bytes of the entries.
+func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any) (events []Event, through uint64, n int, err error) {
+	sys := tx.Bucket(bucketSys)
+	applied := getU64(sys, keyApplied)
+	last, lastTerm := applied, uint64(0)
+	for i, l := range logs {
+		n += len(l.Data)
+		if l.Index <= applied {
+			// Replayed after a restart: already in this state.
+			results[i] = &schema.Result{}
+			continue
+		}
+		last, lastTerm = l.Index, l.Term
+		if l.Type != raft.LogCommand {
+			results[i] = &schema.Result{}
+			continue
+		}
+		res, evs := f.applyOne(tx, l)
+		results[i] = res
+		events = append(events, evs...)
+	}
+	if last > applied {
+		if err := putU64(sys, keyAppliedTerm, lastTerm); err != nil {
+			return nil, 0, n, err
+		}
+		if err := putU64(sys, keyApplied, last); err != nil {
+			return nil, 0, n, err
+		}
+	}
+	return events, last, n, nil
+}
+
+// leading reports whether this replica leads its group (or the group has
+// not started: then every batch commits at once).
+func (f *fsm) leading() bool {
+	fn := f.isLeader.Load()
+	return fn == nil || (*fn)()
+}
+
+// wantedLocked reports whether a waiter waits for an index up to through.
+func (f *fsm) wantedLocked(through uint64) bool {
+	for _, w := range f.wants {
+		if w <= through {
+			return true
+		}
+	}
+	return false
+}
+
+// commitLocked commits the pending transaction and hands out its events.
+func (f *fsm) commitLocked() error {
+	p := f.pend
+	if p == nil {
+		return nil
+	}
+	f.pend = nil
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	if err := p.tx.Commit(); err != nil {
+		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
+		return err
+	}
+	kept := f.wants[:0]
+	for _, w := range f.wants {
+		if w > p.through {
+			kept = append(kept, w)
+		}
+	}
+	f.wants = kept
+	f.events.publish(p.events, p.through)
+	return nil
+}
+
+// discardLocked rolls the pending transaction back.
+func (f *fsm) discardLocked() {
+	if p := f.pend; p != nil {
+		f.pend = nil
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		p.tx.Rollback()
+	}
+}
+
+// flush commits what a follower has applied and not committed yet.
+func (f *fsm) flush() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.commitLocked()
+}
+
+// awaiting notes that a caller waits until index is applied and its
+// events are out: a pending group holding it commits now, and one that
+// comes to hold it commits at once.
+func (f *fsm) awaiting(index uint64) {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.pend != nil && f.pend.through >= index {
+		f.mu.RLock()
+		f.commitLocked()
+		f.mu.RUnlock()
+		return
+	}
+	if f.events.publishedIndex() >= index {
+		return
+	}
+	f.wants = append(f.wants, index)
 }
 
 // applyOne decodes and applies one command inside tx, consulting and
@@ -240,6 +391,11 @@ func rememberRequest(tx *bbolt.Tx, id schema.ID, res *schema.Result) error {
 // Snapshot returns a consistent view of the state; Persist streams it
 // while new entries keep being applied.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	// The snapshot stands for the state file as committed: what a
+	// follower applied must be in it first.
+	if err := f.flush(); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -281,6 +437,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		os.Remove(tmp)
 		return fmt.Errorf("restore: %w", err)
 	}
+	// Applied and not committed is replaced like the rest.
+	f.wmu.Lock()
+	f.discardLocked()
+	f.wmu.Unlock()
 	f.mu.Lock()
 	if f.db != nil {
 		if err := f.db.Close(); err != nil {

@@ -126,6 +126,11 @@ func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
 		}
 		return fmt.Errorf("shard %d: confirm leadership: %w", s.cfg.Shard, err)
 	}
+	// After the barrier everything before this term is applied; what this
+	// replica applied as a follower may not be committed yet.
+	if err := s.fsm.flush(); err != nil {
+		return fmt.Errorf("shard %d: confirm leadership: %w", s.cfg.Shard, err)
+	}
 	if s.raft.CurrentTerm() != term || s.reads.gen.Load() != gen || s.reads.transfers.Load() > 0 {
 		return fmt.Errorf("shard %d: leadership changed while confirming it: %w", s.cfg.Shard, ErrNotLeader)
 	}

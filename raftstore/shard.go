@@ -226,6 +226,8 @@ func (s *Shard) openRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
+	leads := func() bool { return r.State() == raft.Leader }
+	s.fsm.isLeader.Store(&leads)
 	return nil
 }
 
@@ -251,6 +253,10 @@ func (s *Shard) WaitForLeader(ctx context.Context) error {
 			bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := s.await(bctx, s.raft.Barrier(time.Until(deadline(bctx, 10*time.Second))))
 			cancel()
+			if err == nil {
+				// What it applied as a follower may not be committed yet.
+				err = s.fsm.flush()
+			}
 			if err == nil {
 				return nil
 			}
@@ -336,6 +342,7 @@ func (s *Shard) PublishedIndex() uint64 { return s.fsm.events.publishedIndex() }
 // WaitApplied blocks until this replica has applied index and handed out
 // its change events, or ctx ends.
 func (s *Shard) WaitApplied(ctx context.Context, index uint64) error {
+	s.fsm.awaiting(index)
 	if err := s.fsm.events.wait(ctx, index, s.closed); err != nil {
 		return fmt.Errorf("shard %d: wait for index %d: %w", s.cfg.Shard, index, err)
 	}
