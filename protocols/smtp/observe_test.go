@@ -152,3 +152,55 @@ func TestObserverAuth(t *testing.T) {
 		t.Errorf("AUTH took %s in all", d)
 	}
 }
+
+// TestObserverLateDataRefusal delays the goroutine go-smtp runs Data on
+// for a DATA handed on as BDAT until the over-large message was refused
+// and its transaction reset, as a loaded machine may: the delivery is
+// still reported as the client heard it (5.3.4, a system refusal), not
+// as a transaction without recipients.
+func TestObserverLateDataRefusal(t *testing.T) {
+	f := newFixture(t)
+	rec := protocoltest.NewRecorder()
+	cfg := f.config(ModeMX)
+	cfg.MaxMessageBytes = 2048
+	cfg.Observer, cfg.Deliveries = rec, rec
+	addr, _ := f.start(cfg, false)
+
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	testHookDataStart = func() {
+		started <- struct{}{}
+		<-release
+	}
+	t.Cleanup(func() { testHookDataStart = nil })
+	var once bool
+	unblock := func() {
+		if !once {
+			once = true
+			close(release)
+		}
+	}
+	t.Cleanup(unblock)
+
+	c := dialMX(t, addr)
+	if err := c.Mail(remote, nil); err != nil {
+		t.Fatalf("MAIL: %v", err)
+	}
+	if err := c.Rcpt(alice, nil); err != nil {
+		t.Fatalf("RCPT: %v", err)
+	}
+	big := testMessage(remote, alice, "late") + strings.Repeat("long line of the body\r\n", 200)
+	wantCode(t, "DATA too large", sendData(c, big), 552, gosmtp.EnhancedCode{5, 3, 4})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Data did not start")
+	}
+	unblock()
+	protocoltest.WaitFor(t, protocoltest.WantCounts("deliveries", rec.Deliveries, map[string]int{
+		"permanent/system": 1,
+	}, true))
+	if err := c.Noop(); err != nil {
+		t.Fatalf("NOOP after the refusal: %v", err)
+	}
+}

@@ -303,6 +303,10 @@ func (s *session) recipientError(err error) *protocols.Error {
 	}
 }
 
+// testHookDataStart, when set by a test, runs as Data starts: it delays
+// go-smtp's goroutine for a BDAT transfer, as a loaded machine may.
+var testHookDataStart func()
+
 // Data reads, checks, stamps and delivers the message. It returns nil (250)
 // only after Store.Deliver committed it.
 func (s *session) Data(r io.Reader) (err error) {
@@ -311,6 +315,9 @@ func (s *session) Data(r io.Reader) (err error) {
 	}
 	defer s.srv.leave()
 	defer s.beginData(r)()
+	if testHookDataStart != nil {
+		testHookDataStart()
+	}
 	cfg := s.srv.cfg
 	start := time.Now()
 	s.mu.Lock()
@@ -321,6 +328,15 @@ func (s *session) Data(r io.Reader) (err error) {
 	txnID := fmt.Sprintf("%s.%d", s.id, s.txns)
 	s.mu.Unlock()
 	if !tx.fromSet || len(tx.rcpts) == 0 {
+		if pr, ok := r.(*io.PipeReader); ok {
+			// go-smtp runs Data for BDAT on a goroutine of its own, and
+			// a chunk it refused before that goroutine ran (the size
+			// limit) reset the transaction, after closing r: r says why,
+			// and that refusal is what the client heard.
+			if _, err := pr.Read(make([]byte, 1)); err != nil {
+				return s.readError(err, s.conn.Conn())
+			}
+		}
 		// go-smtp checks this too; keep the invariant local.
 		return s.refuse("data", protocols.Permanentf(503, [3]int{5, 5, 1}, nil, "Need MAIL and RCPT first"))
 	}
