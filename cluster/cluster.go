@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster/transport"
@@ -59,7 +60,10 @@ type Cluster struct {
 	wg        sync.WaitGroup
 	closing   chan struct{}
 	closeOnce sync.Once
-	closeErr  error
+	// aborting: Abort stops the replicas as a crash would (their
+	// uncommitted applies dropped).
+	aborting atomic.Bool
+	closeErr error
 }
 
 // replica is a shard replica this node keeps.
@@ -317,8 +321,12 @@ func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error
 		Address:   c.cfg.Advertise,
 		Stream:    layer,
 		Bootstrap: bootstrap,
-		Timing:    c.cfg.Timing,
-		Logger:    c.cfg.Logger,
+		// Mail shards answer from the log's commit on a quorum (see
+		// raftstore.Config); the meta shard is written rarely, and its
+		// changes (placements, members) go out to watchers at once.
+		GroupLeaderCommits: n != 0,
+		Timing:             c.cfg.Timing,
+		Logger:             c.cfg.Logger,
 	})
 	if err != nil {
 		layer.Close()
@@ -346,7 +354,12 @@ func (c *Cluster) closeReplica(n uint32, remove bool) error {
 	// The layer first: Raft dials waiting for an unreachable peer end at
 	// once, so the group's shutdown does not wait for them.
 	r.layer.Close()
-	err := r.shard.Close()
+	var err error
+	if c.aborting.Load() {
+		err = r.shard.Abort()
+	} else {
+		err = r.shard.Close()
+	}
 	if remove && err == nil {
 		err = raftstore.RemoveReplica(c.cfg.DataDir, n)
 	}
@@ -435,9 +448,12 @@ func (c *Cluster) kick() {
 func (c *Cluster) Close() error { return c.shutdown(true) }
 
 // Abort stops the node without handing leadership over, as a crash would
-// as far as the other nodes can tell (tests use it; a real crash is a
-// kill -9). It is idempotent, and so is Close after it.
+// as far as the other nodes can tell, and leaves its replicas' state
+// files as a crash would: applied entries not committed there yet are
+// dropped, for the logs to replay at the next start (tests use it; a real
+// crash is a kill -9). It is idempotent, and so is Close after it.
 func (c *Cluster) Abort() error {
+	c.aborting.Store(true) // replicas drop what a crash would lose
 	if c.trans != nil {
 		c.trans.Isolate(true) // drop every connection at once
 	}

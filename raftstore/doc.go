@@ -16,8 +16,11 @@
 //   - The shard never sees plaintext: user data arrives sealed (package
 //     seal) and is stored as it came.
 //   - Change events of a command are handed to subscribers after its
-//     transaction commits and before Apply returns to the proposer.
-//   - A leader commits every batch it applies before answering; a follower
-//     commits what it applied in groups (fsm.ApplyBatch), always before a
-//     snapshot, so the log holds whatever its state file lacks.
+//     transaction commits.
+//   - A follower commits what it applied in groups (fsm.ApplyBatch), and
+//     so does a leader with Config.GroupLeaderCommits (mail shards);
+//     otherwise a leader commits every batch before answering. A group
+//     commits before a snapshot, so the log holds whatever the state
+//     file lacks, and before every read (view, ReadyToRead, WaitApplied),
+//     so a read sees every applied entry.
 package raftstore

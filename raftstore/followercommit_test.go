@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -37,11 +38,11 @@ func entries(first uint64, ps ...schema.Payload) []*raft.Log {
 }
 
 // committedIndex is the applied index a fresh reader of the state file
-// sees: what is committed.
+// sees: what is committed (a view would commit a pending group first).
 func committedIndex(t *testing.T, f *fsm) uint64 {
 	t.Helper()
 	var idx uint64
-	if err := f.view(func(r *Reader) error { idx = r.AppliedIndex(); return nil }); err != nil {
+	if err := f.db.View(func(tx *bbolt.Tx) error { idx = (&Reader{tx: tx}).AppliedIndex(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return idx
@@ -158,5 +159,79 @@ func TestLeaderCommitsEveryBatch(t *testing.T) {
 	}
 	if got := f.events.publishedIndex(); got != 1 {
 		t.Fatalf("leader's events out through %d, want 1", got)
+	}
+}
+
+// TestLeaderGroupsCommitsWhenAsked: a leader with groupOnLeader answers a
+// batch before its state commit, and any read commits the group first,
+// so it sees every answered write.
+func TestLeaderGroupsCommitsWhenAsked(t *testing.T) {
+	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
+	f.groupOnLeader = true
+	user, inbox, init := newUser()
+	for _, r := range f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one"))) {
+		if res, ok := r.(*schema.Result); !ok || res.Code != schema.CodeOK {
+			t.Fatalf("apply: %v", r)
+		}
+	}
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("a grouping leader committed through %d at once", got)
+	}
+	var n int
+	if err := f.view(func(r *Reader) error {
+		ms, err := r.Messages(user, inbox)
+		n = len(ms)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("a read after the answer found %d messages, want 1", n)
+	}
+	if got := committedIndex(t, f); got != 2 {
+		t.Fatalf("after a read: committed through %d, want 2", got)
+	}
+	if got := f.events.publishedIndex(); got != 2 {
+		t.Fatalf("after a read: events out through %d, want 2", got)
+	}
+}
+
+// TestFailedCommitStopsApplying: once a commit lost applied entries, the
+// replica applies nothing on top of the gap; a restart replays them.
+func TestFailedCommitStopsApplying(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f := followerFSM(t, path, false)
+	user, inbox, init := newUser()
+	f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one")))
+	// The state file's commit fails (as on an I/O error): the write
+	// transaction is gone under the group.
+	f.wmu.Lock()
+	if err := f.pend.tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	err := f.commitLocked()
+	f.wmu.Unlock()
+	if err == nil {
+		t.Fatal("commit of a closed transaction succeeded")
+	}
+	for _, r := range f.ApplyBatch(entries(3, appendPayload(user, inbox, "two"))) {
+		if _, failed := r.(error); !failed {
+			t.Fatalf("applied after a lost group: %v", r)
+		}
+	}
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("committed through %d over the gap", got)
+	}
+	if err := f.close(); err == nil {
+		t.Fatal("close of a broken state machine reported no failure")
+	}
+	f = followerFSM(t, path, false)
+	f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one")))
+	f.ApplyBatch(entries(3, appendPayload(user, inbox, "two")))
+	if err := f.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedIndex(t, f); got != 3 {
+		t.Fatalf("after the replay: committed through %d, want 3", got)
 	}
 }

@@ -62,24 +62,39 @@ type fsm struct {
 
 	// isLeader tells, once the group has started, whether this replica
 	// leads it: a follower's applies are committed in groups (see
-	// ApplyBatch).
-	isLeader atomic.Pointer[func() bool]
-	wmu      sync.Mutex // guards pend and wants; taken before mu
-	pend     *pendingApply
+	// ApplyBatch), and a leader's too when groupOnLeader is set.
+	isLeader      atomic.Pointer[func() bool]
+	groupOnLeader bool
+	wmu           sync.Mutex // guards pend, wants and broken; taken before mu
+	pend          *pendingApply
+	// pending is set while pend holds applied entries, and failed once
+	// broken is, so that a read checks without taking wmu.
+	pending, failed atomic.Bool
+	// dropOnClose makes close drop a pending group, as a crash does
+	// (Shard.Abort).
+	dropOnClose atomic.Bool
 	// wants are indexes waiters (WaitApplied) are waiting for: a pending
 	// group that reaches one is committed at once.
 	wants []uint64
+	// broken is the failure of a commit or of an apply that lost a
+	// pending group: the state file no longer holds every entry before
+	// the next one, so this replica applies nothing more until it
+	// restarts and replays them from its log.
+	broken error
 }
 
 // A follower's applies are committed together, up to followerCommitDelay
 // after the first or followerCommitBytes of entries, whichever comes
-// first, or at once when someone waits for them (WaitApplied), when
-// the replica leads, snapshots or stops. A follower answers no client,
-// its log holds every entry it has applied (the log is truncated only
-// up to a snapshot, which commits first), so a crash loses nothing a
-// replay does not bring back; what it saves is the state file's two
-// syncs per group of entries on every follower, where the disk's syncs
-// are what bounds a cluster's small-message ingest.
+// first, or at once when someone waits for them (WaitApplied), reads
+// the state (view, Shard.ReadyToRead), or when the replica snapshots or
+// stops; so are a leader's when groupOnLeader is set, and otherwise a
+// leader commits every batch. The log holds every entry a replica has
+// applied (it is truncated only up to a snapshot, which commits first),
+// so a crash loses nothing a replay does not bring back: a proposer's
+// answer waits for the entry's commit on a quorum of logs and its
+// apply, not for the state file. What grouping saves is the state
+// file's two syncs per batch, where the disk's syncs are what bounds
+// small-message ingest; every read still sees every applied entry.
 const (
 	followerCommitDelay = 50 * time.Millisecond
 	followerCommitBytes = 4 << 20
@@ -140,7 +155,14 @@ func openFSM(path string, log *slog.Logger) (*fsm, error) {
 }
 
 func (f *fsm) close() error {
-	flushErr := f.flush()
+	var flushErr error
+	if f.dropOnClose.Load() {
+		f.wmu.Lock()
+		f.discardLocked()
+		f.wmu.Unlock()
+	} else {
+		flushErr = f.flush()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db == nil {
@@ -151,7 +173,12 @@ func (f *fsm) close() error {
 	return errors.Join(flushErr, err)
 }
 
+// view runs fn on the state as of the last applied entry: a pending
+// group is committed first.
 func (f *fsm) view(fn func(*Reader) error) error {
+	if err := f.commitPending(); err != nil {
+		return err
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -189,6 +216,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return results
 	}
+	if f.broken != nil {
+		return fail(f.broken)
+	}
 	p := f.pend
 	if p == nil {
 		tx, err := f.db.Begin(true)
@@ -198,19 +228,24 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		p = &pendingApply{tx: tx, first: logs[0].Index}
 		f.pend = p
+		f.pending.Store(true)
 	}
 	events, through, n, err := f.applyInto(p.tx, logs, results)
 	if err != nil {
 		// A bbolt write failure (disk full, I/O error) leaves this replica
 		// unable to follow the log; report it to every proposer.
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", logs[len(logs)-1].Index)
+		grouped := p.through != 0
 		f.discardLocked()
+		if grouped {
+			f.breakLocked(err)
+		}
 		return fail(err)
 	}
 	p.events = append(p.events, events...)
 	p.through = max(p.through, through)
 	p.bytes += n
-	if f.leading() || p.bytes >= followerCommitBytes || f.wantedLocked(p.through) {
+	if f.commitsEveryBatch() || p.bytes >= followerCommitBytes || f.wantedLocked(p.through) {
 		if err := f.commitLocked(); err != nil {
 			return fail(err)
 		}
@@ -255,11 +290,22 @@ func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any) (events [
 	return events, last, n, nil
 }
 
-// leading reports whether this replica leads its group (or the group has
-// not started: then every batch commits at once).
-func (f *fsm) leading() bool {
+// commitsEveryBatch reports whether a batch commits as it is applied: on
+// a leader that does not group its commits, and before the group has
+// started.
+func (f *fsm) commitsEveryBatch() bool {
 	fn := f.isLeader.Load()
-	return fn == nil || (*fn)()
+	return fn == nil || (!f.groupOnLeader && (*fn)())
+}
+
+// breakLocked stops this replica applying after err lost applied
+// entries of a pending group (see fsm.broken).
+func (f *fsm) breakLocked(err error) {
+	if f.broken == nil {
+		f.broken = fmt.Errorf("state file lost applied entries, restart to replay them: %w", err)
+		f.failed.Store(true)
+		f.log.Error("state machine stopped applying until restart", "err", err)
+	}
 }
 
 // wantedLocked reports whether a waiter waits for an index up to through.
@@ -279,11 +325,13 @@ func (f *fsm) commitLocked() error {
 		return nil
 	}
 	f.pend = nil
+	f.pending.Store(false)
 	if p.timer != nil {
 		p.timer.Stop()
 	}
 	if err := p.tx.Commit(); err != nil {
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
+		f.breakLocked(err)
 		return err
 	}
 	kept := f.wants[:0]
@@ -301,6 +349,7 @@ func (f *fsm) commitLocked() error {
 func (f *fsm) discardLocked() {
 	if p := f.pend; p != nil {
 		f.pend = nil
+		f.pending.Store(false)
 		if p.timer != nil {
 			p.timer.Stop()
 		}
@@ -308,13 +357,26 @@ func (f *fsm) discardLocked() {
 	}
 }
 
-// flush commits what a follower has applied and not committed yet.
+// flush commits what the replica has applied and not committed yet.
 func (f *fsm) flush() error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.broken != nil {
+		return f.broken
+	}
 	return f.commitLocked()
+}
+
+// commitPending commits a pending group, if there is one; it fails on a
+// replica whose state file lost applied entries, which must not serve
+// reads nor stand for a snapshot.
+func (f *fsm) commitPending() error {
+	if !f.pending.Load() && !f.failed.Load() {
+		return nil
+	}
+	return f.flush()
 }
 
 // awaiting notes that a caller waits until index is applied and its
@@ -459,6 +521,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err = errors.Join(err, openErr); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	// The snapshot's state is whole: a gap left by a failed commit is gone.
+	f.wmu.Lock()
+	f.broken = nil
+	f.failed.Store(false)
+	f.wmu.Unlock()
 	if f.onRestore != nil {
 		f.onRestore()
 	}

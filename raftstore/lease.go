@@ -88,9 +88,15 @@ func (s *Shard) ReadyToRead(ctx context.Context) error {
 				_ = s.confirmLeadership(ctx, term)
 			}()
 		}
-		return nil
+	} else if err := s.confirmLeadership(ctx, term); err != nil {
+		return err
 	}
-	return s.confirmLeadership(ctx, term)
+	// A read, and the published index a follower catches up to, must
+	// cover every acknowledged write: a grouped commit is made now.
+	if err := s.fsm.commitPending(); err != nil {
+		return fmt.Errorf("shard %d: %w", s.cfg.Shard, err)
+	}
+	return nil
 }
 
 // readLeaseDuration is how long a confirmation of leadership lets a leader

@@ -87,8 +87,16 @@ type Config struct {
 	// the only voter. A replica that joins an existing group leaves it
 	// false and waits for the group's leader to add it.
 	Bootstrap bool
-	Timing    Timing
-	Logger    *slog.Logger
+	// GroupLeaderCommits lets the leader, like a follower, commit what it
+	// applies to the state file in groups (up to 50 ms or 4 MiB of
+	// entries) rather than before it answers each batch: answers then
+	// wait for the quorum's log syncs only. Every read through the
+	// replica (View, ReadyToRead, WaitApplied) commits the pending group
+	// first, so reads see every acknowledged write; change events go out
+	// when the group commits.
+	GroupLeaderCommits bool
+	Timing             Timing
+	Logger             *slog.Logger
 }
 
 // Shard is one replica of a Raft group and its state machine.
@@ -128,6 +136,7 @@ func Open(cfg Config) (*Shard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
 	}
+	f.groupOnLeader = cfg.GroupLeaderCommits
 	s := &Shard{cfg: cfg, log: logger, fsm: f, closed: make(chan struct{})}
 	if err := s.openRaft(); err != nil {
 		f.close()
@@ -359,6 +368,19 @@ func (s *Shard) Snapshot() error {
 
 // Close shuts the replica down: Raft first, then its stores.
 func (s *Shard) Close() error {
+	return s.close()
+}
+
+// Abort stops the replica as a crash would leave its files: what it
+// applied and had not committed to the state file yet is dropped, for
+// its log to replay at the next open. Tests crash a node in-process with
+// it (cluster.Cluster.Abort); a Close after it does nothing more.
+func (s *Shard) Abort() error {
+	s.fsm.dropOnClose.Store(true)
+	return s.close()
+}
+
+func (s *Shard) close() error {
 	s.once.Do(func() {
 		close(s.closed)
 		var errs []error
