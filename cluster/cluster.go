@@ -321,7 +321,7 @@ func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error
 		Address:   c.cfg.Advertise,
 		Stream:    layer,
 		Bootstrap: bootstrap,
-		// Mail shards answer from the log's commit on a quorum (see
+		// A mail shard's sole voter answers from its log's sync (see
 		// raftstore.Config); the meta shard is written rarely, and its
 		// changes (placements, members) go out to watchers at once.
 		GroupLeaderCommits: n != 0,

@@ -150,8 +150,13 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 	}
 }
 
+// TestLeaderCommitsEveryBatch: a leader with followers commits each
+// batch before it answers, even with groupOnLeader set.
 func TestLeaderCommitsEveryBatch(t *testing.T) {
 	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
+	f.groupOnLeader = true
+	withFollowers := func() bool { return false }
+	f.soleVoter.Store(&withFollowers)
 	_, _, init := newUser()
 	f.ApplyBatch(entries(1, init))
 	if got := committedIndex(t, f); got != 1 {
@@ -162,12 +167,14 @@ func TestLeaderCommitsEveryBatch(t *testing.T) {
 	}
 }
 
-// TestLeaderGroupsCommitsWhenAsked: a leader with groupOnLeader answers a
-// batch before its state commit, and any read commits the group first,
-// so it sees every answered write.
+// TestLeaderGroupsCommitsWhenAsked: a sole voter leading with
+// groupOnLeader answers a batch before its state commit, and any read
+// commits the group first, so it sees every answered write.
 func TestLeaderGroupsCommitsWhenAsked(t *testing.T) {
 	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
 	f.groupOnLeader = true
+	alone := func() bool { return true }
+	f.soleVoter.Store(&alone)
 	user, inbox, init := newUser()
 	for _, r := range f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one"))) {
 		if res, ok := r.(*schema.Result); !ok || res.Code != schema.CodeOK {

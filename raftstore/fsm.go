@@ -62,8 +62,10 @@ type fsm struct {
 
 	// isLeader tells, once the group has started, whether this replica
 	// leads it: a follower's applies are committed in groups (see
-	// ApplyBatch), and a leader's too when groupOnLeader is set.
+	// ApplyBatch), and a leader's too when groupOnLeader is set and
+	// soleVoter says it is the group's only voter.
 	isLeader      atomic.Pointer[func() bool]
+	soleVoter     atomic.Pointer[func() bool]
 	groupOnLeader bool
 	wmu           sync.Mutex // guards pend, wants and broken; taken before mu
 	pend          *pendingApply
@@ -87,8 +89,12 @@ type fsm struct {
 // after the first or followerCommitBytes of entries, whichever comes
 // first, or at once when someone waits for them (WaitApplied), reads
 // the state (view, Shard.ReadyToRead), or when the replica snapshots or
-// stops; so are a leader's when groupOnLeader is set, and otherwise a
-// leader commits every batch. The log holds every entry a replica has
+// stops; so are a leader's when groupOnLeader is set and it is the
+// group's only voter, and otherwise a leader commits every batch. (With
+// followers, the leader's commit is not on the critical path of a
+// session reading on another node: that session waits for its own
+// replica, which learns the commit index with the leader's next append,
+// up to Timing.CommitTimeout later.) The log holds every entry a replica has
 // applied (it is truncated only up to a snapshot, which commits first),
 // so a crash loses nothing a replay does not bring back: a proposer's
 // answer waits for the entry's commit on a quorum of logs and its
@@ -295,7 +301,14 @@ func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any) (events [
 // started.
 func (f *fsm) commitsEveryBatch() bool {
 	fn := f.isLeader.Load()
-	return fn == nil || (!f.groupOnLeader && (*fn)())
+	if fn == nil {
+		return true
+	}
+	if !(*fn)() {
+		return false
+	}
+	alone := f.soleVoter.Load()
+	return !f.groupOnLeader || alone == nil || !(*alone)()
 }
 
 // breakLocked stops this replica applying after err lost applied

@@ -87,13 +87,14 @@ type Config struct {
 	// the only voter. A replica that joins an existing group leaves it
 	// false and waits for the group's leader to add it.
 	Bootstrap bool
-	// GroupLeaderCommits lets the leader, like a follower, commit what it
-	// applies to the state file in groups (up to 50 ms or 4 MiB of
-	// entries) rather than before it answers each batch: answers then
-	// wait for the quorum's log syncs only. Every read through the
-	// replica (View, ReadyToRead, WaitApplied) commits the pending group
-	// first, so reads see every acknowledged write; change events go out
-	// when the group commits.
+	// GroupLeaderCommits lets the leader of a group of which it is the
+	// only voter, like a follower, commit what it applies to the state
+	// file in groups (up to 50 ms or 4 MiB of entries) rather than before
+	// it answers each batch: answers then wait for the log's sync only.
+	// Every read through the replica (View, ReadyToRead, WaitApplied)
+	// commits the pending group first, so reads see every acknowledged
+	// write; change events go out when the group commits. A leader with
+	// followers commits every batch (see fsm.ApplyBatch).
 	GroupLeaderCommits bool
 	Timing             Timing
 	Logger             *slog.Logger
@@ -237,6 +238,16 @@ func (s *Shard) openRaft() error {
 	s.raft = r
 	leads := func() bool { return r.State() == raft.Leader }
 	s.fsm.isLeader.Store(&leads)
+	alone := func() bool {
+		voters := 0
+		for _, srv := range r.GetConfiguration().Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				voters++
+			}
+		}
+		return voters == 1
+	}
+	s.fsm.soleVoter.Store(&alone)
 	return nil
 }
 
