@@ -18,8 +18,9 @@
 //   - Change events of a command are handed to subscribers after its
 //     transaction commits.
 //   - A follower commits what it applied in groups (fsm.ApplyBatch), and
-//     so does a leader with Config.GroupLeaderCommits (mail shards);
-//     otherwise a leader commits every batch before answering. A group
+//     so does a leader that is its group's only voter, with
+//     Config.GroupLeaderCommits (mail shards); any other leader commits
+//     every batch before answering. A group
 //     commits before a snapshot, so the log holds whatever the state
 //     file lacks, and before every read (view, ReadyToRead, WaitApplied),
 //     so a read sees every applied entry.
