@@ -48,6 +48,21 @@ func committedIndex(t *testing.T, f *fsm) uint64 {
 	return idx
 }
 
+// messageCount reads the number of messages in a mailbox through a view
+// (which commits a pending group first).
+func messageCount(t *testing.T, f *fsm, user, mbox schema.ID) int {
+	t.Helper()
+	var n int
+	if err := f.view(func(r *Reader) error {
+		ms, err := r.Messages(user, mbox)
+		n = len(ms)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func newUser() (schema.ID, schema.ID, schema.Payload) {
 	user, inbox := schema.NewID(), schema.NewID()
 	return user, inbox, &schema.InitUser{User: user, Mailboxes: []schema.NewMailbox{
@@ -137,14 +152,7 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 	replay := append(entries(7, appendPayload(user, inbox, "six")), entries(8, appendPayload(user, inbox, "seven"))...)
 	f.ApplyBatch(replay)
 	f.awaiting(8)
-	var n int
-	if err := f.view(func(r *Reader) error {
-		ms, err := r.Messages(user, inbox)
-		n = len(ms)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	n := messageCount(t, f, user, inbox)
 	if n != 7 {
 		t.Fatalf("%d messages after the replay, want 7", n)
 	}
@@ -184,14 +192,7 @@ func TestLeaderGroupsCommitsWhenAsked(t *testing.T) {
 	if got := committedIndex(t, f); got != 0 {
 		t.Fatalf("a grouping leader committed through %d at once", got)
 	}
-	var n int
-	if err := f.view(func(r *Reader) error {
-		ms, err := r.Messages(user, inbox)
-		n = len(ms)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	n := messageCount(t, f, user, inbox)
 	if n != 1 {
 		t.Fatalf("a read after the answer found %d messages, want 1", n)
 	}
