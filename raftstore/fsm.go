@@ -91,16 +91,17 @@ type fsm struct {
 // the state (view, Shard.ReadyToRead), or when the replica snapshots or
 // stops; so are a leader's when groupOnLeader is set and it is the
 // group's only voter, and otherwise a leader commits every batch. (With
-// followers, the leader's commit is not on the critical path of a
-// session reading on another node: that session waits for its own
-// replica, which learns the commit index with the leader's next append,
-// up to Timing.CommitTimeout later.) The log holds every entry a replica has
-// applied (it is truncated only up to a snapshot, which commits first),
-// so a crash loses nothing a replay does not bring back: a proposer's
-// answer waits for the entry's commit on a quorum of logs and its
-// apply, not for the state file. What grouping saves is the state
-// file's two syncs per batch, where the disk's syncs are what bounds
-// small-message ingest; every read still sees every applied entry.
+// followers, a session on another node waits after its write for its
+// own replica, which learns the commit index with the leader's next
+// append, up to Timing.CommitTimeout later: the leader's commit overlaps
+// that wait, and grouping it only made the wait show.) The log holds
+// every entry a replica has applied (it is truncated only up to a
+// snapshot, which commits first), so a crash loses nothing a replay does
+// not bring back: a proposer's answer waits for the entry's commit on a
+// quorum of logs and its apply, not for the state file. What grouping
+// saves is the state file's two syncs per batch, where the disk's syncs
+// are what bounds small-message ingest; every read still sees every
+// applied entry.
 const (
 	followerCommitDelay = 50 * time.Millisecond
 	followerCommitBytes = 4 << 20
