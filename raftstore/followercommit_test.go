@@ -27,6 +27,17 @@ func followerFSM(t *testing.T, path string, leads bool) *fsm {
 	return f
 }
 
+// groupingLeaderFSM opens a state machine that leads its group with
+// groupOnLeader set, as its only voter or not.
+func groupingLeaderFSM(t *testing.T, alone bool) *fsm {
+	t.Helper()
+	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
+	f.groupOnLeader = true
+	sole := func() bool { return alone }
+	f.soleVoter.Store(&sole)
+	return f
+}
+
 // entries encodes payloads as consecutive log entries from index first.
 func entries(first uint64, ps ...schema.Payload) []*raft.Log {
 	out := make([]*raft.Log, len(ps))
@@ -161,10 +172,7 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 // TestLeaderCommitsEveryBatch: a leader with followers commits each
 // batch before it answers, even with groupOnLeader set.
 func TestLeaderCommitsEveryBatch(t *testing.T) {
-	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
-	f.groupOnLeader = true
-	withFollowers := func() bool { return false }
-	f.soleVoter.Store(&withFollowers)
+	f := groupingLeaderFSM(t, false)
 	_, _, init := newUser()
 	f.ApplyBatch(entries(1, init))
 	if got := committedIndex(t, f); got != 1 {
@@ -179,10 +187,7 @@ func TestLeaderCommitsEveryBatch(t *testing.T) {
 // groupOnLeader answers a batch before its state commit, and any read
 // commits the group first, so it sees every answered write.
 func TestLeaderGroupsCommitsWhenAsked(t *testing.T) {
-	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
-	f.groupOnLeader = true
-	alone := func() bool { return true }
-	f.soleVoter.Store(&alone)
+	f := groupingLeaderFSM(t, true)
 	user, inbox, init := newUser()
 	for _, r := range f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one"))) {
 		if res, ok := r.(*schema.Result); !ok || res.Code != schema.CodeOK {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,14 +44,7 @@ func TestObserverMX(t *testing.T) {
 	if err := sendData(c, testMessage(remote, alice, "observed-1")); err != nil {
 		t.Fatalf("DATA: %v", err)
 	}
-	if err := c.Mail(remote, nil); err != nil {
-		t.Fatalf("MAIL: %v", err)
-	}
-	if err := c.Rcpt(alice, nil); err != nil {
-		t.Fatalf("RCPT: %v", err)
-	}
-	big := testMessage(remote, alice, "observed-2") + strings.Repeat("long line of the body\r\n", 200)
-	wantCode(t, "DATA too large", sendData(c, big), 552, gosmtp.EnhancedCode{5, 3, 4})
+	sendTooLarge(t, c, "observed-2")
 	c.Quit()
 
 	r := dialRaw(t, addr, nil)
@@ -153,6 +147,20 @@ func TestObserverAuth(t *testing.T) {
 	}
 }
 
+// sendTooLarge sends alice a message over the fixture's 2048-byte limit
+// and expects the size refusal.
+func sendTooLarge(t *testing.T, c *gosmtp.Client, subject string) {
+	t.Helper()
+	if err := c.Mail(remote, nil); err != nil {
+		t.Fatalf("MAIL: %v", err)
+	}
+	if err := c.Rcpt(alice, nil); err != nil {
+		t.Fatalf("RCPT: %v", err)
+	}
+	big := testMessage(remote, alice, subject) + strings.Repeat("long line of the body\r\n", 200)
+	wantCode(t, "DATA too large", sendData(c, big), 552, gosmtp.EnhancedCode{5, 3, 4})
+}
+
 // TestObserverLateDataRefusal delays the goroutine go-smtp runs Data on
 // for a DATA handed on as BDAT until the over-large message was refused
 // and its transaction reset, as a loaded machine may: the delivery is
@@ -173,24 +181,11 @@ func TestObserverLateDataRefusal(t *testing.T) {
 		<-release
 	}
 	t.Cleanup(func() { testHookDataStart = nil })
-	var once bool
-	unblock := func() {
-		if !once {
-			once = true
-			close(release)
-		}
-	}
+	unblock := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(unblock)
 
 	c := dialMX(t, addr)
-	if err := c.Mail(remote, nil); err != nil {
-		t.Fatalf("MAIL: %v", err)
-	}
-	if err := c.Rcpt(alice, nil); err != nil {
-		t.Fatalf("RCPT: %v", err)
-	}
-	big := testMessage(remote, alice, "late") + strings.Repeat("long line of the body\r\n", 200)
-	wantCode(t, "DATA too large", sendData(c, big), 552, gosmtp.EnhancedCode{5, 3, 4})
+	sendTooLarge(t, c, "late")
 	select {
 	case <-started:
 	case <-time.After(10 * time.Second):
