@@ -15,13 +15,14 @@
 //     data, so entries replayed after a restart are skipped exactly.
 //   - The shard never sees plaintext: user data arrives sealed (package
 //     seal) and is stored as it came.
-//   - Change events of a command are handed to subscribers after its
-//     transaction commits.
+//   - Change events of a command are handed to subscribers once it is
+//     applied: after its transaction commits where every batch commits,
+//     at once where commits are grouped.
 //   - A follower commits what it applied in groups (fsm.ApplyBatch), and
 //     so does a leader that is its group's only voter, with
 //     Config.GroupLeaderCommits (mail shards); any other leader commits
-//     every batch before answering. A group
-//     commits before a snapshot, so the log holds whatever the state
-//     file lacks, and before every read (view, ReadyToRead, WaitApplied),
-//     so a read sees every applied entry.
+//     every batch before answering. A group commits before a snapshot or
+//     a copy of the state (View), so the log holds whatever the state
+//     file lacks; queries read inside the pending group (fsm.read), so a
+//     read sees every applied entry without waiting for the commit.
 package raftstore

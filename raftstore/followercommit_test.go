@@ -59,12 +59,12 @@ func committedIndex(t *testing.T, f *fsm) uint64 {
 	return idx
 }
 
-// messageCount reads the number of messages in a mailbox through a view
-// (which commits a pending group first).
+// messageCount reads the number of messages in a mailbox through a
+// query's read, which sees a pending group without committing it.
 func messageCount(t *testing.T, f *fsm, user, mbox schema.ID) int {
 	t.Helper()
 	var n int
-	if err := f.view(func(r *Reader) error {
+	if err := f.read(func(r *Reader) error {
 		ms, err := r.Messages(user, mbox)
 		n = len(ms)
 		return err
@@ -72,6 +72,19 @@ func messageCount(t *testing.T, f *fsm, user, mbox schema.ID) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// awaitCommitted waits until the state file holds index, which a pending
+// group reaches on its own within followerCommitDelay.
+func awaitCommitted(t *testing.T, f *fsm, index uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for committedIndex(t, f) < index {
+		if time.Now().After(deadline) {
+			t.Fatalf("group never committed on its own: state file through %d, want %d", committedIndex(t, f), index)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func newUser() (schema.ID, schema.ID, schema.Payload) {
@@ -99,52 +112,58 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 	if got := committedIndex(t, f); got != 0 {
 		t.Fatalf("a follower committed through %d at once", got)
 	}
-	if got := f.events.publishedIndex(); got != 0 {
-		t.Fatalf("events of uncommitted entries handed out through %d", got)
-	}
-
-	// A waiter gets the group committed now, both batches in it.
-	f.awaiting(2)
-	if got := committedIndex(t, f); got != 3 {
-		t.Fatalf("after a waiter: committed through %d, want 3", got)
-	}
+	// Applied entries are out and readable before they are committed.
 	if got := f.events.publishedIndex(); got != 3 {
-		t.Fatalf("after a waiter: events out through %d, want 3", got)
+		t.Fatalf("events out through %d, want 3", got)
 	}
-
-	// A waiter for an index not applied yet: the batch that brings it
-	// commits at once.
-	f.awaiting(4)
-	f.ApplyBatch(entries(4, appendPayload(user, inbox, "three")))
-	if got := committedIndex(t, f); got != 4 {
-		t.Fatalf("a batch that a waiter waited for: committed through %d, want 4", got)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.events.wait(ctx, 3, nil); err != nil {
+		t.Fatalf("a waiter for an applied entry: %v", err)
+	}
+	if n := messageCount(t, f, user, inbox); n != 2 {
+		t.Fatalf("a read of the pending group found %d messages, want 2", n)
+	}
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("a read committed the group through %d", got)
 	}
 
 	// Unwaited for, a group commits within followerCommitDelay.
+	awaitCommitted(t, f, 3)
+	f.ApplyBatch(entries(4, appendPayload(user, inbox, "three")))
 	f.ApplyBatch(entries(5, appendPayload(user, inbox, "four")))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := f.events.wait(ctx, 5, nil); err != nil {
-		t.Fatalf("group never committed on its own: %v", err)
+	awaitCommitted(t, f, 5)
+	if n := messageCount(t, f, user, inbox); n != 4 {
+		t.Fatalf("after a commit: %d messages, want 4", n)
 	}
-	if got := committedIndex(t, f); got != 5 {
-		t.Fatalf("committed through %d, want 5", got)
+
+	// A view (copies of the whole state) commits first.
+	f.ApplyBatch(entries(6, appendPayload(user, inbox, "five")))
+	if err := f.view(func(r *Reader) error {
+		if got := r.AppliedIndex(); got != 6 {
+			t.Errorf("a view saw applied index %d, want 6", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedIndex(t, f); got != 6 {
+		t.Fatalf("after a view: committed through %d, want 6", got)
 	}
 
 	// A snapshot stands for the committed state file: it commits first.
-	f.ApplyBatch(entries(6, appendPayload(user, inbox, "five")))
+	f.ApplyBatch(entries(7, appendPayload(user, inbox, "six")))
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	snap.Release()
-	if got := committedIndex(t, f); got != 6 {
-		t.Fatalf("snapshot taken over an uncommitted group: committed through %d, want 6", got)
+	if got := committedIndex(t, f); got != 7 {
+		t.Fatalf("snapshot taken over an uncommitted group: committed through %d, want 7", got)
 	}
 
 	// A clean stop commits too; a crash loses the group, which the log
 	// (kept up to the last snapshot) brings back, applied once.
-	f.ApplyBatch(entries(7, appendPayload(user, inbox, "six")))
 	if err := f.close(); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +181,6 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 	f = followerFSM(t, path, false)
 	replay := append(entries(7, appendPayload(user, inbox, "six")), entries(8, appendPayload(user, inbox, "seven"))...)
 	f.ApplyBatch(replay)
-	f.awaiting(8)
 	n := messageCount(t, f, user, inbox)
 	if n != 7 {
 		t.Fatalf("%d messages after the replay, want 7", n)
@@ -183,10 +201,10 @@ func TestLeaderCommitsEveryBatch(t *testing.T) {
 	}
 }
 
-// TestLeaderGroupsCommitsWhenAsked: a sole voter leading with
-// groupOnLeader answers a batch before its state commit, and any read
-// commits the group first, so it sees every answered write.
-func TestLeaderGroupsCommitsWhenAsked(t *testing.T) {
+// TestLeaderGroupsCommits: a sole voter leading with groupOnLeader
+// answers a batch before its state commit, and a read or a waiter sees
+// every answered write at once, without committing the group.
+func TestLeaderGroupsCommits(t *testing.T) {
 	f := groupingLeaderFSM(t, true)
 	user, inbox, init := newUser()
 	for _, r := range f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one"))) {
@@ -197,16 +215,16 @@ func TestLeaderGroupsCommitsWhenAsked(t *testing.T) {
 	if got := committedIndex(t, f); got != 0 {
 		t.Fatalf("a grouping leader committed through %d at once", got)
 	}
-	n := messageCount(t, f, user, inbox)
-	if n != 1 {
+	if n := messageCount(t, f, user, inbox); n != 1 {
 		t.Fatalf("a read after the answer found %d messages, want 1", n)
 	}
-	if got := committedIndex(t, f); got != 2 {
-		t.Fatalf("after a read: committed through %d, want 2", got)
-	}
 	if got := f.events.publishedIndex(); got != 2 {
-		t.Fatalf("after a read: events out through %d, want 2", got)
+		t.Fatalf("events out through %d, want 2", got)
 	}
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("a read committed the group through %d", got)
+	}
+	awaitCommitted(t, f, 2)
 }
 
 // TestFailedCommitStopsApplying: once a commit lost applied entries, the
@@ -234,6 +252,9 @@ func TestFailedCommitStopsApplying(t *testing.T) {
 	}
 	if got := committedIndex(t, f); got != 0 {
 		t.Fatalf("committed through %d over the gap", got)
+	}
+	if err := f.read(func(*Reader) error { return nil }); err == nil {
+		t.Fatal("a replica that lost applied entries served a read")
 	}
 	if err := f.close(); err == nil {
 		t.Fatal("close of a broken state machine reported no failure")

@@ -67,7 +67,7 @@ type fsm struct {
 	isLeader      atomic.Pointer[func() bool]
 	soleVoter     atomic.Pointer[func() bool]
 	groupOnLeader bool
-	wmu           sync.Mutex // guards pend, wants and broken; taken before mu
+	wmu           sync.Mutex // guards pend and broken; taken before mu
 	pend          *pendingApply
 	// pending is set while pend holds applied entries, and failed once
 	// broken is, so that a read checks without taking wmu.
@@ -75,9 +75,6 @@ type fsm struct {
 	// dropOnClose makes close drop a pending group, as a crash does
 	// (Shard.Abort).
 	dropOnClose atomic.Bool
-	// wants are indexes waiters (WaitApplied) are waiting for: a pending
-	// group that reaches one is committed at once.
-	wants []uint64
 	// broken is the failure of a commit or of an apply that lost a
 	// pending group: the state file no longer holds every entry before
 	// the next one, so this replica applies nothing more until it
@@ -87,31 +84,31 @@ type fsm struct {
 
 // A follower's applies are committed together, up to followerCommitDelay
 // after the first or followerCommitBytes of entries, whichever comes
-// first, or at once when someone waits for them (WaitApplied), reads
-// the state (view, Shard.ReadyToRead), or when the replica snapshots or
-// stops; so are a leader's when groupOnLeader is set and it is the
-// group's only voter, and otherwise a leader commits every batch. (With
-// followers, a session on another node waits after its write for its
-// own replica, which learns the commit index with the leader's next
-// append, up to Timing.CommitTimeout later: the leader's commit overlaps
-// that wait, and grouping it only made the wait show.) The log holds
+// first, or when the replica snapshots, copies its state or stops; so
+// are a leader's when groupOnLeader is set and it is the group's only
+// voter, and otherwise a leader commits every batch. (With followers, a
+// session on another node waits after its write for its own replica,
+// which learns the commit index with the leader's next append, up to
+// Timing.CommitTimeout later: the leader's commit overlaps that wait,
+// and grouping it only made the wait show.) A grouped entry is readable
+// and its change events are out as soon as it is applied: queries read
+// inside the pending transaction (fsm.read), so neither a waiter
+// (WaitApplied) nor a read pays the state file's syncs. The log holds
 // every entry a replica has applied (it is truncated only up to a
 // snapshot, which commits first), so a crash loses nothing a replay does
 // not bring back: a proposer's answer waits for the entry's commit on a
 // quorum of logs and its apply, not for the state file. What grouping
 // saves is the state file's two syncs per batch, where the disk's syncs
-// are what bounds small-message ingest; every read still sees every
-// applied entry.
+// bound small-message ingest and every write of an IMAP session.
 const (
 	followerCommitDelay = 50 * time.Millisecond
 	followerCommitBytes = 4 << 20
 )
 
 // pendingApply is a write transaction holding applied entries not yet
-// committed, and the change events to hand out once they are.
+// committed.
 type pendingApply struct {
 	tx      *bbolt.Tx
-	events  []Event
 	first   uint64 // first index applied in tx
 	through uint64 // last index applied in tx
 	bytes   int
@@ -180,12 +177,50 @@ func (f *fsm) close() error {
 	return errors.Join(flushErr, err)
 }
 
-// view runs fn on the state as of the last applied entry: a pending
-// group is committed first.
+// view runs fn on the state file as committed, with every applied entry
+// in it: a pending group is committed first. Copies of the whole file
+// (snapshots, backups) read through view.
 func (f *fsm) view(fn func(*Reader) error) error {
 	if err := f.commitPending(); err != nil {
 		return err
 	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(func(tx *bbolt.Tx) error { return fn(&Reader{tx: tx}) })
+}
+
+// read runs fn on the state as of the last applied entry without
+// committing a pending group: fn reads inside that group's transaction,
+// holding off applies meanwhile, so fn must only copy what it needs.
+// What a pending group holds is committed on a quorum of logs, so a read
+// may show it before the state file has it (see followerCommitDelay).
+func (f *fsm) read(fn func(*Reader) error) error {
+	if !f.pending.Load() && !f.failed.Load() {
+		return f.readCommitted(fn)
+	}
+	f.wmu.Lock()
+	if f.broken != nil {
+		f.wmu.Unlock()
+		return f.broken
+	}
+	if f.pend == nil {
+		f.wmu.Unlock()
+		return f.readCommitted(fn)
+	}
+	defer f.wmu.Unlock()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return fn(&Reader{tx: f.pend.tx})
+}
+
+// readCommitted runs fn in a read transaction of the state file.
+func (f *fsm) readCommitted(fn func(*Reader) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -201,9 +236,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch applies committed entries in one bbolt transaction, then
-// hands out their change events. On the leader, and wherever someone
-// waits for them, the transaction commits (one fsync pair for the batch)
-// before it returns; a follower keeps it open for the next batches (see
+// hands out their change events. A leader that does not group commits
+// the transaction (one fsync pair for the batch) before it returns;
+// otherwise the transaction stays open for the next batches (see
 // followerCommitDelay).
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
@@ -249,10 +284,19 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return fail(err)
 	}
-	p.events = append(p.events, events...)
 	p.through = max(p.through, through)
 	p.bytes += n
-	if f.commitsEveryBatch() || p.bytes >= followerCommitBytes || f.wantedLocked(p.through) {
+	if f.commitsEveryBatch() {
+		if err := f.commitLocked(); err != nil {
+			return fail(err)
+		}
+		f.events.publish(events, through)
+		return results
+	}
+	// Grouped: the entries are readable now (see read), so their events
+	// go out before the group commits.
+	f.events.publish(events, through)
+	if p.bytes >= followerCommitBytes {
 		if err := f.commitLocked(); err != nil {
 			return fail(err)
 		}
@@ -322,41 +366,26 @@ func (f *fsm) breakLocked(err error) {
 	}
 }
 
-// wantedLocked reports whether a waiter waits for an index up to through.
-func (f *fsm) wantedLocked(through uint64) bool {
-	for _, w := range f.wants {
-		if w <= through {
-			return true
-		}
-	}
-	return false
-}
-
-// commitLocked commits the pending transaction and hands out its events.
+// commitLocked commits the pending transaction.
 func (f *fsm) commitLocked() error {
 	p := f.pend
 	if p == nil {
 		return nil
 	}
 	f.pend = nil
-	f.pending.Store(false)
 	if p.timer != nil {
 		p.timer.Stop()
 	}
-	if err := p.tx.Commit(); err != nil {
+	err := p.tx.Commit()
+	if err != nil {
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
 		f.breakLocked(err)
-		return err
 	}
-	kept := f.wants[:0]
-	for _, w := range f.wants {
-		if w > p.through {
-			kept = append(kept, w)
-		}
-	}
-	f.wants = kept
-	f.events.publish(p.events, p.through)
-	return nil
+	// Cleared only now: a reader that saw no pending group must find its
+	// entries in the state file, so one that comes during the commit
+	// waits for it (see read).
+	f.pending.Store(false)
+	return err
 }
 
 // discardLocked rolls the pending transaction back.
@@ -383,6 +412,17 @@ func (f *fsm) flush() error {
 	return f.commitLocked()
 }
 
+// brokenErr returns why this replica applies and serves nothing more
+// until it restarts, or nil.
+func (f *fsm) brokenErr() error {
+	if !f.failed.Load() {
+		return nil
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	return f.broken
+}
+
 // commitPending commits a pending group, if there is one; it fails on a
 // replica whose state file lost applied entries, which must not serve
 // reads nor stand for a snapshot.
@@ -391,24 +431,6 @@ func (f *fsm) commitPending() error {
 		return nil
 	}
 	return f.flush()
-}
-
-// awaiting notes that a caller waits until index is applied and its
-// events are out: a pending group holding it commits now, and one that
-// comes to hold it commits at once.
-func (f *fsm) awaiting(index uint64) {
-	f.wmu.Lock()
-	defer f.wmu.Unlock()
-	if f.pend != nil && f.pend.through >= index {
-		f.mu.RLock()
-		f.commitLocked()
-		f.mu.RUnlock()
-		return
-	}
-	if f.events.publishedIndex() >= index {
-		return
-	}
-	f.wants = append(f.wants, index)
 }
 
 // applyOne decodes and applies one command inside tx, consulting and

@@ -91,9 +91,10 @@ func (s *Shard) ReadyToRead(ctx context.Context) error {
 	} else if err := s.confirmLeadership(ctx, term); err != nil {
 		return err
 	}
-	// A read, and the published index a follower catches up to, must
-	// cover every acknowledged write: a grouped commit is made now.
-	if err := s.fsm.commitPending(); err != nil {
+	// Applied entries are readable and published before their group
+	// commits (see fsm.read); a replica whose state file lost some serves
+	// nothing.
+	if err := s.fsm.brokenErr(); err != nil {
 		return fmt.Errorf("shard %d: %w", s.cfg.Shard, err)
 	}
 	return nil

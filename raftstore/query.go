@@ -89,7 +89,7 @@ var errQueryKind = errors.New("raftstore: unknown query")
 // returned both as the error and in the result's Code.
 func (s *Shard) Query(q Query) (*QueryResult, error) {
 	res := &QueryResult{}
-	err := s.View(func(r *Reader) (err error) {
+	err := s.fsm.read(func(r *Reader) (err error) {
 		res.Index = r.AppliedIndex()
 		switch q.Kind {
 		case QueryMailboxes:

@@ -91,10 +91,11 @@ type Config struct {
 	// only voter, like a follower, commit what it applies to the state
 	// file in groups (up to 50 ms or 4 MiB of entries) rather than before
 	// it answers each batch: answers then wait for the log's sync only.
-	// Every read through the replica (View, ReadyToRead, WaitApplied)
-	// commits the pending group first, so reads see every acknowledged
-	// write; change events go out when the group commits. A leader with
-	// followers commits every batch (see fsm.ApplyBatch).
+	// Queries read inside the pending group and its change events go out
+	// as it is applied, so reads see every acknowledged write without
+	// waiting for the state file; View and copies of the state commit
+	// the group first. A leader with followers commits every batch (see
+	// fsm.ApplyBatch).
 	GroupLeaderCommits bool
 	Timing             Timing
 	Logger             *slog.Logger
@@ -343,7 +344,8 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 }
 
 // View runs fn with a read-only view of the shard's state as of the last
-// applied entry.
+// applied entry, committing a pending group first: fn may take its time
+// (a copy of the whole state) without holding off applies.
 func (s *Shard) View(fn func(*Reader) error) error { return s.fsm.view(fn) }
 
 // Subscribe registers fn to receive the change events of user's data
@@ -362,7 +364,6 @@ func (s *Shard) PublishedIndex() uint64 { return s.fsm.events.publishedIndex() }
 // WaitApplied blocks until this replica has applied index and handed out
 // its change events, or ctx ends.
 func (s *Shard) WaitApplied(ctx context.Context, index uint64) error {
-	s.fsm.awaiting(index)
 	if err := s.fsm.events.wait(ctx, index, s.closed); err != nil {
 		return fmt.Errorf("shard %d: wait for index %d: %w", s.cfg.Shard, index, err)
 	}
