@@ -74,10 +74,19 @@ func (a *Account) query(ctx context.Context, q raftstore.Query) (*raftstore.Quer
 // session that drains its watcher next sees its own command's effects,
 // whichever node leads the shard.
 func (a *Account) apply(ctx context.Context, p schema.Payload) (*schema.Result, error) {
+	return a.applyTo(ctx, p)
+}
+
+// applyTo is apply for a change to messages of mboxes only: it waits for
+// the watchers of those mailboxes. On a node whose replica follows the
+// shard's leader, that wait lasts until the replica learns the commit,
+// so a message saved to a mailbox no session here watches (Sent, while
+// INBOX is selected) is acknowledged without it.
+func (a *Account) applyTo(ctx context.Context, p schema.Payload, mboxes ...schema.ID) (*schema.Result, error) {
 	res, err := a.s.c.Apply(ctx, a.shard, p)
 	if res != nil && res.Index > 0 {
 		a.seen(res.Index)
-		a.syncWatchers(ctx, res.Index)
+		a.syncWatchers(ctx, res.Index, mboxes...)
 	}
 	return res, err
 }

@@ -110,7 +110,7 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 		return schema.AppendResult{}, err
 	}
 	a.seen(res.Index)
-	a.syncWatchers(ctx, res.Index)
+	a.syncWatchers(ctx, res.Index, mbox)
 	return schema.AppendResult{UIDValidity: res.UIDValidity, UID: res.UIDs[0]}, nil
 }
 
@@ -283,7 +283,7 @@ func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.
 		}
 		for start := 0; start < len(ups); start += batchSize {
 			end := min(start+batchSize, len(ups))
-			res, err := a.apply(ctx, &schema.SetAttrs{User: a.user, Mailbox: mbox, Updates: ups[start:end]})
+			res, err := a.applyTo(ctx, &schema.SetAttrs{User: a.user, Mailbox: mbox, Updates: ups[start:end]}, mbox)
 			if err != nil {
 				return out, modified, fmt.Errorf("store flags: %w", err)
 			}
@@ -346,7 +346,7 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 			}
 			cp.Items = append(cp.Items, item)
 		}
-		r, err := a.apply(ctx, cp)
+		r, err := a.applyTo(ctx, cp, mbox, dest)
 		if errors.Is(err, schema.ErrOverQuota) {
 			a.s.quotaRefused("copy")
 		}
@@ -375,7 +375,7 @@ func (a *Account) Expunge(ctx context.Context, mbox schema.ID, targets []schema.
 		return nil, nil
 	}
 	for start := 0; start < len(targets); start += expungeBatch {
-		res, err := a.apply(ctx, &schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+expungeBatch, len(targets))]})
+		res, err := a.applyTo(ctx, &schema.Expunge{User: a.user, Mailbox: mbox, Targets: targets[start:min(start+expungeBatch, len(targets))]}, mbox)
 		if err != nil {
 			return out, fmt.Errorf("expunge: %w", err)
 		}

@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -203,13 +204,18 @@ func (w *watcher) stop() {
 	})
 }
 
-// syncWatchers waits until the account's watchers have every event up to
-// index (see watcher.sync).
-func (a *Account) syncWatchers(ctx context.Context, index uint64) {
+// syncWatchers waits until the account's watchers of mboxes (of every
+// mailbox when none is given) have every event up to index (see
+// watcher.sync). A write waits only for the watchers of the mailboxes it
+// changed: the others would drop its events anyway, and a mailbox
+// selected later is read at or after the account's last index.
+func (a *Account) syncWatchers(ctx context.Context, index uint64, mboxes ...schema.ID) {
 	a.mu.Lock()
 	ws := make([]*watcher, 0, len(a.watchers))
 	for w := range a.watchers {
-		ws = append(ws, w)
+		if len(mboxes) == 0 || slices.Contains(mboxes, w.mbox) {
+			ws = append(ws, w)
+		}
 	}
 	a.mu.Unlock()
 	for _, w := range ws {
