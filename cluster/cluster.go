@@ -321,9 +321,10 @@ func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error
 		Address:   c.cfg.Advertise,
 		Stream:    layer,
 		Bootstrap: bootstrap,
-		// A mail shard's sole voter answers from its log's sync (see
-		// raftstore.Config); the meta shard is written rarely, and its
-		// changes (placements, members) go out to watchers at once.
+		// A mail shard's leader answers once the entry is synced on a
+		// quorum of logs and applied (see raftstore.Config); the meta
+		// shard is written rarely, and its leader's state file holds
+		// each change (placements, members) before it answers.
 		GroupLeaderCommits: n != 0,
 		Timing:             c.cfg.Timing,
 		Logger:             c.cfg.Logger,

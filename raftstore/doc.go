@@ -19,9 +19,8 @@
 //     applied: after its transaction commits where every batch commits,
 //     at once where commits are grouped.
 //   - A follower commits what it applied in groups (fsm.ApplyBatch), and
-//     so does a leader that is its group's only voter, with
-//     Config.GroupLeaderCommits (mail shards); any other leader commits
-//     every batch before answering. A group commits before a snapshot or
+//     so does a leader with Config.GroupLeaderCommits (mail shards); any
+//     other leader commits every batch before answering. A group commits before a snapshot or
 //     a copy of the state (View), so the log holds whatever the state
 //     file lacks; queries read inside the pending group (fsm.read), so a
 //     read sees every applied entry without waiting for the commit.

@@ -27,14 +27,12 @@ func followerFSM(t *testing.T, path string, leads bool) *fsm {
 	return f
 }
 
-// groupingLeaderFSM opens a state machine that leads its group with
-// groupOnLeader set, as its only voter or not.
-func groupingLeaderFSM(t *testing.T, alone bool) *fsm {
+// groupingLeaderFSM opens a state machine that leads its group, with
+// groupOnLeader set or not.
+func groupingLeaderFSM(t *testing.T, group bool) *fsm {
 	t.Helper()
 	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
-	f.groupOnLeader = true
-	sole := func() bool { return alone }
-	f.soleVoter.Store(&sole)
+	f.groupOnLeader = group
 	return f
 }
 
@@ -187,8 +185,8 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 	}
 }
 
-// TestLeaderCommitsEveryBatch: a leader with followers commits each
-// batch before it answers, even with groupOnLeader set.
+// TestLeaderCommitsEveryBatch: a leader without groupOnLeader (the meta
+// shard's) commits each batch before it answers.
 func TestLeaderCommitsEveryBatch(t *testing.T) {
 	f := groupingLeaderFSM(t, false)
 	_, _, init := newUser()
@@ -201,8 +199,8 @@ func TestLeaderCommitsEveryBatch(t *testing.T) {
 	}
 }
 
-// TestLeaderGroupsCommits: a sole voter leading with groupOnLeader
-// answers a batch before its state commit, and a read or a waiter sees
+// TestLeaderGroupsCommits: a leader with groupOnLeader answers a batch
+// before its state commit, and a read or a waiter sees
 // every answered write at once, without committing the group.
 func TestLeaderGroupsCommits(t *testing.T) {
 	f := groupingLeaderFSM(t, true)

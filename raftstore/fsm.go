@@ -62,10 +62,8 @@ type fsm struct {
 
 	// isLeader tells, once the group has started, whether this replica
 	// leads it: a follower's applies are committed in groups (see
-	// ApplyBatch), and a leader's too when groupOnLeader is set and
-	// soleVoter says it is the group's only voter.
+	// ApplyBatch), and a leader's too when groupOnLeader is set.
 	isLeader      atomic.Pointer[func() bool]
-	soleVoter     atomic.Pointer[func() bool]
 	groupOnLeader bool
 	wmu           sync.Mutex // guards pend and broken; taken before mu
 	pend          *pendingApply
@@ -85,21 +83,17 @@ type fsm struct {
 // A follower's applies are committed together, up to followerCommitDelay
 // after the first or followerCommitBytes of entries, whichever comes
 // first, or when the replica snapshots, copies its state or stops; so
-// are a leader's when groupOnLeader is set and it is the group's only
-// voter, and otherwise a leader commits every batch. (With followers, a
-// session on another node waits after its write for its own replica,
-// which learns the commit index with the leader's next append, up to
-// Timing.CommitTimeout later: the leader's commit overlaps that wait,
-// and grouping it only made the wait show.) A grouped entry is readable
-// and its change events are out as soon as it is applied: queries read
-// inside the pending transaction (fsm.read), so neither a waiter
-// (WaitApplied) nor a read pays the state file's syncs. The log holds
-// every entry a replica has applied (it is truncated only up to a
-// snapshot, which commits first), so a crash loses nothing a replay does
-// not bring back: a proposer's answer waits for the entry's commit on a
-// quorum of logs and its apply, not for the state file. What grouping
-// saves is the state file's two syncs per batch, where the disk's syncs
-// bound small-message ingest and every write of an IMAP session.
+// are a leader's when groupOnLeader is set, and otherwise a leader
+// commits every batch. A grouped entry is readable and its change events
+// are out as soon as it is applied: queries read inside the pending
+// transaction (fsm.read), so neither a waiter (WaitApplied) nor a read
+// pays the state file's syncs. The log holds every entry a replica has
+// applied (it is truncated only up to a snapshot, which commits first),
+// so a crash loses nothing a replay does not bring back: a proposer's
+// answer waits for the entry's commit on a quorum of logs and its apply,
+// not for the state file. What grouping saves is the state file's two
+// syncs per batch, where the disk's syncs bound small-message ingest and
+// every write of an IMAP session.
 const (
 	followerCommitDelay = 50 * time.Millisecond
 	followerCommitBytes = 4 << 20
@@ -352,8 +346,7 @@ func (f *fsm) commitsEveryBatch() bool {
 	if !(*fn)() {
 		return false
 	}
-	alone := f.soleVoter.Load()
-	return !f.groupOnLeader || alone == nil || !(*alone)()
+	return !f.groupOnLeader
 }
 
 // breakLocked stops this replica applying after err lost applied

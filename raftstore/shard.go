@@ -87,14 +87,14 @@ type Config struct {
 	// the only voter. A replica that joins an existing group leaves it
 	// false and waits for the group's leader to add it.
 	Bootstrap bool
-	// GroupLeaderCommits lets the leader of a group of which it is the
-	// only voter, like a follower, commit what it applies to the state
-	// file in groups (up to 50 ms or 4 MiB of entries) rather than before
-	// it answers each batch: answers then wait for the log's sync only.
+	// GroupLeaderCommits lets the group's leader, like a follower,
+	// commit what it applies to the state file in groups (up to 50 ms or
+	// 4 MiB of entries) rather than before it answers each batch: answers
+	// then wait for the log's sync on a quorum and the apply only.
 	// Queries read inside the pending group and its change events go out
 	// as it is applied, so reads see every acknowledged write without
 	// waiting for the state file; View and copies of the state commit
-	// the group first. A leader with followers commits every batch (see
+	// the group first. Without it a leader commits every batch (see
 	// fsm.ApplyBatch).
 	GroupLeaderCommits bool
 	Timing             Timing
@@ -239,16 +239,6 @@ func (s *Shard) openRaft() error {
 	s.raft = r
 	leads := func() bool { return r.State() == raft.Leader }
 	s.fsm.isLeader.Store(&leads)
-	alone := func() bool {
-		voters := 0
-		for _, srv := range r.GetConfiguration().Configuration().Servers {
-			if srv.Suffrage == raft.Voter {
-				voters++
-			}
-		}
-		return voters == 1
-	}
-	s.fsm.soleVoter.Store(&alone)
 	return nil
 }
 
