@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"slices"
 )
 
@@ -113,36 +114,74 @@ func appendPiece(out []byte, tag byte, b []byte) []byte {
 // unfold returns the plaintext of a folded form, or ErrMalformed.
 func unfold(f []byte) ([]byte, error) {
 	out := make([]byte, 0, len(f)+len(f)/3+len(f)/30)
+	err := walkFold(f, func(p []byte) bool {
+		out = append(out, p...)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// unfoldsTo reports whether the folded form f unfolds to exactly
+// plaintext, without building the unfolded copy.
+func unfoldsTo(f, plaintext []byte) bool {
+	rest := plaintext
+	err := walkFold(f, func(p []byte) bool {
+		if !bytes.HasPrefix(rest, p) {
+			return false
+		}
+		rest = rest[len(p):]
+		return true
+	})
+	return err == nil && len(rest) == 0
+}
+
+// walkFold hands the plaintext of the folded form f to emit piece by
+// piece, in order (a slice emit must not keep); it returns ErrMalformed
+// for a form unfold would refuse, or errStopped when emit returned
+// false.
+func walkFold(f []byte, emit func([]byte) bool) error {
+	var line [foldLine]byte
+	line[foldLineChars], line[foldLineChars+1] = '\r', '\n'
+	var total uint64
 	for len(f) > 0 {
 		tag := f[0]
 		n, k := binary.Uvarint(f[1:])
 		if k <= 0 {
-			return nil, ErrMalformed
+			return ErrMalformed
 		}
 		f = f[1+k:]
 		switch tag {
 		case foldRaw:
-			if n > uint64(len(f)) || uint64(len(out))+n > MaxPlaintext {
-				return nil, ErrMalformed
+			if n > uint64(len(f)) || total+n > MaxPlaintext {
+				return ErrMalformed
 			}
-			out = append(out, f[:n]...)
+			total += n
+			if !emit(f[:n]) {
+				return errStopped
+			}
 			f = f[n:]
 		case foldRun:
-			if n > uint64(len(f)/foldLineBytes) || uint64(len(out))+n*foldLine > MaxPlaintext {
-				return nil, ErrMalformed
+			if n > uint64(len(f)/foldLineBytes) || total+n*foldLine > MaxPlaintext {
+				return ErrMalformed
 			}
+			total += n * foldLine
 			for range n {
-				start := len(out)
-				out = base64.StdEncoding.AppendEncode(out, f[:foldLineBytes])
-				if len(out)-start != foldLineChars {
-					return nil, ErrMalformed
+				// 57 bytes always encode to 76 characters.
+				base64.StdEncoding.Encode(line[:foldLineChars], f[:foldLineBytes])
+				if !emit(line[:]) {
+					return errStopped
 				}
-				out = append(out, '\r', '\n')
 				f = f[foldLineBytes:]
 			}
 		default:
-			return nil, ErrMalformed
+			return ErrMalformed
 		}
 	}
-	return out, nil
+	return nil
 }
+
+// errStopped ends walkFold when its caller has seen enough.
+var errStopped = errors.New("seal: unfold stopped")

@@ -42,6 +42,14 @@ func TestFoldRoundTrip(t *testing.T) {
 	if err != nil || !bytes.Equal(back, msg) {
 		t.Fatalf("unfold: %v, equal %v", err, bytes.Equal(back, msg))
 	}
+	if !unfoldsTo(f, msg) {
+		t.Fatal("unfoldsTo refused the plaintext the form came from")
+	}
+	changed := bytes.Clone(msg)
+	changed[len(changed)/2] ^= 1
+	if unfoldsTo(f, changed) {
+		t.Fatal("unfoldsTo accepted a plaintext with one bit changed")
+	}
 	if _, ok := fold([]byte(strings.Repeat("plain text line\r\n", 5000))); ok {
 		t.Error("text without base64 was folded")
 	}
@@ -111,10 +119,43 @@ func FuzzFold(f *testing.F) {
 				if err != nil || !bytes.Equal(back, p) {
 					t.Fatalf("fold/unfold of %q: %v, got %q", p, err, back)
 				}
+				if !unfoldsTo(folded, p) {
+					t.Fatalf("unfoldsTo disagrees with unfold on %q", p)
+				}
 			}
 		}
-		if out, err := unfold(in); err == nil && len(out) > MaxPlaintext {
+		out, err := unfold(in)
+		if err == nil && len(out) > MaxPlaintext {
 			t.Fatalf("unfold returned %d bytes", len(out))
 		}
+		// On any form, unfoldsTo holds exactly for what unfold gives.
+		if err == nil && !unfoldsTo(in, out) {
+			t.Fatalf("unfoldsTo refused what unfold gave for %q", in)
+		}
+		if unfoldsTo(in, append(bytes.Clone(out), 'x')) {
+			t.Fatalf("unfoldsTo accepted a longer plaintext for %q", in)
+		}
+		if len(out) > 0 && unfoldsTo(in, out[:len(out)-1]) {
+			t.Fatalf("unfoldsTo accepted a shorter plaintext for %q", in)
+		}
 	})
+}
+
+// BenchmarkSealBase64 seals a 1 MiB value that is mostly base64 lines of
+// random bytes, the shape of a large attachment.
+func BenchmarkSealBase64(b *testing.B) {
+	s, err := New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	kr := NewStatic(NewKey(1))
+	msg := base64Message(1<<20*3/4, 3)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), msg); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

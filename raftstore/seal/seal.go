@@ -302,7 +302,7 @@ func (s *Sealer) foldChecked(plaintext []byte) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	if back, err := unfold(f); err != nil || !bytes.Equal(back, plaintext) {
+	if !unfoldsTo(f, plaintext) {
 		return nil, false
 	}
 	return f, true
