@@ -480,10 +480,7 @@ func (p *Append) encodeMessage(w *writer) {
 	w.uvarint(p.Size)
 	w.bytes(p.Sealed)
 	w.uvarint(uint64(p.StagedChunks))
-	w.uvarint(uint64(len(p.Chunks)))
-	for _, c := range p.Chunks {
-		w.bytes(c)
-	}
+	w.chunks(p.Chunks)
 }
 func (p *Append) decodeMessage(r *reader) {
 	p.User = r.id()

@@ -101,10 +101,7 @@ func (p *Spool) encode(w *writer) {
 	}
 	w.uvarint(p.Size)
 	w.uvarint(uint64(p.StagedChunks))
-	w.uvarint(uint64(len(p.Chunks)))
-	for _, c := range p.Chunks {
-		w.bytes(c)
-	}
+	w.chunks(p.Chunks)
 	w.boolean(p.Junk)
 }
 func (p *Spool) decode(r *reader) {

@@ -50,10 +50,7 @@ func (p *Enqueue) encode(w *writer) {
 	w.id(p.User)
 	w.uvarint(p.Size)
 	w.uvarint(uint64(p.StagedChunks))
-	w.uvarint(uint64(len(p.Chunks)))
-	for _, c := range p.Chunks {
-		w.bytes(c)
-	}
+	w.chunks(p.Chunks)
 	w.bytes(p.State)
 	w.varint(p.NextAttempt)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // MaxFieldSize bounds any single length-prefixed field a decoder accepts.
@@ -29,6 +30,21 @@ func (w *writer) nameKey(v NameKey) {
 func (w *writer) bytes(v []byte) {
 	w.uvarint(uint64(len(v)))
 	w.b = append(w.b, v...)
+}
+
+// chunks writes a list of byte strings, growing the buffer once for all
+// of them: the chunks of a large message are most of its command, and
+// growing by doubling as each is appended copies them again.
+func (w *writer) chunks(cs [][]byte) {
+	n := binary.MaxVarintLen64
+	for _, c := range cs {
+		n += len(c) + binary.MaxVarintLen64
+	}
+	w.b = slices.Grow(w.b, n)
+	w.uvarint(uint64(len(cs)))
+	for _, c := range cs {
+		w.bytes(c)
+	}
 }
 func (w *writer) str(v string) {
 	w.uvarint(uint64(len(v)))
