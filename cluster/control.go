@@ -280,11 +280,19 @@ func (c *Cluster) reconcileGroup(s *raftstore.Shard, v *metaView, transfers map[
 }
 
 // caughtUp reports whether a node's replica of shard n has applied close
-// to commit, by its latest fresh report.
+// to commit, by its latest fresh report. The report is measured against
+// this node's commit index when the ping went out, if it led n then: a
+// report is up to a ping interval old, and a shard under steady load
+// commits more than catchUpLag entries in that time, so comparing with
+// the commit index of now would keep a replica that keeps up from ever
+// counting as caught up.
 func (c *Cluster) caughtUp(id string, n uint32, commit uint64) bool {
 	p, ok := c.health.peer(id)
 	if !ok || time.Since(p.lastSeen) > reportFresh {
 		return false
+	}
+	if then, ok := p.commitsAtPing[n]; ok && then < commit {
+		commit = then
 	}
 	for _, st := range p.report.Shards {
 		if st.Shard == n {
@@ -292,6 +300,17 @@ func (c *Cluster) caughtUp(id string, n uint32, commit uint64) bool {
 		}
 	}
 	return false
+}
+
+// leaderCommits returns the commit index of each group this node leads.
+func (c *Cluster) leaderCommits() map[uint32]uint64 {
+	out := map[uint32]uint64{}
+	for _, s := range c.Shards() {
+		if s.IsLeader() {
+			out[s.ID()] = s.CommitIndex()
+		}
+	}
+	return out
 }
 
 // moveLeaderHome hands a mail shard's leadership to a caught-up voter in

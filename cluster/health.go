@@ -28,6 +28,11 @@ type peerHealth struct {
 	lastSeen time.Time
 	lastErr  string
 	report   PingResponse
+	// commitsAtPing are the commit indexes of the groups this node led
+	// when it sent the ping the report answers: the applied indexes in
+	// the report are at least that recent, so a replica that keeps up
+	// under load is not judged by entries committed after it answered.
+	commitsAtPing map[uint32]uint64
 }
 
 func newHealth(c *Cluster) *health {
@@ -76,14 +81,15 @@ func (h *health) round() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 			defer cancel()
+			commits := h.c.leaderCommits()
 			resp, err := h.c.rpc.ping(ctx, n.Address)
-			h.record(n.ID, resp, err)
+			h.record(n.ID, resp, err, commits)
 		}()
 	}
 	wg.Wait()
 }
 
-func (h *health) record(id string, resp PingResponse, err error) {
+func (h *health) record(id string, resp PingResponse, err error, commits map[uint32]uint64) {
 	h.mu.Lock()
 	p := h.peers[id]
 	if p == nil {
@@ -95,7 +101,7 @@ func (h *health) record(id string, resp PingResponse, err error) {
 		h.mu.Unlock()
 		return
 	}
-	p.lastSeen, p.lastErr, p.report = time.Now(), "", resp
+	p.lastSeen, p.lastErr, p.report, p.commitsAtPing = time.Now(), "", resp, commits
 	h.mu.Unlock()
 	for _, st := range resp.Shards {
 		if st.State == "leader" {

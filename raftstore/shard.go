@@ -347,6 +347,10 @@ func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel
 	return s.fsm.events.subscribe(user, from, fn)
 }
 
+// CommitIndex returns the highest log index this replica knows to be
+// committed.
+func (s *Shard) CommitIndex() uint64 { return s.raft.CommitIndex() }
+
 // PublishedIndex returns the highest log index whose change events this
 // replica has handed to its subscribers.
 func (s *Shard) PublishedIndex() uint64 { return s.fsm.events.publishedIndex() }
