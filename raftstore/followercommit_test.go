@@ -267,3 +267,32 @@ func TestFailedCommitStopsApplying(t *testing.T) {
 		t.Fatalf("after the replay: committed through %d, want 3", got)
 	}
 }
+
+// TestPendingUntilCommitted: a reader that finds no group pending reads
+// the state file, so the flag stays set until the group's commit is
+// done; a reader during the commit waits for it instead of reading the
+// state without the group.
+func TestPendingUntilCommitted(t *testing.T) {
+	f := groupingLeaderFSM(t, true)
+	user, inbox, init := newUser()
+	f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one")))
+	committing := false
+	f.beforeCommit = func() {
+		committing = true
+		if !f.pending.Load() {
+			t.Error("a commit in progress shows no pending group: a reader would miss it")
+		}
+	}
+	if err := f.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !committing {
+		t.Fatal("the commit hook did not run")
+	}
+	if f.pending.Load() {
+		t.Error("the pending flag is still set after the commit")
+	}
+	if n := messageCount(t, f, user, inbox); n != 1 {
+		t.Fatalf("after the commit: %d messages, want 1", n)
+	}
+}

@@ -73,6 +73,8 @@ type fsm struct {
 	// dropOnClose makes close drop a pending group, as a crash does
 	// (Shard.Abort).
 	dropOnClose atomic.Bool
+	// beforeCommit, if set (tests), runs as a group's commit starts.
+	beforeCommit func()
 	// broken is the failure of a commit or of an apply that lost a
 	// pending group: the state file no longer holds every entry before
 	// the next one, so this replica applies nothing more until it
@@ -368,6 +370,9 @@ func (f *fsm) commitLocked() error {
 	f.pend = nil
 	if p.timer != nil {
 		p.timer.Stop()
+	}
+	if f.beforeCommit != nil {
+		f.beforeCommit()
 	}
 	err := p.tx.Commit()
 	if err != nil {
