@@ -180,12 +180,7 @@ func (f *fsm) view(fn func(*Reader) error) error {
 	if err := f.commitPending(); err != nil {
 		return err
 	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
-		return ErrClosed
-	}
-	return f.db.View(func(tx *bbolt.Tx) error { return fn(&Reader{tx: tx}) })
+	return f.readCommitted(fn)
 }
 
 // read runs fn on the state as of the last applied entry without
