@@ -55,8 +55,9 @@ func (m *mailnode) Info() Info {
 	return Info{
 		Name:     "single",
 		Software: m.version,
-		Durability: "250/OK after the Raft commit: each append to the Raft log (raft-wal segment file) and each applied batch " +
-			"(bbolt state file) is fsynced; 1 replica (single voter)",
+		Durability: "250/OK after the Raft commit: the message's log entry is fsynced (raft-wal segment file) and applied; " +
+			"the bbolt state file takes applied entries in groups, fsynced within 50 ms or 4 MiB, and the log keeps them " +
+			"until then (a crash replays them); 1 replica (single voter)",
 		Storage: "8 mail shards, each a Raft log (raft-wal) and a bbolt state file; every message, header and flag encrypted " +
 			"(zstd, then XChaCha20-Poly1305 with a per-user key)",
 		Auth: "argon2id (m=19 MiB, t=2, p=1) with a 5-minute in-memory cache of verified logins",
