@@ -27,9 +27,9 @@ func followerFSM(t *testing.T, path string, leads bool) *fsm {
 	return f
 }
 
-// groupingLeaderFSM opens a state machine that leads its group, with
+// leaderFSM opens a state machine that leads its group, with
 // groupOnLeader set or not.
-func groupingLeaderFSM(t *testing.T, group bool) *fsm {
+func leaderFSM(t *testing.T, group bool) *fsm {
 	t.Helper()
 	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
 	f.groupOnLeader = group
@@ -188,7 +188,7 @@ func TestFollowerCommitsAppliedEntriesInGroups(t *testing.T) {
 // TestLeaderCommitsEveryBatch: a leader without groupOnLeader (the meta
 // shard's) commits each batch before it answers.
 func TestLeaderCommitsEveryBatch(t *testing.T) {
-	f := groupingLeaderFSM(t, false)
+	f := leaderFSM(t, false)
 	_, _, init := newUser()
 	f.ApplyBatch(entries(1, init))
 	if got := committedIndex(t, f); got != 1 {
@@ -203,7 +203,7 @@ func TestLeaderCommitsEveryBatch(t *testing.T) {
 // before its state commit, and a read or a waiter sees
 // every answered write at once, without committing the group.
 func TestLeaderGroupsCommits(t *testing.T) {
-	f := groupingLeaderFSM(t, true)
+	f := leaderFSM(t, true)
 	user, inbox, init := newUser()
 	for _, r := range f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one"))) {
 		if res, ok := r.(*schema.Result); !ok || res.Code != schema.CodeOK {
@@ -273,7 +273,7 @@ func TestFailedCommitStopsApplying(t *testing.T) {
 // done; a reader during the commit waits for it instead of reading the
 // state without the group.
 func TestPendingUntilCommitted(t *testing.T) {
-	f := groupingLeaderFSM(t, true)
+	f := leaderFSM(t, true)
 	user, inbox, init := newUser()
 	f.ApplyBatch(entries(1, init, appendPayload(user, inbox, "one")))
 	committing := false

@@ -277,25 +277,16 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	p.through = max(p.through, through)
 	p.bytes += n
-	if f.commitsEveryBatch() {
+	if f.commitsEveryBatch() || p.bytes >= followerCommitBytes {
 		if err := f.commitLocked(); err != nil {
 			return fail(err)
 		}
-		f.events.publish(events, through)
-		return results
-	}
-	// Grouped: the entries are readable now (see read), so their events
-	// go out before the group commits.
-	f.events.publish(events, through)
-	if p.bytes >= followerCommitBytes {
-		if err := f.commitLocked(); err != nil {
-			return fail(err)
-		}
-		return results
-	}
-	if p.timer == nil {
+	} else if p.timer == nil {
 		p.timer = time.AfterFunc(followerCommitDelay, func() { f.flush() })
 	}
+	// A grouped entry is readable as soon as it is applied (see read), so
+	// its events go out now, committed or not.
+	f.events.publish(events, through)
 	return results
 }
 
