@@ -97,7 +97,7 @@ func FuzzParseMessage(f *testing.F) {
 		if err != nil {
 			t.Fatalf("submissionFields: %v", err)
 		}
-		out := stamp(msg, tr, extra)
+		out := stamp(nil, msg, tr, extra)
 		if !bytes.HasSuffix(out, msg) {
 			t.Fatal("stamping changed the message")
 		}

@@ -345,10 +345,11 @@ func (s *session) Data(r io.Reader) (err error) {
 		defer func() { s.logDelivery(tx, msgID, start, err) }()
 	}
 
-	msg, err := s.readMessage(r, tx, start)
+	buf, err := s.readMessage(r, tx, start)
 	if err != nil {
 		return err
 	}
+	msg := buf[stampRoom:]
 	if f, ok := tx.conn.(*frontConn); ok && f.dataConverted() && longestLine(msg) > cfg.MaxLineLength {
 		return s.refuse("data", errLineTooLong(cfg.MaxLineLength, nil))
 	}
@@ -405,7 +406,7 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 		extra = append(extra, v.Headers...)
 	}
-	full := stamp(msg, trace, extra)
+	full := stamp(buf, msg, trace, extra)
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, cfg.StoreTimeout)
 	defer cancel()
@@ -537,16 +538,24 @@ func (s *session) deliveryError(err error) *protocols.Error {
 	}
 }
 
-// readMessage reads the whole message from r, bounded in size and time.
+// stampRoom is the space readMessage leaves in front of a message for the
+// trace fields stamp puts there: Return-Path and Received take about 400
+// bytes, the sender checks' and the filter's fields most of the rest.
+const stampRoom = 2 << 10
+
+// readMessage reads the whole message from r, bounded in size and time,
+// into a buffer whose first stampRoom bytes are left free (see stamp);
+// the message is what follows them.
 func (s *session) readMessage(r io.Reader, tx transaction, start time.Time) ([]byte, error) {
 	cfg := s.srv.cfg
 	dr := &deadlineReader{r: r, conn: tx.conn, idle: cfg.ReadTimeout, end: start.Add(cfg.DataTimeout)}
 	var buf bytes.Buffer
-	buf.Grow(initialBufferSize(tx.sizeHint, cfg.MaxMessageBytes))
+	buf.Grow(stampRoom + initialBufferSize(tx.sizeHint, cfg.MaxMessageBytes))
+	buf.Write(make([]byte, stampRoom))
 	if _, err := buf.ReadFrom(io.LimitReader(dr, cfg.MaxMessageBytes+1)); err != nil {
 		return nil, s.readError(err, tx.conn)
 	}
-	if int64(buf.Len()) > cfg.MaxMessageBytes {
+	if int64(buf.Len()-stampRoom) > cfg.MaxMessageBytes {
 		return nil, s.refuse("data", errMessageTooLarge(nil))
 	}
 	return buf.Bytes(), nil

@@ -43,11 +43,23 @@ func protocolName(utf8Mode, tls, auth bool) string {
 
 // stamp returns msg with the trace fields of its final delivery in front
 // (RFC 5321 section 4.4: Return-Path, then Received) followed by extra
-// header fields (the submission fixes).
-func stamp(msg []byte, t traceInfo, extra []byte) []byte {
+// header fields (the submission fixes). When msg is still where
+// readMessage put it, stampRoom bytes into buf, and the fields fit in
+// that room, they are written there and the message is not copied (for
+// large mail, a copy of every byte and an allocation the size of the
+// message); otherwise the result is a new buffer.
+func stamp(buf, msg []byte, t traceInfo, extra []byte) []byte {
 	returnPath := "Return-Path: <" + formatPath(t.from) + ">\r\n"
 	received := t.received()
-	out := make([]byte, 0, len(returnPath)+len(received)+len(extra)+len(msg))
+	n := len(returnPath) + len(received) + len(extra)
+	if n <= stampRoom && len(msg) > 0 && len(buf) >= stampRoom+len(msg) && &buf[stampRoom] == &msg[0] {
+		out := buf[stampRoom-n : stampRoom+len(msg)]
+		k := copy(out, returnPath)
+		k += copy(out[k:], received)
+		copy(out[k:], extra)
+		return out
+	}
+	out := make([]byte, 0, n+len(msg))
 	out = append(out, returnPath...)
 	out = append(out, received...)
 	out = append(out, extra...)

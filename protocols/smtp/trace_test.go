@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"net/netip"
 	"strings"
 	"testing"
@@ -193,5 +194,50 @@ func TestNeedsSMTPUTF8(t *testing.T) {
 		if got := needsSMTPUTF8(tt.from, tt.rcpts, tt.msg); got != tt.want {
 			t.Errorf("needsSMTPUTF8(%q, %q, %q) = %v, want %v", tt.from, tt.rcpts, tt.msg, got, tt.want)
 		}
+	}
+}
+
+// TestStampInRoom: a message read by readMessage gets its trace fields in
+// the room left in front of it, without a copy, and with the same bytes
+// as a stamped copy; fields too long for the room, or a message that no
+// longer lies in the buffer, are stamped into a copy.
+func TestStampInRoom(t *testing.T) {
+	tr := traceInfo{helo: "client.example", remote: netip.MustParseAddr("192.0.2.1"), hostname: "mx.example.test",
+		protocol: "ESMTPS", id: "abc.1", rcpts: []string{"a@example.test"}, from: "s@example.org",
+		date: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
+	msg := []byte("Subject: hi\r\n\r\nbody\r\n")
+	newBuf := func() []byte { return append(make([]byte, stampRoom), msg...) }
+	for _, tc := range []struct {
+		name   string
+		extra  []byte
+		inRoom bool
+	}{
+		{"fits", []byte("X-Extra: 1\r\n"), true},
+		{"too long for the room", []byte("X-Extra: " + strings.Repeat("a", stampRoom) + "\r\n"), false},
+	} {
+		want := stamp(nil, msg, tr, tc.extra)
+		if !bytes.HasSuffix(want, msg) || !bytes.HasPrefix(want, []byte("Return-Path: <s@example.org>\r\nReceived: ")) {
+			t.Fatalf("%s: stamped copy is %q", tc.name, want)
+		}
+		buf := newBuf()
+		got := stamp(buf, buf[stampRoom:], tr, tc.extra)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: stamped in place %q, want %q", tc.name, got, want)
+		}
+		if shared := &got[len(got)-len(msg)] == &buf[stampRoom]; shared != tc.inRoom {
+			t.Errorf("%s: message left in the buffer = %v, want %v", tc.name, shared, tc.inRoom)
+		}
+	}
+	// A message replaced after reading (the sender checks strip a field)
+	// is not where the buffer has room: it is copied, and the buffer's
+	// room is left alone.
+	buf := newBuf()
+	other := bytes.Clone(msg)
+	got := stamp(buf, other, tr, nil)
+	if !bytes.Equal(got, stamp(nil, msg, tr, nil)) || &got[len(got)-len(msg)] == &other[0] {
+		t.Errorf("a replaced message was stamped as %q", got)
+	}
+	if !bytes.Equal(buf[:stampRoom], make([]byte, stampRoom)) {
+		t.Error("stamping a replaced message wrote into the buffer's room")
 	}
 }
