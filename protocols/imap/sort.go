@@ -248,31 +248,51 @@ func (e *sortEntry) fill(h *mail.Header) {
 	if env.Date.IsZero() {
 		e.date = time.Time{}
 	}
-	e.subject = strings.ToLower(baseSubject(env.Subject))
-	from, to, cc := firstMailbox(env.From), firstMailbox(env.To), firstMailbox(env.Cc)
-	e.from, e.to, e.cc = strings.ToLower(from.Mailbox), strings.ToLower(to.Mailbox), strings.ToLower(cc.Mailbox)
-	e.dispFrom, e.dispTo = strings.ToLower(displayName(from)), strings.ToLower(displayName(to))
+	e.subject = asciiCasemap(baseSubject(env.Subject))
+	from, to, cc := firstAddress(env.From), firstAddress(env.To), firstAddress(env.Cc)
+	e.from, e.to, e.cc = asciiCasemap(from.Mailbox), asciiCasemap(to.Mailbox), asciiCasemap(cc.Mailbox)
+	e.dispFrom, e.dispTo = asciiCasemap(displayName(from)), asciiCasemap(displayName(to))
 }
 
-// firstMailbox is the first address of a list that is a mailbox, not a
-// group marker.
-func firstMailbox(list []imap.Address) imap.Address {
-	for _, a := range list {
-		if a.Host != "" {
-			return a
+// asciiCasemap is the sort key of the i;ascii-casemap collation SORT and
+// THREAD compare with (RFC 5256 section 2.1, RFC 4790 section 9.2):
+// a-z become A-Z and every other octet stays, so the keys compare as
+// octets. Lower-casing instead would put "[", "\", "]", "^", "_" and "`"
+// before the letters rather than after them.
+func asciiCasemap(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'a' <= c && c <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'a' <= b[j] && b[j] <= 'z' {
+					b[j] -= 'a' - 'A'
+				}
+			}
+			return string(b)
 		}
 	}
-	return imap.Address{}
+	return s
+}
+
+// firstAddress is the first address of an ENVELOPE list, which RFC 5256
+// section 3 sorts FROM, TO and CC by: for a list that starts with a
+// group, its start marker, whose addr-mailbox is the group's name.
+func firstAddress(list []imap.Address) imap.Address {
+	if len(list) == 0 {
+		return imap.Address{}
+	}
+	return list[0]
 }
 
 // displayName is RFC 5957's display name of an address: its decoded
-// phrase, or without one the address itself.
+// phrase, or without one the address itself; for a group start marker
+// (no host) its addr-mailbox, the group's name.
 func displayName(a imap.Address) string {
 	if n := strings.TrimSpace(a.Name); n != "" {
 		return n
 	}
 	if a.Host == "" {
-		return ""
+		return a.Mailbox
 	}
 	return a.Mailbox + "@" + a.Host
 }

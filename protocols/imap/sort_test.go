@@ -263,3 +263,43 @@ func TestSortSeesAnnouncedMessages(t *testing.T) {
 		t.Errorf("SORT after EXISTS: %q", untagged)
 	}
 }
+
+// TestSortCasemapAndGroups: SORT compares with i;ascii-casemap (RFC 5256
+// section 2.1), which upper-cases letters, so "[" and "_" sort after
+// them; and FROM, TO and CC take the first ENVELOPE address, a group's
+// start marker (its name) when the field starts with a group (RFC 5256
+// section 3). imaptest's sort-subject and sort-addresses found both.
+func TestSortCasemapAndGroups(t *testing.T) {
+	ts := newTestServer(t)
+	for _, m := range []string{
+		"From: zed@example.net\r\nTo: team: amy@example.org;\r\nCc: bob@example.org\r\nSubject: _\r\n\r\n1\r\n",
+		"From: Mike <mike@example.net>\r\nTo: carl@example.org\r\nCc: anna: zoe@example.org;\r\nSubject: [xyz]\r\n\r\n2\r\n",
+		"From: bert@example.net\r\nTo: Xavier <xavier@example.org>\r\nCc: abe@example.org\r\nSubject: Re: B\r\n\r\n3\r\n",
+	} {
+		ts.deliver(t, m)
+	}
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.mustOK("SELECT INBOX")
+	for cmd, want := range map[string]string{
+		"SORT (SUBJECT) UTF-8 ALL":         "* SORT 3 2 1",
+		"SORT (REVERSE SUBJECT) UTF-8 ALL": "* SORT 1 2 3",
+		"SORT (TO) UTF-8 ALL":              "* SORT 2 1 3",
+		"SORT (CC) UTF-8 ALL":              "* SORT 3 2 1",
+		"SORT (DISPLAYTO) UTF-8 ALL":       "* SORT 2 1 3",
+		"SORT (DISPLAYFROM) UTF-8 ALL":     "* SORT 3 2 1",
+	} {
+		untagged, st := rc.cmd(cmd)
+		if !strings.HasPrefix(st, "OK") || len(untagged) != 1 || untagged[0] != want {
+			t.Errorf("%s: %q %q, want %q", cmd, untagged, st, want)
+		}
+	}
+}
+
+func TestASCIICasemap(t *testing.T) {
+	for in, want := range map[string]string{"": "", "abc": "ABC", "A_b[": "A_B[", "ÿé": "ÿé", "x-ÿ": "X-ÿ"} {
+		if got := asciiCasemap(in); got != want {
+			t.Errorf("asciiCasemap(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -71,7 +71,7 @@ type threadMsg struct {
 	num     uint32    // sequence number or UID, as answered
 	seq     uint32    // for ties
 	date    time.Time // sent date, else internal date
-	subject string    // base subject, lower case
+	subject string    // base subject, i;ascii-casemap key
 	reply   bool      // the subject had a reply or forward marker
 	msgID   string
 	refs    []string // References, else In-Reply-To's first ID
@@ -129,7 +129,7 @@ func readThreadMsg(tm *threadMsg, h *mail.Header, internal time.Time) {
 	}
 	norm := strings.Join(strings.Fields(env.Subject), " ")
 	base := baseSubject(norm)
-	tm.subject = strings.ToLower(base)
+	tm.subject = asciiCasemap(base)
 	tm.reply = base != stripSubjBlobs(norm)
 	if ids := parseMsgIDs(h.Get("Message-Id"), 1); len(ids) == 1 {
 		tm.msgID = ids[0]
