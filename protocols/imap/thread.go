@@ -261,10 +261,12 @@ func references(msgs []*threadMsg) []*threadNode {
 			}
 			prev = n
 		}
-		// (1.C) The last reference is the message's parent.
-		if prev == nil {
-			self.parent = nil
-		} else if !wouldLoop(prev, self) {
+		// (1.C) The last reference is the message's parent. A parent
+		// an earlier message's References gave it is dropped first,
+		// even when the new link is not made because it would loop
+		// (RFC 5256 section 3, step 1.B).
+		self.parent = nil
+		if prev != nil && !wouldLoop(prev, self) {
 			self.parent = prev
 		}
 	}

@@ -21,7 +21,7 @@ func tmsg(seq uint32, id, refs, subject string) *threadMsg {
 	return &threadMsg{
 		num: seq, seq: seq,
 		date:    time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Hour),
-		subject: strings.ToLower(base), reply: base != stripSubjBlobs(subject),
+		subject: asciiCasemap(base), reply: base != stripSubjBlobs(subject),
 		msgID: id, refs: parseMsgIDs(refs, maxThreadRefs),
 	}
 }
@@ -107,6 +107,20 @@ func TestThreadReferences(t *testing.T) {
 			tmsg(1, "a@x", "<b@x>", "p"),
 			tmsg(2, "b@x", "<a@x>", "q"),
 		}, "(2 1)"},
+		{"own References drop the parent, new link would loop", []*threadMsg{
+			// imaptest's thread test: 2 makes c the parent of b and a
+			// the parent of c; 3 (c) names b, its child, as parent: c
+			// leaves a and, the link looping, stays a root.
+			tmsg(1, "a@x", "", "t1"),
+			tmsg(2, "b@x", "<a@x> <c@x>", "t2"),
+			tmsg(3, "c@x", "<b@x>", "t3"),
+		}, "(1)(3 2)"},
+		{"own References move the message", []*threadMsg{
+			tmsg(1, "a@x", "", "u"),
+			tmsg(2, "b@x", "<a@x> <c@x>", "v"),
+			tmsg(3, "c@x", "<d@x>", "w"),
+			tmsg(4, "d@x", "", "x"),
+		}, "(1)(4 3 2)"},
 		{"loop inside References", []*threadMsg{
 			tmsg(1, "c@x", "<a@x> <b@x> <a@x>", "r"),
 		}, "(1)"},
