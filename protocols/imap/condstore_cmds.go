@@ -434,6 +434,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 	}
 	var nums []uint32
 	var uids []schema.UID
+	var modSeqs []uint64
 	var top uint64
 	err = sess.withView(func(v *view) error {
 		err := sess.matchEach(v, sc.criteria, func(sm *searchMsg) error {
@@ -443,6 +444,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 				n = uint32(sm.m.info.UID)
 			}
 			nums = append(nums, n)
+			modSeqs = append(modSeqs, sm.m.info.ModSeq)
 			top = max(top, sm.m.info.ModSeq)
 			return nil
 		})
@@ -485,7 +487,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 			b.WriteString(partialData(*sc.partial, pick(*sc.partial, nums)))
 		}
 		if len(nums) > 0 && withModSeq && (sc.retMin || sc.retMax || sc.retAll || sc.retCount || sc.partial != nil) {
-			fmt.Fprintf(&b, " MODSEQ %d", top)
+			fmt.Fprintf(&b, " MODSEQ %d", esearchModSeq(sc.retMin, sc.retMax, sc.retAll || sc.retCount || sc.partial != nil, modSeqs, top))
 		}
 	}
 	if sc.esearch && !(sc.retMin || sc.retMax || sc.retAll || sc.retCount || sc.partial != nil) {
@@ -494,4 +496,24 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 		return false
 	}
 	return answer("OK SEARCH completed")
+}
+
+// esearchModSeq is the MODSEQ result option of an ESEARCH answer (RFC
+// 7162 section 3.1.5): with MIN or MAX and no option that reports every
+// match (ALL, COUNT, PARTIAL here), the MODSEQ of the message MIN or MAX
+// names, the higher of the two with both; otherwise top, the highest of
+// all the matches. modSeqs are the matches' in the answer's order, so
+// MIN is the first and MAX the last; they are not empty.
+func esearchModSeq(retMin, retMax, retEvery bool, modSeqs []uint64, top uint64) uint64 {
+	if retEvery || !(retMin || retMax) {
+		return top
+	}
+	var ms uint64
+	if retMin {
+		ms = modSeqs[0]
+	}
+	if retMax {
+		ms = max(ms, modSeqs[len(modSeqs)-1])
+	}
+	return ms
 }

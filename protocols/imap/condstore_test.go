@@ -607,3 +607,39 @@ func FuzzCondstoreArgs(f *testing.F) {
 		}
 	})
 }
+
+// TestESearchModSeqMinMax: with MIN or MAX alone (no ALL or COUNT) the
+// MODSEQ result option is the MODSEQ of the message MIN or MAX names,
+// the higher of the two with both (RFC 7162 section 3.1.5); imaptest's
+// esearch-condstore test found the highest of all the matches there.
+func TestESearchModSeqMinMax(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 4)
+	rc := rawLogin(t, ts)
+	rc.mustOK("ENABLE CONDSTORE")
+	rc.mustOK("SELECT INBOX")
+	modseq := map[int]string{}
+	for _, n := range []int{1, 3, 2, 4} {
+		lines := rc.mustOK(fmt.Sprintf(`STORE %d +FLAGS (\Seen)`, n))
+		m := regexp.MustCompile(`MODSEQ \((\d+)\)`).FindStringSubmatch(strings.Join(lines, " "))
+		if m == nil {
+			t.Fatalf("STORE %d: %q", n, lines)
+		}
+		modseq[n] = m[1]
+	}
+	for cmd, want := range map[string]string{
+		`SEARCH RETURN (MIN) 1:3 MODSEQ 1`:                       "MIN 1 MODSEQ " + modseq[1],
+		`SEARCH RETURN (MAX) 1:3 MODSEQ 1`:                       "MAX 3 MODSEQ " + modseq[3],
+		`SEARCH RETURN (MIN MAX) 1,3 MODSEQ 1`:                   "MIN 1 MAX 3 MODSEQ " + modseq[3],
+		`SEARCH RETURN (MIN MAX) 2:3 MODSEQ 1`:                   "MIN 2 MAX 3 MODSEQ " + modseq[2],
+		`SEARCH RETURN (ALL) 1:3 MODSEQ 1`:                       "ALL 1:3 MODSEQ " + modseq[2],
+		`SEARCH RETURN (MIN COUNT) 1:3 MODSEQ 1`:                 "MIN 1 COUNT 3 MODSEQ " + modseq[2],
+		`SORT RETURN (MIN) (REVERSE ARRIVAL) UTF-8 1:3 MODSEQ 1`: "MIN 3 MODSEQ " + modseq[3],
+		`SORT RETURN (MAX) (REVERSE ARRIVAL) UTF-8 1:3 MODSEQ 1`: "MAX 1 MODSEQ " + modseq[1],
+	} {
+		lines := rc.mustOK(cmd)
+		if len(lines) != 1 || !strings.HasSuffix(lines[0], ") "+want) {
+			t.Errorf("%s: %q, want ... %s", cmd, lines, want)
+		}
+	}
+}

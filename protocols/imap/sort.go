@@ -467,8 +467,12 @@ func sortResponse(tag string, sc *sortCommand, entries []sortEntry) string {
 	if sc.partial != nil {
 		b.WriteString(partialData(*sc.partial, pick(*sc.partial, nums)))
 	}
-	if top > 0 {
-		fmt.Fprintf(&b, " MODSEQ %d", top)
+	if top > 0 && len(entries) > 0 {
+		modSeqs := make([]uint64, len(entries))
+		for i, e := range entries {
+			modSeqs[i] = e.modSeq
+		}
+		fmt.Fprintf(&b, " MODSEQ %d", esearchModSeq(sc.retMin, sc.retMax, sc.retAll || sc.retCount || sc.partial != nil, modSeqs, top))
 	}
 	return b.String()
 }
