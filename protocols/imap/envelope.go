@@ -90,8 +90,9 @@ func envelopeMailbox(s string) (imap.Address, bool) {
 	a, err := mail.ParseAddress(s)
 	if err != nil {
 		// net/mail refuses comments and white space inside an addr-spec
-		// ("<user (c)@ (c) host>"), which RFC 5322 allows as CFWS.
-		if a, err = mail.ParseAddress(stripCFWS(s)); err != nil {
+		// ("<user (c)@ (c) host>"), which RFC 5322 allows as CFWS, and
+		// the obs-route of RFC 5322 section 4.4 ("<@relay:user@host>").
+		if a, err = mail.ParseAddress(stripObsRoute(stripCFWS(s))); err != nil {
 			return imap.Address{}, false
 		}
 	}
@@ -100,6 +101,27 @@ func envelopeMailbox(s string) (imap.Address, bool) {
 		return imap.Address{}, false
 	}
 	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: a.Address[at+1:]}, true
+}
+
+// stripObsRoute removes the obs-route ("@relay1,@relay2:") at the start
+// of an angle-addr (RFC 5322 section 4.4): "<@relay:user@host>" becomes
+// "<user@host>". The route would be the ENVELOPE's addr-adl, which the
+// library always writes as NIL (RFC 9051 lets servers drop it); the
+// mailbox itself is kept rather than the whole address lost.
+func stripObsRoute(s string) string {
+	open := strings.LastIndexByte(s, '<')
+	if open < 0 {
+		return s
+	}
+	rest := strings.TrimLeft(s[open+1:], " \t")
+	if !strings.HasPrefix(rest, "@") {
+		return s
+	}
+	colon := strings.IndexByte(rest, ':')
+	if end := strings.IndexByte(rest, '>'); colon < 0 || end >= 0 && colon > end {
+		return s
+	}
+	return s[:open+1] + rest[colon+1:]
 }
 
 // unfold removes the line breaks of a folded field value (RFC 5322

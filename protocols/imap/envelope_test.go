@@ -38,6 +38,11 @@ func TestEnvelopeAddresses(t *testing.T) {
 		{"a@b.example (Comment, with: colon)", "Comment, with: colon/a/b.example"},
 		{`<"odd:local"@x.example>`, "/odd:local/x.example"},
 		{"one: a@b.example; two: c@d.example;", "[one /a/b.example ] [two /c/d.example ]"},
+		// obs-route (RFC 5322 section 4.4): the route dropped, the
+		// mailbox kept (imaptest's fetch-envelope got From NIL).
+		{"<@route:user@domain>", "/user/domain"},
+		{"Real Name <@a.example,@b.example:user@domain>, x@y.example", "Real Name/user/domain /x/y.example"},
+		{"g: < @r.example : u@d.example>;", "[g /u/d.example ]"},
 		{"a@b.example,\r\n c@d.example", "/a/b.example /c/d.example"},
 		{"just text, a@b.example", "/a/b.example"},
 		{"broken <a@b.example", ""},
