@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -113,5 +114,37 @@ func TestBinarySections(t *testing.T) {
 	want = "* 1 FETCH (BINARY[1] ~{3}\r\n\xf6rg BINARY.SIZE[1] 13)"
 	if len(got) != 1 || got[0] != want {
 		t.Errorf("partial: %q, want %q", got, want)
+	}
+}
+
+// TestBodyWithoutNULs: a message stored with a NUL (binary content,
+// here from APPEND with literal8) never puts the NUL in a BODY[] or
+// RFC822 literal, which cannot hold one (RFC 9051 sections 4.3.1 and
+// 9): it goes out as 0x80, the length unchanged. BINARY[] answers with
+// a literal8 and keeps it. imaptest's append-binary test found BODY[1]
+// sending the NUL.
+func TestBodyWithoutNULs(t *testing.T) {
+	ts := newTestServer(t)
+	rc := rawLogin(t, ts)
+	msg := "From: a@example.net\r\nSubject: nul\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n" +
+		"\x00-\xe4\x00z\r\n"
+	rc.mustOK(fmt.Sprintf("APPEND INBOX ~{%d+}\r\n%s", len(msg), msg))
+	rc.mustOK("SELECT INBOX")
+	for cmd, want := range map[string]string{
+		"FETCH 1 BODY.PEEK[1]":      "* 1 FETCH (BODY[1] {7}\r\n\x80-\xe4\x80z\r\n)",
+		"FETCH 1 BODY.PEEK[1]<1.3>": "* 1 FETCH (BODY[1]<1> {3}\r\n-\xe4\x80)",
+		"FETCH 1 BINARY.PEEK[1]":    "* 1 FETCH (BINARY[1] ~{7}\r\n\x00-\xe4\x00z\r\n)",
+	} {
+		lines := rc.mustOK(cmd)
+		if len(lines) != 1 || lines[0] != want {
+			t.Errorf("%s: %q, want %q", cmd, lines, want)
+		}
+	}
+	for _, cmd := range []string{"FETCH 1 BODY.PEEK[]", "FETCH 1 RFC822", "FETCH 1 BODY.PEEK[TEXT]"} {
+		lines := rc.mustOK(cmd)
+		if len(lines) != 1 || strings.IndexByte(lines[0], 0) >= 0 || !strings.Contains(lines[0], "\x80-\xe4\x80z\r\n") {
+			t.Errorf("%s: %q", cmd, lines)
+		}
 	}
 }

@@ -205,7 +205,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 	for _, sec := range options.BodySection {
 		var b []byte
 		if sectionPathOK(sec.Part) {
-			b = imapserver.ExtractBodySection(bytes.NewReader(raw), sec)
+			b = withoutNULs(imapserver.ExtractBodySection(bytes.NewReader(raw), sec))
 		}
 		writeLiteral(rw.WriteBodySection(sec, int64(len(b))), b)
 	}
@@ -221,4 +221,24 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		werr = err
 	}
 	return werr
+}
+
+// withoutNULs returns b with every NUL octet replaced by 0x80. A literal
+// holds no NUL (RFC 3501 and RFC 9051 section 9, CHAR8), and RFC 9051
+// section 4.3.1 allows unencoded binary only in a literal8 answering
+// BINARY[]: a BODY[] of a message stored with binary content would break
+// that. The length stays, so partial fetches and RFC822.SIZE still agree
+// (Dovecot substitutes the same octet). b is copied only when it has a NUL.
+func withoutNULs(b []byte) []byte {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return b
+	}
+	out := bytes.Clone(b)
+	for ; i < len(out); i++ {
+		if out[i] == 0 {
+			out[i] = 0x80
+		}
+	}
+	return out
 }
