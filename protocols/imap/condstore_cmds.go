@@ -352,6 +352,7 @@ type searchCommand struct {
 	returnOptions
 	charsetKnown bool
 	criteria     *imap.SearchCriteria
+	smaller      []smallerKey
 }
 
 // parseSearch reads SEARCH's arguments: [RETURN (options)] [CHARSET
@@ -387,7 +388,7 @@ func parseSearch(cmd *imapwire.Command) (*searchCommand, error) {
 		i += 2
 	}
 	var err error
-	if sc.criteria, err = parseSearchKeys(toks[i:]); err != nil {
+	if sc.criteria, sc.smaller, err = readSearchKeys(toks[i:]); err != nil {
 		return nil, err
 	}
 	return sc, nil

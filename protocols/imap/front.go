@@ -481,6 +481,8 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		if wire, answered, alive = f.enable(cmd); answered {
 			return alive
 		}
+	case "SEARCH", "UID SEARCH":
+		wire = librarySearchWire(cmd)
 	case "SELECT", "EXAMINE", "FETCH", "UID FETCH", "STORE", "UID STORE", "LIST":
 		w, we := f.prepareExt(cmd)
 		if we != nil {

@@ -249,3 +249,60 @@ func TestSearchAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestLibrarySearchWire: SEARCH goes to the library with its SMALLER
+// keys written NOT LARGER n-1, and nothing else changed.
+func TestLibrarySearchWire(t *testing.T) {
+	for line, want := range map[string]string{
+		"a SEARCH SMALLER 3375 SENTBEFORE 28-Nov-2026":               "a SEARCH NOT LARGER 3374 SENTBEFORE 28-Nov-2026\r\n",
+		"a UID SEARCH smaller 10 (SMALLER 20 LARGER 1)":              "a UID SEARCH NOT LARGER 9 (NOT LARGER 19 LARGER 1)\r\n",
+		"a SEARCH RETURN (MIN) CHARSET UTF-8 OR SMALLER 5 LARGER 10": "a SEARCH RETURN (MIN) CHARSET UTF-8 OR NOT LARGER 4 LARGER 10\r\n",
+		"a SEARCH SUBJECT SMALLER":                                   "a SEARCH SUBJECT SMALLER\r\n",
+		"a SEARCH SMALLER 0 ALL":                                     "a SEARCH SMALLER 0 ALL\r\n",
+		"a SEARCH SMALLER":                                           "a SEARCH SMALLER\r\n",
+		"a SEARCH SINCE 1-Jan-2024 NOT SMALLER 7":                    "a SEARCH SINCE 1-Jan-2024 NOT NOT LARGER 6\r\n",
+	} {
+		cmd, err := readCommand(t, line)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if got := string(librarySearchWire(cmd)); got != want {
+			t.Errorf("%q: %q, want %q", line, got, want)
+		}
+	}
+}
+
+// TestSearchSmallerAnded: SMALLER keeps its bound when other keys
+// follow it (imaptest's stress run found "SEARCH SMALLER 3375
+// SENTBEFORE 28-Nov-2026" matching every message: the library's
+// SearchCriteria.And dropped the bound), in SEARCH the library runs,
+// in the front's SEARCH and in SORT.
+func TestSearchSmallerAnded(t *testing.T) {
+	ts := newTestServer(t)
+	ts.deliver(t, simpleMessage("a@example.net", "b@example.org", "small", "Mon, 1 Jan 2024 10:00:00 +0000", "x"))
+	ts.deliver(t, simpleMessage("a@example.net", "b@example.org", "large", "Mon, 1 Jan 2024 11:00:00 +0000", strings.Repeat("large body\r\n", 100)))
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.mustOK("ENABLE CONDSTORE")
+	rc.mustOK("SELECT INBOX")
+	for cmd, want := range map[string]string{
+		"SEARCH SMALLER 500 SENTBEFORE 1-Jan-2030":             "* SEARCH 1",
+		"SEARCH SMALLER 500 LARGER 10":                         "* SEARCH 1",
+		"SEARCH SMALLER 500 1:*":                               "* SEARCH 1",
+		"UID SEARCH (SMALLER 500 SINCE 1-Jan-2000)":            "* SEARCH 1",
+		"SEARCH NOT SMALLER 500 SENTSINCE 1-Jan-2000":          "* SEARCH 2",
+		"SEARCH SMALLER 500 SENTBEFORE 1-Jan-2030 MODSEQ 1":    "* SEARCH 1 (MODSEQ ",
+		"SORT (ARRIVAL) UTF-8 SMALLER 500 SINCE 1-Jan-2000":    "* SORT 1",
+		"THREAD REFERENCES UTF-8 SMALLER 500 ON 1-Jan-2000":    "* THREAD",
+		"THREAD REFERENCES UTF-8 SMALLER 500 SINCE 1-Jan-2000": "* THREAD (1)",
+	} {
+		untagged, st := rc.cmd(cmd)
+		ok := len(untagged) == 1 && untagged[0] == want
+		if strings.HasSuffix(want, "(MODSEQ ") {
+			ok = len(untagged) == 1 && strings.HasPrefix(untagged[0], want)
+		}
+		if !strings.HasPrefix(st, "OK") || !ok {
+			t.Errorf("%s: %q %q, want %q", cmd, untagged, st, want)
+		}
+	}
+}

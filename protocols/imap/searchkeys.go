@@ -27,6 +27,15 @@ type keyParser struct {
 	toks  []imapwire.Token
 	pos   int
 	depth int
+	// smaller are the SMALLER keys read, for librarySearchWire.
+	smaller []smallerKey
+}
+
+// smallerKey is one "SMALLER n" search key: the byte range in
+// Command.Wire from the keyword to the end of the number, and n.
+type smallerKey struct {
+	start, end int
+	n          int64
 }
 
 func (p *keyParser) more() bool { return p.pos < len(p.toks) }
@@ -67,17 +76,64 @@ func (p *keyParser) atom() (string, error) {
 // parseSearchKeys reads a list of search keys (at least one) that makes
 // up the whole of toks.
 func parseSearchKeys(toks []imapwire.Token) (*imap.SearchCriteria, error) {
+	c, _, err := readSearchKeys(toks)
+	return c, err
+}
+
+// readSearchKeys is parseSearchKeys that also returns the SMALLER keys
+// it read.
+func readSearchKeys(toks []imapwire.Token) (*imap.SearchCriteria, []smallerKey, error) {
 	p := &keyParser{toks: toks}
 	c := &imap.SearchCriteria{}
 	if !p.more() {
-		return nil, errSearchSyntax("Search keys missing")
+		return nil, nil, errSearchSyntax("Search keys missing")
 	}
 	for p.more() {
 		if err := p.key(c); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return c, nil
+	return c, p.smaller, nil
+}
+
+// andCriteria ANDs other into c. The library's SearchCriteria.And drops
+// c's SMALLER bound when other has none (it keeps the smaller of the
+// two values and takes 0, "no bound", for the smaller), so "SMALLER 100
+// SINCE 1-Jan-2024" lost its SMALLER; the bound is kept here.
+func andCriteria(c, other *imap.SearchCriteria) {
+	smaller := c.Smaller
+	if other.Smaller > 0 && (smaller == 0 || other.Smaller < smaller) {
+		smaller = other.Smaller
+	}
+	c.And(other)
+	c.Smaller = smaller
+}
+
+// librarySearchWire is the wire of a SEARCH or UID SEARCH the library
+// runs, with every "SMALLER n" key written "NOT LARGER n-1" (RFC 3501
+// section 6.4.4: SMALLER n is RFC822.SIZE < n, LARGER n-1 is > n-1).
+// The library's parser ANDs the keys of a list with SearchCriteria.And,
+// which forgets a SMALLER bound as soon as a later key (a date, LARGER,
+// a sequence set) is ANDed in (see andCriteria); a NOT key is kept in a
+// list of its own. A command that does not parse here, or has no
+// SMALLER key, is forwarded as it came, to be answered by the library.
+func librarySearchWire(cmd *imapwire.Command) []byte {
+	sc, err := parseSearch(cmd)
+	if err != nil || len(sc.smaller) == 0 {
+		return cmd.Wire
+	}
+	var out []byte
+	last := 0
+	for _, k := range sc.smaller {
+		if k.n == 0 || k.start < last || k.end > len(cmd.Wire) {
+			continue // SMALLER 0 has no bound to lose
+		}
+		out = append(out, cmd.Wire[last:k.start]...)
+		out = append(out, "NOT LARGER "...)
+		out = strconv.AppendInt(out, k.n-1, 10)
+		last = k.end
+	}
+	return append(out, cmd.Wire[last:]...)
 }
 
 // key reads one search key into c (keys in a list are ANDed).
@@ -204,7 +260,7 @@ func (p *keyParser) key(c *imap.SearchCriteria) error {
 		case "SENTON":
 			and.SentSince, and.SentBefore = d, d.AddDate(0, 0, 1)
 		}
-		c.And(and)
+		andCriteria(c, and)
 	case "LARGER", "SMALLER":
 		n, err := number()
 		if err != nil {
@@ -215,8 +271,9 @@ func (p *keyParser) key(c *imap.SearchCriteria) error {
 			and.Larger = n
 		} else {
 			and.Smaller = n
+			p.smaller = append(p.smaller, smallerKey{start: t.Start, end: p.toks[p.pos-1].End, n: n})
 		}
-		c.And(and)
+		andCriteria(c, and)
 	case "MODSEQ":
 		// RFC 7162 section 3.1.5: MODSEQ [entry-name entry-type-req]
 		// mod-sequence-valzer. The entry names the flag whose MODSEQ
