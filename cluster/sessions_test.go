@@ -10,6 +10,7 @@ import (
 	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -328,5 +329,100 @@ func TestRetriedDeliveryIsStoredOnce(t *testing.T) {
 	}
 	if got := inboxCount(t, c.Nodes[0].Login("joe@example.test", "password-1")); got != 3 {
 		t.Fatalf("joe has %d messages, want 3 (one multi-shard message, two without fingerprint)", got)
+	}
+}
+
+// TestFollowerSessionTakesItsEventsFromTheLeader: a session on a node
+// whose replica of the user's shard follows has the events of its own
+// writes when they return, brought by the leader (which applies an entry
+// as it commits it), not by its replica, which learns of a commit only
+// with the leader's next append. Here that comes CommitTimeout (5-10 s)
+// after the last write, longer than a write waits for its events before
+// its watcher is resynchronised: without the leader's events every write
+// below would end in a resync. Each change reaches the watcher once,
+// though both sources bring it.
+func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: raftstore.Timing{HeartbeatTimeout: 500 * time.Millisecond,
+		ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 5 * time.Second}})
+	c.AddUser("gil@example.test", "password-1")
+	n := shardOf(t, c, "gil@example.test")
+	// The session goes to a node outside the shard's home region, once
+	// the leadership is home: that node's replica follows throughout.
+	regions := regionOf(c)
+	var leader, node *clustertest.Node
+	c.Eventually(time.Minute, "the user's shard led from its home region", func() error {
+		for _, st := range c.Running()[0].Cluster().Status().Shards {
+			if st.Shard != n {
+				continue
+			}
+			if st.Leader == "" || regions[st.Leader] != st.Home {
+				return fmt.Errorf("shard %d: leader %q, home %s", n, st.Leader, st.Home)
+			}
+			for _, x := range c.Running() {
+				if x.ID == st.Leader {
+					leader = x
+				}
+				if x.Region != st.Home {
+					node = x
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("shard %d not in the status", n)
+	})
+	ctx := testCtx(t)
+	acct := node.Login("gil@example.test", "password-1")
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, stop := acct.Watch(inbox.ID)
+	defer stop()
+	// next returns the change queued now, failing if there is none.
+	next := func(what string) schema.Change {
+		t.Helper()
+		select {
+		case ch := <-changes:
+			return ch
+		default:
+			t.Fatalf("%s: no change queued when the write returned", what)
+			return schema.Change{}
+		}
+	}
+
+	res, err := acct.Append(ctx, inbox.ID, []byte("Subject: own\r\n\r\nx\r\n"), nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := next("append"); ch.Kind != schema.ChangeAdded || ch.UID != res.UID {
+		t.Fatalf("append: change %+v, want the message added (UID %d)", ch, res.UID)
+	}
+	if _, err := acct.StoreFlags(ctx, inbox.ID, []schema.UID{res.UID}, schema.FlagsAdd, []string{`\Flagged`}); err != nil {
+		t.Fatal(err)
+	}
+	if ch := next("store"); ch.Kind != schema.ChangeFlags || ch.UID != res.UID {
+		t.Fatalf("store: change %+v, want the flags of UID %d", ch, res.UID)
+	}
+	// Once the replica has applied both writes too, nothing more comes.
+	replicaOf := func(x *clustertest.Node) *raftstore.Shard {
+		for _, s := range x.Cluster().Shards() {
+			if s.ID() == n {
+				return s
+			}
+		}
+		t.Fatalf("%s keeps no replica of shard %d", x.ID, n)
+		return nil
+	}
+	replica, target := replicaOf(node), replicaOf(leader).PublishedIndex()
+	c.Eventually(time.Minute, "the follower's replica applies the writes", func() error {
+		if got := replica.PublishedIndex(); got < target {
+			return fmt.Errorf("published %d", got)
+		}
+		return nil
+	})
+	select {
+	case ch := <-changes:
+		t.Fatalf("a change came again from the replica: %+v", ch)
+	case <-time.After(200 * time.Millisecond):
 	}
 }

@@ -23,6 +23,10 @@ const (
 	// beyond it the stream ends and the watcher resumes from its index.
 	watchQueue = 4096
 	watchRetry = 200 * time.Millisecond
+	// followCheck is how often a subscription whose replica follows looks
+	// again for a leader to take events from, while it has none to take
+	// them from (this node leads, or no leader is known).
+	followCheck = time.Second
 )
 
 // watchFrame is one message of a watch stream: events, and the index up to
@@ -36,19 +40,38 @@ type watchFrame struct {
 // replica, or, when this node keeps none, over a watch stream from a node
 // that does. It moves between the two as replicas open and close, resuming
 // from the last index it delivered, so nothing is skipped silently.
+//
+// A replica that follows learns that an entry is committed only with the
+// leader's next append (hashicorp/raft sends none for a commit alone:
+// CommitTimeout later when no other write comes, 20-40 ms on a LAN, 50-100
+// ms across regions), and a session's write waits for its own events
+// (mailstore). So while this node's replica follows, the subscription
+// also streams the user's events from the leader, which hands them out as
+// it applies them; deliver passes on each index once, from whichever
+// source brings it first. Both sources deliver a user's events in log
+// order, whole indexes at a time, so every index below one delivered has
+// been delivered.
 type subscription struct {
 	c     *Cluster
 	shard uint32
 	user  schema.ID
 	fn    func([]raftstore.Event)
 
-	mu        sync.Mutex
+	// dmu serializes deliveries from the replica and the leader's stream.
+	dmu sync.Mutex
+
+	mu sync.Mutex
+	// gen counts the subscription's attachments; what an earlier one
+	// still delivers is dropped (a stream that has not seen its
+	// cancellation yet may have started past what the new one replays).
+	gen       uint64
 	last      uint64 // highest index delivered to fn
 	progress  uint64 // every event up to here has been delivered
 	advanced  chan struct{}
 	local     *raftstore.Shard
 	localStop func()
-	remote    context.CancelFunc
+	remote    context.CancelFunc // stops the stream (or the follower's stream of the leader's events)
+	following bool               // the stream runs beside the local replica (follow)
 	remoteWG  sync.WaitGroup
 	closed    bool
 }
@@ -80,14 +103,24 @@ func (c *Cluster) resubscribe(n uint32) {
 	}
 }
 
-// deliver passes events to fn and records how far it got.
-func (s *subscription) deliver(events []raftstore.Event, published uint64) {
+// deliver passes events to fn, but for the indexes already delivered,
+// and records how far it got: published, when set, is an index up to
+// which the source has sent every event of the user. gen is the
+// attachment the source belongs to.
+func (s *subscription) deliver(gen uint64, events []raftstore.Event, published uint64) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
 	s.mu.Lock()
-	closed := s.closed
+	stale, last := s.closed || s.gen != gen, s.last
 	s.mu.Unlock()
-	if closed {
+	if stale {
 		return
 	}
+	i := 0
+	for i < len(events) && events[i].Index <= last {
+		i++ // the other source brought it first
+	}
+	events = events[i:]
 	if len(events) > 0 {
 		s.fn(events)
 	}
@@ -132,35 +165,42 @@ func (s *subscription) attach() {
 		s.mu.Unlock()
 		return
 	}
+	s.gen++
+	gen := s.gen
 	if local != nil {
 		s.local = local
 		s.mu.Unlock()
-		stop := local.Subscribe(s.user, from, func(evs []raftstore.Event) { s.deliver(evs, 0) })
+		stop := local.Subscribe(s.user, from, func(evs []raftstore.Event) { s.deliver(gen, evs, 0) })
 		s.mu.Lock()
-		if s.closed || s.local != local {
+		if s.closed || s.gen != gen {
 			s.mu.Unlock()
 			stop()
 			return
 		}
 		s.localStop = stop
+		ctx, cancel := context.WithCancel(context.Background())
+		s.remote, s.following = cancel, true
+		s.remoteWG.Add(1)
 		s.mu.Unlock()
+		go s.follow(ctx, gen, local)
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.remote = cancel
+	s.remote, s.following = cancel, false
 	s.remoteWG.Add(1)
 	s.mu.Unlock()
-	go s.stream(ctx)
+	go s.stream(ctx, gen)
 }
 
 // detachLocked forgets the current source and returns what stops it, to
 // be called without s.mu (a replica calls fn under its own lock).
 func (s *subscription) detachLocked() func() {
+	s.gen++
 	stop := s.localStop
 	s.localStop, s.local = nil, nil
 	if s.remote != nil {
 		s.remote()
-		s.remote = nil
+		s.remote, s.following = nil, false
 	}
 	return func() {
 		if stop != nil {
@@ -171,10 +211,18 @@ func (s *subscription) detachLocked() func() {
 
 // stream follows a watch stream from a node that keeps the shard,
 // reconnecting from the last delivered index until cancelled.
-func (s *subscription) stream(ctx context.Context) {
+func (s *subscription) stream(ctx context.Context, gen uint64) {
 	defer s.remoteWG.Done()
 	for ctx.Err() == nil {
-		err := s.streamOnce(ctx)
+		var err error
+		if addr := s.source(); addr == "" {
+			err = errNoLeader
+		} else {
+			s.mu.Lock()
+			from := s.last
+			s.mu.Unlock()
+			err = s.streamOnce(ctx, gen, addr, from, "")
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -187,14 +235,44 @@ func (s *subscription) stream(ctx context.Context) {
 	}
 }
 
-func (s *subscription) streamOnce(ctx context.Context) error {
-	addr := s.source()
-	if addr == "" {
-		return errNoLeader
+// follow streams the user's events from the shard's leader while this
+// node's replica local is not the leader, beside the replica's own
+// events (see subscription), until cancelled.
+func (s *subscription) follow(ctx context.Context, gen uint64, local *raftstore.Shard) {
+	defer s.remoteWG.Done()
+	for ctx.Err() == nil {
+		wait := followCheck
+		if id, addr := s.c.leaderOf(s.shard); id != "" && id != s.c.cfg.NodeID && !local.IsLeader() && addr != "" {
+			// Everything the replica has published is delivered: its
+			// subscription hands events out before it counts them.
+			s.mu.Lock()
+			from := max(s.last, local.PublishedIndex())
+			s.mu.Unlock()
+			err := s.streamOnce(ctx, gen, addr, from, id)
+			if ctx.Err() != nil {
+				return
+			}
+			if !errors.Is(err, errLeaderMoved) {
+				s.c.log.Debug("leader's watch stream ended; resuming", "shard", s.shard, "err", err)
+			}
+			wait = watchRetry
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
-	s.mu.Lock()
-	from := s.last
-	s.mu.Unlock()
+}
+
+// errLeaderMoved ends a stream of the leader's events once another node
+// leads.
+var errLeaderMoved = errors.New("the shard's leader moved")
+
+// streamOnce delivers the user's events after index from, streamed by
+// the node at addr, until the stream breaks; when leader is set, also as
+// soon as that node is no longer the shard's leader.
+func (s *subscription) streamOnce(ctx context.Context, gen uint64, addr string, from uint64, leader string) error {
 	u := rpcURL(addr, rpcWatch+strconv.FormatUint(uint64(s.shard), 10)+"/"+s.user.String()) + "?from=" + url.QueryEscape(strconv.FormatUint(from, 10))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -211,7 +289,12 @@ func (s *subscription) streamOnce(ctx context.Context) error {
 		if err := dec.Decode(&f); err != nil {
 			return err
 		}
-		s.deliver(f.Events, f.Published)
+		s.deliver(gen, f.Events, f.Published)
+		if leader != "" {
+			if id, _ := s.c.leaderOf(s.shard); id != leader {
+				return errLeaderMoved
+			}
+		}
 	}
 }
 
@@ -233,7 +316,9 @@ func (s *subscription) source() string {
 	return ""
 }
 
-// wait returns once every event up to index has been delivered.
+// wait returns once every event up to index has been delivered: by the
+// local replica once it has applied index, or by a stream that got there
+// first.
 func (s *subscription) wait(ctx context.Context, index uint64) error {
 	for {
 		s.mu.Lock()
@@ -241,12 +326,12 @@ func (s *subscription) wait(ctx context.Context, index uint64) error {
 			s.mu.Unlock()
 			return errors.New("watch closed")
 		}
-		local, progress, ch := s.local, s.progress, s.advanced
+		local, following, progress, ch := s.local, s.following, s.progress, s.advanced
 		s.mu.Unlock()
 		if progress >= index {
 			return nil
 		}
-		if local != nil {
+		if local != nil && !following {
 			// A replica hands events to fn before it counts them as out.
 			err := local.WaitApplied(ctx, index)
 			if err == nil {
@@ -256,6 +341,29 @@ func (s *subscription) wait(ctx context.Context, index uint64) error {
 				return err
 			}
 			continue // the replica closed: the subscription moved
+		}
+		if local != nil {
+			// The leader's stream usually brings index before the
+			// replica learns it is committed; take whichever is first.
+			wctx, cancel := context.WithCancel(ctx)
+			applied := make(chan error, 1)
+			go func() { applied <- local.WaitApplied(wctx, index) }()
+			select {
+			case err := <-applied:
+				cancel()
+				if err == nil {
+					return nil
+				}
+				if ctx.Err() != nil {
+					return err
+				}
+			case <-ch:
+				cancel()
+			case <-ctx.Done():
+				cancel()
+				return ctx.Err()
+			}
+			continue
 		}
 		select {
 		case <-ch:
@@ -326,9 +434,37 @@ func (c *Cluster) serveWatch(w http.ResponseWriter, r *http.Request) {
 		flusher.Flush()
 		return nil
 	}
+	var sent uint64
+	// mark sends the queued events, then the index they reach.
+	// Everything up to published is queued before published advances, so
+	// the queue is drained after reading it.
+	mark := func() error {
+		published := s.PublishedIndex()
+		for drained := false; !drained; {
+			select {
+			case evs := <-queue:
+				if err := send(watchFrame{Events: evs}); err != nil {
+					return err
+				}
+			default:
+				drained = true
+			}
+		}
+		if published > sent {
+			if err := send(watchFrame{Published: published}); err != nil {
+				return err
+			}
+			sent = published
+		}
+		return nil
+	}
+	// The first mark goes out at once: a watcher that waits for an index
+	// the replica has applied need not wait for the first tick.
+	if mark() != nil {
+		return
+	}
 	tick := time.NewTicker(watchProgressEvery)
 	defer tick.Stop()
-	var sent uint64
 	for {
 		select {
 		case <-r.Context().Done():
@@ -342,24 +478,8 @@ func (c *Cluster) serveWatch(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-tick.C:
-			// Everything up to published is queued before published
-			// advances, so drain the queue first, then report it.
-			published := s.PublishedIndex()
-			for drained := false; !drained; {
-				select {
-				case evs := <-queue:
-					if send(watchFrame{Events: evs}) != nil {
-						return
-					}
-				default:
-					drained = true
-				}
-			}
-			if published > sent {
-				if send(watchFrame{Published: published}) != nil {
-					return
-				}
-				sent = published
+			if mark() != nil {
+				return
 			}
 		}
 	}
