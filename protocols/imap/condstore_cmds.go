@@ -437,8 +437,10 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 	var uids []schema.UID
 	var modSeqs []uint64
 	var top uint64
+	var lost bool
 	err = sess.withView(func(v *view) error {
-		err := sess.matchEach(v, sc.criteria, func(sm *searchMsg) error {
+		var err error
+		lost, err = sess.matchEach(v, sc.criteria, func(sm *searchMsg) error {
 			uids = append(uids, sm.m.info.UID)
 			n := sm.seq
 			if sc.uid {
@@ -496,7 +498,7 @@ func (f *frontConn) search(cmd *imapwire.Command) bool {
 	} else if err := f.writeLine(b.String()); err != nil {
 		return false
 	}
-	return answer("OK SEARCH completed")
+	return answer(okStatus("SEARCH completed", lost))
 }
 
 // esearchModSeq is the MODSEQ result option of an ESEARCH answer (RFC

@@ -16,26 +16,36 @@ import (
 // first (not in a read-only mailbox), and the new flags are included in
 // the responses. Message bytes are read from the store per message and
 // dropped after it; only BODYSTRUCTUREs are cached.
+//
+// A message another session expunged, whose EXPUNGE this client has not
+// been sent, gets no FETCH response (RFC 2180 section 4.1 discusses the
+// choices): the command answers OK with what it can return, and the OK
+// carries EXPUNGEISSUED (RFC 5530 section 3), so that the client can
+// tell the short answer from a complete one.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	v, err := s.selected()
 	if err != nil {
 		return err
 	}
 	v.drain()
-	msgs, err := v.selectMsgs(numSet)
+	msgs, gone, err := v.selectNamed(numSet)
 	if err != nil {
 		return err
 	}
 	if ext := s.cmdExt(); ext.hasChangedSince {
 		// RFC 7162 section 3.1.4.1: only messages changed since.
-		changed := msgs[:0]
-		for _, sm := range msgs {
-			if sm.m.info.ModSeq > ext.changedSince {
-				changed = append(changed, sm)
+		changedSince := func(sms []seqMsg) []seqMsg {
+			changed := sms[:0]
+			for _, sm := range sms {
+				if sm.m.info.ModSeq > ext.changedSince {
+					changed = append(changed, sm)
+				}
 			}
+			return changed
 		}
-		msgs = changed
+		msgs, gone = changedSince(msgs), changedSince(gone)
 	}
+	lost := len(gone) > 0
 	markedSeen := map[*viewMsg]bool{}
 	if !v.readOnly && setsSeen(options) {
 		var uids []schema.UID
@@ -62,14 +72,27 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	}
 	for _, sm := range msgs {
 		if sm.m.expunged {
+			lost = true
 			continue
 		}
-		if err := s.fetchOne(w, v, sm, options, markedSeen[sm.m]); err != nil {
+		err := s.fetchOne(w, v, sm, options, markedSeen[sm.m])
+		if errors.Is(err, errMessageGone) {
+			lost = true
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}
+	if lost {
+		s.expungeIssued()
+	}
 	return nil
 }
+
+// errMessageGone is fetchOne's answer for a message expunged from the
+// store since the view last heard: it wrote nothing for it.
+var errMessageGone = errors.New("message expunged meanwhile")
 
 // setsSeen reports whether a FETCH implicitly sets \Seen.
 func setsSeen(options *imap.FetchOptions) bool {
@@ -129,9 +152,9 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		}
 		cancel()
 		if errors.Is(err, schema.ErrNoSuchMessage) {
-			// Expunged since the view last heard; RFC 2180 section 4.1.3
-			// allows answering without it.
-			return nil
+			// Expunged since the view last heard: answered without it
+			// (see Fetch).
+			return errMessageGone
 		}
 		if err != nil {
 			return s.storeError("fetch", err)

@@ -169,6 +169,9 @@ type searchMsg struct {
 	body         []byte
 	bodyLoaded   bool
 	err          error
+	// gone: the message is expunged in the store, only its metadata
+	// is left; loading its header or body fails without asking.
+	gone bool
 }
 
 func (sm *searchMsg) loadHeader() *mail.Header {
@@ -176,6 +179,10 @@ func (sm *searchMsg) loadHeader() *mail.Header {
 		return sm.header
 	}
 	sm.headerLoaded = true
+	if sm.gone {
+		sm.err = schema.ErrNoSuchMessage
+		return nil
+	}
 	src := sm.body
 	if rec := sm.recs.get(sm.idx); rec != nil && !sm.bodyLoaded {
 		src = rec.header
@@ -200,6 +207,10 @@ func (sm *searchMsg) loadBody() []byte {
 		return sm.body
 	}
 	sm.bodyLoaded = true
+	if sm.gone {
+		sm.err = schema.ErrNoSuchMessage
+		return nil
+	}
 	ctx, cancel := sm.s.opContext()
 	body, err := sm.s.acct.Body(ctx, sm.m.info.Blob)
 	cancel()
@@ -499,28 +510,55 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if options == nil {
 		options = &imap.SearchOptions{ReturnAll: true}
 	}
-	data, uids, err := s.search(v, kind, criteria)
+	data, uids, lost, err := s.search(v, kind, criteria)
 	if options.ReturnSave {
 		v.saveSearch(err, uids, nil, options.ReturnMin, options.ReturnMax, options.ReturnAll || options.ReturnCount)
 	}
 	if err != nil {
 		return nil, err
 	}
+	if lost {
+		s.expungeIssued()
+	}
 	return data, nil
 }
 
+// expungeIssued puts EXPUNGEISSUED into the tagged OK of the command the
+// library runs (RFC 5530 section 3): the answer leaves out a message the
+// client still has a sequence number for, because another session
+// expunged it (RFC 2180 section 4.1). Commands the front runs itself put
+// the code into their own answer.
+func (s *session) expungeIssued() {
+	if s.front != nil {
+		s.front.taggedCode(codeExpungeIssued)
+	}
+}
+
+// codeExpungeIssued is the response code of RFC 5530 section 3, for an
+// answer that leaves out messages expunged by someone else.
+const codeExpungeIssued = "EXPUNGEISSUED"
+
+// okStatus is the tagged OK text of a command the front runs itself,
+// with EXPUNGEISSUED when lost (see expungeIssued).
+func okStatus(text string, lost bool) string {
+	if lost {
+		return "OK [" + codeExpungeIssued + "] " + text
+	}
+	return "OK " + text
+}
+
 // search runs the criteria over the announced, live messages and returns
-// the result with the matching UIDs in order.
-func (s *session) search(v *view, kind imapserver.NumKind, criteria *imap.SearchCriteria) (*imap.SearchData, []schema.UID, error) {
+// the result with the matching UIDs in order; lost as matchEach says.
+func (s *session) search(v *view, kind imapserver.NumKind, criteria *imap.SearchCriteria) (*imap.SearchData, []schema.UID, bool, error) {
 	var uids []schema.UID
 	var seqs []uint32
-	err := s.matchEach(v, criteria, func(sm *searchMsg) error {
+	lost, err := s.matchEach(v, criteria, func(sm *searchMsg) error {
 		uids = append(uids, sm.m.info.UID)
 		seqs = append(seqs, sm.seq)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	data := &imap.SearchData{Count: uint32(len(uids))}
 	nums := seqs
@@ -536,39 +574,53 @@ func (s *session) search(v *view, kind imapserver.NumKind, criteria *imap.Search
 	if len(nums) > 0 {
 		data.Min, data.Max = nums[0], nums[len(nums)-1]
 	}
-	return data, uids, nil
+	return data, uids, lost, nil
 }
 
 // matchEach runs the criteria over the announced, live messages and
 // calls fn for each match, in sequence order, with its header and body
 // as far as the match loaded them.
-func (s *session) matchEach(v *view, criteria *imap.SearchCriteria, fn func(*searchMsg) error) error {
+//
+// A message the client still sees but another session expunged is left
+// out (RFC 2180 section 4.1). lost reports that one was left out that
+// might have matched: the criteria did not rule it out on what the view
+// still knows of it, or it went from the store while being read. The
+// tagged OK then carries EXPUNGEISSUED (RFC 5530 section 3), which tells
+// the client the answer is short of it.
+func (s *session) matchEach(v *view, criteria *imap.SearchCriteria, fn func(*searchMsg) error) (lost bool, err error) {
 	v.drain()
 	terms := 0
 	root, err := v.compileSearch(criteria, &terms)
 	if err != nil {
-		return err
+		return false, err
 	}
 	recs := newRecordSet(s, v.msgs)
 	for i, m := range v.msgs {
 		if m.expunged {
+			if !lost {
+				// Decided on the metadata alone: the store is not asked
+				// for what it no longer has.
+				gm := &searchMsg{s: s, seq: uint32(i + 1), m: m, idx: i, gone: true}
+				lost = root.match(gm) || gm.err != nil
+			}
 			continue
 		}
 		sm := &searchMsg{s: s, seq: uint32(i + 1), m: m, recs: recs, idx: i}
 		ok := root.match(sm)
 		if ok && sm.err == nil {
 			if err := fn(sm); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if sm.err != nil {
 			if errors.Is(sm.err, schema.ErrNoSuchMessage) {
+				lost = true
 				continue // expunged meanwhile
 			}
-			return s.storeError("search", sm.err)
+			return false, s.storeError("search", sm.err)
 		}
 	}
-	return nil
+	return lost, nil
 }
 
 // seqSetOf builds a sequence set from ascending sequence numbers.

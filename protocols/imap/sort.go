@@ -196,14 +196,15 @@ func (k sortKey) needsHeader() bool {
 	return true
 }
 
-// runSort matches and sorts; the result is in sort order.
-func (s *session) runSort(v *view, sc *sortCommand) ([]sortEntry, error) {
+// runSort matches and sorts; the result is in sort order, lost as
+// matchEach says.
+func (s *session) runSort(v *view, sc *sortCommand) ([]sortEntry, bool, error) {
 	header := false
 	for _, k := range sc.keys {
 		header = header || k.needsHeader()
 	}
 	var entries []sortEntry
-	err := s.matchEach(v, sc.criteria, func(sm *searchMsg) error {
+	lost, err := s.matchEach(v, sc.criteria, func(sm *searchMsg) error {
 		e := sortEntry{seq: sm.seq, uid: sm.m.info.UID, size: sm.m.info.Size, arrival: sm.m.info.InternalDate, modSeq: sm.m.info.ModSeq}
 		if header {
 			if rec := sm.headerRecord(); rec != nil {
@@ -222,7 +223,7 @@ func (s *session) runSort(v *view, sc *sortCommand) ([]sortEntry, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	sort.SliceStable(entries, func(i, j int) bool {
 		a, b := &entries[i], &entries[j]
@@ -238,7 +239,7 @@ func (s *session) runSort(v *view, sc *sortCommand) ([]sortEntry, error) {
 		// Ties: sequence order (RFC 5256 section 3); the input is in it.
 		return false
 	})
-	return entries, nil
+	return entries, lost, nil
 }
 
 // fill reads the header-based sort keys.
@@ -570,8 +571,9 @@ func (f *frontConn) sort(cmd *imapwire.Command) bool {
 		return ok
 	}
 	var entries []sortEntry
+	var lost bool
 	err = sess.withView(func(v *view) (err error) {
-		entries, err = sess.runSort(v, sc)
+		entries, lost, err = sess.runSort(v, sc)
 		return err
 	})
 	if err != nil {
@@ -580,5 +582,5 @@ func (f *frontConn) sort(cmd *imapwire.Command) bool {
 	if err := f.writeLine(sortResponse(cmd.Tag, sc, entries)); err != nil {
 		return false
 	}
-	return answer("OK Sort completed")
+	return answer(okStatus("Sort completed", lost))
 }

@@ -479,10 +479,11 @@ func threadResponse(roots []*threadNode) string {
 	return strings.TrimRight(b.String(), " ")
 }
 
-// runThread matches and threads on the session's view.
-func (s *session) runThread(v *view, tc *threadCommand) ([]*threadNode, error) {
+// runThread matches and threads on the session's view; lost as
+// matchEach says.
+func (s *session) runThread(v *view, tc *threadCommand) ([]*threadNode, bool, error) {
 	var msgs []*threadMsg
-	err := s.matchEach(v, tc.criteria, func(sm *searchMsg) error {
+	lost, err := s.matchEach(v, tc.criteria, func(sm *searchMsg) error {
 		tm := &threadMsg{seq: sm.seq, num: sm.seq}
 		if tc.uid {
 			tm.num = uint32(sm.m.info.UID)
@@ -498,12 +499,12 @@ func (s *session) runThread(v *view, tc *threadCommand) ([]*threadNode, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if tc.algorithm == "ORDEREDSUBJECT" {
-		return orderedSubject(msgs), nil
+		return orderedSubject(msgs), lost, nil
 	}
-	return references(msgs), nil
+	return references(msgs), lost, nil
 }
 
 // thread answers THREAD and UID THREAD.
@@ -518,8 +519,9 @@ func (f *frontConn) thread(cmd *imapwire.Command) bool {
 		return ok
 	}
 	var roots []*threadNode
+	var lost bool
 	err = sess.withView(func(v *view) (err error) {
-		roots, err = sess.runThread(v, tc)
+		roots, lost, err = sess.runThread(v, tc)
 		return err
 	})
 	if err != nil {
@@ -528,5 +530,5 @@ func (f *frontConn) thread(cmd *imapwire.Command) bool {
 	if err := f.writeLine(threadResponse(roots)); err != nil {
 		return false
 	}
-	return answer("OK Thread completed")
+	return answer(okStatus("Thread completed", lost))
 }

@@ -496,17 +496,30 @@ func (v *view) members(numSet imap.NumSet, strict bool) ([]bool, error) {
 // selectMsgs returns the live (not expunged) announced messages numSet
 // names, with their sequence numbers.
 func (v *view) selectMsgs(numSet imap.NumSet) ([]seqMsg, error) {
+	live, _, err := v.selectNamed(numSet)
+	return live, err
+}
+
+// selectNamed returns the announced messages numSet names, with their
+// sequence numbers: live those still in the store, gone those expunged
+// there whose EXPUNGE the client has not been sent yet.
+func (v *view) selectNamed(numSet imap.NumSet) (live, gone []seqMsg, err error) {
 	in, err := v.members(numSet, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []seqMsg
 	for i, ok := range in {
-		if ok && !v.msgs[i].expunged {
-			out = append(out, seqMsg{seq: uint32(i + 1), m: v.msgs[i]})
+		if !ok {
+			continue
+		}
+		sm := seqMsg{seq: uint32(i + 1), m: v.msgs[i]}
+		if v.msgs[i].expunged {
+			gone = append(gone, sm)
+		} else {
+			live = append(live, sm)
 		}
 	}
-	return out, nil
+	return live, gone, nil
 }
 
 // selectUIDs drains pending updates, then returns the UIDs of the live
