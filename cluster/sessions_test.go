@@ -425,4 +425,42 @@ func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
 		t.Fatalf("a change came again from the replica: %+v", ch)
 	case <-time.After(200 * time.Millisecond):
 	}
+
+	// The leadership moves: the session's next write still has its own
+	// change, once, whichever node now leads.
+	for _, sh := range leader.Cluster().Shards() {
+		if sh.ID() == n {
+			if err := sh.TransferLeadership(ctx, "", ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.Eventually(30*time.Second, "a new leader", func() error {
+		if now := c.Leader(n); now == nil || now == leader {
+			return errors.New("not moved yet")
+		}
+		return nil
+	})
+	if _, err := acct.StoreFlags(ctx, inbox.ID, []schema.UID{res.UID}, schema.FlagsRemove, []string{`\Flagged`}); err != nil {
+		t.Fatal(err)
+	}
+	if ch := waitChange(t, changes, schema.ChangeFlags, 30*time.Second); ch.UID != res.UID || ch.Message.HasFlag(`\Flagged`) {
+		t.Fatalf("after the move: change %+v, want UID %d without \\Flagged", ch, res.UID)
+	}
+	now := c.Leader(n)
+	if now == nil {
+		t.Fatal("no leader")
+	}
+	target = replicaOf(now).PublishedIndex()
+	c.Eventually(time.Minute, "the session's replica applies the write", func() error {
+		if got := replica.PublishedIndex(); got < target {
+			return fmt.Errorf("published %d, want %d", got, target)
+		}
+		return nil
+	})
+	select {
+	case ch := <-changes:
+		t.Fatalf("after the move, a change came again: %+v", ch)
+	case <-time.After(200 * time.Millisecond):
+	}
 }

@@ -178,11 +178,7 @@ func (s *subscription) attach() {
 			return
 		}
 		s.localStop = stop
-		ctx, cancel := context.WithCancel(context.Background())
-		s.remote, s.following = cancel, true
-		s.remoteWG.Add(1)
 		s.mu.Unlock()
-		go s.follow(ctx, gen, local)
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -273,6 +269,28 @@ var errLeaderMoved = errors.New("the shard's leader moved")
 // the node at addr, until the stream breaks; when leader is set, also as
 // soon as that node is no longer the shard's leader.
 func (s *subscription) streamOnce(ctx context.Context, gen uint64, addr string, from uint64, leader string) error {
+	if leader != "" {
+		// A stream from a replica that stopped leading may stay silent:
+		// look for a move now and then, not only when a frame comes.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			t := time.NewTicker(followCheck)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if id, _ := s.c.leaderOf(s.shard); id != leader {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+	}
 	u := rpcURL(addr, rpcWatch+strconv.FormatUint(uint64(s.shard), 10)+"/"+s.user.String()) + "?from=" + url.QueryEscape(strconv.FormatUint(from, 10))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -327,6 +345,15 @@ func (s *subscription) wait(ctx context.Context, index uint64) error {
 			return errors.New("watch closed")
 		}
 		local, following, progress, ch := s.local, s.following, s.progress, s.advanced
+		if progress < index && local != nil && !following && !local.IsLeader() {
+			// A write waits on a follower's replica: from now on the
+			// leader's events come too (started with the first such
+			// wait, so that sessions that only read open no stream).
+			ctx, cancel := context.WithCancel(context.Background())
+			s.remote, s.following, following = cancel, true, true
+			s.remoteWG.Add(1)
+			go s.follow(ctx, s.gen, local)
+		}
 		s.mu.Unlock()
 		if progress >= index {
 			return nil
