@@ -19,9 +19,12 @@ const (
 	// watchProgressEvery is how often a watch stream reports the index it
 	// has reached when it has no events to send.
 	watchProgressEvery = 200 * time.Millisecond
-	// watchQueue bounds the events a watch stream holds for a slow peer;
-	// beyond it the stream ends and the watcher resumes from its index.
-	watchQueue = 4096
+	// watchQueue bounds the event batches (one per applied batch that
+	// has events of the user) a watch stream holds for a slow peer;
+	// beyond it the stream ends and the watcher resumes from its index
+	// (the replica remembers its recent events). Every stream allocates
+	// it up front, and a follower's node opens one per writing session.
+	watchQueue = 256
 	watchRetry = 200 * time.Millisecond
 	// followCheck is how often a subscription whose replica follows looks
 	// again for a leader to take events from, while it has none to take
