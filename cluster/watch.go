@@ -48,10 +48,10 @@ type watchFrame struct {
 // leader's next append (hashicorp/raft sends none for a commit alone:
 // CommitTimeout later when no other write comes, 20-40 ms on a LAN, 50-100
 // ms across regions), and a session's write waits for its own events
-// (mailstore). So while this node's replica follows, the subscription
-// also streams the user's events from the leader, which hands them out as
-// it applies them; deliver passes on each index once, from whichever
-// source brings it first. Both sources deliver a user's events in log
+// (mailstore). So once a write waits on this node's replica while it
+// follows, the subscription also streams the user's events from the
+// leader (follow), which hands them out as it applies them; deliver
+// passes on each index once, from whichever source brings it first. Both sources deliver a user's events in log
 // order, whole indexes at a time, so every index below one delivered has
 // been delivered.
 type subscription struct {
@@ -74,7 +74,7 @@ type subscription struct {
 	local     *raftstore.Shard
 	localStop func()
 	remote    context.CancelFunc // stops the stream (or the follower's stream of the leader's events)
-	following bool               // the stream runs beside the local replica (follow)
+	following bool               // the leader's stream runs beside the local replica (follow)
 	remoteWG  sync.WaitGroup
 	closed    bool
 }
