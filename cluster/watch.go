@@ -348,10 +348,12 @@ func (s *subscription) wait(ctx context.Context, index uint64) error {
 			return errors.New("watch closed")
 		}
 		local, following, progress, ch := s.local, s.following, s.progress, s.advanced
-		if progress < index && local != nil && !following && !local.IsLeader() {
+		if progress < index && local != nil && s.localStop != nil && !following && !local.IsLeader() {
 			// A write waits on a follower's replica: from now on the
 			// leader's events come too (started with the first such
 			// wait, so that sessions that only read open no stream).
+			// localStop is set once the replica's subscription has
+			// replayed what it had published, which follow counts on.
 			ctx, cancel := context.WithCancel(context.Background())
 			s.remote, s.following, following = cancel, true, true
 			s.remoteWG.Add(1)
