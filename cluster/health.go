@@ -71,6 +71,9 @@ func (h *health) round() {
 	if v == nil {
 		return
 	}
+	// Read once for the round, before any ping goes out; every peer's
+	// record keeps the same map, which nothing changes afterwards.
+	commits := h.c.leaderCommits()
 	var wg sync.WaitGroup
 	for _, n := range v.activeNodes() {
 		if n.ID == h.c.cfg.NodeID {
@@ -81,7 +84,6 @@ func (h *health) round() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 			defer cancel()
-			commits := h.c.leaderCommits()
 			resp, err := h.c.rpc.ping(ctx, n.Address)
 			h.record(n.ID, resp, err, commits)
 		}()
