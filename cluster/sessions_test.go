@@ -3,7 +3,9 @@ package cluster_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -463,5 +465,94 @@ func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
 	case ch := <-changes:
 		t.Fatalf("after the move, a change came again: %+v", ch)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestFollowerSessionsFirstWrites opens many sessions on a node whose
+// replica follows, each writing once: the first write that waits starts
+// the stream of the leader's events just as the replica hands out that
+// write's events, and neither may stall the other (the replica's event
+// lock is held while it calls the subscriptions).
+func TestFollowerSessionsFirstWrites(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	c.AddUser("hal@example.test", "password-1")
+	n := shardOf(t, c, "hal@example.test")
+	var node *clustertest.Node
+	c.Eventually(time.Minute, "a leader of the user's shard", func() error {
+		leader := c.Leader(n)
+		if leader == nil {
+			return errors.New("no leader")
+		}
+		for _, x := range c.Running() {
+			if x.ID != leader.ID {
+				node = x
+			}
+		}
+		return nil
+	})
+	ctx := testCtx(t)
+	acct := node.Login("hal@example.test", "password-1")
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sessions = 4
+	uids := make([]schema.UID, sessions)
+	for w := range uids {
+		res, err := acct.Append(ctx, inbox.ID, []byte(fmt.Sprintf("Subject: toggled %d\r\n\r\nx\r\n", w)), nil, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids[w] = res.UID
+	}
+	const rounds = 60
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	for w := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uid := uids[w]
+			for i := range rounds {
+				changes, stop := acct.Watch(inbox.ID)
+				op := schema.FlagsAdd
+				if i%2 == 1 {
+					op = schema.FlagsRemove
+				}
+				if _, err := acct.StoreFlags(ctx, inbox.ID, []schema.UID{uid}, op, []string{`\Flagged`}); err != nil {
+					errs <- fmt.Errorf("session %d round %d: %w", w, i, err)
+					stop()
+					return
+				}
+				// The write returned: its change is queued, and the
+				// watcher stops at once.
+				if !drainFor(changes, schema.ChangeFlags, uid) {
+					errs <- fmt.Errorf("session %d round %d: the write's change was not queued when it returned", w, i)
+				}
+				stopped := make(chan struct{})
+				go func() { stop(); close(stopped) }()
+				select {
+				case <-stopped:
+				case <-time.After(30 * time.Second):
+					errs <- fmt.Errorf("session %d round %d: the watcher did not stop in 30 s", w, i)
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		// A deadlock would also hang the cluster's shutdown in the
+		// test's cleanup: end the test binary here, with every stack.
+		buf := make([]byte, 1<<22)
+		t.Logf("goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+		panic("the sessions' writes are stuck (a lock-order deadlock between the replica and its subscriptions?)")
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -61,6 +61,10 @@ type subscription struct {
 	fn    func([]raftstore.Event)
 
 	// dmu serializes deliveries from the replica and the leader's stream.
+	// Lock order: the replica's event lock (held while it calls deliver),
+	// then dmu, then mu; so nothing that takes the replica's event lock
+	// (Subscribe, its stop, PublishedIndex, WaitApplied) runs under dmu
+	// or mu.
 	dmu sync.Mutex
 
 	mu sync.Mutex
@@ -243,9 +247,12 @@ func (s *subscription) follow(ctx context.Context, gen uint64, local *raftstore.
 		wait := followCheck
 		if id, addr := s.c.leaderOf(s.shard); id != "" && id != s.c.cfg.NodeID && !local.IsLeader() && addr != "" {
 			// Everything the replica has published is delivered: its
-			// subscription hands events out before it counts them.
+			// subscription hands events out before it counts them. Read
+			// without s.mu: the replica calls deliver, which takes s.mu,
+			// while it holds the lock PublishedIndex takes.
+			published := local.PublishedIndex()
 			s.mu.Lock()
-			from := max(s.last, local.PublishedIndex())
+			from := max(s.last, published)
 			s.mu.Unlock()
 			err := s.streamOnce(ctx, gen, addr, from, id)
 			if ctx.Err() != nil {
