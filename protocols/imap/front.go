@@ -240,7 +240,7 @@ func (w connWriter) Write(p []byte) (int, error) {
 
 // serveFront runs the front of one accepted connection until it closes.
 func (s *Server) serveFront(conn net.Conn, id uint64) {
-	pipeFront, pipeInner := net.Pipe()
+	pipeFront, pipeInner := newPipe()
 	f := &frontConn{
 		srv:       s,
 		connID:    id,

@@ -1,0 +1,73 @@
+package imap
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+)
+
+// TestPipeConn runs x/net's net.Conn conformance checks (reads, writes,
+// deadlines, closing, concurrent use) on the front's pipe.
+func TestPipeConn(t *testing.T) {
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		c1, c2 = newPipe()
+		return c1, c2, func() { c1.Close(); c2.Close() }, nil
+	})
+}
+
+// TestPipeDeliversBeforeEOF: what was written before a Close is read,
+// then io.EOF; the closed end's peer can no longer write.
+func TestPipeDeliversBeforeEOF(t *testing.T) {
+	a, b := newPipe()
+	if _, err := a.Write([]byte("* BYE done\r\nA1 OK LOGOUT completed\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	got, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatalf("read after the writer closed: %v", err)
+	}
+	if string(got) != "* BYE done\r\nA1 OK LOGOUT completed\r\n" {
+		t.Fatalf("read %q", got)
+	}
+	if _, err := b.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("write to a closed peer: %v, want io.ErrClosedPipe", err)
+	}
+}
+
+// TestPipeHoldsBackAFullWriter: a writer ahead of its reader by more than
+// pipeBuffer waits (its write deadline ends the wait), and goes on once
+// the reader takes bytes.
+func TestPipeHoldsBackAFullWriter(t *testing.T) {
+	a, b := newPipe()
+	defer a.Close()
+	defer b.Close()
+	big := bytes.Repeat([]byte("x"), pipeBuffer+1000)
+	a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := a.Write(big)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n != pipeBuffer {
+		t.Fatalf("write beyond the buffer: %d bytes, %v; want %d and a deadline error", n, err, pipeBuffer)
+	}
+	a.SetWriteDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Write(big[n:])
+		done <- err
+	}()
+	got := make([]byte, len(big))
+	if _, err := io.ReadFull(b, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the held-back write: %v", err)
+	}
+	if !bytes.Equal(got, big) {
+		t.Fatal("bytes differ")
+	}
+}
