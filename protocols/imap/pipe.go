@@ -140,13 +140,13 @@ func (p *pipeEnd) Write(b []byte) (int, error) {
 			d.mu.Unlock()
 			return n, io.ErrClosedPipe
 		}
-		if d.off > 0 && len(d.buf)+len(b) > cap(d.buf) {
-			// Move the unread bytes to the front before growing.
-			d.buf = d.buf[:copy(d.buf, d.buf[d.off:])]
-			d.off = 0
-		}
-		if room := pipeBuffer - len(d.buf); room > 0 {
+		if room := pipeBuffer - (len(d.buf) - d.off); room > 0 {
 			take := min(room, len(b))
+			if d.off > 0 && len(d.buf)+take > cap(d.buf) {
+				// Move the unread bytes to the front before growing.
+				d.buf = d.buf[:copy(d.buf, d.buf[d.off:])]
+				d.off = 0
+			}
 			d.buf = append(d.buf, b[:take]...)
 			d.mu.Unlock()
 			poke(d.readable)

@@ -71,3 +71,34 @@ func TestPipeHoldsBackAFullWriter(t *testing.T) {
 		t.Fatal("bytes differ")
 	}
 }
+
+// TestPipeCountsUnreadBytes: the bound is on bytes not yet read: a
+// writer that keeps three quarters of the buffer ahead of its reader,
+// one piece written for each piece read, never waits.
+func TestPipeCountsUnreadBytes(t *testing.T) {
+	a, b := newPipe()
+	defer a.Close()
+	defer b.Close()
+	piece := bytes.Repeat([]byte("y"), pipeBuffer/4)
+	got := make([]byte, len(piece)/3+1)
+	a.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	for range 3 {
+		if _, err := a.Write(piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 200 {
+		// Read a piece in odd parts, so the reader never empties the
+		// buffer at a piece's end.
+		for left := len(piece); left > 0; {
+			n, err := b.Read(got[:min(len(got), left)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			left -= n
+		}
+		if _, err := a.Write(piece); err != nil {
+			t.Fatalf("write %d with three pieces unread: %v", i, err)
+		}
+	}
+}
