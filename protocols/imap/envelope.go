@@ -93,7 +93,7 @@ func envelopeMailbox(s string) (imap.Address, bool) {
 		// ("<user (c)@ (c) host>"), which RFC 5322 allows as CFWS, and
 		// the obs-route of RFC 5322 section 4.4 ("<@relay:user@host>").
 		if a, err = mail.ParseAddress(stripObsRoute(stripCFWS(s))); err != nil {
-			return imap.Address{}, false
+			return withoutDomain(s)
 		}
 	}
 	at := strings.LastIndexByte(a.Address, '@')
@@ -101,6 +101,38 @@ func envelopeMailbox(s string) (imap.Address, bool) {
 		return imap.Address{}, false
 	}
 	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: a.Address[at+1:]}, true
+}
+
+// missingDomain is the host of an address written without a domain
+// ("From: d", "Name <d>"), as Dovecot fills it in: a NIL host would make
+// the address a group marker (RFC 3501 section 7.4.2), and dropping the
+// address would lose its mailbox, which SORT takes as the FROM, TO or CC
+// key (RFC 5256 section 3).
+const missingDomain = "MISSING_DOMAIN"
+
+// withoutDomain parses a mailbox whose addr-spec is a local part alone,
+// with missingDomain as its host.
+func withoutDomain(s string) (imap.Address, bool) {
+	s = strings.TrimSpace(stripCFWS(s))
+	candidate := s + "@" + missingDomain
+	if open := strings.LastIndexByte(s, '<'); open >= 0 {
+		end := strings.LastIndexByte(s, '>')
+		if end < open || strings.TrimSpace(s[open+1:end]) == "" || strings.Contains(s[open+1:end], "@") {
+			return imap.Address{}, false
+		}
+		candidate = s[:end] + "@" + missingDomain + s[end:]
+	} else if s == "" || strings.Contains(s, "@") {
+		return imap.Address{}, false
+	}
+	a, err := mail.ParseAddress(candidate)
+	if err != nil {
+		return imap.Address{}, false
+	}
+	at := strings.LastIndexByte(a.Address, '@')
+	if at <= 0 {
+		return imap.Address{}, false
+	}
+	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: missingDomain}, true
 }
 
 // stripObsRoute removes the obs-route ("@relay1,@relay2:") at the start

@@ -47,6 +47,13 @@ func TestEnvelopeAddresses(t *testing.T) {
 		{"just text, a@b.example", "/a/b.example"},
 		{"broken <a@b.example", ""},
 		{"<user (comment)@ (comment) host.example>", "/user/host.example"},
+		// No domain: the mailbox kept, the host filled in (imaptest's
+		// sort test sorts "From: d" by "d").
+		{"d", "/d/MISSING_DOMAIN"},
+		{"Dee <d>, e@f.example", "Dee/d/MISSING_DOMAIN /e/f.example"},
+		{`"quoted local"`, "/quoted local/MISSING_DOMAIN"},
+		{"<>", ""},
+		{"two words", ""},
 	}
 	for _, tc := range cases {
 		if got := addrString(envelopeAddresses(tc.in)); got != tc.want {

@@ -287,12 +287,13 @@ func firstAddress(list []imap.Address) imap.Address {
 
 // displayName is RFC 5957's display name of an address: its decoded
 // phrase, or without one the address itself; for a group start marker
-// (no host) its addr-mailbox, the group's name.
+// (no host) its addr-mailbox, the group's name, and for an address
+// written without a domain its mailbox alone.
 func displayName(a imap.Address) string {
 	if n := strings.TrimSpace(a.Name); n != "" {
 		return n
 	}
-	if a.Host == "" {
+	if a.Host == "" || a.Host == missingDomain {
 		return a.Mailbox
 	}
 	return a.Mailbox + "@" + a.Host

@@ -275,6 +275,8 @@ func TestSortCasemapAndGroups(t *testing.T) {
 		"From: zed@example.net\r\nTo: team: amy@example.org;\r\nCc: bob@example.org\r\nSubject: _\r\n\r\n1\r\n",
 		"From: Mike <mike@example.net>\r\nTo: carl@example.org\r\nCc: anna: zoe@example.org;\r\nSubject: [xyz]\r\n\r\n2\r\n",
 		"From: bert@example.net\r\nTo: Xavier <xavier@example.org>\r\nCc: abe@example.org\r\nSubject: Re: B\r\n\r\n3\r\n",
+		// No domain: sorted by its mailbox, not as an empty key.
+		"From: mary\r\nTo: \r\nSubject: d\r\n\r\n4\r\n",
 	} {
 		ts.deliver(t, m)
 	}
@@ -282,12 +284,13 @@ func TestSortCasemapAndGroups(t *testing.T) {
 	rc.mustOK("LOGIN " + testUser + " " + testPassword)
 	rc.mustOK("SELECT INBOX")
 	for cmd, want := range map[string]string{
-		"SORT (SUBJECT) UTF-8 ALL":         "* SORT 3 2 1",
-		"SORT (REVERSE SUBJECT) UTF-8 ALL": "* SORT 1 2 3",
-		"SORT (TO) UTF-8 ALL":              "* SORT 2 1 3",
-		"SORT (CC) UTF-8 ALL":              "* SORT 3 2 1",
-		"SORT (DISPLAYTO) UTF-8 ALL":       "* SORT 2 1 3",
-		"SORT (DISPLAYFROM) UTF-8 ALL":     "* SORT 3 2 1",
+		"SORT (SUBJECT) UTF-8 ALL":         "* SORT 3 4 2 1",
+		"SORT (REVERSE SUBJECT) UTF-8 ALL": "* SORT 1 2 4 3",
+		"SORT (FROM) UTF-8 ALL":            "* SORT 3 4 2 1",
+		"SORT (TO) UTF-8 ALL":              "* SORT 4 2 1 3",
+		"SORT (CC) UTF-8 ALL":              "* SORT 4 3 2 1",
+		"SORT (DISPLAYTO) UTF-8 ALL":       "* SORT 4 2 1 3",
+		"SORT (DISPLAYFROM) UTF-8 ALL":     "* SORT 3 4 2 1",
 	} {
 		untagged, st := rc.cmd(cmd)
 		if !strings.HasPrefix(st, "OK") || len(untagged) != 1 || untagged[0] != want {
