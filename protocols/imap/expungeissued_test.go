@@ -94,6 +94,10 @@ func TestExpungeIssued(t *testing.T) {
 		{"SEARCH UNDELETED", "* SEARCH", "* SEARCH 1 3", false},
 		{"SORT (ARRIVAL) UTF-8 UNDELETED", "* SORT", "* SORT 1 3", false},
 		{"FETCH 3 (FLAGS)", "* ", "* 3 FETCH (FLAGS (\\Recent))", false},
+		// STORE leaves message 2 alone and says why; one that names
+		// only messages still there gets a plain OK.
+		{"STORE 2:3 +FLAGS (\\Flagged)", "* ", "* 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent))", true},
+		{"STORE 3 -FLAGS (\\Flagged)", "* ", "* 3 FETCH (UID 3 FLAGS (\\Recent))", false},
 	} {
 		want := strings.Replace(tc.want, "%d", strconv.Itoa(rc.tag+1), 1)
 		res, st := answer(tc.cmd, tc.prefix)

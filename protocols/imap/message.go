@@ -45,11 +45,14 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	default:
 		return badError("Unknown STORE operation")
 	}
-	msgs, uids, err := v.selectUIDs(numSet)
+	msgs, uids, gone, err := v.selectUIDs(numSet)
 	if err != nil {
 		return err
 	}
 	if len(msgs) == 0 {
+		if gone {
+			s.expungeIssued()
+		}
 		return nil
 	}
 	ext := s.cmdExt()
@@ -70,6 +73,10 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	}
 	if len(modified) > 0 && s.front != nil {
 		s.front.taggedCode("MODIFIED " + modifiedSet(msgs, modified, numSet))
+	} else if gone || storeLost(msgs, infos) {
+		// A message another session expunged was left alone (RFC 2180
+		// section 4.2.1); say so as FETCH does.
+		s.expungeIssued()
 	}
 	condstore := s.condstore()
 	changed := make(map[schema.UID]bool, len(infos))
@@ -190,7 +197,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	if err != nil {
 		return nil, err
 	}
-	msgs, uids, err := v.selectUIDs(numSet)
+	msgs, uids, _, err := v.selectUIDs(numSet)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +230,7 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	if err != nil {
 		return err
 	}
-	msgs, uids, err := v.selectUIDs(numSet)
+	msgs, uids, _, err := v.selectUIDs(numSet)
 	if err != nil {
 		return err
 	}
@@ -313,4 +320,20 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		s.tellHighestModSeq(v)
 	}
 	return nil
+}
+
+// storeLost reports whether STORE left out a live message the client
+// named because the store no longer has it (expunged since the view
+// last heard; the store answers only for the messages it found).
+func storeLost(msgs []seqMsg, infos []schema.MessageInfo) bool {
+	found := make(map[schema.UID]bool, len(infos))
+	for _, info := range infos {
+		found[info.UID] = true
+	}
+	for _, sm := range msgs {
+		if !found[sm.m.info.UID] {
+			return true
+		}
+	}
+	return false
 }

@@ -523,18 +523,20 @@ func (v *view) selectNamed(numSet imap.NumSet) (live, gone []seqMsg, err error) 
 }
 
 // selectUIDs drains pending updates, then returns the UIDs of the live
-// messages numSet names: what STORE, COPY and MOVE act on.
-func (v *view) selectUIDs(numSet imap.NumSet) ([]seqMsg, []schema.UID, error) {
+// messages numSet names: what STORE, COPY and MOVE act on. gone says
+// that it also names messages expunged elsewhere whose EXPUNGE the
+// client has not been sent.
+func (v *view) selectUIDs(numSet imap.NumSet) (msgs []seqMsg, uids []schema.UID, gone bool, err error) {
 	v.drain()
-	msgs, err := v.selectMsgs(numSet)
+	msgs, expunged, err := v.selectNamed(numSet)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	uids := make([]schema.UID, len(msgs))
+	uids = make([]schema.UID, len(msgs))
 	for i, sm := range msgs {
 		uids[i] = sm.m.info.UID
 	}
-	return msgs, uids, nil
+	return msgs, uids, len(expunged) > 0, nil
 }
 
 // seqMsg is a message with its current sequence number.
