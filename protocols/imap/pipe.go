@@ -14,6 +14,11 @@ import (
 // memory.
 const pipeBuffer = 64 << 10
 
+// pipeKeep is the largest buffer a drained direction keeps for the next
+// write; a larger one (after a big response) is dropped, so that the
+// many idle connections of a busy server hold little memory.
+const pipeKeep = 4 << 10
+
 // newPipe returns the two ends of an in-memory connection between a
 // front and its library session. Unlike net.Pipe, each direction buffers
 // (up to pipeBuffer): the library flushes after every response line, and
@@ -101,7 +106,11 @@ func (p *pipeEnd) Read(b []byte) (int, error) {
 			n = copy(b, d.buf[d.off:])
 			d.off += n
 			if d.off == len(d.buf) {
+				// Drained: an idle connection keeps no large buffer.
 				d.buf, d.off = d.buf[:0], 0
+				if cap(d.buf) > pipeKeep {
+					d.buf = nil
+				}
 			}
 			d.mu.Unlock()
 			poke(d.writable)
@@ -134,6 +143,9 @@ func (p *pipeEnd) Write(b []byte) (int, error) {
 		}
 		if isClosed(p.wdl.wait()) {
 			return n, os.ErrDeadlineExceeded
+		}
+		if len(b) == 0 {
+			return n, nil
 		}
 		d.mu.Lock()
 		if d.rclosed || d.wclosed {

@@ -102,3 +102,28 @@ func TestPipeCountsUnreadBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestPipeDropsLargeBufferWhenDrained: once a big response is read, the
+// direction keeps no large buffer (idle connections hold little memory).
+func TestPipeDropsLargeBufferWhenDrained(t *testing.T) {
+	a, b := newPipe()
+	defer a.Close()
+	defer b.Close()
+	big := bytes.Repeat([]byte("z"), 32<<10)
+	if _, err := a.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, len(big))); err != nil {
+		t.Fatal(err)
+	}
+	d := a.(*pipeEnd).out
+	d.mu.Lock()
+	kept := cap(d.buf)
+	d.mu.Unlock()
+	if kept > pipeKeep {
+		t.Fatalf("a drained direction keeps %d bytes, want at most %d", kept, pipeKeep)
+	}
+	if _, err := a.Write(nil); err != nil {
+		t.Fatalf("empty write: %v", err)
+	}
+}
