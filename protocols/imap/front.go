@@ -600,7 +600,7 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 				continue // the library answers the syntax error
 			}
 			if _, err := f.decodeName(top[i].Value); err != nil {
-				return bad("Mailbox name " + imapwire.Reason(err))
+				return badName(cmd.Tag, err)
 			}
 		}
 		return nil
@@ -621,7 +621,7 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 		for _, t := range cmd.Args {
 			if t.IsString() {
 				if _, err := f.decodeName(t.Value); err != nil {
-					return bad("Mailbox name " + imapwire.Reason(err))
+					return badName(cmd.Tag, err)
 				}
 			}
 		}
@@ -641,6 +641,14 @@ func (f *frontConn) check(cmd *imapwire.Command) *imapwire.Error {
 		}
 	}
 	return nil
+}
+
+// badName refuses a mailbox name (or LIST pattern) that is not valid
+// modified UTF-7 (or, after UTF8=ACCEPT, UTF-8) with NO [CANNOT] (RFC
+// 5530): the command is well formed, and no mailbox can have that name.
+// Dovecot answers NO too; imaptest wants NO or OK, not BAD.
+func badName(tag string, err error) *imapwire.Error {
+	return &imapwire.Error{Tag: tag, No: true, Code: "CANNOT", Text: "Mailbox name " + imapwire.Reason(err)}
 }
 
 // topArgs returns the top-level arguments of a command: strings, and a

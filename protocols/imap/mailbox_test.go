@@ -323,8 +323,7 @@ func sortedStrings(m map[string]string) []string {
 // TestListPatternSpecials: LIST patterns with atom-specials - quoted,
 // escaped, as literals, or the "]" a list-mailbox may carry bare - are
 // answered, never NO. (A pattern that is not valid modified UTF-7, such as
-// one with a bare "&", is refused by the library's decoder with NO
-// [SERVERBUG] before our code runs; that needs our own codec.)
+// one with a bare "&", is refused by the front with NO [CANNOT].)
 func TestListPatternSpecials(t *testing.T) {
 	ts := newTestServer(t)
 	rc := dialRaw(t, ts.addr)

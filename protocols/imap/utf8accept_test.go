@@ -72,9 +72,17 @@ func TestUTF8AcceptRaw(t *testing.T) {
 	ts := newTestServer(t)
 	plain := rawLogin(t, ts)
 	plain.mustOK(`CREATE "A&-B"`)
-	if _, st := plain.cmd(`CREATE "X&Y"`); !strings.HasPrefix(st, "BAD") {
-		t.Errorf("X&Y without UTF8=ACCEPT: %q, want BAD (modified UTF-7)", st)
+	if _, st := plain.cmd(`CREATE "X&Y"`); !strings.HasPrefix(st, "NO [CANNOT]") {
+		t.Errorf("X&Y without UTF8=ACCEPT: %q, want NO [CANNOT] (not modified UTF-7)", st)
 	}
+	// The other commands that name a mailbox, and LIST patterns, alike
+	// (imaptest wants NO or OK, not BAD).
+	for _, cmd := range []string{`SELECT "X&Y"`, `STATUS "X&Y" (MESSAGES)`, `LIST "" "X&Y*"`, `RENAME "A&-B" "X&Y"`} {
+		if _, st := plain.cmd(cmd); !strings.HasPrefix(st, "NO [CANNOT]") {
+			t.Errorf("%s without UTF8=ACCEPT: %q, want NO [CANNOT]", cmd, st)
+		}
+	}
+	plain.stillInSync()
 
 	rc := rawLogin(t, ts)
 	if got := rc.mustOK("ENABLE CONDSTORE UTF8=ACCEPT"); len(got) != 1 || !strings.Contains(got[0], "UTF8=ACCEPT") || !strings.Contains(got[0], "CONDSTORE") {
