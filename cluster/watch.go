@@ -51,9 +51,9 @@ type watchFrame struct {
 // (mailstore). So once a write waits on this node's replica while it
 // follows, the subscription also streams the user's events from the
 // leader (follow), which hands them out as it applies them; deliver
-// passes on each index once, from whichever source brings it first. Both sources deliver a user's events in log
-// order, whole indexes at a time, so every index below one delivered has
-// been delivered.
+// passes on each index once, from whichever source brings it first.
+// Both sources deliver a user's events in log order, whole indexes at a
+// time, so every index below one delivered has been delivered.
 type subscription struct {
 	c     *Cluster
 	shard uint32

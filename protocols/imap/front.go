@@ -94,12 +94,15 @@ func (l *pipeListener) Close() error {
 }
 
 // Addr is a placeholder address: the listener is in memory.
-func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+func (l *pipeListener) Addr() net.Addr { return pipeAddr("imap-front") }
 
-type pipeAddr struct{}
+// pipeAddr names an in-memory endpoint: the library's listener, an end
+// of a front's pipe (the session sees the client's address through
+// innerConn instead).
+type pipeAddr string
 
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "imap-front" }
+func (pipeAddr) Network() string  { return "pipe" }
+func (a pipeAddr) String() string { return string(a) }
 
 // innerConn is the library's end of a front's pipe. It answers for the
 // client's connection where the session looks at it: the remote address,

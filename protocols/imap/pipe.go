@@ -30,7 +30,7 @@ func newPipe() (net.Conn, net.Conn) {
 	ab, ba := newPipeDir(), newPipeDir()
 	end := func(in, out *pipeDir, local, remote string) *pipeEnd {
 		return &pipeEnd{in: in, out: out, rdl: newPipeDeadline(), wdl: newPipeDeadline(),
-			local: pipeEndAddr(local), remote: pipeEndAddr(remote), closed: make(chan struct{})}
+			local: pipeAddr(local), remote: pipeAddr(remote), closed: make(chan struct{})}
 	}
 	return end(ba, ab, "front", "session"), end(ab, ba, "session", "front")
 }
@@ -201,13 +201,6 @@ func (p *pipeEnd) SetDeadline(t time.Time) error {
 
 func (p *pipeEnd) SetReadDeadline(t time.Time) error  { p.rdl.set(t); return nil }
 func (p *pipeEnd) SetWriteDeadline(t time.Time) error { p.wdl.set(t); return nil }
-
-// pipeEndAddr names an end of a pipe (the session sees the client's
-// address through innerConn instead).
-type pipeEndAddr string
-
-func (pipeEndAddr) Network() string  { return "pipe" }
-func (a pipeEndAddr) String() string { return string(a) }
 
 // pipeDeadline is a deadline whose passing closes a channel, so that
 // blocked reads and writes can select on it.

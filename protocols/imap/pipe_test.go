@@ -87,6 +87,23 @@ func TestPipeCountsUnreadBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A buffer that grew past pipeBuffer (append rounds capacity up)
+	// and was partly read: the room is what is unread, not its length.
+	c, d := newPipe()
+	defer c.Close()
+	defer d.Close()
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	for _, n := range []int{52 << 10, 12 << 10} {
+		if _, err := c.Write(bytes.Repeat([]byte("w"), n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := io.ReadFull(d, make([]byte, 16<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(bytes.Repeat([]byte("w"), 8<<10)); err != nil {
+		t.Fatalf("8 KiB with 48 KiB unread: %v", err)
+	}
 	for i := range 200 {
 		// Read a piece in odd parts, so the reader never empties the
 		// buffer at a piece's end.
