@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -114,6 +115,10 @@ type Config struct {
 	// Keep leaves the temporary directory (data, configs, logs) in place.
 	Keep   bool
 	Logger *slog.Logger
+	// Diagnostics receives, when a target fails, what its processes
+	// logged at warning level and above and where their goroutines wait
+	// (see diagnose); nil writes nothing.
+	Diagnostics io.Writer
 	// ProfileDir receives a CPU profile of each workload on the targets
 	// that serve one (ours), as <stamp>-<target>-<workload>.cpu.pprof
 	// beside the report; "" takes none.
@@ -349,8 +354,18 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.Corpus, users []targets.User, log *slog.Logger) report.TargetRun {
 	var tr report.TargetRun
 	defer func() {
+		in, inspectable := t.(Inspectable)
+		inspectable = inspectable && cfg.Diagnostics != nil
+		if inspectable && len(failures(tr)) > 0 {
+			diagnose(ctx, cfg.Diagnostics, tr.Info.Name, in)
+		}
 		if err := t.Stop(); err != nil {
 			tr.Errors = append(tr.Errors, fmt.Sprintf("stop: %v", err))
+			// A process that would not stop has dumped its goroutines
+			// into its log (see targets.process.stop).
+			if inspectable {
+				diagnose(ctx, cfg.Diagnostics, tr.Info.Name, in)
+			}
 		}
 	}()
 	t0 := time.Now()

@@ -163,6 +163,22 @@ func (c *cluster3) ProfileURLs() []string {
 	return urls
 }
 
+// Processes are the three nodes: their logs and, for those running,
+// their debug endpoints.
+func (c *cluster3) Processes() []Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Process
+	for _, n := range c.nodes {
+		p := Process{Name: "mailnode " + n.id, Log: filepath.Join(n.dir, "mailnode.log")}
+		if n.running() && len(n.ports) == clusterPorts {
+			p.Debug = "http://" + n.httpAddr()
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 func (c *cluster3) Start(ctx context.Context, users []User) error {
 	out, err := run(30*time.Second, "", nil, c.bin, "version")
 	if err != nil {

@@ -77,6 +77,18 @@ func (m *mailnode) ProfileURLs() []string {
 	return []string{fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile", m.ports[3])}
 }
 
+// Processes is the node's process: its log and, while it runs, its
+// debug endpoints.
+func (m *mailnode) Processes() []Process {
+	p := Process{Name: "mailnode", Log: filepath.Join(m.dir, "mailnode.log")}
+	if m.proc != nil && len(m.ports) >= 4 {
+		if done, _ := m.proc.exited(); !done {
+			p.Debug = fmt.Sprintf("http://127.0.0.1:%d", m.ports[3])
+		}
+	}
+	return []Process{p}
+}
+
 func (m *mailnode) Endpoints() Endpoints {
 	if len(m.ports) < 3 {
 		return Endpoints{}

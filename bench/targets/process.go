@@ -70,6 +70,17 @@ func (p *process) stop(grace time.Duration) error {
 		return nil
 	case <-time.After(grace):
 	}
+	// A Go process answers SIGQUIT with every goroutine's stack on its
+	// stderr, the log file: what it was stuck on is the first thing to
+	// know about a server that would not stop.
+	dumped := signalQuit(p.cmd)
+	if dumped {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s did not stop within %v; its goroutines are dumped in its log", p.name, grace)
+		case <-time.After(quitWait):
+		}
+	}
 	signalGroup(p.cmd, true)
 	select {
 	case <-p.done:
@@ -78,6 +89,10 @@ func (p *process) stop(grace time.Duration) error {
 		return errors.New(p.name + " survived SIGKILL")
 	}
 }
+
+// quitWait is how long a process has to write its goroutine dump after
+// SIGQUIT before it is killed.
+const quitWait = 5 * time.Second
 
 // kill ends the process group at once with SIGKILL, as a crash would,
 // and waits up to timeout until the process is reaped.

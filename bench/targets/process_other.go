@@ -17,6 +17,8 @@ func signalGroup(cmd *exec.Cmd, _ bool) {
 	}
 }
 
+func signalQuit(*exec.Cmd) bool { return false }
+
 func allocated(info fs.FileInfo) int64 { return info.Size() }
 
 func stringReader(s string) io.Reader { return strings.NewReader(s) }

@@ -27,6 +27,16 @@ func signalGroup(cmd *exec.Cmd, kill bool) {
 	syscall.Kill(-cmd.Process.Pid, sig)
 }
 
+// signalQuit sends SIGQUIT to the command's own process (not its
+// group), which makes a Go program dump its goroutines and exit. It
+// reports whether the signal was sent.
+func signalQuit(cmd *exec.Cmd) bool {
+	if cmd.Process == nil {
+		return false
+	}
+	return cmd.Process.Signal(syscall.SIGQUIT) == nil
+}
+
 // allocated returns the bytes of disk blocks a file occupies.
 func allocated(info fs.FileInfo) int64 {
 	if st, ok := info.Sys().(*syscall.Stat_t); ok {

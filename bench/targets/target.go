@@ -50,6 +50,18 @@ type Info struct {
 	Settings map[string]string `json:"settings,omitempty"`
 }
 
+// Process is one server process of a target, named so that a failed
+// run can say what each process logged and, while it runs, what its
+// goroutines wait on.
+type Process struct {
+	Name string
+	// Log is the file the process's output goes to.
+	Log string
+	// Debug is the base URL of its Go debug endpoints (/debug/pprof/),
+	// empty when it does not run.
+	Debug string
+}
+
 // Disk is the size of a target's stored mail.
 type Disk struct {
 	// Allocated is the bytes of disk blocks the files occupy.

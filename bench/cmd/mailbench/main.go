@@ -176,6 +176,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Diagnostics = stderr
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "mailbench run: %v\n", err)
 		return 2
