@@ -164,7 +164,7 @@ func TestClientErrorsAnsweredAsSuch(t *testing.T) {
 	cmds := []string{
 		`CREATE "&"`, `CREATE "&Jjo"`, `CREATE "&AGEAYgBj-"`, `CREATE "a&AAE-b"`,
 		"CREATE \"bad\x01name\"", "CREATE \"\xff\xfe\"", "RENAME INBOX \"&Jjo\"",
-		"SELECT \"\x7f\"", `STATUS "&" (MESSAGES)`, `LIST "" "&"`,
+		"SELECT \"\x7f\"", `STATUS "&" (MESSAGES)`,
 		"SEARCH " + strings.Repeat("(", 10000) + "ALL" + strings.Repeat(")", 10000),
 		"SEARCH " + strings.Repeat("OR ", 10000) + strings.Repeat("ALL ", 10000) + "ALL",
 		"SEARCH " + strings.Repeat("OR ALL ", 1000) + "ALL",

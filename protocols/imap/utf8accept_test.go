@@ -75,11 +75,19 @@ func TestUTF8AcceptRaw(t *testing.T) {
 	if _, st := plain.cmd(`CREATE "X&Y"`); !strings.HasPrefix(st, "NO [CANNOT]") {
 		t.Errorf("X&Y without UTF8=ACCEPT: %q, want NO [CANNOT] (not modified UTF-7)", st)
 	}
-	// The other commands that name a mailbox, and LIST patterns, alike
-	// (imaptest wants NO or OK, not BAD).
-	for _, cmd := range []string{`SELECT "X&Y"`, `STATUS "X&Y" (MESSAGES)`, `LIST "" "X&Y*"`, `RENAME "A&-B" "X&Y"`} {
+	// The other commands that name a mailbox alike (imaptest wants NO
+	// or OK, not BAD).
+	for _, cmd := range []string{`SELECT "X&Y"`, `STATUS "X&Y" (MESSAGES)`, `RENAME "A&-B" "X&Y"`} {
 		if _, st := plain.cmd(cmd); !strings.HasPrefix(st, "NO [CANNOT]") {
 			t.Errorf("%s without UTF8=ACCEPT: %q, want NO [CANNOT]", cmd, st)
+		}
+	}
+	// A LIST pattern or reference that does not decode matches no name:
+	// OK with nothing listed, as Dovecot answers (imaptest's "atoms").
+	for _, cmd := range []string{`LIST "" "X&Y*"`, `LIST "&" "*"`, "LIST \"\" !#$$&'+,-.0123456789:;<=>?@^_`|[}%*", `LSUB "" "&Jjo*"`} {
+		lines, st := plain.cmd(cmd)
+		if !strings.HasPrefix(st, "OK") || len(lines) != 0 {
+			t.Errorf("%s without UTF8=ACCEPT: %q %q, want OK and nothing listed", cmd, lines, st)
 		}
 	}
 	plain.stillInSync()
