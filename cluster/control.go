@@ -29,6 +29,7 @@ func (c *Cluster) controlLoop() {
 	t := time.NewTicker(controlEvery)
 	defer t.Stop()
 	transfers := map[uint32]time.Time{}
+	repairs := map[uint32]*replicaRepair{}
 	for {
 		select {
 		case <-c.stop:
@@ -36,18 +37,85 @@ func (c *Cluster) controlLoop() {
 		case <-t.C:
 		case <-c.kickCh:
 		}
-		c.controlOnce(transfers)
+		c.repairReplicas(repairs, time.Now())
+		c.controlOnce(transfers, repairs)
 	}
 }
 
-func (c *Cluster) controlOnce(transfers map[uint32]time.Time) {
+const (
+	// repairFirst is how long a replica whose state file failed a write
+	// waits before it is reopened the first time; every failed attempt
+	// doubles the wait, up to repairMax, so a disk that stays full is
+	// not hammered.
+	repairFirst = time.Second
+	repairMax   = time.Minute
+	// repairForget is how long a reopened replica must stay sound before
+	// its next failure starts again from repairFirst.
+	repairForget = 5 * time.Minute
+)
+
+// replicaRepair is the state of a replica being reopened after a failed
+// write to its state file.
+type replicaRepair struct {
+	next   time.Time     // the next attempt, not before
+	wait   time.Duration // the wait after the next attempt
+	closed bool          // closed, and its reopen failed
+	opened time.Time     // when it was last reopened
+}
+
+// repairReplicas closes and reopens the replicas whose state file failed
+// a write (disk full, I/O error; see raftstore.Shard.Broken): Raft counts
+// the entries of that write applied, so only a reopen replays them from
+// the log. Without it the replica (the meta shard's included) would
+// refuse every write until the node restarted, even once the disk had
+// room again.
+func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Time) {
+	for _, s := range c.Shards() {
+		n := s.ID()
+		err := s.Broken()
+		r := repairs[n]
+		if err == nil {
+			if r != nil && now.Sub(r.opened) > repairForget {
+				delete(repairs, n)
+			}
+			continue
+		}
+		if r == nil {
+			r = &replicaRepair{next: now.Add(repairFirst), wait: repairFirst}
+			repairs[n] = r
+			c.log.Error("replica stopped applying; it will be reopened to replay its log", "shard", n, "err", err)
+		}
+		if now.Before(r.next) {
+			continue
+		}
+		// Its close reports the failed write again; nothing new.
+		if err := c.closeReplica(n, false); err != nil {
+			c.log.Info("replica closed to be reopened", "shard", n, "err", err)
+		}
+		r.closed = true
+	}
+	for n, r := range repairs {
+		if !r.closed || now.Before(r.next) || c.replica(n) != nil {
+			continue
+		}
+		r.next, r.wait = now.Add(r.wait), min(2*r.wait, repairMax)
+		if _, err := c.openReplica(n, false); err != nil {
+			c.log.Error("reopen a replica", "shard", n, "err", err, "retry_in", r.next.Sub(now))
+			continue
+		}
+		r.closed, r.opened = false, now
+		c.log.Warn("replica reopened to replay its log", "shard", n)
+	}
+}
+
+func (c *Cluster) controlOnce(transfers map[uint32]time.Time, repairs map[uint32]*replicaRepair) {
 	if err := c.refreshView(); err != nil {
 		c.log.Warn("read cluster records", "err", err)
 		return
 	}
 	v := c.currentView()
 	c.ensureSelfRecord(v)
-	c.manageReplicas(v)
+	c.manageReplicas(v, repairs)
 	for _, s := range c.Shards() {
 		if s.IsLeader() {
 			c.reconcileGroup(s, v, transfers)
@@ -80,7 +148,8 @@ func (c *Cluster) ensureSelfRecord(v *metaView) {
 
 // manageReplicas opens the mail replicas placed on this node and deletes
 // those placed elsewhere once their group no longer counts this node.
-func (c *Cluster) manageReplicas(v *metaView) {
+// Replicas under repair are left to repairReplicas and its back-off.
+func (c *Cluster) manageReplicas(v *metaView, repairs map[uint32]*replicaRepair) {
 	if rec, ok := v.nodes[c.cfg.NodeID]; ok && rec.Removed {
 		// Removed: the others refuse this node, so its replicas can serve
 		// nobody. Close them; the files stay for the operator to delete.
@@ -98,6 +167,9 @@ func (c *Cluster) manageReplicas(v *metaView) {
 		p, placed := v.placements[n]
 		want := placed && p.has(c.cfg.NodeID)
 		have := c.replica(n) != nil
+		if r := repairs[n]; r != nil && r.closed {
+			continue
+		}
 		switch {
 		case want && !have:
 			if _, err := c.openReplica(n, false); err != nil {

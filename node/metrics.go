@@ -175,11 +175,14 @@ type clusterView interface {
 	Status() cluster.Status
 }
 
-// shardCollector reports each local shard replica's Raft state, and the
-// cluster's nodes and replication lag as this node sees them, at scrape
-// time.
+// shardCollector reports each local shard replica's Raft state, the
+// room left for the data directory, and the cluster's nodes and
+// replication lag as this node sees them, at scrape time.
 type shardCollector struct {
 	c        clusterView
+	dataDir  string
+	stopped  *prometheus.Desc
+	free     *prometheus.Desc
 	leader   *prometheus.Desc
 	applied  *prometheus.Desc
 	last     *prometheus.Desc
@@ -190,10 +193,13 @@ type shardCollector struct {
 	hasLeadr *prometheus.Desc
 }
 
-func newShardCollector(c clusterView) *shardCollector {
+func newShardCollector(c clusterView, dataDir string) *shardCollector {
 	labels := []string{"shard"}
 	return &shardCollector{
 		c:        c,
+		dataDir:  dataDir,
+		stopped:  prometheus.NewDesc("mail_raft_shard_stopped", "1 while the replica applies nothing because a write to its state file failed (a full disk, an I/O error); the node reopens it to replay its log.", labels, nil),
+		free:     prometheus.NewDesc("mail_node_data_available_bytes", "Bytes still available to the node on the file system of its data directory.", nil, nil),
 		leader:   prometheus.NewDesc("mail_raft_shard_leader", "1 when this node leads the shard's Raft group.", labels, nil),
 		applied:  prometheus.NewDesc("mail_raft_shard_applied_index", "Last Raft log index applied to the shard's state.", labels, nil),
 		last:     prometheus.NewDesc("mail_raft_shard_last_index", "Last Raft log index stored for the shard.", labels, nil),
@@ -207,7 +213,7 @@ func newShardCollector(c clusterView) *shardCollector {
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr} {
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free} {
 		ch <- d
 	}
 }
@@ -225,6 +231,14 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(st.AppliedIndex), id)
 		ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, float64(st.LastIndex), id)
 		ch <- prometheus.MustNewConstMetric(c.commit, prometheus.GaugeValue, float64(st.CommitIndex), id)
+		stopped := 0.0
+		if s.Broken() != nil {
+			stopped = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.stopped, prometheus.GaugeValue, stopped, id)
+	}
+	if free, ok := availableBytes(c.dataDir); ok {
+		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, free)
 	}
 	cs := c.c.Status()
 	for _, n := range cs.Nodes {

@@ -243,7 +243,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start node: %w", err)
 	}
 	n.startTLSReports(outboundSubmitter{n.store, n.outbound})
-	if err := n.metrics.reg.Register(newShardCollector(n.cluster)); err != nil {
+	if err := n.metrics.reg.Register(newShardCollector(n.cluster, n.cfg.DataDir)); err != nil {
 		return fmt.Errorf("start node: register shard metrics: %w", err)
 	}
 	if err := n.startBackup(ctx); err != nil {

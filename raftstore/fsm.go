@@ -256,7 +256,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if p == nil {
 		tx, err := f.db.Begin(true)
 		if err != nil {
+			// Raft counts these entries applied whatever the answer: the
+			// replica must stop here for a reopen to replay them.
 			f.log.Error("apply batch failed", "err", err, "first", logs[0].Index, "count", len(logs))
+			f.breakLocked(err)
 			return fail(err)
 		}
 		p = &pendingApply{tx: tx, first: logs[0].Index}
@@ -266,13 +269,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	events, through, n, err := f.applyInto(p.tx, logs, results)
 	if err != nil {
 		// A bbolt write failure (disk full, I/O error) leaves this replica
-		// unable to follow the log; report it to every proposer.
+		// unable to follow the log; report it to every proposer. Raft
+		// counts the batch applied whatever the answer, so the replica
+		// stops here (with the group before it, if any) until a reopen
+		// replays them (see Shard.Broken).
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", logs[len(logs)-1].Index)
-		grouped := p.through != 0
 		f.discardLocked()
-		if grouped {
-			f.breakLocked(err)
-		}
+		f.breakLocked(err)
 		return fail(err)
 	}
 	p.through = max(p.through, through)
@@ -341,9 +344,9 @@ func (f *fsm) commitsEveryBatch() bool {
 // entries of a pending group (see fsm.broken).
 func (f *fsm) breakLocked(err error) {
 	if f.broken == nil {
-		f.broken = fmt.Errorf("state file lost applied entries, restart to replay them: %w", err)
+		f.broken = fmt.Errorf("state file lost applied entries, reopen the replica to replay them: %w", err)
 		f.failed.Store(true)
-		f.log.Error("state machine stopped applying until restart", "err", err)
+		f.log.Error("state machine stopped applying until the replica is reopened", "err", err)
 	}
 }
 

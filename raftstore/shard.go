@@ -347,6 +347,13 @@ func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel
 	return s.fsm.events.subscribe(user, from, fn)
 }
 
+// Broken returns why this replica applies and serves nothing more, or
+// nil: a write to its state file failed (disk full, I/O error) and lost
+// entries Raft counts as applied. Closing and opening the replica again
+// replays them from the log; the cluster does so (see
+// cluster.repairReplicas).
+func (s *Shard) Broken() error { return s.fsm.brokenErr() }
+
 // CommitIndex returns the highest log index this replica knows to be
 // committed.
 func (s *Shard) CommitIndex() uint64 { return s.raft.CommitIndex() }
