@@ -167,7 +167,7 @@ func TestReplicaOnAFullDiskCatchesUp(t *testing.T) {
 
 	stopped := func() error {
 		for _, s := range full.Cluster().Shards() {
-			if err := s.Broken(); err != nil {
+			if s.Status().Stopped != "" {
 				return nil
 			}
 		}

@@ -53,6 +53,9 @@ type ReplicaStatus struct {
 	// Placed is false for a member the placement no longer wants (it is
 	// being removed) and true otherwise.
 	Placed bool `json:"placed"`
+	// Stopped is true while the replica applies nothing after a failed
+	// write to its state file (a full disk); its node reopens it.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 const upWithin = 3 * time.Second
@@ -147,7 +150,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 	for _, id := range ids {
 		r := ReplicaStatus{Node: id, Voter: members[id], Placed: placed[id], State: "unknown"}
 		if s, ok := byNode[id]; ok {
-			r.State, r.AppliedIndex = s.State, s.AppliedIndex
+			r.State, r.AppliedIndex, r.Stopped = s.State, s.AppliedIndex, s.Stopped != ""
 			if ss.CommitIndex > s.AppliedIndex {
 				r.Lag = ss.CommitIndex - s.AppliedIndex
 			}

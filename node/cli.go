@@ -644,6 +644,9 @@ func printClusterStatus(w io.Writer, s cluster.Status) error {
 			if !r.Placed {
 				role += ",leaving"
 			}
+			if r.Stopped {
+				role += ",stopped"
+			}
 			reps = append(reps, fmt.Sprintf("%s:%s:%d:%d", r.Node, role, r.AppliedIndex, r.Lag))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\n", sh.Shard, home, leader, sh.Term, sh.CommitIndex, strings.Join(reps, " "))

@@ -29,6 +29,10 @@ type Status struct {
 	LastIndex     uint64    `json:"last_index"`
 	LastContact   time.Time `json:"last_contact,omitzero"`
 	Servers       []Server  `json:"servers"`
+	// Stopped says why the replica applies nothing until it is reopened
+	// (see Shard.Broken), empty while it applies. Raft's applied index
+	// goes on counting the entries it hands over meanwhile.
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // Status reports the replica's Raft state.
@@ -48,6 +52,9 @@ func (s *Shard) Status() Status {
 		st.LastContact = s.raft.LastContact()
 	}
 	st.Servers, _ = s.Servers()
+	if err := s.Broken(); err != nil {
+		st.Stopped = err.Error()
+	}
 	return st
 }
 
