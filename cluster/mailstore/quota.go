@@ -199,9 +199,10 @@ func (a *Account) AppendBatch(ctx context.Context, mbox schema.ID, msgs []schema
 }
 
 // sealMessage seals a message's attributes and chunks for a user and
-// returns its Append without chunks, and the sealed chunks.
+// returns its Append without chunks, and the sealed chunks. Line ends
+// become CRLF but in the bodies of binary parts (normalizeKeepingBinary).
 func (s *Store) sealMessage(user schema.ID, keys *directory.UserKeys, mbox schema.ID, msg []byte, flags []string, date time.Time) (*schema.Append, [][]byte, error) {
-	msg = schema.NormalizeCRLF(msg)
+	msg = normalizeKeepingBinary(msg)
 	if len(msg) > MaxMessageSize {
 		return nil, nil, fmt.Errorf("message of %d bytes: %w", len(msg), schema.ErrTooLarge)
 	}
