@@ -45,32 +45,28 @@ func TestIMAPAppendBinaryKeepsItsBytes(t *testing.T) {
 			t.Errorf("FETCH: %q lacks %q", l, want)
 		}
 	}
-	rc.send("d FETCH 1 BINARY.PEEK[1]")
-	if head, want := rc.line(), fmt.Sprintf("* 1 FETCH (BINARY[1] ~{%d}", len(part)); head != want {
-		t.Fatalf("FETCH: %q, want %q", head, want)
+	// The part, and the whole message as stored: CRLF in the header, the
+	// part's own bytes.
+	fetchBinary(t, rc, "e", "1", part)
+	fetchBinary(t, rc, "f", "", stored)
+}
+
+// fetchBinary fetches BINARY.PEEK[section] of message 1 over rc and
+// checks that the answer is a literal8 of exactly want.
+func fetchBinary(t *testing.T, rc *rawConn, tag, section, want string) {
+	t.Helper()
+	rc.send(tag + " FETCH 1 BINARY.PEEK[" + section + "]")
+	if head, wantHead := rc.line(), fmt.Sprintf("* 1 FETCH (BINARY[%s] ~{%d}", section, len(want)); head != wantHead {
+		t.Fatalf("FETCH BINARY[%s]: %q, want %q", section, head, wantHead)
 	}
-	got := make([]byte, len(part))
+	got := make([]byte, len(want))
 	if _, err := io.ReadFull(rc.r, got); err != nil {
 		t.Fatal(err)
 	}
-	if string(got) != part {
-		t.Errorf("BINARY[1] = %q, want %q", got, part)
+	if string(got) != want {
+		t.Errorf("BINARY[%s] = %q, want %q", section, got, want)
 	}
-	if l := rc.imapTagged("d"); !strings.HasPrefix(l[len(l)-1], "d OK") {
-		t.Fatalf("FETCH: %q", l)
+	if l := rc.imapTagged(tag); !strings.HasPrefix(l[len(l)-1], tag+" OK") {
+		t.Fatalf("FETCH BINARY[%s]: %q", section, l)
 	}
-
-	// The whole message as stored: CRLF in the header, the part's own bytes.
-	rc.send("e FETCH 1 BINARY.PEEK[]")
-	if head, want := rc.line(), fmt.Sprintf("* 1 FETCH (BINARY[] ~{%d}", len(stored)); head != want {
-		t.Fatalf("FETCH BINARY[]: %q, want %q", head, want)
-	}
-	whole := make([]byte, len(stored))
-	if _, err := io.ReadFull(rc.r, whole); err != nil {
-		t.Fatal(err)
-	}
-	if string(whole) != stored {
-		t.Errorf("BINARY[] = %q, want %q", whole, stored)
-	}
-	rc.imapTagged("e")
 }
