@@ -188,6 +188,23 @@ func TestReplicaOnAFullDiskCatchesUp(t *testing.T) {
 	if !hit {
 		c.Eventually(30*time.Second, "a replica on the full node stops", stopped)
 	}
+	// The cluster's status, as another node sees it, says so.
+	markedStopped := func() bool {
+		for _, sh := range via.Cluster().Status().Shards {
+			for _, r := range sh.Replicas {
+				if r.Node == full.ID && r.Stopped {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	c.Eventually(30*time.Second, "cluster status marks a replica on the full node stopped", func() error {
+		if !markedStopped() {
+			return errors.New("no replica marked stopped")
+		}
+		return nil
+	})
 
 	// Caught up: no replica stopped, and each has applied, as it reports
 	// now, what its group's leader has committed.
@@ -195,6 +212,9 @@ func TestReplicaOnAFullDiskCatchesUp(t *testing.T) {
 		// A replica whose reopen failed is closed until its next attempt.
 		if got := len(full.Cluster().Shards()); got != 3 {
 			return fmt.Errorf("%d of 3 replicas open", got)
+		}
+		if markedStopped() {
+			return errors.New("cluster status still marks a replica stopped")
 		}
 		for _, s := range full.Cluster().Shards() {
 			if err := s.Broken(); err != nil {
