@@ -233,6 +233,20 @@ func newRPCClient(t *transport.Transport) *rpcClient {
 
 func (rc *rpcClient) close() { rc.http.CloseIdleConnections() }
 
+// maxDrain bounds what closeBody reads past a decoded answer.
+const maxDrain = 64 << 10
+
+// closeBody reads the rest of a response body and closes it. A decoder
+// (gob, JSON) stops at the end of its value, before it has seen the
+// body's end, and net/http closes a connection whose body was not read
+// to the end: each such answer would cost the next request a new TLS
+// connection to the peer (in a cluster3 profile of imap-mixed, a node
+// spent 2.5 % of its CPU dialling).
+func closeBody(body io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(body, maxDrain))
+	body.Close()
+}
+
 func rpcURL(addr, path string) string { return "https://" + addr + path }
 
 // do sends a request and turns a failure status into an error.
@@ -244,7 +258,7 @@ func (rc *rpcClient) do(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode == http.StatusOK {
 		return resp, nil
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp.Body)
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode == statusNotLeader {
 		return nil, &notLeaderError{id: resp.Header.Get(hdrLeaderID), addr: resp.Header.Get(hdrLeaderAddr)}
@@ -289,7 +303,7 @@ func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftsto
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp.Body)
 	res := &raftstore.QueryResult{}
 	if err := gob.NewDecoder(resp.Body).Decode(res); err != nil {
 		return nil, fmt.Errorf("decode query result: %v", err)
@@ -381,7 +395,7 @@ func (rc *rpcClient) ping(ctx context.Context, addr string) (PingResponse, error
 	if err != nil {
 		return out, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp.Body)
 	err = json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&out)
 	return out, err
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mailcluster/mailcluster/cluster"
+	"github.com/mailcluster/mailcluster/cluster/transport"
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/smtp"
 	"github.com/mailcluster/mailcluster/raftstore"
@@ -173,6 +174,7 @@ func (a *authMetrics) LockoutStarted(protocol string, scope protocols.LockScope)
 type clusterView interface {
 	Shards() []*raftstore.Shard
 	Status() cluster.Status
+	Transport() *transport.Transport
 }
 
 // shardCollector reports each local shard replica's Raft state, the
@@ -191,6 +193,7 @@ type shardCollector struct {
 	lag      *prometheus.Desc
 	voters   *prometheus.Desc
 	hasLeadr *prometheus.Desc
+	opened   *prometheus.Desc
 }
 
 func newShardCollector(c clusterView, dataDir string) *shardCollector {
@@ -208,12 +211,13 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		lag:      prometheus.NewDesc("mail_cluster_replica_lag_entries", "Committed entries a replica has not applied yet, by shard and node.", []string{"shard", "node"}, nil),
 		voters:   prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
 		hasLeadr: prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
+		opened:   prometheus.NewDesc("mail_cluster_connections_opened_total", "Connections this node opened to other nodes, by kind (raft, rpc); each is a TLS handshake, and a rate that follows the load means connections are not reused.", []string{"kind"}, nil),
 	}
 }
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free} {
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free, c.opened} {
 		ch <- d
 	}
 }
@@ -239,6 +243,10 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if free, ok := availableBytes(c.dataDir); ok {
 		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, free)
+	}
+	if t := c.c.Transport(); t != nil {
+		ch <- prometheus.MustNewConstMetric(c.opened, prometheus.CounterValue, float64(t.Opened(transport.KindRaft)), "raft")
+		ch <- prometheus.MustNewConstMetric(c.opened, prometheus.CounterValue, float64(t.Opened(transport.KindRPC)), "rpc")
 	}
 	cs := c.c.Status()
 	for _, n := range cs.Nodes {

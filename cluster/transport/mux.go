@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -85,6 +86,8 @@ type Transport struct {
 	isolate bool
 	peerOf  map[string]string // dialed address -> node id, learned at handshake
 	closed  bool
+
+	opened [KindRPC + 1]atomic.Uint64 // Raft and RPC streams dialled, by kind
 
 	wg sync.WaitGroup
 }
@@ -280,7 +283,20 @@ func (t *Transport) Dial(ctx context.Context, addr string, kind Kind, shard uint
 		conn.Close()
 		return nil, err
 	}
+	if int(kind) < len(t.opened) {
+		t.opened[kind].Add(1)
+	}
 	return tc, nil
+}
+
+// Opened returns how many streams of a kind this node has dialled. Each
+// is a TLS handshake with a peer; a count that climbs with the load
+// means connections are not being reused.
+func (t *Transport) Opened(kind Kind) uint64 {
+	if int(kind) >= len(t.opened) {
+		return 0
+	}
+	return t.opened[kind].Load()
 }
 
 func writeHeader(ctx context.Context, conn net.Conn, kind Kind, shard uint32) error {
