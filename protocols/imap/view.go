@@ -361,6 +361,16 @@ func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (st
 		if err := v.claimRecent(ctx, v.fresh); err != nil && storeErr == nil {
 			storeErr = err
 		}
+		// EXISTS announces them: the client fetches what it wants of
+		// them, flags included, so a flag change made before it learnt
+		// of them is no news (as reload has it). A FETCH FLAGS written
+		// with the EXISTS would also give a client a message in an
+		// answer that came before it existed for that client: imaptest
+		// took one in a SEARCH answer that could not hold it as a
+		// result the search missed.
+		for _, m := range v.fresh {
+			m.told, m.dirty = m.info.Flags, false
+		}
 		v.msgs = append(v.msgs, v.fresh...)
 		v.fresh = nil
 		if err := w.WriteNumMessages(uint32(len(v.msgs))); err != nil {

@@ -163,6 +163,30 @@ func TestViewUpdates(t *testing.T) {
 	}
 }
 
+// TestViewAnnouncesNewMessagesOnce: a message that arrived and had its
+// flags changed before the session learnt of it is announced by EXISTS
+// alone; a change after that is a FETCH.
+func TestViewAnnouncesNewMessagesOnce(t *testing.T) {
+	v, ch := testView(1, 2)
+	ch <- schema.Change{Kind: schema.ChangeAdded, Index: 11, UID: 3, Message: &schema.MessageInfo{UID: 3, ModSeq: 4}}
+	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 12, UID: 3, Message: &schema.MessageInfo{UID: 3, ModSeq: 5, Flags: []string{`\Flagged`}}}
+	r := &recorder{}
+	if _, err := v.flush(context.Background(), r, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.out, "; "); got != "EXISTS 3; RECENT 1" {
+		t.Errorf("first flush: %s", got)
+	}
+	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 13, UID: 3, Message: &schema.MessageInfo{UID: 3, ModSeq: 6, Flags: []string{`\Flagged`, `\Seen`}}}
+	r = &recorder{}
+	if _, err := v.flush(context.Background(), r, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.out, "; "); got != `FETCH 3 UID 3 [\Flagged \Seen \Recent]` {
+		t.Errorf("second flush: %s", got)
+	}
+}
+
 func TestSameFlags(t *testing.T) {
 	cases := []struct {
 		a, b []string
