@@ -33,6 +33,18 @@ const (
 	// MiB of sealed message chunks.
 	maxRPCBody = 64 << 20
 
+	// maxQueryAnswer bounds a query answer: a message's sealed chunks
+	// (up to mailstore.MaxMessageSize) or a large mailbox's records; gob,
+	// which answers came in before, refuses more than this too.
+	maxQueryAnswer = 1 << 30
+
+	// queryResultType is the media type of a query answer in
+	// raftstore.QueryResult's own encoding. A node asks for it (Accept)
+	// and decodes by the answer's Content-Type: a node from before it
+	// answers gob and ignores the header, so either can talk to either
+	// during a rolling upgrade.
+	queryResultType = "application/x-mailcluster-query-result"
+
 	hdrIndex      = "X-Index"
 	hdrLeaderID   = "X-Leader-Id"
 	hdrLeaderAddr = "X-Leader-Addr"
@@ -166,12 +178,48 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 		answerError(w, s, err)
 		return
 	}
+	writeQueryResult(w, r, res)
+}
+
+// writeQueryResult answers a query in the encoding the asking node
+// accepts: raftstore's own, or gob for a node from before it.
+func writeQueryResult(w http.ResponseWriter, r *http.Request, res *raftstore.QueryResult) {
+	if r.Header.Get("Accept") == queryResultType {
+		b := res.Marshal()
+		w.Header().Set("Content-Type", queryResultType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Write(b)
+		return
+	}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(res); err != nil {
 		http.Error(w, "encode", http.StatusInternalServerError)
 		return
 	}
 	w.Write(buf.Bytes())
+}
+
+// readQueryResult decodes a query answer by its Content-Type (see
+// queryResultType).
+func readQueryResult(resp *http.Response) (*raftstore.QueryResult, error) {
+	res := &raftstore.QueryResult{}
+	if resp.Header.Get("Content-Type") != queryResultType {
+		if err := gob.NewDecoder(resp.Body).Decode(res); err != nil {
+			return nil, fmt.Errorf("decode query result: %v", err)
+		}
+		return res, nil
+	}
+	if resp.ContentLength < 0 || resp.ContentLength > maxQueryAnswer {
+		return nil, fmt.Errorf("query result of %d bytes", resp.ContentLength)
+	}
+	body := make([]byte, resp.ContentLength)
+	if _, err := io.ReadFull(resp.Body, body); err != nil {
+		return nil, fmt.Errorf("read query result: %v", err)
+	}
+	if err := res.Unmarshal(body); err != nil {
+		return nil, fmt.Errorf("decode query result: %v", err)
+	}
+	return res, nil
 }
 
 // serveReadIndex answers the index a replica must have applied to see
@@ -299,16 +347,13 @@ func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftsto
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set("Accept", queryResultType)
 	resp, err := rc.do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer closeBody(resp.Body)
-	res := &raftstore.QueryResult{}
-	if err := gob.NewDecoder(resp.Body).Decode(res); err != nil {
-		return nil, fmt.Errorf("decode query result: %v", err)
-	}
-	return res, nil
+	return readQueryResult(resp)
 }
 
 func (rc *rpcClient) readIndex(ctx context.Context, addr string, n uint32) (uint64, error) {

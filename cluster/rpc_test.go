@@ -1,0 +1,66 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/gob"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+
+	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// TestQueryAnswerEncodings: a node asks for raftstore's encoding of a
+// query answer and reads either that or gob, so nodes before and after
+// the change answer each other during a rolling upgrade.
+func TestQueryAnswerEncodings(t *testing.T) {
+	want := &raftstore.QueryResult{
+		Index:    42,
+		Mailbox:  schema.MailboxRecord{ID: schema.ID{1}, Sealed: []byte("name"), UIDValidity: 7, UIDNext: 3, Messages: 2},
+		Messages: []schema.MessageRecord{{UID: 1, Blob: schema.ID{2}, Size: 10, Sealed: []byte("flags")}, {UID: 2, Blob: schema.ID{3}, Size: 20, Sealed: []byte("more")}},
+		Chunks:   [][]byte{bytes.Repeat([]byte("sealed chunk "), 20_000)},
+	}
+	current := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeQueryResult(w, r, want) }))
+	defer current.Close()
+	before := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// What a node from before the encoding answers, whatever is asked.
+		gob.NewEncoder(w).Encode(want)
+	}))
+	defer before.Close()
+
+	for _, tc := range []struct {
+		name, url, accept, wantType string
+	}{
+		{"current node asked by a current node", current.URL, queryResultType, queryResultType},
+		{"current node asked by a node from before", current.URL, "", ""},
+		{"node from before asked by a current node", before.URL, queryResultType, ""},
+	} {
+		req, err := http.NewRequest(http.MethodPost, tc.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		isOurs := resp.Header.Get("Content-Type") == queryResultType
+		got, err := readQueryResult(resp)
+		closeBody(resp.Body)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if isOurs != (tc.wantType == queryResultType) {
+			t.Errorf("%s: answered in raftstore's encoding: %v", tc.name, isOurs)
+		}
+		// gob leaves empty slices nil, which the records' codec keeps
+		// too for these values.
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: decoded %+v, want %+v", tc.name, got, want)
+		}
+	}
+}

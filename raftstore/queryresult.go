@@ -1,0 +1,216 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// queryResultVersion is the first byte of an encoded QueryResult.
+const queryResultVersion = 1
+
+// Which of a QueryResult's single records are set (a zero record is not
+// written).
+const (
+	hasMailbox = 1 << iota
+	hasBlob
+	hasState
+)
+
+// Marshal encodes the result for another node: each record in the form
+// the state file keeps it (schema's Marshal), byte strings with their
+// length, and nil kept apart from empty. It is what a node answers a
+// query with in place of gob, which describes and compiles every type of
+// the result again for each answer (about 5 % of a node's CPU in a
+// cluster's IMAP load).
+func (r *QueryResult) Marshal() []byte {
+	size := 32
+	for _, c := range r.Chunks {
+		size += len(c) + binary.MaxVarintLen32
+	}
+	b := make([]byte, 0, size)
+	b = append(b, queryResultVersion, byte(r.Code))
+	b = binary.AppendUvarint(b, r.Index)
+	var present byte
+	if !reflect.ValueOf(r.Mailbox).IsZero() {
+		present |= hasMailbox
+	}
+	if r.Blob != (schema.BlobRecord{}) {
+		present |= hasBlob
+	}
+	if r.State != (schema.UserState{}) {
+		present |= hasState
+	}
+	b = append(b, present)
+	b = binary.AppendUvarint(b, uint64(len(r.Mailboxes)))
+	for i := range r.Mailboxes {
+		b = appendBytes(b, r.Mailboxes[i].Marshal())
+	}
+	if present&hasMailbox != 0 {
+		b = appendBytes(b, r.Mailbox.Marshal())
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Messages)))
+	for i := range r.Messages {
+		b = appendBytes(b, r.Messages[i].Marshal())
+	}
+	if present&hasBlob != 0 {
+		b = appendBytes(b, r.Blob.Marshal())
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Chunks)))
+	for _, c := range r.Chunks {
+		b = appendBytes(b, c)
+	}
+	if present&hasState != 0 {
+		b = appendBytes(b, r.State.Marshal())
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Spooled)))
+	for i := range r.Spooled {
+		b = appendBytes(b, r.Spooled[i].Marshal())
+	}
+	b = appendBytes(b, r.Value)
+	b = binary.AppendUvarint(b, uint64(len(r.Outbound)))
+	for i := range r.Outbound {
+		b = appendBytes(b, r.Outbound[i].Marshal())
+	}
+	return b
+}
+
+// appendBytes writes a byte string as its length plus one (0 for nil)
+// and its bytes.
+func appendBytes(b, v []byte) []byte {
+	if v == nil {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(v))+1)
+	return append(b, v...)
+}
+
+// errQueryResult is returned for bytes that are not an encoded result.
+var errQueryResult = errors.New("malformed query result")
+
+// resultReader takes a QueryResult apart; the first fault sticks.
+type resultReader struct {
+	b   []byte
+	err error
+}
+
+func (d *resultReader) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errQueryResult
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *resultReader) byte() byte {
+	if d.err != nil || len(d.b) == 0 {
+		d.err = errQueryResult
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+// count reads a list's length, which cannot exceed the bytes left (each
+// element takes at least one): a corrupt length allocates nothing.
+func (d *resultReader) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.err = errQueryResult
+		return 0
+	}
+	return int(n)
+}
+
+// bytes reads what appendBytes wrote; the result shares d's buffer.
+func (d *resultReader) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	n--
+	if n > uint64(len(d.b)) {
+		d.err = errQueryResult
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// record reads one record with its own Unmarshal.
+func (d *resultReader) record(what string, unmarshal func([]byte) error) {
+	b := d.bytes()
+	if d.err != nil {
+		return
+	}
+	if err := unmarshal(b); err != nil {
+		d.err = fmt.Errorf("%w: %s: %v", errQueryResult, what, err)
+	}
+}
+
+// Unmarshal decodes what Marshal wrote. The result's byte strings share
+// b, which the caller must not change afterwards.
+func (r *QueryResult) Unmarshal(b []byte) error {
+	d := &resultReader{b: b}
+	if v := d.byte(); d.err == nil && v != queryResultVersion {
+		return fmt.Errorf("%w: version %d", errQueryResult, v)
+	}
+	*r = QueryResult{}
+	r.Code = schema.ErrCode(d.byte())
+	r.Index = d.uvarint()
+	present := d.byte()
+	if n := d.count(); n > 0 {
+		r.Mailboxes = make([]schema.MailboxRecord, n)
+		for i := range r.Mailboxes {
+			d.record("mailbox", r.Mailboxes[i].Unmarshal)
+		}
+	}
+	if present&hasMailbox != 0 {
+		d.record("mailbox", r.Mailbox.Unmarshal)
+	}
+	if n := d.count(); n > 0 {
+		r.Messages = make([]schema.MessageRecord, n)
+		for i := range r.Messages {
+			d.record("message", r.Messages[i].Unmarshal)
+		}
+	}
+	if present&hasBlob != 0 {
+		d.record("blob", r.Blob.Unmarshal)
+	}
+	if n := d.count(); n > 0 {
+		r.Chunks = make([][]byte, n)
+		for i := range r.Chunks {
+			r.Chunks[i] = d.bytes()
+		}
+	}
+	if present&hasState != 0 {
+		d.record("user state", r.State.Unmarshal)
+	}
+	if n := d.count(); n > 0 {
+		r.Spooled = make([]schema.SpoolRecord, n)
+		for i := range r.Spooled {
+			d.record("spool record", r.Spooled[i].Unmarshal)
+		}
+	}
+	r.Value = d.bytes()
+	if n := d.count(); n > 0 {
+		r.Outbound = make([]schema.OutboundRecord, n)
+		for i := range r.Outbound {
+			d.record("outbound record", r.Outbound[i].Unmarshal)
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d bytes left over", errQueryResult, len(d.b))
+	}
+	return d.err
+}
