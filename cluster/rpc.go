@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/gob"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster/transport"
@@ -44,6 +46,9 @@ const (
 	// answers gob and ignores the header, so either can talk to either
 	// during a rolling upgrade.
 	queryResultType = "application/x-mailcluster-query-result"
+	// queryRequestType is the media type of a query in raftstore.Query's
+	// encoding, after the minimum index as a uvarint.
+	queryRequestType = "application/x-mailcluster-query"
 
 	hdrIndex      = "X-Index"
 	hdrLeaderID   = "X-Leader-Id"
@@ -168,8 +173,8 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req queryRequest
-	if err := gob.NewDecoder(http.MaxBytesReader(w, r.Body, maxRPCBody)).Decode(&req); err != nil {
+	req, err := readQueryRequest(w, r)
+	if err != nil {
 		http.Error(w, "bad query", http.StatusBadRequest)
 		return
 	}
@@ -179,6 +184,28 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeQueryResult(w, r, res)
+}
+
+// readQueryRequest decodes a query by its Content-Type: raftstore's
+// encoding after the minimum index, or gob from a node that does not
+// know this one speaks it (see rpcClient.query).
+func readQueryRequest(w http.ResponseWriter, r *http.Request) (queryRequest, error) {
+	var req queryRequest
+	body := http.MaxBytesReader(w, r.Body, maxRPCBody)
+	if r.Header.Get("Content-Type") != queryRequestType {
+		err := gob.NewDecoder(body).Decode(&req)
+		return req, err
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return req, err
+	}
+	idx, n := binary.Uvarint(b)
+	if n <= 0 {
+		return req, errors.New("query without its index")
+	}
+	req.MinIndex = idx
+	return req, req.Query.Unmarshal(b[n:])
 }
 
 // writeQueryResult answers a query in the encoding the asking node
@@ -265,6 +292,9 @@ func (c *Cluster) serveState(w http.ResponseWriter, r *http.Request) {
 type rpcClient struct {
 	http  *http.Client
 	trans *transport.Transport
+	// current holds the addresses of nodes that answered a query in
+	// raftstore's encoding, and so read queries in it too.
+	current sync.Map
 }
 
 func newRPCClient(t *transport.Transport) *rpcClient {
@@ -338,14 +368,37 @@ func (rc *rpcClient) apply(ctx context.Context, addr string, n uint32, cmd schem
 	return res, nil
 }
 
+// query runs a read on the node at addr. The query goes in raftstore's
+// encoding to a node known to speak it (it answered in it before), else
+// in gob; a node that refuses the encoding (one rolled back to a version
+// from before) is asked again in gob and no longer counted as knowing it.
 func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(queryRequest{Query: q, MinIndex: minIndex}); err != nil {
-		return nil, err
+	_, current := rc.current.Load(addr)
+	res, err := rc.queryOnce(ctx, addr, n, q, minIndex, current)
+	if re := (*remoteError)(nil); current && errors.As(err, &re) && re.status == http.StatusBadRequest {
+		rc.current.Delete(addr)
+		return rc.queryOnce(ctx, addr, n, q, minIndex, false)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rpcURL(addr, rpcQuery+strconv.FormatUint(uint64(n), 10)), &buf)
+	return res, err
+}
+
+func (rc *rpcClient) queryOnce(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64, encoded bool) (*raftstore.QueryResult, error) {
+	var body []byte
+	if encoded {
+		body = append(binary.AppendUvarint(nil, minIndex), q.Marshal()...)
+	} else {
+		var buf bytes.Buffer
+		if err := gob.NewEncoder(&buf).Encode(queryRequest{Query: q, MinIndex: minIndex}); err != nil {
+			return nil, err
+		}
+		body = buf.Bytes()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rpcURL(addr, rpcQuery+strconv.FormatUint(uint64(n), 10)), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	if encoded {
+		req.Header.Set("Content-Type", queryRequestType)
 	}
 	req.Header.Set("Accept", queryResultType)
 	resp, err := rc.do(req)
@@ -353,6 +406,9 @@ func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftsto
 		return nil, err
 	}
 	defer closeBody(resp.Body)
+	if !encoded && resp.Header.Get("Content-Type") == queryResultType {
+		rc.current.Store(addr, struct{}{})
+	}
 	return readQueryResult(resp)
 }
 

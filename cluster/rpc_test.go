@@ -2,10 +2,14 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/gob"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mailcluster/mailcluster/raftstore"
@@ -62,5 +66,73 @@ func TestQueryAnswerEncodings(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: decoded %+v, want %+v", tc.name, got, want)
 		}
+	}
+}
+
+// TestQueryRequestEncodings: a node sends a query in raftstore's encoding
+// only to a node that answered in it before, and goes back to gob for a
+// node that refuses it (one rolled back to a version from before).
+func TestQueryRequestEncodings(t *testing.T) {
+	want := &raftstore.QueryResult{Index: 7, Chunks: [][]byte{[]byte("header")}}
+	query := raftstore.Query{Kind: raftstore.QueryHeader, User: schema.ID{1}, Blob: schema.ID{2}}
+	var rolledBack atomic.Bool
+	var mu sync.Mutex
+	var seen []string // the encoding of each query the server got
+	saw := func(how string) {
+		mu.Lock()
+		seen = append(seen, how)
+		mu.Unlock()
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rolledBack.Load() {
+			// A node from before: gob in, gob out.
+			var req queryRequest
+			if err := gob.NewDecoder(r.Body).Decode(&req); err != nil {
+				saw("refused")
+				http.Error(w, "bad query", http.StatusBadRequest)
+				return
+			}
+			saw("gob")
+			gob.NewEncoder(w).Encode(want)
+			return
+		}
+		req, err := readQueryRequest(w, r)
+		if err != nil {
+			t.Errorf("read query: %v", err)
+			http.Error(w, "bad query", http.StatusBadRequest)
+			return
+		}
+		if !reflect.DeepEqual(req.Query, query) || req.MinIndex != 5 {
+			t.Errorf("query read as %+v at %d", req.Query, req.MinIndex)
+		}
+		if r.Header.Get("Content-Type") == queryRequestType {
+			saw("encoded")
+		} else {
+			saw("gob")
+		}
+		writeQueryResult(w, r, want)
+	}))
+	defer srv.Close()
+	rc := &rpcClient{http: srv.Client()}
+	addr := srv.Listener.Addr().String()
+	ask := func() {
+		t.Helper()
+		got, err := rc.query(context.Background(), addr, 1, query, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("answer %+v, want %+v", got, want)
+		}
+	}
+	ask()
+	ask()
+	rolledBack.Store(true)
+	ask()
+	ask()
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(seen, " "); got != "gob encoded refused gob gob" {
+		t.Errorf("queries arrived as: %s", got)
 	}
 }

@@ -88,31 +88,33 @@ func appendBytes(b, v []byte) []byte {
 	return append(b, v...)
 }
 
-// errQueryResult is returned for bytes that are not an encoded result.
-var errQueryResult = errors.New("malformed query result")
+// errMalformed is returned for bytes that are not an encoded query or
+// result.
+var errMalformed = errors.New("malformed query encoding")
 
-// resultReader takes a QueryResult apart; the first fault sticks.
-type resultReader struct {
+// codecReader takes an encoded Query or QueryResult apart; the first
+// fault sticks.
+type codecReader struct {
 	b   []byte
 	err error
 }
 
-func (d *resultReader) uvarint() uint64 {
+func (d *codecReader) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
-		d.err = errQueryResult
+		d.err = errMalformed
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
 }
 
-func (d *resultReader) byte() byte {
+func (d *codecReader) byte() byte {
 	if d.err != nil || len(d.b) == 0 {
-		d.err = errQueryResult
+		d.err = errMalformed
 		return 0
 	}
 	v := d.b[0]
@@ -122,24 +124,24 @@ func (d *resultReader) byte() byte {
 
 // count reads a list's length, which cannot exceed the bytes left (each
 // element takes at least one): a corrupt length allocates nothing.
-func (d *resultReader) count() int {
+func (d *codecReader) count() int {
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
-		d.err = errQueryResult
+		d.err = errMalformed
 		return 0
 	}
 	return int(n)
 }
 
 // bytes reads what appendBytes wrote; the result shares d's buffer.
-func (d *resultReader) bytes() []byte {
+func (d *codecReader) bytes() []byte {
 	n := d.uvarint()
 	if d.err != nil || n == 0 {
 		return nil
 	}
 	n--
 	if n > uint64(len(d.b)) {
-		d.err = errQueryResult
+		d.err = errMalformed
 		return nil
 	}
 	v := d.b[:n:n]
@@ -148,22 +150,22 @@ func (d *resultReader) bytes() []byte {
 }
 
 // record reads one record with its own Unmarshal.
-func (d *resultReader) record(what string, unmarshal func([]byte) error) {
+func (d *codecReader) record(what string, unmarshal func([]byte) error) {
 	b := d.bytes()
 	if d.err != nil {
 		return
 	}
 	if err := unmarshal(b); err != nil {
-		d.err = fmt.Errorf("%w: %s: %v", errQueryResult, what, err)
+		d.err = fmt.Errorf("%w: %s: %v", errMalformed, what, err)
 	}
 }
 
 // Unmarshal decodes what Marshal wrote. The result's byte strings share
 // b, which the caller must not change afterwards.
 func (r *QueryResult) Unmarshal(b []byte) error {
-	d := &resultReader{b: b}
+	d := &codecReader{b: b}
 	if v := d.byte(); d.err == nil && v != queryResultVersion {
-		return fmt.Errorf("%w: version %d", errQueryResult, v)
+		return fmt.Errorf("%w: version %d", errMalformed, v)
 	}
 	*r = QueryResult{}
 	r.Code = schema.ErrCode(d.byte())
@@ -210,7 +212,81 @@ func (r *QueryResult) Unmarshal(b []byte) error {
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%w: %d bytes left over", errQueryResult, len(d.b))
+		d.err = fmt.Errorf("%w: %d bytes left over", errMalformed, len(d.b))
 	}
 	return d.err
+}
+
+// queryVersion is the first byte of an encoded Query.
+const queryVersion = 1
+
+// Marshal encodes the query for another node (see QueryResult.Marshal).
+func (q *Query) Marshal() []byte {
+	b := make([]byte, 0, 2+3*len(schema.ID{})+len(schema.NameKey{})+len(q.Name)+5*len(q.UIDs)+len(schema.ID{})*len(q.Blobs)+16)
+	b = append(b, queryVersion, byte(q.Kind))
+	b = append(b, q.User[:]...)
+	b = append(b, q.Mailbox[:]...)
+	b = append(b, q.NameKey[:]...)
+	b = append(b, q.Blob[:]...)
+	b = binary.AppendUvarint(b, uint64(len(q.UIDs)))
+	for _, u := range q.UIDs {
+		b = binary.AppendUvarint(b, uint64(u))
+	}
+	b = binary.AppendUvarint(b, uint64(len(q.Name)))
+	b = append(b, q.Name...)
+	b = binary.AppendUvarint(b, uint64(len(q.Blobs)))
+	for _, id := range q.Blobs {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+// Unmarshal decodes what Marshal wrote.
+func (q *Query) Unmarshal(b []byte) error {
+	d := &codecReader{b: b}
+	if v := d.byte(); d.err == nil && v != queryVersion {
+		return fmt.Errorf("%w: query version %d", errMalformed, v)
+	}
+	*q = Query{Kind: QueryKind(d.byte())}
+	d.fixed(q.User[:])
+	d.fixed(q.Mailbox[:])
+	d.fixed(q.NameKey[:])
+	d.fixed(q.Blob[:])
+	if n := d.count(); n > 0 {
+		q.UIDs = make([]schema.UID, n)
+		for i := range q.UIDs {
+			u := d.uvarint()
+			if u > 1<<32-1 {
+				d.err = fmt.Errorf("%w: UID %d", errMalformed, u)
+			}
+			q.UIDs[i] = schema.UID(u)
+		}
+	}
+	if n := d.count(); n > 0 {
+		q.Name = string(d.b[:n])
+		d.b = d.b[n:]
+	}
+	if n := d.count(); n > 0 {
+		q.Blobs = make([]schema.ID, n)
+		for i := range q.Blobs {
+			d.fixed(q.Blobs[i][:])
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d bytes left over", errMalformed, len(d.b))
+	}
+	return d.err
+}
+
+// fixed fills v from the next len(v) bytes.
+func (d *codecReader) fixed(v []byte) {
+	if d.err != nil {
+		return
+	}
+	if len(d.b) < len(v) {
+		d.err = errMalformed
+		return
+	}
+	copy(v, d.b)
+	d.b = d.b[len(v):]
 }
