@@ -45,17 +45,11 @@ func (r *QueryResult) Marshal() []byte {
 		present |= hasState
 	}
 	b = append(b, present)
-	b = binary.AppendUvarint(b, uint64(len(r.Mailboxes)))
-	for i := range r.Mailboxes {
-		b = appendBytes(b, r.Mailboxes[i].Marshal())
-	}
+	b = appendRecords(b, r.Mailboxes, (*schema.MailboxRecord).Marshal)
 	if present&hasMailbox != 0 {
 		b = appendBytes(b, r.Mailbox.Marshal())
 	}
-	b = binary.AppendUvarint(b, uint64(len(r.Messages)))
-	for i := range r.Messages {
-		b = appendBytes(b, r.Messages[i].Marshal())
-	}
+	b = appendRecords(b, r.Messages, (*schema.MessageRecord).Marshal)
 	if present&hasBlob != 0 {
 		b = appendBytes(b, r.Blob.Marshal())
 	}
@@ -66,14 +60,18 @@ func (r *QueryResult) Marshal() []byte {
 	if present&hasState != 0 {
 		b = appendBytes(b, r.State.Marshal())
 	}
-	b = binary.AppendUvarint(b, uint64(len(r.Spooled)))
-	for i := range r.Spooled {
-		b = appendBytes(b, r.Spooled[i].Marshal())
-	}
+	b = appendRecords(b, r.Spooled, (*schema.SpoolRecord).Marshal)
 	b = appendBytes(b, r.Value)
-	b = binary.AppendUvarint(b, uint64(len(r.Outbound)))
-	for i := range r.Outbound {
-		b = appendBytes(b, r.Outbound[i].Marshal())
+	b = appendRecords(b, r.Outbound, (*schema.OutboundRecord).Marshal)
+	return b
+}
+
+// appendRecords writes a list of records, each as appendBytes writes
+// its Marshal.
+func appendRecords[T any](b []byte, list []T, marshal func(*T) []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(list)))
+	for i := range list {
+		b = appendBytes(b, marshal(&list[i]))
 	}
 	return b
 }
@@ -160,6 +158,19 @@ func (d *codecReader) record(what string, unmarshal func([]byte) error) {
 	}
 }
 
+// readRecords reads what appendRecords wrote (nil for none).
+func readRecords[T any](d *codecReader, what string, unmarshal func(*T, []byte) error) []T {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	list := make([]T, n)
+	for i := range list {
+		d.record(what, func(b []byte) error { return unmarshal(&list[i], b) })
+	}
+	return list
+}
+
 // Unmarshal decodes what Marshal wrote. The result's byte strings share
 // b, which the caller must not change afterwards.
 func (r *QueryResult) Unmarshal(b []byte) error {
@@ -171,21 +182,11 @@ func (r *QueryResult) Unmarshal(b []byte) error {
 	r.Code = schema.ErrCode(d.byte())
 	r.Index = d.uvarint()
 	present := d.byte()
-	if n := d.count(); n > 0 {
-		r.Mailboxes = make([]schema.MailboxRecord, n)
-		for i := range r.Mailboxes {
-			d.record("mailbox", r.Mailboxes[i].Unmarshal)
-		}
-	}
+	r.Mailboxes = readRecords(d, "mailbox", (*schema.MailboxRecord).Unmarshal)
 	if present&hasMailbox != 0 {
 		d.record("mailbox", r.Mailbox.Unmarshal)
 	}
-	if n := d.count(); n > 0 {
-		r.Messages = make([]schema.MessageRecord, n)
-		for i := range r.Messages {
-			d.record("message", r.Messages[i].Unmarshal)
-		}
-	}
+	r.Messages = readRecords(d, "message", (*schema.MessageRecord).Unmarshal)
 	if present&hasBlob != 0 {
 		d.record("blob", r.Blob.Unmarshal)
 	}
@@ -198,19 +199,9 @@ func (r *QueryResult) Unmarshal(b []byte) error {
 	if present&hasState != 0 {
 		d.record("user state", r.State.Unmarshal)
 	}
-	if n := d.count(); n > 0 {
-		r.Spooled = make([]schema.SpoolRecord, n)
-		for i := range r.Spooled {
-			d.record("spool record", r.Spooled[i].Unmarshal)
-		}
-	}
+	r.Spooled = readRecords(d, "spool record", (*schema.SpoolRecord).Unmarshal)
 	r.Value = d.bytes()
-	if n := d.count(); n > 0 {
-		r.Outbound = make([]schema.OutboundRecord, n)
-		for i := range r.Outbound {
-			d.record("outbound record", r.Outbound[i].Unmarshal)
-		}
-	}
+	r.Outbound = readRecords(d, "outbound record", (*schema.OutboundRecord).Unmarshal)
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d bytes left over", errMalformed, len(d.b))
 	}
