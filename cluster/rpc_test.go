@@ -136,3 +136,21 @@ func TestQueryRequestEncodings(t *testing.T) {
 		t.Errorf("queries arrived as: %s", got)
 	}
 }
+
+func TestReadBody(t *testing.T) {
+	payload := bytes.Repeat([]byte("chunk "), 50_000)
+	for name, length := range map[string]int64{"stated length": int64(len(payload)), "chunked": -1} {
+		r := httptest.NewRequest(http.MethodPost, "/rpc/apply/1", bytes.NewReader(payload))
+		r.ContentLength = length
+		got, err := readBody(httptest.NewRecorder(), r)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Errorf("%s: read %d bytes, %v; want the %d sent", name, len(got), err, len(payload))
+		}
+	}
+	// A body shorter than it said is an error, not a zero-padded command.
+	r := httptest.NewRequest(http.MethodPost, "/rpc/apply/1", bytes.NewReader(payload[:10]))
+	r.ContentLength = 100
+	if got, err := readBody(httptest.NewRecorder(), r); err == nil {
+		t.Errorf("short body read as %d bytes without error", len(got))
+	}
+}
