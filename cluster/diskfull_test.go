@@ -73,16 +73,9 @@ func checkAcked(t *testing.T, n *clustertest.Node, user string, acked []int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	acct := n.Login(user, "password-1")
-	inbox, err := acct.Mailbox(ctx, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := acct.Snapshot(ctx, inbox.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := inboxMessages(t, acct)
 	found := map[string]int{}
-	for _, m := range snap.Messages {
+	for _, m := range msgs {
 		h, err := acct.Header(ctx, m.Blob)
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +91,7 @@ func checkAcked(t *testing.T, n *clustertest.Node, user string, acked []int) {
 			t.Errorf("acknowledged message m%d found %d times", k, c)
 		}
 	}
-	t.Logf("%d acknowledged, %d in the mailbox", len(acked), len(snap.Messages))
+	t.Logf("%d acknowledged, %d in the mailbox", len(acked), len(msgs))
 }
 
 // TestNodeRecoversFromAFullDisk fills a node's disk until deliveries

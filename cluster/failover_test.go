@@ -29,8 +29,9 @@ func deliver(ctx context.Context, n *clustertest.Node, to, subject string) error
 		Message: []byte("Subject: " + subject + "\r\n\r\nbody\r\n")})
 }
 
-// inboxSubjects reads a user's INBOX through a node.
-func inboxCount(t *testing.T, acct protocols.Account) int {
+// inboxMessages reads the messages of a user's INBOX through the node
+// the account was opened on.
+func inboxMessages(t *testing.T, acct protocols.Account) []schema.MessageInfo {
 	t.Helper()
 	ctx := testCtx(t)
 	inbox, err := acct.Mailbox(ctx, "INBOX")
@@ -41,7 +42,13 @@ func inboxCount(t *testing.T, acct protocols.Account) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(snap.Messages)
+	return snap.Messages
+}
+
+// inboxCount counts the messages of a user's INBOX.
+func inboxCount(t *testing.T, acct protocols.Account) int {
+	t.Helper()
+	return len(inboxMessages(t, acct))
 }
 
 // TestLeaderFailoverAndCatchUp kills the leader of a user's shard: mail

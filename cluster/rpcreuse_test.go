@@ -67,11 +67,11 @@ func TestRemoteReadsReuseConnections(t *testing.T) {
 	if _, err := acct.Append(ctx, inbox.ID, []byte(body), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := acct.Snapshot(ctx, inbox.ID)
-	if err != nil || len(snap.Messages) != 1 {
-		t.Fatalf("snapshot: %d messages, %v", len(snap.Messages), err)
+	msgs := inboxMessages(t, acct)
+	if len(msgs) != 1 {
+		t.Fatalf("INBOX holds %d messages, want the one appended", len(msgs))
 	}
-	blob := snap.Messages[0].Blob
+	blob := msgs[0].Blob
 	// The first read may open a connection; the pool then has one.
 	if _, err := acct.Body(ctx, blob); err != nil {
 		t.Fatal(err)
