@@ -170,10 +170,7 @@ func (s *Shard) openRaft() error {
 		return err
 	}
 	s.logs = logs
-	cache, err := raft.NewLogCache(512, logs)
-	if err != nil {
-		return fmt.Errorf("log cache: %w", err)
-	}
+	cache := newLogCache(logs, logCacheEntries, logCacheBytes)
 	snaps, err := newStateSnapshots(filepath.Join(cfg.Dir, "snapshots"), s.fsm)
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
