@@ -197,7 +197,8 @@ func FuzzOpen(f *testing.F) {
 }
 
 // TestRoundTripSizes seals incompressible and compressible values on
-// both sides of the compression thresholds: the value is built in place
+// both sides of the compression thresholds, and beyond the encoders'
+// window up to the largest value Open takes: the value is built in place
 // in one buffer, so a compressed result that does not fit, or a raw one,
 // must still come out whole, and never larger than the plaintext plus
 // the envelope.
@@ -205,7 +206,7 @@ func TestRoundTripSizes(t *testing.T) {
 	s := newSealer(t)
 	kr := NewStatic(NewKey(1))
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, n := range []int{compressAbove, compressAbove + 1, 4 << 10, compressHarderFrom - 1, compressHarderFrom, 300 << 10} {
+	for _, n := range []int{compressAbove, compressAbove + 1, 4 << 10, compressHarderFrom - 1, compressHarderFrom, 300 << 10, encoderWindow + 1, MaxPlaintext} {
 		random := make([]byte, n)
 		for i := range random {
 			random[i] = byte(rng.Uint32())
