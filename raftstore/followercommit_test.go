@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
@@ -294,5 +295,42 @@ func TestPendingUntilCommitted(t *testing.T) {
 	}
 	if n := messageCount(t, f, user, inbox); n != 1 {
 		t.Fatalf("after the commit: %d messages, want 1", n)
+	}
+}
+
+// TestChunksOutliveTheirLogEntry applies an Append whose chunks the
+// decoder hands over as views of the log entry (schema.DecodeCommand),
+// lets the group commit, then overwrites the entry: the state file holds
+// its own copy of every chunk, small and large.
+func TestChunksOutliveTheirLogEntry(t *testing.T) {
+	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), false)
+	user, inbox, init := newUser()
+	small, large := []byte("a small chunk"), bytes.Repeat([]byte("large chunk "), largeChunk)
+	app := &schema.Append{User: user, Mailbox: inbox, Message: schema.NewID(), Blob: schema.NewID(),
+		Size: uint64(len(small) + len(large)), Sealed: []byte("attrs"), Chunks: [][]byte{small, large}}
+	logs := entries(1, init, app)
+	for _, r := range f.ApplyBatch(logs) {
+		if res, ok := r.(*schema.Result); !ok || res.Code != schema.CodeOK {
+			t.Fatalf("apply: %v", r)
+		}
+	}
+	awaitCommitted(t, f, 2)
+	for _, l := range logs {
+		for i := range l.Data {
+			l.Data[i] = 0xff
+		}
+	}
+	for i, want := range [][]byte{small, large} {
+		var got []byte
+		if err := f.read(func(r *Reader) error {
+			c, err := r.Chunk(user, app.Blob, uint32(i))
+			got = bytes.Clone(c)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("chunk %d changed with its log entry: %.20q", i, got)
+		}
 	}
 }

@@ -212,3 +212,48 @@ func BenchmarkEncodeAppend(b *testing.B) {
 		EncodeCommand(cmd)
 	}
 }
+
+// TestDecodedChunksShareTheInput: a decoded command's message chunks are
+// views of the encoded bytes (no copy of the bulk of a message), every
+// other byte field a copy, and an empty chunk stays nil.
+func TestDecodedChunksShareTheInput(t *testing.T) {
+	chunk := bytes.Repeat([]byte("c"), 1000)
+	cmds := []Payload{
+		&Append{User: NewID(), Mailbox: NewID(), Message: NewID(), Blob: NewID(), Size: 1000,
+			Sealed: []byte("attrs"), Chunks: [][]byte{chunk, nil}, SearchRecord: []byte("record")},
+		&Spool{ID: NewID(), From: []byte("from"), Recipients: []SpoolRecipient{{User: NewID(), Shard: 1}},
+			Size: 1000, Chunks: [][]byte{chunk, nil}},
+		&Enqueue{ID: NewID(), User: NewID(), Size: 1000, State: []byte("state"), Chunks: [][]byte{chunk, nil}},
+	}
+	for _, p := range cmds {
+		b := EncodeCommand(Command{ReqID: NewID(), Time: 1, Payload: p})
+		got, err := DecodeCommand(b)
+		if err != nil {
+			t.Fatalf("%T: %v", p, err)
+		}
+		var chunks [][]byte
+		var other []byte
+		switch d := got.Payload.(type) {
+		case *Append:
+			chunks, other = d.Chunks, d.Sealed
+		case *Spool:
+			chunks, other = d.Chunks, d.From
+		case *Enqueue:
+			chunks, other = d.Chunks, d.State
+		}
+		if len(chunks) != 2 || !bytes.Equal(chunks[0], chunk) || chunks[1] != nil {
+			t.Fatalf("%T: chunks %d, first %d bytes, second %v", p, len(chunks), len(chunks[0]), chunks[1])
+		}
+		before := bytes.Clone(other)
+		clear(b)
+		if chunks[0][0] != 0 {
+			t.Errorf("%T: the chunk is a copy, not a view of the input", p)
+		}
+		if !bytes.Equal(other, before) {
+			t.Errorf("%T: a field other than the chunks shares the input", p)
+		}
+		if cap(chunks[0]) != len(chunks[0]) {
+			t.Errorf("%T: the chunk's capacity reaches past it into the input", p)
+		}
+	}
+}

@@ -89,9 +89,11 @@ func EncodeCommand(c Command) []byte {
 }
 
 // DecodeCommand decodes a command written by EncodeCommand. Malformed input
-// yields an error wrapping ErrInvalid, never a panic.
+// yields an error wrapping ErrInvalid, never a panic. The message chunks of
+// the command (Append, AppendBatch, DeliverBatch, Spool) share b's memory
+// rather than copy it: b must not be written while the command is in use.
 func DecodeCommand(b []byte) (Command, error) {
-	r := &reader{b: b}
+	r := &reader{b: b, shareChunks: true}
 	var c Command
 	if v := r.u8(); r.err == nil && v != commandVersion {
 		r.fail("command version %d", v)
@@ -497,7 +499,7 @@ func (p *Append) decodeMessage(r *reader) {
 	n := r.listLen(1)
 	p.Chunks = make([][]byte, n)
 	for i := range p.Chunks {
-		p.Chunks[i] = r.bytes()
+		p.Chunks[i] = r.chunk()
 	}
 }
 

@@ -122,7 +122,7 @@ func (p *Spool) decode(r *reader) {
 	n = r.listLen(1)
 	p.Chunks = make([][]byte, n)
 	for i := range p.Chunks {
-		p.Chunks[i] = r.bytes()
+		p.Chunks[i] = r.chunk()
 	}
 	if r.more() {
 		p.Junk = r.boolean()

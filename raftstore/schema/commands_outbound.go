@@ -66,7 +66,7 @@ func (p *Enqueue) decode(r *reader) {
 	n := r.listLen(1)
 	p.Chunks = make([][]byte, n)
 	for i := range p.Chunks {
-		p.Chunks[i] = r.bytes()
+		p.Chunks[i] = r.chunk()
 	}
 	p.State = r.bytes()
 	p.NextAttempt = r.varint()

@@ -63,6 +63,11 @@ func (w *writer) boolean(v bool) {
 type reader struct {
 	b   []byte
 	err error
+	// shareChunks makes chunk return views of b instead of copies. A
+	// message's chunks are most of a command's bytes and are only written
+	// into the state file, which copies them at commit; the input of
+	// DecodeCommand (a log entry, a request body) is not written again.
+	shareChunks bool
 }
 
 func (r *reader) fail(format string, args ...any) {
@@ -157,6 +162,23 @@ func (r *reader) bytes() []byte {
 		return nil
 	}
 	return append([]byte(nil), v...)
+}
+
+// chunk reads a byte string as bytes does, sharing b's memory when
+// r.shareChunks is set.
+func (r *reader) chunk() []byte {
+	if !r.shareChunks {
+		return r.bytes()
+	}
+	n := r.uvarint()
+	if n > MaxFieldSize {
+		r.fail("field of %d bytes exceeds limit", n)
+		return nil
+	}
+	if v := r.take(int(n)); len(v) > 0 {
+		return v
+	}
+	return nil
 }
 
 func (r *reader) str() string {
