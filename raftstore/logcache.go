@@ -82,10 +82,11 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 // oldest entries beyond the budget. c.mu is held.
 func (c *logCache) put(l *raft.Log) {
 	n := uint64(len(c.ring))
-	if !c.written || l.Index <= c.newest {
-		// The first entry, or raft storing over entries it removed (which
-		// it does only after DeleteRange, which emptied the cache): start
-		// afresh either way.
+	if !c.written || l.Index != c.newest+1 {
+		// The first entry, raft storing over entries it removed (which it
+		// does only after DeleteRange, which emptied the cache) or past a
+		// gap: start afresh, so every cached entry is in the window of
+		// the last len(ring) indexes and counted once.
 		c.clear()
 		c.oldest = l.Index
 	}

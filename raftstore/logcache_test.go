@@ -171,3 +171,25 @@ func TestLogCacheRandomSizes(t *testing.T) {
 		t.Run(fmt.Sprint(round), func(t *testing.T) { checkCache(t, c, under, from, next-1, size) })
 	}
 }
+
+// TestLogCacheStartsAfreshAfterAGap: entries stored past a gap (raft
+// restarts its log after a snapshot beyond its last index) leave no
+// stale entry counted against the budget.
+func TestLogCacheStartsAfreshAfterAGap(t *testing.T) {
+	under := &countingStore{InmemStore: raft.NewInmemStore()}
+	c := newLogCache(under, 8, 1<<20)
+	for i := uint64(1); i <= 6; i++ {
+		if err := c.StoreLog(entry(i, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.StoreLog(entry(20, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if c.bytes != 100 {
+		t.Fatalf("after a gap the cache counts %d bytes, want only the new entry's 100", c.bytes)
+	}
+	if n := checkCache(t, c, under, 20, 20, func(uint64) int { return 100 }); n != 0 {
+		t.Errorf("the entry after the gap: %d reads reached the store", n)
+	}
+}
