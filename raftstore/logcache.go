@@ -26,13 +26,12 @@ const (
 type logCache struct {
 	store raft.LogStore
 
-	mu      sync.RWMutex
-	ring    []*raft.Log // entry i at ring[i%len(ring)], nil if not cached
-	budget  int
-	bytes   int    // size of the cached entries
-	oldest  uint64 // no entry below it is cached
-	newest  uint64 // highest index stored since the last reset
-	written bool   // newest is set
+	mu     sync.RWMutex
+	ring   []*raft.Log // entry i at ring[i%len(ring)], nil if not cached
+	budget int
+	bytes  int    // size of the cached entries
+	oldest uint64 // no entry below it is cached
+	newest uint64 // highest index stored since the last reset, 0 for none
 }
 
 func newLogCache(store raft.LogStore, entries, budget int) *logCache {
@@ -82,15 +81,15 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 // oldest entries beyond the budget. c.mu is held.
 func (c *logCache) put(l *raft.Log) {
 	n := uint64(len(c.ring))
-	if !c.written || l.Index != c.newest+1 {
-		// The first entry, raft storing over entries it removed (which it
-		// does only after DeleteRange, which emptied the cache) or past a
-		// gap: start afresh, so every cached entry is in the window of
+	if l.Index != c.newest+1 {
+		// Not the entry after the last one stored: the first (past an
+		// empty cache), raft storing over entries it removed (only after
+		// DeleteRange, which emptied the cache) or past a gap. Start afresh, so every cached entry is in the window of
 		// the last len(ring) indexes and counted once.
 		c.clear()
 		c.oldest = l.Index
 	}
-	c.written, c.newest = true, l.Index
+	c.newest = l.Index
 	slot := l.Index % n
 	if old := c.ring[slot]; old != nil {
 		c.bytes -= entrySize(old)
@@ -125,7 +124,7 @@ func (c *logCache) evictThrough(index uint64) {
 // clear empties the cache. c.mu is held.
 func (c *logCache) clear() {
 	clear(c.ring)
-	c.bytes, c.written, c.newest, c.oldest = 0, false, 0, 0
+	c.bytes, c.newest, c.oldest = 0, 0, 0
 }
 
 // FirstIndex is the store's.
