@@ -91,6 +91,19 @@ func (a *Account) applyTo(ctx context.Context, p schema.Payload, mboxes ...schem
 	return res, err
 }
 
+// applyUnwatched commits a change that no watcher shows, a user value
+// (the FSM emits no event for one), without waiting for the watchers: a
+// watcher passes an index that brings it no event only at the next
+// progress mark of its source, which on a follower's node is a tick
+// away, and nothing it could be handed makes the change visible sooner.
+func (a *Account) applyUnwatched(ctx context.Context, p *schema.SwapUserValue) (*schema.Result, error) {
+	res, err := a.s.c.Apply(ctx, a.shard, p)
+	if res != nil && res.Index > 0 {
+		a.seen(res.Index)
+	}
+	return res, err
+}
+
 // Address returns the user's canonical address.
 func (a *Account) Address() string { return a.address }
 

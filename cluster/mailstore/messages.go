@@ -325,6 +325,13 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 	if err != nil {
 		return res, fmt.Errorf("copy: %w", err)
 	}
+	// A copy changes only the destination: a watcher of the source has
+	// nothing of it to show, so the write does not wait for it (as
+	// Append waits for the watchers of its mailbox only).
+	changed := []schema.ID{dest}
+	if move {
+		changed = append(changed, mbox)
+	}
 	for start := 0; start < len(recs); start += batchSize {
 		batch := recs[start:min(start+batchSize, len(recs))]
 		cp := &schema.Copy{User: a.user, Source: mbox, Dest: dest, Move: move}
@@ -346,7 +353,7 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 			}
 			cp.Items = append(cp.Items, item)
 		}
-		r, err := a.applyTo(ctx, cp, mbox, dest)
+		r, err := a.applyTo(ctx, cp, changed...)
 		if errors.Is(err, schema.ErrOverQuota) {
 			a.s.quotaRefused("copy")
 		}

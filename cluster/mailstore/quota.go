@@ -188,7 +188,7 @@ func (a *Account) AppendBatch(ctx context.Context, mbox schema.ID, msgs []schema
 		}
 		it.StagedChunks = uint32(len(sealed[i]))
 	}
-	res, err := a.apply(ctx, batch)
+	res, err := a.applyTo(ctx, batch, mbox)
 	if errors.Is(err, schema.ErrOverQuota) {
 		a.s.quotaRefused("append")
 	}

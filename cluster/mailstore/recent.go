@@ -35,7 +35,7 @@ func (a *Account) ClaimRecent(ctx context.Context, mbox schema.ID, upTo schema.U
 		}
 		p := &schema.SwapUserValue{User: a.user, Scope: mbox, Name: recentValue,
 			OldAbsent: res.Value == nil, Old: res.Value, New: binary.BigEndian.AppendUint32(nil, uint32(upTo))}
-		_, err = a.apply(ctx, p)
+		_, err = a.applyUnwatched(ctx, p)
 		if err == nil {
 			return cur, nil
 		}

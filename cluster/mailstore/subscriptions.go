@@ -73,7 +73,7 @@ func (a *Account) updateKeptSubscriptions(ctx context.Context, change func([]str
 				return fmt.Errorf("seal subscriptions: %w", err)
 			}
 		}
-		_, err = a.apply(ctx, p)
+		_, err = a.applyUnwatched(ctx, p)
 		if err == nil || !errors.Is(err, schema.ErrConflict) || attempt+1 >= maxSwapAttempts {
 			if err != nil {
 				return fmt.Errorf("write subscriptions: %w", err)
