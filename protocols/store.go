@@ -44,6 +44,39 @@ type QuotaChecker interface {
 	CheckQuota(ctx context.Context, address string, size int64) error
 }
 
+// KnownFlagStore is what an Account may also offer: StoreFlags, or
+// StoreFlagsIf when unchangedSince is set, starting from the state a
+// session already holds of the messages instead of reading them first.
+// The store must refuse a change decided on a state that is no longer
+// the stored one and decide it again on the stored state, and must not
+// take a change the known state makes no difference to as done. IMAP
+// sessions use it for STORE and for the \Seen flag a FETCH sets.
+type KnownFlagStore interface {
+	StoreFlagsKnown(ctx context.Context, mailbox schema.ID, known []schema.MessageInfo, op schema.FlagOp, flags []string, unchangedSince *uint64) ([]schema.MessageInfo, []schema.UID, error)
+}
+
+// StoreFlagsFrom changes the flags of messages whose state the caller
+// holds (known): through the account's KnownFlagStore when it offers
+// one, else by UID with StoreFlags or, when unchangedSince is set,
+// StoreFlagsIf. acct may be what AuthGuard.Login returned.
+func StoreFlagsFrom(ctx context.Context, acct Account, mailbox schema.ID, known []schema.MessageInfo, op schema.FlagOp, flags []string, unchangedSince *uint64) ([]schema.MessageInfo, []schema.UID, error) {
+	if ga, ok := acct.(guardedAccount); ok {
+		acct = ga.Account
+	}
+	if ks, ok := acct.(KnownFlagStore); ok {
+		return ks.StoreFlagsKnown(ctx, mailbox, known, op, flags, unchangedSince)
+	}
+	uids := make([]schema.UID, len(known))
+	for i := range known {
+		uids[i] = known[i].UID
+	}
+	if unchangedSince != nil {
+		return acct.StoreFlagsIf(ctx, mailbox, uids, op, flags, *unchangedSince)
+	}
+	infos, err := acct.StoreFlags(ctx, mailbox, uids, op, flags)
+	return infos, nil, err
+}
+
 // StoreOf adapts a Backend to the Store interface.
 func StoreOf[A Account](b Backend[A]) Store { return backendStore[A]{b} }
 

@@ -227,7 +227,7 @@ func (a *Account) readMessages(ctx context.Context, mbox schema.ID, uids []schem
 // message that exists, changed or not. A concurrent change to the same
 // message is detected by its MODSEQ and the update is retried.
 func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string) ([]schema.MessageInfo, error) {
-	out, _, err := a.storeFlags(ctx, mbox, uids, op, flags, nil)
+	out, _, err := a.storeFlags(ctx, mbox, uids, nil, op, flags, nil)
 	return out, err
 }
 
@@ -237,40 +237,56 @@ func (a *Account) StoreFlags(ctx context.Context, mbox schema.ID, uids []schema.
 // message changed meanwhile, through any node, is read again and
 // reported in modified once its MODSEQ is above unchangedSince.
 func (a *Account) StoreFlagsIf(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, unchangedSince uint64) ([]schema.MessageInfo, []schema.UID, error) {
-	return a.storeFlags(ctx, mbox, uids, op, flags, &unchangedSince)
+	return a.storeFlags(ctx, mbox, uids, nil, op, flags, &unchangedSince)
 }
 
-// storeFlags changes flags; with limit, only of messages whose MODSEQ is
-// at most *limit (the others are returned in modified).
-func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, op schema.FlagOp, flags []string, limit *uint64) (out []schema.MessageInfo, modified []schema.UID, err error) {
+// StoreFlagsKnown is StoreFlags, or StoreFlagsIf when unchangedSince is
+// set, for messages whose state the caller already holds (a session's
+// view of the mailbox), which saves reading them first: each update
+// names the MODSEQ the caller knew, so the shard refuses it for a
+// message changed since, which is then read and decided again, as when
+// two changes race. A message the change would leave as the caller
+// knows it is read all the same, since the caller's state may be old.
+func (a *Account) StoreFlagsKnown(ctx context.Context, mbox schema.ID, known []schema.MessageInfo, op schema.FlagOp, flags []string, unchangedSince *uint64) ([]schema.MessageInfo, []schema.UID, error) {
+	return a.storeFlags(ctx, mbox, nil, known, op, flags, unchangedSince)
+}
+
+// storeFlags changes flags of the messages uids and known (decided first
+// on the state given); with limit, only of messages whose MODSEQ is at
+// most *limit (the others are returned in modified).
+func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.UID, known []schema.MessageInfo, op schema.FlagOp, flags []string, limit *uint64) (out []schema.MessageInfo, modified []schema.UID, err error) {
 	fl, err := schema.CanonicalFlags(flags)
 	if err != nil {
 		return nil, nil, err
 	}
 	pending := uids
-	for attempt := 0; len(pending) > 0; attempt++ {
+	for attempt := 0; len(pending) > 0 || len(known) > 0; attempt++ {
 		if attempt == maxFlagRetries {
 			return out, modified, fmt.Errorf("store flags: %w", schema.ErrConflict)
 		}
-		recs, err := a.readMessages(ctx, mbox, pending)
-		if err != nil {
-			return out, modified, fmt.Errorf("store flags: %w", err)
+		current, assumed := known, known != nil
+		known = nil
+		if !assumed {
+			if current, err = a.openMessages(ctx, mbox, pending); err != nil {
+				return out, modified, fmt.Errorf("store flags: %w", err)
+			}
 		}
 		pending = nil
 		var ups []schema.AttrUpdate
 		var infos []schema.MessageInfo
-		for i := range recs {
-			if limit != nil && recs[i].ModSeq > *limit {
-				modified = append(modified, recs[i].UID)
+		for _, info := range current {
+			if limit != nil && info.ModSeq > *limit {
+				// A MODSEQ only grows: one known above the limit is.
+				modified = append(modified, info.UID)
 				continue
-			}
-			info, err := a.s.openMessage(a.keys, a.user, &recs[i])
-			if err != nil {
-				return out, modified, err
 			}
 			next := schema.ApplyFlags(info.Flags, op, fl)
 			if schema.SameFlags(next, info.Flags) {
-				out = append(out, info)
+				if assumed {
+					pending = append(pending, info.UID)
+				} else {
+					out = append(out, info)
+				}
 				continue
 			}
 			info.Flags = next
@@ -278,7 +294,7 @@ func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.
 			if err != nil {
 				return out, modified, err
 			}
-			ups = append(ups, schema.AttrUpdate{UID: info.UID, ExpectModSeq: recs[i].ModSeq, Sealed: sealed})
+			ups = append(ups, schema.AttrUpdate{UID: info.UID, ExpectModSeq: info.ModSeq, Sealed: sealed})
 			infos = append(infos, info)
 		}
 		for start := 0; start < len(ups); start += batchSize {
@@ -301,6 +317,21 @@ func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
 	sort.Slice(modified, func(i, j int) bool { return modified[i] < modified[j] })
 	return out, modified, nil
+}
+
+// openMessages reads and opens the messages uids of a mailbox that exist.
+func (a *Account) openMessages(ctx context.Context, mbox schema.ID, uids []schema.UID) ([]schema.MessageInfo, error) {
+	recs, err := a.readMessages(ctx, mbox, uids)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]schema.MessageInfo, len(recs))
+	for i := range recs {
+		if infos[i], err = a.s.openMessage(a.keys, a.user, &recs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return infos, nil
 }
 
 // Copy copies messages to dest.

@@ -1,49 +1,12 @@
 package mailstore_test
 
 import (
-	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/cluster"
-	"github.com/mailcluster/mailcluster/cluster/clustertest"
-	"github.com/mailcluster/mailcluster/cluster/mailstore"
-	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
-
-// waitRecorder is the real cluster, counting for each watcher (in the
-// order they were opened) how often a write waited for it.
-type waitRecorder struct {
-	*cluster.Cluster
-	mu     sync.Mutex
-	waited []int
-}
-
-func (r *waitRecorder) Watch(n uint32, user schema.ID, from uint64, fn func([]raftstore.Event)) (func(context.Context, uint64) error, func()) {
-	wait, cancel := r.Cluster.Watch(n, user, from, fn)
-	r.mu.Lock()
-	i := len(r.waited)
-	r.waited = append(r.waited, 0)
-	r.mu.Unlock()
-	return func(ctx context.Context, index uint64) error {
-		r.mu.Lock()
-		r.waited[i]++
-		r.mu.Unlock()
-		return wait(ctx, index)
-	}, cancel
-}
-
-// take returns the counts since the last call and starts again.
-func (r *waitRecorder) take() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := slices.Clone(r.waited)
-	clear(r.waited)
-	return out
-}
 
 // TestWritesWaitForTheWatchersTheyChange: a write waits for the watchers
 // of the mailboxes it changes and for no other. A watcher that the write
@@ -52,17 +15,7 @@ func (r *waitRecorder) take() []int {
 // selected mailbox waited that long for its \Recent claim (a user value,
 // which changes no mailbox).
 func TestWritesWaitForTheWatchersTheyChange(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Nodes: 1, MailShards: 1})
-	n := c.Nodes[0]
-	c.AddUser("waits@example.test", pw)
-	rec := &waitRecorder{Cluster: n.Cluster()}
-	s := mailstore.New(rec, n.Directory(), mailstore.Config{})
-	t.Cleanup(s.Close)
-	a, err := s.Authenticate(ctx(t), schema.Credentials{Username: "waits@example.test", Password: pw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	rec, a := newRecordedAccount(t, "waits@example.test")
 	inbox, trash := mailbox(t, a, "INBOX").ID, mailbox(t, a, "Trash").ID
 	_, stopInbox := a.Watch(inbox)
 	defer stopInbox()

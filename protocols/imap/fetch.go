@@ -48,16 +48,14 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	lost := len(gone) > 0
 	markedSeen := map[*viewMsg]bool{}
 	if !v.readOnly && setsSeen(options) {
-		var uids []schema.UID
+		var unseen []seqMsg
 		for _, sm := range msgs {
 			if !sm.m.info.HasFlag(schema.FlagSeen) {
-				uids = append(uids, sm.m.info.UID)
+				unseen = append(unseen, sm)
 			}
 		}
-		if len(uids) > 0 {
-			ctx, cancel := s.opContext()
-			infos, err := s.acct.StoreFlags(ctx, v.id, uids, schema.FlagsAdd, []string{schema.FlagSeen})
-			cancel()
+		if len(unseen) > 0 {
+			infos, _, err := s.storeFlags(v, unseen, schema.FlagsAdd, []string{schema.FlagSeen}, nil)
 			if err != nil {
 				return s.storeError("fetch set seen", err)
 			}

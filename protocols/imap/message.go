@@ -7,8 +7,22 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
+
+// storeFlags changes the flags of the selected messages msgs, starting
+// from the state the view holds of them; only of those whose MODSEQ is
+// at most *since when since is set.
+func (s *session) storeFlags(v *view, msgs []seqMsg, op schema.FlagOp, flags []string, since *uint64) ([]schema.MessageInfo, []schema.UID, error) {
+	ctx, cancel := s.opContext()
+	defer cancel()
+	known := make([]schema.MessageInfo, len(msgs))
+	for i, sm := range msgs {
+		known[i] = sm.m.info
+	}
+	return protocols.StoreFlagsFrom(ctx, s.acct, v.id, known, op, flags, since)
+}
 
 var errReadOnly = &imap.Error{
 	Type: imap.StatusResponseTypeNo,
@@ -45,7 +59,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	default:
 		return badError("Unknown STORE operation")
 	}
-	msgs, uids, gone, err := v.selectUIDs(numSet)
+	msgs, _, gone, err := v.selectUIDs(numSet)
 	if err != nil {
 		return err
 	}
@@ -56,18 +70,14 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		return nil
 	}
 	ext := s.cmdExt()
-	ctx, cancel := s.opContext()
-	var infos []schema.MessageInfo
-	var modified []schema.UID
+	var since *uint64
 	if ext.hasUnchangedSince {
 		// RFC 7162 section 3.1.3: decided by the store, on the MODSEQ
 		// each message has when the change commits, whichever node
 		// changed it last.
-		infos, modified, err = s.acct.StoreFlagsIf(ctx, v.id, uids, op, list, ext.unchangedSince)
-	} else {
-		infos, err = s.acct.StoreFlags(ctx, v.id, uids, op, list)
+		since = &ext.unchangedSince
 	}
-	cancel()
+	infos, modified, err := s.storeFlags(v, msgs, op, list, since)
 	if err != nil {
 		return s.storeError("store", err)
 	}
