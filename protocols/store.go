@@ -49,8 +49,9 @@ type QuotaChecker interface {
 // session already holds of the messages instead of reading them first.
 // The store must refuse a change decided on a state that is no longer
 // the stored one and decide it again on the stored state, and must not
-// take a change the known state makes no difference to as done. IMAP
-// sessions use it for STORE and for the \Seen flag a FETCH sets.
+// skip a change because the known state already has it (that state may
+// be old). IMAP sessions use it for STORE and for the \Seen flag a
+// FETCH sets.
 type KnownFlagStore interface {
 	StoreFlagsKnown(ctx context.Context, mailbox schema.ID, known []schema.MessageInfo, op schema.FlagOp, flags []string, unchangedSince *uint64) ([]schema.MessageInfo, []schema.UID, error)
 }
