@@ -21,7 +21,6 @@ func TestWritesWaitForTheWatchersTheyChange(t *testing.T) {
 	defer stopInbox()
 	_, stopTrash := a.Watch(trash)
 	defer stopTrash()
-	const inboxWatcher, trashWatcher = 0, 1
 
 	msg := []byte("Subject: waits\r\n\r\nbody\r\n")
 	app, err := a.Append(ctx(t), inbox, msg, nil, time.Now())
