@@ -275,6 +275,11 @@ func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.
 		var ups []schema.AttrUpdate
 		var infos []schema.MessageInfo
 		for _, info := range current {
+			if assumed && info.ModSeq == 0 {
+				// No MODSEQ to make the update conditional on.
+				pending = append(pending, info.UID)
+				continue
+			}
 			if limit != nil && info.ModSeq > *limit {
 				// A MODSEQ only grows: one known above the limit is.
 				modified = append(modified, info.UID)

@@ -94,6 +94,16 @@ func TestStoreFlagsKnown(t *testing.T) {
 	}
 	check("a change decided on an old state", infos, old[1].UID, schema.FlagFlagged, schema.FlagAnswered, schema.FlagSeen)
 
+	// A known state without a MODSEQ cannot make the update
+	// conditional: it is read first.
+	noModSeq := view()[1]
+	noModSeq.ModSeq, noModSeq.Flags = 0, nil
+	infos, _, err = a.StoreFlagsKnown(ctx(t), inbox, []schema.MessageInfo{noModSeq}, schema.FlagsAdd, []string{schema.FlagDraft}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a known state without a MODSEQ", infos, noModSeq.UID, schema.FlagFlagged, schema.FlagAnswered, schema.FlagSeen, schema.FlagDraft)
+
 	// UNCHANGEDSINCE decided on the stored MODSEQ, not the known one.
 	old = view()
 	if _, err := a.StoreFlags(ctx(t), inbox, []schema.UID{old[0].UID}, schema.FlagsAdd, []string{schema.FlagDraft}); err != nil {
