@@ -84,8 +84,9 @@ func (c *logCache) put(l *raft.Log) {
 	if l.Index != c.newest+1 {
 		// Not the entry after the last one stored: the first (past an
 		// empty cache), raft storing over entries it removed (only after
-		// DeleteRange, which emptied the cache) or past a gap. Start afresh, so every cached entry is in the window of
-		// the last len(ring) indexes and counted once.
+		// DeleteRange, which emptied the cache) or past a gap. Start
+		// afresh, so every cached entry is in the window of the last
+		// len(ring) indexes and counted once.
 		c.clear()
 		c.oldest = l.Index
 	}

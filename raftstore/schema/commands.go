@@ -90,7 +90,7 @@ func EncodeCommand(c Command) []byte {
 
 // DecodeCommand decodes a command written by EncodeCommand. Malformed input
 // yields an error wrapping ErrInvalid, never a panic. The message chunks of
-// the command (Append, AppendBatch, DeliverBatch, Spool) share b's memory
+// the command (Append, AppendBatch, Spool, Enqueue) share b's memory
 // rather than copy it: b must not be written while the command is in use.
 func DecodeCommand(b []byte) (Command, error) {
 	r := &reader{b: b, shareChunks: true}

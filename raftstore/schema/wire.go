@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -151,25 +152,13 @@ func (r *reader) nameKey() NameKey {
 	return k
 }
 
+// bytes reads a length-prefixed byte string as a copy; empty is nil.
 func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if n > MaxFieldSize {
-		r.fail("field of %d bytes exceeds limit", n)
-		return nil
-	}
-	v := r.take(int(n))
-	if v == nil {
-		return nil
-	}
-	return append([]byte(nil), v...)
+	return bytes.Clone(r.view())
 }
 
-// chunk reads a byte string as bytes does, sharing b's memory when
-// r.shareChunks is set.
-func (r *reader) chunk() []byte {
-	if !r.shareChunks {
-		return r.bytes()
-	}
+// view reads a length-prefixed byte string as a view of b, nil when empty.
+func (r *reader) view() []byte {
 	n := r.uvarint()
 	if n > MaxFieldSize {
 		r.fail("field of %d bytes exceeds limit", n)
@@ -179,6 +168,15 @@ func (r *reader) chunk() []byte {
 		return v
 	}
 	return nil
+}
+
+// chunk reads a byte string as bytes does, sharing b's memory when
+// r.shareChunks is set.
+func (r *reader) chunk() []byte {
+	if r.shareChunks {
+		return r.view()
+	}
+	return r.bytes()
 }
 
 func (r *reader) str() string {
