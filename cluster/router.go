@@ -209,8 +209,19 @@ func (c *Cluster) ApplyRequest(ctx context.Context, n uint32, reqID schema.ID, p
 
 // Query runs a named read of shard n on its leader, once the leader has
 // applied at least minIndex (the caller's own last write or read), so a
-// session reads its own writes after any leader change.
+// session reads its own writes after any leader change. A read of a
+// blob's contents (raftstore.Query.Immutable) is served by this node's
+// replica when it holds the blob, whatever its role: nothing it could
+// read there differs from the leader's, and the message body stays on
+// this node instead of crossing the cluster port.
 func (c *Cluster) Query(ctx context.Context, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
+	if q.Immutable() {
+		if s := c.replica(n); s != nil {
+			if res, held, err := s.QueryHeld(q); err == nil && held {
+				return res, nil
+			}
+		}
+	}
 	var res *raftstore.QueryResult
 	err := c.route(ctx, n, func(ctx context.Context, local *raftstore.Shard, addr string) error {
 		var err error

@@ -89,98 +89,161 @@ var errQueryKind = errors.New("raftstore: unknown query")
 // returned both as the error and in the result's Code.
 func (s *Shard) Query(q Query) (*QueryResult, error) {
 	res := &QueryResult{}
-	err := s.fsm.read(func(r *Reader) (err error) {
+	err := s.fsm.read(func(r *Reader) error {
 		res.Index = r.AppliedIndex()
-		switch q.Kind {
-		case QueryMailboxes:
-			res.Mailboxes, err = r.Mailboxes(q.User)
-		case QueryMailbox:
-			res.Mailbox, err = r.Mailbox(q.User, q.Mailbox)
-		case QueryMailboxByName:
-			res.Mailbox, err = r.MailboxByName(q.User, q.NameKey)
-		case QuerySnapshot:
-			if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err == nil {
-				res.Messages, err = r.Messages(q.User, q.Mailbox)
+		return r.answer(q, res)
+	})
+	return res, res.setCode(err)
+}
+
+// Immutable reports whether q reads only what a blob's append wrote: its
+// header, its chunks or its search record, which stay as they were
+// written for as long as the blob exists.
+func (q Query) Immutable() bool {
+	switch q.Kind {
+	case QueryHeader, QueryBody, QuerySearchRecords:
+		return true
+	}
+	return false
+}
+
+// QueryHeld answers an immutable query (Query.Immutable) from this
+// replica, whether it leads or follows, when it holds every blob the
+// query names: what it reads is then what the leader would read. held is
+// false when it does not hold them all (a replica behind the leader, a
+// blob since expunged); the caller asks the leader, whose answer is
+// final.
+func (s *Shard) QueryHeld(q Query) (res *QueryResult, held bool, err error) {
+	if !q.Immutable() {
+		return nil, false, nil
+	}
+	blobs := q.Blobs
+	if q.Kind != QuerySearchRecords {
+		blobs = []schema.ID{q.Blob}
+	}
+	res = &QueryResult{}
+	err = s.fsm.read(func(r *Reader) error {
+		if held = r.holdsBlobs(q.User, blobs); !held {
+			return nil
+		}
+		res.Index = r.AppliedIndex()
+		return r.answer(q, res)
+	})
+	if err = res.setCode(err); err != nil || !held {
+		return nil, false, err
+	}
+	return res, true, nil
+}
+
+// holdsBlobs reports whether the state holds every one of a user's blobs.
+func (r *Reader) holdsBlobs(user schema.ID, blobs []schema.ID) bool {
+	u, err := r.userMail(user)
+	if err != nil {
+		return false
+	}
+	for _, id := range blobs {
+		if u.blob(id) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// answer runs q in r and fills in res.
+func (r *Reader) answer(q Query, res *QueryResult) (err error) {
+	switch q.Kind {
+	case QueryMailboxes:
+		res.Mailboxes, err = r.Mailboxes(q.User)
+	case QueryMailbox:
+		res.Mailbox, err = r.Mailbox(q.User, q.Mailbox)
+	case QueryMailboxByName:
+		res.Mailbox, err = r.MailboxByName(q.User, q.NameKey)
+	case QuerySnapshot:
+		if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err == nil {
+			res.Messages, err = r.Messages(q.User, q.Mailbox)
+		}
+	case QueryMessages:
+		if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err != nil {
+			return err
+		}
+		for _, uid := range q.UIDs {
+			if m, err := r.Message(q.User, q.Mailbox, uid); err == nil {
+				res.Messages = append(res.Messages, m)
 			}
-		case QueryMessages:
-			if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err != nil {
+		}
+	case QueryHeader:
+		var c []byte
+		if c, err = r.Chunk(q.User, q.Blob, 0); err == nil {
+			res.Chunks = [][]byte{c}
+		}
+	case QueryBody:
+		if res.Blob, err = r.Blob(q.User, q.Blob); err != nil {
+			return err
+		}
+		res.Chunks = make([][]byte, res.Blob.Chunks)
+		for i := range res.Chunks {
+			if res.Chunks[i], err = r.Chunk(q.User, q.Blob, uint32(i)); err != nil {
 				return err
 			}
-			for _, uid := range q.UIDs {
-				if m, err := r.Message(q.User, q.Mailbox, uid); err == nil {
-					res.Messages = append(res.Messages, m)
-				}
+		}
+	case QueryUserState:
+		res.State, err = r.UserState(q.User)
+	case QuerySpooled:
+		res.Spooled, err = r.Spooled()
+	case QuerySpoolChunks:
+		var recs []schema.SpoolRecord
+		if recs, err = r.Spooled(); err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			if rec.ID != q.Blob {
+				continue
 			}
-		case QueryHeader:
-			var c []byte
-			if c, err = r.Chunk(q.User, q.Blob, 0); err == nil {
-				res.Chunks = [][]byte{c}
-			}
-		case QueryBody:
-			if res.Blob, err = r.Blob(q.User, q.Blob); err != nil {
-				return err
-			}
-			res.Chunks = make([][]byte, res.Blob.Chunks)
-			for i := range res.Chunks {
-				if res.Chunks[i], err = r.Chunk(q.User, q.Blob, uint32(i)); err != nil {
-					return err
-				}
-			}
-		case QueryUserState:
-			res.State, err = r.UserState(q.User)
-		case QuerySpooled:
-			res.Spooled, err = r.Spooled()
-		case QuerySpoolChunks:
-			var recs []schema.SpoolRecord
-			if recs, err = r.Spooled(); err != nil {
-				return err
-			}
-			for _, rec := range recs {
-				if rec.ID != q.Blob {
-					continue
-				}
-				res.Chunks = make([][]byte, rec.Chunks)
-				for i := range res.Chunks {
-					if res.Chunks[i], err = r.SpoolChunk(rec.ID, uint32(i)); err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			return schema.ErrNoSuchMessage
-		case QueryUserValue:
-			res.Value, err = r.UserValue(q.User, q.Mailbox, q.Name)
-		case QueryOutbound:
-			res.Outbound, err = r.Outbound()
-		case QueryOutboundEntry:
-			var rec schema.OutboundRecord
-			if rec, err = r.OutboundEntry(q.Blob); err == nil {
-				res.Outbound = []schema.OutboundRecord{rec}
-			}
-		case QueryOutboundChunks:
-			var rec schema.OutboundRecord
-			if rec, err = r.OutboundEntry(q.Blob); err != nil {
-				return err
-			}
-			res.Outbound = []schema.OutboundRecord{rec}
 			res.Chunks = make([][]byte, rec.Chunks)
 			for i := range res.Chunks {
-				if res.Chunks[i], err = r.OutboundChunk(rec.ID, uint32(i)); err != nil {
+				if res.Chunks[i], err = r.SpoolChunk(rec.ID, uint32(i)); err != nil {
 					return err
 				}
 			}
-		case QuerySearchRecords:
-			res.Chunks, err = r.SearchRecords(q.User, q.Blobs)
-		default:
-			return fmt.Errorf("%w %d", errQueryKind, q.Kind)
+			return nil
 		}
-		return err
-	})
+		return schema.ErrNoSuchMessage
+	case QueryUserValue:
+		res.Value, err = r.UserValue(q.User, q.Mailbox, q.Name)
+	case QueryOutbound:
+		res.Outbound, err = r.Outbound()
+	case QueryOutboundEntry:
+		var rec schema.OutboundRecord
+		if rec, err = r.OutboundEntry(q.Blob); err == nil {
+			res.Outbound = []schema.OutboundRecord{rec}
+		}
+	case QueryOutboundChunks:
+		var rec schema.OutboundRecord
+		if rec, err = r.OutboundEntry(q.Blob); err != nil {
+			return err
+		}
+		res.Outbound = []schema.OutboundRecord{rec}
+		res.Chunks = make([][]byte, rec.Chunks)
+		for i := range res.Chunks {
+			if res.Chunks[i], err = r.OutboundChunk(rec.ID, uint32(i)); err != nil {
+				return err
+			}
+		}
+	case QuerySearchRecords:
+		res.Chunks, err = r.SearchRecords(q.User, q.Blobs)
+	default:
+		return fmt.Errorf("%w %d", errQueryKind, q.Kind)
+	}
+	return err
+}
+
+// setCode records a data-model error of the read in res.Code, for the
+// caller on another node, and returns err.
+func (res *QueryResult) setCode(err error) error {
 	if err != nil {
 		if code := schema.CodeOf(err); code != schema.CodeInvalid || errors.Is(err, schema.ErrInvalid) {
 			res.Code = code
 		}
-		return res, err
 	}
-	return res, nil
+	return err
 }
