@@ -63,7 +63,10 @@ type Cluster struct {
 	// aborting: Abort stops the replicas as a crash would (their
 	// uncommitted applies dropped).
 	aborting atomic.Bool
-	closeErr error
+	// blobReads counts reads of a blob's contents served by this node's
+	// replica ([0]) and sent to the shard's leader ([1]); see BlobReads.
+	blobReads [2]atomic.Uint64
+	closeErr  error
 }
 
 // replica is a shard replica this node keeps.

@@ -52,6 +52,7 @@ func TestFollowerServesTheBlobsItHolds(t *testing.T) {
 
 	follower.Partition(true)
 	defer follower.Partition(false)
+	replicaBefore, leaderBefore := follower.Cluster().BlobReads()
 	body, err := acct.Body(ctx, held)
 	if err != nil {
 		t.Fatalf("body through the cut-off follower: %v", err)
@@ -66,6 +67,9 @@ func TestFollowerServesTheBlobsItHolds(t *testing.T) {
 	recs, err := acct.SearchRecords(ctx, []schema.ID{held})
 	if err != nil || len(recs) != 1 || string(recs[0]) != string(firstLine(body)) {
 		t.Fatalf("search record through the cut-off follower: %q, %v; want %q", recs, err, firstLine(body))
+	}
+	if replica, leader := follower.Cluster().BlobReads(); replica-replicaBefore != 3 || leader != leaderBefore {
+		t.Fatalf("reads served by the follower's replica %d, by the leader %d; want 3 and 0", replica-replicaBefore, leader-leaderBefore)
 	}
 	// What changes (the mailbox's messages and flags) is read on the
 	// leader only, which the follower cannot reach.
@@ -98,6 +102,10 @@ func TestFollowerServesTheBlobsItHolds(t *testing.T) {
 		if err := read(ctx); !errors.Is(err, schema.ErrUnavailable) {
 			t.Fatalf("read of a message the cut-off follower lacks: %v, want unavailable", err)
 		}
+	}
+
+	if _, leader := follower.Cluster().BlobReads(); leader-leaderBefore != 3 {
+		t.Fatalf("%d reads sent to the leader, want 3", leader-leaderBefore)
 	}
 
 	follower.Partition(false)

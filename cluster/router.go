@@ -218,9 +218,11 @@ func (c *Cluster) Query(ctx context.Context, n uint32, q raftstore.Query, minInd
 	if q.Immutable() {
 		if s := c.replica(n); s != nil {
 			if res, held, err := s.QueryHeld(q); err == nil && held {
+				c.blobReads[0].Add(1)
 				return res, nil
 			}
 		}
+		c.blobReads[1].Add(1)
 	}
 	var res *raftstore.QueryResult
 	err := c.route(ctx, n, func(ctx context.Context, local *raftstore.Shard, addr string) error {
@@ -239,6 +241,15 @@ func (c *Cluster) Query(ctx context.Context, n uint32, q raftstore.Query, minInd
 		return res, fmt.Errorf("read shard %d: %w", n, err)
 	}
 	return res, nil
+}
+
+// BlobReads counts the reads of a message's contents (header, body,
+// search record) that this node served from its own replica and those
+// it sent to the shard's leader, for metrics. On a node that keeps a
+// replica of the users' shards, a share sent to the leader that stays
+// high means the replica lags behind.
+func (c *Cluster) BlobReads() (replica, leader uint64) {
+	return c.blobReads[0].Load(), c.blobReads[1].Load()
 }
 
 // queryLocal serves a read on this node's replica, which must lead and

@@ -175,6 +175,7 @@ type clusterView interface {
 	Shards() []*raftstore.Shard
 	Status() cluster.Status
 	Transport() *transport.Transport
+	BlobReads() (replica, leader uint64)
 }
 
 // shardCollector reports each local shard replica's Raft state, the
@@ -194,6 +195,7 @@ type shardCollector struct {
 	voters   *prometheus.Desc
 	hasLeadr *prometheus.Desc
 	opened   *prometheus.Desc
+	reads    *prometheus.Desc
 }
 
 func newShardCollector(c clusterView, dataDir string) *shardCollector {
@@ -212,12 +214,13 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		voters:   prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
 		hasLeadr: prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
 		opened:   prometheus.NewDesc("mail_cluster_connections_opened_total", "Connections this node opened to other nodes, by kind (raft, rpc); each is a TLS handshake, and a rate that follows the load means connections are not reused.", []string{"kind"}, nil),
+		reads:    prometheus.NewDesc("mail_cluster_message_reads_total", "Reads of message contents (header, body, search record) by where they were served: this node's own replica, or the shard's leader (this node keeps no replica of the shard, or its replica lacked the message).", []string{"served_by"}, nil),
 	}
 }
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free, c.opened} {
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free, c.opened, c.reads} {
 		ch <- d
 	}
 }
@@ -248,6 +251,9 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.opened, prometheus.CounterValue, float64(t.Opened(transport.KindRaft)), "raft")
 		ch <- prometheus.MustNewConstMetric(c.opened, prometheus.CounterValue, float64(t.Opened(transport.KindRPC)), "rpc")
 	}
+	replica, leader := c.c.BlobReads()
+	ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(replica), "replica")
+	ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(leader), "leader")
 	cs := c.c.Status()
 	for _, n := range cs.Nodes {
 		up := 0.0
