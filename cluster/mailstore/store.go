@@ -23,7 +23,8 @@ type Cluster interface {
 	// applied once.
 	ApplyRequest(ctx context.Context, n uint32, reqID schema.ID, p schema.Payload) (*schema.Result, error)
 	// Query runs a named read on a replica of shard n that has applied at
-	// least minIndex (the leader unless told otherwise).
+	// least minIndex (the leader unless told otherwise); a read of a
+	// blob's contents may come from any replica that holds the blob.
 	Query(ctx context.Context, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error)
 	// Watch hands fn the change events of user on shard n applied after
 	// index from, in log order, until cancel; a ChangeResync event stands
