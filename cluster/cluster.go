@@ -178,6 +178,11 @@ func (c *Cluster) open(ctx context.Context) error {
 	if err := c.refreshView(); err != nil {
 		return err
 	}
+	if level := c.currentView().commandLevel; level > c.cfg.CommandLevel {
+		// A downgrade: the logs may hold forms this node cannot apply,
+		// and applying around them would diverge the replicas.
+		return fmt.Errorf("the cluster's nodes apply command level %d, this node only %d: run the newer version on it", level, c.cfg.CommandLevel)
+	}
 	// Replicas kept on disk open now; the control loop adds and removes
 	// the others.
 	onDisk, err := raftstore.Replicas(c.cfg.DataDir)
@@ -256,7 +261,8 @@ func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 			}
 		}
 	}
-	self := NodeRecord{ID: c.cfg.NodeID, Region: c.cfg.Region, Address: c.cfg.Advertise, Version: c.cfg.Version, Joined: time.Now().UTC()}
+	self := NodeRecord{ID: c.cfg.NodeID, Region: c.cfg.Region, Address: c.cfg.Advertise, Version: c.cfg.Version,
+		Commands: c.cfg.CommandLevel, Joined: time.Now().UTC()}
 	if err := put(nodeKey(self.ID), encodeJSON(self)); err != nil {
 		return err
 	}
@@ -595,6 +601,18 @@ func (c *Cluster) refreshView() error {
 		}
 	}
 	return nil
+}
+
+// CommandLevel returns the level of the command forms every member node
+// applies, as this node's meta replica records it (schema.Level): a
+// proposer writes no form above it, so a node on older software never
+// meets an entry it cannot decode during a rolling upgrade.
+func (c *Cluster) CommandLevel() int {
+	v := c.currentView()
+	if v == nil {
+		return schema.LevelBase
+	}
+	return min(v.commandLevel, c.cfg.CommandLevel)
 }
 
 func (c *Cluster) currentView() *metaView {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // Defaults of a new cluster.
@@ -86,7 +87,13 @@ type Config struct {
 	RouteTimeout time.Duration
 	// Version is this node's software version, shown in cluster status.
 	Version string
-	Logger  *slog.Logger
+	// CommandLevel is the command level this node reports and proposes
+	// at most (schema.Level); 0 means schema.CommandLevel, what this
+	// software applies. A lower level holds the whole cluster at it, so
+	// that software of that level can still run on any node; tests use
+	// it to play nodes of older software.
+	CommandLevel int
+	Logger       *slog.Logger
 }
 
 func (c *Config) withDefaults() error {
@@ -108,6 +115,9 @@ func (c *Config) withDefaults() error {
 	}
 	if c.Region == "" {
 		c.Region = DefaultRegion
+	}
+	if c.CommandLevel <= 0 || c.CommandLevel > schema.CommandLevel {
+		c.CommandLevel = schema.CommandLevel
 	}
 	if c.MailShards <= 0 {
 		c.MailShards = DefaultMailShards

@@ -128,17 +128,20 @@ func (c *Cluster) controlOnce(transfers map[uint32]time.Time, repairs map[uint32
 }
 
 // ensureSelfRecord keeps this node's record current (address, version,
-// region) after a restart with a new configuration.
+// region, command level) after a restart with a new configuration or
+// software.
 func (c *Cluster) ensureSelfRecord(v *metaView) {
 	rec, ok := v.nodes[c.cfg.NodeID]
 	if !ok || rec.Removed {
 		return // written by the join (or the new cluster's set-up)
 	}
-	if rec.Address == c.cfg.Advertise && rec.Version == c.cfg.Version && rec.Region == c.cfg.Region {
+	if rec.Address == c.cfg.Advertise && rec.Version == c.cfg.Version && rec.Region == c.cfg.Region &&
+		rec.Commands == c.cfg.CommandLevel {
 		return
 	}
 	next := rec
 	next.Address, next.Version, next.Region = c.cfg.Advertise, c.cfg.Version, c.cfg.Region
+	next.Commands = c.cfg.CommandLevel
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := c.putNode(ctx, &rec, next); err != nil && !errors.Is(err, schema.ErrConflict) {

@@ -169,10 +169,13 @@ func parseToken(token string) (id string, key []byte, err error) {
 
 // joinRequest is what a joining node sends.
 type joinRequest struct {
-	NodeID    string `json:"node_id"`
-	Region    string `json:"region"`
-	Address   string `json:"address"`
-	Version   string `json:"version"`
+	NodeID  string `json:"node_id"`
+	Region  string `json:"region"`
+	Address string `json:"address"`
+	Version string `json:"version"`
+	// Commands is the joining software's command level
+	// (schema.CommandLevel); a node below the cluster's is refused.
+	Commands  int    `json:"commands,omitempty"`
 	PublicKey []byte `json:"public_key"`
 	TokenID   string `json:"token_id"`
 	Proof     []byte `json:"proof"`
@@ -278,6 +281,12 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "bad public key", err)
 		return
 	}
+	if level := c.CommandLevel(); req.Commands < level {
+		// Its software could not apply entries the members already write.
+		refuse(http.StatusUpgradeRequired, fmt.Sprintf("the joining node's software applies command level %d, "+
+			"the cluster's nodes apply %d: run the newer version on it", req.Commands, level), nil)
+		return
+	}
 	ca, err := c.ca()
 	if err != nil {
 		refuse(http.StatusServiceUnavailable, "cluster not ready to admit nodes", err)
@@ -295,7 +304,8 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	node := NodeRecord{ID: req.NodeID, Region: req.Region, Address: req.Address, Version: req.Version, Joined: time.Now().UTC()}
+	node := NodeRecord{ID: req.NodeID, Region: req.Region, Address: req.Address, Version: req.Version,
+		Commands: req.Commands, Joined: time.Now().UTC()}
 	if err := c.recordJoin(ctx, node); err != nil {
 		if errors.Is(err, schema.ErrConflict) {
 			refuse(http.StatusConflict, "node id "+node.ID+" is already taken in this cluster", err)
@@ -389,6 +399,10 @@ type JoinRequest struct {
 	// Advertise is the cluster address other nodes will dial.
 	Advertise string
 	Version   string
+	// CommandLevel is the command level the node will run at
+	// (Config.CommandLevel; 0: schema.CommandLevel). A member refuses a
+	// node below the cluster's level: it could not apply the log.
+	CommandLevel int
 }
 
 // JoinResult is what a node gets by joining: the cluster's master key
@@ -445,7 +459,11 @@ func Join(ctx context.Context, req JoinRequest) (JoinResult, error) {
 	if err != nil {
 		return out, fmt.Errorf("join: %w", err)
 	}
-	jr := joinRequest{NodeID: req.NodeID, Region: req.Region, Address: req.Advertise, Version: req.Version, PublicKey: pub, TokenID: tokenID}
+	jr := joinRequest{NodeID: req.NodeID, Region: req.Region, Address: req.Advertise, Version: req.Version,
+		Commands: req.CommandLevel, PublicKey: pub, TokenID: tokenID}
+	if jr.Commands <= 0 || jr.Commands > schema.CommandLevel {
+		jr.Commands = schema.CommandLevel
+	}
 	jr.Proof = jr.mac(tokenKey, binding)
 	body, _ := json.Marshal(jr)
 	hc := &http.Client{Transport: &http.Transport{

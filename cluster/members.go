@@ -30,11 +30,15 @@ const (
 
 // NodeRecord is a member node as the meta shard records it.
 type NodeRecord struct {
-	ID      string    `json:"id"`
-	Region  string    `json:"region"`
-	Address string    `json:"address"`
-	Version string    `json:"version,omitempty"`
-	Joined  time.Time `json:"joined"`
+	ID      string `json:"id"`
+	Region  string `json:"region"`
+	Address string `json:"address"`
+	Version string `json:"version,omitempty"`
+	// Commands is the command level the node's software applies
+	// (schema.CommandLevel); absent, schema.LevelBase. Proposers write
+	// only the forms every active member applies.
+	Commands int       `json:"commands,omitempty"`
+	Joined   time.Time `json:"joined"`
 	// Removed nodes keep their record so that their id is never reused
 	// and their certificate is refused.
 	Removed bool `json:"removed,omitempty"`
@@ -66,6 +70,19 @@ type metaView struct {
 	// are pinned to.
 	users  map[uint32]int
 	pinned map[uint32]map[string]bool
+	// commandLevel is the lowest command level of the active members.
+	commandLevel int
+}
+
+// lowestCommandLevel returns the command level every active node applies.
+func lowestCommandLevel(nodes map[string]NodeRecord) int {
+	level := -1
+	for _, n := range nodes {
+		if !n.Removed && (level < 0 || n.Commands < level) {
+			level = n.Commands
+		}
+	}
+	return max(level, schema.LevelBase)
 }
 
 func (v *metaView) activeNodes() []NodeRecord {
@@ -103,6 +120,7 @@ func readMeta(meta *raftstore.Shard) (*metaView, error) {
 			}
 			v.nodes[n.ID] = n
 		}
+		v.commandLevel = lowestCommandLevel(v.nodes)
 		for k, b := range r.Settings(placementPrefix) {
 			var p Placement
 			if err := json.Unmarshal(b, &p); err != nil {

@@ -174,6 +174,10 @@ func (c *Cluster) Apply(ctx context.Context, n uint32, p schema.Payload) (*schem
 // applies the command once. A meta write also waits until this node's
 // meta replica has applied it.
 func (c *Cluster) ApplyRequest(ctx context.Context, n uint32, reqID schema.ID, p schema.Payload) (*schema.Result, error) {
+	if need, have := schema.Level(p), c.CommandLevel(); need > have {
+		return nil, fmt.Errorf("%s on shard %d needs command level %d; the cluster's nodes apply %d: %w",
+			p.Op(), n, need, have, schema.ErrUnavailable)
+	}
 	cmd := schema.Command{ReqID: reqID, Time: time.Now().UnixNano(), Payload: p}
 	var res *schema.Result
 	err := c.route(ctx, n, func(ctx context.Context, local *raftstore.Shard, addr string) error {

@@ -22,6 +22,9 @@ type NodeStatus struct {
 	Region  string `json:"region"`
 	Address string `json:"address"`
 	Version string `json:"version"`
+	// Commands is the command level the node's software applies
+	// (schema.CommandLevel): the cluster uses the lowest of its members.
+	Commands int `json:"commands"`
 	// Health is "up" (answered within the last few seconds), "unreachable",
 	// "dead" (unreachable for longer than the dead-after period: its
 	// replicas are being replaced) or "removed".
@@ -76,7 +79,7 @@ func (c *Cluster) Status() Status {
 	reports := map[string]PingResponse{c.cfg.NodeID: c.selfReport()}
 	for _, id := range ids {
 		rec := v.nodes[id]
-		ns := NodeStatus{ID: rec.ID, Region: rec.Region, Address: rec.Address, Version: rec.Version, Joined: rec.Joined}
+		ns := NodeStatus{ID: rec.ID, Region: rec.Region, Address: rec.Address, Version: rec.Version, Commands: rec.Commands, Joined: rec.Joined}
 		switch p, seen := c.health.peer(id); {
 		case rec.Removed:
 			ns.Health = "removed"

@@ -613,13 +613,13 @@ func Stdio(version string) CLI {
 func printClusterStatus(w io.Writer, s cluster.Status) error {
 	fmt.Fprintf(w, "cluster %s (as node %s sees it)\n\n", s.ClusterID, s.Node)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tREGION\tADDRESS\tHEALTH\tVERSION\tLAST SEEN")
+	fmt.Fprintln(tw, "NODE\tREGION\tADDRESS\tHEALTH\tVERSION\tCOMMANDS\tLAST SEEN")
 	for _, n := range s.Nodes {
 		seen := "-"
 		if !n.LastSeen.IsZero() {
 			seen = n.LastSeen.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Region, n.Address, n.Health, n.Version, seen)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.ID, n.Region, n.Address, n.Health, n.Version, n.Commands, seen)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -151,6 +151,13 @@ type Account interface {
 	// Append stores a message in a mailbox; schema.ErrOverQuota when it
 	// would take the user over their storage quota.
 	Append(ctx context.Context, mailbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error)
+	// AppendClaimingRecent is Append for a session that has the mailbox
+	// selected read-write: where the store can, the same commit claims
+	// the message as \Recent for the session (ClaimRecent up to its UID)
+	// and the result reports the claim before it (RecentClaimed,
+	// RecentBefore), so the session's next update needs no claim of its
+	// own. A result with RecentClaimed false claimed nothing.
+	AppendClaimingRecent(ctx context.Context, mailbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error)
 	// AppendBatch stores several messages in a mailbox atomically: all
 	// or none (RFC 3502 MULTIAPPEND).
 	AppendBatch(ctx context.Context, mailbox schema.ID, msgs []schema.AppendMessage) (schema.AppendBatchResult, error)

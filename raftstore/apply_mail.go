@@ -204,7 +204,11 @@ func (a *applier) append(p *schema.Append) *schema.Result {
 	}
 	uid := a.commitAppend(u, p, mboxID, rec)
 	u.putMailbox(rec)
-	return &schema.Result{UIDValidity: rec.UIDValidity, UIDs: []schema.UID{uid}}
+	res := &schema.Result{UIDValidity: rec.UIDValidity, UIDs: []schema.UID{uid}}
+	if p.ClaimRecent {
+		res.RecentClaimed, res.RecentBefore = true, u.claimRecent(mboxID, uid)
+	}
+	return res
 }
 
 // checkAppend checks the preconditions of one append (of n into the same

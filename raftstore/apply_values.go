@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/binary"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -45,6 +46,25 @@ func (a *applier) swapUserValue(p *schema.SwapUserValue) *schema.Result {
 	must(err)
 	must(b.Put(key, p.New))
 	return ok()
+}
+
+// claimRecent raises a mailbox's \Recent claim (schema.RecentValue) to
+// upTo, as ClaimRecent sessions move it with SwapUserValue, and returns
+// the claim before.
+func (u *userMail) claimRecent(mbox schema.ID, upTo schema.UID) schema.UID {
+	key := userValueKey(mbox, schema.RecentValue)
+	var cur schema.UID
+	if b := u.b.Bucket(ubValues); b != nil {
+		if v := b.Get(key); len(v) == 4 {
+			cur = schema.UID(binary.BigEndian.Uint32(v))
+		}
+	}
+	if upTo > cur {
+		b, err := u.b.CreateBucketIfNotExists(ubValues)
+		must(err)
+		must(b.Put(key, binary.BigEndian.AppendUint32(nil, uint32(upTo))))
+	}
+	return cur
 }
 
 // deleteUserValues removes the values scoped to a mailbox.

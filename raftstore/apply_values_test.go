@@ -79,3 +79,58 @@ func TestUserValuesAreCompareAndSet(t *testing.T) {
 		t.Errorf("deleted value: %q", got)
 	}
 }
+
+// TestAppendClaimsRecent: an Append with ClaimRecent raises the
+// mailbox's \Recent claim to its UID in the same commit and reports the
+// claim before it, the value sessions move with SwapUserValue; a retry
+// answers with the first claim, and an Append without the flag leaves
+// the claim alone.
+func TestAppendClaimsRecent(t *testing.T) {
+	s := openShard(t, t.TempDir())
+	f := newFixture(t, s)
+	claim := func() []byte {
+		t.Helper()
+		res, err := s.Query(Query{Kind: QueryUserValue, User: f.user, Mailbox: f.inbox, Name: schema.RecentValue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Value
+	}
+	msg := func(claimRecent bool) *schema.Append {
+		return &schema.Append{User: f.user, Mailbox: f.inbox, Message: schema.NewID(), Blob: schema.NewID(),
+			Size: 1, Chunks: [][]byte{{'x'}}, ClaimRecent: claimRecent}
+	}
+
+	first := apply(t, s, msg(true))
+	if !first.RecentClaimed || first.RecentBefore != 0 || string(claim()) != "\x00\x00\x00\x01" {
+		t.Fatalf("first claim: %+v, value %x", first, claim())
+	}
+	apply(t, s, msg(false)) // UID 2: not claimed
+	if string(claim()) != "\x00\x00\x00\x01" {
+		t.Fatalf("an append without the flag moved the claim to %x", claim())
+	}
+	// Another session claims through UID 2 as ClaimRecent does.
+	if _, err := applyErr(s, schema.NewID(), &schema.SwapUserValue{User: f.user, Scope: f.inbox, Name: schema.RecentValue,
+		Old: []byte{0, 0, 0, 1}, New: []byte{0, 0, 0, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	req := schema.NewID()
+	p := msg(true)
+	third, err := applyErr(s, req, p)
+	if err != nil || !third.RecentClaimed || third.RecentBefore != 2 || third.UIDs[0] != 3 {
+		t.Fatalf("third: %+v, %v", third, err)
+	}
+	again, err := applyErr(s, req, p)
+	if err != nil || !again.RecentClaimed || again.RecentBefore != 2 || again.UIDs[0] != 3 {
+		t.Fatalf("retry: %+v, %v", again, err)
+	}
+	if string(claim()) != "\x00\x00\x00\x03" {
+		t.Fatalf("value %x after the third claim", claim())
+	}
+	// The claim is per mailbox.
+	other := apply(t, s, &schema.Append{User: f.user, Mailbox: f.other, Message: schema.NewID(), Blob: schema.NewID(),
+		Size: 1, Chunks: [][]byte{{'y'}}, ClaimRecent: true})
+	if !other.RecentClaimed || other.RecentBefore != 0 {
+		t.Fatalf("other mailbox: %+v", other)
+	}
+}

@@ -56,6 +56,9 @@ type Options struct {
 	// SearchIndexer, if set, builds the search record stored with every
 	// message (mailstore.Config.SearchIndexer); nil stores none.
 	SearchIndexer func(msg []byte) []byte
+	// CommandLevel is the command level the nodes start at
+	// (cluster.Config.CommandLevel; default the software's own).
+	CommandLevel int
 }
 
 func (o *Options) defaults() {
@@ -108,6 +111,10 @@ type Node struct {
 	// MasterKey is the cluster's master key as this node holds it (a test may
 	// change it before a restart).
 	MasterKey [32]byte
+	// CommandLevel is the command level the node runs at
+	// (cluster.Config.CommandLevel); a test may change it before a
+	// restart, as an upgrade or a downgrade of its software would.
+	CommandLevel int
 
 	mu      sync.Mutex
 	cluster *cluster.Cluster
@@ -146,7 +153,8 @@ func (c *Cluster) AddNodeWithToken(region, token string) *Node {
 	c.mu.Lock()
 	i := len(c.Nodes)
 	c.mu.Unlock()
-	n := &Node{c: c, ID: fmt.Sprintf("n%d", i+1), Region: region, Dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", i+1)), Addr: freeAddr(c.t)}
+	n := &Node{c: c, ID: fmt.Sprintf("n%d", i+1), Region: region, Dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", i+1)), Addr: freeAddr(c.t),
+		CommandLevel: c.opts.CommandLevel}
 	if i == 0 {
 		if c.opts.FirstDir != "" {
 			n.Dir = c.opts.FirstDir
@@ -161,7 +169,7 @@ func (c *Cluster) AddNodeWithToken(region, token string) *Node {
 		defer cancel()
 		via := c.anyRunning()
 		res, err := cluster.Join(ctx, cluster.JoinRequest{Addr: via.Addr, Token: token, DataDir: n.Dir,
-			NodeID: n.ID, Region: region, Advertise: n.Addr, Version: "test"})
+			NodeID: n.ID, Region: region, Advertise: n.Addr, Version: "test", CommandLevel: n.CommandLevel})
 		if err != nil {
 			c.t.Fatalf("join %s: %v", n.ID, err)
 		}
@@ -219,7 +227,8 @@ func (n *Node) Start() error {
 		cl, err = cluster.Open(ctx, cluster.Config{
 			DataDir: n.Dir, NodeID: n.ID, Region: n.Region, Listen: n.Addr, MailShards: o.MailShards,
 			Replicas: o.Replicas, MasterKey: n.MasterKey, Timing: o.Timing, BootstrapToken: n.c.token,
-			DeadAfter: o.DeadAfter, RouteTimeout: o.RouteTimeout, Version: "test", Logger: o.Logger.With("node", n.ID),
+			DeadAfter: o.DeadAfter, RouteTimeout: o.RouteTimeout, Version: "test", CommandLevel: n.CommandLevel,
+			Logger: o.Logger.With("node", n.ID),
 		})
 		if err == nil || attempt == 50 || !strings.Contains(err.Error(), "address already in use") {
 			break

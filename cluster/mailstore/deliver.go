@@ -345,7 +345,7 @@ func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, m
 			return err
 		}
 	}
-	_, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req, quota)
+	_, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req, quota, false)
 	return err
 }
 

@@ -91,6 +91,18 @@ func (a *Account) Snapshot(ctx context.Context, mbox schema.ID) (schema.MailboxS
 
 // Append stores a message in a mailbox.
 func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+	return a.appendMessage(ctx, mbox, msg, flags, date, false)
+}
+
+// AppendClaimingRecent stores a message in a mailbox and claims it as
+// \Recent for the calling session in the same commit, when every node
+// of the cluster applies that form (schema.LevelAppendClaimsRecent);
+// otherwise it is Append and the result says nothing was claimed.
+func (a *Account) AppendClaimingRecent(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+	return a.appendMessage(ctx, mbox, msg, flags, date, a.s.c.CommandLevel() >= schema.LevelAppendClaimsRecent)
+}
+
+func (a *Account) appendMessage(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time, claimRecent bool) (schema.AppendResult, error) {
 	if mbox.IsZero() {
 		return schema.AppendResult{}, fmt.Errorf("append: %w", schema.ErrNoSuchMailbox)
 	}
@@ -102,7 +114,7 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
-	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewID(), quota)
+	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewID(), quota, claimRecent)
 	if errors.Is(err, schema.ErrOverQuota) {
 		a.s.quotaRefused("append")
 	}
@@ -111,21 +123,24 @@ func (a *Account) Append(ctx context.Context, mbox schema.ID, msg []byte, flags 
 	}
 	a.seen(res.Index)
 	a.syncWatchers(ctx, res.Index, mbox)
-	return schema.AppendResult{UIDValidity: res.UIDValidity, UID: res.UIDs[0]}, nil
+	return schema.AppendResult{UIDValidity: res.UIDValidity, UID: res.UIDs[0],
+		RecentClaimed: res.RecentClaimed, RecentBefore: res.RecentBefore}, nil
 }
 
 // storeMessage seals msg for a user and commits it to a mailbox (the
 // user's inbox when mbox is zero) on the user's shard, refused by the
 // shard with schema.ErrOverQuota when it would take the user over quota
 // (zero limits: none). The final Append carries reqID, so a spooled
-// delivery retried with the same id stores one copy.
+// delivery retried with the same id stores one copy; it claims the
+// message as \Recent when claimRecent (Append.ClaimRecent).
 func (s *Store) storeMessage(ctx context.Context, shard uint32, user schema.ID, keys *directory.UserKeys,
-	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID, quota directory.Quotas) (*schema.Result, error) {
+	mbox schema.ID, msg []byte, flags []string, date time.Time, reqID schema.ID, quota directory.Quotas, claimRecent bool) (*schema.Result, error) {
 	app, sealed, err := s.sealMessage(user, keys, mbox, msg, flags, date)
 	if err != nil {
 		return nil, err
 	}
 	app.Quota, app.MessageQuota = quota.Bytes, quota.Messages
+	app.ClaimRecent = claimRecent
 	if app.StagedChunks, app.Chunks, err = s.stage(ctx, shard, user, app.Blob, sealed); err != nil {
 		return nil, err
 	}

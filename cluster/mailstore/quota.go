@@ -214,7 +214,7 @@ func (s *Store) sealMessage(user schema.ID, keys *directory.UserKeys, mbox schem
 	if app.Sealed, err = s.sealAttrs(keys, user, app.Message, messageAttrs{Flags: flags, Date: date.UnixNano()}); err != nil {
 		return nil, nil, err
 	}
-	if idx := s.cfg.SearchIndexer; idx != nil {
+	if idx := s.cfg.SearchIndexer; idx != nil && s.c.CommandLevel() >= schema.LevelSearchRecords {
 		if rec := idx(msg); rec != nil {
 			if app.SearchRecord, err = s.sealer.Seal(keys.Ring(), seal.KindSearchRecord, user[:], app.Blob[:], rec); err != nil {
 				return nil, nil, err

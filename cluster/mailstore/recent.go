@@ -10,11 +10,6 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// recentValue is the mailbox-scoped user value holding the highest UID a
-// session has claimed as \Recent (4 bytes, big-endian). A counter like
-// UIDNEXT, so it is not sealed.
-const recentValue = "recent"
-
 // ClaimRecent claims the mailbox's messages up to upTo as \Recent for the
 // calling session and returns the highest UID claimed before: the
 // messages above it, up to upTo, are \Recent for this session and for no
@@ -22,7 +17,7 @@ const recentValue = "recent"
 // claim below the current one changes nothing; upTo 0 only reads.
 func (a *Account) ClaimRecent(ctx context.Context, mbox schema.ID, upTo schema.UID) (schema.UID, error) {
 	for attempt := 0; ; attempt++ {
-		res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryUserValue, Mailbox: mbox, Name: recentValue})
+		res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryUserValue, Mailbox: mbox, Name: schema.RecentValue})
 		if err != nil {
 			return 0, fmt.Errorf("read recent: %w", err)
 		}
@@ -33,7 +28,7 @@ func (a *Account) ClaimRecent(ctx context.Context, mbox schema.ID, upTo schema.U
 		if upTo <= cur {
 			return cur, nil
 		}
-		p := &schema.SwapUserValue{User: a.user, Scope: mbox, Name: recentValue,
+		p := &schema.SwapUserValue{User: a.user, Scope: mbox, Name: schema.RecentValue,
 			OldAbsent: res.Value == nil, Old: res.Value, New: binary.BigEndian.AppendUint32(nil, uint32(upTo))}
 		_, err = a.applyUnwatched(ctx, p)
 		if err == nil {

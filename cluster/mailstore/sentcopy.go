@@ -38,7 +38,7 @@ func (s *Store) SaveSent(ctx context.Context, user string, msg, fingerprint []by
 	}
 	// Not limited by the quota: a user whose mailbox is full can still
 	// send mail, and the message is already on its way.
-	if _, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, []string{schema.FlagSeen}, time.Now(), req, directory.Quotas{}); err != nil {
+	if _, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, []string{schema.FlagSeen}, time.Now(), req, directory.Quotas{}, false); err != nil {
 		return fmt.Errorf("sent copy: %w", err)
 	}
 	return nil

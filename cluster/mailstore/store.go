@@ -35,6 +35,9 @@ type Cluster interface {
 	LeadsShard(n uint32) bool
 	// MailShards returns the number of mail shards.
 	MailShards() int
+	// CommandLevel returns the level of the command forms every node of
+	// the cluster applies (schema.Level); the store proposes none above it.
+	CommandLevel() int
 }
 
 // Config configures a Store.

@@ -519,12 +519,25 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	}
 	ctx, cancel = s.opContext()
 	defer cancel()
-	res, err := acct.Append(ctx, mbox.ID, msg, flags, date)
+	// Into the mailbox this session has selected read-write, the commit
+	// also claims the message as \Recent here: the EXISTS that follows
+	// needs no claim of its own.
+	v := s.view
+	claim := v != nil && v.id == mbox.ID && !v.readOnly && !v.gone
+	var res schema.AppendResult
+	if claim {
+		res, err = acct.AppendClaimingRecent(ctx, mbox.ID, msg, flags, date)
+	} else {
+		res, err = acct.Append(ctx, mbox.ID, msg, flags, date)
+	}
 	if errors.Is(err, schema.ErrNoSuchMailbox) {
 		return nil, noError(imap.ResponseCodeTryCreate, "No such mailbox")
 	}
 	if err != nil {
 		return nil, s.storeError("append", err)
+	}
+	if claim && res.RecentClaimed {
+		v.noteOwnClaim(res.RecentBefore, res.UID)
 	}
 	return &imap.AppendData{UID: imap.UID(res.UID), UIDValidity: res.UIDValidity}, nil
 }

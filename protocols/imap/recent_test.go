@@ -140,3 +140,42 @@ func TestRecent(t *testing.T) {
 		t.Errorf("IMAP4rev2 session: %q", got)
 	}
 }
+
+// TestAppendToSelectedIsRecentHere: a message APPENDed to the mailbox the
+// session has selected read-write is \Recent in that session (its commit
+// claimed it), and so is a delivery that came before it unseen; no other
+// session gets either. APPEND to another mailbox claims nothing there.
+func TestAppendToSelectedIsRecentHere(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 1)
+
+	a := dialRaw(t, ts.addr)
+	a.mustOK("LOGIN " + testUser + " " + testPassword)
+	if got := a.mustOK("SELECT INBOX"); !hasLine(got, "* 1 RECENT") {
+		t.Fatalf("SELECT: %q", got)
+	}
+	b := dialRaw(t, ts.addr)
+	b.mustOK("LOGIN " + testUser + " " + testPassword)
+	b.mustOK("SELECT INBOX")
+
+	deliverN(t, ts, 1) // UID 2, unseen by either session
+	msg := "Subject: appended\r\n\r\nbody\r\n"
+	got := a.mustOK("APPEND INBOX {" + itoaTest(len(msg)) + "+}\r\n" + msg)
+	if !hasLine(got, "* 3 EXISTS") || !hasLine(got, "* 3 RECENT") {
+		t.Errorf("APPEND to the selected mailbox: %q, want * 3 EXISTS and * 3 RECENT", got)
+	}
+	if got := a.mustOK("FETCH 2:3 (FLAGS)"); len(got) != 2 || !strings.Contains(got[0], `\Recent`) || !strings.Contains(got[1], `\Recent`) {
+		t.Errorf("FETCH FLAGS in the appending session: %q", got)
+	}
+	got = b.mustOK("NOOP")
+	if !hasLine(got, "* 3 EXISTS") || !hasLine(got, "* 0 RECENT") {
+		t.Errorf("NOOP in the other session: %q", got)
+	}
+
+	// Into a mailbox not selected here: the first session to select it
+	// gets it.
+	a.mustOK("APPEND Archive {" + itoaTest(len(msg)) + "+}\r\n" + msg)
+	if got := b.mustOK("SELECT Archive"); !hasLine(got, "* 1 RECENT") {
+		t.Errorf("SELECT Archive after an APPEND from another session: %q", got)
+	}
+}

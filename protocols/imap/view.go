@@ -52,6 +52,11 @@ type view struct {
 
 	searchRes []schema.UID // the saved SEARCH result (RFC 5182)
 
+	// ownClaims are the \Recent claims this session made in the commits
+	// of its own APPENDs to the mailbox (noteOwnClaim), in UID order, kept
+	// until their messages are announced: those messages need no claim.
+	ownClaims []recentClaim
+
 	// keywords are the keywords the client has been told in the mailbox's
 	// FLAGS (RFC 3501 section 7.2.6), by lower-case name; newKeywords
 	// those seen on messages since, not told yet. A keyword goes out in
@@ -272,11 +277,53 @@ func (v *view) reload(ctx context.Context) error {
 	return nil
 }
 
+// recentClaim is a \Recent claim: the messages above before, up to upTo,
+// are \Recent for the session that made it.
+type recentClaim struct{ before, upTo schema.UID }
+
+// noteOwnClaim records the claim an APPEND of this session made in its
+// own commit (Account.AppendClaimingRecent) for its message uid.
+func (v *view) noteOwnClaim(before, uid schema.UID) {
+	if n := len(v.ownClaims); n > 0 && v.ownClaims[n-1].upTo == before {
+		v.ownClaims[n-1].upTo = uid // nobody claimed in between
+		return
+	}
+	v.ownClaims = append(v.ownClaims, recentClaim{before: before, upTo: uid})
+}
+
+// ownClaimed reports whether this session's own claims made uid \Recent.
+func (v *view) ownClaimed(uid schema.UID) bool {
+	for _, c := range v.ownClaims {
+		if uid > c.before && uid <= c.upTo {
+			return true
+		}
+	}
+	return false
+}
+
 // claimRecent marks which of msgs, the newest messages of the view in UID
 // order, are \Recent for this session: those above the highest UID
 // claimed before. A read-write view claims them, so that no other session
-// sees them as \Recent; a read-only view only reads the claim.
+// sees them as \Recent; a read-only view only reads the claim. Messages
+// up to this session's own claims (ownClaims) are settled by those, with
+// no store call: the claim only ever rises, so a message below the
+// highest own claim and outside every own claim was someone else's.
 func (v *view) claimRecent(ctx context.Context, msgs []*viewMsg) error {
+	if n := len(v.ownClaims); n > 0 && len(msgs) > 0 {
+		covered := v.ownClaims[n-1].upTo
+		rest := msgs[:0:0]
+		for _, m := range msgs {
+			if m.info.UID > covered {
+				rest = append(rest, m)
+			} else {
+				m.recent = v.ownClaimed(m.info.UID)
+			}
+		}
+		if last := msgs[len(msgs)-1].info.UID; last >= covered {
+			v.ownClaims = v.ownClaims[:0] // every message they cover is settled
+		}
+		msgs = rest
+	}
 	if len(msgs) == 0 {
 		return nil
 	}

@@ -45,9 +45,11 @@ func (r *recorder) WriteMessageFlags(seq uint32, uid imap.UID, flags []imap.Flag
 type recentClaims struct {
 	protocols.Account
 	claimed schema.UID
+	calls   int // ClaimRecent calls
 }
 
 func (r *recentClaims) ClaimRecent(_ context.Context, _ schema.ID, upTo schema.UID) (schema.UID, error) {
+	r.calls++
 	prev := r.claimed
 	if upTo > prev {
 		r.claimed = upTo
@@ -223,5 +225,56 @@ func TestStaticRanges(t *testing.T) {
 	}
 	if got := fmt.Sprint(seqSetOf([]uint32{1, 2, 4})); got != "1:2,4" {
 		t.Errorf("seqSetOf = %s", got)
+	}
+}
+
+// TestOwnClaimsSettleRecent: the messages this session's own APPENDs
+// claimed in their commits are settled without a claim of the view's:
+// \Recent here when inside one of those claims, not when another
+// session claimed them in between; messages above them are claimed as
+// usual, once.
+func TestOwnClaimsSettleRecent(t *testing.T) {
+	v, ch := testView(1, 2)
+	claims := v.acct.(*recentClaims)
+	// UID 3 is delivered unseen; this session appends 4, whose commit
+	// moves the claim from 2 to 4.
+	claims.claimed = 4
+	v.noteOwnClaim(2, 4)
+	// Another session claims 5; this session appends 6 (5 to 6), then 7
+	// (6 to 7, one claim with the one before).
+	claims.claimed = 7
+	v.noteOwnClaim(5, 6)
+	v.noteOwnClaim(6, 7)
+	for i, uid := range []schema.UID{3, 4, 5, 6, 7} {
+		ch <- schema.Change{Kind: schema.ChangeAdded, Index: uint64(11 + i), UID: uid, Message: &schema.MessageInfo{UID: uid, ModSeq: 4}}
+	}
+	r := &recorder{}
+	if _, err := v.flush(context.Background(), r, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.out, "; "); got != "EXISTS 7; RECENT 4" {
+		t.Errorf("flush: %s", got)
+	}
+	var recent []schema.UID
+	for _, m := range v.msgs {
+		if m.recent {
+			recent = append(recent, m.info.UID)
+		}
+	}
+	if fmt.Sprint(recent) != "[3 4 6 7]" || claims.calls != 0 {
+		t.Errorf("recent %v after %d claims, want [3 4 6 7] after none", recent, claims.calls)
+	}
+	if len(v.ownClaims) != 0 {
+		t.Errorf("own claims kept after their messages came: %v", v.ownClaims)
+	}
+
+	// A delivery above them is claimed as usual.
+	ch <- schema.Change{Kind: schema.ChangeAdded, Index: 20, UID: 8, Message: &schema.MessageInfo{UID: 8, ModSeq: 5}}
+	r = &recorder{}
+	if _, err := v.flush(context.Background(), r, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.out, "; "); got != "EXISTS 8; RECENT 5" || claims.calls != 1 || claims.claimed != 8 {
+		t.Errorf("flush after a delivery: %s, %d claims up to %d", got, claims.calls, claims.claimed)
 	}
 }

@@ -83,7 +83,8 @@ func CheckSubscriptions(t testing.TB, a protocols.Account) {
 // session has selected yet: a claim returns the highest UID
 // claimed before and never goes back, a read (upTo 0) claims nothing, of
 // two concurrent claims to the same UID exactly one gets the messages,
-// and a deleted mailbox has no claims.
+// an append that claims moves the same claim, and a deleted mailbox has
+// no claims.
 func CheckRecentClaims(t testing.TB, a, b protocols.Account, mbox schema.ID) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -129,6 +130,22 @@ func CheckRecentClaims(t testing.TB, a, b protocols.Account, mbox schema.ID) {
 		t.Fatalf("%d sessions got message 3 as \\Recent, want 1", winners)
 	}
 	claim(b, 0, 3)
+
+	// An append that claims in its own commit moves the same claim, and
+	// reports it as it was before.
+	before := schema.UID(3)
+	for _, acct := range []protocols.Account{a, b} {
+		res, err := acct.AppendClaimingRecent(ctx, mbox, []byte("Subject: claimed\r\n\r\nx\r\n"), nil, time.Time{})
+		if err != nil || !res.RecentClaimed || res.RecentBefore != before {
+			t.Fatalf("AppendClaimingRecent = %+v, %v; want the claim before it, %d", res, err, before)
+		}
+		before = max(before, res.UID)
+		claim(a, 0, before)
+	}
+	if res, err := a.Append(ctx, mbox, []byte("Subject: plain\r\n\r\nx\r\n"), nil, time.Time{}); err != nil || res.RecentClaimed {
+		t.Fatalf("Append = %+v, %v; want no claim", res, err)
+	}
+	claim(b, 0, before)
 
 	if _, err := a.ClaimRecent(ctx, schema.NewID(), 1); !errors.Is(err, schema.ErrNoSuchMailbox) {
 		t.Errorf("claim in a missing mailbox: %v", err)

@@ -53,6 +53,16 @@ func (a *MemAccount) ClaimRecent(ctx context.Context, mbox schema.ID, upTo schem
 // flags canonicalised (schema.ErrInvalid for a malformed one; \Recent and
 // case-insensitive duplicates dropped). A zero date means now.
 func (a *MemAccount) Append(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+	return a.appendMessage(ctx, mbox, msg, flags, date, false)
+}
+
+// AppendClaimingRecent is Append that also claims the message as \Recent
+// for the caller, in the same command.
+func (a *MemAccount) AppendClaimingRecent(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time) (schema.AppendResult, error) {
+	return a.appendMessage(ctx, mbox, msg, flags, date, true)
+}
+
+func (a *MemAccount) appendMessage(ctx context.Context, mbox schema.ID, msg []byte, flags []string, date time.Time, claimRecent bool) (schema.AppendResult, error) {
 	if mbox.IsZero() {
 		return schema.AppendResult{}, fmt.Errorf("append: %w", schema.ErrNoSuchMailbox)
 	}
@@ -62,7 +72,14 @@ func (a *MemAccount) Append(ctx context.Context, mbox schema.ID, msg []byte, fla
 	}
 	a.s.mu.Lock()
 	defer a.s.mu.Unlock()
-	return a.s.storeMessage(ctx, a.u, mbox, msg, fl, date)
+	res, err := a.s.storeMessage(ctx, a.u, mbox, msg, fl, date)
+	if err != nil || !claimRecent {
+		return res, err
+	}
+	mb := a.u.mailboxes[mbox]
+	res.RecentClaimed, res.RecentBefore = true, mb.recent
+	mb.recent = max(mb.recent, res.UID)
+	return res, nil
 }
 
 // blob returns a copy of what Header or Body reads.

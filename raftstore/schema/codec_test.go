@@ -52,6 +52,8 @@ func sampleCommands() []Command {
 		}}},
 		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, SearchRecord: []byte("rec")}},
 		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, Quota: 4, SearchRecord: []byte("rec")}},
+		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, ClaimRecent: true}},
+		{Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, MessageQuota: 2, SearchRecord: []byte("rec"), ClaimRecent: true}},
 		{Payload: &AppendBatch{User: id(5), Mailbox: id(7), Items: []Append{
 			{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, SearchRecord: []byte("r1")},
 			{User: id(5), Mailbox: id(7), Message: id(10), Blob: id(11), Size: 9, Sealed: []byte("b"), Chunks: [][]byte{[]byte("d")}},
@@ -73,6 +75,52 @@ func TestSearchRecordKeepsOldForm(t *testing.T) {
 	got, err := DecodeCommand(old)
 	if err != nil || got.Payload.(*Append).SearchRecord != nil || got.Payload.(*Append).Quota != 5 {
 		t.Fatalf("old form decodes as %+v, %v", got.Payload, err)
+	}
+}
+
+// TestClaimRecentKeepsOldForm checks that an Append without a claim
+// encodes as before claims existed, and that the claim only adds bytes
+// at the end.
+func TestClaimRecentKeepsOldForm(t *testing.T) {
+	for _, rec := range [][]byte{nil, []byte("record")} {
+		app := &Append{Message: ID{1}, Blob: ID{2}, Size: 3, Sealed: []byte("a"), Chunks: [][]byte{[]byte("c")}, Quota: 5, SearchRecord: rec}
+		old := EncodeCommand(Command{Payload: app})
+		app.ClaimRecent = true
+		with := EncodeCommand(Command{Payload: app})
+		if rec != nil && !bytes.HasPrefix(with, old) || len(with) <= len(old) {
+			t.Fatalf("record %q: the claim changes the bytes before it: %x vs %x", rec, old, with)
+		}
+		got, err := DecodeCommand(with)
+		if err != nil || !got.Payload.(*Append).ClaimRecent || !bytes.Equal(got.Payload.(*Append).SearchRecord, rec) {
+			t.Fatalf("record %q: decodes as %+v, %v", rec, got.Payload, err)
+		}
+	}
+}
+
+// TestLevel checks the level each form needs: a proposer must not write
+// a form above the level every node applies.
+func TestLevel(t *testing.T) {
+	app := func(rec []byte, claim bool) *Append {
+		return &Append{Message: ID{1}, Blob: ID{2}, SearchRecord: rec, ClaimRecent: claim}
+	}
+	for _, c := range []struct {
+		p    Payload
+		want int
+	}{
+		{app(nil, false), LevelBase},
+		{app([]byte("r"), false), LevelSearchRecords},
+		{app(nil, true), LevelAppendClaimsRecent},
+		{app([]byte("r"), true), LevelAppendClaimsRecent},
+		{&AppendBatch{Items: []Append{*app(nil, false), *app(nil, false)}}, LevelBase},
+		{&AppendBatch{Items: []Append{*app(nil, false), *app([]byte("r"), false)}}, LevelSearchRecords},
+		{&SetAttrs{}, LevelBase},
+	} {
+		if got := Level(c.p); got != c.want {
+			t.Errorf("%s %+v: level %d, want %d", c.p.Op(), c.p, got, c.want)
+		}
+	}
+	if CommandLevel < LevelAppendClaimsRecent {
+		t.Errorf("CommandLevel %d is below a level this software writes", CommandLevel)
 	}
 }
 
@@ -139,6 +187,16 @@ func TestResultRoundTrip(t *testing.T) {
 	var got Result
 	if err := got.Unmarshal(r.Marshal()); err != nil || !reflect.DeepEqual(got, r) {
 		t.Fatalf("got %+v, %v", got, err)
+	}
+	claimed := Result{UIDValidity: 5, UIDs: []UID{12}, ModSeqs: []uint64{}, RecentClaimed: true, RecentBefore: 9}
+	var gotClaimed Result
+	if err := gotClaimed.Unmarshal(claimed.Marshal()); err != nil || !reflect.DeepEqual(gotClaimed, claimed) {
+		t.Fatalf("claimed: got %+v, %v", gotClaimed, err)
+	}
+	// Results without a claim keep the form older nodes decode.
+	plain := Result{UIDValidity: 5, UIDs: []UID{12}, ModSeqs: []uint64{}}
+	if !bytes.HasPrefix(claimed.Marshal(), plain.Marshal()) || len(claimed.Marshal()) == len(plain.Marshal()) {
+		t.Fatal("the claim changes the bytes before it")
 	}
 	if !errors.Is(got.Err(), ErrConflict) || CodeOf(ErrConflict) != CodeConflict || CodeOf(nil) != CodeOK {
 		t.Fatal("error code mapping")

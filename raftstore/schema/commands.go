@@ -279,8 +279,17 @@ type Append struct {
 	MessageQuota uint64
 	// SearchRecord is the message's sealed search record (what SEARCH
 	// and SORT read instead of the message), stored beside the blob and
-	// deleted with it; nil for none. Encoded last, only when set.
+	// deleted with it; nil for none. Encoded only when set (or when
+	// ClaimRecent follows it). Level LevelSearchRecords.
 	SearchRecord []byte
+	// ClaimRecent claims the new message as \Recent in the same commit:
+	// the mailbox's recent claim (the user value RecentValue) is raised
+	// to the message's UID, and the result reports the claim before
+	// (Result.RecentClaimed, RecentBefore). Set by a session that has the
+	// mailbox selected, so that it need not claim the message with a
+	// second commit. Encoded last, only when set. Level
+	// LevelAppendClaimsRecent.
+	ClaimRecent bool
 }
 
 // AttrUpdate replaces a message's sealed flags if its ModSeq is still
@@ -455,20 +464,29 @@ func (p *StageChunk) decode(r *reader) {
 
 func (p *Append) encode(w *writer) {
 	p.encodeMessage(w)
-	if len(p.SearchRecord) == 0 {
+	if len(p.SearchRecord) == 0 && !p.ClaimRecent {
 		encodeQuotas(w, p.Quota, p.MessageQuota)
 		return
 	}
-	// Both quota fields written (0: none), so the record can follow.
+	// Both quota fields written (0: none), so the record can follow, and
+	// the record (empty: none) before the claim.
 	w.uvarint(p.Quota)
 	w.uvarint(p.MessageQuota)
 	w.bytes(p.SearchRecord)
+	if p.ClaimRecent {
+		w.boolean(true)
+	}
 }
 func (p *Append) decode(r *reader) {
 	p.decodeMessage(r)
 	p.Quota, p.MessageQuota = decodeQuotas(r)
 	if r.more() {
-		p.SearchRecord = r.bytes()
+		if p.SearchRecord = r.bytes(); len(p.SearchRecord) == 0 {
+			p.SearchRecord = nil
+		}
+	}
+	if r.more() {
+		p.ClaimRecent = r.boolean()
 	}
 }
 
@@ -590,6 +608,12 @@ type Result struct {
 	// the first answer. A session waits for it to read its own writes. It
 	// is not part of the encoded form.
 	Index uint64
+	// RecentClaimed says an Append with ClaimRecent claimed its message
+	// as \Recent; RecentBefore is the mailbox's claim before it (the
+	// messages above it, up to the new UID, are \Recent for the
+	// proposing session). Encoded last, only when claimed.
+	RecentClaimed bool
+	RecentBefore  UID
 }
 
 // Err returns the result's error, if any.
@@ -608,6 +632,10 @@ func (r *Result) Marshal() []byte {
 	for _, m := range r.ModSeqs {
 		w.uvarint(m)
 	}
+	if r.RecentClaimed {
+		w.boolean(true)
+		w.u32(uint32(r.RecentBefore))
+	}
 	return w.b
 }
 
@@ -625,6 +653,10 @@ func (r *Result) Unmarshal(b []byte) error {
 	r.ModSeqs = make([]uint64, n)
 	for i := range r.ModSeqs {
 		r.ModSeqs[i] = rd.uvarint()
+	}
+	if rd.more() {
+		r.RecentClaimed = rd.boolean()
+		r.RecentBefore = UID(rd.u32())
 	}
 	return rd.done()
 }

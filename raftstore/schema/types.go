@@ -147,6 +147,12 @@ type MailboxSnapshot struct {
 type AppendResult struct {
 	UIDValidity uint32
 	UID         UID
+	// RecentClaimed says the append also claimed the message as \Recent
+	// for the appending session (Account.AppendClaimingRecent), and
+	// RecentBefore is the mailbox's claim before it: the messages above
+	// it, up to UID, are \Recent for that session.
+	RecentClaimed bool
+	RecentBefore  UID
 }
 
 // CopyResult reports the UIDs a COPY or MOVE assigned (RFC 4315 COPYUID).
