@@ -22,5 +22,9 @@
 //     their mailbox was deleted, the highest UID claimed as \Recent in
 //     each mailbox) lives in user values changed by
 //     compare-and-set (schema.SwapUserValue), so concurrent sessions on
-//     any node never lose each other's changes.
+//     any node never lose each other's changes; an Append may raise the
+//     \Recent claim in its own commit (schema.Append.ClaimRecent).
+//   - No command form goes out above the cluster's command level
+//     (Cluster.CommandLevel): a replica of older software must be able to
+//     apply every entry.
 package mailstore

@@ -30,8 +30,9 @@
 //   - A message is \Recent in exactly one session, the first to see it
 //     (SELECT, or the update that announces it), wherever the sessions
 //     are: a read-write view claims it through Account.ClaimRecent, a
-//     compare-and-set in the store; EXAMINE and STATUS only read the
-//     claim.
+//     compare-and-set in the store, or, for its own APPEND to the
+//     mailbox, in the message's commit (Account.AppendClaimingRecent);
+//     EXAMINE and STATUS only read the claim.
 //   - Every password check goes through protocols.AuthGuard.Login, and
 //     every failure answers the same NO [AUTHENTICATIONFAILED].
 //   - Plaintext message bodies live only for the command that needs them;
