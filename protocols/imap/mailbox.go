@@ -479,6 +479,19 @@ func storeFlags(flags []imap.Flag) ([]string, error) {
 	return out, nil
 }
 
+// appendTarget resolves the mailbox an APPEND names. INBOX keeps its ID
+// for the account's life (it is never deleted, and RENAME moves its
+// messages out, not the mailbox), so with INBOX selected its ID comes
+// from the view, without a read on the shard's leader.
+func (s *session) appendTarget(acct protocols.Account, name string) (schema.MailboxInfo, error) {
+	if v := s.view; name == schema.InboxName && v != nil && !v.gone && v.name == schema.InboxName {
+		return schema.MailboxInfo{ID: v.id, Name: v.name}, nil
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	return acct.Mailbox(ctx, name)
+}
+
 // Append stores a message in a mailbox. The literal is read whole (it is
 // bounded by the APPENDLIMIT the library enforces) before the store call,
 // and APPENDUID is returned once the store has committed it.
@@ -504,9 +517,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 			date = options.Time
 		}
 	}
-	ctx, cancel := s.opContext()
-	mbox, err := acct.Mailbox(ctx, normalizeInbox(name))
-	cancel()
+	mbox, err := s.appendTarget(acct, normalizeInbox(name))
 	if errors.Is(err, schema.ErrNoSuchMailbox) {
 		return nil, noError(imap.ResponseCodeTryCreate, "No such mailbox")
 	}
@@ -517,7 +528,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if _, err := io.ReadFull(r, msg); err != nil {
 		return nil, err
 	}
-	ctx, cancel = s.opContext()
+	ctx, cancel := s.opContext()
 	defer cancel()
 	// Into the mailbox this session has selected read-write, the commit
 	// also claims the message as \Recent here: the EXISTS that follows

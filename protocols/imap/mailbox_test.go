@@ -492,3 +492,38 @@ func TestDotLevelsAreRefused(t *testing.T) {
 		t.Fatalf("session after the refusals: %v", err)
 	}
 }
+
+// TestAppendTargetAfterRenames: APPEND to INBOX while INBOX is selected
+// goes to INBOX after a RENAME of INBOX (which moves its messages out,
+// RFC 3501 section 6.3.5), and APPEND to a selected mailbox's name after
+// another session renamed it away and made the name anew goes to the
+// new mailbox.
+func TestAppendTargetAfterRenames(t *testing.T) {
+	ts := newTestServer(t)
+	deliverN(t, ts, 2)
+	a := dialRaw(t, ts.addr)
+	a.mustOK("LOGIN " + testUser + " " + testPassword)
+	a.mustOK("SELECT INBOX")
+	b := dialRaw(t, ts.addr)
+	b.mustOK("LOGIN " + testUser + " " + testPassword)
+	b.mustOK("RENAME INBOX Old")
+
+	msg := "Subject: after\r\n\r\nbody\r\n"
+	a.mustOK("APPEND inbox {" + itoaTest(len(msg)) + "+}\r\n" + msg)
+	for box, want := range map[string]string{"INBOX": "MESSAGES 1", "Old": "MESSAGES 2"} {
+		if got := b.mustOK("STATUS " + box + " (MESSAGES)"); len(got) != 1 || !strings.Contains(got[0], want) {
+			t.Errorf("STATUS %s after the APPEND: %q, want %s", box, got, want)
+		}
+	}
+
+	a.mustOK("CREATE Work")
+	a.mustOK("SELECT Work")
+	b.mustOK("RENAME Work Gone")
+	b.mustOK("CREATE Work")
+	a.mustOK("APPEND Work {" + itoaTest(len(msg)) + "+}\r\n" + msg)
+	for box, want := range map[string]string{"Work": "MESSAGES 1", "Gone": "MESSAGES 0"} {
+		if got := b.mustOK("STATUS " + box + " (MESSAGES)"); len(got) != 1 || !strings.Contains(got[0], want) {
+			t.Errorf("STATUS %s after the APPEND: %q, want %s", box, got, want)
+		}
+	}
+}
