@@ -59,6 +59,10 @@ type ReplicaStatus struct {
 	// Stopped is true while the replica applies nothing after a failed
 	// write to its state file (a full disk); its node reopens it.
 	Stopped bool `json:"stopped,omitempty"`
+	// Skipped counts the log entries the replica could not decode and
+	// skipped: above zero, it may lack what they wrote (see
+	// raftstore.Status.Skipped).
+	Skipped uint64 `json:"skipped_entries,omitempty"`
 }
 
 const upWithin = 3 * time.Second
@@ -153,7 +157,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 	for _, id := range ids {
 		r := ReplicaStatus{Node: id, Voter: members[id], Placed: placed[id], State: "unknown"}
 		if s, ok := byNode[id]; ok {
-			r.State, r.AppliedIndex, r.Stopped = s.State, s.AppliedIndex, s.Stopped != ""
+			r.State, r.AppliedIndex, r.Stopped, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Skipped
 			if ss.CommitIndex > s.AppliedIndex {
 				r.Lag = ss.CommitIndex - s.AppliedIndex
 			}

@@ -647,6 +647,9 @@ func printClusterStatus(w io.Writer, s cluster.Status) error {
 			if r.Stopped {
 				role += ",stopped"
 			}
+			if r.Skipped > 0 {
+				role += fmt.Sprintf(",skipped=%d", r.Skipped)
+			}
 			reps = append(reps, fmt.Sprintf("%s:%s:%d:%d", r.Node, role, r.AppliedIndex, r.Lag))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\n", sh.Shard, home, leader, sh.Term, sh.CommitIndex, strings.Join(reps, " "))

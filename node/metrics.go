@@ -196,6 +196,7 @@ type shardCollector struct {
 	hasLeadr *prometheus.Desc
 	opened   *prometheus.Desc
 	reads    *prometheus.Desc
+	skipped  *prometheus.Desc
 }
 
 func newShardCollector(c clusterView, dataDir string) *shardCollector {
@@ -214,13 +215,14 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		voters:   prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
 		hasLeadr: prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
 		opened:   prometheus.NewDesc("mail_cluster_connections_opened_total", "Connections this node opened to other nodes, by kind (raft, rpc); each is a TLS handshake, and a rate that follows the load means connections are not reused.", []string{"kind"}, nil),
+		skipped:  prometheus.NewDesc("mail_raft_shard_skipped_entries", "Log entries the replica could not decode and skipped (written by newer software, see the command levels in docs/operations.md); above zero, the replica may lack what they wrote: remove the node and let it join again.", labels, nil),
 		reads:    prometheus.NewDesc("mail_cluster_message_reads_total", "Reads of message contents (header, body, search record) by where they were served: this node's own replica, or the shard's leader (this node keeps no replica of the shard, or its replica lacked the message).", []string{"served_by"}, nil),
 	}
 }
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free, c.opened, c.reads} {
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free, c.opened, c.reads, c.skipped} {
 		ch <- d
 	}
 }
@@ -243,6 +245,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 			stopped = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.stopped, prometheus.GaugeValue, stopped, id)
+		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.GaugeValue, float64(st.Skipped), id)
 	}
 	if free, ok := availableBytes(c.dataDir); ok {
 		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, free)

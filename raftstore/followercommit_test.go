@@ -334,3 +334,30 @@ func TestChunksOutliveTheirLogEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestUndecodableEntriesAreCounted: an entry no decoder of this software
+// reads (a newer form, see schema.Level) is skipped with a refusal, the
+// entries after it apply, and the state file counts it, so a replica
+// that may lack what it wrote shows in its status.
+func TestUndecodableEntriesAreCounted(t *testing.T) {
+	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
+	user, inbox, init := newUser()
+	f.ApplyBatch(entries(1, init))
+	newer := entries(2, appendPayload(user, inbox, "newer"))[0]
+	newer.Data = append(newer.Data, 0xff) // a field this software does not know
+	batch := append([]*raft.Log{newer}, entries(3, appendPayload(user, inbox, "after"))...)
+	results := f.ApplyBatch(batch)
+	if res, ok := results[0].(*schema.Result); !ok || res.Code != schema.CodeInvalid {
+		t.Fatalf("undecodable entry: %v", results[0])
+	}
+	if res, ok := results[1].(*schema.Result); !ok || res.Code != schema.CodeOK {
+		t.Fatalf("entry after it: %v", results[1])
+	}
+	var skipped, applied uint64
+	if err := f.view(func(r *Reader) error { skipped, applied = r.SkippedEntries(), r.AppliedIndex(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if skipped != 1 || applied != 3 {
+		t.Fatalf("skipped %d, applied through %d; want 1 and 3", skipped, applied)
+	}
+}

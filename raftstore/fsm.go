@@ -43,6 +43,9 @@ var (
 	keyApplied     = []byte("applied")
 	keyAppliedTerm = []byte("applied_term")
 	keyReqSeq      = []byte("reqseq")
+	// keySkipped counts the log entries this replica could not decode
+	// and skipped: each one leaves it without what the entry wrote.
+	keySkipped = []byte("skipped")
 )
 
 // maxRequestIDs bounds the table of applied request ids. A retry arrives
@@ -425,7 +428,12 @@ func (f *fsm) commitPending() error {
 func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log) (*schema.Result, []Event) {
 	cmd, err := schema.DecodeCommand(l.Data)
 	if err != nil {
+		// Skipped on every replica alike when no software decodes it; a
+		// replica whose software is older than the entry's form is left
+		// behind the others (see schema.Level), which the count shows.
 		f.log.Error("undecodable log entry", "index", l.Index, "err", err)
+		sys := tx.Bucket(bucketSys)
+		must(putU64(sys, keySkipped, getU64(sys, keySkipped)+1))
 		return &schema.Result{Code: schema.CodeInvalid}, nil
 	}
 	reqs := tx.Bucket(bucketReqs)

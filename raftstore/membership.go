@@ -33,6 +33,10 @@ type Status struct {
 	// (see Shard.Broken), empty while it applies. Raft's applied index
 	// goes on counting the entries it hands over meanwhile.
 	Stopped string `json:"stopped,omitempty"`
+	// Skipped counts the log entries the replica could not decode and
+	// skipped (Reader.SkippedEntries): above zero, it may lack what they
+	// wrote and differ from the others.
+	Skipped uint64 `json:"skipped_entries,omitempty"`
 }
 
 // Status reports the replica's Raft state.
@@ -54,6 +58,9 @@ func (s *Shard) Status() Status {
 	st.Servers, _ = s.Servers()
 	if err := s.Broken(); err != nil {
 		st.Stopped = err.Error()
+	} else {
+		// read, not View: a status must not commit a pending group.
+		_ = s.fsm.read(func(r *Reader) error { st.Skipped = r.SkippedEntries(); return nil })
 	}
 	return st
 }

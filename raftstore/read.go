@@ -15,6 +15,10 @@ type Reader struct{ tx *bbolt.Tx }
 // AppliedIndex returns the index of the last applied log entry.
 func (r *Reader) AppliedIndex() uint64 { return getU64(r.tx.Bucket(bucketSys), keyApplied) }
 
+// SkippedEntries returns how many log entries this replica could not
+// decode and skipped; above zero, it may lack what they wrote.
+func (r *Reader) SkippedEntries() uint64 { return getU64(r.tx.Bucket(bucketSys), keySkipped) }
+
 // Domains returns every domain record.
 func (r *Reader) Domains() ([]schema.DomainRecord, error) {
 	var out []schema.DomainRecord
