@@ -268,7 +268,17 @@ func (r *faultRun) session(n *faultNode, idx int, rng *rand.Rand) {
 			}
 			msg := fmt.Sprintf("Message-ID: %s\r\nFrom: %s\r\nSubject: append %d\r\n\r\nbody\r\n", in.MsgID, r.users[0].addr, seq)
 			var res schema.AppendResult
-			res, err = acct.Append(ctx, cur.id, []byte(msg), linFlagList(in.Flags), time.Time{})
+			if rng.IntN(2) == 0 {
+				// As a session with the mailbox selected appends: the
+				// commit also claims \Recent. Only appends claim here, so
+				// the claim before is that of an earlier append.
+				res, err = acct.AppendClaimingRecent(ctx, cur.id, []byte(msg), linFlagList(in.Flags), time.Time{})
+				if err == nil && (!res.RecentClaimed || res.RecentBefore >= res.UID) {
+					r.violation("%s: append to %s claimed %v, before %d, UID %d", who, cur.name, res.RecentClaimed, res.RecentBefore, res.UID)
+				}
+			} else {
+				res, err = acct.Append(ctx, cur.id, []byte(msg), linFlagList(in.Flags), time.Time{})
+			}
 			out.UID = res.UID
 		case linRead:
 			var snap schema.MailboxSnapshot
