@@ -96,6 +96,16 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
+// softwareLevel is the command level a node runs at when asked for
+// level: this software's own (schema.CommandLevel) unless a lower one
+// above zero is asked for.
+func softwareLevel(level int) int {
+	if level <= 0 || level > schema.CommandLevel {
+		return schema.CommandLevel
+	}
+	return level
+}
+
 func (c *Config) withDefaults() error {
 	if c.NodeID == "" || c.DataDir == "" {
 		return errors.New("node id and data dir are required")
@@ -116,9 +126,7 @@ func (c *Config) withDefaults() error {
 	if c.Region == "" {
 		c.Region = DefaultRegion
 	}
-	if c.CommandLevel <= 0 || c.CommandLevel > schema.CommandLevel {
-		c.CommandLevel = schema.CommandLevel
-	}
+	c.CommandLevel = softwareLevel(c.CommandLevel)
 	if c.MailShards <= 0 {
 		c.MailShards = DefaultMailShards
 	}

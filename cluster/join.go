@@ -460,10 +460,7 @@ func Join(ctx context.Context, req JoinRequest) (JoinResult, error) {
 		return out, fmt.Errorf("join: %w", err)
 	}
 	jr := joinRequest{NodeID: req.NodeID, Region: req.Region, Address: req.Advertise, Version: req.Version,
-		Commands: req.CommandLevel, PublicKey: pub, TokenID: tokenID}
-	if jr.Commands <= 0 || jr.Commands > schema.CommandLevel {
-		jr.Commands = schema.CommandLevel
-	}
+		Commands: softwareLevel(req.CommandLevel), PublicKey: pub, TokenID: tokenID}
 	jr.Proof = jr.mac(tokenKey, binding)
 	body, _ := json.Marshal(jr)
 	hc := &http.Client{Transport: &http.Transport{
