@@ -18,8 +18,8 @@ import (
 // every run of full 76-character base64 lines ending in CRLF into the 57
 // bytes each line stands for, and compresses that instead. A full line
 // without padding decodes to exactly one 57-byte string and encodes back
-// to exactly the same characters, so folding loses nothing; Seal checks
-// that unfolding gives the plaintext back before it uses a folded form.
+// to exactly the same characters (each group of four characters stands
+// for its three bytes and no other), so folding loses nothing.
 //
 // The folded form is a sequence of pieces, each a tag byte and a length:
 //
@@ -36,30 +36,16 @@ const (
 	foldLineLimit = MaxPlaintext / foldLine // the most lines a value can hold
 )
 
-// base64Char marks the characters of the standard base64 alphabet.
-var base64Char = func() (t [256]bool) {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-	for i := range len(alphabet) {
-		t[alphabet[i]] = true
-	}
-	return t
-}()
-
-// isBase64Line reports whether b starts with a full base64 line and CRLF.
-func isBase64Line(b []byte) bool {
-	if len(b) < foldLine || b[foldLineChars] != '\r' || b[foldLineChars+1] != '\n' {
-		return false
-	}
-	for _, c := range b[:foldLineChars] {
-		if !base64Char[c] {
-			return false
-		}
-	}
-	return true
-}
-
 // fold returns the folded form of p, or false when p has too little
 // base64 in it to gain from folding (a quarter of its size at least).
+//
+// A run is found in two steps: the lines from i on that have their CRLF
+// at column 76 are counted, then decoded in turn until one is not 76
+// characters of the alphabet. The decoder checks the characters: a line
+// decodes to 57 bytes only when all 76 are in the alphabet, since it
+// skips CR and LF and stops at padding. So a folded line always encodes
+// back to the characters it came from, and unfold(fold(p)) is p
+// (FuzzFold).
 func fold(p []byte) ([]byte, bool) {
 	out := make([]byte, 0, len(p)-len(p)/5)
 	rawStart := 0 // start of the bytes not yet written out
@@ -67,33 +53,24 @@ func fold(p []byte) ([]byte, bool) {
 	i := 0
 	for i < len(p) {
 		// i is at the start of a line.
-		n := 0
-		for j := i; n < foldLineLimit && isBase64Line(p[j:]); j += foldLine {
-			n++
+		lines := 0
+		for j := i; lines < foldLineLimit && j+foldLine <= len(p) && p[j+foldLineChars] == '\r' && p[j+foldLineChars+1] == '\n'; j += foldLine {
+			lines++
 		}
-		if n < foldMinRun {
-			nl := bytes.IndexByte(p[i:], '\n')
-			if nl < 0 {
-				break
+		if lines >= foldMinRun {
+			if n, grown := appendRun(out, p, rawStart, i, lines); n > 0 {
+				out = grown
+				i += n * foldLine
+				folded += n * foldLine
+				rawStart = i
+				continue
 			}
-			i += nl + 1
-			continue
 		}
-		if i > rawStart {
-			out = appendPiece(out, foldRaw, p[rawStart:i])
+		nl := bytes.IndexByte(p[i:], '\n')
+		if nl < 0 {
+			break
 		}
-		out = append(out, foldRun)
-		out = binary.AppendUvarint(out, uint64(n))
-		out = slices.Grow(out, n*foldLineBytes)
-		for range n {
-			out = out[:len(out)+foldLineBytes]
-			if _, err := base64.StdEncoding.Decode(out[len(out)-foldLineBytes:], p[i:i+foldLineChars]); err != nil {
-				return nil, false // cannot happen: every character was checked
-			}
-			i += foldLine
-		}
-		folded += n * foldLine
-		rawStart = i
+		i += nl + 1
 	}
 	if folded < len(p)/4 {
 		return nil, false
@@ -102,6 +79,50 @@ func fold(p []byte) ([]byte, bool) {
 		out = appendPiece(out, foldRaw, p[rawStart:])
 	}
 	return out, true
+}
+
+// appendRun appends to out the raw piece p[rawStart:i] and the run of
+// base64 lines at p[i:], at most lines long, and returns how many lines
+// the run folded with the grown out; n is 0, and out to be left as it
+// was, when fewer than foldMinRun lines at i are base64.
+func appendRun(out, p []byte, rawStart, i, lines int) (n int, grown []byte) {
+	if i > rawStart {
+		out = appendPiece(out, foldRaw, p[rawStart:i])
+	}
+	head := len(out)
+	reserved := 1 + uvarintLen(uint64(lines))
+	out = slices.Grow(out, reserved+lines*foldLineBytes)
+	body := head + reserved
+	end := body
+	for ; n < lines; n++ {
+		src := p[i+n*foldLine:][:foldLineChars]
+		if k, err := base64.StdEncoding.Decode(out[end:end+foldLineBytes], src); err != nil || k != foldLineBytes {
+			break
+		}
+		end += foldLineBytes
+	}
+	if n < foldMinRun {
+		return 0, nil
+	}
+	out = out[:end]
+	if h := 1 + uvarintLen(uint64(n)); h < reserved {
+		// The run ended early and its count takes fewer bytes.
+		copy(out[head+h:], out[body:end])
+		out = out[:end-(reserved-h)]
+	}
+	out[head] = foldRun
+	binary.PutUvarint(out[head+1:], uint64(n))
+	return n, out
+}
+
+// uvarintLen is the length of v's uvarint encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 // appendPiece appends a raw piece.
@@ -122,20 +143,6 @@ func unfold(f []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// unfoldsTo reports whether the folded form f unfolds to exactly
-// plaintext, without building the unfolded copy.
-func unfoldsTo(f, plaintext []byte) bool {
-	rest := plaintext
-	err := walkFold(f, func(p []byte) bool {
-		if !bytes.HasPrefix(rest, p) {
-			return false
-		}
-		rest = rest[len(p):]
-		return true
-	})
-	return err == nil && len(rest) == 0
 }
 
 // walkFold hands the plaintext of the folded form f to emit piece by

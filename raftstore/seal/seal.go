@@ -238,7 +238,7 @@ func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []b
 	if len(plaintext) > compressAbove {
 		enc, input, folded := s.enc, plaintext, byte(0)
 		if len(plaintext) >= compressHarderFrom {
-			if f, ok := s.foldChecked(plaintext); ok {
+			if f, ok := fold(plaintext); ok {
 				// Folded base64 is mostly bytes that compress as
 				// well at zstd's fastest level as at its better one.
 				input, folded = f, flagFolded
@@ -300,19 +300,6 @@ func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte
 		return unfold(plain)
 	}
 	return plain, nil
-}
-
-// foldChecked returns the folded form of plaintext when folding gains,
-// checked to unfold to the plaintext again (see fold.go).
-func (s *Sealer) foldChecked(plaintext []byte) ([]byte, bool) {
-	f, ok := fold(plaintext)
-	if !ok {
-		return nil, false
-	}
-	if !unfoldsTo(f, plaintext) {
-		return nil, false
-	}
-	return f, true
 }
 
 // KeyID returns the id of the key a value was sealed with, for rotation.
