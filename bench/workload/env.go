@@ -11,7 +11,6 @@ import (
 
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
 	"github.com/mailcluster/mailcluster/bench/corpus"
 	"github.com/mailcluster/mailcluster/bench/pop3client"
@@ -79,21 +78,6 @@ func userShares(users, workers int) [][]int {
 		shares[u%workers] = append(shares[u%workers], u)
 	}
 	return shares
-}
-
-// dialSMTP connects, reads the greeting, says EHLO and starts TLS.
-func dialSMTP(ctx context.Context, addr string, cfg *tls.Config) (*smtp.Client, error) {
-	conn, err := dial(ctx, addr)
-	if err != nil {
-		return nil, err
-	}
-	c, err := smtp.NewClientStartTLS(conn, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("smtp starttls: %w", err)
-	}
-	c.CommandTimeout = commandTimeout
-	c.SubmissionTimeout = dataTimeout
-	return c, nil
 }
 
 // connectIMAP connects and starts TLS. ctx ending closes the connection.

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/mailcluster/mailcluster/bench/stats"
 )
 
@@ -88,7 +86,7 @@ func (s *senders) run(ctx context.Context, w int) {
 	defer s.wg.Done()
 	nodes := len(s.env.nodes())
 	node := w % nodes
-	var c *smtp.Client
+	var c *smtpClient
 	perConn := 0
 	defer func() {
 		if c != nil {
@@ -122,7 +120,7 @@ func (s *senders) run(ctx context.Context, w int) {
 				perConn = 0
 			}
 			t0 := time.Now()
-			dataEnd, err := sendMessage(c, m, rcpt)
+			dataEnd, err := c.send(m.From, rcpt, m.Data)
 			end := time.Now()
 			o := s.tally.add(attempt{msg: m, node: node, err: err, dataEnd: dataEnd, end: end})
 			if o == acked {

@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/mailcluster/mailcluster/bench/corpus"
 	"github.com/mailcluster/mailcluster/bench/stats"
 )
@@ -101,7 +99,7 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var c *smtp.Client
+			var c *smtpClient
 			sent := 0
 			node := w % nodes
 			defer func() {
@@ -175,34 +173,9 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 
 // sendOne runs one SMTP transaction: MAIL FROM, RCPT TO, DATA, and waits
 // for the final reply.
-func sendOne(c *smtp.Client, m *corpus.Message, rcpt string) error {
-	_, err := sendMessage(c, m, rcpt)
+func sendOne(c *smtpClient, m *corpus.Message, rcpt string) error {
+	_, err := c.send(m.From, rcpt, m.Data)
 	return err
-}
-
-// sendMessage is sendOne that also returns when the end of data was
-// about to be sent (zero when the transaction failed before): the server
-// cannot have committed the message earlier.
-func sendMessage(c *smtp.Client, m *corpus.Message, rcpt string) (dataEnd time.Time, err error) {
-	if err := c.Mail(m.From, &smtp.MailOptions{Size: int64(len(m.Data))}); err != nil {
-		return time.Time{}, fmt.Errorf("mail from: %w", err)
-	}
-	if err := c.Rcpt(rcpt, nil); err != nil {
-		return time.Time{}, fmt.Errorf("rcpt to: %w", err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("data: %w", err)
-	}
-	if _, err := w.Write(m.Data); err != nil {
-		w.Close()
-		return time.Time{}, fmt.Errorf("data write: %w", err)
-	}
-	dataEnd = time.Now()
-	if err := w.Close(); err != nil {
-		return dataEnd, fmt.Errorf("end of data: %w", err)
-	}
-	return dataEnd, nil
 }
 
 // errorLog keeps the first few distinct error messages.
