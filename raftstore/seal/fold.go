@@ -39,13 +39,14 @@ const (
 // fold returns the folded form of p, or false when p has too little
 // base64 in it to gain from folding (a quarter of its size at least).
 //
-// A run is found in two steps: the lines from i on that have their CRLF
-// at column 76 are counted, then decoded in turn until one is not 76
-// characters of the alphabet. The decoder checks the characters: a line
-// decodes to 57 bytes only when all 76 are in the alphabet, since it
-// skips CR and LF and stops at padding. So a folded line always encodes
-// back to the characters it came from, and unfold(fold(p)) is p
-// (FuzzFold).
+// At the start of each line, startsRun looks at the next foldMinRun
+// lines; when they are base64, appendRun folds the run, line by line
+// until a line is not. The decoder checks the characters: a line decodes
+// to 57 bytes only when all 76 are in the alphabet, since it skips CR
+// and LF and stops at padding. So a folded line always encodes back to
+// the characters it came from, and unfold(fold(p)) is p (FuzzFold).
+// Every line is looked at a bounded number of times, whatever the text
+// (BenchmarkFoldQuotedPrintable).
 func fold(p []byte) ([]byte, bool) {
 	out := make([]byte, 0, len(p)-len(p)/5)
 	rawStart := 0 // start of the bytes not yet written out
@@ -53,18 +54,13 @@ func fold(p []byte) ([]byte, bool) {
 	i := 0
 	for i < len(p) {
 		// i is at the start of a line.
-		lines := 0
-		for j := i; lines < foldLineLimit && j+foldLine <= len(p) && p[j+foldLineChars] == '\r' && p[j+foldLineChars+1] == '\n'; j += foldLine {
-			lines++
-		}
-		if lines >= foldMinRun {
-			if n, grown := appendRun(out, p, rawStart, i, lines); n > 0 {
-				out = grown
-				i += n * foldLine
-				folded += n * foldLine
-				rawStart = i
-				continue
-			}
+		if startsRun(p[i:]) {
+			var n int
+			out, n = appendRun(out, p, rawStart, i)
+			i += n * foldLine
+			folded += n * foldLine
+			rawStart = i
+			continue
 		}
 		nl := bytes.IndexByte(p[i:], '\n')
 		if nl < 0 {
@@ -81,38 +77,62 @@ func fold(p []byte) ([]byte, bool) {
 	return out, true
 }
 
+// decodeLine decodes the line at the start of p into dst (57 bytes) and
+// reports whether it is a full base64 line: 76 characters of the
+// alphabet, then CRLF.
+func decodeLine(dst, p []byte) bool {
+	if len(p) < foldLine || p[foldLineChars] != '\r' || p[foldLineChars+1] != '\n' {
+		return false
+	}
+	n, err := base64.StdEncoding.Decode(dst, p[:foldLineChars])
+	return err == nil && n == foldLineBytes
+}
+
+// startsRun reports whether the first foldMinRun lines of p are full
+// base64 lines.
+func startsRun(p []byte) bool {
+	var line [foldLineBytes]byte
+	for k := range foldMinRun {
+		if !decodeLine(line[:], p[min(k*foldLine, len(p)):]) {
+			return false
+		}
+	}
+	return true
+}
+
 // appendRun appends to out the raw piece p[rawStart:i] and the run of
-// base64 lines at p[i:], at most lines long, and returns how many lines
-// the run folded with the grown out; n is 0, and out to be left as it
-// was, when fewer than foldMinRun lines at i are base64.
-func appendRun(out, p []byte, rawStart, i, lines int) (n int, grown []byte) {
+// base64 lines at p[i:] (startsRun holds there), and returns the grown
+// out and how many lines the run folded.
+func appendRun(out, p []byte, rawStart, i int) ([]byte, int) {
 	if i > rawStart {
 		out = appendPiece(out, foldRaw, p[rawStart:i])
 	}
+	limit := min(foldLineLimit, (len(p)-i)/foldLine)
 	head := len(out)
-	reserved := 1 + uvarintLen(uint64(lines))
-	out = slices.Grow(out, reserved+lines*foldLineBytes)
+	reserved := 1 + uvarintLen(uint64(limit))
+	out = slices.Grow(out, reserved)
 	body := head + reserved
 	end := body
-	for ; n < lines; n++ {
-		src := p[i+n*foldLine:][:foldLineChars]
-		if k, err := base64.StdEncoding.Decode(out[end:end+foldLineBytes], src); err != nil || k != foldLineBytes {
+	n := 0
+	for n < limit {
+		// out's capacity (four fifths of p to begin with) grows only
+		// when the run needs it.
+		out = slices.Grow(out[:end], foldLineBytes)
+		if !decodeLine(out[end:end+foldLineBytes], p[i+n*foldLine:]) {
 			break
 		}
 		end += foldLineBytes
-	}
-	if n < foldMinRun {
-		return 0, nil
+		n++
 	}
 	out = out[:end]
 	if h := 1 + uvarintLen(uint64(n)); h < reserved {
-		// The run ended early and its count takes fewer bytes.
+		// The count takes fewer bytes than the longest run could have.
 		copy(out[head+h:], out[body:end])
 		out = out[:end-(reserved-h)]
 	}
 	out[head] = foldRun
 	binary.PutUvarint(out[head+1:], uint64(n))
-	return n, out
+	return out, n
 }
 
 // uvarintLen is the length of v's uvarint encoding.

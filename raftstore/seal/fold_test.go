@@ -183,3 +183,17 @@ func BenchmarkSealBase64(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFoldQuotedPrintable folds a 256 KiB chunk of quoted-printable
+// text whose lines all end at column 76, as soft line breaks make them:
+// every line is a candidate for a run and none is base64.
+func BenchmarkFoldQuotedPrintable(b *testing.B) {
+	line := strings.Repeat("caf=C3=A9 and more words ", 3)[:75] + "=\r\n"
+	p := []byte(strings.Repeat(line, (256<<10)/len(line)))
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		if _, ok := fold(p); ok {
+			b.Fatal("quoted-printable text was folded")
+		}
+	}
+}
