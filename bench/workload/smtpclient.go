@@ -91,16 +91,12 @@ func (c *smtpClient) cmd(want int, format string, args ...any) (string, error) {
 // reply reads a reply; one with another code than want is returned as an
 // *smtp.SMTPError.
 func (c *smtpClient) reply(want int) (string, error) {
-	code, msg, err := c.text.ReadResponse(want)
+	_, msg, err := c.text.ReadResponse(want)
 	var te *textproto.Error
 	if errors.As(err, &te) {
 		return "", &smtp.SMTPError{Code: te.Code, Message: te.Msg}
 	}
-	if err != nil {
-		return "", err
-	}
-	_ = code
-	return msg, nil
+	return msg, err
 }
 
 // send runs one transaction: MAIL FROM with the parameters go-smtp's
