@@ -131,9 +131,10 @@ the end; nothing listens beyond loopback.
   deliver the corpus to the users; acknowledged messages/s and the latency of
   each transaction up to the final 250. The clients send one command at a
   time and write the message dot-stuffed in spans (not byte by byte), so
-  the load generator takes little of the cores the targets share. Then every acknowledged message is
-  fetched back over IMAP and compared by SHA-256 with what was sent; a
-  missing, changed or duplicated message fails the run. "Seconds until all
+  the load generator takes little of the cores the targets share. Then
+  every acknowledged message is fetched back over IMAP and compared by
+  SHA-256 with what was sent; a missing, changed or duplicated message
+  fails the run. "Seconds until all
   visible" shows asynchronous delivery (Postfix queues, then hands over to
   Dovecot over LMTP; mailnode stores before it answers).
 - **storage**: disk bytes per delivered byte once the target is compacted,

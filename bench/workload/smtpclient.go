@@ -65,7 +65,6 @@ func (c *smtpClient) start(ctx context.Context, cfg *tls.Config) error {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
 	c.conn, c.text = tc, textproto.NewConn(tc)
-	c.conn.SetDeadline(time.Now().Add(commandTimeout))
 	ext, err = c.cmd(250, "EHLO localhost")
 	if err != nil {
 		return fmt.Errorf("ehlo after starttls: %w", err)
@@ -102,9 +101,9 @@ func (c *smtpClient) reply(want int) (string, error) {
 // send runs one transaction: MAIL FROM with the parameters go-smtp's
 // client adds (BODY=8BITMIME, SIZE, SMTPUTF8 for an address that needs
 // it, each where the server offers it), RCPT TO, DATA and the message,
-// and waits for the final reply. dataEnd is when
-// the end of data was about to be sent (zero when the transaction failed
-// before): the server cannot have committed the message earlier.
+// and waits for the final reply. dataEnd is when the end of data was
+// about to be sent (zero when the transaction failed before): the server
+// cannot have committed the message earlier.
 func (c *smtpClient) send(from, rcpt string, data []byte) (dataEnd time.Time, err error) {
 	var opts strings.Builder
 	if c.ext["8BITMIME"] {
