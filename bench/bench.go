@@ -83,6 +83,12 @@ type Config struct {
 	VerifyWait   time.Duration
 	IMAPSessions int
 	IMAPDuration time.Duration
+	// IMAPRate, when above zero, adds a second pass of imap-mixed after
+	// the closed loop: the same sessions for IMAPDuration, paced to
+	// IMAPRate commands per second in all (workload.IMAPConfig.Rate),
+	// a load below every target's capacity, so that the targets'
+	// latencies are compared under the same load.
+	IMAPRate     float64
 	POP3Clients  int
 	POP3Duration time.Duration
 	// FailoverSenders send to the cluster while a shard's leader is
@@ -135,7 +141,7 @@ func Standard() Config {
 		Suite: "standard", Targets: targets.Names(), Workloads: Workloads(),
 		Seed: 1, Users: 100, Messages: 6000,
 		SMTPClients: 8, IngestDuration: 4 * time.Minute, VerifyWait: 5 * time.Minute,
-		IMAPSessions: 8, IMAPDuration: time.Minute,
+		IMAPSessions: 8, IMAPDuration: time.Minute, IMAPRate: 200,
 		POP3Clients: 4, POP3Duration: 2 * time.Minute,
 		FailoverSenders: 6, FailoverBefore: 10 * time.Second, FailoverAfter: 30 * time.Second,
 		SizeSeries: StandardSizes(), SizeDuration: time.Minute, SizeProfiles: true,
@@ -152,7 +158,7 @@ func Quick() Config {
 	c.Suite = "quick"
 	c.Users, c.Messages = 8, 200
 	c.SMTPClients, c.IngestDuration, c.VerifyWait = 4, 15*time.Second, time.Minute
-	c.IMAPSessions, c.IMAPDuration = 4, 8*time.Second
+	c.IMAPSessions, c.IMAPDuration, c.IMAPRate = 4, 8*time.Second, 40
 	c.POP3Clients, c.POP3Duration = 4, 10*time.Second
 	c.FailoverSenders, c.FailoverBefore, c.FailoverAfter = 4, 3*time.Second, 6*time.Second
 	c.SizeSeries, c.SizeDuration, c.SizeProfiles = []SizeStep{{4 << 10, 60}, {64 << 10, 30}, {1 << 20, 6}}, 5*time.Second, false
@@ -274,7 +280,7 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 		Settings: report.Settings{
 			Seed: cfg.Seed, Users: cfg.Users, Messages: cfg.Messages,
 			SMTPClients: cfg.SMTPClients, IngestSec: cfg.IngestDuration.Seconds(),
-			IMAPSessions: cfg.IMAPSessions, IMAPSec: cfg.IMAPDuration.Seconds(),
+			IMAPSessions: cfg.IMAPSessions, IMAPSec: cfg.IMAPDuration.Seconds(), IMAPRate: cfg.IMAPRate,
 			POP3Clients: cfg.POP3Clients, POP3Sec: cfg.POP3Duration.Seconds(),
 			Workloads: cfg.Workloads, DovecotFormat: cfg.DovecotFormat,
 		},
@@ -456,6 +462,13 @@ func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env wor
 		if err != nil {
 			tr.Errors = append(tr.Errors, err.Error())
 		}
+		if cfg.IMAPRate > 0 {
+			tr.IMAPPaced, err = workload.IMAP(ctx, withUsers(env, imapUsers), workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration,
+				Seed: cfg.Seed + 1, Rate: cfg.IMAPRate})
+			if err != nil {
+				tr.Errors = append(tr.Errors, fmt.Sprintf("%s at %g operations/s: %v", IMAPMixed, cfg.IMAPRate, err))
+			}
+		}
 	}
 	if cfg.wants(POP3Drain) {
 		if tr.POP3, err = workload.POP3(ctx, withUsers(env, pop3Users), workload.POP3Config{Clients: cfg.POP3Clients, Duration: cfg.POP3Duration}); err != nil {
@@ -553,6 +566,9 @@ func failures(tr report.TargetRun) []string {
 	}
 	if im := tr.IMAP; im != nil {
 		broken(IMAPMixed, im.Ops, im.Failed)
+	}
+	if im := tr.IMAPPaced; im != nil {
+		broken(IMAPMixed+" (paced)", im.Ops, im.Failed)
 	}
 	if f := tr.Failover; f != nil {
 		out = append(out, failoverFailures(name, f)...)

@@ -144,7 +144,13 @@ the end; nothing listens beyond loopback.
   doing what a mail client does: select, fetch a page of headers, read a
   message and mark it seen, search (unread, subject, sender, body text),
   save a message to Sent, move one to Trash, delete and expunge one, log out.
-  Operations/s and latency per command.
+  Operations/s and latency per command. Each session sends its next
+  command when the last one returns, so a faster target takes more load
+  and its commands wait behind more work; a second pass, as long, paces
+  the same sessions to a fixed number of commands per second in all
+  (--imap-rate, below every target's capacity), each command timed from
+  its scheduled start, so that the targets' latencies are compared under
+  the same load.
 - **smtp-ingest-sizes**: smtp-ingest again with the same clients, once
   per message size (--sizes; the standard suite sends 4 KiB, 64 KiB and
   1 MiB messages, plain text below 16 KiB and a text part with base64

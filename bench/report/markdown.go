@@ -42,6 +42,14 @@ func (r *Run) WriteMarkdown(w io.Writer, title string, charts Charts) error {
 		}
 		return t.IMAP.PerOp
 	})
+	if rate := r.Settings.IMAPRate; rate > 0 {
+		r.writeOpTable(&b, fmt.Sprintf("imap-mixed paced to %s commands/s: latency per command", formatNum(rate)), workload.IMAPOps, func(t *TargetRun) map[string]stats.Summary {
+			if t.IMAPPaced == nil {
+				return nil
+			}
+			return t.IMAPPaced.PerOp
+		})
+	}
 	r.writeOpTable(&b, "pop3-drain: latency per command", workload.POP3Ops, func(t *TargetRun) map[string]stats.Summary {
 		if t.POP3 == nil {
 			return nil
@@ -79,7 +87,11 @@ func (r *Run) writeContext(b *strings.Builder) {
 	parts := []string{fmt.Sprintf("seed %d, %d users, up to %d messages", s.Seed, s.Users, s.Messages),
 		fmt.Sprintf("smtp-ingest %d clients (at most %s s)", s.SMTPClients, formatNum(s.IngestSec))}
 	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "imap-mixed") {
-		parts = append(parts, fmt.Sprintf("imap-mixed %d sessions for %s s", s.IMAPSessions, formatNum(s.IMAPSec)))
+		im := fmt.Sprintf("imap-mixed %d sessions for %s s", s.IMAPSessions, formatNum(s.IMAPSec))
+		if s.IMAPRate > 0 {
+			im += fmt.Sprintf(", then as long again paced to %s commands/s", formatNum(s.IMAPRate))
+		}
+		parts = append(parts, im)
 	}
 	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "pop3-drain") {
 		parts = append(parts, fmt.Sprintf("pop3-drain %d clients (at most %s s)", s.POP3Clients, formatNum(s.POP3Sec)))

@@ -83,6 +83,18 @@ var summaryMetrics = []metric{
 		}
 		return t.IMAP.All.P99MS, true
 	}},
+	{"imap-mixed, paced", "p50 ms, all commands", false, func(t *TargetRun) (float64, bool) {
+		if t.IMAPPaced == nil {
+			return 0, false
+		}
+		return t.IMAPPaced.All.P50MS, true
+	}},
+	{"imap-mixed, paced", "p99 ms, all commands", false, func(t *TargetRun) (float64, bool) {
+		if t.IMAPPaced == nil {
+			return 0, false
+		}
+		return t.IMAPPaced.All.P99MS, true
+	}},
 	{"pop3-drain", "messages/s (RETR + DELE)", true, func(t *TargetRun) (float64, bool) {
 		if t.POP3 == nil {
 			return 0, false

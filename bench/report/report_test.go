@@ -334,3 +334,30 @@ func TestSizeLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkdownPacedIMAP: imap-mixed's paced pass has its summary rows
+// and its own table of commands, and a run without it shows neither.
+func TestMarkdownPacedIMAP(t *testing.T) {
+	r := fixture()
+	r.Settings.IMAPRate = 200
+	for i, p50 := range []float64{1.5, 3} {
+		r.Targets[i].IMAPPaced = &workload.IMAPResult{Sessions: 4, Rate: 200, Ops: 100, ElapsedSec: 10, OpsPerSec: 10,
+			All:   stats.Summary{Count: 100, P50MS: p50, P99MS: p50 * 4},
+			PerOp: map[string]stats.Summary{"store": {Count: 40, P50MS: p50, P99MS: p50 * 2}}}
+	}
+	md := render(t, r)
+	for _, want := range []string{
+		"| imap-mixed, paced | p50 ms, all commands | 1.50 | 3.00 | 0.50× (better) |",
+		"| imap-mixed, paced | p99 ms, all commands | 6.00 | 12.0 | 0.50× (better) |",
+		"## imap-mixed paced to 200 commands/s: latency per command",
+		"| store | 40 | 1.50 | 3.00 | 40 | 3.00 | 6.00 | 0.50× (better) |",
+		"imap-mixed 4 sessions for 0 s, then as long again paced to 200 commands/s",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if md := render(t, fixture()); strings.Contains(md, "paced") {
+		t.Error("a run without the paced pass mentions it")
+	}
+}

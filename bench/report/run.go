@@ -61,13 +61,15 @@ type Machine struct {
 
 // Settings are the run's parameters.
 type Settings struct {
-	Seed          uint64   `json:"seed"`
-	Users         int      `json:"users"`
-	Messages      int      `json:"messages"`
-	SMTPClients   int      `json:"smtp_clients"`
-	IngestSec     float64  `json:"ingest_max_sec"`
-	IMAPSessions  int      `json:"imap_sessions"`
-	IMAPSec       float64  `json:"imap_sec"`
+	Seed         uint64  `json:"seed"`
+	Users        int     `json:"users"`
+	Messages     int     `json:"messages"`
+	SMTPClients  int     `json:"smtp_clients"`
+	IngestSec    float64 `json:"ingest_max_sec"`
+	IMAPSessions int     `json:"imap_sessions"`
+	IMAPSec      float64 `json:"imap_sec"`
+	// IMAPRate is the pace of imap-mixed's second pass (0: not run).
+	IMAPRate      float64  `json:"imap_rate_per_sec,omitempty"`
 	POP3Clients   int      `json:"pop3_clients"`
 	POP3Sec       float64  `json:"pop3_max_sec"`
 	Workloads     []string `json:"workloads"`
@@ -118,7 +120,10 @@ type TargetRun struct {
 	Preload bool                    `json:"preload,omitempty"`
 	Storage *workload.StorageResult `json:"storage,omitempty"`
 	IMAP    *workload.IMAPResult    `json:"imap_mixed,omitempty"`
-	POP3    *workload.POP3Result    `json:"pop3_drain,omitempty"`
+	// IMAPPaced is imap-mixed's second pass, at a fixed rate the same
+	// for every target (Settings.IMAPRate).
+	IMAPPaced *workload.IMAPResult `json:"imap_mixed_paced,omitempty"`
+	POP3      *workload.POP3Result `json:"pop3_drain,omitempty"`
 	// Sizes is smtp-ingest-sizes, one entry per message size.
 	Sizes []SizeRun `json:"smtp_ingest_sizes,omitempty"`
 	// Failover is the failover workload (targets of several nodes).

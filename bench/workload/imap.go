@@ -31,11 +31,23 @@ type IMAPConfig struct {
 	MaxLogins int
 	// Seed drives the choices (which message, which search).
 	Seed uint64
+	// Rate, when above zero, paces the sessions to that many timed
+	// commands per second in all: each session starts its next command
+	// on a fixed schedule instead of as soon as the last one returned,
+	// and a command's time is counted from its scheduled start, so a
+	// server that falls behind is charged for the wait. Targets then
+	// answer the same load, and their latencies compare as such; with
+	// Rate at zero every session runs in a closed loop, and a faster
+	// server takes more load, so each of its commands waits behind more
+	// work.
+	Rate float64
 }
 
 // IMAPResult is what imap-mixed measured.
 type IMAPResult struct {
 	Sessions int `json:"sessions"`
+	// Rate is the pace asked for (IMAPConfig.Rate; 0: closed loop).
+	Rate float64 `json:"rate_per_sec,omitempty"`
 	// Logins is the number of sessions opened.
 	Logins     int64   `json:"logins"`
 	Ops        int64   `json:"ops"`
@@ -87,6 +99,12 @@ func IMAP(ctx context.Context, env Env, cfg IMAPConfig) (*IMAPResult, error) {
 			defer wg.Done()
 			s := &imapSession{env: env, node: env.node(w), cfg: cfg, rec: rec, errs: errs, deadline: deadline,
 				rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w)))}
+			if cfg.Rate > 0 {
+				// Each session takes an equal share of the rate; their
+				// schedules are spread over one interval.
+				s.interval = time.Duration(float64(cfg.Sessions) / cfg.Rate * float64(time.Second))
+				s.next = start.Add(s.interval * time.Duration(w) / time.Duration(cfg.Sessions))
+			}
 			for n := 0; n < cfg.MaxLogins && time.Now().Before(deadline) && ctx.Err() == nil; n++ {
 				logins.Add(1)
 				s.run(ctx, shares[w][n%len(shares[w])])
@@ -97,7 +115,7 @@ func IMAP(ctx context.Context, env Env, cfg IMAPConfig) (*IMAPResult, error) {
 	elapsed := time.Since(start)
 	total := rec.Total(elapsed)
 	res := &IMAPResult{
-		Sessions: cfg.Sessions, Logins: logins.Load(), Ops: total.Count, Failed: total.Errors,
+		Sessions: cfg.Sessions, Rate: cfg.Rate, Logins: logins.Load(), Ops: total.Count, Failed: total.Errors,
 		ElapsedSec: elapsed.Seconds(), OpsPerSec: total.PerSecond, All: total, PerOp: rec.Summaries(elapsed), Errors: errs.list(),
 	}
 	log.Info("done", "ops", res.Ops, "failed", res.Failed, "ops_per_sec", round(res.OpsPerSec), "logins", res.Logins)
@@ -113,6 +131,10 @@ type imapSession struct {
 	errs     *errorLog
 	rng      *rand.Rand
 	deadline time.Time
+	// interval and next pace a session (IMAPConfig.Rate): its next
+	// command is due at next, then interval after that.
+	interval time.Duration
+	next     time.Time
 
 	c      *imapclient.Client
 	known  []imap.UID // UIDs of INBOX messages the client has listed
@@ -130,6 +152,19 @@ type imapSession struct {
 // session cannot go on.
 func (s *imapSession) timed(op string, fn func() (int64, error)) bool {
 	t0 := time.Now()
+	if s.interval > 0 {
+		t0 = s.next
+		if t0.After(s.deadline) {
+			// The run ends before this command is due: wait it out, so
+			// that the worker stops instead of opening another session.
+			time.Sleep(time.Until(s.deadline))
+			return false
+		}
+		s.next = s.next.Add(s.interval)
+		if wait := time.Until(t0); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
 	n, err := fn()
 	if err != nil {
 		s.rec.Fail(op)

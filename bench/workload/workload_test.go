@@ -116,6 +116,21 @@ func TestWorkloadsAgainstServers(t *testing.T) {
 		}
 	}
 
+	// Paced: the sessions keep to the rate however fast the server is
+	// (a closed loop runs hundreds of commands in this time).
+	const rate, paceFor = 20.0, 2 * time.Second
+	paced, err := IMAP(ctx, Env{Target: env.Target, Endpoints: env.Endpoints, TLS: clientTLS, Users: users[:2], Corpus: c},
+		IMAPConfig{Sessions: 2, Duration: paceFor, Rounds: 3, Seed: 2, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paced.Failed != 0 || paced.Ops == 0 || paced.Rate != rate {
+		t.Fatalf("paced imap-mixed: %d ops, %d failed, rate %g: %v", paced.Ops, paced.Failed, paced.Rate, paced.Errors)
+	}
+	if most := int64(rate*paceFor.Seconds()) + 2; paced.Ops > most {
+		t.Fatalf("paced imap-mixed ran %d commands in %s at %g/s (at most %d)", paced.Ops, paceFor, rate, most)
+	}
+
 	p, err := POP3(ctx, Env{Target: env.Target, Endpoints: env.Endpoints, TLS: clientTLS, Users: users[2:], Corpus: c},
 		POP3Config{Clients: 2, Duration: time.Minute})
 	if err != nil {

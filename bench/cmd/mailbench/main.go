@@ -122,6 +122,7 @@ func runFlags(cfg *bench.Config, o *runOptions, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.VerifyWait, "verify-wait", cfg.VerifyWait, "longest wait for acknowledged mail to appear")
 	fs.IntVar(&cfg.IMAPSessions, "imap-sessions", cfg.IMAPSessions, "concurrent IMAP sessions (at most users)")
 	fs.DurationVar(&cfg.IMAPDuration, "imap-time", cfg.IMAPDuration, "imap-mixed duration")
+	fs.Float64Var(&cfg.IMAPRate, "imap-rate", cfg.IMAPRate, "pace of imap-mixed's second pass in commands/s, the same for every target (0: no second pass)")
 	fs.IntVar(&cfg.POP3Clients, "pop3-clients", cfg.POP3Clients, "concurrent POP3 clients (at most users)")
 	fs.DurationVar(&cfg.POP3Duration, "pop3-time", cfg.POP3Duration, "longest pop3-drain")
 	fs.IntVar(&cfg.FailoverSenders, "failover-senders", cfg.FailoverSenders, "concurrent SMTP senders of failover")
@@ -219,7 +220,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func sameConfig(a, b bench.Config) bool {
 	return a.Seed == b.Seed && a.Users == b.Users && a.Messages == b.Messages && a.MaxMessageSize == b.MaxMessageSize &&
 		a.SMTPClients == b.SMTPClients && a.IngestDuration == b.IngestDuration && a.IMAPSessions == b.IMAPSessions &&
-		a.IMAPDuration == b.IMAPDuration && a.POP3Clients == b.POP3Clients && a.POP3Duration == b.POP3Duration &&
+		a.IMAPDuration == b.IMAPDuration && a.IMAPRate == b.IMAPRate && a.POP3Clients == b.POP3Clients && a.POP3Duration == b.POP3Duration &&
 		a.FailoverSenders == b.FailoverSenders && a.FailoverBefore == b.FailoverBefore && a.FailoverAfter == b.FailoverAfter &&
 		strings.Join(a.Targets, ",") == strings.Join(b.Targets, ",") && strings.Join(a.Workloads, ",") == strings.Join(b.Workloads, ",") &&
 		a.DovecotFormat == b.DovecotFormat && fmt.Sprint(a.SizeSeries) == fmt.Sprint(b.SizeSeries) && a.SizeDuration == b.SizeDuration && a.SizeProfiles == b.SizeProfiles
