@@ -128,7 +128,7 @@ func runFlags(cfg *bench.Config, o *runOptions, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.FailoverSenders, "failover-senders", cfg.FailoverSenders, "concurrent SMTP senders of failover")
 	fs.DurationVar(&cfg.FailoverBefore, "failover-before", cfg.FailoverBefore, "failover: load before the kill")
 	fs.DurationVar(&cfg.FailoverAfter, "failover-after", cfg.FailoverAfter, "failover: load after the kill (longer until the shard accepts a write)")
-	fs.Var(sizesFlag{&cfg.SizeSeries}, "sizes", "smtp-ingest-sizes steps, comma-separated SIZE:MESSAGES (SIZE in bytes or with k/m: 4k:6000,64k:2000,1m:300)")
+	fs.Var(sizesFlag{&cfg.SizeSeries}, "sizes", "smtp-ingest-sizes steps, comma-separated SIZE:MESSAGES (SIZE in bytes or with k/m: 4k:20000,64k:6000,1m:1000)")
 	fs.DurationVar(&cfg.SizeDuration, "sizes-time", cfg.SizeDuration, "longest smtp-ingest-sizes step")
 	fs.DurationVar(&cfg.FsyncDuration, "fsync-time", cfg.FsyncDuration, "fsync measurement (0 skips the physical limits)")
 	fs.StringVar(&cfg.Mailnode, "mailnode", cfg.Mailnode, "mailnode binary for the single and cluster3 targets")
