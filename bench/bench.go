@@ -49,11 +49,11 @@ type SizeStep struct {
 }
 
 // StandardSizes is the message-size series of the standard suite:
-// small, medium and large mail (4 KiB, 64 KiB, 1 MiB). The counts are
-// what the fastest target sends in ten seconds or more, and the slowest
-// within the step's time limit: a step of a few seconds weighs its
-// clients' start and its last stragglers heavily, and only on the
-// faster target, whose step is the shorter one.
+// small, medium and large mail (4 KiB, 64 KiB, 1 MiB). The counts make
+// every target's step last ten seconds or more, and the slowest fit in
+// the step's time limit: a step of a few seconds weighs the clients'
+// start and the last stragglers heavily, more so the faster a target
+// sends.
 func StandardSizes() []SizeStep {
 	return []SizeStep{{4 << 10, 20000}, {64 << 10, 6000}, {1 << 20, 1000}}
 }
