@@ -460,15 +460,18 @@ func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env wor
 	}
 	imapUsers, pop3Users := cfg.userSplit()
 	if cfg.wants(IMAPMixed) {
+		imapEnv := withUsers(env, imapUsers)
+		closed := workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed}
 		profileWorkload(ctx, cfg, t, tr, IMAPMixed, log, func() {
-			tr.IMAP, err = workload.IMAP(ctx, withUsers(env, imapUsers), workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed})
+			tr.IMAP, err = workload.IMAP(ctx, imapEnv, closed)
 		})
 		if err != nil {
 			tr.Errors = append(tr.Errors, err.Error())
 		}
 		if cfg.IMAPRate > 0 {
-			tr.IMAPPaced, err = workload.IMAP(ctx, withUsers(env, imapUsers), workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration,
-				Seed: cfg.Seed + 1, Rate: cfg.IMAPRate})
+			paced := closed
+			paced.Seed, paced.Rate = cfg.Seed+1, cfg.IMAPRate
+			tr.IMAPPaced, err = workload.IMAP(ctx, imapEnv, paced)
 			if err != nil {
 				tr.Errors = append(tr.Errors, fmt.Sprintf("%s at %g operations/s: %v", IMAPMixed, cfg.IMAPRate, err))
 			}
