@@ -414,6 +414,16 @@ func (c *Cluster) ViewMeta(fn func(*raftstore.Reader) error) error {
 	return m.View(fn)
 }
 
+// MetaIndex returns the index of the last entry this node's meta replica
+// applied, 0 while it is not open.
+func (c *Cluster) MetaIndex() uint64 {
+	m := c.meta()
+	if m == nil {
+		return 0
+	}
+	return m.PublishedIndex()
+}
+
 // LeadsShard reports whether this node leads shard n.
 func (c *Cluster) LeadsShard(n uint32) bool {
 	s := c.replica(n)

@@ -30,6 +30,10 @@ type Cluster interface {
 	Apply(ctx context.Context, n uint32, p schema.Payload) (*schema.Result, error)
 	// ViewMeta reads this node's meta replica.
 	ViewMeta(fn func(*raftstore.Reader) error) error
+	// MetaIndex is the index of the last entry this node's meta replica
+	// applied (0 while it is not open): what ViewMeta reads changes only
+	// when it does.
+	MetaIndex() uint64
 	// CatchUpMeta brings this node's meta replica up to what the meta
 	// leader has committed, for a lookup that must not miss a record
 	// written a moment ago through another node.
@@ -77,8 +81,10 @@ type Directory struct {
 	ukeys  *keyCache
 	// domains keeps opened domain records (domaincache.go).
 	domains domainInfos
-	now     func() time.Time
-	issuer  string
+	// routes keeps resolved recipients (routecache.go).
+	routes routeCache
+	now    func() time.Time
+	issuer string
 	// usage records the last use of app passwords, off the login path.
 	usage *usageTracker
 	// userMu serialises this node's read-modify-write changes of user

@@ -33,8 +33,11 @@ var ErrSeveralUsers = errors.New("address delivers to several users")
 // either, or an unknown local part of a domain with a catch-all.
 // schema.ErrNotLocal means the domain is not served here and
 // schema.ErrNoSuchUser that nothing receives mail at the address.
+//
+// It resolves the address as ResolveRecipients does, so that the quota
+// check and the delivery that follow find it resolved (routeCache).
 func (d *Directory) LookupRecipient(ctx context.Context, address string) error {
-	if _, err := d.resolveRecipients(ctx, address); err != nil {
+	if _, err := d.ResolveRecipients(ctx, address); err != nil {
 		return err
 	}
 	return ctx.Err()
@@ -44,6 +47,10 @@ func (d *Directory) LookupRecipient(ctx context.Context, address string) error {
 // with the keys that seal their mail: one for a user's address, a
 // plus-address or a catch-all, one or more for an alias.
 func (d *Directory) ResolveRecipients(ctx context.Context, address string) ([]*User, error) {
+	index := d.c.MetaIndex()
+	if users, ok := d.routes.get(index, address); ok {
+		return users, nil
+	}
 	recs, err := d.resolveRecipients(ctx, address)
 	if err != nil {
 		return nil, err
@@ -60,6 +67,7 @@ func (d *Directory) ResolveRecipients(ctx context.Context, address string) ([]*U
 		}
 		users = append(users, u)
 	}
+	d.routes.put(index, address, users)
 	return users, nil
 }
 
