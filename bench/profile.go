@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,8 +166,80 @@ func writeProfile(prof *profile.Profile, dir, stamp, target, workload string) (r
 	return s, nil
 }
 
-// summarise returns a profile's total CPU time and the functions with
-// the most CPU time of their own (flat) and including callees (cum).
+// A stage is a part of the server's work that a CPU sample is counted
+// for, named by the prefixes of its functions' names.
+type stage struct {
+	name     string
+	prefixes []string
+}
+
+const modulePath = "github.com/mailcluster/mailcluster/"
+
+// componentStages are the libraries a sample is counted for when one of
+// them is on its stack, the innermost one deciding: compression called
+// while sealing is compression, and the socket write under a TLS record
+// is a socket write.
+var componentStages = []stage{
+	{"zstd compression", []string{"github.com/klauspost/compress/"}},
+	{"encryption at rest (XChaCha20-Poly1305)", []string{"golang.org/x/crypto/chacha20", "golang.org/x/crypto/internal/poly1305"}},
+	{"password hashing (argon2id)", []string{"golang.org/x/crypto/argon2", "golang.org/x/crypto/blake2b"}},
+	{"Raft log (raft-wal)", []string{"github.com/hashicorp/raft-wal"}},
+	{"state file (bbolt)", []string{"go.etcd.io/bbolt"}},
+	{"TLS", []string{"crypto/tls."}},
+	{"sockets", []string{"net."}},
+	{"garbage collection", []string{"runtime.gcBgMarkWorker", "runtime.gcAssistAlloc", "runtime.bgsweep", "runtime.bgscavenge"}},
+}
+
+// callerStages count a sample no library claimed for the first of them,
+// in this order, with a function anywhere on its stack: building a
+// search record is that, not the IMAP code it is made of, and a
+// directory lookup made for RCPT is the directory's.
+var callerStages = []stage{
+	{"search records", []string{modulePath + "protocols/imap.BuildSearchRecord"}},
+	{"directory", []string{modulePath + "cluster/directory."}},
+	{"mail store (commands and their apply)", []string{modulePath + "cluster/mailstore.", modulePath + "raftstore"}},
+	{"Raft", []string{"github.com/hashicorp/raft."}},
+	{"SMTP", []string{"github.com/emersion/go-smtp", modulePath + "protocols/smtp."}},
+	{"IMAP", []string{"github.com/emersion/go-imap", modulePath + "protocols/imap."}},
+	{"POP3", []string{modulePath + "protocols/pop3."}},
+}
+
+// otherStage counts what no stage claims: the scheduler, allocation
+// outside any stage, the rest of the node.
+const otherStage = "other (scheduler, runtime, the rest)"
+
+func (st stage) matches(fn string) bool {
+	for _, p := range st.prefixes {
+		if strings.HasPrefix(fn, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// stageOf returns the stage a sample with these functions (innermost
+// first) is counted for.
+func stageOf(fns []string) string {
+	for _, fn := range fns {
+		for _, st := range componentStages {
+			if st.matches(fn) {
+				return st.name
+			}
+		}
+	}
+	for _, st := range callerStages {
+		for _, fn := range fns {
+			if st.matches(fn) {
+				return st.name
+			}
+		}
+	}
+	return otherStage
+}
+
+// summarise returns a profile's total CPU time, its split by stage, and
+// the functions with the most CPU time of their own (flat) and including
+// callees (cum).
 func summarise(prof *profile.Profile) report.Profile {
 	cpu := -1
 	for i, st := range prof.SampleType {
@@ -177,18 +250,21 @@ func summarise(prof *profile.Profile) report.Profile {
 	if cpu < 0 {
 		return report.Profile{}
 	}
-	flat, cum := map[string]int64{}, map[string]int64{}
+	flat, cum, stages := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	var total int64
+	var fns []string
 	for _, s := range prof.Sample {
 		v := s.Value[cpu]
 		total += v
 		seen := map[string]bool{}
+		fns = fns[:0]
 		for i, loc := range s.Location {
 			for j, line := range loc.Line {
 				if line.Function == nil {
 					continue
 				}
 				fn := line.Function.Name
+				fns = append(fns, fn)
 				// The leaf is the innermost line of the first location.
 				if i == 0 && j == 0 {
 					flat[fn] += v
@@ -199,11 +275,21 @@ func summarise(prof *profile.Profile) report.Profile {
 				}
 			}
 		}
+		stages[stageOf(fns)] += v
 	}
 	out := report.Profile{CPUSec: float64(total) / float64(time.Second)}
 	if total == 0 {
 		return out
 	}
+	for name, v := range stages {
+		out.Stages = append(out.Stages, report.ProfileStage{Name: name, Share: float64(v) / float64(total)})
+	}
+	slices.SortFunc(out.Stages, func(a, b report.ProfileStage) int {
+		if c := cmp.Compare(b.Share, a.Share); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
 	names := make([]string, 0, len(flat))
 	for fn := range flat {
 		names = append(names, fn)

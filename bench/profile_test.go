@@ -110,3 +110,61 @@ func TestSummariseShares(t *testing.T) {
 		}
 	}
 }
+
+// TestSummariseStages: a sample counts for the innermost library stage
+// on its stack, else for the first caller stage found on it, else for
+// "other".
+func TestSummariseStages(t *testing.T) {
+	var fns []*profile.Function
+	fn := func(name string) *profile.Function {
+		f := &profile.Function{ID: uint64(len(fns) + 1), Name: name}
+		fns = append(fns, f)
+		return f
+	}
+	var locs []*profile.Location
+	stack := func(names ...string) []*profile.Location { // innermost first
+		var out []*profile.Location
+		for _, n := range names {
+			l := &profile.Location{ID: uint64(len(locs) + 1), Line: []profile.Line{{Function: fn(n)}}}
+			locs = append(locs, l)
+			out = append(out, l)
+		}
+		return out
+	}
+	const mod = "github.com/mailcluster/mailcluster/"
+	samples := []struct {
+		stack []*profile.Location
+		sec   int64
+		want  string
+	}{
+		{stack("github.com/klauspost/compress/zstd.(*Encoder).EncodeAll", mod+"cluster/mailstore.(*Store).sealMessage",
+			"github.com/emersion/go-smtp.(*Conn).handle"), 4, "zstd compression"},
+		{stack("syscall.write", "net.(*conn).Write", "crypto/tls.(*Conn).Write", mod+"protocols/smtp.(*frontConn).Write"), 3, "sockets"},
+		{stack(mod+"protocols/imap.(*wordSet).add", mod+"protocols/imap.BuildSearchRecord",
+			mod+"cluster/mailstore.(*Store).sealMessage"), 2, "search records"},
+		{stack("crypto/sha256.(*Digest).Write", mod+"cluster/directory.(*Directory).resolveRecipients",
+			mod+"protocols/smtp.(*session).Rcpt"), 1, "directory"},
+		{stack("runtime.futex", "runtime.schedule"), 2, otherStage},
+		// hashicorp/raft is not raft-wal, whose prefix it shares.
+		{stack("syscall.Fsync", "github.com/hashicorp/raft-wal/segment.(*Writer).sync", "github.com/hashicorp/raft.(*Raft).leaderLoop"), 3, "Raft log (raft-wal)"},
+	}
+	prof := &profile.Profile{SampleType: []*profile.ValueType{{Type: "cpu", Unit: "nanoseconds"}}}
+	want := map[string]float64{}
+	for _, s := range samples {
+		prof.Sample = append(prof.Sample, &profile.Sample{Location: s.stack, Value: []int64{s.sec * int64(time.Second)}})
+		want[s.want] += float64(s.sec) / 15
+	}
+	prof.Location, prof.Function = locs, fns
+	got := summarise(prof)
+	if len(got.Stages) != len(want) {
+		t.Fatalf("stages %+v, want %v", got.Stages, want)
+	}
+	for i, st := range got.Stages {
+		if w, ok := want[st.Name]; !ok || st.Share < w-1e-9 || st.Share > w+1e-9 {
+			t.Errorf("stage %q share %v, want %v", st.Name, st.Share, w)
+		}
+		if i > 0 && st.Share > got.Stages[i-1].Share {
+			t.Errorf("stages not largest first: %+v", got.Stages)
+		}
+	}
+}

@@ -576,12 +576,21 @@ func (r *Run) writeProfiles(b *strings.Builder) {
 		return
 	}
 	b.WriteString("## Where the CPU time goes\n\nCPU profiles of the target's processes while each workload ran " +
-		"(all nodes merged), with the functions that spent the most CPU time themselves (flat) " +
+		"(all nodes merged): first by stage, each sample counted for the innermost function on its stack " +
+		"that belongs to a stage (so compression called by sealing is compression, and a socket write of a " +
+		"TLS record is sockets), then the functions that spent the most CPU time themselves (flat) " +
 		"and including what they call (cum). Open a file with `go tool pprof -http=: FILE`.\n\n")
 	for _, t := range r.Targets {
 		for _, p := range t.Profiles {
-			fmt.Fprintf(b, "### %s, %s (`%s`, %s CPU-seconds)\n\n| function | flat | cum |\n| --- | --- | --- |\n",
-				t.Info.Name, p.Workload, p.File, formatNum(p.CPUSec))
+			fmt.Fprintf(b, "### %s, %s (`%s`, %s CPU-seconds)\n\n", t.Info.Name, p.Workload, p.File, formatNum(p.CPUSec))
+			if len(p.Stages) > 0 {
+				b.WriteString("| stage | share |\n| --- | --- |\n")
+				for _, s := range p.Stages {
+					fmt.Fprintf(b, "| %s | %.1f%% |\n", s.Name, 100*s.Share)
+				}
+				b.WriteString("\n")
+			}
+			b.WriteString("| function | flat | cum |\n| --- | --- | --- |\n")
 			for _, f := range p.Top {
 				fmt.Fprintf(b, "| `%s` | %.1f%% | %.1f%% |\n", f.Name, 100*f.Flat, 100*f.Cum)
 			}

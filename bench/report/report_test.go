@@ -361,3 +361,20 @@ func TestMarkdownPacedIMAP(t *testing.T) {
 		t.Error("a run without the paced pass mentions it")
 	}
 }
+
+func TestMarkdownProfileStages(t *testing.T) {
+	r := fixture()
+	r.Targets[0].Profiles = []Profile{{Workload: "smtp-ingest", File: "x-single-smtp-ingest.cpu.pprof", CPUSec: 8.5,
+		Stages: []ProfileStage{{Name: "state file (bbolt)", Share: 0.4}, {Name: "zstd compression", Share: 0.25}},
+		Top:    []ProfileFunc{{Name: "go.etcd.io/bbolt.(*Tx).Commit", Flat: 0.1, Cum: 0.3}}}}
+	md := render(t, r)
+	for _, want := range []string{
+		"### single, smtp-ingest (`x-single-smtp-ingest.cpu.pprof`, 8.50 CPU-seconds)\n\n| stage | share |\n| --- | --- |\n" +
+			"| state file (bbolt) | 40.0% |\n| zstd compression | 25.0% |\n\n| function | flat | cum |",
+		"| `go.etcd.io/bbolt.(*Tx).Commit` | 10.0% | 30.0% |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

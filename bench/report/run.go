@@ -146,8 +146,17 @@ type Profile struct {
 	File string `json:"file"`
 	// CPUSec is the CPU time sampled, over every process.
 	CPUSec float64 `json:"cpu_sec"`
+	// Stages split the CPU time by what the server was doing (sealing,
+	// the Raft log, the state file, sockets, TLS, ...), largest first.
+	Stages []ProfileStage `json:"stages,omitempty"`
 	// Top are the functions with the most CPU time of their own.
 	Top []ProfileFunc `json:"top"`
+}
+
+// ProfileStage is one stage's share of a profile's CPU time.
+type ProfileStage struct {
+	Name  string  `json:"name"`
+	Share float64 `json:"share"`
 }
 
 // ProfileFunc is one function's share of a profile's CPU time: Flat in
