@@ -111,7 +111,7 @@ func (c *cluster3) Info() Info {
 		Software: c.version,
 		Durability: "250/OK after the Raft commit: the message's log entry is fsynced (raft-wal segment file) on a majority " +
 			"(2 of 3) of the shard's replicas and applied on its leader; each replica's bbolt state file takes applied entries " +
-			"in groups, fsynced within 50 ms or 4 MiB, and the log keeps them until then (a crash replays them); " +
+			"in groups, fsynced within 150 ms or 4 MiB, and the log keeps them until then (a crash replays them); " +
 			"3 replicas (voters) on 3 processes that share one disk",
 		Storage: "8 mail shards, each a Raft log (raft-wal) and a bbolt state file on 3 nodes; every message, header and flag encrypted " +
 			"(zstd, then XChaCha20-Poly1305 with a per-user key)",

@@ -56,7 +56,7 @@ func (m *mailnode) Info() Info {
 		Name:     "single",
 		Software: m.version,
 		Durability: "250/OK after the Raft commit: the message's log entry is fsynced (raft-wal segment file) and applied; " +
-			"the bbolt state file takes applied entries in groups, fsynced within 50 ms or 4 MiB, and the log keeps them " +
+			"the bbolt state file takes applied entries in groups, fsynced within 150 ms or 4 MiB, and the log keeps them " +
 			"until then (a crash replays them); 1 replica (single voter)",
 		Storage: "8 mail shards, each a Raft log (raft-wal) and a bbolt state file; every message, header and flag encrypted " +
 			"(zstd, then XChaCha20-Poly1305 with a per-user key)",
