@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func newSealer(t *testing.T) *Sealer {
@@ -224,6 +226,74 @@ func TestRoundTripSizes(t *testing.T) {
 			if err != nil || !bytes.Equal(got, plain) {
 				t.Fatalf("%d bytes: round trip failed (%v)", n, err)
 			}
+		}
+	}
+}
+
+// TestEncodersReuseMostRecent: one caller after another gets the same
+// encoder again (its tables still in the CPU's caches), and callers at
+// once, more than the bound, never hold more encoders than the bound;
+// what each of them sealed opens to what it sealed.
+func TestEncodersReuseMostRecent(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(1))
+	text := []byte(strings.Repeat("a line of text that zstd can shrink, ", 2000))
+	for _, p := range []*encoders{s.enc, s.encLarge} {
+		for range 5 {
+			if _, err := p.encodeAll(text, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(p.idle) != 1 {
+			t.Fatalf("level %v: %d encoders after calls one at a time, want 1", p.level, len(p.idle))
+		}
+		// Of two idle encoders, the one used last is used next.
+		older, err := p.newEncoder()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recent := p.idle[0]
+		p.idle = []*zstd.Encoder{older, recent}
+		if _, err := p.encodeAll(text, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.idle) != 2 || p.idle[0] != older || p.idle[1] != recent {
+			t.Fatalf("level %v: the encoder used longest ago was taken", p.level)
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				plain := append([]byte(strings.Repeat("x", g*1000+i)), text...)
+				if i%2 == 1 {
+					plain = append(plain, base64Message(600, 3)...)
+				}
+				sealed, err := s.Seal(kr, KindChunk, []byte("owner"), []byte{byte(g), byte(i)}, plain)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := s.Open(kr, KindChunk, []byte("owner"), []byte{byte(g), byte(i)}, sealed)
+				if err != nil || !bytes.Equal(got, plain) {
+					errs <- errors.New("a value sealed at once with others did not open to itself")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, p := range []*encoders{s.enc, s.encLarge} {
+		if n := len(p.idle); n < 1 || n > encodersPerLevel {
+			t.Errorf("level %v: %d encoders, want 1..%d", p.level, n, encodersPerLevel)
 		}
 	}
 }
