@@ -123,7 +123,7 @@ func TestSealFoldsBase64(t *testing.T) {
 		}
 	}
 	// Folding pays: the same value compressed without it is larger.
-	unfolded, _ := s.encLarge.encodeAll(msg, nil)
+	unfolded, _ := encodeAll(s.encLarge, msg, nil)
 	sealed, _ := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), msg)
 	if len(sealed) >= len(unfolded) {
 		t.Errorf("sealed folded %d bytes, compressed unfolded %d", len(sealed), len(unfolded))

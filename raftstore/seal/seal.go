@@ -177,12 +177,12 @@ func (x *Indexer) Index(name string) [32]byte {
 }
 
 // Sealer seals and opens values. It shares its zstd encoders (one set
-// per level) and decoder among all callers and is safe for concurrent
+// per level) and decoders among all callers and is safe for concurrent
 // use.
 type Sealer struct {
-	enc      *encoders // fastest: small values, folded base64
-	encLarge *encoders // default level: large values that do not fold
-	dec      *zstd.Decoder
+	enc      *pool[*zstd.Encoder] // fastest: small values, folded base64
+	encLarge *pool[*zstd.Encoder] // default level: large values that do not fold
+	dec      *pool[*zstd.Decoder]
 }
 
 // encoderWindow is the zstd window of the encoders. The store seals
@@ -192,106 +192,127 @@ type Sealer struct {
 // default): 2 MiB instead of 16 MiB for each encoder.
 const encoderWindow = 1 << 20
 
-// encodersPerLevel bounds the encoders of one level, and so the
-// compressions of that level running at once; a caller beyond it waits.
-const encodersPerLevel = 4
+// codersPerKind bounds the encoders of one level, and the decoders, and
+// so the compressions of that level (or decompressions) running at
+// once; a caller beyond it waits.
+const codersPerKind = 4
 
 // New returns a Sealer.
 func New() (*Sealer, error) {
-	enc, err := newEncoders(zstd.SpeedFastest)
+	encoder := func(level zstd.EncoderLevel) func() (*zstd.Encoder, error) {
+		return func() (*zstd.Encoder, error) {
+			e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(encoderWindow))
+			if err != nil {
+				return nil, fmt.Errorf("seal: zstd encoder: %w", err)
+			}
+			return e, nil
+		}
+	}
+	enc, err := newPool(encoder(zstd.SpeedFastest))
 	if err != nil {
 		return nil, err
 	}
-	encLarge, err := newEncoders(zstd.SpeedDefault)
+	encLarge, err := newPool(encoder(zstd.SpeedDefault))
 	if err != nil {
 		return nil, err
 	}
-	dec, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(4),
-		zstd.WithDecoderMaxMemory(MaxPlaintext),
-		zstd.WithDecoderMaxWindow(MaxPlaintext))
+	dec, err := newPool(func() (*zstd.Decoder, error) {
+		d, err := zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(MaxPlaintext),
+			zstd.WithDecoderMaxWindow(MaxPlaintext))
+		if err != nil {
+			return nil, fmt.Errorf("seal: zstd decoder: %w", err)
+		}
+		return d, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("seal: zstd decoder: %w", err)
+		return nil, err
 	}
 	return &Sealer{enc: enc, encLarge: encLarge, dec: dec}, nil
 }
 
 // Close releases the compressors.
 func (s *Sealer) Close() {
-	s.enc.close()
-	s.encLarge.close()
-	s.dec.Close()
+	s.enc.drain(func(e *zstd.Encoder) { e.Close() })
+	s.encLarge.drain(func(e *zstd.Encoder) { e.Close() })
+	s.dec.drain(func(d *zstd.Decoder) { d.Close() })
 }
 
-// encoders hands out zstd encoders of one level, the most recently
-// used first. zstd's own pool (an encoder's concurrency) hands them out
-// in turn, so each compression starts with the hash tables and history
-// of the encoder used longest ago, cold in the CPU's caches. Measured on
-// the search records and text chunks of 32 KiB and more of the
-// benchmark corpus, one goroutine sealing after another: the better
-// level took 1.13 ms a value through zstd's pool of four against 0.60 ms
-// with one encoder used again and again; the fastest level 0.40 against
-// 0.35 ms.
-type encoders struct {
-	level zstd.EncoderLevel
-	slots chan struct{} // one token per encoder in use
+// pool hands out zstd encoders or decoders, the most recently used
+// first. zstd's own pool (an encoder's or decoder's concurrency) hands
+// them out in turn, so each call starts with the tables and history of
+// the one used longest ago, cold in the CPU's caches. Measured on the
+// benchmark corpus, one goroutine after another: compressing search
+// records and text chunks of 32 KiB and more took 1.13 ms a value
+// at the better level through zstd's pool of four, against 0.60 ms with
+// one encoder used again and again (the fastest level: 0.40 against
+// 0.35 ms); decompressing chunks of 16-256 KiB took 225 against 95 us.
+type pool[T any] struct {
+	slots chan struct{} // one token for each coder in use
+	fresh func() (T, error)
 	mu    sync.Mutex
-	idle  []*zstd.Encoder // the most recently used last
+	idle  []T // the most recently used last
 }
 
-// newEncoders returns the encoders of level, and makes the first so
-// that a bad option shows at once.
-func newEncoders(level zstd.EncoderLevel) (*encoders, error) {
-	p := &encoders{level: level, slots: make(chan struct{}, encodersPerLevel)}
-	e, err := p.newEncoder()
+// newPool returns a pool of at most codersPerKind coders made by fresh,
+// and makes the first so that a bad option shows at once.
+func newPool[T any](fresh func() (T, error)) (*pool[T], error) {
+	p := &pool[T]{slots: make(chan struct{}, codersPerKind), fresh: fresh}
+	c, err := fresh()
 	if err != nil {
 		return nil, err
 	}
-	p.idle = append(p.idle, e)
+	p.idle = append(p.idle, c)
 	return p, nil
 }
 
-func (p *encoders) newEncoder() (*zstd.Encoder, error) {
-	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(p.level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(encoderWindow))
-	if err != nil {
-		return nil, fmt.Errorf("seal: zstd encoder: %w", err)
-	}
-	return e, nil
-}
-
-// encodeAll compresses src into a single frame appended to dst, the way
-// zstd's Encoder.EncodeAll does, with the most recently used idle
-// encoder.
-func (p *encoders) encodeAll(src, dst []byte) ([]byte, error) {
+// get takes the most recently used idle coder, or makes one, waiting
+// while codersPerKind are in use. Every coder got is given back with
+// put.
+func (p *pool[T]) get() (T, error) {
 	p.slots <- struct{}{}
-	defer func() { <-p.slots }()
 	p.mu.Lock()
-	var e *zstd.Encoder
 	if n := len(p.idle); n > 0 {
-		e, p.idle = p.idle[n-1], p.idle[:n-1]
+		c := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return c, nil
 	}
 	p.mu.Unlock()
-	if e == nil {
-		var err error
-		if e, err = p.newEncoder(); err != nil {
-			return nil, err
-		}
+	c, err := p.fresh()
+	if err != nil {
+		<-p.slots
 	}
-	out := e.EncodeAll(src, dst)
-	p.mu.Lock()
-	p.idle = append(p.idle, e)
-	p.mu.Unlock()
-	return out, nil
+	return c, err
 }
 
-// close releases the idle encoders.
-func (p *encoders) close() {
+// put gives back a coder from get.
+func (p *pool[T]) put(c T) {
+	p.mu.Lock()
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+	<-p.slots
+}
+
+// drain hands every idle coder to release and forgets it.
+func (p *pool[T]) drain(release func(T)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range p.idle {
-		e.Close()
+	for _, c := range p.idle {
+		release(c)
 	}
 	p.idle = nil
+}
+
+// encodeAll compresses src into one zstd frame appended to dst.
+func encodeAll(p *pool[*zstd.Encoder], src, dst []byte) ([]byte, error) {
+	e, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	defer p.put(e)
+	return e.EncodeAll(src, dst), nil
 }
 
 // Seal compresses and encrypts plaintext for (kind, owner, object) with
@@ -321,7 +342,7 @@ func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []b
 		}
 		// EncodeAll appends in place while the output fits the capacity,
 		// which is the plaintext's size: whatever is smaller fits.
-		c, err := enc.encodeAll(input, out[headerSize:headerSize])
+		c, err := encodeAll(enc, input, out[headerSize:headerSize])
 		if err != nil {
 			return nil, err
 		}
@@ -366,7 +387,12 @@ func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte
 	if sealed[1]&flagZstd == 0 {
 		return body, nil
 	}
-	plain, err := s.dec.DecodeAll(body, nil)
+	dec, err := s.dec.get()
+	if err != nil {
+		return nil, err
+	}
+	plain, err := dec.DecodeAll(body, nil)
+	s.dec.put(dec)
 	if err != nil {
 		return nil, fmt.Errorf("seal: decompress: %w", err)
 	}

@@ -230,36 +230,48 @@ func TestRoundTripSizes(t *testing.T) {
 	}
 }
 
-// TestEncodersReuseMostRecent: one caller after another gets the same
-// encoder again (its tables still in the CPU's caches), and callers at
-// once, more than the bound, never hold more encoders than the bound;
-// what each of them sealed opens to what it sealed.
-func TestEncodersReuseMostRecent(t *testing.T) {
+// TestCodersReuseMostRecent: one caller after another gets the same
+// encoder or decoder again (its tables still in the CPU's caches), and
+// callers at once, more than the bound, never hold more coders than the
+// bound; what each of them sealed opens to what it sealed.
+func TestCodersReuseMostRecent(t *testing.T) {
 	s := newSealer(t)
 	kr := NewStatic(NewKey(1))
 	text := []byte(strings.Repeat("a line of text that zstd can shrink, ", 2000))
-	for _, p := range []*encoders{s.enc, s.encLarge} {
+	for name, p := range map[string]*pool[*zstd.Encoder]{"fastest": s.enc, "default": s.encLarge} {
 		for range 5 {
-			if _, err := p.encodeAll(text, nil); err != nil {
+			if _, err := encodeAll(p, text, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
 		if len(p.idle) != 1 {
-			t.Fatalf("level %v: %d encoders after calls one at a time, want 1", p.level, len(p.idle))
+			t.Fatalf("%s: %d encoders after calls one at a time, want 1", name, len(p.idle))
 		}
 		// Of two idle encoders, the one used last is used next.
-		older, err := p.newEncoder()
+		older, err := p.fresh()
 		if err != nil {
 			t.Fatal(err)
 		}
 		recent := p.idle[0]
 		p.idle = []*zstd.Encoder{older, recent}
-		if _, err := p.encodeAll(text, nil); err != nil {
+		if _, err := encodeAll(p, text, nil); err != nil {
 			t.Fatal(err)
 		}
 		if len(p.idle) != 2 || p.idle[0] != older || p.idle[1] != recent {
-			t.Fatalf("level %v: the encoder used longest ago was taken", p.level)
+			t.Fatalf("%s: the encoder used longest ago was taken", name)
 		}
+	}
+	sealed, err := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := s.Open(kr, KindChunk, []byte("owner"), []byte("obj"), sealed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(s.dec.idle) != 1 {
+		t.Fatalf("%d decoders after calls one at a time, want 1", len(s.dec.idle))
 	}
 
 	var wg sync.WaitGroup
@@ -291,9 +303,9 @@ func TestEncodersReuseMostRecent(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	for _, p := range []*encoders{s.enc, s.encLarge} {
-		if n := len(p.idle); n < 1 || n > encodersPerLevel {
-			t.Errorf("level %v: %d encoders, want 1..%d", p.level, n, encodersPerLevel)
+	for name, n := range map[string]int{"fastest": len(s.enc.idle), "default": len(s.encLarge.idle), "decoders": len(s.dec.idle)} {
+		if n < 1 || n > codersPerKind {
+			t.Errorf("%s: %d idle, want 1..%d", name, n, codersPerKind)
 		}
 	}
 }
