@@ -212,8 +212,10 @@ func New() (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
+	closeEncoder := func(e *zstd.Encoder) { e.Close() }
 	encLarge, err := newPool(encoder(zstd.SpeedDefault))
 	if err != nil {
+		enc.drain(closeEncoder)
 		return nil, err
 	}
 	dec, err := newPool(func() (*zstd.Decoder, error) {
@@ -227,6 +229,8 @@ func New() (*Sealer, error) {
 		return d, nil
 	})
 	if err != nil {
+		enc.drain(closeEncoder)
+		encLarge.drain(closeEncoder)
 		return nil, err
 	}
 	return &Sealer{enc: enc, encLarge: encLarge, dec: dec}, nil
