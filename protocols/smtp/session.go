@@ -678,9 +678,13 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	if dl.After(d.end) {
 		dl = d.end
 	}
-	if err := d.conn.SetReadDeadline(dl); err != nil {
+	if err := d.conn.SetReadDeadline(dl); err != nil && !errors.Is(err, net.ErrClosed) {
 		return 0, fmt.Errorf("set read deadline: %w", err)
 	}
+	// On a closed connection the stream still says how the transfer
+	// ended: go-smtp may have refused a chunk and reset the transaction
+	// (the client heard that refusal and quit) before this goroutine read
+	// on, and it ends the stream when the connection goes.
 	return d.r.Read(p)
 }
 
