@@ -82,6 +82,13 @@ type frontConn struct {
 	tls  *tls.Conn // nil before STARTTLS
 	in   *bufio.Reader
 	wbuf []byte // reply bytes written by go-smtp, not yet a whole line
+	// held: whole replies kept back while the client's pipelined group
+	// is still being read (see grouping). inputPending: the client had
+	// sent more than the command line go-smtp is answering; grouped:
+	// that command's reply may wait (MAIL, RCPT, RSET).
+	held         []byte
+	inputPending bool
+	grouped      bool
 	// replyStart: the next reply line starts a reply (the previous one
 	// was the last line of a reply).
 	replyStart bool
@@ -135,7 +142,51 @@ const minFrontBuffer = 4096
 // newFrontConn wraps an accepted MX connection.
 func (s *Server) newFrontConn(c net.Conn) *frontConn {
 	size := max(s.cfg.MaxLineLength+2, minFrontBuffer)
-	return &frontConn{srv: s, base: c, cur: c, in: bufio.NewReaderSize(c, size), replyStart: true, convert: true, chunkMax: convertChunk}
+	f := &frontConn{srv: s, base: c, cur: c, replyStart: true, convert: true, chunkMax: convertChunk}
+	f.in = bufio.NewReaderSize(flushingReader{f: f, r: c}, size)
+	return f
+}
+
+// Grouping replies (RFC 2920 section 3.1). A client that pipelines sends
+// MAIL, its RCPTs and DATA in one go and reads the replies after. go-smtp
+// writes each reply as it goes, one TLS record and one system call each
+// (and one read for the client). The front keeps the replies to MAIL,
+// RCPT and RSET back while more of the client's commands are already
+// buffered, and sends what it keeps with the next reply that is not
+// kept back (the 354 to DATA, at the latest), or before it waits for the
+// client's next bytes (flushingReader), or when the connection closes.
+// A client that sends one command at a time gets every reply at once, as
+// before: nothing of its is buffered when go-smtp answers.
+
+// flushingReader is what the front's read buffer reads the client's
+// bytes from: it sends the replies held back before every read from the
+// connection, since the client may be waiting for them to go on.
+type flushingReader struct {
+	f *frontConn
+	r io.Reader
+}
+
+func (fr flushingReader) Read(p []byte) (int, error) {
+	fr.f.mu.Lock()
+	err := fr.f.flushLocked()
+	fr.f.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return fr.r.Read(p)
+}
+
+// groupedCommand reports whether line, a command line handed to go-smtp,
+// is one whose reply may wait for the rest of a pipelined group.
+func groupedCommand(line []byte) bool {
+	if len(line) < 4 {
+		return false
+	}
+	switch strings.ToUpper(string(line[:4])) {
+	case "MAIL", "RCPT", "RSET":
+		return true
+	}
+	return false
 }
 
 // conn returns the connection the front reads and writes now.
@@ -174,6 +225,7 @@ func (f *frontConn) Read(p []byte) (int, error) {
 	}
 	f.mu.Lock()
 	in := f.in
+	f.grouped, f.inputPending = false, false
 	if f.dataNext {
 		f.dataNext = false
 		f.mode, f.dataState = frontData, dataLineStart
@@ -213,6 +265,10 @@ func (f *frontConn) Read(p []byte) (int, error) {
 	}
 	// A last line without LF (the connection ended) is handed on as is.
 	out := f.command(line)
+	f.mu.Lock()
+	f.grouped = groupedCommand(out) && !f.startTLS
+	f.inputPending = in.Buffered() > 0
+	f.mu.Unlock()
 	n := copy(p, out)
 	if n < len(out) {
 		f.pending = append(f.pending[:0], out[n:]...)
@@ -495,7 +551,8 @@ func (f *frontConn) Write(p []byte) (int, error) {
 			f.startTLS = false
 			out = append(out, "220 2.0.0 Ready to start TLS\r\n"...)
 			f.wbuf = f.wbuf[i+1:]
-			if err := f.writeLocked(out); err != nil {
+			f.held = append(f.held, out...)
+			if err := f.flushLocked(); err != nil {
 				return 0, err
 			}
 			if err := f.handshakeLocked(); err != nil {
@@ -527,10 +584,24 @@ func (f *frontConn) Write(p []byte) (int, error) {
 		out = append(out, f.wbuf...)
 		f.wbuf = f.wbuf[:0]
 	}
-	if err := f.writeLocked(out); err != nil {
+	f.held = append(f.held, out...)
+	if f.grouped && f.inputPending && f.replyStart && !f.dataNext {
+		return len(p), nil // sent with the group's last reply (see grouping)
+	}
+	if err := f.flushLocked(); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// flushLocked sends the replies held back.
+func (f *frontConn) flushLocked() error {
+	if len(f.held) == 0 {
+		return nil
+	}
+	err := f.writeLocked(f.held)
+	f.held = f.held[:0]
+	return err
 }
 
 // writeLocked writes b to the current connection.
@@ -563,7 +634,7 @@ func (f *frontConn) handshakeLocked() error {
 	f.tls, f.cur = tc, tc
 	f.cmu.Unlock()
 	f.freshTLS = true
-	f.in = bufio.NewReaderSize(tc, f.in.Size())
+	f.in = bufio.NewReaderSize(flushingReader{f: f, r: tc}, f.in.Size())
 	return nil
 }
 
@@ -575,8 +646,16 @@ func connLabel(t *trackedConn) string {
 	return t.id
 }
 
-// Close closes the connection (with a TLS close_notify once TLS runs).
-func (f *frontConn) Close() error { return f.conn().Close() }
+// Close closes the connection (with a TLS close_notify once TLS runs),
+// after sending any replies held back. It does not wait for a reply
+// being written, or a handshake, on go-smtp's goroutine.
+func (f *frontConn) Close() error {
+	if f.mu.TryLock() {
+		_ = f.flushLocked()
+		f.mu.Unlock()
+	}
+	return f.conn().Close()
+}
 
 // LocalAddr returns the local address.
 func (f *frontConn) LocalAddr() net.Addr { return f.base.LocalAddr() }
