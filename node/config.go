@@ -451,6 +451,10 @@ type Limits struct {
 	// CommandBurst is how many commands an address may send at once
 	// after a quiet spell; 0 means twice CommandsPerSecond.
 	CommandBurst int `toml:"command_burst"`
+	// CommandRateLoopback limits loopback clients (127.0.0.0/8, ::1)
+	// too; by default they are not limited (a test or a proxy on the
+	// node's own host, see protocols.CommandRateConfig.Loopback).
+	CommandRateLoopback bool `toml:"command_rate_loopback"`
 	// DefaultQuota is the storage quota (the bytes of all of a user's
 	// messages) of every user without one of their own (mailnode user
 	// quota); 0, the default, means unlimited. Every node of a cluster
@@ -469,7 +473,7 @@ type Limits struct {
 // commandRate returns the frontends' command-rate limit, telling
 // onRefuse about each refusal.
 func (l Limits) commandRate(onRefuse func(closing bool)) protocols.CommandRateConfig {
-	return protocols.CommandRateConfig{PerSecond: l.CommandsPerSecond, Burst: l.CommandBurst, OnRefuse: onRefuse}
+	return protocols.CommandRateConfig{PerSecond: l.CommandsPerSecond, Burst: l.CommandBurst, OnRefuse: onRefuse, Loopback: l.CommandRateLoopback}
 }
 
 // maxClientTimeout bounds the configurable client timeouts.

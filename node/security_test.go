@@ -53,6 +53,7 @@ func TestCLISecurityBlocked(t *testing.T) {
 func TestCLISecurityCommandRate(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Limits.CommandsPerSecond, cfg.Limits.CommandBurst = 0.01, 3
+	cfg.Limits.CommandRateLoopback = true // the test's client is on loopback
 	n := startNode(t, cfg)
 	dir := cfg.DataDir
 	conn, err := tls.Dial("tcp", n.Addr(ListenPOP3S).String(), clientTLS(t, cfg))

@@ -48,6 +48,12 @@ type CommandRateConfig struct {
 	// OnRefuse, if set, is told about every refusal (closing: the
 	// connection ends); it must be quick (a metric).
 	OnRefuse func(closing bool)
+	// Loopback counts the commands of loopback clients (127.0.0.0/8,
+	// ::1) too. By default they are not limited: they are the node's
+	// own host, where a load test, a conformance suite (Dovecot's
+	// imaptest, Postfix's smtp-source) or a proxy without the PROXY
+	// protocol runs, and a proxy's clients would all share one bucket.
+	Loopback bool
 }
 
 // CommandDecision is what a CommandLimiter says of one command.
@@ -106,11 +112,12 @@ func NewCommandLimiter(cfg CommandRateConfig, now func() time.Time) *CommandLimi
 // does not).
 func (l *CommandLimiter) Enabled() bool { return l != nil && l.cfg.PerSecond > 0 }
 
-// Command takes a token for one command of the client at ip. When the
+// Command takes a token for one command of the client at ip (a loopback
+// client's commands are allowed untaken unless Loopback is set). When the
 // bucket is empty it waits RefuseDelay (or until ctx ends) and refuses;
 // after CloseAfter refusals in a row it says to close the connection.
 func (l *CommandLimiter) Command(ctx context.Context, ip netip.Addr) CommandDecision {
-	if !l.Enabled() {
+	if !l.Enabled() || ip.Unmap().IsLoopback() && !l.cfg.Loopback {
 		return CommandAllowed
 	}
 	d := l.take(ip)

@@ -102,3 +102,24 @@ func TestCommandLimiterDelaysRefusal(t *testing.T) {
 		t.Fatalf("decision %v", d)
 	}
 }
+
+// TestCommandLimiterLoopback: loopback clients (IPv4, IPv6, and IPv4 in
+// IPv6) are not limited unless Loopback is set; other addresses are.
+func TestCommandLimiterLoopback(t *testing.T) {
+	ctx := context.Background()
+	loopbacks := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.3.2.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("::ffff:127.0.0.1")}
+	for _, counted := range []bool{false, true} {
+		l := NewCommandLimiter(CommandRateConfig{PerSecond: 0.001, Burst: 2, RefuseDelay: -1, Loopback: counted}, nil)
+		for _, a := range append(loopbacks, netip.MustParseAddr("192.0.2.9")) {
+			refused := false
+			for range 5 {
+				if l.Command(ctx, a) != CommandAllowed {
+					refused = true
+				}
+			}
+			if want := counted || !a.Unmap().IsLoopback(); refused != want {
+				t.Errorf("Loopback %v: %s refused %v, want %v", counted, a, refused, want)
+			}
+		}
+	}
+}

@@ -15,7 +15,7 @@ import (
 // persistent abuse gets BYE. (A NOOP over the limit is only delayed:
 // the library ends the connection on any error of a poll.)
 func TestCommandRateLimit(t *testing.T) {
-	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 4, RefuseDelay: -1, CloseAfter: 3}, nil)
+	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 4, RefuseDelay: -1, Loopback: true, CloseAfter: 3}, nil)
 	ts := newTestServer(t, func(c *Config) { c.CommandRate = limiter })
 	c := ts.login(t, nil)                                    // LOGIN: 1 token
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil { // 2
@@ -49,7 +49,7 @@ func TestCommandRateLimit(t *testing.T) {
 // (ID, refusals of client errors) take tokens too, so a flood of them is
 // refused NO [LIMIT] and then closed like one of the library's commands.
 func TestCommandRateLimitInTheFront(t *testing.T) {
-	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, CloseAfter: 3}, nil)
+	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, Loopback: true, CloseAfter: 3}, nil)
 	ts := newTestServer(t, func(c *Config) { c.CommandRate = limiter })
 	raw := dialRaw(t, ts.addr)
 	for i, cmd := range []string{"ID NIL", `CREATE "&"`, "ID NIL"} {

@@ -159,7 +159,7 @@ func TestNewServerConfig(t *testing.T) {
 }
 
 func TestCommandRateLimit(t *testing.T) {
-	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, CloseAfter: 3}, nil)
+	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, Loopback: true, CloseAfter: 3}, nil)
 	e := newEnv(t, nil, func(cfg *Config) { cfg.CommandRate = limiter })
 	c := e.dial(t)
 	for i := 0; i < 3; i++ {

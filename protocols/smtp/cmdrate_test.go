@@ -14,7 +14,7 @@ import (
 func TestCommandRateLimit(t *testing.T) {
 	f := newFixture(t)
 	cfg := f.config(ModeMX)
-	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1}, nil)
+	limiter := protocols.NewCommandLimiter(protocols.CommandRateConfig{PerSecond: 0.001, Burst: 3, RefuseDelay: -1, Loopback: true}, nil)
 	cfg.CommandRate = limiter
 	addr, _ := f.start(cfg, false)
 	c := dialRaw(t, addr, nil)
