@@ -28,6 +28,17 @@ func readCommand(t *testing.T, front *frontConn) string {
 	return string(buf[:n])
 }
 
+// answeredFirst runs a front on the client bytes in, reads its first
+// command the way go-smtp does and answers it with reply.
+func answeredFirst(t *testing.T, srv *Server, in, reply string) (*countingConn, *frontConn) {
+	t.Helper()
+	c := &countingConn{fuzzConn: fuzzConn{r: strings.NewReader(in)}}
+	front := srv.newFrontConn(c)
+	readCommand(t, front)
+	answer(t, front, reply)
+	return c, front
+}
+
 // TestPipelinedRepliesGrouped: the replies to a pipelined MAIL and RCPTs
 // reach the client in one write with the 354 to the DATA that ends the
 // group; a command sent alone gets its reply at once; a reply held back
@@ -59,10 +70,7 @@ func TestPipelinedRepliesGrouped(t *testing.T) {
 	})
 
 	t.Run("alone", func(t *testing.T) {
-		c := &countingConn{fuzzConn: fuzzConn{r: strings.NewReader("MAIL FROM:<a@b.test>\r\n")}}
-		front := srv.newFrontConn(c)
-		readCommand(t, front)
-		answer(t, front, ok)
+		c, _ := answeredFirst(t, srv, "MAIL FROM:<a@b.test>\r\n", ok)
 		if c.writes != 1 || c.out.String() != ok {
 			t.Fatalf("%d writes of %q, want the reply at once", c.writes, c.out.String())
 		}
@@ -70,10 +78,7 @@ func TestPipelinedRepliesGrouped(t *testing.T) {
 
 	t.Run("before waiting", func(t *testing.T) {
 		// The client has sent part of its next line and waits.
-		c := &countingConn{fuzzConn: fuzzConn{r: strings.NewReader("MAIL FROM:<a@b.test>\r\nRCPT TO:<c@")}}
-		front := srv.newFrontConn(c)
-		readCommand(t, front)
-		answer(t, front, ok)
+		c, front := answeredFirst(t, srv, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@", ok)
 		if c.writes != 0 {
 			t.Fatal("the reply to MAIL was written while a RCPT was being received")
 		}
@@ -84,10 +89,7 @@ func TestPipelinedRepliesGrouped(t *testing.T) {
 	})
 
 	t.Run("close", func(t *testing.T) {
-		c := &countingConn{fuzzConn: fuzzConn{r: strings.NewReader("RSET\r\nNOOP\r\n")}}
-		front := srv.newFrontConn(c)
-		readCommand(t, front)
-		answer(t, front, ok)
+		c, front := answeredFirst(t, srv, "RSET\r\nNOOP\r\n", ok)
 		if err := front.Close(); err != nil {
 			t.Fatal(err)
 		}
