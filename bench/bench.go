@@ -83,6 +83,10 @@ type Config struct {
 
 	SMTPClients    int
 	IngestDuration time.Duration
+	// SMTPPipelining makes the SMTP clients of smtp-ingest and
+	// smtp-ingest-sizes send MAIL, RCPT and DATA in one write where the
+	// server offers PIPELINING, as MTAs do (workload.IngestConfig).
+	SMTPPipelining bool
 	// VerifyWait bounds the wait for asynchronously delivered mail.
 	VerifyWait   time.Duration
 	IMAPSessions int
@@ -283,7 +287,7 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 		GitCommit: gitCommit(), Machine: describeMachine(root),
 		Settings: report.Settings{
 			Seed: cfg.Seed, Users: cfg.Users, Messages: cfg.Messages,
-			SMTPClients: cfg.SMTPClients, IngestSec: cfg.IngestDuration.Seconds(),
+			SMTPClients: cfg.SMTPClients, SMTPPipelining: cfg.SMTPPipelining, IngestSec: cfg.IngestDuration.Seconds(),
 			IMAPSessions: cfg.IMAPSessions, IMAPSec: cfg.IMAPDuration.Seconds(), IMAPRate: cfg.IMAPRate,
 			POP3Clients: cfg.POP3Clients, POP3Sec: cfg.POP3Duration.Seconds(),
 			Workloads: cfg.Workloads, DovecotFormat: cfg.DovecotFormat,
@@ -432,7 +436,7 @@ func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env wor
 	var ingest *workload.IngestResult
 	var err error
 	profileWorkload(ctx, cfg, t, tr, SMTPIngest, log, func() {
-		ingest, err = workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration})
+		ingest, err = workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration, Pipelining: cfg.SMTPPipelining})
 	})
 	if err != nil {
 		tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngest, err))
@@ -508,7 +512,7 @@ func runSizeSeries(ctx context.Context, cfg Config, t targets.Target, env worklo
 		var res *workload.IngestResult
 		name := SMTPIngestSizes + "-" + label
 		send := func() {
-			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration, Workload: name})
+			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration, Workload: name, Pipelining: cfg.SMTPPipelining})
 		}
 		if cfg.SizeProfiles {
 			profileWorkload(ctx, cfg, t, tr, name, log, send)

@@ -130,7 +130,9 @@ the end; nothing listens beyond loopback.
 - **smtp-ingest**: concurrent SMTP clients (STARTTLS, MX port, no AUTH)
   deliver the corpus to the users; acknowledged messages/s and the latency of
   each transaction up to the final 250. The clients send one command at a
-  time and write the message dot-stuffed in spans (not byte by byte), so
+  time, as Postfix's smtp-source does (--smtp-pipelining sends MAIL, RCPT
+  and DATA in one write, as MTAs do where PIPELINING is offered), and
+  write the message dot-stuffed in spans (not byte by byte), so
   the load generator takes little of the cores the targets share. Then
   every acknowledged message is fetched back over IMAP and compared by
   SHA-256 with what was sent; a missing, changed or duplicated message

@@ -85,7 +85,7 @@ func (r *Run) writeContext(b *strings.Builder) {
 	fmt.Fprintf(b, "- Machine: %s. Targets and the load generator share it.\n", strings.Join(machine, ", "))
 	s := r.Settings
 	parts := []string{fmt.Sprintf("seed %d, %d users, up to %d messages", s.Seed, s.Users, s.Messages),
-		fmt.Sprintf("smtp-ingest %d clients (at most %s s)", s.SMTPClients, formatNum(s.IngestSec))}
+		fmt.Sprintf("smtp-ingest %d clients%s (at most %s s)", s.SMTPClients, pipelined(s.SMTPPipelining), formatNum(s.IngestSec))}
 	if len(s.Workloads) == 0 || slices.Contains(s.Workloads, "imap-mixed") {
 		im := fmt.Sprintf("imap-mixed %d sessions for %s s", s.IMAPSessions, formatNum(s.IMAPSec))
 		if s.IMAPRate > 0 {
@@ -597,4 +597,13 @@ func (r *Run) writeProfiles(b *strings.Builder) {
 			b.WriteString("\n")
 		}
 	}
+}
+
+// pipelined is what the settings line says of SMTP clients that
+// pipeline.
+func pipelined(on bool) string {
+	if on {
+		return ", pipelining MAIL, RCPT and DATA"
+	}
+	return ""
 }

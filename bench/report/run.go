@@ -61,13 +61,15 @@ type Machine struct {
 
 // Settings are the run's parameters.
 type Settings struct {
-	Seed         uint64  `json:"seed"`
-	Users        int     `json:"users"`
-	Messages     int     `json:"messages"`
-	SMTPClients  int     `json:"smtp_clients"`
-	IngestSec    float64 `json:"ingest_max_sec"`
-	IMAPSessions int     `json:"imap_sessions"`
-	IMAPSec      float64 `json:"imap_sec"`
+	Seed        uint64 `json:"seed"`
+	Users       int    `json:"users"`
+	Messages    int    `json:"messages"`
+	SMTPClients int    `json:"smtp_clients"`
+	// SMTPPipelining: the SMTP clients pipelined MAIL, RCPT and DATA.
+	SMTPPipelining bool    `json:"smtp_pipelining,omitempty"`
+	IngestSec      float64 `json:"ingest_max_sec"`
+	IMAPSessions   int     `json:"imap_sessions"`
+	IMAPSec        float64 `json:"imap_sec"`
 	// IMAPRate is the pace of imap-mixed's second pass (0: not run).
 	IMAPRate      float64  `json:"imap_rate_per_sec,omitempty"`
 	POP3Clients   int      `json:"pop3_clients"`

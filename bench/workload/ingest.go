@@ -25,6 +25,10 @@ type IngestConfig struct {
 	PerConnection int
 	// Workload names the run in logs ("" for smtp-ingest).
 	Workload string
+	// Pipelining sends MAIL, RCPT and DATA in one write when the server
+	// offers PIPELINING (RFC 2920), as MTAs do; off, the client waits
+	// for each reply, as go-smtp's client and Postfix's smtp-source do.
+	Pipelining bool
 }
 
 // IngestResult is what smtp-ingest measured.
@@ -128,6 +132,7 @@ func Ingest(ctx context.Context, env Env, cfg IngestConfig) (*IngestResult, erro
 						continue
 					}
 					rec.Observe("connect", time.Since(t0), 0)
+					c.pipelining = cfg.Pipelining
 					sent = 0
 				}
 				t0 := time.Now()

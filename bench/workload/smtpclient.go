@@ -27,6 +27,9 @@ type smtpClient struct {
 	conn net.Conn
 	text *textproto.Conn
 	ext  map[string]bool // the EHLO keywords the server offered after STARTTLS
+	// pipelining: send MAIL, RCPT and DATA together when the server
+	// offers PIPELINING (IngestConfig.Pipelining).
+	pipelining bool
 }
 
 // dialSMTP connects, reads the greeting, says EHLO, starts TLS and says
@@ -101,9 +104,11 @@ func (c *smtpClient) reply(want int) (string, error) {
 // send runs one transaction: MAIL FROM with the parameters go-smtp's
 // client adds (BODY=8BITMIME, SIZE, SMTPUTF8 for an address that needs
 // it, each where the server offers it), RCPT TO, DATA and the message,
-// and waits for the final reply. dataEnd is when the end of data was
-// about to be sent (zero when the transaction failed before): the server
-// cannot have committed the message earlier.
+// and waits for the final reply. With pipelining, MAIL, RCPT and DATA
+// go in one write and their replies are read after (RFC 2920); the
+// first refusal among them fails the transaction. dataEnd is when the
+// end of data was about to be sent (zero when the transaction failed
+// before): the server cannot have committed the message earlier.
 func (c *smtpClient) send(from, rcpt string, data []byte) (dataEnd time.Time, err error) {
 	var opts strings.Builder
 	if c.ext["8BITMIME"] {
@@ -115,14 +120,8 @@ func (c *smtpClient) send(from, rcpt string, data []byte) (dataEnd time.Time, er
 	if c.ext["SMTPUTF8"] && (!isASCII(from) || !isASCII(rcpt)) {
 		opts.WriteString(" SMTPUTF8")
 	}
-	if _, err := c.cmd(250, "MAIL FROM:<%s>%s", from, opts.String()); err != nil {
-		return time.Time{}, fmt.Errorf("mail from: %w", err)
-	}
-	if _, err := c.cmd(25, "RCPT TO:<%s>", rcpt); err != nil {
-		return time.Time{}, fmt.Errorf("rcpt to: %w", err)
-	}
-	if _, err := c.cmd(354, "DATA"); err != nil {
-		return time.Time{}, fmt.Errorf("data: %w", err)
+	if err := c.envelope(from+">"+opts.String(), rcpt); err != nil {
+		return time.Time{}, err
 	}
 	c.conn.SetDeadline(time.Now().Add(dataTimeout))
 	if err := writeData(c.text.W, data); err != nil {
@@ -136,6 +135,59 @@ func (c *smtpClient) send(from, rcpt string, data []byte) (dataEnd time.Time, er
 		return dataEnd, fmt.Errorf("end of data: %w", err)
 	}
 	return dataEnd, nil
+}
+
+// envelope sends MAIL FROM:<mailFrom (the address, ">" and the
+// parameters), RCPT TO and DATA, one at a time or pipelined, and reads
+// their replies up to the 354.
+func (c *smtpClient) envelope(mailFrom, rcpt string) error {
+	steps := []struct {
+		want int
+		name string
+		line string
+	}{
+		{250, "mail from", "MAIL FROM:<" + mailFrom},
+		{25, "rcpt to", "RCPT TO:<" + rcpt + ">"},
+		{354, "data", "DATA"},
+	}
+	if !c.pipelining || !c.ext["PIPELINING"] {
+		for _, s := range steps {
+			if _, err := c.cmd(s.want, "%s", s.line); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+		}
+		return nil
+	}
+	c.conn.SetDeadline(time.Now().Add(commandTimeout))
+	for _, s := range steps {
+		if _, err := fmt.Fprintf(c.text.W, "%s\r\n", s.line); err != nil {
+			return err
+		}
+	}
+	if err := c.text.W.Flush(); err != nil {
+		return err
+	}
+	var first error
+	for _, s := range steps {
+		_, err := c.reply(s.want)
+		if err == nil || first != nil && isReply(err) {
+			continue
+		}
+		if first == nil {
+			first = fmt.Errorf("%s: %w", s.name, err)
+		}
+		if !isReply(err) {
+			break // the connection failed: no more replies to read
+		}
+	}
+	return first
+}
+
+// isReply reports whether err is a server's reply (the session goes on)
+// rather than a failure of the connection.
+func isReply(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se)
 }
 
 // Reset says RSET: the transaction that failed is abandoned and the

@@ -118,6 +118,7 @@ func runFlags(cfg *bench.Config, o *runOptions, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.Messages, "messages", cfg.Messages, "corpus messages (smtp-ingest sends at most these)")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", cfg.MaxMessageSize, "cap of the corpus's size distribution in bytes (0: 5 MiB)")
 	fs.IntVar(&cfg.SMTPClients, "smtp-clients", cfg.SMTPClients, "concurrent SMTP clients")
+	fs.BoolVar(&cfg.SMTPPipelining, "smtp-pipelining", cfg.SMTPPipelining, "send MAIL, RCPT and DATA in one write where the server offers PIPELINING, as MTAs do (default: one command at a time)")
 	fs.DurationVar(&cfg.IngestDuration, "ingest-time", cfg.IngestDuration, "longest smtp-ingest")
 	fs.DurationVar(&cfg.VerifyWait, "verify-wait", cfg.VerifyWait, "longest wait for acknowledged mail to appear")
 	fs.IntVar(&cfg.IMAPSessions, "imap-sessions", cfg.IMAPSessions, "concurrent IMAP sessions (at most users)")
@@ -219,7 +220,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // sameConfig reports whether the sizing of a run is a suite's.
 func sameConfig(a, b bench.Config) bool {
 	return a.Seed == b.Seed && a.Users == b.Users && a.Messages == b.Messages && a.MaxMessageSize == b.MaxMessageSize &&
-		a.SMTPClients == b.SMTPClients && a.IngestDuration == b.IngestDuration && a.IMAPSessions == b.IMAPSessions &&
+		a.SMTPClients == b.SMTPClients && a.SMTPPipelining == b.SMTPPipelining && a.IngestDuration == b.IngestDuration && a.IMAPSessions == b.IMAPSessions &&
 		a.IMAPDuration == b.IMAPDuration && a.IMAPRate == b.IMAPRate && a.POP3Clients == b.POP3Clients && a.POP3Duration == b.POP3Duration &&
 		a.FailoverSenders == b.FailoverSenders && a.FailoverBefore == b.FailoverBefore && a.FailoverAfter == b.FailoverAfter &&
 		strings.Join(a.Targets, ",") == strings.Join(b.Targets, ",") && strings.Join(a.Workloads, ",") == strings.Join(b.Workloads, ",") &&
