@@ -120,7 +120,7 @@ func (c *smtpClient) send(from, rcpt string, data []byte) (dataEnd time.Time, er
 	if c.ext["SMTPUTF8"] && (!isASCII(from) || !isASCII(rcpt)) {
 		opts.WriteString(" SMTPUTF8")
 	}
-	if err := c.envelope(from+">"+opts.String(), rcpt); err != nil {
+	if err := c.envelope(from, opts.String(), rcpt); err != nil {
 		return time.Time{}, err
 	}
 	c.conn.SetDeadline(time.Now().Add(dataTimeout))
@@ -137,16 +137,16 @@ func (c *smtpClient) send(from, rcpt string, data []byte) (dataEnd time.Time, er
 	return dataEnd, nil
 }
 
-// envelope sends MAIL FROM:<mailFrom (the address, ">" and the
-// parameters), RCPT TO and DATA, one at a time or pipelined, and reads
-// their replies up to the 354.
-func (c *smtpClient) envelope(mailFrom, rcpt string) error {
+// envelope sends MAIL FROM with its parameters (params, each with a
+// space before it), RCPT TO and DATA, one at a time or pipelined, and
+// reads their replies up to the 354.
+func (c *smtpClient) envelope(from, params, rcpt string) error {
 	steps := []struct {
 		want int
 		name string
 		line string
 	}{
-		{250, "mail from", "MAIL FROM:<" + mailFrom},
+		{250, "mail from", "MAIL FROM:<" + from + ">" + params},
 		{25, "rcpt to", "RCPT TO:<" + rcpt + ">"},
 		{354, "data", "DATA"},
 	}

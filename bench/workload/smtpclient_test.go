@@ -137,7 +137,7 @@ func TestEnvelopePipelining(t *testing.T) {
 					return nil
 				}()
 			}()
-			err := c.envelope("a@b.test> SIZE=9", "c@d.test")
+			err := c.envelope("a@b.test", " SIZE=9", "c@d.test")
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("envelope: %v, want %q", err, tc.wantErr)
 			}
