@@ -585,7 +585,7 @@ func (f *frontConn) Write(p []byte) (int, error) {
 		f.wbuf = f.wbuf[:0]
 	}
 	f.held = append(f.held, out...)
-	if f.grouped && f.inputPending && f.replyStart && !f.dataNext {
+	if f.grouped && f.inputPending && f.replyStart {
 		return len(p), nil // sent with the group's last reply (see grouping)
 	}
 	if err := f.flushLocked(); err != nil {

@@ -3,9 +3,13 @@ package smtp
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/mailcluster/mailcluster/protocols"
 	"github.com/mailcluster/mailcluster/protocols/protocoltest"
@@ -162,4 +166,28 @@ func TestTimeoutsSubmissions(t *testing.T) {
 		authPlain(c)
 		stillServed(t, c, events)
 	})
+}
+
+// TestDeadlineReaderOnClosedConnection: once the client's connection is
+// closed, the message stream still decides how the transfer ended (here
+// go-smtp's reset after a refused chunk), not the failure to set a read
+// deadline on the closed connection, which would report a network error
+// the client never heard.
+func TestDeadlineReaderOnClosedConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	pr, pw := io.Pipe()
+	pw.CloseWithError(gosmtp.ErrDataReset)
+	d := &deadlineReader{r: pr, conn: conn, idle: time.Minute, end: time.Now().Add(time.Hour)}
+	if _, err := d.Read(make([]byte, 16)); !errors.Is(err, gosmtp.ErrDataReset) {
+		t.Fatalf("read on a closed connection: %v, want the stream's %v", err, gosmtp.ErrDataReset)
+	}
 }
