@@ -7,8 +7,8 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// eventHistory is how many recent events a replica keeps so that a
-// watcher that reconnects (a session on another node whose stream broke)
+// eventHistory is how many recent events a replica keeps at least (and
+// twice as many at most) so that a watcher that reconnects (a session on another node whose stream broke)
 // resumes without a gap; one that asks for older events gets a resync.
 const eventHistory = 8192
 
@@ -116,11 +116,13 @@ func (n *notifier) publish(events []Event, index uint64) {
 	}
 }
 
-// remember adds events to the history, dropping the oldest whole indexes
-// beyond its bound.
+// remember adds events to the history. The history keeps at least the
+// newest eventHistory events and at most twice as many: it is cut back
+// in place, and only when it reaches the double, so that an apply costs
+// in proportion to its own events and not to the history's length.
 func (n *notifier) remember(events []Event) {
 	n.ring = append(n.ring, events...)
-	if len(n.ring) <= eventHistory {
+	if len(n.ring) <= 2*eventHistory {
 		return
 	}
 	cut := len(n.ring) - eventHistory
@@ -129,7 +131,9 @@ func (n *notifier) remember(events []Event) {
 		cut++
 	}
 	n.floor = n.ring[cut-1].Index
-	n.ring = append(n.ring[:0:0], n.ring[cut:]...)
+	kept := copy(n.ring, n.ring[cut:])
+	clear(n.ring[kept:]) // let go of the dropped events' records
+	n.ring = n.ring[:kept]
 }
 
 // resyncAll tells every subscriber that state was replaced wholesale (a
