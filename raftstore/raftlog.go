@@ -8,6 +8,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/segment"
 )
 
 // walDir is the folder of a replica directory that holds its Raft log.
@@ -38,7 +40,9 @@ func openRaftLog(dir string, legacy *logStore, logger hclog.Logger) (*wal.WAL, e
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("raft log: %w", err)
 	}
-	w, err := wal.Open(path, wal.WithSegmentSize(logSegmentSize), wal.WithLogger(logger))
+	vfs := &logPagesVFS{VFS: fs.New(), log: logger}
+	w, err := wal.Open(path, wal.WithSegmentSize(logSegmentSize), wal.WithLogger(logger),
+		wal.WithSegmentFiler(segment.NewFiler(path, vfs)))
 	if err != nil {
 		return nil, fmt.Errorf("raft log %s: %w", path, err)
 	}
