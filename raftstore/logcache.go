@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -32,6 +33,8 @@ type logCache struct {
 	bytes  int    // size of the cached entries
 	oldest uint64 // no entry below it is cached
 	newest uint64 // highest index stored since the last reset, 0 for none
+
+	stored atomic.Uint64 // bytes of every entry stored through the cache
 }
 
 func newLogCache(store raft.LogStore, entries, budget int) *logCache {
@@ -69,13 +72,20 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return fmt.Errorf("store log entries: %w", err)
 	}
+	var n int
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, l := range logs {
 		c.put(l)
+		n += entrySize(l)
 	}
+	c.stored.Add(uint64(n))
 	return nil
 }
+
+// storedBytes is how many bytes of entries were stored through the cache
+// since it was made.
+func (c *logCache) storedBytes() uint64 { return c.stored.Load() }
 
 // put caches l, which follows the entries stored before it, and evicts the
 // oldest entries beyond the budget. c.mu is held.

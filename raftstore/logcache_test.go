@@ -2,9 +2,12 @@ package raftstore
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -191,5 +194,48 @@ func TestLogCacheStartsAfreshAfterAGap(t *testing.T) {
 	}
 	if n := checkCache(t, c, under, 20, 20, func(uint64) int { return 100 }); n != 0 {
 		t.Errorf("the entry after the gap: %d reads reached the store", n)
+	}
+}
+
+// A replica whose log grows by SnapshotBytes takes a snapshot, and raft
+// removes the log behind it, long before the entry threshold.
+func TestSnapshotByLogSize(t *testing.T) {
+	s, err := Open(Config{Shard: 1, Dir: t.TempDir(), NodeID: "n1", Bootstrap: true,
+		Timing: Timing{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			SnapshotBytes: 256 << 10, SnapshotInterval: 50 * time.Millisecond, TrailingLogs: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, s)
+	body := strings.Repeat("x", 32<<10)
+	for i := 0; i < 16; i++ { // 512 KiB of entries: twice the threshold
+		appendMsg(t, s, f, f.inbox, body)
+	}
+	for {
+		first, err := s.cache.FirstIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := s.snaps.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first > 1 && len(snaps) > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no snapshot by size: log starts at %d, %d snapshots, %d bytes stored", first, len(snaps), s.cache.storedBytes())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if got := len(messages(t, s, f.user, f.inbox)); got != 16 {
+		t.Fatalf("%d messages after the snapshot, want 16", got)
 	}
 }

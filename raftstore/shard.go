@@ -33,8 +33,15 @@ type Timing struct {
 	CommitTimeout      time.Duration
 	// SnapshotThreshold is how many log entries trigger a snapshot.
 	SnapshotThreshold uint64
-	SnapshotInterval  time.Duration
-	TrailingLogs      uint64
+	// SnapshotBytes is how many bytes of entries, stored since the
+	// replica's last snapshot by size, trigger one as well: entries carry
+	// whole messages, and the count alone let a shard of large mail keep
+	// gigabytes of log.
+	SnapshotBytes uint64
+	// SnapshotInterval is how often raft checks SnapshotThreshold; the
+	// size is checked at least every snapshotSizeCheck.
+	SnapshotInterval time.Duration
+	TrailingLogs     uint64
 }
 
 func (t Timing) withDefaults() Timing {
@@ -52,6 +59,9 @@ func (t Timing) withDefaults() Timing {
 	}
 	if t.SnapshotThreshold == 0 {
 		t.SnapshotThreshold = 8192
+	}
+	if t.SnapshotBytes == 0 {
+		t.SnapshotBytes = 256 << 20
 	}
 	if t.SnapshotInterval == 0 {
 		t.SnapshotInterval = 2 * time.Minute
@@ -109,6 +119,7 @@ type Shard struct {
 	fsm    *fsm
 	stable *logStore
 	logs   *wal.WAL
+	cache  *logCache
 	snaps  raft.SnapshotStore
 	trans  raft.Transport
 	closed chan struct{}
@@ -150,6 +161,7 @@ func Open(cfg Config) (*Shard, error) {
 		}
 		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
 	}
+	go s.snapshotBySize()
 	return s, nil
 }
 
@@ -171,6 +183,7 @@ func (s *Shard) openRaft() error {
 	}
 	s.logs = logs
 	cache := newLogCache(logs, logCacheEntries, logCacheBytes)
+	s.cache = cache
 	snaps, err := newStateSnapshots(filepath.Join(cfg.Dir, "snapshots"), s.fsm)
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
@@ -374,6 +387,44 @@ func (s *Shard) Snapshot() error {
 		return fmt.Errorf("shard %d: snapshot: %w", s.cfg.Shard, err)
 	}
 	return nil
+}
+
+// snapshotSizeCheck is how often, at the most, a replica compares the
+// log it stored since its last snapshot by size with
+// Timing.SnapshotBytes.
+const snapshotSizeCheck = 5 * time.Second
+
+// snapshotBySize snapshots the replica whenever the entries it stored
+// since its last snapshot by size reach Timing.SnapshotBytes, so that
+// raft removes the log behind the snapshot (but Timing.TrailingLogs
+// entries). A snapshot costs a state file commit and a metadata write
+// (stateSnapshots). It returns when the shard closes.
+func (s *Shard) snapshotBySize() {
+	every := min(snapshotSizeCheck, s.cfg.Timing.SnapshotInterval)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var mark uint64 // storedBytes at the last snapshot by size
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-tick.C:
+		}
+		stored := s.cache.storedBytes()
+		if stored-mark < s.cfg.Timing.SnapshotBytes {
+			continue
+		}
+		if err := s.Snapshot(); err != nil {
+			select {
+			case <-s.closed:
+				return
+			default:
+			}
+			s.log.Warn("snapshot by log size", "stored_bytes", stored-mark, "err", err)
+			continue
+		}
+		mark = stored
+	}
 }
 
 // Close shuts the replica down: Raft first, then its stores.
