@@ -36,6 +36,12 @@ const (
 	// searchRecordVersion is the first byte of a record; a record of
 	// another version is ignored (the message is read instead).
 	searchRecordVersion = 1
+	// searchRecordDigitFree is the version of a record whose words are
+	// kept without their digits (collectWords), for a message whose
+	// words did not fit otherwise; it answers needles without digits.
+	// Its own version keeps nodes that predate it from reading it as a
+	// record of whole words: they read the message instead.
+	searchRecordDigitFree = 2
 	// maxRecordHeader mirrors the store's header chunk: the header
 	// section a record keeps is the one Account.Header returns.
 	maxRecordHeader = 1 << 20
@@ -62,6 +68,9 @@ type searchRecord struct {
 	// without white space is in a word exactly when it is in the string.
 	body, text string
 	noWords    bool // the words were left out; body keys read the message
+	// digitFree: the words are kept without their digits, so a needle
+	// holding a digit reads the message.
+	digitFree bool
 	// headerOnly marks a record kept from a header read for a search
 	// (a message stored without a record): it has no words, and the
 	// message's full record replaces it once the message is read.
@@ -174,7 +183,47 @@ func BuildSearchRecord(msg []byte) []byte {
 		}
 	}()
 	body, text := &sets[0], &sets[1]
+	version := byte(searchRecordVersion)
+	fits := collectWords(msg, body, text, false)
+	if !fits {
+		body.reset()
+		text.reset()
+		if fits = collectWords(msg, body, text, true); fits {
+			version = searchRecordDigitFree
+		}
+	}
+	header := msg[:min(schema.HeaderLength(msg), maxRecordHeader)]
+	var flags byte
+	var bodyWords, textWords []byte
+	if !fits {
+		flags |= recordNoWords
+	} else {
+		bodyWords, textWords = body.words, text.words
+	}
+	out := make([]byte, 0, 2+3*binary.MaxVarintLen32+len(header)+len(bodyWords)+len(textWords))
+	out = append(out, version, flags)
+	for _, part := range [][]byte{header, bodyWords, textWords} {
+		out = binary.AppendUvarint(out, uint64(len(part)))
+		out = append(out, part...)
+	}
+	return out
+}
+
+// collectWords adds the distinct words of msg's texts to body and of its
+// header fields to text, and reports whether they fit in maxRecordWords
+// (it stops at the first that does not). With digitFree, a word holding
+// ASCII digits is added as its runs without them: a needle without
+// digits is within such a word exactly when it is within one of its
+// runs. Tables of figures (CSV, logs) make a distinct word of nearly
+// every line; without their digits they come down to a few.
+func collectWords(msg []byte, body, text *wordSet, digitFree bool) bool {
 	size := 0
+	add := func(set *wordSet, w []byte) (full bool) {
+		if len(w) > 0 && set.add(w) {
+			size += len(w) + 1
+		}
+		return size > maxRecordWords
+	}
 	textPieces(msg, true, func(piece []byte, header bool) bool {
 		set := body
 		if header {
@@ -188,30 +237,42 @@ func BuildSearchRecord(msg []byte) []byte {
 			for j < len(piece) && !isWordSeparator(piece[j]) {
 				j++
 			}
-			if j > i && set.add(piece[i:j]) {
-				if size += j - i + 1; size > maxRecordWords {
+			w := piece[i:j]
+			i = j
+			if !digitFree || !hasDigit(w) {
+				if add(set, w) {
 					return true
 				}
+				continue
 			}
-			i = j
+			for len(w) > 0 {
+				k := 0
+				for k < len(w) && !isDigit(w[k]) {
+					k++
+				}
+				if add(set, w[:k]) {
+					return true
+				}
+				for k < len(w) && isDigit(w[k]) {
+					k++
+				}
+				w = w[k:]
+			}
 		}
 		return false
 	})
-	header := msg[:min(schema.HeaderLength(msg), maxRecordHeader)]
-	var flags byte
-	var bodyWords, textWords []byte
-	if size > maxRecordWords {
-		flags |= recordNoWords
-	} else {
-		bodyWords, textWords = body.words, text.words
+	return size <= maxRecordWords
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func hasDigit[T string | []byte](w T) bool {
+	for i := 0; i < len(w); i++ {
+		if isDigit(w[i]) {
+			return true
+		}
 	}
-	out := make([]byte, 0, 2+3*binary.MaxVarintLen32+len(header)+len(bodyWords)+len(textWords))
-	out = append(out, searchRecordVersion, flags)
-	for _, part := range [][]byte{header, bodyWords, textWords} {
-		out = binary.AppendUvarint(out, uint64(len(part)))
-		out = append(out, part...)
-	}
-	return out
+	return false
 }
 
 // isWordSeparator reports whether c is one of wordSeparators.
@@ -297,10 +358,10 @@ func (s *wordSet) grow() {
 // openSearchRecord decodes a record; nil when it is not one this version
 // reads.
 func openSearchRecord(b []byte) *searchRecord {
-	if len(b) < 2 || b[0] != searchRecordVersion {
+	if len(b) < 2 || (b[0] != searchRecordVersion && b[0] != searchRecordDigitFree) {
 		return nil
 	}
-	r := &searchRecord{noWords: b[1]&recordNoWords != 0}
+	r := &searchRecord{noWords: b[1]&recordNoWords != 0, digitFree: b[0] == searchRecordDigitFree}
 	b = b[2:]
 	var parts [3][]byte
 	for i := range parts {
@@ -326,7 +387,7 @@ func (r *searchRecord) contains(needle string, withHeaders bool) (found, decided
 	if needle == "" {
 		return true, true
 	}
-	if r.noWords {
+	if r.noWords || (r.digitFree && hasDigit(needle)) {
 		return false, false
 	}
 	in := func(w string) bool {

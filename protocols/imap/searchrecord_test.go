@@ -46,7 +46,21 @@ func recordCorpus() []string {
 			"Message-ID: <reply1@example.com>\r\nIn-Reply-To: <Hello.world@example.net>\r\nReferences: <Hello.world@example.net>\r\n\r\nSounds good.\r\n",
 		"From: Carol <carol@example.com>\r\nSubject: RE: [list] Hello world\r\nMessage-ID: <reply2@example.com>\r\n" +
 			"References: <Hello.world@example.net> <reply1@example.com>\r\n\r\nMe too.\r\n",
+		figuresMessage(),
 	}
+}
+
+// figuresMessage carries a CSV attachment with more distinct words
+// (nearly every line is one) than a record keeps whole.
+func figuresMessage() string {
+	var csv strings.Builder
+	for i := 0; csv.Len() < 2*maxRecordWords; i++ {
+		fmt.Fprintf(&csv, "%d,try,very,%d.%02d,2026-09-%02d\n", 10000+i*7, i*13%9000, i%100, i%28+1)
+	}
+	return "From: figures@example.com\r\nSubject: Figures 2026\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=\"fig\"\r\n\r\n--fig\r\nContent-Type: text/plain\r\n\r\nThe figures, attached.\r\n" +
+		"--fig\r\nContent-Type: text/csv; name=\"figures.csv\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		base64.StdEncoding.EncodeToString([]byte(csv.String())) + "\r\n--fig--\r\n"
 }
 
 // recordSearches are the criteria compared.
@@ -61,7 +75,8 @@ func recordSearches() []imap.SearchCriteria {
 		out = append(out, imap.SearchCriteria{Body: []string{w}}, imap.SearchCriteria{Text: []string{w}})
 	}
 	for _, w := range []string{"subject", "x-inner", "attached-header-value", "example.com", "fwd: attached", "grüße",
-		"non\u00a0breaking", "form\ffeed", "vertical\vtab", "non", "feed"} {
+		"non\u00a0breaking", "form\ffeed", "vertical\vtab", "non", "feed",
+		",try,very,", "try,very,1", "10007,try", "2026-09-0", "2026", "figures", "try verynot", "try very"} {
 		out = append(out, imap.SearchCriteria{Body: []string{w}}, imap.SearchCriteria{Text: []string{w}})
 	}
 	out = append(out,
@@ -302,11 +317,51 @@ func TestSearchRecordDecoding(t *testing.T) {
 	}
 	big := []byte("Subject: big\r\n\r\n")
 	for i := 0; len(big) < 3*maxRecordWords; i++ {
-		big = fmt.Appendf(big, "word%d ", i)
+		big = append(append(big, letters(i)...), ' ')
 	}
 	if r := openSearchRecord(BuildSearchRecord(big)); r == nil || !r.noWords || r.body != "" {
 		t.Fatalf("oversized record keeps words: %v", r != nil && !r.noWords)
 	}
+
+	// Too many words with digits in them (a table of figures): the
+	// record keeps them without their digits, and answers needles
+	// without digits only.
+	table := []byte("Subject: figures\r\n\r\n")
+	for i := 0; len(table) < 3*maxRecordWords; i++ {
+		table = fmt.Appendf(table, "%d,try,very,%d.%02d,2026-09-%02d\r\n", 10000+i*7, i*13%9000, i%100, i%28+1)
+	}
+	r = openSearchRecord(BuildSearchRecord(table))
+	if r == nil || r.noWords || !r.digitFree {
+		t.Fatalf("table of figures: record %v, want one of words without digits", r != nil && !r.noWords)
+	}
+	for _, c := range []struct {
+		needle       string
+		found, known bool
+	}{
+		{"try", true, true}, {",try,very,", true, true}, {"ry,ve", true, true}, {".", true, true},
+		{"none", false, true}, {"try,none", false, true},
+		{"10007", false, false}, {"7,try", false, false}, {"2026-09-01", false, false},
+		{"try nothere", false, true}, {"try very", false, false},
+	} {
+		found, known := r.contains(c.needle, false)
+		if found != c.found || known != c.known {
+			t.Errorf("contains(%q) = %v, %v; want %v, %v", c.needle, found, known, c.found, c.known)
+		}
+	}
+	rec = BuildSearchRecord(table)
+	if rec[0] != searchRecordDigitFree || len(rec) > 2*maxRecordWords {
+		t.Fatalf("record version %d, %d bytes", rec[0], len(rec))
+	}
+}
+
+// letters spells i in base 26 with the letters a to z: words without
+// digits, all distinct.
+func letters(i int) []byte {
+	w := []byte{byte('a' + i%26)}
+	for i /= 26; i > 0; i /= 26 {
+		w = append(w, byte('a'+i%26))
+	}
+	return w
 }
 
 // TestWordSet checks the distinct words kept, in the order first seen,
