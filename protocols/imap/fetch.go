@@ -225,7 +225,15 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 	}
 	for _, sec := range options.BodySection {
 		var b []byte
-		if sectionPathOK(sec.Part) {
+		switch {
+		case !sectionPathOK(sec.Part):
+		case hrec != nil && len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && sec.Partial == nil:
+			if h, ok := hrec.headerSection(sec.HeaderFields, sec.HeaderFieldsNot); ok {
+				b = withoutNULs(h)
+				break
+			}
+			fallthrough
+		default:
 			b = withoutNULs(imapserver.ExtractBodySection(bytes.NewReader(raw), sec))
 		}
 		writeLiteral(rw.WriteBodySection(sec, int64(len(b))), b)

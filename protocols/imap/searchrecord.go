@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
+	nettextproto "net/textproto"
 	"slices"
 	"strings"
 	"sync"
@@ -89,6 +90,11 @@ type searchRecord struct {
 	sortKeys *sortEntry
 	thread   *threadMsg // readThreadMsg's fields, without an internal date
 	env      *imap.Envelope
+	// fields: the header section parsed for FETCH's header sections
+	// (headerSection), never modified once parsed.
+	fieldsDone bool
+	fields     textproto.Header
+	fieldsErr  error
 }
 
 // envelope returns the ENVELOPE of the record's header section
@@ -100,6 +106,47 @@ func (r *searchRecord) envelope() *imap.Envelope {
 		r.env = envelopeOf(r.header)
 	}
 	return r.env
+}
+
+// headerSection answers BODY[HEADER], BODY[HEADER.FIELDS (fields)] and
+// BODY[HEADER.FIELDS.NOT (not)] of a whole message from the record's
+// header section, parsed once: the bytes imapserver.ExtractBodySection
+// writes for them, which parses the header again at every FETCH (a
+// client lists the same page of headers again and again). ok is false
+// when the header does not parse; the caller then extracts as before.
+func (r *searchRecord) headerSection(fields, not []string) (b []byte, ok bool) {
+	r.mu.Lock()
+	if !r.fieldsDone {
+		r.fields, r.fieldsErr = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(r.header)))
+		r.fieldsDone = true
+	}
+	h, err := r.fields, r.fieldsErr
+	r.mu.Unlock()
+	if err != nil {
+		return nil, false
+	}
+	// As ExtractBodySection: the names of HEADER.FIELDS compare lower
+	// cased, those of HEADER.FIELDS.NOT in canonical form.
+	keep := make([]string, len(fields))
+	for i, k := range fields {
+		keep[i] = strings.ToLower(k)
+	}
+	drop := make([]string, len(not))
+	for i, k := range not {
+		drop[i] = nettextproto.CanonicalMIMEHeaderKey(k)
+	}
+	out := make([]byte, 0, len(r.header))
+	for f := h.Fields(); f.Next(); {
+		if len(keep) > 0 && !slices.Contains(keep, strings.ToLower(f.Key())) || slices.Contains(drop, f.Key()) {
+			continue
+		}
+		raw, err := f.Raw()
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, raw...)
+	}
+	return append(out, '\r', '\n'), true
 }
 
 // parseHeader parses the record's header section as loadHeader does.

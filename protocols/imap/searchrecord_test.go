@@ -11,6 +11,9 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // recordCorpus is a varied set of messages for comparing searches
@@ -402,5 +405,77 @@ func FuzzOpenSearchRecord(f *testing.F) {
 		if r := openSearchRecord(b); r != nil {
 			r.contains("x y", true)
 		}
+	})
+}
+
+// headerSectionLists are field lists FETCH asks of a header section:
+// HEADER.FIELDS, then HEADER.FIELDS.NOT.
+var headerSectionLists = [][2][]string{
+	{nil, nil},
+	{{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Content-Type"}, nil},
+	{{"subject", "FROM", "x-custom", "X-Inner", "no-such-field"}, nil},
+	{{"References", "In-Reply-To", "Reply-To", "List-Post"}, nil},
+	{nil, {"Received", "subject", "X-CUSTOM", "dkim-signature"}},
+	{{"From", "Subject"}, {"Subject"}},
+	{{"Ünïcode", "x\u00e9"}, {"\u212a-header"}},
+}
+
+func headerSectionInputs() []string {
+	out := []string{
+		"From: a@example.com\r\nSubject: one\r\nSubject: two\r\nX-Custom: Present\r\n\r\n",
+		"Received: from x\r\n by y;\r\n Mon, 1 Jan 2024 00:00:00 +0000\r\nDKIM-Signature: v=1;\r\n\tb=abc\r\nsubject: lower\r\n\r\n",
+		"no colon here\r\nFrom: a@example.com\r\n\r\n",
+		"From: a@example.com\r\n",
+		"X\u00e9: latin\r\nFrom: b@example.com\r\n\r\n",
+		"\r\n",
+		"",
+	}
+	for _, m := range recordCorpus() {
+		out = append(out, string(m[:schema.HeaderLength([]byte(m))]))
+	}
+	return out
+}
+
+// The header sections FETCH answers from a record are the bytes
+// imapserver.ExtractBodySection writes for them.
+func TestHeaderSectionAsExtracted(t *testing.T) {
+	for _, hdr := range headerSectionInputs() {
+		for _, l := range headerSectionLists {
+			checkHeaderSection(t, []byte(hdr), l[0], l[1])
+		}
+	}
+}
+
+func checkHeaderSection(t *testing.T, hdr []byte, fields, not []string) {
+	t.Helper()
+	r := &searchRecord{header: hdr}
+	got, ok := r.headerSection(fields, not)
+	want := imapserver.ExtractBodySection(bytes.NewReader(hdr), &imap.FetchItemBodySection{
+		Specifier: imap.PartSpecifierHeader, HeaderFields: fields, HeaderFieldsNot: not})
+	if ok && !bytes.Equal(got, want) {
+		t.Errorf("header %q, fields %q not %q:\n got %q\nwant %q", hdr, fields, not, got, want)
+	}
+	if !ok && want != nil {
+		t.Errorf("header %q: not answered, but ExtractBodySection gives %q", hdr, want)
+	}
+	// A second answer from the parsed header is the same.
+	if again, ok2 := r.headerSection(fields, not); ok2 != ok || !bytes.Equal(again, got) {
+		t.Errorf("header %q: second answer %q, first %q", hdr, again, got)
+	}
+}
+
+func FuzzHeaderSection(f *testing.F) {
+	for _, hdr := range headerSectionInputs() {
+		f.Add([]byte(hdr), "From,Subject", "")
+		f.Add([]byte(hdr), "", "Received")
+	}
+	f.Fuzz(func(t *testing.T, hdr []byte, fields, not string) {
+		split := func(s string) []string {
+			if s == "" {
+				return nil
+			}
+			return strings.Split(s, ",")
+		}
+		checkHeaderSection(t, hdr, split(fields), split(not))
 	})
 }
