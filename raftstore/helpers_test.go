@@ -11,8 +11,15 @@ import (
 // openShard opens a single-voter shard in dir and waits for it to lead.
 func openShard(t *testing.T, dir string) *Shard {
 	t.Helper()
-	s, err := Open(Config{Shard: 1, Dir: dir, NodeID: "n1", Bootstrap: true,
-		Timing: Timing{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond}})
+	return openShardTiming(t, dir, Timing{})
+}
+
+// openShardTiming opens a single-voter shard in dir with timing, its
+// heartbeat and election timeouts at 100 ms, and waits for it to lead.
+func openShardTiming(t *testing.T, dir string, timing Timing) *Shard {
+	t.Helper()
+	timing.HeartbeatTimeout, timing.ElectionTimeout = 100*time.Millisecond, 100*time.Millisecond
+	s, err := Open(Config{Shard: 1, Dir: dir, NodeID: "n1", Bootstrap: true, Timing: timing})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,18 +200,9 @@ func TestLogCacheStartsAfreshAfterAGap(t *testing.T) {
 // A replica whose log grows by SnapshotBytes takes a snapshot, and raft
 // removes the log behind it, long before the entry threshold.
 func TestSnapshotByLogSize(t *testing.T) {
-	s, err := Open(Config{Shard: 1, Dir: t.TempDir(), NodeID: "n1", Bootstrap: true,
-		Timing: Timing{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-			SnapshotBytes: 256 << 10, SnapshotInterval: 50 * time.Millisecond, TrailingLogs: 4}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openShardTiming(t, t.TempDir(), Timing{SnapshotBytes: 256 << 10, SnapshotInterval: 50 * time.Millisecond, TrailingLogs: 4})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := s.WaitForLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	f := newFixture(t, s)
 	body := strings.Repeat("x", 32<<10)
 	for i := 0; i < 16; i++ { // 512 KiB of entries: twice the threshold
