@@ -452,7 +452,9 @@ func (r *searchRecord) contains(needle string, withHeaders bool) (found, decided
 }
 
 // size estimates the memory an opened record holds, with what it may
-// derive from its header later (once more the header, at most).
+// derive from its header later: the envelope, sort and search forms
+// (once more the header, at most) and the parsed fields FETCH writes
+// from (once more again).
 func (r *searchRecord) size() int64 {
-	return int64(2*len(r.header)+len(r.body)+len(r.text)) + 512
+	return int64(3*len(r.header)+len(r.body)+len(r.text)) + 512
 }
