@@ -8,8 +8,9 @@ import (
 )
 
 // eventHistory is how many recent events a replica keeps at least (and
-// twice as many at most) so that a watcher that reconnects (a session on another node whose stream broke)
-// resumes without a gap; one that asks for older events gets a resync.
+// twice as many at most) so that a watcher that reconnects (a session on
+// another node whose stream broke) resumes without a gap; one that asks
+// for older events gets a resync.
 const eventHistory = 8192
 
 // Event is a change to a user's mail, as the FSM applied it. Message is
