@@ -261,8 +261,9 @@ func withUsers(env workload.Env, idx []int) workload.Env {
 }
 
 // Run executes the configured run: it generates the corpus, measures the
-// physical limits, then starts each target in turn, runs the workloads on
-// it and stops it. A target that cannot run here is skipped and listed;
+// physical limits, starts every target, runs each workload on every
+// target in turn before the next workload (runStands), and stops them.
+// A target that cannot run here is skipped and listed;
 // a failed correctness check or an aborted workload is listed in
 // Run.Failures. The error is for problems that stop the whole run.
 func Run(ctx context.Context, cfg Config) (*report.Run, error) {
@@ -331,10 +332,8 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 	for i := range users {
 		users[i] = targets.User{Address: fmt.Sprintf("user%d@%s", i, Domain), Password: fmt.Sprintf("bench-password-%d", i)}
 	}
+	var stands []*stand
 	for _, name := range cfg.Targets {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		dir := filepath.Join(root, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return nil, err
@@ -352,194 +351,21 @@ func Run(ctx context.Context, cfg Config) (*report.Run, error) {
 			run.Failures = append(run.Failures, fmt.Sprintf("%s: %v", name, err))
 			continue
 		}
-		tr := runTarget(ctx, cfg, t, corp, users, log)
-		run.Targets = append(run.Targets, tr)
-		run.Failures = append(run.Failures, failures(tr)...)
+		stands = append(stands, &stand{t: t})
+	}
+	runStands(ctx, cfg, stands, corp, users, log)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	for _, s := range stands {
+		run.Targets = append(run.Targets, s.tr)
+		run.Failures = append(run.Failures, failures(s.tr)...)
 	}
 	if len(run.Targets) == 0 {
 		run.Failures = append(run.Failures, "no target could run")
 	}
 	run.Finished = time.Now().UTC()
 	return run, nil
-}
-
-// runTarget starts one target, runs the workloads on it in order and
-// stops it.
-func runTarget(ctx context.Context, cfg Config, t targets.Target, corp *corpus.Corpus, users []targets.User, log *slog.Logger) report.TargetRun {
-	var tr report.TargetRun
-	defer func() {
-		in, inspectable := t.(Inspectable)
-		inspectable = inspectable && cfg.Diagnostics != nil
-		if inspectable && len(failures(tr)) > 0 {
-			diagnose(ctx, cfg.Diagnostics, tr.Info.Name, in)
-		}
-		if err := t.Stop(); err != nil {
-			tr.Errors = append(tr.Errors, fmt.Sprintf("stop: %v", err))
-			// A process that would not stop has dumped its goroutines
-			// into its log (see targets.process.stop).
-			if inspectable {
-				diagnose(ctx, cfg.Diagnostics, tr.Info.Name, in)
-			}
-		}
-	}()
-	t0 := time.Now()
-	err := t.Start(ctx, users)
-	tr.Info = t.Info()
-	tr.StartSec = time.Since(t0).Seconds()
-	if err != nil {
-		tr.Errors = append(tr.Errors, fmt.Sprintf("start: %v", err))
-		return tr
-	}
-	baseline, err := t.Disk()
-	if err != nil {
-		tr.Errors = append(tr.Errors, err.Error())
-		return tr
-	}
-	env := workload.Env{Target: tr.Info.Name, Endpoints: t.Endpoints(), Nodes: nodesOf(t), TLS: t.ClientTLS(), Users: users, Corpus: corp, Logger: log}
-
-	if err := workload.WarmUp(ctx, env); err != nil {
-		tr.Errors = append(tr.Errors, err.Error())
-		return tr
-	}
-	if cfg.needsMail() && !runMailWorkloads(ctx, cfg, t, env, baseline, &tr, log) {
-		return tr
-	}
-	if cfg.wants(SMTPIngestSizes) {
-		env.Endpoints, env.Nodes = t.Endpoints(), nodesOf(t)
-		if err := runSizeSeries(ctx, cfg, t, env, &tr, log); err != nil {
-			tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngestSizes, err))
-			return tr
-		}
-	}
-	if cfg.wants(Failover) {
-		cl, ok := t.(workload.Cluster)
-		if !ok || len(env.Nodes) < 2 {
-			tr.Skipped = append(tr.Skipped, report.SkippedWorkload{Workload: Failover,
-				Reason: fmt.Sprintf("%s is one server; failover kills the leader of a shard, which needs a target of several nodes (cluster3)", tr.Info.Name)})
-			return tr
-		}
-		env.Endpoints, env.Nodes = t.Endpoints(), nodesOf(t)
-		tr.Failover, err = workload.Failover(ctx, env, cl, workload.FailoverConfig{
-			Senders: cfg.FailoverSenders, Before: cfg.FailoverBefore, After: cfg.FailoverAfter})
-		if err != nil {
-			tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", Failover, err))
-		}
-	}
-	return tr
-}
-
-// runMailWorkloads runs smtp-ingest with its check, then storage,
-// imap-mixed and pop3-drain as selected; it returns false when the
-// target cannot go on.
-func runMailWorkloads(ctx context.Context, cfg Config, t targets.Target, env workload.Env, baseline targets.Disk, tr *report.TargetRun, log *slog.Logger) bool {
-	// Every other workload needs the mail smtp-ingest delivers.
-	var ingest *workload.IngestResult
-	var err error
-	profileWorkload(ctx, cfg, t, tr, SMTPIngest, log, func() {
-		ingest, err = workload.Ingest(ctx, env, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.IngestDuration, Pipelining: cfg.SMTPPipelining})
-	})
-	if err != nil {
-		tr.Errors = append(tr.Errors, fmt.Sprintf("%s: %v", SMTPIngest, err))
-		return false
-	}
-	tr.Ingest, tr.Preload = ingest, !cfg.wants(SMTPIngest)
-	check, err := workload.Verify(ctx, env, ingest.AckedMessages(), workload.VerifyConfig{
-		SentAt: time.Now(), Wait: cfg.VerifyWait, Via: ingest.AckedVia()})
-	if err != nil {
-		tr.Errors = append(tr.Errors, fmt.Sprintf("%s verification: %v", SMTPIngest, err))
-		return false
-	}
-	ingest.Check = check
-	if ingest.Acked == 0 {
-		return false
-	}
-	if cfg.wants(Storage) {
-		if tr.Storage, err = workload.Storage(ctx, t, baseline, ingest.Acked, ingest.AckedBytes); err != nil {
-			tr.Errors = append(tr.Errors, err.Error())
-			return false
-		}
-		log.Info("done", "target", tr.Info.Name, "workload", Storage, "bytes_per_byte", fmt.Sprintf("%.2f", tr.Storage.BytesPerByte),
-			"compact", time.Duration(tr.Storage.CompactSec*float64(time.Second)).Round(time.Millisecond))
-		env.Endpoints, env.Nodes = t.Endpoints(), nodesOf(t)
-		// Compacting restarts a target that needs it (ours; Dovecot's
-		// maildir needs none), which empties its cache of verified
-		// logins. Warm every target up again, as before the first
-		// workload, so that the workloads after storage find each in
-		// its steady state, not ours alone just restarted.
-		if err := workload.WarmUp(ctx, env); err != nil {
-			tr.Errors = append(tr.Errors, fmt.Sprintf("%s: warm-up after compaction: %v", Storage, err))
-			return false
-		}
-	}
-	imapUsers, pop3Users := cfg.userSplit()
-	if cfg.wants(IMAPMixed) {
-		imapEnv := withUsers(env, imapUsers)
-		closed := workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed}
-		profileWorkload(ctx, cfg, t, tr, IMAPMixed, log, func() {
-			tr.IMAP, err = workload.IMAP(ctx, imapEnv, closed)
-		})
-		if err != nil {
-			tr.Errors = append(tr.Errors, err.Error())
-		}
-		if cfg.IMAPRate > 0 {
-			paced := closed
-			paced.Seed, paced.Rate = cfg.Seed+1, cfg.IMAPRate
-			tr.IMAPPaced, err = workload.IMAP(ctx, imapEnv, paced)
-			if err != nil {
-				tr.Errors = append(tr.Errors, fmt.Sprintf("%s at %g operations/s: %v", IMAPMixed, cfg.IMAPRate, err))
-			}
-		}
-	}
-	if cfg.wants(POP3Drain) {
-		if tr.POP3, err = workload.POP3(ctx, withUsers(env, pop3Users), workload.POP3Config{Clients: cfg.POP3Clients, Duration: cfg.POP3Duration}); err != nil {
-			tr.Errors = append(tr.Errors, err.Error())
-		}
-	}
-	return true
-}
-
-// runSizeSeries runs smtp-ingest once per step of cfg.SizeSeries, each
-// with a corpus of its own fixed-size messages (tags that no other
-// corpus uses), a CPU profile of its own, and the same correctness check
-// as smtp-ingest: every acknowledged message fetched back and compared
-// by SHA-256. The mailboxes may hold mail already: the check waits for
-// that many more messages than each INBOX held before.
-func runSizeSeries(ctx context.Context, cfg Config, t targets.Target, env workload.Env, tr *report.TargetRun, log *slog.Logger) error {
-	for _, st := range cfg.SizeSeries {
-		label := SizeLabel(st.Bytes)
-		corp, err := corpus.Generate(corpus.Config{Seed: cfg.Seed, Messages: st.Messages, Users: len(env.Users), Domain: Domain,
-			Size: st.Bytes, TagPrefix: "size" + label + "-"})
-		if err != nil {
-			return err
-		}
-		senv := env
-		senv.Corpus = corp
-		before, err := workload.InboxCounts(ctx, senv)
-		if err != nil {
-			return err
-		}
-		var res *workload.IngestResult
-		name := SMTPIngestSizes + "-" + label
-		send := func() {
-			res, err = workload.Ingest(ctx, senv, workload.IngestConfig{Clients: cfg.SMTPClients, Duration: cfg.SizeDuration, Workload: name, Pipelining: cfg.SMTPPipelining})
-		}
-		if cfg.SizeProfiles {
-			profileWorkload(ctx, cfg, t, tr, name, log, send)
-		} else {
-			send()
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", label, err)
-		}
-		check, err := workload.Verify(ctx, senv, res.AckedMessages(), workload.VerifyConfig{Workload: name,
-			SentAt: time.Now(), Wait: cfg.VerifyWait, Via: res.AckedVia(), Before: before})
-		if err != nil {
-			return fmt.Errorf("%s verification: %w", label, err)
-		}
-		res.Check = check
-		tr.Sizes = append(tr.Sizes, report.SizeRun{Bytes: st.Bytes, Ingest: res})
-	}
-	return nil
 }
 
 // nodesOf returns the endpoints of every node of a target of several

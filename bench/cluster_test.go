@@ -166,7 +166,9 @@ func TestFailoverSkippedOnOneServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := runTarget(context.Background(), cfg, ft, corp, users, slog.New(slog.DiscardHandler))
+	s := &stand{t: ft}
+	runStands(context.Background(), cfg, []*stand{s}, corp, users, slog.New(slog.DiscardHandler))
+	tr := s.tr
 	if len(tr.Errors) > 0 || tr.Ingest != nil || tr.Failover != nil || !ft.stopped {
 		t.Fatalf("errors %v, ingest %v, failover %v, stopped %v", tr.Errors, tr.Ingest, tr.Failover, ft.stopped)
 	}

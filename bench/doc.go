@@ -4,15 +4,16 @@
 // every figure so regressions show.
 //
 // A run (Run) generates the corpus (package corpus), measures the
-// machine's physical limits (package limits), then for each target
+// machine's physical limits (package limits), starts every target
 // (package targets: single = one mailnode; cluster3 = three mailnode
 // processes forming one cluster with three replicas per shard; dovecot =
-// Dovecot + Postfix) starts it in a temporary directory on loopback, runs
-// the workloads (package workload) in a fixed order — smtp-ingest with its
+// Dovecot + Postfix) in a temporary directory on loopback, runs the
+// workloads (package workload) in a fixed order — smtp-ingest with its
 // correctness check, storage, imap-mixed, pop3-drain, smtp-ingest-sizes
 // (smtp-ingest once per fixed message size, each checked), and on cluster3
 // failover (kill a shard's leader under SMTP load, then check that no
-// acknowledged message was lost or duplicated) — and stops it. Package
+// acknowledged message was lost or duplicated) — each workload on every
+// target in turn before the next, and stops them. Package
 // report turns the result into JSON, Markdown with ratios ours/peer, and
 // SVG charts; WriteResults and WriteDocs write them. bench/cmd/mailbench
 // is the command line.

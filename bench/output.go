@@ -190,6 +190,13 @@ and caches verified logins. The load generator runs on the same machine as
 the targets, so on a small machine it takes CPU from the server under test
 alike for every target.
 
+Every target is started at the beginning of the run and stopped at its
+end, and each workload (each size of smtp-ingest-sizes on its own) runs
+on every target in turn before the next workload starts: a machine whose
+speed moves over the hour the suite takes then moves every target's
+figures for a workload alike, and their ratios come from the same minutes.
+The targets that are not being measured sit idle meanwhile.
+
 `
 
 // resultStamp names a run's files in the results directory.
