@@ -13,7 +13,8 @@
 // (smtp-ingest once per fixed message size, each checked), and on cluster3
 // failover (kill a shard's leader under SMTP load, then check that no
 // acknowledged message was lost or duplicated) — each workload on every
-// target in turn before the next, and stops them. Package
+// target in turn before the next, a target stopped between its turns so
+// that only the one measured runs — and stops them. Package
 // report turns the result into JSON, Markdown with ratios ours/peer, and
 // SVG charts; WriteResults and WriteDocs write them. bench/cmd/mailbench
 // is the command line.

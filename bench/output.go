@@ -190,12 +190,15 @@ and caches verified logins. The load generator runs on the same machine as
 the targets, so on a small machine it takes CPU from the server under test
 alike for every target.
 
-Every target is started at the beginning of the run and stopped at its
-end, and each workload (each size of smtp-ingest-sizes on its own) runs
-on every target in turn before the next workload starts: a machine whose
-speed moves over the hour the suite takes then moves every target's
-figures for a workload alike, and their ratios come from the same minutes.
-The targets that are not being measured sit idle meanwhile.
+Each workload (each size of smtp-ingest-sizes on its own) runs on every
+target in turn before the next workload starts: a machine whose speed
+moves over the hour the suite takes then moves every target's figures for
+a workload alike, and their ratios come from the same minutes. Between
+its turns a target is stopped, its data kept, and it is started again
+and warmed up (every user logged in once per node) before its next turn,
+so that only the target measured runs: an idle target would take CPU and
+memory from it (an idle cluster's Raft traffic takes a good part of a
+core here).
 
 `
 

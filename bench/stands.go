@@ -12,9 +12,10 @@ import (
 	"github.com/mailcluster/mailcluster/bench/workload"
 )
 
-// stand is one target through a run: started once, then given each
-// workload in its turn, between the other targets' turns at the same
-// workload, and stopped at the end.
+// stand is one target through a run: started, then given each workload
+// in its turn, between the other targets' turns at the same workload
+// (and paused between its turns when it can be), and stopped at the
+// end.
 type stand struct {
 	t        targets.Target
 	tr       report.TargetRun
@@ -25,6 +26,64 @@ type stand struct {
 	// workload the later ones depend on failed. Its figures so far stay
 	// in its report.
 	out bool
+	// paused is set while a Pausable target is stopped between turns.
+	paused bool
+}
+
+// Pausable is a target that can stop between its turns and start again
+// on its data. Only the target whose turn it is then runs: an idle
+// target takes CPU and memory from the one measured (a cluster's idle
+// Raft traffic alone took a third of a core here), and it would take
+// more from some targets than from others.
+type Pausable interface {
+	// Pause stops the target's processes, keeping its data.
+	Pause() error
+	// Resume starts them again and returns once the target serves.
+	Resume(ctx context.Context) error
+}
+
+// alone runs a turn with the target started again before it and paused
+// after it. After each start it is warmed up again: a restart empties
+// every target's cache of verified logins. A target that cannot pause
+// runs throughout.
+func alone(run func(ctx context.Context, s *stand) bool) func(ctx context.Context, s *stand) bool {
+	return func(ctx context.Context, s *stand) bool {
+		ok := s.resume(ctx) && run(ctx, s)
+		return s.pause() && ok
+	}
+}
+
+// resume starts a paused target again and warms it up.
+func (s *stand) resume(ctx context.Context) bool {
+	p, ok := s.t.(Pausable)
+	if !ok || !s.paused {
+		return true
+	}
+	s.paused = false
+	if err := p.Resume(ctx); err != nil {
+		s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("start again after a pause: %v", err))
+		return false
+	}
+	s.env.Endpoints, s.env.Nodes = s.t.Endpoints(), nodesOf(s.t)
+	if err := workload.WarmUp(ctx, s.env); err != nil {
+		s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("warm-up after a pause: %v", err))
+		return false
+	}
+	return true
+}
+
+// pause stops a Pausable target until its next turn.
+func (s *stand) pause() bool {
+	p, ok := s.t.(Pausable)
+	if !ok || s.paused {
+		return true
+	}
+	if err := p.Pause(); err != nil {
+		s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("pause: %v", err))
+		return false
+	}
+	s.paused = true
+	return true
 }
 
 // turn is one workload's turn on one target; it returns false when the
@@ -94,21 +153,22 @@ func stopStand(ctx context.Context, cfg Config, s *stand) {
 // time.
 func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *slog.Logger) []turn {
 	turns := []turn{{"start", func(ctx context.Context, s *stand) bool {
-		return startStand(ctx, s, corp, users, log)
+		ok := startStand(ctx, s, corp, users, log)
+		return s.pause() && ok
 	}}}
 	if cfg.needsMail() {
-		turns = append(turns, turn{SMTPIngest, func(ctx context.Context, s *stand) bool {
+		turns = append(turns, turn{SMTPIngest, alone(func(ctx context.Context, s *stand) bool {
 			return ingestTurn(ctx, cfg, s, log)
-		}})
+		})})
 		if cfg.wants(Storage) {
-			turns = append(turns, turn{Storage, func(ctx context.Context, s *stand) bool {
+			turns = append(turns, turn{Storage, alone(func(ctx context.Context, s *stand) bool {
 				return storageTurn(ctx, s, log)
-			}})
+			})})
 		}
 		imapUsers, pop3Users := cfg.userSplit()
 		if cfg.wants(IMAPMixed) {
 			closed := workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed}
-			turns = append(turns, turn{IMAPMixed, func(ctx context.Context, s *stand) bool {
+			turns = append(turns, turn{IMAPMixed, alone(func(ctx context.Context, s *stand) bool {
 				var err error
 				profileWorkload(ctx, cfg, s.t, &s.tr, IMAPMixed, log, func() {
 					s.tr.IMAP, err = workload.IMAP(ctx, withUsers(s.env, imapUsers), closed)
@@ -117,28 +177,28 @@ func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *s
 					s.tr.Errors = append(s.tr.Errors, err.Error())
 				}
 				return true
-			}})
+			})})
 			if cfg.IMAPRate > 0 {
 				paced := closed
 				paced.Seed, paced.Rate = cfg.Seed+1, cfg.IMAPRate
-				turns = append(turns, turn{IMAPMixed + " (paced)", func(ctx context.Context, s *stand) bool {
+				turns = append(turns, turn{IMAPMixed + " (paced)", alone(func(ctx context.Context, s *stand) bool {
 					var err error
 					if s.tr.IMAPPaced, err = workload.IMAP(ctx, withUsers(s.env, imapUsers), paced); err != nil {
 						s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("%s at %g operations/s: %v", IMAPMixed, cfg.IMAPRate, err))
 					}
 					return true
-				}})
+				})})
 			}
 		}
 		if cfg.wants(POP3Drain) {
 			pc := workload.POP3Config{Clients: cfg.POP3Clients, Duration: cfg.POP3Duration}
-			turns = append(turns, turn{POP3Drain, func(ctx context.Context, s *stand) bool {
+			turns = append(turns, turn{POP3Drain, alone(func(ctx context.Context, s *stand) bool {
 				var err error
 				if s.tr.POP3, err = workload.POP3(ctx, withUsers(s.env, pop3Users), pc); err != nil {
 					s.tr.Errors = append(s.tr.Errors, err.Error())
 				}
 				return true
-			}})
+			})})
 		}
 	}
 	if cfg.wants(SMTPIngestSizes) {
@@ -147,10 +207,10 @@ func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *s
 		}
 	}
 	if cfg.wants(Failover) {
-		turns = append(turns, turn{Failover, func(ctx context.Context, s *stand) bool {
+		turns = append(turns, turn{Failover, alone(func(ctx context.Context, s *stand) bool {
 			failoverTurn(ctx, cfg, s)
 			return true
-		}})
+		})})
 	}
 	return turns
 }
@@ -213,9 +273,13 @@ func storageTurn(ctx context.Context, s *stand, log *slog.Logger) bool {
 	s.env.Endpoints, s.env.Nodes = s.t.Endpoints(), nodesOf(s.t)
 	// Compacting restarts a target that needs it (ours; Dovecot's
 	// maildir needs none), which empties its cache of verified logins.
-	// Warm every target up again, as before the first workload, so that
-	// the workloads after storage find each in its steady state, not
-	// ours alone just restarted.
+	// A target that pauses is warmed up again at its next turn; one
+	// that runs throughout is warmed up now, as before the first
+	// workload, so that the workloads after storage find it in its
+	// steady state.
+	if _, pauses := s.t.(Pausable); pauses {
+		return true
+	}
 	if err := workload.WarmUp(ctx, s.env); err != nil {
 		s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("%s: warm-up after compaction: %v", Storage, err))
 		return false
@@ -233,7 +297,7 @@ func sizeTurn(cfg Config, st SizeStep, log *slog.Logger) turn {
 	label := SizeLabel(st.Bytes)
 	name := SMTPIngestSizes + "-" + label
 	var corp *corpus.Corpus
-	return turn{name, func(ctx context.Context, s *stand) bool {
+	return turn{name, alone(func(ctx context.Context, s *stand) bool {
 		err := func() error {
 			if corp == nil {
 				c, err := corpus.Generate(corpus.Config{Seed: cfg.Seed, Messages: st.Messages, Users: len(s.env.Users), Domain: Domain,
@@ -276,7 +340,7 @@ func sizeTurn(cfg Config, st SizeStep, log *slog.Logger) turn {
 			return false
 		}
 		return true
-	}}
+	})}
 }
 
 // failoverTurn kills a shard's leader under load on a target of several

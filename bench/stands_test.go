@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"slices"
 	"strings"
@@ -40,5 +41,70 @@ func TestInterleaveGivesEachWorkloadToEveryTarget(t *testing.T) {
 	}
 	if stands[0].out || !stands[1].out || stands[2].out {
 		t.Fatalf("out: a %v, b %v, c %v; want only b", stands[0].out, stands[1].out, stands[2].out)
+	}
+}
+
+// pausingTarget is a target that only records whether it runs.
+type pausingTarget struct {
+	name    string
+	running bool
+	starts  int
+}
+
+func (p *pausingTarget) Info() targets.Info { return targets.Info{Name: p.name} }
+func (p *pausingTarget) Start(context.Context, []targets.User) error {
+	p.running = true
+	return nil
+}
+func (p *pausingTarget) Endpoints() targets.Endpoints  { return targets.Endpoints{} }
+func (p *pausingTarget) ClientTLS() *tls.Config        { return nil }
+func (p *pausingTarget) Compact(context.Context) error { return nil }
+func (p *pausingTarget) Disk() (targets.Disk, error)   { return targets.Disk{}, nil }
+func (p *pausingTarget) Stop() error {
+	p.running = false
+	return nil
+}
+func (p *pausingTarget) Pause() error { return p.Stop() }
+func (p *pausingTarget) Resume(context.Context) error {
+	p.running = true
+	p.starts++
+	return nil
+}
+
+// TestTargetsRunAlone checks that a target that can pause runs during
+// its own turns only: every other target is stopped meanwhile, and all
+// are stopped between turns.
+func TestTargetsRunAlone(t *testing.T) {
+	var ts []*pausingTarget
+	var stands []*stand
+	for _, name := range []string{"a", "b", "c"} {
+		p := &pausingTarget{name: name}
+		ts = append(ts, p)
+		stands = append(stands, &stand{t: p})
+	}
+	turns := 0
+	check := func(ctx context.Context, s *stand) bool {
+		turns++
+		for _, p := range ts {
+			if want := p == s.t; p.running != want {
+				t.Errorf("turn %d of %s: %s running %v", turns, s.t.Info().Name, p.name, p.running)
+			}
+		}
+		return true
+	}
+	start := turn{"start", func(ctx context.Context, s *stand) bool {
+		if err := s.t.Start(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		return s.pause()
+	}}
+	interleave(context.Background(), stands, []turn{start, {"one", alone(check)}, {"two", alone(check)}}, slog.New(slog.DiscardHandler))
+	if turns != 6 {
+		t.Fatalf("%d turns ran, want 6", turns)
+	}
+	for _, p := range ts {
+		if p.running || p.starts != 2 {
+			t.Errorf("%s: running %v after the run, started again %d times; want stopped, 2", p.name, p.running, p.starts)
+		}
 	}
 }

@@ -262,13 +262,27 @@ func serveArgs(nodes []*clusterNode, i int, token string, first bool) []string {
 
 // startNode starts one node and waits until its /readyz answers 200.
 func (c *cluster3) startNode(ctx context.Context, n *clusterNode, args []string) error {
-	p, err := startProcess("mailnode "+n.id, filepath.Join(n.dir, "mailnode.log"), nil, append([]string{c.bin}, args...)...)
+	p, err := c.launchNode(n, args)
 	if err != nil {
 		return err
+	}
+	return c.waitReady(ctx, n, p)
+}
+
+// launchNode starts one node's process.
+func (c *cluster3) launchNode(n *clusterNode, args []string) (*process, error) {
+	p, err := startProcess("mailnode "+n.id, filepath.Join(n.dir, "mailnode.log"), nil, append([]string{c.bin}, args...)...)
+	if err != nil {
+		return nil, err
 	}
 	c.mu.Lock()
 	n.proc = p
 	c.mu.Unlock()
+	return p, nil
+}
+
+// waitReady waits until node n, running as p, answers 200 on /readyz.
+func (c *cluster3) waitReady(ctx context.Context, n *clusterNode, p *process) error {
 	url := "http://" + n.httpAddr() + "/readyz"
 	client := &http.Client{Timeout: 2 * time.Second}
 	return waitFor(ctx, mailnodeReadyTimeout, "mailnode "+n.id, func() error {
@@ -540,6 +554,38 @@ func (c *cluster3) Compact(ctx context.Context) error {
 			return err
 		}
 		if err := c.waitConverged(ctx, n.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Pause stops every node, keeping their data and membership, until
+// Resume.
+func (c *cluster3) Pause() error { return c.Stop() }
+
+// Resume starts every paused node again and returns once each serves and
+// the cluster has converged. The nodes start together: none is ready
+// before the shards it keeps have a quorum.
+func (c *cluster3) Resume(ctx context.Context) error {
+	procs := make([]*process, len(c.nodes))
+	for i, n := range c.nodes {
+		p, err := c.launchNode(n, serveArgs(c.nodes, i, c.token, false))
+		if err != nil {
+			return err
+		}
+		procs[i] = p
+	}
+	for i, n := range c.nodes {
+		if err := c.waitReady(ctx, n, procs[i]); err != nil {
+			return err
+		}
+	}
+	if err := c.waitConverged(ctx, ""); err != nil {
+		return err
+	}
+	for _, n := range c.nodes {
+		if err := waitEndpoints(ctx, n.endpoints()); err != nil {
 			return err
 		}
 	}

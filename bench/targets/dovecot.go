@@ -185,6 +185,24 @@ func (d *dovecot) Start(ctx context.Context, users []User) error {
 	if err := d.prepare(users); err != nil {
 		return err
 	}
+	if err := d.launch(ctx); err != nil {
+		return err
+	}
+	d.log.Info("started", "version", d.version, "users", len(users), "endpoints", d.Endpoints())
+	return nil
+}
+
+// Pause stops Dovecot and Postfix, keeping the mail, the queue and the
+// configuration, until Resume.
+func (d *dovecot) Pause() error { return d.Stop() }
+
+// Resume starts Dovecot and Postfix again on what Pause kept.
+func (d *dovecot) Resume(ctx context.Context) error { return d.launch(ctx) }
+
+// launch starts Dovecot, then Postfix once Dovecot's LMTP greets, and
+// waits for every endpoint.
+func (d *dovecot) launch(ctx context.Context) error {
+	var err error
 	dovecotConf := filepath.Join(d.opts.Dir, "dovecot.conf")
 	d.dovecot, err = startProcess("dovecot", filepath.Join(d.cfg.LogDir, "dovecot-master.log"), nil,
 		"dovecot", "-F", "-c", dovecotConf)
@@ -203,11 +221,7 @@ func (d *dovecot) Start(ctx context.Context, users []User) error {
 	if err != nil {
 		return err
 	}
-	if err := d.waitUp(ctx, ep.SMTP, "220"); err != nil {
-		return err
-	}
-	d.log.Info("started", "version", d.version, "users", len(users), "endpoints", ep)
-	return nil
+	return d.waitUp(ctx, ep.SMTP, "220")
 }
 
 // waitUp waits for a greeting while both servers keep running.

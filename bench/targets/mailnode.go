@@ -208,6 +208,12 @@ func (m *mailnode) Stop() error {
 	return err
 }
 
+// Pause stops the node, keeping its data, until Resume.
+func (m *mailnode) Pause() error { return m.Stop() }
+
+// Resume starts the paused node again on its data.
+func (m *mailnode) Resume(ctx context.Context) error { return m.serve(ctx) }
+
 // mailnodeConfig is the single node's TOML configuration: the defaults,
 // every listener on 127.0.0.1 (ports: SMTP, IMAP, POP3, HTTP), no
 // submission or implicit-TLS listeners, the run's certificate.
