@@ -231,13 +231,9 @@ func BuildSearchRecord(msg []byte) []byte {
 	}()
 	body, text := &sets[0], &sets[1]
 	version := byte(searchRecordVersion)
-	fits := collectWords(msg, body, text, false)
-	if !fits {
-		body.reset()
-		text.reset()
-		if fits = collectWords(msg, body, text, true); fits {
-			version = searchRecordDigitFree
-		}
+	fits, digitFree := collectWords(msg, body, text)
+	if digitFree {
+		version = searchRecordDigitFree
 	}
 	header := msg[:min(schema.HeaderLength(msg), maxRecordHeader)]
 	var flags byte
@@ -258,12 +254,18 @@ func BuildSearchRecord(msg []byte) []byte {
 
 // collectWords adds the distinct words of msg's texts to body and of its
 // header fields to text, and reports whether they fit in maxRecordWords
-// (it stops at the first that does not). With digitFree, a word holding
-// ASCII digits is added as its runs without them: a needle without
-// digits is within such a word exactly when it is within one of its
-// runs. Tables of figures (CSV, logs) make a distinct word of nearly
+// and whether they had to be made digit-free to fit. Digit-free, a word
+// holding ASCII digits is added as its runs without them: a needle
+// without digits is within such a word exactly when it is within one of
+// its runs. Tables of figures (CSV, logs) make a distinct word of nearly
 // every line; without their digits they come down to a few.
-func collectWords(msg []byte, body, text *wordSet, digitFree bool) bool {
+//
+// The words are collected as they are until they pass the bound; then
+// the sets are rebuilt digit-free from the words they hold and the walk
+// goes on digit-free, so a message read once whatever it holds (its
+// texts decoded from base64 or quoted-printable cost more than the
+// words). It stops at the first word that does not fit digit-free.
+func collectWords(msg []byte, body, text *wordSet) (fits, digitFree bool) {
 	size := 0
 	add := func(set *wordSet, w []byte) (full bool) {
 		if len(w) > 0 && set.add(w) {
@@ -271,7 +273,40 @@ func collectWords(msg []byte, body, text *wordSet, digitFree bool) bool {
 		}
 		return size > maxRecordWords
 	}
-	textPieces(msg, true, func(piece []byte, header bool) bool {
+	addWord := func(set *wordSet, w []byte) (full bool) {
+		if !digitFree || !hasDigit(w) {
+			return add(set, w)
+		}
+		for len(w) > 0 {
+			k := 0
+			for k < len(w) && !isDigit(w[k]) {
+				k++
+			}
+			if add(set, w[:k]) {
+				return true
+			}
+			for k < len(w) && isDigit(w[k]) {
+				k++
+			}
+			w = w[k:]
+		}
+		return false
+	}
+	var held []byte
+	toDigitFree := func() (full bool) {
+		digitFree, size = true, 0
+		for _, set := range []*wordSet{body, text} {
+			held = append(held[:0], set.words...)
+			set.reset()
+			for w := range bytes.SplitSeq(held, []byte{'\n'}) {
+				if addWord(set, w) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	full := textPieces(msg, true, func(piece []byte, header bool) bool {
 		set := body
 		if header {
 			set = text
@@ -286,29 +321,13 @@ func collectWords(msg []byte, body, text *wordSet, digitFree bool) bool {
 			}
 			w := piece[i:j]
 			i = j
-			if !digitFree || !hasDigit(w) {
-				if add(set, w) {
-					return true
-				}
-				continue
-			}
-			for len(w) > 0 {
-				k := 0
-				for k < len(w) && !isDigit(w[k]) {
-					k++
-				}
-				if add(set, w[:k]) {
-					return true
-				}
-				for k < len(w) && isDigit(w[k]) {
-					k++
-				}
-				w = w[k:]
+			if addWord(set, w) && (digitFree || toDigitFree()) {
+				return true
 			}
 		}
 		return false
 	})
-	return size <= maxRecordWords
+	return !full, digitFree
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -329,10 +329,13 @@ func TestSearchRecordDecoding(t *testing.T) {
 	// Too many words with digits in them (a table of figures): the
 	// record keeps them without their digits, and answers needles
 	// without digits only.
-	table := []byte("Subject: figures\r\n\r\n")
+	// Words seen before the bound is passed are kept too (earlyword,
+	// and 1xtwo2 as xtwo), as well as those after it (lateword).
+	table := []byte("Subject: figures\r\n\r\nearlyword 1xtwo2\r\n")
 	for i := 0; len(table) < 3*maxRecordWords; i++ {
 		table = fmt.Appendf(table, "%d,try,very,%d.%02d,2026-09-%02d\r\n", 10000+i*7, i*13%9000, i%100, i%28+1)
 	}
+	table = append(table, "lateword\r\n"...)
 	r = openSearchRecord(BuildSearchRecord(table))
 	if r == nil || r.noWords || !r.digitFree {
 		t.Fatalf("table of figures: record %v, want one of words without digits", r != nil && !r.noWords)
@@ -345,6 +348,7 @@ func TestSearchRecordDecoding(t *testing.T) {
 		{"none", false, true}, {"try,none", false, true},
 		{"10007", false, false}, {"7,try", false, false}, {"2026-09-01", false, false},
 		{"try nothere", false, true}, {"try very", false, false},
+		{"earlyword", true, true}, {"xtwo", true, true}, {"lateword", true, true}, {"1xtwo2", false, false},
 	} {
 		found, known := r.contains(c.needle, false)
 		if found != c.found || known != c.known {
