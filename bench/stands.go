@@ -28,6 +28,9 @@ type stand struct {
 	out bool
 	// paused is set while a Pausable target is stopped between turns.
 	paused bool
+	// diagnosed is set once what its processes logged has been written
+	// out for a failure.
+	diagnosed bool
 }
 
 // Pausable is a target that can stop between its turns and start again
@@ -45,12 +48,26 @@ type Pausable interface {
 // alone runs a turn with the target started again before it and paused
 // after it. After each start it is warmed up again: a restart empties
 // every target's cache of verified logins. A target that cannot pause
-// runs throughout.
-func alone(run func(ctx context.Context, s *stand) bool) func(ctx context.Context, s *stand) bool {
+// runs throughout. A failure is diagnosed before the pause, while the
+// processes still run and can say where their goroutines wait.
+func alone(cfg Config, run func(ctx context.Context, s *stand) bool) func(ctx context.Context, s *stand) bool {
 	return func(ctx context.Context, s *stand) bool {
 		ok := s.resume(ctx) && run(ctx, s)
+		s.diagnoseFailure(ctx, cfg)
 		return s.pause() && ok
 	}
+}
+
+// diagnoseFailure writes what the target's processes logged, and where
+// their goroutines wait, to cfg.Diagnostics the first time its run has
+// failed.
+func (s *stand) diagnoseFailure(ctx context.Context, cfg Config) {
+	in, ok := s.t.(Inspectable)
+	if !ok || cfg.Diagnostics == nil || s.diagnosed || len(failures(s.tr)) == 0 {
+		return
+	}
+	s.diagnosed = true
+	diagnose(ctx, cfg.Diagnostics, s.tr.Info.Name, in)
 }
 
 // resume starts a paused target again and warms it up.
@@ -122,12 +139,21 @@ func interleave(ctx context.Context, stands []*stand, turns []turn, log *slog.Lo
 // runStands starts every target, runs the selected workloads on them
 // interleaved, and stops them; each stand's report is in its tr.
 func runStands(ctx context.Context, cfg Config, stands []*stand, corp *corpus.Corpus, users []targets.User, log *slog.Logger) {
+	runStandsTurns(ctx, cfg, stands, workloadTurns(cfg, corp, users, log))
+}
+
+// runStandsTurns gives the stands the turns, interleaved, and stops them.
+func runStandsTurns(ctx context.Context, cfg Config, stands []*stand, turns []turn) {
 	defer func() {
 		for _, s := range stands {
 			stopStand(ctx, cfg, s)
 		}
 	}()
-	interleave(ctx, stands, workloadTurns(cfg, corp, users, log), log)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	interleave(ctx, stands, turns, log)
 }
 
 // stopStand stops one target; when its run failed, or it would not stop,
@@ -135,9 +161,7 @@ func runStands(ctx context.Context, cfg Config, stands []*stand, corp *corpus.Co
 func stopStand(ctx context.Context, cfg Config, s *stand) {
 	in, inspectable := s.t.(Inspectable)
 	inspectable = inspectable && cfg.Diagnostics != nil
-	if inspectable && len(failures(s.tr)) > 0 {
-		diagnose(ctx, cfg.Diagnostics, s.tr.Info.Name, in)
-	}
+	s.diagnoseFailure(ctx, cfg)
 	if err := s.t.Stop(); err != nil {
 		s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("stop: %v", err))
 		// A process that would not stop has dumped its goroutines
@@ -154,21 +178,22 @@ func stopStand(ctx context.Context, cfg Config, s *stand) {
 func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *slog.Logger) []turn {
 	turns := []turn{{"start", func(ctx context.Context, s *stand) bool {
 		ok := startStand(ctx, s, corp, users, log)
+		s.diagnoseFailure(ctx, cfg)
 		return s.pause() && ok
 	}}}
 	if cfg.needsMail() {
-		turns = append(turns, turn{SMTPIngest, alone(func(ctx context.Context, s *stand) bool {
+		turns = append(turns, turn{SMTPIngest, alone(cfg, func(ctx context.Context, s *stand) bool {
 			return ingestTurn(ctx, cfg, s, log)
 		})})
 		if cfg.wants(Storage) {
-			turns = append(turns, turn{Storage, alone(func(ctx context.Context, s *stand) bool {
+			turns = append(turns, turn{Storage, alone(cfg, func(ctx context.Context, s *stand) bool {
 				return storageTurn(ctx, s, log)
 			})})
 		}
 		imapUsers, pop3Users := cfg.userSplit()
 		if cfg.wants(IMAPMixed) {
 			closed := workload.IMAPConfig{Sessions: cfg.IMAPSessions, Duration: cfg.IMAPDuration, Seed: cfg.Seed}
-			turns = append(turns, turn{IMAPMixed, alone(func(ctx context.Context, s *stand) bool {
+			turns = append(turns, turn{IMAPMixed, alone(cfg, func(ctx context.Context, s *stand) bool {
 				var err error
 				profileWorkload(ctx, cfg, s.t, &s.tr, IMAPMixed, log, func() {
 					s.tr.IMAP, err = workload.IMAP(ctx, withUsers(s.env, imapUsers), closed)
@@ -181,7 +206,7 @@ func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *s
 			if cfg.IMAPRate > 0 {
 				paced := closed
 				paced.Seed, paced.Rate = cfg.Seed+1, cfg.IMAPRate
-				turns = append(turns, turn{IMAPMixed + " (paced)", alone(func(ctx context.Context, s *stand) bool {
+				turns = append(turns, turn{IMAPMixed + " (paced)", alone(cfg, func(ctx context.Context, s *stand) bool {
 					var err error
 					if s.tr.IMAPPaced, err = workload.IMAP(ctx, withUsers(s.env, imapUsers), paced); err != nil {
 						s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("%s at %g operations/s: %v", IMAPMixed, cfg.IMAPRate, err))
@@ -192,7 +217,7 @@ func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *s
 		}
 		if cfg.wants(POP3Drain) {
 			pc := workload.POP3Config{Clients: cfg.POP3Clients, Duration: cfg.POP3Duration}
-			turns = append(turns, turn{POP3Drain, alone(func(ctx context.Context, s *stand) bool {
+			turns = append(turns, turn{POP3Drain, alone(cfg, func(ctx context.Context, s *stand) bool {
 				var err error
 				if s.tr.POP3, err = workload.POP3(ctx, withUsers(s.env, pop3Users), pc); err != nil {
 					s.tr.Errors = append(s.tr.Errors, err.Error())
@@ -207,7 +232,7 @@ func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *s
 		}
 	}
 	if cfg.wants(Failover) {
-		turns = append(turns, turn{Failover, alone(func(ctx context.Context, s *stand) bool {
+		turns = append(turns, turn{Failover, alone(cfg, func(ctx context.Context, s *stand) bool {
 			failoverTurn(ctx, cfg, s)
 			return true
 		})})
@@ -297,7 +322,7 @@ func sizeTurn(cfg Config, st SizeStep, log *slog.Logger) turn {
 	label := SizeLabel(st.Bytes)
 	name := SMTPIngestSizes + "-" + label
 	var corp *corpus.Corpus
-	return turn{name, alone(func(ctx context.Context, s *stand) bool {
+	return turn{name, alone(cfg, func(ctx context.Context, s *stand) bool {
 		err := func() error {
 			if corp == nil {
 				c, err := corpus.Generate(corpus.Config{Seed: cfg.Seed, Messages: st.Messages, Users: len(s.env.Users), Domain: Domain,

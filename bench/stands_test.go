@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -98,7 +100,7 @@ func TestTargetsRunAlone(t *testing.T) {
 		}
 		return s.pause()
 	}}
-	interleave(context.Background(), stands, []turn{start, {"one", alone(check)}, {"two", alone(check)}}, slog.New(slog.DiscardHandler))
+	interleave(context.Background(), stands, []turn{start, {"one", alone(Config{}, check)}, {"two", alone(Config{}, check)}}, slog.New(slog.DiscardHandler))
 	if turns != 6 {
 		t.Fatalf("%d turns ran, want 6", turns)
 	}
@@ -106,5 +108,50 @@ func TestTargetsRunAlone(t *testing.T) {
 		if p.running || p.starts != 2 {
 			t.Errorf("%s: running %v after the run, started again %d times; want stopped, 2", p.name, p.running, p.starts)
 		}
+	}
+}
+
+// inspectedTarget is a pausingTarget whose processes can be looked into;
+// it records whether it ran each time they were.
+type inspectedTarget struct {
+	pausingTarget
+	log       string
+	inspected []bool
+}
+
+func (p *inspectedTarget) Processes() []targets.Process {
+	p.inspected = append(p.inspected, p.running)
+	return []targets.Process{{Name: p.name, Log: p.log}}
+}
+
+// TestFailedTurnDiagnosedWhileRunning checks that a target that fails
+// a turn is looked into once, before it is paused (while its processes
+// can still say where their goroutines wait), and not again at the end.
+func TestFailedTurnDiagnosedWhileRunning(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "node.log")
+	if err := os.WriteFile(logPath, []byte("level=ERROR msg=\"shard stuck\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := &inspectedTarget{pausingTarget: pausingTarget{name: "a"}, log: logPath}
+	var diag strings.Builder
+	cfg := Config{Diagnostics: &diag}
+	s := &stand{t: target}
+	start := turn{"start", func(ctx context.Context, s *stand) bool {
+		if err := s.t.Start(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		s.tr.Info = s.t.Info()
+		return s.pause()
+	}}
+	fail := turn{"fail", alone(cfg, func(ctx context.Context, s *stand) bool {
+		s.tr.Errors = append(s.tr.Errors, "imap-mixed: broken")
+		return false
+	})}
+	runStandsTurns(context.Background(), cfg, []*stand{s}, []turn{start, fail})
+	if !slices.Equal(target.inspected, []bool{true}) {
+		t.Fatalf("inspected (running each time): %v, want once while running", target.inspected)
+	}
+	if !strings.Contains(diag.String(), "shard stuck") || target.running {
+		t.Fatalf("diagnostics %q, running %v after the run", diag.String(), target.running)
 	}
 }
