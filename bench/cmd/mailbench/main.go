@@ -38,7 +38,8 @@ Usage:
 
 run starts every selected target in a temporary directory on 127.0.0.1,
 runs the workloads in order (smtp-ingest with its correctness check,
-storage, imap-mixed, pop3-drain, smtp-ingest-sizes, failover), stops the target, and writes
+storage, imap-mixed, pop3-drain, smtp-ingest-sizes, failover), each on
+every target in turn with the other targets stopped, stops them, and writes
 OUT/<timestamp>.json, .md and two SVG charts. --docs DIR also writes
 DIR/benchmarks.md with the charts. The exit status is 1 when a
 correctness check failed or a workload could not run; speed figures never
