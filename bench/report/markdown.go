@@ -416,7 +416,7 @@ func (r *Run) writeStorage(b *strings.Builder) {
 	}
 	b.WriteString("## storage\n\nDisk space of the stored mail once the target is compacted (mailnode: `mailnode compact` online, then offline; " +
 		"Dovecot's maildir and sdbox need none), minus what the target used with its users and no mail, per byte of mail acknowledged. Sizes are allocated disk blocks; the apparent size of sparse files is shown for reference. " +
-		"The offline step restarts mailnode, which empties its cache of verified logins; every target then logs each user in once again, as before the first workload, so that the workloads after this one find it in its steady state.\n\n")
+		"The offline step restarts mailnode, which empties its cache of verified logins; since every target is started again and each user logged in once before each of its turns, the workloads after this one find it as they find the others.\n\n")
 	b.WriteString("| target | messages | delivered | disk before | disk after | files after | apparent size after | disk bytes per delivered byte | compaction s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	b.WriteString(strings.Join(rows, "\n"))
 	b.WriteString("\n\n")
