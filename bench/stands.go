@@ -232,10 +232,17 @@ func workloadTurns(cfg Config, corp *corpus.Corpus, users []targets.User, log *s
 		}
 	}
 	if cfg.wants(Failover) {
-		turns = append(turns, turn{Failover, alone(cfg, func(ctx context.Context, s *stand) bool {
+		run := alone(cfg, func(ctx context.Context, s *stand) bool {
 			failoverTurn(ctx, cfg, s)
 			return true
-		})})
+		})
+		turns = append(turns, turn{Failover, func(ctx context.Context, s *stand) bool {
+			if !canFailOver(s.t) { // recorded as skipped without starting the target again
+				failoverTurn(ctx, cfg, s)
+				return true
+			}
+			return run(ctx, s)
+		}})
 	}
 	return turns
 }
@@ -373,16 +380,22 @@ func sizeTurn(cfg Config, st SizeStep, log *slog.Logger) turn {
 func failoverTurn(ctx context.Context, cfg Config, s *stand) {
 	env := s.env
 	env.Endpoints, env.Nodes = s.t.Endpoints(), nodesOf(s.t)
-	cl, ok := s.t.(workload.Cluster)
-	if !ok || len(env.Nodes) < 2 {
+	if !canFailOver(s.t) {
 		s.tr.Skipped = append(s.tr.Skipped, report.SkippedWorkload{Workload: Failover,
 			Reason: fmt.Sprintf("%s is one server; failover kills the leader of a shard, which needs a target of several nodes (cluster3)", s.tr.Info.Name)})
 		return
 	}
 	var err error
-	s.tr.Failover, err = workload.Failover(ctx, env, cl, workload.FailoverConfig{
+	s.tr.Failover, err = workload.Failover(ctx, env, s.t.(workload.Cluster), workload.FailoverConfig{
 		Senders: cfg.FailoverSenders, Before: cfg.FailoverBefore, After: cfg.FailoverAfter})
 	if err != nil {
 		s.tr.Errors = append(s.tr.Errors, fmt.Sprintf("%s: %v", Failover, err))
 	}
+}
+
+// canFailOver reports whether failover can run on t: a target of several
+// nodes whose leaders can be found and killed.
+func canFailOver(t targets.Target) bool {
+	_, ok := t.(workload.Cluster)
+	return ok && len(nodesOf(t)) >= 2
 }

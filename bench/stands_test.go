@@ -155,3 +155,20 @@ func TestFailedTurnDiagnosedWhileRunning(t *testing.T) {
 		t.Fatalf("diagnostics %q, running %v after the run", diag.String(), target.running)
 	}
 }
+
+// TestFailoverSkippedWithoutRestart checks that a target of one node,
+// paused between turns, is not started again only to have failover
+// recorded as skipped.
+func TestFailoverSkippedWithoutRestart(t *testing.T) {
+	cfg := Quick()
+	cfg.Workloads = []string{Failover}
+	p := &pausingTarget{name: "one"}
+	s := &stand{t: p}
+	runStands(context.Background(), cfg, []*stand{s}, nil, nil, slog.New(slog.DiscardHandler))
+	if p.starts != 0 || p.running {
+		t.Fatalf("started again %d times, running %v after the run; want 0, false", p.starts, p.running)
+	}
+	if len(s.tr.Skipped) != 1 || s.tr.Skipped[0].Workload != Failover || len(s.tr.Errors) > 0 {
+		t.Fatalf("skipped %+v, errors %v", s.tr.Skipped, s.tr.Errors)
+	}
+}
