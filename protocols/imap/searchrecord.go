@@ -262,7 +262,7 @@ func BuildSearchRecord(msg []byte) []byte {
 //
 // The words are collected as they are until they pass the bound; then
 // the sets are rebuilt digit-free from the words they hold and the walk
-// goes on digit-free, so a message read once whatever it holds (its
+// goes on digit-free, so a message is read once whatever it holds (its
 // texts decoded from base64 or quoted-printable cost more than the
 // words). It stops at the first word that does not fit digit-free.
 func collectWords(msg []byte, body, text *wordSet) (fits, digitFree bool) {
