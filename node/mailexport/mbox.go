@@ -76,6 +76,10 @@ func appendMbox(dst, msg []byte, flags []string, date time.Time) []byte {
 		}
 	}
 	if atEnd {
+		// A last header line of a lone CR (a message ending in one)
+		// would end the header before the fields once its line break
+		// is added: mbox form carries no bare CR, so it is left out.
+		dst = bytes.TrimSuffix(dst, []byte("\n\r"))
 		if !bytes.HasSuffix(dst, []byte("\n")) {
 			dst = append(dst, '\n')
 		}
