@@ -197,16 +197,18 @@ func (s *Shard) openRaft() error {
 	switch {
 	case trans != nil:
 	case cfg.Stream != nil:
-		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  streamAdapter{cfg.Stream},
-			MaxPool: 3,
-			Timeout: 10 * time.Second,
-			// No pipelining: with pipelined AppendEntries a failed response
-			// can leave a replication goroutine blocked for ever, which
-			// hangs shutdown and stalls followers (hashicorp/raft#612).
+		// No pipelining: with pipelined AppendEntries a failed response
+		// can leave a replication goroutine blocked for ever, which hangs
+		// shutdown and stalls followers (hashicorp/raft#612). quietTransport
+		// counts on it too: only then does every append go through
+		// AppendEntries.
+		trans = newQuietTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:          streamAdapter{cfg.Stream},
+			MaxPool:         3,
+			Timeout:         10 * time.Second,
 			MaxRPCsInFlight: 1,
 			Logger:          hl,
-		})
+		}), cfg.Timing.HeartbeatTimeout)
 	default:
 		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
 	}
