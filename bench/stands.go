@@ -139,20 +139,16 @@ func interleave(ctx context.Context, stands []*stand, turns []turn, log *slog.Lo
 // runStands starts every target, runs the selected workloads on them
 // interleaved, and stops them; each stand's report is in its tr.
 func runStands(ctx context.Context, cfg Config, stands []*stand, corp *corpus.Corpus, users []targets.User, log *slog.Logger) {
-	runStandsTurns(ctx, cfg, stands, workloadTurns(cfg, corp, users, log))
+	runStandsTurns(ctx, cfg, stands, workloadTurns(cfg, corp, users, log), log)
 }
 
 // runStandsTurns gives the stands the turns, interleaved, and stops them.
-func runStandsTurns(ctx context.Context, cfg Config, stands []*stand, turns []turn) {
+func runStandsTurns(ctx context.Context, cfg Config, stands []*stand, turns []turn, log *slog.Logger) {
 	defer func() {
 		for _, s := range stands {
 			stopStand(ctx, cfg, s)
 		}
 	}()
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	interleave(ctx, stands, turns, log)
 }
 

@@ -147,7 +147,7 @@ func TestFailedTurnDiagnosedWhileRunning(t *testing.T) {
 		s.tr.Errors = append(s.tr.Errors, "imap-mixed: broken")
 		return false
 	})}
-	runStandsTurns(context.Background(), cfg, []*stand{s}, []turn{start, fail})
+	runStandsTurns(context.Background(), cfg, []*stand{s}, []turn{start, fail}, slog.New(slog.DiscardHandler))
 	if !slices.Equal(target.inspected, []bool{true}) {
 		t.Fatalf("inspected (running each time): %v, want once while running", target.inspected)
 	}

@@ -112,8 +112,9 @@ func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	heartbeat := isHeartbeat(args)
 	empty := !heartbeat && len(args.Entries) == 0
 	now := q.now()
+	var key appendKey
 	if empty {
-		key := keyOf(args)
+		key = keyOf(args)
 		q.mu.Lock()
 		p := q.peer(id)
 		if p.acked && p.ack == key && now.Sub(p.ackSent) < q.maxAge &&
@@ -142,7 +143,7 @@ func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 			p.acked, p.beatTerm = false, 0
 		}
 	case empty && resp.Success && resp.Term == args.Term:
-		p.acked, p.ack, p.ackSent, p.resp = true, keyOf(args), now, *resp
+		p.acked, p.ack, p.ackSent, p.resp = true, key, now, *resp
 	default:
 		p.acked = false
 	}
