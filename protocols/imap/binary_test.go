@@ -45,9 +45,11 @@ func TestBinarySections(t *testing.T) {
 	c := ts.login(t, nil)
 	selectMailbox(t, c, "INBOX", true)
 
-	binary := func(seq uint32, part []int, p *imap.SectionPartial) []byte {
+	// Partial BINARY items are checked on the wire below: the library's
+	// client does not read the origin of their answers.
+	binary := func(seq uint32, part []int) []byte {
 		t.Helper()
-		sec := &imap.FetchItemBinarySection{Part: part, Partial: p, Peek: true}
+		sec := &imap.FetchItemBinarySection{Part: part, Peek: true}
 		m := fetchOne(t, c, imap.SeqSetNum(seq), &imap.FetchOptions{BinarySection: []*imap.FetchItemBinarySection{sec}})
 		return m.FindBinarySection(sec)
 	}
@@ -62,58 +64,117 @@ func TestBinarySections(t *testing.T) {
 	}
 
 	// A Latin-1 text part: decoded from quoted-printable, not converted.
-	if got := binary(1, []int{1}, nil); string(got) != "J\xf6rg M\xfcller\r\n" {
+	if got := binary(1, []int{1}); string(got) != "J\xf6rg M\xfcller\r\n" {
 		t.Errorf("BINARY[1] of a Latin-1 part = %q", got)
 	}
 	if got := size(1, []int{1}); got != 13 {
 		t.Errorf("BINARY.SIZE[1] of a Latin-1 part = %d, want 13", got)
 	}
-	if got := binary(1, []int{1}, &imap.SectionPartial{Offset: 1, Size: 3}); string(got) != "\xf6rg" {
-		t.Errorf("BINARY[1]<1.3> = %q", got)
-	}
-	whole := binary(1, nil, nil)
+	whole := binary(1, nil)
 	if !bytes.HasSuffix(whole, []byte("\r\n\r\nJ\xf6rg M\xfcller\r\n")) || !bytes.Contains(whole, []byte("Content-Transfer-Encoding: binary")) {
 		t.Errorf("BINARY[] of a quoted-printable message = %q", whole)
 	}
 
 	// An empty part, a binary part, a windows-1252 part.
-	if got := binary(2, []int{1}, nil); len(got) != 0 {
+	if got := binary(2, []int{1}); len(got) != 0 {
 		t.Errorf("BINARY[1] of an empty part = %q", got)
 	}
 	if got := size(2, []int{1}); got != 0 {
 		t.Errorf("BINARY.SIZE[1] of an empty part = %d", got)
 	}
-	if got := binary(2, []int{2}, &imap.SectionPartial{Offset: 2, Size: 10}); !bytes.Equal(got, []byte{2, 3, 4, 5}) {
-		t.Errorf("BINARY[2]<2.10> = %q", got)
-	}
-	if got := binary(2, []int{2}, &imap.SectionPartial{Offset: 10, Size: 5}); len(got) != 0 {
-		t.Errorf("BINARY[2]<10.5> = %q", got)
-	}
-	if got := binary(2, []int{3}, nil); string(got) != "\x93curtt\x94" {
+	if got := binary(2, []int{3}); string(got) != "\x93curtt\x94" {
 		t.Errorf("BINARY[3] of a windows-1252 part = %q", got)
 	}
 	if got := size(2, []int{3}); got != 7 {
 		t.Errorf("BINARY.SIZE[3] = %d, want 7", got)
 	}
-	if got := binary(2, nil, nil); !strings.HasPrefix(string(got), "From: a@example.net\r\n") || !bytes.HasSuffix(got, []byte("--b--\r\n")) {
+	if got := binary(2, nil); !strings.HasPrefix(string(got), "From: a@example.net\r\n") || !bytes.HasSuffix(got, []byte("--b--\r\n")) {
 		t.Errorf("BINARY[] of a multipart message is not the message: %q", got)
 	}
 
 	// On the wire: empty literals, literal8 for BINARY, the BINARY.SIZE
-	// number, and no origin in a BINARY response (RFC 3516's grammar:
-	// "BINARY" section-binary SP (nstring / literal8)).
+	// number, and the origin of a partial BINARY answer, as RFC 3516
+	// section 4.2 and RFC 9051 section 7.5.2 describe it (their ABNF has
+	// none) and Dovecot writes it (binarypartial.go).
 	rc := dialRaw(t, ts.addr)
 	rc.mustOK("LOGIN " + testUser + " " + testPassword)
 	rc.mustOK("EXAMINE INBOX")
-	got := rc.mustOK("FETCH 2 (BODY.PEEK[1] BINARY.PEEK[1] BINARY.SIZE[1])")
-	want := "* 2 FETCH (BODY[1] {0}\r\n BINARY[1] ~{0}\r\n BINARY.SIZE[1] 0)"
-	if len(got) != 1 || got[0] != want {
-		t.Errorf("empty part: %q, want %q", got, want)
+	for _, c := range []struct{ cmd, want string }{
+		{"FETCH 2 (BODY.PEEK[1] BINARY.PEEK[1] BINARY.SIZE[1])", "* 2 FETCH (BODY[1] {0}\r\n BINARY[1] ~{0}\r\n BINARY.SIZE[1] 0)"},
+		{"FETCH 1 (BINARY.PEEK[1]<1.3> BINARY.SIZE[1])", "* 1 FETCH (BINARY[1]<1> ~{3}\r\n\xf6rg BINARY.SIZE[1] 13)"},
+		{"FETCH 2 (BINARY.PEEK[2]<2.10>)", "* 2 FETCH (BINARY[2]<2> ~{4}\r\n\x02\x03\x04\x05)"},
+		{"FETCH 2 (BINARY.PEEK[2]<10.5>)", "* 2 FETCH (BINARY[2]<10> ~{0}\r\n)"},
+		// An origin without a length, as Dovecot takes it: to the end.
+		{"FETCH 1 BINARY.PEEK[1]<10>", "* 1 FETCH (BINARY[1]<10> ~{3}\r\nr\r\n)"},
+		// Two partial parts after a literal; then one part asked for
+		// whole and in part, whose answers cannot be told apart and get
+		// no origin.
+		{"FETCH 2 (BODY.PEEK[1] BINARY.PEEK[2]<1.2> BINARY.PEEK[3]<01.1>)", "* 2 FETCH (BODY[1] {0}\r\n BINARY[2]<1> ~{2}\r\n\x01\x02 BINARY[3]<1> ~{1}\r\nc)"},
+		{"FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[1]<1.3>)", "* 1 FETCH (BINARY[1] ~{13}\r\nJ\xf6rg M\xfcller\r\n BINARY[1] ~{3}\r\n\xf6rg)"},
+	} {
+		got := rc.mustOK(c.cmd)
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, got, c.want)
+		}
 	}
-	got = rc.mustOK("FETCH 1 (BINARY.PEEK[1]<1.3> BINARY.SIZE[1])")
-	want = "* 1 FETCH (BINARY[1] ~{3}\r\n\xf6rg BINARY.SIZE[1] 13)"
-	if len(got) != 1 || got[0] != want {
-		t.Errorf("partial: %q, want %q", got, want)
+	// With CONDSTORE's MODSEQ replaced in the same item list (the
+	// first MODSEQ enables CONDSTORE: HIGHESTMODSEQ comes first).
+	got := rc.mustOK("UID FETCH 1 (MODSEQ BINARY.PEEK[1]<4>)")
+	if n := len(got); n == 0 || got[n-1] != "* 1 FETCH (MODSEQ (2) UID 1 BINARY[1]<4> ~{9}\r\n M\xfcller\r\n)" {
+		t.Errorf("UID FETCH with MODSEQ: %q", got)
+	}
+}
+
+// TestBinaryItems: which FETCH items are partial BINARY items, the
+// origin noted for each part, and the item forwarded for an origin
+// without a length.
+func TestBinaryItems(t *testing.T) {
+	var b binaryItems
+	for _, c := range []struct {
+		item, forward string
+	}{
+		{"BINARY.PEEK[1]<0.7>", ""},
+		{"binary[2.01]<5>", "binary[2.01]<5.4294967295>"},
+		{"BINARY[3]<7.1>", ""},
+		{"BINARY[3]<8.1>", ""}, // another origin for part 3: none is noted
+		{"BINARY[4]", ""},
+		{"BINARY[4]<2.2>", ""}, // part 4 also asked for whole
+		{"BINARY[]<9.9>", ""},
+		{"BINARY[1.HEADER]<0.1>", ""}, // not a section-binary
+		{"BODY[1]<3>", ""},
+		{"BINARY[5]<x.1>", ""},
+		{"BINARY[6]<1.x>", ""},
+		{"BINARY[6]<>", ""},
+	} {
+		got, ok := b.add([]byte(c.item))
+		if ok != (c.forward != "") || got != c.forward {
+			t.Errorf("add(%q) = %q, %v; want %q", c.item, got, ok, c.forward)
+		}
+	}
+	want := map[string]uint64{"1": 0, "2.1": 5, "": 9}
+	got := b.offsets()
+	if len(got) != len(want) {
+		t.Fatalf("offsets = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if o, ok := got[k]; !ok || o != v {
+			t.Errorf("offsets = %v, want %v", got, want)
+		}
+	}
+
+	for _, c := range []struct{ frag, want string }{
+		{"* 1 FETCH (BINARY[1] ~{7}\r\n", "* 1 FETCH (BINARY[1]<0> ~{7}\r\n"},
+		{" BINARY[2.1] ~{0}\r\n", " BINARY[2.1]<5> ~{0}\r\n"},
+		{"* 1 FETCH (UID 4 BINARY[] ~{12}\r\n", "* 1 FETCH (UID 4 BINARY[]<9> ~{12}\r\n"},
+		{"* 1 FETCH (BINARY[3] ~{1}\r\n", "* 1 FETCH (BINARY[3] ~{1}\r\n"}, // not noted
+		{"* 1 FETCH (BODY[1] {7}\r\n", "* 1 FETCH (BODY[1] {7}\r\n"},
+		{"* 1 FETCH (XBINARY[1] ~{7}\r\n", "* 1 FETCH (XBINARY[1] ~{7}\r\n"},
+		{"* 1 FETCH (BINARY[1] ~{x}\r\n", "* 1 FETCH (BINARY[1] ~{x}\r\n"},
+		{"* 1 FETCH (BINARY[1] 7)\r\n", "* 1 FETCH (BINARY[1] 7)\r\n"},
+	} {
+		if out := withBinaryOrigin([]byte(c.frag), got); string(out) != c.want {
+			t.Errorf("%q: %q, want %q", c.frag, out, c.want)
+		}
 	}
 }
 

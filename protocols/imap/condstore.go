@@ -51,6 +51,8 @@ type cmdExt struct {
 	hasUnchangedSince bool
 	// listHighestModSeq: LIST ... RETURN (STATUS (... HIGHESTMODSEQ)).
 	listHighestModSeq bool
+	// binaryOffsets: FETCH's partial BINARY items (binarypartial.go).
+	binaryOffsets map[string]uint64
 }
 
 // qresyncParams are the client's known state of a mailbox (RFC 7162

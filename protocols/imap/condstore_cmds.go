@@ -70,6 +70,7 @@ func (f *frontConn) prepareExt(cmd *imapwire.Command) ([]byte, *imapwire.Error) 
 			wire = append(append(append([]byte(nil), wire[:t.Start]...), set...), wire[t.End:]...)
 		}
 		ext.changedSince, ext.hasChangedSince = fe.changedSince, fe.hasChangedSince
+		ext.binaryOffsets = fe.binaryOffsets
 		if fe.vanished {
 			if !f.vanishedEarlier(cmd) {
 				return nil, nil

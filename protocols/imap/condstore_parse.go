@@ -147,6 +147,9 @@ type fetchExt struct {
 	vanished        bool
 	// partial is the PARTIAL modifier (RFC 9394 section 3.3), or nil.
 	partial *partialRange
+	// binaryOffsets are the offsets of the partial BINARY items, by
+	// section part (binarypartial.go).
+	binaryOffsets map[string]uint64
 	// wire is the command to forward.
 	wire []byte
 }
@@ -162,6 +165,7 @@ func parseFetchExt(cmd *imapwire.Command) (*fetchExt, error) {
 	// The items: one list, or one item whose section brackets may
 	// hold a list (BODY[HEADER.FIELDS (FROM)]).
 	var modseqToks []int
+	var items []int // the items' tokens that may be partial BINARY items
 	i := 1
 	if toks[1].Kind == imapwire.KindOpen {
 		end := listEnd(toks, 1)
@@ -172,12 +176,16 @@ func parseFetchExt(cmd *imapwire.Command) (*fetchExt, error) {
 			if toks[j].Depth == 1 && isAtom(toks[j], "MODSEQ") {
 				modseqToks = append(modseqToks, j)
 			}
+			if toks[j].Depth == 1 {
+				items = append(items, j)
+			}
 		}
 		i = end + 1
 	} else {
 		if isAtom(toks[1], "MODSEQ") {
 			modseqToks = append(modseqToks, 1)
 		}
+		items = append(items, 1)
 		balance := 0
 		for i < len(toks) {
 			t := toks[i]
@@ -240,16 +248,32 @@ func parseFetchExt(cmd *imapwire.Command) (*fetchExt, error) {
 	for _, c := range cuts {
 		wire = imapwire.Cut(wire, c[0], c[1])
 	}
-	if len(modseqToks) > 0 {
-		fe.modSeq = true
-		// Replace MODSEQ with UID (every FETCH may answer UID), so
-		// that an item list of MODSEQ alone stays non-empty; the
-		// offsets before the cuts above are unchanged.
-		for k := len(modseqToks) - 1; k >= 0; k-- {
-			t := toks[modseqToks[k]]
-			wire = append(append(append([]byte(nil), wire[:t.Start]...), "UID"...), wire[t.End:]...)
+	// Replacements of item tokens, in the order of the tokens; the
+	// offsets before the cuts above are unchanged, and they are made
+	// from the last one back.
+	type replacement struct {
+		tok  int
+		text string
+	}
+	var repl []replacement
+	var binary binaryItems
+	for _, j := range items {
+		if text, ok := binary.add(toks[j].Value); ok {
+			repl = append(repl, replacement{j, text})
+		}
+		if len(modseqToks) > 0 && modseqToks[0] == j {
+			// Replace MODSEQ with UID (every FETCH may answer UID), so
+			// that an item list of MODSEQ alone stays non-empty.
+			fe.modSeq = true
+			repl = append(repl, replacement{j, "UID"})
+			modseqToks = modseqToks[1:]
 		}
 	}
+	for k := len(repl) - 1; k >= 0; k-- {
+		t := toks[repl[k].tok]
+		wire = append(append(append([]byte(nil), wire[:t.Start]...), repl[k].text...), wire[t.End:]...)
+	}
+	fe.binaryOffsets = binary.offsets()
 	fe.wire = wire
 	return fe, nil
 }

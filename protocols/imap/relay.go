@@ -67,6 +67,9 @@ func (f *frontConn) relay() {
 				}
 			}
 		}
+		if whole && greeted {
+			frag = f.withBinaryOffset(frag)
+		}
 		_, werr := f.bw.Write(frag)
 		if whole {
 			end := frag
