@@ -405,13 +405,24 @@ func (c *Cluster) Shards() []*raftstore.Shard {
 	return out
 }
 
-// ViewMeta reads this node's meta replica.
+// ViewMeta reads this node's meta replica, committing its pending group
+// first (raftstore.Shard.View): for reads that take their time.
 func (c *Cluster) ViewMeta(fn func(*raftstore.Reader) error) error {
 	m := c.meta()
 	if m == nil {
 		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
 	}
 	return m.View(fn)
+}
+
+// ReadMeta looks something up in this node's meta replica without
+// committing its pending group (raftstore.Shard.Read): fn must be short.
+func (c *Cluster) ReadMeta(fn func(*raftstore.Reader) error) error {
+	m := c.meta()
+	if m == nil {
+		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	}
+	return m.Read(fn)
 }
 
 // MetaIndex returns the index of the last entry this node's meta replica

@@ -161,7 +161,7 @@ func mailShardsValue(n int) []byte {
 }
 func (c *Cluster) metaSetting(key string) []byte {
 	var v []byte
-	_ = c.meta().View(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
+	_ = c.meta().Read(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
 	return v
 }
 

@@ -361,3 +361,60 @@ func TestUndecodableEntriesAreCounted(t *testing.T) {
 		t.Fatalf("skipped %d, applied through %d; want 1 and 3", skipped, applied)
 	}
 }
+
+// TestShardReadLeavesTheGroupPending: Shard.Read sees what a grouping
+// replica applied and leaves its group to commit on its own, where
+// Shard.View commits it first. The directory's lookups read this way; as
+// views they committed a follower's meta group at every login and
+// recipient check (3,211 such commits in a short cluster3 run).
+func TestShardReadLeavesTheGroupPending(t *testing.T) {
+	s := openShardConfig(t, Config{Dir: t.TempDir(), GroupLeaderCommits: true})
+	f := newFixture(t, s)
+	// An append whose group is caught before its timer fires, and the
+	// timer stopped, so that only a read could commit the group now.
+	held := false
+	for i := 0; i < 20 && !held; i++ {
+		appendMsg(t, s, f, f.inbox, "grouped")
+		s.fsm.wmu.Lock()
+		if p := s.fsm.pend; p != nil && p.timer != nil && p.timer.Stop() {
+			held = true
+		}
+		s.fsm.wmu.Unlock()
+	}
+	if !held {
+		t.Fatal("every group committed before its timer could be stopped")
+	}
+	var want int
+	if err := s.fsm.read(func(r *Reader) error {
+		ms, err := r.Messages(f.user, f.inbox)
+		want = len(ms)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := committedIndex(t, s.fsm)
+
+	var n int
+	if err := s.Read(func(r *Reader) error {
+		ms, err := r.Messages(f.user, f.inbox)
+		n = len(ms)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != want || committedIndex(t, s.fsm) >= s.raft.AppliedIndex() {
+		t.Fatalf("Read found %d messages, want the %d applied, of which the state file does not hold the last", n, want)
+	}
+	if got := committedIndex(t, s.fsm); got != before {
+		t.Fatalf("Read committed the pending group: state file through %d, was %d", got, before)
+	}
+	if !s.fsm.pending.Load() {
+		t.Fatal("no group pending after the append: the test shows nothing")
+	}
+	if got := len(messages(t, s, f.user, f.inbox)); got != want {
+		t.Fatalf("View found %d messages, want %d", got, want)
+	}
+	if got := committedIndex(t, s.fsm); got <= before {
+		t.Fatalf("View left the group pending: state file through %d", got)
+	}
+}

@@ -18,8 +18,16 @@ func openShard(t *testing.T, dir string) *Shard {
 // heartbeat and election timeouts at 100 ms, and waits for it to lead.
 func openShardTiming(t *testing.T, dir string, timing Timing) *Shard {
 	t.Helper()
-	timing.HeartbeatTimeout, timing.ElectionTimeout = 100*time.Millisecond, 100*time.Millisecond
-	s, err := Open(Config{Shard: 1, Dir: dir, NodeID: "n1", Bootstrap: true, Timing: timing})
+	return openShardConfig(t, Config{Dir: dir, Timing: timing})
+}
+
+// openShardConfig opens cfg as shard 1 of node n1, a single voter, with
+// heartbeat and election timeouts of 100 ms, and waits for it to lead.
+func openShardConfig(t *testing.T, cfg Config) *Shard {
+	t.Helper()
+	cfg.Shard, cfg.NodeID, cfg.Bootstrap = 1, "n1", true
+	cfg.Timing.HeartbeatTimeout, cfg.Timing.ElectionTimeout = 100*time.Millisecond, 100*time.Millisecond
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

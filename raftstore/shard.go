@@ -350,6 +350,14 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 // (a copy of the whole state) without holding off applies.
 func (s *Shard) View(fn func(*Reader) error) error { return s.fsm.view(fn) }
 
+// Read runs fn on the shard's state as of the last applied entry without
+// committing a pending group: fn reads inside the group's transaction
+// and holds off applies while it runs, so it must be short (a lookup)
+// and keep only copies (every Reader method returns copies). A lookup
+// on a hot path reads this way: through View it would pay the group's
+// commit, two syncs of the state file, whenever applies are pending.
+func (s *Shard) Read(fn func(*Reader) error) error { return s.fsm.read(fn) }
+
 // Subscribe registers fn to receive the change events of user's data
 // applied after index from, in log order: recent events this replica
 // still remembers are replayed first, and if it no longer knows them fn

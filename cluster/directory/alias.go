@@ -561,7 +561,7 @@ func (d *Directory) SetCatchAll(ctx context.Context, domain, target string) erro
 // this node's replica.
 func (d *Directory) hasAlias(dom schema.ID, addr string) (bool, error) {
 	var found bool
-	err := d.c.ViewMeta(func(r *raftstore.Reader) error {
+	err := d.c.ReadMeta(func(r *raftstore.Reader) error {
 		found = r.Setting(d.aliasKey(dom, addr)) != nil
 		return nil
 	})

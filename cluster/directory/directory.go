@@ -28,8 +28,14 @@ type Cluster interface {
 	// returns once it is applied; meta writes are also applied by this
 	// node's replica before it returns.
 	Apply(ctx context.Context, n uint32, p schema.Payload) (*schema.Result, error)
-	// ViewMeta reads this node's meta replica.
+	// ViewMeta reads this node's meta replica; fn may take its time (a
+	// scan of every user).
 	ViewMeta(fn func(*raftstore.Reader) error) error
+	// ReadMeta is ViewMeta for a lookup: fn must be short, and the read
+	// does not make the replica commit what it has applied (which on a
+	// follower would put two syncs of its state file into every login
+	// and recipient check while the directory takes writes).
+	ReadMeta(fn func(*raftstore.Reader) error) error
 	// MetaIndex is the index of the last entry this node's meta replica
 	// applied (0 while it is not open): what ViewMeta reads changes only
 	// when it does.
@@ -292,7 +298,7 @@ func (d *Directory) openJSON(kr seal.Keyring, kind seal.Kind, owner schema.ID, s
 func (d *Directory) domainByName(name string) (schema.DomainRecord, domainInfo, error) {
 	var rec schema.DomainRecord
 	var info domainInfo
-	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
+	err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) {
 		rec, err = r.DomainByName(d.keys.domainNameKey(name))
 		return err
 	})
@@ -322,7 +328,7 @@ func (d *Directory) findDomain(ctx context.Context, name string) (schema.DomainR
 func (d *Directory) domainByID(id schema.ID) (schema.DomainRecord, domainInfo, error) {
 	var rec schema.DomainRecord
 	var info domainInfo
-	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.Domain(id); return err })
+	err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) { rec, err = r.Domain(id); return err })
 	if err != nil {
 		return rec, info, err
 	}
@@ -333,7 +339,7 @@ func (d *Directory) domainByID(id schema.ID) (schema.DomainRecord, domainInfo, e
 func (d *Directory) userByAddress(address string) (schema.UserRecord, userInfo, error) {
 	var rec schema.UserRecord
 	var info userInfo
-	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) {
+	err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) {
 		rec, err = r.UserByName(d.keys.userNameKey(address))
 		return err
 	})
@@ -965,10 +971,10 @@ func (d *Directory) user(rec schema.UserRecord, info userInfo) (*User, error) {
 // by id).
 func (d *Directory) UserByID(ctx context.Context, id schema.ID) (*User, error) {
 	var rec schema.UserRecord
-	err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(id); return err })
+	err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(id); return err })
 	if errors.Is(err, schema.ErrNoSuchUser) {
 		if cerr := d.c.CatchUpMeta(ctx); cerr == nil {
-			err = d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(id); return err })
+			err = d.c.ReadMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(id); return err })
 		}
 	}
 	if err != nil {

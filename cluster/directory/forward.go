@@ -96,7 +96,7 @@ func (d *Directory) ForwardTargets(ctx context.Context, address string) ([]strin
 	}
 	var out []string
 	lookup := func() error {
-		return d.c.ViewMeta(func(r *raftstore.Reader) error {
+		return d.c.ReadMeta(func(r *raftstore.Reader) error {
 			v := d.routeView(r)
 			if _, ok, err := v.domainID(domain); err != nil || !ok {
 				return err

@@ -206,7 +206,7 @@ func (d *Directory) migrateUserKey(ctx context.Context, u schema.UserRecord) (bo
 		return false, err
 	}
 	var cur schema.UserRecord
-	if err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { cur, err = r.User(u.ID); return err }); err != nil {
+	if err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) { cur, err = r.User(u.ID); return err }); err != nil {
 		if errors.Is(err, schema.ErrNoSuchUser) {
 			return false, nil
 		}

@@ -41,7 +41,7 @@ func (d *Directory) SetMailHost(ctx context.Context, nodeID, host string) error 
 // only.
 func (d *Directory) MailHosts() (map[string]string, error) {
 	var s map[string][]byte
-	if err := d.c.ViewMeta(func(r *raftstore.Reader) error { s = r.Settings(mailHostPrefix); return nil }); err != nil {
+	if err := d.c.ReadMeta(func(r *raftstore.Reader) error { s = r.Settings(mailHostPrefix); return nil }); err != nil {
 		return nil, err
 	}
 	out := make(map[string]string, len(s))

@@ -59,7 +59,7 @@ func (d *Directory) quotasOf(info userInfo) Quotas {
 // has them.
 func (d *Directory) QuotaLimit(user schema.ID) (Quotas, error) {
 	var rec schema.UserRecord
-	if err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(user); return err }); err != nil {
+	if err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(user); return err }); err != nil {
 		return Quotas{}, fmt.Errorf("read quota: %w", err)
 	}
 	var info userInfo

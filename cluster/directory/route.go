@@ -105,7 +105,7 @@ func (d *Directory) resolveRecipients(ctx context.Context, address string) ([]sc
 		return nil, fmt.Errorf("recipient not known here and the directory's leader is unreachable (%v): %w", cerr, schema.ErrUnavailable)
 	}
 	var via string
-	err = d.c.ViewMeta(func(r *raftstore.Reader) error {
+	err = d.c.ReadMeta(func(r *raftstore.Reader) error {
 		v := d.routeView(r)
 		if users, found, err = v.exact(addr); err != nil || found {
 			return err
@@ -157,7 +157,7 @@ func (d *Directory) resolveRecipients(ctx context.Context, address string) ([]sc
 // routeExact resolves an address that is a user's or an alias's on this
 // node's replica (steps 1 and 2): found is false when it is neither.
 func (d *Directory) routeExact(addr string) (users []schema.UserRecord, found bool, err error) {
-	err = d.c.ViewMeta(func(r *raftstore.Reader) error {
+	err = d.c.ReadMeta(func(r *raftstore.Reader) error {
 		users, found, err = d.routeView(r).exact(addr)
 		return err
 	})

@@ -24,7 +24,7 @@ func (d *Directory) SendsAs(ctx context.Context, user schema.ID, address string)
 	}
 	check := func() (bool, error) {
 		var owns bool
-		err := d.c.ViewMeta(func(r *raftstore.Reader) error {
+		err := d.c.ReadMeta(func(r *raftstore.Reader) error {
 			v := d.routeView(r)
 			cands := []string{addr}
 			local := addr[:strings.LastIndexByte(addr, '@')]

@@ -20,7 +20,7 @@ const (
 
 func (d *Directory) setting(key string) ([]byte, error) {
 	var v []byte
-	err := d.c.ViewMeta(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
+	err := d.c.ReadMeta(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
 	return v, err
 }
 

@@ -226,7 +226,7 @@ func (d *Directory) readUsage(user schema.ID, app string) (usageRecord, error) {
 func (d *Directory) usageOf(user schema.ID) map[string]usageRecord {
 	prefix := usageUserPrefix(user)
 	var settings map[string][]byte
-	if err := d.c.ViewMeta(func(r *raftstore.Reader) error { settings = r.Settings(prefix); return nil }); err != nil {
+	if err := d.c.ReadMeta(func(r *raftstore.Reader) error { settings = r.Settings(prefix); return nil }); err != nil {
 		return nil
 	}
 	out := make(map[string]usageRecord, len(settings))
@@ -267,7 +267,7 @@ func (d *Directory) forgetUsage(ctx context.Context, user schema.ID, keep map[st
 func (d *Directory) userInfoByID(user schema.ID) (userInfo, error) {
 	var rec schema.UserRecord
 	var info userInfo
-	if err := d.c.ViewMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(user); return err }); err != nil {
+	if err := d.c.ReadMeta(func(r *raftstore.Reader) (err error) { rec, err = r.User(user); return err }); err != nil {
 		return info, err
 	}
 	if err := d.openJSON(d.keys.meta, seal.KindUserInfo, rec.ID, rec.Sealed, &info); err != nil {
