@@ -145,6 +145,7 @@ func TestBinaryItems(t *testing.T) {
 		{"BINARY[5]<x.1>", ""},
 		{"BINARY[6]<1.x>", ""},
 		{"BINARY[6]<>", ""},
+		{"B\u0131NARY[7]<1>", ""}, // a dotless i: not BINARY
 	} {
 		got, ok := b.add([]byte(c.item))
 		if ok != (c.forward != "") || got != c.forward {

@@ -36,12 +36,11 @@ type binaryItems struct {
 // both whole and in part is left alone.
 func (b *binaryItems) add(item []byte) (string, bool) {
 	s := string(item)
-	upper := strings.ToUpper(s)
 	var rest string
 	switch {
-	case strings.HasPrefix(upper, "BINARY["):
+	case hasPrefixFold(s, "BINARY["):
 		rest = s[len("BINARY["):]
-	case strings.HasPrefix(upper, "BINARY.PEEK["):
+	case hasPrefixFold(s, "BINARY.PEEK["):
 		rest = s[len("BINARY.PEEK["):]
 	default:
 		return "", false
@@ -119,6 +118,12 @@ func normalPart(p string) (string, bool) {
 		nums[i] = strconv.FormatUint(v, 10)
 	}
 	return strings.Join(nums, "."), true
+}
+
+// hasPrefixFold reports whether s starts with the ASCII prefix p, in
+// any case.
+func hasPrefixFold(s, p string) bool {
+	return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p)
 }
 
 func isDigits(s string) bool {
