@@ -37,8 +37,8 @@ type Cluster interface {
 	// and recipient check while the directory takes writes).
 	ReadMeta(fn func(*raftstore.Reader) error) error
 	// MetaIndex is the index of the last entry this node's meta replica
-	// applied (0 while it is not open): what ViewMeta reads changes only
-	// when it does.
+	// applied (0 while it is not open): what ViewMeta and ReadMeta read
+	// changes only when it does.
 	MetaIndex() uint64
 	// CatchUpMeta brings this node's meta replica up to what the meta
 	// leader has committed, for a lookup that must not miss a record

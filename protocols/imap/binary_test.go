@@ -140,6 +140,7 @@ func TestBinaryItems(t *testing.T) {
 		{"BINARY[4]", ""},
 		{"BINARY[4]<2.2>", ""}, // part 4 also asked for whole
 		{"BINARY[]<9.9>", ""},
+		{"BINARY.PEEK[9]", ""},        // whole only: no origin
 		{"BINARY[1.HEADER]<0.1>", ""}, // not a section-binary
 		{"BODY[1]<3>", ""},
 		{"BINARY[5]<x.1>", ""},

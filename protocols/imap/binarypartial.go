@@ -79,19 +79,17 @@ func (b *binaryItems) note(part string, origin int64) {
 		b.byPart = make(map[string]uint64)
 		b.mixed = make(map[string]bool)
 	}
-	prev, seen := b.byPart[part]
-	switch {
-	case b.mixed[part]:
-	case origin < 0:
-		// A whole part: no answer of this part gets an offset.
-		b.mixed[part] = true
-		delete(b.byPart, part)
-	case seen && prev != uint64(origin):
-		b.mixed[part] = true
-		delete(b.byPart, part)
-	default:
-		b.byPart[part] = uint64(origin)
+	if b.mixed[part] {
+		return
 	}
+	if prev, seen := b.byPart[part]; origin < 0 || seen && prev != uint64(origin) {
+		// Asked for whole, or at another origin: no answer of this
+		// part gets an origin.
+		b.mixed[part] = true
+		delete(b.byPart, part)
+		return
+	}
+	b.byPart[part] = uint64(origin)
 }
 
 // offsets returns the origins to write, by part; nil when none.
