@@ -344,34 +344,12 @@ func TestRetriedDeliveryIsStoredOnce(t *testing.T) {
 // below would end in a resync. Each change reaches the watcher once,
 // though both sources bring it.
 func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: raftstore.Timing{HeartbeatTimeout: 500 * time.Millisecond,
-		ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 5 * time.Second}})
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: slowCommitTiming})
 	c.AddUser("gil@example.test", "password-1")
 	n := shardOf(t, c, "gil@example.test")
 	// The session goes to a node outside the shard's home region, once
 	// the leadership is home: that node's replica follows throughout.
-	regions := regionOf(c)
-	var leader, node *clustertest.Node
-	c.Eventually(time.Minute, "the user's shard led from its home region", func() error {
-		for _, st := range c.Running()[0].Cluster().Status().Shards {
-			if st.Shard != n {
-				continue
-			}
-			if st.Leader == "" || regions[st.Leader] != st.Home {
-				return fmt.Errorf("shard %d: leader %q, home %s", n, st.Leader, st.Home)
-			}
-			for _, x := range c.Running() {
-				if x.ID == st.Leader {
-					leader = x
-				}
-				if x.Region != st.Home {
-					node = x
-				}
-			}
-			return nil
-		}
-		return fmt.Errorf("shard %d not in the status", n)
-	})
+	leader, node := homeLeaderAndFollower(t, c, n)
 	ctx := testCtx(t)
 	acct := node.Login("gil@example.test", "password-1")
 	inbox, err := acct.Mailbox(ctx, "INBOX")
@@ -465,6 +443,98 @@ func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
 	case ch := <-changes:
 		t.Fatalf("after the move, a change came again: %+v", ch)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// slowCommitTiming is a Raft timing under which a follower learns of a
+// commit only with the leader's next append, seconds later, unless other
+// writes come: what a session on a follower's node sees at once must
+// then have come from the leader.
+var slowCommitTiming = raftstore.Timing{HeartbeatTimeout: 500 * time.Millisecond,
+	ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 5 * time.Second}
+
+// homeLeaderAndFollower waits until shard n is led from its home region
+// and returns its leader and a node outside that region, whose replica
+// then follows throughout.
+func homeLeaderAndFollower(t *testing.T, c *clustertest.Cluster, n uint32) (leader, follower *clustertest.Node) {
+	t.Helper()
+	regions := regionOf(c)
+	c.Eventually(time.Minute, "the user's shard led from its home region", func() error {
+		for _, st := range c.Running()[0].Cluster().Status().Shards {
+			if st.Shard != n {
+				continue
+			}
+			if st.Leader == "" || regions[st.Leader] != st.Home {
+				return fmt.Errorf("shard %d: leader %q, home %s", n, st.Leader, st.Home)
+			}
+			for _, x := range c.Running() {
+				if x.ID == st.Leader {
+					leader = x
+				}
+				if x.Region != st.Home {
+					follower = x
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("shard %d not in the status", n)
+	})
+	return leader, follower
+}
+
+// TestOtherSessionsChangesAtTheNextCommand: what one session writes shows
+// in another session of the same user at that session's next command
+// (Account.Refresh), although the other's node keeps a replica that
+// follows and would learn of the commit seconds later: at once for
+// writes through the same node (another session's, and a delivery), and
+// for writes through another node when the session asks the leader (an
+// IMAP NOOP).
+func TestOtherSessionsChangesAtTheNextCommand(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: slowCommitTiming})
+	c.AddUser("ida@example.test", "password-1")
+	n := shardOf(t, c, "ida@example.test")
+	leader, node := homeLeaderAndFollower(t, c, n)
+	ctx := testCtx(t)
+	writer := node.Login("ida@example.test", "password-1")
+	reader := node.Login("ida@example.test", "password-1")
+	elsewhere := leader.Login("ida@example.test", "password-1")
+	inbox, err := reader.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, stop := reader.Watch(inbox.ID)
+	defer stop()
+
+	res, err := writer.Append(ctx, inbox.ID, []byte("Subject: by the other session\r\n\r\nx\r\n"), nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader.Refresh(ctx, inbox.ID, false)
+	if !drainFor(changes, schema.ChangeAdded, res.UID) {
+		t.Fatal("another session's append on the same node was not on the watcher after Refresh")
+	}
+	if _, err := writer.StoreFlags(ctx, inbox.ID, []schema.UID{res.UID}, schema.FlagsAdd, []string{`\Flagged`}); err != nil {
+		t.Fatal(err)
+	}
+	reader.Refresh(ctx, inbox.ID, false)
+	if !drainFor(changes, schema.ChangeFlags, res.UID) {
+		t.Fatal("another session's flag change on the same node was not on the watcher after Refresh")
+	}
+	if err := deliver(ctx, node, "ida@example.test", "delivered"); err != nil {
+		t.Fatal(err)
+	}
+	reader.Refresh(ctx, inbox.ID, false)
+	if !drainFor(changes, schema.ChangeAdded, res.UID+1) {
+		t.Fatal("a delivery through the same node was not on the watcher after Refresh")
+	}
+
+	res, err = elsewhere.Append(ctx, inbox.ID, []byte("Subject: through the leader's node\r\n\r\nx\r\n"), nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader.Refresh(ctx, inbox.ID, true)
+	if !drainFor(changes, schema.ChangeAdded, res.UID) {
+		t.Fatal("an append through another node was not on the watcher after Refresh from the leader")
 	}
 }
 

@@ -200,6 +200,12 @@ type Account interface {
 	// stop is called; stop closes the channel. A schema.ChangeResync event
 	// means events were lost and the mailbox must be reloaded.
 	Watch(mailbox schema.ID) (changes <-chan schema.Change, stop func())
+	// Refresh waits, briefly, until the account's watchers of mailbox
+	// hold the changes other sessions' writes on this node committed, so
+	// that what one session did shows in another at its next command;
+	// with fromLeader also those committed through any node (a client
+	// polling for news: IMAP NOOP and CHECK).
+	Refresh(ctx context.Context, mailbox schema.ID, fromLeader bool)
 
 	// Close releases what the account holds (cached keys, watchers).
 	Close() error

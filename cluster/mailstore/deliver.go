@@ -345,8 +345,12 @@ func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, m
 			return err
 		}
 	}
-	_, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req, quota, false)
-	return err
+	res, err := s.storeMessage(ctx, u.Shard, u.ID, u.Keys, mbox, msg, nil, date, req, quota, false)
+	if err != nil {
+		return err
+	}
+	s.noteWrite(u.ID, res.Index)
+	return nil
 }
 
 // junkMailbox returns the user's mailbox for spam: the one with the \Junk

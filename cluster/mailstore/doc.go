@@ -13,7 +13,9 @@
 //   - An account reads at or after every index it has written or read, and
 //     a write returns only after the account's watchers were handed its
 //     events (wherever the shard's leader is), so a session sees its own
-//     writes.
+//     writes; the user's other sessions on the node see them at their
+//     next command, and those through other nodes at their next poll
+//     (Account.Refresh).
 //   - A message for recipients on several shards is committed once to a
 //     spool before delivery is acknowledged, and each recipient's copy is
 //     committed under a request id derived from the spool entry, so a

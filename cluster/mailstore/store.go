@@ -74,6 +74,12 @@ type Store struct {
 	log    *slog.Logger
 	cfg    Config
 
+	// watchMu guards watching: every open watcher on this node, by user,
+	// so that one session's writes can tell the others' watchers how far
+	// to catch up (noteWrite, Account.Refresh).
+	watchMu  sync.Mutex
+	watching map[schema.ID]map[*watcher]struct{}
+
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -91,7 +97,8 @@ func New(c Cluster, dir *directory.Directory, cfg Config) *Store {
 	if cfg.MaildropLease <= 0 {
 		cfg.MaildropLease = DefaultMaildropLease
 	}
-	s := &Store{c: c, dir: dir, sealer: dir.Sealer(), log: cfg.Logger.With("component", "mailstore"), cfg: cfg, stop: make(chan struct{})}
+	s := &Store{c: c, dir: dir, sealer: dir.Sealer(), log: cfg.Logger.With("component", "mailstore"), cfg: cfg,
+		watching: map[schema.ID]map[*watcher]struct{}{}, stop: make(chan struct{})}
 	s.wg.Add(1)
 	go s.spoolWorker()
 	return s

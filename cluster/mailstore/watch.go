@@ -18,6 +18,11 @@ const (
 	// the account's watchers; a watcher that misses it is resynchronised
 	// instead, so the session reloads rather than miss its own change.
 	syncTimeout = 5 * time.Second
+	// refreshTimeout bounds how long Refresh waits for a watcher to catch
+	// up with another session's write (or to learn the leader's index);
+	// past it the session answers with what it has, and the changes
+	// follow at a later command. A watcher waits for a given index once.
+	refreshTimeout = syncTimeout
 )
 
 // watcher turns one mailbox's sealed change events, from whichever
@@ -38,10 +43,17 @@ type watcher struct {
 	overflow  bool
 	enqueued  uint64 // highest index queued
 	processed uint64 // highest index pushed to out
-	busy      bool   // the worker holds events taken from the queue
-	closed    bool
-	done      chan struct{}
-	stopOnce  sync.Once
+	// wanted is the highest index a write through this node made for the
+	// user, by any session (Store.noteWrite), or the shard's leader had
+	// applied when the session last asked it (Refresh): what Refresh
+	// catches up to. reached is the highest such index a catch-up has
+	// waited for, through it or until it gave up (catchUp).
+	wanted   uint64
+	reached  uint64
+	busy     bool // the worker holds events taken from the queue
+	closed   bool
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 // Watch streams the changes to one mailbox, decrypted, in commit order.
@@ -57,6 +69,14 @@ func (a *Account) Watch(mbox schema.ID) (<-chan schema.Change, func()) {
 	a.mu.Lock()
 	a.watchers[w] = struct{}{}
 	a.mu.Unlock()
+	a.s.watchMu.Lock()
+	ws := a.s.watching[a.user]
+	if ws == nil {
+		ws = map[*watcher]struct{}{}
+		a.s.watching[a.user] = ws
+	}
+	ws[w] = struct{}{}
+	a.s.watchMu.Unlock()
 	go w.run()
 	return w.out, w.stop
 }
@@ -162,6 +182,14 @@ func (w *watcher) sync(ctx context.Context, index uint64) {
 		w.resync(index)
 		return
 	}
+	if !w.drained(ctx) {
+		w.resync(index)
+	}
+}
+
+// drained waits until every event queued so far is on the channel, and
+// reports whether that happened (false: ctx ended first).
+func (w *watcher) drained(ctx context.Context) bool {
 	stop := context.AfterFunc(ctx, func() {
 		w.mu.Lock()
 		w.cond.Broadcast()
@@ -169,14 +197,44 @@ func (w *watcher) sync(ctx context.Context, index uint64) {
 	})
 	defer stop()
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	for !w.closed && ctx.Err() == nil && (w.busy || len(w.queue) > 0 || w.overflow || w.processed < w.enqueued) {
 		w.cond.Wait()
 	}
-	late := ctx.Err() != nil && !w.closed
+	return w.closed || ctx.Err() == nil
+}
+
+// catchUp waits, for at most refreshTimeout, until every event up to the
+// index noteWrite asked for is on the channel. Unlike sync it resyncs
+// nothing when time runs out: the events still come, in order, and the
+// session shows them at a later command.
+func (w *watcher) catchUp(ctx context.Context) {
+	w.mu.Lock()
+	index := w.wanted
+	done := w.closed || index <= w.reached || index <= w.processed && !w.busy && len(w.queue) == 0 && !w.overflow
 	w.mu.Unlock()
-	if late {
-		w.resync(index)
+	if done {
+		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	if err := w.wait(ctx, index); err != nil || !w.drained(ctx) {
+		w.a.s.log.Debug("watcher catch-up cut short", "index", index, "err", err)
+	}
+	// The index may be another user's write, which brings this watcher
+	// no event to count: remember that it was passed. One that was not
+	// (the replica is cut off) is not waited for again: its events come
+	// when they come, and the session's later commands go on meanwhile.
+	w.mu.Lock()
+	w.reached = max(w.reached, index)
+	w.mu.Unlock()
+}
+
+// want raises the index catchUp waits for.
+func (w *watcher) want(index uint64) {
+	w.mu.Lock()
+	w.wanted = max(w.wanted, index)
+	w.mu.Unlock()
 }
 
 // resync queues a resynchronisation for the session.
@@ -201,7 +259,71 @@ func (w *watcher) stop() {
 		w.a.mu.Lock()
 		delete(w.a.watchers, w)
 		w.a.mu.Unlock()
+		s := w.a.s
+		s.watchMu.Lock()
+		if ws := s.watching[w.a.user]; ws != nil {
+			delete(ws, w)
+			if len(ws) == 0 {
+				delete(s.watching, w.a.user)
+			}
+		}
+		s.watchMu.Unlock()
 	})
+}
+
+// noteWrite tells every watcher of user on this node, whichever session
+// opened it, that a write committed the user's shard up to index. The
+// writing account waits for its own watchers (syncWatchers); the others
+// catch up when their session next looks for changes (Account.Refresh),
+// so a session sees at its next command what another session on the
+// same node has done, even while this node's replica follows the
+// shard's leader and learns of commits a moment after them.
+func (s *Store) noteWrite(user schema.ID, index uint64) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for w := range s.watching[user] {
+		w.want(index)
+	}
+}
+
+// Refresh waits, briefly (refreshTimeout), until the account's watchers
+// of mbox have been handed every change that writes through this node,
+// by any session of the user, have committed; a session calls it before
+// it reports a mailbox's changes (the updates after every IMAP command).
+// With fromLeader it first asks the shard's leader how far it has
+// applied, and waits for that too, so that changes made through other
+// nodes show as well: what a client asking for news (NOOP, CHECK) is
+// owed, at the cost of a read on the leader. Otherwise changes made
+// through other nodes come as this node's replica learns of them.
+func (a *Account) Refresh(ctx context.Context, mbox schema.ID, fromLeader bool) {
+	a.mu.Lock()
+	ws := make([]*watcher, 0, len(a.watchers))
+	for w := range a.watchers {
+		if w.mbox == mbox {
+			ws = append(ws, w)
+		}
+	}
+	a.mu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	if fromLeader {
+		qctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+		res, err := a.query(qctx, raftstore.Query{Kind: raftstore.QueryUserState})
+		cancel()
+		if err != nil {
+			// The updates go out as they are; the command still
+			// succeeds, as it would have before the changes came.
+			a.s.log.Debug("refresh from the shard's leader", "err", err)
+		} else {
+			for _, w := range ws {
+				w.want(res.Index)
+			}
+		}
+	}
+	for _, w := range ws {
+		w.catchUp(ctx)
+	}
 }
 
 // syncWatchers waits until the account's watchers of mboxes (of every
@@ -210,6 +332,7 @@ func (w *watcher) stop() {
 // changed: the others would drop its events anyway, and a mailbox
 // selected later is read at or after the account's last index.
 func (a *Account) syncWatchers(ctx context.Context, index uint64, mboxes ...schema.ID) {
+	a.s.noteWrite(a.user, index)
 	a.mu.Lock()
 	ws := make([]*watcher, 0, len(a.watchers))
 	for w := range a.watchers {

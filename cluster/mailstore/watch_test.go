@@ -13,7 +13,7 @@ import (
 // the mailboxes it changed, not for a watcher of another mailbox, whose
 // replica may be far behind.
 func TestSyncWatchersOfChangedMailboxes(t *testing.T) {
-	a := &Account{watchers: map[*watcher]struct{}{}}
+	a := &Account{s: &Store{watching: map[schema.ID]map[*watcher]struct{}{}}, watchers: map[*watcher]struct{}{}}
 	inbox, sent := schema.NewID(), schema.NewID()
 	var mu sync.Mutex
 	waited := map[schema.ID]uint64{}
@@ -40,5 +40,55 @@ func TestSyncWatchersOfChangedMailboxes(t *testing.T) {
 	a.syncWatchers(ctx, 9)
 	if waited[inbox] != 9 || waited[sent] != 9 {
 		t.Fatalf("a write to the account waited for %v, want every watcher", waited)
+	}
+}
+
+// TestRefreshCatchesUpWithOtherSessions: a write through one account
+// marks the watchers of the user's other accounts on the node, and their
+// Refresh waits for that index once; a watcher of another user is left
+// alone.
+func TestRefreshCatchesUpWithOtherSessions(t *testing.T) {
+	s := &Store{watching: map[schema.ID]map[*watcher]struct{}{}}
+	user, other := schema.NewID(), schema.NewID()
+	writer := &Account{s: s, user: user, watchers: map[*watcher]struct{}{}}
+	reader := &Account{s: s, user: user, watchers: map[*watcher]struct{}{}}
+	stranger := &Account{s: s, user: other, watchers: map[*watcher]struct{}{}}
+	inbox := schema.NewID()
+	var mu sync.Mutex
+	waits := map[*Account][]uint64{}
+	watch := func(a *Account) {
+		w := &watcher{a: a, mbox: inbox, done: make(chan struct{})}
+		w.cond = sync.NewCond(&w.mu)
+		w.wait = func(_ context.Context, index uint64) error {
+			mu.Lock()
+			waits[a] = append(waits[a], index)
+			mu.Unlock()
+			return nil
+		}
+		a.watchers[w] = struct{}{}
+		if s.watching[a.user] == nil {
+			s.watching[a.user] = map[*watcher]struct{}{}
+		}
+		s.watching[a.user][w] = struct{}{}
+	}
+	watch(reader)
+	watch(stranger)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	writer.syncWatchers(ctx, 7, inbox)
+	reader.Refresh(ctx, inbox, false)
+	stranger.Refresh(ctx, inbox, false)
+	reader.Refresh(ctx, inbox, false)
+	if got := waits[reader]; len(got) != 1 || got[0] != 7 {
+		t.Fatalf("the other session's watcher waited for %v, want 7 once", got)
+	}
+	if got := waits[stranger]; len(got) != 0 {
+		t.Fatalf("another user's watcher waited for %v", got)
+	}
+	s.noteWrite(user, 9) // a delivery
+	reader.Refresh(ctx, inbox, false)
+	if got := waits[reader]; len(got) != 2 || got[1] != 9 {
+		t.Fatalf("after a delivery the watcher waited for %v, want 7 then 9", got)
 	}
 }

@@ -53,6 +53,10 @@ type cmdExt struct {
 	listHighestModSeq bool
 	// binaryOffsets: FETCH's partial BINARY items (binarypartial.go).
 	binaryOffsets map[string]uint64
+	// poll: NOOP or CHECK, a client asking for news. Its updates
+	// include what was committed through other nodes of the cluster
+	// (protocols.Account.Refresh).
+	poll bool
 }
 
 // qresyncParams are the client's known state of a mailbox (RFC 7162

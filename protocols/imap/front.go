@@ -508,6 +508,9 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		}
 		wire = w
 		defer f.setExt(cmdExt{})
+	case "NOOP", "CHECK":
+		f.setExt(cmdExt{poll: true})
+		defer f.setExt(cmdExt{})
 	}
 	switch cmd.Name {
 	case "ID", "STARTTLS", "COMPRESS", "SORT", "UID SORT", "THREAD", "UID THREAD", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA":

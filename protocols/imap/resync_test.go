@@ -55,7 +55,7 @@ func TestViewResync(t *testing.T) {
 	lost <- schema.Change{Kind: schema.ChangeResync}
 
 	r := &recorder{}
-	reloadErr, writeErr := v.flush(ctx, r, true)
+	reloadErr, writeErr := v.flush(ctx, r, true, false)
 	if reloadErr != nil || writeErr != nil {
 		t.Fatalf("flush: %v %v", reloadErr, writeErr)
 	}

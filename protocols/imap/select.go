@@ -77,7 +77,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	}
 	ctx, cancel := s.opContext()
 	defer cancel()
-	storeErr, writeErr := s.view.flush(ctx, w, allowExpunge)
+	storeErr, writeErr := s.view.flush(ctx, w, allowExpunge, s.cmdExt().poll)
 	if storeErr != nil {
 		// The other updates were written; a reload is retried at the
 		// next command.

@@ -388,7 +388,10 @@ type updateWriter interface {
 // retried at the next flush, and a failed \Recent claim leaves the new
 // messages not recent here; both are storeErr. writeErr means the
 // connection is broken.
-func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge bool) (storeErr, writeErr error) {
+func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge, polled bool) (storeErr, writeErr error) {
+	if v.changes != nil {
+		v.acct.Refresh(ctx, v.id, polled)
+	}
 	v.drain()
 	if v.resync {
 		storeErr = v.reload(ctx)

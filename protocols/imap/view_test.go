@@ -48,6 +48,9 @@ type recentClaims struct {
 	calls   int // ClaimRecent calls
 }
 
+// Refresh has nothing to wait for: the test's channel holds every change.
+func (r *recentClaims) Refresh(context.Context, schema.ID, bool) {}
+
 func (r *recentClaims) ClaimRecent(_ context.Context, _ schema.ID, upTo schema.UID) (schema.UID, error) {
 	r.calls++
 	prev := r.claimed
@@ -129,7 +132,7 @@ func TestViewUpdates(t *testing.T) {
 
 	// During FETCH/STORE/SEARCH: no EXPUNGE, sequence numbers stay.
 	r := &recorder{}
-	if _, err := v.flush(context.Background(), r, false); err != nil {
+	if _, err := v.flush(context.Background(), r, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.out, "; "); got != `EXISTS 5; RECENT 1; FETCH 2 UID 2 [\Flagged]` {
@@ -137,7 +140,7 @@ func TestViewUpdates(t *testing.T) {
 	}
 	// Then the pending expunge goes out and the numbers close up.
 	r = &recorder{}
-	if _, err := v.flush(context.Background(), r, true); err != nil {
+	if _, err := v.flush(context.Background(), r, true, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.out, "; "); got != "EXPUNGE 3" {
@@ -173,7 +176,7 @@ func TestViewAnnouncesNewMessagesOnce(t *testing.T) {
 	ch <- schema.Change{Kind: schema.ChangeAdded, Index: 11, UID: 3, Message: &schema.MessageInfo{UID: 3, ModSeq: 4}}
 	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 12, UID: 3, Message: &schema.MessageInfo{UID: 3, ModSeq: 5, Flags: []string{`\Flagged`}}}
 	r := &recorder{}
-	if _, err := v.flush(context.Background(), r, false); err != nil {
+	if _, err := v.flush(context.Background(), r, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.out, "; "); got != "EXISTS 3; RECENT 1" {
@@ -181,7 +184,7 @@ func TestViewAnnouncesNewMessagesOnce(t *testing.T) {
 	}
 	ch <- schema.Change{Kind: schema.ChangeFlags, Index: 13, UID: 3, Message: &schema.MessageInfo{UID: 3, ModSeq: 6, Flags: []string{`\Flagged`, `\Seen`}}}
 	r = &recorder{}
-	if _, err := v.flush(context.Background(), r, false); err != nil {
+	if _, err := v.flush(context.Background(), r, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.out, "; "); got != `FETCH 3 UID 3 [\Flagged \Seen \Recent]` {
@@ -249,7 +252,7 @@ func TestOwnClaimsSettleRecent(t *testing.T) {
 		ch <- schema.Change{Kind: schema.ChangeAdded, Index: uint64(11 + i), UID: uid, Message: &schema.MessageInfo{UID: uid, ModSeq: 4}}
 	}
 	r := &recorder{}
-	if _, err := v.flush(context.Background(), r, false); err != nil {
+	if _, err := v.flush(context.Background(), r, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.out, "; "); got != "EXISTS 7; RECENT 4" {
@@ -271,7 +274,7 @@ func TestOwnClaimsSettleRecent(t *testing.T) {
 	// A delivery above them is claimed as usual.
 	ch <- schema.Change{Kind: schema.ChangeAdded, Index: 20, UID: 8, Message: &schema.MessageInfo{UID: 8, ModSeq: 5}}
 	r = &recorder{}
-	if _, err := v.flush(context.Background(), r, false); err != nil {
+	if _, err := v.flush(context.Background(), r, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(r.out, "; "); got != "EXISTS 8; RECENT 5" || claims.calls != 1 || claims.claimed != 8 {

@@ -1,6 +1,7 @@
 package protocoltest
 
 import (
+	"context"
 	"sync"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
@@ -57,3 +58,7 @@ func (a *MemAccount) Watch(mbox schema.ID) (<-chan schema.Change, func()) {
 	}
 	return w.ch, stop
 }
+
+// Refresh returns at once: every session's writes queue their events on
+// all the user's watchers before they return.
+func (a *MemAccount) Refresh(ctx context.Context, mbox schema.ID, fromLeader bool) {}
