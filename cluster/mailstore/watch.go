@@ -23,6 +23,11 @@ const (
 	// past it the session answers with what it has, and the changes
 	// follow at a later command. A watcher waits for a given index once.
 	refreshTimeout = syncTimeout
+	// leaderIndexTimeout bounds Refresh's read of how far the shard's
+	// leader has applied: a leader answers it from its lease in
+	// milliseconds, and a node cut off from it should not hold every
+	// NOOP for long.
+	leaderIndexTimeout = 2 * time.Second
 )
 
 // watcher turns one mailbox's sealed change events, from whichever
@@ -308,7 +313,7 @@ func (a *Account) Refresh(ctx context.Context, mbox schema.ID, fromLeader bool) 
 		return
 	}
 	if fromLeader {
-		qctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+		qctx, cancel := context.WithTimeout(ctx, leaderIndexTimeout)
 		res, err := a.query(qctx, raftstore.Query{Kind: raftstore.QueryUserState})
 		cancel()
 		if err != nil {
