@@ -387,7 +387,9 @@ type updateWriter interface {
 // FETCH or STORE response held back until FLAGS. A reload that fails is
 // retried at the next flush, and a failed \Recent claim leaves the new
 // messages not recent here; both are storeErr. writeErr means the
-// connection is broken.
+// connection is broken. It first has the account catch up with what the
+// user's other sessions wrote (polled: the client asked for news, so
+// with what any node wrote; protocols.Account.Refresh).
 func (v *view) flush(ctx context.Context, w updateWriter, allowExpunge, polled bool) (storeErr, writeErr error) {
 	if v.changes != nil {
 		v.acct.Refresh(ctx, v.id, polled)
