@@ -210,7 +210,8 @@ func (w *watcher) drained(ctx context.Context) bool {
 }
 
 // catchUp waits, for at most refreshTimeout, until every event up to the
-// index noteWrite asked for is on the channel. Unlike sync it resyncs
+// index asked for (want: another session's write, or the leader's
+// applied index) is on the channel. Unlike sync it resyncs
 // nothing when time runs out: the events still come, in order, and the
 // session shows them at a later command.
 func (w *watcher) catchUp(ctx context.Context) {
