@@ -536,6 +536,29 @@ func TestOtherSessionsChangesAtTheNextCommand(t *testing.T) {
 	if !drainFor(changes, schema.ChangeAdded, res.UID) {
 		t.Fatal("an append through another node was not on the watcher after Refresh from the leader")
 	}
+
+	// A session in IDLE calls nothing: another session's write through
+	// the node has its watcher take the leader's events, so the change
+	// comes long before the replica would learn of it (CommitTimeout).
+	idler := node.Login("ida@example.test", "password-1")
+	idle, stopIdle := idler.Watch(inbox.ID)
+	defer stopIdle()
+	res, err = writer.Append(ctx, inbox.ID, []byte("Subject: while idle\r\n\r\nx\r\n"), nil, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new watcher first replays the account's earlier events.
+	deadline := time.After(slowCommitTiming.CommitTimeout / 2)
+	for {
+		select {
+		case ch := <-idle:
+			if ch.Kind == schema.ChangeAdded && ch.UID == res.UID || ch.Kind == schema.ChangeResync {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the idle session was not told of UID %d within %s", res.UID, slowCommitTiming.CommitTimeout/2)
+		}
+	}
 }
 
 // TestFollowerSessionsFirstWrites opens many sessions on a node whose

@@ -349,7 +349,7 @@ func (s *Store) deliverCopy(ctx context.Context, u *directory.User, junk bool, m
 	if err != nil {
 		return err
 	}
-	s.noteWrite(u.ID, res.Index)
+	s.noteWrite(u.ID, res.Index, nil)
 	return nil
 }
 

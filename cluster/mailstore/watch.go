@@ -55,6 +55,7 @@ type watcher struct {
 	// waited for, through it or until it gave up (catchUp).
 	wanted   uint64
 	reached  uint64
+	nudged   bool // a catch-up started by another session's write runs (nudge)
 	busy     bool // the worker holds events taken from the queue
 	closed   bool
 	done     chan struct{}
@@ -243,6 +244,32 @@ func (w *watcher) want(index uint64) {
 	w.mu.Unlock()
 }
 
+// nudge starts a catch-up in the background, unless one already runs or
+// the watcher has the events. A session in IDLE calls nothing that would
+// catch up, and on a node whose replica follows it would hear of another
+// session's write only when the replica learns of the commit (a
+// CommitTimeout later); the catch-up has the watcher take the leader's
+// events from then on, as a write of its own would. Only watchers of
+// users who write through this node are nudged, so sessions that only
+// read still open no stream to the leader.
+func (w *watcher) nudge() {
+	w.mu.Lock()
+	start := !w.closed && !w.nudged && w.wanted > max(w.reached, w.processed)
+	if start {
+		w.nudged = true
+	}
+	w.mu.Unlock()
+	if !start {
+		return
+	}
+	go func() {
+		w.catchUp(context.Background())
+		w.mu.Lock()
+		w.nudged = false
+		w.mu.Unlock()
+	}()
+}
+
 // resync queues a resynchronisation for the session.
 func (w *watcher) resync(index uint64) {
 	w.mu.Lock()
@@ -279,16 +306,24 @@ func (w *watcher) stop() {
 
 // noteWrite tells every watcher of user on this node, whichever session
 // opened it, that a write committed the user's shard up to index. The
-// writing account waits for its own watchers (syncWatchers); the others
-// catch up when their session next looks for changes (Account.Refresh),
-// so a session sees at its next command what another session on the
-// same node has done, even while this node's replica follows the
+// writing account (from, nil for a delivery) waits for its own watchers
+// (syncWatchers); the others catch up when their session next looks for
+// changes (Account.Refresh), or at once in the background (nudge), so a
+// session sees at its next command, or in IDLE, what another session on
+// the same node has done, even while this node's replica follows the
 // shard's leader and learns of commits a moment after them.
-func (s *Store) noteWrite(user schema.ID, index uint64) {
+func (s *Store) noteWrite(user schema.ID, index uint64, from *Account) {
 	s.watchMu.Lock()
-	defer s.watchMu.Unlock()
+	ws := make([]*watcher, 0, len(s.watching[user]))
 	for w := range s.watching[user] {
 		w.want(index)
+		if w.a != from {
+			ws = append(ws, w)
+		}
+	}
+	s.watchMu.Unlock()
+	for _, w := range ws {
+		w.nudge()
 	}
 }
 
@@ -338,7 +373,7 @@ func (a *Account) Refresh(ctx context.Context, mbox schema.ID, fromLeader bool) 
 // changed: the others would drop its events anyway, and a mailbox
 // selected later is read at or after the account's last index.
 func (a *Account) syncWatchers(ctx context.Context, index uint64, mboxes ...schema.ID) {
-	a.s.noteWrite(a.user, index)
+	a.s.noteWrite(a.user, index, a)
 	a.mu.Lock()
 	ws := make([]*watcher, 0, len(a.watchers))
 	for w := range a.watchers {

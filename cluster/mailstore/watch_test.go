@@ -44,9 +44,10 @@ func TestSyncWatchersOfChangedMailboxes(t *testing.T) {
 }
 
 // TestRefreshCatchesUpWithOtherSessions: a write through one account
-// marks the watchers of the user's other accounts on the node, and their
-// Refresh waits for that index once; a watcher of another user is left
-// alone.
+// has the watchers of the user's other accounts on the node catch up to
+// its index, in the background (nudge), once; the writer's own watcher
+// only syncs, a watcher of another user is left alone, and a Refresh
+// after the catch-up waits for nothing more.
 func TestRefreshCatchesUpWithOtherSessions(t *testing.T) {
 	s := &Store{watching: map[schema.ID]map[*watcher]struct{}{}}
 	user, other := schema.NewID(), schema.NewID()
@@ -56,6 +57,12 @@ func TestRefreshCatchesUpWithOtherSessions(t *testing.T) {
 	inbox := schema.NewID()
 	var mu sync.Mutex
 	waits := map[*Account][]uint64{}
+	waitsOf := func(a *Account) []uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]uint64(nil), waits[a]...)
+	}
+	watchers := map[*Account]*watcher{}
 	watch := func(a *Account) {
 		w := &watcher{a: a, mbox: inbox, done: make(chan struct{})}
 		w.cond = sync.NewCond(&w.mu)
@@ -70,25 +77,53 @@ func TestRefreshCatchesUpWithOtherSessions(t *testing.T) {
 			s.watching[a.user] = map[*watcher]struct{}{}
 		}
 		s.watching[a.user][w] = struct{}{}
+		watchers[a] = w
 	}
+	watch(writer)
 	watch(reader)
 	watch(stranger)
+	// settled waits until no background catch-up runs.
+	settled := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for _, w := range watchers {
+			for {
+				w.mu.Lock()
+				nudged := w.nudged
+				w.mu.Unlock()
+				if !nudged {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("a background catch-up did not end")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
 	writer.syncWatchers(ctx, 7, inbox)
+	settled()
+	if got := waitsOf(reader); len(got) != 1 || got[0] != 7 {
+		t.Fatalf("the other session's watcher waited for %v, want 7 once, by itself", got)
+	}
+	if got := waitsOf(writer); len(got) != 1 || got[0] != 7 {
+		t.Fatalf("the writer's watcher waited for %v, want 7 once (its sync)", got)
+	}
 	reader.Refresh(ctx, inbox, false)
 	stranger.Refresh(ctx, inbox, false)
-	reader.Refresh(ctx, inbox, false)
-	if got := waits[reader]; len(got) != 1 || got[0] != 7 {
-		t.Fatalf("the other session's watcher waited for %v, want 7 once", got)
+	if got := waitsOf(reader); len(got) != 1 {
+		t.Fatalf("Refresh after the catch-up waited again: %v", got)
 	}
-	if got := waits[stranger]; len(got) != 0 {
+	if got := waitsOf(stranger); len(got) != 0 {
 		t.Fatalf("another user's watcher waited for %v", got)
 	}
-	s.noteWrite(user, 9) // a delivery
+	s.noteWrite(user, 9, nil) // a delivery
+	settled()
 	reader.Refresh(ctx, inbox, false)
-	if got := waits[reader]; len(got) != 2 || got[1] != 9 {
+	if got := waitsOf(reader); len(got) != 2 || got[1] != 9 {
 		t.Fatalf("after a delivery the watcher waited for %v, want 7 then 9", got)
 	}
 }
