@@ -344,12 +344,9 @@ func TestRetriedDeliveryIsStoredOnce(t *testing.T) {
 // below would end in a resync. Each change reaches the watcher once,
 // though both sources bring it.
 func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: slowCommitTiming})
-	c.AddUser("gil@example.test", "password-1")
-	n := shardOf(t, c, "gil@example.test")
 	// The session goes to a node outside the shard's home region, once
 	// the leadership is home: that node's replica follows throughout.
-	leader, node := homeLeaderAndFollower(t, c, n)
+	c, n, leader, node := startWithFollower(t, "gil@example.test")
 	ctx := testCtx(t)
 	acct := node.Login("gil@example.test", "password-1")
 	inbox, err := acct.Mailbox(ctx, "INBOX")
@@ -453,11 +450,15 @@ func TestFollowerSessionTakesItsEventsFromTheLeader(t *testing.T) {
 var slowCommitTiming = raftstore.Timing{HeartbeatTimeout: 500 * time.Millisecond,
 	ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 5 * time.Second}
 
-// homeLeaderAndFollower waits until shard n is led from its home region
-// and returns its leader and a node outside that region, whose replica
-// then follows throughout.
-func homeLeaderAndFollower(t *testing.T, c *clustertest.Cluster, n uint32) (leader, follower *clustertest.Node) {
+// startWithFollower starts a cluster with slowCommitTiming and the user
+// address (password "password-1"), waits until the user's shard n is led
+// from its home region, and returns the shard's leader and a node
+// outside that region, whose replica then follows throughout.
+func startWithFollower(t *testing.T, address string) (c *clustertest.Cluster, n uint32, leader, follower *clustertest.Node) {
 	t.Helper()
+	c = clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: slowCommitTiming})
+	c.AddUser(address, "password-1")
+	n = shardOf(t, c, address)
 	regions := regionOf(c)
 	c.Eventually(time.Minute, "the user's shard led from its home region", func() error {
 		for _, st := range c.Running()[0].Cluster().Status().Shards {
@@ -479,7 +480,7 @@ func homeLeaderAndFollower(t *testing.T, c *clustertest.Cluster, n uint32) (lead
 		}
 		return fmt.Errorf("shard %d not in the status", n)
 	})
-	return leader, follower
+	return c, n, leader, follower
 }
 
 // TestOtherSessionsChangesAtTheNextCommand: what one session writes shows
@@ -490,10 +491,7 @@ func homeLeaderAndFollower(t *testing.T, c *clustertest.Cluster, n uint32) (lead
 // for writes through another node when the session asks the leader (an
 // IMAP NOOP).
 func TestOtherSessionsChangesAtTheNextCommand(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{MailShards: 2, Timing: slowCommitTiming})
-	c.AddUser("ida@example.test", "password-1")
-	n := shardOf(t, c, "ida@example.test")
-	leader, node := homeLeaderAndFollower(t, c, n)
+	_, _, leader, node := startWithFollower(t, "ida@example.test")
 	ctx := testCtx(t)
 	writer := node.Login("ida@example.test", "password-1")
 	reader := node.Login("ida@example.test", "password-1")
