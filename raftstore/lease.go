@@ -27,14 +27,41 @@ import (
 //     that wait (the target is elected at once), so from the moment this
 //     replica starts one it serves no reads until it is known to have
 //     kept or lost its leadership.
+//
+// The lease is timed on the monotonic clock. A wall clock stepped back
+// (NTP, an operator's date) would otherwise stretch it, and a leader cut
+// off from the others could serve stale reads for as long as the step.
 type readLease struct {
 	term      atomic.Uint64 // the term whose barrier made the state current
-	until     atomic.Int64  // reads may be served until then (unix ns)
+	until     atomic.Int64  // reads may be served until then (leaseClock ns)
 	transfers atomic.Int32  // leadership transfers in progress
 	gen       atomic.Uint64 // bumped by every transfer, so a lease won before one is not kept
 	renewing  atomic.Bool   // a background renewal is under way
 	sem       chan struct{} // one confirmation round at a time
 	once      sync.Once
+	// now reads the clock the lease is timed on; nil means leaseClock.
+	now func() time.Duration
+}
+
+// leaseEpoch is the origin of leaseClock.
+var leaseEpoch = time.Now()
+
+// leaseClock is the time since the process started, read on the
+// monotonic clock, which no change of the wall clock moves.
+func leaseClock() time.Duration { return time.Since(leaseEpoch) }
+
+func (l *readLease) clock() time.Duration {
+	if l.now != nil {
+		return l.now()
+	}
+	return leaseClock()
+}
+
+// grant starts a lease of term that lasts d from start (a reading of
+// clock taken before the quorum was asked).
+func (l *readLease) grant(term uint64, start, d time.Duration) {
+	l.term.Store(term)
+	l.until.Store(int64(start + d))
 }
 
 func (l *readLease) lock(ctx context.Context) error {
@@ -64,7 +91,7 @@ func (l *readLease) valid(term uint64) (ok bool, left time.Duration) {
 	if l.transfers.Load() > 0 || l.term.Load() != term {
 		return false, 0
 	}
-	left = time.Until(time.Unix(0, l.until.Load()))
+	left = time.Duration(l.until.Load()) - l.clock()
 	return left > 0, left
 }
 
@@ -119,7 +146,7 @@ func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
 		return fmt.Errorf("shard %d: handing leadership over: %w", s.cfg.Shard, ErrNotLeader)
 	}
 	gen := s.reads.gen.Load()
-	start := time.Now()
+	start := s.reads.clock()
 	var f raft.Future
 	if s.reads.term.Load() != term {
 		f = s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second)))
@@ -141,7 +168,6 @@ func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
 	if s.raft.CurrentTerm() != term || s.reads.gen.Load() != gen || s.reads.transfers.Load() > 0 {
 		return fmt.Errorf("shard %d: leadership changed while confirming it: %w", s.cfg.Shard, ErrNotLeader)
 	}
-	s.reads.term.Store(term)
-	s.reads.until.Store(start.Add(s.readLeaseDuration()).UnixNano())
+	s.reads.grant(term, start, s.readLeaseDuration())
 	return nil
 }
