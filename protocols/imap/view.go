@@ -147,6 +147,15 @@ func (v *view) apply(ch schema.Change) {
 		v.resync = true
 		return
 	}
+	if v.resync {
+		// Changes were lost before this one (the watcher fell behind, or
+		// the view found itself off). The reload the resync brings reads
+		// the mailbox from the shard's leader, after this change was
+		// committed, so it holds this change too. Applying it now would
+		// put messages after the lost ones among the fresh, and a lost
+		// message must never come after a later one in the view.
+		return
+	}
 	if ch.Index != 0 && ch.Index <= v.index {
 		return // already in the snapshot
 	}
@@ -249,7 +258,13 @@ func (v *view) reload(ctx context.Context) error {
 			update(m, p)
 		}
 	}
-	last := v.lastUID()
+	// A message the view does not hold is new if it comes after every
+	// message announced; the fresh ones are not announced yet, so the
+	// lost ones may fall among them (they are sorted below).
+	var announced schema.UID
+	if n := len(v.msgs); n > 0 {
+		announced = v.msgs[n-1].info.UID
+	}
 	fresh := v.fresh[:0]
 	for _, m := range v.fresh {
 		if p := present[m.info.UID]; p != nil {
@@ -263,7 +278,7 @@ func (v *view) reload(ctx context.Context) error {
 	v.fresh = fresh
 	for i := range snap.Messages {
 		p := &snap.Messages[i]
-		if p.UID > last {
+		if _, held := v.byUID[p.UID]; !held && p.UID > announced {
 			m := &viewMsg{info: *p, told: p.Flags}
 			v.fresh = append(v.fresh, m)
 			v.byUID[p.UID] = m
