@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore"
@@ -112,7 +113,7 @@ func (c *Cluster) route(ctx context.Context, n uint32, op func(ctx context.Conte
 				c.forgetLeader(n, id)
 			}
 		default:
-			err = op(ctx, nil, addr)
+			err = c.callLeader(ctx, n, id, func(ctx context.Context) error { return op(ctx, nil, addr) })
 		}
 		if err == nil || !retryable(err) {
 			return err
@@ -144,6 +145,50 @@ func (c *Cluster) route(ctx context.Context, n uint32, op func(ctx context.Conte
 		c.probeLeader(n)
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// leaderCheckEvery is how often a call to another node's leader that has
+// not returned looks whether this node has learnt of another leader.
+const leaderCheckEvery = 100 * time.Millisecond
+
+// callLeader runs call, a request to node id as the leader of shard n,
+// and ends it (errLeaderMoved, which route retries) once this node knows
+// another node leads n. A leader that stops without closing its
+// connections (a stalled VM, a process stopped with SIGSTOP, a host cut
+// off without a reset) answers nothing and refuses nothing: without this,
+// a write sent to it waited for the caller's whole deadline while the
+// others had elected a new leader within a second. The retry carries the
+// same request id, so the FSM applies a command once even when the old
+// leader had got it committed. A call that returns within
+// leaderCheckEvery, as nearly all do, costs one timer.
+func (c *Cluster) callLeader(ctx context.Context, n uint32, id string, call func(ctx context.Context) error) error {
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var t *time.Timer
+	done := false
+	mu.Lock()
+	t = time.AfterFunc(leaderCheckEvery, func() {
+		if now, _ := c.leaderOf(n); now != "" && now != id {
+			cancel(errLeaderMoved)
+			return
+		}
+		mu.Lock()
+		if !done {
+			t.Reset(leaderCheckEvery)
+		}
+		mu.Unlock()
+	})
+	mu.Unlock()
+	err := call(cctx)
+	mu.Lock()
+	done = true
+	t.Stop()
+	mu.Unlock()
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errLeaderMoved) {
+		return fmt.Errorf("leader %s: %w", id, errLeaderMoved)
+	}
+	return err
 }
 
 // retryable reports whether an operation may succeed against another or a

@@ -271,8 +271,8 @@ func (s *subscription) follow(ctx context.Context, gen uint64, local *raftstore.
 	}
 }
 
-// errLeaderMoved ends a stream of the leader's events once another node
-// leads.
+// errLeaderMoved ends a stream of the leader's events, or a call to the
+// leader (callLeader), once another node leads.
 var errLeaderMoved = errors.New("the shard's leader moved")
 
 // streamOnce delivers the user's events after index from, streamed by
