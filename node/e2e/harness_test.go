@@ -446,6 +446,28 @@ func (n *node) kill() error {
 	}
 }
 
+// freeze stops the process with SIGSTOP, as a VM stall or a long pause
+// would: its sockets stay open and its peers hear nothing from it. The
+// returned function resumes it (SIGCONT); it is also run at cleanup, so
+// a failing test leaves no process stopped.
+func (n *node) freeze(t testing.TB) (thaw func()) {
+	t.Helper()
+	p := n.cmd.Process
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP mailnode: %v", err)
+	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() {
+			if err := p.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				t.Errorf("SIGCONT mailnode: %v", err)
+			}
+		})
+	}
+	t.Cleanup(thaw)
+	return thaw
+}
+
 func (n *node) release() {
 	n.logFile.Close()
 	n.cmd, n.logFile = nil, nil
