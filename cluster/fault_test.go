@@ -25,7 +25,8 @@ import (
 // Fault runs: mail flows through every node (deliveries, some to
 // recipients on several shards, and IMAP-like sessions appending,
 // flagging, expunging and reading one mailbox) while nodes crash,
-// restart, stop gracefully and get cut off. Every outcome is recorded.
+// restart, stop gracefully, get cut off and go silent (their
+// connections stay open but carry nothing, as a stalled VM's do). Every outcome is recorded.
 // Afterwards every acknowledged message must be found exactly once,
 // unacknowledged ones at most once, no UID handed out twice, UIDs only
 // growing for every client, UIDNEXT above every UID seen, every replica
@@ -46,8 +47,9 @@ const (
 )
 
 // TestFaultsUnderLoad kills and restarts the leader of the busiest shard
-// three times, cuts a node off and heals it, and stops and starts one
-// gracefully, all while load runs through every node.
+// three times, cuts a node off and heals it, silences the leader and
+// lets it speak again, and stops and starts one gracefully, all while
+// load runs through every node.
 func TestFaultsUnderLoad(t *testing.T) {
 	r := newFaultRun(t, clustertest.Options{Nodes: 3, MailShards: 3}, faultSeed(t), 2)
 	busy := r.users[0].shard
@@ -69,6 +71,13 @@ func TestFaultsUnderLoad(t *testing.T) {
 	r.heal(victim)
 	r.waitConverged()
 	r.waitProgress(5, "after healing "+victim.ID)
+	r.newBox()
+	quiet := r.leaderOf(busy)
+	r.silence(quiet, "silence leader")
+	r.waitProgress(10, "with "+quiet.ID+" silent")
+	r.unsilence(quiet)
+	r.waitConverged()
+	r.waitProgress(5, "after "+quiet.ID+" spoke again")
 	r.newBox()
 	stopped := r.nodes[(slices.Index(r.nodes, victim)+1)%len(r.nodes)]
 	r.stopGracefully(stopped, "stop node")
@@ -157,7 +166,7 @@ func (r *faultRun) chaosRound(rng *rand.Rand) {
 			used[n] = true
 			return n, "node"
 		}
-		switch k := rng.IntN(6); k {
+		switch k := rng.IntN(7); k {
 		case 0, 1:
 			n, role := pick(k == 0)
 			r.kill(n, "kill "+role)
@@ -175,6 +184,10 @@ func (r *faultRun) chaosRound(rng *rand.Rand) {
 			n, role := pick(rng.IntN(2) == 0)
 			r.stopGracefully(n, "stop "+role)
 			repairs = append(repairs, func() { r.restart(n) })
+		case 6:
+			n, role := pick(rng.IntN(2) == 0)
+			r.silence(n, "silence "+role)
+			repairs = append(repairs, func() { r.unsilence(n) })
 		}
 	}
 	// The fault's duration, not a wait for a condition.
@@ -608,6 +621,18 @@ func (r *faultRun) partition(n *faultNode, what string) {
 func (r *faultRun) heal(n *faultNode) {
 	n.Partition(false)
 	r.faultEnds(n, "healed")
+}
+
+// silence makes n's cluster port go quiet: its connections stay open
+// and carry nothing, so its peers get timeouts, never errors.
+func (r *faultRun) silence(n *faultNode, what string) {
+	r.faultBegins(n, what)
+	n.Silence(true)
+}
+
+func (r *faultRun) unsilence(n *faultNode) {
+	n.Silence(false)
+	r.faultEnds(n, "heard again")
 }
 
 // cut breaks the link between a and b only: each still reaches the

@@ -321,6 +321,11 @@ func (n *Node) Store() *mailstore.Store {
 // Partition cuts the node off from every other (or heals it).
 func (n *Node) Partition(on bool) { n.Cluster().Transport().Isolate(on) }
 
+// Silence makes the node's cluster port go quiet without closing or
+// refusing anything, as a network dropping its packets or a stalled VM
+// would (or lifts that); see transport.Silence.
+func (n *Node) Silence(on bool) { n.Cluster().Transport().Silence(on) }
+
 // Close stops every node.
 func (c *Cluster) Close() {
 	c.mu.Lock()

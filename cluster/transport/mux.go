@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,8 +85,12 @@ type Transport struct {
 	conns   map[*trackedConn]struct{}
 	blocked map[string]bool
 	isolate bool
-	peerOf  map[string]string // dialed address -> node id, learned at handshake
-	closed  bool
+	// silent holds all traffic without closing anything (Silence);
+	// voiced, under mu, is closed when the silence is lifted.
+	silent atomic.Bool
+	voiced chan struct{}
+	peerOf map[string]string // dialed address -> node id, learned at handshake
+	closed bool
 
 	opened [KindRPC + 1]atomic.Uint64 // Raft and RPC streams dialled, by kind
 
@@ -171,6 +176,10 @@ func (t *Transport) acceptLoop() {
 // handle runs the TLS handshake and reads the header of one accepted
 // stream, then hands it to its consumer.
 func (t *Transport) handle(raw net.Conn) {
+	if err := t.waitVoice(time.Now().Add(handshakeTimeout), nil); err != nil {
+		raw.Close() // the dialler saw a handshake that never came
+		return
+	}
 	raw.SetDeadline(time.Now().Add(handshakeTimeout))
 	conn := tls.Server(raw, t.server)
 	if err := conn.Handshake(); err != nil {
@@ -256,6 +265,9 @@ func (t *Transport) Dial(ctx context.Context, addr string, kind Kind, shard uint
 	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
+	if err := t.waitVoiceCtx(ctx); err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
 	d := &tls.Dialer{Config: t.client}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -406,6 +418,70 @@ func (t *Transport) Isolate(on bool) {
 	closeAll(victims)
 }
 
+// Silence makes the cluster port go quiet without closing or refusing
+// anything (on), as a network that drops packets without a reset, or a
+// stalled VM, does to a node: live streams stay open but nothing more is
+// read from or written to them, dials wait until their deadline, and
+// streams accepted meanwhile get no handshake. Peers see no error, only
+// silence, and every wait ends at its deadline or when the stream is
+// closed. Silence(false) lets everything through again. A fault for
+// tests.
+func (t *Transport) Silence(on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case on && !t.silent.Load():
+		t.voiced = make(chan struct{})
+		t.silent.Store(true)
+	case !on && t.silent.Load():
+		t.silent.Store(false)
+		close(t.voiced)
+	}
+}
+
+// waitVoice returns once the port is not silenced, or with an error when
+// deadline passes (a zero deadline: none) or closed is closed first.
+func (t *Transport) waitVoice(deadline time.Time, closed <-chan struct{}) error {
+	if !t.silent.Load() {
+		return nil // the path of every read and write
+	}
+	t.mu.Lock()
+	silent, voiced := t.silent.Load(), t.voiced
+	t.mu.Unlock()
+	if !silent {
+		return nil
+	}
+	var expire <-chan time.Time
+	if !deadline.IsZero() {
+		d := time.Until(deadline)
+		if d <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		expire = timer.C
+	}
+	select {
+	case <-voiced:
+		return nil
+	case <-expire:
+		return os.ErrDeadlineExceeded
+	case <-closed:
+		return net.ErrClosed
+	}
+}
+
+func (t *Transport) waitVoiceCtx(ctx context.Context) error {
+	dl, _ := ctx.Deadline()
+	if err := t.waitVoice(dl, ctx.Done()); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return nil
+}
+
 // Disconnect closes every live connection with a peer that may no longer
 // talk (a removed node), without blocking it for good.
 func (t *Transport) Disconnect(nodeID string) {
@@ -445,6 +521,10 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
+	if t.silent.Load() {
+		t.silent.Store(false)
+		close(t.voiced)
+	}
 	layers := make([]*chanListener, 0, len(t.layers))
 	for _, l := range t.layers {
 		layers = append(layers, l)
@@ -465,16 +545,21 @@ func (t *Transport) Close() error {
 	return err
 }
 
-// trackedConn is a live stream, remembered so that faults can close it.
+// trackedConn is a live stream, remembered so that faults can close it
+// or hold its traffic (Silence).
 type trackedConn struct {
 	net.Conn
-	t    *Transport
-	peer string
-	once sync.Once
+	t      *Transport
+	peer   string
+	once   sync.Once
+	closed chan struct{}
+	// The deadlines set on the stream (unix ns, 0 for none), which a
+	// read or write held by Silence keeps.
+	readDL, writeDL atomic.Int64
 }
 
 func (t *Transport) track(c net.Conn, peer string) (*trackedConn, error) {
-	tc := &trackedConn{Conn: c, t: t, peer: peer}
+	tc := &trackedConn{Conn: c, t: t, peer: peer, closed: make(chan struct{})}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -484,10 +569,60 @@ func (t *Transport) track(c net.Conn, peer string) (*trackedConn, error) {
 	return tc, nil
 }
 
+// Read reads from the stream, once the port is not silenced.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if err := c.t.waitVoice(unixTime(c.readDL.Load()), c.closed); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// Write writes to the stream, once the port is not silenced.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if err := c.t.waitVoice(unixTime(c.writeDL.Load()), c.closed); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// SetDeadline sets both deadlines of the stream.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.readDL.Store(unixNano(t))
+	c.writeDL.Store(unixNano(t))
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the stream's read deadline.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.readDL.Store(unixNano(t))
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the stream's write deadline.
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.writeDL.Store(unixNano(t))
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
 // Close closes the stream and forgets it.
 func (c *trackedConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		close(c.closed)
 		err = c.Conn.Close()
 		c.t.mu.Lock()
 		delete(c.t.conns, c)

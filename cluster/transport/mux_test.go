@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -288,4 +289,72 @@ func TestRemovedNodeIsRefused(t *testing.T) {
 		t.Fatal("the RPC service accepted a removed node")
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// TestSilenceHoldsTrafficWithoutClosing: a silenced node's live stream
+// stays open but carries nothing, a read held by the silence ends at its
+// deadline with a timeout and not an error of its own, a dial to or from
+// the node gets no handshake until its deadline, and once the silence is
+// lifted the same stream carries what was written meanwhile.
+func TestSilenceHoldsTrafficWithoutClosing(t *testing.T) {
+	p := newPKI(t)
+	a, b := listen(t, p.identity(t, "a"), nil), listen(t, p.identity(t, "b"), nil)
+	la, _ := a.RaftLayer(1)
+	lb, _ := b.RaftLayer(1)
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := lb.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	c, err := la.Dial(b.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var s net.Conn
+	select {
+	case s = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("b accepted no stream")
+	}
+	defer s.Close()
+
+	b.Silence(true)
+	if _, err := io.WriteString(c, "held\n"); err != nil {
+		t.Fatalf("a's write to silenced b: %v", err) // the bytes wait in b's socket
+	}
+	s.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := s.Read(make([]byte, 16)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on silenced b: %d bytes, %v; want a timeout", n, err)
+	}
+	s.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := s.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write from silenced b: %v; want a timeout", err)
+	}
+	start := time.Now()
+	if _, err := la.Dial(b.Addr().String(), 500*time.Millisecond); err == nil {
+		t.Fatal("a dial to silenced b completed")
+	} else if errors.Is(err, ErrBlocked) || time.Since(start) < 400*time.Millisecond {
+		t.Fatalf("a dial to silenced b failed at once (%v after %v); it should wait for its deadline", err, time.Since(start))
+	}
+	if _, err := lb.Dial(a.Addr().String(), 300*time.Millisecond); err == nil {
+		t.Fatal("silenced b dialled a")
+	}
+
+	b.Silence(false)
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(s).ReadString('\n')
+	if err != nil || line != "held\n" {
+		t.Fatalf("after the silence b read %q, %v; want what a wrote meanwhile", line, err)
+	}
+	c2, err := la.Dial(b.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial after the silence: %v", err)
+	}
+	c2.Close()
 }
