@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -35,6 +36,21 @@ type logCache struct {
 	newest uint64 // highest index stored since the last reset, 0 for none
 
 	stored atomic.Uint64 // bytes of every entry stored through the cache
+
+	// writing is when the write to the store under way began (leaseClock,
+	// plus one so that zero means none); see stuckFor.
+	writing atomic.Int64
+	before  func() // Config.beforeLogWrite
+}
+
+// stuckFor returns how long the write to the log under way has lasted, or
+// zero when none is.
+func (c *logCache) stuckFor() time.Duration {
+	start := c.writing.Load()
+	if start == 0 {
+		return 0
+	}
+	return leaseClock() - time.Duration(start-1)
 }
 
 func newLogCache(store raft.LogStore, entries, budget int) *logCache {
@@ -69,7 +85,13 @@ func (c *logCache) StoreLog(log *raft.Log) error {
 
 // StoreLogs stores the entries beneath, then caches them.
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
-	if err := c.store.StoreLogs(logs); err != nil {
+	c.writing.Store(int64(leaseClock()) + 1)
+	if c.before != nil {
+		c.before()
+	}
+	err := c.store.StoreLogs(logs)
+	c.writing.Store(0)
+	if err != nil {
 		return fmt.Errorf("store log entries: %w", err)
 	}
 	var n int

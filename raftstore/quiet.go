@@ -1,7 +1,9 @@
 package raftstore
 
 import (
+	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,50 @@ type quietTransport struct {
 	// sent and replayed count the empty appends (heartbeats aside) that
 	// went out and that were answered without going out.
 	sent, replayed atomic.Uint64
+
+	// stuck, when set, says how long the replica's write to its log has
+	// lasted; past stuckAfter nothing goes out (holdWhileStuck).
+	stuck      func() time.Duration
+	stuckAfter time.Duration
+	stuckLog   *slog.Logger
+	holding    atomic.Bool
+	held       atomic.Uint64 // appends and heartbeats not sent
+}
+
+// errLogStuck fails the appends of a leader whose log write hangs.
+var errLogStuck = errors.New("this replica's Raft log write has not returned: appends held so that another replica leads")
+
+// holdWhileStuck makes the transport send no append and no heartbeat
+// while the replica's write to its log (stuck) has lasted longer than
+// after. A leader whose disk hangs (a stalled volume, a failing device)
+// blocks hashicorp/raft's leader loop in that write, but its heartbeat
+// and replication goroutines go on: the followers keep hearing from it,
+// elect no one, and the group takes no write for as long as the disk
+// hangs. Silent, the leader is replaced within an election timeout, as
+// if it had crashed; when its write returns it learns of the new term
+// and follows. Holding messages back is always safe in Raft: it is what
+// a lost network does.
+func (q *quietTransport) holdWhileStuck(stuck func() time.Duration, after time.Duration, log *slog.Logger) {
+	q.stuck, q.stuckAfter, q.stuckLog = stuck, after, log
+}
+
+// isStuck reports whether appends are held now, logging the start and
+// the end of each episode.
+func (q *quietTransport) isStuck() bool {
+	if q.stuck == nil {
+		return false
+	}
+	d := q.stuck()
+	if d > q.stuckAfter {
+		if !q.holding.Swap(true) && q.stuckLog != nil {
+			q.stuckLog.Warn("the Raft log write has not returned; sending no appends so that another replica leads", "for", d.Round(time.Millisecond))
+		}
+		return true
+	}
+	if q.holding.Swap(false) && q.stuckLog != nil {
+		q.stuckLog.Warn("the Raft log write returned; appends go out again")
+	}
+	return false
 }
 
 // quietPeer is what the transport knows of one follower.
@@ -109,6 +155,14 @@ func (q *quietTransport) peer(id raft.ServerID) *quietPeer {
 // AppendEntries sends an append or a heartbeat, or answers an empty
 // append that repeats the last acknowledged one (see quietTransport).
 func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if q.isStuck() {
+		q.held.Add(1)
+		q.mu.Lock()
+		p := q.peer(id)
+		p.acked, p.beatTerm = false, 0
+		q.mu.Unlock()
+		return errLogStuck
+	}
 	heartbeat := isHeartbeat(args)
 	empty := !heartbeat && len(args.Entries) == 0
 	now := q.now()

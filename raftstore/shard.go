@@ -42,6 +42,10 @@ type Timing struct {
 	// size is checked at least every snapshotSizeCheck.
 	SnapshotInterval time.Duration
 	TrailingLogs     uint64
+	// StuckLogAfter is how long a write to the Raft log may go on before
+	// the replica, if it leads, stops sending appends and heartbeats so
+	// that another replica is elected (see quietTransport.stuck).
+	StuckLogAfter time.Duration
 }
 
 func (t Timing) withDefaults() Timing {
@@ -70,6 +74,11 @@ func (t Timing) withDefaults() Timing {
 		// Entries carry whole messages, so trailing logs cost disk in
 		// proportion; a follower further behind gets the state instead.
 		t.TrailingLogs = 1024
+	}
+	if t.StuckLogAfter == 0 {
+		// Far above a slow disk's fsync under load (hundreds of
+		// milliseconds), so that load alone never moves a leader.
+		t.StuckLogAfter = max(5*time.Second, 4*t.HeartbeatTimeout)
 	}
 	return t
 }
@@ -109,6 +118,10 @@ type Config struct {
 	GroupLeaderCommits bool
 	Timing             Timing
 	Logger             *slog.Logger
+
+	// beforeLogWrite, when set, runs before every write to the Raft log:
+	// tests hold it to make the disk stall.
+	beforeLogWrite func()
 }
 
 // Shard is one replica of a Raft group and its state machine.
@@ -183,6 +196,7 @@ func (s *Shard) openRaft() error {
 	}
 	s.logs = logs
 	cache := newLogCache(logs, logCacheEntries, logCacheBytes)
+	cache.before = cfg.beforeLogWrite
 	s.cache = cache
 	snaps, err := newStateSnapshots(filepath.Join(cfg.Dir, "snapshots"), s.fsm)
 	if err != nil {
@@ -211,6 +225,9 @@ func (s *Shard) openRaft() error {
 		}), cfg.Timing.HeartbeatTimeout)
 	default:
 		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
+	}
+	if q, ok := trans.(*quietTransport); ok {
+		q.holdWhileStuck(cache.stuckFor, cfg.Timing.StuckLogAfter, s.log)
 	}
 	s.trans = trans
 
