@@ -29,6 +29,17 @@ func startQuietGroup(t *testing.T) *quietGroup {
 	timing := Timing{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 10 * time.Millisecond}
 	frozen := time.Now()
+	return startTCPGroup(t, timing, func(_ int, q *quietTransport, _ *Config) {
+		q.now = func() time.Time { return frozen }
+	})
+}
+
+// startTCPGroup starts three replicas of shard 1 over TCP on loopback,
+// each with a quietTransport, n1 bootstrapping the group and adding the
+// others as voters; configure adjusts replica i's transport and config
+// before it opens.
+func startTCPGroup(t *testing.T, timing Timing, configure func(i int, q *quietTransport, cfg *Config)) *quietGroup {
+	t.Helper()
 	g := &quietGroup{}
 	for i := range 3 {
 		nt, err := raft.NewTCPTransportWithConfig("127.0.0.1:0", nil, &raft.NetworkTransportConfig{
@@ -39,9 +50,12 @@ func startQuietGroup(t *testing.T) *quietGroup {
 			t.Fatal(err)
 		}
 		q := newQuietTransport(nt, timing.HeartbeatTimeout)
-		q.now = func() time.Time { return frozen }
-		s, err := Open(Config{Shard: 1, Dir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i+1),
-			Address: string(nt.LocalAddr()), Transport: q, Bootstrap: i == 0, Timing: timing})
+		cfg := Config{Shard: 1, Dir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i+1),
+			Address: string(nt.LocalAddr()), Transport: q, Bootstrap: i == 0, Timing: timing}
+		if configure != nil {
+			configure(i, q, &cfg)
+		}
+		s, err := Open(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

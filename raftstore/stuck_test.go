@@ -2,14 +2,9 @@ package raftstore
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -54,42 +49,14 @@ func (g *logGate) open() {
 func TestLeaderWithAStuckLogIsReplaced(t *testing.T) {
 	timing := Timing{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		LeaderLeaseTimeout: 200 * time.Millisecond, CommitTimeout: 10 * time.Millisecond, StuckLogAfter: time.Second}
-	var shards []*Shard
-	var trans []*quietTransport
-	gates := make([]*logGate, 3)
-	for i := range 3 {
-		nt, err := raft.NewTCPTransportWithConfig("127.0.0.1:0", nil, &raft.NetworkTransportConfig{
-			MaxPool: 3, Timeout: 2 * time.Second, MaxRPCsInFlight: 1,
-			Logger: newHclog(slog.New(slog.DiscardHandler), hclog.Error),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := newQuietTransport(nt, timing.HeartbeatTimeout)
-		gates[i] = &logGate{}
-		s, err := Open(Config{Shard: 1, Dir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i+1), Address: string(nt.LocalAddr()),
-			Transport: q, Bootstrap: i == 0, Timing: timing, beforeLogWrite: gates[i].wait})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gate := gates[i]
-		t.Cleanup(func() {
-			gate.open()
-			s.Close()
-		})
-		shards = append(shards, s)
-		trans = append(trans, q)
+	gates := []*logGate{{}, {}, {}}
+	g := startTCPGroup(t, timing, func(i int, _ *quietTransport, cfg *Config) {
+		cfg.beforeLogWrite = gates[i].wait
+	})
+	for _, gate := range gates {
+		t.Cleanup(gate.open) // before the replicas close: a held write would hold Close
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := shards[0].WaitForLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for i, s := range shards[1:] {
-		if err := shards[0].AddVoter(ctx, fmt.Sprintf("n%d", i+2), s.cfg.Address); err != nil {
-			t.Fatal(err)
-		}
-	}
+	shards, trans := g.shards, g.trans
 	f := newFixture(t, shards[0])
 	appendMsg(t, shards[0], f, f.inbox, "before the disk hangs")
 
