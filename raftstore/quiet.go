@@ -85,12 +85,14 @@ func (q *quietTransport) isStuck() bool {
 	}
 	d := q.stuck()
 	if d > q.stuckAfter {
-		if !q.holding.Swap(true) && q.stuckLog != nil {
+		if q.holding.CompareAndSwap(false, true) && q.stuckLog != nil {
 			q.stuckLog.Warn("the Raft log write has not returned; sending no appends so that another replica leads", "for", d.Round(time.Millisecond))
 		}
 		return true
 	}
-	if q.holding.Swap(false) && q.stuckLog != nil {
+	// Read first: this runs for every append, and a write to the flag
+	// from each sender would bounce its cache line between cores.
+	if q.holding.Load() && q.holding.CompareAndSwap(true, false) && q.stuckLog != nil {
 		q.stuckLog.Warn("the Raft log write returned; appends go out again")
 	}
 	return false
