@@ -44,7 +44,7 @@ type Timing struct {
 	TrailingLogs     uint64
 	// StuckLogAfter is how long a write to the Raft log may go on before
 	// the replica, if it leads, stops sending appends and heartbeats so
-	// that another replica is elected (see quietTransport.stuck).
+	// that another replica is elected (see quietTransport.holdWhileStuck).
 	StuckLogAfter time.Duration
 }
 
