@@ -44,12 +44,18 @@ const (
 	faultConvergeWait = 2 * time.Minute
 	// faultStopWait bounds a node's Kill or Stop.
 	faultStopWait = 90 * time.Second
+	// faultStuckWriteAfter is how long a leader's disk write hangs before
+	// it steps aside (raftstore.Timing.StuckWriteAfter): short, so that
+	// most of the chaos test's disk stalls of a leader replace it, and
+	// still above what an fsync takes on a loaded machine.
+	faultStuckWriteAfter = time.Second
 )
 
 // TestFaultsUnderLoad kills and restarts the leader of the busiest shard
 // three times, cuts a node off and heals it, silences the leader and
-// lets it speak again, and stops and starts one gracefully, all while
-// load runs through every node.
+// lets it speak again, stalls its disk until another node leads and lets
+// it go on, and stops and starts one gracefully, all while load runs
+// through every node.
 func TestFaultsUnderLoad(t *testing.T) {
 	r := newFaultRun(t, clustertest.Options{Nodes: 3, MailShards: 3}, faultSeed(t), 2)
 	busy := r.users[0].shard
@@ -78,6 +84,14 @@ func TestFaultsUnderLoad(t *testing.T) {
 	r.unsilence(quiet)
 	r.waitConverged()
 	r.waitProgress(5, "after "+quiet.ID+" spoke again")
+	r.newBox()
+	stuck := r.leaderOf(busy)
+	r.stall(stuck, "stall leader's disk")
+	r.waitLeaderMoves(busy, stuck)
+	r.waitProgress(10, "with "+stuck.ID+"'s disk stalled")
+	r.unstall(stuck)
+	r.waitConverged()
+	r.waitProgress(5, "after "+stuck.ID+"'s disk came back")
 	r.newBox()
 	stopped := r.nodes[(slices.Index(r.nodes, victim)+1)%len(r.nodes)]
 	r.stopGracefully(stopped, "stop node")
@@ -166,7 +180,7 @@ func (r *faultRun) chaosRound(rng *rand.Rand) {
 			used[n] = true
 			return n, "node"
 		}
-		switch k := rng.IntN(7); k {
+		switch k := rng.IntN(8); k {
 		case 0, 1:
 			n, role := pick(k == 0)
 			r.kill(n, "kill "+role)
@@ -188,6 +202,10 @@ func (r *faultRun) chaosRound(rng *rand.Rand) {
 			n, role := pick(rng.IntN(2) == 0)
 			r.silence(n, "silence "+role)
 			repairs = append(repairs, func() { r.unsilence(n) })
+		case 7:
+			n, role := pick(rng.IntN(2) == 0)
+			r.stall(n, "stall disk of "+role)
+			repairs = append(repairs, func() { r.unstall(n) })
 		}
 	}
 	// The fault's duration, not a wait for a condition.
@@ -288,6 +306,9 @@ type faultRun struct {
 
 // newFaultRun starts a cluster and adds one user per mail shard.
 func newFaultRun(t *testing.T, opts clustertest.Options, seed uint64, sessions int) *faultRun {
+	if opts.Timing.StuckWriteAfter == 0 {
+		opts.Timing.StuckWriteAfter = faultStuckWriteAfter
+	}
 	c := clustertest.Start(t, opts)
 	r := &faultRun{t: t, c: c, seed: seed, sessions: sessions, hist: newLinHistory(), started: time.Now(),
 		ops: map[string]int{}, failed: map[string]int{}, errs: map[string]map[string]int{},
@@ -633,6 +654,34 @@ func (r *faultRun) silence(n *faultNode, what string) {
 func (r *faultRun) unsilence(n *faultNode) {
 	n.Silence(false)
 	r.faultEnds(n, "heard again")
+}
+
+// stall holds every write of the node's replicas to their disk, as a
+// disk that hangs would.
+func (r *faultRun) stall(n *faultNode, what string) {
+	r.faultBegins(n, what)
+	n.StallDisk(true)
+}
+
+func (r *faultRun) unstall(n *faultNode) {
+	n.StallDisk(false)
+	r.faultEnds(n, "disk back")
+}
+
+// waitLeaderMoves waits until a node other than old leads shard n, which
+// a leader whose disk hangs must let happen, and logs how long it took.
+func (r *faultRun) waitLeaderMoves(n uint32, old *faultNode) {
+	r.t.Helper()
+	start := time.Now()
+	r.c.Eventually(faultProgressWait, fmt.Sprintf("another leader of shard %d than %s", n, old.ID), func() error {
+		for _, x := range r.c.Running() {
+			if x != old.Node && x.Cluster().LeadsShard(n) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no node but %s leads shard %d", old.ID, n)
+	})
+	r.t.Logf("%s shard %d led by another node %s after the fault", r.since(), n, time.Since(start).Round(time.Millisecond))
 }
 
 // cut breaks the link between a and b only: each still reaches the

@@ -76,7 +76,12 @@ type fsm struct {
 	// dropOnClose makes close drop a pending group, as a crash does
 	// (Shard.Abort).
 	dropOnClose atomic.Bool
-	// beforeCommit, if set (tests), runs as a group's commit starts.
+	// committing times the commit under way (see Shard.stuckWrite);
+	// writes holds it while the replica's disk is stalled
+	// (Shard.StallWrites), and beforeCommit, if set (tests), runs as it
+	// starts.
+	committing   writeClock
+	writes       *writeGate
 	beforeCommit func()
 	// broken is the failure of a commit or of an apply that lost a
 	// pending group: the state file no longer holds every entry before
@@ -370,10 +375,15 @@ func (f *fsm) commitLocked() error {
 	if p.timer != nil {
 		p.timer.Stop()
 	}
+	f.committing.begin()
+	if f.writes != nil {
+		f.writes.wait()
+	}
 	if f.beforeCommit != nil {
 		f.beforeCommit()
 	}
 	err := p.tx.Commit()
+	f.committing.end()
 	if err != nil {
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
 		f.breakLocked(err)

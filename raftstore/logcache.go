@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -37,20 +36,12 @@ type logCache struct {
 
 	stored atomic.Uint64 // bytes of every entry stored through the cache
 
-	// writing is when the write to the store under way began (leaseClock,
-	// plus one so that zero means none); see stuckFor.
-	writing atomic.Int64
+	// writing times the write to the store under way (see
+	// Shard.stuckWrite); writes holds it while the replica's disk is
+	// stalled (Shard.StallWrites), and before runs ahead of it in tests.
+	writing writeClock
+	writes  *writeGate
 	before  func() // Config.beforeLogWrite
-}
-
-// stuckFor returns how long the write to the log under way has lasted, or
-// zero when none is.
-func (c *logCache) stuckFor() time.Duration {
-	start := c.writing.Load()
-	if start == 0 {
-		return 0
-	}
-	return leaseClock() - time.Duration(start-1)
 }
 
 func newLogCache(store raft.LogStore, entries, budget int) *logCache {
@@ -85,12 +76,15 @@ func (c *logCache) StoreLog(log *raft.Log) error {
 
 // StoreLogs stores the entries beneath, then caches them.
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
-	c.writing.Store(int64(leaseClock()) + 1)
+	c.writing.begin()
+	if c.writes != nil {
+		c.writes.wait()
+	}
 	if c.before != nil {
 		c.before()
 	}
 	err := c.store.StoreLogs(logs)
-	c.writing.Store(0)
+	c.writing.end()
 	if err != nil {
 		return fmt.Errorf("store log entries: %w", err)
 	}

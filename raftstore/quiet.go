@@ -51,29 +51,32 @@ type quietTransport struct {
 	// went out and that were answered without going out.
 	sent, replayed atomic.Uint64
 
-	// stuck, when set, says how long the replica's write to its log has
-	// lasted; past stuckAfter nothing goes out (holdWhileStuck).
-	stuck      func() time.Duration
+	// stuck, when set, says how long the replica's oldest write to its
+	// disk under way has lasted and which it is; past stuckAfter nothing
+	// goes out (holdWhileStuck).
+	stuck      func() (time.Duration, string)
 	stuckAfter time.Duration
 	stuckLog   *slog.Logger
 	holding    atomic.Bool
 	held       atomic.Uint64 // appends and heartbeats not sent
 }
 
-// errLogStuck fails the appends of a leader whose log write hangs.
-var errLogStuck = errors.New("this replica's Raft log write has not returned: appends held so that another replica leads")
+// errWriteStuck fails the appends of a leader whose disk write hangs.
+var errWriteStuck = errors.New("this replica's write to its disk has not returned: appends held so that another replica leads")
 
 // holdWhileStuck makes the transport send no append and no heartbeat
-// while the replica's write to its log (stuck) has lasted longer than
-// after. A leader whose disk hangs (a stalled volume, a failing device)
-// blocks hashicorp/raft's leader loop in that write, but its heartbeat
-// and replication goroutines go on: the followers keep hearing from it,
-// elect no one, and the group takes no write for as long as the disk
-// hangs. Silent, the leader is replaced within an election timeout, as
-// if it had crashed; when its write returns it learns of the new term
-// and follows. Holding messages back is always safe in Raft: it is what
-// a lost network does.
-func (q *quietTransport) holdWhileStuck(stuck func() time.Duration, after time.Duration, log *slog.Logger) {
+// while the replica's oldest write to its disk under way (stuck) has
+// lasted longer than after. A leader whose disk hangs (a stalled volume,
+// a failing device, a frozen filesystem) blocks hashicorp/raft's leader
+// loop in its log write, or in handing committed entries to a state
+// machine that waits for its commit, but its heartbeat and replication
+// goroutines go on: the followers keep hearing from it, elect no one,
+// and the group takes no write for as long as the disk hangs. Silent,
+// the leader is replaced within an election timeout, as if it had
+// crashed; when its write returns it learns of the new term and follows.
+// Holding messages back is always safe in Raft: it is what a lost
+// network does.
+func (q *quietTransport) holdWhileStuck(stuck func() (time.Duration, string), after time.Duration, log *slog.Logger) {
 	q.stuck, q.stuckAfter, q.stuckLog = stuck, after, log
 }
 
@@ -83,17 +86,17 @@ func (q *quietTransport) isStuck() bool {
 	if q.stuck == nil {
 		return false
 	}
-	d := q.stuck()
+	d, what := q.stuck()
 	if d > q.stuckAfter {
 		if q.holding.CompareAndSwap(false, true) && q.stuckLog != nil {
-			q.stuckLog.Warn("the Raft log write has not returned; sending no appends so that another replica leads", "for", d.Round(time.Millisecond))
+			q.stuckLog.Warn(what+" has not returned; sending no appends so that another replica leads", "for", d.Round(time.Millisecond))
 		}
 		return true
 	}
 	// Read first: this runs for every append, and a write to the flag
 	// from each sender would bounce its cache line between cores.
 	if q.holding.Load() && q.holding.CompareAndSwap(true, false) && q.stuckLog != nil {
-		q.stuckLog.Warn("the Raft log write returned; appends go out again")
+		q.stuckLog.Warn("the disk write returned; appends go out again")
 	}
 	return false
 }
@@ -163,7 +166,7 @@ func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		p := q.peer(id)
 		p.acked, p.beatTerm = false, 0
 		q.mu.Unlock()
-		return errLogStuck
+		return errWriteStuck
 	}
 	heartbeat := isHeartbeat(args)
 	empty := !heartbeat && len(args.Entries) == 0

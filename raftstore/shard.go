@@ -42,10 +42,11 @@ type Timing struct {
 	// size is checked at least every snapshotSizeCheck.
 	SnapshotInterval time.Duration
 	TrailingLogs     uint64
-	// StuckLogAfter is how long a write to the Raft log may go on before
-	// the replica, if it leads, stops sending appends and heartbeats so
-	// that another replica is elected (see quietTransport.holdWhileStuck).
-	StuckLogAfter time.Duration
+	// StuckWriteAfter is how long a write to the disk (the Raft log, a
+	// commit of the state file) may go on before the replica, if it
+	// leads, stops sending appends and heartbeats so that another
+	// replica is elected (see quietTransport.holdWhileStuck).
+	StuckWriteAfter time.Duration
 }
 
 func (t Timing) withDefaults() Timing {
@@ -75,10 +76,10 @@ func (t Timing) withDefaults() Timing {
 		// proportion; a follower further behind gets the state instead.
 		t.TrailingLogs = 1024
 	}
-	if t.StuckLogAfter == 0 {
+	if t.StuckWriteAfter == 0 {
 		// Far above a slow disk's fsync under load (hundreds of
 		// milliseconds), so that load alone never moves a leader.
-		t.StuckLogAfter = max(5*time.Second, 4*t.HeartbeatTimeout)
+		t.StuckWriteAfter = max(5*time.Second, 4*t.HeartbeatTimeout)
 	}
 	return t
 }
@@ -119,9 +120,10 @@ type Config struct {
 	Timing             Timing
 	Logger             *slog.Logger
 
-	// beforeLogWrite, when set, runs before every write to the Raft log:
-	// tests hold it to make the disk stall.
-	beforeLogWrite func()
+	// beforeLogWrite and beforeStateCommit, when set, run before every
+	// write to the Raft log and every commit of the state file: tests
+	// hold one of them to make that write hang.
+	beforeLogWrite, beforeStateCommit func()
 }
 
 // Shard is one replica of a Raft group and its state machine.
@@ -140,6 +142,8 @@ type Shard struct {
 	err    error
 
 	reads readLease
+	// writes holds the replica's disk writes while StallWrites is on.
+	writes writeGate
 }
 
 // Open opens (and on first use, creates and bootstraps) a shard replica.
@@ -164,6 +168,7 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	f.groupOnLeader = cfg.GroupLeaderCommits
 	s := &Shard{cfg: cfg, log: logger, fsm: f, closed: make(chan struct{})}
+	f.writes, f.beforeCommit = &s.writes, cfg.beforeStateCommit
 	if err := s.openRaft(); err != nil {
 		f.close()
 		if s.logs != nil {
@@ -196,7 +201,7 @@ func (s *Shard) openRaft() error {
 	}
 	s.logs = logs
 	cache := newLogCache(logs, logCacheEntries, logCacheBytes)
-	cache.before = cfg.beforeLogWrite
+	cache.writes, cache.before = &s.writes, cfg.beforeLogWrite
 	s.cache = cache
 	snaps, err := newStateSnapshots(filepath.Join(cfg.Dir, "snapshots"), s.fsm)
 	if err != nil {
@@ -227,7 +232,7 @@ func (s *Shard) openRaft() error {
 		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
 	}
 	if q, ok := trans.(*quietTransport); ok {
-		q.holdWhileStuck(cache.stuckFor, cfg.Timing.StuckLogAfter, s.log)
+		q.holdWhileStuck(s.stuckWrite, cfg.Timing.StuckWriteAfter, s.log)
 	}
 	s.trans = trans
 

@@ -2,109 +2,118 @@ package raftstore
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// logGate holds a replica's log writes while it is shut.
-type logGate struct {
-	mu   sync.Mutex
-	shut chan struct{} // nil while open
-}
-
-func (g *logGate) wait() {
-	g.mu.Lock()
-	ch := g.shut
-	g.mu.Unlock()
-	if ch != nil {
-		<-ch
-	}
-}
-
-func (g *logGate) close() {
-	g.mu.Lock()
-	g.shut = make(chan struct{})
-	g.mu.Unlock()
-}
-
-func (g *logGate) open() {
-	g.mu.Lock()
-	if g.shut != nil {
-		close(g.shut)
-		g.shut = nil
-	}
-	g.mu.Unlock()
-}
-
-// TestLeaderWithAStuckLogIsReplaced: the leader's write to its Raft log
-// hangs (a stalled disk). hashicorp/raft's leader loop waits in that
-// write while its heartbeats go on, so without holdWhileStuck the
+// TestLeaderWithAStuckDiskIsReplaced: a write of the leader to its disk
+// hangs (a stalled volume, a frozen filesystem). hashicorp/raft's leader
+// loop waits in its log write, or for a state machine that waits in its
+// commit, while its heartbeats go on, so without holdWhileStuck the
 // followers never elect anyone and the group takes no write until the
-// disk comes back. With it the leader goes silent after StuckLogAfter,
+// disk comes back. With it the leader goes silent after StuckWriteAfter,
 // another replica is elected and commits; when the write returns, the old
-// leader follows and catches up.
-func TestLeaderWithAStuckLogIsReplaced(t *testing.T) {
-	timing := Timing{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond, CommitTimeout: 10 * time.Millisecond, StuckLogAfter: time.Second}
-	gates := []*logGate{{}, {}, {}}
-	g := startTCPGroup(t, timing, func(i int, _ *quietTransport, cfg *Config) {
-		cfg.beforeLogWrite = gates[i].wait
-	})
-	for _, gate := range gates {
-		t.Cleanup(gate.open) // before the replicas close: a held write would hold Close
+// leader follows and catches up. Each case hangs one kind of write, and
+// the last all of them (StallWrites).
+func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
+	cases := []struct {
+		name string
+		// hang installs gate on the replica's config, or returns false to
+		// have the case stall the replica through StallWrites.
+		hang func(gate *writeGate, cfg *Config) bool
+	}{
+		{"log", func(g *writeGate, cfg *Config) bool { cfg.beforeLogWrite = g.wait; return true }},
+		{"state file", func(g *writeGate, cfg *Config) bool { cfg.beforeStateCommit = g.wait; return true }},
+		{"StallWrites", func(*writeGate, *Config) bool { return false }},
 	}
-	shards, trans := g.shards, g.trans
-	f := newFixture(t, shards[0])
-	appendMsg(t, shards[0], f, f.inbox, "before the disk hangs")
-
-	gates[0].close()
-	blocked := make(chan error, 1)
-	go func() {
-		_, err := applyErr(shards[0], schema.NewID(), &schema.Append{User: f.user, Mailbox: f.inbox, Message: schema.NewID(),
-			Blob: schema.NewID(), Size: 5, Sealed: []byte("attrs"), Chunks: [][]byte{[]byte("stuck")}})
-		blocked <- err
-	}()
-	next := -1
-	waitFor(t, "another replica leads while n1's log write hangs", 20*time.Second, func() bool {
-		for i, s := range shards[1:] {
-			if s.IsLeader() {
-				next = i + 1
-				return true
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			timing := Timing{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+				LeaderLeaseTimeout: 200 * time.Millisecond, CommitTimeout: 10 * time.Millisecond, StuckWriteAfter: time.Second}
+			gates := []*writeGate{{}, {}, {}}
+			hooked := false
+			g := startTCPGroup(t, timing, func(i int, _ *quietTransport, cfg *Config) {
+				hooked = tc.hang(gates[i], cfg)
+			})
+			shards, trans := g.shards, g.trans
+			hang := func(on bool) {
+				if hooked {
+					gates[0].set(on)
+				} else {
+					shards[0].StallWrites(on)
+				}
 			}
-		}
-		return false
-	})
-	if trans[0].held.Load() == 0 {
-		t.Error("n1 held no append back while its log write hung")
-	}
-	uid, _ := appendMsg(t, shards[next], f, f.inbox, "while n1's disk hangs")
+			t.Cleanup(func() { hang(false) }) // before the replicas close: a held write would hold Close
+			f := newFixture(t, shards[0])
+			_, early := appendMsg(t, shards[0], f, f.inbox, "before the disk hangs")
 
-	gates[0].open()
-	select {
-	case err := <-blocked:
-		t.Logf("the write n1 took while its disk hung: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("n1's write did not return after its disk came back")
-	}
-	waitFor(t, "n1 follows", 10*time.Second, func() bool { return !shards[0].IsLeader() })
-	index := shards[next].CommitIndex()
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	for i, s := range shards {
-		if err := s.WaitApplied(wctx, index); err != nil {
-			t.Fatalf("n%d did not catch up to index %d: %v", i+1, index, err)
-		}
-	}
-	for i, s := range shards {
-		found := false
-		for _, m := range messages(t, s, f.user, f.inbox) {
-			found = found || m.UID == uid
-		}
-		if !found {
-			t.Errorf("n%d lacks the message committed while n1's disk hung", i+1)
-		}
+			hang(true)
+			blocked := make(chan error, 1)
+			go func() {
+				_, err := applyErr(shards[0], schema.NewID(), &schema.Append{User: f.user, Mailbox: f.inbox, Message: schema.NewID(),
+					Blob: schema.NewID(), Size: 5, Sealed: []byte("attrs"), Chunks: [][]byte{[]byte("stuck")}})
+				blocked <- err
+			}()
+			next := -1
+			waitFor(t, "another replica leads while n1's disk hangs", 20*time.Second, func() bool {
+				for i, s := range shards[1:] {
+					if s.IsLeader() {
+						next = i + 1
+						return true
+					}
+				}
+				return false
+			})
+			if trans[0].held.Load() == 0 {
+				t.Error("n1 held no append back while its disk hung")
+			}
+			// A read of a blob on n1 answers at once: from its state, or,
+			// while a commit of it hangs, by sending the reader elsewhere.
+			read := make(chan bool, 1)
+			go func() {
+				_, held, err := shards[0].QueryHeld(Query{Kind: QueryBody, User: f.user, Blob: early})
+				if err != nil {
+					t.Errorf("read a blob on n1 while its disk hangs: %v", err)
+				}
+				read <- held
+			}()
+			select {
+			case held := <-read:
+				if stateHangs := tc.name == "state file"; held == stateHangs {
+					t.Errorf("a blob read on n1 while its disk hangs: held %v, want %v", held, !stateHangs)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("a blob read on n1 waited for its disk")
+			}
+			uid, _ := appendMsg(t, shards[next], f, f.inbox, "while n1's disk hangs")
+
+			hang(false)
+			select {
+			case err := <-blocked:
+				t.Logf("the write n1 took while its disk hung: %v", err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("n1's write did not return after its disk came back")
+			}
+			waitFor(t, "n1 follows", 10*time.Second, func() bool { return !shards[0].IsLeader() })
+			index := shards[next].CommitIndex()
+			wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer wcancel()
+			for i, s := range shards {
+				if err := s.WaitApplied(wctx, index); err != nil {
+					t.Fatalf("n%d did not catch up to index %d: %v", i+1, index, err)
+				}
+			}
+			for i, s := range shards {
+				found := false
+				for _, m := range messages(t, s, f.user, f.inbox) {
+					found = found || m.UID == uid
+				}
+				if !found {
+					t.Errorf("n%d lacks the message committed while n1's disk hung", i+1)
+				}
+			}
+		})
 	}
 }

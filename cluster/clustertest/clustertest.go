@@ -39,7 +39,8 @@ type Options struct {
 	// Replicas per mail shard (default 3).
 	Replicas int
 	// Timing of every Raft group (default: 500 ms timeouts, a LAN profile
-	// that holds on a loaded machine).
+	// that holds on a loaded machine; a Timing with only StuckWriteAfter
+	// set takes that profile with it).
 	Timing raftstore.Timing
 	// DeadAfter is how long a node may be unreachable before its replicas
 	// are replaced (default one minute).
@@ -75,8 +76,9 @@ func (o *Options) defaults() {
 		o.Replicas = 3
 	}
 	if o.Timing.HeartbeatTimeout == 0 {
+		stuck := o.Timing.StuckWriteAfter // the one field a test may set alone
 		o.Timing = raftstore.Timing{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
-			LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 10 * time.Millisecond}
+			LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 10 * time.Millisecond, StuckWriteAfter: stuck}
 	}
 	if o.DeadAfter == 0 {
 		o.DeadAfter = time.Minute
@@ -121,6 +123,8 @@ type Node struct {
 	dir     *directory.Directory
 	store   *mailstore.Store
 	running bool
+	// stalled are the replicas whose disk writes StallDisk holds.
+	stalled []*raftstore.Shard
 }
 
 // Start starts a cluster: the first node creates it, the others join with
@@ -275,6 +279,7 @@ func (n *Node) stop(graceful bool) {
 		return
 	}
 	n.running = false
+	n.stallLocked(false) // a held write would hold the replicas' close
 	n.store.Close()
 	var err error
 	if graceful {
@@ -325,6 +330,31 @@ func (n *Node) Partition(on bool) { n.Cluster().Transport().Isolate(on) }
 // refusing anything, as a network dropping its packets or a stalled VM
 // would (or lifts that); see transport.Silence.
 func (n *Node) Silence(on bool) { n.Cluster().Transport().Silence(on) }
+
+// StallDisk holds every write of the node's replicas to their disk (their
+// Raft logs, their state files' commits), as a disk that hangs would, or
+// lets them through; see raftstore.Shard.StallWrites. Stopping the node
+// lets them through first.
+func (n *Node) StallDisk(on bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stallLocked(on)
+}
+
+func (n *Node) stallLocked(on bool) {
+	if on && n.stalled == nil && n.running {
+		n.stalled = n.cluster.Shards()
+		for _, s := range n.stalled {
+			s.StallWrites(true)
+		}
+	}
+	if !on {
+		for _, s := range n.stalled {
+			s.StallWrites(false)
+		}
+		n.stalled = nil
+	}
+}
 
 // Close stops every node.
 func (c *Cluster) Close() {

@@ -1,0 +1,76 @@
+package raftstore
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writeGate holds a replica's writes to its disk while it is shut, as a
+// disk that hangs would: see Shard.StallWrites.
+type writeGate struct {
+	mu   sync.Mutex
+	shut atomic.Pointer[chan struct{}] // nil while open
+}
+
+// wait returns at once while the gate is open, else when it opens.
+func (g *writeGate) wait() {
+	if ch := g.shut.Load(); ch != nil {
+		<-*ch
+	}
+}
+
+// set shuts (on) or opens the gate.
+func (g *writeGate) set(on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch := g.shut.Load()
+	switch {
+	case on && ch == nil:
+		c := make(chan struct{})
+		g.shut.Store(&c)
+	case !on && ch != nil:
+		g.shut.Store(nil)
+		close(*ch)
+	}
+}
+
+// writeClock records when a write to the disk that is under way began,
+// so that one that hangs can be told from one that is slow.
+type writeClock struct {
+	start atomic.Int64 // leaseClock at the start, plus one so that zero means none
+}
+
+func (w *writeClock) begin() { w.start.Store(int64(leaseClock()) + 1) }
+func (w *writeClock) end()   { w.start.Store(0) }
+
+// lasted returns how long the write under way has lasted, or zero when
+// none is.
+func (w *writeClock) lasted() time.Duration {
+	start := w.start.Load()
+	if start == 0 {
+		return 0
+	}
+	return leaseClock() - time.Duration(start-1)
+}
+
+// StallWrites holds every write of this replica to its disk (its Raft
+// log, its state file's commits) while on, and lets them through when
+// turned off, as a disk that hangs and comes back would: a stalled
+// volume, a frozen filesystem. It exists for fault tests, which cannot
+// make a real disk hang: a replica that leads stops sending appends
+// once a write has hung for Timing.StuckWriteAfter, so that another is
+// elected. A held write holds Close, so turn it off before closing.
+func (s *Shard) StallWrites(on bool) {
+	s.writes.set(on)
+}
+
+// stuckWrite returns how long the replica's oldest write to its disk
+// under way has lasted, and which write it is.
+func (s *Shard) stuckWrite() (time.Duration, string) {
+	l, st := s.cache.writing.lasted(), s.fsm.committing.lasted()
+	if st > l {
+		return st, "the state file's commit"
+	}
+	return l, "the Raft log write"
+}
