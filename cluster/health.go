@@ -20,8 +20,15 @@ const (
 type health struct {
 	c       *Cluster
 	started time.Time
+	// ping asks the node at addr for its report: the cluster port's RPC
+	// (tests put another in).
+	ping func(ctx context.Context, addr string) (PingResponse, error)
+	// pings are the pings under way; run waits for them as it ends.
+	pings sync.WaitGroup
+
 	mu      sync.Mutex
 	peers   map[string]*peerHealth
+	pinging map[string]bool // nodes with a ping under way
 }
 
 type peerHealth struct {
@@ -36,7 +43,9 @@ type peerHealth struct {
 }
 
 func newHealth(c *Cluster) *health {
-	return &health{c: c, started: time.Now(), peers: map[string]*peerHealth{}}
+	h := &health{c: c, started: time.Now(), peers: map[string]*peerHealth{}, pinging: map[string]bool{}}
+	h.ping = func(ctx context.Context, addr string) (PingResponse, error) { return c.rpc.ping(ctx, addr) }
+	return h
 }
 
 // unreachableFor returns how long a node has not answered, counting from
@@ -53,6 +62,7 @@ func (h *health) unreachableFor(id string) time.Duration {
 
 func (h *health) run() {
 	defer h.c.wg.Done()
+	defer h.pings.Wait()
 	t := time.NewTicker(pingEvery)
 	defer t.Stop()
 	for {
@@ -65,7 +75,11 @@ func (h *health) run() {
 	}
 }
 
-// round pings every member in parallel and waits for the answers.
+// round pings every member that has no ping under way, in parallel, and
+// does not wait for the answers: a member that answers nothing (a
+// stalled VM, a host whose packets are dropped) holds its own ping for
+// pingTimeout, not the next round's pings of the others, which would
+// otherwise be a second apart no more but two.
 func (h *health) round() {
 	v := h.c.currentView()
 	if v == nil {
@@ -74,21 +88,33 @@ func (h *health) round() {
 	// Read once for the round, before any ping goes out; every peer's
 	// record keeps the same map, which nothing changes afterwards.
 	commits := h.c.leaderCommits()
-	var wg sync.WaitGroup
 	for _, n := range v.activeNodes() {
-		if n.ID == h.c.cfg.NodeID {
+		if n.ID == h.c.cfg.NodeID || !h.startPing(n.ID) {
 			continue
 		}
-		wg.Add(1)
+		h.pings.Add(1)
 		go func() {
-			defer wg.Done()
+			defer h.pings.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 			defer cancel()
-			resp, err := h.c.rpc.ping(ctx, n.Address)
+			resp, err := h.ping(ctx, n.Address)
 			h.record(n.ID, resp, err, commits)
+			h.mu.Lock()
+			delete(h.pinging, n.ID)
+			h.mu.Unlock()
 		}()
 	}
-	wg.Wait()
+}
+
+// startPing marks a ping of node id under way, unless one already is.
+func (h *health) startPing(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pinging[id] {
+		return false
+	}
+	h.pinging[id] = true
+	return true
 }
 
 func (h *health) record(id string, resp PingResponse, err error, commits map[uint32]uint64) {

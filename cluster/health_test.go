@@ -1,7 +1,12 @@
 package cluster
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore"
 )
@@ -44,5 +49,55 @@ func TestCaughtUpAgainstCommitAtPing(t *testing.T) {
 	}
 	if c.caughtUp("n5", 2, 10) {
 		t.Error("a replica the report does not list counts as caught up")
+	}
+}
+
+// TestPingRoundsDoNotWaitForASilentPeer: a member that answers nothing
+// holds its own ping until the timeout, while the next round pings the
+// others again; it gets no second ping while the first is under way.
+func TestPingRoundsDoNotWaitForASilentPeer(t *testing.T) {
+	c := &Cluster{cfg: Config{NodeID: "n1"}, leaders: map[uint32]leaderHint{}}
+	c.view = &metaView{nodes: map[string]NodeRecord{
+		"n1": {ID: "n1", Address: "a1"}, "n2": {ID: "n2", Address: "a2"}, "n3": {ID: "n3", Address: "a3"}}}
+	c.health = newHealth(c)
+	h := c.health
+	silent := make(chan struct{})
+	var toN2, toN3 atomic.Int32
+	h.ping = func(ctx context.Context, addr string) (PingResponse, error) {
+		switch addr {
+		case "a2":
+			toN2.Add(1)
+			return PingResponse{NodeID: "n2"}, nil
+		case "a3":
+			toN3.Add(1)
+			select {
+			case <-silent:
+			case <-ctx.Done():
+			}
+			return PingResponse{}, errors.New("n3 answered nothing")
+		}
+		return PingResponse{}, fmt.Errorf("ping of %s, which is no member", addr)
+	}
+	defer func() { close(silent); h.pings.Wait() }()
+
+	waitPings := func(want int32) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for toN2.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("n2 pinged %d times, want %d", toN2.Load(), want)
+			}
+			time.Sleep(time.Millisecond) // polling with a deadline
+		}
+	}
+	h.round()
+	waitPings(1)
+	h.round()
+	waitPings(2)
+	if n := toN3.Load(); n != 1 {
+		t.Errorf("n3 pinged %d times in two rounds while its first ping was under way, want 1", n)
+	}
+	if !h.alive("n2", time.Minute) {
+		t.Error("n2's answers were not recorded")
 	}
 }
