@@ -441,12 +441,18 @@ func (c *Cluster) LeadsShard(n uint32) bool {
 	return s != nil && s.IsLeader()
 }
 
-// Ready reports whether the node can serve: its meta replica follows a
-// leader, and a leader is known for every mail shard.
+// Ready reports whether the node can serve: no replica's write to the
+// disk hangs, its meta replica follows a leader, and a leader is known
+// for every mail shard.
 func (c *Cluster) Ready(ctx context.Context) error {
 	m := c.meta()
 	if m == nil {
 		return fmt.Errorf("meta replica not open: %w", schema.ErrUnavailable)
+	}
+	for _, s := range c.Shards() {
+		if err := s.Stuck(); err != nil {
+			return fmt.Errorf("disk: %w: %w", err, schema.ErrUnavailable)
+		}
 	}
 	if id, _ := m.Leader(); id == "" {
 		return fmt.Errorf("meta shard has no leader: %w", schema.ErrUnavailable)

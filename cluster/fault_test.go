@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
@@ -88,6 +89,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 	stuck := r.leaderOf(busy)
 	r.stall(stuck, "stall leader's disk")
 	r.waitLeaderMoves(busy, stuck)
+	r.checkStalledNode(stuck, busy)
 	r.waitProgress(10, "with "+stuck.ID+"'s disk stalled")
 	r.unstall(stuck)
 	r.waitConverged()
@@ -682,6 +684,27 @@ func (r *faultRun) waitLeaderMoves(n uint32, old *faultNode) {
 		return fmt.Errorf("no node but %s leads shard %d", old.ID, n)
 	})
 	r.t.Logf("%s shard %d led by another node %s after the fault", r.since(), n, time.Since(start).Round(time.Millisecond))
+}
+
+// checkStalledNode checks a node whose disk hangs and whose leadership of
+// shard n has moved: it says it is not ready and why, it leads nothing,
+// and a read of n through it is served by n's new leader.
+func (r *faultRun) checkStalledNode(node *faultNode, n uint32) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), faultOpTimeout)
+	defer cancel()
+	if err := node.Cluster().Ready(ctx); err == nil || !strings.Contains(err.Error(), "has not returned") {
+		r.t.Errorf("%s, whose disk hangs, answers ready: %v", node.ID, err)
+	}
+	if node.Cluster().LeadsShard(n) {
+		r.t.Errorf("%s, whose disk hangs, still leads shard %d", node.ID, n)
+	}
+	start := time.Now()
+	q := raftstore.Query{Kind: raftstore.QueryMailboxes, User: r.users[0].id}
+	if _, err := node.Cluster().Query(ctx, n, q, 0); err != nil {
+		r.t.Errorf("read of shard %d through %s, whose disk hangs: %v", n, node.ID, err)
+	}
+	r.t.Logf("%s a read of shard %d through %s took %s", r.since(), n, node.ID, time.Since(start).Round(time.Millisecond))
 }
 
 // cut breaks the link between a and b only: each still reaches the

@@ -59,6 +59,9 @@ type ReplicaStatus struct {
 	// Stopped is true while the replica applies nothing after a failed
 	// write to its state file (a full disk); its node reopens it.
 	Stopped bool `json:"stopped,omitempty"`
+	// Stuck is true while a write of the replica to its disk hangs
+	// (raftstore.Status.Stuck); a leader steps aside meanwhile.
+	Stuck bool `json:"stuck,omitempty"`
 	// Skipped counts the log entries the replica could not decode and
 	// skipped: above zero, it may lack what they wrote (see
 	// raftstore.Status.Skipped).
@@ -121,7 +124,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 				continue
 			}
 			byNode[id] = s
-			if s.State == "leader" && s.Term >= leader.Term {
+			if s.State == "leader" && s.Stuck == "" && s.Term >= leader.Term {
 				leader = s
 				ss.Leader = id
 			}
@@ -157,7 +160,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 	for _, id := range ids {
 		r := ReplicaStatus{Node: id, Voter: members[id], Placed: placed[id], State: "unknown"}
 		if s, ok := byNode[id]; ok {
-			r.State, r.AppliedIndex, r.Stopped, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Skipped
+			r.State, r.AppliedIndex, r.Stopped, r.Stuck, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Stuck != "", s.Skipped
 			if ss.CommitIndex > s.AppliedIndex {
 				r.Lag = ss.CommitIndex - s.AppliedIndex
 			}

@@ -647,6 +647,9 @@ func printClusterStatus(w io.Writer, s cluster.Status) error {
 			if r.Stopped {
 				role += ",stopped"
 			}
+			if r.Stuck {
+				role += ",disk-stuck"
+			}
 			if r.Skipped > 0 {
 				role += fmt.Sprintf(",skipped=%d", r.Skipped)
 			}

@@ -185,6 +185,7 @@ type shardCollector struct {
 	c        clusterView
 	dataDir  string
 	stopped  *prometheus.Desc
+	stuck    *prometheus.Desc
 	free     *prometheus.Desc
 	leader   *prometheus.Desc
 	applied  *prometheus.Desc
@@ -215,6 +216,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		voters:   prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
 		hasLeadr: prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
 		opened:   prometheus.NewDesc("mail_cluster_connections_opened_total", "Connections this node opened to other nodes, by kind (raft, rpc); each is a TLS handshake, and a rate that follows the load means connections are not reused.", []string{"kind"}, nil),
+		stuck:    prometheus.NewDesc("mail_raft_shard_disk_stuck", "1 while a write of the replica to its disk (its Raft log, a commit of its state file) has not returned for longer than the stuck-write limit (a stalled volume, a failing device); a leader steps aside meanwhile and /readyz answers 503.", labels, nil),
 		skipped:  prometheus.NewDesc("mail_raft_shard_skipped_entries", "Log entries the replica could not decode and skipped (written by newer software, see the command levels in docs/operations.md); above zero, the replica may lack what they wrote: remove the node and let it join again.", labels, nil),
 		reads:    prometheus.NewDesc("mail_cluster_message_reads_total", "Reads of message contents (header, body, search record) by where they were served: this node's own replica, or the shard's leader (this node keeps no replica of the shard, or its replica lacked the message).", []string{"served_by"}, nil),
 	}
@@ -222,7 +224,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.free, c.opened, c.reads, c.skipped} {
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.stuck, c.free, c.opened, c.reads, c.skipped} {
 		ch <- d
 	}
 }
@@ -233,7 +235,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		id := strconv.FormatUint(uint64(s.ID()), 10)
 		st := s.Status()
 		leader := 0.0
-		if st.State == "leader" {
+		if st.State == "leader" && st.Stuck == "" {
 			leader = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leader, id)
@@ -245,6 +247,11 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 			stopped = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.stopped, prometheus.GaugeValue, stopped, id)
+		stuck := 0.0
+		if st.Stuck != "" {
+			stuck = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, stuck, id)
 		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.GaugeValue, float64(st.Skipped), id)
 	}
 	if free, ok := availableBytes(c.dataDir); ok {

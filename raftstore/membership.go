@@ -37,16 +37,20 @@ type Status struct {
 	// skipped (Reader.SkippedEntries): above zero, it may lack what they
 	// wrote and differ from the others.
 	Skipped uint64 `json:"skipped_entries,omitempty"`
+	// Stuck says which write of the replica to its disk has hung and for
+	// how long (Shard.Stuck), empty otherwise. A leader whose write hangs
+	// names no leader (LeaderID) while it steps aside.
+	Stuck string `json:"stuck,omitempty"`
 }
 
 // Status reports the replica's Raft state.
 func (s *Shard) Status() Status {
-	addr, id := s.raft.LeaderWithID()
+	id, addr := s.Leader()
 	st := Status{
 		Shard:         s.cfg.Shard,
 		State:         stateName(s.raft.State()),
-		LeaderID:      string(id),
-		LeaderAddress: string(addr),
+		LeaderID:      id,
+		LeaderAddress: addr,
 		Term:          s.raft.CurrentTerm(),
 		CommitIndex:   s.raft.CommitIndex(),
 		AppliedIndex:  s.raft.AppliedIndex(),
@@ -56,11 +60,19 @@ func (s *Shard) Status() Status {
 		st.LastContact = s.raft.LastContact()
 	}
 	st.Servers, _ = s.Servers()
-	if err := s.Broken(); err != nil {
+	if err := s.Stuck(); err != nil {
+		st.Stuck = err.Error()
+	}
+	switch err := s.Broken(); {
+	case err != nil:
 		st.Stopped = err.Error()
-	} else {
+	case s.fsm.committing.lasted() > heldReadPatience:
+		// The read would wait for a commit that hangs: what it read last.
+		st.Skipped = s.skipped.Load()
+	default:
 		// read, not View: a status must not commit a pending group.
 		_ = s.fsm.read(func(r *Reader) error { st.Skipped = r.SkippedEntries(); return nil })
+		s.skipped.Store(st.Skipped)
 	}
 	return st
 }
@@ -79,9 +91,13 @@ func stateName(st raft.RaftState) string {
 }
 
 // Leader returns the id and address of the group's leader as this replica
-// knows it ("" when it knows none).
+// knows it ("" when it knows none, and while it leads but its write to
+// its disk hangs: see IsLeader).
 func (s *Shard) Leader() (id, address string) {
 	addr, lid := s.raft.LeaderWithID()
+	if string(lid) == s.cfg.NodeID && s.writeStuck() {
+		return "", ""
+	}
 	return string(lid), string(addr)
 }
 

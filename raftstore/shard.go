@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -144,6 +145,8 @@ type Shard struct {
 	reads readLease
 	// writes holds the replica's disk writes while StallWrites is on.
 	writes writeGate
+	// skipped is the count of skipped entries Status read last.
+	skipped atomic.Uint64
 }
 
 // Open opens (and on first use, creates and bootstraps) a shard replica.
@@ -279,8 +282,11 @@ func (s *Shard) openRaft() error {
 // ID returns the shard number.
 func (s *Shard) ID() uint32 { return s.cfg.Shard }
 
-// IsLeader reports whether this replica leads its group.
-func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+// IsLeader reports whether this replica leads its group and can act as
+// its leader: one whose write to its disk has hung (Stuck) does not,
+// although Raft has not stepped it down yet; it sends nothing meanwhile
+// so that another is elected.
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader && !s.writeStuck() }
 
 // WaitForLeader blocks until the group has a leader (and, if this replica
 // is the leader, until it has applied everything committed before its
@@ -333,7 +339,7 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 		return nil, ErrClosed
 	default:
 	}
-	if s.raft.State() != raft.Leader {
+	if !s.IsLeader() {
 		return nil, ErrNotLeader
 	}
 	data := schema.EncodeCommand(cmd)

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,4 +74,25 @@ func (s *Shard) stuckWrite() (time.Duration, string) {
 		return st, "the state file's commit"
 	}
 	return l, "the Raft log write"
+}
+
+// writeStuck reports whether a write of this replica to its disk has
+// lasted longer than Timing.StuckWriteAfter.
+func (s *Shard) writeStuck() bool {
+	d, _ := s.stuckWrite()
+	return d > s.cfg.Timing.StuckWriteAfter
+}
+
+// Stuck returns, while a write of this replica to its disk (its Raft
+// log, a commit of its state file) has lasted longer than
+// Timing.StuckWriteAfter, an error saying which and for how long; nil
+// otherwise. A replica that leads steps aside meanwhile (IsLeader), and
+// its node is not ready to serve (cluster.Ready): a disk that hangs
+// (a stalled volume, a failing device) is for an operator to see.
+func (s *Shard) Stuck() error {
+	d, what := s.stuckWrite()
+	if d <= s.cfg.Timing.StuckWriteAfter {
+		return nil
+	}
+	return fmt.Errorf("shard %d: %s has not returned for %s", s.cfg.Shard, what, d.Round(100*time.Millisecond))
 }

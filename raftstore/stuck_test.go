@@ -69,6 +69,26 @@ func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
 			if trans[0].held.Load() == 0 {
 				t.Error("n1 held no append back while its disk hung")
 			}
+			// n1 says its disk hangs, leads nothing meanwhile, and its
+			// status does not wait for the disk either.
+			status := make(chan Status, 1)
+			go func() { status <- shards[0].Status() }()
+			select {
+			case st := <-status:
+				if st.Stuck == "" || st.LeaderID == "n1" {
+					t.Errorf("n1's status while its disk hangs: stuck %q, leader %q", st.Stuck, st.LeaderID)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("n1's status waited for its disk")
+			}
+			if err := shards[0].Stuck(); err == nil {
+				t.Error("n1 does not say that its disk hangs")
+			} else {
+				t.Logf("n1: %v", err)
+			}
+			if shards[0].IsLeader() {
+				t.Error("n1 still acts as the leader while its disk hangs")
+			}
 			// A read of a blob on n1 answers at once: from its state, or,
 			// while a commit of it hangs, by sending the reader elsewhere.
 			read := make(chan bool, 1)
@@ -96,7 +116,7 @@ func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("n1's write did not return after its disk came back")
 			}
-			waitFor(t, "n1 follows", 10*time.Second, func() bool { return !shards[0].IsLeader() })
+			waitFor(t, "n1 follows", 10*time.Second, func() bool { return !shards[0].IsLeader() && shards[0].Stuck() == nil })
 			index := shards[next].CommitIndex()
 			wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer wcancel()
