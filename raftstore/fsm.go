@@ -198,6 +198,11 @@ func (f *fsm) view(fn func(*Reader) error) error {
 	return f.readCommitted(fn)
 }
 
+// heldReadPatience is how long a commit of the state file may last before
+// read fails with ErrStuck rather than wait for it: commits take
+// milliseconds, and a few hundred on a loaded disk.
+const heldReadPatience = 500 * time.Millisecond
+
 // read runs fn on the state as of the last applied entry without
 // committing a pending group: fn reads inside that group's transaction,
 // holding off applies meanwhile, so fn must only copy what it needs.
@@ -206,6 +211,11 @@ func (f *fsm) view(fn func(*Reader) error) error {
 func (f *fsm) read(fn func(*Reader) error) error {
 	if !f.pending.Load() && !f.failed.Load() {
 		return f.readCommitted(fn)
+	}
+	if d := f.committing.lasted(); d > heldReadPatience {
+		// The group's commit hangs (a disk that does not answer), and the
+		// read would wait for it: the caller hears so at once.
+		return fmt.Errorf("%w: the state file's commit has not returned for %s", ErrStuck, d.Round(100*time.Millisecond))
 	}
 	f.wmu.Lock()
 	if f.broken != nil {

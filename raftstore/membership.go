@@ -63,16 +63,16 @@ func (s *Shard) Status() Status {
 	if err := s.Stuck(); err != nil {
 		st.Stuck = err.Error()
 	}
-	switch err := s.Broken(); {
-	case err != nil:
+	if err := s.Broken(); err != nil {
 		st.Stopped = err.Error()
-	case s.fsm.committing.lasted() > heldReadPatience:
-		// The read would wait for a commit that hangs: what it read last.
-		st.Skipped = s.skipped.Load()
-	default:
-		// read, not View: a status must not commit a pending group.
-		_ = s.fsm.read(func(r *Reader) error { st.Skipped = r.SkippedEntries(); return nil })
+		return st
+	}
+	// read, not View: a status must not commit a pending group. While a
+	// commit hangs, what it read last.
+	if err := s.fsm.read(func(r *Reader) error { st.Skipped = r.SkippedEntries(); return nil }); err == nil {
 		s.skipped.Store(st.Skipped)
+	} else {
+		st.Skipped = s.skipped.Load()
 	}
 	return st
 }

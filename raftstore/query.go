@@ -3,7 +3,6 @@ package raftstore
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -108,21 +107,15 @@ func (q Query) Immutable() bool {
 	return false
 }
 
-// heldReadPatience is how long a commit of the state file may last before
-// QueryHeld sends reads to the leader rather than wait for it: commits
-// take milliseconds, and a few hundred on a loaded disk.
-const heldReadPatience = 500 * time.Millisecond
-
 // QueryHeld answers an immutable query (Query.Immutable) from this
 // replica, whether it leads or follows, when it holds every blob the
 // query names: what it reads is then what the leader would read. held is
 // false when it does not hold them all (a replica behind the leader, a
 // blob since expunged); the caller asks the leader, whose answer is
-// final. While a commit of the replica's state file has lasted more than
-// heldReadPatience (a disk that hangs), held is false at once: a read of
-// the group it commits would wait for it, and the leader is elsewhere.
+// final. While a commit of the replica's state file hangs, it fails with
+// ErrStuck at once (see fsm.read); the caller asks the leader then too.
 func (s *Shard) QueryHeld(q Query) (res *QueryResult, held bool, err error) {
-	if !q.Immutable() || s.fsm.committing.lasted() > heldReadPatience {
+	if !q.Immutable() {
 		return nil, false, nil
 	}
 	blobs := q.Blobs

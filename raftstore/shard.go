@@ -25,6 +25,11 @@ var ErrNotLeader = errors.New("raftstore: not the leader")
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("raftstore: shard closed")
 
+// ErrStuck answers a read of a replica whose write to its disk has hung
+// (see Shard.Stuck): the read would wait for the disk. It is a temporary
+// failure; another node, or this one once its disk answers, serves it.
+var ErrStuck = errors.New("raftstore: a write to the disk has not returned")
+
 // Timing holds the Raft timeouts of a shard. Zero fields take defaults
 // suited to a LAN or a single node.
 type Timing struct {

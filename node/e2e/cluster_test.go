@@ -79,12 +79,22 @@ func freePort(t testing.TB) string {
 // bootstrap token.
 func startCluster(t *testing.T) []*node {
 	t.Helper()
+	return startClusterWith(t, nil)
+}
+
+// startClusterWith starts three nodes as startCluster does, node i with
+// its data directory at dataDir(i) when dataDir is set.
+func startClusterWith(t *testing.T, dataDir func(i int) string) []*node {
+	t.Helper()
 	const token = "e2e-bootstrap-token-0123456789"
 	var nodes []*node
 	var first string
 	for i := 1; i <= 3; i++ {
 		addr := freePort(t)
 		opts := nodeOptions{nodeID: fmt.Sprintf("n%d", i), region: fmt.Sprintf("r%d", i), clusterListen: addr}
+		if dataDir != nil {
+			opts.dataDir = dataDir(i - 1)
+		}
 		if i == 1 {
 			first = addr
 			opts.firstArgs = []string{"--bootstrap-token", token}

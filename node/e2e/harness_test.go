@@ -135,6 +135,9 @@ type nodeOptions struct {
 	region        string
 	clusterListen string
 	firstArgs     []string
+	// dataDir, if set, is the node's data directory (default: "data" in
+	// the node's directory, beside its config and log).
+	dataDir string
 }
 
 // node is one mailnode process (and its restarts) on one data directory.
@@ -186,10 +189,13 @@ func newNode(bin, dir string, opts nodeOptions) (*node, error) {
 	if opts.clusterListen == "" {
 		opts.clusterListen = "127.0.0.1:0"
 	}
+	if opts.dataDir == "" {
+		opts.dataDir = filepath.Join(dir, "data")
+	}
 	n := &node{
 		bin:       bin,
 		dir:       dir,
-		data:      filepath.Join(dir, "data"),
+		data:      opts.dataDir,
 		config:    filepath.Join(dir, "mailnode.toml"),
 		logPath:   filepath.Join(dir, "node.log"),
 		hostname:  opts.hostname,
