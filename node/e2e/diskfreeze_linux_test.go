@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
 )
 
 // freezableFS is an ext4 file system on a loop device that a test can
@@ -127,7 +128,8 @@ func imapConn(t *testing.T, n *node) (*imapclient.Client, net.Conn) {
 // the disk waits. Mail sent through the other two nodes must go on being
 // acknowledged, every send succeeding; the frozen node must say on
 // /readyz that its disk hangs; a session it held open must go on showing
-// the mailbox, and a new login there must be answered, not left hanging.
+// the mailbox, and a new login and mail sent there must be answered, not
+// left hanging.
 // Once the disk thaws, the node must be ready again and every
 // acknowledged message there exactly once.
 func TestClusterRidesOutAFrozenDisk(t *testing.T) {
@@ -192,6 +194,22 @@ func TestClusterRidesOutAFrozenDisk(t *testing.T) {
 		t.Errorf("a login on n%d, whose disk is frozen: %v", victim+1, err)
 	}
 	t.Logf("a login on n%d while its disk is frozen answered in %v: %v", victim+1, time.Since(start).Round(time.Millisecond), err)
+	// Mail sent to the frozen node is answered too: refused for now
+	// (451, the sender tries again later) or taken, then kept.
+	id := fmt.Sprintf("frozen-node.%s@client.e2e.test", randomHex(4))
+	start = time.Now()
+	err = sendVia(v.addr("smtp"), user, mailSpec{From: "load@remote.example", To: user, Subject: "frozen", MessageID: id, Text: "x"}.build())
+	var serr *gosmtp.SMTPError
+	switch {
+	case err == nil:
+		load.mu.Lock()
+		load.acked[id] = true
+		load.mu.Unlock()
+	case errors.As(err, &serr) && serr.Code/100 == 4:
+	default:
+		t.Errorf("mail sent to n%d, whose disk is frozen: %v", victim+1, err)
+	}
+	t.Logf("mail sent to n%d while its disk is frozen answered in %v: %v", victim+1, time.Since(start).Round(time.Millisecond), err)
 	thaw()
 	t.Logf("n%d's disk frozen for %v; %d messages acknowledged by then", victim+1, time.Since(frozen).Round(time.Millisecond), len(acked))
 
