@@ -693,9 +693,15 @@ func (r *faultRun) checkStalledNode(node *faultNode, n uint32) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultOpTimeout)
 	defer cancel()
-	if err := node.Cluster().Ready(ctx); err == nil || !strings.Contains(err.Error(), "has not returned") {
-		r.t.Errorf("%s, whose disk hangs, answers ready: %v", node.ID, err)
-	}
+	// Its writes under way count as hung StuckWriteAfter after they
+	// began, which the leadership's move may have come before (an
+	// election for another reason on a loaded machine).
+	r.c.Eventually(faultProgressWait, node.ID+" to say that its disk hangs", func() error {
+		if err := node.Cluster().Ready(ctx); err == nil || !strings.Contains(err.Error(), "has not returned") {
+			return fmt.Errorf("%s, whose disk hangs, answers ready: %v", node.ID, err)
+		}
+		return nil
+	})
 	if node.Cluster().LeadsShard(n) {
 		r.t.Errorf("%s, whose disk hangs, still leads shard %d", node.ID, n)
 	}

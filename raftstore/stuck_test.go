@@ -72,6 +72,7 @@ func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
 			}
 			// n1 says its disk hangs, leads nothing meanwhile, and its
 			// status does not wait for the disk either.
+			waitFor(t, "n1 to say that its disk hangs", 10*time.Second, func() bool { return shards[0].Stuck() != nil })
 			status := make(chan Status, 1)
 			go func() { status <- shards[0].Status() }()
 			select {
@@ -82,11 +83,7 @@ func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Error("n1's status waited for its disk")
 			}
-			if err := shards[0].Stuck(); err == nil {
-				t.Error("n1 does not say that its disk hangs")
-			} else {
-				t.Logf("n1: %v", err)
-			}
+			t.Logf("n1: %v", shards[0].Stuck())
 			if shards[0].IsLeader() {
 				t.Error("n1 still acts as the leader while its disk hangs")
 			}
