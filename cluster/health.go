@@ -132,7 +132,7 @@ func (h *health) record(id string, resp PingResponse, err error, commits map[uin
 	p.lastSeen, p.lastErr, p.report, p.commitsAtPing = time.Now(), "", resp, commits
 	h.mu.Unlock()
 	for _, st := range resp.Shards {
-		if st.State == "leader" && st.Stuck == "" {
+		if st.Leads() {
 			h.c.learnLeader(st.Shard, resp.NodeID, resp.Address, st.Term)
 		}
 	}

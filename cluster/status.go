@@ -124,7 +124,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 				continue
 			}
 			byNode[id] = s
-			if s.State == "leader" && s.Stuck == "" && s.Term >= leader.Term {
+			if s.Leads() && s.Term >= leader.Term {
 				leader = s
 				ss.Leader = id
 			}

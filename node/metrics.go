@@ -235,7 +235,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		id := strconv.FormatUint(uint64(s.ID()), 10)
 		st := s.Status()
 		leader := 0.0
-		if st.State == "leader" && st.Stuck == "" {
+		if st.Leads() {
 			leader = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leader, id)

@@ -43,6 +43,10 @@ type Status struct {
 	Stuck string `json:"stuck,omitempty"`
 }
 
+// Leads reports whether the replica leads its group and acts as its
+// leader: a leader whose write to its disk hangs (Stuck) does not.
+func (st Status) Leads() bool { return st.State == "leader" && st.Stuck == "" }
+
 // Status reports the replica's Raft state.
 func (s *Shard) Status() Status {
 	id, addr := s.Leader()
@@ -95,7 +99,7 @@ func stateName(st raft.RaftState) string {
 // its disk hangs: see IsLeader).
 func (s *Shard) Leader() (id, address string) {
 	addr, lid := s.raft.LeaderWithID()
-	if string(lid) == s.cfg.NodeID && s.writeStuck() {
+	if string(lid) == s.cfg.NodeID && s.Stuck() != nil {
 		return "", ""
 	}
 	return string(lid), string(addr)

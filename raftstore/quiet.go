@@ -51,22 +51,20 @@ type quietTransport struct {
 	// went out and that were answered without going out.
 	sent, replayed atomic.Uint64
 
-	// stuck, when set, says how long the replica's oldest write to its
-	// disk under way has lasted and which it is; past stuckAfter nothing
-	// goes out (holdWhileStuck).
-	stuck      func() (time.Duration, string)
-	stuckAfter time.Duration
-	stuckLog   *slog.Logger
-	holding    atomic.Bool
-	held       atomic.Uint64 // appends and heartbeats not sent
+	// stuck, when set, says why the replica's write to its disk counts
+	// as hung (Shard.Stuck), nil while none does; nothing goes out then
+	// (holdWhileStuck).
+	stuck    func() error
+	stuckLog *slog.Logger
+	holding  atomic.Bool
+	held     atomic.Uint64 // appends and heartbeats not sent
 }
 
 // errWriteStuck fails the appends of a leader whose disk write hangs.
 var errWriteStuck = errors.New("this replica's write to its disk has not returned: appends held so that another replica leads")
 
 // holdWhileStuck makes the transport send no append and no heartbeat
-// while the replica's oldest write to its disk under way (stuck) has
-// lasted longer than after. A leader whose disk hangs (a stalled volume,
+// while the replica's write to its disk counts as hung (stuck). A leader whose disk hangs (a stalled volume,
 // a failing device, a frozen filesystem) blocks hashicorp/raft's leader
 // loop in its log write, or in handing committed entries to a state
 // machine that waits for its commit, but its heartbeat and replication
@@ -76,8 +74,8 @@ var errWriteStuck = errors.New("this replica's write to its disk has not returne
 // crashed; when its write returns it learns of the new term and follows.
 // Holding messages back is always safe in Raft: it is what a lost
 // network does.
-func (q *quietTransport) holdWhileStuck(stuck func() (time.Duration, string), after time.Duration, log *slog.Logger) {
-	q.stuck, q.stuckAfter, q.stuckLog = stuck, after, log
+func (q *quietTransport) holdWhileStuck(stuck func() error, log *slog.Logger) {
+	q.stuck, q.stuckLog = stuck, log
 }
 
 // isStuck reports whether appends are held now, logging the start and
@@ -86,10 +84,9 @@ func (q *quietTransport) isStuck() bool {
 	if q.stuck == nil {
 		return false
 	}
-	d, what := q.stuck()
-	if d > q.stuckAfter {
+	if err := q.stuck(); err != nil {
 		if q.holding.CompareAndSwap(false, true) && q.stuckLog != nil {
-			q.stuckLog.Warn(what+" has not returned; sending no appends so that another replica leads", "for", d.Round(time.Millisecond))
+			q.stuckLog.Warn(err.Error() + "; sending no appends so that another replica leads")
 		}
 		return true
 	}

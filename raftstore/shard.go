@@ -240,7 +240,7 @@ func (s *Shard) openRaft() error {
 		_, trans = raft.NewInmemTransport(raft.ServerAddress(cfg.Address))
 	}
 	if q, ok := trans.(*quietTransport); ok {
-		q.holdWhileStuck(s.stuckWrite, cfg.Timing.StuckWriteAfter, s.log)
+		q.holdWhileStuck(s.Stuck, s.log)
 	}
 	s.trans = trans
 
@@ -291,7 +291,7 @@ func (s *Shard) ID() uint32 { return s.cfg.Shard }
 // its leader: one whose write to its disk has hung (Stuck) does not,
 // although Raft has not stepped it down yet; it sends nothing meanwhile
 // so that another is elected.
-func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader && !s.writeStuck() }
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader && s.Stuck() == nil }
 
 // WaitForLeader blocks until the group has a leader (and, if this replica
 // is the leader, until it has applied everything committed before its

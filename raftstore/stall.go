@@ -76,13 +76,6 @@ func (s *Shard) stuckWrite() (time.Duration, string) {
 	return l, "the Raft log write"
 }
 
-// writeStuck reports whether a write of this replica to its disk has
-// lasted longer than Timing.StuckWriteAfter.
-func (s *Shard) writeStuck() bool {
-	d, _ := s.stuckWrite()
-	return d > s.cfg.Timing.StuckWriteAfter
-}
-
 // Stuck returns, while a write of this replica to its disk (its Raft
 // log, a commit of its state file) has lasted longer than
 // Timing.StuckWriteAfter, an error saying which and for how long; nil
