@@ -106,12 +106,37 @@ func (s *Shard) Compact(ctx context.Context) error {
 			s.log.Error("restore trailing logs after compaction", "err", err)
 		}
 	}()
-	// A barrier gives an idle shard a new index, so the snapshot is never
-	// "nothing new" while old entries are still kept.
-	if s.IsLeader() {
-		if err := s.await(ctx, s.raft.Barrier(time.Until(deadline(ctx, 30*time.Second)))); err != nil {
-			return fmt.Errorf("shard %d: compact: %w", s.cfg.Shard, err)
-		}
+	if err := s.compactBarrier(ctx); err != nil {
+		return fmt.Errorf("shard %d: compact: %w", s.cfg.Shard, err)
 	}
 	return s.Snapshot()
+}
+
+// compactBarrier commits a barrier while this replica leads: it gives an
+// idle shard a new index, so the snapshot is never "nothing new" while
+// old entries are still kept. A leadership transfer under way (the
+// leader balancer's, say) refuses the barrier until it ends, so it waits
+// that out; a replica that has stopped leading compacts as a follower.
+func (s *Shard) compactBarrier(ctx context.Context) error {
+	for {
+		if !s.IsLeader() {
+			return nil
+		}
+		err := s.await(ctx, s.raft.Barrier(time.Until(deadline(ctx, 30*time.Second))))
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+			return nil
+		case !errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closed:
+			return ErrClosed
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

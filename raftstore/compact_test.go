@@ -5,6 +5,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -84,5 +87,53 @@ func TestCompactRemovesTheWholeLog(t *testing.T) {
 	uid, _ := appendMsg(t, s, f, f.inbox, "after")
 	if uid != 6 {
 		t.Fatalf("next uid %d", uid)
+	}
+}
+
+// slowHandover delays the TimeoutNow that ends a leadership transfer,
+// so the transfer is under way for a while, and says when it was sent.
+type slowHandover struct {
+	*quietTransport
+	sent chan struct{}
+}
+
+func (h *slowHandover) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	select {
+	case h.sent <- struct{}{}:
+	default:
+	}
+	time.Sleep(200 * time.Millisecond)
+	return h.quietTransport.TimeoutNow(id, target, args, resp)
+}
+
+// TestCompactWaitsOutALeadershipTransfer: compacting a leader while it
+// hands leadership over (as the leader balancer does) succeeds; raft
+// refuses the barrier until the transfer ends.
+func TestCompactWaitsOutALeadershipTransfer(t *testing.T) {
+	timing := Timing{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: time.Second,
+		LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 10 * time.Millisecond}
+	var handovers []*slowHandover
+	g := startTCPGroup(t, timing, func(_ int, q *quietTransport, cfg *Config) {
+		h := &slowHandover{quietTransport: q, sent: make(chan struct{}, 1)}
+		handovers = append(handovers, h)
+		cfg.Transport = h
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for round := range 3 {
+		i := g.leader(t)
+		transferred := make(chan error, 1)
+		go func() { transferred <- g.shards[i].TransferLeadership(ctx, "", "") }()
+		select {
+		case <-handovers[i].sent:
+		case <-ctx.Done():
+			t.Fatal("the transfer did not begin")
+		}
+		if err := g.shards[i].Compact(ctx); err != nil {
+			t.Fatalf("round %d: compact during a transfer: %v", round, err)
+		}
+		if err := <-transferred; err != nil {
+			t.Fatalf("round %d: transfer: %v", round, err)
+		}
 	}
 }
