@@ -64,16 +64,16 @@ type quietTransport struct {
 var errWriteStuck = errors.New("this replica's write to its disk has not returned: appends held so that another replica leads")
 
 // holdWhileStuck makes the transport send no append and no heartbeat
-// while the replica's write to its disk counts as hung (stuck). A leader whose disk hangs (a stalled volume,
-// a failing device, a frozen filesystem) blocks hashicorp/raft's leader
-// loop in its log write, or in handing committed entries to a state
-// machine that waits for its commit, but its heartbeat and replication
-// goroutines go on: the followers keep hearing from it, elect no one,
-// and the group takes no write for as long as the disk hangs. Silent,
-// the leader is replaced within an election timeout, as if it had
-// crashed; when its write returns it learns of the new term and follows.
-// Holding messages back is always safe in Raft: it is what a lost
-// network does.
+// while the replica's write to its disk counts as hung (stuck). A leader
+// whose disk hangs (a stalled volume, a failing device, a frozen
+// filesystem) blocks hashicorp/raft's leader loop in its log write, or in
+// handing committed entries to a state machine that waits for its
+// commit, but its heartbeat and replication goroutines go on: the
+// followers keep hearing from it, elect no one, and the group takes no
+// write for as long as the disk hangs. Silent, the leader is replaced
+// within an election timeout, as if it had crashed; when its write
+// returns it learns of the new term and follows. Holding messages back
+// is always safe in Raft: it is what a lost network does.
 func (q *quietTransport) holdWhileStuck(stuck func() error, log *slog.Logger) {
 	q.stuck, q.stuckLog = stuck, log
 }
