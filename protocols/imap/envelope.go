@@ -28,14 +28,58 @@ func envelopeOf(msg []byte) *imap.Envelope {
 // because the library drops groups (RFC 5322 section 3.4) where RFC 3501
 // section 7.4.2 keeps them as group markers.
 func envelopeOfHeader(h textproto.Header) *imap.Envelope {
-	env := imapserver.ExtractEnvelope(h)
-	env.From = envelopeAddresses(h.Get("From"))
-	env.Sender = envelopeAddresses(h.Get("Sender"))
-	env.ReplyTo = envelopeAddresses(h.Get("Reply-To"))
-	env.To = envelopeAddresses(h.Get("To"))
-	env.Cc = envelopeAddresses(h.Get("Cc"))
-	env.Bcc = envelopeAddresses(h.Get("Bcc"))
+	env, _ := parseEnvelope(h)
 	return env
+}
+
+// routedEnvelopeOf is envelopeOf with the obs-routes of its addresses.
+func routedEnvelopeOf(msg []byte) (*imap.Envelope, []envelopeRoute) {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	return parseEnvelope(h)
+}
+
+// parseEnvelope builds the ENVELOPE of a parsed header, and lists the
+// obs-routes of its addresses (nil when none has one).
+func parseEnvelope(h textproto.Header) (*imap.Envelope, []envelopeRoute) {
+	env := imapserver.ExtractEnvelope(h)
+	var routes []envelopeRoute
+	for f, name := range envelopeFieldNames {
+		*envelopeField(env, f) = routedAddresses(h.Get(name), f, &routes)
+	}
+	return env, routes
+}
+
+// envelopeRoute is the obs-route of one ENVELOPE address (RFC 5322
+// section 4.4, "<@relay1,@relay2:user@host>"), which RFC 3501 section
+// 7.4.2 answers as the address's at-domain-list ("@relay1,@relay2") and
+// imap.Address has no field for: the front writes it (envroute.go).
+type envelopeRoute struct {
+	field int // an index into envelopeFieldNames
+	index int // the address's index in the field's list
+	adl   string
+}
+
+// envelopeFieldNames are the header fields of an ENVELOPE's address
+// lists, in envelopeField's order.
+var envelopeFieldNames = [...]string{"From", "Sender", "Reply-To", "To", "Cc", "Bcc"}
+
+// envelopeField returns the address list of env that holds the header
+// field envelopeFieldNames[f].
+func envelopeField(env *imap.Envelope, f int) *[]imap.Address {
+	switch f {
+	case 0:
+		return &env.From
+	case 1:
+		return &env.Sender
+	case 2:
+		return &env.ReplyTo
+	case 3:
+		return &env.To
+	case 4:
+		return &env.Cc
+	default:
+		return &env.Bcc
+	}
 }
 
 // envelopeAddresses parses an address-list field value into ENVELOPE
@@ -45,6 +89,12 @@ func envelopeOfHeader(h textproto.Header) *imap.Envelope {
 // that do not parse as a mailbox are left out; a group without its ";"
 // is closed at the end of the field.
 func envelopeAddresses(value string) []imap.Address {
+	return routedAddresses(value, 0, nil)
+}
+
+// routedAddresses is envelopeAddresses that appends the routes of the
+// addresses to *routes, as those of field f, unless routes is nil.
+func routedAddresses(value string, f int, routes *[]envelopeRoute) []imap.Address {
 	var out []imap.Address
 	inGroup := false
 	for _, item := range splitAddressList(value) {
@@ -69,7 +119,10 @@ func envelopeAddresses(value string) []imap.Address {
 				inGroup = false
 			}
 		case itemMailbox:
-			if a, ok := envelopeMailbox(item.text); ok {
+			if a, adl, ok := routedMailbox(item.text); ok {
+				if adl != "" && routes != nil {
+					*routes = append(*routes, envelopeRoute{field: f, index: len(out), adl: adl})
+				}
 				out = append(out, a)
 			}
 		}
@@ -83,24 +136,36 @@ func envelopeAddresses(value string) []imap.Address {
 // envelopeMailbox parses one mailbox ("Name <local@domain>",
 // "local@domain") into an ENVELOPE address.
 func envelopeMailbox(s string) (imap.Address, bool) {
+	a, _, ok := routedMailbox(s)
+	return a, ok
+}
+
+// routedMailbox is envelopeMailbox that also returns the mailbox's
+// obs-route as an at-domain-list ("@relay1,@relay2"), "" when it has
+// none.
+func routedMailbox(s string) (imap.Address, string, bool) {
 	s = unfold.Replace(s)
 	if strings.TrimSpace(s) == "" {
-		return imap.Address{}, false
+		return imap.Address{}, "", false
 	}
+	adl := ""
 	a, err := mail.ParseAddress(s)
 	if err != nil {
 		// net/mail refuses comments and white space inside an addr-spec
 		// ("<user (c)@ (c) host>"), which RFC 5322 allows as CFWS, and
 		// the obs-route of RFC 5322 section 4.4 ("<@relay:user@host>").
-		if a, err = mail.ParseAddress(stripObsRoute(stripCFWS(s))); err != nil {
-			return withoutDomain(s)
+		var stripped string
+		stripped, adl = splitObsRoute(stripCFWS(s))
+		if a, err = mail.ParseAddress(stripped); err != nil {
+			a, ok := withoutDomain(s)
+			return a, "", ok
 		}
 	}
 	at := strings.LastIndexByte(a.Address, '@')
 	if at <= 0 || at == len(a.Address)-1 {
-		return imap.Address{}, false
+		return imap.Address{}, "", false
 	}
-	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: a.Address[at+1:]}, true
+	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: a.Address[at+1:]}, adl, true
 }
 
 // missingDomain is the host of an address written without a domain
@@ -135,25 +200,30 @@ func withoutDomain(s string) (imap.Address, bool) {
 	return imap.Address{Name: a.Name, Mailbox: a.Address[:at], Host: missingDomain}, true
 }
 
-// stripObsRoute removes the obs-route ("@relay1,@relay2:") at the start
+// splitObsRoute takes the obs-route ("@relay1,@relay2:") off the start
 // of an angle-addr (RFC 5322 section 4.4): "<@relay:user@host>" becomes
-// "<user@host>". The route would be the ENVELOPE's addr-adl, which the
-// library always writes as NIL (RFC 9051 lets servers drop it); the
-// mailbox itself is kept rather than the whole address lost.
-func stripObsRoute(s string) string {
+// "<user@host>", and the route is returned as an at-domain-list without
+// its white space ("@relay"), "" when there is none.
+func splitObsRoute(s string) (string, string) {
 	open := strings.LastIndexByte(s, '<')
 	if open < 0 {
-		return s
+		return s, ""
 	}
 	rest := strings.TrimLeft(s[open+1:], " \t")
 	if !strings.HasPrefix(rest, "@") {
-		return s
+		return s, ""
 	}
 	colon := strings.IndexByte(rest, ':')
 	if end := strings.IndexByte(rest, '>'); colon < 0 || end >= 0 && colon > end {
-		return s
+		return s, ""
 	}
-	return s[:open+1] + rest[colon+1:]
+	adl := strings.Map(func(r rune) rune {
+		if r == ' ' || r == '\t' {
+			return -1
+		}
+		return r
+	}, rest[:colon])
+	return s[:open+1] + rest[colon+1:], adl
 }
 
 // unfold removes the line breaks of a folded field value (RFC 5322

@@ -38,8 +38,9 @@ func TestEnvelopeAddresses(t *testing.T) {
 		{"a@b.example (Comment, with: colon)", "Comment, with: colon/a/b.example"},
 		{`<"odd:local"@x.example>`, "/odd:local/x.example"},
 		{"one: a@b.example; two: c@d.example;", "[one /a/b.example ] [two /c/d.example ]"},
-		// obs-route (RFC 5322 section 4.4): the route dropped, the
-		// mailbox kept (imaptest's fetch-envelope got From NIL).
+		// obs-route (RFC 5322 section 4.4): the mailbox kept (imaptest's
+		// fetch-envelope got From NIL); its route is the ENVELOPE's
+		// at-domain-list (TestEnvelopeRoutes).
 		{"<@route:user@domain>", "/user/domain"},
 		{"Real Name <@a.example,@b.example:user@domain>, x@y.example", "Real Name/user/domain /x/y.example"},
 		{"g: < @r.example : u@d.example>;", "[g /u/d.example ]"},
@@ -63,6 +64,35 @@ func TestEnvelopeAddresses(t *testing.T) {
 	long := strings.Repeat("a@b.example, ", 3*maxEnvelopeAddresses)
 	if n := len(envelopeAddresses(long)); n != maxEnvelopeAddresses {
 		t.Errorf("%d addresses from an overlong field, want %d", n, maxEnvelopeAddresses)
+	}
+}
+
+// TestEnvelopeRoutes: the obs-route of an address is kept as its
+// at-domain-list, by field and index, without white space.
+func TestEnvelopeRoutes(t *testing.T) {
+	h := "From: <@route:user@domain>\r\n" +
+		"To: a@b.example, Real Name <@a.example, @b.example:user@domain>\r\n" +
+		"Cc: g: < @r.example : u@d.example>;\r\n" +
+		"Bcc: plain@c.example\r\n\r\n"
+	env, routes := routedEnvelopeOf([]byte(h))
+	want := []envelopeRoute{
+		{field: 0, index: 0, adl: "@route"},
+		{field: 3, index: 1, adl: "@a.example,@b.example"},
+		{field: 4, index: 1, adl: "@r.example"},
+	}
+	if len(routes) != len(want) {
+		t.Fatalf("routes %+v, want %+v", routes, want)
+	}
+	for i, r := range routes {
+		if r != want[i] {
+			t.Errorf("route %d = %+v, want %+v", i, r, want[i])
+		}
+		if a := (*envelopeField(env, r.field))[r.index]; a.Mailbox == "" || a.Host == "" {
+			t.Errorf("route %d names %+v, not a mailbox", i, a)
+		}
+	}
+	if _, routes := routedEnvelopeOf([]byte("From: a@b.example\r\nTo: <c@d.example>\r\n\r\n")); routes != nil {
+		t.Errorf("routes %+v for addresses without one", routes)
 	}
 }
 
@@ -133,13 +163,19 @@ func TestEnvelopeGroups(t *testing.T) {
 func FuzzEnvelopeAddresses(f *testing.F) {
 	for _, s := range []string{
 		"undisclosed-recipients:;", "g: a@b.c, \"x, y\" <d@e.f>;, h@i.j", `a@b.c (x: y; z)`,
-		`"unterminated`, "((", "<a:b@c;d>", "[1.2.3.4]: x@[5.6.7.8];", `\`,
+		`"unterminated`, "((", "<a:b@c;d>", "[1.2.3.4]: x@[5.6.7.8];", `\`, "<@r1, @r2:u@h>",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		normalAddresses(s)
-		l := envelopeAddresses(s)
+		var routes []envelopeRoute
+		l := routedAddresses(s, 3, &routes)
+		for _, r := range routes {
+			if r.field != 3 || r.index >= len(l) || l[r.index].Host == "" || !strings.HasPrefix(r.adl, "@") {
+				t.Fatalf("route %+v in %q", r, addrString(l))
+			}
+		}
 		if len(l) > maxEnvelopeAddresses+2 {
 			t.Fatalf("%d addresses", len(l))
 		}

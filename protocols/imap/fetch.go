@@ -204,11 +204,17 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		rw.WriteRFC822Size(int64(info.Size))
 	}
 	if options.Envelope {
+		var env *imap.Envelope
+		var routes []envelopeRoute
 		if hrec != nil {
-			rw.WriteEnvelope(hrec.envelope())
+			env, routes = hrec.envelope()
 		} else {
-			rw.WriteEnvelope(envelopeOf(raw))
+			env, routes = routedEnvelopeOf(raw)
 		}
+		if len(routes) > 0 && s.front != nil {
+			env = s.front.routes.tokenise(env, routes)
+		}
+		rw.WriteEnvelope(env)
 	}
 	if options.BodyStructure != nil {
 		rw.WriteBodyStructure(bs)

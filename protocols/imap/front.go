@@ -169,6 +169,9 @@ type frontConn struct {
 	closed     bool
 	// cs is the connection's CONDSTORE and QRESYNC state (condstore.go).
 	cs condState
+	// routes are the placeholders of the running command's routed
+	// ENVELOPE addresses (envroute.go).
+	routes routeTokens
 	// tag is the tag of the command the library is running, "" when
 	// none.
 	tag string

@@ -35,6 +35,9 @@ func (f *frontConn) relay() {
 	waiting := false
 	for {
 		frag, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) && f.routes.pending.Load() > 0 {
+			frag, err = readWhole(br, frag)
+		}
 		whole := err == nil
 		var ev *relayEvent
 		f.wmu.Lock()
@@ -70,6 +73,7 @@ func (f *frontConn) relay() {
 		if whole && greeted {
 			frag = f.withBinaryOffset(frag)
 		}
+		frag = f.routes.replace(frag)
 		_, werr := f.bw.Write(frag)
 		if whole {
 			end := frag
@@ -138,6 +142,7 @@ func (f *frontConn) classify(line []byte) ([]byte, relayEvent, bool) {
 	if len(fields) == 3 && bytes.HasPrefix(fields[2], []byte("[CAPABILITY ")) {
 		line = f.rewriteCaps(line)
 	}
+	f.routes.clear()
 	return f.withTagged(line, status), relayEvent{status: status}, true
 }
 

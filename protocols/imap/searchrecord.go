@@ -90,6 +90,7 @@ type searchRecord struct {
 	sortKeys *sortEntry
 	thread   *threadMsg // readThreadMsg's fields, without an internal date
 	env      *imap.Envelope
+	routes   []envelopeRoute
 	// fields: the header section parsed for FETCH's header sections
 	// (headerSection), never modified once parsed.
 	fieldsDone bool
@@ -97,15 +98,16 @@ type searchRecord struct {
 	fieldsErr  error
 }
 
-// envelope returns the ENVELOPE of the record's header section
-// (envelopeOf), parsed once. It is shared: callers must not modify it.
-func (r *searchRecord) envelope() *imap.Envelope {
+// envelope returns the ENVELOPE of the record's header section and the
+// routes of its addresses (routedEnvelopeOf), parsed once. They are
+// shared: callers must not modify them.
+func (r *searchRecord) envelope() (*imap.Envelope, []envelopeRoute) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.env == nil {
-		r.env = envelopeOf(r.header)
+		r.env, r.routes = routedEnvelopeOf(r.header)
 	}
-	return r.env
+	return r.env, r.routes
 }
 
 // headerSection answers BODY[HEADER], BODY[HEADER.FIELDS (fields)] and
