@@ -53,6 +53,10 @@ type cmdExt struct {
 	listHighestModSeq bool
 	// binaryOffsets: FETCH's partial BINARY items (binarypartial.go).
 	binaryOffsets map[string]uint64
+	// fetchModSeq: FETCH asked for MODSEQ, itself or through
+	// CHANGEDSINCE (RFC 7162 section 3.1.4.1), so each of its FETCH
+	// responses carries it.
+	fetchModSeq bool
 	// poll: NOOP or CHECK, a client asking for news. Its updates
 	// include what was committed through other nodes of the cluster
 	// (protocols.Account.Refresh).
@@ -115,8 +119,9 @@ func (f *frontConn) qresyncOn() bool {
 	return f.cs.qresync
 }
 
-// enableCondstore turns CONDSTORE on: every FETCH response carries
-// MODSEQ from now on (RFC 7162 section 3.1). Turned on with a mailbox
+// enableCondstore turns CONDSTORE on: from now on FETCH responses that
+// tell of a change, and those of a FETCH asking for MODSEQ, carry
+// MODSEQ (RFC 7162 section 3.1). Turned on with a mailbox
 // selected, it tells the mailbox's HIGHESTMODSEQ, which the client had
 // no reason to keep from SELECT (that of the view's last snapshot: never
 // ahead of what the client was told). It runs while the library is

@@ -71,6 +71,7 @@ func (f *frontConn) prepareExt(cmd *imapwire.Command) ([]byte, *imapwire.Error) 
 		}
 		ext.changedSince, ext.hasChangedSince = fe.changedSince, fe.hasChangedSince
 		ext.binaryOffsets = fe.binaryOffsets
+		ext.fetchModSeq = fe.modSeq || fe.hasChangedSince
 		if fe.vanished {
 			if !f.vanishedEarlier(cmd) {
 				return nil, nil

@@ -195,11 +195,18 @@ func TestCondstoreUnsolicitedModSeq(t *testing.T) {
 		got := rc.mustOK("NOOP")
 		return slices.ContainsFunc(got, want.MatchString)
 	})
-	// Every FETCH answer carries MODSEQ now; one that sets \Seen, UID
-	// too.
+	// A FETCH that asks for MODSEQ (or CHANGEDSINCE) gets it, one that
+	// does not and changes nothing does not (RFC 7162 section 3.1), and
+	// one that sets \Seen gets MODSEQ and UID.
 	got := rc.mustOK("FETCH 1 (FLAGS)")
-	if len(got) != 1 || !strings.HasPrefix(got[0], "* 1 FETCH (MODSEQ (") {
-		t.Fatalf("FETCH after ENABLE CONDSTORE: %q", got)
+	if len(got) != 1 || strings.Contains(got[0], "MODSEQ") {
+		t.Fatalf("FETCH without MODSEQ after ENABLE CONDSTORE: %q", got)
+	}
+	for _, cmd := range []string{"FETCH 1 (FLAGS MODSEQ)", "FETCH 1 (FLAGS) (CHANGEDSINCE 1)"} {
+		got = rc.mustOK(cmd)
+		if len(got) != 1 || !strings.HasPrefix(got[0], "* 1 FETCH (MODSEQ (") {
+			t.Fatalf("%s: %q", cmd, got)
+		}
 	}
 	got = rc.mustOK("FETCH 1 (BODY[TEXT])")
 	if len(got) != 1 || !regexp.MustCompile(`^\* 1 FETCH \(MODSEQ \(\d+\) UID 1 FLAGS \(\\Seen( \\Recent)?\) BODY\[TEXT\] \{\d+\}`).MatchString(got[0]) {

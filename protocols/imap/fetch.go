@@ -32,7 +32,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	if err != nil {
 		return err
 	}
-	if ext := s.cmdExt(); ext.hasChangedSince {
+	ext := s.cmdExt()
+	if ext.hasChangedSince {
 		// RFC 7162 section 3.1.4.1: only messages changed since.
 		changedSince := func(sms []seqMsg) []seqMsg {
 			changed := sms[:0]
@@ -73,7 +74,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			lost = true
 			continue
 		}
-		err := s.fetchOne(w, v, sm, options, markedSeen[sm.m])
+		seen := markedSeen[sm.m]
+		err := s.fetchOne(w, v, sm, options, seen, ext.fetchModSeq || seen)
 		if errors.Is(err, errMessageGone) {
 			lost = true
 			continue
@@ -110,7 +112,7 @@ func setsSeen(options *imap.FetchOptions) bool {
 // fetchOne loads what one message's items need, then writes its FETCH
 // response. Loading comes first so that a store failure never leaves a
 // half-written response.
-func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, options *imap.FetchOptions, forceFlags bool) error {
+func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, options *imap.FetchOptions, forceFlags, modSeq bool) error {
 	m := sm.m
 	info := m.info
 
@@ -181,7 +183,14 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		s.srv.bsCache.put(info.Blob, bs)
 	}
 
-	v.noteFetch(sm.seq, info.ModSeq)
+	if modSeq {
+		// Under CONDSTORE, MODSEQ goes into the responses of a FETCH
+		// that asked for it and into those that tell of a change (here
+		// the \Seen this FETCH set); RFC 7162 section 3.1 leaves it out
+		// of the others, as Dovecot does, and clients that track a
+		// message's MODSEQ (imaptest) take its appearance for a change.
+		v.noteFetch(sm.seq, info.ModSeq)
+	}
 	rw := w.CreateMessage(sm.seq)
 	// RFC 7162 section 3.1: under CONDSTORE, a FETCH that set \Seen
 	// carries UID (and, through the relay, MODSEQ).
