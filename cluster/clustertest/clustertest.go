@@ -97,6 +97,8 @@ type Cluster struct {
 	t     testing.TB
 	opts  Options
 	token string // the bootstrap token every node accepts
+	// root holds the nodes' data directories.
+	root string
 
 	mu    sync.Mutex
 	Nodes []*Node
@@ -133,7 +135,11 @@ type Node struct {
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	opts.defaults()
-	c := &Cluster{t: t, opts: opts, token: "bootstrap-" + rand.Text()}
+	// The temporary directory is asked for before the cleanup that
+	// stops the nodes is registered, so that its removal (also a
+	// cleanup, run in reverse order) comes after the nodes stopped: a
+	// node still running could write into it while it is removed.
+	c := &Cluster{t: t, opts: opts, token: "bootstrap-" + rand.Text(), root: t.TempDir()}
 	t.Cleanup(c.Close)
 	for i := 0; i < opts.Nodes; i++ {
 		c.AddNode(opts.Regions[i%len(opts.Regions)])
@@ -157,7 +163,7 @@ func (c *Cluster) AddNodeWithToken(region, token string) *Node {
 	c.mu.Lock()
 	i := len(c.Nodes)
 	c.mu.Unlock()
-	n := &Node{c: c, ID: fmt.Sprintf("n%d", i+1), Region: region, Dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", i+1)), Addr: freeAddr(c.t),
+	n := &Node{c: c, ID: fmt.Sprintf("n%d", i+1), Region: region, Dir: filepath.Join(c.root, fmt.Sprintf("n%d", i+1)), Addr: freeAddr(c.t),
 		CommandLevel: c.opts.CommandLevel}
 	if i == 0 {
 		if c.opts.FirstDir != "" {
