@@ -198,33 +198,41 @@ type shardCollector struct {
 	opened   *prometheus.Desc
 	reads    *prometheus.Desc
 	skipped  *prometheus.Desc
+	// Latency histograms of each replica (raftstore.Shard.Times).
+	logWrites    *prometheus.Desc
+	stateCommits *prometheus.Desc
+	applies      *prometheus.Desc
 }
 
 func newShardCollector(c clusterView, dataDir string) *shardCollector {
 	labels := []string{"shard"}
 	return &shardCollector{
-		c:        c,
-		dataDir:  dataDir,
-		stopped:  prometheus.NewDesc("mail_raft_shard_stopped", "1 while the replica applies nothing because a write to its state file failed (a full disk, an I/O error); the node reopens it to replay its log.", labels, nil),
-		free:     prometheus.NewDesc("mail_node_data_available_bytes", "Bytes still available to the node on the file system of its data directory.", nil, nil),
-		leader:   prometheus.NewDesc("mail_raft_shard_leader", "1 when this node leads the shard's Raft group.", labels, nil),
-		applied:  prometheus.NewDesc("mail_raft_shard_applied_index", "Last Raft log index applied to the shard's state.", labels, nil),
-		last:     prometheus.NewDesc("mail_raft_shard_last_index", "Last Raft log index stored for the shard.", labels, nil),
-		commit:   prometheus.NewDesc("mail_raft_shard_commit_index", "Commit index of the shard as this replica knows it.", labels, nil),
-		nodeUp:   prometheus.NewDesc("mail_cluster_node_up", "1 when the node answered this node within the last seconds, by node and region.", []string{"node", "region", "health"}, nil),
-		lag:      prometheus.NewDesc("mail_cluster_replica_lag_entries", "Committed entries a replica has not applied yet, by shard and node.", []string{"shard", "node"}, nil),
-		voters:   prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
-		hasLeadr: prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
-		opened:   prometheus.NewDesc("mail_cluster_connections_opened_total", "Connections this node opened to other nodes, by kind (raft, rpc); each is a TLS handshake, and a rate that follows the load means connections are not reused.", []string{"kind"}, nil),
-		stuck:    prometheus.NewDesc("mail_raft_shard_disk_stuck", "1 while a write of the replica to its disk (its Raft log, a commit of its state file) has not returned for longer than the stuck-write limit (a stalled volume, a failing device); a leader steps aside meanwhile and /readyz answers 503.", labels, nil),
-		skipped:  prometheus.NewDesc("mail_raft_shard_skipped_entries", "Log entries the replica could not decode and skipped (written by newer software, see the command levels in docs/operations.md); above zero, the replica may lack what they wrote: remove the node and let it join again.", labels, nil),
-		reads:    prometheus.NewDesc("mail_cluster_message_reads_total", "Reads of message contents (header, body, search record) by where they were served: this node's own replica, or the shard's leader (this node keeps no replica of the shard, or its replica lacked the message).", []string{"served_by"}, nil),
+		c:            c,
+		dataDir:      dataDir,
+		stopped:      prometheus.NewDesc("mail_raft_shard_stopped", "1 while the replica applies nothing because a write to its state file failed (a full disk, an I/O error); the node reopens it to replay its log.", labels, nil),
+		free:         prometheus.NewDesc("mail_node_data_available_bytes", "Bytes still available to the node on the file system of its data directory.", nil, nil),
+		leader:       prometheus.NewDesc("mail_raft_shard_leader", "1 when this node leads the shard's Raft group.", labels, nil),
+		applied:      prometheus.NewDesc("mail_raft_shard_applied_index", "Last Raft log index applied to the shard's state.", labels, nil),
+		last:         prometheus.NewDesc("mail_raft_shard_last_index", "Last Raft log index stored for the shard.", labels, nil),
+		commit:       prometheus.NewDesc("mail_raft_shard_commit_index", "Commit index of the shard as this replica knows it.", labels, nil),
+		nodeUp:       prometheus.NewDesc("mail_cluster_node_up", "1 when the node answered this node within the last seconds, by node and region.", []string{"node", "region", "health"}, nil),
+		lag:          prometheus.NewDesc("mail_cluster_replica_lag_entries", "Committed entries a replica has not applied yet, by shard and node.", []string{"shard", "node"}, nil),
+		voters:       prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
+		hasLeadr:     prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
+		opened:       prometheus.NewDesc("mail_cluster_connections_opened_total", "Connections this node opened to other nodes, by kind (raft, rpc); each is a TLS handshake, and a rate that follows the load means connections are not reused.", []string{"kind"}, nil),
+		stuck:        prometheus.NewDesc("mail_raft_shard_disk_stuck", "1 while a write of the replica to its disk (its Raft log, a commit of its state file) has not returned for longer than the stuck-write limit (a stalled volume, a failing device); a leader steps aside meanwhile and /readyz answers 503.", labels, nil),
+		skipped:      prometheus.NewDesc("mail_raft_shard_skipped_entries", "Log entries the replica could not decode and skipped (written by newer software, see the command levels in docs/operations.md); above zero, the replica may lack what they wrote: remove the node and let it join again.", labels, nil),
+		logWrites:    prometheus.NewDesc("mail_raft_log_write_seconds", "Time of the replica's appends to its Raft log, each a batch of entries written and synced: the disk's sync latency as the write path sees it, on a leader before it replicates and on a follower before it answers.", labels, nil),
+		stateCommits: prometheus.NewDesc("mail_raft_state_commit_seconds", "Time of the commits of the replica's state file (bbolt, two syncs each), grouped over many entries off the write path.", labels, nil),
+		applies:      prometheus.NewDesc("mail_raft_apply_seconds", "Time from the proposal of a command by this replica as leader to its apply: the log write on a quorum, the round trip to the followers, the apply; a write's acknowledgement waits for it.", labels, nil),
+		reads:        prometheus.NewDesc("mail_cluster_message_reads_total", "Reads of message contents (header, body, search record) by where they were served: this node's own replica, or the shard's leader (this node keeps no replica of the shard, or its replica lacked the message).", []string{"served_by"}, nil),
 	}
 }
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.stuck, c.free, c.opened, c.reads, c.skipped} {
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.stuck, c.free, c.opened, c.reads, c.skipped,
+		c.logWrites, c.stateCommits, c.applies} {
 		ch <- d
 	}
 }
@@ -253,6 +261,10 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, stuck, id)
 		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.GaugeValue, float64(st.Skipped), id)
+		times := s.Times()
+		ch <- timesHistogram(c.logWrites, times.LogWrites, id)
+		ch <- timesHistogram(c.stateCommits, times.StateCommits, id)
+		ch <- timesHistogram(c.applies, times.Applies, id)
 	}
 	if free, ok := availableBytes(c.dataDir); ok {
 		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, free)
@@ -287,6 +299,16 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.voters, prometheus.GaugeValue, voters, id)
 		ch <- prometheus.MustNewConstMetric(c.hasLeadr, prometheus.GaugeValue, has, id)
 	}
+}
+
+// timesHistogram turns a replica's latency histogram into a Prometheus
+// histogram in seconds.
+func timesHistogram(d *prometheus.Desc, wt raftstore.WriteTimes, shard string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(wt.Buckets))
+	for i, n := range wt.Buckets {
+		buckets[raftstore.WriteTimeBounds[i].Seconds()] = n
+	}
+	return prometheus.MustNewConstHistogram(d, wt.Count, wt.Sum.Seconds(), buckets, shard)
 }
 
 // quotaRefused counts a change the mail store refused for quota (the

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +157,17 @@ func TestNodeServesEveryListener(t *testing.T) {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}
+	}
+	// Every replica's latency histograms; the meta shard's log has had
+	// at least its bootstrap configuration written.
+	for _, want := range []string{`mail_raft_apply_seconds_bucket{shard="1",le="0.001"} `, `mail_raft_state_commit_seconds_sum{shard="2"} `,
+		`mail_raft_log_write_seconds_bucket{shard="1",le="+Inf"} `} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^mail_raft_log_write_seconds_count\{shard="0"\} [1-9]`).MatchString(body) {
+		t.Errorf("/metrics: the meta shard's log writes were not counted")
 	}
 }
 

@@ -152,6 +152,8 @@ type Shard struct {
 	writes writeGate
 	// skipped is the count of skipped entries Status read last.
 	skipped atomic.Uint64
+	// applies times the commands this replica proposed (Times).
+	applies timeHist
 }
 
 // Open opens (and on first use, creates and bootstraps) a shard replica.
@@ -348,11 +350,15 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 		return nil, ErrNotLeader
 	}
 	data := schema.EncodeCommand(cmd)
+	proposed := time.Now()
 	f := s.raft.Apply(data, time.Until(deadline(ctx, 30*time.Second)))
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
+		if err == nil {
+			s.applies.observe(time.Since(proposed))
+		}
 		if err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 				errors.Is(err, raft.ErrLeadershipTransferInProgress) {

@@ -37,13 +37,21 @@ func (g *writeGate) set(on bool) {
 }
 
 // writeClock records when a write to the disk that is under way began,
-// so that one that hangs can be told from one that is slow.
+// so that one that hangs can be told from one that is slow, and how long
+// the writes that ended took (Shard.Times). One write is under way at a
+// time.
 type writeClock struct {
 	start atomic.Int64 // leaseClock at the start, plus one so that zero means none
+	times timeHist
 }
 
 func (w *writeClock) begin() { w.start.Store(int64(leaseClock()) + 1) }
-func (w *writeClock) end()   { w.start.Store(0) }
+
+func (w *writeClock) end() {
+	if start := w.start.Swap(0); start != 0 {
+		w.times.observe(leaseClock() - time.Duration(start-1))
+	}
+}
 
 // lasted returns how long the write under way has lasted, or zero when
 // none is.
