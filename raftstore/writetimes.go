@@ -8,7 +8,7 @@ import (
 // WriteTimeBounds are the upper bounds of the buckets of WriteTimes: a
 // log append on a fast disk takes a fraction of a millisecond, a state
 // file's commit a few, and one on a failing device seconds.
-var WriteTimeBounds = []time.Duration{
+var WriteTimeBounds = [...]time.Duration{
 	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
 	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
 	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
@@ -30,7 +30,7 @@ type WriteTimes struct {
 // timeHist collects WriteTimes without locks: it is observed on the
 // write path and read at scrape time.
 type timeHist struct {
-	counts [17]atomic.Uint64 // by bucket of WriteTimeBounds, then above them all
+	counts [len(WriteTimeBounds) + 1]atomic.Uint64 // by bucket of WriteTimeBounds, then above them all
 	sum    atomic.Int64
 }
 
