@@ -356,9 +356,6 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
-		if err == nil {
-			s.applies.observe(time.Since(proposed))
-		}
 		if err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 				errors.Is(err, raft.ErrLeadershipTransferInProgress) {
@@ -369,6 +366,7 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 			}
 			return nil, fmt.Errorf("apply %s: %w", cmd.Payload.Op(), err)
 		}
+		s.applies.observe(time.Since(proposed))
 	case <-ctx.Done():
 		return nil, fmt.Errorf("apply %s: %w", cmd.Payload.Op(), ctx.Err())
 	case <-s.closed:
