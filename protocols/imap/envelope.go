@@ -16,13 +16,6 @@ import (
 // an open group still closed, so a list may have two entries more).
 const maxEnvelopeAddresses = 1000
 
-// envelopeOf parses the header section at the start of msg into an
-// ENVELOPE. A malformed header yields what could be parsed.
-func envelopeOf(msg []byte) *imap.Envelope {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
-	return envelopeOfHeader(h)
-}
-
 // envelopeOfHeader builds the ENVELOPE of a parsed header. The library
 // supplies the date, subject and message ids; the address lists are ours,
 // because the library drops groups (RFC 5322 section 3.4) where RFC 3501
@@ -32,7 +25,9 @@ func envelopeOfHeader(h textproto.Header) *imap.Envelope {
 	return env
 }
 
-// routedEnvelopeOf is envelopeOf with the obs-routes of its addresses.
+// routedEnvelopeOf parses the header section at the start of msg into an
+// ENVELOPE, with the obs-routes of its addresses. A malformed header
+// yields what could be parsed.
 func routedEnvelopeOf(msg []byte) (*imap.Envelope, []envelopeRoute) {
 	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	return parseEnvelope(h)
@@ -43,8 +38,8 @@ func routedEnvelopeOf(msg []byte) (*imap.Envelope, []envelopeRoute) {
 func parseEnvelope(h textproto.Header) (*imap.Envelope, []envelopeRoute) {
 	env := imapserver.ExtractEnvelope(h)
 	var routes []envelopeRoute
-	for f, name := range envelopeFieldNames {
-		*envelopeField(env, f) = routedAddresses(h.Get(name), f, &routes)
+	for f, field := range envelopeFields {
+		*field.list(env) = routedAddresses(h.Get(field.name), f, &routes)
 	}
 	return env, routes
 }
@@ -54,32 +49,23 @@ func parseEnvelope(h textproto.Header) (*imap.Envelope, []envelopeRoute) {
 // 7.4.2 answers as the address's at-domain-list ("@relay1,@relay2") and
 // imap.Address has no field for: the front writes it (envroute.go).
 type envelopeRoute struct {
-	field int // an index into envelopeFieldNames
+	field int // an index into envelopeFields
 	index int // the address's index in the field's list
 	adl   string
 }
 
-// envelopeFieldNames are the header fields of an ENVELOPE's address
-// lists, in envelopeField's order.
-var envelopeFieldNames = [...]string{"From", "Sender", "Reply-To", "To", "Cc", "Bcc"}
-
-// envelopeField returns the address list of env that holds the header
-// field envelopeFieldNames[f].
-func envelopeField(env *imap.Envelope, f int) *[]imap.Address {
-	switch f {
-	case 0:
-		return &env.From
-	case 1:
-		return &env.Sender
-	case 2:
-		return &env.ReplyTo
-	case 3:
-		return &env.To
-	case 4:
-		return &env.Cc
-	default:
-		return &env.Bcc
-	}
+// envelopeFields are an ENVELOPE's address lists and the header fields
+// they come from.
+var envelopeFields = [...]struct {
+	name string
+	list func(*imap.Envelope) *[]imap.Address
+}{
+	{"From", func(e *imap.Envelope) *[]imap.Address { return &e.From }},
+	{"Sender", func(e *imap.Envelope) *[]imap.Address { return &e.Sender }},
+	{"Reply-To", func(e *imap.Envelope) *[]imap.Address { return &e.ReplyTo }},
+	{"To", func(e *imap.Envelope) *[]imap.Address { return &e.To }},
+	{"Cc", func(e *imap.Envelope) *[]imap.Address { return &e.Cc }},
+	{"Bcc", func(e *imap.Envelope) *[]imap.Address { return &e.Bcc }},
 }
 
 // envelopeAddresses parses an address-list field value into ENVELOPE

@@ -87,7 +87,7 @@ func TestEnvelopeRoutes(t *testing.T) {
 		if r != want[i] {
 			t.Errorf("route %d = %+v, want %+v", i, r, want[i])
 		}
-		if a := (*envelopeField(env, r.field))[r.index]; a.Mailbox == "" || a.Host == "" {
+		if a := (*envelopeFields[r.field].list(env))[r.index]; a.Mailbox == "" || a.Host == "" {
 			t.Errorf("route %d names %+v, not a mailbox", i, a)
 		}
 	}

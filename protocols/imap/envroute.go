@@ -70,7 +70,7 @@ func (t *routeTokens) tokenise(env *imap.Envelope, routes []envelopeRoute) *imap
 	out := *env
 	copied := map[int]bool{}
 	for _, r := range routes {
-		list := envelopeField(&out, r.field)
+		list := envelopeFields[r.field].list(&out)
 		if r.index >= len(*list) || len(t.byNumber) >= maxRouteTokens {
 			continue
 		}

@@ -100,7 +100,7 @@ func FuzzMessage(f *testing.F) {
 	f.Add([]byte("Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: x\r\n\r\ny\r\n--d--\r\n"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		checkStructure(t, bodyStructureOf(msg))
-		_ = envelopeOf(msg)
+		_, _ = routedEnvelopeOf(msg)
 		_ = containsText(msg, "x", true)
 		for _, part := range [][]int{nil, {1}, {2, 1}, {1, 1, 1}} {
 			for _, spec := range []imap.PartSpecifier{imap.PartSpecifierNone, imap.PartSpecifierHeader, imap.PartSpecifierText, imap.PartSpecifierMIME} {
