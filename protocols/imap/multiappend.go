@@ -92,7 +92,13 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 		wire := append(cmd.Wire, cmd.Pending.Marker(false)...)
 		wire = append(wire, '\r', '\n')
 		wire = append(wire, first...)
-		wire = append(wire, rest...)
+		if utf8Data {
+			wire = append(wire, rest...)
+		}
+		// Otherwise rest holds white space at most, which the library
+		// must not see: after a message literal it answers nothing to
+		// anything but CRLF (go-imap v2.0.0-beta.8, handleAppend), and
+		// the front would wait for that answer for ever.
 		wire = append(wire, '\r', '\n')
 		if err := f.forward(wire); err != nil {
 			return false

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // mailboxCount returns the number of messages in a mailbox (STATUS).
@@ -134,4 +136,41 @@ func FuzzAppendTail(f *testing.F) {
 			t.Fatalf("%d flags from %d tokens", len(it.flags), len(toks))
 		}
 	})
+}
+
+// White space after the message literal of a one-message APPEND is
+// answered like a bare CRLF. The library, given it, stored the message
+// and answered nothing (go-imap v2.0.0-beta.8), and the session waited
+// for that answer until the idle timeout, client gone or not (found by
+// FuzzSession).
+func TestAppendWhiteSpaceAfterLiteral(t *testing.T) {
+	ts := newTestServer(t)
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	m := simpleMessage("a@example.net", testUser, "spaced", "Mon, 02 Jan 2026 15:04:05 +0000", "body")
+	rc.send("s1 APPEND INBOX {" + itoaTest(len(m)) + "}\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("literal: %q", l)
+	}
+	rc.send(m + "  \r\n")
+	if st := rc.expectTagged("s1"); !strings.HasPrefix(st, "OK [APPENDUID ") {
+		t.Fatalf("APPEND with spaces after the literal: %q", st)
+	}
+	rc.send("s2 APPEND INBOX (\\Seen) {" + itoaTest(len(m)) + "+}\r\n" + m + "   \r\n")
+	if st := rc.expectTagged("s2"); !strings.HasPrefix(st, "OK [APPENDUID ") {
+		t.Fatalf("APPEND with spaces after a non-synchronizing literal: %q", st)
+	}
+	rc.stillInSync()
+	acct := ts.env.Login(t, testUser, testPassword)
+	inbox, err := acct.Mailbox(context.Background(), schema.InboxName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := acct.Snapshot(context.Background(), inbox.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Messages) != 2 {
+		t.Fatalf("%d messages stored, want 2", len(snap.Messages))
+	}
 }

@@ -1,0 +1,159 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// fuzzMessages is the INBOX every fuzzed session starts from: plain
+// text, a multipart with a base64 text part and an attachment, and a
+// message/rfc822 with encoded words, so that FETCH, SEARCH, SORT and
+// THREAD have structure to walk.
+var fuzzMessages = []string{
+	simpleMessage("sender@example.net", testUser, "plain one", "Mon, 01 Jan 2024 10:00:00 +0000", "needle in the first body"),
+	"From: =?utf-8?q?J=C3=B6rg?= <jorg@example.net>\r\nTo: " + testUser + ", <@route:bob@example.org>\r\n" +
+		"Subject: Re: plain one\r\nDate: Tue, 02 Jan 2024 11:00:00 +0100\r\nMessage-ID: <b@example.net>\r\n" +
+		"In-Reply-To: <a@example.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n" +
+		"--outer\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		base64.StdEncoding.EncodeToString([]byte("second body, decoded needle\r\n")) + "\r\n" +
+		"--outer\r\nContent-Type: application/octet-stream; name=x.bin\r\nContent-Disposition: attachment; filename=x.bin\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n--outer--\r\n",
+	"From: carol@example.net\r\nTo: " + testUser + "\r\nSubject: =?iso-8859-1?q?caf=E9?=\r\n" +
+		"Date: Wed, 03 Jan 2024 12:00:00 +0000\r\nReferences: <a@example.net> <b@example.net>\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n" +
+		"From: inner@example.net\r\nSubject: inner\r\n\r\ninner body\r\n",
+}
+
+// FuzzSession drives whole IMAP sessions over TCP against a server on
+// the in-memory store, each starting (when login is set) logged in with
+// INBOX selected and the three fuzzMessages in it. It checks that the
+// server answers the login, that every session ends once the client has
+// sent everything and closed its side, and that no command panics: a
+// panic in the front or the session's own code stops the process (and
+// the fuzzer with it), and one the library recovers is in the log. The
+// INBOX is restored after a session that changed it.
+func FuzzSession(f *testing.F) {
+	ts := newTestServer(f, withGuard(protocols.NewAuthGuard(protocols.AuthGuardConfig{}, nil)))
+	acct := ts.env.Login(f, testUser, testPassword)
+	ctx := context.Background()
+	inbox, err := acct.Mailbox(ctx, schema.InboxName)
+	if err != nil {
+		f.Fatal(err)
+	}
+	fill := func(t testing.TB) {
+		snap, err := acct.Snapshot(ctx, inbox.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Messages) == len(fuzzMessages) {
+			return
+		}
+		var all []schema.ExpungeTarget
+		for _, m := range snap.Messages {
+			all = append(all, schema.ExpungeTarget{UID: m.UID})
+		}
+		if len(all) > 0 {
+			if _, err := acct.Expunge(ctx, inbox.ID, all); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, m := range fuzzMessages {
+			if _, err := acct.Append(ctx, inbox.ID, []byte(m), nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill(f)
+
+	for _, seed := range []string{
+		"a FETCH 1:* (FLAGS UID ENVELOPE BODYSTRUCTURE RFC822.SIZE INTERNALDATE)\r\nb UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (From Subject)] BODY[1.MIME] BINARY.PEEK[1]<0.10>)\r\n",
+		"a UID SEARCH CHARSET UTF-8 OR BODY needle SUBJECT \"plain\" NOT DELETED\r\nb SEARCH RETURN (MIN MAX COUNT SAVE) TEXT needle\r\nc FETCH $ (UID)\r\n",
+		"a SORT (REVERSE DATE SUBJECT) UTF-8 ALL\r\nb UID THREAD REFERENCES UTF-8 ALL\r\nc THREAD ORDEREDSUBJECT US-ASCII SINCE 1-Jan-2024\r\n",
+		"a ENABLE CONDSTORE QRESYNC\r\nb SELECT INBOX (QRESYNC (1 1 1:3))\r\nc UID STORE 1:* (UNCHANGEDSINCE 5) +FLAGS (\\Seen $Junk)\r\nd FETCH 1:* (MODSEQ) (CHANGEDSINCE 1 VANISHED)\r\n",
+		"a STORE 2 +FLAGS.SILENT (\\Deleted)\r\nb UID EXPUNGE 2\r\nc COPY 1 Trash\r\nd MOVE 1 Archive\r\ne CREATE Archive\r\nf UID MOVE 1:* Archive\r\n",
+		"a APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n\r\n b APPEND Drafts {5+}\r\nhello\r\n",
+		"a LIST \"\" * RETURN (CHILDREN SPECIAL-USE STATUS (MESSAGES UIDNEXT SIZE))\r\nb LIST (SUBSCRIBED) \"\" \"%\"\r\nc STATUS INBOX (MESSAGES UNSEEN HIGHESTMODSEQ)\r\n",
+		"a GETQUOTAROOT INBOX\r\nb GETQUOTA \"\"\r\nc NAMESPACE\r\nd ID (\"name\" \"fuzz\")\r\ne IDLE\r\nDONE\r\nf NOOP\r\n",
+		"a FETCH 1:* (BODY[]<0.5> BODY[2.1] BODY[TEXT]) (PARTIAL -1:-2)\r\nb UID SEARCH RETURN (PARTIAL 1:10) ALL\r\n",
+		"a RENAME Archive Old\r\nb DELETE Old\r\nc UNSELECT\r\nd EXAMINE INBOX\r\ne CLOSE\r\nf LOGOUT\r\n",
+		"a COMPRESS DEFLATE\r\n\x00\x01\x02\xff",
+		"a FETCH 1 (BODY[1.2.3.4.5.6.7.8.9.10]<4294967295.4294967295>)\r\nb SEARCH HEADER X-Y \"\" LARGER 4294967295 UID 1:*\r\n",
+		"\x00\xff{4294967296}\r\n" + strings.Repeat("(", 200) + "\r\n",
+	} {
+		f.Add(true, []byte(seed))
+	}
+	for _, seed := range []string{
+		"a CAPABILITY\r\nb AUTHENTICATE PLAIN\r\n" + base64.StdEncoding.EncodeToString([]byte("\x00"+testUser+"\x00"+testPassword)) + "\r\nc SELECT INBOX\r\n",
+		"a LOGIN {17}\r\n" + testUser + " {15}\r\n" + testPassword + "\r\nb ID NIL\r\n",
+		"a STARTTLS\r\n\x16\x03\x01\x00\x05hello",
+		"a AUTHENTICATE PLAIN\r\n*\r\nb LOGIN x\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+	} {
+		f.Add(false, []byte(seed))
+	}
+
+	f.Fuzz(func(t *testing.T, login bool, input []byte) {
+		var script bytes.Buffer
+		if login {
+			fmt.Fprintf(&script, "A LOGIN %s %s\r\nB SELECT INBOX\r\n", testUser, testPassword)
+		}
+		script.Write(input)
+		ts.logs.Reset()
+
+		conn, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		type result struct {
+			out []byte
+			err error
+		}
+		read := make(chan result, 1)
+		go func() {
+			b, err := io.ReadAll(conn)
+			read <- result{b, err}
+		}()
+		// The server may close before it has read everything; a failed
+		// write is expected then, and so is a reset of the connection.
+		conn.Write(script.Bytes())
+		conn.(*net.TCPConn).CloseWrite()
+		r := <-read
+		out := r.out
+		if ne, ok := r.err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("session did not end 20 s after the client's last byte: %.200q", out[max(0, len(out)-200):])
+		}
+		if !bytes.HasPrefix(out, []byte("* OK")) {
+			t.Fatalf("no greeting: %.80q", out)
+		}
+		if login && !bytes.Contains(out, []byte("\r\nA OK")) {
+			t.Fatalf("login not answered OK: %.300q", out)
+		}
+		// Answers are whole lines, unless the session went on in TLS or
+		// compressed, whose records are not lines.
+		text := out
+		for _, switched := range []string{" OK Begin TLS negotiation now\r\n", " OK DEFLATE active\r\n"} {
+			if i := bytes.Index(text, []byte(switched)); i >= 0 {
+				text = text[:i+len(switched)]
+			}
+		}
+		if r.err == nil && !bytes.HasSuffix(text, []byte("\r\n")) {
+			t.Fatalf("output ends inside a line: %.80q", text[max(0, len(text)-80):])
+		}
+		if logs := ts.logs.String(); strings.Contains(logs, "panic") {
+			t.Fatalf("the server recovered a panic:\n%s", logs)
+		}
+		fill(t)
+	})
+}
