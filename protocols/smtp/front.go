@@ -117,6 +117,12 @@ type frontConn struct {
 	// go-smtp's refusal of one of its chunks (see chunkRefusal).
 	converted bool
 	refusal   []byte
+	// begun is made when the front hands go-smtp the first BDAT of a
+	// transfer (the client's, or the one that stands for DATA) and
+	// closed when the session's Data begins (dataBegun); hasRecipients
+	// is the session's, set when it starts. See awaitTransferStart.
+	begun         chan struct{}
+	hasRecipients func() bool
 
 	// Read state, only touched by Read (go-smtp's goroutine).
 	mode      frontMode
@@ -208,8 +214,62 @@ func (f *frontConn) tlsState() (tls.ConnectionState, bool) {
 }
 
 // Read hands go-smtp the next client bytes: one command line (rewritten
-// when it is a bare postmaster RCPT), or message content.
+// when it is a bare postmaster RCPT), or message content. An error (the
+// client gone, a timeout) is handed on once a transfer's Data has begun
+// (awaitTransferStart).
 func (f *frontConn) Read(p []byte) (int, error) {
+	n, err := f.read(p)
+	if err != nil {
+		f.awaitTransferStart()
+	}
+	return n, err
+}
+
+// awaitTransferStart waits, for at most bdatSettleTimeout, until the
+// session's Data of a BDAT transfer go-smtp has begun is running.
+// go-smtp v0.25.1 (and v0.26.0) starts Data on a goroutine of its own
+// that asks the connection for its session; a read error ends the
+// connection, whose Close clears the session, and a goroutine that got
+// there second dereferenced nil. go-smtp recovered that panic, but it was
+// logged as an error, with its stack, whenever a client went away right
+// after DATA. A transfer go-smtp refused (no recipient yet) starts no
+// goroutine, so there is nothing to wait for.
+func (f *frontConn) awaitTransferStart() {
+	f.mu.Lock()
+	begun, ready := f.begun, f.hasRecipients
+	f.mu.Unlock()
+	if begun == nil || ready == nil || !ready() {
+		return
+	}
+	timer := time.NewTimer(bdatSettleTimeout)
+	defer timer.Stop()
+	select {
+	case <-begun:
+	case <-timer.C:
+	}
+}
+
+// dataBegun tells the front that the session's Data of the transfer in
+// progress is running.
+func (f *frontConn) dataBegun() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.begun != nil {
+		close(f.begun)
+		f.begun = nil
+	}
+}
+
+// watchRecipients gives the front the session's check of whether its
+// transaction has recipients, which go-smtp requires before BDAT.
+func (f *frontConn) watchRecipients(hasRecipients func() bool) {
+	f.mu.Lock()
+	f.hasRecipients = hasRecipients
+	f.mu.Unlock()
+}
+
+// read is Read without the wait.
+func (f *frontConn) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -397,6 +457,7 @@ func (f *frontConn) command(line []byte) []byte {
 		f.divert = divertOpen
 		f.converted = true
 		f.refusal = f.refusal[:0]
+		f.begun = make(chan struct{})
 		f.mu.Unlock()
 		return []byte("BDAT 0\r\n")
 	}
@@ -406,6 +467,7 @@ func (f *frontConn) command(line []byte) []byte {
 			f.clientChunking = false
 			f.mu.Lock()
 			f.converted = false
+			f.begun = nil
 			f.mu.Unlock()
 		}
 	}
@@ -417,6 +479,11 @@ func (f *frontConn) command(line []byte) []byte {
 		size, ok := bdatChunkSize(text[5:])
 		if ok && size > 0 {
 			f.mode, f.chunkLeft = frontChunk, size
+		}
+		if ok && !f.clientChunking {
+			f.mu.Lock()
+			f.begun = make(chan struct{})
+			f.mu.Unlock()
 		}
 		f.clientChunking = !ok || !strings.HasSuffix(strings.ToUpper(strings.TrimSpace(text)), " LAST")
 	case "RCPT":

@@ -33,7 +33,7 @@ const (
 // fixture is an in-memory store with three users, TLS configurations and
 // a log buffer shared by the servers of one test.
 type fixture struct {
-	t         *testing.T
+	t         testing.TB
 	env       *protocoltest.Env
 	serverTLS *tls.Config
 	clientTLS *tls.Config
@@ -41,7 +41,7 @@ type fixture struct {
 	infoLogs  *logBuffer // info level and above
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	env := protocoltest.NewStore(t)
 	env.AddUser(t, alice, alicePW)
@@ -243,6 +243,13 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
+}
+
+// Reset drops what was collected so far.
+func (b *logBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
 }
 
 func (b *logBuffer) contains(s string) bool {

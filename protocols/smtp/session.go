@@ -110,10 +110,21 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		log:    log,
 		helo:   c.Hostname(),
 	}
+	if f, ok := c.Conn().(*frontConn); ok {
+		f.watchRecipients(sess.hasRecipients)
+	}
 	_, isTLS := connTLS(c)
 	sess.log.Info("session started", "tls", isTLS)
 	sess.log.Debug("client hello", "helo", sanitize(c.Hostname(), 255))
 	return sess, nil
+}
+
+// hasRecipients reports whether the transaction has a sender and a
+// recipient, as go-smtp requires before it takes message data.
+func (s *session) hasRecipients() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tx.fromSet && len(s.tx.rcpts) > 0
 }
 
 // Reset discards the transaction in progress (RSET, a new EHLO, the end of
