@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -147,8 +148,11 @@ type frontConn struct {
 	remote net.Addr
 	rd     *imapwire.Reader
 	// pipe is the front's end of the pipe to the library.
-	pipe   net.Conn
-	events chan relayEvent
+	pipe net.Conn
+	// accepted is the connection as accepted, under any TLS: closing it
+	// ends the client's connection without taking mu (recoverPanic).
+	accepted net.Conn
+	events   chan relayEvent
 	// quit is closed when the front ends, so the relay never waits for
 	// it; relayDone is closed when the relay has ended.
 	quit      chan struct{}
@@ -257,7 +261,9 @@ func (s *Server) serveFront(conn net.Conn, id uint64) {
 		quit:      make(chan struct{}),
 		relayDone: make(chan struct{}),
 		conn:      conn,
+		accepted:  conn,
 	}
+	defer f.recoverPanic("commands")
 	f.bw = bufio.NewWriterSize(connWriter{f}, relayBuffer)
 	f.rd = imapwire.NewReader(bufio.NewReaderSize(conn, frontReadBuffer), imapwire.Limits{})
 	f.rd.Continue = func() error { return f.writeLine("+ Ready for literal data") }
@@ -302,6 +308,22 @@ func (s *Server) serveFront(conn net.Conn, id uint64) {
 		}
 	}
 	f.serve()
+}
+
+// recoverPanic, deferred first in each goroutine of a connection, keeps a
+// bug that a client's input reaches from ending the process and every
+// other session with it: the panic is logged with its stack (which holds
+// no message content) and the connection closed. The library recovers
+// panics in its own goroutine (its commands, our session's methods) the
+// same way; the front's goroutines are ours.
+func (f *frontConn) recoverPanic(where string) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	f.log.Error("panic serving a connection; it is closed", "goroutine", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	f.accepted.Close()
+	f.pipe.Close()
 }
 
 // awaitLibraryGreeting waits until the relay has seen the library's
@@ -458,8 +480,14 @@ func (f *frontConn) writeLine(s string) error {
 	return f.flushLocked()
 }
 
+// testHookRun, when set, is called with each command the front runs.
+var testHookRun func(cmd *imapwire.Command)
+
 // run runs one command; false ends the connection.
 func (f *frontConn) run(cmd *imapwire.Command) bool {
+	if testHookRun != nil {
+		testHookRun(cmd)
+	}
 	if (cmd.Name == "LIST" || cmd.Name == "LSUB") && f.listUndecodable(cmd) != nil && f.isAuthenticated() {
 		// No mailbox has a name that does not decode, so a reference or
 		// pattern that does not matches nothing: an empty answer, as

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/imap/imapwire"
 )
 
 // expectTagged reads lines until the one tagged tag and returns it; it
@@ -414,4 +415,32 @@ func BenchmarkSelectFetch(b *testing.B) {
 			}
 		})
 	}
+}
+
+// A panic in the front's own goroutine closes that connection and is
+// logged; the process and the other sessions go on.
+func TestFrontPanicClosesOnlyItsConnection(t *testing.T) {
+	testHookRun = func(cmd *imapwire.Command) {
+		if cmd.Tag == "boom" {
+			var m map[string]int
+			m["x"]++ // a nil map: a runtime panic, as a bug would give
+		}
+	}
+	t.Cleanup(func() { testHookRun = nil })
+	ts := newTestServer(t)
+	other := dialRaw(t, ts.addr)
+	other.mustOK("LOGIN " + testUser + " " + testPassword)
+
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.send("boom NOOP\r\n")
+	rc.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(rc.r); err != nil || len(rest) != 0 {
+		t.Fatalf("after the panic: %q, %v; want the connection closed", rest, err)
+	}
+	waitFor(t, "the panic logged", func() bool { return strings.Contains(ts.logs.String(), "panic serving a connection") })
+
+	other.mustOK("NOOP")
+	fresh := dialRaw(t, ts.addr)
+	fresh.mustOK("LOGIN " + testUser + " " + testPassword)
 }

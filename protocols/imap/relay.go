@@ -23,6 +23,7 @@ import (
 // f.events once they are flushed to the client. When the library closes
 // the pipe, the relay closes the client's connection.
 func (f *frontConn) relay() {
+	defer f.recoverPanic("relay")
 	defer close(f.relayDone)
 	defer f.closeClient()
 	defer close(f.events)

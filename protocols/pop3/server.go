@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,7 +244,17 @@ func (s *Server) Close() error {
 func (s *Server) serveConn(conn net.Conn) {
 	id := s.nextID.Add(1)
 	ip := protocols.RemoteIP(conn.RemoteAddr())
-	sess := newSession(s, conn, s.log.With("conn", id, "remote_ip", ip.String()))
+	log := s.log.With("conn", id, "remote_ip", ip.String())
+	defer func() {
+		// A bug that a client's input reaches ends this connection, not
+		// the process and every other session with it. The stack holds
+		// no message content.
+		if v := recover(); v != nil {
+			log.Error("panic serving a connection; it is closed", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			conn.Close()
+		}
+	}()
+	sess := newSession(s, conn, log)
 	// The pre-login timeouts of a protocols.TimeoutListener end with the
 	// AUTHORIZATION state. The connection asks on this goroutine, the
 	// only one that reads it and changes the state.

@@ -147,9 +147,15 @@ func (s *session) serve() {
 	}
 }
 
+// testHookHandle, when set, is called with each command line.
+var testHookHandle func(line []byte)
+
 // handle parses and runs one command line, and reports it to the
 // observer. An error ends the session.
 func (s *session) handle(line []byte) error {
+	if testHookHandle != nil {
+		testHookHandle(line)
+	}
 	obs := s.srv.cfg.Observer
 	if obs == nil {
 		return s.run(line)
