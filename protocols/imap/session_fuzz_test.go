@@ -2,17 +2,13 @@ package imap
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mailcluster/mailcluster/protocols"
-	"github.com/mailcluster/mailcluster/raftstore/schema"
+	"github.com/mailcluster/mailcluster/protocols/protocoltest"
 )
 
 // fuzzMessages is the INBOX every fuzzed session starts from: plain
@@ -45,35 +41,7 @@ var fuzzMessages = []string{
 func FuzzSession(f *testing.F) {
 	ts := newTestServer(f, withGuard(protocols.NewAuthGuard(protocols.AuthGuardConfig{}, nil)))
 	acct := ts.env.Login(f, testUser, testPassword)
-	ctx := context.Background()
-	inbox, err := acct.Mailbox(ctx, schema.InboxName)
-	if err != nil {
-		f.Fatal(err)
-	}
-	fill := func(t testing.TB) {
-		snap, err := acct.Snapshot(ctx, inbox.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(snap.Messages) == len(fuzzMessages) {
-			return
-		}
-		var all []schema.ExpungeTarget
-		for _, m := range snap.Messages {
-			all = append(all, schema.ExpungeTarget{UID: m.UID})
-		}
-		if len(all) > 0 {
-			if _, err := acct.Expunge(ctx, inbox.ID, all); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, m := range fuzzMessages {
-			if _, err := acct.Append(ctx, inbox.ID, []byte(m), nil, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	fill(f)
+	protocoltest.ResetInbox(f, acct, fuzzMessages)
 
 	for _, seed := range []string{
 		"a FETCH 1:* (FLAGS UID ENVELOPE BODYSTRUCTURE RFC822.SIZE INTERNALDATE)\r\nb UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (From Subject)] BODY[1.MIME] BINARY.PEEK[1]<0.10>)\r\n",
@@ -109,31 +77,7 @@ func FuzzSession(f *testing.F) {
 		}
 		script.Write(input)
 		ts.logs.Reset()
-
-		conn, err := net.Dial("tcp", ts.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		type result struct {
-			out []byte
-			err error
-		}
-		read := make(chan result, 1)
-		go func() {
-			b, err := io.ReadAll(conn)
-			read <- result{b, err}
-		}()
-		// The server may close before it has read everything; a failed
-		// write is expected then, and so is a reset of the connection.
-		conn.Write(script.Bytes())
-		conn.(*net.TCPConn).CloseWrite()
-		r := <-read
-		out := r.out
-		if ne, ok := r.err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("session did not end 20 s after the client's last byte: %.200q", out[max(0, len(out)-200):])
-		}
+		out, err := protocoltest.Script(t, ts.addr, script.Bytes())
 		if !bytes.HasPrefix(out, []byte("* OK")) {
 			t.Fatalf("no greeting: %.80q", out)
 		}
@@ -148,12 +92,12 @@ func FuzzSession(f *testing.F) {
 				text = text[:i+len(switched)]
 			}
 		}
-		if r.err == nil && !bytes.HasSuffix(text, []byte("\r\n")) {
+		if err == nil && !bytes.HasSuffix(text, []byte("\r\n")) {
 			t.Fatalf("output ends inside a line: %.80q", text[max(0, len(text)-80):])
 		}
 		if logs := ts.logs.String(); strings.Contains(logs, "panic") {
 			t.Fatalf("the server recovered a panic:\n%s", logs)
 		}
-		fill(t)
+		protocoltest.ResetInbox(t, acct, fuzzMessages)
 	})
 }

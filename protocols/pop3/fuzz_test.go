@@ -45,28 +45,7 @@ func FuzzSession(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	fill := func(t testing.TB) {
-		snap, err := acct.Snapshot(ctx, inbox.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(snap.Messages) == len(threeMessages) {
-			return
-		}
-		var all []schema.ExpungeTarget
-		for _, m := range snap.Messages {
-			all = append(all, schema.ExpungeTarget{UID: m.UID})
-		}
-		if _, err := acct.Expunge(ctx, inbox.ID, all); err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range threeMessages {
-			if _, err := acct.Append(ctx, inbox.ID, []byte(m), nil, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	fill(f)
+	protocoltest.ResetInbox(f, acct, threeMessages)
 
 	for _, seed := range []string{
 		"STAT\r\nLIST\r\nUIDL\r\nRETR 1\r\nTOP 2 1\r\nDELE 3\r\nRSET\r\n",
@@ -144,6 +123,6 @@ func FuzzSession(f *testing.F) {
 		if len(snap.Messages) != len(threeMessages) && !signedOff {
 			t.Fatalf("%d messages left without an acknowledged QUIT", len(snap.Messages))
 		}
-		fill(t)
+		protocoltest.ResetInbox(t, acct, threeMessages)
 	})
 }

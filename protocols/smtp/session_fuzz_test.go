@@ -3,14 +3,12 @@ package smtp
 import (
 	"bytes"
 	"encoding/base64"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/protocoltest"
 )
 
 // FuzzSession drives whole SMTP sessions over TCP against an MX server
@@ -66,35 +64,13 @@ func FuzzSession(f *testing.F) {
 		}
 		script.Write(input)
 		logs.Reset()
-
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		type result struct {
-			out []byte
-			err error
-		}
-		read := make(chan result, 1)
-		go func() {
-			b, err := io.ReadAll(conn)
-			read <- result{b, err}
-		}()
-		// The server may close before it has read everything; a failed
-		// write is expected then, and so is a reset of the connection.
-		conn.Write(script.Bytes())
-		conn.(*net.TCPConn).CloseWrite()
-		r := <-read
-		out := r.out
-		if ne, ok := r.err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("session did not end 20 s after the client's last byte: %.200q", out[max(0, len(out)-200):])
-		}
+		out, err := protocoltest.Script(t, addr, script.Bytes())
 		if !bytes.HasPrefix(out, []byte("220 ")) {
 			t.Fatalf("no greeting: %.80q", out)
 		}
-		if prelude && submission && !bytes.Contains(out, []byte("\r\n235 ")) {
+		// go-smtp refuses a line over its limit as soon as it reads it,
+		// before answering the commands pipelined ahead of it.
+		if prelude && submission && !bytes.Contains(out, []byte("\r\n235 ")) && !bytes.Contains(out, []byte("Too long line")) {
 			t.Fatalf("AUTH not accepted: %.300q", out)
 		}
 		// Replies are whole lines, unless the session went on in TLS.
@@ -102,7 +78,7 @@ func FuzzSession(f *testing.F) {
 		if i := bytes.Index(text, []byte(" Ready to start TLS\r\n")); i >= 0 {
 			text = text[:i+len(" Ready to start TLS\r\n")]
 		}
-		if r.err == nil && !bytes.HasSuffix(text, []byte("\r\n")) {
+		if err == nil && !bytes.HasSuffix(text, []byte("\r\n")) {
 			t.Fatalf("output ends inside a line: %.80q", text[max(0, len(text)-80):])
 		}
 		l := logs.String()
