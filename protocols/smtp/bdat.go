@@ -35,9 +35,6 @@ func (s *session) beginData(r io.Reader) (end func()) {
 	s.mu.Lock()
 	s.bdat = call
 	s.mu.Unlock()
-	if f, ok := s.conn.Conn().(*frontConn); ok {
-		f.dataBegun()
-	}
 	return func() { close(call.done) }
 }
 

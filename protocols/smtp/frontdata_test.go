@@ -3,13 +3,15 @@ package smtp
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"io"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailcluster/mailcluster/protocols/protocoltest"
 )
 
 // TestDataAsChunks sends DATA transfers to the MX port as a client does,
@@ -274,42 +276,43 @@ func TestDataSlowClient(t *testing.T) {
 }
 
 // A client that goes away right after DATA, or at the start of its own
-// BDAT transfer, ends the session without a panic. go-smtp starts the
-// session's Data on a goroutine that asks the connection for its session,
-// and the read error ended the connection (clearing the session) before
-// that goroutine ran: a nil dereference, recovered by go-smtp and logged
-// with its stack, in most of 300 such sessions on the development
-// machine. The front now hands the error on once Data has begun.
+// BDAT transfer, ends the session without a panic, on the MX port (the
+// front) and on submission (go-smtp's own reading, after AUTH). go-smtp
+// starts the session's Data on a goroutine that asks the connection for
+// its session, and the read error ended the connection (clearing the
+// session) before that goroutine ran: a nil dereference, recovered by
+// go-smtp and logged with its stack, in most of 300 such sessions on the
+// development machine. A read error is now handed on once Data has
+// begun.
 func TestClientGoneAtTransferStart(t *testing.T) {
 	f := newFixture(t)
-	cfg := f.config(ModeMX)
 	logs := &logBuffer{}
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	addr, _ := f.start(cfg, false)
-	txn := "EHLO client.example\r\nMAIL FROM:<" + remote + ">\r\nRCPT TO:<" + alice + ">\r\n"
-	for _, ending := range []string{"DATA\r\n", "BDAT 0\r\n", "BDAT 100\r\nSubject: cut"} {
-		for range 100 {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte(txn + ending)); err != nil {
-				t.Fatal(err)
-			}
-			c.(*net.TCPConn).CloseWrite()
-			if _, err := io.ReadAll(c); err != nil {
-				t.Fatalf("%q: session did not end: %v", ending, err)
-			}
-			c.Close()
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	mx := f.config(ModeMX)
+	mx.Logger = logger
+	mxAddr, _ := f.start(mx, false)
+	sub := f.config(ModeSubmission)
+	sub.Logger, sub.AllowInsecureAuth = logger, true
+	subAddr, _ := f.start(sub, false)
+	auth := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+alice+"\x00"+alicePW)) + "\r\n"
+	cases := []struct{ addr, script string }{
+		{mxAddr, "MAIL FROM:<" + remote + ">\r\nRCPT TO:<" + alice + ">\r\nDATA\r\n"},
+		{mxAddr, "MAIL FROM:<" + remote + ">\r\nRCPT TO:<" + alice + ">\r\nBDAT 0\r\n"},
+		{mxAddr, "MAIL FROM:<" + remote + ">\r\nRCPT TO:<" + alice + ">\r\nBDAT 100\r\nSubject: cut"},
+		{subAddr, auth + "MAIL FROM:<" + alice + ">\r\nRCPT TO:<" + bob + ">\r\nBDAT 0\r\n"},
+		{subAddr, auth + "MAIL FROM:<" + alice + ">\r\nRCPT TO:<" + bob + ">\r\nBDAT 100\r\nSubject: cut"},
+	}
+	for _, c := range cases {
+		for range 60 {
+			// Script fails the test if the session outlives the client.
+			protocoltest.Script(t, c.addr, []byte("EHLO client.example\r\n"+c.script))
 		}
 	}
-	// Every session has ended (each closed its connection); a Data still
-	// starting would have been waited for.
+	// Every session has ended, each after its Data began.
 	if strings.Contains(logs.String(), "panic") {
 		t.Fatalf("a panic was logged:\n%s", logs)
 	}
-	if len(f.inbox(alice, alicePW)) != 0 {
+	if len(f.inbox(alice, alicePW)) != 0 || len(f.inbox(bob, bobPW)) != 0 {
 		t.Fatalf("a cut message was stored")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
@@ -306,6 +308,9 @@ func (s *Server) backendSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 		return s.observe(c, sess), err
 	}
 	inner, ok := sess.(*session)
+	if t := trackedConnOf(c.Conn()); ok && t != nil {
+		t.holdErrorsFor(inner.transferPending)
+	}
 	tc := protocols.TimeoutConnOf(c.Conn())
 	if !ok || tc == nil {
 		return s.observe(c, sess), nil
@@ -338,6 +343,10 @@ type trackedConn struct {
 	closeFn func() error // closes the connection as accepted
 	srv     *Server
 
+	// transfer, when set (submission), says what a read error waits
+	// for: see Read.
+	transfer atomic.Pointer[func() <-chan struct{}]
+
 	once sync.Once
 	err  error
 
@@ -361,25 +370,63 @@ func (c *trackedConn) Close() error {
 	return c.err
 }
 
+// Read reads from the connection. On the submission ports go-smtp reads
+// it directly, and a read error ends the connection: one that comes while
+// a BDAT transfer go-smtp took has not reached the session's Data yet is
+// handed on once Data runs, at most bdatSettleTimeout later, for the
+// reason frontConn.awaitTransferStart gives. (On MX the front does that,
+// knowing which command came; here TLS may hide it, so a client gone
+// between its last RCPT and DATA or BDAT also waits.)
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	if pending := c.transfer.Load(); pending != nil {
+		if ch := (*pending)(); ch != nil {
+			timer := time.NewTimer(bdatSettleTimeout)
+			select {
+			case <-ch:
+			case <-timer.C:
+			}
+			timer.Stop()
+		}
+	}
+	return n, err
+}
+
+// holdErrorsFor sets what a read error waits for (Read).
+func (c *trackedConn) holdErrorsFor(pending func() <-chan struct{}) {
+	c.transfer.Store(&pending)
+}
+
 // Unwrap returns the connection as accepted, so that the TLS handshake
 // tracking of protocols.TrackHandshakes finds what lies under it.
 func (c *trackedConn) Unwrap() net.Conn { return c.Conn }
 
 // connIDOf returns the id of the tracked connection under c.
 func connIDOf(c net.Conn) (string, bool) {
+	if t := trackedConnOf(c); t != nil {
+		return t.id, true
+	}
+	return "", false
+}
+
+// trackedConnOf returns the tracked connection under c, or nil.
+func trackedConnOf(c net.Conn) *trackedConn {
 	for range 8 {
 		switch t := c.(type) {
 		case *trackedConn:
-			return t.id, true
+			return t
 		case *tls.Conn:
 			c = t.NetConn()
 		case *frontConn:
 			c = t.base
 		default:
-			return "", false
+			return nil
 		}
 	}
-	return "", false
+	return nil
 }
 
 // newConnID returns a random connection id, also used as the queue id in

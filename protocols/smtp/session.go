@@ -66,6 +66,11 @@ type transaction struct {
 	forward    map[string]bool // recipients forwarded out of the cluster (MX with Forwarder)
 	noLocal    map[string]bool // forwarded recipients with no local copy (SRS addresses, aliases of outside targets only)
 
+	// dataStart is made with the first recipient and closed when Data
+	// begins (dataStarted); see transferPending.
+	dataStart   chan struct{}
+	dataStarted bool
+
 	conn    net.Conn // the connection, for deadlines and hanging up
 	helo    string   // the EHLO/HELO argument
 	tlsDesc string   // protocols.DescribeTLS, "" without TLS
@@ -117,6 +122,32 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	sess.log.Info("session started", "tls", isTLS)
 	sess.log.Debug("client hello", "helo", sanitize(c.Hostname(), 255))
 	return sess, nil
+}
+
+// transferBegun tells whoever holds a read error back until this
+// transaction's Data runs (the MX front, a submission connection: see
+// frontConn.awaitTransferStart) that it does.
+func (s *session) transferBegun() {
+	s.mu.Lock()
+	if s.tx.dataStart != nil && !s.tx.dataStarted {
+		close(s.tx.dataStart)
+		s.tx.dataStarted = true
+	}
+	s.mu.Unlock()
+	if f, ok := s.conn.Conn().(*frontConn); ok {
+		f.dataBegun()
+	}
+}
+
+// transferPending returns, while the transaction has recipients and its
+// Data has not begun, a channel closed when it begins; else nil.
+func (s *session) transferPending() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tx.dataStarted {
+		return nil
+	}
+	return s.tx.dataStart
 }
 
 // hasRecipients reports whether the transaction has a sender and a
@@ -292,6 +323,9 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	s.tx.seen[strings.ToLower(to)] = true
 	s.tx.rcpts = append(s.tx.rcpts, to)
+	if s.tx.dataStart == nil {
+		s.tx.dataStart = make(chan struct{})
+	}
 	s.mu.Unlock()
 	s.log.Debug("rcpt to", "to", to)
 	return nil
@@ -321,6 +355,7 @@ var testHookDataStart func()
 // Data reads, checks, stamps and delivers the message. It returns nil (250)
 // only after Store.Deliver committed it.
 func (s *session) Data(r io.Reader) (err error) {
+	s.transferBegun()
 	if !s.srv.enter() {
 		return errShuttingDown
 	}
