@@ -117,11 +117,14 @@ type frontConn struct {
 	// go-smtp's refusal of one of its chunks (see chunkRefusal).
 	converted bool
 	refusal   []byte
-	// begun is made when the front hands go-smtp the first BDAT of a
-	// transfer (the client's, or the one that stands for DATA) and
-	// closed when the session's Data begins (dataBegun); hasRecipients
-	// is the session's, set when it starts. See awaitTransferStart.
-	begun         chan struct{}
+	// unstarted counts the transfers handed to go-smtp (the first BDAT
+	// of each, the client's or the one that stands for DATA, while the
+	// transaction had recipients) whose Data has not begun; started is
+	// closed, and replaced, each time one begins (dataBegun).
+	// hasRecipients is the session's, set when it starts. See
+	// awaitTransferStart.
+	unstarted     int
+	started       chan struct{}
 	hasRecipients func() bool
 
 	// Read state, only touched by Read (go-smtp's goroutine).
@@ -226,38 +229,67 @@ func (f *frontConn) Read(p []byte) (int, error) {
 }
 
 // awaitTransferStart waits, for at most bdatSettleTimeout, until the
-// session's Data of a BDAT transfer go-smtp has begun is running.
+// session's Data of every BDAT transfer go-smtp took is running.
 // go-smtp v0.25.1 (and v0.26.0) starts Data on a goroutine of its own
 // that asks the connection for its session; a read error ends the
 // connection, whose Close clears the session, and a goroutine that got
 // there second dereferenced nil. go-smtp recovered that panic, but it was
 // logged as an error, with its stack, whenever a client went away right
-// after DATA. A transfer go-smtp refused (no recipient yet) starts no
-// goroutine, so there is nothing to wait for.
+// after DATA (or after a BDAT and an RSET). A transfer go-smtp refused
+// (no recipient yet) starts no goroutine and is not counted.
 func (f *frontConn) awaitTransferStart() {
-	f.mu.Lock()
-	begun, ready := f.begun, f.hasRecipients
-	f.mu.Unlock()
-	if begun == nil || ready == nil || !ready() {
-		return
-	}
 	timer := time.NewTimer(bdatSettleTimeout)
 	defer timer.Stop()
-	select {
-	case <-begun:
-	case <-timer.C:
+	for {
+		f.mu.Lock()
+		unstarted, started := f.unstarted, f.started
+		f.mu.Unlock()
+		if unstarted <= 0 {
+			return
+		}
+		select {
+		case <-started:
+		case <-timer.C:
+			return
+		}
 	}
 }
 
-// dataBegun tells the front that the session's Data of the transfer in
-// progress is running.
+// transferHanded counts a transfer whose first chunk of size bytes the
+// front hands go-smtp, when go-smtp will take it: the transaction has
+// recipients (go-smtp reads on only after it has answered the last
+// command, so the session's state is go-smtp's) and the chunk is within
+// the size limit.
+func (f *frontConn) transferHanded(size uint64) {
+	if limit := f.srv.cfg.MaxMessageBytes; limit > 0 && size > uint64(limit) {
+		return
+	}
+	f.mu.Lock()
+	ready := f.hasRecipients
+	f.mu.Unlock()
+	if ready == nil || !ready() {
+		return
+	}
+	f.mu.Lock()
+	f.unstarted++
+	if f.started == nil {
+		f.started = make(chan struct{})
+	}
+	f.mu.Unlock()
+}
+
+// dataBegun tells the front that the session's Data of a transfer is
+// running.
 func (f *frontConn) dataBegun() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.begun != nil {
-		close(f.begun)
-		f.begun = nil
+	if f.unstarted > 0 {
+		f.unstarted--
 	}
+	if f.started != nil {
+		close(f.started)
+	}
+	f.started = make(chan struct{})
 }
 
 // watchRecipients gives the front the session's check of whether its
@@ -457,8 +489,8 @@ func (f *frontConn) command(line []byte) []byte {
 		f.divert = divertOpen
 		f.converted = true
 		f.refusal = f.refusal[:0]
-		f.begun = make(chan struct{})
 		f.mu.Unlock()
+		f.transferHanded(0)
 		return []byte("BDAT 0\r\n")
 	}
 	if len(text) >= 4 && (len(text) == 4 || text[4] == ' ') {
@@ -467,7 +499,6 @@ func (f *frontConn) command(line []byte) []byte {
 			f.clientChunking = false
 			f.mu.Lock()
 			f.converted = false
-			f.begun = nil
 			f.mu.Unlock()
 		}
 	}
@@ -481,9 +512,7 @@ func (f *frontConn) command(line []byte) []byte {
 			f.mode, f.chunkLeft = frontChunk, size
 		}
 		if ok && !f.clientChunking {
-			f.mu.Lock()
-			f.begun = make(chan struct{})
-			f.mu.Unlock()
+			f.transferHanded(size)
 		}
 		f.clientChunking = !ok || !strings.HasSuffix(strings.ToUpper(strings.TrimSpace(text)), " LAST")
 	case "RCPT":

@@ -276,8 +276,9 @@ func TestDataSlowClient(t *testing.T) {
 }
 
 // A client that goes away right after DATA, or at the start of its own
-// BDAT transfer, ends the session without a panic, on the MX port (the
-// front) and on submission (go-smtp's own reading, after AUTH). go-smtp
+// BDAT transfer (or resets it at once), ends the session without a
+// panic, on the MX port (the front) and on submission (go-smtp's own
+// reading, after AUTH). go-smtp
 // starts the session's Data on a goroutine that asks the connection for
 // its session, and the read error ended the connection (clearing the
 // session) before that goroutine ran: a nil dereference, recovered by
@@ -301,6 +302,10 @@ func TestClientGoneAtTransferStart(t *testing.T) {
 		{mxAddr, "MAIL FROM:<" + remote + ">\r\nRCPT TO:<" + alice + ">\r\nBDAT 100\r\nSubject: cut"},
 		{subAddr, auth + "MAIL FROM:<" + alice + ">\r\nRCPT TO:<" + bob + ">\r\nBDAT 0\r\n"},
 		{subAddr, auth + "MAIL FROM:<" + alice + ">\r\nRCPT TO:<" + bob + ">\r\nBDAT 100\r\nSubject: cut"},
+		// An RSET after the BDAT resets the transaction while go-smtp's
+		// goroutine may not have started.
+		{mxAddr, "MAIL FROM:<" + remote + ">\r\nRCPT TO:<" + alice + ">\r\nBDAT 0\r\nRSET\r\n"},
+		{subAddr, auth + "MAIL FROM:<" + alice + ">\r\nRCPT TO:<" + bob + ">\r\nBDAT 0\r\nRSET\r\n"},
 	}
 	for _, c := range cases {
 		for range 60 {

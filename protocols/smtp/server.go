@@ -376,7 +376,7 @@ func (c *trackedConn) Close() error {
 // handed on once Data runs, at most bdatSettleTimeout later, for the
 // reason frontConn.awaitTransferStart gives. (On MX the front does that,
 // knowing which command came; here TLS may hide it, so a client gone
-// between its last RCPT and DATA or BDAT also waits.)
+// after a RCPT, or an RSET after one, without a Data since also waits.)
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err == nil {

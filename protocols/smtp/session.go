@@ -47,6 +47,9 @@ type session struct {
 	txns    int         // transactions started, numbering the queue ids
 	tx      transaction // the transaction in progress
 	bdat    *bdatCall   // the last Data call fed by BDAT, see bdat.go
+	// awaited is open from an accepted recipient until a Data begins
+	// (transferPending).
+	awaited chan struct{}
 }
 
 // transaction is the envelope of the message being received, and what
@@ -65,11 +68,6 @@ type transaction struct {
 	remote     map[string]bool // recipients outside the cluster (submission with Outbound)
 	forward    map[string]bool // recipients forwarded out of the cluster (MX with Forwarder)
 	noLocal    map[string]bool // forwarded recipients with no local copy (SRS addresses, aliases of outside targets only)
-
-	// dataStart is made with the first recipient and closed when Data
-	// begins (dataStarted); see transferPending.
-	dataStart   chan struct{}
-	dataStarted bool
 
 	conn    net.Conn // the connection, for deadlines and hanging up
 	helo    string   // the EHLO/HELO argument
@@ -129,9 +127,9 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 // frontConn.awaitTransferStart) that it does.
 func (s *session) transferBegun() {
 	s.mu.Lock()
-	if s.tx.dataStart != nil && !s.tx.dataStarted {
-		close(s.tx.dataStart)
-		s.tx.dataStarted = true
+	if s.awaited != nil {
+		close(s.awaited)
+		s.awaited = nil
 	}
 	s.mu.Unlock()
 	if f, ok := s.conn.Conn().(*frontConn); ok {
@@ -139,15 +137,14 @@ func (s *session) transferBegun() {
 	}
 }
 
-// transferPending returns, while the transaction has recipients and its
-// Data has not begun, a channel closed when it begins; else nil.
+// transferPending returns, while a recipient has been accepted and no
+// Data has begun since, a channel closed when one begins; else nil. A
+// reset does not clear it: go-smtp may have taken a BDAT before the RSET
+// and not started its Data yet.
 func (s *session) transferPending() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tx.dataStarted {
-		return nil
-	}
-	return s.tx.dataStart
+	return s.awaited
 }
 
 // hasRecipients reports whether the transaction has a sender and a
@@ -323,8 +320,8 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	s.tx.seen[strings.ToLower(to)] = true
 	s.tx.rcpts = append(s.tx.rcpts, to)
-	if s.tx.dataStart == nil {
-		s.tx.dataStart = make(chan struct{})
+	if s.awaited == nil {
+		s.awaited = make(chan struct{})
 	}
 	s.mu.Unlock()
 	s.log.Debug("rcpt to", "to", to)
