@@ -3,10 +3,10 @@ package imap
 import (
 	"bytes"
 	"compress/flate"
-	"errors"
-	"io"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
