@@ -251,6 +251,9 @@ func (f *frontConn) awaitTransferStart() {
 		case <-started:
 		case <-timer.C:
 			return
+		case <-f.srv.ctx.Done():
+			// Shutting down: Close does not wait for this.
+			return
 		}
 	}
 }

@@ -388,6 +388,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 			select {
 			case <-ch:
 			case <-timer.C:
+			case <-c.srv.ctx.Done(): // shutting down: Close does not wait for this
 			}
 			timer.Stop()
 		}
