@@ -278,13 +278,12 @@ func TestDataSlowClient(t *testing.T) {
 // A client that goes away right after DATA, or at the start of its own
 // BDAT transfer (or resets it at once), ends the session without a
 // panic, on the MX port (the front) and on submission (go-smtp's own
-// reading, after AUTH). go-smtp
-// starts the session's Data on a goroutine that asks the connection for
-// its session, and the read error ended the connection (clearing the
-// session) before that goroutine ran: a nil dereference, recovered by
-// go-smtp and logged with its stack, in most of 300 such sessions on the
-// development machine. A read error is now handed on once Data has
-// begun.
+// reading, after AUTH). go-smtp starts the session's Data on a goroutine
+// that asks the connection for its session, and the read error ended the
+// connection (clearing the session) before that goroutine ran: a nil
+// dereference, recovered by go-smtp and logged with its stack, at least
+// once in each run of 300 such sessions on the development machine. A
+// read error is now handed on once Data has begun.
 func TestClientGoneAtTransferStart(t *testing.T) {
 	f := newFixture(t)
 	logs := &logBuffer{}
