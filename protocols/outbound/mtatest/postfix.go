@@ -137,6 +137,22 @@ func (p *Postfix) stop(t *testing.T, bin string) {
 	}
 }
 
+// Flush asks the instance to try its deferred mail again at once
+// (`postqueue -f`): a delivery into the Maildir that failed for a moment
+// is otherwise retried only minutes later.
+func (p *Postfix) Flush(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("postqueue", "-c", filepath.Join(p.dir, "conf"), "-f").CombinedOutput(); err != nil {
+		t.Logf("postqueue -f: %v: %s", err, out)
+	}
+}
+
+// Log returns the instance's log so far, for a failure's report.
+func (p *Postfix) Log() string {
+	b, _ := os.ReadFile(filepath.Join(p.dir, "postfix.log"))
+	return string(b)
+}
+
 // Messages returns the messages delivered to the Maildir, oldest first,
 // as Postfix stored them (with its Received field first).
 func (p *Postfix) Messages(t *testing.T) []string {
