@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +80,17 @@ func ResetInbox(t testing.TB, acct protocols.Account, msgs []string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// RecoveredPanics returns the lines of text-handler logs that tell of a
+// recovered panic: error lines that say "panic". Debug lines may quote a
+// client, "panic" or not, so they do not count.
+func RecoveredPanics(logs string) []string {
+	var panics []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "level=ERROR") && strings.Contains(line, "panic") {
+			panics = append(panics, line)
+		}
+	}
+	return panics
 }

@@ -84,7 +84,7 @@ func FuzzSession(f *testing.F) {
 			t.Fatalf("output ends inside a line: %.80q", text[max(0, len(text)-80):])
 		}
 		l := logs.String()
-		if panics := recoveredPanics(l); len(panics) > 0 {
+		if panics := protocoltest.RecoveredPanics(l); len(panics) > 0 {
 			t.Fatalf("the server recovered a panic:\n%s", strings.Join(panics, "\n"))
 		}
 		// The password reaches the server only inside AUTH, unless the
@@ -93,16 +93,4 @@ func FuzzSession(f *testing.F) {
 			t.Fatalf("the logs hold the password:\n%s", l)
 		}
 	})
-}
-
-// recoveredPanics returns the error lines of logs that tell of a
-// recovered panic. (Debug lines may quote the client, panic or not.)
-func recoveredPanics(logs string) []string {
-	var panics []string
-	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "level=ERROR") && strings.Contains(line, "panic") {
-			panics = append(panics, line)
-		}
-	}
-	return panics
 }
