@@ -147,13 +147,15 @@ func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
 	}
 	gen := s.reads.gen.Load()
 	start := s.reads.clock()
-	var f raft.Future
+	var err error
 	if s.reads.term.Load() != term {
-		f = s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second)))
+		// The barrier is a new entry: only replicas that accept it from
+		// this leader, after start, commit it.
+		err = s.await(ctx, s.raft.Barrier(time.Until(deadline(ctx, 10*time.Second))))
 	} else {
-		f = s.raft.VerifyLeader()
+		err = s.verifyLeader(ctx, term)
 	}
-	if err := s.await(ctx, f); err != nil {
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return fmt.Errorf("shard %d: confirm leadership: %w", s.cfg.Shard, ErrNotLeader)
@@ -170,4 +172,73 @@ func (s *Shard) confirmLeadership(ctx context.Context, term uint64) error {
 	}
 	s.reads.grant(term, start, s.readLeaseDuration())
 	return nil
+}
+
+// sendTimes is what verifyLeader needs of the transport (quietTransport):
+// its clock, and which followers accepted a request sent after a time.
+type sendTimes interface {
+	clock() time.Time
+	acceptedSince(term uint64, since time.Time, ids []raft.ServerID) (n int, next <-chan struct{})
+}
+
+// verifyLeader asks the quorum whether this replica still leads in term,
+// counting only answers to requests sent after it began. hashicorp/raft's
+// VerifyLeader alone also counts answers to appends and heartbeats sent
+// before it was asked: a leader stopped for seconds (SIGSTOP, a paused
+// VM) finds its followers' answers from before the pause waiting when it
+// resumes, and VerifyLeader could confirm it while the others have
+// elected a new leader and committed writes. So the quorum must also
+// have accepted a request that left after the start, as the heartbeats
+// VerifyLeader sends do (the transport keeps their send times).
+func (s *Shard) verifyLeader(ctx context.Context, term uint64) error {
+	q, _ := s.trans.(sendTimes)
+	var since time.Time
+	if q != nil {
+		since = q.clock()
+	}
+	for {
+		if err := s.await(ctx, s.raft.VerifyLeader()); err != nil {
+			return err
+		}
+		if q == nil {
+			return nil // a transport that keeps no send times (tests)
+		}
+		var followers []raft.ServerID
+		voters := 0
+		for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+			if srv.Suffrage != raft.Voter {
+				continue
+			}
+			voters++
+			if srv.ID != raft.ServerID(s.cfg.NodeID) {
+				followers = append(followers, srv.ID)
+			}
+		}
+		// Heartbeats go out every tenth of a heartbeat timeout; one that
+		// does not come back by then is asked for again.
+		retry := time.NewTimer(s.cfg.Timing.HeartbeatTimeout / 10)
+		for {
+			n, next := q.acceptedSince(term, since, followers)
+			if n+1 > voters/2 {
+				retry.Stop()
+				return nil
+			}
+			if s.raft.CurrentTerm() != term || !s.IsLeader() {
+				retry.Stop()
+				return raft.ErrNotLeader
+			}
+			select {
+			case <-next:
+				continue
+			case <-retry.C:
+			case <-ctx.Done():
+				retry.Stop()
+				return ctx.Err()
+			case <-s.closed:
+				retry.Stop()
+				return ErrClosed
+			}
+			break
+		}
+	}
 }

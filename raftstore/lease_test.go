@@ -1,9 +1,13 @@
 package raftstore
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // TestReadLeaseTiming checks when a lease lets a leader read without
@@ -73,4 +77,116 @@ func TestLeaseClockIsMonotonic(t *testing.T) {
 	if !strings.Contains(leaseEpoch.String(), " m=") {
 		t.Fatalf("the lease clock's origin %v has no monotonic reading", leaseEpoch)
 	}
+}
+
+// heldSends holds the appends and heartbeats one replica sends, as a
+// process stopped by SIGSTOP holds them: those that left before mark
+// reached the follower, whose answers wait until stale is closed; those
+// after mark wait, unsent, until all is closed.
+type heldSends struct {
+	mu     sync.Mutex
+	holder int // the replica whose sends are held; -1 for none
+	mark   time.Time
+	early  map[raft.ServerID]int // answers held per follower, of requests that left before mark
+	stale  chan struct{}
+	all    chan struct{}
+
+	staleOnce, allOnce sync.Once
+}
+
+// releaseStale lets the answers to requests that left before mark back.
+func (h *heldSends) releaseStale() { h.staleOnce.Do(func() { close(h.stale) }) }
+
+// releaseAll lets every request and answer through, from now on too.
+func (h *heldSends) releaseAll() {
+	h.releaseStale()
+	h.mu.Lock()
+	h.holder = -1
+	h.mu.Unlock()
+	h.allOnce.Do(func() { close(h.all) })
+}
+
+func (h *heldSends) wrap(i int, q *quietTransport) {
+	send := q.send
+	q.send = func(id raft.ServerID, target raft.ServerAddress, a *raft.AppendEntriesRequest, r *raft.AppendEntriesResponse) error {
+		left := time.Now()
+		h.mu.Lock()
+		if h.holder != i {
+			h.mu.Unlock()
+			return send(id, target, a, r)
+		}
+		mark, stale, all := h.mark, h.stale, h.all
+		if !mark.IsZero() && !left.Before(mark) {
+			h.mu.Unlock()
+			<-all
+			return send(id, target, a, r)
+		}
+		h.mu.Unlock()
+		err := send(id, target, a, r)
+		h.mu.Lock()
+		h.early[id]++
+		h.mu.Unlock()
+		<-stale
+		return err
+	}
+}
+
+// TestVerifyCountsOnlyAnswersToRequestsSentAfterIt: a leader whose
+// process is stopped finds, when it resumes, its followers' answers to
+// requests sent before the pause; hashicorp/raft's VerifyLeader counts
+// them, although the followers may have elected another leader since.
+// Here the answers to requests sent before the confirmation began come
+// back after it began, and every request sent after stays unanswered:
+// no lease may be granted, and no read served.
+func TestVerifyCountsOnlyAnswersToRequestsSentAfterIt(t *testing.T) {
+	timing := Timing{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+		LeaderLeaseTimeout: time.Second, CommitTimeout: 10 * time.Millisecond}
+	h := &heldSends{holder: -1, early: map[raft.ServerID]int{},
+		stale: make(chan struct{}), all: make(chan struct{})}
+	g := startTCPGroup(t, timing, func(i int, q *quietTransport, _ *Config) { h.wrap(i, q) })
+	t.Cleanup(h.releaseAll) // before the replicas close
+
+	i := g.leader(t)
+	s := g.shards[i]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.ReadyToRead(ctx); err != nil { // the term's barrier: later confirmations verify
+		t.Fatalf("first read on the leader: %v", err)
+	}
+	term := s.raft.CurrentTerm()
+
+	h.mu.Lock()
+	h.holder = i
+	h.mu.Unlock()
+	waitFor(t, "a request to each follower answered and held", 5*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.early) == 2
+	})
+	h.mu.Lock()
+	h.mark = time.Now()
+	h.mu.Unlock()
+	s.reads.until.Store(0) // the lease ran out during the pause
+
+	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer rcancel()
+	read := make(chan error, 1)
+	go func() { read <- s.ReadyToRead(rctx) }()
+	// Give VerifyLeader the time to be registered before the old answers
+	// come back; if it is not yet, they do not count either way.
+	time.Sleep(100 * time.Millisecond)
+	h.releaseStale()
+	if err := <-read; err == nil {
+		t.Fatalf("a read was served on answers to requests sent before it (term %d, now %d, leader %v)",
+			term, s.raft.CurrentTerm(), s.IsLeader())
+	} else {
+		t.Logf("read refused while only old answers came back: %v", err)
+	}
+
+	h.releaseAll()
+	waitFor(t, "a read served once answers come back", 20*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return g.shards[g.leader(t)].ReadyToRead(ctx) == nil
+	})
 }

@@ -58,6 +58,10 @@ type quietTransport struct {
 	stuckLog *slog.Logger
 	holding  atomic.Bool
 	held     atomic.Uint64 // appends and heartbeats not sent
+
+	// accepted, when not nil, is closed at the next append or heartbeat
+	// a follower accepts (see acceptedSince).
+	accepted chan struct{}
 }
 
 // errWriteStuck fails the appends of a leader whose disk write hangs.
@@ -106,6 +110,11 @@ type quietPeer struct {
 	ack      appendKey
 	ackSent  time.Time
 	resp     raft.AppendEntriesResponse
+	// The term and send time of the latest append or heartbeat that went
+	// out and that the follower accepted (replayed answers aside): proof
+	// that it followed this leader at some moment after that time.
+	heardTerm uint64
+	heardSent time.Time
 }
 
 // appendKey is what an empty append says.
@@ -187,6 +196,15 @@ func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	p := q.peer(id)
+	if err == nil && resp.Success && resp.Term == args.Term {
+		if p.heardTerm != args.Term || now.After(p.heardSent) {
+			p.heardTerm, p.heardSent = args.Term, now
+		}
+		if q.accepted != nil {
+			close(q.accepted)
+			q.accepted = nil
+		}
+	}
 	switch {
 	case err != nil:
 		p.acked, p.beatTerm = false, 0
@@ -204,6 +222,31 @@ func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		p.acked = false
 	}
 	return err
+}
+
+// clock reads the clock the transport times its requests on.
+func (q *quietTransport) clock() time.Time { return q.now() }
+
+// acceptedSince returns how many of the followers ids accepted an append
+// or a heartbeat of term that this transport sent at or after since (by
+// its clock), and a channel closed at the next acceptance by any. An
+// answer tells when the follower last followed this leader only through
+// the time its request left: hashicorp/raft's VerifyLeader counts every
+// answer that arrives after it asked, also one to a request sent long
+// before (a leader whose process was stopped finds its followers'
+// earlier answers waiting when it resumes).
+func (q *quietTransport) acceptedSince(term uint64, since time.Time, ids []raft.ServerID) (n int, next <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		if p := q.peers[id]; p != nil && p.heardTerm == term && !p.heardSent.Before(since) {
+			n++
+		}
+	}
+	if q.accepted == nil {
+		q.accepted = make(chan struct{})
+	}
+	return n, q.accepted
 }
 
 // InstallSnapshot sends a snapshot; the follower's log changes with it, so

@@ -304,3 +304,92 @@ func TestQuietTransportRules(t *testing.T) {
 		t.Errorf("replayed %d, want 7", got)
 	}
 }
+
+// TestQuietTransportKeepsWhenAcceptedRequestsLeft: a follower counts as
+// having followed this leader since a time only through a request that
+// left at or after it and that it accepted in the same term; a replayed
+// answer, a refusal, an error or an answer in another term proves
+// nothing new, and a request's time is when it left, not when its
+// answer came back.
+func TestQuietTransportKeepsWhenAcceptedRequestsLeft(t *testing.T) {
+	var (
+		clock  = time.Unix(1000, 0)
+		fail   error
+		refuse bool
+		term   uint64        = 3
+		during time.Duration // how far the clock moves while a request is out
+	)
+	q := newQuietTransport(nil, 500*time.Millisecond)
+	q.now = func() time.Time { return clock }
+	q.send = func(_ raft.ServerID, _ raft.ServerAddress, a *raft.AppendEntriesRequest, r *raft.AppendEntriesResponse) error {
+		clock = clock.Add(during)
+		if fail != nil {
+			return fail
+		}
+		*r = raft.AppendEntriesResponse{Term: term, LastLog: 9, Success: !refuse}
+		return nil
+	}
+	heartbeat := func(id raft.ServerID) {
+		var r raft.AppendEntriesResponse
+		_ = q.AppendEntries(id, "a", &raft.AppendEntriesRequest{Term: 3, Leader: []byte("a1")}, &r)
+	}
+	empty := func() {
+		var r raft.AppendEntriesResponse
+		_ = q.AppendEntries("n2", "a2", &raft.AppendEntriesRequest{Term: 3, Leader: []byte("a1"),
+			PrevLogEntry: 9, PrevLogTerm: 3, LeaderCommitIndex: 9}, &r)
+	}
+	followers := []raft.ServerID{"n2", "n3"}
+	check := func(what string, term uint64, since time.Time, want int) {
+		t.Helper()
+		if n, _ := q.acceptedSince(term, since, followers); n != want {
+			t.Errorf("%s: %d followers accepted a request since %v, want %d", what, n, since.Sub(time.Unix(1000, 0)), want)
+		}
+	}
+
+	start := clock
+	check("before any request", 3, start, 0)
+	_, next := q.acceptedSince(3, start, followers)
+	heartbeat("n2")
+	select {
+	case <-next:
+	default:
+		t.Error("an accepted heartbeat did not signal")
+	}
+	check("after n2 accepted a heartbeat", 3, start, 1)
+	check("in another term", 4, start, 0)
+	check("after the heartbeat left", 3, start.Add(time.Nanosecond), 0)
+
+	empty() // goes out: the first empty append
+	empty() // answered without going out
+	clock = clock.Add(10 * time.Millisecond)
+	at := clock
+	empty() // replayed: the follower was not asked
+	check("after a replayed answer", 3, at, 0)
+	if q.replayed.Load() != 2 {
+		t.Fatalf("replayed %d empty appends, want 2", q.replayed.Load())
+	}
+
+	refuse = true
+	heartbeat("n3")
+	refuse = false
+	check("after n3 refused", 3, at, 0)
+	fail = io.ErrUnexpectedEOF
+	heartbeat("n3")
+	fail = nil
+	check("after a failed request to n3", 3, at, 0)
+	term = 4
+	heartbeat("n3")
+	term = 3
+	check("after n3 answered in a newer term", 3, at, 0)
+
+	// A request out for 50 ms: its answer proves what was true when it
+	// left, not when it came back.
+	clock = clock.Add(10 * time.Millisecond)
+	left := clock
+	during = 50 * time.Millisecond
+	heartbeat("n3")
+	during = 0
+	check("since the heartbeat left", 3, left, 1)
+	check("since a moment after it left", 3, left.Add(time.Millisecond), 0)
+	check("both, since the start", 3, start, 2)
+}
