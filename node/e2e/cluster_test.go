@@ -325,19 +325,28 @@ func TestClusterRidesOutAFrozenLeader(t *testing.T) {
 		t.Fatalf("NOOP on the session held across the pause: %v", err)
 	}
 	if missing := missingIDs(t, held, acked); len(missing) > 0 {
-		t.Errorf("the session held open on n%d misses %d of %d acknowledged messages after NOOP: %q",
-			victim+1, len(missing), len(acked), missing)
+		t.Errorf("the session held open on n%d misses %d of %d acknowledged messages after NOOP: %s",
+			victim+1, len(missing), len(acked), firstFew(missing))
 	}
 	fresh := imapDialTLS(t, nodes[victim], user, pass, nil)
 	selectBox(t, fresh, "INBOX", true)
 	if missing := missingIDs(t, fresh, acked); len(missing) > 0 {
-		t.Errorf("a session opened on n%d as it resumed misses %d of %d acknowledged messages: %q",
-			victim+1, len(missing), len(acked), missing)
+		t.Errorf("a session opened on n%d as it resumed misses %d of %d acknowledged messages: %s",
+			victim+1, len(missing), len(acked), firstFew(missing))
 	}
 
 	load.stop()
 	waitFor(t, time.Minute, "cluster whole again", func() error { return other.converged(3) })
 	load.check(t, nodes[victim], user, pass)
+}
+
+// firstFew quotes the first five of ids and says how many more there
+// are, so that a failure's report stays short enough to be read whole.
+func firstFew(ids []string) string {
+	if len(ids) <= 5 {
+		return fmt.Sprintf("%q", ids)
+	}
+	return fmt.Sprintf("%q and %d more", ids[:5], len(ids)-5)
 }
 
 // missingIDs returns the Message-IDs of want that the selected mailbox
