@@ -204,22 +204,24 @@ func (s *Shard) verifyLeader(ctx context.Context, term uint64) error {
 			return nil // a transport that keeps no send times (tests)
 		}
 		var followers []raft.ServerID
-		voters := 0
+		voters, self := 0, 0
 		for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
-			if srv.Suffrage != raft.Voter {
+			switch {
+			case srv.Suffrage != raft.Voter:
 				continue
-			}
-			voters++
-			if srv.ID != raft.ServerID(s.cfg.NodeID) {
+			case srv.ID == raft.ServerID(s.cfg.NodeID):
+				self = 1
+			default:
 				followers = append(followers, srv.ID)
 			}
+			voters++
 		}
 		// Heartbeats go out every tenth of a heartbeat timeout; one that
 		// does not come back by then is asked for again.
 		retry := time.NewTimer(s.cfg.Timing.HeartbeatTimeout / 10)
 		for {
 			n, next := q.acceptedSince(term, since, followers)
-			if n+1 > voters/2 {
+			if n+self > voters/2 {
 				retry.Stop()
 				return nil
 			}
