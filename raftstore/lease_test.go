@@ -80,9 +80,9 @@ func TestLeaseClockIsMonotonic(t *testing.T) {
 }
 
 // heldSends holds the appends and heartbeats one replica sends, as a
-// process stopped by SIGSTOP holds them: those that left before mark
-// reached the follower, whose answers wait until stale is closed; those
-// after mark wait, unsent, until all is closed.
+// process stopped by SIGSTOP holds them: those that left before the mark
+// reached the follower, and their answers wait until releaseStale;
+// those that leave after it wait, unsent, until releaseAll.
 type heldSends struct {
 	mu     sync.Mutex
 	holder int // the replica whose sends are held; -1 for none
@@ -90,20 +90,53 @@ type heldSends struct {
 	early  map[raft.ServerID]int // answers held per follower, of requests that left before mark
 	stale  chan struct{}
 	all    chan struct{}
-
-	staleOnce, allOnce sync.Once
+	// staleOpen and allOpen say whether stale and all are still open.
+	staleOpen, allOpen bool
 }
 
-// releaseStale lets the answers to requests that left before mark back.
-func (h *heldSends) releaseStale() { h.staleOnce.Do(func() { close(h.stale) }) }
+// hold starts holding replica i's sends, afresh.
+func (h *heldSends) hold(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.holder, h.mark, h.early = i, time.Time{}, map[raft.ServerID]int{}
+	h.stale, h.all = make(chan struct{}), make(chan struct{})
+	h.staleOpen, h.allOpen = true, true
+}
+
+// markNow makes every request that leaves from now on wait unsent.
+func (h *heldSends) markNow() {
+	h.mu.Lock()
+	h.mark = time.Now()
+	h.mu.Unlock()
+}
+
+// heldFrom returns how many followers have an answer held.
+func (h *heldSends) heldFrom() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.early)
+}
+
+// releaseStale lets the answers to requests that left before the mark back.
+func (h *heldSends) releaseStale() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.staleOpen {
+		close(h.stale)
+		h.staleOpen = false
+	}
+}
 
 // releaseAll lets every request and answer through, from now on too.
 func (h *heldSends) releaseAll() {
 	h.releaseStale()
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.holder = -1
-	h.mu.Unlock()
-	h.allOnce.Do(func() { close(h.all) })
+	if h.allOpen {
+		close(h.all)
+		h.allOpen = false
+	}
 }
 
 func (h *heldSends) wrap(i int, q *quietTransport) {
@@ -124,7 +157,9 @@ func (h *heldSends) wrap(i int, q *quietTransport) {
 		h.mu.Unlock()
 		err := send(id, target, a, r)
 		h.mu.Lock()
-		h.early[id]++
+		if stale == h.stale {
+			h.early[id]++
+		}
 		h.mu.Unlock()
 		<-stale
 		return err
@@ -141,31 +176,36 @@ func (h *heldSends) wrap(i int, q *quietTransport) {
 func TestVerifyCountsOnlyAnswersToRequestsSentAfterIt(t *testing.T) {
 	timing := Timing{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
 		LeaderLeaseTimeout: time.Second, CommitTimeout: 10 * time.Millisecond}
-	h := &heldSends{holder: -1, early: map[raft.ServerID]int{},
-		stale: make(chan struct{}), all: make(chan struct{})}
+	h := &heldSends{holder: -1}
 	g := startTCPGroup(t, timing, func(i int, q *quietTransport, _ *Config) { h.wrap(i, q) })
 	t.Cleanup(h.releaseAll) // before the replicas close
 
-	i := g.leader(t)
-	s := g.shards[i]
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.ReadyToRead(ctx); err != nil { // the term's barrier: later confirmations verify
-		t.Fatalf("first read on the leader: %v", err)
+	// Hold the leader's sends until each follower has answered one; a
+	// loaded machine may move the leadership meanwhile: then again.
+	var s *Shard
+	for attempt := 1; s == nil; attempt++ {
+		i := g.leader(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := g.shards[i].ReadyToRead(ctx) // the term's barrier: later confirmations verify
+		cancel()
+		if err == nil {
+			h.hold(i)
+			end := time.Now().Add(5 * time.Second)
+			for h.heldFrom() < 2 && g.shards[i].IsLeader() && time.Now().Before(end) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if h.heldFrom() == 2 && g.shards[i].IsLeader() {
+				s = g.shards[i]
+				break
+			}
+			h.releaseAll()
+		}
+		if attempt == 3 {
+			t.Fatalf("no leader kept its leadership while its sends were held (last: %v)", err)
+		}
 	}
 	term := s.raft.CurrentTerm()
-
-	h.mu.Lock()
-	h.holder = i
-	h.mu.Unlock()
-	waitFor(t, "a request to each follower answered and held", 5*time.Second, func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return len(h.early) == 2
-	})
-	h.mu.Lock()
-	h.mark = time.Now()
-	h.mu.Unlock()
+	h.markNow()
 	s.reads.until.Store(0) // the lease ran out during the pause
 
 	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
