@@ -175,6 +175,56 @@ func TestMaildropLockAcrossNodes(t *testing.T) {
 	})
 }
 
+// TestMaildropLockLostWhileCutOff: the POP3 lock of a session whose node
+// is cut off from the others runs out, and a session through another
+// node takes it; once the first node is back, its session learns that it
+// lost the lock (so it deletes nothing), and the new holder keeps it.
+func TestMaildropLockLostWhileCutOff(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	c.AddUser("ida@example.test", "password-1")
+	ctx := testCtx(t)
+	a1 := c.Nodes[0].Login("ida@example.test", "password-1")
+	a2 := c.Nodes[1].Login("ida@example.test", "password-1")
+	release1, err := a1.LockMaildrop(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release1()
+	if err := a1.ConfirmMaildrop(ctx); err != nil {
+		t.Fatalf("the holder confirms its lock: %v", err)
+	}
+	if _, err := a2.LockMaildrop(ctx); !errors.Is(err, schema.ErrInUse) {
+		t.Fatalf("second lock through another node: %v, want in use", err)
+	}
+
+	c.Nodes[0].Partition(true)
+	var release2 func()
+	c.Eventually(time.Minute, "a session through another node takes the lock once it ran out", func() error {
+		r, err := a2.LockMaildrop(ctx)
+		if err != nil {
+			return err
+		}
+		release2 = r
+		return nil
+	})
+	defer release2()
+	c.Nodes[0].Partition(false)
+	c.Eventually(time.Minute, "the cut-off holder learns that it lost the lock", func() error {
+		if err := a1.ConfirmMaildrop(ctx); !errors.Is(err, schema.ErrInUse) {
+			return fmt.Errorf("confirm on the former holder: %v, want in use", err)
+		}
+		return nil
+	})
+	if err := a2.ConfirmMaildrop(ctx); err != nil {
+		t.Fatalf("the new holder confirms its lock: %v", err)
+	}
+	release1() // gives back nothing: the lock is the other session's
+	a3 := c.Nodes[2].Login("ida@example.test", "password-1")
+	if _, err := a3.LockMaildrop(ctx); !errors.Is(err, schema.ErrInUse) {
+		t.Fatalf("a lock after the former holder released: %v, want in use (the new holder keeps it)", err)
+	}
+}
+
 // TestMultiRecipientMailSurvivesAShardFailure: a message to users on two
 // shards, accepted while the second shard has lost its quorum, is
 // committed once to the spool; once the shard is back every recipient has

@@ -195,6 +195,13 @@ type Account interface {
 	// session holds it, on any node. A lock whose holder dies expires by
 	// itself. release gives it back and may be called more than once.
 	LockMaildrop(ctx context.Context) (release func(), err error)
+	// ConfirmMaildrop renews the maildrop lock this account took now and
+	// reports whether it still holds it: schema.ErrInUse once another
+	// session took it, which happens when the lock ran out while its
+	// holder could not renew it (its node cut off from the others, or
+	// paused); any other error when that cannot be known now. A session
+	// checks it before it deletes anything.
+	ConfirmMaildrop(ctx context.Context) error
 
 	// Watch streams the changes to one mailbox, in commit order, until
 	// stop is called; stop closes the channel. A schema.ChangeResync event

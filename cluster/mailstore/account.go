@@ -33,6 +33,7 @@ type Account struct {
 	mu       sync.Mutex
 	index    uint64 // highest log index written or read through this account
 	watchers map[*watcher]struct{}
+	maildrop *maildropLock // the POP3 lock taken through the account, if any
 }
 
 func (s *Store) newAccount(u *directory.User) *Account {

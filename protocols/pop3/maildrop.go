@@ -260,6 +260,20 @@ func (s *session) cmdQuitTransaction(cmd command) error {
 	left := s.drop.count
 	var err error
 	if len(targets) > 0 {
+		// Only the lock's holder deletes: a session whose lock ran out
+		// while it could not renew it (its node cut off, or paused) may
+		// share the maildrop with the session that took it since.
+		if err = s.acct.ConfirmMaildrop(s.ctx); err != nil {
+			s.closeAccount()
+			if errors.Is(err, schema.ErrInUse) {
+				s.log.Warn("quit: the maildrop lock was lost; nothing deleted", "messages", len(targets))
+				s.reply(false, "[IN-USE] maildrop lock lost to another session; some deleted messages not removed")
+				return errCloseSession
+			}
+			s.log.Warn("quit: confirm the maildrop lock", "err", err)
+			s.reply(false, "[SYS/TEMP] some deleted messages not removed, try again later")
+			return errCloseSession
+		}
 		var removed []schema.UID
 		removed, err = s.acct.Expunge(s.ctx, s.drop.mailbox.ID, targets)
 		if err != nil {

@@ -166,3 +166,22 @@ func TestSnapshotIsolation(t *testing.T) {
 		t.Fatalf("INBOX: %q", got)
 	}
 }
+
+// TestQuitAfterLockLost: a session whose maildrop lock another session
+// took meanwhile (it ran out while the first one's node was cut off)
+// deletes nothing at QUIT and says why; the other session's lock stays.
+func TestQuitAfterLockLost(t *testing.T) {
+	e := newEnv(t, threeMessages)
+	c := e.login(t)
+	c.cmdOK("DELE 1")
+	if err := e.store.Mem.TakeMaildropLock(testUser); err != nil {
+		t.Fatal(err)
+	}
+	c.cmdErr("QUIT", "-ERR [IN-USE] maildrop lock lost to another session")
+	c.expectClosed()
+	if got := strings.Join(subjects(t, e), ","); got != "first,second,third" {
+		t.Fatalf("left in INBOX: %q, want all three", got)
+	}
+	c = e.dial(t)
+	c.cmdErr("AUTH PLAIN "+plainIR("", testUser, testPassword), "-ERR [IN-USE]")
+}

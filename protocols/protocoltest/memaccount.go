@@ -39,15 +39,33 @@ func (a *MemAccount) LockMaildrop(ctx context.Context) (func(), error) {
 	if a.u.maildropLocked {
 		return nil, fmt.Errorf("lock maildrop: %w", schema.ErrInUse)
 	}
-	a.u.maildropLocked = true
+	a.u.maildropLocked, a.u.maildropHolder = true, a
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			a.s.mu.Lock()
-			a.u.maildropLocked = false
+			if a.u.maildropHolder == a {
+				a.u.maildropLocked, a.u.maildropHolder = false, nil
+			}
 			a.s.mu.Unlock()
 		})
 	}, ctx.Err()
+}
+
+// ConfirmMaildrop reports whether this account still holds the maildrop
+// lock: schema.ErrInUse once another session took it (see
+// MemStore.TakeMaildropLock), schema.ErrUnavailable while the store is
+// unavailable.
+func (a *MemAccount) ConfirmMaildrop(ctx context.Context) error {
+	a.s.mu.Lock()
+	defer a.s.mu.Unlock()
+	switch {
+	case a.u.maildropHolder != a:
+		return fmt.Errorf("confirm maildrop lock: %w", schema.ErrInUse)
+	case a.s.unavailable:
+		return fmt.Errorf("confirm maildrop lock: %w", schema.ErrUnavailable)
+	}
+	return ctx.Err()
 }
 
 // Mailboxes lists every mailbox, sorted by name.

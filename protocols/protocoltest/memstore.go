@@ -82,7 +82,8 @@ type memUser struct {
 	names           map[string]schema.ID // canonical name -> mailbox
 	blobs           map[schema.ID]*memBlob
 	watchers        map[int]*memWatcher
-	maildropLocked  bool // the POP3 maildrop lock
+	maildropLocked  bool        // the POP3 maildrop lock
+	maildropHolder  *MemAccount // the account that holds it
 	appPasswords    []memAppPassword
 	mfa             bool   // MFA on: only app passwords log in
 	quota           uint64 // storage limit in bytes, 0 for none
@@ -261,6 +262,25 @@ func (s *MemStore) SetMFA(address string, on bool) error {
 		return fmt.Errorf("set MFA: %w", schema.ErrNoSuchUser)
 	}
 	u.mfa = on
+	return nil
+}
+
+// TakeMaildropLock gives a user's POP3 maildrop lock to another session
+// than the one holding it, as happens when a holder's lock ran out while
+// its node was cut off and another session took it: the maildrop stays
+// locked, and the former holder's ConfirmMaildrop says schema.ErrInUse.
+func (s *MemStore) TakeMaildropLock(address string) error {
+	addr, _, err := schema.CanonicalAddress(address)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[addr]
+	if u == nil {
+		return fmt.Errorf("take maildrop lock: %w", schema.ErrNoSuchUser)
+	}
+	u.maildropLocked, u.maildropHolder = true, nil
 	return nil
 }
 
