@@ -231,38 +231,19 @@ func (s *MemStore) AddUser(ctx context.Context, address, password string) error 
 // (nil for all). Unlike the production store, which generates app
 // passwords, it takes the one a test chooses.
 func (s *MemStore) AddAppPassword(address, password string, scope []string) error {
-	addr, _, err := schema.CanonicalAddress(address)
+	scope, err := schema.CanonicalScope(scope)
 	if err != nil {
 		return err
 	}
-	if scope, err = schema.CanonicalScope(scope); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.users[addr]
-	if u == nil {
-		return fmt.Errorf("add app password: %w", schema.ErrNoSuchUser)
-	}
-	u.appPasswords = append(u.appPasswords, memAppPassword{password: sha256.Sum256([]byte(password)), scope: scope})
-	return nil
+	return s.changeUser(address, "add app password", func(u *memUser) {
+		u.appPasswords = append(u.appPasswords, memAppPassword{password: sha256.Sum256([]byte(password)), scope: scope})
+	})
 }
 
 // SetMFA switches a user's MFA on or off: while it is on, only the
 // user's app passwords log in, as in the production store.
 func (s *MemStore) SetMFA(address string, on bool) error {
-	addr, _, err := schema.CanonicalAddress(address)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.users[addr]
-	if u == nil {
-		return fmt.Errorf("set MFA: %w", schema.ErrNoSuchUser)
-	}
-	u.mfa = on
-	return nil
+	return s.changeUser(address, "set MFA", func(u *memUser) { u.mfa = on })
 }
 
 // TakeMaildropLock gives a user's POP3 maildrop lock to another session
@@ -270,6 +251,14 @@ func (s *MemStore) SetMFA(address string, on bool) error {
 // its node was cut off and another session took it: the maildrop stays
 // locked, and the former holder's ConfirmMaildrop says schema.ErrInUse.
 func (s *MemStore) TakeMaildropLock(address string) error {
+	return s.changeUser(address, "take maildrop lock", func(u *memUser) {
+		u.maildropLocked, u.maildropHolder = true, nil
+	})
+}
+
+// changeUser runs change on the user of address under the store's lock;
+// what names the change in the error for an unknown user.
+func (s *MemStore) changeUser(address, what string, change func(*memUser)) error {
 	addr, _, err := schema.CanonicalAddress(address)
 	if err != nil {
 		return err
@@ -278,9 +267,9 @@ func (s *MemStore) TakeMaildropLock(address string) error {
 	defer s.mu.Unlock()
 	u := s.users[addr]
 	if u == nil {
-		return fmt.Errorf("take maildrop lock: %w", schema.ErrNoSuchUser)
+		return fmt.Errorf("%s: %w", what, schema.ErrNoSuchUser)
 	}
-	u.maildropLocked, u.maildropHolder = true, nil
+	change(u)
 	return nil
 }
 
