@@ -31,11 +31,13 @@ import (
 // An append that brings a new commit index, a new entry or a new term
 // differs from the last acknowledged and always goes out, so followers
 // learn a commit as soon as they do today. What a replayed answer tells
-// the leader (the follower's last contact, a vote that it still leads)
-// was true within beat, which stays well inside the read lease's margin:
-// a follower that accepted a heartbeat elects no one for a heartbeat
-// timeout after, the lease lasts half of one, and beat is a fifth.
-// Heartbeats themselves always go out.
+// hashicorp/raft (the follower's last contact, a vote that it still
+// leads) was true within beat: a follower that accepted a heartbeat
+// elects no one for a heartbeat timeout after, and beat is a fifth of
+// one. A read lease does not rest on replayed answers: it counts only
+// requests that went out and were accepted after it was asked for
+// (acceptedSince, Shard.verifyLeader). Heartbeats themselves always go
+// out.
 type quietTransport struct {
 	*raft.NetworkTransport
 	beat   time.Duration
