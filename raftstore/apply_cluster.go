@@ -27,8 +27,8 @@ func (a *applier) swapSetting(p *schema.SwapSetting) *schema.Result {
 	return ok()
 }
 
-// lease takes, renews or releases a lease. Time is the proposer's clock,
-// the same on every replica.
+// lease takes, renews or releases a lease. Time is the clock of the
+// leader that proposed it (Shard.timeLease), the same on every replica.
 func (a *applier) lease(p *schema.Lease) *schema.Result {
 	if p.Key == "" || len(p.Key) > bbolt.MaxKeySize || p.Holder.IsZero() || p.TTL < 0 {
 		return fail(schema.CodeInvalid)

@@ -4,13 +4,37 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-func applyAt(s *Shard, at time.Time, p schema.Payload) (*schema.Result, error) {
+// testClock is a settable clock for a shard's lease times (Config.clock).
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// applyAt applies p with the proposer's time at, and, when the shard
+// reads clk, with clk set to at first.
+func applyAt(s *Shard, clk *testClock, at time.Time, p schema.Payload) (*schema.Result, error) {
+	if clk != nil {
+		clk.set(at)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return s.Apply(ctx, schema.Command{ReqID: schema.NewID(), Time: at.UnixNano(), Payload: p})
@@ -43,28 +67,29 @@ func TestSwapSettingIsCompareAndSet(t *testing.T) {
 }
 
 func TestLeaseExcludesOthersUntilItExpires(t *testing.T) {
-	s := openShard(t, t.TempDir())
-	a, b := schema.NewID(), schema.NewID()
 	now := time.Now()
+	clk := &testClock{t: now}
+	s := openShardConfig(t, Config{Dir: t.TempDir(), clock: clk.now})
+	a, b := schema.NewID(), schema.NewID()
 	ttl := int64(30 * time.Second)
-	if _, err := applyAt(s, now, &schema.Lease{Key: "pop3/u", Holder: a, TTL: ttl}); err != nil {
+	if _, err := applyAt(s, clk, now, &schema.Lease{Key: "pop3/u", Holder: a, TTL: ttl}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyAt(s, now.Add(time.Second), &schema.Lease{Key: "pop3/u", Holder: b, TTL: ttl}); !errors.Is(err, schema.ErrConflict) {
+	if _, err := applyAt(s, clk, now.Add(time.Second), &schema.Lease{Key: "pop3/u", Holder: b, TTL: ttl}); !errors.Is(err, schema.ErrConflict) {
 		t.Fatalf("second holder: %v, want conflict", err)
 	}
 	// The holder renews; another takes it only once it has expired.
-	if _, err := applyAt(s, now.Add(20*time.Second), &schema.Lease{Key: "pop3/u", Holder: a, TTL: ttl}); err != nil {
+	if _, err := applyAt(s, clk, now.Add(20*time.Second), &schema.Lease{Key: "pop3/u", Holder: a, TTL: ttl}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyAt(s, now.Add(40*time.Second), &schema.Lease{Key: "pop3/u", Holder: b, TTL: ttl}); !errors.Is(err, schema.ErrConflict) {
+	if _, err := applyAt(s, clk, now.Add(40*time.Second), &schema.Lease{Key: "pop3/u", Holder: b, TTL: ttl}); !errors.Is(err, schema.ErrConflict) {
 		t.Fatalf("before the renewed expiry: %v, want conflict", err)
 	}
-	if _, err := applyAt(s, now.Add(51*time.Second), &schema.Lease{Key: "pop3/u", Holder: b, TTL: ttl}); err != nil {
+	if _, err := applyAt(s, clk, now.Add(51*time.Second), &schema.Lease{Key: "pop3/u", Holder: b, TTL: ttl}); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 	// Only the holder releases.
-	if _, err := applyAt(s, now.Add(52*time.Second), &schema.Lease{Key: "pop3/u", Holder: a, Release: true}); err != nil {
+	if _, err := applyAt(s, clk, now.Add(52*time.Second), &schema.Lease{Key: "pop3/u", Holder: a, Release: true}); err != nil {
 		t.Fatal(err)
 	}
 	var holder schema.ID
@@ -73,7 +98,7 @@ func TestLeaseExcludesOthersUntilItExpires(t *testing.T) {
 	if !held || holder != b {
 		t.Fatalf("lease held %v by %v, want b", held, holder)
 	}
-	if _, err := applyAt(s, now.Add(53*time.Second), &schema.Lease{Key: "pop3/u", Holder: b, Release: true}); err != nil {
+	if _, err := applyAt(s, clk, now.Add(53*time.Second), &schema.Lease{Key: "pop3/u", Holder: b, Release: true}); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.View(func(r *Reader) error { _, _, held = r.Lease("pop3/u"); return nil })

@@ -130,6 +130,9 @@ type Config struct {
 	// write to the Raft log and every commit of the state file: tests
 	// hold one of them to make that write hang.
 	beforeLogWrite, beforeStateCommit func()
+	// clock, when set, replaces the wall clock a leader times lease
+	// commands with (leasetime.go).
+	clock func() time.Time
 }
 
 // Shard is one replica of a Raft group and its state machine.
@@ -154,6 +157,9 @@ type Shard struct {
 	skipped atomic.Uint64
 	// applies times the commands this replica proposed (Times).
 	applies timeHist
+	// terms is the clock this replica times lease commands with when it
+	// leads (leasetime.go).
+	terms termClock
 }
 
 // Open opens (and on first use, creates and bootstraps) a shard replica.
@@ -178,6 +184,7 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	f.groupOnLeader = cfg.GroupLeaderCommits
 	s := &Shard{cfg: cfg, log: logger, fsm: f, closed: make(chan struct{})}
+	s.terms.now = cfg.clock
 	f.writes, f.beforeCommit = &s.writes, cfg.beforeStateCommit
 	if err := s.openRaft(); err != nil {
 		f.close()
@@ -189,6 +196,7 @@ func Open(cfg Config) (*Shard, error) {
 		}
 		return nil, fmt.Errorf("open shard %d: %w", cfg.Shard, err)
 	}
+	s.watchLeadership()
 	go s.snapshotBySize()
 	return s, nil
 }
@@ -340,6 +348,7 @@ func deadline(ctx context.Context, d time.Duration) time.Time {
 // its result. A result carrying an error code is returned as that
 // schema sentinel error together with the result. If ctx ends first the
 // command may still be applied later; callers retry with the same ReqID.
+// A Lease is timed by this leader's clock, not cmd.Time (leasetime.go).
 func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, error) {
 	select {
 	case <-s.closed:
@@ -348,6 +357,11 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 	}
 	if !s.IsLeader() {
 		return nil, ErrNotLeader
+	}
+	if l, ok := cmd.Payload.(*schema.Lease); ok {
+		if res, err := s.timeLease(ctx, &cmd, l); res != nil || err != nil {
+			return res, err
+		}
 	}
 	data := schema.EncodeCommand(cmd)
 	proposed := time.Now()

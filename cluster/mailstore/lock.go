@@ -57,8 +57,8 @@ func (a *Account) LockMaildrop(ctx context.Context) (func(), error) {
 // ConfirmMaildrop reports whether this account still holds the maildrop
 // lock it took (protocols.Account). A renewal proposed less than a third
 // of the lease ago vouches for it (no other session takes it before the
-// lease runs out, two thirds of it later, unless the nodes' clocks
-// differ by that much); otherwise it is renewed now.
+// lease runs out, two thirds of it later: lease times are the shard
+// leader's, see raftstore/leasetime.go); otherwise it is renewed now.
 func (a *Account) ConfirmMaildrop(ctx context.Context) error {
 	a.mu.Lock()
 	l := a.maildrop

@@ -69,8 +69,9 @@ type Command struct {
 	// ReqID identifies the request; a retried request with the same id is
 	// applied once and answered with the first result.
 	ReqID ID
-	// Time is the proposer's clock in Unix nanoseconds. The FSM uses it
-	// instead of its own clock so that every replica applies the same state.
+	// Time is the proposer's clock in Unix nanoseconds (for a Lease, the
+	// clock of the leader that proposes it). The FSM uses it instead of
+	// its own clock so that every replica applies the same state.
 	Time    int64
 	Payload Payload
 }

@@ -1,0 +1,105 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/raftstore/schema"
+)
+
+// applyLease proposes l on s with the proposer's clock at proposed.
+func applyLease(s *Shard, proposed time.Time, l *schema.Lease) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := s.Apply(ctx, schema.Command{ReqID: schema.NewID(), Time: proposed.UnixNano(), Payload: l})
+	return err
+}
+
+// TestLeaseTimedByTheLeader checks that a lease's expiry and a take are
+// read on the leader's clock, whatever clock the proposer sent: a node an
+// hour ahead cannot take a lease its holder renewed, and a holder an hour
+// behind does not shorten its own.
+func TestLeaseTimedByTheLeader(t *testing.T) {
+	t0 := time.Now()
+	clk := &testClock{t: t0}
+	s := openShardConfig(t, Config{Dir: t.TempDir(), clock: clk.now})
+	a, b := schema.NewID(), schema.NewID()
+	ttl := 30 * time.Second
+	if err := applyLease(s, t0, &schema.Lease{Key: "pop3/u", Holder: a, TTL: int64(ttl)}); err != nil {
+		t.Fatal(err)
+	}
+	// A minute on, the leader has led longer than a lease; the holder,
+	// whose clock is an hour behind, renews.
+	clk.set(t0.Add(time.Minute))
+	if err := applyLease(s, t0.Add(time.Minute-time.Hour), &schema.Lease{Key: "pop3/u", Holder: a, TTL: int64(ttl)}); err != nil {
+		t.Fatal(err)
+	}
+	var expires int64
+	_ = s.Read(func(r *Reader) error { _, expires, _ = r.Lease("pop3/u"); return nil })
+	if want := t0.Add(time.Minute + ttl).UnixNano(); expires != want {
+		t.Fatalf("the renewed lease expires at %v, want %v (the leader's time plus the lease)",
+			time.Unix(0, expires), time.Unix(0, want))
+	}
+	// A second later a node an hour ahead tries to take it.
+	clk.set(t0.Add(time.Minute + time.Second))
+	err := applyLease(s, t0.Add(time.Hour), &schema.Lease{Key: "pop3/u", Holder: b, TTL: int64(ttl)})
+	if !errors.Is(err, schema.ErrConflict) {
+		t.Fatalf("a take proposed with a clock an hour ahead: %v, want conflict", err)
+	}
+	// Once the lease has run out on the leader's clock, it can.
+	clk.set(t0.Add(time.Minute + ttl + time.Second))
+	if err := applyLease(s, t0.Add(-time.Hour), &schema.Lease{Key: "pop3/u", Holder: b, TTL: int64(ttl)}); err != nil {
+		t.Fatalf("a take after the lease ran out on the leader's clock: %v", err)
+	}
+}
+
+// TestNewLeaderWaitsALeaseBeforeATakeover runs three replicas over TCP
+// whose clocks differ by an hour. A lease taken under one leader is not
+// taken by another holder right after the leadership moves to the replica
+// whose clock is an hour ahead, although by that clock it ran out long
+// ago; once the new leader has led for the lease's length it is. A lease
+// nobody holds is taken at once all the same.
+func TestNewLeaderWaitsALeaseBeforeATakeover(t *testing.T) {
+	timing := Timing{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+		LeaderLeaseTimeout: time.Second, CommitTimeout: 10 * time.Millisecond}
+	var offsets [3]atomic.Int64 // each replica's clock, ahead of the real one
+	g := startTCPGroup(t, timing, func(i int, _ *quietTransport, cfg *Config) {
+		cfg.clock = func() time.Time { return time.Now().Add(time.Duration(offsets[i].Load())) }
+	})
+	const ttl = 2 * time.Second
+	a, b, c := schema.NewID(), schema.NewID(), schema.NewID()
+	from := g.leader(t)
+	if err := applyLease(g.shards[from], time.Now(), &schema.Lease{Key: "pop3/u", Holder: a, TTL: int64(ttl)}); err != nil {
+		t.Fatal(err)
+	}
+	to := (from + 1) % 3
+	offsets[to].Store(int64(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.shards[from].TransferLeadership(ctx, g.shards[to].cfg.NodeID, g.shards[to].cfg.Address); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new leader leads", 10*time.Second, func() bool { return g.shards[to].IsLeader() })
+	s := g.shards[to]
+
+	err := applyLease(s, time.Now(), &schema.Lease{Key: "pop3/u", Holder: b, TTL: int64(ttl)})
+	if !errors.Is(err, schema.ErrConflict) {
+		t.Fatalf("a take right after the leadership moved to a clock an hour ahead: %v, want conflict", err)
+	}
+	if err := applyLease(s, time.Now(), &schema.Lease{Key: "pop3/v", Holder: c, TTL: int64(ttl)}); err != nil {
+		t.Fatalf("a lease nobody holds, taken under the new leader: %v", err)
+	}
+	waitFor(t, "the lease taken over once the new leader led for its length", 20*time.Second, func() bool {
+		if !s.IsLeader() {
+			t.Fatal("the new leader lost its leadership")
+		}
+		err := applyLease(s, time.Now(), &schema.Lease{Key: "pop3/u", Holder: b, TTL: int64(ttl)})
+		if err != nil && !errors.Is(err, schema.ErrConflict) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+}
