@@ -40,6 +40,40 @@ type peerHealth struct {
 	// the report are at least that recent, so a replica that keeps up
 	// under load is not judged by entries committed after it answered.
 	commitsAtPing map[uint32]uint64
+	// clock is what its last answer said of its clock (clockOffset).
+	clock clockOffset
+	// clockWarned is set while a warning that its clock differs stands.
+	clockWarned bool
+}
+
+// clockOffset is how far a node's clock is ahead of this node's
+// (negative: behind), read from the time in its answer to a ping against
+// the middle of the ping's round trip, so to within half of it. Raft,
+// read leases and lease commands do not depend on it (they time on the
+// monotonic clock, or on one leader's clock); what does is what carries a
+// node's wall clock: the INTERNALDATE of mail it takes, DKIM signatures'
+// times, TOTP codes checked there, the hour staged pieces of a large
+// message are kept.
+type clockOffset struct {
+	Offset time.Duration
+	RTT    time.Duration
+	Known  bool
+}
+
+// clockWarnAbove is the clock offset past which a node logs a warning,
+// beyond the measurement's own uncertainty; the warning stands until the
+// offset is under half of it.
+const clockWarnAbove = time.Second
+
+// measureClock reads a peer's clock offset from its report's time and
+// the ping's send and receive times.
+func measureClock(reported, sent, received time.Time) clockOffset {
+	if reported.IsZero() {
+		return clockOffset{} // software that reports no time
+	}
+	rtt := received.Sub(sent)
+	// reported has no monotonic reading, so this compares wall clocks.
+	return clockOffset{Offset: reported.Sub(sent.Add(rtt / 2)), RTT: rtt, Known: true}
 }
 
 func newHealth(c *Cluster) *health {
@@ -97,8 +131,10 @@ func (h *health) round() {
 			defer h.pings.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 			defer cancel()
+			sent := time.Now()
 			resp, err := h.ping(ctx, n.Address)
-			h.record(n.ID, resp, err, commits)
+			clock := measureClock(resp.Time, sent, time.Now())
+			h.record(n.ID, resp, err, commits, clock)
 			h.mu.Lock()
 			delete(h.pinging, n.ID)
 			h.mu.Unlock()
@@ -117,7 +153,7 @@ func (h *health) startPing(id string) bool {
 	return true
 }
 
-func (h *health) record(id string, resp PingResponse, err error, commits map[uint32]uint64) {
+func (h *health) record(id string, resp PingResponse, err error, commits map[uint32]uint64, clock clockOffset) {
 	h.mu.Lock()
 	p := h.peers[id]
 	if p == nil {
@@ -129,13 +165,39 @@ func (h *health) record(id string, resp PingResponse, err error, commits map[uin
 		h.mu.Unlock()
 		return
 	}
-	p.lastSeen, p.lastErr, p.report, p.commitsAtPing = time.Now(), "", resp, commits
+	p.lastSeen, p.lastErr, p.report, p.commitsAtPing, p.clock = time.Now(), "", resp, commits, clock
+	warn, agree := p.judgeClock()
 	h.mu.Unlock()
+	if warn {
+		h.c.log.Warn("another node's clock differs from this node's; keep every node's clock synchronised (NTP)",
+			"node", id, "offset", clock.Offset.Round(time.Millisecond), "uncertainty", (clock.RTT / 2).Round(time.Millisecond))
+	}
+	if agree {
+		h.c.log.Info("another node's clock agrees with this node's again", "node", id, "offset", clock.Offset.Round(time.Millisecond))
+	}
 	for _, st := range resp.Shards {
 		if st.Leads() {
 			h.c.learnLeader(st.Shard, resp.NodeID, resp.Address, st.Term)
 		}
 	}
+}
+
+// judgeClock updates the standing clock warning from the last offset and
+// reports whether it was just raised or just lifted.
+func (p *peerHealth) judgeClock() (warn, agree bool) {
+	if !p.clock.Known {
+		return false, false
+	}
+	off := p.clock.Offset.Abs()
+	switch {
+	case !p.clockWarned && off-p.clock.RTT/2 > clockWarnAbove:
+		p.clockWarned = true
+		return true, false
+	case p.clockWarned && off+p.clock.RTT/2 < clockWarnAbove/2:
+		p.clockWarned = false
+		return false, true
+	}
+	return false, false
 }
 
 // alive reports whether a node answered within d (this node is always

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,7 +28,7 @@ func TestCaughtUpAgainstCommitAtPing(t *testing.T) {
 		if commitAtPing > 0 {
 			commits = map[uint32]uint64{1: commitAtPing}
 		}
-		c.health.record("n5", resp, nil, commits)
+		c.health.record("n5", resp, nil, commits, clockOffset{})
 	}
 
 	// Answered at 4,600 when the leader had committed 4,620; it has
@@ -99,5 +102,87 @@ func TestPingRoundsDoNotWaitForASilentPeer(t *testing.T) {
 	}
 	if !h.alive("n2", time.Minute) {
 		t.Error("n2's answers were not recorded")
+	}
+}
+
+// syncBuffer is a log sink for goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestPeerClockOffset: a peer whose clock runs five seconds ahead is
+// measured at five seconds, to within half the ping's round trip, and
+// warned of once however many rounds follow; when its clock agrees
+// again, that is logged once too.
+func TestPeerClockOffset(t *testing.T) {
+	var logs syncBuffer
+	c := &Cluster{cfg: Config{NodeID: "n1"}, leaders: map[uint32]leaderHint{},
+		log: slog.New(slog.NewTextHandler(&logs, nil))}
+	c.view = &metaView{nodes: map[string]NodeRecord{"n1": {ID: "n1", Address: "a1"}, "n2": {ID: "n2", Address: "a2"}}}
+	c.health = newHealth(c)
+	h := c.health
+	var ahead atomic.Int64
+	ahead.Store(int64(5 * time.Second))
+	var answered atomic.Int32
+	h.ping = func(ctx context.Context, addr string) (PingResponse, error) {
+		defer answered.Add(1)
+		return PingResponse{NodeID: "n2", Time: time.Now().Add(time.Duration(ahead.Load())).UTC()}, nil
+	}
+	rounds := func(n int32) clockOffset {
+		t.Helper()
+		for range n {
+			want := answered.Load() + 1
+			h.round()
+			waitUntil(t, "n2 answered", func() bool { return answered.Load() >= want })
+			h.pings.Wait()
+		}
+		p, _ := h.peer("n2")
+		return p.clock
+	}
+
+	got := rounds(3)
+	if !got.Known || (got.Offset-5*time.Second).Abs() > got.RTT/2+50*time.Millisecond {
+		t.Fatalf("n2's clock measured %v ahead (round trip %v, known %v), want 5s", got.Offset, got.RTT, got.Known)
+	}
+	if n := strings.Count(logs.String(), "clock differs"); n != 1 {
+		t.Fatalf("%d warnings of n2's clock after three rounds, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "node=n2") {
+		t.Errorf("the warning does not name n2:\n%s", logs.String())
+	}
+	ahead.Store(0)
+	if got := rounds(2); got.Offset.Abs() > got.RTT/2+50*time.Millisecond {
+		t.Fatalf("n2's clock measured %v ahead after it agreed again", got.Offset)
+	}
+	if n := strings.Count(logs.String(), "agrees with this node's again"); n != 1 {
+		t.Fatalf("%d notes of n2's clock agreeing again, want 1:\n%s", n, logs.String())
+	}
+	if m := measureClock(time.Time{}, time.Now(), time.Now()); m.Known {
+		t.Error("a report without a time gave a clock offset")
+	}
+}
+
+// waitUntil polls cond with a deadline.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline
 	}
 }

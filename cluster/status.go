@@ -31,6 +31,12 @@ type NodeStatus struct {
 	Health   string    `json:"health"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Joined   time.Time `json:"joined"`
+	// ClockOffset is how far the node's clock was ahead of the answering
+	// node's at its last answer, in seconds (negative: behind), to within
+	// ClockUncertainty; both are absent for a node not up, and 0 for the
+	// answering node itself.
+	ClockOffset      *float64 `json:"clock_offset_seconds,omitempty"`
+	ClockUncertainty *float64 `json:"clock_uncertainty_seconds,omitempty"`
 }
 
 // ShardStatus is one shard's group.
@@ -92,9 +98,14 @@ func (c *Cluster) Status() Status {
 			ns.Health = "removed"
 		case id == c.cfg.NodeID:
 			ns.Health, ns.LastSeen = "up", time.Now().UTC()
+			ns.ClockOffset, ns.ClockUncertainty = new(float64), new(float64)
 		case seen && time.Since(p.lastSeen) < upWithin:
 			ns.Health, ns.LastSeen = "up", p.lastSeen.UTC()
 			reports[id] = p.report
+			if p.clock.Known {
+				off, unc := p.clock.Offset.Seconds(), (p.clock.RTT / 2).Seconds()
+				ns.ClockOffset, ns.ClockUncertainty = &off, &unc
+			}
 		case c.dead(id):
 			ns.Health = "dead"
 			if seen {

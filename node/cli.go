@@ -609,17 +609,30 @@ func Stdio(version string) CLI {
 	return CLI{Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 }
 
+// clockColumn shows how far a node's clock is ahead of the answering
+// node's, and to within what: "+0.002s ±0.001s", "-" when unknown.
+func clockColumn(n cluster.NodeStatus) string {
+	if n.ClockOffset == nil {
+		return "-"
+	}
+	unc := 0.0
+	if n.ClockUncertainty != nil {
+		unc = *n.ClockUncertainty
+	}
+	return fmt.Sprintf("%+.3fs ±%.3fs", *n.ClockOffset, unc)
+}
+
 // printClusterStatus prints nodes and shards as tables.
 func printClusterStatus(w io.Writer, s cluster.Status) error {
 	fmt.Fprintf(w, "cluster %s (as node %s sees it)\n\n", s.ClusterID, s.Node)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tREGION\tADDRESS\tHEALTH\tVERSION\tCOMMANDS\tLAST SEEN")
+	fmt.Fprintln(tw, "NODE\tREGION\tADDRESS\tHEALTH\tVERSION\tCOMMANDS\tLAST SEEN\tCLOCK")
 	for _, n := range s.Nodes {
 		seen := "-"
 		if !n.LastSeen.IsZero() {
 			seen = n.LastSeen.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.ID, n.Region, n.Address, n.Health, n.Version, n.Commands, seen)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.ID, n.Region, n.Address, n.Health, n.Version, n.Commands, seen, clockColumn(n))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -192,6 +192,7 @@ type shardCollector struct {
 	last     *prometheus.Desc
 	commit   *prometheus.Desc
 	nodeUp   *prometheus.Desc
+	clock    *prometheus.Desc
 	lag      *prometheus.Desc
 	voters   *prometheus.Desc
 	hasLeadr *prometheus.Desc
@@ -216,6 +217,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		last:         prometheus.NewDesc("mail_raft_shard_last_index", "Last Raft log index stored for the shard.", labels, nil),
 		commit:       prometheus.NewDesc("mail_raft_shard_commit_index", "Commit index of the shard as this replica knows it.", labels, nil),
 		nodeUp:       prometheus.NewDesc("mail_cluster_node_up", "1 when the node answered this node within the last seconds, by node and region.", []string{"node", "region", "health"}, nil),
+		clock:        prometheus.NewDesc("mail_cluster_clock_offset_seconds", "How far another node's clock is ahead of this node's (negative: behind), read at its last answer to a ping, by node; to within half the ping's round trip.", []string{"node"}, nil),
 		lag:          prometheus.NewDesc("mail_cluster_replica_lag_entries", "Committed entries a replica has not applied yet, by shard and node.", []string{"shard", "node"}, nil),
 		voters:       prometheus.NewDesc("mail_cluster_shard_voters", "Voting replicas of a shard.", labels, nil),
 		hasLeadr:     prometheus.NewDesc("mail_cluster_shard_has_leader", "1 when the shard has a known leader.", labels, nil),
@@ -231,7 +233,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.lag, c.voters, c.hasLeadr, c.stopped, c.stuck, c.free, c.opened, c.reads, c.skipped,
+	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.clock, c.lag, c.voters, c.hasLeadr, c.stopped, c.stuck, c.free, c.opened, c.reads, c.skipped,
 		c.logWrites, c.stateCommits, c.applies} {
 		ch <- d
 	}
@@ -283,6 +285,9 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.nodeUp, prometheus.GaugeValue, up, n.ID, n.Region, n.Health)
+		if n.ClockOffset != nil && n.ID != cs.Node {
+			ch <- prometheus.MustNewConstMetric(c.clock, prometheus.GaugeValue, *n.ClockOffset, n.ID)
+		}
 	}
 	for _, s := range cs.Shards {
 		id := strconv.FormatUint(uint64(s.Shard), 10)

@@ -2,7 +2,9 @@ package node
 
 import (
 	"encoding/json"
+	"math"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,13 +24,16 @@ func freeClusterAddr(t *testing.T) string {
 }
 
 // peerUp reports whether the node serving dir has heard from node id
-// lately.
-func peerUp(t *testing.T, dir, id string) bool {
+// lately, and the node's clock offset and its uncertainty as the status
+// shows them then.
+func peerUp(t *testing.T, dir, id string) (up bool, offset, uncertainty *float64) {
 	t.Helper()
 	var st struct {
 		Nodes []struct {
-			ID     string `json:"id"`
-			Health string `json:"health"`
+			ID          string   `json:"id"`
+			Health      string   `json:"health"`
+			Offset      *float64 `json:"clock_offset_seconds"`
+			Uncertainty *float64 `json:"clock_uncertainty_seconds"`
 		} `json:"nodes"`
 	}
 	if err := json.Unmarshal([]byte(mustCLI(t, "", "cluster", "status", "--json", "--data", dir)), &st); err != nil {
@@ -36,10 +41,17 @@ func peerUp(t *testing.T, dir, id string) bool {
 	}
 	for _, n := range st.Nodes {
 		if n.ID == id && n.Health == "up" {
-			return true
+			return true, n.Offset, n.Uncertainty
 		}
 	}
-	return false
+	return false, nil, nil
+}
+
+func ptrString(p *float64) string {
+	if p == nil {
+		return "none"
+	}
+	return strconv.FormatFloat(*p, 'f', 3, 64)
 }
 
 // TestSessionKillAcrossNodes: in a two-node cluster (two nodes in one
@@ -85,11 +97,23 @@ func TestSessionKillAcrossNodes(t *testing.T) {
 	}
 	// The broadcast reaches the nodes that answered a ping lately.
 	deadline := time.Now().Add(30 * time.Second)
-	for !peerUp(t, dir1, "n2") {
+	for {
+		up, offset, unc := peerUp(t, dir1, "n2")
+		if up {
+			// Both nodes read one clock: the offset is within the
+			// measurement's uncertainty (and a loaded machine's delays).
+			if offset == nil || unc == nil || math.Abs(*offset) > *unc+0.5 {
+				t.Fatalf("n2's clock offset in n1's status: %v ± %v, want about 0", ptrString(offset), ptrString(unc))
+			}
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("n2 never showed up as up in n1's cluster status")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if out := mustCLI(t, "", "cluster", "status", "--data", dir1); !strings.Contains(out, "CLOCK") || !strings.Contains(out, "+0.000s ±0.000s") {
+		t.Errorf("cluster status shows no clock column, or not this node's own zero offset:\n%s", out)
 	}
 
 	c := login(password)
