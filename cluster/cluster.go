@@ -661,11 +661,11 @@ func (c *Cluster) housekeep() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		before := time.Now().Add(-stagedChunkTTL).UnixNano()
 		for _, s := range c.Shards() {
 			if s.ID() == 0 || !s.IsLeader() {
 				continue
 			}
+			before := s.LeaderTime().Add(-stagedChunkTTL).UnixNano()
 			if _, err := c.Apply(ctx, s.ID(), &schema.ExpireStaged{Before: before}); err != nil {
 				c.log.Warn("expire staged chunks", "shard", s.ID(), "err", err)
 			}

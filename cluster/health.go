@@ -52,8 +52,7 @@ type peerHealth struct {
 // read leases and lease commands do not depend on it (they time on the
 // monotonic clock, or on one leader's clock); what does is what carries a
 // node's wall clock: the INTERNALDATE of mail it takes, DKIM signatures'
-// times, TOTP codes checked there, the hour staged pieces of a large
-// message are kept.
+// times, TOTP codes checked there.
 type clockOffset struct {
 	Offset time.Duration
 	RTT    time.Duration

@@ -29,6 +29,11 @@ import (
 // whatever the clocks say. (A new leader whose clock is behind its
 // predecessor's keeps such a lease taken for as much longer: clocks
 // can delay a takeover, never hasten it.)
+//
+// Staged pieces of a message being received (schema.StageChunk) are
+// stamped the same way, since the leader expires them an hour after
+// their stamp by this clock (LeaderTime): a proposer whose clock is
+// behind cannot make them look old.
 
 // termClock is the clock a leader stamps on lease commands.
 type termClock struct {
@@ -63,6 +68,15 @@ func (c *termClock) stamp(term uint64) (at time.Time, led time.Duration) {
 	since := c.lead(term)
 	led = c.read().Sub(since)
 	return since.Add(led), led
+}
+
+// LeaderTime is the time on this replica's term clock: what it stamps on
+// the lease and staging commands it proposes as leader. Housekeeping on
+// the leader reads it to expire staged pieces on the clock that stamped
+// them.
+func (s *Shard) LeaderTime() time.Time {
+	at, _ := s.terms.stamp(s.raft.CurrentTerm())
+	return at
 }
 
 // watchLeadership notes each term this replica comes to lead as soon as

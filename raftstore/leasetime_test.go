@@ -103,3 +103,22 @@ func TestNewLeaderWaitsALeaseBeforeATakeover(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestStagedPiecesTimedByTheLeader: a piece staged by a proposer whose
+// clock is two hours behind is stamped with the leader's time, so an
+// expiry of what was staged more than an hour ago leaves it.
+func TestStagedPiecesTimedByTheLeader(t *testing.T) {
+	s := openShard(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stage := &schema.StageChunk{User: schema.NewID(), Blob: schema.NewID(), Index: 0, Sealed: []byte("piece")}
+	if _, err := s.Apply(ctx, schema.Command{ReqID: schema.NewID(), Time: time.Now().Add(-2 * time.Hour).UnixNano(), Payload: stage}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, &schema.ExpireStaged{Before: s.LeaderTime().Add(-time.Hour).UnixNano()})
+	var n int
+	_ = s.View(func(r *Reader) error { n = r.Stats().StagedChunks; return nil })
+	if n != 1 {
+		t.Fatalf("%d staged pieces left after expiring those over an hour old, want the one staged just now", n)
+	}
+}

@@ -348,7 +348,8 @@ func deadline(ctx context.Context, d time.Duration) time.Time {
 // its result. A result carrying an error code is returned as that
 // schema sentinel error together with the result. If ctx ends first the
 // command may still be applied later; callers retry with the same ReqID.
-// A Lease is timed by this leader's clock, not cmd.Time (leasetime.go).
+// A Lease or StageChunk is timed by this leader's clock, not cmd.Time
+// (leasetime.go).
 func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, error) {
 	select {
 	case <-s.closed:
@@ -358,10 +359,16 @@ func (s *Shard) Apply(ctx context.Context, cmd schema.Command) (*schema.Result, 
 	if !s.IsLeader() {
 		return nil, ErrNotLeader
 	}
-	if l, ok := cmd.Payload.(*schema.Lease); ok {
-		if res, err := s.timeLease(ctx, &cmd, l); res != nil || err != nil {
+	switch p := cmd.Payload.(type) {
+	case *schema.Lease:
+		if res, err := s.timeLease(ctx, &cmd, p); res != nil || err != nil {
 			return res, err
 		}
+	case *schema.StageChunk:
+		// A staged piece expires by the leader's clock (LeaderTime), so
+		// it is stamped by it: a proposer whose clock is behind cannot
+		// make a piece of a message still being received look expired.
+		cmd.Time = s.LeaderTime().UnixNano()
 	}
 	data := schema.EncodeCommand(cmd)
 	proposed := time.Now()
