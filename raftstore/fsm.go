@@ -215,9 +215,11 @@ func (f *fsm) read(fn func(*Reader) error) error {
 	if d := f.committing.lasted(); d > heldReadPatience {
 		// The group's commit hangs (a disk that does not answer), and the
 		// read would wait for it: the caller hears so at once.
-		return fmt.Errorf("%w: the state file's commit has not returned for %s", ErrStuck, d.Round(100*time.Millisecond))
+		return stuckCommit(d)
 	}
-	f.wmu.Lock()
+	if err := f.lockForRead(); err != nil {
+		return err
+	}
 	if f.broken != nil {
 		f.wmu.Unlock()
 		return f.broken
@@ -233,6 +235,51 @@ func (f *fsm) read(fn func(*Reader) error) error {
 		return ErrClosed
 	}
 	return fn(&Reader{tx: f.pend.tx})
+}
+
+// stuckCommit is read's answer while the state file's commit hangs.
+func stuckCommit(d time.Duration) error {
+	return fmt.Errorf("%w: the state file's commit has not returned for %s", ErrStuck, d.Round(100*time.Millisecond))
+}
+
+// lockForRead takes wmu for read. A commit holds wmu for as long as the
+// disk takes, so a reader that came in the first moments of a commit that
+// hangs gives up with ErrStuck once the commit has lasted
+// heldReadPatience, as a reader that came later does at once, instead of
+// waiting with it until the disk answers. When wmu is not free, a helper
+// goroutine waits for it and hands it over; if the reader has left by
+// then, the helper lets it go.
+func (f *fsm) lockForRead() error {
+	if f.wmu.TryLock() {
+		return nil
+	}
+	const (
+		waiting = iota
+		handed
+		left
+	)
+	var state atomic.Int32
+	got := make(chan struct{})
+	go func() {
+		f.wmu.Lock()
+		if state.CompareAndSwap(waiting, handed) {
+			close(got)
+			return
+		}
+		f.wmu.Unlock()
+	}()
+	tick := time.NewTicker(heldReadPatience / 5)
+	defer tick.Stop()
+	for {
+		select {
+		case <-got:
+			return nil
+		case <-tick.C:
+			if d := f.committing.lasted(); d > heldReadPatience && state.CompareAndSwap(waiting, left) {
+				return stuckCommit(d)
+			}
+		}
+	}
 }
 
 // readCommitted runs fn in a read transaction of the state file.

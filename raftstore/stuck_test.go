@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,5 +135,60 @@ func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadGivesUpOnACommitThatHangs: a read that comes just as a commit
+// of the state file starts to hang answers ErrStuck once the commit has
+// lasted heldReadPatience, rather than waiting until the disk answers;
+// once it does, reads see the group.
+func TestReadGivesUpOnACommitThatHangs(t *testing.T) {
+	var hold atomic.Bool
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	s := openShardConfig(t, Config{Dir: t.TempDir(), GroupLeaderCommits: true, beforeStateCommit: func() {
+		if hold.Load() {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+	}})
+	f := newFixture(t, s)
+	hold.Store(true)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	appendMsg(t, s, f, f.inbox, "applied, its commit hangs")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the group's commit did not start")
+	}
+	begun := time.Now()
+	read := make(chan error, 1)
+	go func() { read <- s.Read(func(*Reader) error { return nil }) }()
+	select {
+	case err := <-read:
+		if !errors.Is(err, ErrStuck) {
+			t.Fatalf("a read while the commit hangs: %v, want ErrStuck", err)
+		}
+		t.Logf("the read gave up after %v", time.Since(begun).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read that came as the commit began waited for the disk")
+	}
+
+	hold.Store(false)
+	close(release)
+	released = true
+	waitFor(t, "reads answer once the commit returns", 10*time.Second, func() bool {
+		return s.Read(func(*Reader) error { return nil }) == nil
+	})
+	if ms := messages(t, s, f.user, f.inbox); len(ms) != 1 {
+		t.Fatalf("%d messages after the commit returned, want 1", len(ms))
 	}
 }
