@@ -22,6 +22,13 @@ import (
 // opens as it is.
 type logStore struct {
 	db *bbolt.DB
+	// writing times the stable-store write under way (Shard.stuckWrite):
+	// Raft writes its term and vote there at elections, from its main
+	// loop, which waits for them. writes, when set, holds them while the
+	// replica's disk is stalled (Shard.StallWrites).
+	writing writeClock
+	writes  *writeGate
+	before  func() // tests: runs as a write starts
 }
 
 var (
@@ -111,6 +118,14 @@ func (s *logStore) clearLog() error {
 
 // Set stores a stable-store value.
 func (s *logStore) Set(k, v []byte) error {
+	s.writing.begin()
+	defer s.writing.end()
+	if s.writes != nil {
+		s.writes.wait()
+	}
+	if s.before != nil {
+		s.before()
+	}
 	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketConf).Put(k, v) })
 }
 

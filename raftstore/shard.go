@@ -130,6 +130,9 @@ type Config struct {
 	// write to the Raft log and every commit of the state file: tests
 	// hold one of them to make that write hang.
 	beforeLogWrite, beforeStateCommit func()
+	// beforeStableWrite, when set, runs before every write of the term
+	// or vote to raft.db, for the same purpose.
+	beforeStableWrite func()
 	// clock, when set, replaces the wall clock a leader times lease
 	// commands with (leasetime.go).
 	clock func() time.Time
@@ -213,6 +216,7 @@ func (s *Shard) openRaft() error {
 		return fmt.Errorf("stable store: %w", err)
 	}
 	s.stable = stable
+	stable.writes, stable.before = &s.writes, cfg.beforeStableWrite
 	logs, err := openRaftLog(cfg.Dir, stable, hl)
 	if err != nil {
 		return err

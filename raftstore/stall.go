@@ -64,7 +64,7 @@ func (w *writeClock) lasted() time.Duration {
 }
 
 // StallWrites holds every write of this replica to its disk (its Raft
-// log, its state file's commits) while on, and lets them through when
+// log, its state file's commits, its term and vote) while on, and lets them through when
 // turned off, as a disk that hangs and comes back would: a stalled
 // volume, a frozen filesystem. It exists for the in-process fault tests,
 // whose nodes share one disk: a replica that leads stops sending appends
@@ -77,15 +77,18 @@ func (s *Shard) StallWrites(on bool) {
 // stuckWrite returns how long the replica's oldest write to its disk
 // under way has lasted, and which write it is.
 func (s *Shard) stuckWrite() (time.Duration, string) {
-	l, st := s.cache.writing.lasted(), s.fsm.committing.lasted()
-	if st > l {
-		return st, "the state file's commit"
+	d, what := s.cache.writing.lasted(), "the Raft log write"
+	if st := s.fsm.committing.lasted(); st > d {
+		d, what = st, "the state file's commit"
 	}
-	return l, "the Raft log write"
+	if st := s.stable.writing.lasted(); st > d {
+		d, what = st, "the Raft stable store's write (raft.db)"
+	}
+	return d, what
 }
 
 // Stuck returns, while a write of this replica to its disk (its Raft
-// log, a commit of its state file) has lasted longer than
+// log, a commit of its state file, its term or vote) has lasted longer than
 // Timing.StuckWriteAfter, an error saying which and for how long; nil
 // otherwise. A replica that leads steps aside meanwhile (IsLeader), and
 // its node is not ready to serve (cluster.Ready): a disk that hangs

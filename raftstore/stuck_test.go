@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,4 +192,48 @@ func TestReadGivesUpOnACommitThatHangs(t *testing.T) {
 	if ms := messages(t, s, f.user, f.inbox); len(ms) != 1 {
 		t.Fatalf("%d messages after the commit returned, want 1", len(ms))
 	}
+}
+
+// TestStableStoreWriteThatHangsIsStuck: a follower whose write of a new
+// term to raft.db hangs (at the election after a leadership transfer)
+// says so through Stuck, naming the write, and stops saying so once the
+// write returns.
+func TestStableStoreWriteThatHangsIsStuck(t *testing.T) {
+	timing := Timing{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+		LeaderLeaseTimeout: time.Second, CommitTimeout: 10 * time.Millisecond, StuckWriteAfter: time.Second}
+	var armed [3]atomic.Bool
+	release := make(chan struct{})
+	g := startTCPGroup(t, timing, func(i int, _ *quietTransport, cfg *Config) {
+		cfg.beforeStableWrite = func() {
+			if armed[i].Load() {
+				<-release
+			}
+		}
+	})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	from := g.leader(t)
+	hung, to := (from+1)%3, (from+2)%3
+	armed[hung].Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The new leader's term reaches the hung replica, which writes it.
+	if err := g.shards[from].TransferLeadership(ctx, g.shards[to].cfg.NodeID, g.shards[to].cfg.Address); err != nil {
+		t.Logf("transfer: %v (an election follows all the same)", err)
+	}
+	waitFor(t, "the replica whose raft.db write hangs says it is stuck", 20*time.Second, func() bool {
+		err := g.shards[hung].Stuck()
+		return err != nil && strings.Contains(err.Error(), "raft.db")
+	})
+	t.Logf("n%d: %v", hung+1, g.shards[hung].Stuck())
+	armed[hung].Store(false)
+	close(release)
+	released = true
+	waitFor(t, "the replica is no longer stuck once the write returns", 10*time.Second, func() bool {
+		return g.shards[hung].Stuck() == nil
+	})
 }
