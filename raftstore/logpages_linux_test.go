@@ -70,10 +70,18 @@ func TestRaftLogDropsOldSegmentPages(t *testing.T) {
 	}
 	defer w.Close()
 	data := make([]byte, 1<<20)
-	for i := uint64(1); i <= 5*logSegmentSize/uint64(len(data)); i++ {
+	last := 5 * logSegmentSize / uint64(len(data))
+	for i := uint64(1); i <= last; i++ {
 		if err := w.StoreLogs([]*raft.Log{{Index: i, Term: 1, Type: raft.LogCommand, Data: data}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// raft-wal creates the next segment in the background once one
+	// fills, and that drops the pages of the one two behind it; an append
+	// waits for such a rotation, so after this small one the segments
+	// stay as they are while they are looked at.
+	if err := w.StoreLogs([]*raft.Log{{Index: last + 1, Term: 1, Type: raft.LogCommand, Data: []byte("settle")}}); err != nil {
+		t.Fatal(err)
 	}
 	entries, err := os.ReadDir(filepath.Join(dir, walDir))
 	if err != nil {
