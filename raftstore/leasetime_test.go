@@ -70,7 +70,9 @@ func TestNewLeaderWaitsALeaseBeforeATakeover(t *testing.T) {
 	g := startTCPGroup(t, timing, func(i int, _ *quietTransport, cfg *Config) {
 		cfg.clock = func() time.Time { return time.Now().Add(time.Duration(offsets[i].Load())) }
 	})
-	const ttl = 2 * time.Second
+	// Long enough that the take right after the handover comes within it
+	// on a loaded machine too.
+	const ttl = 8 * time.Second
 	b := schema.NewID()
 
 	// A loaded machine may move the leadership meanwhile: then again,
@@ -98,7 +100,10 @@ func TestNewLeaderWaitsALeaseBeforeATakeover(t *testing.T) {
 			t.Logf("hand the leadership from n%d to n%d: %v", from+1, to+1, err)
 			continue
 		}
-		waitFor(t, "a replica leads", 10*time.Second, func() bool { return g.shards[g.leader(t)].IsLeader() })
+		end := time.Now().Add(5 * time.Second)
+		for !g.shards[to].IsLeader() && time.Now().Before(end) {
+			time.Sleep(10 * time.Millisecond) // polling with a deadline
+		}
 		if !g.shards[to].IsLeader() {
 			continue
 		}
@@ -113,7 +118,7 @@ func TestNewLeaderWaitsALeaseBeforeATakeover(t *testing.T) {
 			t.Fatalf("a lease nobody holds, taken under the new leader: %v", err)
 		}
 		s = g.shards[to]
-		waitFor(t, "the lease taken over once the new leader led for its length", 20*time.Second, func() bool {
+		waitFor(t, "the lease taken over once the new leader led for its length", 30*time.Second, func() bool {
 			err := applyLease(g.shards[g.leader(t)], time.Now(), &schema.Lease{Key: key, Holder: b, TTL: int64(ttl)})
 			if err != nil && !errors.Is(err, schema.ErrConflict) && !errors.Is(err, ErrNotLeader) {
 				t.Fatal(err)
