@@ -13,9 +13,7 @@ import (
 
 // applyLease proposes l on s with the proposer's clock at proposed.
 func applyLease(s *Shard, proposed time.Time, l *schema.Lease) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := s.Apply(ctx, schema.Command{ReqID: schema.NewID(), Time: proposed.UnixNano(), Payload: l})
+	_, err := applyAt(s, nil, proposed, l)
 	return err
 }
 
@@ -133,10 +131,8 @@ func TestNewLeaderWaitsALeaseBeforeATakeover(t *testing.T) {
 // expiry of what was staged more than an hour ago leaves it.
 func TestStagedPiecesTimedByTheLeader(t *testing.T) {
 	s := openShard(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	stage := &schema.StageChunk{User: schema.NewID(), Blob: schema.NewID(), Index: 0, Sealed: []byte("piece")}
-	if _, err := s.Apply(ctx, schema.Command{ReqID: schema.NewID(), Time: time.Now().Add(-2 * time.Hour).UnixNano(), Payload: stage}); err != nil {
+	if _, err := applyAt(s, nil, time.Now().Add(-2*time.Hour), stage); err != nil {
 		t.Fatal(err)
 	}
 	apply(t, s, &schema.ExpireStaged{Before: s.LeaderTime().Add(-time.Hour).UnixNano()})
