@@ -295,6 +295,7 @@ type faultRun struct {
 	ops, failed map[string]int // by kind
 	errs        map[string]map[string]int
 	slowest     time.Duration // of an acknowledged operation
+	slowestOp   string        // its kind and when it began, to match with the faults logged
 	observed    map[string]map[schema.UID]schema.ID
 	owner       map[string]map[schema.UID]string // by checked mailbox: the Message-ID at a UID
 	where       map[string]map[string]schema.UID // and the reverse
@@ -484,6 +485,7 @@ func (r *faultRun) opDone(kind string, call, ret int64, err error) {
 	}
 	if d := time.Duration(ret - call); d > r.slowest {
 		r.slowest = d
+		r.slowestOp = fmt.Sprintf("%s from %s", kind, time.Duration(call).Round(time.Millisecond))
 	}
 }
 

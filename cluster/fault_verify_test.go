@@ -29,6 +29,7 @@ type faultSummary struct {
 	ops      map[string]int
 	failed   map[string]int
 	slowest  time.Duration
+	slowOp   string        // the slowest operation's kind and start
 	recovery time.Duration // the longest wait for convergence
 
 	// Deliveries count copies (one per recipient).
@@ -41,8 +42,8 @@ type faultSummary struct {
 }
 
 func (s *faultSummary) log(t *testing.T) {
-	t.Logf("fault run: %d rounds in %s; faults %v; slowest acknowledged operation %s; longest recovery %s",
-		s.rounds, s.duration.Round(time.Second), s.faults, s.slowest.Round(time.Millisecond), s.recovery.Round(time.Millisecond))
+	t.Logf("fault run: %d rounds in %s; faults %v; slowest acknowledged operation %s (%s); longest recovery %s",
+		s.rounds, s.duration.Round(time.Second), s.faults, s.slowest.Round(time.Millisecond), s.slowOp, s.recovery.Round(time.Millisecond))
 	t.Logf("operations %v, failed %v", s.ops, s.failed)
 	t.Logf("deliveries (copies): sent %d, acknowledged %d, found %d, duplicates %d, lost %d; unacknowledged but stored %d",
 		s.sent, s.acked, s.found, s.duplicates, s.lost, s.unackedStored)
@@ -84,7 +85,7 @@ func (r *faultRun) verify() *faultSummary {
 	}
 	s := &faultSummary{duration: time.Since(r.started)}
 	r.mu.Lock()
-	s.faults, s.ops, s.failed, s.slowest = r.faults, r.ops, r.failed, r.slowest
+	s.faults, s.ops, s.failed, s.slowest, s.slowOp = r.faults, r.ops, r.failed, r.slowest, r.slowestOp
 	for _, d := range r.recoveries {
 		s.recovery = max(s.recovery, d)
 	}
