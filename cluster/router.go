@@ -210,7 +210,7 @@ func retryable(err error) bool {
 // Apply commits p on shard n (0 is the meta shard) under a fresh request
 // id; see ApplyRequest.
 func (c *Cluster) Apply(ctx context.Context, n uint32, p schema.Payload) (*schema.Result, error) {
-	return c.ApplyRequest(ctx, n, schema.NewID(), p)
+	return c.ApplyRequest(ctx, n, schema.NewRequestID(), p)
 }
 
 // ApplyRequest commits p on shard n under reqID, through the shard's

@@ -16,7 +16,7 @@ import (
 
 // followerFSM opens a state machine at path that believes it follows
 // (or leads) its group.
-func followerFSM(t *testing.T, path string, leads bool) *fsm {
+func followerFSM(t testing.TB, path string, leads bool) *fsm {
 	t.Helper()
 	f, err := openFSM(path, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -30,7 +30,7 @@ func followerFSM(t *testing.T, path string, leads bool) *fsm {
 
 // leaderFSM opens a state machine that leads its group, with
 // groupOnLeader set or not.
-func leaderFSM(t *testing.T, group bool) *fsm {
+func leaderFSM(t testing.TB, group bool) *fsm {
 	t.Helper()
 	f := followerFSM(t, filepath.Join(t.TempDir(), "state.db"), true)
 	f.groupOnLeader = group

@@ -125,7 +125,7 @@ func (s *Store) Deliver(ctx context.Context, d schema.Delivery) error {
 	stored := 0
 	for _, u := range users {
 		g.Go(func() error {
-			req := schema.NewID()
+			req := schema.NewRequestID()
 			if d.Fingerprint != nil {
 				req = deriveID("mailcluster/delivery-copy/", d.Fingerprint, u.ID[:])
 			}

@@ -114,7 +114,7 @@ func (a *Account) appendMessage(ctx context.Context, mbox schema.ID, msg []byte,
 	if err != nil {
 		return schema.AppendResult{}, err
 	}
-	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewID(), quota, claimRecent)
+	res, err := a.s.storeMessage(ctx, a.shard, a.user, a.keys, mbox, msg, fl, date, schema.NewRequestID(), quota, claimRecent)
 	if errors.Is(err, schema.ErrOverQuota) {
 		a.s.quotaRefused("append")
 	}

@@ -32,7 +32,7 @@ func (s *Store) SaveSent(ctx context.Context, user string, msg, fingerprint []by
 	if err != nil {
 		return fmt.Errorf("sent copy: %w", err)
 	}
-	req := schema.NewID()
+	req := schema.NewRequestID()
 	if fingerprint != nil {
 		req = deriveID("mailcluster/sent-copy/", fingerprint, u.ID[:])
 	}

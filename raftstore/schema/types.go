@@ -2,13 +2,18 @@ package schema
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // ID is an opaque 128-bit identifier for users, domains, mailboxes, messages
-// and blobs. IDs are random, so they reveal nothing about what they name.
+// and blobs, and for requests (Command.ReqID). IDs from NewID are random,
+// so they reveal nothing about what they name; request ids are made by
+// NewRequestID, or derived from what a retry must reproduce.
 type ID [16]byte
 
 // NewID returns a fresh random ID.
@@ -20,6 +25,30 @@ func NewID() ID {
 		panic(fmt.Sprintf("schema: crypto/rand: %v", err))
 	}
 	return id
+}
+
+// NewRequestID returns a fresh request id (Command.ReqID). The ids one
+// process makes follow each other: a random half drawn once per process,
+// then a counter. A shard's request table is keyed by request id, and
+// every entry adds one and, once the table is full, removes the oldest:
+// random ids put each entry's two changes in two random leaves of a large
+// table, rewritten at commit with the branches above them, where ids in
+// sequence put a commit's new ids together in one leaf and take the
+// oldest from another. They say nothing of when they were made; the
+// counter tells how many requests the process made before.
+func NewRequestID() ID {
+	requestIDs.once.Do(func() { requestIDs.prefix = NewID() })
+	id := requestIDs.prefix
+	binary.BigEndian.PutUint64(id[8:], requestIDs.next.Add(1))
+	return id
+}
+
+// requestIDs is the state of NewRequestID: the random first half of
+// every id (the second half of prefix is not used) and the counter.
+var requestIDs struct {
+	once   sync.Once
+	prefix ID
+	next   atomic.Uint64
 }
 
 // IsZero reports whether id is the zero ID.
