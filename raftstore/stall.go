@@ -64,9 +64,9 @@ func (w *writeClock) lasted() time.Duration {
 }
 
 // StallWrites holds every write of this replica to its disk (its Raft
-// log, its state file's commits, its term and vote) while on, and lets them through when
-// turned off, as a disk that hangs and comes back would: a stalled
-// volume, a frozen filesystem. It exists for the in-process fault tests,
+// log, its state file's commits, its term and vote) while on, and lets
+// them through when turned off, as a disk that hangs and comes back
+// would: a stalled volume, a frozen filesystem. It exists for the in-process fault tests,
 // whose nodes share one disk: a replica that leads stops sending appends
 // once a write has hung for Timing.StuckWriteAfter, so that another is
 // elected. A held write holds Close, so turn it off before closing.
@@ -88,9 +88,9 @@ func (s *Shard) stuckWrite() (time.Duration, string) {
 }
 
 // Stuck returns, while a write of this replica to its disk (its Raft
-// log, a commit of its state file, its term or vote) has lasted longer than
-// Timing.StuckWriteAfter, an error saying which and for how long; nil
-// otherwise. A replica that leads steps aside meanwhile (IsLeader), and
+// log, a commit of its state file, its term or vote) has lasted longer
+// than Timing.StuckWriteAfter, an error saying which and for how long;
+// nil otherwise. A replica that leads steps aside meanwhile (IsLeader), and
 // its node is not ready to serve (cluster.Ready): a disk that hangs
 // (a stalled volume, a failing device) is for an operator to see.
 func (s *Shard) Stuck() error {
