@@ -30,6 +30,9 @@ type applier struct {
 	cmd    schema.Command
 	index  uint64
 	events []Event
+	// users gathers every user whose mail the command reads or writes
+	// (see groupUsers); nil when nobody needs to know.
+	users map[schema.ID]struct{}
 }
 
 func fail(code schema.ErrCode) *schema.Result { return &schema.Result{Code: code} }
@@ -130,8 +133,19 @@ func openUserMail(b *bbolt.Bucket) *userMail {
 	}
 }
 
+// user opens a user's mail for the command, nil when the shard holds
+// none. Every access to a user's bucket goes through here or mailOf.
 func (a *applier) user(id schema.ID) *userMail {
-	return openUserMail(a.tx.Bucket(bucketMail).Bucket(id[:]))
+	return openUserMail(a.mailOf(id).Bucket(id[:]))
+}
+
+// mailOf returns the shard's bucket of all users' mail, noting that the
+// command works on id's.
+func (a *applier) mailOf(id schema.ID) *bbolt.Bucket {
+	if a.users != nil {
+		a.users[id] = struct{}{}
+	}
+	return a.tx.Bucket(bucketMail)
 }
 
 func (u *userMail) state() schema.UserState {

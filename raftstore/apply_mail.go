@@ -22,7 +22,7 @@ func (a *applier) userMailbox(user, mbox schema.ID) (*userMail, *schema.MailboxR
 }
 
 func (a *applier) initUser(p *schema.InitUser) *schema.Result {
-	mail := a.tx.Bucket(bucketMail)
+	mail := a.mailOf(p.User)
 	if mail.Bucket(p.User[:]) != nil {
 		return ok() // already initialised: the retry of a half-done user add
 	}
@@ -65,7 +65,7 @@ func (a *applier) initUser(p *schema.InitUser) *schema.Result {
 }
 
 func (a *applier) deleteUserData(p *schema.DeleteUserData) *schema.Result {
-	mail := a.tx.Bucket(bucketMail)
+	mail := a.mailOf(p.User)
 	if mail.Bucket(p.User[:]) != nil {
 		must(mail.DeleteBucket(p.User[:]))
 	}

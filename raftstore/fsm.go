@@ -70,6 +70,8 @@ type fsm struct {
 	groupOnLeader bool
 	wmu           sync.Mutex // guards pend and broken; taken before mu
 	pend          *pendingApply
+	// users are those whose mail the pending group holds changes of.
+	users *groupUsers
 	// pending is set while pend holds applied entries, and failed once
 	// broken is, so that a read checks without taking wmu.
 	pending, failed atomic.Bool
@@ -166,7 +168,7 @@ func openFSM(path string, log *slog.Logger) (*fsm, error) {
 	}
 	var applied uint64
 	_ = db.View(func(tx *bbolt.Tx) error { applied = getU64(tx.Bucket(bucketSys), keyApplied); return nil })
-	return &fsm{path: path, log: log, events: newNotifier(applied), db: db}, nil
+	return &fsm{path: path, log: log, events: newNotifier(applied), users: newGroupUsers(applied), db: db}, nil
 }
 
 func (f *fsm) close() error {
@@ -235,6 +237,31 @@ func (f *fsm) read(fn func(*Reader) error) error {
 		return ErrClosed
 	}
 	return fn(&Reader{tx: f.pend.tx})
+}
+
+// readUser runs fn on user's mail as of the last applied entry, and
+// gives it the applied index it stands for. When no entry of the
+// pending group read or wrote that mail (groupUsers), fn reads the state
+// file as committed, beside the group's applies and its commit, and the
+// index is the last applied one: the user's mail is the same in both.
+// Otherwise it reads as read does. fn must read nothing but user's mail.
+func (f *fsm) readUser(user schema.ID, fn func(r *Reader, index uint64) error) error {
+	if f.failed.Load() {
+		return f.read(func(r *Reader) error { return fn(r, r.AppliedIndex()) })
+	}
+	committed, applied, ok := f.users.untouched(user)
+	if !ok {
+		return f.read(func(r *Reader) error { return fn(r, r.AppliedIndex()) })
+	}
+	return f.readCommitted(func(r *Reader) error {
+		index := r.AppliedIndex()
+		if index == committed {
+			// Still the file the group started from. Had a commit come
+			// between, index would hold everything through applied.
+			index = applied
+		}
+		return fn(r, index)
+	})
 }
 
 // stuckCommit is read's answer while the state file's commit hangs.
@@ -338,7 +365,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.pend = p
 		f.pending.Store(true)
 	}
-	events, through, n, err := f.applyInto(p.tx, logs, results)
+	users := map[schema.ID]struct{}{}
+	events, through, n, err := f.applyInto(p.tx, logs, results, users)
 	if err != nil {
 		// A bbolt write failure (disk full, I/O error) leaves this replica
 		// unable to follow the log; report it to every proposer. Raft
@@ -352,6 +380,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	p.through = max(p.through, through)
 	p.bytes += n
+	f.users.add(users, p.through)
 	if f.commitsEveryBatch() || p.bytes >= followerCommitBytes {
 		if err := f.commitLocked(); err != nil {
 			return fail(err)
@@ -365,9 +394,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return results
 }
 
-// applyInto applies logs inside tx, filling results; it returns their
-// change events, the last index applied and the bytes of the entries.
-func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any) (events []Event, through uint64, n int, err error) {
+// applyInto applies logs inside tx, filling results and adding to users
+// every user whose mail they read or write; it returns their change
+// events, the last index applied and the bytes of the entries.
+func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any, users map[schema.ID]struct{}) (events []Event, through uint64, n int, err error) {
 	sys := tx.Bucket(bucketSys)
 	applied := getU64(sys, keyApplied)
 	last, lastTerm := applied, uint64(0)
@@ -383,7 +413,7 @@ func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any) (events [
 			results[i] = &schema.Result{}
 			continue
 		}
-		res, evs := f.applyOne(tx, l)
+		res, evs := f.applyOne(tx, l, users)
 		results[i] = res
 		events = append(events, evs...)
 	}
@@ -444,6 +474,8 @@ func (f *fsm) commitLocked() error {
 	if err != nil {
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
 		f.breakLocked(err)
+	} else {
+		f.users.reset(p.through)
 	}
 	// Cleared only now: a reader that saw no pending group must find its
 	// entries in the state file, so one that comes during the commit
@@ -456,6 +488,7 @@ func (f *fsm) commitLocked() error {
 func (f *fsm) discardLocked() {
 	if p := f.pend; p != nil {
 		f.pend = nil
+		f.users.drop()
 		f.pending.Store(false)
 		if p.timer != nil {
 			p.timer.Stop()
@@ -498,8 +531,9 @@ func (f *fsm) commitPending() error {
 }
 
 // applyOne decodes and applies one command inside tx, consulting and
-// filling the request-id table.
-func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log) (*schema.Result, []Event) {
+// filling the request-id table and adding the users whose mail it reads
+// or writes to users.
+func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log, users map[schema.ID]struct{}) (*schema.Result, []Event) {
 	cmd, err := schema.DecodeCommand(l.Data)
 	if err != nil {
 		// Skipped on every replica alike when no software decodes it; a
@@ -520,7 +554,7 @@ func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log) (*schema.Result, []Event) {
 			}
 		}
 	}
-	a := &applier{tx: tx, cmd: cmd, index: l.Index}
+	a := &applier{tx: tx, cmd: cmd, index: l.Index, users: users}
 	res := a.apply()
 	res.Index = l.Index
 	if !cmd.ReqID.IsZero() {
@@ -636,6 +670,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	var applied uint64
 	_ = db.View(func(tx *bbolt.Tx) error { applied = getU64(tx.Bucket(bucketSys), keyApplied); return nil })
+	f.users.reset(applied)
 	f.events.resyncAll(applied)
 	return nil
 }

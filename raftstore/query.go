@@ -87,13 +87,32 @@ var errQueryKind = errors.New("raftstore: unknown query")
 
 // Query runs a named read on this replica's state. A data-model error is
 // returned both as the error and in the result's Code.
+//
+// A read of one user's mail does not wait for the shard's pending group
+// unless that group changed the user's mail (fsm.readUser).
 func (s *Shard) Query(q Query) (*QueryResult, error) {
 	res := &QueryResult{}
-	err := s.fsm.read(func(r *Reader) error {
-		res.Index = r.AppliedIndex()
+	answer := func(r *Reader, index uint64) error {
+		res.Index = index
 		return r.answer(q, res)
-	})
+	}
+	var err error
+	if q.userMail() {
+		err = s.fsm.readUser(q.User, answer)
+	} else {
+		err = s.fsm.read(func(r *Reader) error { return answer(r, r.AppliedIndex()) })
+	}
 	return res, res.setCode(err)
+}
+
+// userMail reports whether q reads nothing but the mail of q.User.
+func (q Query) userMail() bool {
+	switch q.Kind {
+	case QueryMailboxes, QueryMailbox, QueryMailboxByName, QuerySnapshot, QueryMessages,
+		QueryHeader, QueryBody, QueryUserState, QueryUserValue, QuerySearchRecords:
+		return true
+	}
+	return false
 }
 
 // Immutable reports whether q reads only what a blob's append wrote: its
@@ -112,8 +131,14 @@ func (q Query) Immutable() bool {
 // query names: what it reads is then what the leader would read. held is
 // false when it does not hold them all (a replica behind the leader, a
 // blob since expunged); the caller asks the leader, whose answer is
-// final. While a commit of the replica's state file hangs, it fails with
-// ErrStuck at once (see fsm.read); the caller asks the leader then too.
+// final.
+//
+// The state file as committed is read first: a blob it holds reads the
+// same there as anywhere, so such a read waits neither for the pending
+// group nor for a commit of it, even one that hangs. A blob only the
+// pending group holds is read as Query reads; while a commit of the
+// state file hangs, that read fails with ErrStuck at once (see
+// fsm.read), and the caller asks the leader then too.
 func (s *Shard) QueryHeld(q Query) (res *QueryResult, held bool, err error) {
 	if !q.Immutable() {
 		return nil, false, nil
@@ -123,13 +148,19 @@ func (s *Shard) QueryHeld(q Query) (res *QueryResult, held bool, err error) {
 		blobs = []schema.ID{q.Blob}
 	}
 	res = &QueryResult{}
-	err = s.fsm.read(func(r *Reader) error {
+	answer := func(r *Reader, index uint64) error {
 		if held = r.holdsBlobs(q.User, blobs); !held {
 			return nil
 		}
-		res.Index = r.AppliedIndex()
+		res.Index = index
 		return r.answer(q, res)
-	})
+	}
+	if !s.fsm.failed.Load() {
+		err = s.fsm.readCommitted(func(r *Reader) error { return answer(r, r.AppliedIndex()) })
+	}
+	if err == nil && !held {
+		err = s.fsm.readUser(q.User, answer)
+	}
 	if err = res.setCode(err); err != nil || !held {
 		return nil, false, err
 	}
