@@ -195,7 +195,11 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := queryLocal(r.Context(), s, req.Query, req.MinIndex)
-	if err != nil && res == nil {
+	if err != nil && (res == nil || res.Code == schema.CodeOK) {
+		// Only a data-model error (no such mailbox...) travels in the
+		// answer's Code; any other failure (a commit that hangs, a
+		// replica closed or broken) sent as an answer would read as an
+		// empty success on the other side.
 		answerError(w, s, err)
 		return
 	}
