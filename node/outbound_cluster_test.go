@@ -31,8 +31,11 @@ func TestOutboundLeaderChange(t *testing.T) {
 		d := outbound.New(n.Store(), outbound.Config{Hostname: n.ID + ".example.test", Resolver: r, Port: port,
 			RetryBase: 300 * time.Millisecond, Poll: 200 * time.Millisecond,
 			// A leader killed during an attempt leaves its claim behind
-			// for this long.
-			AttemptTimeout: 5 * time.Second, Retain: time.Second})
+			// for this long. A finished entry stays long enough for the
+			// check below to see it: one look at the queue during the
+			// election can take seconds on a loaded machine, and with 1 s
+			// the entry was once delivered and gone between two looks.
+			AttemptTimeout: 5 * time.Second, Retain: 10 * time.Second})
 		deliverers[n.ID] = d
 		t.Cleanup(d.Close)
 	}
