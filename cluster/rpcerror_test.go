@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -20,19 +19,8 @@ import (
 // no longer existed.
 func TestRemoteReadFailureIsAnError(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{MailShards: 1})
-	var mailShard uint32
-	for _, s := range c.Nodes[0].Cluster().Shards() {
-		if s.ID() != 0 {
-			mailShard = s.ID()
-		}
-	}
-	var leader *clustertest.Node
-	c.Eventually(30*time.Second, "the mail shard has a leader", func() error {
-		if leader = c.Leader(mailShard); leader == nil {
-			return errors.New("no leader")
-		}
-		return nil
-	})
+	const mailShard = 1 // mail shards are numbered from 1, after the meta shard
+	leader := c.WaitLeader(mailShard, 30*time.Second)
 	unknown := raftstore.Query{Kind: 200}
 	for _, n := range c.Nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

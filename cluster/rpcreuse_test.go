@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -26,19 +25,8 @@ func TestRemoteReadsReuseConnections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	var mailShard uint32
-	for _, s := range c.Nodes[0].Cluster().Shards() {
-		if s.ID() != 0 {
-			mailShard = s.ID()
-		}
-	}
-	var leader *clustertest.Node
-	c.Eventually(30*time.Second, "the mail shard has a leader", func() error {
-		if leader = c.Leader(mailShard); leader == nil {
-			return errors.New("no leader")
-		}
-		return nil
-	})
+	const mailShard = 1 // mail shards are numbered from 1, after the meta shard
+	leader := c.WaitLeader(mailShard, 30*time.Second)
 	var reader *clustertest.Node
 	for _, n := range c.Nodes {
 		if n != leader {

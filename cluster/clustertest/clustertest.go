@@ -413,6 +413,19 @@ func (c *Cluster) Leader(n uint32) *Node {
 	return nil
 }
 
+// WaitLeader waits until a running node leads shard n and returns it.
+func (c *Cluster) WaitLeader(n uint32, timeout time.Duration) *Node {
+	c.t.Helper()
+	var leader *Node
+	c.Eventually(timeout, fmt.Sprintf("shard %d has a leader", n), func() error {
+		if leader = c.Leader(n); leader == nil {
+			return errors.New("no leader")
+		}
+		return nil
+	})
+	return leader
+}
+
 // Eventually polls cond until it returns nil or timeout passes, then
 // fails the test with cond's last error.
 func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() error) {
