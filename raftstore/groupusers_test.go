@@ -17,38 +17,17 @@ import (
 // applied index, and so does a read of a blob that file holds; a read of
 // the user the group changed gives up with ErrStuck as before.
 func TestReadOfAnotherUserPassesAHangingCommit(t *testing.T) {
-	var hold atomic.Bool
-	release := make(chan struct{})
-	started := make(chan struct{}, 1)
-	s := openShardConfig(t, Config{Dir: t.TempDir(), GroupLeaderCommits: true, beforeStateCommit: func() {
-		if hold.Load() {
-			select {
-			case started <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-	}})
+	s, hold := openShardHoldingCommits(t)
 	busy, quiet := newFixture(t, s), newFixture(t, s)
 	_, quietBlob := appendMsg(t, s, quiet, quiet.inbox, "in the state file")
 	if err := s.fsm.flush(); err != nil {
 		t.Fatal(err)
 	}
-	hold.Store(true)
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
+	hold.on.Store(true)
 	busyBlob := schema.NewID()
 	applied := apply(t, s, &schema.Append{User: busy.user, Mailbox: busy.inbox, Message: schema.NewID(), Blob: busyBlob,
 		Size: 4, Sealed: []byte("attrs"), Chunks: [][]byte{[]byte("body")}}).Index
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the group's commit did not start")
-	}
+	hold.waitStarted(t)
 
 	type answer struct {
 		res  *QueryResult
@@ -96,9 +75,7 @@ func TestReadOfAnotherUserPassesAHangingCommit(t *testing.T) {
 		t.Fatalf("held read of the hanging group's blob: held %v, err %v; want ErrStuck", a.held, a.err)
 	}
 
-	hold.Store(false)
-	close(release)
-	released = true
+	hold.let()
 	waitFor(t, "the busy user reads once the commit returns", 10*time.Second, func() bool {
 		res, err := s.Query(Query{Kind: QuerySnapshot, User: busy.user, Mailbox: busy.inbox})
 		return err == nil && len(res.Messages) == 1

@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +40,53 @@ func openShardConfig(t *testing.T, cfg Config) *Shard {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// commitHold makes a shard's state-file commits hang while it is on, as
+// a disk that stops answering does.
+type commitHold struct {
+	on      atomic.Bool
+	release chan struct{}
+	started chan struct{}
+	once    sync.Once
+}
+
+// openShardHoldingCommits opens a single-voter shard that groups its
+// commits (Config.GroupLeaderCommits) and holds them while the returned
+// commitHold is on.
+func openShardHoldingCommits(t *testing.T) (*Shard, *commitHold) {
+	t.Helper()
+	h := &commitHold{release: make(chan struct{}), started: make(chan struct{}, 1)}
+	s := openShardConfig(t, Config{Dir: t.TempDir(), GroupLeaderCommits: true, beforeStateCommit: h.wait})
+	t.Cleanup(h.let) // before the shard closes: a held commit would hold Close
+	return s, h
+}
+
+func (h *commitHold) wait() {
+	if !h.on.Load() {
+		return
+	}
+	select {
+	case h.started <- struct{}{}:
+	default:
+	}
+	<-h.release
+}
+
+// waitStarted waits until a commit is held.
+func (h *commitHold) waitStarted(t *testing.T) {
+	t.Helper()
+	select {
+	case <-h.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the group's commit did not start")
+	}
+}
+
+// let stops holding commits and lets a held one go on.
+func (h *commitHold) let() {
+	h.on.Store(false)
+	h.once.Do(func() { close(h.release) })
 }
 
 func apply(t *testing.T, s *Shard, p schema.Payload) *schema.Result {

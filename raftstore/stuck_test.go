@@ -143,32 +143,11 @@ func TestLeaderWithAStuckDiskIsReplaced(t *testing.T) {
 // lasted heldReadPatience, rather than waiting until the disk answers;
 // once it does, reads see the group.
 func TestReadGivesUpOnACommitThatHangs(t *testing.T) {
-	var hold atomic.Bool
-	release := make(chan struct{})
-	started := make(chan struct{}, 1)
-	s := openShardConfig(t, Config{Dir: t.TempDir(), GroupLeaderCommits: true, beforeStateCommit: func() {
-		if hold.Load() {
-			select {
-			case started <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-	}})
+	s, hold := openShardHoldingCommits(t)
 	f := newFixture(t, s)
-	hold.Store(true)
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
+	hold.on.Store(true)
 	appendMsg(t, s, f, f.inbox, "applied, its commit hangs")
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the group's commit did not start")
-	}
+	hold.waitStarted(t)
 	begun := time.Now()
 	read := make(chan error, 1)
 	go func() { read <- s.Read(func(*Reader) error { return nil }) }()
@@ -182,9 +161,7 @@ func TestReadGivesUpOnACommitThatHangs(t *testing.T) {
 		t.Fatal("a read that came as the commit began waited for the disk")
 	}
 
-	hold.Store(false)
-	close(release)
-	released = true
+	hold.let()
 	waitFor(t, "reads answer once the commit returns", 10*time.Second, func() bool {
 		return s.Read(func(*Reader) error { return nil }) == nil
 	})
