@@ -6,7 +6,7 @@ import (
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
-// groupUsers knows which users' mail the pending group has written, so
+// groupUsers knows which users' mail the pending group has opened, so
 // that a read of anyone else's mail can read the state file as committed,
 // which holds that mail exactly as the last applied entry left it,
 // instead of waiting behind the group's applies and its commit (see
@@ -19,7 +19,9 @@ type groupUsers struct {
 	// applied is the last index applied and handed out (events, waiters).
 	committed, applied uint64
 	// touched holds every user whose mail an entry in (committed,
-	// applied] read or wrote, and those of the batch being applied.
+	// applied] read or wrote. A batch being applied adds its users only
+	// once it is done, before it is handed out: until then no read needs
+	// to show it, and the committed file does not.
 	touched map[schema.ID]struct{}
 }
 
