@@ -31,7 +31,7 @@ type applier struct {
 	index  uint64
 	events []Event
 	// users gathers every user whose mail the command reads or writes
-	// (see groupUsers); nil when nobody needs to know.
+	// (see groupUsers).
 	users map[schema.ID]struct{}
 }
 
@@ -142,9 +142,7 @@ func (a *applier) user(id schema.ID) *userMail {
 // mailOf returns the shard's bucket of all users' mail, noting that the
 // command works on id's.
 func (a *applier) mailOf(id schema.ID) *bbolt.Bucket {
-	if a.users != nil {
-		a.users[id] = struct{}{}
-	}
+	a.users[id] = struct{}{}
 	return a.tx.Bucket(bucketMail)
 }
 

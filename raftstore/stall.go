@@ -66,10 +66,11 @@ func (w *writeClock) lasted() time.Duration {
 // StallWrites holds every write of this replica to its disk (its Raft
 // log, its state file's commits, its term and vote) while on, and lets
 // them through when turned off, as a disk that hangs and comes back
-// would: a stalled volume, a frozen filesystem. It exists for the in-process fault tests,
-// whose nodes share one disk: a replica that leads stops sending appends
-// once a write has hung for Timing.StuckWriteAfter, so that another is
-// elected. A held write holds Close, so turn it off before closing.
+// would: a stalled volume, a frozen filesystem. It exists for the
+// in-process fault tests, whose nodes share one disk: a replica that
+// leads stops sending appends once a write has hung for
+// Timing.StuckWriteAfter, so that another is elected. A held write holds
+// Close, so turn it off before closing.
 func (s *Shard) StallWrites(on bool) {
 	s.writes.set(on)
 }
