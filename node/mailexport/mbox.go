@@ -34,7 +34,8 @@ const fromLineLayout = "Mon Jan _2 15:04:05 2006"
 // without a body or a final line break (readers take them from anywhere
 // in the header); only when the message starts with a folded line, which
 // would become part of the last field, do they go at the end of the
-// header section. A reader that undoes all this (mailnode import mbox)
+// header section (or before a line of a lone CR, which ends the header
+// for mbox readers). A reader that undoes all this (mailnode import mbox)
 // gets the stored bytes back, provided the message ends with a line
 // break, as every message from SMTP does.
 func appendMbox(dst, msg []byte, flags []string, date time.Time) []byte {
@@ -69,6 +70,12 @@ func appendMbox(dst, msg []byte, flags []string, date time.Time) []byte {
 			}
 			continue
 		}
+		if atEnd && readsBlank(line) {
+			// Readers drop a CR before a line break, so this line
+			// ends the header for them: the fields go before it.
+			dst = appendLines(dst, fields)
+			atEnd = false
+		}
 		name, _, _ := bytes.Cut(line, []byte(":"))
 		skipping = mboxStatusFields[strings.ToLower(string(name))]
 		if !skipping {
@@ -76,21 +83,24 @@ func appendMbox(dst, msg []byte, flags []string, date time.Time) []byte {
 		}
 	}
 	if atEnd {
-		// A last header line of a lone CR (a message ending in one)
-		// would end the header before the fields once its line break
-		// is added: mbox form carries no bare CR, so it is left out.
-		dst = bytes.TrimSuffix(dst, []byte("\n\r"))
 		if !bytes.HasSuffix(dst, []byte("\n")) {
 			dst = append(dst, '\n')
 		}
 		dst = appendLines(dst, fields)
-		dst = appendLines(dst, blank)
 	}
+	dst = appendLines(dst, blank)
 	dst = appendLines(dst, body)
 	if !bytes.HasSuffix(dst, []byte("\n")) {
 		dst = append(dst, '\n')
 	}
 	return append(dst, '\n')
+}
+
+// readsBlank reports whether a stored header line is, in mbox form, a
+// line that readers take for the blank line ending the header: a lone
+// CR, with its CRLF or last in the message (a line break is added).
+func readsBlank(line []byte) bool {
+	return string(line) == "\r\r\n" || string(line) == "\r"
 }
 
 // appendLines appends text that starts a line in mbox form: CRLF as LF,
