@@ -65,7 +65,11 @@ fmt-check:
 	if [ -n "$$files" ]; then echo "not gofmt-formatted:"; echo "$$files"; exit 1; fi
 
 # run_fuzz runs every Fuzz target of every package for $(1). Targets are
-# found with `go test -list` in each package whose tests define one.
+# found with `go test -list` in each package whose tests define one. With
+# a duration, Go's fuzzing coordinator can fail a target with a bare
+# "context deadline exceeded" when its deadline meets a worker still busy
+# (go.dev/issue/75804): that, with no failing input written, is no
+# finding. A count (1000x, as `make test` runs) has no deadline.
 define run_fuzz
 	@count=0; \
 	for pkg in $$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}:{{.Dir}}{{end}}' ./...); do \
@@ -73,8 +77,14 @@ define run_fuzz
 		grep -qs '^func Fuzz' "$$dir"/*_test.go || continue; \
 		for target in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
 			echo "fuzz $$pkg $$target for $(1)"; \
-			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(1) "$$pkg" > /tmp/mailcluster-fuzz.$$$$.log 2>&1 \
-				|| { cat /tmp/mailcluster-fuzz.$$$$.log; rm -f /tmp/mailcluster-fuzz.$$$$.log; exit 1; }; \
+			if ! $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(1) "$$pkg" > /tmp/mailcluster-fuzz.$$$$.log 2>&1; then \
+				if grep -q '^    context deadline exceeded$$' /tmp/mailcluster-fuzz.$$$$.log \
+					&& ! grep -q 'Failing input written' /tmp/mailcluster-fuzz.$$$$.log; then \
+					echo "  stopped at its deadline with nothing found (Go's coordinator, go.dev/issue/75804)"; \
+				else \
+					cat /tmp/mailcluster-fuzz.$$$$.log; rm -f /tmp/mailcluster-fuzz.$$$$.log; exit 1; \
+				fi; \
+			fi; \
 			tail -n 1 /tmp/mailcluster-fuzz.$$$$.log; \
 			count=$$((count + 1)); \
 		done; \
