@@ -84,8 +84,9 @@ define run_fuzz
 				else \
 					cat /tmp/mailcluster-fuzz.$$$$.log; rm -f /tmp/mailcluster-fuzz.$$$$.log; exit 1; \
 				fi; \
+			else \
+				tail -n 1 /tmp/mailcluster-fuzz.$$$$.log; \
 			fi; \
-			tail -n 1 /tmp/mailcluster-fuzz.$$$$.log; \
 			count=$$((count + 1)); \
 		done; \
 	done; \
