@@ -90,6 +90,11 @@ type fsm struct {
 	// the next one, so this replica applies nothing more until it
 	// restarts and replays them from its log.
 	broken error
+
+	// logWritten, when set, returns once this replica's log holds every
+	// entry through an index: a leader writes its log beside replication
+	// and applies nothing before its own write (leaderlog.go).
+	logWritten func(index uint64) error
 }
 
 // A follower's applies are committed together, up to followerCommitDelay
@@ -338,6 +343,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return results
 	}
+	if f.logWritten != nil {
+		if err := f.logWritten(logs[len(logs)-1].Index); err != nil {
+			// Raft counts these entries applied whatever the answer.
+			if !errors.Is(err, errLogAborted) {
+				f.breakFor(err)
+			}
+			return fail(err)
+		}
+	}
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	f.mu.RLock()
@@ -447,6 +461,19 @@ func (f *fsm) commitsEveryBatch() bool {
 func (f *fsm) breakLocked(err error) {
 	if f.broken == nil {
 		f.broken = fmt.Errorf("state file lost applied entries, reopen the replica to replay them: %w", err)
+		f.failed.Store(true)
+		f.log.Error("state machine stopped applying until the replica is reopened", "err", err)
+	}
+}
+
+// breakFor stops the replica's applies, as breakLocked does, for a
+// failure outside the state file: a write to the Raft log that failed
+// (leaderlog.go). Reopening the replica replays its log.
+func (f *fsm) breakFor(err error) {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.broken == nil {
+		f.broken = fmt.Errorf("%w; reopen the replica to replay its log", err)
 		f.failed.Store(true)
 		f.log.Error("state machine stopped applying until the replica is reopened", "err", err)
 	}

@@ -42,6 +42,13 @@ type logCache struct {
 	writing writeClock
 	writes  *writeGate
 	before  func() // Config.beforeLogWrite
+
+	// queue, when set, takes the leader's entries and writes them beside
+	// replication (leaderlog.go) while beside reports true: while this
+	// replica leads a group with other voters. A sole voter has no
+	// follower to write beside, so it writes as before.
+	queue  *logQueue
+	beside atomic.Pointer[func() bool]
 }
 
 func newLogCache(store raft.LogStore, entries, budget int) *logCache {
@@ -57,8 +64,12 @@ func (c *logCache) IsMonotonic() bool {
 	return ok && m.IsMonotonic()
 }
 
-// GetLog answers from memory when the entry is cached.
+// GetLog answers from memory when the entry is cached or waits to be
+// written.
 func (c *logCache) GetLog(idx uint64, log *raft.Log) error {
+	if c.queue != nil && c.queue.get(idx, log) {
+		return nil
+	}
 	c.mu.RLock()
 	cached := c.ring[idx%uint64(len(c.ring))]
 	c.mu.RUnlock()
@@ -74,8 +85,28 @@ func (c *logCache) StoreLog(log *raft.Log) error {
 	return c.StoreLogs([]*raft.Log{log})
 }
 
-// StoreLogs stores the entries beneath, then caches them.
+// StoreLogs stores the entries beneath, then caches them. A leader's
+// entries are queued for the writer instead when the cache writes beside
+// replication (leaderlog.go); every other write waits for the queue to
+// be written first, so the log takes its writes in order.
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
+	if c.queue != nil {
+		if b := c.beside.Load(); b != nil && (*b)() {
+			return c.queue.add(logs)
+		}
+		if err := c.queue.waitWritten(c.queue.last()); err != nil {
+			return err
+		}
+	}
+	if err := c.write(logs); err != nil {
+		return err
+	}
+	c.cache(logs)
+	return nil
+}
+
+// write stores logs in the store beneath, timed (see Shard.stuckWrite).
+func (c *logCache) write(logs []*raft.Log) error {
 	c.writing.begin()
 	if c.writes != nil {
 		c.writes.wait()
@@ -88,6 +119,11 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err != nil {
 		return fmt.Errorf("store log entries: %w", err)
 	}
+	return nil
+}
+
+// cache keeps logs, just written, in memory.
+func (c *logCache) cache(logs []*raft.Log) {
 	var n int
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,7 +132,6 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 		n += entrySize(l)
 	}
 	c.stored.Add(uint64(n))
-	return nil
 }
 
 // storedBytes is how many bytes of entries were stored through the cache
@@ -157,11 +192,23 @@ func (c *logCache) clear() {
 // FirstIndex is the store's.
 func (c *logCache) FirstIndex() (uint64, error) { return c.store.FirstIndex() }
 
-// LastIndex is the store's.
-func (c *logCache) LastIndex() (uint64, error) { return c.store.LastIndex() }
+// LastIndex is the store's, or the last entry waiting to be written.
+func (c *logCache) LastIndex() (uint64, error) {
+	last, err := c.store.LastIndex()
+	if c.queue != nil && err == nil {
+		last = max(last, c.queue.last())
+	}
+	return last, err
+}
 
-// DeleteRange empties the cache, then removes the entries beneath.
+// DeleteRange empties the cache, then removes the entries beneath, once
+// those of them that wait to be written are.
 func (c *logCache) DeleteRange(min, max uint64) error {
+	if c.queue != nil {
+		if err := c.queue.waitWritten(max); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	c.clear()
 	c.mu.Unlock()

@@ -56,7 +56,7 @@ func (s *Shard) Status() Status {
 		LeaderID:      id,
 		LeaderAddress: addr,
 		Term:          s.raft.CurrentTerm(),
-		CommitIndex:   s.raft.CommitIndex(),
+		CommitIndex:   s.CommitIndex(),
 		AppliedIndex:  s.raft.AppliedIndex(),
 		LastIndex:     s.raft.LastIndex(),
 	}

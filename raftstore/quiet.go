@@ -64,6 +64,17 @@ type quietTransport struct {
 	// accepted, when not nil, is closed at the next append or heartbeat
 	// a follower accepts (see acceptedSince).
 	accepted chan struct{}
+
+	// writtenThrough, when set, bounds the commit index that appends
+	// carry: the leader's log entries written so far (leaderlog.go).
+	writtenThrough func() uint64
+}
+
+// limitCommit makes every append carry a commit index no higher than
+// writtenThrough returns, so that followers apply no entry the leader
+// has not written to its own log yet (leaderlog.go).
+func (q *quietTransport) limitCommit(writtenThrough func() uint64) {
+	q.writtenThrough = writtenThrough
 }
 
 // errWriteStuck fails the appends of a leader whose disk write hangs.
@@ -175,6 +186,11 @@ func (q *quietTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		p.acked, p.beatTerm = false, 0
 		q.mu.Unlock()
 		return errWriteStuck
+	}
+	if q.writtenThrough != nil && args.LeaderCommitIndex > 0 {
+		// Lowered before the comparison with the last acknowledged
+		// append, which holds the commit index that went out.
+		args.LeaderCommitIndex = min(args.LeaderCommitIndex, q.writtenThrough())
 	}
 	heartbeat := isHeartbeat(args)
 	empty := !heartbeat && len(args.Entries) == 0

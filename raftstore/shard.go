@@ -288,14 +288,45 @@ func (s *Shard) openRaft() error {
 			}
 		}
 	}
+	if l, ok := trans.(commitLimiter); ok {
+		q := newLogQueue()
+		cache.queue = q
+		l.limitCommit(q.writtenThrough)
+		s.fsm.logWritten = q.waitWritten
+		go q.run(cache.write, cache.cache, s.fsm.breakFor)
+	}
 	r, err := raft.NewRaft(rc, s.fsm, cache, stable, snaps, trans)
 	if err != nil {
+		if cache.queue != nil {
+			cache.queue.close(false)
+		}
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
 	leads := func() bool { return r.State() == raft.Leader }
 	s.fsm.isLeader.Store(&leads)
+	self := raft.ServerID(cfg.NodeID)
+	beside := func() bool {
+		if r.State() != raft.Leader {
+			return false
+		}
+		// The latest configuration, read without the main loop.
+		for _, srv := range r.GetConfiguration().Configuration().Servers {
+			if srv.Suffrage == raft.Voter && srv.ID != self {
+				return true
+			}
+		}
+		return false
+	}
+	cache.beside.Store(&beside)
 	return nil
+}
+
+// commitLimiter is a transport that can keep the commit index it tells
+// followers at or below a bound; a replica whose transport is one writes
+// its log beside replication while it leads (leaderlog.go).
+type commitLimiter interface {
+	limitCommit(writtenThrough func() uint64)
 }
 
 // ID returns the shard number.
@@ -437,8 +468,15 @@ func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel
 func (s *Shard) Broken() error { return s.fsm.brokenErr() }
 
 // CommitIndex returns the highest log index this replica knows to be
-// committed.
-func (s *Shard) CommitIndex() uint64 { return s.raft.CommitIndex() }
+// committed: on a leader that writes its log beside replication, no
+// higher than what it has written (leaderlog.go).
+func (s *Shard) CommitIndex() uint64 {
+	c := s.raft.CommitIndex()
+	if q := s.cache.queue; q != nil {
+		c = min(c, q.writtenThrough())
+	}
+	return c
+}
 
 // PublishedIndex returns the highest log index whose change events this
 // replica has handed to its subscribers.
@@ -517,8 +555,16 @@ func (s *Shard) close() error {
 	s.once.Do(func() {
 		close(s.closed)
 		var errs []error
+		q := s.cache.queue
+		if q != nil && s.fsm.dropOnClose.Load() {
+			// A crash loses what the leader had not written yet.
+			q.close(true)
+		}
 		if err := s.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+		if q != nil {
+			q.close(false)
 		}
 		if c, ok := s.trans.(raft.WithClose); ok {
 			if err := c.Close(); err != nil {
