@@ -22,8 +22,11 @@ import (
 // it, and the leader's CommitIndex stays below it. When the write
 // returns, the entry is answered and applied everywhere.
 func TestLeaderWritesItsLogBesideReplication(t *testing.T) {
-	timing := Timing{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
-		LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 10 * time.Millisecond, StuckWriteAfter: time.Minute}
+	// Long enough that a loaded machine elects no one else during the
+	// hold: a new leader would commit the entry with the followers alone,
+	// as Raft should, and the checks below would not hold.
+	timing := Timing{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second,
+		LeaderLeaseTimeout: 800 * time.Millisecond, CommitTimeout: 10 * time.Millisecond, StuckWriteAfter: time.Minute}
 	gates := []*writeGate{{}, {}, {}}
 	var told [3]atomic.Uint64 // highest commit index each replica's appends carried
 	g := startTCPGroup(t, timing, func(i int, q *quietTransport, cfg *Config) {
@@ -47,7 +50,7 @@ func TestLeaderWritesItsLogBesideReplication(t *testing.T) {
 	}
 	f := newFixture(t, leader)
 	appendMsg(t, leader, f, f.inbox, "before the hold")
-	before := leader.raft.LastIndex()
+	before, startTerm := leader.raft.LastIndex(), leader.raft.CurrentTerm()
 
 	gates[l].set(true)
 	done := appendInBackground(leader, f)
@@ -74,6 +77,9 @@ func TestLeaderWritesItsLogBesideReplication(t *testing.T) {
 	waitFor(t, "more appends to the followers", 10*time.Second, func() bool {
 		return g.trans[l].sent.Load()+g.trans[l].replayed.Load() >= seen+10
 	})
+	if term := leader.raft.CurrentTerm(); !leader.IsLeader() || term != startTerm {
+		t.Fatalf("leadership moved during the hold (term %d, then %d): the checks below say nothing", startTerm, term)
+	}
 	select {
 	case err := <-done:
 		t.Fatalf("the proposer was answered (%v) before the leader wrote the entry", err)
@@ -97,7 +103,7 @@ func TestLeaderWritesItsLogBesideReplication(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the held append failed: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("the held append was not answered after the leader's write returned")
 	}
 	g.waitApplied(t, idx)
@@ -107,12 +113,16 @@ func TestLeaderWritesItsLogBesideReplication(t *testing.T) {
 }
 
 // appendInBackground proposes a small message to f's inbox through s and
-// returns a channel that gets the outcome.
+// returns a channel that gets the outcome. The proposal waits up to a
+// minute, longer than the tests hold a write on a loaded machine.
 func appendInBackground(s *Shard, f fixture) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		_, err := applyErr(s, schema.NewID(), &schema.Append{User: f.user, Mailbox: f.inbox, Message: schema.NewID(),
-			Blob: schema.NewID(), Size: 4, Sealed: []byte("attrs"), Chunks: [][]byte{[]byte("held")}})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := s.Apply(ctx, schema.Command{ReqID: schema.NewID(), Time: time.Now().UnixNano(),
+			Payload: &schema.Append{User: f.user, Mailbox: f.inbox, Message: schema.NewID(),
+				Blob: schema.NewID(), Size: 4, Sealed: []byte("attrs"), Chunks: [][]byte{[]byte("held")}}})
 		done <- err
 	}()
 	return done
