@@ -85,7 +85,9 @@ var errWriteStuck = errors.New("this replica's write to its disk has not returne
 // whose disk hangs (a stalled volume, a failing device, a frozen
 // filesystem) blocks hashicorp/raft's leader loop in its log write, or in
 // handing committed entries to a state machine that waits for its
-// commit, but its heartbeat and replication goroutines go on: the
+// commit or for the leader's own log write (leaderlog.go; the leader
+// loop itself waits once the queue of entries to write is full), but
+// its heartbeat and replication goroutines go on: the
 // followers keep hearing from it, elect no one, and the group takes no
 // write for as long as the disk hangs. Silent, the leader is replaced
 // within an election timeout, as if it had crashed; when its write
