@@ -23,11 +23,11 @@ import (
 // holds back everything that raft's early count could make visible:
 //
 //   - the state machine applies no entry before this replica has written
-//     it (fsm.ApplyBatch waits in logCache.waitWritten), so no proposer
+//     it (fsm.ApplyBatch waits in logQueue.waitWritten), so no proposer
 //     hears of a commit, and no read sees it, before the leader's write;
 //   - no follower is told of a commit index past the leader's written
 //     entries (quietTransport lowers LeaderCommitIndex to
-//     logCache.writtenThrough), so none applies an entry that only it and
+//     logQueue.writtenThrough), so none applies an entry that only it and
 //     an unwritten leader hold;
 //   - Shard.CommitIndex reports the same bound.
 //
@@ -42,9 +42,11 @@ import (
 // a crash then loses them as above, and a write that ends keeps them.
 //
 // Only a replica whose transport can lower the commit index (groups that
-// talk over the cluster port) writes this way; a follower's writes, and
-// every write of a replica that does not lead, stay synchronous: a
-// follower's answer says the entries are on its disk.
+// talk over the cluster port) writes this way, and only while it leads
+// other voters; a follower's writes, and every write of a replica that
+// does not lead, stay synchronous (a follower's answer says the entries
+// are on its disk), and so do a sole voter's, which has no one to write
+// beside.
 
 // Bounds of the entries a leader has handed over and not yet written:
 // while they are exceeded, raft's leader loop waits in StoreLogs, as it
