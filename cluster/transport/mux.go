@@ -181,7 +181,8 @@ func (t *Transport) handle(raw net.Conn) {
 		return
 	}
 	raw.SetDeadline(time.Now().Add(handshakeTimeout))
-	conn := tls.Server(raw, t.server)
+	batch := newRecordBatcher(raw)
+	conn := tls.Server(batch, t.server)
 	if err := conn.Handshake(); err != nil {
 		t.log.Debug("cluster port handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 		raw.Close()
@@ -211,7 +212,7 @@ func (t *Transport) handle(raw net.Conn) {
 		}
 		peer = id
 	}
-	tc, err := t.track(conn, peer)
+	tc, err := t.track(conn, batch, peer)
 	if err != nil {
 		conn.Close()
 		return
@@ -268,12 +269,17 @@ func (t *Transport) Dial(ctx context.Context, addr string, kind Kind, shard uint
 	if err := t.waitVoiceCtx(ctx); err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	d := &tls.Dialer{Config: t.client}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	conn := c.(*tls.Conn)
+	batch := newRecordBatcher(raw)
+	conn := tls.Client(batch, t.client)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
 	id, err := t.cfg.Identity.verifyPeer(conn.ConnectionState())
 	if err != nil {
 		conn.Close()
@@ -290,7 +296,7 @@ func (t *Transport) Dial(ctx context.Context, addr string, kind Kind, shard uint
 		conn.Close()
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	tc, err := t.track(conn, id)
+	tc, err := t.track(conn, batch, id)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -548,7 +554,9 @@ func (t *Transport) Close() error {
 // trackedConn is a live stream, remembered so that faults can close it
 // or hold its traffic (Silence).
 type trackedConn struct {
-	net.Conn
+	net.Conn // the stream's TLS layer
+	// batch is the socket under it, which gathers a write's records
+	batch  *recordBatcher
 	t      *Transport
 	peer   string
 	once   sync.Once
@@ -558,8 +566,8 @@ type trackedConn struct {
 	readDL, writeDL atomic.Int64
 }
 
-func (t *Transport) track(c net.Conn, peer string) (*trackedConn, error) {
-	tc := &trackedConn{Conn: c, t: t, peer: peer, closed: make(chan struct{})}
+func (t *Transport) track(c *tls.Conn, batch *recordBatcher, peer string) (*trackedConn, error) {
+	tc := &trackedConn{Conn: c, batch: batch, t: t, peer: peer, closed: make(chan struct{})}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -582,7 +590,7 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	if err := c.t.waitVoice(unixTime(c.writeDL.Load()), c.closed); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(p)
+	return c.batch.writeThrough(c.Conn, p)
 }
 
 // SetDeadline sets both deadlines of the stream.

@@ -18,7 +18,7 @@ type pki struct {
 	ca *CA
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	ca, _, err := NewCA("test")
 	if err != nil {
@@ -27,7 +27,7 @@ func newPKI(t *testing.T) *pki {
 	return &pki{ca: ca}
 }
 
-func (p *pki) identity(t *testing.T, nodeID string) *Identity {
+func (p *pki) identity(t testing.TB, nodeID string) *Identity {
 	t.Helper()
 	key, keyPEM, err := NewNodeKey()
 	if err != nil {
