@@ -57,7 +57,7 @@ var (
 
 // portVars name the ports docker-compose.yml publishes, as in the
 // variables (MAILCLUSTER_N1_SMTP...) that set their host side.
-var portVars = []string{"SMTP", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "POP3", "POP3S", "HTTP"}
+var portVars = []string{"SMTP", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "POP3", "POP3S", "HTTP", "HTTPS"}
 
 const (
 	portSMTP  = 2525
