@@ -38,8 +38,9 @@ type recordBatcher struct {
 	net.Conn
 
 	// wmu makes writeThrough's hold, write and release one step, so
-	// that two writers' records are not gathered into each other's
-	// batches (the TLS layer takes its writers one at a time anyway).
+	// that a write is reported done only once its records went to the
+	// socket, never while they wait in another writer's batch (the TLS
+	// layer takes its writers one at a time anyway).
 	wmu sync.Mutex
 
 	mu      sync.Mutex
@@ -60,11 +61,11 @@ func newRecordBatcher(raw net.Conn) *recordBatcher {
 // that its records reach the socket in few writes. It reports the
 // bytes of p written, and fails when any of the socket writes failed.
 func (b *recordBatcher) writeThrough(tlsConn io.Writer, p []byte) (int, error) {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	if len(p) <= batchFrom {
 		return tlsConn.Write(p)
 	}
-	b.wmu.Lock()
-	defer b.wmu.Unlock()
 	b.hold()
 	n, err := tlsConn.Write(p)
 	if ferr := b.release(); ferr != nil && err == nil {
