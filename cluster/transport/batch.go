@@ -8,7 +8,7 @@ import (
 
 // A write to a stream of the cluster port is cut by TLS into records of
 // at most 16 KiB, and crypto/tls hands each record to the socket in a
-// write of its own: a Raft append carrying a 1 MiB message was some 70
+// write of its own: a Raft append carrying a 1 MiB message was 64
 // socket writes, each of which, on loopback and on a fast network alike,
 // pushes a segment and wakes the reading side. recordBatcher sits
 // between a stream's TLS layer and its socket and, while one write of
