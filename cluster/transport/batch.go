@@ -27,9 +27,10 @@ const (
 )
 
 // batchBuffers holds the gathering buffers of writes under way, so an
-// idle stream keeps none.
+// idle stream keeps none. Write sends a buffer on before it would pass
+// maxBatch, so that is all one holds.
 var batchBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 0, maxBatch+batchFrom+1024)
+	b := make([]byte, 0, maxBatch)
 	return &b
 }}
 
