@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
 )
 
 // pebble is Let's Encrypt's ACME test server (Debian package pebble), run
@@ -63,17 +64,6 @@ func requirePebble(t *testing.T) (pebbleBin, challBin string) {
 	return pebbleBin, challBin
 }
 
-// freePort returns a loopback TCP port nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startProcess runs a test helper process until the test ends, its
 // output going to the test log when the test fails.
 func startProcess(t *testing.T, name string, env []string, args ...string) {
@@ -114,7 +104,7 @@ func startPebble(t *testing.T, pc pebbleConfig) *pebble {
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	acmePort, mgmtPort, dnsPort, challMgmt := freePort(t), freePort(t), freePort(t), freePort(t)
+	acmePort, mgmtPort, dnsPort, challMgmt := mtatest.FreePort(t), mtatest.FreePort(t), mtatest.FreePort(t), mtatest.FreePort(t)
 	conf := map[string]any{"pebble": map[string]any{
 		"listenAddress":             fmt.Sprintf("127.0.0.1:%d", acmePort),
 		"managementListenAddress":   fmt.Sprintf("127.0.0.1:%d", mgmtPort),
@@ -224,8 +214,8 @@ func waitACMESerial(t *testing.T, addr net.Addr, serverName string, roots *x509.
 // the host, and to one that names none), and that autocert renews it
 // before it expires with no restart.
 func TestACMEHTTP01(t *testing.T) {
-	httpPort := freePort(t)
-	p := startPebble(t, pebbleConfig{httpPort: httpPort, tlsPort: freePort(t), validity: 30 * time.Second})
+	httpPort := mtatest.FreePort(t)
+	p := startPebble(t, pebbleConfig{httpPort: httpPort, tlsPort: mtatest.FreePort(t), validity: 30 * time.Second})
 	cfg := acmeConfig(t, p)
 	cfg.Listen.ACMEHTTP = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	n := startNode(t, cfg)
@@ -292,8 +282,8 @@ func TestACMEHTTP01(t *testing.T) {
 // listen.acme_tls, with no http-01 listener, and a restarted node serves
 // it from the cache without asking the CA again.
 func TestACMETLSALPN01(t *testing.T) {
-	tlsPort := freePort(t)
-	p := startPebble(t, pebbleConfig{httpPort: freePort(t), tlsPort: tlsPort, validity: time.Hour})
+	tlsPort := mtatest.FreePort(t)
+	p := startPebble(t, pebbleConfig{httpPort: mtatest.FreePort(t), tlsPort: tlsPort, validity: time.Hour})
 	cfg := acmeConfig(t, p)
 	cfg.Listen.ACMETLS = fmt.Sprintf("127.0.0.1:%d", tlsPort)
 	n := startNode(t, cfg)
@@ -420,8 +410,8 @@ func TestACMEHostPolicy(t *testing.T) {
 // certificate from the CA on the first handshake that names it (the
 // MTA-STS policy host); the same name of a domain not served gets none.
 func TestACMEMTASTSHost(t *testing.T) {
-	tlsPort := freePort(t)
-	p := startPebble(t, pebbleConfig{httpPort: freePort(t), tlsPort: tlsPort, validity: time.Hour})
+	tlsPort := mtatest.FreePort(t)
+	p := startPebble(t, pebbleConfig{httpPort: mtatest.FreePort(t), tlsPort: tlsPort, validity: time.Hour})
 	cfg := acmeConfig(t, p)
 	cfg.Listen.ACMETLS = fmt.Sprintf("127.0.0.1:%d", tlsPort)
 	n := startNode(t, cfg)

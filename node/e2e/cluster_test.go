@@ -12,6 +12,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
 )
 
 // clusterStatus is the part of `mailnode cluster status --json` the tests
@@ -66,12 +68,7 @@ func (n *node) converged(voters int) error {
 
 // freePort returns a loopback address whose port was free.
 func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", mtatest.FreePort(t))
 }
 
 // startCluster starts three real mailnode processes, in regions r1, r2

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
 )
 
 // EICAR is the antivirus test string; the signature database this package
@@ -46,14 +48,11 @@ func need(t testing.TB, bin string) string {
 	return path
 }
 
+// freePort returns a loopback address whose port was free, for a
+// daemon to bind.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", mtatest.FreePort(t))
 }
 
 // run starts a daemon in the foreground and stops it when the test ends.

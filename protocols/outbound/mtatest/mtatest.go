@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,15 +31,61 @@ type Sink struct {
 	done chan struct{}
 }
 
-// FreePort returns a loopback TCP port nobody listens on now.
-func FreePort(t *testing.T) int {
+// FreePort returns a loopback TCP port nothing listens on now, for a
+// daemon a test starts. The port is drawn at random from below the
+// kernel's ephemeral range: a port of that range (what listening on
+// port 0 gives) may be taken, between this call and the daemon's bind,
+// as the local port of any outgoing connection of the tests that run
+// beside it, which made Postfix fail to start with "Address already in
+// use". Below the range only another explicit bind can take it.
+func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	low := ephemeralLow()
+	const from = 20000
+	if low <= from+1000 { // an unusual range: take what the kernel gives
+		port, err := listenPort("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return port
+	}
+	var err error
+	for range 200 {
+		port := from + rand.IntN(low-from)
+		if _, err = listenPort(fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			return port
+		}
+	}
+	t.Fatalf("no free loopback port below %d: %v", low, err)
+	return 0
+}
+
+// listenPort binds addr, closes the listener and returns its port.
+func listenPort(addr string) (int, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read, Linux's default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 0 {
+		return 32768
+	}
+	return n
 }
 
 // StartSink runs smtp-sink on 127.0.0.1:port with extra options (such
