@@ -2,7 +2,10 @@ package imap
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -443,4 +446,70 @@ func TestFrontPanicClosesOnlyItsConnection(t *testing.T) {
 	other.mustOK("NOOP")
 	fresh := dialRaw(t, ts.addr)
 	fresh.mustOK("LOGIN " + testUser + " " + testPassword)
+}
+
+// TestEndedConnectionKeepsNoBuffers: once a connection has ended and
+// given its buffers back, a late write (a library goroutine finishing a
+// command) fails and nothing reaches the pooled writer's old target.
+func TestEndedConnectionKeepsNoBuffers(t *testing.T) {
+	var out bytes.Buffer
+	f := &frontConn{}
+	f.br = frontReaders.Get().(*bufio.Reader)
+	f.br.Reset(strings.NewReader("a1 NOOP\r\n"))
+	f.bw = frontWriters.Get().(*bufio.Writer)
+	f.bw.Reset(&out)
+	f.releaseBuffers()
+	if err := f.writeLine("* late"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("write after the end: %v, want net.ErrClosed", err)
+	}
+	if f.bw != nil || f.br != nil || out.Len() != 0 {
+		t.Errorf("after release: writer %v, reader %v, %q written", f.bw, f.br, out.String())
+	}
+
+	// A writer holding wmu at the end keeps its buffer.
+	f = &frontConn{}
+	f.br = frontReaders.Get().(*bufio.Reader)
+	f.bw = frontWriters.Get().(*bufio.Writer)
+	f.bw.Reset(&out)
+	f.wmu.Lock()
+	f.releaseBuffers()
+	if f.bw == nil {
+		t.Error("a writer held by another goroutine went back to the pool")
+	}
+	f.wmu.Unlock()
+}
+
+// TestConnectionsShareNoBytes: connections one after another (their
+// buffers pooled), the first cut with commands unread and a response
+// unflushed, in plaintext and after STARTTLS; the next sees only its own
+// answers.
+func TestConnectionsShareNoBytes(t *testing.T) {
+	ts := newTestServer(t, withSecureAuth())
+	for i := range 20 {
+		rc := dialRaw(t, ts.addr)
+		if i%2 == 1 {
+			rc.send("s1 STARTTLS\r\n")
+			if st := rc.expectTagged("s1"); !strings.HasPrefix(st, "OK") {
+				t.Fatalf("STARTTLS: %q", st)
+			}
+			tc := tls.Client(rc.conn, ts.clientTLS)
+			if err := tc.Handshake(); err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			rc.conn, rc.r = tc, bufio.NewReader(tc)
+		}
+		untagged, st := rc.cmd(fmt.Sprintf("ID (\"name\" \"conn%d\")", i))
+		if !strings.HasPrefix(st, "OK") {
+			t.Fatalf("connection %d: ID: %q", i, st)
+		}
+		for _, l := range untagged {
+			if strings.Contains(l, "conn") || strings.Contains(l, "left") {
+				t.Fatalf("connection %d saw another's bytes: %q", i, l)
+			}
+		}
+		// Left for the next connection to find, were buffers shared:
+		// pipelined commands never read, one of them cut short.
+		rc.send(fmt.Sprintf("x1 ID (\"name\" \"left%d\")\r\nx2 NOOP\r\nx3 CAPABIL", i))
+		rc.conn.Close()
+	}
 }

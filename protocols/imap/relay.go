@@ -27,7 +27,12 @@ func (f *frontConn) relay() {
 	defer close(f.relayDone)
 	defer f.closeClient()
 	defer close(f.events)
-	br := bufio.NewReaderSize(f.pipe, relayBuffer)
+	br := relayReaders.Get().(*bufio.Reader)
+	br.Reset(f.pipe)
+	defer func() {
+		br.Reset(nil)
+		relayReaders.Put(br)
+	}()
 	lineStart := true
 	greeted := false
 	var tail []byte // the last bytes of a line read in parts
