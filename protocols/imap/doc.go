@@ -5,7 +5,7 @@
 // What it owns:
 //   - the front (front.go, relay.go): our command loop, which owns the
 //     client connection, reads every command (imapwire), answers the ones
-//     it owns (STARTTLS, ID, refusals) and forwards the rest to the
+//     it owns (STARTTLS, ID, LOGOUT, refusals) and forwards the rest to the
 //     library's server over an in-memory pipe, one command at a time.
 //   - Server: the listener loop, connection tracking and the shared
 //     BODYSTRUCTURE cache (a byte-bounded LRU keyed by blob id).

@@ -22,7 +22,7 @@ import (
 // The front: our own command loop in front of go-imap's server (see
 // docs/architecture.md, "IMAP: the library's limits"). It owns the client
 // connection: it reads and checks every command (imapwire), answers the
-// ones it owns (ID, STARTTLS, refusals) and forwards the others, well
+// ones it owns (ID, STARTTLS, LOGOUT, refusals) and forwards the others, well
 // formed and without synchronizing literals, to the library's server on
 // the inner end of an in-memory pipe; a relay copies the library's output
 // back, rewriting its capability lists. Commands run one at a time, as in
@@ -605,6 +605,9 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		}
 		return f.startTLS(cmd)
 	}
+	if cmd.Name == "LOGOUT" && len(cmd.Args) == 0 {
+		return f.logout(cmd)
+	}
 	f.setInflight(cmd.Tag)
 	defer f.setInflight("")
 	wire = f.escapeNames(cmd, wire)
@@ -616,6 +619,17 @@ func (f *frontConn) run(cmd *imapwire.Command) bool {
 		return false
 	}
 	return f.await(cmd)
+}
+
+// logout answers LOGOUT (RFC 9051 section 6.1.3: BYE, then the
+// completion) and ends the connection; the pipe's close ends the
+// library's session, which releases the account as after the library's
+// own LOGOUT. That one first sends the selected mailbox's pending
+// updates, of no use to a client that leaves, and its answer comes back
+// through two more goroutines and the relay. It always returns false.
+func (f *frontConn) logout(cmd *imapwire.Command) bool {
+	_ = f.writeLine("* BYE Logging out\r\n" + cmd.Tag + " OK LOGOUT completed")
+	return false
 }
 
 // forward writes bytes to the library, once it has greeted: the first
@@ -639,7 +653,7 @@ func (f *frontConn) await(cmd *imapwire.Command) bool {
 		}
 		if !ev.cont {
 			f.completed(cmd, ev.status)
-			return cmd.Name != "LOGOUT"
+			return true
 		}
 		if cmd.Name != "AUTHENTICATE" && cmd.Name != "IDLE" {
 			f.log.Warn("imap library asked for a continuation of " + cmd.Name)

@@ -513,3 +513,36 @@ func TestConnectionsShareNoBytes(t *testing.T) {
 		rc.conn.Close()
 	}
 }
+
+// TestLogoutAnsweredByFront: LOGOUT answers BYE, then its completion,
+// then the connection ends and the session is released; LOGOUT with an
+// argument is refused and the session goes on.
+func TestLogoutAnsweredByFront(t *testing.T) {
+	reg := protocols.NewSessionRegistry(time.Now)
+	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
+		MaxFailuresPerIP: 1000, MaxFailuresPerUser: 1000, Window: time.Minute, Lockout: time.Minute, Sessions: reg,
+	}, nil)
+	ts := newTestServer(t, withGuard(guard))
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.mustOK("SELECT INBOX")
+	if _, st := rc.cmd("LOGOUT now"); !strings.HasPrefix(st, "BAD") {
+		t.Fatalf("LOGOUT with an argument: %q", st)
+	}
+	rc.mustOK("NOOP")
+	if n := reg.Count(); n != 1 {
+		t.Fatalf("%d sessions before LOGOUT, want 1", n)
+	}
+	rc.send("z9 LOGOUT\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "* BYE ") {
+		t.Fatalf("first answer to LOGOUT: %q", l)
+	}
+	if l := rc.line(); !strings.HasPrefix(l, "z9 OK ") {
+		t.Fatalf("completion of LOGOUT: %q", l)
+	}
+	rc.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(rc.r); err != nil || len(rest) > 0 {
+		t.Fatalf("after LOGOUT: %q, %v; want the connection closed", rest, err)
+	}
+	waitFor(t, "the session to end", func() bool { return reg.Count() == 0 })
+}

@@ -15,8 +15,8 @@ import (
 // Config.Observer: the commands the library dispatches to the session,
 // plus STARTTLS, ID, COMPRESS, SORT and UID SORT, which the front runs
 // (front.go, compress.go, sort.go). The library
-// answers CAPABILITY, LOGOUT, ENABLE and unknown or malformed commands
-// without the session, and the front refuses commands it finds
+// answers CAPABILITY, ENABLE and unknown or malformed commands without
+// the session, the front answers LOGOUT, and the front refuses commands it finds
 // malformed, so they are not seen; LIST includes LSUB, which the library runs as a LIST. NOOP is
 // the mailbox poll the library makes for NOOP and CHECK (and for
 // CAPABILITY and ENABLE after login). AUTHENTICATE is reported when its

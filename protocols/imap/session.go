@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 
@@ -64,11 +63,6 @@ func (s *session) opContext() (context.Context, context.CancelFunc) {
 // account.
 func (s *session) Close() error {
 	defer s.srv.sessions.Done()
-	// After LOGOUT the library calls Close right after writing the
-	// completion into the front's buffered pipe; the relay it woke
-	// waits for this goroutine's processor. Let it pass the completion
-	// to the client before the session's teardown.
-	runtime.Gosched()
 	s.cancel() // wakes a running Idle
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
