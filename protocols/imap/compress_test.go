@@ -253,3 +253,22 @@ func TestCompressPartialFlush(t *testing.T) {
 		}
 	}
 }
+
+// TestNoStartTLSUnderCompress: a plaintext session (insecure auth
+// allowed) that logged in, compressed and unauthenticated is not offered
+// STARTTLS and is refused it (RFC 4978 section 4: TLS first).
+func TestNoStartTLSUnderCompress(t *testing.T) {
+	ts := newTestServer(t)
+	rc := dialRaw(t, ts.addr)
+	rc.mustOK("LOGIN " + testUser + " " + testPassword)
+	rc.deflate()
+	rc.mustOK("UNAUTHENTICATE")
+	caps := rc.mustOK("CAPABILITY")
+	if len(caps) != 1 || strings.Contains(caps[0], "STARTTLS") {
+		t.Errorf("capabilities under COMPRESS: %q", caps)
+	}
+	if _, st := rc.cmd("STARTTLS"); !strings.HasPrefix(st, "BAD") {
+		t.Fatalf("STARTTLS under COMPRESS: %q", st)
+	}
+	rc.mustOK("NOOP")
+}

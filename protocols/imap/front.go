@@ -233,12 +233,16 @@ func (f *frontConn) mayAuthenticate() bool {
 	return f.srv.cfg.AllowInsecureAuth || f.isTLS()
 }
 
-// mayStartTLS reports whether STARTTLS is offered.
+// mayStartTLS reports whether STARTTLS is offered: before login, on a
+// connection without TLS, and not under COMPRESS (a plaintext session
+// that logged in, compressed and unauthenticated: the client's TLS
+// records would arrive inside the deflate stream, which RFC 4978 section
+// 4 rules out by having TLS negotiated first).
 func (f *frontConn) mayStartTLS() bool {
 	f.mu.Lock()
-	authed := f.authenticated
+	authed, compressed := f.authenticated, f.compressed
 	f.mu.Unlock()
-	return f.srv.cfg.TLS != nil && !authed && !f.isTLS()
+	return f.srv.cfg.TLS != nil && !authed && !compressed && !f.isTLS()
 }
 
 // connWriter writes to the client's current connection, each write
