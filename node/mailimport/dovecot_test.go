@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/protocols"
+	"github.com/mailcluster/mailcluster/protocols/outbound/mtatest"
 )
 
 // dovecot is a Dovecot from Debian's package serving IMAP (STARTTLS) on a
@@ -61,12 +62,7 @@ func startDovecot(t *testing.T, user string) *dovecot {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := mtatest.FreePort(t)
 	password := "dovecot-test-password"
 	mailDir := filepath.Join(dir, "mail")
 	files := map[string]string{
