@@ -231,8 +231,11 @@ func (n *Node) Start() error {
 	defer cancel()
 	var cl *cluster.Cluster
 	var err error
-	// The port was free a moment ago; a restart may find it in TIME_WAIT
-	// use by the kernel for a short while.
+	// The port was free a moment ago. A restart may find it taken: it
+	// lies in the kernel's ephemeral range, where a listener of a test
+	// running beside this one (another package's, under go test -p) may
+	// have got it while the node was down. Such a listener lives for its
+	// test, so wait for it to go, up to 30 s.
 	for attempt := 0; ; attempt++ {
 		cl, err = cluster.Open(ctx, cluster.Config{
 			DataDir: n.Dir, NodeID: n.ID, Region: n.Region, Listen: n.Addr, MailShards: o.MailShards,
@@ -240,7 +243,7 @@ func (n *Node) Start() error {
 			DeadAfter: o.DeadAfter, RouteTimeout: o.RouteTimeout, Version: "test", CommandLevel: n.CommandLevel,
 			Logger: o.Logger.With("node", n.ID),
 		})
-		if err == nil || attempt == 50 || !strings.Contains(err.Error(), "address already in use") {
+		if err == nil || attempt == 300 || !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
