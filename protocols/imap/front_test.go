@@ -3,7 +3,6 @@ package imap
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -269,11 +268,7 @@ func TestStartTLSPlaintextDropped(t *testing.T) {
 	if st := rc.expectTagged("s1"); !strings.HasPrefix(st, "OK") {
 		t.Fatalf("STARTTLS: %q", st)
 	}
-	tc := tls.Client(rc.conn, ts.clientTLS)
-	if err := tc.Handshake(); err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	rc.conn, rc.r = tc, bufio.NewReader(tc)
+	rc.handshake(ts.clientTLS)
 	untagged, st := rc.cmd("CAPABILITY")
 	if !strings.HasPrefix(st, "OK") || len(untagged) != 1 {
 		t.Fatalf("CAPABILITY over TLS: %q %q (an injected command was answered?)", untagged, st)
@@ -288,16 +283,24 @@ func TestStartTLSPlaintextDropped(t *testing.T) {
 	}
 }
 
+// newRegisteredServer starts a test server whose sessions are counted in
+// the registry it returns (through an AuthGuard whose limits no test
+// here reaches).
+func newRegisteredServer(t *testing.T) (*testServer, *protocols.SessionRegistry) {
+	t.Helper()
+	reg := protocols.NewSessionRegistry(time.Now)
+	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
+		MaxFailuresPerIP: 1000, MaxFailuresPerUser: 1000, Window: time.Minute, Lockout: time.Minute, Sessions: reg,
+	}, nil)
+	return newTestServer(t, withGuard(guard)), reg
+}
+
 // TestFrontTeardown: logout, a client that vanishes (also during IDLE
 // and in the middle of a literal), a killed session and server-side
 // closes leave no goroutine behind, and killing a session closes the
 // client's connection.
 func TestFrontTeardown(t *testing.T) {
-	reg := protocols.NewSessionRegistry(time.Now)
-	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
-		MaxFailuresPerIP: 1000, MaxFailuresPerUser: 1000, Window: time.Minute, Lockout: time.Minute, Sessions: reg,
-	}, nil)
-	ts := newTestServer(t, withGuard(guard))
+	ts, reg := newRegisteredServer(t)
 	// One connection first, so that the server's goroutines are counted
 	// in the baseline.
 	warm := ts.login(t, nil)
@@ -492,11 +495,7 @@ func TestConnectionsShareNoBytes(t *testing.T) {
 			if st := rc.expectTagged("s1"); !strings.HasPrefix(st, "OK") {
 				t.Fatalf("STARTTLS: %q", st)
 			}
-			tc := tls.Client(rc.conn, ts.clientTLS)
-			if err := tc.Handshake(); err != nil {
-				t.Fatalf("handshake: %v", err)
-			}
-			rc.conn, rc.r = tc, bufio.NewReader(tc)
+			rc.handshake(ts.clientTLS)
 		}
 		untagged, st := rc.cmd(fmt.Sprintf("ID (\"name\" \"conn%d\")", i))
 		if !strings.HasPrefix(st, "OK") {
@@ -518,11 +517,7 @@ func TestConnectionsShareNoBytes(t *testing.T) {
 // then the connection ends and the session is released; LOGOUT with an
 // argument is refused and the session goes on.
 func TestLogoutAnsweredByFront(t *testing.T) {
-	reg := protocols.NewSessionRegistry(time.Now)
-	guard := protocols.NewAuthGuard(protocols.AuthGuardConfig{
-		MaxFailuresPerIP: 1000, MaxFailuresPerUser: 1000, Window: time.Minute, Lockout: time.Minute, Sessions: reg,
-	}, nil)
-	ts := newTestServer(t, withGuard(guard))
+	ts, reg := newRegisteredServer(t)
 	rc := dialRaw(t, ts.addr)
 	rc.mustOK("LOGIN " + testUser + " " + testPassword)
 	rc.mustOK("SELECT INBOX")

@@ -234,6 +234,17 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	return rc
 }
 
+// handshake runs the client's side of TLS on rc's connection, after
+// STARTTLS's OK, and reads and writes through it from then on.
+func (rc *rawConn) handshake(cfg *tls.Config) {
+	rc.t.Helper()
+	tc := tls.Client(rc.conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		rc.t.Fatalf("handshake: %v", err)
+	}
+	rc.conn, rc.r = tc, bufio.NewReader(tc)
+}
+
 // line reads one response line, with any literals it announces inlined.
 func (rc *rawConn) line() string {
 	rc.t.Helper()

@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/base64"
 	"strings"
@@ -125,11 +124,7 @@ func TestObserverStartTLSAndAuthenticate(t *testing.T) {
 
 	rc := dialRaw(t, ts.addr)
 	rc.mustOK("STARTTLS")
-	tc := tls.Client(rc.conn, ts.clientTLS)
-	if err := tc.Handshake(); err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	rc.conn, rc.r = tc, bufio.NewReader(tc)
+	rc.handshake(ts.clientTLS)
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + testUser + "\x00" + testPassword))
 	rc.mustOK("AUTHENTICATE PLAIN " + ir)
 	rc.cmd("LOGOUT")
