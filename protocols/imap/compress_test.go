@@ -256,7 +256,8 @@ func TestCompressPartialFlush(t *testing.T) {
 
 // TestNoStartTLSUnderCompress: a plaintext session (insecure auth
 // allowed) that logged in, compressed and unauthenticated is not offered
-// STARTTLS and is refused it (RFC 4978 section 4: TLS first).
+// STARTTLS and is refused it (RFC 4978 section 4: TLS first); its LOGOUT
+// is answered, compressed.
 func TestNoStartTLSUnderCompress(t *testing.T) {
 	ts := newTestServer(t)
 	rc := dialRaw(t, ts.addr)
@@ -271,4 +272,8 @@ func TestNoStartTLSUnderCompress(t *testing.T) {
 		t.Fatalf("STARTTLS under COMPRESS: %q", st)
 	}
 	rc.mustOK("NOOP")
+	// The front's LOGOUT answer goes through the deflater too.
+	if untagged, st := rc.cmd("LOGOUT"); !strings.HasPrefix(st, "OK") || len(untagged) != 1 || !strings.HasPrefix(untagged[0], "* BYE") {
+		t.Fatalf("LOGOUT under COMPRESS: %q %q", untagged, st)
+	}
 }
