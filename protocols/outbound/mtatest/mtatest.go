@@ -35,9 +35,9 @@ type Sink struct {
 // daemon a test starts. The port is drawn at random from below the
 // kernel's ephemeral range: a port of that range (what listening on
 // port 0 gives) may be taken, between this call and the daemon's bind,
-// as the local port of any outgoing connection of the tests that run
-// beside it, which made Postfix fail to start with "Address already in
-// use". Below the range only another explicit bind can take it.
+// by a listener on port 0 or an outgoing connection of the tests that
+// run beside it, which made Postfix fail to start with "Address already
+// in use". Below the range only another explicit bind can take it.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	low := ephemeralLow()
