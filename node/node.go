@@ -54,6 +54,9 @@ type Node struct {
 	directory *directory.Directory
 	store     *mailstore.Store
 	outbound  *outbound.Deliverer
+	// tickets wraps the frontends' TLS 1.3 session tickets under a key
+	// derived from the master key, so sessions resume on any node.
+	tickets *protocols.SessionTickets
 	// outTLS is outbound delivery's TLS policy (MTA-STS, require_tls).
 	outTLS *tlsPolicy
 	// tlsReports sends the daily TLS reports; nil without a postmaster.
@@ -210,8 +213,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.directory, err = directory.New(n.cluster, directory.Config{MasterKey: n.dir.masterKey, Logger: n.log, MFAIssuer: n.cfg.Hostname,
 		Postmaster: n.cfg.Postmaster, Now: n.now, DefaultQuota: directory.Quotas{Bytes: uint64(n.cfg.Limits.DefaultQuota), Messages: uint64(n.cfg.Limits.DefaultMessageQuota)}})
-	// The cluster and directory hold what they derived from the key;
-	// drop our copy.
+	if err == nil {
+		n.tickets, err = protocols.NewSessionTickets(n.dir.masterKey[:])
+	}
+	// The cluster, the directory and the tickets hold what they derived
+	// from the key; drop our copy.
 	n.dir.masterKey = [32]byte{}
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

@@ -148,7 +148,9 @@ type nodeTLS struct {
 // SIGHUP reloads tls.cert_file and tls.key_file (the handler stays
 // installed while the node runs, so SIGHUP never ends it), a check of
 // the files every tls.reload_interval, or with tls.acme the ACME manager
-// and its challenge listeners.
+// and its challenge listeners. TLS 1.3 session tickets are sealed under
+// the cluster's ticket key (protocols.SessionTickets), so a client resumes
+// its session on any node.
 func (n *Node) startTLS(ctx context.Context) (*tls.Config, error) {
 	metrics := newTLSMetrics()
 	if err := metrics.register(n.metrics.reg); err != nil {
@@ -180,6 +182,9 @@ func (n *Node) startTLS(ctx context.Context) (*tls.Config, error) {
 		if iv := n.cfg.TLS.ReloadInterval; iv > 0 && !n.dir.tls.generated {
 			t.spawn(func() { t.files.watch(runCtx, iv) })
 		}
+	}
+	if n.tickets != nil {
+		n.tickets.Install(t.config)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -413,5 +414,76 @@ func TestListenersOfferOnlyAEAD(t *testing.T) {
 		if st, err := dial(append(cbc, aead...)); err != nil || !slices.Contains(aead, st.CipherSuite) {
 			t.Errorf("%s with an AEAD suite offered: %s, %v", name, tls.CipherSuiteName(st.CipherSuite), err)
 		}
+	}
+}
+
+// TestTLSSessionResumesOnAnotherNode: a mail client that connected to one
+// node of a cluster resumes its TLS 1.3 session on the other node, over
+// implicit TLS (IMAPS) and STARTTLS (IMAP), as it would behind
+// round-robin DNS: the nodes seal session tickets under a key derived
+// from the cluster's master key.
+func TestTLSSessionResumesOnAnotherNode(t *testing.T) {
+	ic := startIMAPCluster(t, "tess@example.test", "tess-imap-pw")
+	client := clientTLS(t, ic.cfg1)
+	if !client.RootCAs.AppendCertsFromPEM(mustRead(t, filepath.Join(ic.cfg2.DataDir, tlsDirName, certFileName))) {
+		t.Fatal("no certificate in the second node's cert.pem")
+	}
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	// Each returns whether the session resumed, once the client has read
+	// a line after the handshake (the ticket comes before it).
+	imaps := func(n *Node) bool {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n.Addr(ListenIMAPS).String(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if g, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(g, "* OK") {
+			t.Fatalf("greeting %q, %v", g, err)
+		}
+		return c.ConnectionState().DidResume
+	}
+	startTLS := func(n *Node) bool {
+		t.Helper()
+		raw, err := net.DialTimeout("tcp", n.Addr(ListenIMAP).String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		raw.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(raw)
+		expect := func(r *bufio.Reader, prefix string) {
+			t.Helper()
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("waiting for %q: %v", prefix, err)
+				}
+				if strings.HasPrefix(l, prefix) {
+					return
+				}
+			}
+		}
+		expect(br, "* OK")
+		fmt.Fprintf(raw, "a STARTTLS\r\n")
+		expect(br, "a OK")
+		c := tls.Client(raw, client)
+		fmt.Fprintf(c, "b NOOP\r\n")
+		expect(bufio.NewReader(c), "b OK")
+		return c.ConnectionState().DidResume
+	}
+	if imaps(ic.n1) {
+		t.Fatal("the first connection resumed a session")
+	}
+	if !imaps(ic.n2) {
+		t.Error("IMAPS: a session begun on n1 did not resume on n2")
+	}
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	if startTLS(ic.n2) {
+		t.Fatal("STARTTLS: the first connection resumed a session")
+	}
+	if !startTLS(ic.n1) {
+		t.Error("STARTTLS: a session begun on n2 did not resume on n1")
 	}
 }
