@@ -36,8 +36,10 @@ const (
 	foldLineLimit = MaxPlaintext / foldLine // the most lines a value can hold
 )
 
-// fold returns the folded form of p, or false when p has too little
-// base64 in it to gain from folding (a quarter of its size at least).
+// fold appends the folded form of p to dst[:0] and returns it, or false
+// when p has too little base64 in it to gain from folding (a quarter of
+// its size at least); either way the result keeps dst's memory, grown,
+// for the caller to use again.
 //
 // At the start of each line, startsRun looks at the next foldMinRun
 // lines; when they are base64, appendRun folds the run, line by line
@@ -47,8 +49,8 @@ const (
 // the characters it came from, and unfold(fold(p)) is p (FuzzFold).
 // Every line is looked at a bounded number of times, whatever the text
 // (BenchmarkFoldQuotedPrintable).
-func fold(p []byte) ([]byte, bool) {
-	out := make([]byte, 0, len(p)-len(p)/5)
+func fold(dst, p []byte) ([]byte, bool) {
+	out := slices.Grow(dst[:0], len(p)-len(p)/5)
 	rawStart := 0 // start of the bytes not yet written out
 	folded := 0   // base64 bytes folded
 	i := 0
@@ -69,7 +71,7 @@ func fold(p []byte) ([]byte, bool) {
 		i += nl + 1
 	}
 	if folded < len(p)/4 {
-		return nil, false
+		return out, false
 	}
 	if rawStart < len(p) {
 		out = appendPiece(out, foldRaw, p[rawStart:])
@@ -154,8 +156,12 @@ func appendPiece(out []byte, tag byte, b []byte) []byte {
 
 // unfold returns the plaintext of a folded form, or ErrMalformed.
 func unfold(f []byte) ([]byte, error) {
-	out := make([]byte, 0, len(f)+len(f)/3+len(f)/30)
-	err := walkFold(f, func(p []byte) bool {
+	size, err := unfoldedSize(f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, size)
+	err = walkFold(f, func(p []byte) bool {
 		out = append(out, p...)
 		return true
 	})
@@ -163,6 +169,40 @@ func unfold(f []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// unfoldedSize returns the size of the plaintext of the folded form f,
+// read from its pieces' headers, or ErrMalformed where walkFold would
+// find f malformed. (A run's 57 bytes a line become 78: an estimate
+// from f's size alone that falls short makes the output grow, and copy,
+// at its last lines.)
+func unfoldedSize(f []byte) (int, error) {
+	var total uint64
+	for len(f) > 0 {
+		tag := f[0]
+		n, k := binary.Uvarint(f[1:])
+		if k <= 0 {
+			return 0, ErrMalformed
+		}
+		f = f[1+k:]
+		switch tag {
+		case foldRaw:
+			if n > uint64(len(f)) || total+n > MaxPlaintext {
+				return 0, ErrMalformed
+			}
+			total += n
+			f = f[n:]
+		case foldRun:
+			if n > uint64(len(f)/foldLineBytes) || total+n*foldLine > MaxPlaintext {
+				return 0, ErrMalformed
+			}
+			total += n * foldLine
+			f = f[n*foldLineBytes:]
+		default:
+			return 0, ErrMalformed
+		}
+	}
+	return int(total), nil
 }
 
 // walkFold hands the plaintext of the folded form f to emit piece by

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -31,7 +32,7 @@ func base64Message(n int, seed uint64) []byte {
 
 func TestFoldRoundTrip(t *testing.T) {
 	msg := base64Message(100_000, 1)
-	f, ok := fold(msg)
+	f, ok := fold(nil, msg)
 	if !ok {
 		t.Fatal("a message that is mostly base64 was not folded")
 	}
@@ -42,7 +43,7 @@ func TestFoldRoundTrip(t *testing.T) {
 	if err != nil || !bytes.Equal(back, msg) {
 		t.Fatalf("unfold: %v, equal %v", err, bytes.Equal(back, msg))
 	}
-	if _, ok := fold([]byte(strings.Repeat("plain text line\r\n", 5000))); ok {
+	if _, ok := fold(nil, []byte(strings.Repeat("plain text line\r\n", 5000))); ok {
 		t.Error("text without base64 was folded")
 	}
 }
@@ -52,6 +53,25 @@ func TestFoldRoundTrip(t *testing.T) {
 // outside the alphabet, padding, or a bare CR or LF inside it, and the
 // count written before the run is the run's own (one byte for 99 lines
 // where 200 were candidates, which take two).
+// TestUnfoldSizesItsOutput: a large attachment unfolds into one buffer
+// of exactly its size, allocated once.
+func TestUnfoldSizesItsOutput(t *testing.T) {
+	for _, n := range []int{10_000, 200_000, 760_000} {
+		msg := base64Message(n, uint64(n))
+		f, ok := fold(nil, msg)
+		if !ok {
+			t.Fatalf("%d bytes: not folded", n)
+		}
+		out, err := unfold(f)
+		if err != nil || !bytes.Equal(out, msg) {
+			t.Fatalf("%d bytes: unfold: %v", n, err)
+		}
+		if cap(out) != len(out) {
+			t.Errorf("%d bytes: output of %d bytes in a buffer of %d", n, len(out), cap(out))
+		}
+	}
+}
+
 func TestFoldRunEndsAtABadLine(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 1))
 	line := func() string {
@@ -76,7 +96,7 @@ func TestFoldRunEndsAtABadLine(t *testing.T) {
 			b.WriteString(line())
 		}
 		p := []byte(b.String())
-		f, ok := fold(p)
+		f, ok := fold(nil, p)
 		if !ok {
 			t.Fatalf("%q: not folded", bad)
 		}
@@ -151,16 +171,22 @@ func FuzzFold(f *testing.F) {
 		}
 		mixed := append(append(bytes.Clone(in[:len(in)/2]), lines...), in[len(in)/2:]...)
 		for _, p := range [][]byte{in, mixed} {
-			if folded, ok := fold(p); ok {
+			if folded, ok := fold(nil, p); ok {
 				back, err := unfold(folded)
 				if err != nil || !bytes.Equal(back, p) {
 					t.Fatalf("fold/unfold of %q: %v, got %q", p, err, back)
+				}
+				if cap(back) != len(back) {
+					t.Fatalf("unfold sized its output %d for %d bytes", cap(back), len(back))
 				}
 			}
 		}
 		out, err := unfold(in)
 		if err == nil && len(out) > MaxPlaintext {
 			t.Fatalf("unfold returned %d bytes", len(out))
+		}
+		if size, serr := unfoldedSize(in); (serr == nil) != (err == nil) || err == nil && size != len(out) {
+			t.Fatalf("unfoldedSize %d, %v; unfold %d bytes, %v", size, serr, len(out), err)
 		}
 	})
 }
@@ -184,6 +210,29 @@ func BenchmarkSealBase64(b *testing.B) {
 	}
 }
 
+// BenchmarkOpenBase64 opens what BenchmarkSealBase64 seals: a fetch of
+// a large attachment.
+func BenchmarkOpenBase64(b *testing.B) {
+	s, err := New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	kr := NewStatic(NewKey(1))
+	msg := base64Message(1<<20*3/4, 3)
+	sealed, err := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), msg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Open(kr, KindChunk, []byte("owner"), []byte("obj"), sealed); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkFoldQuotedPrintable folds a 256 KiB chunk of quoted-printable
 // text whose lines all end at column 76, as soft line breaks make them:
 // every line is a candidate for a run and none is base64.
@@ -192,8 +241,70 @@ func BenchmarkFoldQuotedPrintable(b *testing.B) {
 	p := []byte(strings.Repeat(line, (256<<10)/len(line)))
 	b.SetBytes(int64(len(p)))
 	for b.Loop() {
-		if _, ok := fold(p); ok {
+		if _, ok := fold(nil, p); ok {
 			b.Fatal("quoted-printable text was folded")
+		}
+	}
+}
+
+// TestScratchNeverReachesCallers seals and opens folded, compressed and
+// incompressible values from several goroutines at once, holding every
+// result until all are done: a value Seal or Open returned that shared
+// memory with the scratch buffers the others reuse would change under
+// its holder (and the race detector would see the writes).
+func TestScratchNeverReachesCallers(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(1))
+	rng := rand.New(rand.NewPCG(7, 7))
+	noise := make([]byte, 40_000)
+	for i := range noise {
+		noise[i] = byte(rng.Uint32())
+	}
+	values := [][]byte{
+		base64Message(100_000, 3),
+		base64Message(300_000, 4),
+		[]byte(strings.Repeat("a line of text that compresses well\r\n", 2000)),
+		noise,
+	}
+	const workers, rounds = 6, 20
+	type held struct{ plain, sealed, opened []byte }
+	results := make([][]held, workers)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				plain := values[(w+r)%len(values)]
+				sealed, err := s.Seal(kr, KindChunk, []byte("u"), []byte("o"), plain)
+				if err != nil {
+					errs <- err
+					return
+				}
+				opened, err := s.Open(kr, KindChunk, []byte("u"), []byte("o"), sealed)
+				if err != nil {
+					errs <- err
+					return
+				}
+				results[w] = append(results[w], held{plain, sealed, opened})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for w := range results {
+		for _, h := range results[w] {
+			if !bytes.Equal(h.opened, h.plain) {
+				t.Fatalf("worker %d: an opened value changed after Open returned", w)
+			}
+			again, err := s.Open(kr, KindChunk, []byte("u"), []byte("o"), h.sealed)
+			if err != nil || !bytes.Equal(again, h.plain) {
+				t.Fatalf("worker %d: a sealed value changed after Seal returned: %v", w, err)
+			}
 		}
 	}
 }
