@@ -19,6 +19,14 @@ const pipeBuffer = 64 << 10
 // many idle connections of a busy server hold little memory.
 const pipeKeep = 4 << 10
 
+// pipeBufs holds buffers of pipeBuffer bytes, the most a direction
+// holds. A direction whose unread bytes outgrow pipeKeep takes one and
+// gives it back once drained: a large response (a page of headers, a
+// message body) passes through one buffer instead of growing a fresh one
+// by doubling and dropping it at each drain, which cost a 1 MiB FETCH
+// about its own size in allocations.
+var pipeBufs = sync.Pool{New: func() any { return new([pipeBuffer]byte) }}
+
 // newPipe returns the two ends of an in-memory connection between a
 // front and its library session. Unlike net.Pipe, each direction buffers
 // (up to pipeBuffer): the library flushes after every response line, and
@@ -107,10 +115,16 @@ func (p *pipeEnd) Read(b []byte) (int, error) {
 			d.off += n
 			if d.off == len(d.buf) {
 				// Drained: an idle connection keeps no large buffer.
-				d.buf, d.off = d.buf[:0], 0
-				if cap(d.buf) > pipeKeep {
+				switch c := cap(d.buf); {
+				case c == pipeBuffer:
+					pipeBufs.Put((*[pipeBuffer]byte)(d.buf[:pipeBuffer]))
 					d.buf = nil
+				case c > pipeKeep:
+					d.buf = nil
+				default:
+					d.buf = d.buf[:0]
 				}
+				d.off = 0
 			}
 			d.mu.Unlock()
 			poke(d.writable)
@@ -154,10 +168,22 @@ func (p *pipeEnd) Write(b []byte) (int, error) {
 		}
 		if room := pipeBuffer - (len(d.buf) - d.off); room > 0 {
 			take := min(room, len(b))
-			if d.off > 0 && len(d.buf)+take > cap(d.buf) {
-				// Move the unread bytes to the front before growing.
-				d.buf = d.buf[:copy(d.buf, d.buf[d.off:])]
-				d.off = 0
+			if len(d.buf)+take > cap(d.buf) {
+				switch unread := len(d.buf) - d.off; {
+				case unread+take > pipeKeep && cap(d.buf) < pipeBuffer:
+					// room bounds unread+take by pipeBuffer: a pooled
+					// buffer holds them, and grows no more.
+					d.buf = append(pipeBufs.Get().(*[pipeBuffer]byte)[:0], d.buf[d.off:]...)
+					d.off = 0
+				case cap(d.buf) == 0:
+					// What a drained direction may keep, at once, rather
+					// than grown by doubling as lines come.
+					d.buf = make([]byte, 0, pipeKeep)
+				case d.off > 0:
+					// Move the unread bytes to the front before growing.
+					d.buf = d.buf[:copy(d.buf, d.buf[d.off:])]
+					d.off = 0
+				}
 			}
 			d.buf = append(d.buf, b[:take]...)
 			d.mu.Unlock()

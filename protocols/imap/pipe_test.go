@@ -144,3 +144,54 @@ func TestPipeDropsLargeBufferWhenDrained(t *testing.T) {
 		t.Fatalf("empty write: %v", err)
 	}
 }
+
+// TestPipeLargeResponsesAllocateNothing: responses larger than an idle
+// direction keeps, written in lines as the library writes them and read
+// by a smaller reader as the relay reads, pass through a pooled buffer:
+// after the first, they allocate (close to) nothing.
+func TestPipeLargeResponsesAllocateNothing(t *testing.T) {
+	a, b := newPipe()
+	defer a.Close()
+	defer b.Close()
+	line := bytes.Repeat([]byte("x"), 98)
+	line = append(line, '\r', '\n')
+	const lines = 400 // 40 KB a response
+	rbuf := make([]byte, 32<<10)
+	respond := func() {
+		done := make(chan error, 1)
+		go func() {
+			for range lines {
+				if _, err := a.Write(line); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		for got := 0; got < lines*len(line); {
+			n, err := b.Read(rbuf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	respond()
+	// The goroutine and its channel are a few allocations each time;
+	// growing a buffer of the response's size took 19 in all.
+	n := testing.AllocsPerRun(50, respond)
+	t.Logf("a 40 KB response: %.1f allocations", n)
+	if n > 8 {
+		t.Errorf("a 40 KB response allocated %.1f times", n)
+	}
+	d := a.(*pipeEnd).out
+	d.mu.Lock()
+	kept := cap(d.buf)
+	d.mu.Unlock()
+	if kept > pipeKeep {
+		t.Fatalf("a drained direction keeps %d bytes, want at most %d", kept, pipeKeep)
+	}
+}
