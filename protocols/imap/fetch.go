@@ -242,6 +242,12 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 		var b []byte
 		switch {
 		case !sectionPathOK(sec.Part):
+		case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone:
+			// BODY[] (and RFC822) is the message as stored (RFC 3501
+			// section 6.4.5): no need to parse its header and copy it
+			// whole, as the library's extraction does, which also gave
+			// nothing for a message whose header did not parse.
+			b = withoutNULs(partial(raw, sec.Partial))
 		case hrec != nil && len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && sec.Partial == nil:
 			if h, ok := hrec.headerSection(sec.HeaderFields, sec.HeaderFieldsNot); ok {
 				b = withoutNULs(h)

@@ -3,6 +3,7 @@ package imap
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -274,5 +275,28 @@ func TestExamineIsReadOnly(t *testing.T) {
 	m = fetchOne(t, c, imap.SeqSetNum(1), &imap.FetchOptions{Flags: true})
 	if hasFlag(m.Flags, imap.FlagSeen) {
 		t.Errorf("message seen after EXAMINE: %v", m.Flags)
+	}
+}
+
+// TestFetchWholeMessageAsStored: BODY[] and RFC822 are the message as
+// stored (RFC 3501 section 6.4.5), partial ranges of it included, even
+// when its header does not parse (a line without a colon), where
+// extracting the section through a header parser gave nothing.
+func TestFetchWholeMessageAsStored(t *testing.T) {
+	ts := newTestServer(t)
+	rc := rawLogin(t, ts)
+	msg := "From: a@example.net\r\nthis line has no colon\r\nSubject: odd\r\n\r\nbody line\r\n"
+	rc.mustOK(fmt.Sprintf("APPEND INBOX {%d+}\r\n%s", len(msg), msg))
+	rc.mustOK("SELECT INBOX")
+	for cmd, want := range map[string]string{
+		"FETCH 1 BODY.PEEK[]":         fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)", len(msg), msg),
+		"FETCH 1 BODY.PEEK[]<6.9>":    "* 1 FETCH (BODY[]<6> {9}\r\n" + msg[6:15] + ")",
+		"FETCH 1 BODY.PEEK[]<900.10>": "* 1 FETCH (BODY[]<900> {0}\r\n)",
+		"FETCH 1 RFC822":              fmt.Sprintf("* 1 FETCH (FLAGS (\\Seen \\Recent) RFC822 {%d}\r\n%s)", len(msg), msg),
+	} {
+		lines := rc.mustOK(cmd)
+		if len(lines) != 1 || lines[0] != want {
+			t.Errorf("%s: %q, want %q", cmd, lines, want)
+		}
 	}
 }
