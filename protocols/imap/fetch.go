@@ -248,6 +248,14 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 			// whole, as the library's extraction does, which also gave
 			// nothing for a message whose header did not parse.
 			b = withoutNULs(partial(raw, sec.Partial))
+		case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierText:
+			// The message's text: what follows the blank line ending its
+			// header, however the header reads.
+			b = withoutNULs(partial(raw[schema.HeaderLength(raw):], sec.Partial))
+		case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0:
+			// The header section as stored, up to and with its blank
+			// line (raw may be only that).
+			b = withoutNULs(partial(raw[:schema.HeaderLength(raw)], sec.Partial))
 		case hrec != nil && len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && sec.Partial == nil:
 			if h, ok := hrec.headerSection(sec.HeaderFields, sec.HeaderFieldsNot); ok {
 				b = withoutNULs(h)

@@ -279,8 +279,9 @@ func TestExamineIsReadOnly(t *testing.T) {
 }
 
 // TestFetchWholeMessageAsStored: BODY[] and RFC822 are the message as
-// stored (RFC 3501 section 6.4.5), partial ranges of it included, even
-// when its header does not parse (a line without a colon), where
+// stored, and BODY[HEADER] and BODY[TEXT] its two sections split at the
+// first blank line (RFC 3501 section 6.4.5), partial ranges included,
+// even when its header does not parse (a line without a colon), where
 // extracting the section through a header parser gave nothing.
 func TestFetchWholeMessageAsStored(t *testing.T) {
 	ts := newTestServer(t)
@@ -289,10 +290,13 @@ func TestFetchWholeMessageAsStored(t *testing.T) {
 	rc.mustOK(fmt.Sprintf("APPEND INBOX {%d+}\r\n%s", len(msg), msg))
 	rc.mustOK("SELECT INBOX")
 	for cmd, want := range map[string]string{
-		"FETCH 1 BODY.PEEK[]":         fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)", len(msg), msg),
-		"FETCH 1 BODY.PEEK[]<6.9>":    "* 1 FETCH (BODY[]<6> {9}\r\n" + msg[6:15] + ")",
-		"FETCH 1 BODY.PEEK[]<900.10>": "* 1 FETCH (BODY[]<900> {0}\r\n)",
-		"FETCH 1 RFC822":              fmt.Sprintf("* 1 FETCH (FLAGS (\\Seen \\Recent) RFC822 {%d}\r\n%s)", len(msg), msg),
+		"FETCH 1 BODY.PEEK[]":            fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)", len(msg), msg),
+		"FETCH 1 BODY.PEEK[]<6.9>":       "* 1 FETCH (BODY[]<6> {9}\r\n" + msg[6:15] + ")",
+		"FETCH 1 BODY.PEEK[]<900.10>":    "* 1 FETCH (BODY[]<900> {0}\r\n)",
+		"FETCH 1 BODY.PEEK[HEADER]":      "* 1 FETCH (BODY[HEADER] {61}\r\n" + msg[:61] + ")",
+		"FETCH 1 BODY.PEEK[TEXT]":        "* 1 FETCH (BODY[TEXT] {11}\r\n" + msg[61:] + ")",
+		"FETCH 1 BODY.PEEK[TEXT]<5.100>": "* 1 FETCH (BODY[TEXT]<5> {6}\r\n" + msg[66:] + ")",
+		"FETCH 1 RFC822":                 fmt.Sprintf("* 1 FETCH (FLAGS (\\Seen \\Recent) RFC822 {%d}\r\n%s)", len(msg), msg),
 	} {
 		lines := rc.mustOK(cmd)
 		if len(lines) != 1 || lines[0] != want {
