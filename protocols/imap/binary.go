@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"io"
@@ -37,10 +36,11 @@ func binarySection(msg []byte, path []int) ([]byte, error) {
 	if len(path) == 0 {
 		header, body = splitMessage(msg)
 	} else {
-		header = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: path, Specifier: imap.PartSpecifierMIME})
-		body = imapserver.ExtractBodySection(bytes.NewReader(msg), &imap.FetchItemBodySection{Part: path})
+		parsed := withoutBrokenHeaderLines(msg)
+		header = imapserver.ExtractBodySection(bytes.NewReader(parsed), &imap.FetchItemBodySection{Part: path, Specifier: imap.PartSpecifierMIME})
+		body = imapserver.ExtractBodySection(bytes.NewReader(parsed), &imap.FetchItemBodySection{Part: path})
 	}
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+	h, _ := parseHeaderSection(header)
 	decoded, identity, err := decodeTransfer(h, body)
 	switch {
 	case err != nil:

@@ -1,8 +1,6 @@
 package imap
 
 import (
-	"bufio"
-	"bytes"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -29,7 +27,7 @@ func envelopeOfHeader(h textproto.Header) *imap.Envelope {
 // ENVELOPE, with the obs-routes of its addresses. A malformed header
 // yields what could be parsed.
 func routedEnvelopeOf(msg []byte) (*imap.Envelope, []envelopeRoute) {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	h, _ := parseHeaderSection(msg)
 	return parseEnvelope(h)
 }
 

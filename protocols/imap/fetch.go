@@ -263,7 +263,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, v *view, sm seqMsg, option
 			}
 			fallthrough
 		default:
-			b = withoutNULs(imapserver.ExtractBodySection(bytes.NewReader(raw), sec))
+			b = withoutNULs(imapserver.ExtractBodySection(bytes.NewReader(withoutBrokenHeaderLines(raw)), sec))
 		}
 		writeLiteral(rw.WriteBodySection(sec, int64(len(b))), b)
 	}

@@ -55,7 +55,7 @@ type mimeEntity struct {
 // maxMIMEDepth.
 func walkMIME(msg []byte, visit func(e *mimeEntity) error) error {
 	br := bufio.NewReader(bytes.NewReader(msg))
-	h, _ := textproto.ReadHeader(br)
+	h, _ := readHeader(br)
 	count := 0
 	return walkEntity(h, br, 0, &count, visit)
 }
@@ -90,7 +90,7 @@ func walkEntity(h textproto.Header, body io.Reader, depth int, count *int, visit
 			return err
 		}
 		br := bufio.NewReader(body)
-		inner, _ := textproto.ReadHeader(br)
+		inner, _ := readHeader(br)
 		return walkEntity(inner, br, depth+1, count, visit)
 	default:
 		return visit(&mimeEntity{header: h, mediaType: mediaType, depth: depth, body: body})
@@ -126,7 +126,7 @@ func bodyStructureOf(msg []byte) imap.BodyStructure {
 	if err != nil {
 		return opaqueStructure(msg)
 	}
-	bs := sanitizeBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(msg)))
+	bs := sanitizeBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(withoutBrokenHeaderLines(msg))))
 	if countAttached(bs) == len(attached) {
 		setAttachedEnvelopes(bs, attached)
 	}

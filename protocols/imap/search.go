@@ -1,8 +1,6 @@
 package imap
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"sort"
 	"strings"
@@ -12,7 +10,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -197,7 +194,7 @@ func (sm *searchMsg) loadHeader() *mail.Header {
 		}
 		sm.recs.learnHeader(sm.idx, src)
 	}
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(src)))
+	h, _ := parseHeaderSection(src)
 	sm.header = &mail.Header{Header: gomessage.Header{Header: h}}
 	return sm.header
 }

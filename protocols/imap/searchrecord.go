@@ -1,7 +1,6 @@
 package imap
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
@@ -119,7 +118,7 @@ func (r *searchRecord) envelope() (*imap.Envelope, []envelopeRoute) {
 func (r *searchRecord) headerSection(fields, not []string) (b []byte, ok bool) {
 	r.mu.Lock()
 	if !r.fieldsDone {
-		r.fields, r.fieldsErr = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(r.header)))
+		r.fields, r.fieldsErr = parseHeaderSection(r.header)
 		r.fieldsDone = true
 	}
 	h, err := r.fields, r.fieldsErr
@@ -153,7 +152,7 @@ func (r *searchRecord) headerSection(fields, not []string) (b []byte, ok bool) {
 
 // parseHeader parses the record's header section as loadHeader does.
 func (r *searchRecord) parseHeader() *mail.Header {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(r.header)))
+	h, _ := parseHeaderSection(r.header)
 	return &mail.Header{Header: gomessage.Header{Header: h}}
 }
 

@@ -441,7 +441,8 @@ func headerSectionInputs() []string {
 }
 
 // The header sections FETCH answers from a record are the bytes
-// imapserver.ExtractBodySection writes for them.
+// imapserver.ExtractBodySection writes for them, once the lines that
+// stop its parser are left out (withoutBrokenHeaderLines).
 func TestHeaderSectionAsExtracted(t *testing.T) {
 	for _, hdr := range headerSectionInputs() {
 		for _, l := range headerSectionLists {
@@ -454,7 +455,7 @@ func checkHeaderSection(t *testing.T, hdr []byte, fields, not []string) {
 	t.Helper()
 	r := &searchRecord{header: hdr}
 	got, ok := r.headerSection(fields, not)
-	want := imapserver.ExtractBodySection(bytes.NewReader(hdr), &imap.FetchItemBodySection{
+	want := imapserver.ExtractBodySection(bytes.NewReader(withoutBrokenHeaderLines(hdr)), &imap.FetchItemBodySection{
 		Specifier: imap.PartSpecifierHeader, HeaderFields: fields, HeaderFieldsNot: not})
 	if ok && !bytes.Equal(got, want) {
 		t.Errorf("header %q, fields %q not %q:\n got %q\nwant %q", hdr, fields, not, got, want)
