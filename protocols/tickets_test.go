@@ -41,14 +41,7 @@ func ticketServer(t *testing.T, config *tls.Config) string {
 // master key is master, with a certificate of its own.
 func newTicketNode(t *testing.T, master byte, roots *x509.CertPool) *tls.Config {
 	t.Helper()
-	certPEM, keyPEM, err := SelfSignedCertificate([]string{"localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, certPEM := testCertificate(t)
 	roots.AppendCertsFromPEM(certPEM)
 	key := make([]byte, 32)
 	key[0] = master

@@ -9,11 +9,10 @@ import (
 	"time"
 )
 
-// TestTLSOffersOnlyAEAD: a TLS 1.2 client that offers only CBC suites is
-// refused; one that offers an AEAD suite gets it; TLS 1.1 is refused —
-// with the fixed certificate of TLSConfig and with DynamicTLSConfig,
-// which the node's listeners use.
-func TestTLSOffersOnlyAEAD(t *testing.T) {
+// testCertificate returns a new self-signed certificate for localhost,
+// and its PEM form.
+func testCertificate(t *testing.T) (tls.Certificate, []byte) {
+	t.Helper()
 	certPEM, keyPEM, err := SelfSignedCertificate([]string{"localhost"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -22,6 +21,15 @@ func TestTLSOffersOnlyAEAD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cert, certPEM
+}
+
+// TestTLSOffersOnlyAEAD: a TLS 1.2 client that offers only CBC suites is
+// refused; one that offers an AEAD suite gets it; TLS 1.1 is refused —
+// with the fixed certificate of TLSConfig and with DynamicTLSConfig,
+// which the node's listeners use.
+func TestTLSOffersOnlyAEAD(t *testing.T) {
+	cert, _ := testCertificate(t)
 	t.Run("fixed", func(t *testing.T) { testOnlyAEAD(t, TLSConfig(cert)) })
 	t.Run("dynamic", func(t *testing.T) { testOnlyAEAD(t, DynamicTLSConfig(NewCertHolder(cert).GetCertificate)) })
 }
@@ -76,15 +84,7 @@ func testOnlyAEAD(t *testing.T, config *tls.Config) {
 // before keeps the certificate it got.
 func TestTLSCertHolderServesReplacement(t *testing.T) {
 	newCert := func() tls.Certificate {
-		t.Helper()
-		certPEM, keyPEM, err := SelfSignedCertificate([]string{"localhost"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cert, _ := testCertificate(t)
 		return cert
 	}
 	var empty CertHolder

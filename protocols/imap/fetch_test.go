@@ -284,12 +284,8 @@ func TestExamineIsReadOnly(t *testing.T) {
 // even when its header does not parse (a line without a colon), where
 // extracting the section through a header parser gave nothing.
 func TestFetchWholeMessageAsStored(t *testing.T) {
-	ts := newTestServer(t)
-	rc := rawLogin(t, ts)
-	msg := "From: a@example.net\r\nthis line has no colon\r\nSubject: odd\r\n\r\nbody line\r\n"
-	rc.mustOK(fmt.Sprintf("APPEND INBOX {%d+}\r\n%s", len(msg), msg))
-	rc.mustOK("SELECT INBOX")
-	for cmd, want := range map[string]string{
+	rc, msg := brokenHeaderSession(t)
+	expectLines(t, rc, map[string]string{
 		"FETCH 1 BODY.PEEK[]":            fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)", len(msg), msg),
 		"FETCH 1 BODY.PEEK[]<6.9>":       "* 1 FETCH (BODY[]<6> {9}\r\n" + msg[6:15] + ")",
 		"FETCH 1 BODY.PEEK[]<900.10>":    "* 1 FETCH (BODY[]<900> {0}\r\n)",
@@ -297,10 +293,27 @@ func TestFetchWholeMessageAsStored(t *testing.T) {
 		"FETCH 1 BODY.PEEK[TEXT]":        "* 1 FETCH (BODY[TEXT] {11}\r\n" + msg[61:] + ")",
 		"FETCH 1 BODY.PEEK[TEXT]<5.100>": "* 1 FETCH (BODY[TEXT]<5> {6}\r\n" + msg[66:] + ")",
 		"FETCH 1 RFC822":                 fmt.Sprintf("* 1 FETCH (FLAGS (\\Seen \\Recent) RFC822 {%d}\r\n%s)", len(msg), msg),
-	} {
-		lines := rc.mustOK(cmd)
-		if len(lines) != 1 || lines[0] != want {
-			t.Errorf("%s: %q, want %q", cmd, lines, want)
+	})
+}
+
+// brokenHeaderSession logs in, appends a message whose header has a line
+// without a colon, selects INBOX and returns the session and the message.
+func brokenHeaderSession(t *testing.T) (*rawConn, string) {
+	t.Helper()
+	rc := rawLogin(t, newTestServer(t))
+	msg := "From: a@example.net\r\nthis line has no colon\r\nSubject: odd\r\n\r\nbody line\r\n"
+	rc.mustOK(fmt.Sprintf("APPEND INBOX {%d+}\r\n%s", len(msg), msg))
+	rc.mustOK("SELECT INBOX")
+	return rc, msg
+}
+
+// expectLines sends each command and checks that its one untagged line
+// is the one given.
+func expectLines(t *testing.T, rc *rawConn, want map[string]string) {
+	t.Helper()
+	for cmd, line := range want {
+		if lines := rc.mustOK(cmd); len(lines) != 1 || lines[0] != line {
+			t.Errorf("%s: %q, want %q", cmd, lines, line)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package imap
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -59,22 +58,13 @@ func TestReadHeaderPassesOverBrokenLines(t *testing.T) {
 // without a colon gets its ENVELOPE, SEARCH, HEADER.FIELDS and
 // BODYSTRUCTURE from all of its header, not from what precedes that line.
 func TestMalformedHeaderLineIgnored(t *testing.T) {
-	ts := newTestServer(t)
-	rc := rawLogin(t, ts)
-	msg := "From: a@example.net\r\nthis line has no colon\r\nSubject: odd\r\n\r\nbody line\r\n"
-	rc.mustOK(fmt.Sprintf("APPEND INBOX {%d+}\r\n%s", len(msg), msg))
-	rc.mustOK("SELECT INBOX")
-	for cmd, want := range map[string]string{
+	rc, _ := brokenHeaderSession(t)
+	expectLines(t, rc, map[string]string{
 		"SEARCH SUBJECT odd":                         "* SEARCH 1",
 		"SEARCH BODY line":                           "* SEARCH 1",
 		"FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]": "* 1 FETCH (BODY[HEADER.FIELDS (\"SUBJECT\")] {16}\r\nSubject: odd\r\n\r\n)",
 		"FETCH 1 BODYSTRUCTURE":                      `* 1 FETCH (BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 11 1 NIL NIL NIL NIL))`,
-	} {
-		lines := rc.mustOK(cmd)
-		if len(lines) != 1 || lines[0] != want {
-			t.Errorf("%s: %q, want %q", cmd, lines, want)
-		}
-	}
+	})
 	// With the whole message loaded (no header record), the fields still
 	// come from all of the header.
 	lines := rc.mustOK("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT])")

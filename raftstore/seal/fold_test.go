@@ -191,16 +191,21 @@ func FuzzFold(f *testing.F) {
 	})
 }
 
-// BenchmarkSealBase64 seals a 1 MiB value that is mostly base64 lines of
-// random bytes, the shape of a large attachment.
-func BenchmarkSealBase64(b *testing.B) {
+// base64Bench returns a sealer, its keyring and the 1 MiB message the
+// base64 benchmarks seal and open.
+func base64Bench(b *testing.B) (*Sealer, Keyring, []byte) {
 	s, err := New()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	kr := NewStatic(NewKey(1))
-	msg := base64Message(1<<20*3/4, 3)
+	b.Cleanup(s.Close)
+	return s, NewStatic(NewKey(1)), base64Message(1<<20*3/4, 3)
+}
+
+// BenchmarkSealBase64 seals a 1 MiB value that is mostly base64 lines of
+// random bytes, the shape of a large attachment.
+func BenchmarkSealBase64(b *testing.B) {
+	s, kr, msg := base64Bench(b)
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -213,13 +218,7 @@ func BenchmarkSealBase64(b *testing.B) {
 // BenchmarkOpenBase64 opens what BenchmarkSealBase64 seals: a fetch of
 // a large attachment.
 func BenchmarkOpenBase64(b *testing.B) {
-	s, err := New()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	kr := NewStatic(NewKey(1))
-	msg := base64Message(1<<20*3/4, 3)
+	s, kr, msg := base64Bench(b)
 	sealed, err := s.Seal(kr, KindChunk, []byte("owner"), []byte("obj"), msg)
 	if err != nil {
 		b.Fatal(err)
