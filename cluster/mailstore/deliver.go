@@ -305,14 +305,9 @@ func (s *Store) retrySpooled(ctx context.Context, home uint32, rec schema.SpoolR
 	if err != nil {
 		return err
 	}
-	keys := s.dir.SpoolKeys()
-	msg := make([]byte, 0, rec.Size)
-	for i, c := range res.Chunks {
-		p, err := s.sealer.Open(keys, seal.KindChunk, rec.ID[:], seal.ChunkObject(rec.ID, uint32(i)), c)
-		if err != nil {
-			return fmt.Errorf("open spooled chunk: %w", err)
-		}
-		msg = append(msg, p...)
+	msg, err := s.openChunks(s.dir.SpoolKeys(), rec.ID, rec.ID, res.Chunks, rec.Size)
+	if err != nil {
+		return fmt.Errorf("open spooled message: %w", err)
 	}
 	var users []*directory.User
 	var gone []schema.ID

@@ -218,15 +218,25 @@ func (a *Account) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
 	}
-	out := make([]byte, 0, res.Blob.Size)
-	for i, c := range res.Chunks {
-		p, err := a.s.sealer.Open(a.keys.Ring(), seal.KindChunk, a.user[:], seal.ChunkObject(blob, uint32(i)), c)
-		if err != nil {
-			return nil, fmt.Errorf("open message chunk %d: %w", i, err)
-		}
-		out = append(out, p...)
+	out, err := a.s.openChunks(a.keys.Ring(), a.user, blob, res.Chunks, res.Blob.Size)
+	if err != nil {
+		return nil, fmt.Errorf("open message: %w", err)
 	}
 	return out, ctx.Err()
+}
+
+// openChunks opens a blob's sealed chunks (owner's, in order) into one
+// message of about size bytes, each chunk decrypted and decompressed in
+// place.
+func (s *Store) openChunks(kr seal.Keyring, owner, blob schema.ID, chunks [][]byte, size uint64) ([]byte, error) {
+	out := make([]byte, 0, min(size, MaxMessageSize))
+	for i, c := range chunks {
+		var err error
+		if out, err = s.sealer.OpenAppend(out, kr, seal.KindChunk, owner[:], seal.ChunkObject(blob, uint32(i)), c); err != nil {
+			return nil, fmt.Errorf("chunk %d: %w", i, err)
+		}
+	}
+	return out, nil
 }
 
 // readMessages returns the records of the given UIDs that still exist.

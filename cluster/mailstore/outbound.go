@@ -219,13 +219,9 @@ func (s *Store) OutboundMessage(ctx context.Context, e schema.OutboundEntry) ([]
 	if err != nil {
 		return nil, err
 	}
-	msg := make([]byte, 0, e.Size)
-	for i, c := range res.Chunks {
-		p, err := s.sealer.Open(u.Keys.Ring(), seal.KindChunk, u.ID[:], seal.ChunkObject(e.ID, uint32(i)), c)
-		if err != nil {
-			return nil, fmt.Errorf("open queued chunk: %w", err)
-		}
-		msg = append(msg, p...)
+	msg, err := s.openChunks(u.Keys.Ring(), u.ID, e.ID, res.Chunks, e.Size)
+	if err != nil {
+		return nil, fmt.Errorf("open queued message: %w", err)
 	}
 	return msg, nil
 }

@@ -156,11 +156,21 @@ func appendPiece(out []byte, tag byte, b []byte) []byte {
 
 // unfold returns the plaintext of a folded form, or ErrMalformed.
 func unfold(f []byte) ([]byte, error) {
+	return unfoldAppend(nil, f)
+}
+
+// unfoldAppend appends the plaintext of a folded form to dst, or returns
+// nil and ErrMalformed.
+func unfoldAppend(dst, f []byte) ([]byte, error) {
 	size, err := unfoldedSize(f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, size)
+	out := dst
+	if cap(out)-len(out) < size {
+		out = make([]byte, len(dst), len(dst)+size)
+		copy(out, dst)
+	}
 	err = walkFold(f, func(p []byte) bool {
 		out = append(out, p...)
 		return true

@@ -387,6 +387,14 @@ func (s *Sealer) Seal(kr Keyring, kind Kind, owner, object []byte, plaintext []b
 
 // Open authenticates and decrypts a value sealed for (kind, owner, object).
 func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte) ([]byte, error) {
+	return s.OpenAppend(nil, kr, kind, owner, object, sealed)
+}
+
+// OpenAppend is Open appending the plaintext to dst, for a caller that
+// puts a message together from its chunks: each is decrypted or
+// decompressed in place, not into a buffer of its own to be copied from.
+// On failure it returns nil, and dst's bytes are as they were.
+func (s *Sealer) OpenAppend(dst []byte, kr Keyring, kind Kind, owner, object []byte, sealed []byte) ([]byte, error) {
 	if len(sealed) < headerSize+chacha20poly1305.Overhead || sealed[0] != version || sealed[1]&^(flagZstd|flagFolded) != 0 ||
 		sealed[1] == flagFolded {
 		return nil, ErrMalformed
@@ -401,11 +409,11 @@ func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte
 	}
 	ad := additionalData(sealed[:6], kind, owner, object)
 	if sealed[1]&flagZstd == 0 {
-		body, err := aead.Open(nil, sealed[6:headerSize], sealed[headerSize:], ad)
+		out, err := aead.Open(dst, sealed[6:headerSize], sealed[headerSize:], ad)
 		if err != nil {
 			return nil, ErrAuth
 		}
-		return body, nil
+		return out, nil
 	}
 	// The compressed form, and the folded one, are only on the way to
 	// the plaintext: their memory comes from scratch.
@@ -416,21 +424,21 @@ func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte
 		return nil, ErrAuth
 	}
 	folded := sealed[1]&flagFolded != 0
-	var dst []byte
+	into := dst // where zstd appends: dst, or scratch for a folded form
 	var fbuf *[]byte
 	if folded {
 		fbuf = scratch.Get().(*[]byte)
-		dst = (*fbuf)[:0]
+		into = (*fbuf)[:0]
 	}
 	dec, err := s.dec.get()
 	if err != nil {
 		putScratch(zbuf, body)
 		if fbuf != nil {
-			putScratch(fbuf, dst)
+			putScratch(fbuf, into)
 		}
 		return nil, err
 	}
-	plain, err := dec.DecodeAll(body, dst)
+	plain, err := dec.DecodeAll(body, into)
 	s.dec.put(dec)
 	putScratch(zbuf, body)
 	if folded {
@@ -439,11 +447,11 @@ func (s *Sealer) Open(kr Keyring, kind Kind, owner, object []byte, sealed []byte
 	if err != nil {
 		return nil, fmt.Errorf("seal: decompress: %w", err)
 	}
-	if len(plain) > MaxPlaintext {
+	if len(plain)-len(into) > MaxPlaintext {
 		return nil, ErrMalformed
 	}
 	if folded {
-		return unfold(plain)
+		return unfoldAppend(dst, plain)
 	}
 	return plain, nil
 }

@@ -309,3 +309,49 @@ func TestCodersReuseMostRecent(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAppend: OpenAppend appends each form's plaintext (stored as
+// is, compressed, folded) after what dst holds, whether dst has the room
+// or not, and a value that does not open leaves dst's bytes alone.
+func TestOpenAppend(t *testing.T) {
+	s := newSealer(t)
+	kr := NewStatic(NewKey(1))
+	noise := make([]byte, 300)
+	for i := range noise {
+		noise[i] = byte(i*7 + i/3)
+	}
+	values := map[string][]byte{
+		"stored as is": []byte("tiny"),
+		"compressed":   []byte(strings.Repeat("compressible mail body line\r\n", 1000)),
+		"folded":       base64Message(100_000, 5),
+	}
+	for name, plain := range values {
+		sealed, err := s.Seal(kr, KindChunk, []byte("u"), []byte("o"), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, room := range []int{0, len(plain) + 64} {
+			dst := append(make([]byte, 0, len(noise)+room), noise...)
+			got, err := s.OpenAppend(dst, kr, KindChunk, []byte("u"), []byte("o"), sealed)
+			if err != nil {
+				t.Fatalf("%s, room %d: %v", name, room, err)
+			}
+			if !bytes.Equal(got[:len(noise)], noise) || !bytes.Equal(got[len(noise):], plain) {
+				t.Errorf("%s, room %d: prefix kept %v, plaintext equal %v", name, room,
+					bytes.Equal(got[:len(noise)], noise), bytes.Equal(got[len(noise):], plain))
+			}
+			if room > 0 && &got[0] != &dst[0] {
+				t.Errorf("%s: appended elsewhere though dst had room", name)
+			}
+		}
+		tampered := bytes.Clone(sealed)
+		tampered[len(tampered)-1] ^= 1
+		dst := bytes.Clone(noise)
+		if got, err := s.OpenAppend(dst, kr, KindChunk, []byte("u"), []byte("o"), tampered); err == nil || got != nil {
+			t.Errorf("%s: a tampered value opened (%d bytes, %v)", name, len(got), err)
+		}
+		if !bytes.Equal(dst, noise) {
+			t.Errorf("%s: a failed open changed dst", name)
+		}
+	}
+}
