@@ -13,28 +13,11 @@ import (
 // before it.
 func ticketServer(t *testing.T, config *tls.Config) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := c.Write([]byte{'x'}); err != nil {
-					return
-				}
-				c.Read(make([]byte, 1)) // until the client hangs up
-			}()
+	return serveTLS(t, config, func(c net.Conn) {
+		if _, err := c.Write([]byte{'x'}); err == nil {
+			c.Read(make([]byte, 1)) // until the client hangs up
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // newTicketNode returns the TLS settings of a node of the cluster whose

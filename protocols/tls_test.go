@@ -24,6 +24,32 @@ func testCertificate(t *testing.T) (tls.Certificate, []byte) {
 	return cert, certPEM
 }
 
+// serveTLS serves config on a loopback listener until the test ends,
+// handing each connection (with a 5 s deadline) to handle and closing it
+// after; it returns the listener's address.
+func serveTLS(t *testing.T, config *tls.Config, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // TestTLSOffersOnlyAEAD: a TLS 1.2 client that offers only CBC suites is
 // refused; one that offers an AEAD suite gets it; TLS 1.1 is refused —
 // with the fixed certificate of TLSConfig and with DynamicTLSConfig,
@@ -35,27 +61,10 @@ func TestTLSOffersOnlyAEAD(t *testing.T) {
 }
 
 func testOnlyAEAD(t *testing.T, config *tls.Config) {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				c.(*tls.Conn).Handshake()
-				c.Close()
-			}()
-		}
-	}()
+	addr := serveTLS(t, config, func(c net.Conn) { c.(*tls.Conn).Handshake() })
 	dial := func(cfg *tls.Config) (tls.ConnectionState, error) {
 		cfg.InsecureSkipVerify = true
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), cfg)
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
 		if err != nil {
 			return tls.ConnectionState{}, err
 		}
@@ -93,28 +102,13 @@ func TestTLSCertHolderServesReplacement(t *testing.T) {
 	}
 	first, second := newCert(), newCert()
 	h := NewCertHolder(first)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", DynamicTLSConfig(h.GetCertificate))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				c.(*tls.Conn).Handshake()
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
+	addr := serveTLS(t, DynamicTLSConfig(h.GetCertificate), func(c net.Conn) {
+		c.(*tls.Conn).Handshake()
+		io.Copy(io.Discard, c)
+	})
 	dial := func() *tls.Conn {
 		t.Helper()
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(),
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
 			&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			t.Fatal(err)

@@ -97,8 +97,9 @@ func withoutBrokenHeaderLines(msg []byte) []byte {
 	return append(out, msg[kept:]...)
 }
 
-// parseHeaderSection parses a header section held in memory, as
-// readHeader.
+// parseHeaderSection parses the header section of b (a message, or a
+// header section alone) as readHeader does; a header with no broken line
+// is parsed where it lies, without a copy.
 func parseHeaderSection(b []byte) (textproto.Header, error) {
-	return readHeader(bufio.NewReader(bytes.NewReader(b)))
+	return textproto.ReadHeader(bufio.NewReader(bytes.NewReader(withoutBrokenHeaderLines(b))))
 }

@@ -456,12 +456,11 @@ func (s *Sealer) OpenAppend(dst []byte, kr Keyring, kind Kind, owner, object []b
 	return plain, nil
 }
 
-// scratch holds buffers for the forms a large value takes only on its
-// way in or out: the folded form Seal compresses, the compressed form
-// Open decrypts into and the folded form it decompresses into. A 1 MiB
-// message passes through several hundred KiB of each; fresh memory is
-// cleared first, and clearing was a tenth of a node's CPU at 1 MiB
-// ingest.
+// scratch holds buffers for the forms a value takes only on its way in
+// or out: the folded form Seal compresses (large values), the compressed
+// form Open decrypts into and the folded form it decompresses into. A
+// 1 MiB message passes through several hundred KiB of each, which fresh
+// buffers would have cleared first.
 var scratch = sync.Pool{New: func() any { return new([]byte) }}
 
 // maxScratch bounds the buffers scratch keeps (a value is sealed in
