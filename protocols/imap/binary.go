@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	"mime/quotedprintable"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -96,22 +97,65 @@ func decodeTransfer(h textproto.Header, body []byte) (decoded []byte, identity b
 // characters outside the alphabet are ignored, "=" ends the data,
 // padding may be missing, and a dangling final character is dropped.
 func decodeBase64(body []byte) []byte {
-	clean := make([]byte, 0, len(body))
-scan:
-	for _, c := range body {
-		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
-			clean = append(clean, c)
-		case c == '=':
-			break scan
+	return appendBase64(make([]byte, 0, len(body)/4*3+3), body)
+}
+
+// appendBase64 appends decodeBase64(body) to dst. Mail's base64 comes
+// in lines of whole 4-character groups, so each such line of alphabet
+// characters alone is decoded where it lies; any other line (padding,
+// junk, a group split across lines) goes character by character
+// through a buffer of what is not yet decoded, which gives what one
+// decode of all the alphabet characters up to the first "=" would.
+// Measured on a 1 MiB benchmark message's text attachment, the search
+// record's decoding took a third of the time through go-message's
+// decoding reader.
+func appendBase64(dst, body []byte) []byte {
+	var pending []byte // alphabet characters not yet decoded
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(pending) == 0 && len(line)%4 == 0 {
+			// RawStdEncoding refuses "=" and skips CR and LF; a line
+			// that decodes to its full length held neither.
+			want := len(line) / 4 * 3
+			dst = slices.Grow(dst, want)
+			n, err := base64.RawStdEncoding.Decode(dst[len(dst):len(dst)+want], line)
+			if err == nil && n == want {
+				dst = dst[:len(dst)+n]
+				continue
+			}
+		}
+		for _, c := range line {
+			switch {
+			case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+				pending = append(pending, c)
+			case c == '=':
+				return appendPending(dst, pending)
+			}
+		}
+		if len(pending)%4 == 0 {
+			dst = appendPending(dst, pending)
+			pending = pending[:0]
 		}
 	}
-	if len(clean)%4 == 1 {
-		clean = clean[:len(clean)-1]
+	return appendPending(dst, pending)
+}
+
+// appendPending appends the decoding of alphabet characters to dst,
+// dropping a dangling last character.
+func appendPending(dst, chars []byte) []byte {
+	if len(chars)%4 == 1 {
+		chars = chars[:len(chars)-1]
 	}
-	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
-	n, _ := base64.RawStdEncoding.Decode(out, clean)
-	return out[:n]
+	n := base64.RawStdEncoding.DecodedLen(len(chars))
+	dst = slices.Grow(dst, n)
+	n, _ = base64.RawStdEncoding.Decode(dst[len(dst):len(dst)+n], chars)
+	return dst[:len(dst)+n]
 }
 
 // partial cuts the <offset.size> range out of b (RFC 3501 section

@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -24,6 +25,52 @@ func TestDecodeBase64(t *testing.T) {
 			t.Errorf("decodeBase64(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// leniently is decodeBase64 as RFC 2045 section 6.8 states it, one
+// character at a time: the reference appendBase64's line-wise decoding
+// must agree with.
+func leniently(body []byte) []byte {
+	var clean []byte
+	for _, c := range body {
+		if c == '=' {
+			break
+		}
+		if bytes.IndexByte([]byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"), c) >= 0 {
+			clean = append(clean, c)
+		}
+	}
+	if len(clean)%4 == 1 {
+		clean = clean[:len(clean)-1]
+	}
+	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+	n, _ := base64.RawStdEncoding.Decode(out, clean)
+	return out[:n]
+}
+
+// FuzzDecodeBase64 checks the line-wise decoder against the
+// character-wise one, on mail-shaped base64 and on anything else.
+func FuzzDecodeBase64(f *testing.F) {
+	line := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("attachment bytes "), 4))[:76]
+	for _, seed := range []string{
+		"", "aGVsbG8=", "aGVs\r\nbG8=\r\n", "aGVsbG8", "aGVsbG8=x", " a G V s * bG8 = = ",
+		line + "\r\n" + line + "\r\n" + "aGVsbG8=\r\n",
+		line[:70] + "\r\n" + line[70:] + line[:70] + "\r\n",   // groups across lines
+		line + "\r\n" + line[:40] + "\r" + line[40:] + "\r\n", // a stray CR inside a line
+		line + "\n" + line + "\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		want := leniently(body)
+		if got := decodeBase64(body); !bytes.Equal(got, want) {
+			t.Fatalf("decodeBase64(%q) = %q, want %q", body, got, want)
+		}
+		prefix := []byte("kept")
+		if got := appendBase64(prefix, body); !bytes.Equal(got, append([]byte("kept"), want...)) {
+			t.Fatalf("appendBase64 lost the prefix or the data: %q", got)
+		}
+	})
 }
 
 // TestBinarySections: BINARY[part], its partial form and BINARY.SIZE

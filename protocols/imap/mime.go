@@ -262,9 +262,31 @@ const maxPooledText = 1 << 20
 var textScratch = sync.Pool{New: func() any { return new(textBuffers) }}
 
 type textBuffers struct {
-	body   bytes.Buffer
-	lower  []byte // a non-ASCII body lower-cased
-	header []byte
+	body    bytes.Buffer
+	decoded []byte // a base64 body decoded
+	lower   []byte // a non-ASCII body lower-cased
+	header  []byte
+}
+
+// decode returns the body of leaf e decoded from its transfer encoding,
+// in memory of bufs that the caller may change. A body in an unknown
+// encoding is given undecoded. Base64, most of the bytes of large mail,
+// is decoded by appendBase64, as BINARY decodes it; go-message's
+// decoding reader filters it a byte at a time and stops at the first
+// character outside the alphabet.
+func (bufs *textBuffers) decode(e *mimeEntity) []byte {
+	bufs.body.Reset()
+	if strings.EqualFold(strings.TrimSpace(e.header.Get("Content-Transfer-Encoding")), "base64") {
+		_, _ = bufs.body.ReadFrom(e.body)
+		bufs.decoded = appendBase64(bufs.decoded[:0], bufs.body.Bytes())
+		return bufs.decoded
+	}
+	ent, _ := gomessage.New(gomessage.Header{Header: e.header}, e.body) // unknown charsets and encodings: undecoded
+	if ent == nil {
+		return nil
+	}
+	_, _ = bufs.body.ReadFrom(ent.Body)
+	return bufs.body.Bytes()
 }
 
 // textPieces calls fn with each lower-cased text that SEARCH BODY (and,
@@ -282,7 +304,7 @@ type textBuffers struct {
 func textPieces(msg []byte, withHeaders bool, fn func(piece []byte, header bool) bool) bool {
 	bufs := textScratch.Get().(*textBuffers)
 	defer func() {
-		if bufs.body.Cap() <= maxPooledText && cap(bufs.lower) <= maxPooledText && cap(bufs.header) <= maxPooledText {
+		if bufs.body.Cap() <= maxPooledText && cap(bufs.decoded) <= maxPooledText && cap(bufs.lower) <= maxPooledText && cap(bufs.header) <= maxPooledText {
 			bufs.body.Reset()
 			textScratch.Put(bufs)
 		}
@@ -299,14 +321,7 @@ func textPieces(msg []byte, withHeaders bool, fn func(piece []byte, header bool)
 		if !strings.HasPrefix(e.mediaType, "text/") && !strings.HasPrefix(e.mediaType, "message/") {
 			return nil
 		}
-		ent, err := gomessage.New(gomessage.Header{Header: e.header}, e.body)
-		if ent == nil {
-			return nil
-		}
-		_ = err // unknown charsets and encodings are searched undecoded
-		bufs.body.Reset()
-		_, _ = bufs.body.ReadFrom(ent.Body)
-		if fn(lowerOwned(bufs.body.Bytes(), &bufs.lower), false) {
+		if fn(lowerOwned(bufs.decode(e), &bufs.lower), false) {
 			found = true
 			return errFound
 		}

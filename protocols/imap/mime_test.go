@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bytes"
+	"encoding/base64"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -88,6 +89,29 @@ func TestContainsText(t *testing.T) {
 	}
 	if !containsText([]byte(nestedMessage(maxMIMEDepth+5)), "needle", false) {
 		t.Error("raw fallback for deep messages did not find the text")
+	}
+}
+
+// TestContainsTextInBrokenBase64: a base64 text part is searched as
+// BINARY decodes it, leniently (RFC 2045 section 6.8), so a character
+// outside the alphabet does not hide the text after it, and the search
+// record holds the same words.
+func TestContainsTextInBrokenBase64(t *testing.T) {
+	first := base64.StdEncoding.EncodeToString([]byte("opening words of the notes "))
+	second := base64.StdEncoding.EncodeToString([]byte("closing remark"))
+	body := first + "\r\n*\r\n" + second + "\r\n"
+	msg := []byte("Subject: broken\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body)
+	if got, err := binarySection(msg, []int{1}); err != nil || !bytes.Contains(got, []byte("closing remark")) {
+		t.Fatalf("BINARY[1] = %q, %v; want the text after the junk", got, err)
+	}
+	for _, needle := range []string{"opening", "closing remark"} {
+		if !containsText(msg, needle, false) {
+			t.Errorf("SEARCH BODY %q missed the message", needle)
+		}
+	}
+	rec := openSearchRecord(BuildSearchRecord(msg))
+	if rec == nil || !strings.Contains(rec.body, "remark\n") {
+		t.Errorf("search record's words lack the text after the junk: %+v", rec)
 	}
 }
 
