@@ -541,3 +541,33 @@ func TestLogoutAnsweredByFront(t *testing.T) {
 	}
 	waitFor(t, "the session to end", func() bool { return reg.Count() == 0 })
 }
+
+// BenchmarkAppendLarge appends 1 MiB messages through the front; its
+// bytes allocated per operation (client, front, library and store
+// together) show the copies a message takes on its way in.
+func BenchmarkAppendLarge(b *testing.B) {
+	ts := newTestServer(b, func(c *Config) { c.Logger = slog.New(slog.DiscardHandler) })
+	c, err := imapclient.DialInsecure(ts.addr, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(simpleMessage("a@example.net", testUser, "large", "Mon, 02 Jan 2006 15:04:05 +0000", strings.Repeat("line of body text, long enough to be typical of mail\r\n", 1<<20/56)))
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		cmd := c.Append("INBOX", int64(len(msg)), nil)
+		if _, err := cmd.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

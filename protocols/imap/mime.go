@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"unicode"
@@ -278,7 +279,7 @@ func (bufs *textBuffers) decode(e *mimeEntity) []byte {
 	bufs.body.Reset()
 	if strings.EqualFold(strings.TrimSpace(e.header.Get("Content-Transfer-Encoding")), "base64") {
 		_, _ = bufs.body.ReadFrom(e.body)
-		bufs.decoded = appendBase64(bufs.decoded[:0], bufs.body.Bytes())
+		bufs.decoded = appendBase64(slices.Grow(bufs.decoded[:0], bufs.body.Len()/4*3), bufs.body.Bytes())
 		return bufs.decoded
 	}
 	ent, _ := gomessage.New(gomessage.Header{Header: e.header}, e.body) // unknown charsets and encodings: undecoded

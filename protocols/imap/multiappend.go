@@ -89,19 +89,22 @@ func (f *frontConn) appendMessages(cmd *imapwire.Command) bool {
 		if _, err := parseAppendPrefix(prefix); err != nil {
 			return answer("BAD [CLIENTBUG] " + err.Error())
 		}
-		wire := append(cmd.Wire, cmd.Pending.Marker(false)...)
-		wire = append(wire, '\r', '\n')
-		wire = append(wire, first...)
-		if utf8Data {
-			wire = append(wire, rest...)
-		}
+		head := append(cmd.Wire, cmd.Pending.Marker(false)...)
+		head = append(head, '\r', '\n')
 		// Otherwise rest holds white space at most, which the library
 		// must not see: after a message literal it answers nothing to
 		// anything but CRLF (go-imap v2.0.0-beta.8, handleAppend), and
 		// the front would wait for that answer for ever.
-		wire = append(wire, '\r', '\n')
-		if err := f.forward(wire); err != nil {
-			return false
+		tail := []byte("\r\n")
+		if utf8Data {
+			tail = append(append([]byte(nil), rest...), tail...) // rest is the reader's
+		}
+		// The message goes as read, not copied after the command line:
+		// the library reads it into a buffer of its own anyway.
+		for _, piece := range [][]byte{head, first, tail} {
+			if err := f.forward(piece); err != nil {
+				return false
+			}
 		}
 		return f.await(cmd)
 	}
