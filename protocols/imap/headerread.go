@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 
@@ -43,7 +44,7 @@ func readHeader(br *bufio.Reader) (textproto.Header, error) {
 		}
 		line = line[:0]
 	}
-	return textproto.ReadHeader(bufio.NewReader(bytes.NewReader(clean)))
+	return headerOf(clean)
 }
 
 // isHeaderLine reports whether line (a line of a header section, with
@@ -101,5 +102,21 @@ func withoutBrokenHeaderLines(msg []byte) []byte {
 // header section alone) as readHeader does; a header with no broken line
 // is parsed where it lies, without a copy.
 func parseHeaderSection(b []byte) (textproto.Header, error) {
-	return textproto.ReadHeader(bufio.NewReader(bytes.NewReader(withoutBrokenHeaderLines(b))))
+	return headerOf(withoutBrokenHeaderLines(b))
+}
+
+// headerReaders holds the readers headerOf parses through: FETCH and
+// SEARCH parse a header for nearly every message they answer, and a
+// fresh reader's 4 KiB buffer was most of what that allocated.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
+// headerOf parses the header section at the start of b with go-message,
+// which copies every field out of its reader.
+func headerOf(b []byte) (textproto.Header, error) {
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(bytes.NewReader(b))
+	h, err := textproto.ReadHeader(br)
+	br.Reset(nil)
+	headerReaders.Put(br)
+	return h, err
 }

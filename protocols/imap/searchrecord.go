@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
@@ -136,18 +137,56 @@ func (r *searchRecord) headerSection(fields, not []string) (b []byte, ok bool) {
 	for i, k := range not {
 		drop[i] = nettextproto.CanonicalMIMEHeaderKey(k)
 	}
-	out := make([]byte, 0, len(r.header))
+	wanted := func(key string) bool {
+		if len(keep) > 0 && !slices.ContainsFunc(keep, func(k string) bool { return equalLowered(key, k) }) {
+			return false
+		}
+		return !slices.Contains(drop, key)
+	}
+	// Sized first: HEADER.FIELDS of a page of messages lists a few
+	// fields of each, a fraction of its header.
+	size := 2
 	for f := h.Fields(); f.Next(); {
-		if len(keep) > 0 && !slices.Contains(keep, strings.ToLower(f.Key())) || slices.Contains(drop, f.Key()) {
-			continue
+		if wanted(f.Key()) {
+			raw, err := f.Raw()
+			if err != nil {
+				return nil, false
+			}
+			size += len(raw)
 		}
-		raw, err := f.Raw()
-		if err != nil {
-			return nil, false
+	}
+	out := make([]byte, 0, size)
+	for f := h.Fields(); f.Next(); {
+		if wanted(f.Key()) {
+			raw, _ := f.Raw()
+			out = append(out, raw...)
 		}
-		out = append(out, raw...)
 	}
 	return append(out, '\r', '\n'), true
+}
+
+// equalLowered reports whether strings.ToLower(key) == lowered without
+// lower-casing key into a new string: a field name is printable ASCII
+// (go-message refuses others), which is mapped here byte by byte.
+func equalLowered(key, lowered string) bool {
+	for i := 0; i < len(key); i++ {
+		if key[i] >= utf8.RuneSelf {
+			return strings.ToLower(key) == lowered
+		}
+	}
+	if len(key) != len(lowered) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lowered[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // parseHeader parses the record's header section as loadHeader does.

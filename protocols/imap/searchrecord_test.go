@@ -422,6 +422,7 @@ var headerSectionLists = [][2][]string{
 	{nil, {"Received", "subject", "X-CUSTOM", "dkim-signature"}},
 	{{"From", "Subject"}, {"Subject"}},
 	{{"Ünïcode", "x\u00e9"}, {"\u212a-header"}},
+	{{"\u212a-header", "\u017fubject"}, nil}, // Kelvin sign and long s: lower-cased as the library does
 }
 
 func headerSectionInputs() []string {
@@ -431,6 +432,7 @@ func headerSectionInputs() []string {
 		"no colon here\r\nFrom: a@example.com\r\n\r\n",
 		"From: a@example.com\r\n",
 		"X\u00e9: latin\r\nFrom: b@example.com\r\n\r\n",
+		"K-Header: kelvin\r\nSubject: s\r\n\r\n",
 		"\r\n",
 		"",
 	}
