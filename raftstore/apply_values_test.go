@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -93,6 +94,11 @@ func TestAppendClaimsRecent(t *testing.T) {
 		res, err := s.Query(Query{Kind: QueryUserValue, User: f.user, Mailbox: f.inbox, Name: schema.RecentValue})
 		if err != nil {
 			t.Fatal(err)
+		}
+		// A mailbox's snapshot carries the same claim, for SELECT's.
+		snap, err := s.Query(Query{Kind: QuerySnapshot, User: f.user, Mailbox: f.inbox})
+		if err != nil || !snap.ValueRead || !bytes.Equal(snap.Value, res.Value) {
+			t.Fatalf("snapshot's claim %x (read %v, %v), want %x", snap.Value, snap.ValueRead, err, res.Value)
 		}
 		return res.Value
 	}

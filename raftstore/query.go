@@ -75,7 +75,10 @@ type QueryResult struct {
 	Chunks    [][]byte
 	State     schema.UserState
 	Spooled   []schema.SpoolRecord
-	Value     []byte // QueryUserValue
+	Value     []byte // QueryUserValue; QuerySnapshot: the mailbox's \Recent claim
+	// ValueRead says Value holds what QuerySnapshot read of the claim
+	// (nil: none yet); a replica of the version before reads none.
+	ValueRead bool
 	Outbound  []schema.OutboundRecord
 }
 
@@ -193,6 +196,12 @@ func (r *Reader) answer(q Query, res *QueryResult) (err error) {
 	case QuerySnapshot:
 		if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err == nil {
 			res.Messages, err = r.Messages(q.User, q.Mailbox)
+		}
+		if err == nil {
+			// SELECT claims \Recent next (Account.ClaimRecent), which
+			// starts from this value rather than a read of its own.
+			res.Value, err = r.UserValue(q.User, q.Mailbox, schema.RecentValue)
+			res.ValueRead = err == nil
 		}
 	case QueryMessages:
 		if res.Mailbox, err = r.Mailbox(q.User, q.Mailbox); err != nil {

@@ -18,6 +18,7 @@ const (
 	hasMailbox = 1 << iota
 	hasBlob
 	hasState
+	hasValueRead // QueryResult.ValueRead; a decoder of the version before ignores it
 )
 
 // Marshal encodes the result for another node: each record in the form
@@ -43,6 +44,9 @@ func (r *QueryResult) Marshal() []byte {
 	}
 	if r.State != (schema.UserState{}) {
 		present |= hasState
+	}
+	if r.ValueRead {
+		present |= hasValueRead
 	}
 	b = append(b, present)
 	b = appendRecords(b, r.Mailboxes, (*schema.MailboxRecord).Marshal)
@@ -201,6 +205,7 @@ func (r *QueryResult) Unmarshal(b []byte) error {
 	}
 	r.Spooled = readRecords(d, "spool record", (*schema.SpoolRecord).Unmarshal)
 	r.Value = d.bytes()
+	r.ValueRead = present&hasValueRead != 0
 	r.Outbound = readRecords(d, "outbound record", (*schema.OutboundRecord).Unmarshal)
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d bytes left over", errMalformed, len(d.b))

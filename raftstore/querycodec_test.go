@@ -28,17 +28,19 @@ func fullResult() *QueryResult {
 		State:    schema.UserState{Inbox: id(3), LastUIDValidity: 5},
 		Spooled: []schema.SpoolRecord{{ID: id(6), From: []byte("a@example.org"), Recipients: []schema.SpoolRecipient{{User: id(7), Shard: 3}},
 			Size: 100, Chunks: 1, Time: 1_700_000_000_000_000_000, Junk: true}},
-		Value:    []byte{0, 0, 0, 9},
-		Outbound: []schema.OutboundRecord{{ID: id(8), User: id(9), Size: 5, Chunks: 1, Created: 11, NextAttempt: 12, Held: true, Finished: 13, Version: 2, State: []byte("state")}},
+		Value:     []byte{0, 0, 0, 9},
+		ValueRead: true,
+		Outbound:  []schema.OutboundRecord{{ID: id(8), User: id(9), Size: 5, Chunks: 1, Created: 11, NextAttempt: 12, Held: true, Finished: 13, Version: 2, State: []byte("state")}},
 	}
 }
 
 func TestQueryResultRoundTrip(t *testing.T) {
 	for name, want := range map[string]*QueryResult{
-		"full":        fullResult(),
-		"empty":       {},
-		"empty value": {Value: []byte{}},
-		"only chunks": {Chunks: [][]byte{[]byte("header")}, Index: 3},
+		"full":                 fullResult(),
+		"empty":                {},
+		"empty value":          {Value: []byte{}},
+		"claim read, none yet": {ValueRead: true},
+		"only chunks":          {Chunks: [][]byte{[]byte("header")}, Index: 3},
 	} {
 		var got QueryResult
 		if err := got.Unmarshal(want.Marshal()); err != nil {

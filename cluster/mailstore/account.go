@@ -34,6 +34,17 @@ type Account struct {
 	index    uint64 // highest log index written or read through this account
 	watchers map[*watcher]struct{}
 	maildrop *maildropLock // the POP3 lock taken through the account, if any
+	// claim is the \Recent claim the last Snapshot read with its
+	// mailbox, for the ClaimRecent of that mailbox that follows it.
+	claim knownClaim
+}
+
+// knownClaim is a mailbox's \Recent claim (schema.RecentValue) as a read
+// found it; value nil: no claim yet.
+type knownClaim struct {
+	mbox  schema.ID
+	value []byte
+	ok    bool
 }
 
 func (s *Store) newAccount(u *directory.User) *Account {

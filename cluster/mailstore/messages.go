@@ -79,6 +79,11 @@ func (a *Account) Snapshot(ctx context.Context, mbox schema.ID) (schema.MailboxS
 	if err != nil {
 		return schema.MailboxSnapshot{}, err
 	}
+	if res.ValueRead {
+		a.mu.Lock()
+		a.claim = knownClaim{mbox: mbox, value: res.Value, ok: true}
+		a.mu.Unlock()
+	}
 	msgs := res.Messages
 	snap := schema.MailboxSnapshot{Mailbox: info, Index: res.Index, Messages: make([]schema.MessageInfo, len(msgs))}
 	for i := range msgs {
