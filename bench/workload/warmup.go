@@ -27,9 +27,9 @@ func unavailable(err error) bool {
 // after smtp-ingest can look into every mailbox promptly.
 //
 // A login answered NO [UNAVAILABLE] is tried again, as a mail client
-// would, for up to warmUpPatience: a cluster started again after a pause
-// serves once every shard has a leader, but a node may not have heard
-// from a shard's leader yet.
+// would, for up to warmUpPatience: right after a cluster started again,
+// with every shard led, a node has answered so (likely not having heard
+// from a shard's leader yet).
 func WarmUp(ctx context.Context, env Env) error {
 	nodes := env.nodes()
 	return eachUser(len(env.Users)*len(nodes), func(i int) error {
