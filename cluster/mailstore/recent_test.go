@@ -1,6 +1,7 @@
 package mailstore_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -51,7 +52,20 @@ func TestRecentClaimFromSnapshot(t *testing.T) {
 	snapshot()     // no claim yet
 	claim(b, 2, 0) // b gets 1 and 2 after a's snapshot
 	claim(a, 3, 2) // a's start from "no claim" fails its swap; it gets 3 only
-	snapshot()     // claim 3
+	// Covered by the snapshot's claim: answered without a read of its
+	// own, so even with its context gone (which fails a read through
+	// the leader, on whichever of the two nodes does not lead).
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, acct := range []*mailstore.Account{a, b} {
+		if _, err := acct.Snapshot(ctx(t), inbox); err != nil {
+			t.Fatal(err)
+		}
+		if prev, err := acct.ClaimRecent(gone, inbox, 2); err != nil || prev != 3 {
+			t.Fatalf("ClaimRecent(2) after the snapshot = %d, %v; want 3 without a read", prev, err)
+		}
+	}
+	snapshot() // claim 3
 	claim(a, 2, 3)
 	snapshot() // claim 3 again
 	res, err := b.AppendClaimingRecent(ctx(t), inbox, []byte("Subject: m\r\n\r\nbody d\r\n"), nil, time.Time{})
