@@ -9,6 +9,7 @@ import (
 	"net"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // hclogAdapter lets hashicorp/raft log through slog. Raft logs indexes,
@@ -41,16 +42,7 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level < a.level || level == hclog.Off {
 		return
 	}
-	switch {
-	case level == hclog.Warn && msg == "heartbeat timeout reached, starting election" && !hasValue(args, "last-leader-id"):
-		// Every group elects itself at start-up; only an election after a
-		// known leader went away deserves a warning.
-		level = hclog.Info
-	case level == hclog.Error && msg == "failed to accept connection" && hasError(args, net.ErrClosed):
-		// A replica's stream is closed before its transport on purpose
-		// (pending dials end at once), so every clean stop reports this.
-		level = hclog.Debug
-	}
+	level = leveled(level, msg, args)
 	if level < a.level {
 		return
 	}
@@ -59,6 +51,44 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		all = append(all, "raft", a.name)
 	}
 	a.l.Log(context.Background(), a.toSlog(level), msg, all...)
+}
+
+// leveled returns the level a message of hashicorp/raft deserves here.
+// Raft logs every failed call to a peer as an error, and so every stop of
+// a node, its own or a peer's, printed a hundred errors (three nodes,
+// nine groups): an operator watching errors would be called out at each
+// rolling restart. What a stopping node says about its own closed
+// connections is debug output; a peer that does not answer is a warning,
+// since Raft retries it and the cluster's health checks judge the peer;
+// a leader that sees a newer term has lost its leadership, which an
+// election or a transfer does on purpose.
+func leveled(level hclog.Level, msg string, args []any) hclog.Level {
+	switch {
+	case level == hclog.Warn && msg == "heartbeat timeout reached, starting election" && !hasValue(args, "last-leader-id"):
+		// Every group elects itself at start-up; only an election after a
+		// known leader went away deserves a warning.
+		return hclog.Info
+	case level != hclog.Error:
+		return level
+	case msg == "failed to accept connection" && hasError(args, net.ErrClosed):
+		// A replica's stream is closed before its transport on purpose
+		// (pending dials end at once), so every clean stop reports this.
+		return hclog.Debug
+	case msg == "failed to decode incoming command" &&
+		(hasError(args, net.ErrClosed) || hasError(args, raft.ErrTransportShutdown)):
+		// This node's transport closing the connections it serves.
+		return hclog.Debug
+	case msg == "failed to appendEntries to", msg == "failed to heartbeat to",
+		msg == "failed to make requestVote RPC", msg == "failed to pipeline appendEntries",
+		msg == "failed to start pipeline replication to":
+		if hasError(args, net.ErrClosed) || hasError(args, raft.ErrTransportShutdown) {
+			return hclog.Debug // this node's own transport is closed: it is stopping
+		}
+		return hclog.Warn
+	case msg == "peer has newer term, stopping replication":
+		return hclog.Info
+	}
+	return level
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }

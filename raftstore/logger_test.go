@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 func TestStartupElectionIsNotAWarning(t *testing.T) {
@@ -42,5 +44,40 @@ func TestClosedStreamOnStopIsNotAnError(t *testing.T) {
 	l.Error("failed to accept connection", "error", errors.New("too many open files"))
 	if !strings.Contains(buf.String(), "level=ERROR") {
 		t.Fatalf("a real accept failure logged as %q", buf.String())
+	}
+}
+
+func TestStopsAreNotErrors(t *testing.T) {
+	peerGone := []any{"peer", "127.0.0.1:7000", "error", io.EOF}
+	ownClose := []any{"peer", "127.0.0.1:7000", "error", fmt.Errorf("dial: %w", net.ErrClosed)}
+	for _, c := range []struct {
+		msg  string
+		args []any
+		want string
+	}{
+		// This node stopping: its own connections and transport closed.
+		{"failed to decode incoming command", []any{"error", fmt.Errorf("read tcp: %w", net.ErrClosed)}, "DEBUG"},
+		{"failed to decode incoming command", []any{"error", raft.ErrTransportShutdown}, "DEBUG"},
+		{"failed to heartbeat to", ownClose, "DEBUG"},
+		{"failed to appendEntries to", []any{"peer", "n2", "error", raft.ErrTransportShutdown}, "DEBUG"},
+		// A peer that went away: Raft retries it.
+		{"failed to appendEntries to", peerGone, "WARN"},
+		{"failed to heartbeat to", peerGone, "WARN"},
+		{"failed to make requestVote RPC", peerGone, "WARN"},
+		{"failed to pipeline appendEntries", peerGone, "WARN"},
+		{"failed to start pipeline replication to", peerGone, "WARN"},
+		// A leadership that ended on purpose or by election.
+		{"peer has newer term, stopping replication", []any{"peer", "n2"}, "INFO"},
+		// What still is an error.
+		{"failed to decode incoming command", []any{"error", errors.New("unknown rpc type 9")}, "ERROR"},
+		{"failed to append to logs", []any{"error", errors.New("disk full")}, "ERROR"},
+		{"failed to install snapshot", []any{"error", fmt.Errorf("read: %w", net.ErrClosed)}, "ERROR"},
+	} {
+		var buf bytes.Buffer
+		l := newHclog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), hclog.Debug)
+		l.Error(c.msg, c.args...)
+		if !strings.Contains(buf.String(), "level="+c.want) {
+			t.Errorf("%q with %v logged as %q, want level %s", c.msg, c.args, buf.String(), c.want)
+		}
 	}
 }

@@ -40,8 +40,16 @@ const (
 
 var headerMagic = [2]byte{'M', 'C'}
 
-// ErrClosed is returned by listeners and dials after Close.
-var ErrClosed = errors.New("transport: closed")
+// ErrClosed is returned by listeners and dials after Close. It is also
+// net.ErrClosed to errors.Is, as a closed net.Listener's error is, so
+// that code which only knows the net package (Raft's log adapter) tells
+// a node's own stop from a peer's failure.
+var ErrClosed error = closedError{}
+
+type closedError struct{}
+
+func (closedError) Error() string        { return "transport: closed" }
+func (closedError) Is(target error) bool { return target == net.ErrClosed }
 
 // ErrBlocked is returned when a fault injected by a test or by removal
 // forbids talking to a peer.

@@ -358,3 +358,26 @@ func TestSilenceHoldsTrafficWithoutClosing(t *testing.T) {
 	}
 	c2.Close()
 }
+
+// A dial after Close says the transport is closed in both vocabularies:
+// Raft's log adapter knows only net.ErrClosed, and must tell this node's
+// stop from a peer that does not answer.
+func TestDialAfterCloseIsNetErrClosed(t *testing.T) {
+	p := newPKI(t)
+	a, b := listen(t, p.identity(t, "a"), nil), listen(t, p.identity(t, "b"), nil)
+	layer, err := a.RaftLayer(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	_, err = layer.Dial(b.Addr().String(), time.Second)
+	if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("dial after close: %v", err)
+	}
+	if err.Error() != "transport: closed" {
+		t.Fatalf("message %q", err)
+	}
+	if errors.Is(errors.New("dial tcp: connection refused"), ErrClosed) {
+		t.Fatal("any error is ErrClosed")
+	}
+}
