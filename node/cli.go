@@ -97,7 +97,7 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
-` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + sentCopyUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage + adminTokenUsage
+` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + sentCopyUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage + securityUsage + auditUsage + adminTokenUsage
 
 // Run executes one command line (without the program name) and returns
 // the process exit code. ctx is cancelled to stop a serving node.

@@ -173,6 +173,16 @@ func TestCLIUsageErrors(t *testing.T) {
 	if r.code != ExitOK || !strings.Contains(r.stdout, "mailnode serve --data DIR") {
 		t.Errorf("help: %d %q", r.code, r.stdout)
 	}
+	// Every command the summary sends "below" has its section there.
+	for _, section := range []string{
+		"\nLogin lockouts and command-rate limits:\n", "\nAudit log:\n", "\nOutbound queue", "\nSessions and recent logins:\n",
+		"\nAdmin API tokens", "\nDKIM signing keys", "\nAliases and catch-all:\n",
+		"\nApp passwords and MFA:\n", "\nBackups:\n", "\nExporting a user's data:\n", "\nImporting mail:\n",
+	} {
+		if !strings.Contains(r.stdout, section) {
+			t.Errorf("help has no section %q", strings.TrimSpace(section))
+		}
+	}
 	r = runCLI(t, context.Background(), "", "version")
 	if r.code != ExitOK || !strings.HasPrefix(r.stdout, "mailnode test (go") {
 		t.Errorf("version: %d %q", r.code, r.stdout)

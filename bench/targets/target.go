@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 )
@@ -253,20 +252,6 @@ func diskUsage(roots ...string) (Disk, error) {
 		}
 	}
 	return d, nil
-}
-
-// sortedSettings renders settings in a stable order (for logs).
-func sortedSettings(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s ", k, m[k])
-	}
-	return strings.TrimSpace(b.String())
 }
 
 // writeFile writes a file, creating its directory.

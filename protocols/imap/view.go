@@ -570,13 +570,6 @@ func (v *view) members(numSet imap.NumSet, strict bool) ([]bool, error) {
 	return in, nil
 }
 
-// selectMsgs returns the live (not expunged) announced messages numSet
-// names, with their sequence numbers.
-func (v *view) selectMsgs(numSet imap.NumSet) ([]seqMsg, error) {
-	live, _, err := v.selectNamed(numSet)
-	return live, err
-}
-
 // selectNamed returns the announced messages numSet names, with their
 // sequence numbers: live those still in the store, gone those expunged
 // there whose EXPUNGE the client has not been sent yet.

@@ -23,7 +23,6 @@ func (w *writer) u8(v uint8)       { w.b = append(w.b, v) }
 func (w *writer) uvarint(v uint64) { w.b = binary.AppendUvarint(w.b, v) }
 func (w *writer) varint(v int64)   { w.b = binary.AppendVarint(w.b, v) }
 func (w *writer) u32(v uint32)     { w.b = binary.BigEndian.AppendUint32(w.b, v) }
-func (w *writer) u64(v uint64)     { w.b = binary.BigEndian.AppendUint64(w.b, v) }
 func (w *writer) id(v ID)          { w.b = append(w.b, v[:]...) }
 func (w *writer) nameKey(v NameKey) {
 	w.b = append(w.b, v[:]...)
@@ -130,14 +129,6 @@ func (r *reader) u32() uint32 {
 		return 0
 	}
 	return binary.BigEndian.Uint32(v)
-}
-
-func (r *reader) u64() uint64 {
-	v := r.take(8)
-	if v == nil {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
 }
 
 func (r *reader) id() ID {
