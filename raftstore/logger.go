@@ -74,7 +74,7 @@ func leveled(level hclog.Level, msg string, args []any) hclog.Level {
 		// A replica's stream is closed before its transport on purpose
 		// (pending dials end at once), so every clean stop reports this.
 		return hclog.Debug
-	case msg == "failed to decode incoming command" &&
+	case (msg == "failed to decode incoming command" || msg == "failed to flush response") &&
 		(hasError(args, net.ErrClosed) || hasError(args, raft.ErrTransportShutdown)):
 		// This node's transport closing the connections it serves.
 		return hclog.Debug

@@ -58,6 +58,7 @@ func TestStopsAreNotErrors(t *testing.T) {
 		// This node stopping: its own connections and transport closed.
 		{"failed to decode incoming command", []any{"error", fmt.Errorf("read tcp: %w", net.ErrClosed)}, "DEBUG"},
 		{"failed to decode incoming command", []any{"error", raft.ErrTransportShutdown}, "DEBUG"},
+		{"failed to flush response", []any{"error", fmt.Errorf("write: %w", net.ErrClosed)}, "DEBUG"},
 		{"failed to heartbeat to", ownClose, "DEBUG"},
 		{"failed to appendEntries to", []any{"peer", "n2", "error", raft.ErrTransportShutdown}, "DEBUG"},
 		// A peer that went away: Raft retries it.
