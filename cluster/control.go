@@ -411,6 +411,9 @@ func (c *Cluster) moveLeaderHome(ctx context.Context, s *raftstore.Shard, v *met
 		if p, ok := c.health.peer(id); !ok || p.report.Leaving {
 			continue // stopping: it would only hand the leadership back
 		}
+		if !c.health.upNow(id) {
+			continue // dead or stopped a moment ago: the transfer would only hold the writes
+		}
 		transfers[n] = time.Now()
 		if err := s.TransferLeadership(ctx, id, srv.Address); err != nil {
 			c.log.Warn("move leadership to the home region", "shard", n, "to", id, "err", err)

@@ -11,6 +11,11 @@ import (
 const (
 	pingEvery   = time.Second
 	pingTimeout = 2 * time.Second
+	// slowPing is how long a ping may go unanswered (or twice the node's
+	// last round trip, if more) before the node no longer counts as up
+	// now (upNow): a running node answers within a round trip even under
+	// load, one that is stopped or cut off answers nothing.
+	slowPing = 300 * time.Millisecond
 )
 
 // health pings every other member once a second. What it learns drives
@@ -28,7 +33,7 @@ type health struct {
 
 	mu      sync.Mutex
 	peers   map[string]*peerHealth
-	pinging map[string]bool // nodes with a ping under way
+	pinging map[string]time.Time // nodes with a ping under way, and since when
 }
 
 type peerHealth struct {
@@ -76,7 +81,7 @@ func measureClock(reported, sent, received time.Time) clockOffset {
 }
 
 func newHealth(c *Cluster) *health {
-	h := &health{c: c, started: time.Now(), peers: map[string]*peerHealth{}, pinging: map[string]bool{}}
+	h := &health{c: c, started: time.Now(), peers: map[string]*peerHealth{}, pinging: map[string]time.Time{}}
 	h.ping = func(ctx context.Context, addr string) (PingResponse, error) { return c.rpc.ping(ctx, addr) }
 	return h
 }
@@ -145,10 +150,10 @@ func (h *health) round() {
 func (h *health) startPing(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.pinging[id] {
+	if _, busy := h.pinging[id]; busy {
 		return false
 	}
-	h.pinging[id] = true
+	h.pinging[id] = time.Now()
 	return true
 }
 
@@ -243,6 +248,27 @@ func (h *health) shardStatus(id string, n uint32) (raftstore.Status, bool) {
 		}
 	}
 	return raftstore.Status{}, false
+}
+
+// upNow reports whether node id answered this node's latest ping, less
+// than two ping intervals ago, and has no ping unanswered for longer than
+// slowPing (or twice its last round trip): whether it runs now, as far as
+// pings can tell. A leader asks this before handing a group to the node.
+// A report stays fresh enough for other uses (reportFresh) for seconds
+// after its node died or stopped, and a transfer to such a node holds
+// the group's writes for an election timeout: right after a failover,
+// the new leader would hand the group back to the dead home node.
+func (h *health) upNow(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.peers[id]
+	if p == nil || p.lastErr != "" || time.Since(p.lastSeen) > 2*pingEvery {
+		return false
+	}
+	if since, busy := h.pinging[id]; busy && time.Since(since) > max(slowPing, 2*p.clock.RTT) {
+		return false
+	}
+	return true
 }
 
 // peer returns what this node knows of another's health.

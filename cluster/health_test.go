@@ -186,3 +186,69 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond) // polling with a deadline
 	}
 }
+
+// TestUpNowAfterDeathOrStop: a node that answered the last ping is up
+// now; one whose last ping failed (a killed process refuses the
+// connection) is not, although its last report is still fresh for
+// caughtUp; nor is one whose ping has gone unanswered for longer than a
+// running node takes (a stopped process, a host cut off), while a ping
+// under way for less does not count against it.
+func TestUpNowAfterDeathOrStop(t *testing.T) {
+	c := &Cluster{}
+	c.health = newHealth(c)
+	h := c.health
+	answer := func() {
+		resp := PingResponse{NodeID: "n2", Shards: []raftstore.Status{{Shard: 1, State: "follower", AppliedIndex: 100}}}
+		h.record("n2", resp, nil, nil, clockOffset{Known: true, RTT: time.Millisecond})
+	}
+	if h.upNow("n2") {
+		t.Fatal("a node never heard from is up")
+	}
+	answer()
+	if !h.upNow("n2") {
+		t.Fatal("a node that just answered is not up")
+	}
+	// Killed: the next ping is refused. Its report still counts for
+	// catching up, not for being there.
+	h.record("n2", PingResponse{}, errors.New("connection refused"), nil, clockOffset{})
+	if h.upNow("n2") {
+		t.Error("a node whose last ping failed is up")
+	}
+	if !c.caughtUp("n2", 1, 100) {
+		t.Error("the last report no longer counts for catching up")
+	}
+	answer()
+	// Stopped: a ping goes out and nothing comes back.
+	if !h.startPing("n2") {
+		t.Fatal("no ping could start")
+	}
+	if !h.upNow("n2") {
+		t.Error("a node with a ping under way for a moment is not up")
+	}
+	h.mu.Lock()
+	h.pinging["n2"] = time.Now().Add(-slowPing - 50*time.Millisecond)
+	h.mu.Unlock()
+	if h.upNow("n2") {
+		t.Error("a node with a ping unanswered beyond slowPing is up")
+	}
+	// A far node's ping may take twice its round trip.
+	h.mu.Lock()
+	delete(h.pinging, "n2")
+	h.mu.Unlock()
+	h.record("n2", PingResponse{NodeID: "n2"}, nil, nil, clockOffset{Known: true, RTT: 400 * time.Millisecond})
+	h.startPing("n2")
+	h.mu.Lock()
+	h.pinging["n2"] = time.Now().Add(-slowPing - 50*time.Millisecond)
+	h.mu.Unlock()
+	if !h.upNow("n2") {
+		t.Error("a ping within twice a far node's round trip counts against it")
+	}
+	// An answer more than two ping intervals old is too old.
+	h.mu.Lock()
+	delete(h.pinging, "n2")
+	h.peers["n2"].lastSeen = time.Now().Add(-2*pingEvery - time.Millisecond)
+	h.mu.Unlock()
+	if h.upNow("n2") {
+		t.Error("a node last heard from over two ping intervals ago is up")
+	}
+}

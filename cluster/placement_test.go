@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,5 +123,68 @@ func TestRegionPinnedDomain(t *testing.T) {
 		if err := n.Store().Deliver(ctx, schema.Delivery{Recipients: []string{"u0@eu.test"}, Message: []byte("Subject: x\r\n\r\ny\r\n")}); err != nil {
 			t.Fatalf("deliver via %s: %v", n.ID, err)
 		}
+	}
+}
+
+// transferLog counts, from every node's log, the attempts to hand a
+// shard's leadership to one node.
+type transferLog struct {
+	to       atomic.Value // string
+	attempts atomic.Int32
+}
+
+func (l *transferLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *transferLog) WithAttrs([]slog.Attr) slog.Handler        { return l }
+func (l *transferLog) WithGroup(string) slog.Handler             { return l }
+func (l *transferLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "move leadership to the home region" && r.Message != "leadership moved to the home region" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if to, _ := l.to.Load().(string); a.Key == "to" && a.Value.String() == to {
+			l.attempts.Add(1)
+		}
+		return true
+	})
+	return nil
+}
+
+// TestNoLeadershipHandedToADeadHome: when the node that leads a shard
+// from its home region dies, the leader elected elsewhere does not hand
+// the shard back to it while the dead node's last report is still fresh
+// (five seconds): such a transfer cannot succeed, and it holds the
+// shard's writes for an election timeout right after the failover.
+func TestNoLeadershipHandedToADeadHome(t *testing.T) {
+	t.Parallel()
+	log := &transferLog{}
+	c := clustertest.Start(t, clustertest.Options{Nodes: 3, MailShards: 3, Logger: slog.New(log)})
+	regions := regionOf(c)
+	var victim string
+	c.Eventually(time.Minute, "shard 1 led from its home region", func() error {
+		for _, s := range c.Nodes[0].Cluster().Status().Shards {
+			if s.Shard == 1 {
+				if s.Leader == "" || regions[s.Leader] != s.Home {
+					return fmt.Errorf("leader %q, home %q", s.Leader, s.Home)
+				}
+				victim = s.Leader
+				return nil
+			}
+		}
+		return fmt.Errorf("no shard 1 in the status")
+	})
+	log.to.Store(victim)
+	c.Node(victim).Kill()
+	killed := time.Now()
+	c.Eventually(30*time.Second, "another leader of shard 1", func() error {
+		if l := c.Leader(1); l == nil || l.ID == victim {
+			return fmt.Errorf("no new leader yet")
+		}
+		return nil
+	})
+	// The dead node's last report stays fresh for five seconds; a control
+	// round (half a second) later nothing could pick it any more.
+	time.Sleep(time.Until(killed.Add(6 * time.Second)))
+	if n := log.attempts.Load(); n > 0 {
+		t.Errorf("%d attempts to hand shard 1 to %s, which is dead", n, victim)
 	}
 }
