@@ -134,8 +134,8 @@ type transferLog struct {
 }
 
 func (l *transferLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l *transferLog) WithAttrs([]slog.Attr) slog.Handler        { return l }
-func (l *transferLog) WithGroup(string) slog.Handler             { return l }
+func (l *transferLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *transferLog) WithGroup(string) slog.Handler            { return l }
 func (l *transferLog) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "move leadership to the home region" && r.Message != "leadership moved to the home region" {
 		return nil
