@@ -229,3 +229,29 @@ func TestStableStoreWriteThatHangsIsStuck(t *testing.T) {
 		return g.shards[hung].Stuck() == nil
 	})
 }
+
+// TestReadWaitsOutASlowCommit: a commit of the state file that takes most
+// of a second (a slow or busy disk, not a hung one) is waited for: a read
+// that comes meanwhile answers once the commit returns, instead of
+// failing with ErrStuck, which on the meta shard refuses a login.
+func TestReadWaitsOutASlowCommit(t *testing.T) {
+	s, hold := openShardHoldingCommits(t)
+	f := newFixture(t, s)
+	hold.on.Store(true)
+	appendMsg(t, s, f, f.inbox, "applied, its commit is slow")
+	hold.waitStarted(t)
+	read := make(chan error, 1)
+	go func() { read <- s.Read(func(*Reader) error { return nil }) }()
+	time.AfterFunc(800*time.Millisecond, hold.let)
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatalf("a read while a commit took 800 ms: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a read outwaited the slow commit by seconds")
+	}
+	if ms := messages(t, s, f.user, f.inbox); len(ms) != 1 {
+		t.Fatalf("%d messages after the slow commit, want 1", len(ms))
+	}
+}
