@@ -402,17 +402,22 @@ func (c *Cluster) moveLeaderHome(ctx context.Context, s *raftstore.Shard, v *met
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	elected := time.Now().Add(-s.LedFor())
 	for _, id := range ids {
 		srv := current[id]
 		rec := v.nodes[id]
 		if !srv.Voter || rec.Region != home || rec.Removed || !c.caughtUp(id, n, status.CommitIndex) {
 			continue
 		}
-		if p, ok := c.health.peer(id); !ok || p.report.Leaving {
+		p, ok := c.health.peer(id)
+		if !ok || p.report.Leaving {
 			continue // stopping: it would only hand the leadership back
 		}
-		if !c.health.upNow(id) {
-			continue // dead or stopped a moment ago: the transfer would only hold the writes
+		if !p.lastSeen.After(elected) || !c.health.upNow(id) {
+			// Not heard from since this replica was elected (the home node
+			// that led until it died or stopped, most often), or dead or
+			// stopped a moment ago: a transfer would only hold the writes.
+			continue
 		}
 		transfers[n] = time.Now()
 		if err := s.TransferLeadership(ctx, id, srv.Address); err != nil {

@@ -79,6 +79,17 @@ func (s *Shard) LeaderTime() time.Time {
 	return at
 }
 
+// LedFor returns how long this replica has led its current term, by its
+// term clock: zero when it does not lead. What another node said before
+// this replica's election predates whatever ended the last leader's term.
+func (s *Shard) LedFor() time.Duration {
+	if s.raft.State() != raft.Leader {
+		return 0
+	}
+	_, led := s.terms.stamp(s.raft.CurrentTerm())
+	return led
+}
+
 // watchLeadership notes each term this replica comes to lead as soon as
 // Raft reports it, so that a new leader's wait before a takeover starts
 // at its election rather than at its first lease command. An
