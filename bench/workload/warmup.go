@@ -28,8 +28,8 @@ func unavailable(err error) bool {
 //
 // A login answered NO [UNAVAILABLE] is tried again, as a mail client
 // would, for up to warmUpPatience: right after a cluster started again,
-// with every shard led, a node has answered so (likely not having heard
-// from a shard's leader yet).
+// with every shard led, a node has answered so (the cause is not
+// verified: docs/architecture.md, thirty-fourth round).
 func WarmUp(ctx context.Context, env Env) error {
 	nodes := env.nodes()
 	return eachUser(len(env.Users)*len(nodes), func(i int) error {
