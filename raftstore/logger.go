@@ -61,12 +61,15 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 // connections is debug output; a peer that does not answer is a warning,
 // since Raft retries it and the cluster's health checks judge the peer;
 // a leader that sees a newer term has lost its leadership, which an
-// election or a transfer does on purpose.
+// election or a transfer does on purpose. Raft's routine repairs are
+// information (see routine).
 func leveled(level hclog.Level, msg string, args []any) hclog.Level {
 	switch {
 	case level == hclog.Warn && msg == "heartbeat timeout reached, starting election" && !hasValue(args, "last-leader-id"):
 		// Every group elects itself at start-up; only an election after a
 		// known leader went away deserves a warning.
+		return hclog.Info
+	case level == hclog.Warn && routine[msg]:
 		return hclog.Info
 	case level != hclog.Error:
 		return level
@@ -148,6 +151,22 @@ func hasError(args []any, target error) bool {
 		}
 	}
 	return false
+}
+
+// routine holds hashicorp/raft's warnings about the protocol doing its
+// ordinary work: a follower whose log lacks the entry before a batch and
+// its leader going back to find where the two agree (every new replica,
+// every follower that was behind at a restart or a failover), and votes
+// refused to a candidate whose log is behind (every election that
+// follows a restart has some). A replica that stays behind shows in
+// `cluster status` and its lag metric, not in these lines.
+var routine = map[string]bool{
+	"failed to get previous log":                                 true,
+	"appendEntries rejected, sending older logs":                 true,
+	"rejecting vote request since our last term is greater":      true,
+	"rejecting vote request since our last index is greater":     true,
+	"rejecting pre-vote request since our last term is greater":  true,
+	"rejecting pre-vote request since our last index is greater": true,
 }
 
 // hasValue reports whether the key/value list args has a non-empty value

@@ -82,3 +82,29 @@ func TestStopsAreNotErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRaftsRoutineIsInfo: Raft's log matching and the votes a behind
+// candidate is refused are how the protocol works, not warnings; the
+// refusals that say something is wrong stay warnings.
+func TestRaftsRoutineIsInfo(t *testing.T) {
+	for _, c := range []struct {
+		msg  string
+		args []any
+		want string
+	}{
+		{"failed to get previous log", []any{"previous-index", uint64(4), "last-index", uint64(0), "error", errors.New("log not found")}, "INFO"},
+		{"appendEntries rejected, sending older logs", []any{"peer", "n2", "next", uint64(1)}, "INFO"},
+		{"rejecting vote request since our last term is greater", []any{"candidate", "n2"}, "INFO"},
+		{"rejecting pre-vote request since our last index is greater", []any{"candidate", "n2"}, "INFO"},
+		{"rejecting vote request since node is not in configuration", []any{"from", "n9"}, "WARN"},
+		{"rejecting vote request since we have a leader", []any{"from", "n2"}, "WARN"},
+		{"heartbeat timeout reached, starting election", []any{"last-leader-id", "n1"}, "WARN"},
+	} {
+		var buf bytes.Buffer
+		l := newHclog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), hclog.Debug)
+		l.Warn(c.msg, c.args...)
+		if !strings.Contains(buf.String(), "level="+c.want) {
+			t.Errorf("%q with %v logged as %q, want level %s", c.msg, c.args, buf.String(), c.want)
+		}
+	}
+}

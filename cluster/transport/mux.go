@@ -36,6 +36,14 @@ const (
 	// dispatchTimeout bounds how long an accepted stream waits for its
 	// consumer (a Raft group or the RPC server) to take it.
 	dispatchTimeout = 10 * time.Second
+	// layerWait bounds how long a stream for a Raft group this node has
+	// no layer for yet waits for one before it is refused. A leader
+	// starts replicating to a new replica as soon as the group's
+	// configuration names it, which comes before the replica opens on
+	// its node (at a join, when placement moves a replica, while a node
+	// starts): a stream held until then is served instead of failing and
+	// putting the leader into its backoff.
+	layerWait = 3 * time.Second
 )
 
 var headerMagic = [2]byte{'M', 'C'}
@@ -88,11 +96,17 @@ type Transport struct {
 	rpc  *chanListener
 	join *chanListener
 
-	mu      sync.Mutex
-	layers  map[uint32]*chanListener
-	conns   map[*trackedConn]struct{}
-	blocked map[string]bool
-	isolate bool
+	mu     sync.Mutex
+	layers map[uint32]*chanListener
+	// layerAdded, under mu, is closed (and replaced) when a Raft layer
+	// opens, and when the transport closes: it wakes the streams waiting
+	// for their group's layer.
+	layerAdded chan struct{}
+	layerWait  time.Duration // layerWait, but for tests
+	waiting    atomic.Int32  // streams waiting for their group's layer
+	conns      map[*trackedConn]struct{}
+	blocked    map[string]bool
+	isolate    bool
 	// silent holds all traffic without closing anything (Silence);
 	// voiced, under mu, is closed when the silence is lifted.
 	silent atomic.Bool
@@ -114,12 +128,14 @@ func Listen(cfg Config) (*Transport, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Transport{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "transport"),
-		layers:  make(map[uint32]*chanListener),
-		conns:   make(map[*trackedConn]struct{}),
-		blocked: make(map[string]bool),
-		peerOf:  make(map[string]string),
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "transport"),
+		layers:     make(map[uint32]*chanListener),
+		layerAdded: make(chan struct{}),
+		layerWait:  layerWait,
+		conns:      make(map[*trackedConn]struct{}),
+		blocked:    make(map[string]bool),
+		peerOf:     make(map[string]string),
 	}
 	t.server = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -228,9 +244,7 @@ func (t *Transport) handle(raw net.Conn) {
 	var target *chanListener
 	switch kind {
 	case KindRaft:
-		t.mu.Lock()
-		target = t.layers[shard]
-		t.mu.Unlock()
+		target = t.awaitLayer(shard, time.Now().Add(t.layerWait))
 	case KindRPC:
 		target = t.rpc
 	case KindJoin:
@@ -239,6 +253,37 @@ func (t *Transport) handle(raw net.Conn) {
 	if target == nil || !target.deliver(tc) {
 		tc.Close()
 	}
+}
+
+// awaitLayer returns shard's Raft layer, waiting for it to open until
+// deadline; nil if it did not, or if the transport closed.
+func (t *Transport) awaitLayer(shard uint32, deadline time.Time) *chanListener {
+	l, closed, added := t.layerOf(shard)
+	if l != nil || closed {
+		return l
+	}
+	t.waiting.Add(1)
+	defer t.waiting.Add(-1)
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		select {
+		case <-added:
+		case <-timer.C:
+			return nil
+		}
+		if l, closed, added = t.layerOf(shard); l != nil || closed {
+			return l
+		}
+	}
+}
+
+// layerOf returns shard's Raft layer (nil if none is open), whether the
+// transport is closed, and the channel closed when the next layer opens.
+func (t *Transport) layerOf(shard uint32) (*chanListener, bool, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.layers[shard], t.closed, t.layerAdded
 }
 
 // admit reports why a verified peer may not talk, or nil.
@@ -398,6 +443,8 @@ func (t *Transport) RaftLayer(shard uint32) (*RaftLayer, error) {
 		t.mu.Unlock()
 	})
 	t.layers[shard] = l.chanListener
+	close(t.layerAdded)
+	t.layerAdded = make(chan struct{})
 	return l, nil
 }
 
@@ -535,6 +582,7 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
+	close(t.layerAdded)
 	if t.silent.Load() {
 		t.silent.Store(false)
 		close(t.voiced)

@@ -381,3 +381,68 @@ func TestDialAfterCloseIsNetErrClosed(t *testing.T) {
 		t.Fatal("any error is ErrClosed")
 	}
 }
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestAStreamWaitsForItsGroupToOpen: a leader replicates to a new
+// replica before the replica opens on its node; the stream is held until
+// the group's layer opens, and served then.
+func TestAStreamWaitsForItsGroupToOpen(t *testing.T) {
+	p := newPKI(t)
+	a, b := listen(t, p.identity(t, "a"), nil), listen(t, p.identity(t, "b"), nil)
+	b.layerWait = time.Minute
+	c, err := a.Dial(ctx(t), b.Addr().String(), KindRaft, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the stream to wait for group 4", func() bool { return b.waiting.Load() == 1 })
+	layer, err := b.RaftLayer(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := echo(layer)
+	if got := roundTrip(t, c); got != "echo hello\n" {
+		t.Fatalf("got %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.waiting.Load(); n != 0 {
+		t.Fatalf("%d streams still waiting", n)
+	}
+}
+
+// TestCloseReleasesAWaitingStream: a stream waiting for a group's layer
+// does not hold the transport's Close.
+func TestCloseReleasesAWaitingStream(t *testing.T) {
+	p := newPKI(t)
+	a, b := listen(t, p.identity(t, "a"), nil), listen(t, p.identity(t, "b"), nil)
+	b.layerWait = time.Hour
+	c, err := a.Dial(ctx(t), b.Addr().String(), KindRaft, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the stream to wait for group 5", func() bool { return b.waiting.Load() == 1 })
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waited for a stream held for a group's layer")
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the held stream stayed open after Close")
+	}
+}
