@@ -154,8 +154,20 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 			placed[id] = true
 		}
 	}
+	// Who votes is the leader's configuration; without a leader (an
+	// election, a transfer under way), the newest one a replica reports,
+	// so a moment without a leader does not show every replica as a
+	// non-voter.
+	conf := leader
+	if ss.Leader == "" {
+		for _, s := range byNode {
+			if s.Term > conf.Term || s.Term == conf.Term && s.LastIndex > conf.LastIndex {
+				conf = s
+			}
+		}
+	}
 	members := map[string]bool{}
-	for _, srv := range leader.Servers {
+	for _, srv := range conf.Servers {
 		members[srv.ID] = srv.Voter
 	}
 	for id := range placed {

@@ -645,8 +645,9 @@ func printClusterStatus(w io.Writer, s cluster.Status) error {
 		if sh.Shard == 0 {
 			home = "(meta)"
 		}
+		term, commit := strconv.FormatUint(sh.Term, 10), strconv.FormatUint(sh.CommitIndex, 10)
 		if leader == "" {
-			leader = "NONE"
+			leader, term, commit = "NONE", "-", "-" // an election or a transfer under way
 		}
 		var reps []string
 		for _, r := range sh.Replicas {
@@ -668,7 +669,7 @@ func printClusterStatus(w io.Writer, s cluster.Status) error {
 			}
 			reps = append(reps, fmt.Sprintf("%s:%s:%d:%d", r.Node, role, r.AppliedIndex, r.Lag))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\n", sh.Shard, home, leader, sh.Term, sh.CommitIndex, strings.Join(reps, " "))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", sh.Shard, home, leader, term, commit, strings.Join(reps, " "))
 	}
 	return tw.Flush()
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster"
 	"github.com/mailcluster/mailcluster/node/admin"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -331,4 +332,36 @@ func TestAdminRejectsBadRequests(t *testing.T) {
 		})
 	}
 	hc.CloseIdleConnections()
+}
+
+// TestClusterStatusTableWithoutALeader: a shard without a leader shows
+// NONE and no term or commit index (they are the leader's), and its
+// replicas as the status reports them.
+func TestClusterStatusTableWithoutALeader(t *testing.T) {
+	var buf bytes.Buffer
+	err := printClusterStatus(&buf, cluster.Status{ClusterID: "c1", Node: "n1", Shards: []cluster.ShardStatus{
+		{Shard: 1, Home: "eu", Leader: "n1", Term: 4, CommitIndex: 29, Replicas: []cluster.ReplicaStatus{
+			{Node: "n1", Voter: true, Placed: true, State: "leader", AppliedIndex: 29}}},
+		{Shard: 3, Home: "ap", Replicas: []cluster.ReplicaStatus{
+			{Node: "n1", Voter: true, Placed: true, State: "follower", AppliedIndex: 33},
+			{Node: "n3", Voter: true, Placed: true, State: "candidate", AppliedIndex: 31}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var led, leaderless string
+	for _, line := range strings.Split(buf.String(), "\n") {
+		switch f := strings.Fields(line); {
+		case len(f) > 0 && f[0] == "1":
+			led = strings.Join(f[:5], " ")
+		case len(f) > 0 && f[0] == "3":
+			leaderless = strings.Join(f, " ")
+		}
+	}
+	if led != "1 eu n1 4 29" {
+		t.Errorf("led shard's row starts %q, want %q\n%s", led, "1 eu n1 4 29", buf.String())
+	}
+	if want := "3 ap NONE - - n1:follower:33:0 n3:candidate:31:0"; leaderless != want {
+		t.Errorf("leaderless shard's row %q, want %q\n%s", leaderless, want, buf.String())
+	}
 }
