@@ -52,6 +52,9 @@ type Cluster struct {
 	// broadcast carries per-node state to every other node (broadcast.go).
 	broadcast *broadcaster
 	kickCh    chan struct{}
+	// corruptAtStart lists the mail replicas whose state file was found
+	// corrupt as the node started, for the control loop to rebuild.
+	corruptAtStart []uint32
 	// lastRebalance is when placement last moved a replica to spread load
 	// (control loop only).
 	lastRebalance time.Time
@@ -194,7 +197,13 @@ func (c *Cluster) open(ctx context.Context) error {
 			continue
 		}
 		if _, err := c.openReplica(n, false); err != nil {
-			return err
+			if !errors.Is(err, raftstore.ErrCorrupt) {
+				return err
+			}
+			// The other replicas serve; the control loop rebuilds this
+			// one from a copy of theirs.
+			c.log.Error("replica's state file is corrupt; its state will be rebuilt from another replica", "shard", n, "err", err)
+			c.corruptAtStart = append(c.corruptAtStart, n)
 		}
 	}
 	c.wg.Add(4)

@@ -3,6 +3,9 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"slices"
 	"sort"
 	"time"
 
@@ -30,6 +33,10 @@ func (c *Cluster) controlLoop() {
 	defer t.Stop()
 	transfers := map[uint32]time.Time{}
 	repairs := map[uint32]*replicaRepair{}
+	for _, n := range c.corruptAtStart {
+		// Found corrupt as the node started: rebuilt before it opens.
+		repairs[n] = &replicaRepair{next: time.Now(), wait: repairFirst, closed: true, corrupt: true}
+	}
 	for {
 		select {
 		case <-c.stop:
@@ -52,6 +59,10 @@ const (
 	// repairForget is how long a reopened replica must stay sound before
 	// its next failure starts again from repairFirst.
 	repairForget = 5 * time.Minute
+	// rebuildTimeout bounds one copy of another replica's state into a
+	// replica whose state file is corrupt (a large shard's copy takes
+	// its time over a slow link).
+	rebuildTimeout = time.Hour
 )
 
 // replicaRepair is the state of a replica being reopened after a failed
@@ -61,6 +72,13 @@ type replicaRepair struct {
 	wait   time.Duration // the wait after the next attempt
 	closed bool          // closed, and its reopen failed
 	opened time.Time     // when it was last reopened
+	// corrupt: the state file is damaged (raftstore.ErrCorrupt), which
+	// a replay cannot mend; the replica is reopened only once its state
+	// has been rebuilt from another replica's copy.
+	corrupt bool
+	// rebuild, while a rebuild runs beside the control loop, receives
+	// its outcome.
+	rebuild chan error
 }
 
 // repairReplicas closes and reopens the replicas whose state file failed
@@ -83,8 +101,13 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 		if r == nil {
 			r = &replicaRepair{next: now.Add(repairFirst), wait: repairFirst}
 			repairs[n] = r
-			c.log.Error("replica stopped applying; it will be reopened to replay its log", "shard", n, "err", err)
+			if errors.Is(err, raftstore.ErrCorrupt) {
+				c.log.Error("replica's state file is corrupt; its state will be rebuilt from another replica", "shard", n, "err", err)
+			} else {
+				c.log.Error("replica stopped applying; it will be reopened to replay its log", "shard", n, "err", err)
+			}
 		}
+		r.corrupt = r.corrupt || errors.Is(err, raftstore.ErrCorrupt)
 		if now.Before(r.next) {
 			continue
 		}
@@ -95,10 +118,33 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 		r.closed = true
 	}
 	for n, r := range repairs {
+		if r.rebuild != nil {
+			select {
+			case err := <-r.rebuild:
+				r.rebuild = nil
+				if err != nil {
+					c.log.Error("rebuild a corrupt replica's state", "shard", n, "err", err, "retry_in", r.next.Sub(now))
+					continue
+				}
+				r.corrupt = false
+				r.next = now
+			default:
+				continue // still copying
+			}
+		}
 		if !r.closed || now.Before(r.next) || c.replica(n) != nil {
 			continue
 		}
 		r.next, r.wait = now.Add(r.wait), min(2*r.wait, repairMax)
+		if r.corrupt {
+			r.rebuild = make(chan error, 1)
+			c.wg.Add(1)
+			go func(done chan<- error) {
+				defer c.wg.Done()
+				done <- c.rebuildReplica(n)
+			}(r.rebuild)
+			continue
+		}
 		if _, err := c.openReplica(n, false); err != nil {
 			c.log.Error("reopen a replica", "shard", n, "err", err, "retry_in", r.next.Sub(now))
 			continue
@@ -106,6 +152,69 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 		r.closed, r.opened = false, now
 		c.log.Warn("replica reopened to replay its log", "shard", n)
 	}
+}
+
+// rebuildReplica replaces the corrupt state file of this node's closed
+// replica of shard n with a copy of another replica's state: the
+// leader's first, then each other node the shard is placed on.
+func (c *Cluster) rebuildReplica(n uint32) error {
+	ctx, cancel := context.WithTimeout(context.Background(), rebuildTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	dir := raftstore.ReplicaDir(c.cfg.DataDir, n)
+	var errs []error
+	for _, id := range c.rebuildSources(n) {
+		addr := c.addressOf(id, "")
+		info, err := raftstore.RebuildState(ctx, dir, func(ctx context.Context, w io.Writer) (raftstore.StateInfo, error) {
+			return c.rpc.state(ctx, addr, n, w)
+		})
+		if err == nil {
+			c.log.Warn("corrupt replica's state rebuilt from another replica's copy; the damaged file is kept as state.db.corrupt",
+				"shard", n, "from", id, "index", info.Index, "bytes", info.Size, "dir", dir)
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("from %s: %w", id, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("shard %d: no other replica to copy the state from", n)
+	}
+	return errors.Join(errs...)
+}
+
+// rebuildSources returns the nodes to copy shard n's state from, the
+// leader first: any other node that keeps a replica of it.
+func (c *Cluster) rebuildSources(n uint32) []string {
+	var out []string
+	add := func(id string) {
+		if id != "" && id != c.cfg.NodeID && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	id, _ := c.leaderOf(n)
+	add(id)
+	v := c.currentView()
+	if v == nil {
+		return out
+	}
+	if n == 0 {
+		for _, rec := range v.activeNodes() {
+			add(rec.ID)
+		}
+		return out
+	}
+	for _, id := range v.placements[n].Replicas {
+		add(id)
+	}
+	return out
 }
 
 func (c *Cluster) controlOnce(transfers map[uint32]time.Time, repairs map[uint32]*replicaRepair) {

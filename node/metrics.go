@@ -210,7 +210,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 	return &shardCollector{
 		c:            c,
 		dataDir:      dataDir,
-		stopped:      prometheus.NewDesc("mail_raft_shard_stopped", "1 while the replica applies nothing because a write to its state file failed (a full disk, an I/O error); the node reopens it to replay its log.", labels, nil),
+		stopped:      prometheus.NewDesc("mail_raft_shard_stopped", "1 while the replica applies nothing because a write to its state file failed (a full disk, an I/O error; the node reopens it to replay its log) or the file is corrupt (the node rebuilds it from another replica).", labels, nil),
 		free:         prometheus.NewDesc("mail_node_data_available_bytes", "Bytes still available to the node on the file system of its data directory.", nil, nil),
 		leader:       prometheus.NewDesc("mail_raft_shard_leader", "1 when this node leads the shard's Raft group.", labels, nil),
 		applied:      prometheus.NewDesc("mail_raft_shard_applied_index", "Last Raft log index applied to the shard's state.", labels, nil),

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -167,13 +169,27 @@ func openBolt(path string, opts *bbolt.Options, buckets [][]byte) (*bbolt.DB, er
 }
 
 func openFSM(path string, log *slog.Logger) (*fsm, error) {
-	db, err := openState(path)
+	f := &fsm{path: path, log: log}
+	var applied uint64
+	err := func() (err error) {
+		defer f.corruption(&err)
+		if f.db, err = openState(path); err != nil {
+			return err
+		}
+		return f.db.View(func(tx *bbolt.Tx) error { applied = getU64(tx.Bucket(bucketSys), keyApplied); return nil })
+	}()
 	if err != nil {
+		if f.db != nil {
+			f.db.Close()
+		}
+		if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+			// Both meta pages damaged: bbolt cannot tell where the tree is.
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
 		return nil, err
 	}
-	var applied uint64
-	_ = db.View(func(tx *bbolt.Tx) error { applied = getU64(tx.Bucket(bucketSys), keyApplied); return nil })
-	return &fsm{path: path, log: log, events: newNotifier(applied), users: newGroupUsers(applied), db: db}, nil
+	f.events, f.users = newNotifier(applied), newGroupUsers(applied)
+	return f, nil
 }
 
 func (f *fsm) close() error {
@@ -185,6 +201,11 @@ func (f *fsm) close() error {
 	} else {
 		flushErr = f.flush()
 	}
+	// A broken replica's group was not committed by flush: roll it back,
+	// or closing the file would wait for its transaction for ever.
+	f.wmu.Lock()
+	f.discardLocked()
+	f.wmu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db == nil {
@@ -245,7 +266,15 @@ func (f *fsm) read(fn func(*Reader) error) error {
 	if f.db == nil {
 		return ErrClosed
 	}
-	return fn(&Reader{tx: f.pend.tx})
+	err := func() (err error) {
+		defer f.corruption(&err)
+		return fn(&Reader{tx: f.pend.tx})
+	}()
+	if errors.Is(err, ErrCorrupt) {
+		f.discardLocked()
+		f.breakLocked(err)
+	}
+	return err
 }
 
 // readUser runs fn on user's mail as of the last applied entry, and
@@ -318,14 +347,37 @@ func (f *fsm) lockForRead() error {
 	}
 }
 
-// readCommitted runs fn in a read transaction of the state file.
+// readCommitted runs fn in a read transaction of the state file. A page
+// that bbolt finds corrupt breaks the replica (ErrCorrupt).
 func (f *fsm) readCommitted(fn func(*Reader) error) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
-		return ErrClosed
+	err := func() (err error) {
+		f.mu.RLock()
+		defer f.mu.RUnlock()
+		if f.db == nil {
+			return ErrClosed
+		}
+		defer f.corruption(&err)
+		return f.db.View(func(tx *bbolt.Tx) error { return fn(&Reader{tx: tx}) })
+	}()
+	if errors.Is(err, ErrCorrupt) {
+		f.breakFor(err)
 	}
-	return f.db.View(func(tx *bbolt.Tx) error { return fn(&Reader{tx: tx}) })
+	return err
+}
+
+// corruption, deferred around work on the state file's pages, turns a
+// panic of bbolt's (its assertions on pages that are not what their
+// parent says, or an index out of range in one) into an error wrapping
+// ErrCorrupt, so that one damaged file stops its replica, not the
+// process and every other replica with it. The stack goes to the log: it
+// tells a damaged file from a bug, and holds code positions, no data.
+func (f *fsm) corruption(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	*err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+	f.log.Error("state file corrupt: bbolt panicked on it", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 }
 
 // Apply applies one entry; hashicorp/raft calls ApplyBatch instead because
@@ -416,6 +468,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // every user whose mail they read or write; it returns their change
 // events, the last index applied and the bytes of the entries.
 func (f *fsm) applyInto(tx *bbolt.Tx, logs []*raft.Log, results []any, users map[schema.ID]struct{}) (events []Event, through uint64, n int, err error) {
+	defer f.corruption(&err)
 	sys := tx.Bucket(bucketSys)
 	applied := getU64(sys, keyApplied)
 	last, lastTerm := applied, uint64(0)
@@ -463,19 +516,33 @@ func (f *fsm) commitsEveryBatch() bool {
 // breakLocked stops this replica applying after err lost applied
 // entries of a pending group (see fsm.broken).
 func (f *fsm) breakLocked(err error) {
-	if f.broken == nil {
+	if f.broken != nil {
+		return
+	}
+	if errors.Is(err, ErrCorrupt) {
+		f.broken = fmt.Errorf("rebuild the replica from another replica's state: %w", err)
+		f.log.Error("state machine stopped applying until the replica is rebuilt", "err", err)
+	} else {
 		f.broken = fmt.Errorf("state file lost applied entries, reopen the replica to replay them: %w", err)
-		f.failed.Store(true)
 		f.log.Error("state machine stopped applying until the replica is reopened", "err", err)
 	}
+	f.failed.Store(true)
 }
 
 // breakFor stops the replica's applies, as breakLocked does, for a
-// failure outside the state file: a write to the Raft log that failed
-// (leaderlog.go). Reopening the replica replays its log.
+// failure outside an apply or a commit: a write to the Raft log that
+// failed (leaderlog.go; reopening the replica replays its log), or a
+// read that met a corrupt page (ErrCorrupt; the replica's state must be
+// rebuilt).
 func (f *fsm) breakFor(err error) {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
+	if f.broken == nil && errors.Is(err, ErrCorrupt) {
+		// A read met the damage: what the group holds cannot be
+		// committed into the file either.
+		f.discardLocked()
+		f.breakLocked(err)
+	}
 	if f.broken == nil {
 		f.broken = fmt.Errorf("%w; reopen the replica to replay its log", err)
 		f.failed.Store(true)
@@ -500,7 +567,7 @@ func (f *fsm) commitLocked() error {
 	if f.beforeCommit != nil {
 		f.beforeCommit()
 	}
-	err := p.tx.Commit()
+	err := commitTx(p.tx, f.corruption)
 	f.committing.end()
 	if err != nil {
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
@@ -513,6 +580,18 @@ func (f *fsm) commitLocked() error {
 	// waits for it (see read).
 	f.pending.Store(false)
 	return err
+}
+
+// commitTx commits tx; a panic of bbolt's on a corrupt page, which
+// recover turns into an error, rolls it back.
+func commitTx(tx *bbolt.Tx, recover func(*error)) (err error) {
+	defer func() {
+		if err != nil && errors.Is(err, ErrCorrupt) {
+			tx.Rollback()
+		}
+	}()
+	defer recover(&err)
+	return tx.Commit()
 }
 
 // discardLocked rolls the pending transaction back.

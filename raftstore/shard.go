@@ -30,6 +30,15 @@ var ErrClosed = errors.New("raftstore: shard closed")
 // failure; another node, or this one once its disk answers, serves it.
 var ErrStuck = errors.New("raftstore: a write to the disk has not returned")
 
+// ErrCorrupt marks a state file in which bbolt met a page that is not
+// what the page that refers to it says (a disk or file system that
+// returned other bytes than were written): bbolt asserts with a panic,
+// which the replica turns into this error. The replica then applies and
+// serves nothing, like a replica whose write failed (Shard.Broken), but
+// replaying its log cannot mend the file: its node rebuilds the state
+// from another replica's copy (see RebuildState).
+var ErrCorrupt = errors.New("raftstore: state file corrupt")
+
 // Timing holds the Raft timeouts of a shard. Zero fields take defaults
 // suited to a LAN or a single node.
 type Timing struct {

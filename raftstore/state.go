@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -121,6 +122,64 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 	// store; starting below the snapshot's term would break log matching.
 	if err := stable.SetUint64([]byte("CurrentTerm"), info.Term); err != nil {
 		return info, fmt.Errorf("install state: set term: %w", err)
+	}
+	return info, syncDir(dir)
+}
+
+// RebuildState replaces the state file of a closed replica in dir, one
+// that bbolt found corrupt (ErrCorrupt), with a copy of another
+// replica's state that fetch writes (WriteState on that replica, through
+// its node). The copy must be sound and at least as new as the replica's
+// newest snapshot: the replica's log resumes after that snapshot, and
+// the entries up to the copy's index are skipped as already applied, so
+// an older copy would leave a gap. The replica's log, term and vote stay
+// as they are. The damaged file is kept beside, as state.db.corrupt
+// (replacing an older one), for the operator to look at or delete.
+func RebuildState(ctx context.Context, dir string, fetch func(context.Context, io.Writer) (StateInfo, error)) (StateInfo, error) {
+	var info StateInfo
+	snaps, err := newStateSnapshots(filepath.Join(dir, "snapshots"), nil)
+	if err != nil {
+		return info, fmt.Errorf("rebuild state: %w", err)
+	}
+	metas, err := snaps.metas()
+	if err != nil {
+		return info, fmt.Errorf("rebuild state: %w", err)
+	}
+	var newest uint64
+	if len(metas) > 0 {
+		newest = metas[0].Index
+	}
+	tmp := filepath.Join(dir, "state.db.rebuild")
+	defer os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return info, fmt.Errorf("rebuild state: %w", err)
+	}
+	sent, err := fetch(ctx, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return info, fmt.Errorf("rebuild state: copy: %w", err)
+	}
+	if info, err = InspectStateFile(tmp); err != nil {
+		return info, fmt.Errorf("rebuild state: the copy: %w", err)
+	}
+	if info.Index != sent.Index {
+		return info, fmt.Errorf("rebuild state: the copy holds index %d, its sender said %d", info.Index, sent.Index)
+	}
+	if info.Index < newest {
+		return info, fmt.Errorf("rebuild state: the copy (index %d) is older than this replica's snapshot (%d)", info.Index, newest)
+	}
+	live := filepath.Join(dir, "state.db")
+	if err := os.Rename(live, live+".corrupt"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return info, fmt.Errorf("rebuild state: set the damaged file aside: %w", err)
+	}
+	if err := os.Rename(tmp, live); err != nil {
+		return info, fmt.Errorf("rebuild state: %w", err)
 	}
 	return info, syncDir(dir)
 }

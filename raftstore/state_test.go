@@ -1,10 +1,17 @@
 package raftstore
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -74,5 +81,134 @@ func TestInspectCorruptStateFile(t *testing.T) {
 	}
 	if _, err := InspectStateFile(path); err == nil {
 		t.Fatal("corrupt state file passed inspection")
+	}
+}
+
+// damage overwrites every page of the state file at path after bbolt's
+// two meta pages with random bytes.
+func damage(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := os.Getpagesize()
+	rand.Read(b[2*page:])
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b[2*page:], int64(2*page)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedStateFileBreaksTheReplica: bbolt panics on a page that is
+// not what its parent says; the replica turns that into ErrCorrupt, serves
+// and applies nothing more, and the process goes on.
+func TestDamagedStateFileBreaksTheReplica(t *testing.T) {
+	dir := t.TempDir()
+	s := openShard(t, dir)
+	f := newFixture(t, s)
+	appendMsg(t, s, f, f.inbox, "before the damage")
+	if err := s.fsm.flush(); err != nil {
+		t.Fatal(err)
+	}
+	damage(t, filepath.Join(dir, "state.db"))
+	err := s.Read(func(r *Reader) error { _, err := r.Messages(f.user, f.inbox); return err })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a read of the damaged file: %v, want ErrCorrupt", err)
+	}
+	if err := s.Broken(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Broken() = %v, want ErrCorrupt", err)
+	}
+	if _, err := applyErr(s, schema.NewID(), &schema.CreateMailbox{User: f.user, Mailbox: schema.NewMailbox{ID: schema.NewID(), NameKey: nameKey("Later"), Sealed: []byte("x")}}); err == nil {
+		t.Fatal("a broken replica applied a write")
+	}
+	s.Close()
+	// Opened again, the damage is found at once.
+	if _, err := Open(Config{Dir: dir, Shard: 1, NodeID: "n1"}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open of the damaged replica: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestRebuildState: a closed replica's damaged state file is replaced by
+// a sound copy at least as new as the replica's snapshot, and kept aside;
+// a damaged copy or one older than the snapshot is refused and leaves
+// the replica as it was.
+func TestRebuildState(t *testing.T) {
+	src := openShard(t, t.TempDir())
+	f := newFixture(t, src)
+	for i := 0; i < 3; i++ {
+		appendMsg(t, src, f, f.inbox, "kept elsewhere")
+	}
+	var good bytes.Buffer
+	info, err := src.WriteState(&good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(b []byte, sent StateInfo) func(context.Context, io.Writer) (StateInfo, error) {
+		return func(_ context.Context, w io.Writer) (StateInfo, error) {
+			_, err := w.Write(b)
+			return sent, err
+		}
+	}
+	replica := func(snapIndex uint64) string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "state.db"), []byte("damaged"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := newStateSnapshots(filepath.Join(dir, "snapshots"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink, err := snaps.Create(raft.SnapshotVersionMax, snapIndex, 1, raft.Configuration{}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	unchanged := func(dir string) {
+		t.Helper()
+		if b, _ := os.ReadFile(filepath.Join(dir, "state.db")); string(b) != "damaged" {
+			t.Error("a refused rebuild changed the state file")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "state.db.rebuild")); !errors.Is(err, os.ErrNotExist) {
+			t.Error("a refused rebuild left its copy behind")
+		}
+	}
+	ctx := context.Background()
+
+	dir := replica(info.Index + 1)
+	if _, err := RebuildState(ctx, dir, fetch(good.Bytes(), info)); err == nil {
+		t.Error("rebuilt from a copy older than the replica's snapshot")
+	}
+	unchanged(dir)
+
+	bad := bytes.Clone(good.Bytes())
+	page := os.Getpagesize()
+	rand.Read(bad[2*page:])
+	dir = replica(info.Index)
+	if _, err := RebuildState(ctx, dir, fetch(bad, info)); err == nil {
+		t.Error("rebuilt from a damaged copy")
+	}
+	unchanged(dir)
+
+	got, err := RebuildState(ctx, dir, fetch(good.Bytes(), info))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Index != info.Index || got.Stats.Messages != 3 {
+		t.Fatalf("rebuilt %+v, copied %+v", got, info)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "state.db.corrupt")); string(b) != "damaged" {
+		t.Error("the damaged file was not kept aside")
+	}
+	if st, err := InspectStateFile(filepath.Join(dir, "state.db")); err != nil || st.Stats.Messages != 3 {
+		t.Fatalf("the rebuilt file: %+v, %v", st, err)
 	}
 }

@@ -1,0 +1,163 @@
+package cluster_test
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/clustertest"
+	"github.com/mailcluster/mailcluster/raftstore"
+)
+
+// damageStateFile overwrites every page of a state file after bbolt's two
+// meta pages with random bytes, as a disk that returns other bytes than
+// were written would leave it: the meta pages still point into the tree,
+// whose pages bbolt then finds are not what they should be.
+func damageStateFile(t *testing.T, path string) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := int64(os.Getpagesize())
+	junk := make([]byte, st.Size()-2*page)
+	rand.Read(junk)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(junk, 2*page); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replicaOf returns node n's open replica of shard, or nil.
+func replicaOf(n *clustertest.Node, shard uint32) *raftstore.Shard {
+	for _, s := range n.Cluster().Shards() {
+		if s.ID() == shard {
+			return s
+		}
+	}
+	return nil
+}
+
+// TestCorruptStateFileIsRebuilt damages the state file of one node's
+// replica of a shard, first under the running node (the replica leads
+// the shard), then while the node is down. Each time the node must go on
+// serving (no panic ends the process), the shard must take mail through
+// the other two replicas, and the node must rebuild the damaged replica
+// from another replica's copy, by itself, until it holds every
+// acknowledged message and follows the group's new writes.
+func TestCorruptStateFileIsRebuilt(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	const user = "rot@example.test"
+	c.AddUser(user, "password-1")
+	shard := shardOf(t, c, user)
+	victim := c.WaitLeader(shard, 30*time.Second)
+	var via *clustertest.Node
+	for _, n := range c.Nodes {
+		if n != victim {
+			via = n
+			break
+		}
+	}
+	path := filepath.Join(raftstore.ReplicaDir(victim.Dir, shard), "state.db")
+
+	var acked []int
+	next := 0
+	deliverSome := func(count int) {
+		t.Helper()
+		for k := 0; k < count; k++ {
+			i := next
+			next++
+			c.Eventually(time.Minute, fmt.Sprintf("delivery of m%d through %s", i, via.ID), func() error {
+				return deliverRandom(via, user, i)
+			})
+			acked = append(acked, i)
+		}
+	}
+	// rebuilt waits until the victim's replica is open and sound again,
+	// holds what the leader's does, and has set the damaged file aside.
+	rebuilt := func(what string) {
+		t.Helper()
+		c.Eventually(2*time.Minute, what, func() error {
+			s := replicaOf(victim, shard)
+			if s == nil {
+				return errors.New("the replica is not open")
+			}
+			if err := s.Broken(); err != nil {
+				return err
+			}
+			leader := c.Leader(shard)
+			if leader == nil {
+				return errors.New("no leader")
+			}
+			ls := replicaOf(leader, shard)
+			if ls == nil {
+				return errors.New("the leader's replica is not open")
+			}
+			if got, want := s.Status().AppliedIndex, ls.Status().CommitIndex; got < want {
+				return fmt.Errorf("applied %d of %d", got, want)
+			}
+			var mine, theirs raftstore.Stats
+			if err := s.View(func(r *raftstore.Reader) error { mine = r.Stats(); return nil }); err != nil {
+				return err
+			}
+			if err := ls.View(func(r *raftstore.Reader) error { theirs = r.Stats(); return nil }); err != nil {
+				return err
+			}
+			if mine != theirs {
+				return fmt.Errorf("the rebuilt replica holds %+v, the leader's %+v", mine, theirs)
+			}
+			if mine.Messages != len(acked) {
+				return fmt.Errorf("%d messages, %d acknowledged", mine.Messages, len(acked))
+			}
+			if _, err := os.Stat(path + ".corrupt"); err != nil {
+				return fmt.Errorf("the damaged file is not kept: %w", err)
+			}
+			return nil
+		})
+	}
+
+	deliverSome(5)
+	c.Eventually(time.Minute, "every replica applied the first mail", func() error {
+		for _, n := range c.Nodes {
+			s := replicaOf(n, shard)
+			if s == nil || s.Status().AppliedIndex < replicaOf(victim, shard).Status().CommitIndex {
+				return fmt.Errorf("%s behind", n.ID)
+			}
+		}
+		return nil
+	})
+
+	// Under the running node: bbolt maps the file, so the next read or
+	// apply of the shard meets the damage.
+	damageStateFile(t, path)
+	deliverSome(5)
+	rebuilt("the damaged leader's replica rebuilt while its node runs")
+	if !victim.Running() {
+		t.Fatal("the node whose state file was damaged stopped")
+	}
+	deliverSome(3)
+	rebuilt("the rebuilt replica following new writes")
+	checkAcked(t, victim, user, acked)
+
+	// While the node is down: found as it starts.
+	victim.Stop()
+	if err := os.Remove(path + ".corrupt"); err != nil {
+		t.Fatal(err)
+	}
+	damageStateFile(t, path)
+	deliverSome(3)
+	if err := victim.Start(); err != nil {
+		t.Fatalf("a node with one damaged replica did not start: %v", err)
+	}
+	deliverSome(3)
+	rebuilt("the replica found damaged at start rebuilt")
+	checkAcked(t, victim, user, acked)
+}
