@@ -41,9 +41,12 @@ type Cluster struct {
 
 	mu       sync.RWMutex
 	replicas map[uint32]*replica
-	leaders  map[uint32]leaderHint
-	view     *metaView
-	watches  map[*subscription]struct{}
+	// repairing holds the replicas closed for a repair, and which
+	// (replicaRepair.state), for the node's report (control loop writes).
+	repairing map[uint32]string
+	leaders   map[uint32]leaderHint
+	view      *metaView
+	watches   map[*subscription]struct{}
 	// removedAt is when this node first saw each removed node as removed
 	// (zero once it has been cut off).
 	removedAt map[string]time.Time

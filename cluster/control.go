@@ -45,6 +45,7 @@ func (c *Cluster) controlLoop() {
 		case <-c.kickCh:
 		}
 		c.repairReplicas(repairs, time.Now())
+		c.publishRepairs(repairs)
 		c.controlOnce(transfers, repairs)
 	}
 }
@@ -102,6 +103,9 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 			r = &replicaRepair{next: now.Add(repairFirst), wait: repairFirst}
 			repairs[n] = r
 			if errors.Is(err, raftstore.ErrCorrupt) {
+				// No disk to give time to: closed at once, so that a
+				// leading replica hands its shard over now.
+				r.next = now
 				c.log.Error("replica's state file is corrupt; its state will be rebuilt from another replica", "shard", n, "err", err)
 			} else {
 				c.log.Error("replica stopped applying; it will be reopened to replay its log", "shard", n, "err", err)
@@ -215,6 +219,30 @@ func (c *Cluster) rebuildSources(n uint32) []string {
 		add(id)
 	}
 	return out
+}
+
+// state is what a node reports about a replica closed for a repair:
+// "rebuilding" while its corrupt state waits for or takes a copy of
+// another replica's, "reopening" while it waits to be opened again.
+func (r *replicaRepair) state() string {
+	if r.corrupt {
+		return "rebuilding"
+	}
+	return "reopening"
+}
+
+// publishRepairs records the replicas closed for a repair, for the
+// node's report to the others and its status.
+func (c *Cluster) publishRepairs(repairs map[uint32]*replicaRepair) {
+	closed := map[uint32]string{}
+	for n, r := range repairs {
+		if r.closed {
+			closed[n] = r.state()
+		}
+	}
+	c.mu.Lock()
+	c.repairing = closed
+	c.mu.Unlock()
 }
 
 func (c *Cluster) controlOnce(transfers map[uint32]time.Time, repairs map[uint32]*replicaRepair) {

@@ -477,6 +477,10 @@ type PingResponse struct {
 	Shards  []raftstore.Status `json:"shards"`
 	// Leaving is set while the node stops: no group hands it leadership.
 	Leaving bool `json:"leaving,omitempty"`
+	// Repairing names the node's replicas closed for a repair, by shard:
+	// "rebuilding" (a corrupt state file, replaced by a copy of another
+	// replica's) or "reopening" (after a failed write, to replay the log).
+	Repairing map[uint32]string `json:"repairing,omitempty"`
 }
 
 // Ping asks the node at a cluster address for its report (what the health
@@ -502,6 +506,14 @@ func (c *Cluster) selfReport() PingResponse {
 	for _, s := range c.Shards() {
 		resp.Shards = append(resp.Shards, s.Status())
 	}
+	c.mu.RLock()
+	for n, state := range c.repairing {
+		if resp.Repairing == nil {
+			resp.Repairing = map[uint32]string{}
+		}
+		resp.Repairing[n] = state
+	}
+	c.mu.RUnlock()
 	return resp
 }
 

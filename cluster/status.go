@@ -54,7 +54,9 @@ type ReplicaStatus struct {
 	Node  string `json:"node"`
 	Voter bool   `json:"voter"`
 	// State is the replica's Raft state as its node last reported it
-	// ("leader", "follower", "candidate"), or "unknown".
+	// ("leader", "follower", "candidate"); "rebuilding" or "reopening"
+	// while its node has it closed for a repair (PingResponse.Repairing);
+	// or "unknown".
 	State        string `json:"state"`
 	AppliedIndex uint64 `json:"applied_index"`
 	// Lag is how many committed entries the replica has not applied yet.
@@ -182,6 +184,9 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 	sort.Strings(ids)
 	for _, id := range ids {
 		r := ReplicaStatus{Node: id, Voter: members[id], Placed: placed[id], State: "unknown"}
+		if why := reports[id].Repairing[n]; why != "" {
+			r.State = why
+		}
 		if s, ok := byNode[id]; ok {
 			r.State, r.AppliedIndex, r.Stopped, r.Stuck, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Stuck != "", s.Skipped
 			if ss.CommitIndex > s.AppliedIndex {

@@ -55,3 +55,21 @@ func TestStatusWithoutALeaderKeepsTheVoters(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusShowsAReplicaUnderRepair: a replica its node has closed for
+// a repair is reported as what the repair does, not as unknown.
+func TestStatusShowsAReplicaUnderRepair(t *testing.T) {
+	voters := []raftstore.Server{{ID: "n1", Voter: true}, {ID: "n2", Voter: true}, {ID: "n3", Voter: true}}
+	v := &metaView{placements: map[uint32]Placement{3: {Shard: 3, Replicas: []string{"n1", "n2", "n3"}}}}
+	reports := map[string]PingResponse{
+		"n1": {Shards: []raftstore.Status{{Shard: 3, State: "leader", Term: 2, Servers: voters}}},
+		"n2": {Repairing: map[uint32]string{3: "rebuilding"}},
+		"n3": {Repairing: map[uint32]string{4: "reopening"}},
+	}
+	want := map[string]string{"n1": "leader", "n2": "rebuilding", "n3": "unknown"}
+	for _, r := range shardStatus(3, v, reports).Replicas {
+		if r.State != want[r.Node] {
+			t.Errorf("replica on %s: state %q, want %q", r.Node, r.State, want[r.Node])
+		}
+	}
+}
