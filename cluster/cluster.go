@@ -44,9 +44,14 @@ type Cluster struct {
 	// repairing holds the replicas closed for a repair, and which
 	// (replicaRepair.state), for the node's report (control loop writes).
 	repairing map[uint32]string
-	leaders   map[uint32]leaderHint
-	view      *metaView
-	watches   map[*subscription]struct{}
+	// withheld holds the mail replicas placed here that have no Raft
+	// state on disk while their group counts this node as a voter: not
+	// opened until the group's leader has made this node a non-voter
+	// (control loop writes; see manageReplicas).
+	withheld map[uint32]bool
+	leaders  map[uint32]leaderHint
+	view     *metaView
+	watches  map[*subscription]struct{}
 	// removedAt is when this node first saw each removed node as removed
 	// (zero once it has been cut off).
 	removedAt map[string]time.Time

@@ -312,6 +312,9 @@ func (c *Cluster) manageReplicas(v *metaView, repairs map[uint32]*replicaRepair)
 		}
 		switch {
 		case want && !have:
+			if c.withhold(n) {
+				continue
+			}
 			if _, err := c.openReplica(n, false); err != nil {
 				c.log.Error("open a replica placed here", "shard", n, "err", err)
 			}
@@ -321,6 +324,89 @@ func (c *Cluster) manageReplicas(v *metaView, repairs map[uint32]*replicaRepair)
 			}
 		}
 	}
+}
+
+// withhold reports whether this node must not open its replica of
+// shard n yet. A replica without Raft state on disk starts as a new,
+// empty member; if its group still counts this node as a voter (its
+// directory was deleted or lost while the node was away), such a replica
+// would vote for any candidate, and with one other vote could elect a
+// leader that lacks acknowledged writes. So it opens only once the
+// leader's configuration, in a fresh report, has this node as a
+// non-voter or not at all; until then the node reports the shard as
+// withheld, which makes the leader demote it (reconcileGroup). Once open,
+// it catches up and is promoted as a new replica is.
+func (c *Cluster) withhold(n uint32) bool {
+	if raftstore.HasRaftState(c.cfg.DataDir, n) {
+		c.setWithheld(n, false)
+		return false
+	}
+	voter, known := c.listedAsVoter(n)
+	if !known {
+		return true // no fresh word from a leader yet: ask again next round
+	}
+	if voter && !c.isWithheld(n) {
+		c.log.Error("this node's replica of a shard has no Raft state while its group counts the node as a voter (was its directory deleted?); it is opened once the group's leader has made it a non-voter", "shard", n)
+	}
+	c.setWithheld(n, voter)
+	return voter
+}
+
+func (c *Cluster) isWithheld(n uint32) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.withheld[n]
+}
+
+func (c *Cluster) setWithheld(n uint32, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if on {
+		if c.withheld == nil {
+			c.withheld = map[uint32]bool{}
+		}
+		c.withheld[n] = true
+	} else {
+		delete(c.withheld, n)
+	}
+}
+
+// listedAsVoter reports whether the configuration of shard n's leader,
+// as the newest fresh report from a node leading it gives it, has this
+// node as a voter; known is false without such a report.
+func (c *Cluster) listedAsVoter(n uint32) (voter, known bool) {
+	v := c.currentView()
+	if v == nil {
+		return false, false
+	}
+	var leader raftstore.Status
+	for id := range v.nodes {
+		p, ok := c.health.peer(id)
+		if !ok || time.Since(p.lastSeen) > reportFresh {
+			continue
+		}
+		for _, st := range p.report.Shards {
+			if st.Shard == n && st.Leads() && st.Term >= leader.Term {
+				leader, known = st, true
+			}
+		}
+	}
+	for _, srv := range leader.Servers {
+		if srv.ID == c.cfg.NodeID {
+			voter = srv.Voter
+		}
+	}
+	return voter, known
+}
+
+// withheldBy reports whether node id, in a fresh report, keeps its
+// replica of shard n closed for want of Raft state (see withhold).
+func (c *Cluster) withheldBy(id string, n uint32) bool {
+	p, ok := c.health.peer(id)
+	if !ok || time.Since(p.lastSeen) > reportFresh {
+		return false
+	}
+	return slices.Contains(p.report.Withheld, n)
 }
 
 // leftGroup reports whether the leader of shard n has confirmed, in a
@@ -443,6 +529,11 @@ func (c *Cluster) reconcileGroup(s *raftstore.Shard, v *metaView, transfers map[
 				err = s.AddNonvoter(ctx, id, rec.Address)
 			}
 			changed = true
+		case cur.Voter && id != c.cfg.NodeID && c.withheldBy(id, n):
+			// The node lost its replica's Raft state; as a voter, the
+			// new empty replica would vote. It rejoins as a non-voter.
+			err = s.DemoteVoter(ctx, id)
+			changed, voter = true, false
 		case voter && !cur.Voter && c.caughtUp(id, n, status.CommitIndex):
 			err = s.AddVoter(ctx, id, rec.Address)
 			changed = true

@@ -161,3 +161,91 @@ func TestCorruptStateFileIsRebuilt(t *testing.T) {
 	rebuilt("the replica found damaged at start rebuilt")
 	checkAcked(t, victim, user, acked)
 }
+
+// TestReplicaWithoutRaftStateRejoinsAsNonvoter: a node's replica
+// directory is deleted while the node is down. Its group still counts
+// the node as a voter, and an empty replica that votes could elect a
+// leader without acknowledged writes; so the node keeps the replica
+// closed until the leader has made it a non-voter, then the replica
+// catches up, is promoted again and holds every acknowledged message.
+func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	const user = "wiped@example.test"
+	c.AddUser(user, "password-1")
+	shard := shardOf(t, c, user)
+	leader := c.WaitLeader(shard, 30*time.Second)
+	var victim *clustertest.Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			victim = n
+			break
+		}
+	}
+	var acked []int
+	for i := 0; i < 6; i++ {
+		if i == 3 {
+			victim.Stop()
+			if err := os.RemoveAll(raftstore.ReplicaDir(victim.Dir, shard)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Eventually(time.Minute, fmt.Sprintf("delivery of m%d", i), func() error { return deliverRandom(leader, user, i) })
+		acked = append(acked, i)
+	}
+	// votes reports how the shard's leader counts the victim now.
+	votes := func() (voter, member bool) {
+		l := c.Leader(shard)
+		if l == nil {
+			return false, false
+		}
+		servers, err := replicaOf(l, shard).Servers()
+		if err != nil {
+			return false, false
+		}
+		for _, srv := range servers {
+			if srv.ID == victim.ID {
+				return srv.Voter, true
+			}
+		}
+		return false, false
+	}
+	if voter, _ := votes(); !voter {
+		t.Fatal("the victim was not a voter of the shard before it restarted")
+	}
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The replica must not open while the group counts the victim as a
+	// voter: poll closely for the moment it opens.
+	deadline := time.Now().Add(time.Minute)
+	for replicaOf(victim, shard) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica without Raft state never opened")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if voter, member := votes(); voter || !member {
+		t.Fatalf("the empty replica opened while its group counts it as voter=%v member=%v", voter, member)
+	}
+	c.Eventually(2*time.Minute, "the rebuilt replica promoted to voter and caught up", func() error {
+		if voter, _ := votes(); !voter {
+			return errors.New("not a voter yet")
+		}
+		s, l := replicaOf(victim, shard), c.Leader(shard)
+		if s == nil || l == nil {
+			return errors.New("replica or leader missing")
+		}
+		var mine, theirs raftstore.Stats
+		if err := s.View(func(r *raftstore.Reader) error { mine = r.Stats(); return nil }); err != nil {
+			return err
+		}
+		if err := replicaOf(l, shard).View(func(r *raftstore.Reader) error { theirs = r.Stats(); return nil }); err != nil {
+			return err
+		}
+		if mine != theirs || mine.Messages != len(acked) {
+			return fmt.Errorf("the replica holds %+v, the leader's %+v, %d acknowledged", mine, theirs, len(acked))
+		}
+		return nil
+	})
+	checkAcked(t, victim, user, acked)
+}

@@ -481,6 +481,10 @@ type PingResponse struct {
 	// "rebuilding" (a corrupt state file, replaced by a copy of another
 	// replica's) or "reopening" (after a failed write, to replay the log).
 	Repairing map[uint32]string `json:"repairing,omitempty"`
+	// Withheld lists the shards whose replica the node keeps closed
+	// because it lost its Raft state while a voter (see
+	// Cluster.manageReplicas): the group's leader makes it a non-voter.
+	Withheld []uint32 `json:"withheld,omitempty"`
 }
 
 // Ping asks the node at a cluster address for its report (what the health
@@ -512,6 +516,9 @@ func (c *Cluster) selfReport() PingResponse {
 			resp.Repairing = map[uint32]string{}
 		}
 		resp.Repairing[n] = state
+	}
+	for n := range c.withheld {
+		resp.Withheld = append(resp.Withheld, n)
 	}
 	c.mu.RUnlock()
 	return resp

@@ -52,3 +52,11 @@ func RemoveReplica(dataDir string, n uint32) error {
 	}
 	return nil
 }
+
+// HasRaftState reports whether the data directory holds shard n's Raft
+// state (its term and vote), which a replica keeps from its first start:
+// a replica opened without it starts as a new member of its group.
+func HasRaftState(dataDir string, n uint32) bool {
+	_, err := os.Stat(filepath.Join(ReplicaDir(dataDir, n), "raft.db"))
+	return err == nil
+}
