@@ -153,14 +153,23 @@ func openBolt(path string, opts *bbolt.Options, buckets [][]byte) (*bbolt.DB, er
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range buckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+	err = func() (err error) {
+		// A damaged root page makes bbolt panic here; the file is closed
+		// below either way, so its lock and mapping go with it.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: %v", ErrCorrupt, r)
 			}
-		}
-		return nil
-	})
+		}()
+		return db.Update(func(tx *bbolt.Tx) error {
+			for _, b := range buckets {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}()
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
@@ -186,6 +195,10 @@ func openFSM(path string, log *slog.Logger) (*fsm, error) {
 			// Both meta pages damaged: bbolt cannot tell where the tree is.
 			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
+		// A panic inside bbolt.Open (a damaged freelist page) leaves the
+		// file open, locked and mapped with no handle to close it by,
+		// until the process ends: a rebuild puts the new state file in
+		// its place by name, which that lock does not hold up.
 		return nil, err
 	}
 	f.events, f.users = newNotifier(applied), newGroupUsers(applied)
@@ -567,7 +580,15 @@ func (f *fsm) commitLocked() error {
 	if f.beforeCommit != nil {
 		f.beforeCommit()
 	}
-	err := commitTx(p.tx, f.corruption)
+	err := func() (err error) {
+		defer func() {
+			if errors.Is(err, ErrCorrupt) {
+				p.tx.Rollback() // bbolt panicked inside Commit
+			}
+		}()
+		defer f.corruption(&err)
+		return p.tx.Commit()
+	}()
 	f.committing.end()
 	if err != nil {
 		f.log.Error("apply batch failed", "err", err, "first", p.first, "last", p.through)
@@ -580,18 +601,6 @@ func (f *fsm) commitLocked() error {
 	// waits for it (see read).
 	f.pending.Store(false)
 	return err
-}
-
-// commitTx commits tx; a panic of bbolt's on a corrupt page, which
-// recover turns into an error, rolls it back.
-func commitTx(tx *bbolt.Tx, recover func(*error)) (err error) {
-	defer func() {
-		if err != nil && errors.Is(err, ErrCorrupt) {
-			tx.Rollback()
-		}
-	}()
-	defer recover(&err)
-	return tx.Commit()
 }
 
 // discardLocked rolls the pending transaction back.

@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -131,6 +133,14 @@ func TestDamagedStateFileBreaksTheReplica(t *testing.T) {
 	if _, err := Open(Config{Dir: dir, Shard: 1, NodeID: "n1"}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("open of the damaged replica: %v, want ErrCorrupt", err)
 	}
+	// A rebuilt file in its place opens, though bbolt's failed open may
+	// still hold the damaged one.
+	os.Rename(filepath.Join(dir, "state.db"), filepath.Join(dir, "state.db.corrupt"))
+	db, err := bbolt.Open(filepath.Join(dir, "state.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("a new state file in the damaged one's place: %v", err)
+	}
+	db.Close()
 }
 
 // TestRebuildState: a closed replica's damaged state file is replaced by
