@@ -127,7 +127,7 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 			case err := <-r.rebuild:
 				r.rebuild = nil
 				if err != nil {
-					c.log.Error("rebuild a corrupt replica's state", "shard", n, "err", err, "retry_in", r.next.Sub(now))
+					c.log.Error("rebuild a corrupt replica's state", "shard", n, "err", err, "retry_in", max(r.next.Sub(now), 0))
 					continue
 				}
 				r.corrupt = false

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -56,7 +57,8 @@ type ReplicaStatus struct {
 	// State is the replica's Raft state as its node last reported it
 	// ("leader", "follower", "candidate"); "rebuilding" or "reopening"
 	// while its node has it closed for a repair (PingResponse.Repairing);
-	// or "unknown".
+	// "withheld" while its node keeps it closed for want of Raft state
+	// (PingResponse.Withheld); or "unknown".
 	State        string `json:"state"`
 	AppliedIndex uint64 `json:"applied_index"`
 	// Lag is how many committed entries the replica has not applied yet.
@@ -186,6 +188,9 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 		r := ReplicaStatus{Node: id, Voter: members[id], Placed: placed[id], State: "unknown"}
 		if why := reports[id].Repairing[n]; why != "" {
 			r.State = why
+		}
+		if slices.Contains(reports[id].Withheld, n) {
+			r.State = "withheld"
 		}
 		if s, ok := byNode[id]; ok {
 			r.State, r.AppliedIndex, r.Stopped, r.Stuck, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Stuck != "", s.Skipped

@@ -64,9 +64,9 @@ func TestStatusShowsAReplicaUnderRepair(t *testing.T) {
 	reports := map[string]PingResponse{
 		"n1": {Shards: []raftstore.Status{{Shard: 3, State: "leader", Term: 2, Servers: voters}}},
 		"n2": {Repairing: map[uint32]string{3: "rebuilding"}},
-		"n3": {Repairing: map[uint32]string{4: "reopening"}},
+		"n3": {Repairing: map[uint32]string{4: "reopening"}, Withheld: []uint32{3}},
 	}
-	want := map[string]string{"n1": "leader", "n2": "rebuilding", "n3": "unknown"}
+	want := map[string]string{"n1": "leader", "n2": "rebuilding", "n3": "withheld"}
 	for _, r := range shardStatus(3, v, reports).Replicas {
 		if r.State != want[r.Node] {
 			t.Errorf("replica on %s: state %q, want %q", r.Node, r.State, want[r.Node])
