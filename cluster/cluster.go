@@ -60,6 +60,10 @@ type Cluster struct {
 	// broadcast carries per-node state to every other node (broadcast.go).
 	broadcast *broadcaster
 	kickCh    chan struct{}
+	// mailShards caches the cluster's mail shard count once the meta
+	// replica has it, so that it is known while that replica is closed
+	// for a repair.
+	mailShards atomic.Int64
 	// corruptAtStart lists the mail replicas whose state file was found
 	// corrupt as the node started, for the control loop to rebuild.
 	corruptAtStart []uint32
@@ -310,9 +314,14 @@ func (c *Cluster) setUpNewCluster(ctx context.Context, clusterID string) error {
 // mailShardCount returns the number of mail shards: the cluster's
 // record, or the configured value until the meta replica has it.
 func (c *Cluster) mailShardCount() int {
+	if n := c.mailShards.Load(); n > 0 {
+		return int(n) // a cluster's count never changes once recorded
+	}
 	b := c.metaSetting(settingMailShards)
 	if len(b) == 4 {
-		return int(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
+		n := int(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
+		c.mailShards.Store(int64(n))
+		return n
 	}
 	return c.cfg.MailShards
 }

@@ -249,3 +249,51 @@ func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	})
 	checkAcked(t, victim, user, acked)
 }
+
+// TestCorruptMetaStateIsRebuilt damages the meta shard's state file
+// under its running leader: the directory goes on taking users through
+// the other nodes, and the node rebuilds its meta replica, after which a
+// user added meanwhile logs in through it.
+func TestCorruptMetaStateIsRebuilt(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	c.AddUser("first@example.test", "password-1")
+	victim := c.WaitLeader(0, 30*time.Second)
+	var via *clustertest.Node
+	for _, n := range c.Nodes {
+		if n != victim {
+			via = n
+			break
+		}
+	}
+	path := filepath.Join(raftstore.ReplicaDir(victim.Dir, 0), "state.db")
+	damageStateFile(t, path)
+	// A read of the directory on the victim meets the damage.
+	victim.Directory().ResolveRecipient(testCtx(t), "first@example.test")
+	c.Eventually(time.Minute, "a user added through "+via.ID, func() error {
+		return via.Directory().AddUser(testCtx(t), "second@example.test", "password-2")
+	})
+	c.Eventually(2*time.Minute, "the victim's meta replica rebuilt", func() error {
+		s := replicaOf(victim, 0)
+		if s == nil {
+			return errors.New("the meta replica is not open")
+		}
+		if err := s.Broken(); err != nil {
+			return err
+		}
+		if _, err := os.Stat(path + ".corrupt"); err != nil {
+			return fmt.Errorf("the damaged file is not kept: %w", err)
+		}
+		var users int
+		if err := s.View(func(r *raftstore.Reader) error { users = r.Stats().Users; return nil }); err != nil {
+			return err
+		}
+		if users != 2 {
+			return fmt.Errorf("%d users in the rebuilt meta replica", users)
+		}
+		return nil
+	})
+	if !victim.Running() {
+		t.Fatal("the node whose meta state file was damaged stopped")
+	}
+	victim.Login("second@example.test", "password-2")
+}

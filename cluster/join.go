@@ -132,8 +132,12 @@ func (c *Cluster) openToken(id string, sealed []byte) (tokenRecord, error) {
 // expireTokens deletes token records spent or expired for tokenKeep (the
 // meta leader runs it).
 func (c *Cluster) expireTokens() {
+	m := c.meta()
+	if m == nil {
+		return
+	}
 	var all map[string][]byte
-	_ = c.meta().View(func(r *raftstore.Reader) error { all = r.Settings(tokenPrefix); return nil })
+	_ = m.View(func(r *raftstore.Reader) error { all = r.Settings(tokenPrefix); return nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for key, sealed := range all {

@@ -159,9 +159,16 @@ func encodeJSON(v any) []byte      { b, _ := json.Marshal(v); return b }
 func mailShardsValue(n int) []byte {
 	return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
 }
+
+// metaSetting returns a setting of this node's meta replica; nil while
+// the replica is not open (it is closed for a repair).
 func (c *Cluster) metaSetting(key string) []byte {
+	m := c.meta()
+	if m == nil {
+		return nil
+	}
 	var v []byte
-	_ = c.meta().Read(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
+	_ = m.Read(func(r *raftstore.Reader) error { v = r.Setting(key); return nil })
 	return v
 }
 
@@ -184,7 +191,11 @@ func (c *Cluster) putNode(ctx context.Context, old *NodeRecord, rec NodeRecord) 
 // replicas are replaced on other nodes, it leaves every Raft group, and
 // its certificate is refused from then on. Its id cannot join again.
 func (c *Cluster) RemoveNode(ctx context.Context, id string) error {
-	v, err := readMeta(c.meta())
+	m := c.meta()
+	if m == nil {
+		return fmt.Errorf("remove node %s: meta replica not open: %w", id, schema.ErrUnavailable)
+	}
+	v, err := readMeta(m)
 	if err != nil {
 		return err
 	}
