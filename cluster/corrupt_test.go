@@ -36,6 +36,16 @@ func damageStateFile(t *testing.T, path string) {
 	}
 }
 
+// otherThan returns the first of the cluster's nodes that is not n.
+func otherThan(c *clustertest.Cluster, n *clustertest.Node) *clustertest.Node {
+	for _, o := range c.Nodes {
+		if o != n {
+			return o
+		}
+	}
+	return nil
+}
+
 // replicaOf returns node n's open replica of shard, or nil.
 func replicaOf(n *clustertest.Node, shard uint32) *raftstore.Shard {
 	for _, s := range n.Cluster().Shards() {
@@ -59,13 +69,7 @@ func TestCorruptStateFileIsRebuilt(t *testing.T) {
 	c.AddUser(user, "password-1")
 	shard := shardOf(t, c, user)
 	victim := c.WaitLeader(shard, 30*time.Second)
-	var via *clustertest.Node
-	for _, n := range c.Nodes {
-		if n != victim {
-			via = n
-			break
-		}
-	}
+	via := otherThan(c, victim)
 	path := filepath.Join(raftstore.ReplicaDir(victim.Dir, shard), "state.db")
 
 	var acked []int
@@ -174,13 +178,7 @@ func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	c.AddUser(user, "password-1")
 	shard := shardOf(t, c, user)
 	leader := c.WaitLeader(shard, 30*time.Second)
-	var victim *clustertest.Node
-	for _, n := range c.Nodes {
-		if n != leader {
-			victim = n
-			break
-		}
-	}
+	victim := otherThan(c, leader)
 	var acked []int
 	for i := 0; i < 6; i++ {
 		if i == 3 {
@@ -258,13 +256,7 @@ func TestCorruptMetaStateIsRebuilt(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
 	c.AddUser("first@example.test", "password-1")
 	victim := c.WaitLeader(0, 30*time.Second)
-	var via *clustertest.Node
-	for _, n := range c.Nodes {
-		if n != victim {
-			via = n
-			break
-		}
-	}
+	via := otherThan(c, victim)
 	path := filepath.Join(raftstore.ReplicaDir(victim.Dir, 0), "state.db")
 	damageStateFile(t, path)
 	// A read of the directory on the victim meets the damage.
