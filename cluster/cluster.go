@@ -179,6 +179,9 @@ func (c *Cluster) open(ctx context.Context) error {
 	}
 	bootstrap := bootstrapID != nil
 	meta, err := c.openReplica(0, bootstrap)
+	if err != nil && !bootstrap && errors.Is(err, raftstore.ErrCorrupt) {
+		meta, err = c.rebuildMetaAtStart(ctx, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -190,7 +193,14 @@ func (c *Cluster) open(ctx context.Context) error {
 			return fmt.Errorf("set up the new cluster: %w", err)
 		}
 	}
-	if err := c.refreshView(); err != nil {
+	err = c.refreshView()
+	if err != nil && !bootstrap && errors.Is(err, raftstore.ErrCorrupt) {
+		// The damage was past what opening the file reads.
+		if _, err = c.rebuildMetaAtStart(ctx, err); err == nil {
+			err = c.refreshView()
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if level := c.currentView().commandLevel; level > c.cfg.CommandLevel {
@@ -224,6 +234,57 @@ func (c *Cluster) open(ctx context.Context) error {
 	go c.housekeep()
 	go c.broadcast.run()
 	return nil
+}
+
+// metaCopyPatience is how long a node whose meta replica's state file is
+// damaged at start keeps asking the other members for a copy: after a
+// restart of the whole cluster they may come up later than this node.
+const metaCopyPatience = 5 * time.Minute
+
+// rebuildMetaAtStart replaces the damaged state file of this node's meta
+// replica (found corrupt as the node starts: cause) with a copy of
+// another member's, and opens the replica again. The records of the
+// other nodes are in that file, so the members come from the group's
+// configuration in the replica's Raft log or snapshot; the log, term and
+// vote stay as they are, and the replica catches up like any follower.
+func (c *Cluster) rebuildMetaAtStart(ctx context.Context, cause error) (*raftstore.Shard, error) {
+	c.log.Error("meta replica's state file is corrupt; it will be rebuilt from another node's copy before the node starts", "err", cause)
+	if c.replica(0) != nil {
+		if err := c.closeReplica(0, false); err != nil {
+			c.log.Warn("close the corrupt meta replica", "err", err)
+		}
+	}
+	servers, err := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, 0))
+	if err != nil {
+		return nil, fmt.Errorf("%w; and its members are unknown: %w", cause, err)
+	}
+	var sources []stateSource
+	for _, srv := range servers {
+		if srv.ID != c.cfg.NodeID {
+			sources = append(sources, stateSource{id: srv.ID, addr: srv.Address})
+		}
+	}
+	if len(sources) == 0 {
+		return nil, fmt.Errorf("%w; and no other member keeps a copy", cause)
+	}
+	deadline := time.Now().Add(metaCopyPatience)
+	for {
+		err := c.copyState(ctx, 0, sources)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w; and no member gave a copy: %w", cause, err)
+		}
+		c.log.Warn("no copy of the meta state yet; asking again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-c.stop:
+			return nil, fmt.Errorf("%w; stopped before a member gave a copy", cause)
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return c.openReplica(0, false)
 }
 
 // setUpNewCluster makes this node the first and only member of a new

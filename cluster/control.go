@@ -171,19 +171,33 @@ func (c *Cluster) rebuildReplica(n uint32) error {
 		case <-ctx.Done():
 		}
 	}()
+	var sources []stateSource
+	for _, id := range c.rebuildSources(n) {
+		sources = append(sources, stateSource{id: id, addr: c.addressOf(id, "")})
+	}
+	return c.copyState(ctx, n, sources)
+}
+
+// stateSource is a node to copy a replica's state from, and its cluster
+// address.
+type stateSource struct{ id, addr string }
+
+// copyState replaces the state file of this node's closed replica of
+// shard n with a copy of the first source's replica that gives a sound
+// one.
+func (c *Cluster) copyState(ctx context.Context, n uint32, sources []stateSource) error {
 	dir := raftstore.ReplicaDir(c.cfg.DataDir, n)
 	var errs []error
-	for _, id := range c.rebuildSources(n) {
-		addr := c.addressOf(id, "")
+	for _, src := range sources {
 		info, err := raftstore.RebuildState(ctx, dir, func(ctx context.Context, w io.Writer) (raftstore.StateInfo, error) {
-			return c.rpc.state(ctx, addr, n, w)
+			return c.rpc.state(ctx, src.addr, n, w)
 		})
 		if err == nil {
 			c.log.Warn("corrupt replica's state rebuilt from another replica's copy; the damaged file is kept as state.db.corrupt",
-				"shard", n, "from", id, "index", info.Index, "bytes", info.Size, "dir", dir)
+				"shard", n, "from", src.id, "index", info.Index, "bytes", info.Size, "dir", dir)
 			return nil
 		}
-		errs = append(errs, fmt.Errorf("from %s: %w", id, err))
+		errs = append(errs, fmt.Errorf("from %s: %w", src.id, err))
 		if ctx.Err() != nil {
 			break
 		}

@@ -11,28 +11,76 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/raftstore"
+	"go.etcd.io/bbolt"
 )
 
 // damageStateFile overwrites every page of a state file after bbolt's two
 // meta pages with random bytes, as a disk that returns other bytes than
 // were written would leave it: the meta pages still point into the tree,
-// whose pages bbolt then finds are not what they should be.
+// whose pages bbolt then finds are not what they should be. bbolt reads
+// the freelist as it opens the file, so the damage is found then.
 func damageStateFile(t *testing.T, path string) {
+	t.Helper()
+	damagePages(t, path, nil)
+}
+
+// damageSettingsOfStateFile damages the root page of a state file's
+// settings bucket, where the cluster's records are: the file opens, and
+// the damage is found by the first read of those records.
+func damageSettingsOfStateFile(t *testing.T, path string) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root int64
+	err = db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket([]byte("settings")); b != nil {
+			root = int64(b.Root())
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil || root == 0 {
+		t.Fatalf("no settings bucket of its own in %s (root %d): %v", path, root, err)
+	}
+	keep := map[int64]bool{}
+	for p := int64(2); p*int64(os.Getpagesize()) < fileSize(t, path); p++ {
+		keep[p] = p != root
+	}
+	damagePages(t, path, keep)
+}
+
+// fileSize returns the size of the file at path.
+func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	page := int64(os.Getpagesize())
-	junk := make([]byte, st.Size()-2*page)
-	rand.Read(junk)
+	return st.Size()
+}
+
+// damagePages overwrites the pages of a state file after its two meta
+// pages, but for those in keep, with random bytes.
+func damagePages(t *testing.T, path string, keep map[int64]bool) {
+	t.Helper()
+	size := fileSize(t, path)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(junk, 2*page); err != nil {
-		t.Fatal(err)
+	page := int64(os.Getpagesize())
+	junk := make([]byte, page)
+	for p := int64(2); p*page < size; p++ {
+		if keep[p] {
+			continue
+		}
+		rand.Read(junk)
+		if _, err := f.WriteAt(junk, p*page); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -52,6 +100,26 @@ func replicaOf(n *clustertest.Node, shard uint32) *raftstore.Shard {
 		if s.ID() == shard {
 			return s
 		}
+	}
+	return nil
+}
+
+// metaHolds checks that node n's meta replica is open, sound and holds
+// users users.
+func metaHolds(n *clustertest.Node, users int) error {
+	s := replicaOf(n, 0)
+	if s == nil {
+		return errors.New("the meta replica is not open")
+	}
+	if err := s.Broken(); err != nil {
+		return err
+	}
+	var got int
+	if err := s.View(func(r *raftstore.Reader) error { got = r.Stats().Users; return nil }); err != nil {
+		return err
+	}
+	if got != users {
+		return fmt.Errorf("%d users in the meta replica, want %d", got, users)
 	}
 	return nil
 }
@@ -265,27 +333,54 @@ func TestCorruptMetaStateIsRebuilt(t *testing.T) {
 		return via.Directory().AddUser(testCtx(t), "second@example.test", "password-2")
 	})
 	c.Eventually(2*time.Minute, "the victim's meta replica rebuilt", func() error {
-		s := replicaOf(victim, 0)
-		if s == nil {
-			return errors.New("the meta replica is not open")
-		}
-		if err := s.Broken(); err != nil {
-			return err
-		}
 		if _, err := os.Stat(path + ".corrupt"); err != nil {
 			return fmt.Errorf("the damaged file is not kept: %w", err)
 		}
-		var users int
-		if err := s.View(func(r *raftstore.Reader) error { users = r.Stats().Users; return nil }); err != nil {
-			return err
-		}
-		if users != 2 {
-			return fmt.Errorf("%d users in the rebuilt meta replica", users)
-		}
-		return nil
+		return metaHolds(victim, 2)
 	})
 	if !victim.Running() {
 		t.Fatal("the node whose meta state file was damaged stopped")
 	}
 	victim.Login("second@example.test", "password-2")
+}
+
+// TestCorruptMetaStateAtStartIsRebuilt damages a node's meta state file
+// while the node is down. The records of the other nodes are in that
+// file, so the node must find them in its Raft state, copy the state
+// from one of them and start; a user added while it was down then logs in
+// through it.
+func TestCorruptMetaStateAtStartIsRebuilt(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(*testing.T, string)
+	}{
+		{"found as the file opens", damageStateFile},
+		{"found by the first read of the records", damageSettingsOfStateFile},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCorruptMetaStateAtStart(t, tc.damage) })
+	}
+}
+
+func testCorruptMetaStateAtStart(t *testing.T, damage func(*testing.T, string)) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	c.AddUser("first@example.test", "password-1")
+	victim := c.Nodes[len(c.Nodes)-1]
+	via := otherThan(c, victim)
+	path := filepath.Join(raftstore.ReplicaDir(victim.Dir, 0), "state.db")
+	victim.Stop()
+	damage(t, path)
+	c.Eventually(time.Minute, "a user added through "+via.ID, func() error {
+		return via.Directory().AddUser(testCtx(t), "second@example.test", "password-2")
+	})
+	if err := victim.Start(); err != nil {
+		t.Fatalf("a node with a damaged meta state file did not start: %v", err)
+	}
+	if _, err := os.Stat(path + ".corrupt"); err != nil {
+		t.Fatalf("the damaged file is not kept: %v", err)
+	}
+	c.Eventually(time.Minute, "the rebuilt meta replica holding both users", func() error {
+		return metaHolds(victim, 2)
+	})
+	victim.Login("second@example.test", "password-2")
+	victim.Login("first@example.test", "password-1")
 }

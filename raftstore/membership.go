@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -214,4 +217,81 @@ func (s *Shard) membershipErr(what string, err error) error {
 
 func timeout(ctx context.Context) time.Duration {
 	return time.Until(deadline(ctx, 30*time.Second))
+}
+
+// StoredServers returns the latest group configuration that a closed
+// replica's Raft state holds on disk, in its log or its newest snapshot,
+// read without opening the replica. A node whose state file is too
+// damaged to read its own records of the other nodes (the meta shard's)
+// learns from it whom to copy that state from.
+func StoredServers(dir string) ([]Server, error) {
+	if _, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	stable, err := openStableStore(dir)
+	if err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	defer stable.Close()
+	logs, err := openRaftLog(dir, stable, hclog.NewNullLogger())
+	if err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	defer logs.Close()
+	snaps, err := newStateSnapshots(filepath.Join(dir, "snapshots"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	metas, err := snaps.metas()
+	if err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	var conf raft.Configuration
+	var at uint64
+	if len(metas) > 0 {
+		conf, at = metas[0].Configuration, metas[0].ConfigurationIndex
+	}
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("stored configuration: %w", err)
+	}
+	// Configuration entries are rare: walk back from the newest entry to
+	// the first one, or to the snapshot's configuration if that is newer.
+	for i := last; i != 0 && i >= first && i > at; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return nil, fmt.Errorf("stored configuration: entry %d: %w", i, err)
+		}
+		if l.Type != raft.LogConfiguration {
+			continue
+		}
+		if conf, err = decodeConfiguration(l.Data); err != nil {
+			return nil, fmt.Errorf("stored configuration: entry %d: %w", i, err)
+		}
+		break
+	}
+	if len(conf.Servers) == 0 {
+		return nil, errors.New("stored configuration: none in the log or snapshots")
+	}
+	out := make([]Server, 0, len(conf.Servers))
+	for _, srv := range conf.Servers {
+		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// decodeConfiguration is raft.DecodeConfiguration, which panics on bytes
+// it cannot decode, with that panic returned as an error: the entry may
+// be damaged.
+func decodeConfiguration(b []byte) (conf raft.Configuration, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("undecodable configuration: %v", r)
+		}
+	}()
+	return raft.DecodeConfiguration(b), nil
 }

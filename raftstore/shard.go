@@ -216,11 +216,7 @@ func Open(cfg Config) (*Shard, error) {
 func (s *Shard) openRaft() error {
 	cfg := s.cfg
 	hl := newHclog(s.log, hclog.Warn)
-	stable, err := openLogStore(filepath.Join(cfg.Dir, "raft.db"), &bbolt.Options{
-		Timeout:        5 * time.Second,
-		NoFreelistSync: true,
-		FreelistType:   bbolt.FreelistMapType,
-	})
+	stable, err := openStableStore(cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("stable store: %w", err)
 	}
@@ -329,6 +325,15 @@ func (s *Shard) openRaft() error {
 	}
 	cache.beside.Store(&beside)
 	return nil
+}
+
+// openStableStore opens (creating) a replica directory's raft.db.
+func openStableStore(dir string) (*logStore, error) {
+	return openLogStore(filepath.Join(dir, "raft.db"), &bbolt.Options{
+		Timeout:        5 * time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
 }
 
 // commitLimiter is a transport that can keep the commit index it tells
