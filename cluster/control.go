@@ -117,7 +117,7 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 		}
 		// Its close reports the failed write again; nothing new.
 		if err := c.closeReplica(n, false); err != nil {
-			c.log.Info("replica closed to be reopened", "shard", n, "err", err)
+			c.log.Info("replica closed for repair", "shard", n, "repair", r.state(), "err", err)
 		}
 		r.closed = true
 	}
