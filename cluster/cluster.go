@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,6 +179,11 @@ func (c *Cluster) open(ctx context.Context) error {
 		return err
 	}
 	bootstrap := bootstrapID != nil
+	if !bootstrap && !raftstore.HasRaftState(c.cfg.DataDir, 0) {
+		if err := c.awaitMetaNonvoter(ctx); err != nil {
+			return err
+		}
+	}
 	meta, err := c.openReplica(0, bootstrap)
 	if err != nil && !bootstrap && errors.Is(err, raftstore.ErrCorrupt) {
 		meta, err = c.rebuildMetaAtStart(ctx, err)
@@ -285,6 +291,95 @@ func (c *Cluster) rebuildMetaAtStart(ctx context.Context, cause error) (*raftsto
 		}
 	}
 	return c.openReplica(0, false)
+}
+
+// awaitMetaNonvoter holds the opening of a meta replica that has no Raft
+// state on disk until the meta group's leader does not count this node
+// as a voter. A joining node has no replica yet and is added as a
+// non-voter. But a member whose shards/0 was deleted or lost would open
+// an empty replica that the group still counts as a voter, and that
+// replica would vote for any candidate: with one more vote it could
+// elect a leader that lacks committed records. The node reports the
+// shard as withheld meanwhile, which makes the leader demote it
+// (reconcileGroup); the replica then catches up and is promoted as a new
+// member's is. The other members' addresses come from this node's mail
+// replicas' Raft state, since the meta state that names them is gone; a
+// node with none of those has nothing to ask and opens as before.
+func (c *Cluster) awaitMetaNonvoter(ctx context.Context) error {
+	onDisk, err := raftstore.Replicas(c.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	for _, n := range onDisk {
+		if n == 0 || !raftstore.HasRaftState(c.cfg.DataDir, n) {
+			continue
+		}
+		servers, err := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, n))
+		if err != nil {
+			c.log.Warn("read a mail replica's members", "shard", n, "err", err)
+			continue
+		}
+		for _, srv := range servers {
+			if srv.ID != c.cfg.NodeID && !slices.Contains(addrs, srv.Address) {
+				addrs = append(addrs, srv.Address)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	c.setWithheld(0, true)
+	defer c.setWithheld(0, false)
+	logged := false
+	deadline := time.Now().Add(metaCopyPatience)
+	for {
+		voter, known := c.metaLeaderCountsVoter(ctx, addrs)
+		if known && !voter {
+			return nil
+		}
+		if known && !logged {
+			logged = true
+			c.log.Error("this node's meta replica has no Raft state while the meta group counts the node as a voter (was shards/0 deleted?); it is opened once the group's leader has made it a non-voter")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("meta replica without Raft state: the meta group's leader did not make this node a non-voter within %v (known leader: %v)", metaCopyPatience, known)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.stop:
+			return errors.New("meta replica without Raft state: stopped while waiting to be made a non-voter")
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// metaLeaderCountsVoter asks the nodes at addrs for their reports and
+// returns whether the meta group's leader among them, the one of the
+// highest term, counts this node as a voter; known is false when none of
+// them leads it.
+func (c *Cluster) metaLeaderCountsVoter(ctx context.Context, addrs []string) (voter, known bool) {
+	var leader raftstore.Status
+	for _, addr := range addrs {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := c.rpc.ping(pctx, addr)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, st := range resp.Shards {
+			if st.Shard == 0 && st.Leads() && st.Term >= leader.Term {
+				leader, known = st, true
+			}
+		}
+	}
+	for _, srv := range leader.Servers {
+		if srv.ID == c.cfg.NodeID {
+			voter = srv.Voter
+		}
+	}
+	return voter, known
 }
 
 // setUpNewCluster makes this node the first and only member of a new

@@ -1,11 +1,15 @@
 package cluster_test
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,6 +383,135 @@ func testCorruptMetaStateAtStart(t *testing.T, damage func(*testing.T, string)) 
 		t.Fatalf("the damaged file is not kept: %v", err)
 	}
 	c.Eventually(time.Minute, "the rebuilt meta replica holding both users", func() error {
+		return metaHolds(victim, 2)
+	})
+	victim.Login("second@example.test", "password-2")
+	victim.Login("first@example.test", "password-1")
+}
+
+// openWatch is a log handler that calls onOpen, on the opening node's
+// own goroutine, when node's replica of shard opens ("replica opened"),
+// so that a test sees the cluster as it is at that moment. Records go
+// nowhere else.
+type openWatch struct {
+	node   string
+	shard  int64
+	attrs  []slog.Attr
+	onOpen func()
+}
+
+func (h *openWatch) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *openWatch) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "replica opened" {
+		return nil
+	}
+	node, shard := "", int64(-1)
+	check := func(a slog.Attr) bool {
+		switch a.Key {
+		case "node":
+			node = a.Value.String()
+		case "shard":
+			if a.Value.Kind() == slog.KindUint64 {
+				shard = int64(a.Value.Uint64())
+			} else if a.Value.Kind() == slog.KindInt64 {
+				shard = a.Value.Int64()
+			}
+		}
+		return true
+	}
+	for _, a := range h.attrs {
+		check(a)
+	}
+	r.Attrs(check)
+	if node == h.node && shard == h.shard {
+		h.onOpen()
+	}
+	return nil
+}
+
+func (h *openWatch) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(slices.Clone(h.attrs), attrs...)
+	return &c
+}
+
+func (h *openWatch) WithGroup(string) slog.Handler { return h }
+
+// TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter deletes a stopped
+// node's meta replica directory. The meta group still counts the node as
+// a voter, so the node must not open an empty meta replica, which would
+// vote for anyone, until the group's leader has made it a non-voter; then
+// the replica catches up, is promoted, and a user added while the node
+// was down logs in through it.
+func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
+	const victimID = "n3"
+	var c *clustertest.Cluster
+	// votes reports how the meta group's leader counts the victim now; it
+	// looks only at the other nodes, since the victim may be starting.
+	votes := func() (voter, member, known bool) {
+		for _, n := range c.Nodes {
+			if n.ID == victimID || !n.Running() {
+				continue
+			}
+			s := replicaOf(n, 0)
+			if s == nil || !s.IsLeader() {
+				continue
+			}
+			servers, err := s.Servers()
+			if err != nil {
+				return false, false, false
+			}
+			for _, srv := range servers {
+				if srv.ID == victimID {
+					return srv.Voter, true, true
+				}
+			}
+			return false, false, true
+		}
+		return false, false, false
+	}
+	var armed atomic.Bool   // set for the restart
+	var atOpen atomic.Value // string: how the leader counted the victim as its meta replica opened
+	watch := &openWatch{node: victimID, shard: 0, onOpen: func() {
+		if !armed.Load() {
+			return
+		}
+		voter, member, known := votes()
+		atOpen.Store(fmt.Sprintf("voter=%v member=%v leader known=%v", voter, member, known))
+	}}
+	c = clustertest.Start(t, clustertest.Options{MailShards: 2, Logger: slog.New(watch)})
+	c.AddUser("first@example.test", "password-1")
+	victim := c.Nodes[len(c.Nodes)-1]
+	if victim.ID != victimID {
+		t.Fatalf("the last node is %s, not %s", victim.ID, victimID)
+	}
+	via := otherThan(c, victim)
+	c.Eventually(time.Minute, "the victim a voter of the meta group", func() error {
+		if voter, _, _ := votes(); !voter {
+			return errors.New("not a voter")
+		}
+		return nil
+	})
+	victim.Stop()
+	if err := os.RemoveAll(raftstore.ReplicaDir(victim.Dir, 0)); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Minute, "a user added through "+via.ID, func() error {
+		return via.Directory().AddUser(testCtx(t), "second@example.test", "password-2")
+	})
+	atOpen.Store("never opened")
+	armed.Store(true)
+	if err := victim.Start(); err != nil {
+		t.Fatalf("the node without a meta replica did not start: %v", err)
+	}
+	if got := atOpen.Load().(string); got != "voter=false member=false leader known=true" && got != "voter=false member=true leader known=true" {
+		t.Fatalf("the empty meta replica opened while its group's leader counted it as %s", got)
+	}
+	c.Eventually(2*time.Minute, "the new meta replica promoted to voter with both users", func() error {
+		if voter, _, _ := votes(); !voter {
+			return errors.New("not a voter yet")
+		}
 		return metaHolds(victim, 2)
 	})
 	victim.Login("second@example.test", "password-2")
