@@ -297,6 +297,14 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	node := NodeRecord{ID: req.NodeID, Region: req.Region, Address: req.Address, Version: req.Version,
+		Commands: req.Commands, Joined: time.Now().UTC()}
+	// Before the token is spent: a join refused for its id may be made
+	// again under another id with the same token.
+	if reason := c.joinConflict(node); reason != "" {
+		refuse(http.StatusConflict, reason, nil)
+		return
+	}
 	if req.TokenID != "" {
 		rec.Used = req.NodeID
 		spent, err := c.sealToken(req.TokenID, rec)
@@ -308,11 +316,13 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	node := NodeRecord{ID: req.NodeID, Region: req.Region, Address: req.Address, Version: req.Version,
-		Commands: req.Commands, Joined: time.Now().UTC()}
 	if err := c.recordJoin(ctx, node); err != nil {
 		if errors.Is(err, schema.ErrConflict) {
-			refuse(http.StatusConflict, "node id "+node.ID+" is already taken in this cluster", err)
+			reason := c.joinConflict(node)
+			if reason == "" {
+				reason = "node id " + node.ID + " is already taken in this cluster"
+			}
+			refuse(http.StatusConflict, reason, err)
 			return
 		}
 		refuse(http.StatusServiceUnavailable, "cannot record the node", err)
@@ -346,12 +356,34 @@ func (c *Cluster) recordJoin(ctx context.Context, node NodeRecord) error {
 	}
 	old := c.metaSetting(nodeKey(node.ID))
 	var prev NodeRecord
-	if old == nil || json.Unmarshal(old, &prev) != nil || prev.Removed || prev.Address != node.Address ||
-		prev.Region != node.Region || c.health.seenOnce(node.ID) {
+	if old == nil || json.Unmarshal(old, &prev) != nil || c.joinConflict(node) != "" {
 		return err
 	}
 	node.Joined = prev.Joined
 	return c.swapSetting(ctx, nodeKey(node.ID), old, encodeJSON(node))
+}
+
+// joinConflict says why node cannot join under its id, or "" when it
+// may: the id is free, or its record is the one an earlier join of the
+// same node made, whose answer was lost (recordJoin). The reason tells
+// the operator what to do instead.
+func (c *Cluster) joinConflict(node NodeRecord) string {
+	old := c.metaSetting(nodeKey(node.ID))
+	if old == nil {
+		return ""
+	}
+	var prev NodeRecord
+	switch {
+	case json.Unmarshal(old, &prev) != nil:
+		return "node id " + node.ID + " is already taken in this cluster"
+	case prev.Removed:
+		// Its certificate is refused for good: an id names one machine.
+		return "node id " + node.ID + " was removed from this cluster and cannot join again: start this node with another node id"
+	case prev.Address != node.Address || prev.Region != node.Region || c.health.seenOnce(node.ID):
+		return "node id " + node.ID + " is taken by a member of this cluster: if that member's data directory was lost, remove it (mailnode cluster remove " +
+			node.ID + ") and start this node with another node id"
+	}
+	return ""
 }
 
 // checkToken verifies a join request's proof against its token; a

@@ -51,6 +51,23 @@ func TestJoinRemoveAndRepair(t *testing.T) {
 	}
 
 	victim := c.Nodes[1]
+	// A member's id is refused, with what to do instead, and the token is
+	// not spent on the refusal.
+	tok2, err := c.Nodes[0].Cluster().IssueToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinAs := func(id, token string) error {
+		_, err := cluster.Join(ctx, cluster.JoinRequest{Addr: c.Nodes[0].Addr, Token: token, DataDir: t.TempDir(),
+			NodeID: id, Region: "r9", Advertise: "127.0.0.1:1"})
+		return err
+	}
+	for i := 0; i < 2; i++ {
+		if err := joinAs(victim.ID, tok2); err == nil || !strings.Contains(err.Error(), "is taken by a member of this cluster") ||
+			!strings.Contains(err.Error(), "mailnode cluster remove "+victim.ID) {
+			t.Fatalf("joining under a member's id (attempt %d): %v", i+1, err)
+		}
+	}
 	if got := replicasOn(c.Nodes[0].Cluster().Status(), victim.ID); got == 0 {
 		t.Fatalf("%s holds no replica to repair", victim.ID)
 	}
@@ -93,6 +110,10 @@ func TestJoinRemoveAndRepair(t *testing.T) {
 		}
 		return nil
 	})
+	// Its id cannot join again.
+	if err := joinAs(victim.ID, tok2); err == nil || !strings.Contains(err.Error(), "was removed from this cluster and cannot join again") {
+		t.Fatalf("joining under a removed node's id: %v", err)
+	}
 	// Mail still flows, through the new node too.
 	if err := deliver(ctx, n4, "dee@example.test", "after repair"); err != nil {
 		t.Fatal(err)
