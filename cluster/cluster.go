@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,6 +67,10 @@ type Cluster struct {
 	// replica has it, so that it is known while that replica is closed
 	// for a repair.
 	mailShards atomic.Int64
+	// membersKept is what this node last wrote to its members file
+	// (rememberMembers), under membersMu.
+	membersMu   sync.Mutex
+	membersKept []byte
 	// corruptAtStart lists the mail replicas whose state file was found
 	// corrupt as the node started, for the control loop to rebuild.
 	corruptAtStart []uint32
@@ -302,15 +308,19 @@ func (c *Cluster) rebuildMetaAtStart(ctx context.Context, cause error) (*raftsto
 // elect a leader that lacks committed records. The node reports the
 // shard as withheld meanwhile, which makes the leader demote it
 // (reconcileGroup); the replica then catches up and is promoted as a new
-// member's is. The other members' addresses come from this node's mail
-// replicas' Raft state, since the meta state that names them is gone; a
-// node with none of those has nothing to ask and opens as before.
+// member's is. The other members' addresses come from the members file
+// and this node's mail replicas' Raft state, since the meta state that
+// names them is gone; a node with neither (a joining one) has nothing to
+// ask and opens as before.
 func (c *Cluster) awaitMetaNonvoter(ctx context.Context) error {
 	onDisk, err := raftstore.Replicas(c.cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	var addrs []string
+	addrs, err := c.keptMembers()
+	if err != nil {
+		return err
+	}
 	for _, n := range onDisk {
 		if n == 0 || !raftstore.HasRaftState(c.cfg.DataDir, n) {
 			continue
@@ -353,6 +363,65 @@ func (c *Cluster) awaitMetaNonvoter(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// memberAddr is a member node's id and cluster address, as the members
+// file keeps them.
+type memberAddr struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+// rememberMembers keeps the other active members' cluster addresses in
+// the identity folder's members file, rewritten when they change. A node
+// that has lost its meta replica's Raft state finds them there to ask
+// whether it may open a new one (awaitMetaNonvoter), even when no mail
+// replica of it is left to name them.
+func (c *Cluster) rememberMembers(v *metaView) {
+	var list []memberAddr
+	for _, rec := range v.activeNodes() {
+		if rec.ID != c.cfg.NodeID && rec.Address != "" {
+			list = append(list, memberAddr{ID: rec.ID, Address: rec.Address})
+		}
+	}
+	if len(list) == 0 {
+		return // a joining node's first, empty view, or a node alone
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return
+	}
+	c.membersMu.Lock()
+	defer c.membersMu.Unlock()
+	if bytes.Equal(b, c.membersKept) {
+		return
+	}
+	if err := writeFileSync(identityPath(c.cfg.DataDir, membersFile), b); err != nil {
+		c.log.Warn("keep the members' addresses", "err", err)
+		return
+	}
+	c.membersKept = b
+}
+
+// keptMembers returns the cluster addresses of the members file (none
+// before the node first read its view).
+func (c *Cluster) keptMembers() ([]string, error) {
+	b, err := readOptional(identityPath(c.cfg.DataDir, membersFile))
+	if err != nil || b == nil {
+		return nil, err
+	}
+	var list []memberAddr
+	if err := json.Unmarshal(b, &list); err != nil {
+		c.log.Warn("members file unreadable; ignored", "err", err)
+		return nil, nil
+	}
+	var out []string
+	for _, m := range list {
+		if m.ID != c.cfg.NodeID && !slices.Contains(out, m.Address) {
+			out = append(out, m.Address)
+		}
+	}
+	return out, nil
 }
 
 // metaLeaderCountsVoter asks the nodes at addrs for their reports and
@@ -802,6 +871,7 @@ func (c *Cluster) refreshView() error {
 		}
 	}
 	c.mu.Unlock()
+	c.rememberMembers(v)
 	// A removed node loses the connections it already has, not only new
 	// ones, once it has had a moment to learn of its removal.
 	for _, id := range cut {

@@ -439,12 +439,22 @@ func (h *openWatch) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *openWatch) WithGroup(string) slog.Handler { return h }
 
 // TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter deletes a stopped
-// node's meta replica directory. The meta group still counts the node as
-// a voter, so the node must not open an empty meta replica, which would
-// vote for anyone, until the group's leader has made it a non-voter; then
-// the replica catches up, is promoted, and a user added while the node
-// was down logs in through it.
+// node's meta replica directory, then, in a second cluster, all of its
+// replicas. The meta group still counts the node as a voter, so the node
+// must not open an empty meta replica, which would vote for anyone, until
+// the group's leader has made it a non-voter; then the replica catches
+// up, is promoted, and a user added while the node was down logs in
+// through it.
 func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
+	t.Run("shards/0 deleted", func(t *testing.T) {
+		testMetaWithoutRaftState(t, func(dir string) string { return raftstore.ReplicaDir(dir, 0) })
+	})
+	t.Run("shards deleted", func(t *testing.T) {
+		testMetaWithoutRaftState(t, raftstore.ReplicasRoot)
+	})
+}
+
+func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) string) {
 	const victimID = "n3"
 	var c *clustertest.Cluster
 	// votes reports how the meta group's leader counts the victim now; it
@@ -494,7 +504,7 @@ func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 		return nil
 	})
 	victim.Stop()
-	if err := os.RemoveAll(raftstore.ReplicaDir(victim.Dir, 0)); err != nil {
+	if err := os.RemoveAll(deleted(victim.Dir)); err != nil {
 		t.Fatal(err)
 	}
 	c.Eventually(time.Minute, "a user added through "+via.ID, func() error {
@@ -511,6 +521,9 @@ func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	c.Eventually(2*time.Minute, "the new meta replica promoted to voter with both users", func() error {
 		if voter, _, _ := votes(); !voter {
 			return errors.New("not a voter yet")
+		}
+		if n := len(victim.Cluster().Shards()); n != 3 {
+			return fmt.Errorf("%d of 3 replicas open", n)
 		}
 		return metaHolds(victim, 2)
 	})

@@ -19,6 +19,7 @@ const (
 	certFile      = "node.pem"
 	keyFile       = "node.key"
 	bootstrapFile = "bootstrap" // present until a new cluster is set up
+	membersFile   = "members.json"
 	pendingCAKey  = "ca.key.pending"
 	identityPerm  = 0o600
 )
