@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,6 +152,10 @@ func (c *Cluster) open(ctx context.Context) error {
 		}
 	}
 	if !HasIdentity(c.cfg.DataDir) {
+		if err := c.refuseLostIdentity(); err != nil {
+			closeBound()
+			return err
+		}
 		if err := createCluster(c.cfg, schema.NewID().String()); err != nil {
 			closeBound()
 			return err
@@ -246,6 +252,35 @@ func (c *Cluster) open(ctx context.Context) error {
 	go c.housekeep()
 	go c.broadcast.run()
 	return nil
+}
+
+// refuseLostIdentity refuses to make a new cluster of a data directory
+// whose meta replica belongs to a cluster of other nodes too: its
+// cluster identity (the CA and this node's certificate) was lost, not
+// never made. A new cluster would give it a CA the other members refuse,
+// and a bootstrap marker with it, while its replicas still count those
+// members. A data directory from before clustering, or restored from a
+// backup, names only this node, if anything, and becomes a new cluster.
+func (c *Cluster) refuseLostIdentity() error {
+	if !raftstore.HasRaftState(c.cfg.DataDir, 0) {
+		return nil
+	}
+	servers, err := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, 0))
+	if err != nil {
+		return nil // no members known: as before
+	}
+	var others []string
+	for _, srv := range servers {
+		if srv.ID != c.cfg.NodeID {
+			others = append(others, srv.ID)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the data directory's shards belong to a cluster with %s, but its cluster identity (%s) is missing: "+
+		"put that folder back from a copy of this node, or remove this node from the cluster (mailnode cluster remove %s on another member) "+
+		"and start it with a new data directory and node id", strings.Join(others, ", "), filepath.Join(c.cfg.DataDir, identityDir), c.cfg.NodeID)
 }
 
 // metaCopyPatience is how long a node whose meta replica's state file is

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -529,4 +530,29 @@ func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) string)
 	})
 	victim.Login("second@example.test", "password-2")
 	victim.Login("first@example.test", "password-1")
+}
+
+// TestLostIdentityIsRefused: a member whose cluster identity folder is
+// lost must not start as the first node of a new cluster, with a new CA,
+// over replicas that belong to the old one; it refuses with what to do.
+func TestLostIdentityIsRefused(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	victim := c.Nodes[len(c.Nodes)-1]
+	victim.Stop()
+	identity := filepath.Join(victim.Dir, "cluster")
+	if err := os.RemoveAll(identity); err != nil {
+		t.Fatal(err)
+	}
+	err := victim.Start()
+	if err == nil {
+		t.Fatal("a member without its cluster identity started")
+	}
+	if !strings.Contains(err.Error(), "cluster identity") || !strings.Contains(err.Error(), "mailnode cluster remove "+victim.ID) {
+		t.Fatalf("the refusal does not say what is missing and what to do: %v", err)
+	}
+	if _, err := os.Stat(identity); err == nil {
+		if entries, _ := os.ReadDir(identity); len(entries) > 0 {
+			t.Fatalf("the refused start made a new identity: %d files in %s", len(entries), identity)
+		}
+	}
 }

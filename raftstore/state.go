@@ -113,7 +113,7 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 		return info, fmt.Errorf("install state: record snapshot: %w", err)
 	}
 
-	stable, err := openLogStore(filepath.Join(dir, "raft.db"), &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
+	stable, err := openStableStore(dir)
 	if err != nil {
 		return info, fmt.Errorf("install state: stable store: %w", err)
 	}
