@@ -223,7 +223,9 @@ func timeout(ctx context.Context) time.Duration {
 // replica's Raft state holds on disk, in its log or its newest snapshot,
 // read without opening the replica. A node whose state file is too
 // damaged to read its own records of the other nodes (the meta shard's)
-// learns from it whom to copy that state from.
+// learns from it whom to copy that state from. Like opening the replica,
+// it first finishes moving a log that raft.db still holds from before
+// segment files into them.
 func StoredServers(dir string) ([]Server, error) {
 	if _, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil {
 		return nil, fmt.Errorf("stored configuration: %w", err)
