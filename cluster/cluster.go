@@ -343,8 +343,8 @@ func (c *Cluster) rebuildMetaAtStart(ctx context.Context, cause error) (*raftsto
 // elect a leader that lacks committed records. The node reports the
 // shard as withheld meanwhile, which makes the leader demote it
 // (reconcileGroup); the replica then catches up and is promoted as a new
-// member's is. The other members' addresses come from the members file
-// and this node's mail replicas' Raft state, since the meta state that
+// member's is. The other members' addresses come from the members file,
+// or else from a mail replica's Raft state, since the meta state that
 // names them is gone; a node with neither (a joining one) has nothing to
 // ask and opens as before.
 func (c *Cluster) awaitMetaNonvoter(ctx context.Context) error {
@@ -357,6 +357,12 @@ func (c *Cluster) awaitMetaNonvoter(ctx context.Context) error {
 		return err
 	}
 	for _, n := range onDisk {
+		if len(addrs) > 0 {
+			// Enough to find the meta leader. A mail replica's log is
+			// read back to its last configuration entry, which may
+			// take a while with large mail in it.
+			break
+		}
 		if n == 0 || !raftstore.HasRaftState(c.cfg.DataDir, n) {
 			continue
 		}

@@ -447,15 +447,20 @@ func (h *openWatch) WithGroup(string) slog.Handler { return h }
 // up, is promoted, and a user added while the node was down logs in
 // through it.
 func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
+	members := func(dir string) string { return filepath.Join(dir, "cluster", "members.json") }
 	t.Run("shards/0 deleted", func(t *testing.T) {
-		testMetaWithoutRaftState(t, func(dir string) string { return raftstore.ReplicaDir(dir, 0) })
+		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0)} })
+	})
+	t.Run("shards/0 and the members file deleted", func(t *testing.T) {
+		// The members come from a mail replica's Raft state.
+		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0), members(dir)} })
 	})
 	t.Run("shards deleted", func(t *testing.T) {
-		testMetaWithoutRaftState(t, raftstore.ReplicasRoot)
+		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicasRoot(dir)} })
 	})
 }
 
-func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) string) {
+func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) []string) {
 	const victimID = "n3"
 	var c *clustertest.Cluster
 	// votes reports how the meta group's leader counts the victim now; it
@@ -505,8 +510,13 @@ func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) string)
 		return nil
 	})
 	victim.Stop()
-	if err := os.RemoveAll(deleted(victim.Dir)); err != nil {
-		t.Fatal(err)
+	for _, path := range deleted(victim.Dir) {
+		if _, err := os.Stat(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(path); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c.Eventually(time.Minute, "a user added through "+via.ID, func() error {
 		return via.Directory().AddUser(testCtx(t), "second@example.test", "password-2")
