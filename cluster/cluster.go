@@ -466,30 +466,19 @@ func (c *Cluster) keptMembers() ([]string, error) {
 }
 
 // metaLeaderCountsVoter asks the nodes at addrs for their reports and
-// returns whether the meta group's leader among them, the one of the
-// highest term, counts this node as a voter; known is false when none of
-// them leads it.
+// returns whether the meta group's leader among them counts this node as
+// a voter (leaderCountsVoter).
 func (c *Cluster) metaLeaderCountsVoter(ctx context.Context, addrs []string) (voter, known bool) {
-	var leader raftstore.Status
+	var reports []PingResponse
 	for _, addr := range addrs {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := c.rpc.ping(pctx, addr)
 		cancel()
-		if err != nil {
-			continue
-		}
-		for _, st := range resp.Shards {
-			if st.Shard == 0 && st.Leads() && st.Term >= leader.Term {
-				leader, known = st, true
-			}
+		if err == nil {
+			reports = append(reports, resp)
 		}
 	}
-	for _, srv := range leader.Servers {
-		if srv.ID == c.cfg.NodeID {
-			voter = srv.Voter
-		}
-	}
-	return voter, known
+	return leaderCountsVoter(reports, 0, c.cfg.NodeID)
 }
 
 // setUpNewCluster makes this node the first and only member of a new

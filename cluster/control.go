@@ -393,20 +393,29 @@ func (c *Cluster) listedAsVoter(n uint32) (voter, known bool) {
 	if v == nil {
 		return false, false
 	}
-	var leader raftstore.Status
+	var reports []PingResponse
 	for id := range v.nodes {
-		p, ok := c.health.peer(id)
-		if !ok || time.Since(p.lastSeen) > reportFresh {
-			continue
+		if p, ok := c.health.peer(id); ok && time.Since(p.lastSeen) <= reportFresh {
+			reports = append(reports, p.report)
 		}
-		for _, st := range p.report.Shards {
+	}
+	return leaderCountsVoter(reports, n, c.cfg.NodeID)
+}
+
+// leaderCountsVoter returns whether the leader of shard n among reports,
+// the one of the highest term, counts node id as a voter; known is false
+// when none of them leads the shard.
+func leaderCountsVoter(reports []PingResponse, n uint32, id string) (voter, known bool) {
+	var leader raftstore.Status
+	for _, r := range reports {
+		for _, st := range r.Shards {
 			if st.Shard == n && st.Leads() && st.Term >= leader.Term {
 				leader, known = st, true
 			}
 		}
 	}
 	for _, srv := range leader.Servers {
-		if srv.ID == c.cfg.NodeID {
+		if srv.ID == id {
 			voter = srv.Voter
 		}
 	}

@@ -301,7 +301,7 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 		Commands: req.Commands, Joined: time.Now().UTC()}
 	// Before the token is spent: a join refused for its id may be made
 	// again under another id with the same token.
-	if reason := c.joinConflict(node); reason != "" {
+	if reason := c.joinConflict(node, c.metaSetting(nodeKey(node.ID))); reason != "" {
 		refuse(http.StatusConflict, reason, nil)
 		return
 	}
@@ -318,7 +318,7 @@ func (c *Cluster) serveJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := c.recordJoin(ctx, node); err != nil {
 		if errors.Is(err, schema.ErrConflict) {
-			reason := c.joinConflict(node)
+			reason := c.joinConflict(node, c.metaSetting(nodeKey(node.ID)))
 			if reason == "" {
 				reason = "node id " + node.ID + " is already taken in this cluster"
 			}
@@ -356,19 +356,18 @@ func (c *Cluster) recordJoin(ctx context.Context, node NodeRecord) error {
 	}
 	old := c.metaSetting(nodeKey(node.ID))
 	var prev NodeRecord
-	if old == nil || json.Unmarshal(old, &prev) != nil || c.joinConflict(node) != "" {
+	if old == nil || json.Unmarshal(old, &prev) != nil || c.joinConflict(node, old) != "" {
 		return err
 	}
 	node.Joined = prev.Joined
 	return c.swapSetting(ctx, nodeKey(node.ID), old, encodeJSON(node))
 }
 
-// joinConflict says why node cannot join under its id, or "" when it
-// may: the id is free, or its record is the one an earlier join of the
-// same node made, whose answer was lost (recordJoin). The reason tells
-// the operator what to do instead.
-func (c *Cluster) joinConflict(node NodeRecord) string {
-	old := c.metaSetting(nodeKey(node.ID))
+// joinConflict says why node cannot join under its id, whose record is
+// old (nil if none), or "" when it may: the id is free, or its record is
+// the one an earlier join of the same node made, whose answer was lost
+// (recordJoin). The reason tells the operator what to do instead.
+func (c *Cluster) joinConflict(node NodeRecord, old []byte) string {
 	if old == nil {
 		return ""
 	}
