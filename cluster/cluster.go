@@ -227,13 +227,15 @@ func (c *Cluster) open(ctx context.Context) error {
 		return fmt.Errorf("the cluster's nodes apply command level %d, this node only %d: run the newer version on it", level, c.cfg.CommandLevel)
 	}
 	// Replicas kept on disk open now; the control loop adds and removes
-	// the others.
+	// the others. One without its Raft state (its log deleted) is left to
+	// the control loop too, which opens it once its group no longer
+	// counts this node as a voter (withhold).
 	onDisk, err := raftstore.Replicas(c.cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	for _, n := range onDisk {
-		if n == 0 || c.replica(n) != nil {
+		if n == 0 || c.replica(n) != nil || !raftstore.HasRaftState(c.cfg.DataDir, n) {
 			continue
 		}
 		if _, err := c.openReplica(n, false); err != nil {
@@ -262,12 +264,9 @@ func (c *Cluster) open(ctx context.Context) error {
 // members. A data directory from before clustering, or restored from a
 // backup, names only this node, if anything, and becomes a new cluster.
 func (c *Cluster) refuseLostIdentity() error {
-	if !raftstore.HasRaftState(c.cfg.DataDir, 0) {
-		return nil
-	}
 	servers, err := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, 0))
 	if err != nil {
-		return nil // no members known: as before
+		return nil // no Raft state, or no members known: as before
 	}
 	var others []string
 	for _, srv := range servers {

@@ -240,12 +240,23 @@ func TestCorruptStateFileIsRebuilt(t *testing.T) {
 }
 
 // TestReplicaWithoutRaftStateRejoinsAsNonvoter: a node's replica
-// directory is deleted while the node is down. Its group still counts
-// the node as a voter, and an empty replica that votes could elect a
-// leader without acknowledged writes; so the node keeps the replica
-// closed until the leader has made it a non-voter, then the replica
-// catches up, is promoted again and holds every acknowledged message.
+// directory, or only its log, is deleted while the node is down. Its
+// group still counts the node as a voter, and a replica with an empty
+// log that votes could elect a leader without acknowledged writes; so the
+// node keeps the replica closed until the leader has made it a
+// non-voter, then the replica catches up, is promoted again and holds
+// every acknowledged message.
 func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
+	t.Run("replica deleted", func(t *testing.T) {
+		testReplicaWithoutRaftState(t, func(dir string) string { return dir })
+	})
+	t.Run("log deleted", func(t *testing.T) {
+		// raft.db keeps the term and vote, state.db and the snapshots stay.
+		testReplicaWithoutRaftState(t, func(dir string) string { return filepath.Join(dir, "wal") })
+	})
+}
+
+func testReplicaWithoutRaftState(t *testing.T, deleted func(replicaDir string) string) {
 	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
 	const user = "wiped@example.test"
 	c.AddUser(user, "password-1")
@@ -256,7 +267,11 @@ func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		if i == 3 {
 			victim.Stop()
-			if err := os.RemoveAll(raftstore.ReplicaDir(victim.Dir, shard)); err != nil {
+			path := deleted(raftstore.ReplicaDir(victim.Dir, shard))
+			if _, err := os.Stat(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(path); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -440,8 +455,7 @@ func (h *openWatch) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *openWatch) WithGroup(string) slog.Handler { return h }
 
 // TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter deletes a stopped
-// node's meta replica directory, then, in a second cluster, all of its
-// replicas. The meta group still counts the node as a voter, so the node
+// node's meta replica directory, or its log, or all of its replicas. The meta group still counts the node as a voter, so the node
 // must not open an empty meta replica, which would vote for anyone, until
 // the group's leader has made it a non-voter; then the replica catches
 // up, is promoted, and a user added while the node was down logs in
@@ -454,6 +468,10 @@ func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	t.Run("shards/0 and the members file deleted", func(t *testing.T) {
 		// The members come from a mail replica's Raft state.
 		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0), members(dir)} })
+	})
+	t.Run("shards/0/wal deleted", func(t *testing.T) {
+		// raft.db keeps the term and vote, state.db the records.
+		testMetaWithoutRaftState(t, func(dir string) []string { return []string{filepath.Join(raftstore.ReplicaDir(dir, 0), "wal")} })
 	})
 	t.Run("shards deleted", func(t *testing.T) {
 		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicasRoot(dir)} })

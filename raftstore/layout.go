@@ -1,11 +1,17 @@
 package raftstore
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft-wal/metadb"
+	"go.etcd.io/bbolt"
 )
 
 // replicasDir is the folder of a data directory that holds one folder per
@@ -54,9 +60,56 @@ func RemoveReplica(dataDir string, n uint32) error {
 }
 
 // HasRaftState reports whether the data directory holds shard n's Raft
-// state (its term and vote), which a replica keeps from its first start:
-// a replica opened without it starts as a new member of its group.
+// state: its term and vote (raft.db), which a replica keeps from its
+// first start, and its log. A replica opened without them starts as a new
+// member of its group. One whose raft.db stayed while its log went
+// (wal/ deleted) counts as without: with its term but an empty log it
+// would grant its vote as if it had acknowledged nothing.
 func HasRaftState(dataDir string, n uint32) bool {
-	_, err := os.Stat(filepath.Join(ReplicaDir(dataDir, n), "raft.db"))
-	return err == nil
+	return raftStateIn(ReplicaDir(dataDir, n))
+}
+
+// raftStateIn reports whether the replica directory dir holds a Raft
+// term and vote and a log: the log's files (wal/), or, in a replica from
+// before the log had files of its own, entries still in raft.db
+// (openRaftLog moves them). A file it cannot read counts as present, so
+// that opening the replica reports what is wrong with it.
+func raftStateIn(dir string) bool {
+	if !exists(filepath.Join(dir, "raft.db")) {
+		return false
+	}
+	if exists(filepath.Join(dir, walDir, metadb.FileName)) {
+		return true
+	}
+	return legacyLogHeld(filepath.Join(dir, "raft.db"))
+}
+
+// exists reports whether path exists, or may: an error other than its
+// absence says yes.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// legacyLogHeld reports whether the raft.db at path still holds log
+// entries, reading it without writing; true when it cannot tell.
+func legacyLogHeld(path string) (held bool) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return true
+	}
+	defer db.Close()
+	defer func() {
+		if recover() != nil { // a damaged page: let opening report it
+			held = true
+		}
+	}()
+	err = db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketLogs); b != nil {
+			k, _ := b.Cursor().First()
+			held = k != nil
+		}
+		return nil
+	})
+	return held || err != nil
 }

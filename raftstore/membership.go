@@ -230,16 +230,6 @@ func StoredServers(dir string) ([]Server, error) {
 	if _, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil {
 		return nil, fmt.Errorf("stored configuration: %w", err)
 	}
-	stable, err := openStableStore(dir)
-	if err != nil {
-		return nil, fmt.Errorf("stored configuration: %w", err)
-	}
-	defer stable.Close()
-	logs, err := openRaftLog(dir, stable, hclog.NewNullLogger())
-	if err != nil {
-		return nil, fmt.Errorf("stored configuration: %w", err)
-	}
-	defer logs.Close()
 	snaps, err := newStateSnapshots(filepath.Join(dir, "snapshots"), nil)
 	if err != nil {
 		return nil, fmt.Errorf("stored configuration: %w", err)
@@ -253,28 +243,14 @@ func StoredServers(dir string) ([]Server, error) {
 	if len(metas) > 0 {
 		conf, at = metas[0].Configuration, metas[0].ConfigurationIndex
 	}
-	first, err := logs.FirstIndex()
-	if err != nil {
-		return nil, fmt.Errorf("stored configuration: %w", err)
-	}
-	last, err := logs.LastIndex()
-	if err != nil {
-		return nil, fmt.Errorf("stored configuration: %w", err)
-	}
-	// Configuration entries are rare: walk back from the newest entry to
-	// the first one, or to the snapshot's configuration if that is newer.
-	for i := last; i != 0 && i >= first && i > at; i-- {
-		var l raft.Log
-		if err := logs.GetLog(i, &l); err != nil {
-			return nil, fmt.Errorf("stored configuration: entry %d: %w", i, err)
+	// A replica whose log is gone has only its snapshots' configuration;
+	// its log is not created here, which would make it look whole.
+	if raftStateIn(dir) {
+		if logConf, ok, err := logConfiguration(dir, at); err != nil {
+			return nil, err
+		} else if ok {
+			conf = logConf
 		}
-		if l.Type != raft.LogConfiguration {
-			continue
-		}
-		if conf, err = decodeConfiguration(l.Data); err != nil {
-			return nil, fmt.Errorf("stored configuration: entry %d: %w", i, err)
-		}
-		break
 	}
 	if len(conf.Servers) == 0 {
 		return nil, errors.New("stored configuration: none in the log or snapshots")
@@ -284,6 +260,46 @@ func StoredServers(dir string) ([]Server, error) {
 		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
 	}
 	return out, nil
+}
+
+// logConfiguration returns the newest configuration entry of the
+// replica's log in dir that comes after index after, if there is one.
+func logConfiguration(dir string, after uint64) (raft.Configuration, bool, error) {
+	stable, err := openStableStore(dir)
+	if err != nil {
+		return raft.Configuration{}, false, fmt.Errorf("stored configuration: %w", err)
+	}
+	defer stable.Close()
+	logs, err := openRaftLog(dir, stable, hclog.NewNullLogger())
+	if err != nil {
+		return raft.Configuration{}, false, fmt.Errorf("stored configuration: %w", err)
+	}
+	defer logs.Close()
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return raft.Configuration{}, false, fmt.Errorf("stored configuration: %w", err)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return raft.Configuration{}, false, fmt.Errorf("stored configuration: %w", err)
+	}
+	// Configuration entries are rare: walk back from the newest entry to
+	// the first one, or to the snapshot's configuration if that is newer.
+	for i := last; i != 0 && i >= first && i > after; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return raft.Configuration{}, false, fmt.Errorf("stored configuration: entry %d: %w", i, err)
+		}
+		if l.Type != raft.LogConfiguration {
+			continue
+		}
+		conf, err := decodeConfiguration(l.Data)
+		if err != nil {
+			return raft.Configuration{}, false, fmt.Errorf("stored configuration: entry %d: %w", i, err)
+		}
+		return conf, true, nil
+	}
+	return raft.Configuration{}, false, nil
 }
 
 // decodeConfiguration is raft.DecodeConfiguration, which panics on bytes

@@ -50,6 +50,9 @@ func TestStoredServers(t *testing.T) {
 	}
 	want[1] = Server{ID: "n2", Address: "127.0.0.9:7000"}
 	check("from the snapshot")
+	if _, err := os.Stat(filepath.Join(dir, walDir)); !os.IsNotExist(err) {
+		t.Errorf("reading the configuration made a log for the replica that lost its own (%v)", err)
+	}
 
 	if _, err := StoredServers(t.TempDir()); err == nil {
 		t.Error("a directory without Raft state gave a configuration")

@@ -263,3 +263,57 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRaftStateNeedsTheLog: a replica counts as holding its Raft state
+// only with its term and vote and its log, in wal/ or, from before wal/,
+// in raft.db. Without its log it would vote as if it had acknowledged
+// nothing, so the node must treat it as a new member.
+func TestRaftStateNeedsTheLog(t *testing.T) {
+	data := t.TempDir()
+	dir := ReplicaDir(data, 3)
+	if HasRaftState(data, 3) {
+		t.Fatal("a missing replica has Raft state")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := openShard(t, dir)
+	f := newFixture(t, s)
+	appendMsg(t, s, f, f.inbox, "first")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !HasRaftState(data, 3) {
+		t.Fatal("a whole replica has no Raft state")
+	}
+	if err := os.RemoveAll(filepath.Join(dir, walDir)); err != nil {
+		t.Fatal(err)
+	}
+	if HasRaftState(data, 3) {
+		t.Fatal("a replica whose wal/ was deleted has Raft state")
+	}
+
+	// From before wal/: the log in raft.db.
+	legacyData := t.TempDir()
+	legacyDir := ReplicaDir(legacyData, 1)
+	if err := os.MkdirAll(legacyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := legacyReplica(t, legacyDir, 1, 20).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !HasRaftState(legacyData, 1) {
+		t.Fatal("a replica with its log in raft.db has no Raft state")
+	}
+	cleared, err := openLogStore(filepath.Join(legacyDir, "raft.db"), &bbolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cleared.clearLog(); err != nil {
+		t.Fatal(err)
+	}
+	cleared.Close()
+	if HasRaftState(legacyData, 1) {
+		t.Fatal("a raft.db without log entries and no wal/ has Raft state")
+	}
+}

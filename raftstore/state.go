@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 )
@@ -122,6 +123,15 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 	// store; starting below the snapshot's term would break log matching.
 	if err := stable.SetUint64([]byte("CurrentTerm"), info.Term); err != nil {
 		return info, fmt.Errorf("install state: set term: %w", err)
+	}
+	// An empty log, which resumes after the snapshot: a replica without
+	// its log counts as one that lost its Raft state (HasRaftState).
+	logs, err := openRaftLog(dir, stable, hclog.NewNullLogger())
+	if err != nil {
+		return info, fmt.Errorf("install state: %w", err)
+	}
+	if err := logs.Close(); err != nil {
+		return info, fmt.Errorf("install state: close log: %w", err)
 	}
 	return info, syncDir(dir)
 }

@@ -42,9 +42,13 @@ func TestWriteStateInstallStateRoundTrip(t *testing.T) {
 		t.Fatalf("inspect %+v, %v", got, err)
 	}
 
-	dir := t.TempDir()
+	data := t.TempDir()
+	dir := ReplicaDir(data, 1)
 	if _, err := InstallState(dir, path, "n1"); err != nil {
 		t.Fatal(err)
+	}
+	if !HasRaftState(data, 1) {
+		t.Fatal("an installed replica counts as without Raft state, so a node would withhold it")
 	}
 	if _, err := InstallState(dir, path, "n1"); err == nil {
 		t.Fatal("installed over an existing replica")
