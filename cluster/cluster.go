@@ -197,6 +197,13 @@ func (c *Cluster) open(ctx context.Context) error {
 		}
 	}
 	meta, err := c.openReplica(0, bootstrap)
+	if err != nil && !bootstrap && errors.Is(err, raftstore.ErrLogDamaged) && !raftstore.HasRaftState(c.cfg.DataDir, 0) {
+		// Set aside: opened once the meta group has made this node a
+		// non-voter, as if shards/0 had been lost.
+		if err = c.awaitMetaNonvoter(ctx); err == nil {
+			meta, err = c.openReplica(0, false)
+		}
+	}
 	if err != nil && !bootstrap && errors.Is(err, raftstore.ErrCorrupt) {
 		meta, err = c.rebuildMetaAtStart(ctx, err)
 	}
@@ -239,6 +246,9 @@ func (c *Cluster) open(ctx context.Context) error {
 			continue
 		}
 		if _, err := c.openReplica(n, false); err != nil {
+			if errors.Is(err, raftstore.ErrLogDamaged) {
+				continue // set aside: the control loop withholds it
+			}
 			if !errors.Is(err, raftstore.ErrCorrupt) {
 				return err
 			}
@@ -598,18 +608,50 @@ func (c *Cluster) Transport() *transport.Transport { return c.trans }
 // openReplica opens this node's replica of shard n. bootstrap makes a
 // fresh replica the only voter of a new group; otherwise a fresh replica
 // waits to be added by the group's leader.
+//
+// A replica whose Raft log is damaged (raftstore.ErrLogDamaged) no longer
+// holds what it acknowledged, so it may not vote with it: when its group
+// has other voters, its log is set aside and the error returned, which
+// leaves the replica without Raft state, to be opened once its group has
+// made this node a non-voter (withhold, awaitMetaNonvoter). A sole voter
+// has no one to refill it from and opens with the damage logged.
 func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error) {
+	s, err := c.openReplicaLog(n, bootstrap, false)
+	if err == nil || !errors.Is(err, raftstore.ErrLogDamaged) {
+		return s, err
+	}
+	servers, serr := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, n))
+	others := 0
+	for _, srv := range servers {
+		if srv.Voter && srv.ID != c.cfg.NodeID {
+			others++
+		}
+	}
+	if serr == nil && others == 0 {
+		return c.openReplicaLog(n, bootstrap, true)
+	}
+	if aerr := raftstore.SetAsideLog(c.cfg.DataDir, n); aerr != nil {
+		return nil, fmt.Errorf("%w; %w", err, aerr)
+	}
+	c.log.Error("replica's raft log is damaged; set aside as wal.damaged, the replica rejoins its group as a new member", "shard", n, "err", err)
+	return nil, err
+}
+
+// openReplicaLog opens the replica as openReplica does; keepDamaged opens
+// it even when its log is damaged.
+func (c *Cluster) openReplicaLog(n uint32, bootstrap, keepDamaged bool) (*raftstore.Shard, error) {
 	layer, err := c.trans.RaftLayer(n)
 	if err != nil {
 		return nil, err
 	}
 	s, err := raftstore.Open(raftstore.Config{
-		Shard:     n,
-		Dir:       raftstore.ReplicaDir(c.cfg.DataDir, n),
-		NodeID:    c.cfg.NodeID,
-		Address:   c.cfg.Advertise,
-		Stream:    layer,
-		Bootstrap: bootstrap,
+		Shard:          n,
+		Dir:            raftstore.ReplicaDir(c.cfg.DataDir, n),
+		NodeID:         c.cfg.NodeID,
+		Address:        c.cfg.Advertise,
+		Stream:         layer,
+		Bootstrap:      bootstrap,
+		KeepDamagedLog: keepDamaged,
 		// A mail shard's leader answers once the entry is synced on a
 		// quorum of logs and applied (see raftstore.Config); the meta
 		// shard is written rarely, and its leader's state file holds

@@ -149,6 +149,17 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 			}(r.rebuild)
 			continue
 		}
+		if !raftstore.HasRaftState(c.cfg.DataDir, n) {
+			// Its log was set aside as damaged. A mail replica is opened
+			// by manageReplicas once its group has made this node a
+			// non-voter; the meta replica only as the node starts.
+			if n == 0 {
+				c.log.Error("the meta replica's raft log was set aside as damaged: restart this node, which rejoins it to the meta group as a new member")
+				continue
+			}
+			delete(repairs, n)
+			continue
+		}
 		if _, err := c.openReplica(n, false); err != nil {
 			c.log.Error("reopen a replica", "shard", n, "err", err, "retry_in", r.next.Sub(now))
 			continue

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
 	"github.com/mailcluster/mailcluster/raftstore"
+	"github.com/mailcluster/mailcluster/raftstore/logdamage"
 	"go.etcd.io/bbolt"
 )
 
@@ -247,16 +248,40 @@ func TestCorruptStateFileIsRebuilt(t *testing.T) {
 // non-voter, then the replica catches up, is promoted again and holds
 // every acknowledged message.
 func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
+	remove := func(path func(dir string) string) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			if _, err := os.Stat(path(dir)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(path(dir)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	t.Run("replica deleted", func(t *testing.T) {
-		testReplicaWithoutRaftState(t, func(dir string) string { return dir })
+		testReplicaWithoutRaftState(t, remove(func(dir string) string { return dir }))
 	})
 	t.Run("log deleted", func(t *testing.T) {
 		// raft.db keeps the term and vote, state.db and the snapshots stay.
-		testReplicaWithoutRaftState(t, func(dir string) string { return filepath.Join(dir, "wal") })
+		testReplicaWithoutRaftState(t, remove(func(dir string) string { return filepath.Join(dir, "wal") }))
+	})
+	t.Run("log damaged", func(t *testing.T) {
+		// An entry's checksum no longer matches: the node sets the log
+		// aside (wal.damaged).
+		testReplicaWithoutRaftState(t, func(t *testing.T, dir string) {
+			wal := filepath.Join(dir, "wal")
+			idx, err := logdamage.FirstCommand(wal)
+			if err == nil {
+				err = logdamage.Entry(wal, idx)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
 	})
 }
 
-func testReplicaWithoutRaftState(t *testing.T, deleted func(replicaDir string) string) {
+func testReplicaWithoutRaftState(t *testing.T, harm func(t *testing.T, replicaDir string)) {
 	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
 	const user = "wiped@example.test"
 	c.AddUser(user, "password-1")
@@ -267,13 +292,7 @@ func testReplicaWithoutRaftState(t *testing.T, deleted func(replicaDir string) s
 	for i := 0; i < 6; i++ {
 		if i == 3 {
 			victim.Stop()
-			path := deleted(raftstore.ReplicaDir(victim.Dir, shard))
-			if _, err := os.Stat(path); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.RemoveAll(path); err != nil {
-				t.Fatal(err)
-			}
+			harm(t, raftstore.ReplicaDir(victim.Dir, shard))
 		}
 		c.Eventually(time.Minute, fmt.Sprintf("delivery of m%d", i), func() error { return deliverRandom(leader, user, i) })
 		acked = append(acked, i)
@@ -462,23 +481,47 @@ func (h *openWatch) WithGroup(string) slog.Handler { return h }
 // through it.
 func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	members := func(dir string) string { return filepath.Join(dir, "cluster", "members.json") }
+	remove := func(paths func(dir string) []string) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			for _, path := range paths(dir) {
+				if _, err := os.Stat(path); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.RemoveAll(path); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	t.Run("shards/0 deleted", func(t *testing.T) {
-		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0)} })
+		testMetaWithoutRaftState(t, remove(func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0)} }))
 	})
 	t.Run("shards/0 and the members file deleted", func(t *testing.T) {
 		// The members come from a mail replica's Raft state.
-		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0), members(dir)} })
+		testMetaWithoutRaftState(t, remove(func(dir string) []string { return []string{raftstore.ReplicaDir(dir, 0), members(dir)} }))
 	})
 	t.Run("shards/0/wal deleted", func(t *testing.T) {
 		// raft.db keeps the term and vote, state.db the records.
-		testMetaWithoutRaftState(t, func(dir string) []string { return []string{filepath.Join(raftstore.ReplicaDir(dir, 0), "wal")} })
+		testMetaWithoutRaftState(t, remove(func(dir string) []string { return []string{filepath.Join(raftstore.ReplicaDir(dir, 0), "wal")} }))
+	})
+	t.Run("shards/0/wal damaged", func(t *testing.T) {
+		testMetaWithoutRaftState(t, func(t *testing.T, dir string) {
+			wal := filepath.Join(raftstore.ReplicaDir(dir, 0), "wal")
+			idx, err := logdamage.FirstCommand(wal)
+			if err == nil {
+				err = logdamage.Entry(wal, idx)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
 	})
 	t.Run("shards deleted", func(t *testing.T) {
-		testMetaWithoutRaftState(t, func(dir string) []string { return []string{raftstore.ReplicasRoot(dir)} })
+		testMetaWithoutRaftState(t, remove(func(dir string) []string { return []string{raftstore.ReplicasRoot(dir)} }))
 	})
 }
 
-func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) []string) {
+func testMetaWithoutRaftState(t *testing.T, harm func(t *testing.T, dataDir string)) {
 	const victimID = "n3"
 	var c *clustertest.Cluster
 	// votes reports how the meta group's leader counts the victim now; it
@@ -528,14 +571,7 @@ func testMetaWithoutRaftState(t *testing.T, deleted func(dataDir string) []strin
 		return nil
 	})
 	victim.Stop()
-	for _, path := range deleted(victim.Dir) {
-		if _, err := os.Stat(path); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.RemoveAll(path); err != nil {
-			t.Fatal(err)
-		}
-	}
+	harm(t, victim.Dir)
 	c.Eventually(time.Minute, "a user added through "+via.ID, func() error {
 		return via.Directory().AddUser(testCtx(t), "second@example.test", "password-2")
 	})

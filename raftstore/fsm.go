@@ -48,6 +48,12 @@ var (
 	// keySkipped counts the log entries this replica could not decode
 	// and skipped: each one leaves it without what the entry wrote.
 	keySkipped = []byte("skipped")
+	// keyAheadOfLog is the applied index at which the state file was
+	// joined to a log that may not hold its entries: a copy of another
+	// replica's state (RebuildState), or a log that starts over (its
+	// replica rejoined as a new member). Shard.checkLog excuses exactly
+	// that gap.
+	keyAheadOfLog = []byte("ahead_of_log")
 )
 
 // maxRequestIDs bounds the table of applied request ids. A retry arrives
@@ -203,6 +209,28 @@ func openFSM(path string, log *slog.Logger) (*fsm, error) {
 	}
 	f.events, f.users = newNotifier(applied), newGroupUsers(applied)
 	return f, nil
+}
+
+// appliedIndexes returns the last index the state file has applied and
+// the index at which it was last joined to a log that may not hold its
+// entries (see keyAheadOfLog).
+func (f *fsm) appliedIndexes() (applied, ahead uint64) {
+	_ = f.db.View(func(tx *bbolt.Tx) error {
+		sys := tx.Bucket(bucketSys)
+		applied, ahead = getU64(sys, keyApplied), getU64(sys, keyAheadOfLog)
+		return nil
+	})
+	return applied, ahead
+}
+
+// markAheadOfLog records that the state file, at applied index index, is
+// joined to a log that may not hold its entries (keyAheadOfLog).
+func markAheadOfLog(db *bbolt.DB, index uint64) error {
+	err := db.Update(func(tx *bbolt.Tx) error { return putU64(tx.Bucket(bucketSys), keyAheadOfLog, index) })
+	if err != nil {
+		return fmt.Errorf("record the state ahead of the log: %w", err)
+	}
+	return nil
 }
 
 func (f *fsm) close() error {

@@ -113,3 +113,27 @@ func legacyLogHeld(path string) (held bool) {
 	})
 	return held || err != nil
 }
+
+// damagedLogDir is where SetAsideLog puts a replica's damaged log.
+const damagedLogDir = "wal.damaged"
+
+// SetAsideLog moves the Raft log of a closed replica of shard n, found
+// damaged (ErrLogDamaged), out of the way, to shards/<n>/wal.damaged
+// (replacing an older one) for the operator to look at or delete. The
+// replica then has no Raft state (HasRaftState): its node opens it once
+// its group no longer counts it as a voter, and it refills from the
+// others.
+func SetAsideLog(dataDir string, n uint32) error {
+	dir := ReplicaDir(dataDir, n)
+	aside := filepath.Join(dir, damagedLogDir)
+	if err := os.RemoveAll(aside); err != nil {
+		return fmt.Errorf("set aside the log of shard %d: %w", n, err)
+	}
+	if err := os.Rename(filepath.Join(dir, walDir), aside); err != nil {
+		return fmt.Errorf("set aside the log of shard %d: %w", n, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("set aside the log of shard %d: %w", n, err)
+	}
+	return nil
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
 	"go.etcd.io/bbolt"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
@@ -122,6 +121,11 @@ type Config struct {
 	// the only voter. A replica that joins an existing group leaves it
 	// false and waits for the group's leader to add it.
 	Bootstrap bool
+	// KeepDamagedLog opens a replica whose log is damaged (ErrLogDamaged)
+	// anyway, logging the damage: for a group with no other voter that
+	// could refill the replica. Raft then reads a damaged entry as
+	// missing, and panics if it still has to apply one.
+	KeepDamagedLog bool
 	// GroupLeaderCommits lets the group's leader, like a follower,
 	// commit what it applies to the state file in groups (up to 50 ms or
 	// 4 MiB of entries) rather than before it answers each batch: answers
@@ -154,7 +158,7 @@ type Shard struct {
 	raft   *raft.Raft
 	fsm    *fsm
 	stable *logStore
-	logs   *wal.WAL
+	logs   *checkedLog
 	cache  *logCache
 	snaps  raft.SnapshotStore
 	trans  raft.Transport
@@ -222,10 +226,11 @@ func (s *Shard) openRaft() error {
 	}
 	s.stable = stable
 	stable.writes, stable.before = &s.writes, cfg.beforeStableWrite
-	logs, err := openRaftLog(cfg.Dir, stable, hl)
+	w, err := openRaftLog(cfg.Dir, stable, hl)
 	if err != nil {
 		return err
 	}
+	logs := &checkedLog{WAL: w, log: s.log}
 	s.logs = logs
 	cache := newLogCache(logs, logCacheEntries, logCacheBytes)
 	cache.writes, cache.before = &s.writes, cfg.beforeLogWrite
@@ -239,6 +244,12 @@ func (s *Shard) openRaft() error {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
 	s.snaps = snaps
+	if err := s.checkLog(snaps); err != nil {
+		if !cfg.KeepDamagedLog || !errors.Is(err, ErrLogDamaged) {
+			return err
+		}
+		s.log.Error("raft log damaged; opened as it is, since no other voter of the group holds it", "err", err)
+	}
 	trans := cfg.Transport
 	switch {
 	case trans != nil:
@@ -325,6 +336,40 @@ func (s *Shard) openRaft() error {
 	}
 	cache.beside.Store(&beside)
 	return nil
+}
+
+// checkLog checks, before raft starts, the entries raft reads back as it
+// starts and applies: those after the newest snapshot. It also fails when
+// the log ends before what the state file has applied, with no snapshot
+// to cover the gap: raft-wal drops a last batch whose CRC does not match
+// as a write that a crash cut short, but an applied entry was synced
+// first, so a damaged byte took it. A state file may be ahead of its log
+// by right: copied in from another replica (RebuildState), or kept by a
+// replica whose log starts over empty, which its node opens only as a
+// new member of its group (HasRaftState); that gap is recorded, and
+// excused from then on.
+func (s *Shard) checkLog(snaps *stateSnapshots) error {
+	metas, err := snaps.metas()
+	if err != nil {
+		return fmt.Errorf("snapshot store: %w", err)
+	}
+	var snapshot uint64
+	if len(metas) > 0 {
+		snapshot = metas[0].Index
+	}
+	last, err := s.logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	if applied, ahead := s.fsm.appliedIndexes(); applied > max(last, snapshot) && applied != ahead {
+		if last != 0 {
+			return fmt.Errorf("%w: it ends at entry %d, but the state file has applied entry %d", ErrLogDamaged, last, applied)
+		}
+		if err := markAheadOfLog(s.fsm.db, applied); err != nil {
+			return err
+		}
+	}
+	return s.logs.checkEntries(snapshot + 1)
 }
 
 // openStableStore opens (creating) a replica directory's raft.db.

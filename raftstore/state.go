@@ -136,6 +136,20 @@ func InstallState(dir, path, nodeID string) (StateInfo, error) {
 	return info, syncDir(dir)
 }
 
+// markRebuilt records in the state file at path that it was copied in at
+// index, so the replica's log may end before it (keyAheadOfLog).
+func markRebuilt(path string, index uint64) error {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return fmt.Errorf("mark the copy: %w", err)
+	}
+	err = markAheadOfLog(db, index)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // RebuildState replaces the state file of a closed replica in dir, one
 // that bbolt found corrupt (ErrCorrupt), with a copy of another
 // replica's state that fetch writes (WriteState on that replica, through
@@ -183,6 +197,9 @@ func RebuildState(ctx context.Context, dir string, fetch func(context.Context, i
 	}
 	if info.Index < newest {
 		return info, fmt.Errorf("rebuild state: the copy (index %d) is older than this replica's snapshot (%d)", info.Index, newest)
+	}
+	if err := markRebuilt(tmp, info.Index); err != nil {
+		return info, fmt.Errorf("rebuild state: %w", err)
 	}
 	live := filepath.Join(dir, "state.db")
 	if err := os.Rename(live, live+".corrupt"); err != nil && !errors.Is(err, os.ErrNotExist) {
