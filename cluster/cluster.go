@@ -620,14 +620,7 @@ func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error
 	if err == nil || !errors.Is(err, raftstore.ErrLogDamaged) {
 		return s, err
 	}
-	servers, serr := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, n))
-	others := 0
-	for _, srv := range servers {
-		if srv.Voter && srv.ID != c.cfg.NodeID {
-			others++
-		}
-	}
-	if serr == nil && others == 0 {
+	if !c.othersHold(n) {
 		return c.openReplicaLog(n, bootstrap, true)
 	}
 	if aerr := raftstore.SetAsideLog(c.cfg.DataDir, n); aerr != nil {
@@ -635,6 +628,33 @@ func (c *Cluster) openReplica(n uint32, bootstrap bool) (*raftstore.Shard, error
 	}
 	c.log.Error("replica's raft log is damaged; set aside as wal.damaged, the replica rejoins its group as a new member", "shard", n, "err", err)
 	return nil, err
+}
+
+// othersHold reports whether another node may hold a replica of shard n
+// to refill this node's from: a voter of the group other than this node
+// in the replica's stored configuration or, when that cannot be read (the
+// damage may be in it), another node in the shard's placement (a mail
+// shard) or among the members last written down (the meta shard).
+func (c *Cluster) othersHold(n uint32) bool {
+	servers, err := raftstore.StoredServers(raftstore.ReplicaDir(c.cfg.DataDir, n))
+	if err == nil {
+		for _, srv := range servers {
+			if srv.Voter && srv.ID != c.cfg.NodeID {
+				return true
+			}
+		}
+		return false
+	}
+	if n == 0 {
+		addrs, err := c.keptMembers()
+		return err != nil || len(addrs) > 0
+	}
+	if v := c.currentView(); v != nil {
+		if p, ok := v.placements[n]; ok {
+			return len(p.Replicas) > 1 || !p.has(c.cfg.NodeID)
+		}
+	}
+	return true // unknown: never vote with a damaged log
 }
 
 // openReplicaLog opens the replica as openReplica does; keepDamaged opens

@@ -620,3 +620,38 @@ func TestLostIdentityIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestSoleVoterKeepsItsDamagedLog: a single node has no other replica to
+// refill a damaged log from, so it does not set it aside (its shard
+// would stay closed for good) but opens it as it is, and serves the mail
+// its state file holds.
+func TestSoleVoterKeepsItsDamagedLog(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, Replicas: 1, MailShards: 2})
+	const user = "alone@example.test"
+	c.AddUser(user, "password-1")
+	n := c.Nodes[0]
+	shard := shardOf(t, c, user)
+	var acked []int
+	for i := 0; i < 3; i++ {
+		c.Eventually(time.Minute, fmt.Sprintf("delivery of m%d", i), func() error { return deliverRandom(n, user, i) })
+		acked = append(acked, i)
+	}
+	n.Stop()
+	wal := filepath.Join(raftstore.ReplicaDir(n.Dir, shard), "wal")
+	idx, err := logdamage.FirstCommand(wal)
+	if err == nil {
+		err = logdamage.Entry(wal, idx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(raftstore.ReplicaDir(n.Dir, shard), "wal.damaged")); !os.IsNotExist(err) {
+		t.Fatalf("a sole voter set its damaged log aside (%v)", err)
+	}
+	checkAcked(t, n, user, acked)
+	c.Eventually(time.Minute, "a delivery after the restart", func() error { return deliverRandom(n, user, 3) })
+	checkAcked(t, n, user, append(acked, 3))
+}

@@ -43,6 +43,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type checkedLog struct {
 	*wal.WAL
 	log *slog.Logger
+	// keepDamaged hands raft a damaged entry as it was read, as before the
+	// check (Config.KeepDamagedLog): a sole voter has no replica to refill
+	// it from, and raft panics on an entry it cannot read as it starts.
+	keepDamaged bool
 }
 
 // StoreLogs stores copies of logs with their checksum; the entries passed
@@ -72,11 +76,19 @@ func (c *checkedLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Lo
 func (c *checkedLog) GetLog(idx uint64, l *raft.Log) error {
 	err := c.read(idx, l)
 	if err != nil && errors.Is(err, ErrLogDamaged) {
+		if c.keepDamaged && errors.Is(err, errChecksum) {
+			c.log.Error("damaged raft log entry; read as it is", "index", idx, "err", err)
+			return nil
+		}
 		c.log.Error("damaged raft log entry; read as missing", "index", idx, "err", err)
 		return raft.ErrLogNotFound
 	}
 	return err
 }
+
+// errChecksum is the damage of an entry the log could read and decode,
+// whose checksum does not match.
+var errChecksum = errors.New("checksum mismatch")
 
 // read reads the entry at idx, failing with ErrLogDamaged when its
 // checksum does not match or the log cannot decode it.
@@ -100,7 +112,7 @@ func (c *checkedLog) read(idx uint64, l *raft.Log) error {
 		l.Extensions = nil
 	}
 	if got, want := entryChecksum(l, l.Extensions), binary.BigEndian.Uint32(ext[n+len(entryCheckTag):]); got != want {
-		return fmt.Errorf("%w: entry %d: checksum %08x, stored %08x", ErrLogDamaged, idx, got, want)
+		return fmt.Errorf("%w: entry %d: %w: %08x, stored %08x", ErrLogDamaged, idx, errChecksum, got, want)
 	}
 	return nil
 }

@@ -172,6 +172,25 @@ func TestShardWithDamagedLogIsRefused(t *testing.T) {
 		damageEntry(t, ReplicaDir(data, 1), commands[len(commands)-1])
 		refused(t, data)
 	})
+	t.Run("kept by a sole voter", func(t *testing.T) {
+		// No one to refill it from: it opens and serves what it applied,
+		// reading the damaged entry as it is (raft reads every entry
+		// after the snapshot as it starts, and panics on a missing one).
+		data, commands := written(t)
+		damageEntry(t, ReplicaDir(data, 1), commands[0])
+		s, err := Open(Config{Shard: 1, NodeID: "n1", Dir: ReplicaDir(data, 1), KeepDamagedLog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var st Stats
+		if err := s.View(func(r *Reader) error { st = r.Stats(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if st.Messages != 3 {
+			t.Fatalf("%d messages after opening the damaged log, want 3", st.Messages)
+		}
+	})
 	t.Run("state copied in ahead of the log", func(t *testing.T) {
 		data, _ := written(t)
 		dir := ReplicaDir(data, 1)

@@ -123,8 +123,8 @@ type Config struct {
 	Bootstrap bool
 	// KeepDamagedLog opens a replica whose log is damaged (ErrLogDamaged)
 	// anyway, logging the damage: for a group with no other voter that
-	// could refill the replica. Raft then reads a damaged entry as
-	// missing, and panics if it still has to apply one.
+	// could refill the replica. Raft then reads a damaged entry as it is,
+	// as it did before entries had checksums.
 	KeepDamagedLog bool
 	// GroupLeaderCommits lets the group's leader, like a follower,
 	// commit what it applies to the state file in groups (up to 50 ms or
@@ -249,6 +249,7 @@ func (s *Shard) openRaft() error {
 			return err
 		}
 		s.log.Error("raft log damaged; opened as it is, since no other voter of the group holds it", "err", err)
+		logs.keepDamaged = true
 	}
 	trans := cfg.Transport
 	switch {
