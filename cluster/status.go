@@ -76,6 +76,9 @@ type ReplicaStatus struct {
 	// skipped: above zero, it may lack what they wrote (see
 	// raftstore.Status.Skipped).
 	Skipped uint64 `json:"skipped_entries,omitempty"`
+	// DamagedReads counts the damaged entries of the replica's Raft log
+	// read since it opened (raftstore.Status.DamagedReads).
+	DamagedReads uint64 `json:"damaged_log_reads,omitempty"`
 }
 
 const upWithin = 3 * time.Second
@@ -194,6 +197,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 		}
 		if s, ok := byNode[id]; ok {
 			r.State, r.AppliedIndex, r.Stopped, r.Stuck, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Stuck != "", s.Skipped
+			r.DamagedReads = s.DamagedReads
 			if ss.CommitIndex > s.AppliedIndex {
 				r.Lag = ss.CommitIndex - s.AppliedIndex
 			}

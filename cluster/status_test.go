@@ -73,3 +73,21 @@ func TestStatusShowsAReplicaUnderRepair(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusCountsDamagedLogReads: a replica's reads of damaged log
+// entries, from its node's report, reach the shard's status (and so
+// `mailnode cluster status`).
+func TestStatusCountsDamagedLogReads(t *testing.T) {
+	voters := []raftstore.Server{{ID: "n1", Voter: true}, {ID: "n2", Voter: true}}
+	v := &metaView{placements: map[uint32]Placement{3: {Shard: 3, Replicas: []string{"n1", "n2"}}}}
+	reports := map[string]PingResponse{
+		"n1": {Shards: []raftstore.Status{{Shard: 3, State: "leader", Term: 2, Servers: voters, DamagedReads: 2}}},
+		"n2": {Shards: []raftstore.Status{{Shard: 3, State: "follower", Term: 2, Servers: voters}}},
+	}
+	want := map[string]uint64{"n1": 2, "n2": 0}
+	for _, r := range shardStatus(3, v, reports).Replicas {
+		if r.DamagedReads != want[r.Node] {
+			t.Errorf("replica on %s: %d damaged reads, want %d", r.Node, r.DamagedReads, want[r.Node])
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
@@ -47,6 +48,8 @@ type checkedLog struct {
 	// check (Config.KeepDamagedLog): a sole voter has no replica to refill
 	// it from, and raft panics on an entry it cannot read as it starts.
 	keepDamaged bool
+	// damagedReads counts the damaged entries raft was handed (Status).
+	damagedReads atomic.Uint64
 }
 
 // StoreLogs stores copies of logs with their checksum; the entries passed
@@ -76,6 +79,7 @@ func (c *checkedLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Lo
 func (c *checkedLog) GetLog(idx uint64, l *raft.Log) error {
 	err := c.read(idx, l)
 	if err != nil && errors.Is(err, ErrLogDamaged) {
+		c.damagedReads.Add(1)
 		if c.keepDamaged && errors.Is(err, errChecksum) {
 			c.log.Error("damaged raft log entry; read as it is", "index", idx, "err", err)
 			return nil

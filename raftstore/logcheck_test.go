@@ -93,6 +93,9 @@ func TestCheckedLogFindsDamage(t *testing.T) {
 	if err := c.GetLog(7, &l); err != raft.ErrLogNotFound {
 		t.Fatalf("raft reads the damaged entry with %v, want raft.ErrLogNotFound (a snapshot goes to a follower that needs it)", err)
 	}
+	if n := c.damagedReads.Load(); n != 1 {
+		t.Fatalf("%d damaged reads counted, want 1", n)
+	}
 	if err := c.read(7, &l); !errors.Is(err, ErrLogDamaged) {
 		t.Fatalf("reading the damaged entry: %v", err)
 	}

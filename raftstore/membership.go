@@ -44,6 +44,10 @@ type Status struct {
 	// how long (Shard.Stuck), empty otherwise. A leader whose write hangs
 	// names no leader (LeaderID) while it steps aside.
 	Stuck string `json:"stuck,omitempty"`
+	// DamagedReads counts the reads of damaged log entries since the
+	// replica opened (read as missing; see ErrLogDamaged): above zero,
+	// its disk handed back other bytes than were written.
+	DamagedReads uint64 `json:"damaged_log_reads,omitempty"`
 }
 
 // Leads reports whether the replica leads its group and acts as its
@@ -67,6 +71,7 @@ func (s *Shard) Status() Status {
 		st.LastContact = s.raft.LastContact()
 	}
 	st.Servers, _ = s.Servers()
+	st.DamagedReads = s.logs.damagedReads.Load()
 	if err := s.Stuck(); err != nil {
 		st.Stuck = err.Error()
 	}
