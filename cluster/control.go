@@ -87,11 +87,18 @@ type replicaRepair struct {
 // the entries of that write applied, so only a reopen replays them from
 // the log. Without it the replica (the meta shard's included) would
 // refuse every write until the node restarted, even once the disk had
-// room again.
+// room again. A mail replica that read a damaged entry of its Raft log
+// (raftstore.Shard.LogDamaged) is closed and reopened the same way: the
+// open finds the damage, and openReplica sets the log aside.
 func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Time) {
 	for _, s := range c.Shards() {
 		n := s.ID()
 		err := s.Broken()
+		if err == nil && n != 0 {
+			// The meta replica keeps running on it: without it the node
+			// serves nothing, and its next start sets the log aside.
+			err = s.LogDamaged()
+		}
 		r := repairs[n]
 		if err == nil {
 			if r != nil && now.Sub(r.opened) > repairForget {
@@ -102,12 +109,18 @@ func (c *Cluster) repairReplicas(repairs map[uint32]*replicaRepair, now time.Tim
 		if r == nil {
 			r = &replicaRepair{next: now.Add(repairFirst), wait: repairFirst}
 			repairs[n] = r
-			if errors.Is(err, raftstore.ErrCorrupt) {
+			switch {
+			case errors.Is(err, raftstore.ErrCorrupt):
 				// No disk to give time to: closed at once, so that a
 				// leading replica hands its shard over now.
 				r.next = now
 				c.log.Error("replica's state file is corrupt; its state will be rebuilt from another replica", "shard", n, "err", err)
-			} else {
+			case errors.Is(err, raftstore.ErrLogDamaged):
+				// Reopened at once: opening finds the damage and sets the
+				// log aside (openReplica), and the replica rejoins.
+				r.next = now
+				c.log.Error("replica's raft log is damaged; it is closed to be set aside", "shard", n, "err", err)
+			default:
 				c.log.Error("replica stopped applying; it will be reopened to replay its log", "shard", n, "err", err)
 			}
 		}

@@ -50,6 +50,12 @@ type checkedLog struct {
 	keepDamaged bool
 	// damagedReads counts the damaged entries raft was handed (Status).
 	damagedReads atomic.Uint64
+	// damaged is the first damage read while the replica runs in an entry
+	// after its newest snapshot (Shard.LogDamaged); afterSnapshot tells
+	// those apart from older entries, which a follower gets a snapshot
+	// for instead and the next compaction removes.
+	damaged       atomic.Pointer[error]
+	afterSnapshot func(idx uint64) bool
 }
 
 // StoreLogs stores copies of logs with their checksum; the entries passed
@@ -85,6 +91,9 @@ func (c *checkedLog) GetLog(idx uint64, l *raft.Log) error {
 			return nil
 		}
 		c.log.Error("damaged raft log entry; read as missing", "index", idx, "err", err)
+		if c.afterSnapshot == nil || c.afterSnapshot(idx) {
+			c.damaged.CompareAndSwap(nil, &err)
+		}
 		return raft.ErrLogNotFound
 	}
 	return err

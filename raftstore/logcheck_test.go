@@ -235,3 +235,67 @@ func TestShardWithDamagedLogIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestDamageReadWhileRunning: an entry damaged on disk under a running
+// replica reads as missing and is counted; damage after the newest
+// snapshot is reported (LogDamaged), so that the node reopens the
+// replica, whose open then refuses the log. Damage in an entry the
+// snapshot covers is not: a follower that needs it gets the snapshot.
+func TestDamageReadWhileRunning(t *testing.T) {
+	dir := t.TempDir()
+	s := openShard(t, dir)
+	f := newFixture(t, s)
+	// Past what the cache keeps, so that raft reads from the log's files.
+	for i := 0; i < logCacheEntries+20; i++ {
+		appendMsg(t, s, f, f.inbox, "past the cache")
+	}
+	damage := func(idx uint64) { t.Helper(); damageEntry(t, dir, idx) }
+	first, _ := s.logs.FirstIndex()
+	var l raft.Log
+	for l.Type != raft.LogCommand {
+		first++
+		if err := s.cache.GetLog(first, &l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, _ := s.logs.LastIndex()
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// Covered by the snapshot, still in the log (trailing entries).
+	damage(first)
+	if err := s.cache.GetLog(first, &l); err != raft.ErrLogNotFound {
+		t.Fatalf("a damaged entry read with %v, want raft.ErrLogNotFound", err)
+	}
+	if err := s.LogDamaged(); err != nil {
+		t.Fatalf("damage the snapshot covers reported: %v", err)
+	}
+	if st := s.Status(); st.DamagedReads != 1 {
+		t.Fatalf("%d damaged reads in the status, want 1", st.DamagedReads)
+	}
+	// After the snapshot.
+	appendMsg(t, s, f, f.inbox, "after the snapshot")
+	for i := 0; i < logCacheEntries+20; i++ {
+		appendMsg(t, s, f, f.inbox, "past the cache again")
+	}
+	after := last + 1
+	for l.Index != after || l.Type != raft.LogCommand {
+		after++
+		if err := s.cache.GetLog(after, &l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage(after)
+	if err := s.cache.GetLog(after, &l); err != raft.ErrLogNotFound {
+		t.Fatalf("a damaged entry read with %v, want raft.ErrLogNotFound", err)
+	}
+	if err := s.LogDamaged(); !errors.Is(err, ErrLogDamaged) {
+		t.Fatalf("damage after the snapshot reported as %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{Shard: 1, NodeID: "n1", Dir: dir}); !errors.Is(err, ErrLogDamaged) {
+		t.Fatalf("reopening after damage found while running: %v", err)
+	}
+}

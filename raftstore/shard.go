@@ -244,6 +244,10 @@ func (s *Shard) openRaft() error {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
 	s.snaps = snaps
+	logs.afterSnapshot = func(idx uint64) bool {
+		metas, err := snaps.metas()
+		return err != nil || len(metas) == 0 || idx > metas[0].Index
+	}
 	if err := s.checkLog(snaps); err != nil {
 		if !cfg.KeepDamagedLog || !errors.Is(err, ErrLogDamaged) {
 			return err
@@ -526,6 +530,19 @@ func (s *Shard) Subscribe(user schema.ID, from uint64, fn func([]Event)) (cancel
 // replays them from the log; the cluster does so (see
 // cluster.repairReplicas).
 func (s *Shard) Broken() error { return s.fsm.brokenErr() }
+
+// LogDamaged returns the first damage found while the replica runs in an
+// entry of its Raft log after its newest snapshot (ErrLogDamaged), or
+// nil. Raft reads such an entry as missing; its next open finds it again
+// and fails, so that the log is set aside (see ErrLogDamaged): the
+// cluster closes and reopens the replica for that (see
+// cluster.repairReplicas).
+func (s *Shard) LogDamaged() error {
+	if p := s.logs.damaged.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // CommitIndex returns the highest log index this replica knows to be
 // committed: on a leader that writes its log beside replication, no
