@@ -270,11 +270,7 @@ func TestReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 		// aside (wal.damaged).
 		testReplicaWithoutRaftState(t, func(t *testing.T, dir string) {
 			wal := filepath.Join(dir, "wal")
-			idx, err := logdamage.FirstCommand(wal, 0)
-			if err == nil {
-				err = logdamage.Entry(wal, idx)
-			}
-			if err != nil {
+			if _, err := logdamage.Command(wal, 0); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -507,11 +503,7 @@ func TestMetaReplicaWithoutRaftStateRejoinsAsNonvoter(t *testing.T) {
 	t.Run("shards/0/wal damaged", func(t *testing.T) {
 		testMetaWithoutRaftState(t, func(t *testing.T, dir string) {
 			wal := filepath.Join(raftstore.ReplicaDir(dir, 0), "wal")
-			idx, err := logdamage.FirstCommand(wal, 0)
-			if err == nil {
-				err = logdamage.Entry(wal, idx)
-			}
-			if err != nil {
+			if _, err := logdamage.Command(wal, 0); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -638,11 +630,7 @@ func TestSoleVoterKeepsItsDamagedLog(t *testing.T) {
 	}
 	n.Stop()
 	wal := filepath.Join(raftstore.ReplicaDir(n.Dir, shard), "wal")
-	idx, err := logdamage.FirstCommand(wal, 0)
-	if err == nil {
-		err = logdamage.Entry(wal, idx)
-	}
-	if err != nil {
+	if _, err := logdamage.Command(wal, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.Start(); err != nil {
@@ -707,11 +695,7 @@ func TestLogDamagedWhileRunningIsSetAside(t *testing.T) {
 	wal := filepath.Join(raftstore.ReplicaDir(leader.Dir, shard), "wal")
 	// Not among the first entries the leader sends: it may have read
 	// those before the damage, for a request that waited for the node.
-	idx, err := logdamage.FirstCommand(wal, needs+100)
-	if err == nil {
-		err = logdamage.Entry(wal, idx)
-	}
-	if err != nil {
+	if _, err := logdamage.Command(wal, needs+100); err != nil {
 		t.Fatal(err)
 	}
 	if err := away.Start(); err != nil {

@@ -55,6 +55,17 @@ func Entry(dir string, idx uint64) error {
 	return fmt.Errorf("entry %d not found in %s", idx, dir)
 }
 
+// Command damages the oldest command entry of the log under dir, from
+// index from on, that holds at least 32 bytes of data (FirstCommand), and
+// returns its index.
+func Command(dir string, from uint64) (uint64, error) {
+	idx, err := FirstCommand(dir, from)
+	if err != nil {
+		return 0, err
+	}
+	return idx, Entry(dir, idx)
+}
+
 // FirstCommand returns the index of the oldest command entry of the log
 // under dir, from index from on, that holds at least 32 bytes of data.
 // Damage there is what raft-wal hands over as it is: it drops a damaged
