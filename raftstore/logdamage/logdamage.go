@@ -39,48 +39,37 @@ type entry struct {
 // Entry flips one byte in the middle of the data of entry idx in the
 // raft-wal log under dir.
 func Entry(dir string, idx uint64) error {
-	entries, err := scan(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.index != idx {
-			continue
-		}
-		if e.end == e.start {
-			return fmt.Errorf("entry %d holds no data", idx)
-		}
-		return flip(e.path, (e.start+e.end)/2)
-	}
-	return fmt.Errorf("entry %d not found in %s", idx, dir)
+	_, err := damage(dir, func(e entry) bool { return e.index == idx })
+	return err
 }
 
 // Command damages the oldest command entry of the log under dir, from
-// index from on, that holds at least 32 bytes of data (FirstCommand), and
-// returns its index.
+// index from on, that holds at least 32 bytes of data, and returns its
+// index. Damage there is what raft-wal hands over as it is: it drops a
+// damaged last batch instead, as a write that a crash cut short.
 func Command(dir string, from uint64) (uint64, error) {
-	idx, err := FirstCommand(dir, from)
-	if err != nil {
-		return 0, err
-	}
-	return idx, Entry(dir, idx)
+	return damage(dir, func(e entry) bool {
+		return e.index >= from && e.typ == raft.LogCommand && e.end-e.start >= 32
+	})
 }
 
-// FirstCommand returns the index of the oldest command entry of the log
-// under dir, from index from on, that holds at least 32 bytes of data.
-// Damage there is what raft-wal hands over as it is: it drops a damaged
-// last batch instead, as a write that a crash cut short.
-func FirstCommand(dir string, from uint64) (uint64, error) {
+// damage flips one byte in the middle of the data of the oldest entry of
+// the log under dir that match accepts, and returns its index.
+func damage(dir string, match func(entry) bool) (uint64, error) {
 	entries, err := scan(dir)
 	if err != nil {
 		return 0, err
 	}
 	for _, e := range entries {
-		if e.index >= from && e.typ == raft.LogCommand && e.end-e.start >= 32 {
-			return e.index, nil
+		if !match(e) {
+			continue
 		}
+		if e.end == e.start {
+			return 0, fmt.Errorf("entry %d holds no data", e.index)
+		}
+		return e.index, flip(e.path, (e.start+e.end)/2)
 	}
-	return 0, fmt.Errorf("no command entry from %d on in the log", from)
+	return 0, fmt.Errorf("no such entry in %s", dir)
 }
 
 // scan lists the entries of the segment files under dir, oldest first.
