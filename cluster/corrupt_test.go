@@ -164,23 +164,9 @@ func TestCorruptStateFileIsRebuilt(t *testing.T) {
 	rebuilt := func(what string) {
 		t.Helper()
 		c.Eventually(2*time.Minute, what, func() error {
-			s := replicaOf(victim, shard)
-			if s == nil {
-				return errors.New("the replica is not open")
-			}
-			if err := s.Broken(); err != nil {
+			s, ls, err := replicaCaughtUp(c, victim, shard)
+			if err != nil {
 				return err
-			}
-			leader := c.Leader(shard)
-			if leader == nil {
-				return errors.New("no leader")
-			}
-			ls := replicaOf(leader, shard)
-			if ls == nil {
-				return errors.New("the leader's replica is not open")
-			}
-			if got, want := s.Status().AppliedIndex, ls.Status().CommitIndex; got < want {
-				return fmt.Errorf("applied %d of %d", got, want)
 			}
 			var mine, theirs raftstore.Stats
 			if err := s.View(func(r *raftstore.Reader) error { mine = r.Stats(); return nil }); err != nil {

@@ -292,6 +292,66 @@ func (c *Cluster) Query(ctx context.Context, n uint32, q raftstore.Query, minInd
 	return res, nil
 }
 
+// QueryCopies runs an immutable query (raftstore.Query.Immutable) on
+// each replica of shard n, this node's first, and hands fn every answer
+// of a replica that holds what the query names, with that replica's
+// node, until fn returns false. Each answer is the bytes that replica's
+// own disk handed back: a store whose copy of a message does not open
+// under its user's key looks for one that does this way. Replicas that
+// cannot answer are passed over; the error is the last such failure
+// when no replica answered.
+func (c *Cluster) QueryCopies(ctx context.Context, n uint32, q raftstore.Query, fn func(node string, res *raftstore.QueryResult) bool) error {
+	if !q.Immutable() {
+		return fmt.Errorf("copies of shard %d: query kind %d reads more than a blob's contents", n, q.Kind)
+	}
+	nodes := []string{c.cfg.NodeID}
+	if v := c.currentView(); v != nil {
+		for _, id := range v.placements[n].Replicas {
+			if id != c.cfg.NodeID {
+				nodes = append(nodes, id)
+			}
+		}
+	}
+	var last error
+	answered := false
+	for _, id := range nodes {
+		var res *raftstore.QueryResult
+		var err error
+		if id == c.cfg.NodeID {
+			s := c.replica(n)
+			if s == nil {
+				continue
+			}
+			var held bool
+			if res, held, err = s.QueryHeld(q); err == nil && !held {
+				continue
+			}
+		} else {
+			qctx, cancel := context.WithTimeout(ctx, c.cfg.RouteTimeout)
+			res, err = c.rpc.queryHeld(qctx, c.addressOf(id, ""), n, q)
+			cancel()
+			if errors.Is(err, errNotHeld) {
+				continue
+			}
+		}
+		if err == nil && res.Code != schema.CodeOK {
+			err = res.Err()
+		}
+		if err != nil {
+			last = fmt.Errorf("copy of shard %d on %s: %w", n, id, err)
+			continue
+		}
+		answered = true
+		if !fn(id, res) {
+			return nil
+		}
+	}
+	if !answered && last != nil {
+		return last
+	}
+	return ctx.Err()
+}
+
 // BlobReads counts the reads of a message's contents (header, body,
 // search record) that this node served from its own replica and those
 // it sent to the shard's leader, for metrics. On a node that keeps a

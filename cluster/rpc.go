@@ -54,6 +54,13 @@ const (
 	hdrLeaderID   = "X-Leader-Id"
 	hdrLeaderAddr = "X-Leader-Addr"
 	hdrStateInfo  = "X-State-Info"
+	// hdrHeld asks for an immutable query's answer from the replica of
+	// the node asked, whatever its role (Shard.QueryHeld); it answers
+	// statusNotHeld when that replica lacks what the query names. A node
+	// from before it ignores the header and answers as the leader, or
+	// not at all: either is a replica's own copy, or none.
+	hdrHeld       = "X-Held"
+	statusNotHeld = http.StatusNotFound
 
 	// statusNotLeader answers a request sent to a replica that does not
 	// lead (421 Misdirected Request), with the leader it knows.
@@ -194,6 +201,10 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad query", http.StatusBadRequest)
 		return
 	}
+	if r.Header.Get(hdrHeld) != "" {
+		serveQueryHeld(w, r, s, req.Query)
+		return
+	}
 	res, err := queryLocal(r.Context(), s, req.Query, req.MinIndex)
 	if err != nil && (res == nil || res.Code == schema.CodeOK) {
 		// Only a data-model error (no such mailbox...) travels in the
@@ -204,6 +215,24 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeQueryResult(w, r, res)
+}
+
+// serveQueryHeld answers an immutable query from this node's replica,
+// leader or not (see hdrHeld).
+func serveQueryHeld(w http.ResponseWriter, r *http.Request, s *raftstore.Shard, q raftstore.Query) {
+	if !q.Immutable() {
+		http.Error(w, "a held query reads only a blob's contents", http.StatusBadRequest)
+		return
+	}
+	res, held, err := s.QueryHeld(q)
+	switch {
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	case !held:
+		http.Error(w, "not held by this replica", statusNotHeld)
+	default:
+		writeQueryResult(w, r, res)
+	}
 }
 
 // readQueryRequest decodes a query by its Content-Type: raftstore's
@@ -392,16 +421,34 @@ func (rc *rpcClient) apply(ctx context.Context, addr string, n uint32, cmd schem
 // in gob; a node that refuses the encoding (one rolled back to a version
 // from before) is asked again in gob and no longer counted as knowing it.
 func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
-	_, current := rc.current.Load(addr)
-	res, err := rc.queryOnce(ctx, addr, n, q, minIndex, current)
-	if re := (*remoteError)(nil); current && errors.As(err, &re) && re.status == http.StatusBadRequest {
-		rc.current.Delete(addr)
-		return rc.queryOnce(ctx, addr, n, q, minIndex, false)
+	return rc.queryAs(ctx, addr, n, q, minIndex, false)
+}
+
+// queryHeld runs an immutable query on the replica of the node at addr,
+// whatever its role (see hdrHeld); errNotHeld when that replica lacks
+// what the query names.
+func (rc *rpcClient) queryHeld(ctx context.Context, addr string, n uint32, q raftstore.Query) (*raftstore.QueryResult, error) {
+	res, err := rc.queryAs(ctx, addr, n, q, 0, true)
+	if re := (*remoteError)(nil); errors.As(err, &re) && re.status == statusNotHeld {
+		return nil, errNotHeld
 	}
 	return res, err
 }
 
-func (rc *rpcClient) queryOnce(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64, encoded bool) (*raftstore.QueryResult, error) {
+// errNotHeld says a replica asked for its own copy lacks it.
+var errNotHeld = errors.New("not held by that replica")
+
+func (rc *rpcClient) queryAs(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64, held bool) (*raftstore.QueryResult, error) {
+	_, current := rc.current.Load(addr)
+	res, err := rc.queryOnce(ctx, addr, n, q, minIndex, current, held)
+	if re := (*remoteError)(nil); current && errors.As(err, &re) && re.status == http.StatusBadRequest {
+		rc.current.Delete(addr)
+		return rc.queryOnce(ctx, addr, n, q, minIndex, false, held)
+	}
+	return res, err
+}
+
+func (rc *rpcClient) queryOnce(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64, encoded, held bool) (*raftstore.QueryResult, error) {
 	var body []byte
 	if encoded {
 		body = append(binary.AppendUvarint(nil, minIndex), q.Marshal()...)
@@ -420,6 +467,9 @@ func (rc *rpcClient) queryOnce(ctx context.Context, addr string, n uint32, q raf
 		req.Header.Set("Content-Type", queryRequestType)
 	}
 	req.Header.Set("Accept", queryResultType)
+	if held {
+		req.Header.Set(hdrHeld, "1")
+	}
 	resp, err := rc.do(req)
 	if err != nil {
 		return nil, err

@@ -79,6 +79,10 @@ type ReplicaStatus struct {
 	// DamagedReads counts the damaged entries of the replica's Raft log
 	// read since it opened (raftstore.Status.DamagedReads).
 	DamagedReads uint64 `json:"damaged_log_reads,omitempty"`
+	// Repaired counts the pieces of messages in the replica's state file
+	// put back from another replica's copy since it opened
+	// (raftstore.Status.Repaired).
+	Repaired uint64 `json:"repaired_pieces,omitempty"`
 }
 
 const upWithin = 3 * time.Second
@@ -197,7 +201,7 @@ func shardStatus(n uint32, v *metaView, reports map[string]PingResponse) ShardSt
 		}
 		if s, ok := byNode[id]; ok {
 			r.State, r.AppliedIndex, r.Stopped, r.Stuck, r.Skipped = s.State, s.AppliedIndex, s.Stopped != "", s.Stuck != "", s.Skipped
-			r.DamagedReads = s.DamagedReads
+			r.DamagedReads, r.Repaired = s.DamagedReads, s.Repaired
 			if ss.CommitIndex > s.AppliedIndex {
 				r.Lag = ss.CommitIndex - s.AppliedIndex
 			}

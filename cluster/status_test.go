@@ -74,20 +74,22 @@ func TestStatusShowsAReplicaUnderRepair(t *testing.T) {
 	}
 }
 
-// TestStatusCountsDamagedLogReads: a replica's reads of damaged log
-// entries, from its node's report, reach the shard's status (and so
-// `mailnode cluster status`).
-func TestStatusCountsDamagedLogReads(t *testing.T) {
+// TestStatusCountsDamage: a replica's reads of damaged log entries and
+// its repaired pieces of messages, from its node's report, reach the
+// shard's status (and so `mailnode cluster status`).
+func TestStatusCountsDamage(t *testing.T) {
 	voters := []raftstore.Server{{ID: "n1", Voter: true}, {ID: "n2", Voter: true}}
 	v := &metaView{placements: map[uint32]Placement{3: {Shard: 3, Replicas: []string{"n1", "n2"}}}}
 	reports := map[string]PingResponse{
 		"n1": {Shards: []raftstore.Status{{Shard: 3, State: "leader", Term: 2, Servers: voters, DamagedReads: 2}}},
-		"n2": {Shards: []raftstore.Status{{Shard: 3, State: "follower", Term: 2, Servers: voters}}},
+		"n2": {Shards: []raftstore.Status{{Shard: 3, State: "follower", Term: 2, Servers: voters, Repaired: 5}}},
 	}
-	want := map[string]uint64{"n1": 2, "n2": 0}
+	wantReads := map[string]uint64{"n1": 2, "n2": 0}
+	wantRepaired := map[string]uint64{"n1": 0, "n2": 5}
 	for _, r := range shardStatus(3, v, reports).Replicas {
-		if r.DamagedReads != want[r.Node] {
-			t.Errorf("replica on %s: %d damaged reads, want %d", r.Node, r.DamagedReads, want[r.Node])
+		if r.DamagedReads != wantReads[r.Node] || r.Repaired != wantRepaired[r.Node] {
+			t.Errorf("replica on %s: %d damaged reads and %d repaired, want %d and %d",
+				r.Node, r.DamagedReads, r.Repaired, wantReads[r.Node], wantRepaired[r.Node])
 		}
 	}
 }

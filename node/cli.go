@@ -670,6 +670,9 @@ func printClusterStatus(w io.Writer, s cluster.Status) error {
 			if r.DamagedReads > 0 {
 				role += fmt.Sprintf(",damaged-log=%d", r.DamagedReads)
 			}
+			if r.Repaired > 0 {
+				role += fmt.Sprintf(",repaired=%d", r.Repaired)
+			}
 			reps = append(reps, fmt.Sprintf("%s:%s:%d:%d", r.Node, role, r.AppliedIndex, r.Lag))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", sh.Shard, home, leader, term, commit, strings.Join(reps, " "))

@@ -200,6 +200,7 @@ type shardCollector struct {
 	reads    *prometheus.Desc
 	skipped  *prometheus.Desc
 	damaged  *prometheus.Desc
+	repaired *prometheus.Desc
 	// Latency histograms of each replica (raftstore.Shard.Times).
 	logWrites    *prometheus.Desc
 	stateCommits *prometheus.Desc
@@ -226,6 +227,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		stuck:        prometheus.NewDesc("mail_raft_shard_disk_stuck", "1 while a write of the replica to its disk (its Raft log, a commit of its state file) has not returned for longer than the stuck-write limit (a stalled volume, a failing device); a leader steps aside meanwhile and /readyz answers 503.", labels, nil),
 		skipped:      prometheus.NewDesc("mail_raft_shard_skipped_entries", "Log entries the replica could not decode and skipped (written by newer software, see the command levels in docs/operations.md); above zero, the replica may lack what they wrote: remove the node and let it join again.", labels, nil),
 		damaged:      prometheus.NewDesc("mail_raft_log_damaged_reads_total", "Reads of the replica's Raft log that found an entry damaged (its checksum does not match, or it no longer decodes) since the replica opened: the disk handed back other bytes than were written. The entry reads as missing; at the next start the node sets the log aside and the replica rejoins its group (docs/operations.md, When a Raft log is damaged).", labels, nil),
+		repaired:     prometheus.NewDesc("mail_raft_repaired_pieces_total", "Pieces of messages (chunks, search records) in the replica's state file that did not open under their user's key and were put back from another replica's copy since the replica opened: the disk handed back other bytes than were written (docs/operations.md, When a stored message does not open).", labels, nil),
 		logWrites:    prometheus.NewDesc("mail_raft_log_write_seconds", "Time of the replica's appends to its Raft log, each a batch of entries written and synced: the disk's sync latency as the write path sees it, on a leader before it replicates and on a follower before it answers.", labels, nil),
 		stateCommits: prometheus.NewDesc("mail_raft_state_commit_seconds", "Time of the commits of the replica's state file (bbolt, two syncs each), grouped over many entries off the write path.", labels, nil),
 		applies:      prometheus.NewDesc("mail_raft_apply_seconds", "Time from the proposal of a command by this replica as leader to its apply: the log write on a quorum, the round trip to the followers, the apply; a write's acknowledgement waits for it.", labels, nil),
@@ -236,7 +238,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 // Describe sends the metric descriptions.
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.leader, c.applied, c.last, c.commit, c.nodeUp, c.clock, c.lag, c.voters, c.hasLeadr, c.stopped, c.stuck, c.free, c.opened, c.reads, c.skipped, c.damaged,
-		c.logWrites, c.stateCommits, c.applies} {
+		c.repaired, c.logWrites, c.stateCommits, c.applies} {
 		ch <- d
 	}
 }
@@ -266,6 +268,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, stuck, id)
 		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.GaugeValue, float64(st.Skipped), id)
 		ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.CounterValue, float64(st.DamagedReads), id)
+		ch <- prometheus.MustNewConstMetric(c.repaired, prometheus.CounterValue, float64(st.Repaired), id)
 		times := s.Times()
 		ch <- timesHistogram(c.logWrites, times.LogWrites, id)
 		ch <- timesHistogram(c.stateCommits, times.StateCommits, id)

@@ -153,7 +153,7 @@ func TestNodeServesEveryListener(t *testing.T) {
 	code, body := httpGet(t, n, "/metrics")
 	for _, want := range []string{"mail_node_up 1", "go_goroutines", "process_open_fds", `mail_node_build_info{node="node1",version="test"} 1`,
 		`mail_raft_shard_leader{shard="0"} 1`, `mail_raft_shard_leader{shard="2"} 1`, `mail_raft_shard_applied_index{shard="1"}`,
-		`mail_raft_shard_stopped{shard="1"} 0`, `mail_raft_shard_disk_stuck{shard="1"} 0`, `mail_raft_shard_skipped_entries{shard="1"} 0`, `mail_raft_log_damaged_reads_total{shard="1"} 0`, "mail_node_data_available_bytes ", `mail_cluster_connections_opened_total{kind="rpc"}`, `mail_cluster_message_reads_total{served_by="replica"}`} {
+		`mail_raft_shard_stopped{shard="1"} 0`, `mail_raft_shard_disk_stuck{shard="1"} 0`, `mail_raft_shard_skipped_entries{shard="1"} 0`, `mail_raft_log_damaged_reads_total{shard="1"} 0`, `mail_raft_repaired_pieces_total{shard="1"} 0`, "mail_node_data_available_bytes ", `mail_cluster_connections_opened_total{kind="rpc"}`, `mail_cluster_message_reads_total{served_by="replica"}`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics (%d) lacks %q", code, want)
 		}

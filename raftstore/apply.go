@@ -33,6 +33,8 @@ type applier struct {
 	// users gathers every user whose mail the command reads or writes
 	// (see groupUsers).
 	users map[schema.ID]struct{}
+	// repaired counts the damaged pieces a RepairBlob wrote over.
+	repaired int
 }
 
 func fail(code schema.ErrCode) *schema.Result { return &schema.Result{Code: code} }
@@ -104,6 +106,8 @@ func (a *applier) apply() *schema.Result {
 		return a.updateOutbound(p)
 	case *schema.DeleteOutbound:
 		return a.deleteOutbound(p)
+	case *schema.RepairBlob:
+		return a.repairBlob(p)
 	}
 	return fail(schema.CodeInvalid)
 }

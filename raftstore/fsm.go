@@ -103,6 +103,10 @@ type fsm struct {
 	// entry through an index: a leader writes its log beside replication
 	// and applies nothing before its own write (leaderlog.go).
 	logWritten func(index uint64) error
+
+	// repaired counts the damaged pieces of blobs RepairBlob entries
+	// wrote over in this replica's state (Status.Repaired).
+	repaired atomic.Uint64
 }
 
 // A follower's applies are committed together, up to followerCommitDelay
@@ -704,6 +708,11 @@ func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log, users map[schema.ID]struct{}) 
 	a := &applier{tx: tx, cmd: cmd, index: l.Index, users: users}
 	res := a.apply()
 	res.Index = l.Index
+	if a.repaired > 0 {
+		f.repaired.Add(uint64(a.repaired))
+		f.log.Warn("damaged copy of a message in the state file put back from a copy that opened",
+			"index", l.Index, "pieces", a.repaired)
+	}
 	if !cmd.ReqID.IsZero() {
 		if err := rememberRequest(tx, cmd.ReqID, res); err != nil {
 			f.log.Error("remember request id", "index", l.Index, "err", err)

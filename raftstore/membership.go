@@ -48,6 +48,11 @@ type Status struct {
 	// replica opened (read as missing; see ErrLogDamaged): above zero,
 	// its disk handed back other bytes than were written.
 	DamagedReads uint64 `json:"damaged_log_reads,omitempty"`
+	// Repaired counts the pieces of messages in the replica's state file
+	// that did not open and were put back from another replica's copy
+	// (schema.RepairBlob) since it opened: above zero, its disk handed
+	// back other bytes than were written.
+	Repaired uint64 `json:"repaired_pieces,omitempty"`
 }
 
 // Leads reports whether the replica leads its group and acts as its
@@ -72,6 +77,7 @@ func (s *Shard) Status() Status {
 	}
 	st.Servers, _ = s.Servers()
 	st.DamagedReads = s.logs.damagedReads.Load()
+	st.Repaired = s.fsm.repaired.Load()
 	if err := s.Stuck(); err != nil {
 		st.Stuck = err.Error()
 	}

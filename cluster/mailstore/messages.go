@@ -206,26 +206,31 @@ func splitMessage(msg []byte) [][]byte {
 
 // Header returns a message's header section.
 func (a *Account) Header(ctx context.Context, blob schema.ID) ([]byte, error) {
-	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryHeader, Blob: blob})
+	var h []byte
+	err := a.queryOpen(ctx, raftstore.Query{Kind: raftstore.QueryHeader, Blob: blob}, func(res *raftstore.QueryResult) error {
+		if len(res.Chunks) != 1 {
+			return fmt.Errorf("%d chunks for a header", len(res.Chunks))
+		}
+		var err error
+		h, err = a.s.sealer.Open(a.keys.Ring(), seal.KindChunk, a.user[:], seal.ChunkObject(blob, 0), res.Chunks[0])
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
-	}
-	h, err := a.s.sealer.Open(a.keys.Ring(), seal.KindChunk, a.user[:], seal.ChunkObject(blob, 0), res.Chunks[0])
-	if err != nil {
-		return nil, fmt.Errorf("open header: %w", err)
 	}
 	return h, ctx.Err()
 }
 
 // Body returns a whole message.
 func (a *Account) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
-	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryBody, Blob: blob})
+	var out []byte
+	err := a.queryOpen(ctx, raftstore.Query{Kind: raftstore.QueryBody, Blob: blob}, func(res *raftstore.QueryResult) error {
+		var err error
+		out, err = a.s.openChunks(a.keys.Ring(), a.user, blob, res.Chunks, res.Blob.Size)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
-	}
-	out, err := a.s.openChunks(a.keys.Ring(), a.user, blob, res.Chunks, res.Blob.Size)
-	if err != nil {
-		return nil, fmt.Errorf("open message: %w", err)
 	}
 	return out, ctx.Err()
 }

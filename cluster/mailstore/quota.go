@@ -25,8 +25,9 @@ import (
 // a race between the check and the spooled copy can take a user over
 // the limit by that one message.
 
-// maxBatchBytes bounds the sealed bytes of one append of several messages
-// carried inline in its final command; beyond it every chunk is staged.
+// maxBatchInline bounds the sealed bytes of one append of several
+// messages carried inline in its final command; beyond it every chunk is
+// staged.
 const maxBatchInline = maxInline
 
 // maxBatchRecords bounds the sealed search records one AppendBatch

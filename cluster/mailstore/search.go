@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/mailcluster/mailcluster/raftstore"
@@ -34,7 +35,19 @@ func (a *Account) SearchRecords(ctx context.Context, blobs []schema.ID) ([][]byt
 				out = append(out, nil)
 				continue
 			}
-			rec, err := a.s.sealer.Open(a.keys.Ring(), seal.KindSearchRecord, a.user[:], part[i][:], sealed)
+			rec, err := a.openSearchRecord(part[i], sealed)
+			if damagedCopy(err) {
+				q := raftstore.Query{Kind: raftstore.QuerySearchRecords, Blobs: []schema.ID{part[i]}}
+				failed := &raftstore.QueryResult{Chunks: [][]byte{sealed}}
+				err = a.fromGoodCopy(ctx, q, failed, err, func(res *raftstore.QueryResult) error {
+					if len(res.Chunks) != 1 || len(res.Chunks[0]) == 0 {
+						return errors.New("no search record")
+					}
+					var err error
+					rec, err = a.openSearchRecord(part[i], res.Chunks[0])
+					return err
+				})
+			}
 			if err != nil {
 				return nil, fmt.Errorf("open search record: %w", err)
 			}
@@ -42,4 +55,10 @@ func (a *Account) SearchRecords(ctx context.Context, blobs []schema.ID) ([][]byt
 		}
 	}
 	return out, ctx.Err()
+}
+
+// openSearchRecord opens the sealed search record of one of the user's
+// blobs.
+func (a *Account) openSearchRecord(blob schema.ID, sealed []byte) ([]byte, error) {
+	return a.s.sealer.Open(a.keys.Ring(), seal.KindSearchRecord, a.user[:], blob[:], sealed)
 }

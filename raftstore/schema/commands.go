@@ -33,6 +33,7 @@ const (
 	OpDeleteOutbound
 	OpAppendBatch
 	OpPutSettings
+	OpRepairBlob
 	opMax
 )
 
@@ -46,7 +47,7 @@ var opNames = [...]string{
 	OpSwapSetting: "swap-setting", OpLease: "lease", OpSpool: "spool", OpSpoolDone: "spool-done",
 	OpSwapUserValue: "swap-user-value", OpEnqueue: "enqueue", OpUpdateOutbound: "update-outbound",
 	OpDeleteOutbound: "delete-outbound", OpAppendBatch: "append-batch",
-	OpPutSettings: "put-settings",
+	OpPutSettings: "put-settings", OpRepairBlob: "repair-blob",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -171,6 +172,8 @@ func newPayload(op Op) Payload {
 		return &AppendBatch{}
 	case OpPutSettings:
 		return &PutSettings{}
+	case OpRepairBlob:
+		return &RepairBlob{}
 	}
 	return nil
 }

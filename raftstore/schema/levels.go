@@ -19,9 +19,11 @@ const (
 	// LevelAppendClaimsRecent adds Append.ClaimRecent and the claim in
 	// its Result.
 	LevelAppendClaimsRecent = 2
+	// LevelRepairBlob adds RepairBlob.
+	LevelRepairBlob = 3
 
 	// CommandLevel is the level this software applies.
-	CommandLevel = LevelAppendClaimsRecent
+	CommandLevel = LevelRepairBlob
 )
 
 // RecentValue names the mailbox-scoped user value holding the highest
@@ -47,6 +49,8 @@ func Level(p Payload) int {
 				return LevelSearchRecords
 			}
 		}
+	case *RepairBlob:
+		return LevelRepairBlob
 	}
 	return LevelBase
 }
