@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster/clustertest"
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 	"github.com/mailcluster/mailcluster/raftstore/statedamage"
@@ -23,18 +25,9 @@ import (
 // damaged pieces must then be put back on that replica through the
 // shard's log, counted there, and nowhere else.
 func TestDamagedCopyIsReadElsewhereAndRepaired(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{MailShards: 2,
-		SearchIndexer: func(msg []byte) []byte { return append([]byte("words of "), msg[:min(len(msg), 64)]...) }})
 	const user = "copies@example.test"
-	c.AddUser(user, "password-1")
+	c, leader, victim, shard, u := damageFixture(t, user)
 	ctx := testCtx(t)
-	shard := shardOf(t, c, user)
-	leader := c.WaitLeader(shard, 30*time.Second)
-	victim := otherThan(c, leader)
-	u, err := leader.Directory().ResolveRecipient(ctx, user)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := deliverRandom(leader, user, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -56,24 +49,11 @@ func TestDamagedCopyIsReadElsewhereAndRepaired(t *testing.T) {
 	if err != nil || len(records) != 1 || records[0] == nil {
 		t.Fatalf("search records %q, %v", records, err)
 	}
-	caughtUp(t, c, victim, shard)
-
 	// Chunk 0 is the header section, chunk 1 the body.
-	victim.Stop()
-	path := filepath.Join(raftstore.ReplicaDir(victim.Dir, shard), "state.db")
-	for _, damage := range []func() error{
-		func() error { return statedamage.Chunk(path, u.ID, blob, 0) },
-		func() error { return statedamage.Chunk(path, u.ID, blob, 1) },
-		func() error { return statedamage.SearchRecord(path, u.ID, blob) },
-	} {
-		if err := damage(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := victim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	caughtUp(t, c, victim, shard)
+	damageOn(t, c, victim, shard,
+		func(path string) error { return statedamage.Chunk(path, u.ID, blob, 0) },
+		func(path string) error { return statedamage.Chunk(path, u.ID, blob, 1) },
+		func(path string) error { return statedamage.SearchRecord(path, u.ID, blob) })
 	held := func(q raftstore.Query) *raftstore.QueryResult {
 		t.Helper()
 		q.User = u.ID
@@ -127,6 +107,102 @@ func TestDamagedCopyIsReadElsewhereAndRepaired(t *testing.T) {
 		if got := replicaOf(n, shard).Status().Repaired; got != want {
 			t.Errorf("%s counts %d repaired pieces, want %d", n.ID, got, want)
 		}
+	}
+}
+
+// damageFixture starts three nodes that store search records, adds
+// user, and returns the leader of the user's shard, another node (whose
+// replica the tests damage), the shard and the user.
+func damageFixture(t *testing.T, user string) (c *clustertest.Cluster, leader, victim *clustertest.Node, shard uint32, u *directory.User) {
+	t.Helper()
+	c = clustertest.Start(t, clustertest.Options{MailShards: 2,
+		SearchIndexer: func(msg []byte) []byte { return append([]byte("words of "), msg[:min(len(msg), 64)]...) }})
+	c.AddUser(user, "password-1")
+	shard = shardOf(t, c, user)
+	leader = c.WaitLeader(shard, 30*time.Second)
+	victim = otherThan(c, leader)
+	u, err := leader.Directory().ResolveRecipient(testCtx(t), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, leader, victim, shard, u
+}
+
+// damageOn lets n's replica of shard catch up, stops n, damages the
+// replica's state file with each of damage, and starts n again, caught
+// up.
+func damageOn(t *testing.T, c *clustertest.Cluster, n *clustertest.Node, shard uint32, damage ...func(path string) error) {
+	t.Helper()
+	caughtUp(t, c, n, shard)
+	n.Stop()
+	path := filepath.Join(raftstore.ReplicaDir(n.Dir, shard), "state.db")
+	for _, d := range damage {
+		if err := d(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, c, n, shard)
+}
+
+// TestScrubFindsAndMendsDamage: a scrub of a replica reads every message
+// it holds, finds the pieces a disk changed, which no client has read,
+// and has them put back from another replica's copy; a second scrub
+// finds nothing. It reads at the pace it is given.
+func TestScrubFindsAndMendsDamage(t *testing.T) {
+	const user = "scrub@example.test"
+	c, leader, victim, shard, u := damageFixture(t, user)
+	ctx := testCtx(t)
+	const count = 5
+	for i := range count {
+		if err := deliverRandom(leader, user, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := inboxMessages(t, leader.Login(user, "password-1"))
+	if len(msgs) != count {
+		t.Fatalf("%d messages in the INBOX", len(msgs))
+	}
+	damageOn(t, c, victim, shard,
+		func(path string) error { return statedamage.Chunk(path, u.ID, msgs[1].Blob, 1) },
+		func(path string) error { return statedamage.SearchRecord(path, u.ID, msgs[3].Blob) })
+
+	// A scrub lists what the state file holds as committed; View commits
+	// the replayed entries' group first.
+	if err := replicaOf(victim, shard).View(func(*raftstore.Reader) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var paced int64
+	pace := func(_ context.Context, n int) error { paced += int64(n); return nil }
+	rep, err := victim.Store().Scrub(ctx, shard, pace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Users != 1 || rep.Blobs != count || rep.Damaged != 2 || rep.Unreadable != 0 || rep.Bytes < count*48<<10 || paced != rep.Bytes {
+		t.Fatalf("scrub read %+v, paced %d bytes", rep, paced)
+	}
+	c.Eventually(30*time.Second, "the damaged pieces put back", func() error {
+		if n := replicaOf(victim, shard).Status().Repaired; n != 2 {
+			return fmt.Errorf("%d pieces repaired", n)
+		}
+		return nil
+	})
+	// The replica's reads of a blob come from its state file as
+	// committed, which takes the repairs with its next group commit.
+	c.Eventually(30*time.Second, "a scrub that finds nothing", func() error {
+		rep, err := victim.Store().Scrub(ctx, shard, nil)
+		if err != nil || rep.Blobs != count || rep.Damaged != 0 {
+			return fmt.Errorf("scrub read %+v, %v", rep, err)
+		}
+		return nil
+	})
+	if n := replicaOf(victim, shard).Status().Repaired; n != 2 {
+		t.Fatalf("%d pieces repaired after the scrubs, want 2", n)
+	}
+	if _, err := victim.Store().Scrub(ctx, 0, nil); err == nil {
+		t.Fatal("a scrub of the meta shard did not fail")
 	}
 }
 

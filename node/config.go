@@ -99,7 +99,10 @@ type Config struct {
 	AuthGuard AuthGuardConfig `toml:"auth_guard"`
 	Log       LogConfig       `toml:"log"`
 	Backup    BackupConfig    `toml:"backup"`
-	Cluster   ClusterConfig   `toml:"cluster"`
+	// Scrub is the periodic read of every stored message (see
+	// ScrubConfig); weekly by default.
+	Scrub   ScrubConfig   `toml:"scrub"`
+	Cluster ClusterConfig `toml:"cluster"`
 	// Autoconfig is what the client autoconfiguration documents
 	// advertise (see AutoconfigConfig).
 	Autoconfig AutoconfigConfig `toml:"autoconfig"`
@@ -679,6 +682,7 @@ func (c Config) Validate() error {
 		bad("log.format %q: want json or text", c.Log.Format)
 	}
 	errs = append(errs, c.Backup.validate()...)
+	errs = append(errs, c.Scrub.validate()...)
 	errs = append(errs, c.Cluster.validate()...)
 	errs = append(errs, c.Autoconfig.validate()...)
 	errs = append(errs, c.Filters.validate()...)

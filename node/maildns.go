@@ -180,4 +180,5 @@ func (n *Node) startMaintenance() {
 		defer n.maintenance.Done()
 		n.maintainDKIM(stop, dkimMaintenanceInterval)
 	}()
+	n.startScrubs(stop)
 }

@@ -42,6 +42,12 @@ type metrics struct {
 	// frontend counts connections, commands, deliveries and TLS of the
 	// protocol frontends (frontend_metrics.go).
 	frontend *frontendMetrics
+	// scrubEnd is when the node's last scrub ended; scrubDamaged and
+	// scrubUnreadable count, per replica, the messages it found damaged
+	// and of which no replica's copy opens (scrub.go).
+	scrubEnd        prometheus.Gauge
+	scrubDamaged    *prometheus.GaugeVec
+	scrubUnreadable *prometheus.GaugeVec
 }
 
 func newMetrics(nodeID, version string) *metrics {
@@ -82,6 +88,18 @@ func newMetrics(nodeID, version string) *metrics {
 		auth:     newAuthMetrics(),
 		filters:  newFilterMetrics(),
 		frontend: newFrontendMetrics(),
+		scrubEnd: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mail_scrub_last_end_timestamp_seconds",
+			Help: "When the node's last scrub of its replicas ended (Unix time; 0 when none is recorded in the data directory); see scrub.every.",
+		}),
+		scrubDamaged: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mail_scrub_damaged_messages",
+			Help: "Messages whose copy in the replica did not open under their user's key in the node's last scrub, by shard: the disk handed back other bytes; each was put back from another replica's copy unless counted in mail_scrub_unreadable_messages.",
+		}, []string{"shard"}),
+		scrubUnreadable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mail_scrub_unreadable_messages",
+			Help: "Messages of which no replica's copy opened in the node's last scrub, by shard: restore them from a backup.",
+		}, []string{"shard"}),
 	}
 	for _, op := range []string{"deliver", "append", "copy"} {
 		m.overQuota.WithLabelValues(op) // shown at 0 before the first refusal
@@ -99,6 +117,7 @@ func newMetrics(nodeID, version string) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords, m.overQuota, m.forwardsWithheld,
+		m.scrubEnd, m.scrubDamaged, m.scrubUnreadable,
 		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)
@@ -324,6 +343,18 @@ func timesHistogram(d *prometheus.Desc, wt raftstore.WriteTimes, shard string) p
 
 // quotaRefused counts a change the mail store refused for quota (the
 // store's Config.OverQuota).
+// scrubEnded shows a scrub's outcome in the metrics.
+func (m *metrics) scrubEnded(st scrubState) {
+	m.scrubEnd.Set(float64(st.Ended.Unix()))
+	m.scrubDamaged.Reset()
+	m.scrubUnreadable.Reset()
+	for n, out := range st.Shards {
+		id := strconv.FormatUint(uint64(n), 10)
+		m.scrubDamaged.WithLabelValues(id).Set(float64(out.Damaged))
+		m.scrubUnreadable.WithLabelValues(id).Set(float64(out.Unreadable))
+	}
+}
+
 func (n *Node) quotaRefused(op string) {
 	n.metrics.overQuota.WithLabelValues(op).Inc()
 }

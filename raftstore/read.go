@@ -214,6 +214,44 @@ func (r *Reader) Blob(user, blob schema.ID) (schema.BlobRecord, error) {
 	return *b, nil
 }
 
+// MailUsers returns the users whose mail a mail shard holds.
+func (r *Reader) MailUsers() []schema.ID {
+	var out []schema.ID
+	_ = r.tx.Bucket(bucketMail).ForEachBucket(func(k []byte) error {
+		if id, ok := idOf(k); ok {
+			out = append(out, id)
+		}
+		return nil
+	})
+	return out
+}
+
+// BlobIDs returns the ids of a user's blobs, in key order.
+func (r *Reader) BlobIDs(user schema.ID) ([]schema.ID, error) {
+	u, err := r.userMail(user)
+	if err != nil {
+		return nil, err
+	}
+	var out []schema.ID
+	err = u.blobs.ForEach(func(k, _ []byte) error {
+		if id, ok := idOf(k); ok {
+			out = append(out, id)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// idOf reads a key that is an id.
+func idOf(k []byte) (schema.ID, bool) {
+	var id schema.ID
+	if len(k) != len(id) {
+		return id, false
+	}
+	copy(id[:], k)
+	return id, true
+}
+
 // Chunk returns sealed chunk i of a blob.
 func (r *Reader) Chunk(user, blob schema.ID, i uint32) ([]byte, error) {
 	u, err := r.userMail(user)

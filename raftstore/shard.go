@@ -515,6 +515,12 @@ func (s *Shard) View(fn func(*Reader) error) error { return s.fsm.view(fn) }
 // commit, two syncs of the state file, whenever applies are pending.
 func (s *Shard) Read(fn func(*Reader) error) error { return s.fsm.read(fn) }
 
+// ReadCommitted runs fn on the state file as last committed, neither
+// committing the pending group nor holding off applies: it may miss the
+// entries of the group under way (up to a group's time), for a caller
+// that walks much of the state and can do without them (a scrub).
+func (s *Shard) ReadCommitted(fn func(*Reader) error) error { return s.fsm.readCommitted(fn) }
+
 // Subscribe registers fn to receive the change events of user's data
 // applied after index from, in log order: recent events this replica
 // still remembers are replayed first, and if it no longer knows them fn

@@ -36,6 +36,8 @@ type Cluster interface {
 	// this node's first, until fn returns false: the copies to read
 	// when one does not open.
 	QueryCopies(ctx context.Context, n uint32, q raftstore.Query, fn func(node string, res *raftstore.QueryResult) bool) error
+	// Shards returns this node's replicas (a scrub reads them).
+	Shards() []*raftstore.Shard
 	// LeadsShard reports whether this node leads mail shard n.
 	LeadsShard(n uint32) bool
 	// MailShards returns the number of mail shards.

@@ -1,0 +1,230 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
+)
+
+// ScrubConfig is the scrub of the node's replicas: every piece of every
+// stored message read and opened under its user's key, so that a disk
+// that hands back other bytes is found, and the damage mended from
+// another replica, before a client meets it.
+type ScrubConfig struct {
+	// Every is the time between the starts of two scrubs: 0 means weekly,
+	// a negative value turns scrubs off.
+	Every time.Duration `toml:"every"`
+	// Rate bounds the sealed bytes a scrub reads a second (default 16
+	// MiB), so it takes a small share of the disk.
+	Rate ByteSize `toml:"rate"`
+}
+
+// Scrub defaults.
+const (
+	DefaultScrubEvery = 7 * 24 * time.Hour
+	DefaultScrubRate  = 16 << 20
+	// scrubStateName is the file in the data directory that records when
+	// the last scrub ended, so a restart does not start one over.
+	scrubStateName = "scrub.json"
+	// scrubCheck is how often the node looks whether a scrub is due;
+	// scrubFirst is when it first looks after it starts, so a start's own
+	// work (replicas catching up, sessions logging in again) comes first.
+	scrubCheck = time.Hour
+	scrubFirst = 10 * time.Minute
+)
+
+func (s ScrubConfig) validate() []error {
+	if s.Rate < 0 {
+		return []error{fmt.Errorf("scrub.rate %d: want 0 (the default) or more", s.Rate)}
+	}
+	return nil
+}
+
+func (s ScrubConfig) every() time.Duration { return durationOr(s.Every, DefaultScrubEvery) }
+
+func (s ScrubConfig) rate() int64 {
+	if s.Rate == 0 {
+		return DefaultScrubRate
+	}
+	return int64(s.Rate)
+}
+
+// scrubState is what scrub.json records.
+type scrubState struct {
+	Ended  time.Time               `json:"ended"`
+	Shards map[uint32]scrubOutcome `json:"shards"`
+}
+
+// scrubOutcome is one replica's part of a scrub, for the record.
+type scrubOutcome struct {
+	mailstore.ScrubReport
+	Err string `json:"error,omitempty"`
+}
+
+// scrubber runs the node's scrubs.
+type scrubber struct {
+	// scrub scrubs one replica (mailstore.Store.Scrub).
+	scrub func(ctx context.Context, n uint32, pace func(context.Context, int) error) (mailstore.ScrubReport, error)
+	// shards lists the mail shards this node keeps a replica of.
+	shards func() []uint32
+	path   string
+	every  time.Duration
+	rate   int64
+	now    func() time.Time
+	log    *slog.Logger
+	// done, if set, is told of every scrub that ends (metrics).
+	done func(scrubState)
+}
+
+// run looks whether a scrub is due after first, then every check, until
+// stop ends, and runs it: when the last one ended every or more ago, or
+// none did. A scrub in which a replica failed is not recorded as ended,
+// so the next check runs it again.
+func (s *scrubber) run(stop context.Context, first, check time.Duration) {
+	wait := first
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-stop.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = check
+		if last := s.lastEnded(); !last.IsZero() && s.now().Sub(last) < s.every {
+			continue
+		}
+		st, ok := s.scrubAll(stop)
+		if stop.Err() != nil {
+			return
+		}
+		if ok {
+			s.record(st)
+		}
+	}
+}
+
+// lastEnded reads when the last scrub ended (zero: none recorded).
+func (s *scrubber) lastEnded() time.Time {
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		return time.Time{}
+	}
+	var st scrubState
+	if json.Unmarshal(b, &st) != nil {
+		return time.Time{}
+	}
+	return st.Ended
+}
+
+// record writes st to the state file, through a new file renamed over
+// the old, and tells done.
+func (s *scrubber) record(st scrubState) {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	tmp := s.path + ".new"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		s.log.Warn("record the scrub's end", "err", err)
+	} else if err := os.Rename(tmp, s.path); err != nil {
+		s.log.Warn("record the scrub's end", "err", err)
+	}
+	if s.done != nil {
+		s.done(st)
+	}
+}
+
+// scrubAll scrubs every mail replica of the node, one after another,
+// and reports whether each scrub read its replica to the end.
+func (s *scrubber) scrubAll(ctx context.Context) (scrubState, bool) {
+	st := scrubState{Shards: map[uint32]scrubOutcome{}}
+	started := s.now()
+	s.log.Info("scrub started", "rate_bytes", s.rate)
+	ok := true
+	for _, n := range s.shards() {
+		rep, err := s.scrub(ctx, n, s.pace(started))
+		out := scrubOutcome{ScrubReport: rep}
+		if err != nil {
+			if ctx.Err() != nil {
+				return st, false
+			}
+			ok = false
+			out.Err = err.Error()
+			s.log.Warn("scrub of a replica stopped; the whole scrub runs again at the next check", "shard", n, "err", err)
+		}
+		st.Shards[n] = out
+		lvl := slog.LevelInfo
+		if rep.Damaged > 0 {
+			lvl = slog.LevelWarn
+		}
+		s.log.Log(ctx, lvl, "replica scrubbed", "shard", n, "users", rep.Users, "messages", rep.Blobs,
+			"bytes", rep.Bytes, "damaged", rep.Damaged, "unreadable", rep.Unreadable)
+	}
+	st.Ended = s.now()
+	s.log.Info("scrub ended", "took", st.Ended.Sub(started).Round(time.Second))
+	return st, ok
+}
+
+// pace holds the scrub to its rate: before a message of n bytes it
+// waits until the bytes read since start fit rate.
+func (s *scrubber) pace(start time.Time) func(ctx context.Context, n int) error {
+	var read int64
+	return func(ctx context.Context, n int) error {
+		read += int64(n)
+		due := start.Add(time.Duration(float64(read) / float64(s.rate) * float64(time.Second)))
+		wait := due.Sub(s.now())
+		if wait <= 0 {
+			return ctx.Err()
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+}
+
+// startScrubs runs the scrubs in the background upkeep (stop ends them).
+func (n *Node) startScrubs(stop context.Context) {
+	sc := n.cfg.Scrub
+	if sc.Every < 0 {
+		n.log.Info("scrubs are off (scrub.every is negative)", "component", "node")
+		return
+	}
+	s := &scrubber{
+		scrub:  n.store.Scrub,
+		shards: n.localMailShards,
+		path:   filepath.Join(n.cfg.DataDir, scrubStateName),
+		every:  sc.every(),
+		rate:   sc.rate(),
+		now:    time.Now,
+		log:    n.log.With("component", "scrub"),
+		done:   n.metrics.scrubEnded,
+	}
+	if last := s.lastEnded(); !last.IsZero() {
+		n.metrics.scrubEnd.Set(float64(last.Unix()))
+	}
+	n.maintenance.Add(1)
+	go func() {
+		defer n.maintenance.Done()
+		s.run(stop, scrubFirst, scrubCheck)
+	}()
+}
+
+// localMailShards lists the mail shards this node keeps a replica of.
+func (n *Node) localMailShards() []uint32 {
+	var out []uint32
+	for _, s := range n.cluster.Shards() {
+		if s.ID() != 0 {
+			out = append(out, s.ID())
+		}
+	}
+	return out
+}

@@ -1,0 +1,128 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/cluster/mailstore"
+)
+
+// fakeScrubs is a scrubber's view of the store: it counts the scrubs of
+// each shard and fails shard 2 while fail is set.
+type fakeScrubs struct {
+	mu    sync.Mutex
+	calls map[uint32]int
+	fail  atomic.Bool
+}
+
+func (f *fakeScrubs) scrub(_ context.Context, n uint32, _ func(context.Context, int) error) (mailstore.ScrubReport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[n]++
+	if n == 2 && f.fail.Load() {
+		return mailstore.ScrubReport{}, errors.New("replica closed")
+	}
+	return mailstore.ScrubReport{Users: 1, Blobs: int(n), Damaged: int(n) - 1}, nil
+}
+
+func (f *fakeScrubs) count(n uint32) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[n]
+}
+
+// TestScrubberRunsWhenDue: a node scrubs each replica when no scrub is
+// recorded or the last one ended a period ago, records the end in its
+// data directory (so a restart does not scrub again), and scrubs again
+// at the next check when a replica failed.
+func TestScrubberRunsWhenDue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), scrubStateName)
+	fake := &fakeScrubs{calls: map[uint32]int{}}
+	var nowCalls atomic.Int64
+	var offset atomic.Int64 // added to the clock
+	var ended atomic.Pointer[scrubState]
+	newScrubber := func() *scrubber {
+		return &scrubber{
+			scrub:  fake.scrub,
+			shards: func() []uint32 { return []uint32{1, 2} },
+			path:   path,
+			every:  time.Hour,
+			rate:   1 << 30,
+			now: func() time.Time {
+				nowCalls.Add(1)
+				return time.Now().Add(time.Duration(offset.Load()))
+			},
+			log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+			done: func(st scrubState) { ended.Store(&st) },
+		}
+	}
+	// checks runs s until it has looked at the clock at least n more
+	// times, which each check does.
+	checks := func(s *scrubber, n int64) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		from := nowCalls.Load()
+		go func() { defer close(done); s.run(ctx, time.Millisecond, time.Millisecond) }()
+		waitFor(t, "the scrubber's checks", func() bool { return nowCalls.Load()-from >= n })
+		cancel()
+		<-done
+	}
+
+	// Shard 2 fails: nothing is recorded, and every check scrubs again.
+	fake.fail.Store(true)
+	checks(newScrubber(), 10)
+	if fake.count(1) < 2 || fake.count(2) < 2 {
+		t.Fatalf("scrubs with a failing replica: %v", fake.calls)
+	}
+	if newScrubber().lastEnded() != (time.Time{}) || ended.Load() != nil {
+		t.Fatal("a scrub with a failed replica was recorded as ended")
+	}
+
+	// Both succeed: one scrub, recorded, then none while it is recent,
+	// even from a new scrubber (a restarted node).
+	fake.fail.Store(false)
+	before1 := fake.count(1)
+	checks(newScrubber(), 20)
+	checks(newScrubber(), 20)
+	if got := fake.count(1) - before1; got != 1 {
+		t.Fatalf("%d scrubs of shard 1 within a period, want 1", got)
+	}
+	st := ended.Load()
+	if st == nil || st.Ended.IsZero() || st.Shards[2].Blobs != 2 || st.Shards[2].Damaged != 1 || st.Shards[1].Err != "" {
+		t.Fatalf("scrub recorded as %+v", st)
+	}
+	if last := newScrubber().lastEnded(); !last.Equal(st.Ended) {
+		t.Fatalf("recorded end %v, reported %v", last, st.Ended)
+	}
+
+	// A period later it is due again.
+	offset.Store(int64(time.Hour))
+	checks(newScrubber(), 20)
+	if got := fake.count(1) - before1; got != 2 {
+		t.Fatalf("%d scrubs of shard 1 after a period, want 2", got)
+	}
+}
+
+// TestScrubPace: a scrub ahead of its rate waits (and gives up when its
+// context ends meanwhile); one behind it goes on.
+func TestScrubPace(t *testing.T) {
+	start := time.Now()
+	s := &scrubber{rate: 1 << 20, now: func() time.Time { return start }}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.pace(start)(ctx, 1<<20); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a MiB at once at a MiB a second: %v, want to wait", err)
+	}
+	s.now = func() time.Time { return start.Add(2 * time.Second) }
+	if err := s.pace(start)(context.Background(), 1<<20); err != nil {
+		t.Fatalf("a MiB after two seconds: %v", err)
+	}
+}
