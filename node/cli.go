@@ -76,6 +76,7 @@ Usage:
   mailnode alias add|del|list ...                    (see Aliases and catch-all below)
   mailnode status      --data DIR [--json]
   mailnode compact     --data DIR
+  mailnode scrub       start|status --data DIR [--json]  (read every stored message now; see below)
   mailnode backup      now|list|verify|drill|restore ...  (see Backups below)
   mailnode import      imap|maildir|mbox ... --to USER[/MAILBOX]  (see Importing mail below)
   mailnode config check [--config FILE]        (names the line of every problem)
@@ -97,6 +98,12 @@ come from $MAILNODE_TOKEN and $MAILNODE_BOOTSTRAP_TOKEN.
 compact snapshots every shard of the running node (truncating the Raft
 logs); with no node serving DIR it rewrites the shard files to shrink
 them.
+
+scrub start reads every piece of every message in the node's replicas
+now, at scrub.rate, and opens it under its user's key; what does not
+open is served and put back from another replica's copy (the node also
+does this every scrub.every, weekly by default). scrub status says
+whether one runs and what the last one found in each replica.
 ` + accountUsage + dkimUsage + sessionsUsage + aliasUsage + sentCopyUsage + queueUsage + backupUsage + importUsage + exportUsage + configCheckUsage + securityUsage + auditUsage + adminTokenUsage
 
 // Run executes one command line (without the program name) and returns
@@ -172,6 +179,8 @@ func (c CLI) run(ctx context.Context, args []string) error {
 		return c.adminTokenCommand(ctx, rest)
 	case "compact":
 		return c.compact(ctx, rest)
+	case "scrub":
+		return c.scrubCommand(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(c.Stdout, "mailnode %s (%s %s/%s)\n", c.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil

@@ -55,7 +55,7 @@ const (
 // mint tokens), join tokens (a new member gets the cluster's keys) and
 // import and export (they read and write the node's own files).
 var apiPrefixes = []string{
-	"/v1/status", "/v1/domains", "/v1/users", "/v1/aliases", "/v1/compact", "/v1/cluster",
+	"/v1/status", "/v1/domains", "/v1/users", "/v1/aliases", "/v1/compact", pathScrub, "/v1/cluster",
 	"/v1/backup/", "/v1/security/", pathAudit, pathQueue,
 }
 

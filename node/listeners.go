@@ -248,7 +248,7 @@ func (n *Node) startAdmin() error {
 	log := n.log.With("component", "admin")
 	// One handler serves the socket and, behind token authentication,
 	// the HTTPS admin API (https.go).
-	n.adminAPI = n.auditAdmin(n.queueAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster, n}, n.cluster, n.status, log), log), log), log), log), log), log), log), log)
+	n.adminAPI = n.auditAdmin(n.scrubAdmin(n.queueAdmin(n.dkimAdmin(n.sessionsAdmin(n.securityAdmin(n.importAdmin(n.exportAdmin(n.backupAdmin(admin.NewHandler(adminDirectory{n.directory, n.cluster, n}, n.cluster, n.status, log), log), log), log), log), log), log), log), log), log)
 	n.adminSrv = &http.Server{
 		Handler:           n.adminAPI,
 		ConnContext:       adminConnContext,

@@ -62,6 +62,9 @@ type Node struct {
 	// tlsReports sends the daily TLS reports; nil without a postmaster.
 	tlsReports *tlsReporter
 	backups    *backupService
+	// scrubs runs the scrubs of the node's replicas; nil when they are
+	// off or before the node starts them.
+	scrubs atomic.Pointer[scrubber]
 	// authState is the auth guard's cluster-wide lockout state, for
 	// "mailnode security" (set once the frontends start).
 	authState atomic.Pointer[protocols.SharedAuthState]

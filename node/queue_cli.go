@@ -150,53 +150,23 @@ func (n *Node) findQueueEntry(ctx context.Context, arg string) (schema.OutboundE
 
 // queueCommand is "mailnode queue list|show|retry|hold|release|delete".
 func (c CLI) queueCommand(ctx context.Context, args []string) error {
-	subs := map[string]bool{"list": true, "show": true, "retry": true, "hold": true, "release": true, "delete": true}
-	if len(args) == 0 || !subs[args[0]] {
-		return fmt.Errorf("%w: queue needs list, show, retry, hold, release or delete", errUsage)
-	}
-	sub := args[0]
-	fs := newFlagSet("queue " + sub)
-	data := fs.String("data", "", "data directory of the node")
-	config := fs.String("config", "", "config file")
-	asJSON := fs.Bool("json", false, "JSON output")
-	pos, err := parseInterleaved(fs, args[1:])
+	a, err := parseAdminCommand("queue", []string{"list", "show", "retry", "hold", "release", "delete"}, args)
 	if err != nil {
 		return err
 	}
-	dir, err := dataDirArg("queue", *data, *config)
-	if err != nil {
-		return err
-	}
+	sub, pos := a.sub, a.args
 	if sub == "list" && len(pos) != 0 {
 		return fmt.Errorf("%w: queue list takes no arguments", errUsage)
 	}
 	if sub != "list" && len(pos) != 1 {
 		return fmt.Errorf("%w: queue %s takes one queue id", errUsage, sub)
 	}
-	client := newBackupClient(dir)
-	defer client.close()
-	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
-	defer cancel()
-	var resp *http.Response
-	switch sub {
-	case "list":
-		resp, err = client.request(ctx, http.MethodGet, pathQueue)
-	case "show":
-		resp, err = client.request(ctx, http.MethodGet, pathQueue+"/"+pos[0])
-	default:
-		resp, err = client.requestBody(ctx, http.MethodPost, pathQueue+"/"+pos[0]+"/"+sub, []byte("{}"))
-	}
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body := io.LimitReader(resp.Body, 64<<20)
 	if sub == "list" {
 		var list []queueEntry
-		if err := json.NewDecoder(body).Decode(&list); err != nil {
-			return fmt.Errorf("admin socket: %w", err)
+		if err := a.call(ctx, http.MethodGet, pathQueue, nil, 64<<20, &list); err != nil {
+			return err
 		}
-		if *asJSON {
+		if a.asJSON {
 			return writeJSON(c.Stdout, list)
 		}
 		if len(list) == 0 {
@@ -212,10 +182,15 @@ func (c CLI) queueCommand(ctx context.Context, args []string) error {
 		return tw.Flush()
 	}
 	var e queueEntry
-	if err := json.NewDecoder(body).Decode(&e); err != nil {
-		return fmt.Errorf("admin socket: %w", err)
+	if sub == "show" {
+		err = a.call(ctx, http.MethodGet, pathQueue+"/"+pos[0], nil, 64<<20, &e)
+	} else {
+		err = a.call(ctx, http.MethodPost, pathQueue+"/"+pos[0]+"/"+sub, []byte("{}"), 64<<20, &e)
 	}
-	if *asJSON {
+	if err != nil {
+		return err
+	}
+	if a.asJSON {
 		return writeJSON(c.Stdout, e)
 	}
 	if sub != "show" {

@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
@@ -80,27 +82,53 @@ type scrubber struct {
 	log    *slog.Logger
 	// done, if set, is told of every scrub that ends (metrics).
 	done func(scrubState)
+	// trigger starts a scrub at once, due or not (`mailnode scrub
+	// start`); running is set while one runs.
+	trigger chan struct{}
+	running atomic.Bool
+}
+
+// errScrubRunning refuses a scrub asked for while one runs.
+var errScrubRunning = errors.New("a scrub is running")
+
+// start asks run for a scrub now.
+func (s *scrubber) start() error {
+	if s.running.Load() {
+		return errScrubRunning
+	}
+	select {
+	case s.trigger <- struct{}{}:
+		return nil
+	default:
+		return errScrubRunning // asked already, about to start
+	}
 }
 
 // run looks whether a scrub is due after first, then every check, until
 // stop ends, and runs it: when the last one ended every or more ago, or
-// none did. A scrub in which a replica failed is not recorded as ended,
-// so the next check runs it again.
+// none did, or when start asked for one. A scrub in which a replica
+// failed is not recorded as ended, so the next check runs it again.
 func (s *scrubber) run(stop context.Context, first, check time.Duration) {
 	wait := first
 	for {
 		t := time.NewTimer(wait)
+		asked := false
 		select {
 		case <-stop.Done():
 			t.Stop()
 			return
 		case <-t.C:
+		case <-s.trigger:
+			t.Stop()
+			asked = true
 		}
 		wait = check
-		if last := s.lastEnded(); !last.IsZero() && s.now().Sub(last) < s.every {
+		if last := s.lastEnded(); !asked && !last.IsZero() && s.now().Sub(last) < s.every {
 			continue
 		}
+		s.running.Store(true)
 		st, ok := s.scrubAll(stop)
+		s.running.Store(false)
 		if stop.Err() != nil {
 			return
 		}
@@ -199,15 +227,17 @@ func (n *Node) startScrubs(stop context.Context) {
 		return
 	}
 	s := &scrubber{
-		scrub:  n.store.Scrub,
-		shards: n.localMailShards,
-		path:   filepath.Join(n.cfg.DataDir, scrubStateName),
-		every:  sc.every(),
-		rate:   sc.rate(),
-		now:    time.Now,
-		log:    n.log.With("component", "scrub"),
-		done:   n.metrics.scrubEnded,
+		scrub:   n.store.Scrub,
+		shards:  n.localMailShards,
+		path:    filepath.Join(n.cfg.DataDir, scrubStateName),
+		every:   sc.every(),
+		rate:    sc.rate(),
+		now:     time.Now,
+		log:     n.log.With("component", "scrub"),
+		done:    n.metrics.scrubEnded,
+		trigger: make(chan struct{}, 1),
 	}
+	n.scrubs.Store(s)
 	if last := s.lastEnded(); !last.IsZero() {
 		n.metrics.scrubEnd.Set(float64(last.Unix()))
 	}

@@ -2,16 +2,21 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mailcluster/mailcluster/cluster/directory"
 	"github.com/mailcluster/mailcluster/cluster/mailstore"
+	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
 
 // fakeScrubs is a scrubber's view of the store: it counts the scrubs of
@@ -125,4 +130,56 @@ func TestScrubPace(t *testing.T) {
 	if err := s.pace(start)(context.Background(), 1<<20); err != nil {
 		t.Fatalf("a MiB after two seconds: %v", err)
 	}
+}
+
+// TestScrubCommand: `mailnode scrub start` scrubs a running node's
+// replicas at once, and `scrub status` shows what the scrub read; a
+// second start while one runs, or with scrubs off, is refused.
+func TestScrubCommand(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	if err := n.Directory().AddDomain(ctx, "example.test", directory.KeyModeUser, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Directory().AddUser(ctx, "sam@example.test", "sam-password-1"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		msg := fmt.Sprintf("Subject: note %d\r\n\r\nwords %d\r\n", i, i)
+		if err := n.Store().Deliver(ctx, schema.Delivery{Recipients: []string{"sam@example.test"}, Message: []byte(msg)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := cfg.DataDir
+	if out := mustCLI(t, "", "scrub", "status", "--data", dir); !strings.Contains(out, "no scrub has ended yet") {
+		t.Fatalf("status before a scrub: %q", out)
+	}
+	mustCLI(t, "", "scrub", "start", "--data", dir)
+	var st scrubStatus
+	waitFor(t, "a scrub that ends", func() bool {
+		if err := json.Unmarshal([]byte(mustCLI(t, "", "scrub", "status", "--json", "--data", dir)), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Last != nil && !st.Running
+	})
+	messages, users := 0, 0
+	for _, o := range st.Last.Shards {
+		messages += o.Blobs
+		users += o.Users
+		if o.Damaged != 0 || o.Err != "" {
+			t.Errorf("scrub of an undamaged replica: %+v", o)
+		}
+	}
+	if messages != 3 || users != 1 || len(st.Last.Shards) != cfg.MailShards {
+		t.Fatalf("scrub read %d messages of %d users in %d replicas: %+v", messages, users, len(st.Last.Shards), st.Last)
+	}
+	if out := mustCLI(t, "", "scrub", "status", "--data", dir); !strings.Contains(out, "SHARD") || !strings.Contains(out, "last ended") {
+		t.Fatalf("status after a scrub: %q", out)
+	}
+
+	cfg2 := testConfig(t)
+	cfg2.Scrub.Every = -1
+	startNode(t, cfg2)
+	failCLI(t, ExitError, "scrubs are off", "", "scrub", "start", "--data", cfg2.DataDir)
 }

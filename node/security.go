@@ -84,46 +84,23 @@ func (n *Node) securityAdmin(next http.Handler, log *slog.Logger) http.Handler {
 
 // securityCommand is "mailnode security blocked|unblock".
 func (c CLI) securityCommand(ctx context.Context, args []string) error {
-	if len(args) == 0 || (args[0] != "blocked" && args[0] != "unblock") {
-		return fmt.Errorf("%w: security needs blocked or unblock", errUsage)
-	}
-	sub := args[0]
-	fs := newFlagSet("security " + sub)
-	data := fs.String("data", "", "data directory of the node")
-	config := fs.String("config", "", "config file")
-	asJSON := fs.Bool("json", false, "JSON output")
-	pos, err := parseInterleaved(fs, args[1:])
+	a, err := parseAdminCommand("security", []string{"blocked", "unblock"}, args)
 	if err != nil {
 		return err
 	}
-	dir, err := dataDirArg("security", *data, *config)
-	if err != nil {
-		return err
-	}
-	client := newBackupClient(dir)
-	defer client.close()
-	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
-	defer cancel()
-	if sub == "blocked" {
-		if len(pos) != 0 {
+	if a.sub == "blocked" {
+		if len(a.args) != 0 {
 			return fmt.Errorf("%w: security blocked takes no arguments", errUsage)
 		}
-		resp, err := client.request(ctx, http.MethodGet, pathSecurityBlocked)
-		if err != nil {
+		var list []protocols.Lockout
+		if err := a.call(ctx, http.MethodGet, pathSecurityBlocked, nil, 64<<20, &list); err != nil {
 			return err
 		}
-		defer resp.Body.Close()
-		var list []protocols.Lockout
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
-			return fmt.Errorf("admin socket: %w", err)
-		}
-		if *asJSON {
-			enc := json.NewEncoder(c.Stdout)
-			enc.SetIndent("", "  ")
+		if a.asJSON {
 			if list == nil {
 				list = []protocols.Lockout{}
 			}
-			return enc.Encode(list)
+			return writeJSON(c.Stdout, list)
 		}
 		if len(list) == 0 {
 			fmt.Fprintln(c.Stdout, "no lockouts")
@@ -136,23 +113,18 @@ func (c CLI) securityCommand(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	}
-	if len(pos) != 1 {
+	if len(a.args) != 1 {
 		return fmt.Errorf("%w: security unblock ADDRESS|USER", errUsage)
 	}
-	body, _ := json.Marshal(unblockRequest{Value: pos[0]})
-	resp, err := client.requestBody(ctx, http.MethodPost, pathSecurityUnblock, body)
-	if err != nil {
+	body, _ := json.Marshal(unblockRequest{Value: a.args[0]})
+	var res unblockResult
+	if err := a.call(ctx, http.MethodPost, pathSecurityUnblock, body, 4096, &res); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	var res unblockResult
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&res); err != nil {
-		return fmt.Errorf("admin socket: %w", err)
-	}
 	if res.WasLocked {
-		fmt.Fprintf(c.Stdout, "%s unblocked on every node\n", pos[0])
+		fmt.Fprintf(c.Stdout, "%s unblocked on every node\n", a.args[0])
 	} else {
-		fmt.Fprintf(c.Stdout, "%s was not locked out here; its failures are forgotten on every node\n", pos[0])
+		fmt.Fprintf(c.Stdout, "%s was not locked out here; its failures are forgotten on every node\n", a.args[0])
 	}
 	return nil
 }

@@ -44,8 +44,11 @@ func (s *Store) Scrub(ctx context.Context, n uint32, pace func(ctx context.Conte
 	if sh == nil || n == 0 {
 		return rep, fmt.Errorf("scrub shard %d: no mail replica of it here", n)
 	}
+	// View commits what the replica has applied, so the scrub covers
+	// every message stored before it began; the walk then reads the
+	// state file as committed, holding off no apply.
 	var users []schema.ID
-	if err := sh.ReadCommitted(func(r *raftstore.Reader) error { users = r.MailUsers(); return nil }); err != nil {
+	if err := sh.View(func(r *raftstore.Reader) error { users = r.MailUsers(); return nil }); err != nil {
 		return rep, fmt.Errorf("scrub shard %d: %w", n, err)
 	}
 	for _, id := range users {
