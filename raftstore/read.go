@@ -217,7 +217,11 @@ func (r *Reader) Blob(user, blob schema.ID) (schema.BlobRecord, error) {
 // MailUsers returns the users whose mail a mail shard holds.
 func (r *Reader) MailUsers() []schema.ID {
 	var out []schema.ID
-	_ = r.tx.Bucket(bucketMail).ForEachBucket(func(k []byte) error {
+	mail := r.tx.Bucket(bucketMail)
+	if mail == nil {
+		return nil
+	}
+	_ = mail.ForEachBucket(func(k []byte) error {
 		if id, ok := idOf(k); ok {
 			out = append(out, id)
 		}

@@ -90,7 +90,7 @@ func (a *Account) scrubBlob(ctx context.Context, sh *raftstore.Shard, blob schem
 	}
 	record := raftstore.Query{Kind: raftstore.QuerySearchRecords, User: a.user, Blobs: []schema.ID{blob}}
 	rec, held, err := sh.QueryHeld(record)
-	if err != nil || !held {
+	if err != nil || !held || len(rec.Chunks) != 1 {
 		return nil
 	}
 	size := len(rec.Chunks[0])
