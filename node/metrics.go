@@ -46,6 +46,7 @@ type metrics struct {
 	// scrubUnreadable count, per replica, the messages it found damaged
 	// and of which no replica's copy opens (scrub.go).
 	scrubEnd        prometheus.Gauge
+	scrubIncomplete prometheus.Gauge
 	scrubDamaged    *prometheus.GaugeVec
 	scrubUnreadable *prometheus.GaugeVec
 }
@@ -92,6 +93,10 @@ func newMetrics(nodeID, version string) *metrics {
 			Name: "mail_scrub_last_end_timestamp_seconds",
 			Help: "When the node's last scrub of its replicas ended (Unix time; 0 when none is recorded in the data directory); see scrub.every.",
 		}),
+		scrubIncomplete: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mail_scrub_incomplete",
+			Help: "1 when the node's last scrub could not read every replica (one closed or being rebuilt; `mailnode scrub status` has the error); the next comes within 6 hours.",
+		}),
 		scrubDamaged: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mail_scrub_damaged_messages",
 			Help: "Messages whose copy in the replica did not open under their user's key in the node's last scrub, by shard: the disk handed back other bytes; each was put back from another replica's copy unless counted in mail_scrub_unreadable_messages.",
@@ -117,7 +122,7 @@ func newMetrics(nodeID, version string) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.up, m.rejected, m.handshakeTimeouts, m.preLoginTimeouts, info, m.commandsRefused, m.deliveryRecords, m.overQuota, m.forwardsWithheld,
-		m.scrubEnd, m.scrubDamaged, m.scrubUnreadable,
+		m.scrubEnd, m.scrubIncomplete, m.scrubDamaged, m.scrubUnreadable,
 		m.auth.successes, m.auth.failures, m.auth.errors, m.auth.lockouts,
 	)
 	m.reg.MustRegister(m.filters.collectors()...)
@@ -346,6 +351,11 @@ func timesHistogram(d *prometheus.Desc, wt raftstore.WriteTimes, shard string) p
 // scrubEnded shows a scrub's outcome in the metrics.
 func (m *metrics) scrubEnded(st scrubState) {
 	m.scrubEnd.Set(float64(st.Ended.Unix()))
+	incomplete := 0.0
+	if st.Incomplete {
+		incomplete = 1
+	}
+	m.scrubIncomplete.Set(incomplete)
 	m.scrubDamaged.Reset()
 	m.scrubUnreadable.Reset()
 	for n, out := range st.Shards {

@@ -39,6 +39,9 @@ const (
 	// work (replicas catching up, sessions logging in again) comes first.
 	scrubCheck = time.Hour
 	scrubFirst = 10 * time.Minute
+	// scrubRetry is how soon a scrub that could not read every replica
+	// (one closed or being rebuilt) runs again, if its period is longer.
+	scrubRetry = 6 * time.Hour
 )
 
 func (s ScrubConfig) validate() []error {
@@ -59,8 +62,23 @@ func (s ScrubConfig) rate() int64 {
 
 // scrubState is what scrub.json records.
 type scrubState struct {
-	Ended  time.Time               `json:"ended"`
-	Shards map[uint32]scrubOutcome `json:"shards"`
+	Ended time.Time `json:"ended"`
+	// Incomplete says a replica's scrub stopped with an error (its
+	// outcome has it), so the next scrub comes after scrubRetry.
+	Incomplete bool                    `json:"incomplete,omitempty"`
+	Shards     map[uint32]scrubOutcome `json:"shards"`
+}
+
+// due reports whether a scrub is due at now after the one st records
+// (none: zero st), for a period of every.
+func (st scrubState) due(now time.Time, every time.Duration) bool {
+	if st.Ended.IsZero() {
+		return true
+	}
+	if st.Incomplete {
+		every = min(every, scrubRetry)
+	}
+	return now.Sub(st.Ended) >= every
 }
 
 // scrubOutcome is one replica's part of a scrub, for the record.
@@ -107,7 +125,7 @@ func (s *scrubber) start() error {
 // run looks whether a scrub is due after first, then every check, until
 // stop ends, and runs it: when the last one ended every or more ago, or
 // none did, or when start asked for one. A scrub in which a replica
-// failed is not recorded as ended, so the next check runs it again.
+// failed runs again scrubRetry after it, if that is sooner.
 func (s *scrubber) run(stop context.Context, first, check time.Duration) {
 	wait := first
 	for {
@@ -123,32 +141,26 @@ func (s *scrubber) run(stop context.Context, first, check time.Duration) {
 			asked = true
 		}
 		wait = check
-		if last := s.lastEnded(); !asked && !last.IsZero() && s.now().Sub(last) < s.every {
+		if !asked && !s.last().due(s.now(), s.every) {
 			continue
 		}
 		s.running.Store(true)
-		st, ok := s.scrubAll(stop)
+		st := s.scrubAll(stop)
 		s.running.Store(false)
 		if stop.Err() != nil {
 			return
 		}
-		if ok {
-			s.record(st)
-		}
+		s.record(st)
 	}
 }
 
-// lastEnded reads when the last scrub ended (zero: none recorded).
-func (s *scrubber) lastEnded() time.Time {
-	b, err := os.ReadFile(s.path)
-	if err != nil {
-		return time.Time{}
-	}
+// last reads the last scrub's record (zero: none).
+func (s *scrubber) last() scrubState {
 	var st scrubState
-	if json.Unmarshal(b, &st) != nil {
-		return time.Time{}
+	if b, err := os.ReadFile(s.path); err == nil && json.Unmarshal(b, &st) != nil {
+		st = scrubState{}
 	}
-	return st.Ended
+	return st
 }
 
 // record writes st to the state file, through a new file renamed over
@@ -166,23 +178,24 @@ func (s *scrubber) record(st scrubState) {
 	}
 }
 
-// scrubAll scrubs every mail replica of the node, one after another,
-// and reports whether each scrub read its replica to the end.
-func (s *scrubber) scrubAll(ctx context.Context) (scrubState, bool) {
+// scrubAll scrubs every mail replica of the node, one after another, at
+// the rate for all of them together.
+func (s *scrubber) scrubAll(ctx context.Context) scrubState {
 	st := scrubState{Shards: map[uint32]scrubOutcome{}}
 	started := s.now()
+	pace := s.pace(started)
 	s.log.Info("scrub started", "rate_bytes", s.rate)
-	ok := true
 	for _, n := range s.shards() {
-		rep, err := s.scrub(ctx, n, s.pace(started))
+		rep, err := s.scrub(ctx, n, pace)
 		out := scrubOutcome{ScrubReport: rep}
 		if err != nil {
 			if ctx.Err() != nil {
-				return st, false
+				return st
 			}
-			ok = false
+			st.Incomplete = true
 			out.Err = err.Error()
-			s.log.Warn("scrub of a replica stopped; the whole scrub runs again at the next check", "shard", n, "err", err)
+			s.log.Warn("scrub of a replica stopped; the next scrub comes sooner", "shard", n, "err", err,
+				"retry_after", min(s.every, scrubRetry))
 		}
 		st.Shards[n] = out
 		lvl := slog.LevelInfo
@@ -193,8 +206,8 @@ func (s *scrubber) scrubAll(ctx context.Context) (scrubState, bool) {
 			"bytes", rep.Bytes, "damaged", rep.Damaged, "unreadable", rep.Unreadable)
 	}
 	st.Ended = s.now()
-	s.log.Info("scrub ended", "took", st.Ended.Sub(started).Round(time.Second))
-	return st, ok
+	s.log.Info("scrub ended", "took", st.Ended.Sub(started).Round(time.Second), "incomplete", st.Incomplete)
+	return st
 }
 
 // pace holds the scrub to its rate: before a message of n bytes it
@@ -238,8 +251,8 @@ func (n *Node) startScrubs(stop context.Context) {
 		trigger: make(chan struct{}, 1),
 	}
 	n.scrubs.Store(s)
-	if last := s.lastEnded(); !last.IsZero() {
-		n.metrics.scrubEnd.Set(float64(last.Unix()))
+	if last := s.last(); !last.Ended.IsZero() {
+		n.metrics.scrubEnded(last)
 	}
 	n.maintenance.Add(1)
 	go func() {

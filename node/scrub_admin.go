@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -36,11 +35,8 @@ func (n *Node) scrubStatus() scrubStatus {
 		return scrubStatus{Off: true}
 	}
 	st := scrubStatus{Every: s.every, Rate: s.rate, Running: s.running.Load()}
-	if b, err := os.ReadFile(s.path); err == nil {
-		var last scrubState
-		if json.Unmarshal(b, &last) == nil {
-			st.Last = &last
-		}
+	if last := s.last(); !last.Ended.IsZero() {
+		st.Last = &last
 	}
 	return st
 }
@@ -112,7 +108,11 @@ func writeScrubStatus(w io.Writer, st scrubStatus) error {
 		_, err := fmt.Fprintln(w, "no scrub has ended yet")
 		return err
 	}
-	fmt.Fprintf(w, "last ended %s\n\n", st.Last.Ended.Format(time.RFC3339))
+	fmt.Fprintf(w, "last ended %s\n", st.Last.Ended.Format(time.RFC3339))
+	if st.Last.Incomplete {
+		fmt.Fprintf(w, "incomplete: a replica could not be read (ERROR below); the next scrub comes within %s\n", scrubRetry)
+	}
+	fmt.Fprintln(w)
 	shards := make([]uint32, 0, len(st.Last.Shards))
 	for n := range st.Last.Shards {
 		shards = append(shards, n)

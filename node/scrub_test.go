@@ -58,14 +58,15 @@ func TestScrubberRunsWhenDue(t *testing.T) {
 			scrub:  fake.scrub,
 			shards: func() []uint32 { return []uint32{1, 2} },
 			path:   path,
-			every:  time.Hour,
+			every:  24 * time.Hour,
 			rate:   1 << 30,
 			now: func() time.Time {
 				nowCalls.Add(1)
 				return time.Now().Add(time.Duration(offset.Load()))
 			},
-			log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-			done: func(st scrubState) { ended.Store(&st) },
+			log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+			done:    func(st scrubState) { ended.Store(&st) },
+			trigger: make(chan struct{}, 1),
 		}
 	}
 	// checks runs s until it has looked at the clock at least n more
@@ -81,39 +82,53 @@ func TestScrubberRunsWhenDue(t *testing.T) {
 		<-done
 	}
 
-	// Shard 2 fails: nothing is recorded, and every check scrubs again.
+	// Shard 2 fails: the scrub is recorded incomplete, and comes again
+	// after scrubRetry, not a period.
 	fake.fail.Store(true)
-	checks(newScrubber(), 10)
-	if fake.count(1) < 2 || fake.count(2) < 2 {
+	checks(newScrubber(), 20)
+	if fake.count(1) != 1 || fake.count(2) != 1 {
 		t.Fatalf("scrubs with a failing replica: %v", fake.calls)
 	}
-	if newScrubber().lastEnded() != (time.Time{}) || ended.Load() != nil {
-		t.Fatal("a scrub with a failed replica was recorded as ended")
+	st := ended.Load()
+	if st == nil || !st.Incomplete || st.Shards[2].Err == "" || st.Shards[1].Err != "" || st.Shards[1].Blobs != 1 {
+		t.Fatalf("incomplete scrub recorded as %+v", st)
+	}
+	fake.fail.Store(false)
+	offset.Store(int64(scrubRetry))
+	checks(newScrubber(), 20)
+	if fake.count(1) != 2 {
+		t.Fatalf("%d scrubs of shard 1 after the retry time, want 2", fake.count(1))
 	}
 
-	// Both succeed: one scrub, recorded, then none while it is recent,
-	// even from a new scrubber (a restarted node).
-	fake.fail.Store(false)
-	before1 := fake.count(1)
-	checks(newScrubber(), 20)
-	checks(newScrubber(), 20)
-	if got := fake.count(1) - before1; got != 1 {
-		t.Fatalf("%d scrubs of shard 1 within a period, want 1", got)
-	}
-	st := ended.Load()
-	if st == nil || st.Ended.IsZero() || st.Shards[2].Blobs != 2 || st.Shards[2].Damaged != 1 || st.Shards[1].Err != "" {
+	// Complete: recorded, then no scrub while it is recent, even from a
+	// new scrubber (a restarted node), until a period has passed.
+	st = ended.Load()
+	if st.Incomplete || st.Ended.IsZero() || st.Shards[2].Blobs != 2 || st.Shards[2].Damaged != 1 || st.Shards[2].Err != "" {
 		t.Fatalf("scrub recorded as %+v", st)
 	}
-	if last := newScrubber().lastEnded(); !last.Equal(st.Ended) {
-		t.Fatalf("recorded end %v, reported %v", last, st.Ended)
+	if last := newScrubber().last(); !last.Ended.Equal(st.Ended) || last.Incomplete {
+		t.Fatalf("recorded %+v, read back %+v", st, last)
+	}
+	offset.Store(int64(scrubRetry + scrubRetry))
+	checks(newScrubber(), 20)
+	if fake.count(1) != 2 {
+		t.Fatalf("%d scrubs of shard 1 within a period, want 2", fake.count(1))
+	}
+	offset.Store(int64(scrubRetry + 25*time.Hour))
+	checks(newScrubber(), 20)
+	if fake.count(1) != 3 {
+		t.Fatalf("%d scrubs of shard 1 after a period, want 3", fake.count(1))
 	}
 
-	// A period later it is due again.
-	offset.Store(int64(time.Hour))
-	checks(newScrubber(), 20)
-	if got := fake.count(1) - before1; got != 2 {
-		t.Fatalf("%d scrubs of shard 1 after a period, want 2", got)
+	// A scrub asked for runs at once, due or not.
+	s := newScrubber()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.run(ctx, time.Hour, time.Hour)
+	if err := s.start(); err != nil {
+		t.Fatal(err)
 	}
+	waitFor(t, "the scrub asked for", func() bool { return fake.count(1) == 4 })
 }
 
 // TestScrubPace: a scrub ahead of its rate waits (and gives up when its
