@@ -239,7 +239,12 @@ func (a *Account) Body(ctx context.Context, blob schema.ID) ([]byte, error) {
 // message of about size bytes, each chunk decrypted and decompressed in
 // place.
 func (s *Store) openChunks(kr seal.Keyring, owner, blob schema.ID, chunks [][]byte, size uint64) ([]byte, error) {
-	out := make([]byte, 0, min(size, MaxMessageSize))
+	return s.openChunksAppend(make([]byte, 0, min(size, MaxMessageSize)), kr, owner, blob, chunks)
+}
+
+// openChunksAppend is openChunks appending the message to out (a reused
+// buffer), which it returns.
+func (s *Store) openChunksAppend(out []byte, kr seal.Keyring, owner, blob schema.ID, chunks [][]byte) ([]byte, error) {
 	for i, c := range chunks {
 		var err error
 		if out, err = s.sealer.OpenAppend(out, kr, seal.KindChunk, owner[:], seal.ChunkObject(blob, uint32(i)), c); err != nil {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/mailcluster/mailcluster/raftstore"
 	"github.com/mailcluster/mailcluster/raftstore/schema"
-	"github.com/mailcluster/mailcluster/raftstore/seal"
 )
 
 // ScrubReport is what a scrub of one replica read.
@@ -106,13 +105,9 @@ func (a *Account) scrubBlob(ctx context.Context, sh *raftstore.Shard, blob schem
 	rep.Bytes += int64(size)
 	var buf []byte
 	openChunks := func(res *raftstore.QueryResult) error {
-		for i, c := range res.Chunks {
-			var err error
-			if buf, err = a.s.sealer.OpenAppend(buf[:0], a.keys.Ring(), seal.KindChunk, a.user[:], seal.ChunkObject(blob, uint32(i)), c); err != nil {
-				return fmt.Errorf("chunk %d: %w", i, err)
-			}
-		}
-		return nil
+		var err error
+		buf, err = a.s.openChunksAppend(buf[:0], a.keys.Ring(), a.user, blob, res.Chunks)
+		return err
 	}
 	openRecord := func(res *raftstore.QueryResult) error {
 		if len(res.Chunks) != 1 {
