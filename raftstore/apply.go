@@ -33,7 +33,8 @@ type applier struct {
 	// users gathers every user whose mail the command reads or writes
 	// (see groupUsers).
 	users map[schema.ID]struct{}
-	// repaired counts the damaged pieces a RepairBlob wrote over.
+	// repaired counts the damaged pieces a RepairBlob or RepairRecord
+	// wrote over.
 	repaired int
 }
 
@@ -108,6 +109,8 @@ func (a *applier) apply() *schema.Result {
 		return a.deleteOutbound(p)
 	case *schema.RepairBlob:
 		return a.repairBlob(p)
+	case *schema.RepairRecord:
+		return a.repairRecord(p)
 	}
 	return fail(schema.CodeInvalid)
 }

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"crypto/sha256"
 
 	"github.com/mailcluster/mailcluster/raftstore/schema"
 )
@@ -38,6 +39,45 @@ func (a *applier) repairBlob(p *schema.RepairBlob) *schema.Result {
 		// another length are not this piece's.
 		return fail(schema.CodeInvalid)
 	case bytes.Equal(cur, p.Sealed):
+		return ok()
+	}
+	put()
+	a.repaired++
+	return ok()
+}
+
+// repairRecord puts back the sealed part of a mailbox or message record
+// whose copy on some replica did not open (schema.RepairRecord). Only a
+// replica that holds exactly the damaged bytes the entry names writes
+// anything: the damaged replica, if nothing changed the record since it
+// was read there. It counts the repair, as repairBlob does.
+func (a *applier) repairRecord(p *schema.RepairRecord) *schema.Result {
+	u := a.user(p.User)
+	if u == nil {
+		return fail(schema.CodeNoSuchUser)
+	}
+	mbox := u.mailbox(p.Mailbox)
+	if mbox == nil {
+		return ok() // deleted since: nothing to mend
+	}
+	var cur []byte
+	var put func()
+	if p.UID == 0 {
+		cur = mbox.Sealed
+		put = func() { mbox.Sealed = p.Sealed; u.putMailbox(mbox) }
+	} else {
+		msgs := u.msgs(p.Mailbox, false)
+		m := getMessage(msgs, p.UID)
+		if m == nil {
+			return ok() // expunged since
+		}
+		cur = m.Sealed
+		put = func() { m.Sealed = p.Sealed; putMessage(msgs, m) }
+	}
+	if len(cur) != len(p.Sealed) {
+		return ok() // changed since, or not these bytes' record
+	}
+	if sum := sha256.Sum256(cur); !bytes.Equal(sum[:], p.Damaged) {
 		return ok()
 	}
 	put()

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"path/filepath"
 	"testing"
 
@@ -96,5 +97,106 @@ func TestRepairBlobPutsBackDamagedPieces(t *testing.T) {
 	}
 	if c := code(&schema.RepairBlob{User: schema.NewID(), Blob: blob, Sealed: small}); c != schema.CodeNoSuchUser {
 		t.Fatalf("repair for a user the shard lacks: %v", c)
+	}
+}
+
+// TestRepairRecordPutsBackDamagedRecords: a RepairRecord writes over the
+// sealed part of a message or mailbox record only where the replica
+// holds exactly the damaged bytes it names, and counts it; a record
+// changed since, other bytes, another length, an expunged message and a
+// deleted mailbox are left alone.
+func TestRepairRecordPutsBackDamagedRecords(t *testing.T) {
+	dir := t.TempDir()
+	s := openShard(t, dir)
+	f := newFixture(t, s)
+	uid, _ := appendMsg(t, s, f, f.inbox, "body")
+	record := func() schema.MessageRecord {
+		t.Helper()
+		ms := messages(t, s, f.user, f.inbox)
+		if len(ms) != 1 {
+			t.Fatalf("%d messages", len(ms))
+		}
+		return ms[0]
+	}
+	mailbox := func() schema.MailboxRecord {
+		t.Helper()
+		res, err := s.Query(Query{Kind: QueryMailbox, User: f.user, Mailbox: f.inbox})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Mailbox
+	}
+	reopen := func(damage func(path string) error) {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := damage(filepath.Join(dir, "state.db")); err != nil {
+			t.Fatal(err)
+		}
+		s = openShard(t, dir)
+	}
+	hash := func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
+	attrs := []byte("attrs")
+	inbox := []byte("sealed-inbox")
+
+	reopen(func(path string) error { return statedamage.MessageRecord(path, f.user, f.inbox, uid) })
+	damaged := record().Sealed
+	if bytes.Equal(damaged, attrs) || len(damaged) != len(attrs) {
+		t.Fatalf("the damage did not take: %q", damaged)
+	}
+	for _, p := range []*schema.RepairRecord{
+		{User: f.user, Mailbox: f.inbox, UID: uid, Damaged: hash(attrs), Sealed: attrs},         // names bytes the replica does not hold
+		{User: f.user, Mailbox: f.inbox, UID: uid, Damaged: hash(damaged), Sealed: []byte("x")}, // another length
+	} {
+		apply(t, s, p)
+		if got := record().Sealed; !bytes.Equal(got, damaged) {
+			t.Fatalf("repair %+v wrote %q", p, got)
+		}
+	}
+	fix := &schema.RepairRecord{User: f.user, Mailbox: f.inbox, UID: uid, Damaged: hash(damaged), Sealed: attrs}
+	apply(t, s, fix)
+	if got := record(); !bytes.Equal(got.Sealed, attrs) || got.ModSeq == 0 {
+		t.Fatalf("after the repair the record is %+v", got)
+	}
+	apply(t, s, fix) // again: no replica holds the damaged bytes now
+	if n := s.Status().Repaired; n != 1 {
+		t.Fatalf("%d repairs counted, want 1", n)
+	}
+
+	reopen(func(path string) error { return statedamage.MailboxRecord(path, f.user, f.inbox) })
+	damaged = mailbox().Sealed
+	if bytes.Equal(damaged, inbox) {
+		t.Fatal("the mailbox record's damage did not take")
+	}
+	apply(t, s, &schema.RepairRecord{User: f.user, Mailbox: f.inbox, Damaged: hash(damaged), Sealed: inbox})
+	if got := mailbox(); !bytes.Equal(got.Sealed, inbox) || got.UIDNext != uid+1 {
+		t.Fatalf("after the repair the mailbox record is %+v", got)
+	}
+	if n := s.Status().Repaired; n != 1 {
+		t.Fatalf("%d repairs counted since the replica opened, want 1", n)
+	}
+
+	// Damaged, then changed by a flag change before the repair applies:
+	// the change stays.
+	reopen(func(path string) error { return statedamage.MessageRecord(path, f.user, f.inbox, uid) })
+	damaged = record().Sealed
+	apply(t, s, &schema.SetAttrs{User: f.user, Mailbox: f.inbox, Updates: []schema.AttrUpdate{{UID: uid, Sealed: []byte("flags")}}})
+	apply(t, s, &schema.RepairRecord{User: f.user, Mailbox: f.inbox, UID: uid, Damaged: hash(damaged), Sealed: []byte("attrs")})
+	if got := record().Sealed; string(got) != "flags" {
+		t.Fatalf("a repair undid a later change: %q", got)
+	}
+
+	// An expunged message, a deleted mailbox, a user the shard lacks.
+	apply(t, s, &schema.Expunge{User: f.user, Mailbox: f.inbox, Targets: []schema.ExpungeTarget{{UID: uid}}})
+	apply(t, s, &schema.RepairRecord{User: f.user, Mailbox: f.inbox, UID: uid, Damaged: hash(damaged), Sealed: attrs})
+	apply(t, s, &schema.DeleteMailbox{User: f.user, Mailbox: f.other})
+	apply(t, s, &schema.RepairRecord{User: f.user, Mailbox: f.other, Damaged: hash(damaged), Sealed: attrs})
+	res, err := applyErr(s, schema.NewID(), &schema.RepairRecord{User: schema.NewID(), Mailbox: f.inbox, Sealed: attrs})
+	if res == nil || res.Code != schema.CodeNoSuchUser {
+		t.Fatalf("repair for a user the shard lacks: %+v, %v", res, err)
+	}
+	if n := s.Status().Repaired; n != 0 {
+		t.Fatalf("%d repairs counted since the replica opened, want 0", n)
 	}
 }

@@ -26,6 +26,8 @@ func sampleCommands() []Command {
 		{Payload: &StageChunk{User: id(5), Blob: id(8), Index: 3, Sealed: []byte("chunk")}},
 		{Payload: &RepairBlob{User: id(5), Blob: id(8), Index: 2, Sealed: []byte("chunk")}},
 		{Payload: &RepairBlob{User: id(5), Blob: id(8), SearchRecord: true, Sealed: []byte("record")}},
+		{Payload: &RepairRecord{User: id(5), Mailbox: id(7), UID: 4, Damaged: []byte("hash"), Sealed: []byte("attrs")}},
+		{Payload: &RepairRecord{User: id(5), Mailbox: id(7), Damaged: []byte("hash"), Sealed: []byte("mailbox")}},
 		{Time: -5, Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 1234, Sealed: []byte("a"), StagedChunks: 2, Chunks: [][]byte{[]byte("c1"), []byte("c2")}}},
 		{Payload: &SetAttrs{User: id(5), Mailbox: id(7), Updates: []AttrUpdate{{UID: 4, ExpectModSeq: 9, Sealed: []byte("f")}}}},
 		{Payload: &Copy{User: id(5), Source: id(7), Dest: id(6), Move: true, Items: []CopyItem{{UID: 1, Message: id(10), Sealed: []byte("s")}}}},
@@ -117,12 +119,13 @@ func TestLevel(t *testing.T) {
 		{&AppendBatch{Items: []Append{*app(nil, false), *app([]byte("r"), false)}}, LevelSearchRecords},
 		{&SetAttrs{}, LevelBase},
 		{&RepairBlob{}, LevelRepairBlob},
+		{&RepairRecord{}, LevelRepairRecord},
 	} {
 		if got := Level(c.p); got != c.want {
 			t.Errorf("%s %+v: level %d, want %d", c.p.Op(), c.p, got, c.want)
 		}
 	}
-	if CommandLevel < LevelRepairBlob {
+	if CommandLevel < LevelRepairRecord {
 		t.Errorf("CommandLevel %d is below a level this software writes", CommandLevel)
 	}
 }

@@ -34,6 +34,7 @@ const (
 	OpAppendBatch
 	OpPutSettings
 	OpRepairBlob
+	OpRepairRecord
 	opMax
 )
 
@@ -48,6 +49,7 @@ var opNames = [...]string{
 	OpSwapUserValue: "swap-user-value", OpEnqueue: "enqueue", OpUpdateOutbound: "update-outbound",
 	OpDeleteOutbound: "delete-outbound", OpAppendBatch: "append-batch",
 	OpPutSettings: "put-settings", OpRepairBlob: "repair-blob",
+	OpRepairRecord: "repair-record",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -174,6 +176,8 @@ func newPayload(op Op) Payload {
 		return &PutSettings{}
 	case OpRepairBlob:
 		return &RepairBlob{}
+	case OpRepairRecord:
+		return &RepairRecord{}
 	}
 	return nil
 }

@@ -35,3 +35,42 @@ func (p *RepairBlob) decode(r *reader) {
 	p.SearchRecord = r.boolean()
 	p.Sealed = r.bytes()
 }
+
+// RepairRecord puts back the sealed part of a mailbox record (UID zero)
+// or of a message record (UID of Mailbox) from a copy that opened under
+// the user's key, after a replica's copy failed to open. Such records
+// change (a rename, a flag change), so unlike a blob's pieces the good
+// copy is not the same bytes everywhere for ever: the entry names the
+// damaged bytes by their SHA-256 (Damaged), and only a replica that
+// still holds exactly those bytes takes Sealed. The proposer read the
+// good copy on a replica that had applied at least what the damaged one
+// had when it was read, so a replica that still holds the damaged bytes
+// when the entry applies has seen no change of the record since, and
+// Sealed is the version it lost. Every other replica, including one
+// where the record changed meanwhile, changes nothing.
+type RepairRecord struct {
+	User    ID
+	Mailbox ID
+	UID     UID
+	Damaged []byte
+	Sealed  []byte
+}
+
+// Op implements Payload.
+func (*RepairRecord) Op() Op { return OpRepairRecord }
+
+func (p *RepairRecord) encode(w *writer) {
+	w.id(p.User)
+	w.id(p.Mailbox)
+	w.u32(uint32(p.UID))
+	w.bytes(p.Damaged)
+	w.bytes(p.Sealed)
+}
+
+func (p *RepairRecord) decode(r *reader) {
+	p.User = r.id()
+	p.Mailbox = r.id()
+	p.UID = UID(r.u32())
+	p.Damaged = r.bytes()
+	p.Sealed = r.bytes()
+}

@@ -21,9 +21,11 @@ const (
 	LevelAppendClaimsRecent = 2
 	// LevelRepairBlob adds RepairBlob.
 	LevelRepairBlob = 3
+	// LevelRepairRecord adds RepairRecord.
+	LevelRepairRecord = 4
 
 	// CommandLevel is the level this software applies.
-	CommandLevel = LevelRepairBlob
+	CommandLevel = LevelRepairRecord
 )
 
 // RecentValue names the mailbox-scoped user value holding the highest
@@ -51,6 +53,8 @@ func Level(p Payload) int {
 		}
 	case *RepairBlob:
 		return LevelRepairBlob
+	case *RepairRecord:
+		return LevelRepairRecord
 	}
 	return LevelBase
 }
