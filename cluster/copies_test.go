@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -99,13 +100,20 @@ func TestDamagedCopyIsReadElsewhereAndRepaired(t *testing.T) {
 		}
 		return nil
 	})
+	repairedOnlyOn(t, c, shard, victim, 3)
+}
+
+// repairedOnlyOn checks that damaged's replica of shard counts want
+// repaired pieces and every other running node's none.
+func repairedOnlyOn(t *testing.T, c *clustertest.Cluster, shard uint32, damaged *clustertest.Node, want uint64) {
+	t.Helper()
 	for _, n := range c.Running() {
-		want := uint64(0)
-		if n == victim {
-			want = 3
+		w := uint64(0)
+		if n == damaged {
+			w = want
 		}
-		if got := replicaOf(n, shard).Status().Repaired; got != want {
-			t.Errorf("%s counts %d repaired pieces, want %d", n.ID, got, want)
+		if got := replicaOf(n, shard).Status().Repaired; got != w {
+			t.Errorf("%s counts %d repaired pieces, want %d", n.ID, got, w)
 		}
 	}
 }
@@ -148,9 +156,10 @@ func damageOn(t *testing.T, c *clustertest.Cluster, n *clustertest.Node, shard u
 }
 
 // TestScrubFindsAndMendsDamage: a scrub of a replica reads every message
-// it holds, finds the pieces a disk changed, which no client has read,
-// and has them put back from another replica's copy; a second scrub
-// finds nothing. It reads at the pace it is given.
+// and record it holds, finds the pieces and records a disk changed,
+// which no client has read, and has them put back from another
+// replica's copy; a second scrub finds nothing. It reads at the pace it
+// is given.
 func TestScrubFindsAndMendsDamage(t *testing.T) {
 	const user = "scrub@example.test"
 	c, leader, victim, shard, u := damageFixture(t, user)
@@ -165,9 +174,15 @@ func TestScrubFindsAndMendsDamage(t *testing.T) {
 	if len(msgs) != count {
 		t.Fatalf("%d messages in the INBOX", len(msgs))
 	}
+	box, err := leader.Login(user, "password-1").Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
 	damageOn(t, c, victim, shard,
 		func(path string) error { return statedamage.Chunk(path, u.ID, msgs[1].Blob, 1) },
-		func(path string) error { return statedamage.SearchRecord(path, u.ID, msgs[3].Blob) })
+		func(path string) error { return statedamage.SearchRecord(path, u.ID, msgs[3].Blob) },
+		func(path string) error { return statedamage.MailboxRecord(path, u.ID, box.ID) },
+		func(path string) error { return statedamage.MessageRecord(path, u.ID, box.ID, msgs[2].UID) })
 
 	var paced int64
 	pace := func(_ context.Context, n int) error { paced += int64(n); return nil }
@@ -175,11 +190,13 @@ func TestScrubFindsAndMendsDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Users != 1 || rep.Blobs != count || rep.Damaged != 2 || rep.Unreadable != 0 || rep.Bytes < count*48<<10 || paced != rep.Bytes {
+	// Damaged: two messages, and the INBOX for its records.
+	if rep.Users != 1 || rep.Blobs != count || rep.Records < 1+count || rep.Damaged != 3 || rep.Unreadable != 0 ||
+		rep.Bytes < count*48<<10 || paced != rep.Bytes {
 		t.Fatalf("scrub read %+v, paced %d bytes", rep, paced)
 	}
-	c.Eventually(30*time.Second, "the damaged pieces put back", func() error {
-		if n := replicaOf(victim, shard).Status().Repaired; n != 2 {
+	c.Eventually(30*time.Second, "the damaged pieces and records put back", func() error {
+		if n := replicaOf(victim, shard).Status().Repaired; n != 4 {
 			return fmt.Errorf("%d pieces repaired", n)
 		}
 		return nil
@@ -193,8 +210,8 @@ func TestScrubFindsAndMendsDamage(t *testing.T) {
 		}
 		return nil
 	})
-	if n := replicaOf(victim, shard).Status().Repaired; n != 2 {
-		t.Fatalf("%d pieces repaired after the scrubs, want 2", n)
+	if n := replicaOf(victim, shard).Status().Repaired; n != 4 {
+		t.Fatalf("%d pieces repaired after the scrubs, want 4", n)
 	}
 	if _, err := victim.Store().Scrub(ctx, 0, nil); err == nil {
 		t.Fatal("a scrub of the meta shard did not fail")
@@ -232,4 +249,108 @@ func replicaCaughtUp(c *clustertest.Cluster, n *clustertest.Node, shard uint32) 
 		return nil, nil, fmt.Errorf("applied %d of %d", got, want)
 	}
 	return mine, leaders, nil
+}
+
+// TestDamagedRecordIsReadElsewhereAndRepaired changes the sealed part of
+// a mailbox record and of two message records in the state file of the
+// shard's leader, which answers every read of them. STORE, SELECT (a
+// snapshot) and LIST must still work, with the flags as they were: each
+// record is read from another replica that has applied as much, and put
+// back on the leader through the log, counted there only.
+func TestDamagedRecordIsReadElsewhereAndRepaired(t *testing.T) {
+	const user = "records@example.test"
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	c.AddUser(user, "password-1")
+	shard := shardOf(t, c, user)
+	leader := homeLeader(t, c, shard)
+	ctx := testCtx(t)
+	u, err := leader.Directory().ResolveRecipient(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := deliverRandom(leader, user, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acct := leader.Login(user, "password-1")
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := inboxMessages(t, acct)
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages in the INBOX", len(msgs))
+	}
+	if _, err := acct.StoreFlags(ctx, inbox.ID, []schema.UID{msgs[0].UID}, schema.FlagsAdd, []string{`\Flagged`}); err != nil {
+		t.Fatal(err)
+	}
+	// records reads the INBOX's records from n's replica as its disk
+	// hands them back.
+	records := func(n *clustertest.Node) *raftstore.QueryResult {
+		t.Helper()
+		res, err := replicaOf(n, shard).Query(raftstore.Query{Kind: raftstore.QuerySnapshot, User: u.ID, Mailbox: inbox.ID})
+		if err != nil || len(res.Messages) != 2 {
+			t.Fatalf("%s's replica: %v, %d messages", n.ID, err, len(res.Messages))
+		}
+		return res
+	}
+	same := func(a, b *raftstore.QueryResult) error {
+		if !bytes.Equal(a.Mailbox.Sealed, b.Mailbox.Sealed) {
+			return errors.New("the mailbox records differ")
+		}
+		for i := range a.Messages {
+			if !bytes.Equal(a.Messages[i].Sealed, b.Messages[i].Sealed) {
+				return fmt.Errorf("message %d's records differ", a.Messages[i].UID)
+			}
+		}
+		return nil
+	}
+	caughtUp(t, c, leader, shard)
+	want := records(leader)
+
+	damageOn(t, c, leader, shard,
+		func(path string) error { return statedamage.MailboxRecord(path, u.ID, inbox.ID) },
+		func(path string) error { return statedamage.MessageRecord(path, u.ID, inbox.ID, msgs[0].UID) },
+		func(path string) error { return statedamage.MessageRecord(path, u.ID, inbox.ID, msgs[1].UID) })
+	if got := records(leader); bytes.Equal(got.Mailbox.Sealed, want.Mailbox.Sealed) || bytes.Equal(got.Messages[1].Sealed, want.Messages[1].Sealed) {
+		t.Fatal("the damage did not take")
+	}
+	if l := homeLeader(t, c, shard); l != leader {
+		t.Fatalf("%s leads the shard again, not %s", l.ID, leader.ID)
+	}
+
+	// STORE reads the message it changes; SELECT every record.
+	acct = leader.Login(user, "password-1")
+	if _, err := acct.StoreFlags(ctx, inbox.ID, []schema.UID{msgs[1].UID}, schema.FlagsAdd, []string{`\Seen`}); err != nil {
+		t.Fatalf("STORE of a message whose record is damaged: %v", err)
+	}
+	snap, err := acct.Snapshot(ctx, inbox.ID)
+	if err != nil {
+		t.Fatalf("SELECT of a mailbox whose records are damaged: %v", err)
+	}
+	if snap.Mailbox.Name != "INBOX" || len(snap.Messages) != 2 ||
+		!slices.Equal(snap.Messages[0].Flags, []string{`\Flagged`}) || !slices.Equal(snap.Messages[1].Flags, []string{`\Seen`}) {
+		t.Fatalf("the INBOX reads %+v", snap)
+	}
+	if boxes, err := acct.Mailboxes(ctx); err != nil || len(boxes) == 0 {
+		t.Fatalf("LIST: %v, %d mailboxes", err, len(boxes))
+	}
+
+	// The leader's records are the others' again (the second message's
+	// as STORE left it), and only the leader counted repairs: the
+	// mailbox record and the first message at SELECT, the second at
+	// STORE.
+	c.Eventually(30*time.Second, "the damaged records put back", func() error {
+		mine := records(leader)
+		for _, n := range c.Running() {
+			if n != leader {
+				if err := same(mine, records(n)); err != nil {
+					return fmt.Errorf("against %s: %w", n.ID, err)
+				}
+			}
+		}
+		return nil
+	})
+	repairedOnlyOn(t, c, shard, leader, 3)
 }

@@ -100,6 +100,30 @@ func otherThan(c *clustertest.Cluster, n *clustertest.Node) *clustertest.Node {
 	return nil
 }
 
+// homeLeader waits for shard's leader to be the node in the shard's home
+// region, where it stays (leadership elsewhere moves home), as that node
+// sees it too, and returns it.
+func homeLeader(t *testing.T, c *clustertest.Cluster, shard uint32) *clustertest.Node {
+	t.Helper()
+	regions := regionOf(c)
+	var leader *clustertest.Node
+	c.Eventually(time.Minute, "the shard's leader in its home region", func() error {
+		for _, s := range c.Running()[0].Cluster().Status().Shards {
+			if s.Shard == shard && s.Leader != "" && regions[s.Leader] == s.Home {
+				if leader = c.Node(s.Leader); leader == nil || !leader.Running() {
+					return fmt.Errorf("leader %s is not running here", s.Leader)
+				}
+				if r := replicaOf(leader, shard); r == nil || !r.IsLeader() {
+					return fmt.Errorf("%s does not lead the shard yet", s.Leader)
+				}
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	return leader
+}
+
 // replicaOf returns node n's open replica of shard, or nil.
 func replicaOf(n *clustertest.Node, shard uint32) *raftstore.Shard {
 	for _, s := range n.Cluster().Shards() {
@@ -643,21 +667,7 @@ func TestLogDamagedWhileRunningIsSetAside(t *testing.T) {
 	shard := shardOf(t, c, user)
 	// The leader that reads the damaged entry must stay the leader until
 	// then: the one in the shard's home region.
-	regions := regionOf(c)
-	var leader *clustertest.Node
-	c.Eventually(time.Minute, "the shard's leader in its home region", func() error {
-		for _, s := range c.Nodes[0].Cluster().Status().Shards {
-			if s.Shard == shard && s.Leader != "" && regions[s.Leader] == s.Home {
-				for _, n := range c.Nodes {
-					if n.ID == s.Leader {
-						leader = n
-					}
-				}
-				return nil
-			}
-		}
-		return errors.New("not yet")
-	})
+	leader := homeLeader(t, c, shard)
 	away := otherThan(c, leader)
 	var acked []int
 	deliver := func(i int) {

@@ -292,18 +292,17 @@ func (c *Cluster) Query(ctx context.Context, n uint32, q raftstore.Query, minInd
 	return res, nil
 }
 
-// QueryCopies runs an immutable query (raftstore.Query.Immutable) on
-// each replica of shard n, this node's first, and hands fn every answer
-// of a replica that holds what the query names, with that replica's
-// node, until fn returns false. Each answer is the bytes that replica's
-// own disk handed back: a store whose copy of a message does not open
-// under its user's key looks for one that does this way. Replicas that
-// cannot answer are passed over; the error is the last such failure
-// when no replica answered.
-func (c *Cluster) QueryCopies(ctx context.Context, n uint32, q raftstore.Query, fn func(node string, res *raftstore.QueryResult) bool) error {
-	if !q.Immutable() {
-		return fmt.Errorf("copies of shard %d: query kind %d reads more than a blob's contents", n, q.Kind)
-	}
+// QueryCopies runs q on each replica of shard n, this node's first, and
+// hands fn every answer with that replica's node, until fn returns false.
+// Each answer is the bytes that replica's own disk handed back: a store
+// whose copy of a message or record does not open under its user's key
+// looks for one that does this way. An immutable query
+// (raftstore.Query.Immutable) is answered by the replicas that hold what
+// it names; any other by each replica once it has applied minIndex
+// (waiting up to readWait), so that every copy is at least as new as
+// the one read at minIndex. Replicas that cannot answer are passed over;
+// the error is the last such failure when no replica answered.
+func (c *Cluster) QueryCopies(ctx context.Context, n uint32, q raftstore.Query, minIndex uint64, fn func(node string, res *raftstore.QueryResult) bool) error {
 	nodes := []string{c.cfg.NodeID}
 	if v := c.currentView(); v != nil {
 		for _, id := range v.placements[n].Replicas {
@@ -323,12 +322,12 @@ func (c *Cluster) QueryCopies(ctx context.Context, n uint32, q raftstore.Query, 
 				continue
 			}
 			var held bool
-			if res, held, err = s.QueryHeld(q); err == nil && !held {
+			if res, held, err = queryCopy(ctx, s, q, minIndex); err == nil && !held {
 				continue
 			}
 		} else {
 			qctx, cancel := context.WithTimeout(ctx, c.cfg.RouteTimeout)
-			res, err = c.rpc.queryHeld(qctx, c.addressOf(id, ""), n, q)
+			res, err = c.rpc.queryHeld(qctx, c.addressOf(id, ""), n, q, minIndex)
 			cancel()
 			if errors.Is(err, errNotHeld) {
 				continue
@@ -350,6 +349,27 @@ func (c *Cluster) QueryCopies(ctx context.Context, n uint32, q raftstore.Query, 
 		return last
 	}
 	return ctx.Err()
+}
+
+// queryCopy answers q from replica s whatever its role: an immutable
+// query when s holds what it names (held), any other once s has applied
+// minIndex (see QueryCopies).
+func queryCopy(ctx context.Context, s *raftstore.Shard, q raftstore.Query, minIndex uint64) (res *raftstore.QueryResult, held bool, err error) {
+	if q.Immutable() {
+		return s.QueryHeld(q)
+	}
+	wctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	if err := s.WaitApplied(wctx, minIndex); err != nil {
+		return nil, false, err
+	}
+	res, err = s.Query(q)
+	if res != nil && res.Code != schema.CodeOK {
+		// A data-model answer (the mailbox deleted since) travels in
+		// the result, as a held answer does.
+		err = nil
+	}
+	return res, err == nil, err
 }
 
 // BlobReads counts the reads of a message's contents (header, body,

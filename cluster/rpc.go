@@ -54,11 +54,14 @@ const (
 	hdrLeaderID   = "X-Leader-Id"
 	hdrLeaderAddr = "X-Leader-Addr"
 	hdrStateInfo  = "X-State-Info"
-	// hdrHeld asks for an immutable query's answer from the replica of
-	// the node asked, whatever its role (Shard.QueryHeld); it answers
-	// statusNotHeld when that replica lacks what the query names. A node
-	// from before it ignores the header and answers as the leader, or
-	// not at all: either is a replica's own copy, or none.
+	// hdrHeld asks for a query's answer from the replica of the node
+	// asked, whatever its role (queryCopy): an immutable query's when
+	// that replica holds what it names (statusNotHeld when not), any
+	// other's once the replica has applied the request's minimum index.
+	// A node from before it ignores the header and answers as the
+	// leader, or not at all: either is a replica's own copy, or none. A
+	// node that knew it only for immutable queries refuses others
+	// (400).
 	hdrHeld       = "X-Held"
 	statusNotHeld = http.StatusNotFound
 
@@ -202,7 +205,7 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Header.Get(hdrHeld) != "" {
-		serveQueryHeld(w, r, s, req.Query)
+		serveQueryHeld(w, r, s, req)
 		return
 	}
 	res, err := queryLocal(r.Context(), s, req.Query, req.MinIndex)
@@ -217,14 +220,10 @@ func (c *Cluster) serveQuery(w http.ResponseWriter, r *http.Request) {
 	writeQueryResult(w, r, res)
 }
 
-// serveQueryHeld answers an immutable query from this node's replica,
-// leader or not (see hdrHeld).
-func serveQueryHeld(w http.ResponseWriter, r *http.Request, s *raftstore.Shard, q raftstore.Query) {
-	if !q.Immutable() {
-		http.Error(w, "a held query reads only a blob's contents", http.StatusBadRequest)
-		return
-	}
-	res, held, err := s.QueryHeld(q)
+// serveQueryHeld answers a query from this node's replica, leader or
+// not (see hdrHeld and queryCopy).
+func serveQueryHeld(w http.ResponseWriter, r *http.Request, s *raftstore.Shard, req queryRequest) {
+	res, held, err := queryCopy(r.Context(), s, req.Query, req.MinIndex)
 	switch {
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -424,11 +423,11 @@ func (rc *rpcClient) query(ctx context.Context, addr string, n uint32, q raftsto
 	return rc.queryAs(ctx, addr, n, q, minIndex, false)
 }
 
-// queryHeld runs an immutable query on the replica of the node at addr,
-// whatever its role (see hdrHeld); errNotHeld when that replica lacks
-// what the query names.
-func (rc *rpcClient) queryHeld(ctx context.Context, addr string, n uint32, q raftstore.Query) (*raftstore.QueryResult, error) {
-	res, err := rc.queryAs(ctx, addr, n, q, 0, true)
+// queryHeld runs a query on the replica of the node at addr, whatever
+// its role, once it has applied minIndex (see hdrHeld); errNotHeld when
+// that replica lacks what an immutable query names.
+func (rc *rpcClient) queryHeld(ctx context.Context, addr string, n uint32, q raftstore.Query, minIndex uint64) (*raftstore.QueryResult, error) {
+	res, err := rc.queryAs(ctx, addr, n, q, minIndex, true)
 	if re := (*remoteError)(nil); errors.As(err, &re) && re.status == statusNotHeld {
 		return nil, errNotHeld
 	}

@@ -99,11 +99,11 @@ func newMetrics(nodeID, version string) *metrics {
 		}),
 		scrubDamaged: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mail_scrub_damaged_messages",
-			Help: "Messages whose copy in the replica did not open under their user's key in the node's last scrub, by shard: the disk handed back other bytes; each was put back from another replica's copy unless counted in mail_scrub_unreadable_messages.",
+			Help: "Messages whose copy in the replica did not open under their user's key in the node's last scrub, and mailboxes with a mailbox or message record that did not, by shard: the disk handed back other bytes; each was put back from another replica's copy unless counted in mail_scrub_unreadable_messages.",
 		}, []string{"shard"}),
 		scrubUnreadable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mail_scrub_unreadable_messages",
-			Help: "Messages of which no replica's copy opened in the node's last scrub, by shard: restore them from a backup.",
+			Help: "Messages, and mailboxes with records, of which no replica's copy opened in the node's last scrub, by shard: restore them from a backup.",
 		}, []string{"shard"}),
 	}
 	for _, op := range []string{"deliver", "append", "copy"} {
@@ -251,7 +251,7 @@ func newShardCollector(c clusterView, dataDir string) *shardCollector {
 		stuck:        prometheus.NewDesc("mail_raft_shard_disk_stuck", "1 while a write of the replica to its disk (its Raft log, a commit of its state file) has not returned for longer than the stuck-write limit (a stalled volume, a failing device); a leader steps aside meanwhile and /readyz answers 503.", labels, nil),
 		skipped:      prometheus.NewDesc("mail_raft_shard_skipped_entries", "Log entries the replica could not decode and skipped (written by newer software, see the command levels in docs/operations.md); above zero, the replica may lack what they wrote: remove the node and let it join again.", labels, nil),
 		damaged:      prometheus.NewDesc("mail_raft_log_damaged_reads_total", "Reads of the replica's Raft log that found an entry damaged (its checksum does not match, or it no longer decodes) since the replica opened: the disk handed back other bytes than were written. The entry reads as missing; at the next start the node sets the log aside and the replica rejoins its group (docs/operations.md, When a Raft log is damaged).", labels, nil),
-		repaired:     prometheus.NewDesc("mail_raft_repaired_pieces_total", "Pieces of messages (chunks, search records) in the replica's state file that did not open under their user's key and were put back from another replica's copy since the replica opened: the disk handed back other bytes than were written (docs/operations.md, When a stored message does not open).", labels, nil),
+		repaired:     prometheus.NewDesc("mail_raft_repaired_pieces_total", "Pieces of messages (chunks, search records) and mailbox and message records in the replica's state file that did not open under their user's key and were put back from another replica's copy since the replica opened: the disk handed back other bytes than were written (docs/operations.md, When a stored message does not open).", labels, nil),
 		logWrites:    prometheus.NewDesc("mail_raft_log_write_seconds", "Time of the replica's appends to its Raft log, each a batch of entries written and synced: the disk's sync latency as the write path sees it, on a leader before it replicates and on a follower before it answers.", labels, nil),
 		stateCommits: prometheus.NewDesc("mail_raft_state_commit_seconds", "Time of the commits of the replica's state file (bbolt, two syncs each), grouped over many entries off the write path.", labels, nil),
 		applies:      prometheus.NewDesc("mail_raft_apply_seconds", "Time from the proposal of a command by this replica as leader to its apply: the log write on a quorum, the round trip to the followers, the apply; a write's acknowledgement waits for it.", labels, nil),

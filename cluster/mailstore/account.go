@@ -157,22 +157,34 @@ func (a *Account) openMailbox(rec schema.MailboxRecord) (schema.MailboxInfo, mai
 
 // Mailboxes lists every mailbox, sorted by name.
 func (a *Account) Mailboxes(ctx context.Context) ([]schema.MailboxInfo, error) {
-	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailboxes})
+	infos, _, err := a.openMailboxes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list mailboxes: %w", err)
 	}
-	out := make([]schema.MailboxInfo, 0, len(res.Mailboxes))
-	for _, rec := range res.Mailboxes {
-		info, _, err := a.openMailbox(rec)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, info)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, ctx.Err()
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	return infos, ctx.Err()
 }
 
+// openMailboxes reads and opens every mailbox record. One whose copy on
+// the replica read does not open is read from another replica's
+// (mendRecords).
+func (a *Account) openMailboxes(ctx context.Context) (infos []schema.MailboxInfo, attrs []mailboxAttrs, err error) {
+	_, err = a.readOpen(ctx, schema.ID{}, raftstore.Query{Kind: raftstore.QueryMailboxes}, true, func(res *raftstore.QueryResult) error {
+		infos = make([]schema.MailboxInfo, len(res.Mailboxes))
+		attrs = make([]mailboxAttrs, len(res.Mailboxes))
+		for i, rec := range res.Mailboxes {
+			var err error
+			if infos[i], attrs[i], err = a.openMailbox(rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return infos, attrs, err
+}
+
+// mailboxRecord reads the record of the mailbox name, for its ID and
+// counters; openNamed opens it too.
 func (a *Account) mailboxRecord(ctx context.Context, name string) (schema.MailboxRecord, error) {
 	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailboxByName, NameKey: a.keys.MailboxNameKey(name)})
 	if err != nil {
@@ -181,17 +193,26 @@ func (a *Account) mailboxRecord(ctx context.Context, name string) (schema.Mailbo
 	return res.Mailbox, nil
 }
 
+// openNamed reads and opens the record of the mailbox name. One whose
+// copy on the replica read does not open is read from another replica's
+// (mendRecords).
+func (a *Account) openNamed(ctx context.Context, name string) (rec schema.MailboxRecord, info schema.MailboxInfo, attrs mailboxAttrs, err error) {
+	q := raftstore.Query{Kind: raftstore.QueryMailboxByName, NameKey: a.keys.MailboxNameKey(name)}
+	_, err = a.readOpen(ctx, schema.ID{}, q, true, func(res *raftstore.QueryResult) (err error) {
+		rec = res.Mailbox
+		info, attrs, err = a.openMailbox(rec)
+		return err
+	})
+	return rec, info, attrs, err
+}
+
 // Mailbox resolves a mailbox by name.
 func (a *Account) Mailbox(ctx context.Context, name string) (schema.MailboxInfo, error) {
 	n, err := schema.CanonicalMailbox(name)
 	if err != nil {
 		return schema.MailboxInfo{}, err
 	}
-	rec, err := a.mailboxRecord(ctx, n)
-	if err != nil {
-		return schema.MailboxInfo{}, err
-	}
-	info, _, err := a.openMailbox(rec)
+	_, info, _, err := a.openNamed(ctx, n)
 	if err != nil {
 		return info, err
 	}
@@ -243,11 +264,7 @@ func (a *Account) DeleteMailbox(ctx context.Context, name string) error {
 	if n == schema.InboxName {
 		return fmt.Errorf("delete %s: %w", n, schema.ErrCannotDelete)
 	}
-	rec, err := a.mailboxRecord(ctx, n)
-	if err != nil {
-		return err
-	}
-	_, attrs, err := a.openMailbox(rec)
+	rec, _, attrs, err := a.openNamed(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -284,25 +301,22 @@ func (a *Account) RenameMailbox(ctx context.Context, oldName, newName string) er
 	if from == schema.InboxName {
 		return a.renameInbox(ctx, to)
 	}
-	all, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMailboxes})
+	infos, all, err := a.openMailboxes(ctx)
 	if err != nil {
 		return err
 	}
 	var renames []schema.MailboxRename
-	for _, rec := range all.Mailboxes {
-		info, attrs, err := a.openMailbox(rec)
-		if err != nil {
-			return err
-		}
+	for i, info := range infos {
+		attrs := all[i]
 		if info.Name != from && !strings.HasPrefix(info.Name, from+schema.MailboxDelimiter) {
 			continue
 		}
 		attrs.Name = to + strings.TrimPrefix(info.Name, from)
-		sealed, err := a.sealMailbox(rec.ID, attrs)
+		sealed, err := a.sealMailbox(info.ID, attrs)
 		if err != nil {
 			return err
 		}
-		renames = append(renames, schema.MailboxRename{Mailbox: rec.ID, NameKey: a.keys.MailboxNameKey(attrs.Name), Sealed: sealed})
+		renames = append(renames, schema.MailboxRename{Mailbox: info.ID, NameKey: a.keys.MailboxNameKey(attrs.Name), Sealed: sealed})
 	}
 	if len(renames) == 0 {
 		return fmt.Errorf("rename: %w", schema.ErrNoSuchMailbox)
@@ -352,7 +366,7 @@ func (a *Account) SetSubscribed(ctx context.Context, name string, subscribed boo
 	if err != nil {
 		return err
 	}
-	rec, err := a.mailboxRecord(ctx, n)
+	rec, _, attrs, err := a.openNamed(ctx, n)
 	if errors.Is(err, schema.ErrNoSuchMailbox) {
 		kept, _, kerr := a.keptSubscriptions(ctx)
 		if kerr != nil {
@@ -367,10 +381,6 @@ func (a *Account) SetSubscribed(ctx context.Context, name string, subscribed boo
 		}
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	_, attrs, err := a.openMailbox(rec)
 	if err != nil {
 		return err
 	}

@@ -70,19 +70,28 @@ func (s *Store) openMessage(k *directory.UserKeys, user schema.ID, rec *schema.M
 }
 
 // Snapshot returns a mailbox and its messages as of one applied index.
+// Records whose copy on the replica read does not open are read from
+// another replica's (mendRecords).
 func (a *Account) Snapshot(ctx context.Context, mbox schema.ID) (schema.MailboxSnapshot, error) {
-	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QuerySnapshot, Mailbox: mbox})
+	var snap schema.MailboxSnapshot
+	res, err := a.readOpen(ctx, mbox, raftstore.Query{Kind: raftstore.QuerySnapshot, Mailbox: mbox}, true,
+		func(res *raftstore.QueryResult) (err error) { snap, err = a.openSnapshot(res); return err })
 	if err != nil {
 		return schema.MailboxSnapshot{}, fmt.Errorf("read mailbox: %w", err)
-	}
-	info, _, err := a.openMailbox(res.Mailbox)
-	if err != nil {
-		return schema.MailboxSnapshot{}, err
 	}
 	if res.ValueRead {
 		a.mu.Lock()
 		a.claim = knownClaim{mbox: mbox, value: res.Value, ok: true}
 		a.mu.Unlock()
+	}
+	return snap, ctx.Err()
+}
+
+// openSnapshot opens the records of a QuerySnapshot answer.
+func (a *Account) openSnapshot(res *raftstore.QueryResult) (schema.MailboxSnapshot, error) {
+	info, _, err := a.openMailbox(res.Mailbox)
+	if err != nil {
+		return schema.MailboxSnapshot{}, err
 	}
 	msgs := res.Messages
 	snap := schema.MailboxSnapshot{Mailbox: info, Index: res.Index, Messages: make([]schema.MessageInfo, len(msgs))}
@@ -91,7 +100,7 @@ func (a *Account) Snapshot(ctx context.Context, mbox schema.ID) (schema.MailboxS
 			return schema.MailboxSnapshot{}, err
 		}
 	}
-	return snap, ctx.Err()
+	return snap, nil
 }
 
 // Append stores a message in a mailbox.
@@ -254,13 +263,26 @@ func (s *Store) openChunksAppend(out []byte, kr seal.Keyring, owner, blob schema
 	return out, nil
 }
 
-// readMessages returns the records of the given UIDs that still exist.
-func (a *Account) readMessages(ctx context.Context, mbox schema.ID, uids []schema.UID) ([]schema.MessageRecord, error) {
-	res, err := a.query(ctx, raftstore.Query{Kind: raftstore.QueryMessages, Mailbox: mbox, UIDs: uids})
-	if err != nil {
-		return nil, err
+// openMessages reads and opens the messages uids of a mailbox that
+// exist. A record whose copy on the replica read does not open is read
+// from another replica's (mendRecords).
+func (a *Account) openMessages(ctx context.Context, mbox schema.ID, uids []schema.UID) ([]schema.MessageInfo, error) {
+	var infos []schema.MessageInfo
+	_, err := a.readOpen(ctx, mbox, raftstore.Query{Kind: raftstore.QueryMessages, Mailbox: mbox, UIDs: uids}, false,
+		func(res *raftstore.QueryResult) (err error) { infos, err = a.openRecords(res); return err })
+	return infos, err
+}
+
+// openRecords opens the message records of a QueryMessages answer.
+func (a *Account) openRecords(res *raftstore.QueryResult) ([]schema.MessageInfo, error) {
+	infos := make([]schema.MessageInfo, len(res.Messages))
+	for i := range res.Messages {
+		var err error
+		if infos[i], err = a.s.openMessage(a.keys, a.user, &res.Messages[i]); err != nil {
+			return nil, err
+		}
 	}
-	return res.Messages, nil
+	return infos, nil
 }
 
 // StoreFlags changes flags and returns the resulting state of every
@@ -364,21 +386,6 @@ func (a *Account) storeFlags(ctx context.Context, mbox schema.ID, uids []schema.
 	return out, modified, nil
 }
 
-// openMessages reads and opens the messages uids of a mailbox that exist.
-func (a *Account) openMessages(ctx context.Context, mbox schema.ID, uids []schema.UID) ([]schema.MessageInfo, error) {
-	recs, err := a.readMessages(ctx, mbox, uids)
-	if err != nil {
-		return nil, err
-	}
-	infos := make([]schema.MessageInfo, len(recs))
-	for i := range recs {
-		if infos[i], err = a.s.openMessage(a.keys, a.user, &recs[i]); err != nil {
-			return nil, err
-		}
-	}
-	return infos, nil
-}
-
 // Copy copies messages to dest.
 func (a *Account) Copy(ctx context.Context, mbox schema.ID, uids []schema.UID, dest schema.ID) (schema.CopyResult, error) {
 	return a.copy(ctx, mbox, uids, dest, false)
@@ -397,7 +404,7 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 		return res, fmt.Errorf("copy: destination: %w", err)
 	}
 	res.UIDValidity = destRec.Mailbox.UIDValidity
-	recs, err := a.readMessages(ctx, mbox, uids)
+	infos, err := a.openMessages(ctx, mbox, uids)
 	if err != nil {
 		return res, fmt.Errorf("copy: %w", err)
 	}
@@ -408,8 +415,8 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 	if move {
 		changed = append(changed, mbox)
 	}
-	for start := 0; start < len(recs); start += batchSize {
-		batch := recs[start:min(start+batchSize, len(recs))]
+	for start := 0; start < len(infos); start += batchSize {
+		batch := infos[start:min(start+batchSize, len(infos))]
 		cp := &schema.Copy{User: a.user, Source: mbox, Dest: dest, Move: move}
 		if !move {
 			q, err := a.limit()
@@ -418,11 +425,7 @@ func (a *Account) copy(ctx context.Context, mbox schema.ID, uids []schema.UID, d
 			}
 			cp.Quota, cp.MessageQuota = q.Bytes, q.Messages
 		}
-		for i := range batch {
-			info, err := a.s.openMessage(a.keys, a.user, &batch[i])
-			if err != nil {
-				return res, err
-			}
+		for _, info := range batch {
 			item := schema.CopyItem{UID: info.UID, Message: schema.NewID()}
 			if item.Sealed, err = a.s.sealAttrs(a.keys, a.user, item.Message, messageAttrs{Flags: info.Flags, Date: info.InternalDate.UnixNano()}); err != nil {
 				return res, err

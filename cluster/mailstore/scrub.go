@@ -12,23 +12,27 @@ import (
 // ScrubReport is what a scrub of one replica read.
 type ScrubReport struct {
 	// Users and Blobs count the users and the stored messages (blobs,
-	// which copies share) whose pieces were read.
-	Users, Blobs int
+	// which copies share) whose pieces were read; Records the mailbox
+	// and message records.
+	Users, Blobs, Records int
 	// Bytes counts the sealed bytes read.
 	Bytes int64
 	// Damaged counts the messages with a piece in this replica that did
-	// not open; each was put back from another replica's copy unless it
-	// is also counted in Unreadable.
+	// not open, and the mailboxes with a record (the mailbox's or a
+	// message's) that did not; each was put back from another replica's
+	// copy unless it is also counted in Unreadable.
 	Damaged int
-	// Unreadable counts the messages of which no replica's copy opens.
+	// Unreadable counts the messages and mailboxes of which no
+	// replica's copy opens.
 	Unreadable int
 }
 
 // Scrub reads every piece of every message that this node's replica of
-// mail shard n holds (chunks and search records) and opens it under its
-// user's key, so that damage is found before a client meets it: a piece
-// that does not open is handled as a read that met it would handle it
-// (fromGoodCopy), from another replica's copy, and put back. pace, if
+// mail shard n holds (chunks and search records), and every mailbox and
+// message record, and opens it under its user's key, so that damage is
+// found before a client meets it: what does not open is handled as a
+// read that met it would handle it (fromGoodCopy, mendRecords), from
+// another replica's copy, and put back. pace, if
 // set, is told the sealed bytes of each message before it is read and
 // may wait, to bound the scrub's share of the disk; its error ends the
 // scrub. Users deleted and messages expunged meanwhile are passed over.
@@ -72,8 +76,51 @@ func (s *Store) Scrub(ctx context.Context, n uint32, pace func(ctx context.Conte
 				return rep, fmt.Errorf("scrub shard %d: %w", n, err)
 			}
 		}
+		if err := a.scrubRecords(ctx, sh, pace, &rep); err != nil {
+			return rep, fmt.Errorf("scrub shard %d: user %s: %w", n, id, err)
+		}
 	}
 	return rep, ctx.Err()
+}
+
+// scrubRecords reads and opens the mailbox and message records of the
+// account as the replica sh holds them, a mailbox at a time.
+func (a *Account) scrubRecords(ctx context.Context, sh *raftstore.Shard, pace func(context.Context, int) error, rep *ScrubReport) error {
+	boxes, err := sh.Query(raftstore.Query{Kind: raftstore.QueryMailboxes, User: a.user})
+	if err != nil {
+		return nil // deleted since, or a replica that cannot read now: the next scrub
+	}
+	for _, box := range boxes.Mailboxes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		res, err := sh.Query(raftstore.Query{Kind: raftstore.QuerySnapshot, User: a.user, Mailbox: box.ID})
+		if err != nil {
+			continue // deleted since
+		}
+		size := len(res.Mailbox.Sealed)
+		for i := range res.Messages {
+			size += len(res.Messages[i].Sealed)
+		}
+		if pace != nil {
+			if err := pace(ctx, size); err != nil {
+				return err
+			}
+		}
+		rep.Records += 1 + len(res.Messages)
+		rep.Bytes += int64(size)
+		_, err = a.openSnapshot(res)
+		if err == nil || !damagedCopy(err) {
+			continue
+		}
+		rep.Damaged++
+		// A message changed since (errRecordChanged) was written over
+		// on every replica by that change.
+		if err := a.mendRecords(ctx, box.ID, res, true, err); err != nil && !errors.Is(err, errRecordChanged) {
+			rep.Unreadable++
+		}
+	}
+	return nil
 }
 
 // scrubBlob reads and opens the pieces of one blob as the replica sh

@@ -31,11 +31,12 @@ type Cluster interface {
 	// for any it cannot deliver. fn must not block. wait returns once
 	// every event up to an index has been handed to fn.
 	Watch(n uint32, user schema.ID, from uint64, fn func([]raftstore.Event)) (wait func(ctx context.Context, index uint64) error, cancel func())
-	// QueryCopies hands fn the answer of each replica of shard n that
-	// holds what an immutable query names (raftstore.Query.Immutable),
-	// this node's first, until fn returns false: the copies to read
-	// when one does not open.
-	QueryCopies(ctx context.Context, n uint32, q raftstore.Query, fn func(node string, res *raftstore.QueryResult) bool) error
+	// QueryCopies hands fn the answer of each replica of shard n, this
+	// node's first, until fn returns false: the copies to read when one
+	// does not open. An immutable query (raftstore.Query.Immutable) is
+	// answered by the replicas that hold what it names, any other by
+	// each replica once it has applied minIndex.
+	QueryCopies(ctx context.Context, n uint32, q raftstore.Query, minIndex uint64, fn func(node string, res *raftstore.QueryResult) bool) error
 	// Shards returns this node's replicas (a scrub reads them).
 	Shards() []*raftstore.Shard
 	// LeadsShard reports whether this node leads mail shard n.
