@@ -711,8 +711,8 @@ func (f *fsm) applyOne(tx *bbolt.Tx, l *raft.Log, users map[schema.ID]struct{}) 
 	res.Index = l.Index
 	if a.repaired > 0 {
 		f.repaired.Add(uint64(a.repaired))
-		f.log.Warn("damaged copy of a message in the state file put back from a copy that opened",
-			"index", l.Index, "pieces", a.repaired)
+		f.log.Warn("damaged copy of a message or record in the state file put back from a copy that opened",
+			"index", l.Index, "op", cmd.Payload.Op(), "pieces", a.repaired)
 	}
 	if !cmd.ReqID.IsZero() {
 		if err := rememberRequest(tx, cmd.ReqID, res); err != nil {
