@@ -108,6 +108,20 @@ func (s *Shard) Query(q Query) (*QueryResult, error) {
 	return res, res.setCode(err)
 }
 
+// QueryCommitted answers q from the state file as last committed,
+// neither committing the pending group nor holding off applies: it may
+// miss the entries of the group under way (up to a group's time). For a
+// caller that reads much of the state and can do without them (a
+// scrub); Index is the applied index of what was read.
+func (s *Shard) QueryCommitted(q Query) (*QueryResult, error) {
+	res := &QueryResult{}
+	err := s.fsm.readCommitted(func(r *Reader) error {
+		res.Index = r.AppliedIndex()
+		return r.answer(q, res)
+	})
+	return res, res.setCode(err)
+}
+
 // userMail reports whether q reads nothing but the mail of q.User.
 func (q Query) userMail() bool {
 	switch q.Kind {

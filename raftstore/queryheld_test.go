@@ -56,3 +56,24 @@ func TestQueryHeldOnlyForBlobsHeld(t *testing.T) {
 		t.Fatalf("body of an expunged blob answered as held: %v", res)
 	}
 }
+
+// TestQueryCommittedReadsTheStateFile: QueryCommitted answers any query
+// from the state file as committed, with the index it applied, and a
+// data-model error in the result's code.
+func TestQueryCommittedReadsTheStateFile(t *testing.T) {
+	s := openShard(t, t.TempDir())
+	f := newFixture(t, s)
+	uid, _ := appendMsg(t, s, f, f.inbox, "Subject: kept\r\n\r\nbody\r\n")
+	var applied uint64
+	if err := s.View(func(r *Reader) error { applied = r.AppliedIndex(); return nil }); err != nil { // commits the group
+		t.Fatal(err)
+	}
+	res, err := s.QueryCommitted(Query{Kind: QuerySnapshot, User: f.user, Mailbox: f.inbox})
+	if err != nil || len(res.Messages) != 1 || res.Messages[0].UID != uid || res.Index < applied || res.Mailbox.ID != f.inbox {
+		t.Fatalf("snapshot as committed: %+v, %v (applied %d)", res, err, applied)
+	}
+	res, err = s.QueryCommitted(Query{Kind: QuerySnapshot, User: schema.NewID(), Mailbox: f.inbox})
+	if err == nil || res.Code != schema.CodeNoSuchUser {
+		t.Fatalf("a user the shard lacks: %+v, %v", res, err)
+	}
+}

@@ -188,11 +188,13 @@ func (a *Account) mendRecords(ctx context.Context, mbox schema.ID, res *raftstor
 			boxes = append(boxes, &damagedRecord{mailbox: rec})
 		}
 	}
-	if mailboxes && !res.Mailbox.ID.IsZero() {
-		check(&res.Mailbox)
-	}
-	for i := range res.Mailboxes {
-		check(&res.Mailboxes[i])
+	if mailboxes {
+		if !res.Mailbox.ID.IsZero() {
+			check(&res.Mailbox)
+		}
+		for i := range res.Mailboxes {
+			check(&res.Mailboxes[i])
+		}
 	}
 	var uids []schema.UID
 	for i := range res.Messages {

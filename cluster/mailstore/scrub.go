@@ -86,7 +86,9 @@ func (s *Store) Scrub(ctx context.Context, n uint32, pace func(ctx context.Conte
 // scrubRecords reads and opens the mailbox and message records of the
 // account as the replica sh holds them, a mailbox at a time.
 func (a *Account) scrubRecords(ctx context.Context, sh *raftstore.Shard, pace func(context.Context, int) error, rep *ScrubReport) error {
-	boxes, err := sh.Query(raftstore.Query{Kind: raftstore.QueryMailboxes, User: a.user})
+	// Read from the state file as committed, as the blobs are, so
+	// that reading a large mailbox holds off no apply.
+	boxes, err := sh.QueryCommitted(raftstore.Query{Kind: raftstore.QueryMailboxes, User: a.user})
 	if err != nil {
 		return nil // deleted since, or a replica that cannot read now: the next scrub
 	}
@@ -94,7 +96,7 @@ func (a *Account) scrubRecords(ctx context.Context, sh *raftstore.Shard, pace fu
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		res, err := sh.Query(raftstore.Query{Kind: raftstore.QuerySnapshot, User: a.user, Mailbox: box.ID})
+		res, err := sh.QueryCommitted(raftstore.Query{Kind: raftstore.QuerySnapshot, User: a.user, Mailbox: box.ID})
 		if err != nil {
 			continue // deleted since
 		}
