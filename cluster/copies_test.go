@@ -354,3 +354,76 @@ func TestDamagedRecordIsReadElsewhereAndRepaired(t *testing.T) {
 	})
 	repairedOnlyOn(t, c, shard, leader, 3)
 }
+
+// TestDamagedQueueEntryIsReadElsewhereAndRepaired changes the sealed
+// state and the message of an outbound queue entry in the state file of
+// its shard's leader, whose delivery engine reads it. The queue must
+// still list the entry and hand out its message, read from another
+// replica, and the damaged copies are put back on the leader; before,
+// one such entry failed the whole queue of the node.
+func TestDamagedQueueEntryIsReadElsewhereAndRepaired(t *testing.T) {
+	const user = "queue@example.test"
+	c := clustertest.Start(t, clustertest.Options{MailShards: 2})
+	c.AddUser(user, "password-1")
+	shard := shardOf(t, c, user)
+	leader := homeLeader(t, c, shard)
+	ctx := testCtx(t)
+	sub := schema.Submission{User: user, From: user, Recipients: []string{"bob@remote.test"},
+		Message: []byte("From: <queue@example.test>\r\nSubject: queued\r\n\r\nbody\r\n")}
+	if err := leader.Store().Submit(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	led := func() schema.OutboundEntry {
+		t.Helper()
+		es, err := leader.Store().OutboundLed(ctx)
+		if err != nil || len(es) != 1 {
+			t.Fatalf("the leader's queue: %+v, %v", es, err)
+		}
+		return es[0]
+	}
+	e := led()
+	msg, err := leader.Store().OutboundMessage(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := func(n *clustertest.Node) *raftstore.QueryResult {
+		t.Helper()
+		res, err := replicaOf(n, shard).Query(raftstore.Query{Kind: raftstore.QueryOutboundChunks, Blob: e.ID})
+		if err != nil || len(res.Outbound) != 1 || len(res.Chunks) != 2 {
+			t.Fatalf("%s's copy of the entry: %v, %d chunks", n.ID, err, len(res.Chunks))
+		}
+		return res
+	}
+	// Chunk 0 is the header section, chunk 1 the body.
+	same := func(a, b *raftstore.QueryResult) bool {
+		return bytes.Equal(a.Outbound[0].State, b.Outbound[0].State) && bytes.Equal(a.Chunks[1], b.Chunks[1])
+	}
+	caughtUp(t, c, leader, shard)
+	damageOn(t, c, leader, shard,
+		func(path string) error { return statedamage.OutboundState(path, e.ID) },
+		func(path string) error { return statedamage.OutboundChunk(path, e.ID, 1) })
+	if got, want := entry(leader), entry(otherThan(c, leader)); bytes.Equal(got.Outbound[0].State, want.Outbound[0].State) ||
+		bytes.Equal(got.Chunks[1], want.Chunks[1]) {
+		t.Fatal("the damage did not take")
+	}
+	if l := homeLeader(t, c, shard); l != leader {
+		t.Fatalf("%s leads the shard again, not %s", l.ID, leader.ID)
+	}
+
+	if got := led(); got.ID != e.ID || len(got.State.Recipients) != 1 || got.State.Recipients[0].Address != "bob@remote.test" {
+		t.Fatalf("the queue lists %+v", got)
+	}
+	if got, err := leader.Store().OutboundMessage(ctx, e); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("the queued message: %v (%d bytes, want %d)", err, len(got), len(msg))
+	}
+	c.Eventually(30*time.Second, "the damaged entry put back", func() error {
+		mine := entry(leader)
+		for _, n := range c.Running() {
+			if !same(mine, entry(n)) {
+				return fmt.Errorf("the leader's entry differs from %s's", n.ID)
+			}
+		}
+		return nil
+	})
+	repairedOnlyOn(t, c, shard, leader, 2)
+}

@@ -33,8 +33,8 @@ type applier struct {
 	// users gathers every user whose mail the command reads or writes
 	// (see groupUsers).
 	users map[schema.ID]struct{}
-	// repaired counts the damaged pieces a RepairBlob or RepairRecord
-	// wrote over.
+	// repaired counts the damaged pieces a RepairBlob, RepairRecord or
+	// RepairOutbound wrote over.
 	repaired int
 }
 
@@ -111,6 +111,8 @@ func (a *applier) apply() *schema.Result {
 		return a.repairBlob(p)
 	case *schema.RepairRecord:
 		return a.repairRecord(p)
+	case *schema.RepairOutbound:
+		return a.repairOutbound(p)
 	}
 	return fail(schema.CodeInvalid)
 }

@@ -74,13 +74,57 @@ func (a *applier) repairRecord(p *schema.RepairRecord) *schema.Result {
 		cur = m.Sealed
 		put = func() { m.Sealed = p.Sealed; putMessage(msgs, m) }
 	}
-	if len(cur) != len(p.Sealed) {
+	if !sameDamage(cur, p.Damaged, p.Sealed) {
 		return ok() // changed since, or not these bytes' record
 	}
-	if sum := sha256.Sum256(cur); !bytes.Equal(sum[:], p.Damaged) {
+	put()
+	a.repaired++
+	return ok()
+}
+
+// repairOutbound puts back the state or a chunk of an outbound queue
+// entry whose copy on some replica did not open (schema.RepairOutbound),
+// on the replica that holds exactly the damaged bytes, as repairRecord
+// does.
+func (a *applier) repairOutbound(p *schema.RepairOutbound) *schema.Result {
+	b := a.tx.Bucket(bucketOutbound)
+	v := b.Get(p.ID[:])
+	if v == nil {
+		return ok() // delivered or dropped since
+	}
+	var rec schema.OutboundRecord
+	if rec.Unmarshal(v) != nil {
+		return fail(schema.CodeInvalid)
+	}
+	var cur []byte
+	var put func()
+	if p.Part == 0 {
+		cur = rec.State
+		put = func() { rec.State = p.Sealed; must(b.Put(p.ID[:], rec.Marshal())) }
+	} else {
+		if p.Part > rec.Chunks {
+			return fail(schema.CodeNoSuchMessage)
+		}
+		chunks := a.tx.Bucket(bucketOutChunks)
+		key := chunkKey(p.ID, p.Part-1)
+		cur = getChunk(chunks, key)
+		put = func() { putChunk(chunks, key, p.Sealed) }
+	}
+	if !sameDamage(cur, p.Damaged, p.Sealed) {
 		return ok()
 	}
 	put()
 	a.repaired++
 	return ok()
+}
+
+// sameDamage reports whether cur, a sealed value as this replica holds
+// it, is the damaged copy a repair names by the SHA-256 of its bytes,
+// and the good copy has its length.
+func sameDamage(cur, damaged, good []byte) bool {
+	if cur == nil || len(cur) != len(good) {
+		return false
+	}
+	sum := sha256.Sum256(cur)
+	return bytes.Equal(sum[:], damaged)
 }

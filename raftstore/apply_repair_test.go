@@ -200,3 +200,84 @@ func TestRepairRecordPutsBackDamagedRecords(t *testing.T) {
 		t.Fatalf("%d repairs counted since the replica opened, want 0", n)
 	}
 }
+
+// TestRepairOutboundPutsBackDamagedParts: a RepairOutbound writes over
+// an outbound queue entry's state or a chunk of its message only where
+// the replica holds exactly the damaged bytes it names, and counts it; a
+// state changed since and a chunk the entry lacks are left alone.
+func TestRepairOutboundPutsBackDamagedParts(t *testing.T) {
+	dir := t.TempDir()
+	s := openShard(t, dir)
+	id := schema.NewID()
+	small := []byte("a small sealed chunk")
+	large := bytes.Repeat([]byte("large sealed chunk "), 1000) // past largeChunk
+	state := []byte("sealed state")
+	apply(t, s, &schema.Enqueue{ID: id, User: schema.NewID(), Size: 10, Chunks: [][]byte{small, large}, State: state})
+	entry := func() *QueryResult {
+		t.Helper()
+		res, err := s.Query(Query{Kind: QueryOutboundChunks, Blob: id})
+		if err != nil || len(res.Outbound) != 1 || len(res.Chunks) != 2 {
+			t.Fatalf("queue entry: %+v, %v", res, err)
+		}
+		return res
+	}
+	hash := func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
+	for _, tc := range []struct {
+		name   string
+		part   uint32
+		want   []byte
+		damage func(path string) error
+		got    func(*QueryResult) []byte
+	}{
+		{"state", 0, state, func(path string) error { return statedamage.OutboundState(path, id) }, func(r *QueryResult) []byte { return r.Outbound[0].State }},
+		{"small chunk", 1, small, func(path string) error { return statedamage.OutboundChunk(path, id, 0) }, func(r *QueryResult) []byte { return r.Chunks[0] }},
+		{"large chunk", 2, large, func(path string) error { return statedamage.OutboundChunk(path, id, 1) }, func(r *QueryResult) []byte { return r.Chunks[1] }},
+	} {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.damage(filepath.Join(dir, "state.db")); err != nil {
+			t.Fatal(err)
+		}
+		s = openShard(t, dir)
+		damaged := tc.got(entry())
+		if bytes.Equal(damaged, tc.want) {
+			t.Fatalf("%s: the damage did not take", tc.name)
+		}
+		apply(t, s, &schema.RepairOutbound{ID: id, Part: tc.part, Damaged: hash(tc.want), Sealed: tc.want})
+		if !bytes.Equal(tc.got(entry()), damaged) {
+			t.Fatalf("%s: a repair naming other bytes wrote", tc.name)
+		}
+		apply(t, s, &schema.RepairOutbound{ID: id, Part: tc.part, Damaged: hash(damaged), Sealed: tc.want})
+		if got := tc.got(entry()); !bytes.Equal(got, tc.want) {
+			t.Fatalf("%s: after the repair it reads %.40q", tc.name, got)
+		}
+		if n := s.Status().Repaired; n != 1 {
+			t.Fatalf("%s: %d repairs counted since the replica opened, want 1", tc.name, n)
+		}
+	}
+
+	// Damaged, then changed by a delivery attempt: the change stays.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := statedamage.OutboundState(filepath.Join(dir, "state.db"), id); err != nil {
+		t.Fatal(err)
+	}
+	s = openShard(t, dir)
+	rec := entry().Outbound[0]
+	apply(t, s, &schema.UpdateOutbound{ID: id, Version: rec.Version, State: []byte("sealed after")})
+	apply(t, s, &schema.RepairOutbound{ID: id, Damaged: hash(rec.State), Sealed: []byte("sealed state")})
+	if got := entry().Outbound[0].State; string(got) != "sealed after" {
+		t.Fatalf("a repair undid a later change: %q", got)
+	}
+	res, err := applyErr(s, schema.NewID(), &schema.RepairOutbound{ID: id, Part: 3, Damaged: hash(small), Sealed: small})
+	if res == nil || res.Code != schema.CodeNoSuchMessage {
+		t.Fatalf("repair of a chunk the entry lacks: %+v, %v", res, err)
+	}
+	apply(t, s, &schema.DeleteOutbound{ID: id})
+	apply(t, s, &schema.RepairOutbound{ID: id, Damaged: hash(rec.State), Sealed: state})
+	if n := s.Status().Repaired; n != 0 {
+		t.Fatalf("%d repairs counted since the replica opened, want 0", n)
+	}
+}

@@ -104,9 +104,9 @@ type fsm struct {
 	// and applies nothing before its own write (leaderlog.go).
 	logWritten func(index uint64) error
 
-	// repaired counts the damaged pieces of blobs and records that
-	// RepairBlob and RepairRecord entries wrote over in this replica's
-	// state (Status.Repaired).
+	// repaired counts the damaged pieces that repair entries
+	// (RepairBlob, RepairRecord, RepairOutbound) wrote over in this
+	// replica's state (Status.Repaired).
 	repaired atomic.Uint64
 }
 

@@ -48,10 +48,11 @@ type Status struct {
 	// replica opened (read as missing; see ErrLogDamaged): above zero,
 	// its disk handed back other bytes than were written.
 	DamagedReads uint64 `json:"damaged_log_reads,omitempty"`
-	// Repaired counts the pieces of messages, and the mailbox and
-	// message records, in the replica's state file that did not open and
-	// were put back from another replica's copy (schema.RepairBlob,
-	// schema.RepairRecord) since it opened: above zero, its disk handed
+	// Repaired counts the pieces of messages, the mailbox and message
+	// records and the parts of queued outbound messages in the replica's
+	// state file that did not open and were put back from another
+	// replica's copy (schema.RepairBlob, RepairRecord, RepairOutbound)
+	// since it opened: above zero, its disk handed
 	// back other bytes than were written.
 	Repaired uint64 `json:"repaired_pieces,omitempty"`
 }

@@ -171,6 +171,12 @@ func (s *Store) outbound(ctx context.Context, shards []uint32, drop bool) ([]sch
 				users[rec.User] = u
 			}
 			e, err := s.openOutbound(u, n, rec)
+			if err != nil && damagedCopy(err) {
+				if e, err = s.mendOutbound(ctx, u, n, res.Index, rec, err); err != nil {
+					// Logged there; the rest of the queue goes on.
+					continue
+				}
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -206,7 +212,11 @@ func (s *Store) outboundEntry(ctx context.Context, shard uint32, id schema.ID) (
 	if err != nil {
 		return schema.OutboundEntry{}, err
 	}
-	return s.openOutbound(u, shard, rec)
+	e, err := s.openOutbound(u, shard, rec)
+	if err != nil && damagedCopy(err) {
+		return s.mendOutbound(ctx, u, shard, res.Index, rec, err)
+	}
+	return e, err
 }
 
 // OutboundMessage returns the message of a queue entry.
@@ -220,6 +230,9 @@ func (s *Store) OutboundMessage(ctx context.Context, e schema.OutboundEntry) ([]
 		return nil, err
 	}
 	msg, err := s.openChunks(u.Keys.Ring(), u.ID, e.ID, res.Chunks, e.Size)
+	if err != nil && damagedCopy(err) {
+		msg, err = s.mendOutboundChunks(ctx, u, e, res.Index, res.Chunks, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open queued message: %w", err)
 	}

@@ -70,7 +70,7 @@ func (s *Store) Scrub(ctx context.Context, n uint32, pace func(ctx context.Conte
 			return rep, fmt.Errorf("scrub shard %d: user %s: %w", n, id, err)
 		}
 		rep.Users++
-		a := &Account{s: s, user: u.ID, address: u.Address, shard: n, keys: u.Keys}
+		a := s.accountOn(u, n)
 		for _, blob := range blobs {
 			if err := a.scrubBlob(ctx, sh, blob, pace, &rep); err != nil {
 				return rep, fmt.Errorf("scrub shard %d: %w", n, err)

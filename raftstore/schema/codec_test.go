@@ -28,6 +28,7 @@ func sampleCommands() []Command {
 		{Payload: &RepairBlob{User: id(5), Blob: id(8), SearchRecord: true, Sealed: []byte("record")}},
 		{Payload: &RepairRecord{User: id(5), Mailbox: id(7), UID: 4, Damaged: []byte("hash"), Sealed: []byte("attrs")}},
 		{Payload: &RepairRecord{User: id(5), Mailbox: id(7), Damaged: []byte("hash"), Sealed: []byte("mailbox")}},
+		{Payload: &RepairOutbound{ID: id(11), Part: 2, Damaged: []byte("hash"), Sealed: []byte("chunk")}},
 		{Time: -5, Payload: &Append{User: id(5), Mailbox: id(7), Message: id(9), Blob: id(8), Size: 1234, Sealed: []byte("a"), StagedChunks: 2, Chunks: [][]byte{[]byte("c1"), []byte("c2")}}},
 		{Payload: &SetAttrs{User: id(5), Mailbox: id(7), Updates: []AttrUpdate{{UID: 4, ExpectModSeq: 9, Sealed: []byte("f")}}}},
 		{Payload: &Copy{User: id(5), Source: id(7), Dest: id(6), Move: true, Items: []CopyItem{{UID: 1, Message: id(10), Sealed: []byte("s")}}}},
@@ -120,6 +121,7 @@ func TestLevel(t *testing.T) {
 		{&SetAttrs{}, LevelBase},
 		{&RepairBlob{}, LevelRepairBlob},
 		{&RepairRecord{}, LevelRepairRecord},
+		{&RepairOutbound{}, LevelRepairRecord},
 	} {
 		if got := Level(c.p); got != c.want {
 			t.Errorf("%s %+v: level %d, want %d", c.p.Op(), c.p, got, c.want)

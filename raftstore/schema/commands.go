@@ -35,6 +35,7 @@ const (
 	OpPutSettings
 	OpRepairBlob
 	OpRepairRecord
+	OpRepairOutbound
 	opMax
 )
 
@@ -49,7 +50,8 @@ var opNames = [...]string{
 	OpSwapUserValue: "swap-user-value", OpEnqueue: "enqueue", OpUpdateOutbound: "update-outbound",
 	OpDeleteOutbound: "delete-outbound", OpAppendBatch: "append-batch",
 	OpPutSettings: "put-settings", OpRepairBlob: "repair-blob",
-	OpRepairRecord: "repair-record",
+	OpRepairRecord:   "repair-record",
+	OpRepairOutbound: "repair-outbound",
 }
 
 // String returns the op's name, for logs and metrics.
@@ -178,6 +180,8 @@ func newPayload(op Op) Payload {
 		return &RepairBlob{}
 	case OpRepairRecord:
 		return &RepairRecord{}
+	case OpRepairOutbound:
+		return &RepairOutbound{}
 	}
 	return nil
 }

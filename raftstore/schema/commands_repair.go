@@ -74,3 +74,33 @@ func (p *RepairRecord) decode(r *reader) {
 	p.Damaged = r.bytes()
 	p.Sealed = r.bytes()
 }
+
+// RepairOutbound puts back a sealed part of an outbound queue entry, its
+// state (Part 0) or chunk Part-1 of its message, from a copy that opened
+// under its user's key, on the replica that still holds exactly the
+// damaged bytes (Damaged, their SHA-256), as RepairRecord does: the state
+// changes with every delivery attempt, and a replica whose state changed
+// since the damage was read keeps the change.
+type RepairOutbound struct {
+	ID      ID
+	Part    uint32
+	Damaged []byte
+	Sealed  []byte
+}
+
+// Op implements Payload.
+func (*RepairOutbound) Op() Op { return OpRepairOutbound }
+
+func (p *RepairOutbound) encode(w *writer) {
+	w.id(p.ID)
+	w.u32(p.Part)
+	w.bytes(p.Damaged)
+	w.bytes(p.Sealed)
+}
+
+func (p *RepairOutbound) decode(r *reader) {
+	p.ID = r.id()
+	p.Part = r.u32()
+	p.Damaged = r.bytes()
+	p.Sealed = r.bytes()
+}

@@ -21,7 +21,7 @@ const (
 	LevelAppendClaimsRecent = 2
 	// LevelRepairBlob adds RepairBlob.
 	LevelRepairBlob = 3
-	// LevelRepairRecord adds RepairRecord.
+	// LevelRepairRecord adds RepairRecord and RepairOutbound.
 	LevelRepairRecord = 4
 
 	// CommandLevel is the level this software applies.
@@ -53,7 +53,7 @@ func Level(p Payload) int {
 		}
 	case *RepairBlob:
 		return LevelRepairBlob
-	case *RepairRecord:
+	case *RepairRecord, *RepairOutbound:
 		return LevelRepairRecord
 	}
 	return LevelBase

@@ -1,5 +1,6 @@
-// Package statedamage changes a stored piece or record of a message in a replica's
-// state file the way a failing disk does, other bytes of the same
+// Package statedamage changes a stored piece or record of a message, or
+// of an outbound queue entry, in a replica's state file the way a
+// failing disk does, other bytes of the same
 // length where bbolt checks nothing, for the tests of what a node does
 // about a copy that does not open. The state file must be closed.
 package statedamage
@@ -21,7 +22,9 @@ import (
 // 4 KiB or more, a bucket under that key with the chunk under {0};
 // "search" holds blob id -> sealed search record; "mboxes" holds
 // mailbox id -> schema.MailboxRecord, "msgs" a bucket per mailbox id of
-// big-endian uid -> schema.MessageRecord. raftstore's tests use
+// big-endian uid -> schema.MessageRecord. At the top, "outbound" holds
+// queue entry id -> schema.OutboundRecord and "outbound_chunks" its
+// chunks keyed as a blob's. raftstore's tests use
 // this package on its own files, so a change of layout fails them.
 var (
 	bucketMail = []byte("mail")
@@ -30,6 +33,9 @@ var (
 	ubMboxes   = []byte("mboxes")
 	ubMsgs     = []byte("msgs")
 	keyChunk   = []byte{0}
+
+	bucketOutbound  = []byte("outbound")
+	bucketOutChunks = []byte("outbound_chunks")
 )
 
 // Chunk flips a bit in the middle of chunk index of a user's blob
@@ -37,14 +43,7 @@ var (
 func Chunk(path string, user, blob schema.ID, index uint32) error {
 	key := binary.BigEndian.AppendUint32(append([]byte(nil), blob[:]...), index)
 	return damage(path, user, func(u *bbolt.Bucket) (*bbolt.Bucket, []byte) {
-		b := u.Bucket(ubChunks)
-		if b == nil {
-			return nil, nil
-		}
-		if nb := b.Bucket(key); nb != nil {
-			return nb, keyChunk
-		}
-		return b, key
+		return chunkIn(u.Bucket(ubChunks), key)
 	})
 }
 
@@ -93,36 +92,82 @@ func MessageRecord(path string, user, mbox schema.ID, uid schema.UID) error {
 }
 
 func damage(path string, user schema.ID, find func(u *bbolt.Bucket) (*bbolt.Bucket, []byte)) error {
-	return damageRecord(path, user, find, func(v []byte) ([]byte, error) {
-		changed := append([]byte(nil), v...)
-		changed[len(changed)/2] ^= 0x40
-		return changed, nil
+	return damageRecord(path, user, find, flipMiddle)
+}
+
+// flipMiddle changes a bit in the middle of v.
+func flipMiddle(v []byte) ([]byte, error) {
+	v[len(v)/2] ^= 0x40
+	return v, nil
+}
+
+// OutboundState flips a bit in the middle of the sealed state of the
+// outbound queue entry id in the state file at path.
+func OutboundState(path string, id schema.ID) error {
+	return changeValue(path, "outbound queue entry "+id.String(), func(tx *bbolt.Tx) (*bbolt.Bucket, []byte) {
+		return tx.Bucket(bucketOutbound), id[:]
+	}, func(v []byte) ([]byte, error) {
+		var rec schema.OutboundRecord
+		if err := rec.Unmarshal(v); err != nil || len(rec.State) == 0 {
+			return nil, fmt.Errorf("outbound record %s: %v, %d sealed bytes", id, err, len(rec.State))
+		}
+		rec.State[len(rec.State)/2] ^= 0x40
+		return rec.Marshal(), nil
 	})
 }
 
-// damageRecord replaces the value find names with what change makes of
-// a copy of it.
+// OutboundChunk flips a bit in the middle of chunk index of the message
+// of the outbound queue entry id in the state file at path.
+func OutboundChunk(path string, id schema.ID, index uint32) error {
+	key := binary.BigEndian.AppendUint32(append([]byte(nil), id[:]...), index)
+	return changeValue(path, "chunk of outbound queue entry "+id.String(), func(tx *bbolt.Tx) (*bbolt.Bucket, []byte) {
+		return chunkIn(tx.Bucket(bucketOutChunks), key)
+	}, flipMiddle)
+}
+
+// chunkIn returns where a chunk stored under key in b is: under the key,
+// or, for a large one, under {0} in a bucket of that name.
+func chunkIn(b *bbolt.Bucket, key []byte) (*bbolt.Bucket, []byte) {
+	if b == nil {
+		return nil, nil
+	}
+	if nb := b.Bucket(key); nb != nil {
+		return nb, keyChunk
+	}
+	return b, key
+}
+
+// damageRecord replaces the value of user's mail that find names with
+// what change makes of a copy of it.
 func damageRecord(path string, user schema.ID, find func(u *bbolt.Bucket) (*bbolt.Bucket, []byte), change func(v []byte) ([]byte, error)) error {
+	return changeValue(path, "user "+user.String(), func(tx *bbolt.Tx) (*bbolt.Bucket, []byte) {
+		var u *bbolt.Bucket
+		if m := tx.Bucket(bucketMail); m != nil {
+			u = m.Bucket(user[:])
+		}
+		if u == nil {
+			return nil, nil
+		}
+		return find(u)
+	}, change)
+}
+
+// changeValue replaces the value find names with what change makes of a
+// copy of it; what names the value for errors.
+func changeValue(path, what string, find func(tx *bbolt.Tx) (*bbolt.Bucket, []byte), change func(v []byte) ([]byte, error)) error {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer db.Close()
 	return db.Update(func(tx *bbolt.Tx) error {
-		var u *bbolt.Bucket
-		if m := tx.Bucket(bucketMail); m != nil {
-			u = m.Bucket(user[:])
-		}
-		if u == nil {
-			return fmt.Errorf("no mail of user %s in %s", user, path)
-		}
-		b, key := find(u)
+		b, key := find(tx)
 		var v []byte
 		if b != nil {
 			v = b.Get(key)
 		}
 		if len(v) == 0 {
-			return fmt.Errorf("no such value of user %s in %s", user, path)
+			return fmt.Errorf("no such value of %s in %s", what, path)
 		}
 		changed, err := change(bytes.Clone(v))
 		if err != nil {
