@@ -155,8 +155,8 @@ func damageOn(t *testing.T, c *clustertest.Cluster, n *clustertest.Node, shard u
 	caughtUp(t, c, n, shard)
 }
 
-// TestScrubFindsAndMendsDamage: a scrub of a replica reads every message
-// and record it holds, finds the pieces and records a disk changed,
+// TestScrubFindsAndMendsDamage: a scrub of a replica reads every message,
+// record and queued message it holds, finds what a disk changed,
 // which no client has read, and has them put back from another
 // replica's copy; a second scrub finds nothing. It reads at the pace it
 // is given.
@@ -178,7 +178,17 @@ func TestScrubFindsAndMendsDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sub := schema.Submission{User: user, From: user, Recipients: []string{"bob@remote.test"},
+		Message: []byte("From: <scrub@example.test>\r\nSubject: queued\r\n\r\nbody\r\n")}
+	if err := leader.Store().Submit(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	queued, err := leader.Store().OutboundLed(ctx)
+	if err != nil || len(queued) != 1 {
+		t.Fatalf("the queue: %+v, %v", queued, err)
+	}
 	damageOn(t, c, victim, shard,
+		func(path string) error { return statedamage.OutboundState(path, queued[0].ID) },
 		func(path string) error { return statedamage.Chunk(path, u.ID, msgs[1].Blob, 1) },
 		func(path string) error { return statedamage.SearchRecord(path, u.ID, msgs[3].Blob) },
 		func(path string) error { return statedamage.MailboxRecord(path, u.ID, box.ID) },
@@ -190,13 +200,14 @@ func TestScrubFindsAndMendsDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Damaged: two messages, and the INBOX for its records.
-	if rep.Users != 1 || rep.Blobs != count || rep.Records < 1+count || rep.Damaged != 3 || rep.Unreadable != 0 ||
-		rep.Bytes < count*48<<10 || paced != rep.Bytes {
+	// Damaged: two messages, the INBOX for its records and the queue
+	// entry.
+	if rep.Users != 1 || rep.Blobs != count || rep.Records < 1+count || rep.Queued != 1 || rep.Damaged != 4 ||
+		rep.Unreadable != 0 || rep.Bytes < count*48<<10 || paced != rep.Bytes {
 		t.Fatalf("scrub read %+v, paced %d bytes", rep, paced)
 	}
 	c.Eventually(30*time.Second, "the damaged pieces and records put back", func() error {
-		if n := replicaOf(victim, shard).Status().Repaired; n != 4 {
+		if n := replicaOf(victim, shard).Status().Repaired; n != 5 {
 			return fmt.Errorf("%d pieces repaired", n)
 		}
 		return nil
@@ -210,8 +221,8 @@ func TestScrubFindsAndMendsDamage(t *testing.T) {
 		}
 		return nil
 	})
-	if n := replicaOf(victim, shard).Status().Repaired; n != 4 {
-		t.Fatalf("%d pieces repaired after the scrubs, want 4", n)
+	if n := replicaOf(victim, shard).Status().Repaired; n != 5 {
+		t.Fatalf("%d pieces repaired after the scrubs, want 5", n)
 	}
 	if _, err := victim.Store().Scrub(ctx, 0, nil); err == nil {
 		t.Fatal("a scrub of the meta shard did not fail")

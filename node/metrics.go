@@ -99,11 +99,11 @@ func newMetrics(nodeID, version string) *metrics {
 		}),
 		scrubDamaged: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mail_scrub_damaged_messages",
-			Help: "Messages whose copy in the replica did not open under their user's key in the node's last scrub, and mailboxes with a mailbox or message record that did not, by shard: the disk handed back other bytes; each was put back from another replica's copy unless counted in mail_scrub_unreadable_messages.",
+			Help: "Messages whose copy in the replica did not open under their user's key in the node's last scrub, mailboxes with a mailbox or message record that did not, and queued outbound messages with a part that did not, by shard: the disk handed back other bytes; each was put back from another replica's copy unless counted in mail_scrub_unreadable_messages.",
 		}, []string{"shard"}),
 		scrubUnreadable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mail_scrub_unreadable_messages",
-			Help: "Messages, and mailboxes with records, of which no replica's copy opened in the node's last scrub, by shard: restore them from a backup.",
+			Help: "Messages, mailboxes with records and queued outbound messages of which no replica's copy opened in the node's last scrub, by shard: restore them from a backup.",
 		}, []string{"shard"}),
 	}
 	for _, op := range []string{"deliver", "append", "copy"} {

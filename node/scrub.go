@@ -203,7 +203,7 @@ func (s *scrubber) scrubAll(ctx context.Context) scrubState {
 			lvl = slog.LevelWarn
 		}
 		s.log.Log(ctx, lvl, "replica scrubbed", "shard", n, "users", rep.Users, "messages", rep.Blobs,
-			"records", rep.Records, "bytes", rep.Bytes, "damaged", rep.Damaged, "unreadable", rep.Unreadable)
+			"records", rep.Records, "queued", rep.Queued, "bytes", rep.Bytes, "damaged", rep.Damaged, "unreadable", rep.Unreadable)
 	}
 	st.Ended = s.now()
 	s.log.Info("scrub ended", "took", st.Ended.Sub(started).Round(time.Second), "incomplete", st.Incomplete)

@@ -119,10 +119,10 @@ func writeScrubStatus(w io.Writer, st scrubStatus) error {
 	}
 	sort.Slice(shards, func(i, j int) bool { return shards[i] < shards[j] })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tUSERS\tMESSAGES\tRECORDS\tBYTES\tDAMAGED\tUNREADABLE\tERROR")
+	fmt.Fprintln(tw, "SHARD\tUSERS\tMESSAGES\tRECORDS\tQUEUED\tBYTES\tDAMAGED\tUNREADABLE\tERROR")
 	for _, n := range shards {
 		o := st.Last.Shards[n]
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", n, o.Users, o.Blobs, o.Records, o.Bytes, o.Damaged, o.Unreadable, o.Err)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", n, o.Users, o.Blobs, o.Records, o.Queued, o.Bytes, o.Damaged, o.Unreadable, o.Err)
 	}
 	return tw.Flush()
 }

@@ -13,29 +13,31 @@ import (
 type ScrubReport struct {
 	// Users and Blobs count the users and the stored messages (blobs,
 	// which copies share) whose pieces were read; Records the mailbox
-	// and message records.
-	Users, Blobs, Records int
+	// and message records; Queued the outbound queue entries.
+	Users, Blobs, Records, Queued int
 	// Bytes counts the sealed bytes read.
 	Bytes int64
 	// Damaged counts the messages with a piece in this replica that did
-	// not open, and the mailboxes with a record (the mailbox's or a
-	// message's) that did not; each was put back from another replica's
-	// copy unless it is also counted in Unreadable.
+	// not open, the mailboxes with a record (the mailbox's or a
+	// message's) that did not, and the queue entries with a state or a
+	// chunk that did not; each was put back from another replica's copy
+	// unless it is also counted in Unreadable.
 	Damaged int
-	// Unreadable counts the messages and mailboxes of which no
-	// replica's copy opens.
+	// Unreadable counts the messages, mailboxes and queue entries of
+	// which no replica's copy opens.
 	Unreadable int
 }
 
 // Scrub reads every piece of every message that this node's replica of
-// mail shard n holds (chunks and search records), and every mailbox and
-// message record, and opens it under its user's key, so that damage is
-// found before a client meets it: what does not open is handled as a
-// read that met it would handle it (fromGoodCopy, mendRecords), from
-// another replica's copy, and put back. pace, if
-// set, is told the sealed bytes of each message before it is read and
-// may wait, to bound the scrub's share of the disk; its error ends the
-// scrub. Users deleted and messages expunged meanwhile are passed over.
+// mail shard n holds (chunks and search records), every mailbox and
+// message record and every queued outbound message, and opens it under
+// its user's key, so that damage is found before a client meets it:
+// what does not open is handled as a read that met it would handle it
+// (fromGoodCopy, mendRecords, mendOutbound), from another replica's
+// copy, and put back. pace, if set, is told the sealed bytes of each
+// message before it is read and may wait, to bound the scrub's share of
+// the disk; its error ends the scrub. Users deleted and messages
+// expunged meanwhile are passed over.
 func (s *Store) Scrub(ctx context.Context, n uint32, pace func(ctx context.Context, bytes int) error) (ScrubReport, error) {
 	var rep ScrubReport
 	var sh *raftstore.Shard
@@ -80,7 +82,65 @@ func (s *Store) Scrub(ctx context.Context, n uint32, pace func(ctx context.Conte
 			return rep, fmt.Errorf("scrub shard %d: user %s: %w", n, id, err)
 		}
 	}
+	if err := s.scrubQueue(ctx, sh, pace, &rep); err != nil {
+		return rep, fmt.Errorf("scrub shard %d: %w", n, err)
+	}
 	return rep, ctx.Err()
+}
+
+// scrubQueue reads and opens the outbound queue entries (state and
+// message) as the replica sh holds them.
+func (s *Store) scrubQueue(ctx context.Context, sh *raftstore.Shard, pace func(context.Context, int) error, rep *ScrubReport) error {
+	res, err := sh.QueryCommitted(raftstore.Query{Kind: raftstore.QueryOutbound})
+	if err != nil {
+		return nil // a replica that cannot read now: the next scrub
+	}
+	for _, rec := range res.Outbound {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		u, err := s.queueOwner(ctx, rec.User)
+		if err != nil {
+			continue // a deleted user's entry, dropped by the queue
+		}
+		msg, err := sh.QueryCommitted(raftstore.Query{Kind: raftstore.QueryOutboundChunks, Blob: rec.ID})
+		if err != nil {
+			continue // sent or dropped since
+		}
+		size := len(rec.State)
+		for _, c := range msg.Chunks {
+			size += len(c)
+		}
+		if pace != nil {
+			if err := pace(ctx, size); err != nil {
+				return err
+			}
+		}
+		rep.Queued++
+		rep.Bytes += int64(size)
+		damaged, unreadable := false, false
+		e, err := s.openOutbound(u, sh.ID(), rec)
+		if err != nil && damagedCopy(err) {
+			damaged = true
+			e, err = s.mendOutbound(ctx, u, sh.ID(), res.Index, rec, err)
+			unreadable = err != nil
+		}
+		if err == nil {
+			if _, err := s.openChunks(u.Keys.Ring(), u.ID, rec.ID, msg.Chunks, e.Size); err != nil && damagedCopy(err) {
+				damaged = true
+				if _, err := s.mendOutboundChunks(ctx, u, e, msg.Index, msg.Chunks, err); err != nil {
+					unreadable = true
+				}
+			}
+		}
+		if damaged {
+			rep.Damaged++
+		}
+		if unreadable {
+			rep.Unreadable++
+		}
+	}
+	return nil
 }
 
 // scrubRecords reads and opens the mailbox and message records of the
