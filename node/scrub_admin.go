@@ -20,10 +20,13 @@ const pathScrub = "/v1/scrub"
 // scrubStatus is what `mailnode scrub status` shows.
 type scrubStatus struct {
 	// Off says scrubs are turned off (scrub.every negative).
-	Off     bool          `json:"off,omitempty"`
-	Every   time.Duration `json:"every_ns,omitempty"`
-	Rate    int64         `json:"rate_bytes,omitempty"`
-	Running bool          `json:"running"`
+	Off bool `json:"off,omitempty"`
+	// Starting says the node has not started its scrubber yet: its
+	// stores are still opening.
+	Starting bool          `json:"starting,omitempty"`
+	Every    time.Duration `json:"every_ns,omitempty"`
+	Rate     int64         `json:"rate_bytes,omitempty"`
+	Running  bool          `json:"running"`
 	// Last is the last scrub that read every replica to the end, if any.
 	Last *scrubState `json:"last,omitempty"`
 }
@@ -32,7 +35,7 @@ type scrubStatus struct {
 func (n *Node) scrubStatus() scrubStatus {
 	s := n.scrubs.Load()
 	if s == nil {
-		return scrubStatus{Off: true}
+		return scrubStatus{Off: n.cfg.Scrub.Every < 0, Starting: n.cfg.Scrub.Every >= 0}
 	}
 	st := scrubStatus{Every: s.every, Rate: s.rate, Running: s.running.Load()}
 	if last := s.last(); !last.Ended.IsZero() {
@@ -51,6 +54,10 @@ func (n *Node) scrubAdmin(next http.Handler, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST "+pathScrub, func(w http.ResponseWriter, r *http.Request) {
 		s := n.scrubs.Load()
 		if s == nil {
+			if n.cfg.Scrub.Every >= 0 {
+				writeBackupError(w, http.StatusServiceUnavailable, errors.New("the node is still starting: try again in a moment"))
+				return
+			}
 			writeBackupError(w, http.StatusConflict, errors.New("scrubs are off (scrub.every is negative)"))
 			return
 		}
@@ -97,6 +104,10 @@ func (c CLI) scrubCommand(ctx context.Context, args []string) error {
 func writeScrubStatus(w io.Writer, st scrubStatus) error {
 	if st.Off {
 		_, err := fmt.Fprintln(w, "scrubs are off (scrub.every is negative)")
+		return err
+	}
+	if st.Starting {
+		_, err := fmt.Fprintln(w, "the node is still starting; its scrubs start with it")
 		return err
 	}
 	state := "idle"

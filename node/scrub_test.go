@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -197,4 +199,29 @@ func TestScrubCommand(t *testing.T) {
 	cfg2.Scrub.Every = -1
 	startNode(t, cfg2)
 	failCLI(t, ExitError, "scrubs are off", "", "scrub", "start", "--data", cfg2.DataDir)
+}
+
+// TestScrubStatusWhileStarting: before a node has started its scrubber
+// (its stores still opening), status says so instead of "off", and a
+// start is refused as for now, not as for good.
+func TestScrubStatusWhileStarting(t *testing.T) {
+	for _, tc := range []struct {
+		every time.Duration
+		want  string
+		code  int
+	}{
+		{0, "still starting", http.StatusServiceUnavailable},
+		{-1, "scrubs are off", http.StatusConflict},
+	} {
+		n := &Node{cfg: Config{Scrub: ScrubConfig{Every: tc.every}}}
+		var out strings.Builder
+		if err := writeScrubStatus(&out, n.scrubStatus()); err != nil || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("every %v: status %q, %v", tc.every, out.String(), err)
+		}
+		rec := httptest.NewRecorder()
+		n.scrubAdmin(http.NotFoundHandler(), slog.New(slog.DiscardHandler)).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, pathScrub, nil))
+		if rec.Code != tc.code {
+			t.Errorf("every %v: start answered %d, want %d", tc.every, rec.Code, tc.code)
+		}
+	}
 }
