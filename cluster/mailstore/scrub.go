@@ -28,6 +28,17 @@ type ScrubReport struct {
 	Unreadable int
 }
 
+// tally counts one message, mailbox or queue entry that did not open
+// (damaged) and of which no replica's copy did (unreadable).
+func (r *ScrubReport) tally(damaged, unreadable bool) {
+	if damaged {
+		r.Damaged++
+	}
+	if unreadable {
+		r.Unreadable++
+	}
+}
+
 // Scrub reads every piece of every message that this node's replica of
 // mail shard n holds (chunks and search records), every mailbox and
 // message record and every queued outbound message, and opens it under
@@ -133,12 +144,7 @@ func (s *Store) scrubQueue(ctx context.Context, sh *raftstore.Shard, pace func(c
 				}
 			}
 		}
-		if damaged {
-			rep.Damaged++
-		}
-		if unreadable {
-			rep.Unreadable++
-		}
+		rep.tally(damaged, unreadable)
 	}
 	return nil
 }
@@ -175,12 +181,10 @@ func (a *Account) scrubRecords(ctx context.Context, sh *raftstore.Shard, pace fu
 		if err == nil || !damagedCopy(err) {
 			continue
 		}
-		rep.Damaged++
 		// A message changed since (errRecordChanged) was written over
 		// on every replica by that change.
-		if err := a.mendRecords(ctx, box.ID, res, true, err); err != nil && !errors.Is(err, errRecordChanged) {
-			rep.Unreadable++
-		}
+		err = a.mendRecords(ctx, box.ID, res, true, err)
+		rep.tally(true, err != nil && !errors.Is(err, errRecordChanged))
 	}
 	return nil
 }
@@ -243,11 +247,6 @@ func (a *Account) scrubBlob(ctx context.Context, sh *raftstore.Shard, blob schem
 			unreadable = true
 		}
 	}
-	if damaged {
-		rep.Damaged++
-	}
-	if unreadable {
-		rep.Unreadable++
-	}
+	rep.tally(damaged, unreadable)
 	return nil
 }
